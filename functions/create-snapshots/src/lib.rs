@@ -1,0 +1,640 @@
+//! create-snapshots: on every scheduler tick, snapshot each opted-in volume
+//! that is due in its policy's current slot.
+//!
+//! One run, in order:
+//! 1. list opted-in volumes and instances (server-side tag filters), and the
+//!    volumes attached to those instances;
+//! 2. resolve each to its policy (`ebs_lifecycle::targets`); unknown policies
+//!    are reported;
+//! 3. for each policy, find the current slot and ask EC2 once which volumes
+//!    already have a pending or completed snapshot for it;
+//! 4. start a snapshot for every volume that has none, with every tag at
+//!    creation, a bounded number at a time, until the deadline nears;
+//! 5. log and return a run summary, emit metrics, and notify when anything
+//!    failed or named an unknown policy.
+//!
+//! The handler is a plain async function of its ports, so tests drive it
+//! directly against moto or against mocked SDK clients.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Utc};
+use futures::stream::{self, StreamExt};
+use lambda_runtime::Diagnostic;
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use ebs_lifecycle::aws::ec2::{
+    CreateInstanceSnapshotsRequest, CreateSnapshotRequest, Ec2Error, SnapshotCatalog,
+    SnapshotCreator, StartedSnapshot, VolumeInventory,
+};
+use ebs_lifecycle::aws::sns::Notifier;
+use ebs_lifecycle::config::Config;
+use ebs_lifecycle::deadline::Deadline;
+use ebs_lifecycle::events::{EventError, Tick};
+use ebs_lifecycle::metrics::{self, Metric};
+use ebs_lifecycle::model::{SnapshotState, Tags};
+use ebs_lifecycle::notify::{Notification, NotificationKind, Severity};
+use ebs_lifecycle::policy::{Consistency, Policy};
+use ebs_lifecycle::tags::{
+    self, compose_snapshot_tags, copied_tags, snapshot_name, ConsistencyLabel, LifecycleLabels,
+    LifecycleState,
+};
+use ebs_lifecycle::targets::{self, InstanceTarget, Target, UnknownPolicy, VolumeTarget};
+
+pub const FUNCTION: &str = "create-snapshots";
+
+/// Snapshots started at once. CreateSnapshot's token bucket refills at 5/s
+/// with a burst of 100; eight in flight stays well inside the burst while
+/// keeping a run over a few thousand volumes to a minute or two.
+pub const CONCURRENCY: usize = 8;
+
+/// The ports this function uses.
+#[derive(Clone, Copy)]
+pub struct Ports<'a> {
+    pub inventory: &'a dyn VolumeInventory,
+    pub catalog: &'a dyn SnapshotCatalog,
+    pub creator: &'a dyn SnapshotCreator,
+    pub notifier: &'a dyn Notifier,
+}
+
+/// Why a whole run failed. Per-volume failures are not errors: they are in
+/// the summary and the run goes on.
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError {
+    #[error("rejected event: {0}")]
+    InvalidEvent(#[from] EventError),
+    #[error("could not list the opted-in volumes and instances: {0}")]
+    InventoryUnavailable(Ec2Error),
+}
+
+impl From<CreateError> for Diagnostic {
+    fn from(error: CreateError) -> Self {
+        let error_type = match error {
+            CreateError::InvalidEvent(_) => "InvalidEvent",
+            CreateError::InventoryUnavailable(_) => "InventoryUnavailable",
+        };
+        Diagnostic {
+            error_type: error_type.into(),
+            error_message: error.to_string(),
+        }
+    }
+}
+
+/// One snapshot started by this run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Created {
+    pub volume_id: String,
+    pub snapshot_id: String,
+    pub policy: String,
+    pub slot: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance_id: Option<String>,
+}
+
+/// A volume not snapshotted this run because something failed. It stays due,
+/// so the next tick tries again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Failed {
+    pub volume_id: String,
+    pub policy: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance_id: Option<String>,
+    /// Stable short name, e.g. `volume-not-found`, `concurrent-snapshot-limit`.
+    pub error_kind: String,
+    pub error: String,
+}
+
+/// A due volume not started because the invocation's deadline came near.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LeftForLater {
+    pub volume_id: String,
+    pub policy: String,
+}
+
+/// A tag that could not be put on a new snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SkippedTag {
+    pub volume_id: String,
+    pub key: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    /// Volumes covered by a known policy.
+    pub targeted: usize,
+    pub created: usize,
+    pub not_due: usize,
+    pub failed: usize,
+    /// Resources whose selector tag names no policy.
+    pub unknown_policy: usize,
+    pub left_for_later: usize,
+}
+
+/// What one run did, returned as the invocation's result and logged.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RunSummary {
+    pub function: &'static str,
+    pub deployment: String,
+    /// The run's clock reading, which decides the current slots.
+    pub time: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scheduled_time: Option<String>,
+    pub counts: Counts,
+    pub created: Vec<Created>,
+    pub failed: Vec<Failed>,
+    pub unknown_policies: Vec<UnknownPolicy>,
+    pub left_for_later: Vec<LeftForLater>,
+    pub skipped_tags: Vec<SkippedTag>,
+    /// Set when the run-summary notification could not be published.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notification_error: Option<String>,
+}
+
+/// A unit of work: one CreateSnapshot or one CreateSnapshots call.
+enum Work<'p> {
+    Volume {
+        target: VolumeTarget,
+        policy: &'p Policy,
+        slot: DateTime<Utc>,
+    },
+    Instance {
+        target: InstanceTarget,
+        /// The member volumes still due (the rest already have a snapshot).
+        due: Vec<String>,
+        policy: &'p Policy,
+        slot: DateTime<Utc>,
+    },
+}
+
+enum Outcome {
+    Created(Vec<Created>),
+    Failed(Vec<Failed>),
+    Left(Vec<LeftForLater>),
+}
+
+/// Run one tick.
+pub async fn handle(
+    ports: Ports<'_>,
+    config: &Config,
+    event: &Value,
+    now: DateTime<Utc>,
+    deadline: Deadline,
+) -> Result<RunSummary, CreateError> {
+    let tick = Tick::parse(event)?;
+    let mut summary = RunSummary {
+        function: FUNCTION,
+        deployment: config.deployment_name.clone(),
+        time: tags::format_time(now),
+        scheduled_time: tick.scheduled_time.map(tags::format_time),
+        ..RunSummary::default()
+    };
+
+    let resolution = discover(ports.inventory, config).await?;
+    summary.counts.targeted = resolution.volume_count();
+    summary.unknown_policies = resolution.unknown_policies;
+
+    let work = plan(
+        ports.catalog,
+        config,
+        resolution.targets,
+        now,
+        deadline,
+        &mut summary,
+    )
+    .await;
+
+    let mut outcomes = stream::iter(work)
+        .map(|w| execute(ports.creator, config, w, now, deadline))
+        .buffer_unordered(CONCURRENCY);
+    while let Some((outcome, skipped)) = outcomes.next().await {
+        summary.skipped_tags.extend(skipped);
+        match outcome {
+            Outcome::Created(c) => summary.created.extend(c),
+            Outcome::Failed(f) => summary.failed.extend(f),
+            Outcome::Left(l) => summary.left_for_later.extend(l),
+        }
+    }
+
+    finish(ports.notifier, config, &mut summary).await;
+    Ok(summary)
+}
+
+/// Steps 1 and 2: list what opted in and resolve policies.
+async fn discover(
+    inventory: &dyn VolumeInventory,
+    config: &Config,
+) -> Result<targets::Resolution, CreateError> {
+    let key = config.selector_tag_key.as_str();
+    let (tagged_volumes, tagged_instances) = tokio::try_join!(
+        inventory.volumes_tagged(key),
+        inventory.instances_tagged(key)
+    )
+    .map_err(CreateError::InventoryUnavailable)?;
+    let instance_ids: Vec<String> = tagged_instances.iter().map(|i| i.id.clone()).collect();
+    let attached = if instance_ids.is_empty() {
+        Vec::new()
+    } else {
+        inventory
+            .volumes_attached_to(&instance_ids)
+            .await
+            .map_err(CreateError::InventoryUnavailable)?
+    };
+    Ok(targets::resolve(
+        key,
+        &config.policies,
+        &tagged_volumes,
+        &tagged_instances,
+        &attached,
+    ))
+}
+
+/// Step 3: one DescribeSnapshots per policy and slot decides what is due.
+async fn plan<'p>(
+    catalog: &dyn SnapshotCatalog,
+    config: &'p Config,
+    targets: Vec<Target>,
+    now: DateTime<Utc>,
+    deadline: Deadline,
+    summary: &mut RunSummary,
+) -> Vec<Work<'p>> {
+    let mut by_policy: BTreeMap<String, Vec<Target>> = BTreeMap::new();
+    for t in targets {
+        by_policy.entry(t.policy().to_string()).or_default().push(t);
+    }
+
+    let mut work = Vec::new();
+    for (name, targets) in by_policy {
+        // Resolution only yields targets of known policies.
+        let Some(policy) = config.policies.get(&name) else {
+            continue;
+        };
+        let all_volumes = || {
+            targets
+                .iter()
+                .flat_map(|t| t.volume_ids())
+                .map(String::from)
+        };
+        if deadline.is_near() {
+            summary
+                .left_for_later
+                .extend(all_volumes().map(|volume_id| LeftForLater {
+                    volume_id,
+                    policy: name.clone(),
+                }));
+            continue;
+        }
+        let Some(slot) = policy.schedule.slot_at(now) else {
+            summary.failed.extend(all_volumes().map(|volume_id| Failed {
+                volume_id,
+                policy: name.clone(),
+                instance_id: None,
+                error_kind: "no-slot".into(),
+                error: format!(
+                    "schedule `{}` has no slot before now",
+                    policy.schedule.expression()
+                ),
+            }));
+            continue;
+        };
+        let covered: BTreeSet<String> = match catalog
+            .snapshots_for_slot(&config.deployment_name, &name, slot)
+            .await
+        {
+            // An `error` snapshot does not fulfil the slot: the volume stays due.
+            Ok(snapshots) => snapshots
+                .into_iter()
+                .filter(|s| s.state != SnapshotState::Error)
+                .filter_map(|s| s.source_volume_id().map(String::from))
+                .collect(),
+            Err(e) => {
+                // Without knowing what exists, creating could duplicate: skip, retry next tick.
+                summary.failed.extend(all_volumes().map(|volume_id| Failed {
+                    volume_id,
+                    policy: name.clone(),
+                    instance_id: None,
+                    error_kind: e.kind().into(),
+                    error: format!("could not check existing snapshots: {e}"),
+                }));
+                continue;
+            }
+        };
+        for target in targets {
+            match target {
+                Target::Volume(t) if covered.contains(&t.volume.id) => summary.counts.not_due += 1,
+                Target::Volume(target) => work.push(Work::Volume {
+                    target,
+                    policy,
+                    slot,
+                }),
+                Target::Instance(target) => {
+                    let due: Vec<String> = target
+                        .volumes
+                        .iter()
+                        .map(|v| v.id.clone())
+                        .filter(|id| !covered.contains(id))
+                        .collect();
+                    summary.counts.not_due += target.volumes.len() - due.len();
+                    if !due.is_empty() {
+                        work.push(Work::Instance {
+                            target,
+                            due,
+                            policy,
+                            slot,
+                        });
+                    }
+                }
+            }
+        }
+    }
+    work
+}
+
+fn labels(
+    config: &Config,
+    policy: &Policy,
+    slot: DateTime<Utc>,
+    now: DateTime<Utc>,
+    consistency: ConsistencyLabel,
+) -> LifecycleLabels {
+    LifecycleLabels {
+        managed_by: config.deployment_name.clone(),
+        policy: policy.name.clone(),
+        slot,
+        state: LifecycleState::Pending,
+        volume_id: None,
+        instance_id: None,
+        device: None,
+        created_at: now,
+        completed_at: None,
+        consistency,
+        retained_by: None,
+        expires_at: None,
+        hold: false,
+    }
+}
+
+fn description(config: &Config, policy: &Policy, slot: DateTime<Utc>) -> String {
+    format!(
+        "{}: policy {}, slot {}",
+        config.deployment_name,
+        policy.name,
+        tags::format_time(slot)
+    )
+}
+
+/// `application` and `stopped` are not implemented yet: such policies are
+/// snapshotted crash-consistently and labelled so (`crash-fallback`), rather
+/// than not at all.
+fn consistency_label(policy: &Policy, together: bool) -> ConsistencyLabel {
+    match (policy.consistency, together) {
+        (Consistency::Application | Consistency::Stopped, _) => ConsistencyLabel::CrashFallback,
+        (_, true) => ConsistencyLabel::Instance,
+        (_, false) => ConsistencyLabel::Crash,
+    }
+}
+
+/// Step 4: one call to EC2, unless the deadline is near.
+async fn execute(
+    creator: &dyn SnapshotCreator,
+    config: &Config,
+    work: Work<'_>,
+    now: DateTime<Utc>,
+    deadline: Deadline,
+) -> (Outcome, Vec<SkippedTag>) {
+    match work {
+        Work::Volume {
+            target,
+            policy,
+            slot,
+        } => {
+            let volume = &target.volume;
+            if deadline.is_near() {
+                let left = LeftForLater {
+                    volume_id: volume.id.clone(),
+                    policy: policy.name.clone(),
+                };
+                return (Outcome::Left(vec![left]), Vec::new());
+            }
+            let mut l = labels(config, policy, slot, now, consistency_label(policy, false));
+            l.volume_id = Some(volume.id.clone());
+            l.instance_id = volume.attachment.as_ref().map(|a| a.instance_id.clone());
+            l.device = volume.attachment.as_ref().map(|a| a.device.clone());
+            let instance_tags = target.instance.as_ref().map(|i| &i.tags);
+            let set = compose_snapshot_tags(
+                &l,
+                &snapshot_name(volume, target.instance.as_ref()),
+                policy,
+                &copied_tags(&policy.copy_tags, &volume.tags, instance_tags),
+            );
+            let skipped = skipped(&volume.id, &set.skipped);
+            let request = CreateSnapshotRequest {
+                volume_id: volume.id.clone(),
+                description: description(config, policy, slot),
+                tags: set.tags,
+            };
+            let outcome = match creator.create_snapshot(&request).await {
+                Ok(started) => {
+                    Outcome::Created(vec![created(started, policy, slot, l.instance_id)])
+                }
+                Err(e) => Outcome::Failed(vec![failed(&volume.id, policy, l.instance_id, &e)]),
+            };
+            (outcome, skipped)
+        }
+        Work::Instance {
+            target,
+            due,
+            policy,
+            slot,
+        } => {
+            let instance = &target.instance;
+            if deadline.is_near() {
+                let left = due
+                    .into_iter()
+                    .map(|volume_id| LeftForLater {
+                        volume_id,
+                        policy: policy.name.clone(),
+                    })
+                    .collect();
+                return (Outcome::Left(left), Vec::new());
+            }
+            let mut l = labels(config, policy, slot, now, consistency_label(policy, true));
+            l.instance_id = Some(instance.id.clone());
+            // One tag set covers every volume of the set, so per-volume tags
+            // (volume id, device, the volume's own tags) cannot be given here;
+            // EC2's VolumeId attribute identifies each snapshot's volume.
+            let name = instance
+                .name()
+                .filter(|n| !n.is_empty())
+                .unwrap_or(&instance.id);
+            let set = compose_snapshot_tags(
+                &l,
+                name,
+                policy,
+                &copied_tags(&policy.copy_tags, &Tags::new(), Some(&instance.tags)),
+            );
+            let skipped = skipped(&instance.id, &set.skipped);
+            let request =
+                instance_request(&target, &due, description(config, policy, slot), set.tags);
+            let outcome = match creator.create_instance_snapshots(&request).await {
+                Ok(started) => Outcome::Created(
+                    started
+                        .into_iter()
+                        .map(|s| created(s, policy, slot, Some(instance.id.clone())))
+                        .collect(),
+                ),
+                Err(e) => Outcome::Failed(
+                    due.iter()
+                        .map(|v| failed(v, policy, Some(instance.id.clone()), &e))
+                        .collect(),
+                ),
+            };
+            (outcome, skipped)
+        }
+    }
+}
+
+/// CreateSnapshots takes the boot volume out with a flag and data volumes by id.
+fn instance_request(
+    target: &InstanceTarget,
+    due: &[String],
+    description: String,
+    tags: Tags,
+) -> CreateInstanceSnapshotsRequest {
+    let instance = &target.instance;
+    let root_volume = instance
+        .volumes
+        .iter()
+        .find(|b| Some(&b.device) == instance.root_device.as_ref())
+        .map(|b| b.volume_id.as_str());
+    let attached: BTreeSet<&str> = instance
+        .volumes
+        .iter()
+        .map(|b| b.volume_id.as_str())
+        .chain(target.volumes.iter().map(|v| v.id.as_str()))
+        .chain(target.excluded_volume_ids.iter().map(String::as_str))
+        .collect();
+    let excluded: Vec<&str> = attached
+        .into_iter()
+        .filter(|id| !due.iter().any(|d| d == id))
+        .collect();
+    CreateInstanceSnapshotsRequest {
+        instance_id: instance.id.clone(),
+        exclude_boot_volume: root_volume.is_some_and(|r| excluded.contains(&r)),
+        exclude_volume_ids: excluded
+            .into_iter()
+            .filter(|id| Some(*id) != root_volume)
+            .map(String::from)
+            .collect(),
+        description,
+        tags,
+    }
+}
+
+fn created(
+    s: StartedSnapshot,
+    policy: &Policy,
+    slot: DateTime<Utc>,
+    instance_id: Option<String>,
+) -> Created {
+    Created {
+        volume_id: s.volume_id,
+        snapshot_id: s.snapshot_id,
+        policy: policy.name.clone(),
+        slot: tags::format_time(slot),
+        instance_id,
+    }
+}
+
+fn failed(volume_id: &str, policy: &Policy, instance_id: Option<String>, e: &Ec2Error) -> Failed {
+    Failed {
+        volume_id: volume_id.to_string(),
+        policy: policy.name.clone(),
+        instance_id,
+        error_kind: e.kind().into(),
+        error: e.to_string(),
+    }
+}
+
+fn skipped(resource_id: &str, skipped: &[tags::SkippedTag]) -> Vec<SkippedTag> {
+    skipped
+        .iter()
+        .map(|s| SkippedTag {
+            volume_id: resource_id.to_string(),
+            key: s.key.clone(),
+            reason: s.reason.to_string(),
+        })
+        .collect()
+}
+
+/// Step 5: counts, log, metrics, notification.
+async fn finish(notifier: &dyn Notifier, config: &Config, summary: &mut RunSummary) {
+    summary
+        .created
+        .sort_by(|a, b| a.volume_id.cmp(&b.volume_id));
+    summary.failed.sort_by(|a, b| a.volume_id.cmp(&b.volume_id));
+    summary
+        .left_for_later
+        .sort_by(|a, b| a.volume_id.cmp(&b.volume_id));
+    summary.counts.created = summary.created.len();
+    summary.counts.failed = summary.failed.len();
+    summary.counts.unknown_policy = summary.unknown_policies.len();
+    summary.counts.left_for_later = summary.left_for_later.len();
+
+    let c = summary.counts;
+    let metrics = [
+        (Metric::ResourcesTargeted, c.targeted as u64),
+        (Metric::SnapshotsCreateStarted, c.created as u64),
+        (Metric::SnapshotsCreateFailed, c.failed as u64),
+    ];
+    if let Err(e) = metrics::emit(
+        &config.metrics_namespace,
+        &config.deployment_name,
+        FUNCTION,
+        &metrics,
+        std::io::stdout().lock(),
+    ) {
+        tracing::warn!(error = %e, "could not write metrics");
+    }
+
+    if c.failed > 0 || c.unknown_policy > 0 {
+        let notification = Notification {
+            kind: NotificationKind::RunSummary,
+            severity: Severity::Warning,
+            deployment: config.deployment_name.clone(),
+            summary: headline(&c),
+            details: json!(summary),
+        };
+        if let Err(e) = notifier.publish(&notification).await {
+            tracing::error!(error = %e, "could not publish the run summary");
+            summary.notification_error = Some(e.to_string());
+        }
+    }
+    tracing::info!(
+        targeted = c.targeted,
+        created = c.created,
+        not_due = c.not_due,
+        failed = c.failed,
+        unknown_policy = c.unknown_policy,
+        left_for_later = c.left_for_later,
+        summary = %json!(summary),
+        "{}",
+        headline(&c)
+    );
+}
+
+/// One human line: what a person reading the subject needs first.
+pub fn headline(c: &Counts) -> String {
+    let mut parts = vec![format!("{} snapshots started", c.created)];
+    if c.failed > 0 {
+        parts.push(format!("{} volumes failed", c.failed));
+    }
+    if c.unknown_policy > 0 {
+        parts.push(format!("{} with an unknown policy", c.unknown_policy));
+    }
+    if c.left_for_later > 0 {
+        parts.push(format!("{} left for the next tick", c.left_for_later));
+    }
+    format!("create-snapshots: {}", parts.join(", "))
+}

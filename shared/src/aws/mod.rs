@@ -1,0 +1,46 @@
+//! Adapters at the edge: the only place that knows the AWS SDK.
+//!
+//! `ec2` and `sns` hold the ports (narrow traits the functions depend on) and
+//! their SDK implementations. This file builds the shared SDK configuration
+//! once per execution environment, with a deliberate retry policy.
+
+pub mod ec2;
+pub mod sns;
+
+use std::time::Duration;
+
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::BehaviorVersion;
+
+/// Attempts per call, the first included. EC2's token buckets refill within
+/// seconds, so five attempts with exponential backoff (jittered, from 1 s by
+/// default, capped at 20 s) ride out a burst of `RequestLimitExceeded`
+/// without eating a large part of the 15-minute invocation.
+pub const MAX_ATTEMPTS: u32 = 5;
+/// One attempt may take this long before it is abandoned and retried.
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(20);
+/// One call, retries included, may take this long.
+pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// The retry policy every client uses: standard mode (the SDK retries
+/// throttling, 5xx and transient transport errors with exponential backoff
+/// and a client-side retry quota so a failing region is not hammered).
+pub fn retry_config() -> RetryConfig {
+    RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS)
+}
+
+/// Load the SDK configuration from the environment (region, credentials,
+/// `AWS_ENDPOINT_URL` for the local emulator) with our retry and timeout policy.
+pub async fn load_sdk_config() -> aws_config::SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .retry_config(retry_config())
+        .timeout_config(
+            TimeoutConfig::builder()
+                .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+                .operation_timeout(OPERATION_TIMEOUT)
+                .build(),
+        )
+        .load()
+        .await
+}

@@ -1,0 +1,371 @@
+//! Configuration from the environment (SPEC "Configuration").
+//!
+//! Read once at start-up. Every value is validated there; a bad one is an
+//! error that names the variable, and the function then does nothing but
+//! report it. An empty variable counts as unset, because CloudFormation passes
+//! empty strings for parameters left blank.
+
+use crate::policy::{Policies, PolicyError};
+
+/// What check-encryption may fix by itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Remediate {
+    Off,
+    Public,
+    All,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub policies: Policies,
+    /// The tag key that opts a volume or instance in (`Backup`).
+    pub selector_tag_key: String,
+    /// The value of `lifecycle:managed-by`: the stack name.
+    pub deployment_name: String,
+    /// Where notifications go; `None` logs them instead (local runs).
+    pub topic_arn: Option<String>,
+    pub dry_run: bool,
+    pub max_deletions: u32,
+    pub stuck_after_minutes: u32,
+    pub remediate: Remediate,
+    pub encryption_kms_key_id: Option<String>,
+    pub allowed_kms_key_ids: Vec<String>,
+    pub allowed_share_accounts: Vec<String>,
+    pub metrics_namespace: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{variable} is required and is not set")]
+    Missing { variable: &'static str },
+    #[error("{variable}={value:?} is invalid: {problem}")]
+    Invalid {
+        variable: &'static str,
+        value: String,
+        problem: String,
+    },
+    #[error("POLICIES: {0}")]
+    Policies(#[from] PolicyError),
+}
+
+impl ConfigError {
+    /// The variable at fault, for the `config-error` notification.
+    pub fn variable(&self) -> &'static str {
+        match self {
+            Self::Missing { variable } | Self::Invalid { variable, .. } => variable,
+            Self::Policies(_) => "POLICIES",
+        }
+    }
+}
+
+pub const DEFAULT_SELECTOR_TAG_KEY: &str = "Backup";
+pub const DEFAULT_MAX_DELETIONS: u32 = 200;
+pub const DEFAULT_STUCK_AFTER_MINUTES: u32 = 240;
+pub const DEFAULT_METRICS_NAMESPACE: &str = "EbsSnapshotLifecycle";
+
+impl Config {
+    /// Read the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Read configuration through `lookup` (the environment, or a map in tests).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+        let invalid = |variable: &'static str, value: &str, problem: &str| ConfigError::Invalid {
+            variable,
+            value: value.to_string(),
+            problem: problem.to_string(),
+        };
+
+        let policies = match get("POLICIES") {
+            Some(doc) => Policies::parse(&doc)?,
+            None => Policies::builtin_default(),
+        };
+
+        let selector_tag_key =
+            get("SELECTOR_TAG_KEY").unwrap_or_else(|| DEFAULT_SELECTOR_TAG_KEY.to_string());
+        if selector_tag_key.chars().count() > 128
+            || selector_tag_key.starts_with("aws:")
+            || selector_tag_key.starts_with("lifecycle:")
+        {
+            return Err(invalid(
+                "SELECTOR_TAG_KEY",
+                &selector_tag_key,
+                "a tag key of at most 128 characters, not starting with aws: or lifecycle:",
+            ));
+        }
+
+        let deployment_name = get("DEPLOYMENT_NAME").ok_or(ConfigError::Missing {
+            variable: "DEPLOYMENT_NAME",
+        })?;
+        let deployment_ok = deployment_name.len() <= 128
+            && deployment_name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if !deployment_ok {
+            return Err(invalid(
+                "DEPLOYMENT_NAME",
+                &deployment_name,
+                "1 to 128 of A-Z a-z 0-9 - _ . (the stack name)",
+            ));
+        }
+
+        let topic_arn = get("TOPIC_ARN");
+        if let Some(arn) = &topic_arn {
+            let parts: Vec<&str> = arn.split(':').collect();
+            if parts.len() != 6 || parts[0] != "arn" || parts[2] != "sns" || parts[5].is_empty() {
+                return Err(invalid(
+                    "TOPIC_ARN",
+                    arn,
+                    "an SNS topic ARN (arn:aws:sns:region:account:name)",
+                ));
+            }
+        }
+
+        let dry_run = match get("DRY_RUN") {
+            None => false,
+            Some(v) => parse_bool(&v).ok_or_else(|| invalid("DRY_RUN", &v, "true or false"))?,
+        };
+
+        let number = |variable: &'static str, default: u32, min: u32| -> Result<u32, ConfigError> {
+            match get(variable) {
+                None => Ok(default),
+                Some(v) => match v.trim().parse::<u32>() {
+                    Ok(n) if n >= min => Ok(n),
+                    _ => Err(invalid(
+                        variable,
+                        &v,
+                        &format!("a whole number, at least {min}"),
+                    )),
+                },
+            }
+        };
+        let max_deletions = number("MAX_DELETIONS", DEFAULT_MAX_DELETIONS, 0)?;
+        let stuck_after_minutes = number("STUCK_AFTER_MINUTES", DEFAULT_STUCK_AFTER_MINUTES, 1)?;
+
+        let remediate = match get("REMEDIATE").as_deref().map(str::trim) {
+            None | Some("off") => Remediate::Off,
+            Some("public") => Remediate::Public,
+            Some("all") => Remediate::All,
+            Some(other) => return Err(invalid("REMEDIATE", other, "off, public or all")),
+        };
+
+        let encryption_kms_key_id = get("ENCRYPTION_KMS_KEY_ID").map(|v| v.trim().to_string());
+        if let Some(key) = &encryption_kms_key_id {
+            if !is_kms_key_reference(key) {
+                return Err(invalid(
+                    "ENCRYPTION_KMS_KEY_ID",
+                    key,
+                    "a KMS key id, key ARN, alias/name or alias ARN",
+                ));
+            }
+        }
+        let allowed_kms_key_ids = list(get("ALLOWED_KMS_KEY_IDS"));
+        if let Some(bad) = allowed_kms_key_ids
+            .iter()
+            .find(|k| !is_kms_key_reference(k))
+        {
+            return Err(invalid(
+                "ALLOWED_KMS_KEY_IDS",
+                bad,
+                "comma-separated KMS key ids, key ARNs or aliases",
+            ));
+        }
+        let allowed_share_accounts = list(get("ALLOWED_SHARE_ACCOUNTS"));
+        if let Some(bad) = allowed_share_accounts
+            .iter()
+            .find(|a| a.len() != 12 || !a.chars().all(|c| c.is_ascii_digit()))
+        {
+            return Err(invalid(
+                "ALLOWED_SHARE_ACCOUNTS",
+                bad,
+                "comma-separated 12-digit AWS account ids",
+            ));
+        }
+        if remediate == Remediate::All && encryption_kms_key_id.is_none() {
+            return Err(invalid(
+                "REMEDIATE",
+                "all",
+                "needs ENCRYPTION_KMS_KEY_ID: the key encrypted copies are made with",
+            ));
+        }
+
+        let metrics_namespace =
+            get("METRICS_NAMESPACE").unwrap_or_else(|| DEFAULT_METRICS_NAMESPACE.to_string());
+        if metrics_namespace.len() > 255
+            || metrics_namespace.starts_with("AWS/")
+            || !metrics_namespace
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || ".-_/#:".contains(c))
+        {
+            return Err(invalid(
+                "METRICS_NAMESPACE",
+                &metrics_namespace,
+                "a CloudWatch namespace: up to 255 of A-Z a-z 0-9 . - _ / # :, not starting with AWS/",
+            ));
+        }
+
+        Ok(Self {
+            policies,
+            selector_tag_key,
+            deployment_name,
+            topic_arn,
+            dry_run,
+            max_deletions,
+            stuck_after_minutes,
+            remediate,
+            encryption_kms_key_id,
+            allowed_kms_key_ids,
+            allowed_share_accounts,
+            metrics_namespace,
+        })
+    }
+}
+
+fn parse_bool(v: &str) -> Option<bool> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Some(true),
+        "false" | "0" | "no" => Some(false),
+        _ => None,
+    }
+}
+
+fn list(v: Option<String>) -> Vec<String> {
+    v.map(|v| {
+        v.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+/// A key id (UUID or `mrk-` multi-region id), key ARN, `alias/name` or alias ARN.
+fn is_kms_key_reference(s: &str) -> bool {
+    let is_key_id = |id: &str| {
+        let hex = id.strip_prefix("mrk-").unwrap_or(id);
+        !hex.is_empty() && hex.chars().all(|c| c.is_ascii_hexdigit() || c == '-')
+    };
+    if let Some(name) = s.strip_prefix("alias/") {
+        return !name.is_empty();
+    }
+    if let Some(rest) = s.strip_prefix("arn:") {
+        let parts: Vec<&str> = rest.splitn(5, ':').collect();
+        return parts.len() == 5
+            && parts[1] == "kms"
+            && (parts[4].strip_prefix("key/").is_some_and(is_key_id)
+                || parts[4]
+                    .strip_prefix("alias/")
+                    .is_some_and(|n| !n.is_empty()));
+    }
+    is_key_id(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn load(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults_apply_with_only_the_deployment_name() {
+        let c = load(&[("DEPLOYMENT_NAME", "prod-backups")]).unwrap();
+        assert_eq!(c.selector_tag_key, "Backup");
+        assert_eq!(c.deployment_name, "prod-backups");
+        assert!(!c.dry_run);
+        assert_eq!(c.max_deletions, DEFAULT_MAX_DELETIONS);
+        assert_eq!(c.remediate, Remediate::Off);
+        assert_eq!(c.metrics_namespace, DEFAULT_METRICS_NAMESPACE);
+        assert!(c.policies.get("default").is_some());
+        assert!(c.topic_arn.is_none());
+    }
+
+    #[test]
+    fn empty_values_count_as_unset() {
+        let c = load(&[
+            ("DEPLOYMENT_NAME", "d"),
+            ("TOPIC_ARN", ""),
+            ("POLICIES", " "),
+            ("REMEDIATE", ""),
+        ])
+        .unwrap();
+        assert!(c.topic_arn.is_none());
+        assert_eq!(c.remediate, Remediate::Off);
+    }
+
+    #[test]
+    fn every_bad_value_names_its_variable() {
+        let cases: &[(&str, &str)] = &[
+            ("DEPLOYMENT_NAME", "has space"),
+            ("SELECTOR_TAG_KEY", "aws:thing"),
+            ("TOPIC_ARN", "arn:aws:sqs:us-east-1:123456789012:q"),
+            ("DRY_RUN", "maybe"),
+            ("MAX_DELETIONS", "-1"),
+            ("MAX_DELETIONS", "ten"),
+            ("STUCK_AFTER_MINUTES", "0"),
+            ("REMEDIATE", "everything"),
+            ("ENCRYPTION_KMS_KEY_ID", "not a key!"),
+            ("ALLOWED_KMS_KEY_IDS", "alias/ok, bad key"),
+            ("ALLOWED_SHARE_ACCOUNTS", "123456789012,12345"),
+            ("METRICS_NAMESPACE", "AWS/EBS"),
+            ("POLICIES", "{\"p\":{}}"),
+        ];
+        for (variable, value) in cases {
+            let mut vars = vec![("DEPLOYMENT_NAME", "d")];
+            vars.retain(|(k, _)| k != variable);
+            vars.push((variable, value));
+            let err = load(&vars).unwrap_err();
+            assert_eq!(err.variable(), *variable, "{err}");
+            assert!(err.to_string().starts_with(variable), "{err}");
+        }
+        assert_eq!(load(&[]).unwrap_err().variable(), "DEPLOYMENT_NAME");
+    }
+
+    #[test]
+    fn remediate_all_needs_a_key() {
+        let err = load(&[("DEPLOYMENT_NAME", "d"), ("REMEDIATE", "all")]).unwrap_err();
+        assert_eq!(err.variable(), "REMEDIATE");
+        let ok = load(&[
+            ("DEPLOYMENT_NAME", "d"),
+            ("REMEDIATE", "all"),
+            ("ENCRYPTION_KMS_KEY_ID", "alias/backup"),
+        ]);
+        assert!(ok.is_ok());
+    }
+
+    #[test]
+    fn kms_references_in_every_documented_form() {
+        for ok in [
+            "1234abcd-12ab-34cd-56ef-1234567890ab",
+            "mrk-1234abcd12ab34cd56ef1234567890ab",
+            "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+            "alias/backups",
+            "alias/aws/ebs",
+            "arn:aws:kms:us-east-1:111122223333:alias/backups",
+        ] {
+            assert!(is_kms_key_reference(ok), "{ok}");
+        }
+        for bad in ["", "alias/", "arn:aws:s3:::bucket", "key 1"] {
+            assert!(!is_kms_key_reference(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn lists_are_trimmed() {
+        let c = load(&[
+            ("DEPLOYMENT_NAME", "d"),
+            ("ALLOWED_SHARE_ACCOUNTS", " 111122223333 , 444455556666,"),
+        ])
+        .unwrap();
+        assert_eq!(c.allowed_share_accounts, ["111122223333", "444455556666"]);
+    }
+}

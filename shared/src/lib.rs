@@ -1,0 +1,36 @@
+//! The common crate of the EBS snapshot lifecycle functions.
+//!
+//! Layout, from the pure core outwards:
+//!
+//! - [`model`]: domain types (volume, instance, snapshot), free of SDK types.
+//! - [`policy`] and [`schedule`]: the policy document, its validation, and the
+//!   schedule slots a policy's cron expression defines in its time zone.
+//! - [`tags`]: the tag contract: every `lifecycle:` key, how a new snapshot's
+//!   tags are composed, how they are read back.
+//! - [`targets`]: which volumes a policy covers, from the opt-in tags.
+//! - [`events`]: the event payloads the functions accept, parsed strictly.
+//! - [`notify`] and [`metrics`]: notification rendering and EMF metric lines.
+//! - [`config`]: configuration from the environment, validated at start-up.
+//! - [`deadline`]: the invocation deadline, on the monotonic clock.
+//!
+//! Those modules do no I/O and are tested exhaustively. At the edge:
+//!
+//! - [`aws`]: the only code that knows the AWS SDK: narrow ports (traits) per
+//!   concern and their implementations on the SDK clients.
+//! - [`runtime`]: start-up shared by the binaries (logging, clients built
+//!   once, configuration errors reported, the Lambda loop).
+
+pub mod aws;
+pub mod config;
+pub mod deadline;
+pub mod events;
+pub mod metrics;
+pub mod model;
+pub mod notify;
+pub mod policy;
+pub mod runtime;
+pub mod schedule;
+pub mod tags;
+pub mod targets;
+
+pub use model::Tags;

@@ -1,0 +1,136 @@
+//! CloudWatch metrics in Embedded Metric Format (SPEC "Metrics"): JSON lines
+//! on stdout that CloudWatch Logs turns into metrics, with no API call.
+//!
+//! The EMF document is produced by `metrics_cloudwatch_embedded`; this module
+//! fixes the metric names of the SPEC and gives each run one flush.
+//! The collector is process-wide (one per Lambda execution environment), set
+//! up on first use with the configured namespace.
+
+use std::io::Write;
+use std::sync::OnceLock;
+
+use metrics_cloudwatch_embedded::Collector;
+
+/// Metric names, after Data Lifecycle Manager's where they exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Metric {
+    ResourcesTargeted,
+    SnapshotsCreateStarted,
+    SnapshotsCreateCompleted,
+    SnapshotsCreateFailed,
+    SnapshotsDeleteCompleted,
+    SnapshotsDeleteFailed,
+    UnencryptedSnapshots,
+    PublicSnapshots,
+    StuckSnapshots,
+}
+
+impl Metric {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::ResourcesTargeted => "ResourcesTargeted",
+            Self::SnapshotsCreateStarted => "SnapshotsCreateStarted",
+            Self::SnapshotsCreateCompleted => "SnapshotsCreateCompleted",
+            Self::SnapshotsCreateFailed => "SnapshotsCreateFailed",
+            Self::SnapshotsDeleteCompleted => "SnapshotsDeleteCompleted",
+            Self::SnapshotsDeleteFailed => "SnapshotsDeleteFailed",
+            Self::UnencryptedSnapshots => "UnencryptedSnapshots",
+            Self::PublicSnapshots => "PublicSnapshots",
+            Self::StuckSnapshots => "StuckSnapshots",
+        }
+    }
+}
+
+static COLLECTOR: OnceLock<Option<&'static Collector>> = OnceLock::new();
+
+fn collector(namespace: &str) -> Option<&'static Collector> {
+    *COLLECTOR.get_or_init(|| {
+        metrics_cloudwatch_embedded::Builder::new()
+            .cloudwatch_namespace(namespace.to_string())
+            // A zero is a data point: an alarm on failures must see "0", not silence.
+            .emit_zeros(true)
+            .init()
+            .map_err(|e| tracing::warn!(error = %e, "metrics disabled: collector could not start"))
+            .ok()
+    })
+}
+
+/// Write one EMF document holding `values`, with the dimension `Deployment`
+/// and the property `Function`, to `out`. The values are this run's counts: each
+/// flush resets them, so one run is one data point per metric.
+pub fn emit(
+    namespace: &str,
+    deployment: &str,
+    function: &str,
+    values: &[(Metric, u64)],
+    out: impl Write,
+) -> std::io::Result<()> {
+    let Some(collector) = collector(namespace) else {
+        return Ok(());
+    };
+    for (metric, value) in values {
+        // The deployment is a dimension so two stacks in one account (and
+        // their alarms) never mix their numbers.
+        metrics::counter!(metric.name(), "Deployment" => deployment.to_string()).increment(*value);
+    }
+    collector
+        .set_property("Function", function.to_string())
+        .flush(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // The collector is global to the process, so everything about it is checked
+    // in this one test.
+    #[test]
+    fn one_run_is_one_emf_document_with_spec_names_and_zeros() {
+        let mut first = Vec::new();
+        emit(
+            "Test/Ns",
+            "prod",
+            "create-snapshots",
+            &[
+                (Metric::ResourcesTargeted, 4),
+                (Metric::SnapshotsCreateStarted, 3),
+                (Metric::SnapshotsCreateFailed, 0),
+            ],
+            &mut first,
+        )
+        .unwrap();
+        let text = String::from_utf8(first).unwrap();
+        let doc: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+        assert_eq!(doc["_aws"]["CloudWatchMetrics"][0]["Namespace"], "Test/Ns");
+        let names: Vec<&str> = doc["_aws"]["CloudWatchMetrics"][0]["Metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["Name"].as_str().unwrap())
+            .collect();
+        assert!(names.contains(&"SnapshotsCreateFailed"), "{names:?}");
+        assert_eq!(doc["ResourcesTargeted"], 4);
+        assert_eq!(doc["SnapshotsCreateStarted"], 3);
+        assert_eq!(doc["SnapshotsCreateFailed"], 0);
+        assert_eq!(doc["Deployment"], "prod");
+        assert_eq!(
+            doc["_aws"]["CloudWatchMetrics"][0]["Dimensions"][0][0],
+            "Deployment"
+        );
+        assert_eq!(doc["Function"], "create-snapshots");
+        assert!(doc["_aws"]["Timestamp"].as_u64().unwrap() > 0);
+
+        // The next run starts from zero, not from the last run's totals.
+        let mut second = Vec::new();
+        emit(
+            "Test/Ns",
+            "prod",
+            "create-snapshots",
+            &[(Metric::SnapshotsCreateStarted, 1)],
+            &mut second,
+        )
+        .unwrap();
+        let doc: serde_json::Value = serde_json::from_slice(&second).unwrap();
+        assert_eq!(doc["SnapshotsCreateStarted"], 1);
+    }
+}

@@ -1,0 +1,201 @@
+//! Notifications (SPEC "Notifications"): what is sent to the SNS topic.
+//!
+//! Rendering is pure: a [`Notification`] becomes a subject, a JSON message and
+//! the message attributes `kind` and `severity`, which subscribers filter on.
+//! Publishing is the SNS adapter's job (`crate::aws::sns`).
+
+use serde::Serialize;
+use serde_json::{json, Value};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NotificationKind {
+    SnapshotFailed,
+    SnapshotStuck,
+    RunSummary,
+    EncryptionFindings,
+    DeletionCapReached,
+    ConfigError,
+}
+
+impl NotificationKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::SnapshotFailed => "snapshot-failed",
+            Self::SnapshotStuck => "snapshot-stuck",
+            Self::RunSummary => "run-summary",
+            Self::EncryptionFindings => "encryption-findings",
+            Self::DeletionCapReached => "deletion-cap-reached",
+            Self::ConfigError => "config-error",
+        }
+    }
+}
+
+/// Ordered: `Info < Warning < Critical`, so "the worst" is `max()`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Info,
+    Warning,
+    Critical,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Info => "info",
+            Self::Warning => "warning",
+            Self::Critical => "critical",
+        }
+    }
+}
+
+/// One message to the topic.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Notification {
+    pub kind: NotificationKind,
+    pub severity: Severity,
+    /// The deployment (stack) that sends it, so one inbox can serve several.
+    pub deployment: String,
+    /// One human sentence; also the tail of the subject.
+    pub summary: String,
+    /// Kind-specific details, rendered into the JSON message as `details`.
+    pub details: Value,
+}
+
+/// What SNS Publish receives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenderedNotification {
+    pub subject: String,
+    pub message: String,
+    /// `(name, value)` string attributes.
+    pub attributes: Vec<(String, String)>,
+}
+
+/// SNS limits: subjects are at most 100 ASCII characters with no control
+/// characters; messages at most 256 KiB.
+pub const MAX_SUBJECT_CHARS: usize = 100;
+pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
+
+impl Notification {
+    pub fn render(&self) -> RenderedNotification {
+        let mut message = json!({
+            "kind": self.kind,
+            "severity": self.severity,
+            "deployment": self.deployment,
+            "summary": self.summary,
+            "details": self.details,
+        })
+        .to_string();
+        if message.len() > MAX_MESSAGE_BYTES {
+            // A huge run summary must still arrive: drop the details, say so.
+            message = json!({
+                "kind": self.kind,
+                "severity": self.severity,
+                "deployment": self.deployment,
+                "summary": self.summary,
+                "details": { "truncated": true, "reason": "details exceed the SNS message limit; see the function's logs" },
+            })
+            .to_string();
+        }
+        RenderedNotification {
+            subject: subject(&self.deployment, self.severity, &self.summary),
+            message,
+            attributes: vec![
+                ("kind".into(), self.kind.as_str().into()),
+                ("severity".into(), self.severity.as_str().into()),
+            ],
+        }
+    }
+}
+
+/// `[deployment] SEVERITY: summary`, made safe for SNS and cut to its limit.
+fn subject(deployment: &str, severity: Severity, summary: &str) -> String {
+    let label = match severity {
+        Severity::Info => "",
+        Severity::Warning => "WARNING: ",
+        Severity::Critical => "CRITICAL: ",
+    };
+    let raw = format!("[{deployment}] {label}{summary}");
+    let mut clean: String = raw
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                ' '
+            }
+        })
+        .collect();
+    if clean.chars().count() > MAX_SUBJECT_CHARS {
+        clean = clean
+            .chars()
+            .take(MAX_SUBJECT_CHARS - 3)
+            .collect::<String>()
+            + "...";
+    }
+    clean.trim().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn note(summary: &str, details: Value) -> Notification {
+        Notification {
+            kind: NotificationKind::RunSummary,
+            severity: Severity::Warning,
+            deployment: "prod".into(),
+            summary: summary.into(),
+            details,
+        }
+    }
+
+    #[test]
+    fn renders_subject_json_body_and_filterable_attributes() {
+        let r = note("2 volumes failed", json!({"failed": 2})).render();
+        assert_eq!(r.subject, "[prod] WARNING: 2 volumes failed");
+        let body: Value = serde_json::from_str(&r.message).unwrap();
+        assert_eq!(body["kind"], "run-summary");
+        assert_eq!(body["severity"], "warning");
+        assert_eq!(body["summary"], "2 volumes failed");
+        assert_eq!(body["details"]["failed"], 2);
+        assert_eq!(
+            r.attributes,
+            vec![
+                ("kind".to_string(), "run-summary".to_string()),
+                ("severity".to_string(), "warning".to_string())
+            ]
+        );
+    }
+
+    #[test]
+    fn subjects_obey_sns_rules() {
+        let r = note(
+            &format!("line\nbreak ünïcode {}", "x".repeat(200)),
+            json!({}),
+        )
+        .render();
+        assert!(r.subject.chars().count() <= MAX_SUBJECT_CHARS);
+        assert!(r.subject.chars().all(|c| c.is_ascii_graphic() || c == ' '));
+        assert!(r.subject.ends_with("..."));
+    }
+
+    #[test]
+    fn huge_details_are_dropped_not_sent() {
+        let r = note("big", json!({"list": vec!["x".repeat(1000); 400]})).render();
+        assert!(r.message.len() <= MAX_MESSAGE_BYTES);
+        let body: Value = serde_json::from_str(&r.message).unwrap();
+        assert_eq!(body["details"]["truncated"], true);
+    }
+
+    #[test]
+    fn severities_order_from_info_to_critical() {
+        assert_eq!(
+            [Severity::Warning, Severity::Critical, Severity::Info]
+                .into_iter()
+                .max(),
+            Some(Severity::Critical)
+        );
+    }
+}

@@ -1,0 +1,654 @@
+//! The policy document of SPEC "Policy document": parsing, validation and the
+//! built-in default.
+//!
+//! Parsing is strict: an unknown field, a bad cron expression, an unknown time
+//! zone or a keep rule that keeps nothing is an error naming the policy and the
+//! field, so a typo is found at start-up and not by a missing backup.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::model::Tags;
+use crate::schedule::Schedule;
+use crate::tags;
+
+/// The document used when `POLICIES` is unset (SPEC).
+pub const DEFAULT_POLICIES: &str = r#"{
+  "default": { "schedule": "@daily", "timezone": "UTC",
+               "keep": { "last": 3, "daily": 7, "weekly": 4, "monthly": 12 } }
+}"#;
+
+/// The name of the policy used by [`DEFAULT_POLICIES`].
+pub const DEFAULT_POLICY_NAME: &str = "default";
+
+/// All policies of a deployment, by name.
+#[derive(Debug, Clone)]
+pub struct Policies {
+    by_name: BTreeMap<String, Policy>,
+}
+
+impl Policies {
+    pub fn get(&self, name: &str) -> Option<&Policy> {
+        self.by_name.get(name)
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.by_name.keys().map(String::as_str)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Policy> {
+        self.by_name.values()
+    }
+
+    /// Parse and validate a policy document (the value of `POLICIES`).
+    pub fn parse(document: &str) -> Result<Self, PolicyError> {
+        let raw: BTreeMap<String, serde_json::Value> =
+            serde_json::from_str(document).map_err(|e| PolicyError::Document(e.to_string()))?;
+        if raw.is_empty() {
+            return Err(PolicyError::Document(
+                "the document defines no policy".into(),
+            ));
+        }
+        let mut by_name = BTreeMap::new();
+        for (name, value) in raw {
+            let policy = Policy::from_json(&name, value)?;
+            by_name.insert(name, policy);
+        }
+        Ok(Self { by_name })
+    }
+
+    /// The built-in default of the SPEC.
+    pub fn builtin_default() -> Self {
+        let policy = Policy::builtin_default();
+        Self {
+            by_name: BTreeMap::from([(policy.name.clone(), policy)]),
+        }
+    }
+}
+
+/// One policy: when to snapshot, how, what to label, what to keep.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub name: String,
+    pub schedule: Schedule,
+    pub keep: KeepRules,
+    pub copy_tags: CopyTags,
+    /// Static tags added to every snapshot of the policy.
+    pub tags: Tags,
+    pub consistency: Consistency,
+    /// The keep rules once the source volume no longer exists.
+    pub orphans: KeepRules,
+    /// Only with `consistency: application`.
+    pub application: Option<ApplicationCommands>,
+}
+
+impl Policy {
+    pub fn builtin_default() -> Self {
+        // The constant is part of the binary and covered by a test; failing to
+        // parse it is a programming error, not an input error.
+        #[allow(clippy::expect_used)]
+        Policies::parse(DEFAULT_POLICIES)
+            .ok()
+            .and_then(|p| p.by_name.into_values().next())
+            .expect("the built-in default policy document is valid")
+    }
+
+    fn from_json(name: &str, value: serde_json::Value) -> Result<Self, PolicyError> {
+        let err = |field: &str, problem: String| PolicyError::Field {
+            policy: name.to_string(),
+            field: field.to_string(),
+            problem,
+        };
+        validate_policy_name(name).map_err(|p| err("(name)", p))?;
+        let raw: RawPolicy = serde_path_to_error::deserialize(value).map_err(|e| {
+            let path = e.path().to_string();
+            let field = if path == "." {
+                "(policy)".to_string()
+            } else {
+                path
+            };
+            err(&field, e.into_inner().to_string())
+        })?;
+
+        let schedule = Schedule::parse(&raw.schedule, &raw.timezone).map_err(|e| match e {
+            crate::schedule::ScheduleError::Cron(p) => err("schedule", p),
+            crate::schedule::ScheduleError::TimeZone(p) => err("timezone", p),
+        })?;
+        let keep = KeepRules::from_raw(raw.keep).map_err(|p| err("keep", p))?;
+        let orphans = match raw.orphans {
+            Some(r) => KeepRules::from_raw(r).map_err(|p| err("orphans", p))?,
+            None => KeepRules::orphan_default(),
+        };
+        let copy_tags = CopyTags::from_raw(raw.copy_tags).map_err(|p| err("copy_tags", p))?;
+        for (key, value) in &raw.tags {
+            validate_static_tag(key, value).map_err(|p| err(&format!("tags.{key}"), p))?;
+        }
+
+        let consistency = raw.consistency.unwrap_or(Consistency::Volume);
+        let has_commands = raw.pre_command.is_some()
+            || raw.post_command.is_some()
+            || raw.command_timeout.is_some();
+        let application = match consistency {
+            Consistency::Application => Some(ApplicationCommands::from_raw(
+                raw.pre_command,
+                raw.post_command,
+                raw.command_timeout.as_deref(),
+            )
+            .map_err(|(field, p)| err(field, p))?),
+            _ if has_commands => {
+                return Err(err(
+                    "consistency",
+                    "pre_command, post_command and command_timeout need \"consistency\": \"application\"".into(),
+                ))
+            }
+            _ => None,
+        };
+
+        Ok(Self {
+            name: name.to_string(),
+            schedule,
+            keep,
+            copy_tags,
+            tags: raw.tags,
+            consistency,
+            orphans,
+            application,
+        })
+    }
+}
+
+/// The policy document as written, before validation.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    schedule: String,
+    #[serde(default = "utc")]
+    timezone: String,
+    keep: RawKeep,
+    #[serde(default)]
+    copy_tags: Vec<String>,
+    #[serde(default)]
+    tags: Tags,
+    #[serde(default)]
+    consistency: Option<Consistency>,
+    #[serde(default)]
+    orphans: Option<RawKeep>,
+    #[serde(default)]
+    pre_command: Option<String>,
+    #[serde(default)]
+    post_command: Option<String>,
+    #[serde(default)]
+    command_timeout: Option<String>,
+}
+
+fn utc() -> String {
+    "UTC".into()
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKeep {
+    last: Option<u32>,
+    hourly: Option<u32>,
+    daily: Option<u32>,
+    weekly: Option<u32>,
+    monthly: Option<u32>,
+    yearly: Option<u32>,
+    within: Option<String>,
+}
+
+/// How the snapshots of one instance relate to each other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Consistency {
+    /// One snapshot per volume (the default).
+    Volume,
+    /// An instance's volumes together with CreateSnapshots (crash-consistent across volumes).
+    Instance,
+    /// Filesystems flushed and frozen through SSM around the snapshot.
+    Application,
+    /// The instance is stopped, snapshotted and started again.
+    Stopped,
+}
+
+impl fmt::Display for Consistency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Volume => "volume",
+            Self::Instance => "instance",
+            Self::Application => "application",
+            Self::Stopped => "stopped",
+        })
+    }
+}
+
+/// Which of the volume's and instance's tags are copied onto snapshots.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CopyTags {
+    /// `"*"`: every user tag.
+    All,
+    Keys(Vec<String>),
+}
+
+impl CopyTags {
+    fn from_raw(keys: Vec<String>) -> Result<Self, String> {
+        if keys.iter().any(|k| k == "*") {
+            return if keys.len() == 1 {
+                Ok(Self::All)
+            } else {
+                Err("\"*\" copies every tag and cannot be combined with other keys".into())
+            };
+        }
+        for key in &keys {
+            if key.is_empty() || key.chars().count() > tags::MAX_KEY_CHARS {
+                return Err(format!(
+                    "`{key}` is not a valid tag key (1 to 128 characters)"
+                ));
+            }
+            if key.starts_with(tags::AWS_PREFIX) || key.starts_with(tags::LIFECYCLE_PREFIX) {
+                return Err(format!("`{key}` is reserved and is never copied"));
+            }
+        }
+        Ok(Self::Keys(keys))
+    }
+}
+
+/// The SSM commands around an application-consistent snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApplicationCommands {
+    /// `None`: the project's default flush-and-freeze command.
+    pub pre_command: Option<String>,
+    /// `None`: the project's default thaw command.
+    pub post_command: Option<String>,
+    pub timeout: Duration,
+}
+
+impl ApplicationCommands {
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+    pub const MAX_TIMEOUT: Duration = Duration::from_secs(600);
+
+    fn from_raw(
+        pre: Option<String>,
+        post: Option<String>,
+        timeout: Option<&str>,
+    ) -> Result<Self, (&'static str, String)> {
+        for (field, value) in [("pre_command", &pre), ("post_command", &post)] {
+            if value.as_deref().is_some_and(|v| v.trim().is_empty()) {
+                return Err((field, "must not be empty".into()));
+            }
+        }
+        let timeout = match timeout {
+            None => Self::DEFAULT_TIMEOUT,
+            Some(text) => {
+                let d = parse_duration(text).map_err(|p| ("command_timeout", p))?;
+                if d.is_zero() || d > Self::MAX_TIMEOUT {
+                    return Err(("command_timeout", "must be between 1s and 10m".into()));
+                }
+                d
+            }
+        };
+        Ok(Self {
+            pre_command: pre,
+            post_command: post,
+            timeout,
+        })
+    }
+}
+
+/// restic-style `forget` rules.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeepRules {
+    pub last: Option<u32>,
+    pub hourly: Option<u32>,
+    pub daily: Option<u32>,
+    pub weekly: Option<u32>,
+    pub monthly: Option<u32>,
+    pub yearly: Option<u32>,
+    /// Keep everything younger than this (restic's `--keep-within`).
+    pub within: Option<KeepWithin>,
+}
+
+/// A `within` duration in restic's calendar units: years, months, days, hours.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KeepWithin {
+    pub years: u32,
+    pub months: u32,
+    pub days: u32,
+    pub hours: u32,
+}
+
+impl KeepRules {
+    /// SPEC: the newest completed snapshot of a deleted volume is kept.
+    pub fn orphan_default() -> Self {
+        Self {
+            last: Some(1),
+            ..Self::default()
+        }
+    }
+
+    fn from_raw(raw: RawKeep) -> Result<Self, String> {
+        let counts = [
+            ("last", raw.last),
+            ("hourly", raw.hourly),
+            ("daily", raw.daily),
+            ("weekly", raw.weekly),
+            ("monthly", raw.monthly),
+            ("yearly", raw.yearly),
+        ];
+        if let Some((rule, _)) = counts.iter().find(|(_, n)| *n == Some(0)) {
+            return Err(format!(
+                "`{rule}: 0` keeps nothing; leave the rule out instead"
+            ));
+        }
+        let within = raw
+            .within
+            .as_deref()
+            .map(|w| KeepWithin::parse(w).map_err(|p| format!("within: {p}")))
+            .transpose()?;
+        let rules = Self {
+            last: raw.last,
+            hourly: raw.hourly,
+            daily: raw.daily,
+            weekly: raw.weekly,
+            monthly: raw.monthly,
+            yearly: raw.yearly,
+            within,
+        };
+        if rules.is_empty() {
+            return Err("keeps nothing: give at least one of last, hourly, daily, weekly, monthly, yearly, within".into());
+        }
+        Ok(rules)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        [
+            self.last,
+            self.hourly,
+            self.daily,
+            self.weekly,
+            self.monthly,
+            self.yearly,
+        ]
+        .iter()
+        .all(Option::is_none)
+            && self.within.is_none()
+    }
+}
+
+impl KeepWithin {
+    /// restic's duration syntax: a sequence of `<n>y`, `<n>m`, `<n>d`, `<n>h`,
+    /// e.g. `3d`, `1y2m`, `36h`. Each unit at most once; the total is not zero.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut out = Self::default();
+        let mut seen = String::new();
+        let mut digits = String::new();
+        for c in text.trim().chars() {
+            if c.is_ascii_digit() {
+                digits.push(c);
+                continue;
+            }
+            let n: u32 = digits
+                .parse()
+                .map_err(|_| format!("`{text}` is not a duration like 3d, 36h or 1y2m"))?;
+            digits.clear();
+            if seen.contains(c) {
+                return Err(format!("`{text}` gives the unit `{c}` twice"));
+            }
+            seen.push(c);
+            match c {
+                'y' => out.years = n,
+                'm' => out.months = n,
+                'd' => out.days = n,
+                'h' => out.hours = n,
+                _ => return Err(format!("`{text}`: unknown unit `{c}` (use y, m, d, h)")),
+            }
+        }
+        if !digits.is_empty() || seen.is_empty() {
+            return Err(format!("`{text}` is not a duration like 3d, 36h or 1y2m"));
+        }
+        if out == Self::default() {
+            return Err(format!("`{text}` is zero and keeps nothing"));
+        }
+        Ok(out)
+    }
+}
+
+/// A plain duration `30s`, `5m`, `1h` (for command timeouts).
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let bad = || format!("`{text}` is not a duration like 30s, 5m or 1h");
+    let split = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+    let (n, unit) = text.split_at(split);
+    let n: u64 = n.parse().map_err(|_| bad())?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n.saturating_mul(60),
+        "h" => n.saturating_mul(3600),
+        _ => return Err(bad()),
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+fn validate_policy_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{name}` is not a valid policy name (1 to 64 of A-Z a-z 0-9 - _ .)"
+        ))
+    }
+}
+
+fn validate_static_tag(key: &str, value: &str) -> Result<(), String> {
+    if key.is_empty() || key.chars().count() > tags::MAX_KEY_CHARS {
+        return Err("tag keys are 1 to 128 characters".into());
+    }
+    if key.starts_with(tags::AWS_PREFIX) || key.starts_with(tags::LIFECYCLE_PREFIX) {
+        return Err(format!("`{key}` is reserved"));
+    }
+    if value.chars().count() > tags::MAX_VALUE_CHARS {
+        return Err("tag values are at most 256 characters".into());
+    }
+    Ok(())
+}
+
+/// A policy document that cannot be used. Names the policy and field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyError {
+    #[error("POLICIES is not a JSON object of policies: {0}")]
+    Document(String),
+    #[error("policy `{policy}`, field `{field}`: {problem}")]
+    Field {
+        policy: String,
+        field: String,
+        problem: String,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field_error(doc: &str) -> (String, String) {
+        match Policies::parse(doc) {
+            Err(PolicyError::Field { policy, field, .. }) => (policy, field),
+            other => panic!("expected a field error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_spec_example_parses() {
+        let doc = r#"{
+          "default":  { "schedule": "@daily", "timezone": "UTC",
+                        "keep": { "last": 3, "daily": 7, "weekly": 4, "monthly": 12 } },
+          "critical": { "schedule": "0 * * * *", "timezone": "Europe/Berlin",
+                        "keep": { "last": 2, "hourly": 24, "daily": 14, "weekly": 8, "monthly": 24, "yearly": 3 },
+                        "copy_tags": ["Name", "Owner", "CostCenter"], "tags": { "Tier": "gold" } }
+        }"#;
+        let policies = Policies::parse(doc).unwrap();
+        let critical = policies.get("critical").unwrap();
+        assert_eq!(critical.keep.yearly, Some(3));
+        assert_eq!(critical.tags.get("Tier").map(String::as_str), Some("gold"));
+        assert_eq!(critical.consistency, Consistency::Volume);
+        assert_eq!(critical.orphans, KeepRules::orphan_default());
+        assert_eq!(
+            critical.copy_tags,
+            CopyTags::Keys(vec!["Name".into(), "Owner".into(), "CostCenter".into()])
+        );
+        assert_eq!(
+            policies.names().collect::<Vec<_>>(),
+            ["critical", "default"]
+        );
+    }
+
+    #[test]
+    fn builtin_default_matches_spec() {
+        let p = Policies::builtin_default();
+        let d = p.get("default").unwrap();
+        assert_eq!(d.keep.last, Some(3));
+        assert_eq!(d.keep.daily, Some(7));
+        assert_eq!(d.keep.weekly, Some(4));
+        assert_eq!(d.keep.monthly, Some(12));
+        assert_eq!(d.schedule.expression(), "@daily");
+    }
+
+    #[test]
+    fn errors_name_the_policy_and_field() {
+        let cases = [
+            (
+                r#"{"p":{"schedule":"@daily","keep":{"last":1},"colour":"red"}}"#,
+                "colour",
+            ),
+            (
+                r#"{"p":{"schedule":"61 * * * *","keep":{"last":1}}}"#,
+                "schedule",
+            ),
+            (
+                r#"{"p":{"schedule":"@daily","timezone":"Mars/Olympus","keep":{"last":1}}}"#,
+                "timezone",
+            ),
+            (r#"{"p":{"schedule":"@daily","keep":{}}}"#, "keep"),
+            (r#"{"p":{"schedule":"@daily","keep":{"daily":0}}}"#, "keep"),
+            (
+                r#"{"p":{"schedule":"@daily","keep":{"dayly":3}}}"#,
+                "keep.dayly",
+            ),
+            (
+                r#"{"p":{"schedule":"@daily","keep":{"daily":"3"}}}"#,
+                "keep.daily",
+            ),
+            (
+                r#"{"p":{"schedule":"@daily","keep":{"within":"3w"}}}"#,
+                "keep",
+            ),
+            (
+                r#"{"p":{"schedule":"@daily","keep":{"last":1},"orphans":{}}}"#,
+                "orphans",
+            ),
+            (
+                r#"{"p":{"schedule":"@daily","keep":{"last":1},"consistency":"quick"}}"#,
+                "consistency",
+            ),
+            (
+                r#"{"p":{"schedule":"@daily","keep":{"last":1},"pre_command":"sync"}}"#,
+                "consistency",
+            ),
+            (
+                r#"{"p":{"schedule":"@daily","keep":{"last":1},"consistency":"application","command_timeout":"2h"}}"#,
+                "command_timeout",
+            ),
+            (
+                r#"{"p":{"schedule":"@daily","keep":{"last":1},"copy_tags":["aws:x"]}}"#,
+                "copy_tags",
+            ),
+            (
+                r#"{"p":{"schedule":"@daily","keep":{"last":1},"copy_tags":["*","Owner"]}}"#,
+                "copy_tags",
+            ),
+            (
+                r#"{"p":{"schedule":"@daily","keep":{"last":1},"tags":{"lifecycle:policy":"x"}}}"#,
+                "tags.lifecycle:policy",
+            ),
+            (r#"{"p":{"keep":{"last":1}}}"#, "(policy)"),
+            (r#"{"p":{"schedule":"@daily"}}"#, "(policy)"),
+            (
+                r#"{"bad name!":{"schedule":"@daily","keep":{"last":1}}}"#,
+                "(name)",
+            ),
+        ];
+        for (doc, field) in cases {
+            let (policy, got) = field_error(doc);
+            assert_eq!(got, field, "for {doc}");
+            assert!(policy == "p" || policy == "bad name!", "for {doc}");
+        }
+    }
+
+    #[test]
+    fn error_messages_are_readable() {
+        let err =
+            Policies::parse(r#"{"gold":{"schedule":"@daily","keep":{"last":1},"colour":"red"}}"#)
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("policy `gold`"), "{err}");
+        assert!(err.contains("colour"), "{err}");
+    }
+
+    #[test]
+    fn documents_that_are_not_objects_of_policies_are_rejected() {
+        for doc in [
+            "",
+            "[]",
+            "{}",
+            "null",
+            "{\"p\": 3}",
+            "{\"p\":{\"schedule\":\"@daily\",\"keep\":{\"last\":1}}",
+        ] {
+            assert!(Policies::parse(doc).is_err(), "{doc}");
+        }
+    }
+
+    #[test]
+    fn within_follows_restic_syntax() {
+        assert_eq!(
+            KeepWithin::parse("1y2m3d4h"),
+            Ok(KeepWithin {
+                years: 1,
+                months: 2,
+                days: 3,
+                hours: 4
+            })
+        );
+        assert_eq!(KeepWithin::parse("36h").map(|w| w.hours), Ok(36));
+        for bad in ["", "3", "d", "3d3d", "0d", "3w", "-1d", "1.5d"] {
+            assert!(KeepWithin::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn application_commands_have_defaults_and_overrides() {
+        let doc = r#"{"db":{"schedule":"@daily","keep":{"last":1},"consistency":"application",
+                     "pre_command":"pg_backup_start","command_timeout":"90s"}}"#;
+        let policies = Policies::parse(doc).unwrap();
+        let app = policies.get("db").unwrap().application.clone().unwrap();
+        assert_eq!(app.pre_command.as_deref(), Some("pg_backup_start"));
+        assert_eq!(app.post_command, None);
+        assert_eq!(app.timeout, Duration::from_secs(90));
+    }
+
+    #[test]
+    fn copy_all_tags() {
+        let doc = r#"{"p":{"schedule":"@daily","keep":{"last":1},"copy_tags":["*"]}}"#;
+        assert_eq!(
+            Policies::parse(doc).unwrap().get("p").unwrap().copy_tags,
+            CopyTags::All
+        );
+    }
+}

@@ -1,0 +1,110 @@
+//! Start-up shared by the five binaries: logging, SDK clients built once per
+//! execution environment, configuration validated before the first event,
+//! and the Lambda runtime loop.
+//!
+//! A bad configuration does not crash-loop the function. It is logged and
+//! published once as a `config-error` notification, and every invocation then
+//! fails with error type `ConfigError` (so it lands in the failure
+//! destination and the errors alarm), doing no AWS work at all.
+
+use std::future::Future;
+
+use lambda_runtime::{service_fn, Diagnostic, LambdaEvent};
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::aws::ec2::Ec2Adapter;
+use crate::aws::sns::{LogNotifier, Notifier, SnsNotifier};
+use crate::config::{Config, ConfigError};
+use crate::notify::{Notification, NotificationKind, Severity};
+
+/// What a function needs, built once and reused by every invocation.
+pub struct Environment {
+    pub function: &'static str,
+    pub config: Config,
+    pub ec2: Ec2Adapter,
+    pub notifier: Box<dyn Notifier>,
+}
+
+fn notifier_for(sdk: &aws_config::SdkConfig, topic_arn: Option<&str>) -> Box<dyn Notifier> {
+    match topic_arn {
+        Some(arn) => Box::new(SnsNotifier::new(
+            aws_sdk_sns::Client::new(sdk),
+            arn.to_string(),
+        )),
+        None => Box::new(LogNotifier),
+    }
+}
+
+/// Run `handler` for every invocation of the function named `function`.
+pub async fn serve<H, Fut, R, E>(
+    function: &'static str,
+    handler: H,
+) -> Result<(), lambda_runtime::Error>
+where
+    H: Fn(&'static Environment, LambdaEvent<Value>) -> Fut,
+    Fut: Future<Output = Result<R, E>>,
+    R: Serialize,
+    E: Into<Diagnostic> + std::fmt::Debug,
+{
+    lambda_runtime::tracing::init_default_subscriber();
+    let sdk = crate::aws::load_sdk_config().await;
+    match Config::from_env() {
+        Ok(config) => {
+            let env: &'static Environment = Box::leak(Box::new(Environment {
+                function,
+                notifier: notifier_for(&sdk, config.topic_arn.as_deref()),
+                ec2: Ec2Adapter::new(aws_sdk_ec2::Client::new(&sdk)),
+                config,
+            }));
+            lambda_runtime::run(service_fn(move |event| handler(env, event))).await
+        }
+        Err(error) => {
+            report_config_error(&sdk, function, &error).await;
+            let diagnostic = Diagnostic {
+                error_type: "ConfigError".into(),
+                error_message: error.to_string(),
+            };
+            lambda_runtime::run(service_fn(move |_event: LambdaEvent<Value>| {
+                let diagnostic = diagnostic.clone();
+                async move { Err::<Value, Diagnostic>(diagnostic) }
+            }))
+            .await
+        }
+    }
+}
+
+/// Log the configuration error and, if a topic is known, publish it. The
+/// topic and deployment are read raw here: the validated config is exactly
+/// what is missing.
+async fn report_config_error(sdk: &aws_config::SdkConfig, function: &str, error: &ConfigError) {
+    tracing::error!(
+        function,
+        variable = error.variable(),
+        error = %error,
+        "configuration is invalid; the function does nothing until it is fixed"
+    );
+    let raw = |name| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    let topic = raw("TOPIC_ARN").filter(|_| error.variable() != "TOPIC_ARN");
+    let notification = Notification {
+        kind: NotificationKind::ConfigError,
+        severity: Severity::Critical,
+        deployment: raw("DEPLOYMENT_NAME").unwrap_or_else(|| "unknown-deployment".into()),
+        summary: format!("{function} is misconfigured: {}", error.variable()),
+        details: json!({ "function": function, "variable": error.variable(), "error": error.to_string() }),
+    };
+    if let Err(e) = notifier_for(sdk, topic.as_deref())
+        .publish(&notification)
+        .await
+    {
+        tracing::error!(error = %e, "could not publish the config-error notification");
+    }
+}
+
+/// The response of a function that is not built yet: a clear error, no AWS work.
+pub fn not_implemented(function: &'static str) -> Diagnostic {
+    Diagnostic {
+        error_type: "NotImplemented".into(),
+        error_message: format!("{function} is not implemented yet in this release; it did nothing"),
+    }
+}

@@ -1,0 +1,303 @@
+//! Schedule slots.
+//!
+//! A policy's cron expression, read in its IANA time zone, fires at instants;
+//! each firing opens a *slot* that lasts until the next firing. A volume is due
+//! when it has no pending or completed managed snapshot for the slot that
+//! contains "now". The slot is named by its UTC start (`lifecycle:slot`), so a
+//! tick that comes late, twice, or after missed ticks finds the same slot and
+//! never creates two snapshots for it.
+//!
+//! Cron evaluation is croner's (DST handling per the Open Cron Pattern
+//! Specification, as Vixie cron): a fixed-time job whose time falls into a
+//! spring-forward gap fires right after the gap, and fires once in a fall-back
+//! overlap; wildcard-hour jobs fire for each real hour.
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use croner::parser::CronParser;
+use croner::Cron;
+
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    expression: String,
+    cron: Cron,
+    timezone: Tz,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScheduleError {
+    #[error("{0}")]
+    Cron(String),
+    #[error("{0}")]
+    TimeZone(String),
+}
+
+/// The nicknames the SPEC allows besides 5-field expressions.
+const NICKNAMES: [&str; 4] = ["@hourly", "@daily", "@weekly", "@monthly"];
+
+impl Schedule {
+    pub fn parse(expression: &str, timezone: &str) -> Result<Self, ScheduleError> {
+        let timezone: Tz = timezone.parse().map_err(|_| {
+            ScheduleError::TimeZone(format!("`{timezone}` is not an IANA time zone name"))
+        })?;
+        let trimmed = expression.trim();
+        let bad = |why: String| {
+            ScheduleError::Cron(format!(
+                "`{expression}` is not a 5-field cron expression or one of {}: {why}",
+                NICKNAMES.join(", ")
+            ))
+        };
+        if trimmed.starts_with('@') {
+            if !NICKNAMES.iter().any(|n| n.eq_ignore_ascii_case(trimmed)) {
+                return Err(bad("unknown nickname".into()));
+            }
+        } else if trimmed.split_whitespace().count() != 5 {
+            return Err(bad(
+                "it needs exactly 5 fields (minute hour day month weekday)".into(),
+            ));
+        }
+        // croner's default parser: seconds and years disallowed, day-of-month
+        // and day-of-week OR-ed as in Vixie cron.
+        let cron = CronParser::new()
+            .parse(trimmed)
+            .map_err(|e| bad(e.to_string()))?;
+        let schedule = Self {
+            expression: expression.to_string(),
+            cron,
+            timezone,
+        };
+        // A pattern such as `0 0 30 2 *` parses but never fires. Catch it now,
+        // not at 3 a.m.: it must fire at least once within five years of 2026
+        // (which covers the leap day).
+        let reference = DateTime::<Utc>::from_timestamp(1_767_225_600, 0) // 2026-01-01T00:00Z
+            .map(|t| t.with_timezone(&timezone))
+            .ok_or_else(|| bad("no reference time".into()))?;
+        match schedule.cron.find_next_occurrence(&reference, true) {
+            Ok(t)
+                if (t.with_timezone(&Utc) - reference.with_timezone(&Utc)).num_days() < 5 * 366 =>
+            {
+                Ok(schedule)
+            }
+            _ => Err(bad("it never fires".into())),
+        }
+    }
+
+    pub fn expression(&self) -> &str {
+        &self.expression
+    }
+
+    pub fn timezone(&self) -> Tz {
+        self.timezone
+    }
+
+    /// The start of the slot that contains `now`: the latest firing at or before it.
+    /// `None` only for a schedule that never fired before `now` (validation
+    /// makes that impossible for any date after 2026).
+    pub fn slot_at(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let local = now.with_timezone(&self.timezone);
+        self.cron
+            .find_previous_occurrence(&local, true)
+            .ok()
+            .map(|t| t.with_timezone(&Utc))
+    }
+
+    /// The first firing strictly after `t`: the start of the next slot.
+    pub fn next_slot_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let local = t.with_timezone(&self.timezone);
+        self.cron
+            .find_next_occurrence(&local, false)
+            .ok()
+            .map(|t| t.with_timezone(&Utc))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn utc(s: &str) -> DateTime<Utc> {
+        crate::tags::parse_time(s).unwrap()
+    }
+
+    fn slot(expr: &str, tz: &str, now: &str) -> String {
+        let s = Schedule::parse(expr, tz).unwrap();
+        crate::tags::format_time(s.slot_at(utc(now)).unwrap())
+    }
+
+    #[test]
+    fn daily_in_utc() {
+        assert_eq!(
+            slot("@daily", "UTC", "2026-03-01T13:45:00Z"),
+            "2026-03-01T00:00:00Z"
+        );
+        // The firing instant itself belongs to the new slot.
+        assert_eq!(
+            slot("@daily", "UTC", "2026-03-01T00:00:00Z"),
+            "2026-03-01T00:00:00Z"
+        );
+        assert_eq!(
+            slot("@daily", "UTC", "2026-02-28T23:59:59Z"),
+            "2026-02-28T00:00:00Z"
+        );
+    }
+
+    #[test]
+    fn daily_in_a_zone_starts_at_local_midnight() {
+        // Berlin is UTC+1 in winter and UTC+2 in summer.
+        assert_eq!(
+            slot("@daily", "Europe/Berlin", "2026-01-15T12:00:00Z"),
+            "2026-01-14T23:00:00Z"
+        );
+        assert_eq!(
+            slot("@daily", "Europe/Berlin", "2026-07-15T12:00:00Z"),
+            "2026-07-14T22:00:00Z"
+        );
+    }
+
+    #[test]
+    fn spring_forward_gap_fires_right_after_the_gap() {
+        // 2026-03-29 in Berlin: 02:00 local jumps to 03:00. 02:30 does not exist.
+        assert_eq!(
+            slot("30 2 * * *", "Europe/Berlin", "2026-03-29T03:00:00Z"),
+            "2026-03-29T01:00:00Z"
+        );
+        // The day before and after are ordinary.
+        assert_eq!(
+            slot("30 2 * * *", "Europe/Berlin", "2026-03-28T03:00:00Z"),
+            "2026-03-28T01:30:00Z"
+        );
+        assert_eq!(
+            slot("30 2 * * *", "Europe/Berlin", "2026-03-30T03:00:00Z"),
+            "2026-03-30T00:30:00Z"
+        );
+    }
+
+    #[test]
+    fn fall_back_overlap_fires_a_fixed_time_once() {
+        // 2026-10-25 in Berlin: 03:00 local falls back to 02:00, so 02:30 happens
+        // at 00:30Z and again at 01:30Z. A daily job fires only at the first.
+        assert_eq!(
+            slot("30 2 * * *", "Europe/Berlin", "2026-10-25T01:45:00Z"),
+            "2026-10-25T00:30:00Z"
+        );
+        assert_eq!(
+            slot("30 2 * * *", "Europe/Berlin", "2026-10-25T12:00:00Z"),
+            "2026-10-25T00:30:00Z"
+        );
+    }
+
+    #[test]
+    fn hourly_through_fall_back_has_distinct_slots_for_both_hours() {
+        let a = slot("0 * * * *", "Europe/Berlin", "2026-10-25T00:30:00Z");
+        let b = slot("0 * * * *", "Europe/Berlin", "2026-10-25T01:30:00Z");
+        assert_eq!(a, "2026-10-25T00:00:00Z");
+        assert_eq!(b, "2026-10-25T01:00:00Z");
+    }
+
+    #[test]
+    fn month_ends_and_leap_days() {
+        // Day 31 skips months without one.
+        assert_eq!(
+            slot("0 0 31 * *", "UTC", "2026-05-15T00:00:00Z"),
+            "2026-03-31T00:00:00Z"
+        );
+        assert_eq!(
+            slot("@monthly", "UTC", "2026-03-01T00:00:00Z"),
+            "2026-03-01T00:00:00Z"
+        );
+        // Leap day schedules fire only in leap years: 2028 is the next.
+        assert_eq!(
+            slot("0 0 29 2 *", "UTC", "2028-03-01T00:00:00Z"),
+            "2028-02-29T00:00:00Z"
+        );
+        assert_eq!(
+            slot("0 0 29 2 *", "UTC", "2031-01-01T00:00:00Z"),
+            "2028-02-29T00:00:00Z"
+        );
+        assert_eq!(
+            slot("@weekly", "UTC", "2026-03-04T10:00:00Z"),
+            "2026-03-01T00:00:00Z"
+        );
+    }
+
+    #[test]
+    fn invalid_schedules_are_refused() {
+        for expr in [
+            "",
+            "* * * *",
+            "* * * * * *",
+            "61 * * * *",
+            "0 0 30 2 *",
+            "@yearly",
+            "@often",
+            "0 0 * * 8",
+        ] {
+            assert!(
+                Schedule::parse(expr, "UTC").is_err(),
+                "{expr:?} was accepted"
+            );
+        }
+        assert!(matches!(
+            Schedule::parse("@daily", "Nowhere/City"),
+            Err(ScheduleError::TimeZone(_))
+        ));
+    }
+
+    fn arb_schedule() -> impl Strategy<Value = Schedule> {
+        let exprs = prop_oneof![
+            Just("@hourly"),
+            Just("@daily"),
+            Just("@weekly"),
+            Just("@monthly"),
+            Just("*/15 * * * *"),
+            Just("30 2 * * *"),
+            Just("0 */6 * * *"),
+            Just("0 0 31 * *"),
+            Just("0 1 * * 1-5"),
+            Just("0 0 29 2 *"),
+            Just("45 23 * * 0"),
+        ];
+        let zones = prop_oneof![
+            Just("UTC"),
+            Just("Europe/Berlin"),
+            Just("America/New_York"),
+            Just("Australia/Lord_Howe"),
+            Just("Asia/Kolkata"),
+            Just("Pacific/Chatham"),
+            Just("America/Santiago"),
+        ];
+        (exprs, zones).prop_map(|(e, z)| Schedule::parse(e, z).unwrap())
+    }
+
+    fn arb_instant() -> impl Strategy<Value = DateTime<Utc>> {
+        // 2027 to 2040, where every test schedule has fired before.
+        (1_798_761_600i64..2_208_988_800).prop_map(|s| DateTime::from_timestamp(s, 0).unwrap())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(400))]
+
+        #[test]
+        fn the_slot_contains_now(s in arb_schedule(), now in arb_instant()) {
+            let start = s.slot_at(now).unwrap();
+            let next = s.next_slot_after(start).unwrap();
+            prop_assert!(start <= now, "slot {start} after now {now}");
+            prop_assert!(now < next, "next slot {next} not after now {now}");
+        }
+
+        #[test]
+        fn every_instant_of_a_slot_names_the_same_slot(s in arb_schedule(), now in arb_instant(), back in 0i64..10_000) {
+            let start = s.slot_at(now).unwrap();
+            let earlier = (now - chrono::Duration::seconds(back)).max(start);
+            prop_assert_eq!(s.slot_at(earlier), Some(start));
+            prop_assert_eq!(s.slot_at(start), Some(start));
+        }
+
+        #[test]
+        fn slots_never_go_backwards(s in arb_schedule(), a in arb_instant(), b in arb_instant()) {
+            let (early, late) = if a <= b { (a, b) } else { (b, a) };
+            prop_assert!(s.slot_at(early) <= s.slot_at(late));
+        }
+    }
+}
