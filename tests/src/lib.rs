@@ -1,1 +1,242 @@
+//! Integration-test harness.
+//!
+//! - [`Moto`]: a private moto server per test, on a free 127.0.0.1 port,
+//!   started from the project's virtualenv (`.venv`, made by `make venv`) with
+//!   `MOTO_EC2_LOAD_DEFAULT_AMIS=false`, and killed when the test ends. One
+//!   server per test keeps tests isolated: nothing one test creates is seen
+//!   by another.
+//! - [`mocked_ec2`]: a real SDK client whose responses come from
+//!   `aws-smithy-mocks` rules, for what moto cannot produce (throttling,
+//!   pagination, per-volume limits). The client keeps the production retry
+//!   policy, with a tiny backoff so tests are fast.
+//! - [`RecordingNotifier`]: captures notifications so tests can assert them.
+//! - seeding helpers for volumes and instances.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test harness: failing loudly is the point
+
+use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use aws_sdk_ec2::config::{Credentials, Region};
+use aws_sdk_ec2::types::{ResourceType, Tag, TagSpecification};
+use aws_smithy_mocks::{MockResponseInterceptor, Rule, RuleMode};
+
+use ebs_lifecycle::aws::sns::{Notifier, NotifyError};
+use ebs_lifecycle::config::Config;
+use ebs_lifecycle::notify::Notification;
+
+pub const REGION: &str = "us-east-1";
+
+/// The workspace root (this crate lives in `tests/`).
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// A moto server owned by one test.
+pub struct Moto {
+    child: Child,
+    pub endpoint: String,
+}
+
+impl Moto {
+    pub fn start() -> Self {
+        let binary = workspace_root().join(".venv/bin/moto_server");
+        assert!(
+            binary.exists(),
+            "{} is missing: run `make venv` (make test does it) to create the project virtualenv",
+            binary.display()
+        );
+        // Ask the OS for a free port, then hand it to moto. A race with another
+        // process is possible but short; the readiness check below catches it.
+        let port = TcpListener::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0))
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let child = Command::new(binary)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .env("MOTO_EC2_LOAD_DEFAULT_AMIS", "false")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("moto_server starts");
+        let moto = Self {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+        };
+        let started = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "moto did not start within 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        moto
+    }
+
+    /// SDK configuration pointing at this server, with dummy credentials and
+    /// the production retry policy.
+    pub fn sdk_config(&self) -> aws_config::SdkConfig {
+        aws_config::SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .region(Region::new(REGION))
+            .endpoint_url(&self.endpoint)
+            .credentials_provider(
+                aws_credential_types::provider::SharedCredentialsProvider::new(Credentials::new(
+                    "testing", "testing", None, None, "moto",
+                )),
+            )
+            .retry_config(ebs_lifecycle::aws::retry_config())
+            .sleep_impl(aws_smithy_async::rt::sleep::default_async_sleep().expect("tokio sleep"))
+            .build()
+    }
+
+    pub fn ec2(&self) -> aws_sdk_ec2::Client {
+        aws_sdk_ec2::Client::new(&self.sdk_config())
+    }
+
+    pub fn sns(&self) -> aws_sdk_sns::Client {
+        aws_sdk_sns::Client::new(&self.sdk_config())
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A real EC2 client answered by mock rules.
+pub fn mocked_ec2(mode: RuleMode, rules: &[&Rule]) -> aws_sdk_ec2::Client {
+    let mut interceptor = MockResponseInterceptor::new().rule_mode(mode);
+    for rule in rules {
+        interceptor = interceptor.with_rule(rule);
+    }
+    let config = aws_sdk_ec2::Config::builder()
+        .behavior_version_latest()
+        .region(Region::new(REGION))
+        .credentials_provider(Credentials::new("testing", "testing", None, None, "mock"))
+        .http_client(aws_smithy_mocks::create_mock_http_client())
+        .interceptor(interceptor)
+        .retry_config(
+            ebs_lifecycle::aws::retry_config().with_initial_backoff(Duration::from_millis(1)),
+        )
+        .build();
+    aws_sdk_ec2::Client::from_conf(config)
+}
+
+/// Configuration as the template would set it, with the given policies.
+pub fn config(policies: &str) -> Config {
+    let vars = [
+        ("DEPLOYMENT_NAME", "itest"),
+        ("POLICIES", policies),
+        ("METRICS_NAMESPACE", "ItestSnapshots"),
+    ];
+    Config::from_lookup(|name| {
+        vars.iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.to_string())
+    })
+    .expect("test configuration is valid")
+}
+
+/// Keeps every notification it is given.
+#[derive(Default)]
+pub struct RecordingNotifier {
+    pub sent: Mutex<Vec<Notification>>,
+}
+
+impl RecordingNotifier {
+    pub fn sent(&self) -> Vec<Notification> {
+        self.sent.lock().unwrap().clone()
+    }
+}
+
+#[async_trait]
+impl Notifier for RecordingNotifier {
+    async fn publish(&self, notification: &Notification) -> Result<(), NotifyError> {
+        self.sent.lock().unwrap().push(notification.clone());
+        Ok(())
+    }
+}
+
+pub fn tag_spec(resource: ResourceType, tags: &[(&str, &str)]) -> TagSpecification {
+    TagSpecification::builder()
+        .resource_type(resource)
+        .set_tags(Some(
+            tags.iter()
+                .map(|(k, v)| Tag::builder().key(*k).value(*v).build())
+                .collect(),
+        ))
+        .build()
+}
+
+/// Create a volume with tags; returns its id.
+pub async fn create_volume(ec2: &aws_sdk_ec2::Client, size: i32, tags: &[(&str, &str)]) -> String {
+    let mut request = ec2
+        .create_volume()
+        .availability_zone("us-east-1a")
+        .size(size);
+    if !tags.is_empty() {
+        request = request.tag_specifications(tag_spec(ResourceType::Volume, tags));
+    }
+    request
+        .send()
+        .await
+        .unwrap()
+        .volume_id()
+        .unwrap()
+        .to_string()
+}
+
+/// Launch an instance with tags; returns its id and its root volume's id.
+pub async fn run_instance(ec2: &aws_sdk_ec2::Client, tags: &[(&str, &str)]) -> (String, String) {
+    let mut request = ec2
+        .run_instances()
+        .image_id("ami-12345678")
+        .min_count(1)
+        .max_count(1);
+    if !tags.is_empty() {
+        request = request.tag_specifications(tag_spec(ResourceType::Instance, tags));
+    }
+    let out = request.send().await.unwrap();
+    let instance = &out.instances()[0];
+    let root = instance.block_device_mappings()[0]
+        .ebs()
+        .unwrap()
+        .volume_id()
+        .unwrap()
+        .to_string();
+    (instance.instance_id().unwrap().to_string(), root)
+}
+
+pub async fn attach(ec2: &aws_sdk_ec2::Client, volume: &str, instance: &str, device: &str) {
+    ec2.attach_volume()
+        .volume_id(volume)
+        .instance_id(instance)
+        .device(device)
+        .send()
+        .await
+        .unwrap();
+}
+
+/// Every snapshot the account owns, with tags as a map.
+pub async fn snapshots(ec2: &aws_sdk_ec2::Client) -> Vec<ebs_lifecycle::model::Snapshot> {
+    ec2.describe_snapshots()
+        .owner_ids("self")
+        .send()
+        .await
+        .unwrap()
+        .snapshots()
+        .iter()
+        .filter_map(ebs_lifecycle::aws::ec2::snapshot_of)
+        .collect()
+}

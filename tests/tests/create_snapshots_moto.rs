@@ -1,0 +1,380 @@
+//! create-snapshots end to end against moto: real SDK calls, real filters,
+//! real tags read back.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde_json::json;
+
+use create_snapshots::{handle, Ports, RunSummary};
+use ebs_lifecycle::aws::ec2::{Ec2Adapter, Ec2Error, VolumeInventory};
+use ebs_lifecycle::aws::sns::{Notifier, SnsNotifier};
+use ebs_lifecycle::config::Config;
+use ebs_lifecycle::deadline::Deadline;
+use ebs_lifecycle::model::{Instance, Volume};
+use ebs_lifecycle::notify::NotificationKind;
+use integration_tests::*;
+
+const POLICIES: &str = r#"{
+  "default": { "schedule": "@daily", "timezone": "UTC",
+               "keep": { "last": 3, "daily": 7 },
+               "copy_tags": ["Owner", "CostCenter"], "tags": { "Tier": "gold" } },
+  "fleet":   { "schedule": "0 * * * *", "timezone": "Europe/Berlin",
+               "keep": { "hourly": 24 }, "consistency": "instance", "copy_tags": ["*"] }
+}"#;
+
+fn at(s: &str) -> DateTime<Utc> {
+    ebs_lifecycle::tags::parse_time(s).unwrap()
+}
+
+fn tick() -> serde_json::Value {
+    json!({"kind": "tick", "scheduled_time": "2026-03-01T10:15:00Z"})
+}
+
+fn plenty() -> Deadline {
+    Deadline::after(Duration::from_secs(600))
+}
+
+async fn run_with(
+    inventory: &dyn VolumeInventory,
+    adapter: &Ec2Adapter,
+    notifier: &dyn Notifier,
+    config: &Config,
+    now: DateTime<Utc>,
+    deadline: Deadline,
+) -> RunSummary {
+    let ports = Ports {
+        inventory,
+        catalog: adapter,
+        creator: adapter,
+        notifier,
+    };
+    handle(ports, config, &tick(), now, deadline)
+        .await
+        .expect("the run succeeds")
+}
+
+async fn run(moto: &Moto, notifier: &RecordingNotifier, now: DateTime<Utc>) -> RunSummary {
+    let adapter = Ec2Adapter::new(moto.ec2());
+    run_with(
+        &adapter,
+        &adapter,
+        notifier,
+        &config(POLICIES),
+        now,
+        plenty(),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_due_volume_gets_one_snapshot_with_exactly_the_documented_tags() {
+    let moto = Moto::start();
+    let ec2 = moto.ec2();
+    let volume = create_volume(
+        &ec2,
+        20,
+        &[
+            ("Backup", "default"),
+            ("Name", "db-data"),
+            ("Owner", "ana"),
+            ("Unrelated", "x"),
+        ],
+    )
+    .await;
+    let _not_opted_in = create_volume(&ec2, 5, &[("Name", "scratch")]).await;
+    let notifier = RecordingNotifier::default();
+
+    let summary = run(&moto, &notifier, at("2026-03-01T10:15:00Z")).await;
+
+    assert_eq!(summary.counts.targeted, 1);
+    assert_eq!(summary.counts.created, 1);
+    assert!(summary.failed.is_empty() && summary.unknown_policies.is_empty());
+    assert!(
+        notifier.sent().is_empty(),
+        "nothing failed, nobody is paged"
+    );
+
+    let snaps = snapshots(&ec2).await;
+    assert_eq!(snaps.len(), 1);
+    assert_eq!(snaps[0].id, summary.created[0].snapshot_id);
+    assert_eq!(snaps[0].volume_id.as_deref(), Some(volume.as_str()));
+    let expected: BTreeMap<String, String> = [
+        ("lifecycle:managed-by", "itest"),
+        ("lifecycle:policy", "default"),
+        ("lifecycle:slot", "2026-03-01T00:00:00Z"),
+        ("lifecycle:state", "pending"),
+        ("lifecycle:volume-id", volume.as_str()),
+        ("lifecycle:created-at", "2026-03-01T10:15:00Z"),
+        ("lifecycle:consistency", "crash"),
+        ("Name", "db-data"),
+        ("Owner", "ana"),
+        ("Tier", "gold"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    assert_eq!(snaps[0].tags, expected);
+}
+
+#[tokio::test]
+async fn a_second_tick_in_the_same_slot_creates_nothing_and_the_next_slot_does() {
+    let moto = Moto::start();
+    let ec2 = moto.ec2();
+    create_volume(&ec2, 8, &[("Backup", "default")]).await;
+    create_volume(&ec2, 8, &[("Backup", "")]).await; // empty value: the default policy
+    let notifier = RecordingNotifier::default();
+
+    let first = run(&moto, &notifier, at("2026-03-01T00:05:00Z")).await;
+    assert_eq!(first.counts.created, 2);
+    let again = run(&moto, &notifier, at("2026-03-01T23:59:00Z")).await;
+    assert_eq!(again.counts.created, 0);
+    assert_eq!(again.counts.not_due, 2);
+    assert_eq!(snapshots(&ec2).await.len(), 2);
+
+    // A missed day is caught up once by the next tick, in the new slot only.
+    let later = run(&moto, &notifier, at("2026-03-03T06:00:00Z")).await;
+    assert_eq!(later.counts.created, 2);
+    assert!(later
+        .created
+        .iter()
+        .all(|c| c.slot == "2026-03-03T00:00:00Z"));
+    assert_eq!(snapshots(&ec2).await.len(), 4);
+}
+
+#[tokio::test]
+async fn instance_consistency_snapshots_the_instance_volumes_together() {
+    let moto = Moto::start();
+    let ec2 = moto.ec2();
+    let (instance, root) = run_instance(
+        &ec2,
+        &[("Backup", "fleet"), ("Name", "web-1"), ("Team", "web")],
+    )
+    .await;
+    let data = create_volume(&ec2, 50, &[]).await;
+    attach(&ec2, &data, &instance, "/dev/sdf").await;
+    let notifier = RecordingNotifier::default();
+
+    // 10:15Z is 11:15 in Berlin; the hourly slot opened at 10:00Z.
+    let summary = run(&moto, &notifier, at("2026-03-01T10:15:00Z")).await;
+    assert_eq!(summary.counts.targeted, 2);
+    assert_eq!(summary.counts.created, 2);
+    let mut volumes: Vec<&str> = summary
+        .created
+        .iter()
+        .map(|c| c.volume_id.as_str())
+        .collect();
+    volumes.sort();
+    let mut expected = vec![root.as_str(), data.as_str()];
+    expected.sort();
+    assert_eq!(volumes, expected);
+
+    for snap in snapshots(&ec2).await {
+        assert_eq!(snap.tags["lifecycle:consistency"], "instance");
+        assert_eq!(snap.tags["lifecycle:instance-id"], instance);
+        assert_eq!(snap.tags["lifecycle:slot"], "2026-03-01T10:00:00Z");
+        assert_eq!(snap.tags["Name"], "web-1");
+        assert_eq!(
+            snap.tags["Team"], "web",
+            "copy_tags * copies the instance's tags"
+        );
+        assert!(!snap.tags.contains_key("Backup") || snap.tags["Backup"] == "fleet");
+    }
+
+    // The set is found again through EC2's VolumeId: nothing is duplicated.
+    let again = run(&moto, &notifier, at("2026-03-01T10:45:00Z")).await;
+    assert_eq!(again.counts.created, 0);
+    assert_eq!(again.counts.not_due, 2);
+}
+
+#[tokio::test]
+async fn a_volume_naming_an_unknown_policy_is_reported_and_notified() {
+    let moto = Moto::start();
+    let ec2 = moto.ec2();
+    let typo = create_volume(&ec2, 8, &[("Backup", "dialy")]).await;
+    create_volume(&ec2, 8, &[("Backup", "default")]).await;
+    let notifier = RecordingNotifier::default();
+
+    let summary = run(&moto, &notifier, at("2026-03-01T10:15:00Z")).await;
+
+    assert_eq!(
+        summary.counts.created, 1,
+        "the good volume is still snapshotted"
+    );
+    assert_eq!(summary.unknown_policies.len(), 1);
+    assert_eq!(summary.unknown_policies[0].resource_id, typo);
+    assert_eq!(summary.unknown_policies[0].policy, "dialy");
+    let sent = notifier.sent();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].kind, NotificationKind::RunSummary);
+    assert!(sent[0].details.to_string().contains(&typo));
+}
+
+/// Deletes one volume between listing and creating: the race a real account has.
+struct DeletesAfterListing<'a> {
+    inner: &'a Ec2Adapter,
+    ec2: aws_sdk_ec2::Client,
+    victim: String,
+}
+
+#[async_trait]
+impl VolumeInventory for DeletesAfterListing<'_> {
+    async fn volumes_tagged(&self, key: &str) -> Result<Vec<Volume>, Ec2Error> {
+        let listed = self.inner.volumes_tagged(key).await?;
+        self.ec2
+            .delete_volume()
+            .volume_id(&self.victim)
+            .send()
+            .await
+            .unwrap();
+        Ok(listed)
+    }
+    async fn instances_tagged(&self, key: &str) -> Result<Vec<Instance>, Ec2Error> {
+        self.inner.instances_tagged(key).await
+    }
+    async fn volumes_attached_to(&self, ids: &[String]) -> Result<Vec<Volume>, Ec2Error> {
+        self.inner.volumes_attached_to(ids).await
+    }
+}
+
+#[tokio::test]
+async fn a_volume_deleted_mid_run_is_recorded_and_the_run_goes_on() {
+    let moto = Moto::start();
+    let ec2 = moto.ec2();
+    let doomed = create_volume(&ec2, 8, &[("Backup", "default")]).await;
+    let survivor = create_volume(&ec2, 8, &[("Backup", "default")]).await;
+    let adapter = Ec2Adapter::new(ec2.clone());
+    let inventory = DeletesAfterListing {
+        inner: &adapter,
+        ec2: ec2.clone(),
+        victim: doomed.clone(),
+    };
+    let notifier = RecordingNotifier::default();
+
+    let summary = run_with(
+        &inventory,
+        &adapter,
+        &notifier,
+        &config(POLICIES),
+        at("2026-03-01T10:15:00Z"),
+        plenty(),
+    )
+    .await;
+
+    assert_eq!(summary.counts.created, 1);
+    assert_eq!(summary.created[0].volume_id, survivor);
+    assert_eq!(summary.failed.len(), 1);
+    assert_eq!(summary.failed[0].volume_id, doomed);
+    assert_eq!(summary.failed[0].error_kind, "volume-not-found");
+    assert_eq!(notifier.sent().len(), 1, "a failure sends one run summary");
+}
+
+#[tokio::test]
+async fn near_the_deadline_nothing_is_started_and_everything_is_left_for_the_next_tick() {
+    let moto = Moto::start();
+    let ec2 = moto.ec2();
+    create_volume(&ec2, 8, &[("Backup", "default")]).await;
+    create_volume(&ec2, 8, &[("Backup", "default")]).await;
+    let adapter = Ec2Adapter::new(ec2.clone());
+    let notifier = RecordingNotifier::default();
+
+    let short = Deadline::after(Duration::from_secs(5));
+    let summary = run_with(
+        &adapter,
+        &adapter,
+        &notifier,
+        &config(POLICIES),
+        at("2026-03-01T10:15:00Z"),
+        short,
+    )
+    .await;
+    assert_eq!(summary.counts.created, 0);
+    assert_eq!(summary.counts.left_for_later, 2);
+    assert!(snapshots(&ec2).await.is_empty());
+
+    // The next tick, with time to spare, completes the work.
+    let next = run_with(
+        &adapter,
+        &adapter,
+        &notifier,
+        &config(POLICIES),
+        at("2026-03-01T10:30:00Z"),
+        plenty(),
+    )
+    .await;
+    assert_eq!(next.counts.created, 2);
+}
+
+#[tokio::test]
+async fn a_malformed_event_is_rejected_before_any_aws_call() {
+    let moto = Moto::start();
+    let ec2 = moto.ec2();
+    create_volume(&ec2, 8, &[("Backup", "default")]).await;
+    let adapter = Ec2Adapter::new(ec2.clone());
+    let notifier = RecordingNotifier::default();
+    let ports = Ports {
+        inventory: &adapter,
+        catalog: &adapter,
+        creator: &adapter,
+        notifier: &notifier,
+    };
+    let config = config(POLICIES);
+    for event in [
+        json!(null),
+        json!({"kind": "tock"}),
+        json!({"kind": "tick", "scheduled_time": 5}),
+    ] {
+        let err = handle(ports, &config, &event, at("2026-03-01T10:15:00Z"), plenty())
+            .await
+            .unwrap_err();
+        let diagnostic: lambda_runtime::Diagnostic = err.into();
+        assert_eq!(diagnostic.error_type, "InvalidEvent");
+    }
+    assert!(snapshots(&ec2).await.is_empty());
+}
+
+#[tokio::test]
+async fn notifications_reach_the_sns_topic() {
+    let moto = Moto::start();
+    let sns = moto.sns();
+    let topic = sns
+        .create_topic()
+        .name("alerts")
+        .send()
+        .await
+        .unwrap()
+        .topic_arn()
+        .unwrap()
+        .to_string();
+    let ec2 = moto.ec2();
+    create_volume(&ec2, 8, &[("Backup", "missing-policy")]).await;
+    let adapter = Ec2Adapter::new(ec2);
+    let notifier = SnsNotifier::new(sns, topic);
+
+    let summary = run_with(
+        &adapter,
+        &adapter,
+        &notifier,
+        &config(POLICIES),
+        at("2026-03-01T10:15:00Z"),
+        plenty(),
+    )
+    .await;
+    assert_eq!(summary.counts.unknown_policy, 1);
+    assert_eq!(summary.notification_error, None);
+
+    // A topic that does not exist is reported in the summary, not fatal.
+    let gone = SnsNotifier::new(moto.sns(), "arn:aws:sns:us-east-1:123456789012:gone".into());
+    let summary = run_with(
+        &adapter,
+        &adapter,
+        &gone,
+        &config(POLICIES),
+        at("2026-03-01T10:15:00Z"),
+        plenty(),
+    )
+    .await;
+    assert!(summary.notification_error.is_some());
+}
