@@ -1,0 +1,312 @@
+//! What moto cannot produce, on the real SDK client with `aws-smithy-mocks`:
+//! throttling, per-volume limits, failures of the due check, and pagination.
+//! Errors are real EC2 error responses (status and XML body) so they go
+//! through the SDK's deserializer and retry classifier as in production.
+
+use std::time::Duration;
+
+use aws_sdk_ec2::operation::create_snapshot::CreateSnapshotOutput;
+use aws_sdk_ec2::operation::describe_instances::DescribeInstancesOutput;
+use aws_sdk_ec2::operation::describe_snapshots::DescribeSnapshotsOutput;
+use aws_sdk_ec2::operation::describe_volumes::DescribeVolumesOutput;
+use aws_sdk_ec2::types::{SnapshotState, Tag, Volume, VolumeState};
+use aws_sdk_ec2::Client;
+use aws_smithy_mocks::{mock, Rule, RuleMode};
+use aws_smithy_runtime_api::http::{Response as HttpResponse, StatusCode};
+use aws_smithy_types::body::SdkBody;
+use serde_json::json;
+
+use create_snapshots::{handle, CreateError, Ports, RunSummary};
+use ebs_lifecycle::aws::ec2::Ec2Adapter;
+use ebs_lifecycle::aws::MAX_ATTEMPTS;
+use ebs_lifecycle::deadline::Deadline;
+use integration_tests::{config, mocked_ec2, RecordingNotifier};
+
+const POLICIES: &str = r#"{"default": {"schedule": "@daily", "keep": {"last": 3}}}"#;
+
+/// An EC2 error response as the service sends it.
+fn ec2_error(status: u16, code: &str) -> HttpResponse {
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error><Code>{code}</Code>\
+         <Message>{code} (injected by the test)</Message></Error></Errors><RequestID>req-1</RequestID></Response>"
+    );
+    HttpResponse::new(StatusCode::try_from(status).unwrap(), SdkBody::from(body))
+}
+
+fn volume(id: &str) -> Volume {
+    Volume::builder()
+        .volume_id(id)
+        .size(8)
+        .state(VolumeState::Available)
+        .encrypted(true)
+        .tags(Tag::builder().key("Backup").value("default").build())
+        .build()
+}
+
+fn volumes_rule(ids: &'static [&'static str]) -> Rule {
+    mock!(Client::describe_volumes).then_output(move || {
+        DescribeVolumesOutput::builder()
+            .set_volumes(Some(ids.iter().map(|id| volume(id)).collect()))
+            .build()
+    })
+}
+
+fn no_instances() -> Rule {
+    mock!(Client::describe_instances).then_output(|| DescribeInstancesOutput::builder().build())
+}
+
+fn no_snapshots() -> Rule {
+    mock!(Client::describe_snapshots).then_output(|| DescribeSnapshotsOutput::builder().build())
+}
+
+fn created(volume_id: &str) -> CreateSnapshotOutput {
+    CreateSnapshotOutput::builder()
+        .snapshot_id(format!("snap-for-{volume_id}"))
+        .volume_id(volume_id)
+        .state(SnapshotState::Pending)
+        .build()
+}
+
+fn create_for(
+    volume_id: &'static str,
+) -> aws_smithy_mocks::RuleBuilder<
+    aws_sdk_ec2::operation::create_snapshot::CreateSnapshotInput,
+    CreateSnapshotOutput,
+    aws_sdk_ec2::operation::create_snapshot::CreateSnapshotError,
+> {
+    mock!(Client::create_snapshot).match_requests(move |r| r.volume_id() == Some(volume_id))
+}
+
+async fn run(client: Client, notifier: &RecordingNotifier) -> Result<RunSummary, CreateError> {
+    let adapter = Ec2Adapter::new(client);
+    let ports = Ports {
+        inventory: &adapter,
+        catalog: &adapter,
+        creator: &adapter,
+        notifier,
+    };
+    let now = ebs_lifecycle::tags::parse_time("2026-03-01T10:15:00Z").unwrap();
+    handle(
+        ports,
+        &config(POLICIES),
+        &json!({"kind": "tick"}),
+        now,
+        Deadline::after(Duration::from_secs(600)),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn request_limit_exceeded_is_retried_with_backoff_and_the_snapshot_is_made() {
+    let volumes = volumes_rule(&["vol-a"]);
+    let (instances, snaps) = (no_instances(), no_snapshots());
+    let create = create_for("vol-a")
+        .sequence()
+        .http_response(|| ec2_error(503, "RequestLimitExceeded"))
+        .times(2)
+        .output(|| created("vol-a"))
+        .build();
+    let client = mocked_ec2(RuleMode::MatchAny, &[&volumes, &instances, &snaps, &create]);
+    let notifier = RecordingNotifier::default();
+
+    let summary = run(client, &notifier).await.unwrap();
+
+    assert_eq!(
+        create.num_calls(),
+        3,
+        "two throttled attempts, then success"
+    );
+    assert_eq!(summary.counts.created, 1);
+    assert_eq!(summary.created[0].snapshot_id, "snap-for-vol-a");
+    assert!(summary.failed.is_empty());
+    assert!(notifier.sent().is_empty());
+}
+
+#[tokio::test]
+async fn throttling_that_outlasts_retries_is_recorded_and_the_run_goes_on() {
+    let volumes = volumes_rule(&["vol-a", "vol-b"]);
+    let (instances, snaps) = (no_instances(), no_snapshots());
+    let throttled = create_for("vol-a")
+        .sequence()
+        .http_response(|| ec2_error(503, "RequestLimitExceeded"))
+        .repeatedly()
+        .build();
+    let fine = create_for("vol-b").then_output(|| created("vol-b"));
+    let client = mocked_ec2(
+        RuleMode::MatchAny,
+        &[&volumes, &instances, &snaps, &throttled, &fine],
+    );
+    let notifier = RecordingNotifier::default();
+
+    let summary = run(client, &notifier).await.unwrap();
+
+    assert_eq!(
+        throttled.num_calls(),
+        MAX_ATTEMPTS as usize,
+        "every attempt the retry policy allows"
+    );
+    assert_eq!(summary.counts.created, 1);
+    assert_eq!(summary.failed.len(), 1);
+    assert_eq!(summary.failed[0].volume_id, "vol-a");
+    assert_eq!(summary.failed[0].error_kind, "throttled");
+    assert_eq!(notifier.sent().len(), 1);
+}
+
+#[tokio::test]
+async fn per_volume_limits_are_recorded_once_each_and_not_retried() {
+    let volumes = volumes_rule(&["vol-a", "vol-b", "vol-c"]);
+    let (instances, snaps) = (no_instances(), no_snapshots());
+    let concurrent = create_for("vol-a")
+        .then_http_response(|| ec2_error(400, "ConcurrentSnapshotLimitExceeded"));
+    let rate = create_for("vol-b")
+        .then_http_response(|| ec2_error(400, "SnapshotCreationPerVolumeRateExceeded"));
+    let fine = create_for("vol-c").then_output(|| created("vol-c"));
+    let client = mocked_ec2(
+        RuleMode::MatchAny,
+        &[&volumes, &instances, &snaps, &concurrent, &rate, &fine],
+    );
+    let notifier = RecordingNotifier::default();
+
+    let summary = run(client, &notifier).await.unwrap();
+
+    assert_eq!(
+        (concurrent.num_calls(), rate.num_calls()),
+        (1, 1),
+        "per-volume limits wait for the next tick"
+    );
+    let kinds: Vec<(&str, &str)> = summary
+        .failed
+        .iter()
+        .map(|f| (f.volume_id.as_str(), f.error_kind.as_str()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("vol-a", "concurrent-snapshot-limit"),
+            ("vol-b", "per-volume-rate")
+        ]
+    );
+    assert_eq!(summary.counts.created, 1);
+    let sent = notifier.sent();
+    assert_eq!(sent.len(), 1);
+    assert!(
+        sent[0].summary.contains("2 volumes failed"),
+        "{}",
+        sent[0].summary
+    );
+}
+
+#[tokio::test]
+async fn more_than_one_page_of_volumes_is_followed_with_max_results_set() {
+    let first = mock!(Client::describe_volumes)
+        .match_requests(|r| r.next_token().is_none() && r.max_results() == Some(500))
+        .then_output(|| {
+            DescribeVolumesOutput::builder()
+                .set_volumes(Some(vec![volume("vol-1"), volume("vol-2")]))
+                .next_token("page-2")
+                .build()
+        });
+    let second = mock!(Client::describe_volumes)
+        .match_requests(|r| r.next_token() == Some("page-2") && r.max_results() == Some(500))
+        .then_output(|| {
+            DescribeVolumesOutput::builder()
+                .set_volumes(Some(vec![volume("vol-3")]))
+                .build()
+        });
+    let (instances, snaps) = (no_instances(), no_snapshots());
+    let create = mock!(Client::create_snapshot)
+        .then_compute_output(|r| created(r.volume_id().unwrap_or_default()));
+    let client = mocked_ec2(
+        RuleMode::MatchAny,
+        &[&first, &second, &instances, &snaps, &create],
+    );
+
+    let summary = run(client, &RecordingNotifier::default()).await.unwrap();
+
+    assert_eq!((first.num_calls(), second.num_calls()), (1, 1));
+    assert_eq!(summary.counts.targeted, 3);
+    let made: Vec<&str> = summary
+        .created
+        .iter()
+        .map(|c| c.volume_id.as_str())
+        .collect();
+    assert_eq!(made, ["vol-1", "vol-2", "vol-3"]);
+    assert_eq!(create.num_calls(), 3);
+}
+
+#[tokio::test]
+async fn one_describe_snapshots_per_policy_and_slot_not_per_volume() {
+    let volumes = volumes_rule(&["vol-1", "vol-2", "vol-3", "vol-4"]);
+    let instances = no_instances();
+    let snaps = mock!(Client::describe_snapshots)
+        .match_requests(|r| {
+            r.owner_ids() == ["self"]
+                && r.max_results() == Some(1000)
+                && r.filters().iter().any(|f| {
+                    f.name() == Some("tag:lifecycle:slot") && f.values() == ["2026-03-01T00:00:00Z"]
+                })
+                && r.filters().iter().any(|f| {
+                    f.name() == Some("tag:lifecycle:managed-by") && f.values() == ["itest"]
+                })
+        })
+        .then_output(|| DescribeSnapshotsOutput::builder().build());
+    let create = mock!(Client::create_snapshot)
+        .then_compute_output(|r| created(r.volume_id().unwrap_or_default()));
+    let client = mocked_ec2(RuleMode::MatchAny, &[&volumes, &instances, &snaps, &create]);
+
+    let summary = run(client, &RecordingNotifier::default()).await.unwrap();
+
+    assert_eq!(snaps.num_calls(), 1);
+    assert_eq!(create.num_calls(), 4);
+    assert_eq!(summary.counts.created, 4);
+}
+
+#[tokio::test]
+async fn when_existing_snapshots_cannot_be_checked_nothing_is_created() {
+    let volumes = volumes_rule(&["vol-a"]);
+    let instances = no_instances();
+    let broken = mock!(Client::describe_snapshots)
+        .sequence()
+        .http_response(|| ec2_error(500, "InternalError"))
+        .repeatedly()
+        .build();
+    let create = mock!(Client::create_snapshot)
+        .then_compute_output(|r| created(r.volume_id().unwrap_or_default()));
+    let client = mocked_ec2(
+        RuleMode::MatchAny,
+        &[&volumes, &instances, &broken, &create],
+    );
+    let notifier = RecordingNotifier::default();
+
+    let summary = run(client, &notifier).await.unwrap();
+
+    assert_eq!(broken.num_calls(), MAX_ATTEMPTS as usize, "5xx is retried");
+    assert_eq!(
+        create.num_calls(),
+        0,
+        "a duplicate is worse than a snapshot one tick late"
+    );
+    assert_eq!(summary.failed.len(), 1);
+    assert!(summary.failed[0]
+        .error
+        .contains("could not check existing snapshots"));
+    assert_eq!(notifier.sent().len(), 1);
+}
+
+#[tokio::test]
+async fn when_volumes_cannot_be_listed_the_run_fails_as_a_whole() {
+    let broken = mock!(Client::describe_volumes)
+        .sequence()
+        .http_response(|| ec2_error(503, "Unavailable"))
+        .repeatedly()
+        .build();
+    let instances = no_instances();
+    let client = mocked_ec2(RuleMode::MatchAny, &[&broken, &instances]);
+
+    let err = run(client, &RecordingNotifier::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, CreateError::InventoryUnavailable(_)), "{err}");
+    let diagnostic: lambda_runtime::Diagnostic = err.into();
+    assert_eq!(diagnostic.error_type, "InventoryUnavailable");
+}
