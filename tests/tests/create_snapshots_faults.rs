@@ -3,6 +3,8 @@
 //! Errors are real EC2 error responses (status and XML body) so they go
 //! through the SDK's deserializer and retry classifier as in production.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
 use std::time::Duration;
 
 use aws_sdk_ec2::operation::create_snapshot::CreateSnapshotOutput;

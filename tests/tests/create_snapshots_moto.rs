@@ -1,6 +1,8 @@
 //! create-snapshots end to end against moto: real SDK calls, real filters,
 //! real tags read back.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
