@@ -29,9 +29,10 @@ lint-template: venv
 	$(VENV)/bin/cfn-lint template.yaml
 
 ## make demo: moto on 127.0.0.1, a seeded account, create-snapshots run twice
+## (built with --workspace so it shares the dependency builds of make test)
 ## through the Lambda runtime interface, a table of what it made.
 demo: venv
-	$(CARGO) build -p create-snapshots
+	$(CARGO) build --workspace --bins
 	$(VENV)/bin/python scripts/demo.py --binary target/debug/create-snapshots
 
 build:
