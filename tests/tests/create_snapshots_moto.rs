@@ -24,7 +24,8 @@ const POLICIES: &str = r#"{
                "keep": { "last": 3, "daily": 7 },
                "copy_tags": ["Owner", "CostCenter"], "tags": { "Tier": "gold" } },
   "fleet":   { "schedule": "0 * * * *", "timezone": "Europe/Berlin",
-               "keep": { "hourly": 24 }, "consistency": "instance", "copy_tags": ["*"] }
+               "keep": { "hourly": 24 }, "consistency": "instance", "copy_tags": ["*"] },
+  "everything": { "schedule": "@daily", "keep": { "last": 1 }, "copy_tags": ["*"], "tags": { "Tier": "gold" } }
 }"#;
 
 fn at(s: &str) -> DateTime<Utc> {
@@ -379,4 +380,35 @@ async fn notifications_reach_the_sns_topic() {
     )
     .await;
     assert!(summary.notification_error.is_some());
+}
+
+#[tokio::test]
+async fn ec2s_fifty_tag_ceiling_keeps_lifecycle_tags_and_reports_the_rest() {
+    let moto = Moto::start();
+    let ec2 = moto.ec2();
+    let many: Vec<(String, String)> = (0..44)
+        .map(|i| (format!("Label{i:02}"), format!("v{i}")))
+        .collect();
+    let mut tags: Vec<(&str, &str)> = many.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    tags.push(("Backup", "everything"));
+    create_volume(&ec2, 8, &tags).await;
+    let notifier = RecordingNotifier::default();
+
+    let summary = run(&moto, &notifier, at("2026-03-01T10:15:00Z")).await;
+
+    assert_eq!(summary.counts.created, 1);
+    let snap = &snapshots(&ec2).await[0];
+    assert_eq!(snap.tags.len(), 50, "EC2's ceiling, exactly");
+    assert_eq!(snap.tags["lifecycle:managed-by"], "itest");
+    assert_eq!(snap.tags["lifecycle:slot"], "2026-03-01T00:00:00Z");
+    assert_eq!(
+        snap.tags["Tier"], "gold",
+        "the policy's own tags come before copied ones"
+    );
+    // 7 lifecycle + Name + Tier + 45 copied = 54: four copied tags are left out, and said so.
+    assert_eq!(summary.skipped_tags.len(), 1);
+    assert_eq!(summary.skipped_tags[0].tags.len(), 4);
+    for skipped in &summary.skipped_tags[0].tags {
+        assert!(!snap.tags.contains_key(&skipped.key));
+    }
 }

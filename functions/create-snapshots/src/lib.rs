@@ -112,12 +112,12 @@ pub struct LeftForLater {
     pub policy: String,
 }
 
-/// A tag that could not be put on a new snapshot.
+/// The tags that could not be put on the snapshot(s) of one volume or instance.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct SkippedTag {
-    pub volume_id: String,
-    pub key: String,
-    pub reason: String,
+pub struct SkippedTags {
+    /// The volume, or the instance for a multi-volume set.
+    pub resource_id: String,
+    pub tags: Vec<tags::SkippedTag>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -146,7 +146,7 @@ pub struct RunSummary {
     pub failed: Vec<Failed>,
     pub unknown_policies: Vec<UnknownPolicy>,
     pub left_for_later: Vec<LeftForLater>,
-    pub skipped_tags: Vec<SkippedTag>,
+    pub skipped_tags: Vec<SkippedTags>,
     /// Set when the run-summary notification could not be published.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub notification_error: Option<String>,
@@ -402,7 +402,7 @@ async fn execute(
     work: Work<'_>,
     now: DateTime<Utc>,
     deadline: Deadline,
-) -> (Outcome, Vec<SkippedTag>) {
+) -> (Outcome, Option<SkippedTags>) {
     match work {
         Work::Volume {
             target,
@@ -415,7 +415,7 @@ async fn execute(
                     volume_id: volume.id.clone(),
                     policy: policy.name.clone(),
                 };
-                return (Outcome::Left(vec![left]), Vec::new());
+                return (Outcome::Left(vec![left]), None);
             }
             let mut l = labels(config, policy, slot, now, consistency_label(policy, false));
             l.volume_id = Some(volume.id.clone());
@@ -457,7 +457,7 @@ async fn execute(
                         policy: policy.name.clone(),
                     })
                     .collect();
-                return (Outcome::Left(left), Vec::new());
+                return (Outcome::Left(left), None);
             }
             let mut l = labels(config, policy, slot, now, consistency_label(policy, true));
             l.instance_id = Some(instance.id.clone());
@@ -557,15 +557,11 @@ fn failed(volume_id: &str, policy: &Policy, instance_id: Option<String>, e: &Ec2
     }
 }
 
-fn skipped(resource_id: &str, skipped: &[tags::SkippedTag]) -> Vec<SkippedTag> {
-    skipped
-        .iter()
-        .map(|s| SkippedTag {
-            volume_id: resource_id.to_string(),
-            key: s.key.clone(),
-            reason: s.reason.to_string(),
-        })
-        .collect()
+fn skipped(resource_id: &str, skipped: &[tags::SkippedTag]) -> Option<SkippedTags> {
+    (!skipped.is_empty()).then(|| SkippedTags {
+        resource_id: resource_id.to_string(),
+        tags: skipped.to_vec(),
+    })
 }
 
 /// Step 5: counts, log, metrics, notification.
