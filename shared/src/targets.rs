@@ -172,13 +172,25 @@ pub fn resolve(
         }
     }
 
-    for (instance_id, (policy, volume_ids)) in unknown_instances {
-        out.unknown_policies.push(UnknownPolicy {
-            resource_type: "instance",
-            resource_id: instance_id.to_string(),
-            policy,
-            volume_ids,
-        });
+    // Every instance whose tag names no policy is reported, also when all its
+    // volumes have tags of their own (its tag is still a mistake to fix).
+    for instance in tagged_instances {
+        let Some(value) = instance.tags.get(selector_tag_key) else {
+            continue;
+        };
+        let policy = policy_name(value);
+        if policies.get(&policy).is_none() {
+            let volume_ids = unknown_instances
+                .remove(instance.id.as_str())
+                .map(|(_, ids)| ids)
+                .unwrap_or_default();
+            out.unknown_policies.push(UnknownPolicy {
+                resource_type: "instance",
+                resource_id: instance.id.clone(),
+                policy,
+                volume_ids,
+            });
+        }
     }
 
     for ((instance_id, policy), members) in groups {
@@ -355,6 +367,17 @@ mod tests {
     }
 
     #[test]
+    fn an_instance_naming_an_unknown_policy_is_reported_even_when_its_volumes_have_their_own() {
+        let i = inst("i-1", Some("gold"), &[("vol-a", "/dev/xvda")]);
+        let a = vol("vol-a", Some("default"), Some(("i-1", "/dev/xvda")));
+        let r = run(std::slice::from_ref(&a), &[i], std::slice::from_ref(&a));
+        assert_eq!(r.volume_count(), 1);
+        assert_eq!(r.unknown_policies.len(), 1);
+        assert_eq!(r.unknown_policies[0].resource_id, "i-1");
+        assert!(r.unknown_policies[0].volume_ids.is_empty());
+    }
+
+    #[test]
     fn an_instance_policy_on_a_lone_volume_snapshots_the_volume() {
         let r = run(&[vol("vol-1", Some("fleet"), None)], &[], &[]);
         assert!(matches!(r.targets[0], Target::Volume(_)));
@@ -366,5 +389,100 @@ mod tests {
         let a = vol("vol-a", Some("default"), Some(("i-1", "/dev/xvda")));
         let r = run(std::slice::from_ref(&a), &[i], std::slice::from_ref(&a));
         assert_eq!(r.volume_count(), 1);
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// A small random account: up to 4 instances, up to 10 volumes, each
+        /// volume maybe attached, each resource maybe tagged with a known,
+        /// unknown or empty policy.
+        fn account() -> impl Strategy<Value = (Vec<Volume>, Vec<Instance>)> {
+            let tag = proptest::option::of(prop_oneof![
+                Just("default"),
+                Just("fleet"),
+                Just("nope"),
+                Just("")
+            ]);
+            let instances = proptest::collection::vec(tag.clone(), 0..4);
+            let volumes = proptest::collection::vec((tag, proptest::option::of(0usize..4)), 0..10);
+            (instances, volumes).prop_map(|(inst_tags, vol_specs)| {
+                let n = inst_tags.len();
+                let volumes: Vec<Volume> = vol_specs
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (t, on))| {
+                        let on = on
+                            .filter(|k| *k < n)
+                            .map(|k| (format!("i-{k}"), format!("/dev/sd{i}")));
+                        vol(
+                            &format!("vol-{i}"),
+                            *t,
+                            on.as_ref().map(|(a, b)| (a.as_str(), b.as_str())),
+                        )
+                    })
+                    .collect();
+                let instances = inst_tags
+                    .iter()
+                    .enumerate()
+                    .map(|(k, t)| {
+                        let id = format!("i-{k}");
+                        let vols: Vec<(String, String)> = volumes
+                            .iter()
+                            .filter_map(|v| {
+                                v.attachment
+                                    .as_ref()
+                                    .filter(|a| a.instance_id == id)
+                                    .map(|a| (v.id.clone(), a.device.clone()))
+                            })
+                            .collect();
+                        let refs: Vec<(&str, &str)> =
+                            vols.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+                        inst(&id, *t, &refs)
+                    })
+                    .collect();
+                (volumes, instances)
+            })
+        }
+
+        proptest! {
+            #[test]
+            fn every_opted_in_volume_is_targeted_or_reported_exactly_once((volumes, instances) in account()) {
+                let tagged_volumes: Vec<Volume> = volumes.iter().filter(|v| v.tags.contains_key("Backup")).cloned().collect();
+                let tagged_instances: Vec<Instance> = instances.iter().filter(|i| i.tags.contains_key("Backup")).cloned().collect();
+                let attached: Vec<Volume> = volumes
+                    .iter()
+                    .filter(|v| v.attachment.as_ref().is_some_and(|a| tagged_instances.iter().any(|i| i.id == a.instance_id)))
+                    .cloned()
+                    .collect();
+                let r = run(&tagged_volumes, &tagged_instances, &attached);
+
+                let mut seen: Vec<String> = r.targets.iter().flat_map(|t| t.volume_ids()).map(String::from).collect();
+                for u in &r.unknown_policies {
+                    if u.resource_type == "volume" { seen.push(u.resource_id.clone()) } else { seen.extend(u.volume_ids.clone()) }
+                }
+                let mut sorted = seen.clone();
+                sorted.sort();
+                sorted.dedup();
+                prop_assert_eq!(sorted.len(), seen.len(), "a volume appears twice: {:?}", seen);
+
+                let expected: BTreeSet<String> = tagged_volumes.iter().chain(&attached).map(|v| v.id.clone()).collect();
+                prop_assert_eq!(sorted.into_iter().collect::<BTreeSet<_>>(), expected);
+
+                // A volume's own tag always decides its policy.
+                for t in &r.targets {
+                    let members: Vec<&Volume> = match t {
+                        Target::Volume(v) => vec![&v.volume],
+                        Target::Instance(g) => g.volumes.iter().collect(),
+                    };
+                    for v in members {
+                        if let Some(own) = v.tags.get("Backup") {
+                            prop_assert_eq!(policy_name(own), t.policy());
+                        }
+                    }
+                }
+            }
+        }
     }
 }
