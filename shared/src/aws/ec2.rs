@@ -254,14 +254,13 @@ pub fn snapshot_of(s: &aws_sdk_ec2::types::Snapshot) -> Option<Snapshot> {
     })
 }
 
-#[async_trait]
-impl VolumeInventory for Ec2Adapter {
-    async fn volumes_tagged(&self, tag_key: &str) -> Result<Vec<Volume>, Ec2Error> {
+impl Ec2Adapter {
+    /// Every volume matching `filters`, page by page.
+    async fn describe_volumes(&self, filters: Vec<Filter>) -> Result<Vec<Volume>, Ec2Error> {
         let volumes: Vec<_> = self
             .client
             .describe_volumes()
-            .filters(filter("tag-key", [tag_key]))
-            .filters(filter("status", ["available", "in-use"]))
+            .set_filters(Some(filters))
             .max_results(VOLUME_PAGE)
             .into_paginator()
             .items()
@@ -270,6 +269,17 @@ impl VolumeInventory for Ec2Adapter {
             .await
             .map_err(|e| Ec2Error::from_sdk("DescribeVolumes", e))?;
         Ok(volumes.iter().filter_map(volume_of).collect())
+    }
+}
+
+#[async_trait]
+impl VolumeInventory for Ec2Adapter {
+    async fn volumes_tagged(&self, tag_key: &str) -> Result<Vec<Volume>, Ec2Error> {
+        self.describe_volumes(vec![
+            filter("tag-key", [tag_key]),
+            filter("status", ["available", "in-use"]),
+        ])
+        .await
     }
 
     async fn instances_tagged(&self, tag_key: &str) -> Result<Vec<Instance>, Ec2Error> {
@@ -298,18 +308,8 @@ impl VolumeInventory for Ec2Adapter {
     async fn volumes_attached_to(&self, instance_ids: &[String]) -> Result<Vec<Volume>, Ec2Error> {
         let mut out = Vec::new();
         for chunk in instance_ids.chunks(FILTER_VALUES) {
-            let volumes: Vec<_> = self
-                .client
-                .describe_volumes()
-                .filters(filter("attachment.instance-id", chunk.iter().cloned()))
-                .max_results(VOLUME_PAGE)
-                .into_paginator()
-                .items()
-                .send()
-                .try_collect()
-                .await
-                .map_err(|e| Ec2Error::from_sdk("DescribeVolumes", e))?;
-            out.extend(volumes.iter().filter_map(volume_of));
+            let filters = vec![filter("attachment.instance-id", chunk.iter().cloned())];
+            out.extend(self.describe_volumes(filters).await?);
         }
         Ok(out)
     }
