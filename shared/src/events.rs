@@ -1,10 +1,134 @@
 //! Events the functions are invoked with (SPEC "Events handled").
 //!
 //! Parsing is strict and total: a malformed event is an [`EventError`] naming
-//! the field, never a panic, and is rejected before any AWS call.
+//! the field (a JSON path such as `detail.snapshots[1].status`), never a
+//! panic, and is rejected before any AWS call.
 
 use chrono::{DateTime, Utc};
-use serde_json::Value;
+use serde_json::{Map, Value};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EventError {
+    #[error("event is not a JSON object")]
+    NotAnObject,
+    #[error("event field `{field}` is missing")]
+    Missing { field: String },
+    #[error("event field `{field}` is invalid: {problem}")]
+    Invalid { field: String, problem: String },
+}
+
+impl EventError {
+    fn missing(field: &str) -> Self {
+        Self::Missing {
+            field: field.into(),
+        }
+    }
+
+    fn invalid(field: &str, problem: impl Into<String>) -> Self {
+        Self::Invalid {
+            field: field.into(),
+            problem: problem.into(),
+        }
+    }
+
+    /// The field at fault, if any.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            Self::NotAnObject => None,
+            Self::Missing { field } | Self::Invalid { field, .. } => Some(field),
+        }
+    }
+}
+
+/// Typed access to one JSON object, naming fields by their full path.
+struct Fields<'a> {
+    path: String,
+    object: &'a Map<String, Value>,
+}
+
+impl<'a> Fields<'a> {
+    fn of(path: &str, value: &'a Value) -> Result<Self, EventError> {
+        match value.as_object() {
+            Some(object) => Ok(Self {
+                path: path.to_string(),
+                object,
+            }),
+            None if path.is_empty() => Err(EventError::NotAnObject),
+            None => Err(EventError::invalid(path, "must be an object")),
+        }
+    }
+
+    fn name(&self, key: &str) -> String {
+        if self.path.is_empty() {
+            key.to_string()
+        } else {
+            format!("{}.{key}", self.path)
+        }
+    }
+
+    fn get(&self, key: &str) -> Option<&'a Value> {
+        self.object.get(key).filter(|v| !v.is_null())
+    }
+
+    fn string(&self, key: &str) -> Result<&'a str, EventError> {
+        self.optional_string(key)?
+            .ok_or_else(|| EventError::missing(&self.name(key)))
+    }
+
+    fn optional_string(&self, key: &str) -> Result<Option<&'a str>, EventError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(_) => Err(EventError::invalid(&self.name(key), "must be a string")),
+        }
+    }
+
+    fn optional_time(&self, key: &str) -> Result<Option<DateTime<Utc>>, EventError> {
+        match self.optional_string(key)? {
+            None | Some("") => Ok(None),
+            Some(s) => crate::tags::parse_time(s).map(Some).ok_or_else(|| {
+                EventError::invalid(
+                    &self.name(key),
+                    format!("`{}` is not an RFC 3339 time", clip(s)),
+                )
+            }),
+        }
+    }
+
+    fn object(&self, key: &str) -> Result<Fields<'a>, EventError> {
+        let value = self
+            .get(key)
+            .ok_or_else(|| EventError::missing(&self.name(key)))?;
+        Fields::of(&self.name(key), value)
+    }
+}
+
+/// At most 64 characters of untrusted input in an error message.
+fn clip(s: &str) -> String {
+    if s.chars().count() > 64 {
+        s.chars().take(61).collect::<String>() + "..."
+    } else {
+        s.to_string()
+    }
+}
+
+/// The id after the last `/` of an ARN (either layout), or the value itself
+/// when it is already an id. It must start with `prefix` (`snap-`, `vol-`).
+pub fn resource_id(field: &str, value: &str, prefix: &str) -> Result<String, EventError> {
+    let id = value.rsplit('/').next().unwrap_or(value);
+    let valid = id.starts_with(prefix)
+        && id.len() > prefix.len()
+        && id.len() <= 64
+        && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+    if valid {
+        Ok(id.to_string())
+    } else {
+        Err(EventError::invalid(
+            field,
+            format!("`{}` does not end in a `{prefix}` id", clip(value)),
+        ))
+    }
+}
 
 /// A scheduler tick: what EventBridge Scheduler sends (the template's input,
 /// `{"kind": "tick", "scheduled_time": "<aws.scheduler.scheduled-time>"}`),
@@ -16,66 +140,239 @@ pub struct Tick {
     pub scheduled_time: Option<DateTime<Utc>>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum EventError {
-    #[error("event is not a JSON object")]
-    NotAnObject,
-    #[error("event field `{field}` is missing")]
-    Missing { field: &'static str },
-    #[error("event field `{field}` is invalid: {problem}")]
-    Invalid {
-        field: &'static str,
-        problem: String,
-    },
-    #[error("unexpected event: {0}")]
-    Unexpected(String),
-}
-
 impl Tick {
     pub fn parse(event: &Value) -> Result<Self, EventError> {
-        let object = event.as_object().ok_or(EventError::NotAnObject)?;
-        let time_field = |field: &'static str| -> Result<Option<DateTime<Utc>>, EventError> {
-            match object.get(field) {
-                None | Some(Value::Null) => Ok(None),
-                Some(Value::String(s)) => {
-                    crate::tags::parse_time(s)
-                        .map(Some)
-                        .ok_or_else(|| EventError::Invalid {
-                            field,
-                            problem: format!("`{s}` is not an RFC 3339 time"),
-                        })
-                }
-                Some(_) => Err(EventError::Invalid {
-                    field,
-                    problem: "must be a string".into(),
-                }),
+        let fields = Fields::of("", event)?;
+        if fields.get("kind").is_some() {
+            let kind = fields.string("kind")?;
+            if kind != "tick" {
+                return Err(EventError::invalid(
+                    "kind",
+                    format!("`{}` is not `tick`", clip(kind)),
+                ));
             }
-        };
-        if let Some(kind) = object.get("kind") {
-            return match kind.as_str() {
-                Some("tick") => Ok(Self {
-                    scheduled_time: time_field("scheduled_time")?,
-                }),
-                Some(other) => Err(EventError::Invalid {
-                    field: "kind",
-                    problem: format!("`{other}` is not `tick`"),
-                }),
-                None => Err(EventError::Invalid {
-                    field: "kind",
-                    problem: "must be a string".into(),
-                }),
-            };
+            return Ok(Self {
+                scheduled_time: fields.optional_time("scheduled_time")?,
+            });
         }
-        match object.get("detail-type").and_then(Value::as_str) {
+        match fields.optional_string("detail-type")? {
             Some("Scheduled Event") => Ok(Self {
-                scheduled_time: time_field("time")?,
+                scheduled_time: fields.optional_time("time")?,
             }),
-            Some(other) => Err(EventError::Unexpected(format!(
-                "detail-type `{other}` is not a scheduler tick"
-            ))),
-            None => Err(EventError::Missing { field: "kind" }),
+            Some(other) => Err(EventError::invalid(
+                "detail-type",
+                format!("`{}` is not a scheduler tick", clip(other)),
+            )),
+            None => Err(EventError::missing("kind")),
         }
     }
+
+    /// True when the payload looks like a tick rather than an EC2 event.
+    pub fn is_tick(event: &Value) -> bool {
+        event.get("kind").is_some()
+            || event.get("detail-type").and_then(Value::as_str) == Some("Scheduled Event")
+    }
+}
+
+/// `detail-type` of single-snapshot events.
+pub const SNAPSHOT_NOTIFICATION: &str = "EBS Snapshot Notification";
+/// `detail-type` of CreateSnapshots (multi-volume) completion events.
+pub const MULTI_VOLUME_COMPLETION: &str = "EBS Multi-Volume Snapshots Completion Status";
+
+/// `detail.event` values of EBS snapshot events this project does not act on.
+/// They are ignored (and logged at debug), not rejected.
+const IGNORED_SNAPSHOT_EVENTS: [&str; 7] = [
+    "shareSnapshot",
+    "archiveSnapshot",
+    "permanentRestoreSnapshot",
+    "temporaryRestoreSnapshot",
+    "restoreExpiry",
+    "lockSnapshot",
+    "unlockSnapshot",
+];
+
+/// Which EC2 call a snapshot event reports on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SnapshotOperation {
+    CreateSnapshot,
+    CopySnapshot,
+    CreateSnapshots,
+}
+
+impl SnapshotOperation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::CreateSnapshot => "createSnapshot",
+            Self::CopySnapshot => "copySnapshot",
+            Self::CreateSnapshots => "createSnapshots",
+        }
+    }
+}
+
+/// What EC2 says became of one snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotResult {
+    pub snapshot_id: String,
+    /// The source volume (`createSnapshot(s)`), or `None` for copies (their
+    /// source is a snapshot, kept in `source_snapshot_id`).
+    pub volume_id: Option<String>,
+    pub source_snapshot_id: Option<String>,
+    pub succeeded: bool,
+    /// EC2's words on a failure; empty on success.
+    pub cause: String,
+    pub end_time: Option<DateTime<Utc>>,
+}
+
+/// An EC2 snapshot event, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SnapshotEvent {
+    /// A completion (success or failure) of one or more snapshots.
+    Results {
+        operation: SnapshotOperation,
+        results: Vec<SnapshotResult>,
+    },
+    /// A well-formed EBS event this project does not act on.
+    Ignored { detail_type: String, event: String },
+}
+
+impl SnapshotEvent {
+    pub fn parse(event: &Value) -> Result<Self, EventError> {
+        let top = Fields::of("", event)?;
+        let detail_type = top.string("detail-type")?;
+        let source = top.string("source")?;
+        if source != "aws.ec2" {
+            return Err(EventError::invalid(
+                "source",
+                format!("`{}` is not `aws.ec2`", clip(source)),
+            ));
+        }
+        let detail = top.object("detail")?;
+        let name = detail.string("event")?;
+        match (detail_type, name) {
+            (SNAPSHOT_NOTIFICATION, "createSnapshot") => Ok(Self::Results {
+                operation: SnapshotOperation::CreateSnapshot,
+                results: vec![single(&detail, SnapshotOperation::CreateSnapshot)?],
+            }),
+            (SNAPSHOT_NOTIFICATION, "copySnapshot") => Ok(Self::Results {
+                operation: SnapshotOperation::CopySnapshot,
+                results: vec![single(&detail, SnapshotOperation::CopySnapshot)?],
+            }),
+            (SNAPSHOT_NOTIFICATION, other) if IGNORED_SNAPSHOT_EVENTS.contains(&other) => {
+                Ok(Self::Ignored {
+                    detail_type: detail_type.into(),
+                    event: other.into(),
+                })
+            }
+            (MULTI_VOLUME_COMPLETION, "createSnapshots") => Ok(Self::Results {
+                operation: SnapshotOperation::CreateSnapshots,
+                results: multi(&detail)?,
+            }),
+            (SNAPSHOT_NOTIFICATION | MULTI_VOLUME_COMPLETION, other) => Err(EventError::invalid(
+                "detail.event",
+                format!(
+                    "`{}` is not an event of `{detail_type}` this function knows",
+                    clip(other)
+                ),
+            )),
+            // Other EBS notifications (volumes, fast snapshot restore) are
+            // well-formed but not ours to act on.
+            (other, _) if other.starts_with("EBS ") => Ok(Self::Ignored {
+                detail_type: other.into(),
+                event: name.into(),
+            }),
+            (other, _) => Err(EventError::invalid(
+                "detail-type",
+                format!("`{}` is not an EBS snapshot event", clip(other)),
+            )),
+        }
+    }
+}
+
+fn outcome(field: &str, value: &str, success: &str, failure: &str) -> Result<bool, EventError> {
+    if value == success {
+        Ok(true)
+    } else if value == failure {
+        Ok(false)
+    } else {
+        Err(EventError::invalid(
+            field,
+            format!("`{}` is neither `{success}` nor `{failure}`", clip(value)),
+        ))
+    }
+}
+
+fn single(detail: &Fields<'_>, operation: SnapshotOperation) -> Result<SnapshotResult, EventError> {
+    let snapshot_id = resource_id(
+        &detail.name("snapshot_id"),
+        detail.string("snapshot_id")?,
+        "snap-",
+    )?;
+    let succeeded = outcome(
+        &detail.name("result"),
+        detail.string("result")?,
+        "succeeded",
+        "failed",
+    )?;
+    let source = detail.optional_string("source")?.filter(|s| !s.is_empty());
+    let (volume_id, source_snapshot_id) = match (operation, source) {
+        (_, None) => (None, None),
+        (SnapshotOperation::CopySnapshot, Some(s)) => {
+            (None, Some(resource_id(&detail.name("source"), s, "snap-")?))
+        }
+        (_, Some(s)) => (Some(resource_id(&detail.name("source"), s, "vol-")?), None),
+    };
+    Ok(SnapshotResult {
+        snapshot_id,
+        volume_id,
+        source_snapshot_id,
+        succeeded,
+        cause: detail
+            .optional_string("cause")?
+            .unwrap_or_default()
+            .to_string(),
+        end_time: detail.optional_time("endTime")?,
+    })
+}
+
+fn multi(detail: &Fields<'_>) -> Result<Vec<SnapshotResult>, EventError> {
+    let cause = detail.optional_string("cause")?.unwrap_or_default();
+    let end_time = detail.optional_time("endTime")?;
+    let list = match detail.get("snapshots") {
+        Some(Value::Array(list)) if !list.is_empty() => list,
+        Some(Value::Array(_)) => {
+            return Err(EventError::invalid(&detail.name("snapshots"), "is empty"))
+        }
+        Some(_) => {
+            return Err(EventError::invalid(
+                &detail.name("snapshots"),
+                "must be an array",
+            ))
+        }
+        None => return Err(EventError::missing(&detail.name("snapshots"))),
+    };
+    list.iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let entry = Fields::of(&format!("{}[{i}]", detail.name("snapshots")), item)?;
+            let status = entry.string("status")?;
+            Ok(SnapshotResult {
+                snapshot_id: resource_id(
+                    &entry.name("snapshot_id"),
+                    entry.string("snapshot_id")?,
+                    "snap-",
+                )?,
+                volume_id: entry
+                    .optional_string("source")?
+                    .filter(|s| !s.is_empty())
+                    .map(|s| resource_id(&entry.name("source"), s, "vol-"))
+                    .transpose()?,
+                source_snapshot_id: None,
+                succeeded: outcome(&entry.name("status"), status, "completed", "failed")?,
+                cause: cause.to_string(),
+                end_time,
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -99,6 +396,7 @@ mod tests {
         );
         let classic = json!({"detail-type": "Scheduled Event", "source": "aws.events", "time": "2026-03-01T03:00:00Z"});
         assert!(Tick::parse(&classic).unwrap().scheduled_time.is_some());
+        assert!(Tick::is_tick(&classic));
     }
 
     #[test]
@@ -121,16 +419,107 @@ mod tests {
                 json!({"detail-type": "Scheduled Event", "time": "x"}),
                 Some("time"),
             ),
+            (
+                json!({"detail-type": "EBS Snapshot Notification"}),
+                Some("detail-type"),
+            ),
         ];
         for (event, field) in cases {
             let err = Tick::parse(&event).unwrap_err();
-            if let Some(field) = field {
-                assert!(err.to_string().contains(field), "{event}: {err}");
-            }
+            assert_eq!(err.field(), field, "{event}: {err}");
         }
+    }
+
+    #[test]
+    fn ids_come_from_either_arn_layout_or_a_bare_id() {
+        for arn in [
+            "arn:aws:ec2::us-east-1:snapshot/snap-01234567",
+            "arn:aws:ec2:us-east-1::snapshot/snap-01234567",
+            "arn:aws-us-gov:ec2:us-gov-west-1:123456789012:snapshot/snap-01234567",
+            "snap-01234567",
+        ] {
+            assert_eq!(
+                resource_id("f", arn, "snap-").unwrap(),
+                "snap-01234567",
+                "{arn}"
+            );
+        }
+        for bad in [
+            "",
+            "arn:aws:ec2::us-east-1:volume/vol-1",
+            "snap-",
+            "arn:aws:ec2::r:snapshot/snap-1/../x",
+            "snap-1 2",
+        ] {
+            assert!(resource_id("f", bad, "snap-").is_err(), "{bad}");
+        }
+    }
+
+    fn create_event(result: &str) -> Value {
+        json!({
+            "version": "0", "detail-type": "EBS Snapshot Notification", "source": "aws.ec2",
+            "resources": ["arn:aws:ec2::us-east-1:snapshot/snap-01234567"],
+            "detail": {
+                "event": "createSnapshot", "result": result, "cause": "",
+                "snapshot_id": "arn:aws:ec2::us-east-1:snapshot/snap-01234567",
+                "source": "arn:aws:ec2::us-east-1:volume/vol-01234567",
+                "startTime": "2026-03-01T03:00:12Z", "endTime": "2026-03-01T03:07:40Z"
+            }
+        })
+    }
+
+    #[test]
+    fn create_snapshot_results_parse() {
+        let SnapshotEvent::Results { operation, results } =
+            SnapshotEvent::parse(&create_event("succeeded")).unwrap()
+        else {
+            panic!("expected results");
+        };
+        assert_eq!(operation, SnapshotOperation::CreateSnapshot);
+        assert_eq!(results[0].snapshot_id, "snap-01234567");
+        assert_eq!(results[0].volume_id.as_deref(), Some("vol-01234567"));
+        assert!(results[0].succeeded);
+        let SnapshotEvent::Results { results, .. } =
+            SnapshotEvent::parse(&create_event("failed")).unwrap()
+        else {
+            panic!("expected results");
+        };
+        assert!(!results[0].succeeded);
+    }
+
+    #[test]
+    fn copy_snapshot_sources_are_snapshots() {
+        let mut e = create_event("succeeded");
+        e["detail"]["event"] = json!("copySnapshot");
+        e["detail"]["source"] = json!("arn:aws:ec2::us-west-2:snapshot/snap-0source");
+        let SnapshotEvent::Results { results, .. } = SnapshotEvent::parse(&e).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            results[0].source_snapshot_id.as_deref(),
+            Some("snap-0source")
+        );
+        assert_eq!(results[0].volume_id, None);
+    }
+
+    #[test]
+    fn known_other_ebs_events_are_ignored_unknown_ones_rejected() {
+        let mut share = create_event("succeeded");
+        share["detail"]["event"] = json!("shareSnapshot");
         assert!(matches!(
-            Tick::parse(&json!({"detail-type": "EBS Snapshot Notification"})),
-            Err(EventError::Unexpected(_))
+            SnapshotEvent::parse(&share),
+            Ok(SnapshotEvent::Ignored { .. })
         ));
+        let volume = json!({"detail-type": "EBS Volume Notification", "source": "aws.ec2", "detail": {"event": "createVolume"}});
+        assert!(matches!(
+            SnapshotEvent::parse(&volume),
+            Ok(SnapshotEvent::Ignored { .. })
+        ));
+        let mut odd = create_event("succeeded");
+        odd["detail"]["event"] = json!("explodeSnapshot");
+        assert_eq!(
+            SnapshotEvent::parse(&odd).unwrap_err().field(),
+            Some("detail.event")
+        );
     }
 }

@@ -21,6 +21,9 @@ pub const COMPLETED_AT: &str = "lifecycle:completed-at";
 pub const RETAINED_BY: &str = "lifecycle:retained-by";
 pub const EXPIRES_AT: &str = "lifecycle:expires-at";
 pub const CONSISTENCY: &str = "lifecycle:consistency";
+/// When the one `snapshot-stuck` alert for this snapshot was sent (so a
+/// snapshot stuck for days is alerted once, not daily).
+pub const STUCK_NOTIFIED_AT: &str = "lifecycle:stuck-notified-at";
 /// Set by the user, any value: the snapshot is never deleted.
 pub const HOLD: &str = "lifecycle:hold";
 /// Set by the user on an instance (`true`): permits the `stopped` consistency mode.

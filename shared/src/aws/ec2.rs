@@ -12,7 +12,7 @@ use aws_sdk_ec2::Client;
 use chrono::{DateTime, Utc};
 
 use crate::model::{Attachment, BlockDevice, Instance, Snapshot, SnapshotState, Tags, Volume};
-use crate::tags;
+use crate::tags::{self, LifecycleState};
 
 /// DescribeVolumes pages hold at most 500; DescribeInstances and
 /// DescribeSnapshots at most 1000. Always paging keeps responses bounded.
@@ -21,6 +21,8 @@ const INSTANCE_PAGE: i32 = 1000;
 const SNAPSHOT_PAGE: i32 = 1000;
 /// EC2 accepts at most 200 values in one filter.
 const FILTER_VALUES: usize = 200;
+/// CreateTags takes up to 1000 resource ids; EC2 recommends smaller batches.
+const TAG_BATCH: usize = 500;
 
 /// A failed EC2 call, by what the caller can do about it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -107,15 +109,35 @@ pub trait VolumeInventory: Send + Sync {
     async fn volumes_attached_to(&self, instance_ids: &[String]) -> Result<Vec<Volume>, Ec2Error>;
 }
 
-/// Looking up the managed snapshots of one policy and slot.
+/// Looking up snapshots the account owns.
 #[async_trait]
 pub trait SnapshotCatalog: Send + Sync {
+    /// The managed snapshots of one policy and slot.
     async fn snapshots_for_slot(
         &self,
         deployment: &str,
         policy: &str,
         slot: DateTime<Utc>,
     ) -> Result<Vec<Snapshot>, Ec2Error>;
+
+    /// These snapshots, if the account owns them. Ids that do not exist (or
+    /// are not visible yet) are simply absent from the answer.
+    async fn snapshots_by_id(&self, ids: &[String]) -> Result<Vec<Snapshot>, Ec2Error>;
+
+    /// The deployment's snapshots whose `lifecycle:state` tag has this value.
+    async fn managed_snapshots_in_state(
+        &self,
+        deployment: &str,
+        state: LifecycleState,
+    ) -> Result<Vec<Snapshot>, Ec2Error>;
+}
+
+/// Writing tags on existing snapshots.
+#[async_trait]
+pub trait SnapshotTagger: Send + Sync {
+    /// Put the same tags on every snapshot in `ids`, in as few CreateTags calls
+    /// as EC2 allows.
+    async fn tag_snapshots(&self, ids: &[String], tags: &Tags) -> Result<(), Ec2Error>;
 }
 
 /// A request for one volume's snapshot, every tag included.
@@ -255,6 +277,23 @@ pub fn snapshot_of(s: &aws_sdk_ec2::types::Snapshot) -> Option<Snapshot> {
 }
 
 impl Ec2Adapter {
+    /// Every snapshot the account owns matching `filters`, page by page.
+    async fn describe_snapshots(&self, filters: Vec<Filter>) -> Result<Vec<Snapshot>, Ec2Error> {
+        let snapshots: Vec<_> = self
+            .client
+            .describe_snapshots()
+            .owner_ids("self")
+            .set_filters(Some(filters))
+            .max_results(SNAPSHOT_PAGE)
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(|e| Ec2Error::from_sdk("DescribeSnapshots", e))?;
+        Ok(snapshots.iter().filter_map(snapshot_of).collect())
+    }
+
     /// Every volume matching `filters`, page by page.
     async fn describe_volumes(&self, filters: Vec<Filter>) -> Result<Vec<Volume>, Ec2Error> {
         let volumes: Vec<_> = self
@@ -315,6 +354,10 @@ impl VolumeInventory for Ec2Adapter {
     }
 }
 
+fn tag_filter(key: &str, value: &str) -> Filter {
+    filter(&format!("tag:{key}"), [value])
+}
+
 #[async_trait]
 impl SnapshotCatalog for Ec2Adapter {
     async fn snapshots_for_slot(
@@ -323,24 +366,54 @@ impl SnapshotCatalog for Ec2Adapter {
         policy: &str,
         slot: DateTime<Utc>,
     ) -> Result<Vec<Snapshot>, Ec2Error> {
-        let snapshots: Vec<_> = self
-            .client
-            .describe_snapshots()
-            .owner_ids("self")
-            .filters(filter(&format!("tag:{}", tags::MANAGED_BY), [deployment]))
-            .filters(filter(&format!("tag:{}", tags::POLICY), [policy]))
-            .filters(filter(
-                &format!("tag:{}", tags::SLOT),
-                [tags::format_time(slot)],
-            ))
-            .max_results(SNAPSHOT_PAGE)
-            .into_paginator()
-            .items()
-            .send()
-            .try_collect()
-            .await
-            .map_err(|e| Ec2Error::from_sdk("DescribeSnapshots", e))?;
-        Ok(snapshots.iter().filter_map(snapshot_of).collect())
+        self.describe_snapshots(vec![
+            tag_filter(tags::MANAGED_BY, deployment),
+            tag_filter(tags::POLICY, policy),
+            tag_filter(tags::SLOT, &tags::format_time(slot)),
+        ])
+        .await
+    }
+
+    async fn snapshots_by_id(&self, ids: &[String]) -> Result<Vec<Snapshot>, Ec2Error> {
+        let mut out = Vec::new();
+        for chunk in ids.chunks(FILTER_VALUES) {
+            // A filter, not SnapshotIds: an unknown id must not fail the whole call.
+            let filters = vec![filter("snapshot-id", chunk.iter().cloned())];
+            out.extend(self.describe_snapshots(filters).await?);
+        }
+        Ok(out)
+    }
+
+    async fn managed_snapshots_in_state(
+        &self,
+        deployment: &str,
+        state: LifecycleState,
+    ) -> Result<Vec<Snapshot>, Ec2Error> {
+        self.describe_snapshots(vec![
+            tag_filter(tags::MANAGED_BY, deployment),
+            tag_filter(tags::STATE, state.as_str()),
+        ])
+        .await
+    }
+}
+
+#[async_trait]
+impl SnapshotTagger for Ec2Adapter {
+    async fn tag_snapshots(&self, ids: &[String], tags: &Tags) -> Result<(), Ec2Error> {
+        let tags: Vec<Tag> = tags
+            .iter()
+            .map(|(k, v)| Tag::builder().key(k).value(v).build())
+            .collect();
+        for chunk in ids.chunks(TAG_BATCH) {
+            self.client
+                .create_tags()
+                .set_resources(Some(chunk.to_vec()))
+                .set_tags(Some(tags.clone()))
+                .send()
+                .await
+                .map_err(|e| Ec2Error::from_sdk("CreateTags", e))?;
+        }
+        Ok(())
     }
 }
 

@@ -1,0 +1,494 @@
+//! complete-snapshots: keeps each managed snapshot's `lifecycle:state` tag true.
+//!
+//! Two triggers:
+//! - **EC2 events** (`EBS Snapshot Notification` for createSnapshot and
+//!   copySnapshot, `EBS Multi-Volume Snapshots Completion Status` for
+//!   createSnapshots): the snapshots named are looked up in one call (the
+//!   cheap check that drops foreign snapshots, and the source of truth for
+//!   tags and EC2 state), and each managed `pending` one becomes `completed`
+//!   or `failed`.
+//! - **a daily tick** (reconcile): events are best effort, so every snapshot
+//!   still tagged `pending` is compared with EC2; and one pending for longer
+//!   than `STUCK_AFTER_MINUTES` raises a single `snapshot-stuck` alert.
+//!
+//! Idempotence: only a snapshot tagged `pending` changes, so a repeated or
+//! late event changes nothing and notifies nobody. A terminal EC2 state wins
+//! over what an event says, so the tag always ends equal to EC2. The
+//! `snapshot-failed` alert is sent by the run that moves the tag from
+//! `pending` to `failed`; the template runs this function one invocation at a
+//! time so two deliveries of one event cannot both see `pending`.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Duration as TimeDelta, Utc};
+use lambda_runtime::Diagnostic;
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use ebs_lifecycle::aws::ec2::{Ec2Error, SnapshotCatalog, SnapshotTagger};
+use ebs_lifecycle::aws::sns::Notifier;
+use ebs_lifecycle::config::Config;
+use ebs_lifecycle::deadline::Deadline;
+use ebs_lifecycle::events::{EventError, SnapshotEvent, SnapshotResult, Tick};
+use ebs_lifecycle::metrics::{self, Metric};
+use ebs_lifecycle::model::{Snapshot, SnapshotState, Tags};
+use ebs_lifecycle::notify::{Notification, NotificationKind, Severity};
+use ebs_lifecycle::tags::{self, LifecycleLabels, LifecycleState};
+
+pub const FUNCTION: &str = "complete-snapshots";
+
+#[derive(Clone, Copy)]
+pub struct Ports<'a> {
+    pub catalog: &'a dyn SnapshotCatalog,
+    pub tagger: &'a dyn SnapshotTagger,
+    pub notifier: &'a dyn Notifier,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CompleteError {
+    #[error("rejected event: {0}")]
+    InvalidEvent(#[from] EventError),
+    /// EC2 does not show the snapshot yet (eventual consistency): failing the
+    /// invocation makes Lambda deliver the event again later, and the daily
+    /// reconcile is the backstop.
+    #[error("snapshots not visible in EC2 yet, retry later: {}", .0.join(", "))]
+    SnapshotNotVisible(Vec<String>),
+    #[error("EC2 call failed: {0}")]
+    Ec2(#[from] Ec2Error),
+    #[error("could not publish a notification that must not be lost: {0}")]
+    Notification(String),
+}
+
+impl From<CompleteError> for Diagnostic {
+    fn from(error: CompleteError) -> Self {
+        let error_type = match error {
+            CompleteError::InvalidEvent(_) => "InvalidEvent",
+            CompleteError::SnapshotNotVisible(_) => "SnapshotNotVisible",
+            CompleteError::Ec2(_) => "Ec2Unavailable",
+            CompleteError::Notification(_) => "NotificationFailed",
+        };
+        Diagnostic {
+            error_type: error_type.into(),
+            error_message: error.to_string(),
+        }
+    }
+}
+
+/// One tag change this run made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Transition {
+    pub snapshot_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub volume_id: Option<String>,
+    pub policy: String,
+    /// `completed` or `failed`.
+    pub state: &'static str,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub cause: String,
+}
+
+/// A snapshot pending for too long.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Stuck {
+    pub snapshot_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub volume_id: Option<String>,
+    pub policy: String,
+    pub pending_since: String,
+    /// False when the alert went out on an earlier run.
+    pub notified_now: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RunSummary {
+    pub function: &'static str,
+    pub deployment: String,
+    pub time: String,
+    /// `event` or `reconcile`.
+    pub trigger: &'static str,
+    /// For events: the EC2 operation (`createSnapshot`, ...), or the ignored event.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event: Option<String>,
+    pub completed: Vec<Transition>,
+    pub failed: Vec<Transition>,
+    /// Managed snapshots already in their final state: a repeated or late event.
+    pub unchanged: usize,
+    /// Snapshots this deployment does not manage.
+    pub foreign: usize,
+    /// Managed snapshots whose lifecycle tags cannot be read; left alone.
+    pub unreadable: Vec<String>,
+    pub stuck: Vec<Stuck>,
+    /// Reconcile: still pending, not yet stuck.
+    pub still_pending: usize,
+    /// Reconcile: not examined because the deadline came near.
+    pub left_for_later: usize,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notification_errors: Vec<String>,
+}
+
+/// Handle one invocation: an EC2 snapshot event or a reconcile tick.
+pub async fn handle(
+    ports: Ports<'_>,
+    config: &Config,
+    event: &Value,
+    now: DateTime<Utc>,
+    deadline: Deadline,
+) -> Result<RunSummary, CompleteError> {
+    let mut summary = RunSummary {
+        function: FUNCTION,
+        deployment: config.deployment_name.clone(),
+        time: tags::format_time(now),
+        ..RunSummary::default()
+    };
+    if Tick::is_tick(event) {
+        Tick::parse(event)?;
+        summary.trigger = "reconcile";
+        reconcile(ports, config, now, deadline, &mut summary).await?;
+    } else {
+        summary.trigger = "event";
+        match SnapshotEvent::parse(event)? {
+            SnapshotEvent::Ignored { detail_type, event } => {
+                tracing::debug!(
+                    detail_type,
+                    event,
+                    "EBS event not handled by this function; ignored"
+                );
+                summary.event = Some(format!("ignored: {detail_type} / {event}"));
+                return Ok(summary);
+            }
+            SnapshotEvent::Results { operation, results } => {
+                summary.event = Some(operation.as_str().to_string());
+                apply_results(ports, config, &results, now, &mut summary).await?;
+            }
+        }
+    }
+    finish(config, &summary);
+    Ok(summary)
+}
+
+/// What the tag should become, given EC2's state and (for events) what the
+/// event reported. A terminal EC2 state is the truth; the event decides only
+/// while EC2 still says pending (its describe can lag the event).
+fn target_state(snapshot: &Snapshot, reported_success: Option<bool>) -> Option<LifecycleState> {
+    match (snapshot.state, reported_success) {
+        (SnapshotState::Completed, _) => Some(LifecycleState::Completed),
+        (SnapshotState::Error, _) => Some(LifecycleState::Failed),
+        (_, Some(true)) => Some(LifecycleState::Completed),
+        (_, Some(false)) => Some(LifecycleState::Failed),
+        (_, None) => None,
+    }
+}
+
+/// This deployment's labels on the snapshot, or why it is not ours to touch.
+enum Ownership {
+    Ours(Box<LifecycleLabels>),
+    Foreign,
+    Unreadable,
+}
+
+fn ownership(snapshot: &Snapshot, deployment: &str) -> Ownership {
+    if !tags::is_managed_by(&snapshot.tags, deployment) {
+        return Ownership::Foreign;
+    }
+    match LifecycleLabels::from_tags(&snapshot.tags) {
+        Ok(Some(labels)) => Ownership::Ours(Box::new(labels)),
+        Ok(None) => Ownership::Foreign,
+        Err(e) => {
+            tracing::warn!(snapshot = %snapshot.id, error = %e, "managed snapshot with unreadable lifecycle tags; left alone");
+            Ownership::Unreadable
+        }
+    }
+}
+
+async fn apply_results(
+    ports: Ports<'_>,
+    config: &Config,
+    results: &[SnapshotResult],
+    now: DateTime<Utc>,
+    summary: &mut RunSummary,
+) -> Result<(), CompleteError> {
+    let ids: Vec<String> = results.iter().map(|r| r.snapshot_id.clone()).collect();
+    let found: BTreeMap<String, Snapshot> = ports
+        .catalog
+        .snapshots_by_id(&ids)
+        .await?
+        .into_iter()
+        .map(|s| (s.id.clone(), s))
+        .collect();
+
+    let mut not_visible = Vec::new();
+    let mut changes = Vec::new();
+    for result in results {
+        let Some(snapshot) = found.get(&result.snapshot_id) else {
+            not_visible.push(result.snapshot_id.clone());
+            continue;
+        };
+        let labels = match ownership(snapshot, &config.deployment_name) {
+            Ownership::Ours(labels) => labels,
+            Ownership::Foreign => {
+                summary.foreign += 1;
+                continue;
+            }
+            Ownership::Unreadable => {
+                summary.unreadable.push(snapshot.id.clone());
+                continue;
+            }
+        };
+        if labels.state != LifecycleState::Pending {
+            summary.unchanged += 1;
+            continue;
+        }
+        if let Some(state) = target_state(snapshot, Some(result.succeeded)) {
+            let cause = if state == LifecycleState::Failed {
+                failure_cause(&result.cause, snapshot)
+            } else {
+                String::new()
+            };
+            changes.push(Change {
+                snapshot: snapshot.clone(),
+                labels,
+                state,
+                completed_at: result.end_time.unwrap_or(now),
+                cause,
+            });
+        }
+    }
+    apply_changes(ports, config, changes, summary).await?;
+    if not_visible.is_empty() {
+        Ok(())
+    } else {
+        Err(CompleteError::SnapshotNotVisible(not_visible))
+    }
+}
+
+fn failure_cause(reported: &str, snapshot: &Snapshot) -> String {
+    if reported.trim().is_empty() {
+        format!(
+            "EC2 reports snapshot {} in state error and gave no cause",
+            snapshot.id
+        )
+    } else {
+        reported.to_string()
+    }
+}
+
+/// One pending snapshot and what its tag becomes.
+struct Change {
+    snapshot: Snapshot,
+    labels: Box<LifecycleLabels>,
+    state: LifecycleState,
+    completed_at: DateTime<Utc>,
+    cause: String,
+}
+
+/// Write the tags (completed ones batched by identical tag set) and send one
+/// `snapshot-failed` per failure. A failure is notified before its tag is
+/// written: if the write then fails, the invocation fails and the retry
+/// notifies again, which is better than a failure nobody hears of.
+async fn apply_changes(
+    ports: Ports<'_>,
+    config: &Config,
+    changes: Vec<Change>,
+    summary: &mut RunSummary,
+) -> Result<(), CompleteError> {
+    let mut completed_batches: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for change in changes {
+        let transition = Transition {
+            snapshot_id: change.snapshot.id.clone(),
+            volume_id: change.snapshot.source_volume_id().map(String::from),
+            policy: change.labels.policy.clone(),
+            state: change.state.as_str(),
+            cause: change.cause.clone(),
+        };
+        match change.state {
+            LifecycleState::Completed => {
+                completed_batches
+                    .entry(tags::format_time(change.completed_at))
+                    .or_default()
+                    .push(change.snapshot.id.clone());
+                summary.completed.push(transition);
+            }
+            LifecycleState::Failed => {
+                let notification = failed_notification(config, &change, &transition);
+                ports
+                    .notifier
+                    .publish(&notification)
+                    .await
+                    .map_err(|e| CompleteError::Notification(e.to_string()))?;
+                let tags = Tags::from([(
+                    tags::STATE.to_string(),
+                    LifecycleState::Failed.as_str().to_string(),
+                )]);
+                ports
+                    .tagger
+                    .tag_snapshots(std::slice::from_ref(&change.snapshot.id), &tags)
+                    .await?;
+                summary.failed.push(transition);
+            }
+            LifecycleState::Pending => {}
+        }
+    }
+    for (completed_at, ids) in completed_batches {
+        let tags = Tags::from([
+            (
+                tags::STATE.to_string(),
+                LifecycleState::Completed.as_str().to_string(),
+            ),
+            (tags::COMPLETED_AT.to_string(), completed_at),
+        ]);
+        ports.tagger.tag_snapshots(&ids, &tags).await?;
+    }
+    Ok(())
+}
+
+fn failed_notification(config: &Config, change: &Change, t: &Transition) -> Notification {
+    let volume = t.volume_id.as_deref().unwrap_or("an unknown volume");
+    Notification {
+        kind: NotificationKind::SnapshotFailed,
+        severity: Severity::Warning,
+        deployment: config.deployment_name.clone(),
+        summary: format!("snapshot of {volume} failed (policy {})", t.policy),
+        details: json!({
+            "snapshot_id": t.snapshot_id,
+            "volume_id": t.volume_id,
+            "instance_id": change.labels.instance_id,
+            "policy": t.policy,
+            "slot": tags::format_time(change.labels.slot),
+            "cause": t.cause,
+            "next": "The volume is still due in this slot: the next create-snapshots tick takes a new snapshot. The failed snapshot is cleaned up by expiry after its grace period.",
+        }),
+    }
+}
+
+/// The daily backstop: every snapshot still tagged `pending` is compared with EC2.
+async fn reconcile(
+    ports: Ports<'_>,
+    config: &Config,
+    now: DateTime<Utc>,
+    deadline: Deadline,
+    summary: &mut RunSummary,
+) -> Result<(), CompleteError> {
+    let pending = ports
+        .catalog
+        .managed_snapshots_in_state(&config.deployment_name, LifecycleState::Pending)
+        .await?;
+    let stuck_after = TimeDelta::minutes(i64::from(config.stuck_after_minutes));
+    let mut changes = Vec::new();
+    let mut stuck = Vec::new();
+    for snapshot in pending {
+        let labels = match ownership(&snapshot, &config.deployment_name) {
+            Ownership::Ours(labels) => labels,
+            Ownership::Foreign => continue,
+            Ownership::Unreadable => {
+                summary.unreadable.push(snapshot.id.clone());
+                continue;
+            }
+        };
+        match target_state(&snapshot, None) {
+            Some(state) => {
+                let cause = if state == LifecycleState::Failed {
+                    failure_cause("", &snapshot)
+                } else {
+                    String::new()
+                };
+                // EC2 does not say when a snapshot completed; the reconcile
+                // time is when this deployment saw it complete.
+                changes.push(Change {
+                    snapshot,
+                    labels,
+                    state,
+                    completed_at: now,
+                    cause,
+                });
+            }
+            None => {
+                let since = snapshot.start_time.unwrap_or(labels.created_at);
+                if now - since > stuck_after {
+                    stuck.push((snapshot, labels, since));
+                } else {
+                    summary.still_pending += 1;
+                }
+            }
+        }
+    }
+    apply_changes(ports, config, changes, summary).await?;
+
+    for (snapshot, labels, since) in stuck {
+        if deadline.is_near() {
+            summary.left_for_later += 1;
+            continue;
+        }
+        let already = snapshot.tags.contains_key(tags::STUCK_NOTIFIED_AT);
+        let entry = Stuck {
+            snapshot_id: snapshot.id.clone(),
+            volume_id: snapshot.source_volume_id().map(String::from),
+            policy: labels.policy.clone(),
+            pending_since: tags::format_time(since),
+            notified_now: !already,
+        };
+        if !already {
+            let notification = Notification {
+                kind: NotificationKind::SnapshotStuck,
+                severity: Severity::Warning,
+                deployment: config.deployment_name.clone(),
+                summary: format!(
+                    "snapshot {} of {} pending for over {} minutes",
+                    entry.snapshot_id,
+                    entry.volume_id.as_deref().unwrap_or("an unknown volume"),
+                    config.stuck_after_minutes
+                ),
+                details: json!({
+                    "snapshot": entry,
+                    "next": "Large first snapshots can take hours. If it stays pending, check the volume and AWS Health; this alert is sent once per snapshot.",
+                }),
+            };
+            match ports.notifier.publish(&notification).await {
+                Ok(()) => {
+                    let marker =
+                        Tags::from([(tags::STUCK_NOTIFIED_AT.to_string(), tags::format_time(now))]);
+                    ports
+                        .tagger
+                        .tag_snapshots(std::slice::from_ref(&snapshot.id), &marker)
+                        .await?;
+                }
+                Err(e) => summary.notification_errors.push(e.to_string()),
+            }
+        }
+        summary.stuck.push(entry);
+    }
+    Ok(())
+}
+
+fn finish(config: &Config, summary: &RunSummary) {
+    let mut values = vec![
+        (
+            Metric::SnapshotsCreateCompleted,
+            summary.completed.len() as u64,
+        ),
+        (Metric::SnapshotsCreateFailed, summary.failed.len() as u64),
+    ];
+    if summary.trigger == "reconcile" {
+        values.push((Metric::StuckSnapshots, summary.stuck.len() as u64));
+    }
+    if let Err(e) = metrics::emit(
+        &config.metrics_namespace,
+        &config.deployment_name,
+        FUNCTION,
+        &values,
+        std::io::stdout().lock(),
+    ) {
+        tracing::warn!(error = %e, "could not write metrics");
+    }
+    tracing::info!(
+        trigger = summary.trigger,
+        completed = summary.completed.len(),
+        failed = summary.failed.len(),
+        unchanged = summary.unchanged,
+        foreign = summary.foreign,
+        stuck = summary.stuck.len(),
+        summary = %json!(summary),
+        "complete-snapshots: {} completed, {} failed",
+        summary.completed.len(),
+        summary.failed.len()
+    );
+}
