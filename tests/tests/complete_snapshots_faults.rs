@@ -1,0 +1,334 @@
+//! complete-snapshots where moto cannot go: EC2 states `error` and long
+//! `pending`, failing SNS, and a corpus of malformed events, on the real SDK
+//! client answered by aws-smithy-mocks.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_ec2::operation::create_tags::CreateTagsOutput;
+use aws_sdk_ec2::operation::describe_snapshots::DescribeSnapshotsOutput;
+use aws_sdk_ec2::primitives::DateTime as AwsTime;
+use aws_sdk_ec2::types::{Snapshot, SnapshotState, Tag};
+use aws_sdk_ec2::Client;
+use aws_smithy_mocks::{mock, Rule, RuleMode};
+use serde_json::{json, Value};
+
+use complete_snapshots::{handle, CompleteError, Ports, RunSummary};
+use ebs_lifecycle::aws::ec2::Ec2Adapter;
+use ebs_lifecycle::aws::sns::{Notifier, NotifyError};
+use ebs_lifecycle::deadline::Deadline;
+use ebs_lifecycle::notify::{Notification, NotificationKind};
+use integration_tests::{config, mocked_ec2, workspace_root, RecordingNotifier};
+
+const POLICIES: &str = r#"{"default": {"schedule": "@daily", "keep": {"last": 3}}}"#;
+
+fn snapshot(
+    state: SnapshotState,
+    lifecycle_state: &str,
+    started: &str,
+    extra: &[(&str, &str)],
+) -> Snapshot {
+    let mut tags = vec![
+        ("lifecycle:managed-by", "itest"),
+        ("lifecycle:policy", "default"),
+        ("lifecycle:slot", "2026-03-01T00:00:00Z"),
+        ("lifecycle:state", lifecycle_state),
+        ("lifecycle:volume-id", "vol-0aaa"),
+        ("lifecycle:created-at", started),
+        ("lifecycle:consistency", "crash"),
+    ];
+    tags.extend_from_slice(extra);
+    let start = ebs_lifecycle::tags::parse_time(started).unwrap();
+    Snapshot::builder()
+        .snapshot_id("snap-0aaa")
+        .volume_id("vol-0aaa")
+        .state(state)
+        .start_time(AwsTime::from_secs(start.timestamp()))
+        .set_tags(Some(
+            tags.iter()
+                .map(|(k, v)| Tag::builder().key(*k).value(*v).build())
+                .collect(),
+        ))
+        .build()
+}
+
+fn describing(snapshots: Vec<Snapshot>) -> Rule {
+    mock!(Client::describe_snapshots).then_output(move || {
+        DescribeSnapshotsOutput::builder()
+            .set_snapshots(Some(snapshots.clone()))
+            .build()
+    })
+}
+
+fn tag_write(key: &'static str, value: Option<&'static str>) -> Rule {
+    mock!(Client::create_tags)
+        .match_requests(move |r| {
+            r.resources() == ["snap-0aaa"]
+                && r.tags()
+                    .iter()
+                    .any(|t| t.key() == Some(key) && value.is_none_or(|v| t.value() == Some(v)))
+        })
+        .then_output(|| CreateTagsOutput::builder().build())
+}
+
+fn failed_event() -> Value {
+    let text = std::fs::read_to_string(
+        workspace_root().join("tests/fixtures/events/create-snapshot-failed.json"),
+    )
+    .unwrap();
+    serde_json::from_str(
+        &text
+            .replace("snap-01234568", "snap-0aaa")
+            .replace("vol-01234568", "vol-0aaa"),
+    )
+    .unwrap()
+}
+
+async fn run(
+    client: Client,
+    notifier: &dyn Notifier,
+    event: &Value,
+    now: &str,
+) -> Result<RunSummary, CompleteError> {
+    let adapter = Ec2Adapter::new(client);
+    let ports = Ports {
+        catalog: &adapter,
+        tagger: &adapter,
+        notifier,
+    };
+    let now = ebs_lifecycle::tags::parse_time(now).unwrap();
+    handle(
+        ports,
+        &config(POLICIES),
+        event,
+        now,
+        Deadline::after(Duration::from_secs(600)),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_failure_is_tagged_and_notified_once_with_volume_policy_cause_and_what_next() {
+    let describe = describing(vec![snapshot(
+        SnapshotState::Error,
+        "pending",
+        "2026-03-01T03:00:13Z",
+        &[],
+    )]);
+    let write = tag_write("lifecycle:state", Some("failed"));
+    let notifier = RecordingNotifier::default();
+
+    let summary = run(
+        mocked_ec2(RuleMode::MatchAny, &[&describe, &write]),
+        &notifier,
+        &failed_event(),
+        "2026-03-01T03:10:00Z",
+    )
+    .await
+    .unwrap();
+
+    assert_eq!(write.num_calls(), 1);
+    assert_eq!(summary.failed.len(), 1);
+    let sent = notifier.sent();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].kind, NotificationKind::SnapshotFailed);
+    let d = &sent[0].details;
+    assert_eq!(d["volume_id"], "vol-0aaa");
+    assert_eq!(d["policy"], "default");
+    assert_eq!(d["cause"], "Source volume vol-0aaa is no longer available");
+    assert!(d["next"]
+        .as_str()
+        .unwrap()
+        .contains("next create-snapshots tick"));
+
+    // The same event again: the tag already says failed, nobody is paged twice.
+    let describe = describing(vec![snapshot(
+        SnapshotState::Error,
+        "failed",
+        "2026-03-01T03:00:13Z",
+        &[],
+    )]);
+    let write = tag_write("lifecycle:state", None);
+    let again = run(
+        mocked_ec2(RuleMode::MatchAny, &[&describe, &write]),
+        &notifier,
+        &failed_event(),
+        "2026-03-01T03:20:00Z",
+    )
+    .await
+    .unwrap();
+    assert_eq!(again.unchanged, 1);
+    assert_eq!(write.num_calls(), 0);
+    assert_eq!(notifier.sent().len(), 1);
+}
+
+struct FailingNotifier;
+
+#[async_trait]
+impl Notifier for FailingNotifier {
+    async fn publish(&self, _: &Notification) -> Result<(), NotifyError> {
+        Err(NotifyError {
+            code: "InternalError".into(),
+            message: "SNS is down".into(),
+        })
+    }
+}
+
+#[tokio::test]
+async fn when_the_failure_cannot_be_notified_the_tag_stays_pending_for_a_retry() {
+    let describe = describing(vec![snapshot(
+        SnapshotState::Error,
+        "pending",
+        "2026-03-01T03:00:13Z",
+        &[],
+    )]);
+    let write = tag_write("lifecycle:state", None);
+
+    let err = run(
+        mocked_ec2(RuleMode::MatchAny, &[&describe, &write]),
+        &FailingNotifier,
+        &failed_event(),
+        "2026-03-01T03:10:00Z",
+    )
+    .await
+    .unwrap_err();
+
+    assert!(matches!(err, CompleteError::Notification(_)), "{err}");
+    assert_eq!(
+        write.num_calls(),
+        0,
+        "written after notifying, so a retry notifies"
+    );
+}
+
+#[tokio::test]
+async fn reconcile_marks_errors_failed_and_alerts_a_stuck_snapshot_once() {
+    let errored = describing(vec![snapshot(
+        SnapshotState::Error,
+        "pending",
+        "2026-03-01T03:00:00Z",
+        &[],
+    )]);
+    let write = tag_write("lifecycle:state", Some("failed"));
+    let notifier = RecordingNotifier::default();
+    let summary = run(
+        mocked_ec2(RuleMode::MatchAny, &[&errored, &write]),
+        &notifier,
+        &json!({"kind": "tick"}),
+        "2026-03-02T04:00:00Z",
+    )
+    .await
+    .unwrap();
+    assert_eq!((summary.failed.len(), write.num_calls()), (1, 1));
+    assert_eq!(notifier.sent()[0].kind, NotificationKind::SnapshotFailed);
+
+    // Pending for 25 hours (limit 240 minutes): one alert, and a marker so it is not repeated.
+    let stuck = describing(vec![snapshot(
+        SnapshotState::Pending,
+        "pending",
+        "2026-03-01T03:00:00Z",
+        &[],
+    )]);
+    let marker = tag_write("lifecycle:stuck-notified-at", Some("2026-03-02T04:00:00Z"));
+    let notifier = RecordingNotifier::default();
+    let summary = run(
+        mocked_ec2(RuleMode::MatchAny, &[&stuck, &marker]),
+        &notifier,
+        &json!({"kind": "tick"}),
+        "2026-03-02T04:00:00Z",
+    )
+    .await
+    .unwrap();
+    assert_eq!(summary.stuck.len(), 1);
+    assert!(summary.stuck[0].notified_now);
+    assert_eq!(marker.num_calls(), 1);
+    let sent = notifier.sent();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].kind, NotificationKind::SnapshotStuck);
+
+    // Next day, still stuck, already alerted: reported in the summary, not re-alerted.
+    let still = describing(vec![snapshot(
+        SnapshotState::Pending,
+        "pending",
+        "2026-03-01T03:00:00Z",
+        &[("lifecycle:stuck-notified-at", "2026-03-02T04:00:00Z")],
+    )]);
+    let marker = tag_write("lifecycle:stuck-notified-at", None);
+    let summary = run(
+        mocked_ec2(RuleMode::MatchAny, &[&still, &marker]),
+        &notifier,
+        &json!({"kind": "tick"}),
+        "2026-03-03T04:00:00Z",
+    )
+    .await
+    .unwrap();
+    assert_eq!(summary.stuck.len(), 1);
+    assert!(!summary.stuck[0].notified_now);
+    assert_eq!(marker.num_calls(), 0);
+    assert_eq!(notifier.sent().len(), 1);
+
+    // Young pending snapshots are neither stuck nor touched.
+    let young = describing(vec![snapshot(
+        SnapshotState::Pending,
+        "pending",
+        "2026-03-03T03:00:00Z",
+        &[],
+    )]);
+    let summary = run(
+        mocked_ec2(RuleMode::MatchAny, &[&young]),
+        &notifier,
+        &json!({"kind": "tick"}),
+        "2026-03-03T04:00:00Z",
+    )
+    .await
+    .unwrap();
+    assert_eq!((summary.still_pending, summary.stuck.len()), (1, 0));
+}
+
+#[tokio::test]
+async fn every_malformed_event_is_rejected_naming_its_field_with_no_aws_call() {
+    let text =
+        std::fs::read_to_string(workspace_root().join("tests/fixtures/malformed-events.json"))
+            .unwrap();
+    let cases: Vec<Value> = serde_json::from_str(&text).unwrap();
+    assert!(cases.len() >= 30);
+    for case in cases {
+        let describe = describing(vec![snapshot(
+            SnapshotState::Completed,
+            "pending",
+            "2026-03-01T03:00:00Z",
+            &[],
+        )]);
+        let write = tag_write("lifecycle:state", None);
+        let notifier = RecordingNotifier::default();
+        let why = case["why"].as_str().unwrap();
+
+        let err = run(
+            mocked_ec2(RuleMode::MatchAny, &[&describe, &write]),
+            &notifier,
+            &case["event"],
+            "2026-03-01T03:10:00Z",
+        )
+        .await
+        .expect_err(why);
+
+        let CompleteError::InvalidEvent(e) = &err else {
+            panic!("{why}: {err}")
+        };
+        assert_eq!(e.field(), case["field"].as_str(), "{why}: {e}");
+        assert!(
+            err.to_string().len() < 400,
+            "{why}: the message stays short even for huge input"
+        );
+        assert_eq!(
+            (describe.num_calls(), write.num_calls()),
+            (0, 0),
+            "{why}: no AWS call"
+        );
+        assert!(notifier.sent().is_empty(), "{why}");
+        let diagnostic: lambda_runtime::Diagnostic = err.into();
+        assert_eq!(diagnostic.error_type, "InvalidEvent");
+    }
+}
