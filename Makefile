@@ -28,12 +28,13 @@ clippy:
 lint-template: venv
 	$(VENV)/bin/cfn-lint template.yaml
 
-## make demo: moto on 127.0.0.1, a seeded account, create-snapshots run twice
+## make demo: moto on 127.0.0.1, a seeded account, create-snapshots run twice and
+## complete-snapshots fed the completion events EC2 would send
 ## (built with --workspace so it shares the dependency builds of make test)
 ## through the Lambda runtime interface, a table of what it made.
 demo: venv
 	$(CARGO) build --workspace --bins
-	$(VENV)/bin/python scripts/demo.py --binary target/debug/create-snapshots
+	$(VENV)/bin/python scripts/demo.py --bin-dir target/debug
 
 build:
 	$(CARGO) build --workspace

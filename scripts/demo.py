@@ -9,8 +9,12 @@
    binary against it, with the environment the template sets. Each tick is an
    invocation with the scheduler's payload, exactly as deployed.
 4. Prints what the function did, the snapshots and their tags, runs a second
-   tick in the same slot to show nothing is duplicated, prints the
-   notifications the topic delivered, and stops everything it started.
+   tick in the same slot to show nothing is duplicated.
+5. Starts complete-snapshots the same way and feeds it the events EC2 would
+   send when those snapshots complete (moto sends none), then a duplicate, an
+   event for a snapshot this deployment does not manage, and a reconcile tick.
+6. Prints the notifications the topic delivered and the metric lines, and
+   stops everything it started.
 
 Exits non-zero if anything did not go as a user would expect.
 """
@@ -145,6 +149,68 @@ class RuntimeApi:
         self.server.shutdown()
 
 
+class LambdaFunction:
+    """One function binary under its own Runtime API, as Lambda runs it."""
+
+    def __init__(self, name: str, binary: Path, env: dict, log_path: Path) -> None:
+        self.name = name
+        self.api = RuntimeApi()
+        self.log_path = log_path
+        full_env = {
+            **env,
+            "AWS_LAMBDA_RUNTIME_API": f"127.0.0.1:{self.api.port}",
+            "AWS_LAMBDA_FUNCTION_NAME": f"{DEPLOYMENT}-{name}",
+        }
+        self.process = subprocess.Popen([str(binary)], env=full_env, stdout=log_path.open("w"), stderr=subprocess.STDOUT)
+
+    def invoke(self, payload: dict) -> dict:
+        kind, body = self.api.invoke(payload)
+        if kind != "response":
+            raise SystemExit(f"{self.name} failed: {body}")
+        return body
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        self.api.close()
+
+
+def snapshot_event(snapshot: dict) -> dict:
+    """The `EBS Snapshot Notification` EC2 sends when CreateSnapshot completes."""
+    arn = f"arn:aws:ec2::{REGION}:snapshot/{snapshot['SnapshotId']}"
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    return {
+        "version": "0", "id": str(uuid.uuid4()), "detail-type": "EBS Snapshot Notification",
+        "source": "aws.ec2", "account": "123456789012", "time": now, "region": REGION, "resources": [arn],
+        "detail": {
+            "event": "createSnapshot", "result": "succeeded", "cause": "", "request-id": "",
+            "snapshot_id": arn, "source": f"arn:aws:ec2::{REGION}:volume/{snapshot['VolumeId']}",
+            "startTime": snapshot["StartTime"].strftime("%Y-%m-%dT%H:%M:%SZ"), "endTime": now,
+        },
+    }
+
+
+def multi_volume_event(snapshots: list[dict]) -> dict:
+    """The `EBS Multi-Volume Snapshots Completion Status` EC2 sends for CreateSnapshots."""
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    arns = [f"arn:aws:ec2::{REGION}:snapshot/{s['SnapshotId']}" for s in snapshots]
+    return {
+        "version": "0", "id": str(uuid.uuid4()), "detail-type": "EBS Multi-Volume Snapshots Completion Status",
+        "source": "aws.ec2", "account": "123456789012", "time": now, "region": REGION, "resources": arns,
+        "detail": {
+            "event": "createSnapshots", "result": "succeeded", "cause": "", "request-id": "",
+            "startTime": now, "endTime": now,
+            "snapshots": [
+                {"snapshot_id": arn, "source": f"arn:aws:ec2::{REGION}:volume/{s['VolumeId']}", "status": "completed"}
+                for arn, s in zip(arns, snapshots)
+            ],
+        },
+    }
+
+
 def tags_of(resource: dict) -> dict[str, str]:
     return {t["Key"]: t["Value"] for t in resource.get("Tags", [])}
 
@@ -197,19 +263,38 @@ def describe_run(summary: dict) -> None:
         print(paint(f"    ! {f['volume_id']}: {f['error']}", "31"))
 
 
+def snapshot_table(ec2) -> list[dict]:
+    snaps = sorted(ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"], key=lambda s: (tags_of(s).get("Name", ""), s["VolumeId"]))
+    rows = []
+    for s in snaps:
+        t = tags_of(s)
+        extra = {k: v for k, v in t.items() if not k.startswith("lifecycle:") and k != "Name"}
+        rows.append([
+            s["SnapshotId"], s["VolumeId"], t.get("Name", ""), t.get("lifecycle:policy", "(foreign)"),
+            t.get("lifecycle:slot", ""), t.get("lifecycle:state", ""), t.get("lifecycle:completed-at", ""),
+            t.get("lifecycle:consistency", ""), ",".join(f"{k}={v}" for k, v in sorted(extra.items())),
+        ])
+    print()
+    print_table(rows, ["snapshot", "volume", "Name", "policy", "slot", "state", "completed-at", "consistency", "other tags"])
+    print()
+    return snaps
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--binary", default=str(ROOT / "target/debug/create-snapshots"))
+    parser.add_argument("--bin-dir", default=str(ROOT / "target/debug"), help="where the function binaries are")
     args = parser.parse_args()
-    binary = Path(args.binary)
-    if not binary.exists():
-        print(f"{binary} is missing: run `cargo build -p create-snapshots` (make demo does)", file=sys.stderr)
-        return 2
+    bin_dir = Path(args.bin_dir)
+    for name in ("create-snapshots", "complete-snapshots"):
+        if not (bin_dir / name).exists():
+            print(f"{bin_dir / name} is missing: run `cargo build --workspace --bins` (make demo does)", file=sys.stderr)
+            return 2
 
     work = ROOT / ".demo"
     work.mkdir(exist_ok=True)
     problems: list[str] = []
-    started: list = []
+    moto = None
+    functions: list[LambdaFunction] = []
 
     try:
         step("starting moto (local AWS emulator) on 127.0.0.1")
@@ -219,7 +304,6 @@ def main() -> int:
             env={**os.environ, "MOTO_EC2_LOAD_DEFAULT_AMIS": "false"},
             stdout=subprocess.DEVNULL, stderr=(work / "moto.log").open("w"),
         )
-        started.append(moto)
         wait_for_port(moto_port, "moto")
         endpoint = f"http://127.0.0.1:{moto_port}"
         session = dict(endpoint_url=endpoint, region_name=REGION, aws_access_key_id="demo", aws_secret_access_key="demo")
@@ -231,12 +315,8 @@ def main() -> int:
         print(f"    volumes db-data {ids['db-data']} and reports {ids['reports']} (Backup=default: daily)")
         print(f"    volume typo {ids['typo']} (Backup=dialy: no such policy), volume scratch {ids['scratch']} (not opted in)")
 
-        step("starting create-snapshots under a local Lambda Runtime API")
-        api = RuntimeApi()
         env = {
             "PATH": os.environ.get("PATH", ""),
-            "AWS_LAMBDA_RUNTIME_API": f"127.0.0.1:{api.port}",
-            "AWS_LAMBDA_FUNCTION_NAME": f"{DEPLOYMENT}-create-snapshots",
             "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "256",
             "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
             "AWS_LAMBDA_LOG_FORMAT": "JSON",
@@ -258,30 +338,16 @@ def main() -> int:
             "ALLOWED_SHARE_ACCOUNTS": "",
             "METRICS_NAMESPACE": "EbsSnapshotLifecycle",
         }
-        log_path = work / "create-snapshots.log"
-        function = subprocess.Popen([str(binary)], env=env, stdout=log_path.open("w"), stderr=subprocess.STDOUT)
-        started.append(function)
+        step("starting create-snapshots and complete-snapshots, each under a local Lambda Runtime API")
+        create = LambdaFunction("create-snapshots", bin_dir / "create-snapshots", env, work / "create-snapshots.log")
+        complete = LambdaFunction("complete-snapshots", bin_dir / "complete-snapshots", env, work / "complete-snapshots.log")
+        functions += [create, complete]
 
-        tick = {"kind": "tick", "scheduled_time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        tick = lambda: {"kind": "tick", "scheduled_time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         step("tick 1: the scheduler invokes create-snapshots")
-        kind, first = api.invoke(tick)
-        if kind != "response":
-            raise SystemExit(f"create-snapshots failed: {first}")
+        first = create.invoke(tick())
         describe_run(first)
-
-        snaps = ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"]
-        rows = []
-        for s in sorted(snaps, key=lambda s: tags_of(s).get("Name", "")):
-            t = tags_of(s)
-            extra = {k: v for k, v in t.items() if not k.startswith("lifecycle:") and k != "Name"}
-            rows.append([
-                s["SnapshotId"], s["VolumeId"], t.get("Name", ""), t.get("lifecycle:policy", ""),
-                t.get("lifecycle:slot", ""), t.get("lifecycle:state", ""), t.get("lifecycle:consistency", ""),
-                ",".join(f"{k}={v}" for k, v in sorted(extra.items())),
-            ])
-        print()
-        print_table(rows, ["snapshot", "volume", "Name", "policy", "slot", "state", "consistency", "other tags"])
-        print()
+        snaps = snapshot_table(ec2)
 
         expected = {ids["web-1 root"], ids["web-1 data"], ids["db-data"], ids["reports"]}
         made = {s["VolumeId"] for s in snaps}
@@ -295,14 +361,37 @@ def main() -> int:
             problems.append("the volume naming a missing policy was not reported")
 
         step("tick 2, same slot: nothing is due, nothing is duplicated")
-        kind, second = api.invoke({**tick, "scheduled_time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
-        if kind != "response":
-            raise SystemExit(f"create-snapshots failed: {second}")
+        second = create.invoke(tick())
         describe_run(second)
         after = ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"]
         print(f"    snapshots in the account: {len(snaps)} after tick 1, {len(after)} after tick 2")
         if second["counts"]["created"] != 0 or len(after) != len(snaps):
             problems.append("the second tick created snapshots again")
+
+        step("EC2 reports completion: complete-snapshots gets the events EC2 would send")
+        together = [s for s in snaps if tags_of(s).get("lifecycle:consistency") == "instance"]
+        alone = [s for s in snaps if s not in together]
+        events = [snapshot_event(s) for s in alone] + ([multi_volume_event(together)] if together else [])
+        for e in events:
+            result = complete.invoke(e)
+            print(f"    {e['detail-type']} ({e['detail']['event']}): completed {[t['snapshot_id'] for t in result['completed']]}")
+        duplicate = complete.invoke(events[0])
+        print(f"    the same event delivered again: {duplicate['unchanged']} unchanged, {len(duplicate['completed'])} completed")
+        if duplicate["unchanged"] != 1 or duplicate["completed"]:
+            problems.append("a duplicate event changed something")
+        foreign_volume = ec2.create_volume(Size=1, AvailabilityZone=f"{REGION}a")["VolumeId"]
+        foreign = ec2.create_snapshot(VolumeId=foreign_volume, Description="made by hand")
+        result = complete.invoke(snapshot_event(foreign))
+        print(f"    an event for {foreign['SnapshotId']}, made by hand: foreign {result['foreign']}, left untouched")
+        if result["foreign"] != 1:
+            problems.append("a foreign snapshot was not recognised")
+        reconcile = complete.invoke(tick())
+        print(f"    daily reconcile: {len(reconcile['completed'])} corrected, {len(reconcile['stuck'])} stuck")
+        final = snapshot_table(ec2)
+        for s in final:
+            t = tags_of(s)
+            if t.get("lifecycle:managed-by") == DEPLOYMENT and (t.get("lifecycle:state") != "completed" or not t.get("lifecycle:completed-at")):
+                problems.append(f"{s['SnapshotId']} is not completed: {t}")
 
         step("notifications delivered to the topic (read back from a subscribed SQS queue)")
         messages = sqs.receive_message(QueueUrl=ids["queue"], MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", [])
@@ -312,27 +401,30 @@ def main() -> int:
         if len(messages) != 2:
             problems.append(f"expected 2 run-summary notifications (one per tick, each naming the unknown policy), got {len(messages)}")
 
-        step("metrics (CloudWatch Embedded Metric Format lines from the function's log)")
-        for line in log_path.read_text().splitlines():
-            if '"_aws"' in line:
-                doc = json.loads(line)
-                names = [m["Name"] for m in doc["_aws"]["CloudWatchMetrics"][0]["Metrics"]]
-                print("    " + ", ".join(f"{n}={doc[n]}" for n in names))
-        print(f"    full JSON logs: {log_path.relative_to(ROOT)}")
+        step("metrics (CloudWatch Embedded Metric Format lines from the functions' logs)")
+        for f in functions:
+            for line in f.log_path.read_text().splitlines():
+                if '"_aws"' in line:
+                    doc = json.loads(line)
+                    names = [m["Name"] for m in doc["_aws"]["CloudWatchMetrics"][0]["Metrics"]]
+                    print(f"    {f.name}: " + ", ".join(f"{n}={doc[n]}" for n in names))
+            print(f"    full JSON logs: {f.log_path.relative_to(ROOT)}")
     finally:
-        for process in reversed(started):
-            process.terminate()
+        for f in functions:
+            f.stop()
+        if moto is not None:
+            moto.terminate()
             try:
-                process.wait(timeout=10)
+                moto.wait(timeout=10)
             except subprocess.TimeoutExpired:
-                process.kill()
+                moto.kill()
 
     print()
     if problems:
         for p in problems:
             print(paint(f"FAILED: {p}", "1;31"))
         return 1
-    print(paint("demo passed: snapshots tagged at creation, the second tick created nothing", "1;32"))
+    print(paint("demo passed: snapshots tagged at creation, nothing duplicated, every one tracked to completed", "1;32"))
     return 0
 
 
