@@ -78,6 +78,21 @@ pub fn emit(
         .flush(out)
 }
 
+/// [`emit`] to stdout (where Lambda's log capture turns it into metrics), for
+/// the configured namespace and deployment. A metrics failure is logged, never
+/// fatal: the run's real work is done by then.
+pub fn emit_for_run(config: &crate::config::Config, function: &str, values: &[(Metric, u64)]) {
+    if let Err(e) = emit(
+        &config.metrics_namespace,
+        &config.deployment_name,
+        function,
+        values,
+        std::io::stdout().lock(),
+    ) {
+        tracing::warn!(error = %e, "could not write metrics");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

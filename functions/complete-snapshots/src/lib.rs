@@ -470,15 +470,7 @@ fn finish(config: &Config, summary: &RunSummary) {
     if summary.trigger == "reconcile" {
         values.push((Metric::StuckSnapshots, summary.stuck.len() as u64));
     }
-    if let Err(e) = metrics::emit(
-        &config.metrics_namespace,
-        &config.deployment_name,
-        FUNCTION,
-        &values,
-        std::io::stdout().lock(),
-    ) {
-        tracing::warn!(error = %e, "could not write metrics");
-    }
+    metrics::emit_for_run(config, FUNCTION, &values);
     tracing::info!(
         trigger = summary.trigger,
         completed = summary.completed.len(),

@@ -584,15 +584,7 @@ async fn finish(notifier: &dyn Notifier, config: &Config, summary: &mut RunSumma
         (Metric::SnapshotsCreateStarted, c.created as u64),
         (Metric::SnapshotsCreateFailed, c.failed as u64),
     ];
-    if let Err(e) = metrics::emit(
-        &config.metrics_namespace,
-        &config.deployment_name,
-        FUNCTION,
-        &metrics,
-        std::io::stdout().lock(),
-    ) {
-        tracing::warn!(error = %e, "could not write metrics");
-    }
+    metrics::emit_for_run(config, FUNCTION, &metrics);
 
     if c.failed > 0 || c.unknown_policy > 0 {
         let notification = Notification {
