@@ -332,3 +332,63 @@ async fn every_malformed_event_is_rejected_naming_its_field_with_no_aws_call() {
         assert_eq!(diagnostic.error_type, "InvalidEvent");
     }
 }
+
+#[tokio::test]
+async fn a_multi_volume_failure_fails_only_the_snapshot_that_failed() {
+    let text = std::fs::read_to_string(
+        workspace_root().join("tests/fixtures/events/create-snapshots-completed.json"),
+    )
+    .unwrap();
+    let mut event: Value = serde_json::from_str(
+        &text
+            .replace("snap-01234569", "snap-0aaa")
+            .replace("snap-0123456a", "snap-0bbb"),
+    )
+    .unwrap();
+    event["detail"]["result"] = json!("failed");
+    event["detail"]["cause"] = json!("Internal error while snapshotting vol-0123456a");
+    event["detail"]["snapshots"][1]["status"] = json!("failed");
+    let mut other = snapshot(SnapshotState::Error, "pending", "2026-03-01T03:00:14Z", &[]);
+    other.snapshot_id = Some("snap-0bbb".into());
+    let describe = describing(vec![
+        snapshot(
+            SnapshotState::Completed,
+            "pending",
+            "2026-03-01T03:00:14Z",
+            &[],
+        ),
+        other,
+    ]);
+    let completed = mock!(Client::create_tags)
+        .match_requests(|r| {
+            r.resources() == ["snap-0aaa"]
+                && r.tags().iter().any(|t| t.value() == Some("completed"))
+        })
+        .then_output(|| CreateTagsOutput::builder().build());
+    let failed = mock!(Client::create_tags)
+        .match_requests(|r| {
+            r.resources() == ["snap-0bbb"] && r.tags().iter().any(|t| t.value() == Some("failed"))
+        })
+        .then_output(|| CreateTagsOutput::builder().build());
+    let notifier = RecordingNotifier::default();
+
+    let summary = run(
+        mocked_ec2(RuleMode::MatchAny, &[&describe, &completed, &failed]),
+        &notifier,
+        &event,
+        "2026-03-01T03:12:30Z",
+    )
+    .await
+    .unwrap();
+
+    assert_eq!((completed.num_calls(), failed.num_calls()), (1, 1));
+    assert_eq!(summary.completed.len(), 1);
+    assert_eq!(summary.failed.len(), 1);
+    let sent = notifier.sent();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].details["snapshot_id"], "snap-0bbb");
+    assert_eq!(
+        sent[0].details["cause"],
+        "Internal error while snapshotting vol-0123456a"
+    );
+}
