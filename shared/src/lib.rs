@@ -8,6 +8,7 @@
 //! - [`tags`]: the tag contract: every `lifecycle:` key, how a new snapshot's
 //!   tags are composed, how they are read back.
 //! - [`targets`]: which volumes a policy covers, from the opt-in tags.
+//! - [`retention`]: restic-`forget` planning of what the keep rules keep.
 //! - [`events`]: the event payloads the functions accept, parsed strictly.
 //! - [`notify`] and [`metrics`]: notification rendering and EMF metric lines.
 //! - [`config`]: configuration from the environment, validated at start-up.
@@ -28,6 +29,7 @@ pub mod metrics;
 pub mod model;
 pub mod notify;
 pub mod policy;
+pub mod retention;
 pub mod runtime;
 pub mod schedule;
 pub mod tags;
