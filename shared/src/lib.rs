@@ -9,6 +9,8 @@
 //!   tags are composed, how they are read back.
 //! - [`targets`]: which volumes a policy covers, from the opt-in tags.
 //! - [`retention`]: restic-`forget` planning of what the keep rules keep.
+//! - [`safety`]: the deletion safety rules, the one gate every deletion passes.
+//! - [`expiry`]: a run's plan per volume: retention and safety together.
 //! - [`events`]: the event payloads the functions accept, parsed strictly.
 //! - [`notify`] and [`metrics`]: notification rendering and EMF metric lines.
 //! - [`config`]: configuration from the environment, validated at start-up.
@@ -25,12 +27,14 @@ pub mod aws;
 pub mod config;
 pub mod deadline;
 pub mod events;
+pub mod expiry;
 pub mod metrics;
 pub mod model;
 pub mod notify;
 pub mod policy;
 pub mod retention;
 pub mod runtime;
+pub mod safety;
 pub mod schedule;
 pub mod tags;
 pub mod targets;
