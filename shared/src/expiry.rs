@@ -8,7 +8,7 @@
 //! configured are all kept. "Never the newest completed snapshot of its
 //! volume" is checked across policies by the gate.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::model::{Snapshot, SnapshotState};
 use crate::policy::Policies;
@@ -17,8 +17,8 @@ use crate::safety::{DeletionGate, Protection};
 use crate::tags;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PlannedSnapshot {
-    pub snapshot: Snapshot,
+pub struct PlannedSnapshot<'a> {
+    pub snapshot: &'a Snapshot,
     /// The retention planner's reasons for a completed snapshot (empty: not
     /// kept); `None` for snapshots it does not consider (failed, pending).
     pub retention: Option<Vec<KeepReason>>,
@@ -26,7 +26,7 @@ pub struct PlannedSnapshot {
     pub verdict: Result<(), Protection>,
 }
 
-impl PlannedSnapshot {
+impl PlannedSnapshot<'_> {
     pub fn deletable(&self) -> bool {
         self.verdict.is_ok()
     }
@@ -34,7 +34,7 @@ impl PlannedSnapshot {
 
 /// The plan of one volume's snapshots under one policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VolumePlan {
+pub struct VolumePlan<'a> {
     /// `None` for snapshots that name no volume at all.
     pub volume_id: Option<String>,
     /// The policy the group's snapshots name (`None`: not ours, or no tag).
@@ -42,32 +42,36 @@ pub struct VolumePlan {
     /// The volume no longer exists: the orphan rules applied.
     pub orphan: bool,
     /// Newest first.
-    pub snapshots: Vec<PlannedSnapshot>,
+    pub snapshots: Vec<PlannedSnapshot<'a>>,
 }
 
 /// Plan every volume. `snapshots` are the deployment's snapshots; `existing`
 /// the ids of volumes that still exist.
-pub fn plan(
-    snapshots: &[Snapshot],
+pub fn plan<'a>(
+    snapshots: &'a [Snapshot],
     policies: &Policies,
     existing: &BTreeSet<String>,
     gate: &DeletionGate,
-) -> Vec<VolumePlan> {
+) -> Vec<VolumePlan<'a>> {
     // Only this deployment's snapshots fill retention buckets; anything else
     // (the caller should not pass it) is listed as not managed.
     let ours = |s: &Snapshot| tags::is_managed_by(&s.tags, gate.deployment());
-    type Key = (Option<String>, Option<String>);
-    let mut groups: BTreeMap<Key, Vec<&Snapshot>> = BTreeMap::new();
+    type Key<'s> = (Option<&'s str>, Option<&'s str>);
+    let mut groups: BTreeMap<Key<'a>, Vec<&'a Snapshot>> = BTreeMap::new();
     for s in snapshots {
-        let policy = ours(s).then(|| s.tags.get(tags::POLICY).cloned()).flatten();
+        let policy = ours(s)
+            .then(|| s.tags.get(tags::POLICY).map(String::as_str))
+            .flatten();
         groups
-            .entry((s.source_volume_id().map(String::from), policy))
+            .entry((s.source_volume_id(), policy))
             .or_default()
             .push(s);
     }
     groups
         .into_iter()
         .map(|((volume_id, policy_name), mut group)| {
+            let (volume_id, policy_name) =
+                (volume_id.map(String::from), policy_name.map(String::from));
             group.sort_by(|a, b| (b.start_time, &b.id).cmp(&(a.start_time, &a.id)));
             let orphan = volume_id.as_ref().is_some_and(|v| !existing.contains(v));
             let rules = policy_name
@@ -80,7 +84,7 @@ pub fn plan(
                     )
                 });
 
-            let reasons: BTreeMap<&str, Vec<KeepReason>> = match rules {
+            let reasons: HashMap<String, Vec<KeepReason>> = match rules {
                 Some((keep, tz)) => {
                     let completed: Vec<Candidate> = group
                         .iter()
@@ -95,15 +99,10 @@ pub fn plan(
                         .collect();
                     retention::plan(keep, tz, &completed)
                         .into_iter()
-                        .filter_map(|d| {
-                            group
-                                .iter()
-                                .find(|s| s.id == d.id)
-                                .map(|s| (s.id.as_str(), d.reasons))
-                        })
+                        .map(|d| (d.id, d.reasons))
                         .collect()
                 }
-                None => BTreeMap::new(),
+                None => HashMap::new(),
             };
 
             let planned = group
@@ -124,7 +123,7 @@ pub fn plan(
                         (Some(_), _) => gate.check(s, None),
                     };
                     PlannedSnapshot {
-                        snapshot: (*s).clone(),
+                        snapshot: s,
                         retention,
                         verdict,
                     }
@@ -249,7 +248,7 @@ mod tests {
         }
     }
 
-    fn run(w: &World) -> Vec<VolumePlan> {
+    fn run(w: &World) -> Vec<VolumePlan<'_>> {
         let policies = Policies::parse(POLICIES).unwrap();
         let gate = DeletionGate::new(w.facts.clone(), &w.snapshots, u32::MAX);
         plan(&w.snapshots, &policies, &w.existing, &gate)
@@ -366,7 +365,8 @@ mod tests {
             policy: 2,
             ..ours.clone()
         };
-        let plans = run(&world(&[ours, theirs], &[]));
+        let w = world(&[ours, theirs], &[]);
+        let plans = run(&w);
         assert!(deleted_ids(&plans).is_empty());
         let verdicts: BTreeSet<_> = plans
             .iter()
