@@ -240,6 +240,9 @@ impl VolumeInventory for DeletesAfterListing<'_> {
     async fn volumes_attached_to(&self, ids: &[String]) -> Result<Vec<Volume>, Ec2Error> {
         self.inner.volumes_attached_to(ids).await
     }
+    async fn volumes_by_id(&self, ids: &[String]) -> Result<Vec<Volume>, Ec2Error> {
+        self.inner.volumes_by_id(ids).await
+    }
 }
 
 #[tokio::test]

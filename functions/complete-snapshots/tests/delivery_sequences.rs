@@ -49,6 +49,10 @@ impl SnapshotCatalog for Ec2Model {
         Ok(ids.iter().filter_map(|id| all.get(id).cloned()).collect())
     }
 
+    async fn managed_snapshots(&self, _: &str) -> Result<Vec<Snapshot>, Ec2Error> {
+        Ok(Vec::new())
+    }
+
     async fn managed_snapshots_in_state(
         &self,
         deployment: &str,

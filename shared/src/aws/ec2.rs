@@ -9,9 +9,12 @@ use async_trait::async_trait;
 use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_ec2::types::{Filter, InstanceSpecification, ResourceType, Tag, TagSpecification};
 use aws_sdk_ec2::Client;
+use std::collections::BTreeSet;
+
 use chrono::{DateTime, Utc};
 
 use crate::model::{Attachment, BlockDevice, Instance, Snapshot, SnapshotState, Tags, Volume};
+use crate::safety::Authorized;
 use crate::tags::{self, LifecycleState};
 
 /// DescribeVolumes pages hold at most 500; DescribeInstances and
@@ -37,6 +40,10 @@ pub enum Ec2Error {
     SnapshotCreationPerVolumeRateExceeded,
     #[error("EC2 kept throttling after every retry ({code})")]
     Throttled { code: String },
+    #[error("the snapshot is in use, e.g. by an AMI (InvalidSnapshot.InUse): {message}")]
+    SnapshotInUse { message: String },
+    #[error("the snapshot no longer exists (InvalidSnapshot.NotFound)")]
+    SnapshotNotFound,
     #[error("the resource is in a state that does not allow this (IncorrectState): {message}")]
     IncorrectState { message: String },
     #[error("{operation} failed: {code}: {message}")]
@@ -71,6 +78,8 @@ impl Ec2Error {
                 Self::Throttled { code: code.into() }
             }
             Some("IncorrectState") => Self::IncorrectState { message },
+            Some("InvalidSnapshot.InUse") => Self::SnapshotInUse { message },
+            Some("InvalidSnapshot.NotFound") => Self::SnapshotNotFound,
             Some(code) => Self::Service {
                 operation,
                 code: code.into(),
@@ -92,6 +101,8 @@ impl Ec2Error {
             Self::SnapshotCreationPerVolumeRateExceeded => "per-volume-rate",
             Self::Throttled { .. } => "throttled",
             Self::IncorrectState { .. } => "incorrect-state",
+            Self::SnapshotInUse { .. } => "snapshot-in-use",
+            Self::SnapshotNotFound => "snapshot-not-found",
             Self::Service { .. } => "service-error",
             Self::Transport { .. } => "transport-error",
         }
@@ -107,6 +118,8 @@ pub trait VolumeInventory: Send + Sync {
     async fn instances_tagged(&self, tag_key: &str) -> Result<Vec<Instance>, Ec2Error>;
     /// Every volume attached to one of these instances.
     async fn volumes_attached_to(&self, instance_ids: &[String]) -> Result<Vec<Volume>, Ec2Error>;
+    /// Those of these volumes that still exist.
+    async fn volumes_by_id(&self, volume_ids: &[String]) -> Result<Vec<Volume>, Ec2Error>;
 }
 
 /// Looking up snapshots the account owns.
@@ -124,12 +137,31 @@ pub trait SnapshotCatalog: Send + Sync {
     /// are not visible yet) are simply absent from the answer.
     async fn snapshots_by_id(&self, ids: &[String]) -> Result<Vec<Snapshot>, Ec2Error>;
 
+    /// Every snapshot of the deployment (server-side filter on `lifecycle:managed-by`).
+    async fn managed_snapshots(&self, deployment: &str) -> Result<Vec<Snapshot>, Ec2Error>;
+
     /// The deployment's snapshots whose `lifecycle:state` tag has this value.
     async fn managed_snapshots_in_state(
         &self,
         deployment: &str,
         state: LifecycleState,
     ) -> Result<Vec<Snapshot>, Ec2Error>;
+}
+
+/// What protects snapshots beyond their tags: AMIs and snapshot locks.
+#[async_trait]
+pub trait SnapshotProtections: Send + Sync {
+    /// Every snapshot referenced by an AMI the account owns, disabled and
+    /// deprecated ones included.
+    async fn ami_snapshot_ids(&self) -> Result<BTreeSet<String>, Ec2Error>;
+    /// Which of these snapshots carry a snapshot lock.
+    async fn locked_snapshot_ids(&self, ids: &[String]) -> Result<BTreeSet<String>, Ec2Error>;
+}
+
+/// Deleting a snapshot: only with the safety gate's authorization.
+#[async_trait]
+pub trait SnapshotDeleter: Send + Sync {
+    async fn delete_snapshot(&self, authorized: &Authorized) -> Result<(), Ec2Error>;
 }
 
 /// Writing tags on existing snapshots.
@@ -352,6 +384,16 @@ impl VolumeInventory for Ec2Adapter {
         }
         Ok(out)
     }
+
+    async fn volumes_by_id(&self, volume_ids: &[String]) -> Result<Vec<Volume>, Ec2Error> {
+        let mut out = Vec::new();
+        for chunk in volume_ids.chunks(FILTER_VALUES) {
+            // A filter, not VolumeIds: a deleted volume must not fail the call.
+            let filters = vec![filter("volume-id", chunk.iter().cloned())];
+            out.extend(self.describe_volumes(filters).await?);
+        }
+        Ok(out)
+    }
 }
 
 fn tag_filter(key: &str, value: &str) -> Filter {
@@ -384,6 +426,11 @@ impl SnapshotCatalog for Ec2Adapter {
         Ok(out)
     }
 
+    async fn managed_snapshots(&self, deployment: &str) -> Result<Vec<Snapshot>, Ec2Error> {
+        self.describe_snapshots(vec![tag_filter(tags::MANAGED_BY, deployment)])
+            .await
+    }
+
     async fn managed_snapshots_in_state(
         &self,
         deployment: &str,
@@ -394,6 +441,86 @@ impl SnapshotCatalog for Ec2Adapter {
             tag_filter(tags::STATE, state.as_str()),
         ])
         .await
+    }
+}
+
+#[async_trait]
+impl SnapshotProtections for Ec2Adapter {
+    async fn ami_snapshot_ids(&self) -> Result<BTreeSet<String>, Ec2Error> {
+        // DescribeImages has no paginator over owned images in every SDK
+        // version; one call with MaxResults pages manually.
+        let mut out = BTreeSet::new();
+        let mut token: Option<String> = None;
+        loop {
+            let page = self
+                .client
+                .describe_images()
+                .owners("self")
+                .include_disabled(true)
+                .include_deprecated(true)
+                .max_results(1000)
+                .set_next_token(token.take())
+                .send()
+                .await
+                .map_err(|e| Ec2Error::from_sdk("DescribeImages", e))?;
+            for image in page.images() {
+                for mapping in image.block_device_mappings() {
+                    if let Some(id) = mapping.ebs().and_then(|e| e.snapshot_id()) {
+                        out.insert(id.to_string());
+                    }
+                }
+            }
+            match page.next_token() {
+                Some(t) if !t.is_empty() => token = Some(t.to_string()),
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    async fn locked_snapshot_ids(&self, ids: &[String]) -> Result<BTreeSet<String>, Ec2Error> {
+        let mut out = BTreeSet::new();
+        for chunk in ids.chunks(FILTER_VALUES) {
+            let mut token: Option<String> = None;
+            loop {
+                let page = self
+                    .client
+                    .describe_locked_snapshots()
+                    .set_snapshot_ids(Some(chunk.to_vec()))
+                    .set_next_token(token.take())
+                    .customize()
+                    // Two attempts: an endpoint without this API (the local
+                    // emulator) should not cost a long backoff.
+                    .config_override(aws_sdk_ec2::config::Builder::default().retry_config(
+                        aws_config::retry::RetryConfig::standard().with_max_attempts(2),
+                    ))
+                    .send()
+                    .await
+                    .map_err(|e| Ec2Error::from_sdk("DescribeLockedSnapshots", e))?;
+                out.extend(
+                    page.snapshots()
+                        .iter()
+                        .filter_map(|s| s.snapshot_id().map(String::from)),
+                );
+                match page.next_token() {
+                    Some(t) if !t.is_empty() => token = Some(t.to_string()),
+                    _ => break,
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl SnapshotDeleter for Ec2Adapter {
+    async fn delete_snapshot(&self, authorized: &Authorized) -> Result<(), Ec2Error> {
+        self.client
+            .delete_snapshot()
+            .snapshot_id(authorized.snapshot_id())
+            .send()
+            .await
+            .map_err(|e| Ec2Error::from_sdk("DeleteSnapshot", e))?;
+        Ok(())
     }
 }
 

@@ -1,0 +1,423 @@
+//! expire-snapshots: on a daily tick, delete what the retention policy no
+//! longer keeps, under the safety rules.
+//!
+//! One run:
+//! 1. list the deployment's snapshots (server-side filter, paginated);
+//! 2. gather, once, what protects snapshots beyond their tags: the snapshots
+//!    behind AMIs the account owns, snapshot locks, which volumes still exist;
+//! 3. plan per volume and policy (`ebs_lifecycle::expiry`): restic-`forget`
+//!    retention, then every safety rule (`ebs_lifecycle::safety`);
+//! 4. delete the deletable ones, oldest first, paced under EC2's
+//!    DeleteSnapshot token bucket, each one authorized by the safety gate
+//!    (which also enforces `MAX_DELETIONS`); `DRY_RUN` walks the same plan and
+//!    deletes nothing;
+//! 5. log and return a plan users can read, emit metrics, notify.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use lambda_runtime::Diagnostic;
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use ebs_lifecycle::aws::ec2::{
+    Ec2Error, SnapshotCatalog, SnapshotDeleter, SnapshotProtections, VolumeInventory,
+};
+use ebs_lifecycle::aws::sns::Notifier;
+use ebs_lifecycle::config::Config;
+use ebs_lifecycle::deadline::Deadline;
+use ebs_lifecycle::events::{EventError, Tick};
+use ebs_lifecycle::expiry::{self, VolumePlan};
+use ebs_lifecycle::metrics::{self, Metric};
+use ebs_lifecycle::notify::{Notification, NotificationKind, Severity};
+use ebs_lifecycle::safety::{AccountFacts, DeletionGate, Protection};
+use ebs_lifecycle::tags;
+
+pub const FUNCTION: &str = "expire-snapshots";
+
+/// DeleteSnapshot's token bucket refills at 5 per second: one call every
+/// 200 ms never drains it, whatever else the account is doing with it.
+pub const DELETE_INTERVAL: Duration = Duration::from_millis(200);
+
+#[derive(Clone, Copy)]
+pub struct Ports<'a> {
+    pub catalog: &'a dyn SnapshotCatalog,
+    pub inventory: &'a dyn VolumeInventory,
+    pub protections: &'a dyn SnapshotProtections,
+    pub deleter: &'a dyn SnapshotDeleter,
+    pub notifier: &'a dyn Notifier,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExpireError {
+    #[error("rejected event: {0}")]
+    InvalidEvent(#[from] EventError),
+    /// Without the full picture (snapshots, AMIs, volumes) nothing is deleted.
+    #[error("could not gather what protects snapshots, nothing deleted: {0}")]
+    FactsUnavailable(Ec2Error),
+}
+
+impl From<ExpireError> for Diagnostic {
+    fn from(error: ExpireError) -> Self {
+        let error_type = match error {
+            ExpireError::InvalidEvent(_) => "InvalidEvent",
+            ExpireError::FactsUnavailable(_) => "FactsUnavailable",
+        };
+        Diagnostic {
+            error_type: error_type.into(),
+            error_message: error.to_string(),
+        }
+    }
+}
+
+/// A snapshot that stays, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct Kept {
+    pub snapshot_id: String,
+    pub start_time: Option<String>,
+    /// `kept-by-policy` (with `retained_by`), `newest-completed`, `held`, ...
+    pub why: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retained_by: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Deleted {
+    pub snapshot_id: String,
+    pub start_time: Option<String>,
+    pub volume_size_gib: i32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FailedDeletion {
+    pub snapshot_id: String,
+    pub error_kind: String,
+    pub error: String,
+}
+
+/// What happened to one volume's snapshots under one policy.
+#[derive(Debug, Clone, Serialize)]
+pub struct VolumeReport {
+    pub volume_id: Option<String>,
+    pub policy: Option<String>,
+    pub orphan: bool,
+    pub kept: Vec<Kept>,
+    /// Deleted, or in a dry run: would have been deleted.
+    pub deleted: Vec<Deleted>,
+    pub failed: Vec<FailedDeletion>,
+    /// Deletable, not reached: the cap or the deadline stopped the run.
+    pub left_for_later: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Counts {
+    pub snapshots: usize,
+    pub kept: usize,
+    pub deleted: usize,
+    pub failed: usize,
+    pub left_for_later: usize,
+    /// Sum of the source volume sizes of the deleted snapshots. Snapshots are
+    /// incremental: the storage actually freed (and billed) is usually far
+    /// smaller. A count of what was removed, not a saving.
+    pub source_volume_gib_of_deleted: i64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RunSummary {
+    pub function: &'static str,
+    pub deployment: String,
+    pub time: String,
+    pub dry_run: bool,
+    pub max_deletions: u32,
+    pub cap_reached: bool,
+    /// False when the snapshot-lock API could not be asked (the local
+    /// emulator lacks it); EC2 itself refuses to delete a locked snapshot.
+    pub locks_checked: bool,
+    pub counts: Counts,
+    pub volumes: Vec<VolumeReport>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notification_errors: Vec<String>,
+}
+
+/// Run one daily tick.
+pub async fn handle(
+    ports: Ports<'_>,
+    config: &Config,
+    event: &Value,
+    now: DateTime<Utc>,
+    deadline: Deadline,
+) -> Result<RunSummary, ExpireError> {
+    handle_paced(ports, config, event, now, deadline, DELETE_INTERVAL).await
+}
+
+/// [`handle`] with the pause between deletions given (tests shorten it).
+pub async fn handle_paced(
+    ports: Ports<'_>,
+    config: &Config,
+    event: &Value,
+    now: DateTime<Utc>,
+    deadline: Deadline,
+    interval: Duration,
+) -> Result<RunSummary, ExpireError> {
+    Tick::parse(event)?;
+    let facts_error = ExpireError::FactsUnavailable;
+    let snapshots = ports
+        .catalog
+        .managed_snapshots(&config.deployment_name)
+        .await
+        .map_err(facts_error)?;
+    let ami_snapshot_ids = ports
+        .protections
+        .ami_snapshot_ids()
+        .await
+        .map_err(facts_error)?;
+    let ids: Vec<String> = snapshots.iter().map(|s| s.id.clone()).collect();
+    let (locked_snapshot_ids, locks_checked) = match ports
+        .protections
+        .locked_snapshot_ids(&ids)
+        .await
+    {
+        Ok(locked) => (locked, true),
+        Err(e) => {
+            tracing::warn!(error = %e, "snapshot locks could not be checked; EC2 still refuses to delete a locked snapshot");
+            (BTreeSet::new(), false)
+        }
+    };
+    let volume_ids: Vec<String> = snapshots
+        .iter()
+        .filter_map(|s| s.source_volume_id().map(String::from))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let existing: BTreeSet<String> = ports
+        .inventory
+        .volumes_by_id(&volume_ids)
+        .await
+        .map_err(facts_error)?
+        .into_iter()
+        .map(|v| v.id)
+        .collect();
+
+    let facts = AccountFacts {
+        deployment: config.deployment_name.clone(),
+        ami_snapshot_ids,
+        locked_snapshot_ids,
+        now,
+    };
+    let mut gate = DeletionGate::new(facts, &snapshots, config.max_deletions);
+    let plans = expiry::plan(&snapshots, &config.policies, &existing, &gate);
+
+    let mut summary = RunSummary {
+        function: FUNCTION,
+        deployment: config.deployment_name.clone(),
+        time: tags::format_time(now),
+        dry_run: config.dry_run,
+        max_deletions: config.max_deletions,
+        locks_checked,
+        ..RunSummary::default()
+    };
+    summary.counts.snapshots = snapshots.len();
+    let mut first_call = true;
+    for plan in &plans {
+        let report = execute(
+            ports,
+            config,
+            plan,
+            &mut gate,
+            deadline,
+            interval,
+            &mut first_call,
+            &mut summary,
+        )
+        .await;
+        summary.volumes.push(report);
+    }
+    finish(ports.notifier, config, &mut summary).await;
+    Ok(summary)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn execute(
+    ports: Ports<'_>,
+    config: &Config,
+    plan: &VolumePlan<'_>,
+    gate: &mut DeletionGate,
+    deadline: Deadline,
+    interval: Duration,
+    first_call: &mut bool,
+    summary: &mut RunSummary,
+) -> VolumeReport {
+    let mut report = VolumeReport {
+        volume_id: plan.volume_id.clone(),
+        policy: plan.policy.clone(),
+        orphan: plan.orphan,
+        kept: Vec::new(),
+        deleted: Vec::new(),
+        failed: Vec::new(),
+        left_for_later: Vec::new(),
+    };
+    // Oldest first: if the run stops early, the oldest went first.
+    for planned in plan.snapshots.iter().rev() {
+        let s = planned.snapshot;
+        let start_time = s.start_time.map(tags::format_time);
+        if let Err(protection) = &planned.verdict {
+            report.kept.push(Kept {
+                snapshot_id: s.id.clone(),
+                start_time,
+                why: protection.kind().to_string(),
+                retained_by: match protection {
+                    Protection::KeptByPolicy(reasons) => Some(
+                        reasons
+                            .iter()
+                            .map(|r| r.as_str())
+                            .collect::<Vec<_>>()
+                            .join(","),
+                    ),
+                    _ => None,
+                },
+            });
+            continue;
+        }
+        if summary.cap_reached || deadline.is_near() {
+            report.left_for_later.push(s.id.clone());
+            continue;
+        }
+        // Every deletion passes the gate again here: it re-checks every rule
+        // and counts toward MAX_DELETIONS.
+        let authorized = match gate.authorize(s, planned.retention.as_deref()) {
+            Ok(a) => a,
+            Err(Protection::CapReached) => {
+                summary.cap_reached = true;
+                report.left_for_later.push(s.id.clone());
+                continue;
+            }
+            Err(other) => {
+                report.kept.push(Kept {
+                    snapshot_id: s.id.clone(),
+                    start_time,
+                    why: other.kind().into(),
+                    retained_by: None,
+                });
+                continue;
+            }
+        };
+        let deleted = Deleted {
+            snapshot_id: s.id.clone(),
+            start_time,
+            volume_size_gib: s.volume_size_gib.unwrap_or_default(),
+        };
+        if config.dry_run {
+            report.deleted.push(deleted);
+            continue;
+        }
+        if !*first_call {
+            tokio::time::sleep(interval).await;
+        }
+        *first_call = false;
+        match ports.deleter.delete_snapshot(&authorized).await {
+            Ok(()) => report.deleted.push(deleted),
+            // Gone already (deleted by hand, or by an earlier attempt whose
+            // answer was lost): the goal is reached.
+            Err(Ec2Error::SnapshotNotFound) => report.deleted.push(deleted),
+            Err(e) => report.failed.push(FailedDeletion {
+                snapshot_id: s.id.clone(),
+                error_kind: e.kind().into(),
+                error: e.to_string(),
+            }),
+        }
+    }
+    report
+}
+
+async fn finish(notifier: &dyn Notifier, config: &Config, summary: &mut RunSummary) {
+    let c = &mut summary.counts;
+    for v in &summary.volumes {
+        c.kept += v.kept.len();
+        c.deleted += v.deleted.len();
+        c.failed += v.failed.len();
+        c.left_for_later += v.left_for_later.len();
+        c.source_volume_gib_of_deleted += v
+            .deleted
+            .iter()
+            .map(|d| i64::from(d.volume_size_gib))
+            .sum::<i64>();
+    }
+    let counts = summary.counts.clone();
+    let verb = if summary.dry_run {
+        "would delete"
+    } else {
+        "deleted"
+    };
+    let headline = format!(
+        "expire-snapshots: {verb} {}, kept {}, failed {}{}",
+        counts.deleted,
+        counts.kept,
+        counts.failed,
+        if summary.cap_reached {
+            ", stopped at MAX_DELETIONS"
+        } else {
+            ""
+        }
+    );
+    // In a dry run nothing is deleted, so the metric counts nothing.
+    let deleted_metric = if summary.dry_run {
+        0
+    } else {
+        counts.deleted as u64
+    };
+    metrics::emit_for_run(
+        config,
+        FUNCTION,
+        &[
+            (Metric::SnapshotsDeleteCompleted, deleted_metric),
+            (Metric::SnapshotsDeleteFailed, counts.failed as u64),
+        ],
+    );
+
+    let mut notifications = Vec::new();
+    if summary.cap_reached {
+        notifications.push(Notification {
+            kind: NotificationKind::DeletionCapReached,
+            severity: Severity::Warning,
+            deployment: config.deployment_name.clone(),
+            summary: format!(
+                "expire-snapshots stopped after MAX_DELETIONS={}; {} left for the next run",
+                summary.max_deletions, counts.left_for_later
+            ),
+            details: json!({
+                "max_deletions": summary.max_deletions,
+                "left_for_later": counts.left_for_later,
+                "next": "The next daily run continues. If this is expected (a new, stricter policy), raise MaxDeletions; if not, check the policy before it runs again.",
+            }),
+        });
+    }
+    if counts.deleted > 0 || counts.failed > 0 {
+        notifications.push(Notification {
+            kind: NotificationKind::RunSummary,
+            severity: if counts.failed > 0 {
+                Severity::Warning
+            } else {
+                Severity::Info
+            },
+            deployment: config.deployment_name.clone(),
+            summary: headline.clone(),
+            details: json!(summary),
+        });
+    }
+    for n in &notifications {
+        if let Err(e) = notifier.publish(n).await {
+            tracing::error!(error = %e, kind = n.kind.as_str(), "could not publish");
+            summary.notification_errors.push(e.to_string());
+        }
+    }
+    tracing::info!(
+        dry_run = summary.dry_run,
+        deleted = counts.deleted,
+        kept = counts.kept,
+        failed = counts.failed,
+        left_for_later = counts.left_for_later,
+        summary = %json!(summary),
+        "{headline}"
+    );
+}
