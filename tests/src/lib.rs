@@ -135,17 +135,24 @@ pub fn mocked_ec2(mode: RuleMode, rules: &[&Rule]) -> aws_sdk_ec2::Client {
 
 /// Configuration as the template would set it, with the given policies.
 pub fn config(policies: &str) -> Config {
-    let vars = [
+    config_with(policies, &[])
+}
+
+/// [`config`] with more variables set (or overridden).
+pub fn config_with(policies: &str, extra: &[(&str, &str)]) -> Config {
+    let base = [
         ("DEPLOYMENT_NAME", "itest"),
         ("POLICIES", policies),
         ("METRICS_NAMESPACE", "ItestSnapshots"),
     ];
-    Config::from_lookup(|name| {
-        vars.iter()
+    let lookup = |name: &str| {
+        extra
+            .iter()
+            .chain(base.iter())
             .find(|(k, _)| *k == name)
             .map(|(_, v)| v.to_string())
-    })
-    .expect("test configuration is valid")
+    };
+    Config::from_lookup(lookup).expect("test configuration is valid")
 }
 
 /// Keeps every notification it is given.

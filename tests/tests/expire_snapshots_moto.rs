@@ -1,0 +1,293 @@
+//! expire-snapshots against a real (emulated) account: only what may go goes.
+//!
+//! moto stamps every snapshot with its own clock, so these snapshots all
+//! share one day; the calendar rules are proven by the planner's hand-worked
+//! and property tests. Here the policy is `last 1` and the point is the
+//! safety rules with real EC2 calls: foreign, untagged, held, AMI-backed,
+//! orphaned snapshots, dry run and the cap.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use serde_json::json;
+
+use ebs_lifecycle::aws::ec2::Ec2Adapter;
+use ebs_lifecycle::config::Config;
+use ebs_lifecycle::deadline::Deadline;
+use ebs_lifecycle::model::Snapshot;
+use ebs_lifecycle::notify::NotificationKind;
+use ebs_lifecycle::tags::{self, ConsistencyLabel, LifecycleLabels, LifecycleState};
+use expire_snapshots::{handle_paced, Ports, RunSummary};
+use integration_tests::*;
+
+const POLICIES: &str = r#"{"lean": {"schedule": "@daily", "keep": {"last": 1}}}"#;
+
+async fn snapshot(
+    ec2: &aws_sdk_ec2::Client,
+    volume: &str,
+    deployment: Option<&str>,
+    extra: &[(&str, &str)],
+) -> String {
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    if let Some(deployment) = deployment {
+        let labels = LifecycleLabels {
+            managed_by: deployment.into(),
+            policy: "lean".into(),
+            slot: tags::parse_time("2026-03-01T00:00:00Z").unwrap(),
+            state: LifecycleState::Completed,
+            volume_id: Some(volume.into()),
+            instance_id: None,
+            device: None,
+            created_at: tags::parse_time("2026-03-01T00:01:00Z").unwrap(),
+            completed_at: None,
+            consistency: ConsistencyLabel::Crash,
+            retained_by: None,
+            expires_at: None,
+            hold: false,
+        };
+        pairs.extend(labels.to_tags());
+    }
+    pairs.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let mut request = ec2.create_snapshot().volume_id(volume);
+    if !pairs.is_empty() {
+        let refs: Vec<(&str, &str)> = pairs
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        request =
+            request.tag_specifications(tag_spec(aws_sdk_ec2::types::ResourceType::Snapshot, &refs));
+    }
+    request
+        .send()
+        .await
+        .unwrap()
+        .snapshot_id()
+        .unwrap()
+        .to_string()
+}
+
+/// The account of the scenario, and the snapshots that may be deleted.
+struct Account {
+    may_go: BTreeSet<String>,
+    all: BTreeSet<String>,
+    /// Protected whatever their age: held, AMI-backed, another deployment's, untagged.
+    protected: Vec<String>,
+}
+
+async fn seed(moto: &Moto) -> Account {
+    let ec2 = moto.ec2();
+    let live = create_volume(&ec2, 10, &[("Backup", "lean")]).await;
+    let doomed = create_volume(&ec2, 20, &[("Backup", "lean")]).await;
+
+    let mut ours_live = Vec::new();
+    for _ in 0..4 {
+        ours_live.push(snapshot(&ec2, &live, Some("itest"), &[]).await);
+    }
+    let held = snapshot(&ec2, &live, Some("itest"), &[("lifecycle:hold", "legal")]).await;
+    // An AMI registered from a managed snapshot. moto gives the AMI a
+    // snapshot of its own, so that snapshot is labelled as ours: what matters
+    // is a managed snapshot that an AMI references.
+    let source = snapshot(&ec2, &live, Some("itest"), &[]).await;
+    ours_live.push(source.clone());
+    let image = ec2
+        .register_image()
+        .name("golden-image")
+        .root_device_name("/dev/xvda")
+        .block_device_mappings(
+            aws_sdk_ec2::types::BlockDeviceMapping::builder()
+                .device_name("/dev/xvda")
+                .ebs(
+                    aws_sdk_ec2::types::EbsBlockDevice::builder()
+                        .snapshot_id(&source)
+                        .build(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let images = ec2
+        .describe_images()
+        .image_ids(image.image_id().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let ami_backed = images.images()[0].block_device_mappings()[0]
+        .ebs()
+        .unwrap()
+        .snapshot_id()
+        .unwrap()
+        .to_string();
+    let labels = LifecycleLabels::from_tags(
+        &snapshots(&ec2)
+            .await
+            .into_iter()
+            .find(|s| s.id == source)
+            .unwrap()
+            .tags,
+    )
+    .unwrap()
+    .unwrap();
+    let mut request = ec2.create_tags().resources(&ami_backed);
+    for (k, v) in labels.to_tags() {
+        request = request.tags(aws_sdk_ec2::types::Tag::builder().key(k).value(v).build());
+    }
+    request.send().await.unwrap();
+    let theirs = snapshot(&ec2, &live, Some("another-stack"), &[]).await;
+    let untagged = snapshot(&ec2, &live, None, &[]).await;
+    let mut orphans = Vec::new();
+    for _ in 0..3 {
+        orphans.push(snapshot(&ec2, &doomed, Some("itest"), &[]).await);
+    }
+    ec2.delete_volume().volume_id(&doomed).send().await.unwrap();
+
+    // Newest first by (start time, id), as the planner orders them.
+    let all_snaps = snapshots(&ec2).await;
+    let newest_of = |ids: &[String]| -> String {
+        let mut mine: Vec<&Snapshot> = all_snaps.iter().filter(|s| ids.contains(&s.id)).collect();
+        mine.sort_by(|a, b| (b.start_time, &b.id).cmp(&(a.start_time, &a.id)));
+        mine[0].id.clone()
+    };
+    let mut live_managed = ours_live.clone();
+    live_managed.push(held.clone());
+    live_managed.push(ami_backed.clone());
+    let keep_live = newest_of(&live_managed);
+    let keep_orphan = newest_of(&orphans);
+    let may_go: BTreeSet<String> = ours_live
+        .iter()
+        .chain(&orphans)
+        .filter(|id| **id != keep_live && **id != keep_orphan)
+        .cloned()
+        .collect();
+    let all = all_snaps.iter().map(|s| s.id.clone()).collect();
+    Account {
+        may_go,
+        all,
+        protected: vec![held, ami_backed, theirs, untagged],
+    }
+}
+
+async fn expire(moto: &Moto, config: &Config, notifier: &RecordingNotifier) -> RunSummary {
+    let adapter = Ec2Adapter::new(moto.ec2());
+    let ports = Ports {
+        catalog: &adapter,
+        inventory: &adapter,
+        protections: &adapter,
+        deleter: &adapter,
+        notifier,
+    };
+    let now = tags::parse_time("2026-11-21T04:00:00Z").unwrap();
+    handle_paced(
+        ports,
+        config,
+        &json!({"kind": "tick"}),
+        now,
+        Deadline::after(Duration::from_secs(600)),
+        Duration::from_millis(1),
+    )
+    .await
+    .unwrap()
+}
+
+async fn remaining(moto: &Moto) -> BTreeSet<String> {
+    snapshots(&moto.ec2())
+        .await
+        .into_iter()
+        .map(|s| s.id)
+        .collect()
+}
+
+#[tokio::test]
+async fn only_what_may_go_goes() {
+    let moto = Moto::start();
+    let account = seed(&moto).await;
+    assert!(
+        account.may_go.len() >= 4,
+        "the scenario has something to delete"
+    );
+    let notifier = RecordingNotifier::default();
+
+    let summary = expire(&moto, &config(POLICIES), &notifier).await;
+
+    let expected: BTreeSet<String> = account.all.difference(&account.may_go).cloned().collect();
+    assert_eq!(remaining(&moto).await, expected);
+    assert_eq!(summary.counts.deleted, account.may_go.len());
+    assert_eq!(summary.counts.failed, 0);
+    assert!(
+        !summary.locks_checked,
+        "moto has no DescribeLockedSnapshots; the summary says so"
+    );
+    let left = remaining(&moto).await;
+    for id in &account.protected {
+        assert!(left.contains(id), "protected {id} was deleted");
+    }
+    assert!(summary.volumes.iter().any(|v| v.orphan));
+    let sent = notifier.sent();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].kind, NotificationKind::RunSummary);
+
+    // The next run finds nothing more to do.
+    let again = expire(&moto, &config(POLICIES), &notifier).await;
+    assert_eq!(again.counts.deleted, 0);
+    assert_eq!(notifier.sent().len(), 1, "nothing deleted, nobody notified");
+}
+
+#[tokio::test]
+async fn a_dry_run_plans_the_same_and_deletes_nothing() {
+    let moto = Moto::start();
+    let account = seed(&moto).await;
+    let notifier = RecordingNotifier::default();
+
+    let dry = expire(
+        &moto,
+        &config_with(POLICIES, &[("DRY_RUN", "true")]),
+        &notifier,
+    )
+    .await;
+
+    assert!(dry.dry_run);
+    assert_eq!(remaining(&moto).await, account.all);
+    let would: BTreeSet<String> = dry
+        .volumes
+        .iter()
+        .flat_map(|v| &v.deleted)
+        .map(|d| d.snapshot_id.clone())
+        .collect();
+    assert_eq!(would, account.may_go);
+}
+
+#[tokio::test]
+async fn the_cap_stops_the_run_and_alerts() {
+    let moto = Moto::start();
+    let account = seed(&moto).await;
+    let notifier = RecordingNotifier::default();
+
+    let summary = expire(
+        &moto,
+        &config_with(POLICIES, &[("MAX_DELETIONS", "2")]),
+        &notifier,
+    )
+    .await;
+
+    assert!(summary.cap_reached);
+    assert_eq!(summary.counts.deleted, 2);
+    assert_eq!(summary.counts.left_for_later, account.may_go.len() - 2);
+    assert_eq!(remaining(&moto).await.len(), account.all.len() - 2);
+    let kinds: Vec<NotificationKind> = notifier.sent().iter().map(|n| n.kind).collect();
+    assert!(
+        kinds.contains(&NotificationKind::DeletionCapReached),
+        "{kinds:?}"
+    );
+
+    // Zero means: delete nothing at all.
+    let none = expire(
+        &moto,
+        &config_with(POLICIES, &[("MAX_DELETIONS", "0")]),
+        &notifier,
+    )
+    .await;
+    assert_eq!(none.counts.deleted, 0);
+    assert_eq!(remaining(&moto).await.len(), account.all.len() - 2);
+}
