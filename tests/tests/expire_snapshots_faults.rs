@@ -1,0 +1,236 @@
+//! expire-snapshots where moto cannot go, on the real SDK client answered by
+//! aws-smithy-mocks: EC2 refusing a delete, a snapshot already gone,
+//! throttling that outlasts retries, a failed fact lookup, and the pacing.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
+use std::time::{Duration, Instant};
+
+use aws_sdk_ec2::operation::delete_snapshot::DeleteSnapshotOutput;
+use aws_sdk_ec2::operation::describe_images::DescribeImagesOutput;
+use aws_sdk_ec2::operation::describe_locked_snapshots::DescribeLockedSnapshotsOutput;
+use aws_sdk_ec2::operation::describe_snapshots::DescribeSnapshotsOutput;
+use aws_sdk_ec2::operation::describe_volumes::DescribeVolumesOutput;
+use aws_sdk_ec2::primitives::DateTime as AwsTime;
+use aws_sdk_ec2::types::{Snapshot, SnapshotState, Tag, Volume};
+use aws_sdk_ec2::Client;
+use aws_smithy_mocks::{mock, Rule, RuleMode};
+use aws_smithy_runtime_api::http::{Response as HttpResponse, StatusCode};
+use aws_smithy_types::body::SdkBody;
+use serde_json::json;
+
+use ebs_lifecycle::aws::ec2::Ec2Adapter;
+use ebs_lifecycle::aws::MAX_ATTEMPTS;
+use ebs_lifecycle::deadline::Deadline;
+use expire_snapshots::{handle, handle_paced, ExpireError, Ports, RunSummary};
+use integration_tests::{config, mocked_ec2, RecordingNotifier};
+
+const POLICIES: &str = r#"{"lean": {"schedule": "@daily", "keep": {"last": 1}}}"#;
+
+fn ec2_error(status: u16, code: &str) -> HttpResponse {
+    let body = format!(
+        "<Response><Errors><Error><Code>{code}</Code><Message>{code} (injected)</Message></Error></Errors><RequestID>r</RequestID></Response>"
+    );
+    HttpResponse::new(StatusCode::try_from(status).unwrap(), SdkBody::from(body))
+}
+
+/// Four completed managed snapshots of vol-1, a day apart; `last 1` keeps
+/// snap-3 (the newest), so snap-0, snap-1, snap-2 are deletable.
+fn history() -> Rule {
+    mock!(Client::describe_snapshots).then_output(|| {
+        let snaps = (0..4)
+            .map(|i| {
+                let tags = [
+                    ("lifecycle:managed-by", "itest"),
+                    ("lifecycle:policy", "lean"),
+                    ("lifecycle:slot", "2026-03-01T00:00:00Z"),
+                    ("lifecycle:state", "completed"),
+                    ("lifecycle:volume-id", "vol-1"),
+                    ("lifecycle:created-at", "2026-03-01T00:00:00Z"),
+                    ("lifecycle:consistency", "crash"),
+                ];
+                Snapshot::builder()
+                    .snapshot_id(format!("snap-{i}"))
+                    .volume_id("vol-1")
+                    .volume_size(100)
+                    .state(SnapshotState::Completed)
+                    .start_time(AwsTime::from_secs(1_772_323_200 + i64::from(i) * 86_400))
+                    .set_tags(Some(
+                        tags.iter()
+                            .map(|(k, v)| Tag::builder().key(*k).value(*v).build())
+                            .collect(),
+                    ))
+                    .build()
+            })
+            .collect();
+        DescribeSnapshotsOutput::builder()
+            .set_snapshots(Some(snaps))
+            .build()
+    })
+}
+
+fn no_images() -> Rule {
+    mock!(Client::describe_images).then_output(|| DescribeImagesOutput::builder().build())
+}
+
+fn no_locks() -> Rule {
+    mock!(Client::describe_locked_snapshots)
+        .then_output(|| DescribeLockedSnapshotsOutput::builder().build())
+}
+
+fn volume_exists() -> Rule {
+    mock!(Client::describe_volumes).then_output(|| {
+        DescribeVolumesOutput::builder()
+            .volumes(Volume::builder().volume_id("vol-1").build())
+            .build()
+    })
+}
+
+fn delete(
+    id: &'static str,
+) -> aws_smithy_mocks::RuleBuilder<
+    aws_sdk_ec2::operation::delete_snapshot::DeleteSnapshotInput,
+    DeleteSnapshotOutput,
+    aws_sdk_ec2::operation::delete_snapshot::DeleteSnapshotError,
+> {
+    mock!(Client::delete_snapshot).match_requests(move |r| r.snapshot_id() == Some(id))
+}
+
+async fn run(client: Client, notifier: &RecordingNotifier) -> Result<RunSummary, ExpireError> {
+    let adapter = Ec2Adapter::new(client);
+    let ports = Ports {
+        catalog: &adapter,
+        inventory: &adapter,
+        protections: &adapter,
+        deleter: &adapter,
+        notifier,
+    };
+    let now = ebs_lifecycle::tags::parse_time("2026-03-10T04:00:00Z").unwrap();
+    handle_paced(
+        ports,
+        &config(POLICIES),
+        &json!({"kind": "tick"}),
+        now,
+        Deadline::after(Duration::from_secs(600)),
+        Duration::ZERO,
+    )
+    .await
+}
+
+#[tokio::test]
+async fn refusals_and_throttling_are_reported_per_snapshot_and_the_run_goes_on() {
+    let (snaps, images, locks, volumes) = (history(), no_images(), no_locks(), volume_exists());
+    let in_use = delete("snap-0").then_http_response(|| ec2_error(400, "InvalidSnapshot.InUse"));
+    let throttled = delete("snap-1")
+        .sequence()
+        .http_response(|| ec2_error(503, "RequestLimitExceeded"))
+        .repeatedly()
+        .build();
+    let gone = delete("snap-2").then_http_response(|| ec2_error(400, "InvalidSnapshot.NotFound"));
+    let newest = delete("snap-3").then_output(|| DeleteSnapshotOutput::builder().build());
+    let client = mocked_ec2(
+        RuleMode::MatchAny,
+        &[
+            &snaps, &images, &locks, &volumes, &in_use, &throttled, &gone, &newest,
+        ],
+    );
+    let notifier = RecordingNotifier::default();
+
+    let summary = run(client, &notifier).await.unwrap();
+
+    assert_eq!(
+        newest.num_calls(),
+        0,
+        "the newest snapshot is never even tried"
+    );
+    assert_eq!(in_use.num_calls(), 1, "a refusal is not retried");
+    assert_eq!(throttled.num_calls(), MAX_ATTEMPTS as usize);
+    let v = &summary.volumes[0];
+    let failed: Vec<(&str, &str)> = v
+        .failed
+        .iter()
+        .map(|f| (f.snapshot_id.as_str(), f.error_kind.as_str()))
+        .collect();
+    assert_eq!(
+        failed,
+        [("snap-0", "snapshot-in-use"), ("snap-1", "throttled")]
+    );
+    assert_eq!(
+        v.deleted
+            .iter()
+            .map(|d| d.snapshot_id.as_str())
+            .collect::<Vec<_>>(),
+        ["snap-2"],
+        "already gone counts as done"
+    );
+    let sent = notifier.sent();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].severity, ebs_lifecycle::notify::Severity::Warning);
+}
+
+#[tokio::test]
+async fn without_the_ami_list_nothing_is_deleted() {
+    let (snaps, locks, volumes) = (history(), no_locks(), volume_exists());
+    let images = mock!(Client::describe_images)
+        .sequence()
+        .http_response(|| ec2_error(503, "Unavailable"))
+        .repeatedly()
+        .build();
+    let any_delete =
+        mock!(Client::delete_snapshot).then_output(|| DeleteSnapshotOutput::builder().build());
+    let client = mocked_ec2(
+        RuleMode::MatchAny,
+        &[&snaps, &images, &locks, &volumes, &any_delete],
+    );
+
+    let err = run(client, &RecordingNotifier::default())
+        .await
+        .unwrap_err();
+
+    assert!(matches!(err, ExpireError::FactsUnavailable(_)), "{err}");
+    assert_eq!(any_delete.num_calls(), 0);
+    let diagnostic: lambda_runtime::Diagnostic = err.into();
+    assert_eq!(diagnostic.error_type, "FactsUnavailable");
+}
+
+#[tokio::test]
+async fn deletions_are_paced_under_the_delete_snapshot_token_bucket() {
+    let (snaps, images, locks, volumes) = (history(), no_images(), no_locks(), volume_exists());
+    let deletes =
+        mock!(Client::delete_snapshot).then_output(|| DeleteSnapshotOutput::builder().build());
+    let client = mocked_ec2(
+        RuleMode::MatchAny,
+        &[&snaps, &images, &locks, &volumes, &deletes],
+    );
+    let adapter = Ec2Adapter::new(client);
+    let notifier = RecordingNotifier::default();
+    let ports = Ports {
+        catalog: &adapter,
+        inventory: &adapter,
+        protections: &adapter,
+        deleter: &adapter,
+        notifier: &notifier,
+    };
+    let now = ebs_lifecycle::tags::parse_time("2026-03-10T04:00:00Z").unwrap();
+
+    let started = Instant::now();
+    let summary = handle(
+        ports,
+        &config(POLICIES),
+        &json!({"kind": "tick"}),
+        now,
+        Deadline::after(Duration::from_secs(600)),
+    )
+    .await
+    .unwrap();
+
+    assert_eq!(deletes.num_calls(), 3);
+    assert_eq!(summary.counts.deleted, 3);
+    assert_eq!(summary.counts.source_volume_gib_of_deleted, 300);
+    // Three calls, two pauses of 200 ms: at most 5 per second.
+    assert!(
+        started.elapsed() >= Duration::from_millis(400),
+        "{:?}",
+        started.elapsed()
+    );
+}
