@@ -13,7 +13,12 @@
 5. Starts complete-snapshots the same way and feeds it the events EC2 would
    send when those snapshots complete (moto sends none), then a duplicate, an
    event for a snapshot this deployment does not manage, and a reconcile tick.
-6. Prints the notifications the topic delivered and the metric lines, and
+6. Seeds 150 days of an older volume's snapshots, made honestly: moto runs
+   in this process and `time-machine` moves its clock back to each day, so EC2
+   stamps each snapshot with its day. Runs expire-snapshots on it: a dry run
+   (the plan: what is kept, and by which rules), then real runs (the first
+   stops at MAX_DELETIONS and alerts, the next finishes).
+7. Prints the notifications the topic delivered and the metric lines, and
    stops everything it started.
 
 Exits non-zero if anything did not go as a user would expect.
@@ -34,7 +39,15 @@ import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import boto3
+# moto reads this when it is imported: no stock AMIs (about a thousand foreign snapshots).
+os.environ["MOTO_EC2_LOAD_DEFAULT_AMIS"] = "false"
+
+import datetime  # noqa: E402
+import logging  # noqa: E402
+
+import boto3  # noqa: E402
+import time_machine  # noqa: E402
+from moto.server import ThreadedMotoServer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 REGION = "us-east-1"
@@ -56,6 +69,9 @@ POLICIES = {
         "copy_tags": ["*"],
     },
 }
+
+HISTORY_DAYS = 150
+DEMO_MAX_DELETIONS = 60
 
 COLOUR = sys.stdout.isatty() and os.environ.get("NO_COLOR") is None
 
@@ -244,6 +260,33 @@ def seed(ec2, sns, sqs) -> dict:
     return out
 
 
+def seed_history(ec2) -> str:
+    """A volume under the daily policy with HISTORY_DAYS of completed snapshots,
+    each created while moto's clock is moved back to its day, and tagged the way
+    create-snapshots and complete-snapshots tag them."""
+    volume = ec2.create_volume(
+        Size=500, AvailabilityZone=f"{REGION}a",
+        TagSpecifications=[{"ResourceType": "volume", "Tags": [{"Key": "Backup", "Value": "default"}, {"Key": "Name", "Value": "archive"}]}],
+    )["VolumeId"]
+    today = datetime.datetime.now(datetime.timezone.utc).replace(hour=0, minute=5, second=0, microsecond=0)
+    for age in range(HISTORY_DAYS, 0, -1):
+        day = today - datetime.timedelta(days=age)
+        stamp = day.strftime("%Y-%m-%dT%H:%M:%SZ")
+        tags = {
+            "lifecycle:managed-by": DEPLOYMENT, "lifecycle:policy": "default",
+            "lifecycle:slot": day.replace(minute=0).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "lifecycle:state": "completed", "lifecycle:volume-id": volume,
+            "lifecycle:created-at": stamp, "lifecycle:completed-at": stamp,
+            "lifecycle:consistency": "crash", "Name": "archive",
+        }
+        with time_machine.travel(day, tick=False):
+            ec2.create_snapshot(
+                VolumeId=volume, Description="history",
+                TagSpecifications=[{"ResourceType": "snapshot", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}],
+            )
+    return volume
+
+
 def print_table(rows: list[list[str]], header: list[str]) -> None:
     widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
     line = "  ".join(h.ljust(w) for h, w in zip(header, widths))
@@ -285,7 +328,7 @@ def main() -> int:
     parser.add_argument("--bin-dir", default=str(ROOT / "target/debug"), help="where the function binaries are")
     args = parser.parse_args()
     bin_dir = Path(args.bin_dir)
-    for name in ("create-snapshots", "complete-snapshots"):
+    for name in ("create-snapshots", "complete-snapshots", "expire-snapshots"):
         if not (bin_dir / name).exists():
             print(f"{bin_dir / name} is missing: run `cargo build --workspace --bins` (make demo does)", file=sys.stderr)
             return 2
@@ -297,13 +340,12 @@ def main() -> int:
     functions: list[LambdaFunction] = []
 
     try:
-        step("starting moto (local AWS emulator) on 127.0.0.1")
+        step("starting moto (local AWS emulator) on 127.0.0.1, in this process so its clock can travel")
+        # moto logs requests, and a traceback for APIs it lacks (DescribeLockedSnapshots).
+        logging.disable(logging.CRITICAL)
         moto_port = free_port()
-        moto = subprocess.Popen(
-            [str(ROOT / ".venv/bin/moto_server"), "-H", "127.0.0.1", "-p", str(moto_port)],
-            env={**os.environ, "MOTO_EC2_LOAD_DEFAULT_AMIS": "false"},
-            stdout=subprocess.DEVNULL, stderr=(work / "moto.log").open("w"),
-        )
+        moto = ThreadedMotoServer(ip_address="127.0.0.1", port=moto_port, verbose=False)
+        moto.start()
         wait_for_port(moto_port, "moto")
         endpoint = f"http://127.0.0.1:{moto_port}"
         session = dict(endpoint_url=endpoint, region_name=REGION, aws_access_key_id="demo", aws_secret_access_key="demo")
@@ -314,6 +356,8 @@ def main() -> int:
         print(f"    instance web-1 {ids['web-1']} (Backup=fleet: hourly, instance-consistent) with {ids['web-1 root']} and {ids['web-1 data']}")
         print(f"    volumes db-data {ids['db-data']} and reports {ids['reports']} (Backup=default: daily)")
         print(f"    volume typo {ids['typo']} (Backup=dialy: no such policy), volume scratch {ids['scratch']} (not opted in)")
+        archive = seed_history(ec2)
+        print(f"    volume archive {archive} (Backup=default) with {HISTORY_DAYS} daily snapshots, stamped by moto at each past day")
 
         env = {
             "PATH": os.environ.get("PATH", ""),
@@ -349,14 +393,16 @@ def main() -> int:
         describe_run(first)
         snaps = snapshot_table(ec2)
 
-        expected = {ids["web-1 root"], ids["web-1 data"], ids["db-data"], ids["reports"]}
+        expected = {ids["web-1 root"], ids["web-1 data"], ids["db-data"], ids["reports"], archive}
         made = {s["VolumeId"] for s in snaps}
         if made != expected:
             problems.append(f"snapshotted {sorted(made)}, expected {sorted(expected)}")
-        for s in snaps:
+        today = [s for s in snaps if tags_of(s).get("lifecycle:state") == "pending"]
+        for s in today:
             t = tags_of(s)
-            if t.get("lifecycle:managed-by") != DEPLOYMENT or t.get("lifecycle:state") != "pending":
+            if t.get("lifecycle:managed-by") != DEPLOYMENT:
                 problems.append(f"{s['SnapshotId']} lacks its lifecycle tags: {t}")
+        snaps = today
         if [u["resource_id"] for u in first["unknown_policies"]] != [ids["typo"]]:
             problems.append("the volume naming a missing policy was not reported")
 
@@ -364,8 +410,8 @@ def main() -> int:
         second = create.invoke(tick())
         describe_run(second)
         after = ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"]
-        print(f"    snapshots in the account: {len(snaps)} after tick 1, {len(after)} after tick 2")
-        if second["counts"]["created"] != 0 or len(after) != len(snaps):
+        print(f"    snapshots in the account: {len(snaps) + HISTORY_DAYS} after tick 1, {len(after)} after tick 2")
+        if second["counts"]["created"] != 0 or len(after) != len(snaps) + HISTORY_DAYS:
             problems.append("the second tick created snapshots again")
 
         step("EC2 reports completion: complete-snapshots gets the events EC2 would send")
@@ -387,19 +433,56 @@ def main() -> int:
             problems.append("a foreign snapshot was not recognised")
         reconcile = complete.invoke(tick())
         print(f"    daily reconcile: {len(reconcile['completed'])} corrected, {len(reconcile['stuck'])} stuck")
-        final = snapshot_table(ec2)
+        final = [s for s in ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"] if s.get("Description") != "history"]
         for s in final:
             t = tags_of(s)
             if t.get("lifecycle:managed-by") == DEPLOYMENT and (t.get("lifecycle:state") != "completed" or not t.get("lifecycle:completed-at")):
                 problems.append(f"{s['SnapshotId']} is not completed: {t}")
 
+        step(f"expire-snapshots, dry run: the plan for the archive volume ({HISTORY_DAYS + 1} snapshots, policy default)")
+        dry = LambdaFunction("expire-snapshots", bin_dir / "expire-snapshots", {**env, "DRY_RUN": "true"}, work / "expire-snapshots-dry.log")
+        functions.append(dry)
+        plan = dry.invoke(tick())
+        report = next(v for v in plan["volumes"] if v["volume_id"] == archive)
+        rows = [[k["snapshot_id"], (k["start_time"] or "")[:10], k.get("retained_by") or k["why"]] for k in reversed(report["kept"])]
+        print_table(rows, ["kept snapshot", "taken", "kept by"])
+        print(f"    would delete {len(report['deleted'])} (oldest {report['deleted'][0]['start_time'][:10] if report['deleted'] else '-'}), "
+              f"source volume GiB of those: {plan['counts']['source_volume_gib_of_deleted']} (snapshots are incremental: the real saving is smaller)")
+        if len(ec2.describe_snapshots(OwnerIds=["self"], Filters=[{"Name": "volume-id", "Values": [archive]}])["Snapshots"]) != HISTORY_DAYS + 1:
+            problems.append("the dry run deleted something")
+        kept_ids = {k["snapshot_id"] for k in report["kept"]}
+
+        step(f"expire-snapshots for real, MAX_DELETIONS={DEMO_MAX_DELETIONS}, paced at 5 deletions a second")
+        expire = LambdaFunction("expire-snapshots", bin_dir / "expire-snapshots", {**env, "MAX_DELETIONS": str(DEMO_MAX_DELETIONS)}, work / "expire-snapshots.log")
+        functions.append(expire)
+        for run in range(1, 6):
+            result = expire.invoke(tick())
+            c = result["counts"]
+            print(f"    run {run}: deleted {c['deleted']}, kept {c['kept']}, failed {c['failed']}, left for the next run {c['left_for_later']}"
+                  + ("  (stopped at MAX_DELETIONS, alert sent)" if result["cap_reached"] else ""))
+            if not result["cap_reached"]:
+                break
+        left = {s["SnapshotId"] for s in ec2.describe_snapshots(OwnerIds=["self"], Filters=[{"Name": "volume-id", "Values": [archive]}])["Snapshots"]}
+        print(f"    archive volume now holds {len(left)} snapshots: exactly the ones the plan kept")
+        if left != kept_ids:
+            problems.append(f"after expiry the archive holds {len(left)} snapshots, the plan kept {len(kept_ids)}")
+        others = {s["SnapshotId"] for s in ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"] if s["VolumeId"] != archive}
+        if others != {s["SnapshotId"] for s in final if s["VolumeId"] != archive}:
+            problems.append("expiry touched snapshots of other volumes")
+
         step("notifications delivered to the topic (read back from a subscribed SQS queue)")
-        messages = sqs.receive_message(QueueUrl=ids["queue"], MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", [])
-        for m in messages:
-            body = json.loads(m["Body"])
-            print(f"    [{body['severity']}] {body['kind']}: {body['summary']}")
-        if len(messages) != 2:
-            problems.append(f"expected 2 run-summary notifications (one per tick, each naming the unknown policy), got {len(messages)}")
+        kinds = []
+        while True:
+            batch = sqs.receive_message(QueueUrl=ids["queue"], MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", [])
+            if not batch:
+                break
+            for m in batch:
+                body = json.loads(m["Body"])
+                kinds.append(body["kind"])
+                print(f"    [{body['severity']}] {body['kind']}: {body['summary']}")
+                sqs.delete_message(QueueUrl=ids["queue"], ReceiptHandle=m["ReceiptHandle"])
+        if "deletion-cap-reached" not in kinds or kinds.count("run-summary") < 4:
+            problems.append(f"expected create and expire run summaries and a cap alert, got {kinds}")
 
         step("metrics (CloudWatch Embedded Metric Format lines from the functions' logs)")
         for f in functions:
@@ -413,18 +496,14 @@ def main() -> int:
         for f in functions:
             f.stop()
         if moto is not None:
-            moto.terminate()
-            try:
-                moto.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                moto.kill()
+            moto.stop()
 
     print()
     if problems:
         for p in problems:
             print(paint(f"FAILED: {p}", "1;31"))
         return 1
-    print(paint("demo passed: snapshots tagged at creation, nothing duplicated, every one tracked to completed", "1;32"))
+    print(paint("demo passed: snapshots tagged at creation, nothing duplicated, tracked to completed, expired by the plan", "1;32"))
     return 0
 
 
