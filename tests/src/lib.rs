@@ -133,6 +133,19 @@ pub fn mocked_ec2(mode: RuleMode, rules: &[&Rule]) -> aws_sdk_ec2::Client {
     aws_sdk_ec2::Client::from_conf(config)
 }
 
+/// An EC2 error response as the service sends it (status and XML body), so
+/// it goes through the SDK's deserializer and retry classifier as in production.
+pub fn ec2_error(status: u16, code: &str) -> aws_smithy_runtime_api::http::Response {
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error><Code>{code}</Code>\
+         <Message>{code} (injected by the test)</Message></Error></Errors><RequestID>req-1</RequestID></Response>"
+    );
+    aws_smithy_runtime_api::http::Response::new(
+        aws_smithy_runtime_api::http::StatusCode::try_from(status).expect("a valid HTTP status"),
+        aws_smithy_types::body::SdkBody::from(body),
+    )
+}
+
 /// Configuration as the template would set it, with the given policies.
 pub fn config(policies: &str) -> Config {
     config_with(policies, &[])

@@ -14,26 +14,15 @@ use aws_sdk_ec2::operation::describe_volumes::DescribeVolumesOutput;
 use aws_sdk_ec2::types::{SnapshotState, Tag, Volume, VolumeState};
 use aws_sdk_ec2::Client;
 use aws_smithy_mocks::{mock, Rule, RuleMode};
-use aws_smithy_runtime_api::http::{Response as HttpResponse, StatusCode};
-use aws_smithy_types::body::SdkBody;
 use serde_json::json;
 
 use create_snapshots::{handle, CreateError, Ports, RunSummary};
 use ebs_lifecycle::aws::ec2::Ec2Adapter;
 use ebs_lifecycle::aws::MAX_ATTEMPTS;
 use ebs_lifecycle::deadline::Deadline;
-use integration_tests::{config, mocked_ec2, RecordingNotifier};
+use integration_tests::{config, ec2_error, mocked_ec2, RecordingNotifier};
 
 const POLICIES: &str = r#"{"default": {"schedule": "@daily", "keep": {"last": 3}}}"#;
-
-/// An EC2 error response as the service sends it.
-fn ec2_error(status: u16, code: &str) -> HttpResponse {
-    let body = format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error><Code>{code}</Code>\
-         <Message>{code} (injected by the test)</Message></Error></Errors><RequestID>req-1</RequestID></Response>"
-    );
-    HttpResponse::new(StatusCode::try_from(status).unwrap(), SdkBody::from(body))
-}
 
 fn volume(id: &str) -> Volume {
     Volume::builder()

@@ -15,24 +15,15 @@ use aws_sdk_ec2::primitives::DateTime as AwsTime;
 use aws_sdk_ec2::types::{Snapshot, SnapshotState, Tag, Volume};
 use aws_sdk_ec2::Client;
 use aws_smithy_mocks::{mock, Rule, RuleMode};
-use aws_smithy_runtime_api::http::{Response as HttpResponse, StatusCode};
-use aws_smithy_types::body::SdkBody;
 use serde_json::json;
 
 use ebs_lifecycle::aws::ec2::Ec2Adapter;
 use ebs_lifecycle::aws::MAX_ATTEMPTS;
 use ebs_lifecycle::deadline::Deadline;
 use expire_snapshots::{handle, handle_paced, ExpireError, Ports, RunSummary};
-use integration_tests::{config, mocked_ec2, RecordingNotifier};
+use integration_tests::{config, ec2_error, mocked_ec2, RecordingNotifier};
 
 const POLICIES: &str = r#"{"lean": {"schedule": "@daily", "keep": {"last": 1}}}"#;
-
-fn ec2_error(status: u16, code: &str) -> HttpResponse {
-    let body = format!(
-        "<Response><Errors><Error><Code>{code}</Code><Message>{code} (injected)</Message></Error></Errors><RequestID>r</RequestID></Response>"
-    );
-    HttpResponse::new(StatusCode::try_from(status).unwrap(), SdkBody::from(body))
-}
 
 /// Four completed managed snapshots of vol-1, a day apart; `last 1` keeps
 /// snap-3 (the newest), so snap-0, snap-1, snap-2 are deletable.
