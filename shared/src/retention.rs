@@ -203,6 +203,217 @@ pub fn plan(rules: &KeepRules, tz: Tz, snapshots: &[Candidate]) -> Vec<Decision>
         .collect()
 }
 
+/// When the keep rules stop keeping a snapshot, if the schedule keeps running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expiry {
+    /// No rule keeps it now: the next expiry run may delete it.
+    Due,
+    /// The start of the future slot whose snapshot takes its place: once that
+    /// snapshot completes, no rule keeps this one.
+    At(DateTime<Utc>),
+    /// No future slot ever displaces it (the schedule has stopped firing, or
+    /// the volume is gone and no more snapshots will come).
+    Never,
+}
+
+/// The planner's decision on one snapshot and its projected expiry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Projection {
+    pub decision: Decision,
+    pub expiry: Expiry,
+}
+
+/// Start of the bucket after the one `local` is in, as a UTC instant.
+fn next_bucket_start(reason: KeepReason, local: &DateTime<Tz>) -> Option<DateTime<Utc>> {
+    let date = local.date_naive();
+    let next = match reason {
+        KeepReason::Hourly => {
+            let hour = date.and_hms_opt(local.hour(), 0, 0)?;
+            hour + Duration::hours(1)
+        }
+        KeepReason::Daily => date.succ_opt()?.and_hms_opt(0, 0, 0)?,
+        KeepReason::Weekly => {
+            let days = 7 - i64::from(local.weekday().num_days_from_monday());
+            (date + Duration::days(days)).and_hms_opt(0, 0, 0)?
+        }
+        KeepReason::Monthly => {
+            let (y, m) = if local.month() == 12 {
+                (local.year() + 1, 1)
+            } else {
+                (local.year(), local.month() + 1)
+            };
+            NaiveDate::from_ymd_opt(y, m, 1)?.and_hms_opt(0, 0, 0)?
+        }
+        KeepReason::Yearly => {
+            NaiveDate::from_ymd_opt(local.year() + 1, 1, 1)?.and_hms_opt(0, 0, 0)?
+        }
+        KeepReason::Last | KeepReason::Within => return None,
+    };
+    let tz = local.timezone();
+    // A bucket may start inside a DST gap (e.g. midnight in a zone that
+    // springs forward at 00:00): then it starts when the wall clock resumes.
+    (0..4).find_map(|h| {
+        tz.from_local_datetime(&(next + Duration::hours(h)))
+            .earliest()
+            .map(|t| t.with_timezone(&Utc))
+    })
+}
+
+/// Plan one volume's snapshots as [`plan`] does, and project when each kept
+/// one stops being kept, assuming a new snapshot at every future slot.
+/// `next_slot(t)` is the schedule's first firing strictly after `t` (`None`
+/// when it never fires again; pass `|_| None` for an orphaned volume).
+///
+/// Keeping is monotone in newer snapshots (restic's rules only ever count
+/// from the newest end), so each rule's expiry is one instant, found without
+/// re-planning: `last N` lets go at the (N - rank)-th future slot; a calendar
+/// rule with count C lets go of the snapshot in its b-th bucket once C - b new
+/// buckets have opened (or at once, if the next slot falls into its own
+/// bucket); `within` lets go at the first slot whose cutoff reaches it. A
+/// snapshot expires when the last rule keeping it lets go. The property test
+/// below checks this against re-running [`plan`] slot by slot.
+pub fn project(
+    rules: &KeepRules,
+    tz: Tz,
+    snapshots: &[Candidate],
+    next_slot: impl Fn(DateTime<Utc>) -> Option<DateTime<Utc>>,
+) -> Vec<Projection> {
+    let decisions = plan(rules, tz, snapshots);
+    let Some(newest) = decisions.first().map(|d| d.time) else {
+        return Vec::new();
+    };
+    let first_slot = next_slot(newest);
+    let at_or_after = |t: DateTime<Utc>| next_slot(t - Duration::seconds(1));
+
+    // `last`: the future slots, as many as the rule counts.
+    let mut future = Vec::new();
+    let mut cursor = first_slot;
+    while let Some(t) = cursor.filter(|_| future.len() < rules.last.unwrap_or(0) as usize) {
+        future.push(t);
+        cursor = next_slot(t);
+    }
+
+    // Calendar rules: per rule, where the k-th new bucket opens, and whether
+    // the next slot lands in the newest snapshot's own bucket.
+    struct Calendar {
+        reason: KeepReason,
+        count: u32,
+        same_bucket: Option<DateTime<Utc>>,
+        openings: Vec<DateTime<Utc>>,
+    }
+    let newest_local = newest.with_timezone(&tz);
+    let calendars: Vec<Calendar> = [
+        (KeepReason::Hourly, rules.hourly),
+        (KeepReason::Daily, rules.daily),
+        (KeepReason::Weekly, rules.weekly),
+        (KeepReason::Monthly, rules.monthly),
+        (KeepReason::Yearly, rules.yearly),
+    ]
+    .into_iter()
+    .filter_map(|(reason, count)| {
+        let count = count?;
+        let newest_bucket = bucket_of(reason, &newest_local);
+        let same_bucket =
+            first_slot.filter(|t| bucket_of(reason, &t.with_timezone(&tz)) == newest_bucket);
+        let mut cursor = match same_bucket {
+            Some(_) => next_bucket_start(reason, &newest_local).and_then(at_or_after),
+            None => first_slot,
+        };
+        let mut openings = Vec::new();
+        while let Some(t) = cursor.filter(|_| openings.len() < count as usize) {
+            openings.push(t);
+            cursor = next_bucket_start(reason, &t.with_timezone(&tz)).and_then(at_or_after);
+        }
+        Some(Calendar {
+            reason,
+            count,
+            same_bucket,
+            openings,
+        })
+    })
+    .collect();
+
+    // Walk newest first, tracking each calendar rule's bucket index.
+    let mut bucket_index: Vec<(Option<i64>, u32)> = vec![(None, 0); calendars.len()];
+    decisions
+        .into_iter()
+        .enumerate()
+        .map(|(rank, decision)| {
+            let local = decision.time.with_timezone(&tz);
+            let mut lets_go: Vec<Option<DateTime<Utc>>> = Vec::new();
+            for (calendar, (last, index)) in calendars.iter().zip(bucket_index.iter_mut()) {
+                let bucket = bucket_of(calendar.reason, &local);
+                if last.is_some_and(|l| l != bucket) {
+                    *index += 1;
+                }
+                *last = Some(bucket);
+                if decision.reasons.contains(&calendar.reason) {
+                    let needed = calendar.count.saturating_sub(*index) as usize;
+                    lets_go.push(match (calendar.same_bucket, *index) {
+                        (Some(t), 0) => Some(t),
+                        _ => calendar.openings.get(needed.saturating_sub(1)).copied(),
+                    });
+                }
+            }
+            if decision.reasons.contains(&KeepReason::Last) {
+                let needed = (rules.last.unwrap_or(0) as usize).saturating_sub(rank);
+                lets_go.push(future.get(needed.saturating_sub(1)).copied());
+            }
+            if let (true, Some(within)) = (
+                decision.reasons.contains(&KeepReason::Within),
+                &rules.within,
+            ) {
+                lets_go.push(within_lets_go(
+                    decision.time,
+                    newest,
+                    within,
+                    tz,
+                    &next_slot,
+                ));
+            }
+            let expiry = if !decision.keep() {
+                Expiry::Due
+            } else if lets_go.iter().any(Option::is_none) {
+                Expiry::Never
+            } else {
+                lets_go
+                    .into_iter()
+                    .flatten()
+                    .max()
+                    .map_or(Expiry::Never, Expiry::At)
+            };
+            Projection { decision, expiry }
+        })
+        .collect()
+}
+
+/// The first future slot whose `within` cutoff reaches `time`.
+fn within_lets_go(
+    time: DateTime<Utc>,
+    newest: DateTime<Utc>,
+    within: &KeepWithin,
+    tz: Tz,
+    next_slot: &impl Fn(DateTime<Utc>) -> Option<DateTime<Utc>>,
+) -> Option<DateTime<Utc>> {
+    // A lower bound of `time + within` (months of 28 days, a day of slack for
+    // DST), so the walk below covers days, not the whole duration.
+    let shortest = Duration::days(
+        i64::from(within.years) * 365 + i64::from(within.months) * 28 + i64::from(within.days) - 1,
+    ) + Duration::hours(i64::from(within.hours));
+    let mut cursor = next_slot(newest.max(time + shortest));
+    // Bounded so a pathological schedule (every minute, years of `within`)
+    // cannot spin; past the bound the projection says "never" honestly
+    // enough for a label.
+    for _ in 0..200_000 {
+        let t = cursor?;
+        if within_cutoff(t, within, tz) >= time {
+            return Some(t);
+        }
+        cursor = next_slot(t);
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -459,5 +670,170 @@ mod tests {
     #[test]
     fn nothing_to_plan_is_fine() {
         assert!(plan(&rules(Some(3), None, None, None, None, None), Tz::UTC, &[]).is_empty());
+    }
+
+    mod projection {
+        use super::*;
+        use crate::schedule::Schedule;
+        use proptest::prelude::*;
+
+        /// A snapshot and the slot after which it is no longer kept.
+        type LetsGo = (String, Option<DateTime<Utc>>);
+
+        /// Re-plan with one more future snapshot per slot, up to `horizon`
+        /// slots: the first slot after which each snapshot is no longer kept.
+        fn brute_force(
+            rules: &KeepRules,
+            tz: Tz,
+            history: &[Candidate],
+            schedule: &Schedule,
+            horizon: usize,
+        ) -> (Vec<LetsGo>, DateTime<Utc>) {
+            let mut all = history.to_vec();
+            let newest = history.iter().map(|c| c.time).max().unwrap();
+            let mut lets_go: Vec<LetsGo> = plan(rules, tz, history)
+                .into_iter()
+                .filter(Decision::keep)
+                .map(|d| (d.id, None))
+                .collect();
+            let mut t = newest;
+            for k in 0..horizon {
+                t = schedule.next_slot_after(t).unwrap();
+                all.push(Candidate {
+                    id: format!("future-{k:05}"),
+                    time: t,
+                });
+                let kept: BTreeSet<String> = plan(rules, tz, &all)
+                    .into_iter()
+                    .filter(Decision::keep)
+                    .map(|d| d.id)
+                    .collect();
+                for (id, gone) in lets_go.iter_mut() {
+                    if gone.is_none() && !kept.contains(id) {
+                        *gone = Some(t);
+                    }
+                }
+            }
+            (lets_go, t)
+        }
+
+        fn small() -> impl Strategy<Value = Option<u32>> {
+            prop_oneof![2 => Just(None), 1 => (1u32..5).prop_map(Some)]
+        }
+
+        fn keep_rules() -> impl Strategy<Value = KeepRules> {
+            (
+                small(),
+                small(),
+                small(),
+                small(),
+                small(),
+                prop_oneof![3 => Just(None), 1 => (1u32..3).prop_map(Some)],
+                prop_oneof![3 => Just(None), 1 => (1u32..4, 0u32..30).prop_map(|(d, h)| Some(KeepWithin { days: d, hours: h, ..KeepWithin::default() }))],
+            )
+                .prop_map(|(last, hourly, daily, weekly, monthly, yearly, within)| KeepRules {
+                    last,
+                    hourly,
+                    daily,
+                    weekly,
+                    monthly,
+                    yearly,
+                    within,
+                })
+                .prop_filter("keeps something", |r| !r.is_empty())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+            /// The projection agrees with re-running the planner slot by slot:
+            /// a snapshot projected to go at slot t is kept until t's snapshot
+            /// arrives and not after; one projected beyond the horizon is
+            /// still kept at its end.
+            #[test]
+            fn projection_agrees_with_replanning_slot_by_slot(
+                rules in keep_rules(),
+                schedule in prop_oneof![
+                    Just("@hourly"), Just("@daily"), Just("0 */6 * * *"),
+                    Just("30 2 * * *"), Just("0 3 * * 1"), Just("0 0 1 * *")
+                ],
+                tz in prop_oneof![Just("UTC"), Just("Europe/Berlin"), Just("America/New_York")],
+                offsets in proptest::collection::vec(0i64..(24 * 90), 1..25),
+            ) {
+                let schedule = Schedule::parse(schedule, tz).unwrap();
+                let zone = schedule.timezone();
+                let start = parse_time("2026-09-01T00:00:00Z").unwrap();
+                let history: Vec<Candidate> = offsets
+                    .iter()
+                    .enumerate()
+                    .map(|(i, h)| Candidate {
+                        id: format!("snap-{i:03}"),
+                        time: start + Duration::hours(*h) + Duration::minutes(3),
+                    })
+                    .collect();
+                let projected = project(&rules, zone, &history, |t| schedule.next_slot_after(t));
+                let (brute, horizon_end) = brute_force(&rules, zone, &history, &schedule, 150);
+                let by_id: std::collections::HashMap<&str, Expiry> = projected
+                    .iter()
+                    .map(|p| (p.decision.id.as_str(), p.expiry))
+                    .collect();
+                prop_assert_eq!(
+                    projected.iter().filter(|p| p.expiry != Expiry::Due).count(),
+                    brute.len()
+                );
+                for (id, gone) in &brute {
+                    match (by_id[id.as_str()], gone) {
+                        (Expiry::At(t), Some(g)) => prop_assert_eq!(t, *g, "{}", id),
+                        (Expiry::At(t), None) => prop_assert!(t > horizon_end, "{} projected {} but kept to {}", id, t, horizon_end),
+                        (Expiry::Never, None) => {}
+                        (other, g) => prop_assert!(false, "{}: projected {:?}, re-planning says {:?}", id, other, g),
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn an_orphan_is_never_displaced_and_the_unkept_are_due() {
+            let history = daily_history("2026-01-01T00:00:00Z", 5, 3);
+            let projected = project(
+                &rules(Some(2), None, None, None, None, None),
+                Tz::UTC,
+                &history,
+                |_| None,
+            );
+            let expiries: Vec<Expiry> = projected.iter().map(|p| p.expiry).collect();
+            assert_eq!(
+                expiries,
+                [
+                    Expiry::Never,
+                    Expiry::Never,
+                    Expiry::Due,
+                    Expiry::Due,
+                    Expiry::Due
+                ]
+            );
+        }
+
+        #[test]
+        fn daily_seven_on_a_daily_schedule_goes_a_week_later() {
+            let schedule = Schedule::parse("@daily", "UTC").unwrap();
+            let history = daily_history("2026-01-01T00:00:00Z", 10, 0);
+            let projected = project(
+                &rules(None, None, Some(7), None, None, None),
+                Tz::UTC,
+                &history,
+                |t| schedule.next_slot_after(t),
+            );
+            // Newest is Jan 10 00:00; Jan 10 is displaced when the 7th new
+            // day opens: Jan 17. Jan 4 (oldest kept) goes with Jan 11's.
+            assert_eq!(
+                projected[0].expiry,
+                Expiry::At(parse_time("2026-01-17T00:00:00Z").unwrap())
+            );
+            assert_eq!(
+                projected[6].expiry,
+                Expiry::At(parse_time("2026-01-11T00:00:00Z").unwrap())
+            );
+            assert_eq!(projected[7].expiry, Expiry::Due);
+        }
     }
 }
