@@ -45,6 +45,49 @@ pub struct VolumePlan<'a> {
     pub snapshots: Vec<PlannedSnapshot<'a>>,
 }
 
+/// A retention group: a source volume (`None`: the snapshot names none) and
+/// the policy its snapshots name (`None`: not this deployment's, or no tag).
+pub type GroupKey<'s> = (Option<&'s str>, Option<&'s str>);
+
+/// Snapshots grouped the way retention judges them: by source volume and by
+/// the policy each names, each group newest first. Snapshots of other
+/// deployments land in groups with no policy.
+pub fn retention_groups<'a>(
+    snapshots: &'a [Snapshot],
+    deployment: &str,
+) -> BTreeMap<GroupKey<'a>, Vec<&'a Snapshot>> {
+    let mut groups: BTreeMap<GroupKey<'a>, Vec<&'a Snapshot>> = BTreeMap::new();
+    for s in snapshots {
+        let policy = tags::is_managed_by(&s.tags, deployment)
+            .then(|| s.tags.get(tags::POLICY).map(String::as_str))
+            .flatten();
+        groups
+            .entry((s.source_volume_id(), policy))
+            .or_default()
+            .push(s);
+    }
+    for group in groups.values_mut() {
+        group.sort_by(|a, b| (b.start_time, &b.id).cmp(&(a.start_time, &a.id)));
+    }
+    groups
+}
+
+/// What the retention planner considers of a group: the deployment's
+/// snapshots that EC2 reports completed and that have a start time.
+pub fn candidates(group: &[&Snapshot], deployment: &str) -> Vec<Candidate> {
+    group
+        .iter()
+        .filter(|s| tags::is_managed_by(&s.tags, deployment))
+        .filter(|s| s.state == SnapshotState::Completed)
+        .filter_map(|s| {
+            Some(Candidate {
+                id: s.id.clone(),
+                time: s.start_time?,
+            })
+        })
+        .collect()
+}
+
 /// Plan every volume. `snapshots` are the deployment's snapshots; `existing`
 /// the ids of volumes that still exist.
 pub fn plan<'a>(
@@ -56,23 +99,11 @@ pub fn plan<'a>(
     // Only this deployment's snapshots fill retention buckets; anything else
     // (the caller should not pass it) is listed as not managed.
     let ours = |s: &Snapshot| tags::is_managed_by(&s.tags, gate.deployment());
-    type Key<'s> = (Option<&'s str>, Option<&'s str>);
-    let mut groups: BTreeMap<Key<'a>, Vec<&'a Snapshot>> = BTreeMap::new();
-    for s in snapshots {
-        let policy = ours(s)
-            .then(|| s.tags.get(tags::POLICY).map(String::as_str))
-            .flatten();
-        groups
-            .entry((s.source_volume_id(), policy))
-            .or_default()
-            .push(s);
-    }
-    groups
+    retention_groups(snapshots, gate.deployment())
         .into_iter()
-        .map(|((volume_id, policy_name), mut group)| {
+        .map(|((volume_id, policy_name), group)| {
             let (volume_id, policy_name) =
                 (volume_id.map(String::from), policy_name.map(String::from));
-            group.sort_by(|a, b| (b.start_time, &b.id).cmp(&(a.start_time, &a.id)));
             let orphan = volume_id.as_ref().is_some_and(|v| !existing.contains(v));
             let rules = policy_name
                 .as_deref()
@@ -86,17 +117,7 @@ pub fn plan<'a>(
 
             let reasons: HashMap<String, Vec<KeepReason>> = match rules {
                 Some((keep, tz)) => {
-                    let completed: Vec<Candidate> = group
-                        .iter()
-                        .filter(|s| ours(s))
-                        .filter(|s| s.state == SnapshotState::Completed)
-                        .filter_map(|s| {
-                            Some(Candidate {
-                                id: s.id.clone(),
-                                time: s.start_time?,
-                            })
-                        })
-                        .collect();
+                    let completed = candidates(&group, gate.deployment());
                     retention::plan(keep, tz, &completed)
                         .into_iter()
                         .map(|d| (d.id, d.reasons))

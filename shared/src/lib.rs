@@ -11,6 +11,8 @@
 //! - [`retention`]: restic-`forget` planning of what the keep rules keep.
 //! - [`safety`]: the deletion safety rules, the one gate every deletion passes.
 //! - [`expiry`]: a run's plan per volume: retention and safety together.
+//! - [`tagging`]: which tags each managed snapshot lacks (propagated from its
+//!   volume and instance, and the retention labels), batched for CreateTags.
 //! - [`events`]: the event payloads the functions accept, parsed strictly.
 //! - [`notify`] and [`metrics`]: notification rendering and EMF metric lines.
 //! - [`config`]: configuration from the environment, validated at start-up.
@@ -36,6 +38,7 @@ pub mod retention;
 pub mod runtime;
 pub mod safety;
 pub mod schedule;
+pub mod tagging;
 pub mod tags;
 pub mod targets;
 

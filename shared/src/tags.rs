@@ -240,6 +240,10 @@ pub enum SkipReason {
     ValueTooLong,
     /// EC2's 50-tag ceiling was reached; lifecycle tags won.
     TagLimit,
+    /// The key starts with `aws:`, which EC2 reserves.
+    Reserved,
+    /// EC2 refused the key or value when it was written.
+    Refused,
 }
 
 impl fmt::Display for SkipReason {
@@ -248,6 +252,8 @@ impl fmt::Display for SkipReason {
             Self::KeyTooLong => "key longer than 128 characters",
             Self::ValueTooLong => "value longer than 256 characters",
             Self::TagLimit => "EC2 allows 50 tags per snapshot",
+            Self::Reserved => "keys starting with aws: are reserved",
+            Self::Refused => "EC2 refused the tag",
         })
     }
 }
