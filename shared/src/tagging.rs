@@ -132,20 +132,25 @@ pub fn plan(sources: &Sources<'_>, snapshots: &[Snapshot]) -> TagPlan {
         }
 
         // Labels: the planner, as expiry runs it, and the projection.
-        let (keep, next_slot): (_, Box<dyn Fn(DateTime<Utc>) -> Option<DateTime<Utc>>>) =
-            match volume {
-                Some(_) => (
-                    &policy.keep,
-                    Box::new(|t| policy.schedule.next_slot_after(t)),
-                ),
-                // No more snapshots will come for a deleted volume.
-                None => (&policy.orphans, Box::new(|_| None)),
-            };
+        // No more snapshots will come for a deleted volume: its orphan rules
+        // apply and nothing displaces what they keep.
+        let orphan = volume.is_none();
+        let keep = if orphan {
+            &policy.orphans
+        } else {
+            &policy.keep
+        };
         let projections: BTreeMap<String, retention::Projection> = retention::project(
             keep,
             policy.schedule.timezone(),
             &expiry::candidates(&group, sources.deployment),
-            next_slot,
+            |t| {
+                if orphan {
+                    None
+                } else {
+                    policy.schedule.next_slot_after(t)
+                }
+            },
         )
         .into_iter()
         .map(|p| (p.decision.id.clone(), p))
