@@ -243,6 +243,9 @@ impl VolumeInventory for DeletesAfterListing<'_> {
     async fn volumes_by_id(&self, ids: &[String]) -> Result<Vec<Volume>, Ec2Error> {
         self.inner.volumes_by_id(ids).await
     }
+    async fn instances_by_id(&self, ids: &[String]) -> Result<Vec<Instance>, Ec2Error> {
+        self.inner.instances_by_id(ids).await
+    }
 }
 
 #[tokio::test]

@@ -53,6 +53,14 @@ impl SnapshotCatalog for Ec2Model {
         Ok(Vec::new())
     }
 
+    async fn managed_snapshots_of_volume(
+        &self,
+        _: &str,
+        _: &str,
+    ) -> Result<Vec<Snapshot>, Ec2Error> {
+        Ok(Vec::new())
+    }
+
     async fn managed_snapshots_in_state(
         &self,
         deployment: &str,

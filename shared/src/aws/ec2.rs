@@ -25,7 +25,7 @@ const SNAPSHOT_PAGE: i32 = 1000;
 /// EC2 accepts at most 200 values in one filter.
 const FILTER_VALUES: usize = 200;
 /// CreateTags takes up to 1000 resource ids; EC2 recommends smaller batches.
-const TAG_BATCH: usize = 500;
+pub const TAG_BATCH: usize = 500;
 
 /// A failed EC2 call, by what the caller can do about it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -120,6 +120,9 @@ pub trait VolumeInventory: Send + Sync {
     async fn volumes_attached_to(&self, instance_ids: &[String]) -> Result<Vec<Volume>, Ec2Error>;
     /// Those of these volumes that still exist.
     async fn volumes_by_id(&self, volume_ids: &[String]) -> Result<Vec<Volume>, Ec2Error>;
+    /// Those of these instances that still exist (terminated ones included
+    /// while EC2 lists them).
+    async fn instances_by_id(&self, instance_ids: &[String]) -> Result<Vec<Instance>, Ec2Error>;
 }
 
 /// Looking up snapshots the account owns.
@@ -139,6 +142,15 @@ pub trait SnapshotCatalog: Send + Sync {
 
     /// Every snapshot of the deployment (server-side filter on `lifecycle:managed-by`).
     async fn managed_snapshots(&self, deployment: &str) -> Result<Vec<Snapshot>, Ec2Error>;
+
+    /// The deployment's snapshots of one source volume: by the
+    /// `lifecycle:volume-id` tag or, for snapshots created without it
+    /// (multi-volume sets), by EC2's `VolumeId`.
+    async fn managed_snapshots_of_volume(
+        &self,
+        deployment: &str,
+        volume_id: &str,
+    ) -> Result<Vec<Snapshot>, Ec2Error>;
 
     /// The deployment's snapshots whose `lifecycle:state` tag has this value.
     async fn managed_snapshots_in_state(
@@ -326,6 +338,26 @@ impl Ec2Adapter {
         Ok(snapshots.iter().filter_map(snapshot_of).collect())
     }
 
+    /// Every instance matching `filters`, page by page.
+    async fn describe_instances(&self, filters: Vec<Filter>) -> Result<Vec<Instance>, Ec2Error> {
+        let reservations: Vec<_> = self
+            .client
+            .describe_instances()
+            .set_filters(Some(filters))
+            .max_results(INSTANCE_PAGE)
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(|e| Ec2Error::from_sdk("DescribeInstances", e))?;
+        Ok(reservations
+            .iter()
+            .flat_map(|r| r.instances())
+            .filter_map(instance_of)
+            .collect())
+    }
+
     /// Every volume matching `filters`, page by page.
     async fn describe_volumes(&self, filters: Vec<Filter>) -> Result<Vec<Volume>, Ec2Error> {
         let volumes: Vec<_> = self
@@ -354,26 +386,14 @@ impl VolumeInventory for Ec2Adapter {
     }
 
     async fn instances_tagged(&self, tag_key: &str) -> Result<Vec<Instance>, Ec2Error> {
-        let reservations: Vec<_> = self
-            .client
-            .describe_instances()
-            .filters(filter("tag-key", [tag_key]))
-            .filters(filter(
+        self.describe_instances(vec![
+            filter("tag-key", [tag_key]),
+            filter(
                 "instance-state-name",
                 ["pending", "running", "stopping", "stopped"],
-            ))
-            .max_results(INSTANCE_PAGE)
-            .into_paginator()
-            .items()
-            .send()
-            .try_collect()
-            .await
-            .map_err(|e| Ec2Error::from_sdk("DescribeInstances", e))?;
-        Ok(reservations
-            .iter()
-            .flat_map(|r| r.instances())
-            .filter_map(instance_of)
-            .collect())
+            ),
+        ])
+        .await
     }
 
     async fn volumes_attached_to(&self, instance_ids: &[String]) -> Result<Vec<Volume>, Ec2Error> {
@@ -391,6 +411,16 @@ impl VolumeInventory for Ec2Adapter {
             // A filter, not VolumeIds: a deleted volume must not fail the call.
             let filters = vec![filter("volume-id", chunk.iter().cloned())];
             out.extend(self.describe_volumes(filters).await?);
+        }
+        Ok(out)
+    }
+
+    async fn instances_by_id(&self, instance_ids: &[String]) -> Result<Vec<Instance>, Ec2Error> {
+        let mut out = Vec::new();
+        for chunk in instance_ids.chunks(FILTER_VALUES) {
+            // A filter, not InstanceIds: a terminated instance must not fail the call.
+            let filters = vec![filter("instance-id", chunk.iter().cloned())];
+            out.extend(self.describe_instances(filters).await?);
         }
         Ok(out)
     }
@@ -429,6 +459,34 @@ impl SnapshotCatalog for Ec2Adapter {
     async fn managed_snapshots(&self, deployment: &str) -> Result<Vec<Snapshot>, Ec2Error> {
         self.describe_snapshots(vec![tag_filter(tags::MANAGED_BY, deployment)])
             .await
+    }
+
+    async fn managed_snapshots_of_volume(
+        &self,
+        deployment: &str,
+        volume_id: &str,
+    ) -> Result<Vec<Snapshot>, Ec2Error> {
+        // EC2 ANDs different filters, so "tag or attribute" takes two calls.
+        let mut out = self
+            .describe_snapshots(vec![
+                tag_filter(tags::MANAGED_BY, deployment),
+                tag_filter(tags::VOLUME_ID, volume_id),
+            ])
+            .await?;
+        let by_attribute = self
+            .describe_snapshots(vec![
+                tag_filter(tags::MANAGED_BY, deployment),
+                filter("volume-id", [volume_id]),
+            ])
+            .await?;
+        for s in by_attribute {
+            // A snapshot whose tag names another volume belongs there.
+            let tagged_elsewhere = s.tags.get(tags::VOLUME_ID).is_some_and(|v| v != volume_id);
+            if !tagged_elsewhere && !out.iter().any(|o| o.id == s.id) {
+                out.push(s);
+            }
+        }
+        Ok(out)
     }
 
     async fn managed_snapshots_in_state(
