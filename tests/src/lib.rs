@@ -9,15 +9,18 @@
 //!   `aws-smithy-mocks` rules, for what moto cannot produce (throttling,
 //!   pagination, per-volume limits). The client keeps the production retry
 //!   policy, with a tiny backoff so tests are fast.
+//! - [`RequestCounter`]: an SDK interceptor that counts the requests a client
+//!   sends, per operation, so tests can assert how many calls a run costs.
 //! - [`RecordingNotifier`]: captures notifications so tests can assert them.
 //! - seeding helpers for volumes and instances.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test harness: failing loudly is the point
 
+use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -102,6 +105,15 @@ impl Moto {
         aws_sdk_ec2::Client::new(&self.sdk_config())
     }
 
+    /// An EC2 client whose every request (retries included) is counted.
+    pub fn counted_ec2(&self) -> (aws_sdk_ec2::Client, RequestCounter) {
+        let counter = RequestCounter::default();
+        let config = aws_sdk_ec2::config::Builder::from(&self.sdk_config())
+            .interceptor(counter.clone())
+            .build();
+        (aws_sdk_ec2::Client::from_conf(config), counter)
+    }
+
     pub fn sns(&self) -> aws_sdk_sns::Client {
         aws_sdk_sns::Client::new(&self.sdk_config())
     }
@@ -111,6 +123,52 @@ impl Drop for Moto {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Counts the HTTP requests a client transmits, by operation name
+/// (`CreateTags`, `DescribeSnapshots`, ...). Each retry is a request.
+#[derive(Debug, Clone, Default)]
+pub struct RequestCounter {
+    counts: Arc<Mutex<BTreeMap<String, usize>>>,
+}
+
+impl RequestCounter {
+    pub fn count(&self, operation: &str) -> usize {
+        self.counts
+            .lock()
+            .unwrap()
+            .get(operation)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    pub fn all(&self) -> BTreeMap<String, usize> {
+        self.counts.lock().unwrap().clone()
+    }
+
+    pub fn reset(&self) {
+        self.counts.lock().unwrap().clear();
+    }
+}
+
+impl aws_smithy_runtime_api::client::interceptors::Intercept for RequestCounter {
+    fn name(&self) -> &'static str {
+        "RequestCounter"
+    }
+
+    fn read_before_transmit(
+        &self,
+        _context: &aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef<'_>,
+        _components: &aws_smithy_runtime_api::client::runtime_components::RuntimeComponents,
+        cfg: &mut aws_smithy_types::config_bag::ConfigBag,
+    ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
+        let operation = cfg
+            .load::<aws_smithy_runtime_api::client::orchestrator::Metadata>()
+            .map(|m| m.name().to_string())
+            .unwrap_or_else(|| "unknown".into());
+        *self.counts.lock().unwrap().entry(operation).or_default() += 1;
+        Ok(())
     }
 }
 
@@ -259,4 +317,61 @@ pub async fn snapshots(ec2: &aws_sdk_ec2::Client) -> Vec<ebs_lifecycle::model::S
         .iter()
         .filter_map(ebs_lifecycle::aws::ec2::snapshot_of)
         .collect()
+}
+
+/// A completed snapshot of `volume` carrying only the lifecycle labels
+/// create-snapshots writes (as a multi-volume set or an older version leaves
+/// it: no `Name`, no copied tags), plus `extra` tags. Returns its id.
+pub async fn managed_snapshot(
+    ec2: &aws_sdk_ec2::Client,
+    volume: &str,
+    deployment: &str,
+    policy: &str,
+    extra: &[(&str, &str)],
+) -> String {
+    let time = |s: &str| ebs_lifecycle::tags::parse_time(s).unwrap();
+    let labels = ebs_lifecycle::tags::LifecycleLabels {
+        managed_by: deployment.into(),
+        policy: policy.into(),
+        slot: time("2026-03-01T00:00:00Z"),
+        state: ebs_lifecycle::tags::LifecycleState::Completed,
+        volume_id: Some(volume.into()),
+        instance_id: None,
+        device: None,
+        created_at: time("2026-03-01T00:00:12Z"),
+        completed_at: Some(time("2026-03-01T00:05:00Z")),
+        consistency: ebs_lifecycle::tags::ConsistencyLabel::Crash,
+        retained_by: None,
+        expires_at: None,
+        hold: false,
+    };
+    let mut pairs: Vec<(String, String)> = labels.to_tags().into_iter().collect();
+    pairs.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let refs: Vec<(&str, &str)> = pairs
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    ec2.create_snapshot()
+        .volume_id(volume)
+        .tag_specifications(tag_spec(ResourceType::Snapshot, &refs))
+        .send()
+        .await
+        .unwrap()
+        .snapshot_id()
+        .unwrap()
+        .to_string()
+}
+
+/// Put tags on any resource (volume, instance, snapshot).
+pub async fn put_tags(ec2: &aws_sdk_ec2::Client, resource: &str, tags: &[(&str, &str)]) {
+    ec2.create_tags()
+        .resources(resource)
+        .set_tags(Some(
+            tags.iter()
+                .map(|(k, v)| Tag::builder().key(*k).value(*v).build())
+                .collect(),
+        ))
+        .send()
+        .await
+        .unwrap();
 }
