@@ -348,7 +348,8 @@ pub fn batches(changes: &[TagChange], batch_size: usize) -> Vec<TagBatch> {
         }
         groups
             .into_iter()
-            .flat_map(|(tags, ids)| {
+            .flat_map(|(tags, mut ids)| {
+                ids.sort();
                 ids.chunks(batch_size)
                     .map(|chunk| TagBatch {
                         tags: tags.clone(),

@@ -121,7 +121,6 @@ async fn one_backfill_says_where_each_snapshot_came_from_and_a_second_writes_not
         "another deployment's snapshot"
     );
 
-
     counter.reset();
     let second = backfill(ec2.clone()).await;
     assert_eq!(second.tagged, 0);

@@ -323,6 +323,20 @@ async fn write(
                     }
                 }
             }
+            // EC2 kept throttling through every retry: more calls now would
+            // only be throttled too. The next run writes the rest.
+            (Ec2Error::Throttled { .. }, _, _) => {
+                tracing::warn!(error = %error, "CreateTags throttled past every retry; stopping");
+                let left: BTreeSet<&String> =
+                    queue.iter().flat_map(|b| b.snapshot_ids.iter()).collect();
+                summary.left_for_later = left.len();
+                summary.failed.push(FailedWrite {
+                    snapshot_ids: batch.snapshot_ids,
+                    tags: batch.tags,
+                    error: error.to_string(),
+                });
+                break;
+            }
             _ => {
                 tracing::warn!(snapshots = ?batch.snapshot_ids, error = %error, "CreateTags failed");
                 summary.failed.push(FailedWrite {
