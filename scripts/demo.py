@@ -328,7 +328,7 @@ def main() -> int:
     parser.add_argument("--bin-dir", default=str(ROOT / "target/debug"), help="where the function binaries are")
     args = parser.parse_args()
     bin_dir = Path(args.bin_dir)
-    for name in ("create-snapshots", "complete-snapshots", "expire-snapshots"):
+    for name in ("create-snapshots", "complete-snapshots", "tag-snapshots", "expire-snapshots"):
         if not (bin_dir / name).exists():
             print(f"{bin_dir / name} is missing: run `cargo build --workspace --bins` (make demo does)", file=sys.stderr)
             return 2
@@ -439,6 +439,29 @@ def main() -> int:
             if t.get("lifecycle:managed-by") == DEPLOYMENT and (t.get("lifecycle:state") != "completed" or not t.get("lifecycle:completed-at")):
                 problems.append(f"{s['SnapshotId']} is not completed: {t}")
 
+        step("tag-snapshots, daily backfill: where each snapshot came from, why it is kept, when it is projected to expire")
+        tagger = LambdaFunction("tag-snapshots", bin_dir / "tag-snapshots", env, work / "tag-snapshots.log")
+        functions.append(tagger)
+        labelled = tagger.invoke(tick())
+        print(f"    {labelled['tagged']} snapshots tagged in {labelled['create_tags_calls']} CreateTags calls "
+              f"(batched by identical change), {labelled['unchanged']} already right")
+        everything = ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"]
+        ours = [s for s in everything if tags_of(s).get("lifecycle:managed-by") == DEPLOYMENT]
+        newest_archive = sorted((s for s in ours if s["VolumeId"] == archive), key=lambda s: s["StartTime"], reverse=True)
+        shown = [s for s in ours if s["VolumeId"] != archive] + newest_archive[:6]
+        rows = [[s["SnapshotId"], tags_of(s).get("Name", ""), s["StartTime"].strftime("%Y-%m-%d"),
+                 tags_of(s).get("lifecycle:retained-by", ""), tags_of(s).get("lifecycle:expires-at", "")] for s in shown]
+        print_table(rows, ["snapshot", "Name", "taken", "retained-by", "expires-at"])
+        print(f"    ... and {len(newest_archive) - 6} more archive snapshots, each labelled")
+        unlabelled = [s["SnapshotId"] for s in ours if "lifecycle:retained-by" not in tags_of(s) or "lifecycle:expires-at" not in tags_of(s)]
+        if unlabelled:
+            problems.append(f"snapshots without retention labels after the backfill: {unlabelled}")
+        labelled_none = {s["SnapshotId"] for s in newest_archive if tags_of(s).get("lifecycle:retained-by") == "none"}
+        again = tagger.invoke(tick())
+        print(f"    a second backfill right after: {again['tagged']} tagged, {again['create_tags_calls']} CreateTags calls")
+        if again["create_tags_calls"] != 0:
+            problems.append("a second tag-snapshots run wrote tags again")
+
         step(f"expire-snapshots, dry run: the plan for the archive volume ({HISTORY_DAYS + 1} snapshots, policy default)")
         dry = LambdaFunction("expire-snapshots", bin_dir / "expire-snapshots", {**env, "DRY_RUN": "true"}, work / "expire-snapshots-dry.log")
         functions.append(dry)
@@ -466,6 +489,14 @@ def main() -> int:
         print(f"    archive volume now holds {len(left)} snapshots: exactly the ones the plan kept")
         if left != kept_ids:
             problems.append(f"after expiry the archive holds {len(left)} snapshots, the plan kept {len(kept_ids)}")
+        if {k["snapshot_id"] for k in report["deleted"]} != labelled_none:
+            problems.append("the snapshots tag-snapshots labelled retained-by=none are not the ones expiry deleted")
+        else:
+            print(f"    the {len(labelled_none)} deleted are exactly those tag-snapshots had labelled retained-by=none")
+        after_expiry = tagger.invoke(tick())
+        print(f"    tag-snapshots after expiry: {after_expiry['create_tags_calls']} CreateTags calls (the survivors' labels still hold)")
+        if after_expiry["create_tags_calls"] != 0:
+            problems.append("expiry changed the labels of the snapshots it kept")
         others = {s["SnapshotId"] for s in ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"] if s["VolumeId"] != archive}
         if others != {s["SnapshotId"] for s in final if s["VolumeId"] != archive}:
             problems.append("expiry touched snapshots of other volumes")
@@ -503,7 +534,7 @@ def main() -> int:
         for p in problems:
             print(paint(f"FAILED: {p}", "1;31"))
         return 1
-    print(paint("demo passed: snapshots tagged at creation, nothing duplicated, tracked to completed, expired by the plan", "1;32"))
+    print(paint("demo passed: snapshots tagged at creation, nothing duplicated, tracked to completed, labelled, expired by the plan", "1;32"))
     return 0
 
 
