@@ -49,6 +49,9 @@ import boto3  # noqa: E402
 import time_machine  # noqa: E402
 from moto.server import ThreadedMotoServer  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import moto_ebs_fixes  # noqa: E402,F401  (CopySnapshot honours Encrypted, as EC2 does)
+
 ROOT = Path(__file__).resolve().parent.parent
 REGION = "us-east-1"
 DEPLOYMENT = "demo-backups"

@@ -38,6 +38,7 @@ fn main() {
                     start_time: Some(start + chrono::Duration::hours((i as i64) * 77 + v as i64)),
                     volume_size_gib: Some(100),
                     encrypted: true,
+                    kms_key_id: None,
                     tags,
                 }
             })

@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use crate::model::{Snapshot, SnapshotState};
+use crate::model::{completed_copies, Snapshot, SnapshotState};
 use crate::policy::Policies;
 use crate::retention::{self, Candidate, KeepReason};
 use crate::safety::{DeletionGate, Protection};
@@ -67,22 +67,27 @@ pub fn retention_groups<'a>(
             .push(s);
     }
     for group in groups.values_mut() {
-        group.sort_by(|a, b| (b.start_time, &b.id).cmp(&(a.start_time, &a.id)));
+        group.sort_by(|a, b| (b.retention_time(), &b.id).cmp(&(a.retention_time(), &a.id)));
     }
     groups
 }
 
 /// What the retention planner considers of a group: the deployment's
-/// snapshots that EC2 reports completed and that have a start time.
+/// snapshots that EC2 reports completed and that have a time, at their
+/// retention time. An original whose encrypted copy is completed gives way
+/// to the copy (which sits at the original's time); a copy still in flight
+/// does not count yet.
 pub fn candidates(group: &[&Snapshot], deployment: &str) -> Vec<Candidate> {
+    let copies = completed_copies(group.iter().copied());
     group
         .iter()
         .filter(|s| tags::is_managed_by(&s.tags, deployment))
         .filter(|s| s.state == SnapshotState::Completed)
+        .filter(|s| s.counts_for_retention(&copies))
         .filter_map(|s| {
             Some(Candidate {
                 id: s.id.clone(),
-                time: s.start_time?,
+                time: s.retention_time()?,
             })
         })
         .collect()
@@ -126,12 +131,18 @@ pub fn plan<'a>(
                 None => HashMap::new(),
             };
 
+            let copies = completed_copies(group.iter().copied());
             let planned = group
                 .iter()
                 .map(|s| {
                     let retention = reasons.get(s.id.as_str()).cloned();
                     let verdict = match (&rules, s.state) {
                         _ if !ours(s) => Err(Protection::NotManaged),
+                        // Its completed encrypted copy stands in for it: no
+                        // rule keeps the original, the other rules still apply.
+                        (_, SnapshotState::Completed) if s.is_superseded(&copies) => {
+                            gate.check(s, Some(&[]))
+                        }
                         (None, _) => gate.check(s, Some(&[])).and(Err(Protection::UnknownPolicy(
                             policy_name.clone().unwrap_or_default(),
                         ))),
@@ -254,6 +265,7 @@ mod tests {
                     start_time: Some(t0() + Duration::hours(s.hours)),
                     volume_size_gib: Some(8),
                     encrypted: true,
+                    kms_key_id: None,
                     tags,
                 }
             })

@@ -13,6 +13,8 @@
 //! - [`expiry`]: a run's plan per volume: retention and safety together.
 //! - [`tagging`]: which tags each managed snapshot lacks (propagated from its
 //!   volume and instance, and the retention labels), batched for CreateTags.
+//! - [`encryption`]: check-encryption's findings and the remedies `REMEDIATE`
+//!   allows.
 //! - [`events`]: the event payloads the functions accept, parsed strictly.
 //! - [`notify`] and [`metrics`]: notification rendering and EMF metric lines.
 //! - [`config`]: configuration from the environment, validated at start-up.
@@ -28,6 +30,7 @@
 pub mod aws;
 pub mod config;
 pub mod deadline;
+pub mod encryption;
 pub mod events;
 pub mod expiry;
 pub mod metrics;

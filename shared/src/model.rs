@@ -3,7 +3,7 @@
 //! The AWS adapters (`crate::aws`) convert SDK shapes into these at the edge,
 //! so the rest of the code (and its tests) never sees an `aws_sdk_ec2` type.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 
@@ -93,7 +93,75 @@ pub struct Snapshot {
     pub start_time: Option<DateTime<Utc>>,
     pub volume_size_gib: Option<i32>,
     pub encrypted: bool,
+    /// The KMS key ARN EC2 reports for an encrypted snapshot.
+    pub kms_key_id: Option<String>,
     pub tags: Tags,
+}
+
+impl Snapshot {
+    /// For an encrypted copy check-encryption made: the original it replaces.
+    pub fn encrypted_copy_of(&self) -> Option<&str> {
+        self.tags
+            .get(crate::tags::ENCRYPTED_COPY_OF)
+            .map(String::as_str)
+    }
+
+    /// The time retention places the snapshot at. A copy is placed at its
+    /// original's time (it carries the original's `lifecycle:created-at`):
+    /// copying last year's snapshot today does not make it today's.
+    pub fn retention_time(&self) -> Option<DateTime<Utc>> {
+        if self.encrypted_copy_of().is_some() {
+            if let Some(t) = self
+                .tags
+                .get(crate::tags::CREATED_AT)
+                .and_then(|v| crate::tags::parse_time(v))
+            {
+                return Some(t);
+            }
+        }
+        self.start_time
+    }
+
+    /// True when the copy is done: EC2 says completed and so does its
+    /// `lifecycle:state` (set by complete-snapshots on the copy's event).
+    pub fn is_completed_copy(&self) -> bool {
+        self.encrypted_copy_of().is_some()
+            && self.state == SnapshotState::Completed
+            && self.tags.get(crate::tags::STATE).map(String::as_str) == Some("completed")
+    }
+
+    /// Whether retention counts this snapshot, given the ids of the completed
+    /// copies known: an original whose copy is completed is replaced by it;
+    /// a copy counts only once completed. Until then the original counts, so
+    /// at no moment is neither counted.
+    pub fn counts_for_retention(&self, completed_copies: &BTreeSet<&str>) -> bool {
+        if self.encrypted_copy_of().is_some() {
+            return self.is_completed_copy();
+        }
+        match self.tags.get(crate::tags::SUPERSEDED_BY) {
+            Some(copy) => !completed_copies.contains(copy.as_str()),
+            None => true,
+        }
+    }
+
+    /// True when an original's encrypted copy is completed (see
+    /// [`Self::counts_for_retention`]): it may go, whatever its policy keeps.
+    pub fn is_superseded(&self, completed_copies: &BTreeSet<&str>) -> bool {
+        self.tags
+            .get(crate::tags::SUPERSEDED_BY)
+            .is_some_and(|c| completed_copies.contains(c.as_str()))
+    }
+}
+
+/// The ids of the completed encrypted copies among `snapshots`.
+pub fn completed_copies<'a>(
+    snapshots: impl IntoIterator<Item = &'a Snapshot>,
+) -> BTreeSet<&'a str> {
+    snapshots
+        .into_iter()
+        .filter(|s| s.is_completed_copy())
+        .map(|s| s.id.as_str())
+        .collect()
 }
 
 impl Snapshot {

@@ -14,6 +14,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::aws::ec2::Ec2Adapter;
+use crate::aws::kms::KmsAdapter;
 use crate::aws::sns::{LogNotifier, Notifier, SnsNotifier};
 use crate::config::{Config, ConfigError};
 use crate::notify::{Notification, NotificationKind, Severity};
@@ -23,6 +24,7 @@ pub struct Environment {
     pub function: &'static str,
     pub config: Config,
     pub ec2: Ec2Adapter,
+    pub kms: KmsAdapter,
     pub notifier: Box<dyn Notifier>,
 }
 
@@ -55,6 +57,7 @@ where
                 function,
                 notifier: notifier_for(&sdk, config.topic_arn.as_deref()),
                 ec2: Ec2Adapter::new(aws_sdk_ec2::Client::new(&sdk)),
+                kms: KmsAdapter::new(aws_sdk_kms::Client::new(&sdk)),
                 config,
             }));
             lambda_runtime::run(service_fn(move |event| handler(env, event))).await

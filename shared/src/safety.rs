@@ -5,7 +5,8 @@
 //! only code that can make one. A snapshot is authorized only if all hold:
 //! 1. it carries `lifecycle:managed-by` equal to this deployment;
 //! 2. EC2 says `completed`, or `error` for longer than [`FAILED_GRACE`];
-//! 3. it is not the newest completed snapshot of its volume;
+//! 3. it is not the newest completed snapshot of its volume (an encrypted
+//!    copy, once completed, stands in for its original);
 //! 4. no AMI the account owns references it (disabled, deprecated included);
 //! 5. it has no `lifecycle:hold` tag and no snapshot lock;
 //! 6. the retention plan does not keep it;
@@ -16,7 +17,7 @@ use std::fmt;
 
 use chrono::{DateTime, Duration, Utc};
 
-use crate::model::{Snapshot, SnapshotState};
+use crate::model::{completed_copies, Snapshot, SnapshotState};
 use crate::retention::KeepReason;
 use crate::tags;
 
@@ -118,16 +119,24 @@ impl DeletionGate {
     /// snapshot must never make ours look expendable.
     pub fn new(facts: AccountFacts, snapshots: &[Snapshot], max_deletions: u32) -> Self {
         let mut newest: BTreeMap<String, &Snapshot> = BTreeMap::new();
-        let ours = snapshots
+        let ours: Vec<&Snapshot> = snapshots
             .iter()
-            .filter(|s| tags::is_managed_by(&s.tags, &facts.deployment));
-        for s in ours.filter(|s| s.state == SnapshotState::Completed) {
+            .filter(|s| tags::is_managed_by(&s.tags, &facts.deployment))
+            .collect();
+        // An original whose encrypted copy is completed is not "the newest":
+        // its copy is, and keeps the volume restorable.
+        let copies = completed_copies(ours.iter().copied());
+        let restorable = ours
+            .iter()
+            .filter(|s| s.state == SnapshotState::Completed)
+            .filter(|s| s.counts_for_retention(&copies));
+        for s in restorable {
             let Some(volume) = s.source_volume_id() else {
                 continue;
             };
             let newer = newest
                 .get(volume)
-                .is_none_or(|n| (s.start_time, &s.id) > (n.start_time, &n.id));
+                .is_none_or(|n| (s.retention_time(), &s.id) > (n.retention_time(), &n.id));
             if newer {
                 newest.insert(volume.to_string(), s);
             }

@@ -412,6 +412,7 @@ mod tests {
             start_time: Some(time),
             volume_size_gib: Some(8),
             encrypted: true,
+            kms_key_id: None,
             tags: tags(&[
                 (tags::MANAGED_BY, "prod"),
                 (tags::POLICY, policy),

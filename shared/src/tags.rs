@@ -24,6 +24,11 @@ pub const CONSISTENCY: &str = "lifecycle:consistency";
 /// When the one `snapshot-stuck` alert for this snapshot was sent (so a
 /// snapshot stuck for days is alerted once, not daily).
 pub const STUCK_NOTIFIED_AT: &str = "lifecycle:stuck-notified-at";
+/// On an encrypted copy check-encryption made: the unencrypted original it replaces.
+pub const ENCRYPTED_COPY_OF: &str = "lifecycle:encrypted-copy-of";
+/// On an original, once its encrypted copy is completed: the copy. From then
+/// on the copy stands in for it in retention, and expiry may delete it.
+pub const SUPERSEDED_BY: &str = "lifecycle:superseded-by";
 /// Set by the user, any value: the snapshot is never deleted.
 pub const HOLD: &str = "lifecycle:hold";
 /// Set by the user on an instance (`true`): permits the `stopped` consistency mode.

@@ -2,7 +2,8 @@
 //!
 //! - [`Moto`]: a private moto server per test, on a free 127.0.0.1 port,
 //!   started from the project's virtualenv (`.venv`, made by `make venv`) with
-//!   `MOTO_EC2_LOAD_DEFAULT_AMIS=false`, and killed when the test ends. One
+//!   `MOTO_EC2_LOAD_DEFAULT_AMIS=false` and the fixes of
+//!   `scripts/moto_ebs_fixes.py`, and killed when the test ends. One
 //!   server per test keeps tests isolated: nothing one test creates is seen
 //!   by another.
 //! - [`mocked_ec2`]: a real SDK client whose responses come from
@@ -50,11 +51,11 @@ pub struct Moto {
 
 impl Moto {
     pub fn start() -> Self {
-        let binary = workspace_root().join(".venv/bin/moto_server");
+        let python = workspace_root().join(".venv/bin/python");
         assert!(
-            binary.exists(),
+            python.exists(),
             "{} is missing: run `make venv` (make test does it) to create the project virtualenv",
-            binary.display()
+            python.display()
         );
         // Ask the OS for a free port, then hand it to moto. A race with another
         // process is possible but short; the readiness check below catches it.
@@ -62,7 +63,10 @@ impl Moto {
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
-        let child = Command::new(binary)
+        // moto's own server with the project's documented fixes
+        // (scripts/moto_ebs_fixes.py: CopySnapshot honours Encrypted).
+        let child = Command::new(python)
+            .arg(workspace_root().join("scripts/moto_server.py"))
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .env("MOTO_EC2_LOAD_DEFAULT_AMIS", "false")
             .stdout(Stdio::null())

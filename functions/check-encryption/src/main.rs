@@ -1,17 +1,30 @@
-//! check-encryption: Find unencrypted, wrongly keyed, public and over-shared snapshots.
-//!
-//! Not implemented in this release. The binary exists so the workspace, the
-//! template and packaging are complete; every invocation fails with error type
-//! `NotImplemented` and does no AWS work.
+//! The Lambda binary: wiring only. The logic is in the library (`handle`).
 
-use ebs_lifecycle::runtime::{not_implemented, serve};
-
-const FUNCTION: &str = "check-encryption";
+use check_encryption::{handle, Ports, FUNCTION};
+use ebs_lifecycle::deadline::Deadline;
+use ebs_lifecycle::runtime::serve;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    serve(FUNCTION, |_env, _event| async move {
-        Err::<serde_json::Value, _>(not_implemented(FUNCTION))
+    serve(FUNCTION, |env, event| async move {
+        let ports = Ports {
+            catalog: &env.ec2,
+            inventory: &env.ec2,
+            sharing: &env.ec2,
+            settings: &env.ec2,
+            copier: &env.ec2,
+            keys: &env.kms,
+            notifier: env.notifier.as_ref(),
+        };
+        let deadline = Deadline::from_wall_clock(event.context.deadline());
+        handle(
+            ports,
+            &env.config,
+            &event.payload,
+            chrono::Utc::now(),
+            deadline,
+        )
+        .await
     })
     .await
 }

@@ -87,6 +87,13 @@ pub struct Transition {
     pub cause: String,
 }
 
+/// An original replaced by its completed encrypted copy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Supersession {
+    pub original: String,
+    pub copy: String,
+}
+
 /// A snapshot pending for too long.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Stuck {
@@ -118,6 +125,8 @@ pub struct RunSummary {
     /// Managed snapshots whose lifecycle tags cannot be read; left alone.
     pub unreadable: Vec<String>,
     pub stuck: Vec<Stuck>,
+    /// Originals tagged `lifecycle:superseded-by` because their copy completed.
+    pub superseded: Vec<Supersession>,
     /// Reconcile: still pending, not yet stuck.
     pub still_pending: usize,
     /// Reconcile: not examined because the deadline came near.
@@ -292,6 +301,7 @@ async fn apply_changes(
     summary: &mut RunSummary,
 ) -> Result<(), CompleteError> {
     let mut completed_batches: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut supersessions: Vec<(String, String)> = Vec::new();
     for change in changes {
         let transition = Transition {
             snapshot_id: change.snapshot.id.clone(),
@@ -302,6 +312,9 @@ async fn apply_changes(
         };
         match change.state {
             LifecycleState::Completed => {
+                if let Some(original) = change.snapshot.encrypted_copy_of() {
+                    supersessions.push((original.to_string(), change.snapshot.id.clone()));
+                }
                 completed_batches
                     .entry(tags::format_time(change.completed_at))
                     .or_default()
@@ -337,6 +350,22 @@ async fn apply_changes(
             (tags::COMPLETED_AT.to_string(), completed_at),
         ]);
         ports.tagger.tag_snapshots(&ids, &tags).await?;
+    }
+    // An encrypted copy is completed (and tagged so, above): its original is
+    // superseded. Written after the copy's tag, so a crash in between leaves
+    // both counted by retention, never neither.
+    for (original, copy) in supersessions {
+        let tags = Tags::from([(tags::SUPERSEDED_BY.to_string(), copy.clone())]);
+        match ports
+            .tagger
+            .tag_snapshots(std::slice::from_ref(&original), &tags)
+            .await
+        {
+            Ok(()) => summary.superseded.push(Supersession { original, copy }),
+            // The original is gone already: nothing left to supersede.
+            Err(Ec2Error::SnapshotNotFound) => {}
+            Err(e) => return Err(e.into()),
+        }
     }
     Ok(())
 }

@@ -53,6 +53,14 @@ impl SnapshotCatalog for Ec2Model {
         Ok(Vec::new())
     }
 
+    async fn owned_snapshots(&self) -> Result<Vec<Snapshot>, Ec2Error> {
+        Ok(self.snapshots.lock().unwrap().values().cloned().collect())
+    }
+
+    async fn encrypted_copies(&self, _: &str) -> Result<Vec<Snapshot>, Ec2Error> {
+        Ok(Vec::new())
+    }
+
     async fn managed_snapshots_of_volume(
         &self,
         _: &str,
@@ -200,6 +208,7 @@ proptest! {
                 start_time: tags::parse_time("2026-03-01T00:01:00Z"),
                 volume_size_gib: Some(8),
                 encrypted: true,
+                kms_key_id: None,
                 tags: labels(owner),
             });
             deliveries.extend(std::iter::repeat_n((id, *fate), *times));

@@ -7,12 +7,16 @@
 
 use async_trait::async_trait;
 use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_ec2::types::{Filter, InstanceSpecification, ResourceType, Tag, TagSpecification};
+use aws_sdk_ec2::types::{
+    Filter, InstanceSpecification, OperationType, ResourceType, SnapshotAttributeName, Tag,
+    TagSpecification,
+};
 use aws_sdk_ec2::Client;
 use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
 
+use crate::encryption::Permissions;
 use crate::model::{Attachment, BlockDevice, Instance, Snapshot, SnapshotState, Tags, Volume};
 use crate::safety::Authorized;
 use crate::tags::{self, LifecycleState};
@@ -152,6 +156,12 @@ pub trait SnapshotCatalog: Send + Sync {
         volume_id: &str,
     ) -> Result<Vec<Snapshot>, Ec2Error>;
 
+    /// Every snapshot the account owns, managed or not.
+    async fn owned_snapshots(&self) -> Result<Vec<Snapshot>, Ec2Error>;
+
+    /// The deployment's encrypted copies (those tagged `lifecycle:encrypted-copy-of`).
+    async fn encrypted_copies(&self, deployment: &str) -> Result<Vec<Snapshot>, Ec2Error>;
+
     /// The deployment's snapshots whose `lifecycle:state` tag has this value.
     async fn managed_snapshots_in_state(
         &self,
@@ -168,6 +178,43 @@ pub trait SnapshotProtections: Send + Sync {
     async fn ami_snapshot_ids(&self) -> Result<BTreeSet<String>, Ec2Error>;
     /// Which of these snapshots carry a snapshot lock.
     async fn locked_snapshot_ids(&self, ids: &[String]) -> Result<BTreeSet<String>, Ec2Error>;
+}
+
+/// Who may create volumes from a snapshot, and taking that away.
+#[async_trait]
+pub trait SnapshotSharing: Send + Sync {
+    async fn create_volume_permissions(&self, snapshot_id: &str) -> Result<Permissions, Ec2Error>;
+    /// Remove the public permission (`public`) and these accounts' permissions.
+    async fn remove_create_volume_permissions(
+        &self,
+        snapshot_id: &str,
+        public: bool,
+        accounts: &[String],
+    ) -> Result<(), Ec2Error>;
+}
+
+/// The region's EBS settings.
+#[async_trait]
+pub trait AccountSettings: Send + Sync {
+    async fn ebs_encryption_by_default(&self) -> Result<bool, Ec2Error>;
+    /// `block-all-sharing`, `block-new-sharing` or `unblocked`.
+    async fn snapshot_block_public_access(&self) -> Result<String, Ec2Error>;
+}
+
+/// An encrypted copy of a snapshot in this region, every tag at creation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopySnapshotRequest {
+    pub source_snapshot_id: String,
+    /// `None`: the region's default EBS key.
+    pub kms_key_id: Option<String>,
+    pub description: String,
+    pub tags: Tags,
+}
+
+#[async_trait]
+pub trait SnapshotCopier: Send + Sync {
+    /// Start the copy; returns the new snapshot's id.
+    async fn copy_snapshot(&self, request: &CopySnapshotRequest) -> Result<String, Ec2Error>;
 }
 
 /// Deleting a snapshot: only with the safety gate's authorization.
@@ -316,6 +363,7 @@ pub fn snapshot_of(s: &aws_sdk_ec2::types::Snapshot) -> Option<Snapshot> {
         start_time: time_of(s.start_time()),
         volume_size_gib: s.volume_size(),
         encrypted: s.encrypted().unwrap_or_default(),
+        kms_key_id: s.kms_key_id().map(String::from),
         tags: tags_of(Some(s.tags())),
     })
 }
@@ -461,6 +509,18 @@ impl SnapshotCatalog for Ec2Adapter {
             .await
     }
 
+    async fn owned_snapshots(&self) -> Result<Vec<Snapshot>, Ec2Error> {
+        self.describe_snapshots(Vec::new()).await
+    }
+
+    async fn encrypted_copies(&self, deployment: &str) -> Result<Vec<Snapshot>, Ec2Error> {
+        self.describe_snapshots(vec![
+            tag_filter(tags::MANAGED_BY, deployment),
+            filter("tag-key", [tags::ENCRYPTED_COPY_OF]),
+        ])
+        .await
+    }
+
     async fn managed_snapshots_of_volume(
         &self,
         deployment: &str,
@@ -566,6 +626,118 @@ impl SnapshotProtections for Ec2Adapter {
             }
         }
         Ok(out)
+    }
+}
+
+#[async_trait]
+impl SnapshotSharing for Ec2Adapter {
+    async fn create_volume_permissions(&self, snapshot_id: &str) -> Result<Permissions, Ec2Error> {
+        let out = self
+            .client
+            .describe_snapshot_attribute()
+            .snapshot_id(snapshot_id)
+            .attribute(SnapshotAttributeName::CreateVolumePermission)
+            .send()
+            .await
+            .map_err(|e| Ec2Error::from_sdk("DescribeSnapshotAttribute", e))?;
+        let mut permissions = Permissions::default();
+        for p in out.create_volume_permissions() {
+            if p.group().map(|g| g.as_str()) == Some("all") {
+                permissions.public = true;
+            }
+            if let Some(account) = p.user_id() {
+                permissions.accounts.push(account.to_string());
+            }
+        }
+        Ok(permissions)
+    }
+
+    async fn remove_create_volume_permissions(
+        &self,
+        snapshot_id: &str,
+        public: bool,
+        accounts: &[String],
+    ) -> Result<(), Ec2Error> {
+        let mut request = self
+            .client
+            .modify_snapshot_attribute()
+            .snapshot_id(snapshot_id)
+            .attribute(SnapshotAttributeName::CreateVolumePermission)
+            .operation_type(OperationType::Remove);
+        if public {
+            request = request.group_names("all");
+        }
+        if !accounts.is_empty() {
+            request = request.set_user_ids(Some(accounts.to_vec()));
+        }
+        request
+            .send()
+            .await
+            .map_err(|e| Ec2Error::from_sdk("ModifySnapshotAttribute", e))?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl AccountSettings for Ec2Adapter {
+    async fn ebs_encryption_by_default(&self) -> Result<bool, Ec2Error> {
+        let out = self
+            .client
+            .get_ebs_encryption_by_default()
+            .send()
+            .await
+            .map_err(|e| Ec2Error::from_sdk("GetEbsEncryptionByDefault", e))?;
+        Ok(out.ebs_encryption_by_default().unwrap_or(false))
+    }
+
+    async fn snapshot_block_public_access(&self) -> Result<String, Ec2Error> {
+        let out = self
+            .client
+            .get_snapshot_block_public_access_state()
+            .customize()
+            // Two attempts: an endpoint without this API (the local emulator)
+            // should not cost a long backoff.
+            .config_override(
+                aws_sdk_ec2::config::Builder::default()
+                    .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(2)),
+            )
+            .send()
+            .await
+            .map_err(|e| Ec2Error::from_sdk("GetSnapshotBlockPublicAccessState", e))?;
+        Ok(out
+            .state()
+            .map(|s| s.as_str().to_string())
+            .unwrap_or_else(|| "unknown".into()))
+    }
+}
+
+#[async_trait]
+impl SnapshotCopier for Ec2Adapter {
+    async fn copy_snapshot(&self, request: &CopySnapshotRequest) -> Result<String, Ec2Error> {
+        let region = self
+            .client
+            .config()
+            .region()
+            .map(|r| r.as_ref().to_string())
+            .unwrap_or_default();
+        let out = self
+            .client
+            .copy_snapshot()
+            .source_snapshot_id(&request.source_snapshot_id)
+            .source_region(region)
+            .encrypted(true)
+            .set_kms_key_id(request.kms_key_id.clone())
+            .description(&request.description)
+            .tag_specifications(tag_specification(&request.tags))
+            .send()
+            .await
+            .map_err(|e| Ec2Error::from_sdk("CopySnapshot", e))?;
+        out.snapshot_id()
+            .map(String::from)
+            .ok_or_else(|| Ec2Error::Transport {
+                operation: "CopySnapshot",
+                message: "EC2 answered without a snapshot id".into(),
+            })
     }
 }
 

@@ -1,0 +1,437 @@
+//! check-encryption: no snapshot unencrypted, wrongly keyed, public or
+//! over-shared by accident.
+//!
+//! Two triggers:
+//! - **a daily tick**: every snapshot the account owns (managed or not), the
+//!   opted-in volumes, and the region's settings (EBS encryption by default,
+//!   snapshot block public access). One `encryption-findings` notification
+//!   carries every finding; the metrics `UnencryptedSnapshots` and
+//!   `PublicSnapshots` count them.
+//! - **completion events**: only the snapshots that just completed, so a
+//!   finding already in yesterday's summary is not alerted again on every
+//!   completion; a notification goes out only if they have findings.
+//!
+//! Permissions (who may create volumes from a snapshot) cost one call per
+//! snapshot, so they are read only for snapshots that could be shared at all:
+//! EC2 refuses to share a snapshot encrypted with the AWS managed key.
+//! The judgement is pure ([`ebs_lifecycle::encryption`]); this handler
+//! gathers the facts and carries out what `REMEDIATE` allows.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use futures::stream::{self, StreamExt};
+use lambda_runtime::Diagnostic;
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use ebs_lifecycle::aws::ec2::{
+    AccountSettings, CopySnapshotRequest, Ec2Error, SnapshotCatalog, SnapshotCopier,
+    SnapshotSharing, VolumeInventory,
+};
+use ebs_lifecycle::aws::kms::KeyDirectory;
+use ebs_lifecycle::aws::sns::Notifier;
+use ebs_lifecycle::config::Config;
+use ebs_lifecycle::deadline::Deadline;
+use ebs_lifecycle::encryption::{
+    self, AllowedKeys, Checked, Copies, Finding, FindingKind, Fix, Permissions, Remedy, Rules,
+};
+use ebs_lifecycle::events::{EventError, SnapshotEvent, Tick};
+use ebs_lifecycle::metrics::{self, Metric};
+use ebs_lifecycle::model::{Snapshot, Volume};
+use ebs_lifecycle::notify::{Notification, NotificationKind};
+use ebs_lifecycle::tags;
+
+pub const FUNCTION: &str = "check-encryption";
+
+/// The alias of the AWS managed EBS key.
+pub const AWS_MANAGED_EBS_KEY: &str = "alias/aws/ebs";
+
+/// Permission reads in flight at once (DescribeSnapshotAttribute is a
+/// Describe* call: 20/s refill; the SDK retries the odd throttle).
+const PERMISSION_READS: usize = 8;
+
+#[derive(Clone, Copy)]
+pub struct Ports<'a> {
+    pub catalog: &'a dyn SnapshotCatalog,
+    pub inventory: &'a dyn VolumeInventory,
+    pub sharing: &'a dyn SnapshotSharing,
+    pub settings: &'a dyn AccountSettings,
+    pub copier: &'a dyn SnapshotCopier,
+    pub keys: &'a dyn KeyDirectory,
+    pub notifier: &'a dyn Notifier,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    #[error("rejected event: {0}")]
+    InvalidEvent(#[from] EventError),
+    #[error("snapshots not visible in EC2 yet, retry later: {}", .0.join(", "))]
+    SnapshotNotVisible(Vec<String>),
+    #[error("EC2 call failed: {0}")]
+    Ec2(#[from] Ec2Error),
+}
+
+impl From<CheckError> for Diagnostic {
+    fn from(error: CheckError) -> Self {
+        let error_type = match error {
+            CheckError::InvalidEvent(_) => "InvalidEvent",
+            CheckError::SnapshotNotVisible(_) => "SnapshotNotVisible",
+            CheckError::Ec2(_) => "Ec2Unavailable",
+        };
+        Diagnostic {
+            error_type: error_type.into(),
+            error_message: error.to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RunSummary {
+    pub function: &'static str,
+    pub deployment: String,
+    pub time: String,
+    /// `daily` or `event`.
+    pub trigger: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event: Option<String>,
+    pub remediate: &'static str,
+    pub snapshots_checked: usize,
+    /// Snapshots whose permissions were read (the others cannot be shared).
+    pub permissions_read: usize,
+    /// Snapshots whose permissions were not read because the deadline came near.
+    pub left_for_later: usize,
+    pub findings: Vec<Finding>,
+    /// Encrypted copies started by this run.
+    pub copies_started: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notification_errors: Vec<String>,
+}
+
+pub async fn handle(
+    ports: Ports<'_>,
+    config: &Config,
+    event: &Value,
+    now: DateTime<Utc>,
+    deadline: Deadline,
+) -> Result<RunSummary, CheckError> {
+    let mut summary = RunSummary {
+        function: FUNCTION,
+        deployment: config.deployment_name.clone(),
+        time: tags::format_time(now),
+        remediate: match config.remediate {
+            ebs_lifecycle::config::Remediate::Off => "off",
+            ebs_lifecycle::config::Remediate::Public => "public",
+            ebs_lifecycle::config::Remediate::All => "all",
+        },
+        ..RunSummary::default()
+    };
+    let daily = Tick::is_tick(event);
+    let snapshots = if daily {
+        Tick::parse(event)?;
+        summary.trigger = "daily";
+        ports.catalog.owned_snapshots().await?
+    } else {
+        summary.trigger = "event";
+        match SnapshotEvent::parse(event)? {
+            SnapshotEvent::Ignored { detail_type, event } => {
+                summary.event = Some(format!("ignored: {detail_type} / {event}"));
+                return Ok(summary);
+            }
+            SnapshotEvent::Results { operation, results } => {
+                summary.event = Some(operation.as_str().to_string());
+                let ids: Vec<String> = results
+                    .iter()
+                    .filter(|r| r.succeeded)
+                    .map(|r| r.snapshot_id.clone())
+                    .collect();
+                if ids.is_empty() {
+                    return Ok(summary);
+                }
+                let found = ports.catalog.snapshots_by_id(&ids).await?;
+                let missing: Vec<String> = ids
+                    .into_iter()
+                    .filter(|id| !found.iter().any(|s| &s.id == id))
+                    .collect();
+                if !missing.is_empty() {
+                    return Err(CheckError::SnapshotNotVisible(missing));
+                }
+                found
+            }
+        }
+    };
+    summary.snapshots_checked = snapshots.len();
+
+    let copies = Copies::new(&if daily {
+        snapshots
+            .iter()
+            .filter(|s| tags::is_managed_by(&s.tags, &config.deployment_name))
+            .filter(|s| s.encrypted_copy_of().is_some())
+            .cloned()
+            .collect()
+    } else {
+        ports
+            .catalog
+            .encrypted_copies(&config.deployment_name)
+            .await?
+    });
+
+    // Keys: the AWS managed EBS key (its snapshots cannot be shared) and the
+    // aliases of the allowed list. A KMS failure only costs efficiency (all
+    // permissions are read) or is reported as "not checked".
+    let mut findings = Vec::new();
+    let aws_managed_key = match ports.keys.key_arn(AWS_MANAGED_EBS_KEY).await {
+        Ok(arn) => arn,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not resolve the AWS managed EBS key; reading every snapshot's permissions");
+            None
+        }
+    };
+    let allowed_keys = AllowedKeys::new(&config.allowed_kms_key_ids);
+    let mut resolved = BTreeMap::new();
+    for alias in allowed_keys.aliases() {
+        match ports.keys.key_arn(&alias).await {
+            Ok(Some(arn)) => {
+                resolved.insert(alias, arn);
+            }
+            Ok(None) => findings.push(not_checked(format!(
+                "ALLOWED_KMS_KEY_IDS names {alias}, which KMS does not know: it allows no key"
+            ))),
+            Err(e) => findings.push(not_checked(format!(
+                "ALLOWED_KMS_KEY_IDS alias {alias} could not be resolved ({e}): it allows no key this run"
+            ))),
+        }
+    }
+
+    let permissions = read_permissions(
+        ports,
+        &snapshots,
+        aws_managed_key.as_deref(),
+        deadline,
+        &mut summary,
+    )
+    .await?;
+    let rules = Rules {
+        deployment: &config.deployment_name,
+        remediate: config.remediate,
+        allowed_keys: &allowed_keys,
+        resolved_aliases: &resolved,
+        allowed_accounts: &config.allowed_share_accounts,
+    };
+    let (snapshot_findings, remedies) =
+        encryption::assess_snapshots(&rules, &snapshots, &permissions, &copies);
+    let offset = findings.len();
+    findings.extend(snapshot_findings);
+    apply(ports, config, remedies, offset, &mut findings, &mut summary).await;
+
+    if daily {
+        findings.extend(encryption::assess_volumes(
+            &opted_in_volumes(ports, config).await?,
+        ));
+        let by_default = match ports.settings.ebs_encryption_by_default().await {
+            Ok(v) => Checked::Value(v),
+            Err(e) => Checked::NotChecked(e.to_string()),
+        };
+        let block_public = match ports.settings.snapshot_block_public_access().await {
+            Ok(v) => Checked::Value(v),
+            Err(e) => Checked::NotChecked(e.to_string()),
+        };
+        findings.extend(encryption::assess_account(&by_default, &block_public));
+    }
+    summary.findings = findings;
+    finish(ports, config, daily, &mut summary).await;
+    Ok(summary)
+}
+
+fn not_checked(detail: String) -> Finding {
+    Finding::new(
+        FindingKind::NotChecked,
+        detail,
+        Fix::Advised("fix ALLOWED_KMS_KEY_IDS or the function's kms:DescribeKey permission".into()),
+    )
+}
+
+/// `createVolumePermission` of every snapshot that could be shared, a few
+/// reads at a time, until the deadline comes near.
+async fn read_permissions(
+    ports: Ports<'_>,
+    snapshots: &[Snapshot],
+    aws_managed_key: Option<&str>,
+    deadline: Deadline,
+    summary: &mut RunSummary,
+) -> Result<BTreeMap<String, Permissions>, CheckError> {
+    let shareable: Vec<&Snapshot> = snapshots
+        .iter()
+        .filter(|s| encryption::can_be_shared(s, aws_managed_key))
+        .collect();
+    let results: Vec<Option<Result<(String, Permissions), Ec2Error>>> = stream::iter(shareable)
+        .map(|s| async move {
+            if deadline.is_near() {
+                return None;
+            }
+            Some(
+                ports
+                    .sharing
+                    .create_volume_permissions(&s.id)
+                    .await
+                    .map(|p| (s.id.clone(), p)),
+            )
+        })
+        .buffer_unordered(PERMISSION_READS)
+        .collect()
+        .await;
+    let mut out = BTreeMap::new();
+    for result in results {
+        match result {
+            None => summary.left_for_later += 1,
+            // Deleted since the listing: nothing to check.
+            Some(Err(Ec2Error::SnapshotNotFound)) => {}
+            Some(Err(e)) => return Err(e.into()),
+            Some(Ok((id, p))) => {
+                summary.permissions_read += 1;
+                out.insert(id, p);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Carry out the remedies; each finding's fix says what happened.
+async fn apply(
+    ports: Ports<'_>,
+    config: &Config,
+    remedies: Vec<(usize, Remedy)>,
+    offset: usize,
+    findings: &mut [Finding],
+    summary: &mut RunSummary,
+) {
+    for (index, remedy) in remedies {
+        let outcome = match &remedy {
+            Remedy::RemovePublic { snapshot_id } => ports
+                .sharing
+                .remove_create_volume_permissions(snapshot_id, true, &[])
+                .await
+                .map(|()| "public permission removed".to_string()),
+            Remedy::RemoveShares {
+                snapshot_id,
+                accounts,
+            } => ports
+                .sharing
+                .remove_create_volume_permissions(snapshot_id, false, accounts)
+                .await
+                .map(|()| format!("shares with {} removed", accounts.join(", "))),
+            Remedy::EncryptedCopy { snapshot_id, tags } => {
+                let request = CopySnapshotRequest {
+                    source_snapshot_id: snapshot_id.clone(),
+                    kms_key_id: config.encryption_kms_key_id.clone(),
+                    description: format!("Encrypted copy of {snapshot_id} ({FUNCTION})"),
+                    tags: tags.clone(),
+                };
+                ports.copier.copy_snapshot(&request).await.map(|copy| {
+                    summary.copies_started.push(copy.clone());
+                    format!("encrypted copy {copy} started; the original is superseded when it completes")
+                })
+            }
+        };
+        if let Some(finding) = findings.get_mut(offset + index) {
+            finding.fix = match outcome {
+                Ok(done) => Fix::Applied(done),
+                Err(e) => Fix::Failed(e.to_string()),
+            };
+        }
+    }
+}
+
+/// The opted-in volumes with their policy: tagged themselves, or attached to
+/// a tagged instance (the volume's own tag wins).
+async fn opted_in_volumes(
+    ports: Ports<'_>,
+    config: &Config,
+) -> Result<Vec<(Volume, String)>, CheckError> {
+    let key = &config.selector_tag_key;
+    let mut out: BTreeMap<String, (Volume, String)> = BTreeMap::new();
+    let instances = ports.inventory.instances_tagged(key).await?;
+    let policy_of: BTreeMap<String, String> = instances
+        .iter()
+        .filter_map(|i| Some((i.id.clone(), i.tags.get(key)?.clone())))
+        .collect();
+    if !policy_of.is_empty() {
+        let ids: Vec<String> = policy_of.keys().cloned().collect();
+        for v in ports.inventory.volumes_attached_to(&ids).await? {
+            let policy = v
+                .attachment
+                .as_ref()
+                .and_then(|a| policy_of.get(&a.instance_id))
+                .cloned()
+                .unwrap_or_default();
+            out.insert(v.id.clone(), (v, policy));
+        }
+    }
+    for v in ports.inventory.volumes_tagged(key).await? {
+        let policy = v.tags.get(key).cloned().unwrap_or_default();
+        out.insert(v.id.clone(), (v, policy));
+    }
+    Ok(out.into_values().collect())
+}
+
+async fn finish(ports: Ports<'_>, config: &Config, daily: bool, summary: &mut RunSummary) {
+    for finding in &summary.findings {
+        tracing::warn!(
+            kind = ?finding.kind,
+            severity = finding.severity.as_str(),
+            snapshot = finding.snapshot_id.as_deref().unwrap_or(""),
+            volume = finding.volume_id.as_deref().unwrap_or(""),
+            policy = finding.policy.as_deref().unwrap_or(""),
+            finding = %json!(finding),
+            "{}",
+            finding.detail
+        );
+    }
+    let (unencrypted, public) = encryption::counts(&summary.findings);
+    if daily {
+        // Account-wide counts: one data point per day.
+        metrics::emit_for_run(
+            config,
+            FUNCTION,
+            &[
+                (Metric::UnencryptedSnapshots, unencrypted),
+                (Metric::PublicSnapshots, public),
+            ],
+        );
+    }
+    tracing::info!(
+        trigger = summary.trigger,
+        checked = summary.snapshots_checked,
+        findings = summary.findings.len(),
+        summary = %json!(summary),
+        "check-encryption: {} findings over {} snapshots",
+        summary.findings.len(),
+        summary.snapshots_checked
+    );
+    let Some(severity) = encryption::worst(&summary.findings) else {
+        return;
+    };
+    let mut by_kind: BTreeMap<String, usize> = BTreeMap::new();
+    for f in &summary.findings {
+        *by_kind
+            .entry(json!(f.kind).as_str().unwrap_or_default().to_string())
+            .or_default() += 1;
+    }
+    let listed: Vec<String> = by_kind.iter().map(|(k, n)| format!("{n} {k}")).collect();
+    let notification = Notification {
+        kind: NotificationKind::EncryptionFindings,
+        severity,
+        deployment: config.deployment_name.clone(),
+        summary: format!("check-encryption: {}", listed.join(", ")),
+        details: json!({
+            "trigger": summary.trigger,
+            "remediate": summary.remediate,
+            "snapshots_checked": summary.snapshots_checked,
+            "findings": summary.findings,
+            "copies_started": summary.copies_started,
+        }),
+    };
+    if let Err(e) = ports.notifier.publish(&notification).await {
+        summary.notification_errors.push(e.to_string());
+    }
+}

@@ -1,0 +1,545 @@
+//! check-encryption's judgement: which snapshots, volumes and account
+//! settings break the encryption and sharing rules, how bad each finding is,
+//! and what `REMEDIATE` allows to be done about it. Pure: the handler gathers
+//! the facts, this module decides, the handler carries the remedies out.
+//!
+//! Rules (SPEC "check-encryption"):
+//! - a snapshot must be encrypted, with a key in `ALLOWED_KMS_KEY_IDS` when
+//!   that list is set (key ids, key ARNs and aliases all name a key);
+//! - it must not be public (`createVolumePermission` group `all`: critical)
+//!   nor shared with an account outside `ALLOWED_SHARE_ACCOUNTS`;
+//! - opted-in volumes should be encrypted (their snapshots inherit it);
+//! - EBS encryption by default should be on, and snapshot block public
+//!   access enabled; an API the endpoint lacks is reported "not checked".
+//!
+//! Remedies by `REMEDIATE`: `off` advises only; `public` removes public
+//! access (on any snapshot: a public snapshot is an exposure whoever made
+//! it) and disallowed shares (on managed snapshots); `all` also replaces an
+//! unencrypted managed snapshot with an encrypted copy. Foreign snapshots are
+//! never modified except to remove public access.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+
+use crate::config::Remediate;
+use crate::model::{Snapshot, SnapshotState, Volume};
+use crate::notify::Severity;
+use crate::tags;
+
+/// EC2's default quota of concurrent snapshot copies per destination region.
+/// check-encryption never has more of its own copies in flight than this.
+pub const MAX_COPIES_IN_FLIGHT: usize = 20;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FindingKind {
+    UnencryptedSnapshot,
+    DisallowedKey,
+    PublicSnapshot,
+    DisallowedShare,
+    UnencryptedVolume,
+    EncryptionByDefaultOff,
+    BlockPublicAccessOff,
+    NotChecked,
+}
+
+impl FindingKind {
+    pub fn severity(self) -> Severity {
+        match self {
+            Self::PublicSnapshot => Severity::Critical,
+            Self::NotChecked => Severity::Info,
+            _ => Severity::Warning,
+        }
+    }
+}
+
+/// What became (or should become) of a finding.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "status", content = "what")]
+pub enum Fix {
+    /// Nothing done; what a person should do.
+    Advised(String),
+    /// `REMEDIATE` allows it; the handler is to do it.
+    Planned(String),
+    /// Done by this run.
+    Applied(String),
+    /// Already under way, or waiting for room (copies in flight).
+    Deferred(String),
+    /// Tried and refused by AWS.
+    Failed(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    pub kind: FindingKind,
+    pub severity: Severity,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshot_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub volume_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+    /// Managed by this deployment (snapshots only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub managed: Option<bool>,
+    pub detail: String,
+    pub fix: Fix,
+}
+
+impl Finding {
+    pub fn new(kind: FindingKind, detail: String, fix: Fix) -> Self {
+        Self {
+            kind,
+            severity: kind.severity(),
+            snapshot_id: None,
+            volume_id: None,
+            policy: None,
+            managed: None,
+            detail,
+            fix,
+        }
+    }
+
+    fn on_snapshot(mut self, s: &Snapshot, managed: bool) -> Self {
+        self.snapshot_id = Some(s.id.clone());
+        self.volume_id = s.source_volume_id().map(String::from);
+        self.policy = s.tags.get(tags::POLICY).cloned();
+        self.managed = Some(managed);
+        self
+    }
+
+    /// A stable identity for "the same finding as yesterday".
+    pub fn key(&self) -> String {
+        format!(
+            "{:?}/{}/{}",
+            self.kind,
+            self.snapshot_id.as_deref().unwrap_or(""),
+            self.volume_id.as_deref().unwrap_or("")
+        )
+    }
+}
+
+/// A change `REMEDIATE` allows, for the handler to make.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Remedy {
+    /// Remove `createVolumePermission` group `all`.
+    RemovePublic { snapshot_id: String },
+    /// Remove these accounts' `createVolumePermission`.
+    RemoveShares {
+        snapshot_id: String,
+        accounts: Vec<String>,
+    },
+    /// CopySnapshot with encryption; the copy gets `tags`.
+    EncryptedCopy {
+        snapshot_id: String,
+        tags: crate::model::Tags,
+    },
+}
+
+/// Who may restore a snapshot, from `createVolumePermission`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Permissions {
+    pub public: bool,
+    pub accounts: Vec<String>,
+}
+
+/// `ALLOWED_KMS_KEY_IDS`, in any of the forms KMS accepts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AllowedKeys {
+    entries: Vec<String>,
+}
+
+/// The key id in a key ARN (`arn:aws:kms:r:a:key/<id>`), or the text itself.
+fn key_id(key: &str) -> &str {
+    key.rsplit_once(":key/").map_or(key, |(_, id)| id)
+}
+
+fn is_alias(entry: &str) -> bool {
+    entry.starts_with("alias/") || (entry.starts_with("arn:") && entry.contains(":alias/"))
+}
+
+impl AllowedKeys {
+    pub fn new(entries: &[String]) -> Self {
+        Self {
+            entries: entries
+                .iter()
+                .map(|e| e.trim().to_string())
+                .filter(|e| !e.is_empty())
+                .collect(),
+        }
+    }
+
+    /// True when no list is configured: every key is allowed.
+    pub fn is_unrestricted(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The aliases in the list: the handler resolves them to keys through KMS.
+    pub fn aliases(&self) -> Vec<String> {
+        self.entries
+            .iter()
+            .filter(|e| is_alias(e))
+            .cloned()
+            .collect()
+    }
+
+    /// Whether `key` (a key ARN or id, as EC2 reports it) is allowed, given
+    /// what the aliases resolved to (alias -> key ARN or id). An alias that
+    /// did not resolve allows nothing.
+    pub fn allows(&self, key: &str, resolved: &BTreeMap<String, String>) -> bool {
+        if self.is_unrestricted() {
+            return true;
+        }
+        let wanted = key_id(key);
+        self.entries.iter().any(|entry| {
+            let target = if is_alias(entry) {
+                resolved.get(entry).map(String::as_str)
+            } else {
+                Some(entry.as_str())
+            };
+            target.is_some_and(|t| key_id(t) == wanted)
+        })
+    }
+}
+
+/// What the rules need besides the snapshots.
+#[derive(Debug, Clone)]
+pub struct Rules<'a> {
+    pub deployment: &'a str,
+    pub remediate: Remediate,
+    pub allowed_keys: &'a AllowedKeys,
+    /// `ALLOWED_KMS_KEY_IDS` aliases resolved to keys.
+    pub resolved_aliases: &'a BTreeMap<String, String>,
+    pub allowed_accounts: &'a [String],
+}
+
+/// Whether a snapshot could be shared at all: EC2 refuses to share one
+/// encrypted with the AWS managed key, so its permissions need no reading.
+/// `aws_managed_key`: that key's ARN, when known; unknown means "read them all".
+pub fn can_be_shared(snapshot: &Snapshot, aws_managed_key: Option<&str>) -> bool {
+    match (
+        snapshot.encrypted,
+        snapshot.kms_key_id.as_deref(),
+        aws_managed_key,
+    ) {
+        (false, _, _) => true,
+        (true, Some(key), Some(managed)) => key_id(key) != key_id(managed),
+        (true, _, _) => true,
+    }
+}
+
+/// The copy state of the deployment's encrypted copies, by original.
+#[derive(Debug, Clone, Default)]
+pub struct Copies {
+    /// Original id -> copy id, for every copy that exists.
+    pub by_original: BTreeMap<String, String>,
+    /// Copies still pending (EC2 state).
+    pub in_flight: usize,
+}
+
+impl Copies {
+    pub fn new(copies: &[Snapshot]) -> Self {
+        let mut out = Self::default();
+        for c in copies {
+            if let Some(original) = c.encrypted_copy_of() {
+                out.by_original.insert(original.to_string(), c.id.clone());
+                if c.state == SnapshotState::Pending {
+                    out.in_flight += 1;
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The findings and remedies for these snapshots. `permissions`: for each
+/// snapshot whose permissions were read (the others cannot be shared).
+pub fn assess_snapshots(
+    rules: &Rules<'_>,
+    snapshots: &[Snapshot],
+    permissions: &BTreeMap<String, Permissions>,
+    copies: &Copies,
+) -> (Vec<Finding>, Vec<(usize, Remedy)>) {
+    let mut findings = Vec::new();
+    let mut remedies = Vec::new();
+    let mut copy_budget = MAX_COPIES_IN_FLIGHT.saturating_sub(copies.in_flight);
+    let fixes_public = rules.remediate != Remediate::Off;
+    for s in snapshots {
+        let managed = tags::is_managed_by(&s.tags, rules.deployment);
+        if let Some(p) = permissions.get(&s.id) {
+            if p.public {
+                let fix = if fixes_public {
+                    remedies.push((
+                        findings.len(),
+                        Remedy::RemovePublic {
+                            snapshot_id: s.id.clone(),
+                        },
+                    ));
+                    Fix::Planned("remove public createVolumePermission".into())
+                } else {
+                    Fix::Advised("remove the public permission (ModifySnapshotAttribute, group all); set REMEDIATE=public to have it done".into())
+                };
+                findings.push(
+                    Finding::new(
+                        FindingKind::PublicSnapshot,
+                        "anyone can create a volume from this snapshot".into(),
+                        fix,
+                    )
+                    .on_snapshot(s, managed),
+                );
+            }
+            let disallowed: Vec<String> = p
+                .accounts
+                .iter()
+                .filter(|a| !rules.allowed_accounts.contains(a))
+                .cloned()
+                .collect();
+            if !disallowed.is_empty() {
+                let fix = match (fixes_public, managed) {
+                    (true, true) => {
+                        remedies.push((
+                            findings.len(),
+                            Remedy::RemoveShares {
+                                snapshot_id: s.id.clone(),
+                                accounts: disallowed.clone(),
+                            },
+                        ));
+                        Fix::Planned(format!("remove the shares with {}", disallowed.join(", ")))
+                    }
+                    (true, false) => Fix::Advised(format!(
+                        "not managed by this deployment, so left alone: remove the shares with {} or add them to ALLOWED_SHARE_ACCOUNTS",
+                        disallowed.join(", ")
+                    )),
+                    (false, _) => Fix::Advised(format!(
+                        "remove the shares with {} or add them to ALLOWED_SHARE_ACCOUNTS; REMEDIATE=public removes them from managed snapshots",
+                        disallowed.join(", ")
+                    )),
+                };
+                findings.push(
+                    Finding::new(
+                        FindingKind::DisallowedShare,
+                        format!(
+                            "shared with accounts outside ALLOWED_SHARE_ACCOUNTS: {}",
+                            disallowed.join(", ")
+                        ),
+                        fix,
+                    )
+                    .on_snapshot(s, managed),
+                );
+            }
+        }
+        if !s.encrypted {
+            let fix = match unencrypted_fix(rules, s, managed, copies, &mut copy_budget) {
+                (fix, Some(remedy)) => {
+                    remedies.push((findings.len(), remedy));
+                    fix
+                }
+                (fix, None) => fix,
+            };
+            findings.push(
+                Finding::new(
+                    FindingKind::UnencryptedSnapshot,
+                    "not encrypted: volumes restored from it are not encrypted either".into(),
+                    fix,
+                )
+                .on_snapshot(s, managed),
+            );
+        } else if let Some(key) = s.kms_key_id.as_deref() {
+            if !rules.allowed_keys.allows(key, rules.resolved_aliases) {
+                findings.push(
+                    Finding::new(
+                        FindingKind::DisallowedKey,
+                        format!("encrypted with {key}, which is not in ALLOWED_KMS_KEY_IDS"),
+                        Fix::Advised("copy it with an allowed key (CopySnapshot with KmsKeyId) and delete this one, or allow the key".into()),
+                    )
+                    .on_snapshot(s, managed),
+                );
+            }
+        }
+    }
+    (findings, remedies)
+}
+
+/// What to do about one unencrypted snapshot, and the remedy if any.
+fn unencrypted_fix(
+    rules: &Rules<'_>,
+    s: &Snapshot,
+    managed: bool,
+    copies: &Copies,
+    budget: &mut usize,
+) -> (Fix, Option<Remedy>) {
+    if let Some(copy) = s.tags.get(tags::SUPERSEDED_BY) {
+        return (
+            Fix::Applied(format!("replaced by the encrypted copy {copy}; expiry deletes this one when no other rule protects it")),
+            None,
+        );
+    }
+    if let Some(copy) = copies.by_original.get(&s.id) {
+        return (
+            Fix::Deferred(format!(
+                "encrypted copy {copy} is under way; this one is superseded when it completes"
+            )),
+            None,
+        );
+    }
+    let advice = "copy it with encryption (CopySnapshot, Encrypted=true) and delete the original";
+    match (rules.remediate, managed) {
+        (Remediate::All, true) if s.state != SnapshotState::Completed => (
+            Fix::Deferred("not completed yet; copied once it is".into()),
+            None,
+        ),
+        (Remediate::All, true) if *budget == 0 => (
+            Fix::Deferred(format!(
+                "{MAX_COPIES_IN_FLIGHT} copies already in flight; the next run copies it"
+            )),
+            None,
+        ),
+        (Remediate::All, true) => {
+            *budget -= 1;
+            (
+                Fix::Planned("replace with an encrypted copy".into()),
+                Some(Remedy::EncryptedCopy {
+                    snapshot_id: s.id.clone(),
+                    tags: copy_tags(s),
+                }),
+            )
+        }
+        (_, false) => (
+            Fix::Advised(format!(
+                "not managed by this deployment, so never copied: {advice}"
+            )),
+            None,
+        ),
+        (_, true) => (
+            Fix::Advised(format!(
+                "{advice}; REMEDIATE=all does it for managed snapshots"
+            )),
+            None,
+        ),
+    }
+}
+
+/// The tags of an encrypted copy: the original's (lifecycle labels, Name,
+/// copied and static tags) with the state back to `pending`, the per-copy
+/// labels dropped (complete-snapshots and tag-snapshots write them anew), and
+/// `lifecycle:encrypted-copy-of`. `lifecycle:created-at` stays the
+/// original's: retention places the copy at the original's time.
+pub fn copy_tags(original: &Snapshot) -> crate::model::Tags {
+    let mut t: crate::model::Tags = original
+        .tags
+        .iter()
+        .filter(|(k, _)| !k.starts_with(tags::AWS_PREFIX))
+        .filter(|(k, _)| {
+            ![
+                tags::COMPLETED_AT,
+                tags::RETAINED_BY,
+                tags::EXPIRES_AT,
+                tags::STUCK_NOTIFIED_AT,
+                tags::SUPERSEDED_BY,
+                tags::HOLD,
+            ]
+            .contains(&k.as_str())
+        })
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    t.insert(
+        tags::STATE.into(),
+        tags::LifecycleState::Pending.as_str().into(),
+    );
+    t.insert(tags::ENCRYPTED_COPY_OF.into(), original.id.clone());
+    if let Some(v) = original.source_volume_id() {
+        t.entry(tags::VOLUME_ID.into())
+            .or_insert_with(|| v.to_string());
+    }
+    // The original's start time, when it lacks a created-at (made by hand and
+    // adopted): the copy must still sort at the original's time.
+    if let (false, Some(start)) = (t.contains_key(tags::CREATED_AT), original.start_time) {
+        t.insert(tags::CREATED_AT.into(), tags::format_time(start));
+    }
+    t
+}
+
+/// Opted-in volumes that are not encrypted. `volumes`: each with its policy.
+pub fn assess_volumes(volumes: &[(Volume, String)]) -> Vec<Finding> {
+    volumes
+        .iter()
+        .filter(|(v, _)| !v.encrypted)
+        .map(|(v, policy)| {
+            let mut f = Finding::new(
+                FindingKind::UnencryptedVolume,
+                "opted in but not encrypted: every snapshot of it will be unencrypted".into(),
+                Fix::Advised("restore it from an encrypted copy of a snapshot (or create an encrypted volume and migrate); turn on EBS encryption by default for new volumes".into()),
+            );
+            f.volume_id = Some(v.id.clone());
+            f.policy = Some(policy.clone());
+            f
+        })
+        .collect()
+}
+
+/// An account setting as read, or why it could not be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Checked<T> {
+    Value(T),
+    NotChecked(String),
+}
+
+/// Snapshot block public access states (GetSnapshotBlockPublicAccessState).
+pub const BPA_UNBLOCKED: &str = "unblocked";
+
+/// Findings on the account's settings.
+pub fn assess_account(
+    encryption_by_default: &Checked<bool>,
+    block_public_access: &Checked<String>,
+) -> Vec<Finding> {
+    let mut out = Vec::new();
+    match encryption_by_default {
+        Checked::Value(true) => {}
+        Checked::Value(false) => out.push(Finding::new(
+            FindingKind::EncryptionByDefaultOff,
+            "EBS encryption by default is off in this region: new volumes, and their snapshots, may be unencrypted".into(),
+            Fix::Advised("aws ec2 enable-ebs-encryption-by-default (per region); not changed automatically because it affects every new volume".into()),
+        )),
+        Checked::NotChecked(why) => out.push(Finding::new(
+            FindingKind::NotChecked,
+            format!("EBS encryption by default not checked: {why}"),
+            Fix::Advised("check it in the EC2 console (Settings, EBS encryption)".into()),
+        )),
+    }
+    match block_public_access {
+        Checked::Value(state) if state != BPA_UNBLOCKED => {}
+        Checked::Value(_) => out.push(Finding::new(
+            FindingKind::BlockPublicAccessOff,
+            "snapshot block public access is not enabled: a snapshot can be made public".into(),
+            Fix::Advised("aws ec2 enable-snapshot-block-public-access --state block-all-sharing (per region)".into()),
+        )),
+        Checked::NotChecked(why) => out.push(Finding::new(
+            FindingKind::NotChecked,
+            format!("snapshot block public access not checked: {why}"),
+            Fix::Advised("check it in the EC2 console (Settings, Block public access for EBS snapshots)".into()),
+        )),
+    }
+    out
+}
+
+/// The worst severity among findings (`None`: nothing found).
+pub fn worst(findings: &[Finding]) -> Option<Severity> {
+    findings.iter().map(|f| f.severity).max()
+}
+
+/// Counts for the metrics: unencrypted and public snapshots found.
+pub fn counts(findings: &[Finding]) -> (u64, u64) {
+    let count = |kind| {
+        findings
+            .iter()
+            .filter(|f| f.kind == kind)
+            .map(|f| f.snapshot_id.as_deref())
+            .collect::<BTreeSet<_>>()
+            .len() as u64
+    };
+    (
+        count(FindingKind::UnencryptedSnapshot),
+        count(FindingKind::PublicSnapshot),
+    )
+}

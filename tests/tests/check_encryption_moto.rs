@@ -1,0 +1,561 @@
+//! check-encryption against moto (with scripts/moto_ebs_fixes.py): one
+//! snapshot of each kind, every REMEDIATE mode, the copy-then-supersede flow
+//! end to end through complete-snapshots and expire-snapshots, allowed-key
+//! lists in every form, the "not checked" path, and that a foreign snapshot
+//! is never copied or tagged.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use aws_sdk_ec2::types::{OperationType, SnapshotAttributeName};
+use serde_json::{json, Value};
+
+use check_encryption::{handle, Ports, RunSummary};
+use ebs_lifecycle::aws::ec2::Ec2Adapter;
+use ebs_lifecycle::aws::kms::KmsAdapter;
+use ebs_lifecycle::config::Config;
+use ebs_lifecycle::deadline::Deadline;
+use ebs_lifecycle::encryption::{FindingKind, Fix};
+use ebs_lifecycle::model::Snapshot;
+use ebs_lifecycle::notify::{NotificationKind, Severity};
+use ebs_lifecycle::tags;
+use integration_tests::*;
+
+const POLICIES: &str = r#"{"default": {"schedule": "@daily", "keep": {"last": 3}}}"#;
+const ALLOWED_KEY: &str =
+    "arn:aws:kms:us-east-1:123456789012:key/11111111-aaaa-4bbb-8ccc-000000000001";
+const OTHER_KEY: &str =
+    "arn:aws:kms:us-east-1:123456789012:key/22222222-aaaa-4bbb-8ccc-000000000002";
+const ALLOWED_ACCOUNT: &str = "222222222222";
+const STRANGER: &str = "111111111111";
+
+/// The seeded account: one snapshot of each kind.
+struct Account {
+    unencrypted_managed: String,
+    unencrypted_foreign: String,
+    wrong_key: String,
+    good: String,
+    public_foreign: String,
+    shared_managed: String,
+    shared_foreign: String,
+    aws_managed_key: String,
+    plain_volume: String,
+}
+
+async fn encrypted_volume(ec2: &aws_sdk_ec2::Client, key: &str, tags: &[(&str, &str)]) -> String {
+    let mut request = ec2
+        .create_volume()
+        .availability_zone("us-east-1a")
+        .size(8)
+        .encrypted(true)
+        .kms_key_id(key);
+    if !tags.is_empty() {
+        request =
+            request.tag_specifications(tag_spec(aws_sdk_ec2::types::ResourceType::Volume, tags));
+    }
+    request
+        .send()
+        .await
+        .unwrap()
+        .volume_id()
+        .unwrap()
+        .to_string()
+}
+
+async fn share(ec2: &aws_sdk_ec2::Client, snapshot: &str, group_all: bool, accounts: &[&str]) {
+    let mut request = ec2
+        .modify_snapshot_attribute()
+        .snapshot_id(snapshot)
+        .attribute(SnapshotAttributeName::CreateVolumePermission)
+        .operation_type(OperationType::Add);
+    if group_all {
+        request = request.group_names("all");
+    }
+    for a in accounts {
+        request = request.user_ids(*a);
+    }
+    request.send().await.unwrap();
+}
+
+async fn hand_made(ec2: &aws_sdk_ec2::Client, volume: &str) -> String {
+    ec2.create_snapshot()
+        .volume_id(volume)
+        .description("made by hand")
+        .send()
+        .await
+        .unwrap()
+        .snapshot_id()
+        .unwrap()
+        .to_string()
+}
+
+async fn seed(ec2: &aws_sdk_ec2::Client) -> Account {
+    let plain_volume = create_volume(ec2, 8, &[("Backup", "default")]).await;
+    let good_volume = encrypted_volume(ec2, ALLOWED_KEY, &[("Backup", "default")]).await;
+    let other_volume = encrypted_volume(ec2, OTHER_KEY, &[]).await;
+    let unencrypted_managed = managed_snapshot(ec2, &plain_volume, "itest", "default", &[]).await;
+    let unencrypted_foreign = hand_made(ec2, &plain_volume).await;
+    let wrong_key = managed_snapshot(ec2, &other_volume, "itest", "default", &[]).await;
+    let good = managed_snapshot(ec2, &good_volume, "itest", "default", &[]).await;
+    let public_foreign = hand_made(ec2, &good_volume).await;
+    share(ec2, &public_foreign, true, &[]).await;
+    let shared_managed = managed_snapshot(ec2, &good_volume, "itest", "default", &[]).await;
+    share(ec2, &shared_managed, false, &[STRANGER, ALLOWED_ACCOUNT]).await;
+    let shared_foreign = hand_made(ec2, &good_volume).await;
+    share(ec2, &shared_foreign, false, &[STRANGER]).await;
+    // Encrypted with the region's default key, the AWS managed alias/aws/ebs.
+    let default_volume = ec2
+        .create_volume()
+        .availability_zone("us-east-1a")
+        .size(8)
+        .encrypted(true)
+        .send()
+        .await
+        .unwrap()
+        .volume_id()
+        .unwrap()
+        .to_string();
+    let aws_managed_key = managed_snapshot(ec2, &default_volume, "itest", "default", &[]).await;
+    Account {
+        aws_managed_key,
+        unencrypted_managed,
+        unencrypted_foreign,
+        wrong_key,
+        good,
+        public_foreign,
+        shared_managed,
+        shared_foreign,
+        plain_volume,
+    }
+}
+
+fn config_for(remediate: &str) -> Config {
+    config_with(
+        POLICIES,
+        &[
+            ("REMEDIATE", remediate),
+            (
+                "ALLOWED_KMS_KEY_IDS",
+                "11111111-aaaa-4bbb-8ccc-000000000001",
+            ),
+            ("ALLOWED_SHARE_ACCOUNTS", ALLOWED_ACCOUNT),
+            ("ENCRYPTION_KMS_KEY_ID", ALLOWED_KEY),
+        ],
+    )
+}
+
+async fn run(
+    moto: &Moto,
+    config: &Config,
+    event: &Value,
+    notifier: &RecordingNotifier,
+) -> RunSummary {
+    let adapter = Ec2Adapter::new(moto.ec2());
+    let kms = KmsAdapter::new(aws_sdk_kms::Client::new(&moto.sdk_config()));
+    let ports = Ports {
+        catalog: &adapter,
+        inventory: &adapter,
+        sharing: &adapter,
+        settings: &adapter,
+        copier: &adapter,
+        keys: &kms,
+        notifier,
+    };
+    handle(
+        ports,
+        config,
+        event,
+        chrono::Utc::now(),
+        Deadline::after(Duration::from_secs(600)),
+    )
+    .await
+    .unwrap()
+}
+
+fn daily() -> Value {
+    json!({"kind": "tick"})
+}
+
+/// (kind, snapshot or volume) of every finding, sorted.
+fn kinds(summary: &RunSummary) -> Vec<(FindingKind, String)> {
+    let mut out: Vec<(FindingKind, String)> = summary
+        .findings
+        .iter()
+        .map(|f| {
+            (
+                f.kind,
+                f.snapshot_id
+                    .clone()
+                    .or_else(|| f.volume_id.clone())
+                    .unwrap_or_default(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+async fn permissions(ec2: &aws_sdk_ec2::Client, snapshot: &str) -> (bool, Vec<String>) {
+    let out = ec2
+        .describe_snapshot_attribute()
+        .snapshot_id(snapshot)
+        .attribute(SnapshotAttributeName::CreateVolumePermission)
+        .send()
+        .await
+        .unwrap();
+    let public = out
+        .create_volume_permissions()
+        .iter()
+        .any(|p| p.group().map(|g| g.as_str()) == Some("all"));
+    let mut accounts: Vec<String> = out
+        .create_volume_permissions()
+        .iter()
+        .filter_map(|p| p.user_id().map(String::from))
+        .collect();
+    accounts.sort();
+    (public, accounts)
+}
+
+fn by_id(snapshots: Vec<Snapshot>) -> BTreeMap<String, Snapshot> {
+    snapshots.into_iter().map(|s| (s.id.clone(), s)).collect()
+}
+
+#[tokio::test]
+async fn every_kind_of_finding_in_one_notification_and_off_changes_nothing() {
+    let moto = Moto::start();
+    let ec2 = moto.ec2();
+    let account = seed(&ec2).await;
+    let before = by_id(snapshots(&ec2).await);
+    let notifier = RecordingNotifier::default();
+
+    let summary = run(&moto, &config_for("off"), &daily(), &notifier).await;
+
+    let mut expected = vec![
+        (
+            FindingKind::UnencryptedSnapshot,
+            account.unencrypted_managed.clone(),
+        ),
+        (
+            FindingKind::UnencryptedSnapshot,
+            account.unencrypted_foreign.clone(),
+        ),
+        (FindingKind::DisallowedKey, account.wrong_key.clone()),
+        (FindingKind::DisallowedKey, account.aws_managed_key.clone()),
+        (FindingKind::PublicSnapshot, account.public_foreign.clone()),
+        (FindingKind::DisallowedShare, account.shared_managed.clone()),
+        (FindingKind::DisallowedShare, account.shared_foreign.clone()),
+        (FindingKind::UnencryptedVolume, account.plain_volume.clone()),
+        (FindingKind::EncryptionByDefaultOff, String::new()),
+        // moto has no GetSnapshotBlockPublicAccessState: reported, not fatal.
+        (FindingKind::NotChecked, String::new()),
+    ];
+    expected.sort();
+    assert_eq!(kinds(&summary), expected);
+    assert!(!kinds(&summary).iter().any(|(_, id)| id == &account.good));
+    assert!(summary
+        .findings
+        .iter()
+        .all(|f| matches!(f.fix, Fix::Advised(_))));
+
+    let sent = notifier.sent();
+    assert_eq!(sent.len(), 1, "one notification per run");
+    assert_eq!(sent[0].kind, NotificationKind::EncryptionFindings);
+    assert_eq!(
+        sent[0].severity,
+        Severity::Critical,
+        "a public snapshot is the worst finding"
+    );
+    assert_eq!(
+        sent[0].details["findings"].as_array().unwrap().len(),
+        expected.len()
+    );
+
+    // Nothing changed: same snapshots, same tags, same permissions.
+    assert_eq!(by_id(snapshots(&ec2).await), before);
+    assert!(permissions(&ec2, &account.public_foreign).await.0);
+    assert_eq!(
+        permissions(&ec2, &account.shared_managed).await.1,
+        [STRANGER.to_string(), ALLOWED_ACCOUNT.to_string()]
+    );
+    // Only snapshots that can be shared had their permissions read: not the
+    // one under the AWS managed key, which EC2 refuses to share.
+    assert_eq!(summary.permissions_read, summary.snapshots_checked - 1);
+}
+
+#[tokio::test]
+async fn public_removes_public_access_everywhere_and_bad_shares_only_on_managed() {
+    let moto = Moto::start();
+    let ec2 = moto.ec2();
+    let account = seed(&ec2).await;
+    let notifier = RecordingNotifier::default();
+
+    let summary = run(&moto, &config_for("public"), &daily(), &notifier).await;
+
+    assert_eq!(
+        permissions(&ec2, &account.public_foreign).await,
+        (false, vec![])
+    );
+    assert_eq!(
+        permissions(&ec2, &account.shared_managed).await,
+        (false, vec![ALLOWED_ACCOUNT.to_string()])
+    );
+    assert_eq!(
+        permissions(&ec2, &account.shared_foreign).await,
+        (false, vec![STRANGER.to_string()]),
+        "a foreign snapshot's shares are advised, not changed"
+    );
+    let fix_of = |kind, id: &str| {
+        summary
+            .findings
+            .iter()
+            .find(|f| f.kind == kind && f.snapshot_id.as_deref() == Some(id))
+            .unwrap()
+            .fix
+            .clone()
+    };
+    assert!(matches!(
+        fix_of(FindingKind::PublicSnapshot, &account.public_foreign),
+        Fix::Applied(_)
+    ));
+    assert!(matches!(
+        fix_of(FindingKind::DisallowedShare, &account.shared_managed),
+        Fix::Applied(_)
+    ));
+    assert!(matches!(
+        fix_of(FindingKind::DisallowedShare, &account.shared_foreign),
+        Fix::Advised(_)
+    ));
+    assert!(summary.copies_started.is_empty(), "public does not copy");
+}
+
+#[tokio::test]
+async fn all_copies_unencrypted_managed_snapshots_which_supersede_them_once_completed() {
+    let moto = Moto::start();
+    let ec2 = moto.ec2();
+    let account = seed(&ec2).await;
+    let notifier = RecordingNotifier::default();
+    let foreign_before = by_id(snapshots(&ec2).await)[&account.unencrypted_foreign].clone();
+
+    let first = run(&moto, &config_for("all"), &daily(), &notifier).await;
+    assert_eq!(first.copies_started.len(), 1);
+    let copy_id = first.copies_started[0].clone();
+    let all = by_id(snapshots(&ec2).await);
+    let copy = &all[&copy_id];
+    let original = &all[&account.unencrypted_managed];
+    assert!(copy.encrypted);
+    assert_eq!(copy.kms_key_id.as_deref(), Some(ALLOWED_KEY));
+    assert_eq!(
+        copy.tags[tags::ENCRYPTED_COPY_OF],
+        account.unencrypted_managed
+    );
+    assert_eq!(copy.tags[tags::STATE], "pending");
+    for key in [
+        tags::MANAGED_BY,
+        tags::POLICY,
+        tags::SLOT,
+        tags::VOLUME_ID,
+        tags::CREATED_AT,
+    ] {
+        assert_eq!(copy.tags[key], original.tags[key], "{key}");
+    }
+    assert!(
+        !original.tags.contains_key(tags::SUPERSEDED_BY),
+        "not before the copy completes"
+    );
+    assert_eq!(
+        all[&account.unencrypted_foreign], foreign_before,
+        "a foreign snapshot is never copied or tagged"
+    );
+    assert_eq!(
+        all.values()
+            .filter(|s| s.encrypted_copy_of().is_some())
+            .count(),
+        1,
+        "only the managed snapshot is copied"
+    );
+    for id in [&account.public_foreign, &account.shared_managed] {
+        assert!(!permissions(&ec2, id).await.0, "no public snapshot is left");
+    }
+    assert_eq!(notifier.sent().len(), 1);
+
+    // A second run does not copy again.
+    let second = run(&moto, &config_for("all"), &daily(), &notifier).await;
+    assert!(second.copies_started.is_empty());
+
+    // Before the copy completes, expiry keeps the original (it is the volume's newest).
+    let expire_plan = expire_dry_run(&moto).await;
+    assert!(!expire_plan.contains(&account.unencrypted_managed));
+
+    // EC2 reports the copy complete: complete-snapshots marks it and supersedes the original.
+    let event = copy_event(&copy_id, &account.unencrypted_managed);
+    let adapter = Ec2Adapter::new(moto.ec2());
+    let completed = complete_snapshots::handle(
+        complete_snapshots::Ports {
+            catalog: &adapter,
+            tagger: &adapter,
+            notifier: &notifier,
+        },
+        &config_for("all"),
+        &event,
+        chrono::Utc::now(),
+        Deadline::after(Duration::from_secs(600)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(completed.superseded.len(), 1);
+    let all = by_id(snapshots(&ec2).await);
+    assert_eq!(all[&copy_id].tags[tags::STATE], "completed");
+    assert_eq!(
+        all[&account.unencrypted_managed].tags[tags::SUPERSEDED_BY],
+        copy_id
+    );
+
+    // Now expiry may delete the original, and keeps the copy.
+    let expire_plan = expire_dry_run(&moto).await;
+    assert!(expire_plan.contains(&account.unencrypted_managed));
+    assert!(!expire_plan.contains(&copy_id));
+
+    // The daily check reports the original as replaced, not as a new problem to fix.
+    let third = run(&moto, &config_for("all"), &daily(), &notifier).await;
+    assert!(third.copies_started.is_empty());
+    let original_finding = third
+        .findings
+        .iter()
+        .find(|f| f.snapshot_id.as_deref() == Some(account.unencrypted_managed.as_str()))
+        .unwrap();
+    assert!(matches!(original_finding.fix, Fix::Applied(_)));
+}
+
+/// The snapshot ids a dry expire run would delete.
+async fn expire_dry_run(moto: &Moto) -> Vec<String> {
+    let adapter = Ec2Adapter::new(moto.ec2());
+    let notifier = RecordingNotifier::default();
+    let summary = expire_snapshots::handle(
+        expire_snapshots::Ports {
+            catalog: &adapter,
+            inventory: &adapter,
+            protections: &adapter,
+            deleter: &adapter,
+            notifier: &notifier,
+        },
+        &config_with(POLICIES, &[("DRY_RUN", "true")]),
+        &daily(),
+        chrono::Utc::now(),
+        Deadline::after(Duration::from_secs(600)),
+    )
+    .await
+    .unwrap();
+    let value = serde_json::to_value(&summary).unwrap();
+    value["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|v| v["deleted"].as_array().unwrap().iter())
+        .map(|d| d["snapshot_id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// A copySnapshot completion, in the documented EBS Snapshot Notification shape.
+fn copy_event(copy: &str, source: &str) -> Value {
+    let text = std::fs::read_to_string(
+        workspace_root().join("tests/fixtures/events/create-snapshot-succeeded.json"),
+    )
+    .unwrap();
+    let mut event: Value = serde_json::from_str(&text.replace("snap-01234567", copy)).unwrap();
+    event["detail"]["event"] = json!("copySnapshot");
+    event["detail"]["source"] = json!(format!("arn:aws:ec2::us-east-1:snapshot/{source}"));
+    event
+}
+
+#[tokio::test]
+async fn a_completion_event_checks_only_that_snapshot_and_alerts_only_on_findings() {
+    let moto = Moto::start();
+    let ec2 = moto.ec2();
+    let account = seed(&ec2).await;
+    let event_for = |id: &str| {
+        let text = std::fs::read_to_string(
+            workspace_root().join("tests/fixtures/events/create-snapshot-succeeded.json"),
+        )
+        .unwrap();
+        serde_json::from_str::<Value>(&text.replace("snap-01234567", id)).unwrap()
+    };
+
+    let notifier = RecordingNotifier::default();
+    let clean = run(
+        &moto,
+        &config_for("off"),
+        &event_for(&account.good),
+        &notifier,
+    )
+    .await;
+    assert_eq!(clean.snapshots_checked, 1);
+    assert!(clean.findings.is_empty());
+    assert!(
+        notifier.sent().is_empty(),
+        "nothing to say about a good snapshot"
+    );
+
+    let bad = run(
+        &moto,
+        &config_for("all"),
+        &event_for(&account.unencrypted_managed),
+        &notifier,
+    )
+    .await;
+    assert_eq!(
+        kinds(&bad),
+        [(
+            FindingKind::UnencryptedSnapshot,
+            account.unencrypted_managed.clone()
+        )]
+    );
+    assert_eq!(
+        bad.copies_started.len(),
+        1,
+        "remediation applies on the event path too"
+    );
+    assert_eq!(notifier.sent().len(), 1);
+    assert_eq!(notifier.sent()[0].severity, Severity::Warning);
+}
+
+#[tokio::test]
+async fn allowed_keys_may_be_given_as_ids_arns_or_aliases() {
+    let moto = Moto::start();
+    let ec2 = moto.ec2();
+    let kms = aws_sdk_kms::Client::new(&moto.sdk_config());
+    let key = kms.create_key().send().await.unwrap();
+    let key_arn = key.key_metadata().unwrap().arn().unwrap().to_string();
+    let key_id = key.key_metadata().unwrap().key_id().to_string();
+    kms.create_alias()
+        .alias_name("alias/backups")
+        .target_key_id(&key_id)
+        .send()
+        .await
+        .unwrap();
+    let volume = encrypted_volume(&ec2, &key_arn, &[]).await;
+    let snapshot = managed_snapshot(&ec2, &volume, "itest", "default", &[]).await;
+
+    for allowed in [
+        key_id.as_str(),
+        key_arn.as_str(),
+        "alias/backups",
+        "alias/nope",
+    ] {
+        let config = config_with(POLICIES, &[("ALLOWED_KMS_KEY_IDS", allowed)]);
+        let notifier = RecordingNotifier::default();
+        let summary = run(&moto, &config, &daily(), &notifier).await;
+        let flagged = summary.findings.iter().any(|f| {
+            f.kind == FindingKind::DisallowedKey
+                && f.snapshot_id.as_deref() == Some(snapshot.as_str())
+        });
+        assert_eq!(flagged, allowed == "alias/nope", "{allowed}");
+        if allowed == "alias/nope" {
+            assert!(summary
+                .findings
+                .iter()
+                .any(|f| f.kind == FindingKind::NotChecked && f.detail.contains("alias/nope")));
+        }
+    }
+}
