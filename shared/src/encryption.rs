@@ -543,3 +543,231 @@ pub fn counts(findings: &[Finding]) -> (u64, u64) {
         count(FindingKind::PublicSnapshot),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Tags;
+
+    const KEY_ARN: &str =
+        "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+    const KEY_ID: &str = "1234abcd-12ab-34cd-56ef-1234567890ab";
+    const AWS_EBS: &str =
+        "arn:aws:kms:eu-west-1:123456789012:key/aaaaaaaa-0000-0000-0000-000000000000";
+
+    fn snapshot(id: &str, managed: bool, encrypted: bool, key: Option<&str>) -> Snapshot {
+        let mut tags = Tags::new();
+        if managed {
+            tags.insert(tags::MANAGED_BY.into(), "prod".into());
+            tags.insert(tags::POLICY.into(), "default".into());
+            tags.insert(tags::VOLUME_ID.into(), "vol-1".into());
+            tags.insert(tags::CREATED_AT.into(), "2026-01-01T00:00:05Z".into());
+            tags.insert(tags::STATE.into(), "completed".into());
+            tags.insert(tags::COMPLETED_AT.into(), "2026-01-01T00:09:00Z".into());
+            tags.insert(tags::RETAINED_BY.into(), "last".into());
+            tags.insert("Name".into(), "db".into());
+            tags.insert("aws:backup:source".into(), "x".into());
+        }
+        Snapshot {
+            id: id.into(),
+            volume_id: Some("vol-1".into()),
+            state: SnapshotState::Completed,
+            start_time: tags::parse_time("2026-01-01T00:00:07Z"),
+            volume_size_gib: Some(8),
+            encrypted,
+            kms_key_id: key.map(String::from),
+            tags,
+        }
+    }
+
+    fn rules<'a>(
+        remediate: Remediate,
+        keys: &'a AllowedKeys,
+        resolved: &'a BTreeMap<String, String>,
+        accounts: &'a [String],
+    ) -> Rules<'a> {
+        Rules {
+            deployment: "prod",
+            remediate,
+            allowed_keys: keys,
+            resolved_aliases: resolved,
+            allowed_accounts: accounts,
+        }
+    }
+
+    #[test]
+    fn allowed_keys_match_ids_arns_and_resolved_aliases() {
+        let none = BTreeMap::new();
+        assert!(
+            AllowedKeys::new(&[]).allows(KEY_ARN, &none),
+            "no list: all allowed"
+        );
+        assert!(AllowedKeys::new(&[KEY_ID.into()]).allows(KEY_ARN, &none));
+        assert!(AllowedKeys::new(&[KEY_ARN.into()]).allows(KEY_ARN, &none));
+        assert!(
+            AllowedKeys::new(&[KEY_ARN.into()]).allows(KEY_ID, &none),
+            "EC2 may report a bare id"
+        );
+        assert!(!AllowedKeys::new(&["other".into()]).allows(KEY_ARN, &none));
+
+        let alias = AllowedKeys::new(&["alias/backups".into(), " ".into()]);
+        assert_eq!(alias.aliases(), ["alias/backups"]);
+        assert!(
+            !alias.allows(KEY_ARN, &none),
+            "an unresolved alias allows nothing"
+        );
+        let resolved = BTreeMap::from([("alias/backups".to_string(), KEY_ARN.to_string())]);
+        assert!(alias.allows(KEY_ARN, &resolved));
+        let alias_arn =
+            AllowedKeys::new(&["arn:aws:kms:eu-west-1:123456789012:alias/backups".into()]);
+        assert_eq!(alias_arn.aliases().len(), 1);
+    }
+
+    #[test]
+    fn only_snapshots_that_can_be_shared_need_their_permissions_read() {
+        assert!(can_be_shared(
+            &snapshot("a", true, false, None),
+            Some(AWS_EBS)
+        ));
+        assert!(can_be_shared(
+            &snapshot("b", true, true, Some(KEY_ARN)),
+            Some(AWS_EBS)
+        ));
+        assert!(!can_be_shared(
+            &snapshot("c", true, true, Some(AWS_EBS)),
+            Some(AWS_EBS)
+        ));
+        assert!(
+            can_be_shared(&snapshot("d", true, true, Some(AWS_EBS)), None),
+            "unknown: read"
+        );
+    }
+
+    #[test]
+    fn foreign_snapshots_are_only_ever_made_private() {
+        let keys = AllowedKeys::default();
+        let resolved = BTreeMap::new();
+        let accounts = vec!["222222222222".to_string()];
+        let foreign = snapshot("snap-f", false, false, None);
+        let permissions = BTreeMap::from([(
+            "snap-f".to_string(),
+            Permissions {
+                public: true,
+                accounts: vec!["111111111111".into()],
+            },
+        )]);
+        for remediate in [Remediate::Off, Remediate::Public, Remediate::All] {
+            let (findings, remedies) = assess_snapshots(
+                &rules(remediate, &keys, &resolved, &accounts),
+                std::slice::from_ref(&foreign),
+                &permissions,
+                &Copies::default(),
+            );
+            assert_eq!(findings.len(), 3, "public, share, unencrypted");
+            let expected: Vec<Remedy> = if remediate == Remediate::Off {
+                vec![]
+            } else {
+                vec![Remedy::RemovePublic {
+                    snapshot_id: "snap-f".into(),
+                }]
+            };
+            assert_eq!(
+                remedies.into_iter().map(|(_, r)| r).collect::<Vec<_>>(),
+                expected
+            );
+            assert_eq!(findings[0].severity, Severity::Critical);
+        }
+    }
+
+    #[test]
+    fn all_copies_managed_unencrypted_snapshots_within_the_copy_limit() {
+        let keys = AllowedKeys::default();
+        let resolved = BTreeMap::new();
+        let snapshots: Vec<Snapshot> = (0..30)
+            .map(|i| snapshot(&format!("snap-{i:02}"), true, false, None))
+            .collect();
+        let mut in_flight = snapshot("snap-copy", true, true, Some(KEY_ARN));
+        in_flight.state = SnapshotState::Pending;
+        in_flight
+            .tags
+            .insert(tags::ENCRYPTED_COPY_OF.into(), "snap-00".into());
+        let copies = Copies::new(&[in_flight]);
+        let (findings, remedies) = assess_snapshots(
+            &rules(Remediate::All, &keys, &resolved, &[]),
+            &snapshots,
+            &BTreeMap::new(),
+            &copies,
+        );
+        // snap-00 already has a copy under way; one copy is in flight, so 19 more.
+        assert_eq!(remedies.len(), MAX_COPIES_IN_FLIGHT - 1);
+        assert!(matches!(findings[0].fix, Fix::Deferred(_)));
+        let deferred = findings
+            .iter()
+            .filter(|f| matches!(f.fix, Fix::Deferred(_)))
+            .count();
+        assert_eq!(deferred, 30 - (MAX_COPIES_IN_FLIGHT - 1));
+        // Each remedy points at its own finding.
+        for (index, remedy) in &remedies {
+            let Remedy::EncryptedCopy { snapshot_id, .. } = remedy else {
+                panic!("only copies expected");
+            };
+            assert_eq!(
+                findings[*index].snapshot_id.as_deref(),
+                Some(snapshot_id.as_str())
+            );
+        }
+    }
+
+    #[test]
+    fn a_copy_carries_the_originals_labels_at_the_originals_time() {
+        let original = snapshot("snap-o", true, false, None);
+        let t = copy_tags(&original);
+        assert_eq!(t[tags::ENCRYPTED_COPY_OF], "snap-o");
+        assert_eq!(t[tags::STATE], "pending");
+        assert_eq!(t[tags::CREATED_AT], "2026-01-01T00:00:05Z");
+        assert_eq!(t["Name"], "db");
+        for gone in [tags::COMPLETED_AT, tags::RETAINED_BY, "aws:backup:source"] {
+            assert!(!t.contains_key(gone), "{gone}");
+        }
+        let copy = Snapshot {
+            id: "snap-c".into(),
+            start_time: tags::parse_time("2026-06-01T00:00:00Z"),
+            encrypted: true,
+            tags: t,
+            ..original.clone()
+        };
+        assert_eq!(
+            copy.retention_time(),
+            tags::parse_time("2026-01-01T00:00:05Z")
+        );
+    }
+
+    #[test]
+    fn settings_findings_and_not_checked() {
+        let off = assess_account(
+            &Checked::Value(false),
+            &Checked::Value(BPA_UNBLOCKED.into()),
+        );
+        let kinds: Vec<FindingKind> = off.iter().map(|f| f.kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                FindingKind::EncryptionByDefaultOff,
+                FindingKind::BlockPublicAccessOff
+            ]
+        );
+        let fine = assess_account(
+            &Checked::Value(true),
+            &Checked::Value("block-all-sharing".into()),
+        );
+        assert!(fine.is_empty());
+        let unknown = assess_account(
+            &Checked::NotChecked("no such API".into()),
+            &Checked::Value("block-new-sharing".into()),
+        );
+        assert_eq!(unknown.len(), 1);
+        assert_eq!(unknown[0].kind, FindingKind::NotChecked);
+        assert_eq!(worst(&unknown), Some(Severity::Info));
+        assert_eq!(worst(&[]), None);
+    }
+}

@@ -449,4 +449,49 @@ mod tests {
         // orphans: last 2 -> the two newest completed; the failed one is long past its grace.
         assert_eq!(kept, ["snap-00009", "snap-00008"]);
     }
+
+    #[test]
+    fn an_encrypted_copy_replaces_its_original_only_once_completed() {
+        // `lean` keeps the last 1: the original is vol-0's only snapshot.
+        let spec = Spec {
+            volume: 0,
+            hours: 10,
+            state: SnapshotState::Completed,
+            owner: 0,
+            policy: 2,
+            held: false,
+            ami: false,
+            locked: false,
+        };
+        let mut w = world(&[spec], &[]);
+        let original = w.snapshots[0].clone();
+        let mut copy = Snapshot {
+            id: "snap-copy".into(),
+            // EC2 stamps the copy when it is made, long after the original.
+            start_time: Some(t0() + Duration::days(200)),
+            tags: crate::encryption::copy_tags(&original),
+            ..original.clone()
+        };
+        copy.tags.insert(
+            crate::tags::CREATED_AT.into(),
+            crate::tags::format_time(t0()),
+        );
+        w.snapshots.push(copy.clone());
+        // In flight (tagged pending): the original stays, kept by `last`.
+        assert!(deleted_ids(&run(&w)).is_empty());
+
+        // complete-snapshots marks the copy completed and supersedes the original.
+        w.snapshots[1]
+            .tags
+            .insert(crate::tags::STATE.into(), "completed".into());
+        w.snapshots[0]
+            .tags
+            .insert(crate::tags::SUPERSEDED_BY.into(), "snap-copy".into());
+        let deleted = deleted_ids(&run(&w));
+        assert_eq!(deleted, BTreeSet::from([original.id.clone()]));
+
+        // A superseded original whose copy is gone is kept again.
+        w.snapshots.pop();
+        assert!(deleted_ids(&run(&w)).is_empty());
+    }
 }
