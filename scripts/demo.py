@@ -331,7 +331,7 @@ def main() -> int:
     parser.add_argument("--bin-dir", default=str(ROOT / "target/debug"), help="where the function binaries are")
     args = parser.parse_args()
     bin_dir = Path(args.bin_dir)
-    for name in ("create-snapshots", "complete-snapshots", "tag-snapshots", "expire-snapshots"):
+    for name in ("create-snapshots", "complete-snapshots", "tag-snapshots", "check-encryption", "expire-snapshots"):
         if not (bin_dir / name).exists():
             print(f"{bin_dir / name} is missing: run `cargo build --workspace --bins` (make demo does)", file=sys.stderr)
             return 2
@@ -465,6 +465,26 @@ def main() -> int:
         if again["create_tags_calls"] != 0:
             problems.append("a second tag-snapshots run wrote tags again")
 
+        step("check-encryption, daily, REMEDIATE=public: someone made the hand-made snapshot public")
+        ec2.modify_snapshot_attribute(SnapshotId=foreign["SnapshotId"], Attribute="createVolumePermission",
+                                      OperationType="add", GroupNames=["all"])
+        checker = LambdaFunction("check-encryption", bin_dir / "check-encryption", {**env, "REMEDIATE": "public"}, work / "check-encryption.log")
+        functions.append(checker)
+        checked = checker.invoke(tick())
+        counts: dict[str, int] = {}
+        for f in checked["findings"]:
+            counts[f["kind"]] = counts.get(f["kind"], 0) + 1
+        print(f"    {checked['snapshots_checked']} snapshots checked, permissions read for {checked['permissions_read']}: "
+              + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
+        public = [f for f in checked["findings"] if f["kind"] == "public-snapshot"]
+        for f in public:
+            print(f"    {f['severity']}: {f['snapshot_id']} {f['detail']} -> {f['fix']['status']}: {f['fix']['what']}")
+        groups = ec2.describe_snapshot_attribute(SnapshotId=foreign["SnapshotId"], Attribute="createVolumePermission")["CreateVolumePermissions"]
+        if len(public) != 1 or public[0]["fix"]["status"] != "applied" or groups:
+            problems.append(f"the public snapshot was not made private: {public} {groups}")
+        else:
+            print("    it is private again; unencrypted snapshots are reported with advice (REMEDIATE=all would replace managed ones with encrypted copies)")
+
         step(f"expire-snapshots, dry run: the plan for the archive volume ({HISTORY_DAYS + 1} snapshots, policy default)")
         dry = LambdaFunction("expire-snapshots", bin_dir / "expire-snapshots", {**env, "DRY_RUN": "true"}, work / "expire-snapshots-dry.log")
         functions.append(dry)
@@ -515,7 +535,7 @@ def main() -> int:
                 kinds.append(body["kind"])
                 print(f"    [{body['severity']}] {body['kind']}: {body['summary']}")
                 sqs.delete_message(QueueUrl=ids["queue"], ReceiptHandle=m["ReceiptHandle"])
-        if "deletion-cap-reached" not in kinds or kinds.count("run-summary") < 4:
+        if "deletion-cap-reached" not in kinds or kinds.count("run-summary") < 4 or "encryption-findings" not in kinds:
             problems.append(f"expected create and expire run summaries and a cap alert, got {kinds}")
 
         step("metrics (CloudWatch Embedded Metric Format lines from the functions' logs)")
@@ -537,7 +557,7 @@ def main() -> int:
         for p in problems:
             print(paint(f"FAILED: {p}", "1;31"))
         return 1
-    print(paint("demo passed: snapshots tagged at creation, nothing duplicated, tracked to completed, labelled, expired by the plan", "1;32"))
+    print(paint("demo passed: snapshots tagged at creation, nothing duplicated, tracked to completed, labelled, checked, expired by the plan", "1;32"))
     return 0
 
 
