@@ -209,6 +209,7 @@ pub async fn handle(
         aws_managed_key.as_deref(),
         deadline,
         &mut summary,
+        &mut findings,
     )
     .await?;
     let rules = Rules {
@@ -252,30 +253,29 @@ fn not_checked(detail: String) -> Finding {
 }
 
 /// `createVolumePermission` of every snapshot that could be shared, a few
-/// reads at a time, until the deadline comes near.
+/// reads at a time, until the deadline comes near. A read that fails (after
+/// the SDK's retries) becomes a `not-checked` finding in `unread`.
 async fn read_permissions(
     ports: Ports<'_>,
     snapshots: &[Snapshot],
     aws_managed_key: Option<&str>,
     deadline: Deadline,
     summary: &mut RunSummary,
+    unread: &mut Vec<Finding>,
 ) -> Result<BTreeMap<String, Permissions>, CheckError> {
     let shareable: Vec<&Snapshot> = snapshots
         .iter()
         .filter(|s| encryption::can_be_shared(s, aws_managed_key))
         .collect();
-    let results: Vec<Option<Result<(String, Permissions), Ec2Error>>> = stream::iter(shareable)
+    let results: Vec<Option<(String, Result<Permissions, Ec2Error>)>> = stream::iter(shareable)
         .map(|s| async move {
             if deadline.is_near() {
                 return None;
             }
-            Some(
-                ports
-                    .sharing
-                    .create_volume_permissions(&s.id)
-                    .await
-                    .map(|p| (s.id.clone(), p)),
-            )
+            Some((
+                s.id.clone(),
+                ports.sharing.create_volume_permissions(&s.id).await,
+            ))
         })
         .buffer_unordered(PERMISSION_READS)
         .collect()
@@ -285,9 +285,18 @@ async fn read_permissions(
         match result {
             None => summary.left_for_later += 1,
             // Deleted since the listing: nothing to check.
-            Some(Err(Ec2Error::SnapshotNotFound)) => {}
-            Some(Err(e)) => return Err(e.into()),
-            Some(Ok((id, p))) => {
+            Some((_, Err(Ec2Error::SnapshotNotFound))) => {}
+            // One unreadable snapshot does not blind the run to the others.
+            Some((id, Err(e))) => {
+                let mut finding = Finding::new(
+                    FindingKind::NotChecked,
+                    format!("who may restore {id} could not be read: {e}"),
+                    Fix::Advised("the next run reads it again".into()),
+                );
+                finding.snapshot_id = Some(id);
+                unread.push(finding);
+            }
+            Some((id, Ok(p))) => {
                 summary.permissions_read += 1;
                 out.insert(id, p);
             }
