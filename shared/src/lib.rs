@@ -24,6 +24,8 @@
 //!
 //! - [`aws`]: the only code that knows the AWS SDK: narrow ports (traits) per
 //!   concern and their implementations on the SDK clients.
+//! - [`invocation`]: the error an event-driven invocation fails with, and
+//!   the lookup of the snapshots an event names.
 //! - [`runtime`]: start-up shared by the binaries (logging, clients built
 //!   once, configuration errors reported, the Lambda loop).
 
@@ -33,6 +35,7 @@ pub mod deadline;
 pub mod encryption;
 pub mod events;
 pub mod expiry;
+pub mod invocation;
 pub mod metrics;
 pub mod model;
 pub mod notify;

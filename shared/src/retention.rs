@@ -146,13 +146,9 @@ fn within_cutoff(t: DateTime<Utc>, within: &KeepWithin, tz: Tz) -> DateTime<Utc>
         .unwrap_or(DateTime::<Utc>::MIN_UTC)
 }
 
-/// Decide, for one volume's snapshots, which the rules keep and why.
-/// The result is in planning order: newest first.
-pub fn plan(rules: &KeepRules, tz: Tz, snapshots: &[Candidate]) -> Vec<Decision> {
-    let mut order: Vec<&Candidate> = snapshots.iter().collect();
-    order.sort_by(|a, b| b.time.cmp(&a.time).then_with(|| b.id.cmp(&a.id)));
-
-    let mut buckets: Vec<Bucket> = [
+/// The calendar rules and their counts, finest first (restic's order).
+fn calendar_rules(rules: &KeepRules) -> impl Iterator<Item = (KeepReason, Option<u32>)> {
+    [
         (KeepReason::Hourly, rules.hourly),
         (KeepReason::Daily, rules.daily),
         (KeepReason::Weekly, rules.weekly),
@@ -160,14 +156,23 @@ pub fn plan(rules: &KeepRules, tz: Tz, snapshots: &[Candidate]) -> Vec<Decision>
         (KeepReason::Yearly, rules.yearly),
     ]
     .into_iter()
-    .filter_map(|(reason, count)| {
-        count.map(|remaining| Bucket {
-            reason,
-            remaining,
-            last: None,
+}
+
+/// Decide, for one volume's snapshots, which the rules keep and why.
+/// The result is in planning order: newest first.
+pub fn plan(rules: &KeepRules, tz: Tz, snapshots: &[Candidate]) -> Vec<Decision> {
+    let mut order: Vec<&Candidate> = snapshots.iter().collect();
+    order.sort_by(|a, b| b.time.cmp(&a.time).then_with(|| b.id.cmp(&a.id)));
+
+    let mut buckets: Vec<Bucket> = calendar_rules(rules)
+        .filter_map(|(reason, count)| {
+            count.map(|remaining| Bucket {
+                reason,
+                remaining,
+                last: None,
+            })
         })
-    })
-    .collect();
+        .collect();
     let cutoff = match (&rules.within, order.first()) {
         (Some(within), Some(newest)) => Some(within_cutoff(newest.time, within, tz)),
         _ => None,
@@ -302,36 +307,29 @@ pub fn project(
         openings: Vec<DateTime<Utc>>,
     }
     let newest_local = newest.with_timezone(&tz);
-    let calendars: Vec<Calendar> = [
-        (KeepReason::Hourly, rules.hourly),
-        (KeepReason::Daily, rules.daily),
-        (KeepReason::Weekly, rules.weekly),
-        (KeepReason::Monthly, rules.monthly),
-        (KeepReason::Yearly, rules.yearly),
-    ]
-    .into_iter()
-    .filter_map(|(reason, count)| {
-        let count = count?;
-        let newest_bucket = bucket_of(reason, &newest_local);
-        let same_bucket =
-            first_slot.filter(|t| bucket_of(reason, &t.with_timezone(&tz)) == newest_bucket);
-        let mut cursor = match same_bucket {
-            Some(_) => next_bucket_start(reason, &newest_local).and_then(at_or_after),
-            None => first_slot,
-        };
-        let mut openings = Vec::new();
-        while let Some(t) = cursor.filter(|_| openings.len() < count as usize) {
-            openings.push(t);
-            cursor = next_bucket_start(reason, &t.with_timezone(&tz)).and_then(at_or_after);
-        }
-        Some(Calendar {
-            reason,
-            count,
-            same_bucket,
-            openings,
+    let calendars: Vec<Calendar> = calendar_rules(rules)
+        .filter_map(|(reason, count)| {
+            let count = count?;
+            let newest_bucket = bucket_of(reason, &newest_local);
+            let same_bucket =
+                first_slot.filter(|t| bucket_of(reason, &t.with_timezone(&tz)) == newest_bucket);
+            let mut cursor = match same_bucket {
+                Some(_) => next_bucket_start(reason, &newest_local).and_then(at_or_after),
+                None => first_slot,
+            };
+            let mut openings = Vec::new();
+            while let Some(t) = cursor.filter(|_| openings.len() < count as usize) {
+                openings.push(t);
+                cursor = next_bucket_start(reason, &t.with_timezone(&tz)).and_then(at_or_after);
+            }
+            Some(Calendar {
+                reason,
+                count,
+                same_bucket,
+                openings,
+            })
         })
-    })
-    .collect();
+        .collect();
 
     // Walk newest first, tracking each calendar rule's bucket index.
     let mut bucket_index: Vec<(Option<i64>, u32)> = vec![(None, 0); calendars.len()];

@@ -379,3 +379,16 @@ pub async fn put_tags(ec2: &aws_sdk_ec2::Client, resource: &str, tags: &[(&str, 
         .await
         .unwrap();
 }
+
+/// A snapshot made by hand (no lifecycle tags); returns its id.
+pub async fn hand_made_snapshot(ec2: &aws_sdk_ec2::Client, volume: &str) -> String {
+    ec2.create_snapshot()
+        .volume_id(volume)
+        .description("made by hand")
+        .send()
+        .await
+        .unwrap()
+        .snapshot_id()
+        .unwrap()
+        .to_string()
+}

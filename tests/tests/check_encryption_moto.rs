@@ -79,31 +79,19 @@ async fn share(ec2: &aws_sdk_ec2::Client, snapshot: &str, group_all: bool, accou
     request.send().await.unwrap();
 }
 
-async fn hand_made(ec2: &aws_sdk_ec2::Client, volume: &str) -> String {
-    ec2.create_snapshot()
-        .volume_id(volume)
-        .description("made by hand")
-        .send()
-        .await
-        .unwrap()
-        .snapshot_id()
-        .unwrap()
-        .to_string()
-}
-
 async fn seed(ec2: &aws_sdk_ec2::Client) -> Account {
     let plain_volume = create_volume(ec2, 8, &[("Backup", "default")]).await;
     let good_volume = encrypted_volume(ec2, ALLOWED_KEY, &[("Backup", "default")]).await;
     let other_volume = encrypted_volume(ec2, OTHER_KEY, &[]).await;
     let unencrypted_managed = managed_snapshot(ec2, &plain_volume, "itest", "default", &[]).await;
-    let unencrypted_foreign = hand_made(ec2, &plain_volume).await;
+    let unencrypted_foreign = hand_made_snapshot(ec2, &plain_volume).await;
     let wrong_key = managed_snapshot(ec2, &other_volume, "itest", "default", &[]).await;
     let good = managed_snapshot(ec2, &good_volume, "itest", "default", &[]).await;
-    let public_foreign = hand_made(ec2, &good_volume).await;
+    let public_foreign = hand_made_snapshot(ec2, &good_volume).await;
     share(ec2, &public_foreign, true, &[]).await;
     let shared_managed = managed_snapshot(ec2, &good_volume, "itest", "default", &[]).await;
     share(ec2, &shared_managed, false, &[STRANGER, ALLOWED_ACCOUNT]).await;
-    let shared_foreign = hand_made(ec2, &good_volume).await;
+    let shared_foreign = hand_made_snapshot(ec2, &good_volume).await;
     share(ec2, &shared_foreign, false, &[STRANGER]).await;
     // Encrypted with the region's default key, the AWS managed alias/aws/ebs.
     let default_volume = ec2

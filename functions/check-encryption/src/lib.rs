@@ -21,7 +21,6 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use futures::stream::{self, StreamExt};
-use lambda_runtime::Diagnostic;
 use serde::Serialize;
 use serde_json::{json, Value};
 
@@ -36,7 +35,8 @@ use ebs_lifecycle::deadline::Deadline;
 use ebs_lifecycle::encryption::{
     self, AllowedKeys, Checked, Copies, Finding, FindingKind, Fix, Permissions, Remedy, Rules,
 };
-use ebs_lifecycle::events::{EventError, SnapshotEvent, Tick};
+use ebs_lifecycle::events::{SnapshotEvent, Tick};
+use ebs_lifecycle::invocation;
 use ebs_lifecycle::metrics::{self, Metric};
 use ebs_lifecycle::model::{Snapshot, Volume};
 use ebs_lifecycle::notify::{Notification, NotificationKind};
@@ -62,29 +62,8 @@ pub struct Ports<'a> {
     pub notifier: &'a dyn Notifier,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum CheckError {
-    #[error("rejected event: {0}")]
-    InvalidEvent(#[from] EventError),
-    #[error("snapshots not visible in EC2 yet, retry later: {}", .0.join(", "))]
-    SnapshotNotVisible(Vec<String>),
-    #[error("EC2 call failed: {0}")]
-    Ec2(#[from] Ec2Error),
-}
-
-impl From<CheckError> for Diagnostic {
-    fn from(error: CheckError) -> Self {
-        let error_type = match error {
-            CheckError::InvalidEvent(_) => "InvalidEvent",
-            CheckError::SnapshotNotVisible(_) => "SnapshotNotVisible",
-            CheckError::Ec2(_) => "Ec2Unavailable",
-        };
-        Diagnostic {
-            error_type: error_type.into(),
-            error_message: error.to_string(),
-        }
-    }
-}
+/// How an invocation fails (stable `errorType`s).
+pub use ebs_lifecycle::invocation::InvocationError as CheckError;
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct RunSummary {
@@ -148,15 +127,7 @@ pub async fn handle(
                 if ids.is_empty() {
                     return Ok(summary);
                 }
-                let found = ports.catalog.snapshots_by_id(&ids).await?;
-                let missing: Vec<String> = ids
-                    .into_iter()
-                    .filter(|id| !found.iter().any(|s| &s.id == id))
-                    .collect();
-                if !missing.is_empty() {
-                    return Err(CheckError::SnapshotNotVisible(missing));
-                }
-                found
+                invocation::snapshots_named(ports.catalog, &ids).await?
             }
         }
     };

@@ -19,7 +19,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use lambda_runtime::Diagnostic;
 use serde::Serialize;
 use serde_json::{json, Value};
 
@@ -29,7 +28,8 @@ use ebs_lifecycle::aws::ec2::{
 use ebs_lifecycle::aws::sns::Notifier;
 use ebs_lifecycle::config::Config;
 use ebs_lifecycle::deadline::Deadline;
-use ebs_lifecycle::events::{EventError, SnapshotEvent, Tick};
+use ebs_lifecycle::events::{SnapshotEvent, Tick};
+use ebs_lifecycle::invocation;
 use ebs_lifecycle::model::{Snapshot, Tags};
 use ebs_lifecycle::notify::{Notification, NotificationKind, Severity};
 use ebs_lifecycle::tagging::{self, SkippedOnSnapshot, Sources, TagBatch, TagPlan};
@@ -48,32 +48,8 @@ pub struct Ports<'a> {
     pub notifier: &'a dyn Notifier,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum TagError {
-    #[error("rejected event: {0}")]
-    InvalidEvent(#[from] EventError),
-    /// EC2 does not show the snapshot yet (eventual consistency): failing the
-    /// invocation makes Lambda deliver the event again; the daily backfill is
-    /// the backstop.
-    #[error("snapshots not visible in EC2 yet, retry later: {}", .0.join(", "))]
-    SnapshotNotVisible(Vec<String>),
-    #[error("EC2 call failed: {0}")]
-    Ec2(#[from] Ec2Error),
-}
-
-impl From<TagError> for Diagnostic {
-    fn from(error: TagError) -> Self {
-        let error_type = match error {
-            TagError::InvalidEvent(_) => "InvalidEvent",
-            TagError::SnapshotNotVisible(_) => "SnapshotNotVisible",
-            TagError::Ec2(_) => "Ec2Unavailable",
-        };
-        Diagnostic {
-            error_type: error_type.into(),
-            error_message: error.to_string(),
-        }
-    }
-}
+/// How an invocation fails (stable `errorType`s).
+pub use ebs_lifecycle::invocation::InvocationError as TagError;
 
 /// Tags that could not be written on some snapshots.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -218,15 +194,7 @@ async fn snapshots_of_event(
     ids: &[String],
     summary: &mut RunSummary,
 ) -> Result<Vec<Snapshot>, TagError> {
-    let found = ports.catalog.snapshots_by_id(ids).await?;
-    let not_visible: Vec<String> = ids
-        .iter()
-        .filter(|id| !found.iter().any(|s| &s.id == *id))
-        .cloned()
-        .collect();
-    if !not_visible.is_empty() {
-        return Err(TagError::SnapshotNotVisible(not_visible));
-    }
+    let found = invocation::snapshots_named(ports.catalog, ids).await?;
     let (ours, foreign): (Vec<Snapshot>, Vec<Snapshot>) = found
         .into_iter()
         .partition(|s| tags::is_managed_by(&s.tags, deployment));

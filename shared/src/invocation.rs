@@ -1,0 +1,55 @@
+//! What the event-driven functions share around one invocation: the error a
+//! failed invocation reports (its `errorType` is stable, for alarms and the
+//! failure destination), and the lookup of the snapshots an event names.
+
+use lambda_runtime::Diagnostic;
+
+use crate::aws::ec2::{Ec2Error, SnapshotCatalog};
+use crate::events::EventError;
+use crate::model::Snapshot;
+
+#[derive(Debug, thiserror::Error)]
+pub enum InvocationError {
+    #[error("rejected event: {0}")]
+    InvalidEvent(#[from] EventError),
+    /// EC2 does not show the snapshot yet (eventual consistency): failing the
+    /// invocation makes Lambda deliver the event again; the daily run is the
+    /// backstop.
+    #[error("snapshots not visible in EC2 yet, retry later: {}", .0.join(", "))]
+    SnapshotNotVisible(Vec<String>),
+    #[error("EC2 call failed: {0}")]
+    Ec2(#[from] Ec2Error),
+}
+
+impl From<InvocationError> for Diagnostic {
+    fn from(error: InvocationError) -> Self {
+        let error_type = match error {
+            InvocationError::InvalidEvent(_) => "InvalidEvent",
+            InvocationError::SnapshotNotVisible(_) => "SnapshotNotVisible",
+            InvocationError::Ec2(_) => "Ec2Unavailable",
+        };
+        Diagnostic {
+            error_type: error_type.into(),
+            error_message: error.to_string(),
+        }
+    }
+}
+
+/// The snapshots an event names, in one DescribeSnapshots call; every one
+/// must be visible (else [`InvocationError::SnapshotNotVisible`]).
+pub async fn snapshots_named(
+    catalog: &dyn SnapshotCatalog,
+    ids: &[String],
+) -> Result<Vec<Snapshot>, InvocationError> {
+    let found = catalog.snapshots_by_id(ids).await?;
+    let missing: Vec<String> = ids
+        .iter()
+        .filter(|id| !found.iter().any(|s| &s.id == *id))
+        .cloned()
+        .collect();
+    if missing.is_empty() {
+        Ok(found)
+    } else {
+        Err(InvocationError::SnapshotNotVisible(missing))
+    }
+}
