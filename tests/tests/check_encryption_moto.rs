@@ -547,3 +547,30 @@ async fn allowed_keys_may_be_given_as_ids_arns_or_aliases() {
         }
     }
 }
+
+#[tokio::test]
+async fn the_copy_key_is_allowed_even_when_the_list_omits_it() {
+    let moto = Moto::start();
+    let ec2 = moto.ec2();
+    let volume = create_volume(&ec2, 8, &[]).await;
+    managed_snapshot(&ec2, &volume, "itest", "default", &[]).await;
+    let config = config_with(
+        POLICIES,
+        &[
+            ("REMEDIATE", "all"),
+            ("ALLOWED_KMS_KEY_IDS", OTHER_KEY),
+            ("ENCRYPTION_KMS_KEY_ID", ALLOWED_KEY),
+        ],
+    );
+    let notifier = RecordingNotifier::default();
+    let first = run(&moto, &config, &daily(), &notifier).await;
+    assert_eq!(first.copies_started.len(), 1);
+    let copy = first.copies_started[0].clone();
+    let text = std::fs::read_to_string(
+        workspace_root().join("tests/fixtures/events/create-snapshot-succeeded.json"),
+    )
+    .unwrap();
+    let event: Value = serde_json::from_str(&text.replace("snap-01234567", &copy)).unwrap();
+    let checked = run(&moto, &config, &event, &notifier).await;
+    assert!(checked.findings.is_empty(), "{:?}", checked.findings);
+}

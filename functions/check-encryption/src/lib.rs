@@ -158,7 +158,13 @@ pub async fn handle(
             None
         }
     };
-    let allowed_keys = AllowedKeys::new(&config.allowed_kms_key_ids);
+    // The key this deployment encrypts its copies with is allowed too: its
+    // own remedy must never become a finding.
+    let mut allowed = config.allowed_kms_key_ids.clone();
+    if let (false, Some(key)) = (allowed.is_empty(), &config.encryption_kms_key_id) {
+        allowed.push(key.clone());
+    }
+    let allowed_keys = AllowedKeys::new(&allowed);
     let mut resolved = BTreeMap::new();
     for alias in allowed_keys.aliases() {
         match ports.keys.key_arn(&alias).await {
