@@ -15,6 +15,17 @@ pub enum Remediate {
     All,
 }
 
+impl Remediate {
+    /// The value as `REMEDIATE` spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Off => "off",
+            Self::Public => "public",
+            Self::All => "all",
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub policies: Policies,

@@ -223,6 +223,16 @@ pub struct SnapshotResult {
     pub end_time: Option<DateTime<Utc>>,
 }
 
+/// The snapshots that succeeded, in the event's order: what functions that
+/// act on completed snapshots look up.
+pub fn succeeded_ids(results: &[SnapshotResult]) -> Vec<String> {
+    results
+        .iter()
+        .filter(|r| r.succeeded)
+        .map(|r| r.snapshot_id.clone())
+        .collect()
+}
+
 /// An EC2 snapshot event, parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SnapshotEvent {

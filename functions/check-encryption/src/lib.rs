@@ -35,7 +35,7 @@ use ebs_lifecycle::deadline::Deadline;
 use ebs_lifecycle::encryption::{
     self, AllowedKeys, Checked, Copies, Finding, FindingKind, Fix, Permissions, Remedy, Rules,
 };
-use ebs_lifecycle::events::{SnapshotEvent, Tick};
+use ebs_lifecycle::events::{self, SnapshotEvent, Tick};
 use ebs_lifecycle::invocation;
 use ebs_lifecycle::metrics::{self, Metric};
 use ebs_lifecycle::model::{Snapshot, Volume};
@@ -98,11 +98,7 @@ pub async fn handle(
         function: FUNCTION,
         deployment: config.deployment_name.clone(),
         time: tags::format_time(now),
-        remediate: match config.remediate {
-            ebs_lifecycle::config::Remediate::Off => "off",
-            ebs_lifecycle::config::Remediate::Public => "public",
-            ebs_lifecycle::config::Remediate::All => "all",
-        },
+        remediate: config.remediate.as_str(),
         ..RunSummary::default()
     };
     let daily = Tick::is_tick(event);
@@ -119,11 +115,7 @@ pub async fn handle(
             }
             SnapshotEvent::Results { operation, results } => {
                 summary.event = Some(operation.as_str().to_string());
-                let ids: Vec<String> = results
-                    .iter()
-                    .filter(|r| r.succeeded)
-                    .map(|r| r.snapshot_id.clone())
-                    .collect();
+                let ids = events::succeeded_ids(&results);
                 if ids.is_empty() {
                     return Ok(summary);
                 }
@@ -188,7 +180,7 @@ pub async fn handle(
         &mut summary,
         &mut findings,
     )
-    .await?;
+    .await;
     let rules = Rules {
         deployment: &config.deployment_name,
         remediate: config.remediate,
@@ -239,7 +231,7 @@ async fn read_permissions(
     deadline: Deadline,
     summary: &mut RunSummary,
     unread: &mut Vec<Finding>,
-) -> Result<BTreeMap<String, Permissions>, CheckError> {
+) -> BTreeMap<String, Permissions> {
     let shareable: Vec<&Snapshot> = snapshots
         .iter()
         .filter(|s| encryption::can_be_shared(s, aws_managed_key))
@@ -279,7 +271,7 @@ async fn read_permissions(
             }
         }
     }
-    Ok(out)
+    out
 }
 
 /// Carry out the remedies; each finding's fix says what happened.

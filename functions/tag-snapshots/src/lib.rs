@@ -28,7 +28,7 @@ use ebs_lifecycle::aws::ec2::{
 use ebs_lifecycle::aws::sns::Notifier;
 use ebs_lifecycle::config::Config;
 use ebs_lifecycle::deadline::Deadline;
-use ebs_lifecycle::events::{SnapshotEvent, Tick};
+use ebs_lifecycle::events::{self, SnapshotEvent, Tick};
 use ebs_lifecycle::invocation;
 use ebs_lifecycle::model::{Snapshot, Tags};
 use ebs_lifecycle::notify::{Notification, NotificationKind, Severity};
@@ -129,11 +129,7 @@ pub async fn handle_paced(
                 summary.event = Some(operation.as_str().to_string());
                 // A failed snapshot has nothing to label; complete-snapshots
                 // reports it.
-                let ids: Vec<String> = results
-                    .iter()
-                    .filter(|r| r.succeeded)
-                    .map(|r| r.snapshot_id.clone())
-                    .collect();
+                let ids = events::succeeded_ids(&results);
                 if ids.is_empty() {
                     return Ok(summary);
                 }
