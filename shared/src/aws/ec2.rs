@@ -205,7 +205,8 @@ pub trait AccountSettings: Send + Sync {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CopySnapshotRequest {
     pub source_snapshot_id: String,
-    /// `None`: the region's default EBS key.
+    /// `None`: EC2 uses the region's default EBS key (the configuration
+    /// always sets one for `REMEDIATE=all`).
     pub kms_key_id: Option<String>,
     pub description: String,
     pub tags: Tags,
