@@ -1,16 +1,24 @@
 #!/usr/bin/env bash
-# Create (or refresh) the project-local virtualenv in ./.venv with the pinned
-# Python tools from requirements-dev.txt. Idempotent: does nothing when the
-# stamp file is newer than the requirements.
+# Create (or refresh) the project-local virtualenvs with the pinned Python
+# tools: ./.venv from requirements-dev.txt (moto, cfn-lint, sam, cargo-lambda,
+# zig, time-machine) and ./.venv-checkov from requirements-checkov.txt
+# (checkov pins a boto3 that sam cannot share). Idempotent: a virtualenv whose
+# stamp file is newer than its requirements is left alone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-venv=.venv
-stamp="$venv/.installed"
-if [[ -f "$stamp" && "$stamp" -nt requirements-dev.txt ]]; then
-    exit 0
-fi
-python3 -m venv "$venv"
-"$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
-"$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
-touch "$stamp"
-echo "venv ready: $("$venv/bin/python" --version), $("$venv/bin/moto_server" --version 2>/dev/null || echo moto), $("$venv/bin/cfn-lint" --version)"
+
+make_venv() {
+    local venv=$1 requirements=$2
+    local stamp="$venv/.installed"
+    if [[ -f "$stamp" && "$stamp" -nt "$requirements" ]]; then
+        return 0
+    fi
+    python3 -m venv "$venv"
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$requirements"
+    touch "$stamp"
+    echo "$venv ready from $requirements"
+}
+
+make_venv .venv requirements-dev.txt
+make_venv .venv-checkov requirements-checkov.txt

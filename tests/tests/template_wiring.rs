@@ -1,0 +1,238 @@
+//! The template wires each function to exactly the events it handles.
+//!
+//! Every EventBridge pattern in `template.yaml` is loaded into quamina (a
+//! port of the matcher EventBridge's own patterns follow) and run against
+//! the sample events of `tests/fixtures/events` plus variants of them that
+//! EC2 also sends (copies, partial multi-volume failures) and events that
+//! look alike but are not ours (other EBS events, another source). The
+//! deliveries must be the routing table below, and must agree with the
+//! event parser the handlers use: a function receives what it acts on and
+//! nothing it would ignore. Every schedule's input must parse as a tick.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use ebs_lifecycle::events::{SnapshotEvent, Tick};
+use integration_tests::workspace_root;
+use serde_json::{json, Value};
+
+/// One function's wiring, read from the template.
+#[derive(Debug, Default)]
+struct Wiring {
+    /// EventBridge rule name -> pattern (JSON).
+    rules: BTreeMap<String, Value>,
+    /// Schedule name -> input (JSON text with the scheduler's placeholder).
+    schedules: BTreeMap<String, String>,
+}
+
+fn template_wiring() -> BTreeMap<String, Wiring> {
+    let text = std::fs::read_to_string(workspace_root().join("template.yaml")).unwrap();
+    // CloudFormation's short tags (!Ref, !Sub) parse as tagged values; the
+    // parts read here (patterns, inputs) carry none.
+    let template: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).unwrap();
+    let template: Value = serde_json::to_value(&template).unwrap();
+    let mut functions = BTreeMap::new();
+    for (name, resource) in template["Resources"].as_object().unwrap() {
+        if resource["Type"] != "AWS::Serverless::Function" {
+            continue;
+        }
+        let mut wiring = Wiring::default();
+        if let Some(events) = resource["Properties"]["Events"].as_object() {
+            for (event_name, event) in events {
+                let properties = &event["Properties"];
+                match event["Type"].as_str().unwrap() {
+                    "EventBridgeRule" => {
+                        wiring
+                            .rules
+                            .insert(event_name.clone(), properties["Pattern"].clone());
+                    }
+                    "ScheduleV2" => {
+                        let input = properties["Input"].as_str().unwrap().to_string();
+                        wiring.schedules.insert(event_name.clone(), input);
+                    }
+                    // A new kind of trigger must be added to this test.
+                    other => panic!("{name}.{event_name}: event source {other} is not checked"),
+                }
+            }
+        }
+        functions.insert(name.clone(), wiring);
+    }
+    functions
+}
+
+/// The functions a matcher loaded with every rule delivers `event` to.
+fn deliveries(matcher: &quamina::Quamina<String>, event: &Value) -> BTreeSet<String> {
+    let bytes = serde_json::to_vec(event).unwrap();
+    matcher
+        .matches_for_event(&bytes)
+        .unwrap()
+        .into_iter()
+        .map(|rule| rule.split('/').next().unwrap().to_string())
+        .collect()
+}
+
+fn fixture(name: &str) -> Value {
+    let path = workspace_root().join("tests/fixtures/events").join(name);
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// The corpus: (what it is, the event).
+fn corpus() -> Vec<(&'static str, Value)> {
+    let created = fixture("create-snapshot-succeeded.json");
+    let failed = fixture("create-snapshot-failed.json");
+    let multi = fixture("create-snapshots-completed.json");
+
+    let mut copied = created.clone();
+    copied["detail"]["event"] = json!("copySnapshot");
+    copied["detail"]["source"] = json!("arn:aws:ec2::us-east-1:snapshot/snap-0aaaaaaaaaaaaaaaa");
+    let mut copy_failed = copied.clone();
+    copy_failed["detail"]["result"] = json!("failed");
+    copy_failed["detail"]["cause"] = json!("KMS key is disabled");
+
+    let mut multi_partly_failed = multi.clone();
+    multi_partly_failed["detail"]["result"] = json!("failed");
+    multi_partly_failed["detail"]["snapshots"][1]["status"] = json!("failed");
+    let mut multi_all_failed = multi_partly_failed.clone();
+    multi_all_failed["detail"]["snapshots"][0]["status"] = json!("failed");
+
+    let mut shared = created.clone();
+    shared["detail"]["event"] = json!("shareSnapshot");
+    let mut archived = created.clone();
+    archived["detail"]["event"] = json!("archiveSnapshot");
+    let mut volume = created.clone();
+    volume["detail-type"] = json!("EBS Volume Notification");
+    volume["detail"]["event"] = json!("createVolume");
+    let mut instance = created.clone();
+    instance["detail-type"] = json!("EC2 Instance State-change Notification");
+    instance["detail"] = json!({"instance-id": "i-0123456789abcdef0", "state": "stopped"});
+    // Anyone may put events on the default bus with their own source; only
+    // EC2's own count.
+    let mut spoofed = created.clone();
+    spoofed["source"] = json!("my.application");
+
+    vec![
+        ("createSnapshot succeeded", created),
+        ("createSnapshot failed", failed),
+        ("copySnapshot succeeded", copied),
+        ("copySnapshot failed", copy_failed),
+        ("createSnapshots completed", multi),
+        ("createSnapshots partly failed", multi_partly_failed),
+        ("createSnapshots all failed", multi_all_failed),
+        ("shareSnapshot", shared),
+        ("archiveSnapshot", archived),
+        ("EBS Volume Notification", volume),
+        ("EC2 instance state change", instance),
+        ("createSnapshot from another source", spoofed),
+    ]
+}
+
+#[test]
+fn each_function_receives_exactly_the_events_of_the_routing_table() {
+    let functions = template_wiring();
+    let mut matcher = quamina::Quamina::<String>::new();
+    for (function, wiring) in &functions {
+        for (rule, pattern) in &wiring.rules {
+            matcher
+                .add_pattern(format!("{function}/{rule}"), &pattern.to_string())
+                .unwrap_or_else(|e| panic!("{function}/{rule}: {e}"));
+        }
+    }
+
+    const COMPLETE: &str = "CompleteSnapshotsFunction";
+    const TAG: &str = "TagSnapshotsFunction";
+    const CHECK: &str = "CheckEncryptionFunction";
+    let table: BTreeMap<&str, Vec<&str>> = BTreeMap::from([
+        ("createSnapshot succeeded", vec![COMPLETE, TAG, CHECK]),
+        ("createSnapshot failed", vec![COMPLETE]),
+        ("copySnapshot succeeded", vec![COMPLETE, TAG, CHECK]),
+        ("copySnapshot failed", vec![COMPLETE]),
+        ("createSnapshots completed", vec![COMPLETE, TAG, CHECK]),
+        // The multi-volume event has one result for all; tag-snapshots and
+        // check-encryption act on the snapshots that did complete.
+        ("createSnapshots partly failed", vec![COMPLETE, TAG, CHECK]),
+        ("createSnapshots all failed", vec![COMPLETE, TAG, CHECK]),
+        ("shareSnapshot", vec![]),
+        ("archiveSnapshot", vec![]),
+        ("EBS Volume Notification", vec![]),
+        ("EC2 instance state change", vec![]),
+        ("createSnapshot from another source", vec![]),
+    ]);
+
+    let mut wrong = Vec::new();
+    for (what, event) in corpus() {
+        let got = deliveries(&matcher, &event);
+        let want: BTreeSet<String> = table[what].iter().map(|f| f.to_string()).collect();
+        if got != want {
+            wrong.push(format!("{what}: delivered to {got:?}, expected {want:?}"));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+#[test]
+fn deliveries_agree_with_the_handlers_event_parser() {
+    let functions = template_wiring();
+    let mut matcher = quamina::Quamina::<String>::new();
+    for (function, wiring) in &functions {
+        for (rule, pattern) in &wiring.rules {
+            matcher
+                .add_pattern(format!("{function}/{rule}"), &pattern.to_string())
+                .unwrap();
+        }
+    }
+    for (what, event) in corpus() {
+        let got = deliveries(&matcher, &event);
+        let parsed = SnapshotEvent::parse(&event);
+        match parsed {
+            // An event the handlers act on reaches complete-snapshots (every
+            // outcome), and tag-snapshots and check-encryption whenever one
+            // snapshot in it succeeded.
+            Ok(SnapshotEvent::Results { ref results, .. }) => {
+                assert!(got.contains("CompleteSnapshotsFunction"), "{what}: {got:?}");
+                if results.iter().any(|r| r.succeeded) {
+                    for f in ["TagSnapshotsFunction", "CheckEncryptionFunction"] {
+                        assert!(got.contains(f), "{what} does not reach {f}: {got:?}");
+                    }
+                }
+            }
+            // Anything a handler would ignore or refuse is not delivered at
+            // all: no invocation, no cost, no error alarm.
+            Ok(SnapshotEvent::Ignored { .. }) | Err(_) => {
+                assert!(got.is_empty(), "{what} ({parsed:?}) is delivered to {got:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn every_function_has_its_schedule_and_each_schedule_sends_a_tick() {
+    let functions = template_wiring();
+    let expected: BTreeMap<&str, &str> = BTreeMap::from([
+        ("CreateSnapshotsFunction", "Tick"),
+        ("CompleteSnapshotsFunction", "Reconcile"),
+        ("TagSnapshotsFunction", "Backfill"),
+        ("CheckEncryptionFunction", "Daily"),
+        ("ExpireSnapshotsFunction", "Daily"),
+    ]);
+    let names: Vec<&str> = functions.keys().map(String::as_str).collect();
+    assert_eq!(names, expected.keys().copied().collect::<Vec<_>>());
+    for (function, wiring) in &functions {
+        let schedules: Vec<&str> = wiring.schedules.keys().map(String::as_str).collect();
+        assert_eq!(schedules, [expected[function.as_str()]], "{function}");
+        for input in wiring.schedules.values() {
+            // What EventBridge Scheduler substitutes for the placeholder.
+            let sent = input.replace("<aws.scheduler.scheduled-time>", "2026-11-22T04:15:00Z");
+            let event: Value = serde_json::from_str(&sent).unwrap();
+            assert!(Tick::is_tick(&event), "{function}: {sent}");
+            let tick = Tick::parse(&event).unwrap();
+            assert_eq!(
+                tick.scheduled_time.map(|t| t.to_rfc3339()),
+                Some("2026-11-22T04:15:00+00:00".to_string()),
+                "{function}"
+            );
+        }
+    }
+    // The two functions that act only on their schedule have no rule.
+    assert!(functions["CreateSnapshotsFunction"].rules.is_empty());
+    assert!(functions["ExpireSnapshotsFunction"].rules.is_empty());
+}
