@@ -198,7 +198,10 @@ fn deliveries_agree_with_the_handlers_event_parser() {
             // Anything a handler would ignore or refuse is not delivered at
             // all: no invocation, no cost, no error alarm.
             Ok(SnapshotEvent::Ignored { .. }) | Err(_) => {
-                assert!(got.is_empty(), "{what} ({parsed:?}) is delivered to {got:?}");
+                assert!(
+                    got.is_empty(),
+                    "{what} ({parsed:?}) is delivered to {got:?}"
+                );
             }
         }
     }
