@@ -44,10 +44,11 @@ lint-template: venv
 package: venv
 	bash scripts/package.sh
 
-## make demo: moto on 127.0.0.1, a seeded account, create-snapshots run twice and
-## complete-snapshots fed the completion events EC2 would send
-## (built with --workspace so it shares the dependency builds of make test)
-## through the Lambda runtime interface, a table of what it made.
+## make demo: a year in the life of a seeded account on moto (127.0.0.1): the
+## five function binaries, each under a local Lambda Runtime API with the
+## template's environment, driven by ticks, EC2's completion events and the
+## daily runs in simulated time (see README "How the year is simulated").
+## Built with --workspace so it shares the dependency builds of make test.
 demo: venv
 	$(CARGO) build --workspace --bins
 	$(VENV)/bin/python scripts/demo.py --bin-dir target/debug
@@ -58,4 +59,4 @@ build:
 
 clean:
 	$(CARGO) clean
-	rm -rf $(VENV) .aws-sam .demo
+	rm -rf $(VENV) .venv-checkov .aws-sam .demo

@@ -10,10 +10,32 @@ EC2 documents:
   with the region's default EBS key; moto leaves the copy unencrypted.
   check-encryption's remediation is exactly that copy.
 
+Two EC2 calls moto lacks (it answers them with an error, which the SDK
+retries), answered as EC2 answers an account that never used the features:
+
+- DescribeLockedSnapshots: no snapshot is locked (moto cannot lock one).
+- GetSnapshotBlockPublicAccessState: ``unblocked``, EC2's default.
+
+And one for speed, not behaviour:
+
+- Rendering a resource's tags scans every tag in the region (moto's
+  ``describe_tags`` with a resource-id filter), so describing N snapshots
+  costs O(N x all tags). It reads the resource's own tags instead; the
+  result is the same. Without it a year of the demo, or an account with
+  thousands of snapshots, spends its time in that loop.
+- Each request lists moto's package directory (about 150 stat calls) to
+  find its service; the list never changes while the server runs, so it is
+  read once.
+
 Everything else is moto as released (moto[server] pinned in requirements-dev.txt).
 """
 
+import moto.backends
+from moto.core.responses import ActionResult
+from moto.ec2.models.core import TaggedEC2Resource
+from moto.ec2.responses import EC2Response
 from moto.ec2.models.elastic_block_store import EBSBackend
+from moto.ec2.utils import EC2_PREFIX_TO_RESOURCE, get_prefix
 from moto.ec2.responses.elastic_block_store import ElasticBlockStore
 
 _create_snapshot = EBSBackend.create_snapshot
@@ -39,5 +61,29 @@ def _copy_snapshot_honouring_encrypted(self):  # type: ignore[no-untyped-def]
     return result
 
 
+def _own_tags(self):  # type: ignore[no-untyped-def]
+    if not self.id:
+        return []
+    kind = EC2_PREFIX_TO_RESOURCE.get(get_prefix(self.id), "")
+    return [
+        {"resource_id": self.id, "key": key, "value": value, "resource_type": kind}
+        for key, value in self.ec2_backend.tags.get(self.id, {}).items()
+    ]
+
+
+def _describe_locked_snapshots(self):  # type: ignore[no-untyped-def]
+    return ActionResult({"Snapshots": []})
+
+
+def _get_snapshot_block_public_access_state(self):  # type: ignore[no-untyped-def]
+    return ActionResult({"State": "unblocked"})
+
+
+_MOTO_MODULES = tuple(moto.backends.list_of_moto_modules())
+moto.backends.list_of_moto_modules = lambda: _MOTO_MODULES
+
+EC2Response.describe_locked_snapshots = _describe_locked_snapshots
+EC2Response.get_snapshot_block_public_access_state = _get_snapshot_block_public_access_state
 EBSBackend.create_snapshot = _create_snapshot_with_volume_key
+TaggedEC2Resource.get_tags = _own_tags
 ElasticBlockStore.copy_snapshot = _copy_snapshot_honouring_encrypted

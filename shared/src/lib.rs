@@ -39,6 +39,7 @@ pub mod invocation;
 pub mod metrics;
 pub mod model;
 pub mod notify;
+pub mod pacing;
 pub mod policy;
 pub mod retention;
 pub mod runtime;

@@ -12,11 +12,7 @@ use aws_sdk_ec2::operation::describe_snapshot_attribute::DescribeSnapshotAttribu
 use aws_sdk_ec2::operation::describe_snapshots::DescribeSnapshotsOutput;
 use aws_sdk_ec2::operation::describe_volumes::DescribeVolumesOutput;
 use aws_sdk_ec2::operation::get_ebs_encryption_by_default::GetEbsEncryptionByDefaultOutput;
-use aws_sdk_ec2::operation::get_snapshot_block_public_access_state::GetSnapshotBlockPublicAccessStateOutput;
-use aws_sdk_ec2::types::{
-    CreateVolumePermission, PermissionGroup, Snapshot, SnapshotBlockPublicAccessState,
-    SnapshotState,
-};
+use aws_sdk_ec2::types::{CreateVolumePermission, PermissionGroup, Snapshot, SnapshotState};
 use aws_sdk_ec2::Client;
 use aws_smithy_mocks::{mock, RuleMode};
 use serde_json::json;
@@ -83,11 +79,10 @@ async fn a_failed_read_is_not_checked_and_a_refused_fix_is_failed_and_the_run_go
             .ebs_encryption_by_default(true)
             .build()
     });
-    let block = mock!(Client::get_snapshot_block_public_access_state).then_output(|| {
-        GetSnapshotBlockPublicAccessStateOutput::builder()
-            .state(SnapshotBlockPublicAccessState::BlockAllSharing)
-            .build()
-    });
+    // A region without the API (or a denied call): the setting is reported
+    // not checked, and the run goes on.
+    let block = mock!(Client::get_snapshot_block_public_access_state)
+        .then_http_response(|| ec2_error(400, "UnsupportedOperation"));
     let client = mocked_ec2(
         RuleMode::MatchAny,
         &[
@@ -138,6 +133,16 @@ async fn a_failed_read_is_not_checked_and_a_refused_fix_is_failed_and_the_run_go
         Fix::Failed(_)
     ));
     find(FindingKind::NotChecked, "snap-unreadable");
+    assert!(
+        summary
+            .findings
+            .iter()
+            .any(|f| f.kind == FindingKind::NotChecked
+                && f.snapshot_id.is_none()
+                && f.detail.contains("UnsupportedOperation")),
+        "{:?}",
+        summary.findings
+    );
     // Both are still reported unencrypted: the failed read hid nothing else.
     find(FindingKind::UnencryptedSnapshot, "snap-public");
     find(FindingKind::UnencryptedSnapshot, "snap-unreadable");

@@ -236,8 +236,8 @@ async fn every_kind_of_finding_in_one_notification_and_off_changes_nothing() {
         (FindingKind::DisallowedShare, account.shared_foreign.clone()),
         (FindingKind::UnencryptedVolume, account.plain_volume.clone()),
         (FindingKind::EncryptionByDefaultOff, String::new()),
-        // moto has no GetSnapshotBlockPublicAccessState: reported, not fatal.
-        (FindingKind::NotChecked, String::new()),
+        // moto (with scripts/moto_ebs_fixes.py) answers EC2's default.
+        (FindingKind::BlockPublicAccessOff, String::new()),
     ];
     expected.sort();
     assert_eq!(kinds(&summary), expected);

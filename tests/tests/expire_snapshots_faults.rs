@@ -20,7 +20,7 @@ use serde_json::json;
 use ebs_lifecycle::aws::ec2::Ec2Adapter;
 use ebs_lifecycle::aws::MAX_ATTEMPTS;
 use ebs_lifecycle::deadline::Deadline;
-use expire_snapshots::{handle, handle_paced, ExpireError, Ports, RunSummary};
+use expire_snapshots::{handle_paced, ExpireError, Pacing, Ports, RunSummary, DELETE_PACING};
 use integration_tests::{config, ec2_error, mocked_ec2, RecordingNotifier};
 
 const POLICIES: &str = r#"{"lean": {"schedule": "@daily", "keep": {"last": 1}}}"#;
@@ -103,7 +103,7 @@ async fn run(client: Client, notifier: &RecordingNotifier) -> Result<RunSummary,
         &json!({"kind": "tick"}),
         now,
         Deadline::after(Duration::from_secs(600)),
-        Duration::ZERO,
+        Pacing::NONE,
     )
     .await
 }
@@ -185,7 +185,7 @@ async fn without_the_ami_list_nothing_is_deleted() {
 }
 
 #[tokio::test]
-async fn deletions_are_paced_under_the_delete_snapshot_token_bucket() {
+async fn deletions_burst_then_go_at_the_delete_snapshot_refill_rate() {
     let (snaps, images, locks, volumes) = (history(), no_images(), no_locks(), volume_exists());
     let deletes =
         mock!(Client::delete_snapshot).then_output(|| DeleteSnapshotOutput::builder().build());
@@ -203,25 +203,83 @@ async fn deletions_are_paced_under_the_delete_snapshot_token_bucket() {
         notifier: &notifier,
     };
     let now = ebs_lifecycle::tags::parse_time("2026-03-10T04:00:00Z").unwrap();
+    let (config, tick) = (config(POLICIES), json!({"kind": "tick"}));
+    let run = |pacing| {
+        handle_paced(
+            ports,
+            &config,
+            &tick,
+            now,
+            Deadline::after(Duration::from_secs(600)),
+            pacing,
+        )
+    };
 
+    // A daily run's few deletions fit the burst: no pause at all.
+    const { assert!(DELETE_PACING.burst >= 3) };
     let started = Instant::now();
-    let summary = handle(
+    let summary = run(DELETE_PACING).await.unwrap();
+    assert_eq!(summary.counts.deleted, 3);
+    assert!(
+        started.elapsed() < DELETE_PACING.interval,
+        "{:?}",
+        started.elapsed()
+    );
+
+    // Past the burst, one call per interval: 3 deletions with a burst of 1
+    // take two pauses of 200 ms (at most 5 per second).
+    let started = Instant::now();
+    let summary = run(Pacing {
+        burst: 1,
+        interval: DELETE_PACING.interval,
+    })
+    .await
+    .unwrap();
+    assert_eq!(summary.counts.deleted, 3);
+    assert_eq!(summary.counts.source_volume_gib_of_deleted, 300);
+    assert_eq!(deletes.num_calls(), 6);
+    assert!(
+        started.elapsed() >= 2 * DELETE_PACING.interval,
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn locks_that_cannot_be_read_are_reported_and_deletion_goes_on() {
+    // EC2 itself refuses to delete a locked snapshot, so an unreadable lock
+    // list costs nothing but the report.
+    let (snaps, images, volumes) = (history(), no_images(), volume_exists());
+    let locks = mock!(Client::describe_locked_snapshots)
+        .then_http_response(|| ec2_error(400, "UnsupportedOperation"));
+    let deletes =
+        mock!(Client::delete_snapshot).then_output(|| DeleteSnapshotOutput::builder().build());
+    let client = mocked_ec2(
+        RuleMode::MatchAny,
+        &[&snaps, &images, &locks, &volumes, &deletes],
+    );
+    let adapter = Ec2Adapter::new(client);
+    let notifier = RecordingNotifier::default();
+    let ports = Ports {
+        catalog: &adapter,
+        inventory: &adapter,
+        protections: &adapter,
+        deleter: &adapter,
+        notifier: &notifier,
+    };
+    let now = ebs_lifecycle::tags::parse_time("2026-03-10T04:00:00Z").unwrap();
+    let summary = handle_paced(
         ports,
         &config(POLICIES),
         &json!({"kind": "tick"}),
         now,
         Deadline::after(Duration::from_secs(600)),
+        Pacing::NONE,
     )
     .await
     .unwrap();
 
-    assert_eq!(deletes.num_calls(), 3);
+    assert!(!summary.locks_checked);
     assert_eq!(summary.counts.deleted, 3);
-    assert_eq!(summary.counts.source_volume_gib_of_deleted, 300);
-    // Three calls, two pauses of 200 ms: at most 5 per second.
-    assert!(
-        started.elapsed() >= Duration::from_millis(400),
-        "{:?}",
-        started.elapsed()
-    );
+    assert_eq!(deletes.num_calls(), 3);
 }

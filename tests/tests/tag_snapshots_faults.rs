@@ -21,7 +21,7 @@ use ebs_lifecycle::deadline::Deadline;
 use ebs_lifecycle::notify::NotificationKind;
 use ebs_lifecycle::tags::SkipReason;
 use integration_tests::{config, ec2_error, mocked_ec2, RecordingNotifier};
-use tag_snapshots::{handle_paced, Ports, RunSummary};
+use tag_snapshots::{handle_paced, Pacing, Ports, RunSummary};
 
 /// `Owner` is copied from the volume; `Tier` is the policy's static tag.
 /// `within` keeps snapshots of one instant alike, so all three need the very
@@ -87,7 +87,7 @@ async fn run(client: Client, notifier: &RecordingNotifier) -> RunSummary {
         &json!({"kind": "tick"}),
         chrono::Utc::now(),
         Deadline::after(Duration::from_secs(600)),
-        Duration::ZERO,
+        Pacing::NONE,
     )
     .await
     .unwrap()

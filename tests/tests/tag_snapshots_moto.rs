@@ -17,7 +17,7 @@ use ebs_lifecycle::model::Snapshot;
 use ebs_lifecycle::retention::{self, Candidate, Expiry};
 use ebs_lifecycle::tags;
 use integration_tests::*;
-use tag_snapshots::{handle_paced, Ports, RunSummary};
+use tag_snapshots::{handle_paced, Pacing, Ports, RunSummary};
 
 const POLICIES: &str = r#"{
     "gold": {"schedule": "@daily", "keep": {"last": 2, "daily": 7},
@@ -43,7 +43,7 @@ async fn run_with(ec2: aws_sdk_ec2::Client, config: &Config, event: &Value) -> R
         event,
         now(),
         Deadline::after(Duration::from_secs(600)),
-        Duration::ZERO,
+        Pacing::NONE,
     )
     .await
     .unwrap();

@@ -31,14 +31,17 @@ use ebs_lifecycle::events::{EventError, Tick};
 use ebs_lifecycle::expiry::{self, VolumePlan};
 use ebs_lifecycle::metrics::{self, Metric};
 use ebs_lifecycle::notify::{Notification, NotificationKind, Severity};
+use ebs_lifecycle::pacing::Pacer;
+pub use ebs_lifecycle::pacing::Pacing;
 use ebs_lifecycle::safety::{AccountFacts, DeletionGate, Protection};
 use ebs_lifecycle::tags;
 
 pub const FUNCTION: &str = "expire-snapshots";
 
-/// DeleteSnapshot's token bucket refills at 5 per second: one call every
-/// 200 ms never drains it, whatever else the account is doing with it.
-pub const DELETE_INTERVAL: Duration = Duration::from_millis(200);
+pub const DELETE_PACING: Pacing = Pacing {
+    burst: 50,
+    interval: Duration::from_millis(200),
+};
 
 #[derive(Clone, Copy)]
 pub struct Ports<'a> {
@@ -148,17 +151,17 @@ pub async fn handle(
     now: DateTime<Utc>,
     deadline: Deadline,
 ) -> Result<RunSummary, ExpireError> {
-    handle_paced(ports, config, event, now, deadline, DELETE_INTERVAL).await
+    handle_paced(ports, config, event, now, deadline, DELETE_PACING).await
 }
 
-/// [`handle`] with the pause between deletions given (tests shorten it).
+/// [`handle`] with the pacing of deletions given (tests shorten it).
 pub async fn handle_paced(
     ports: Ports<'_>,
     config: &Config,
     event: &Value,
     now: DateTime<Utc>,
     deadline: Deadline,
-    interval: Duration,
+    pacing: Pacing,
 ) -> Result<RunSummary, ExpireError> {
     Tick::parse(event)?;
     let facts_error = ExpireError::FactsUnavailable;
@@ -218,7 +221,7 @@ pub async fn handle_paced(
         ..RunSummary::default()
     };
     summary.counts.snapshots = snapshots.len();
-    let mut first_call = true;
+    let mut pacer = Pacer::new(pacing);
     for plan in &plans {
         let report = execute(
             ports,
@@ -226,8 +229,7 @@ pub async fn handle_paced(
             plan,
             &mut gate,
             deadline,
-            interval,
-            &mut first_call,
+            &mut pacer,
             &mut summary,
         )
         .await;
@@ -244,8 +246,7 @@ async fn execute(
     plan: &VolumePlan<'_>,
     gate: &mut DeletionGate,
     deadline: Deadline,
-    interval: Duration,
-    first_call: &mut bool,
+    pacer: &mut Pacer,
     summary: &mut RunSummary,
 ) -> VolumeReport {
     let mut report = VolumeReport {
@@ -311,10 +312,7 @@ async fn execute(
             report.deleted.push(deleted);
             continue;
         }
-        if !*first_call {
-            tokio::time::sleep(interval).await;
-        }
-        *first_call = false;
+        pacer.ready().await;
         match ports.deleter.delete_snapshot(&authorized).await {
             Ok(()) => report.deleted.push(deleted),
             // Gone already (deleted by hand, or by an earlier attempt whose

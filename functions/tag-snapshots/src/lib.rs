@@ -32,13 +32,20 @@ use ebs_lifecycle::events::{self, SnapshotEvent, Tick};
 use ebs_lifecycle::invocation;
 use ebs_lifecycle::model::{Snapshot, Tags};
 use ebs_lifecycle::notify::{Notification, NotificationKind, Severity};
+use ebs_lifecycle::pacing::Pacer;
+pub use ebs_lifecycle::pacing::Pacing;
 use ebs_lifecycle::tagging::{self, SkippedOnSnapshot, Sources, TagBatch, TagPlan};
 use ebs_lifecycle::tags::{self, SkipReason, SkippedTag};
 
 pub const FUNCTION: &str = "tag-snapshots";
 
-/// EC2 refills CreateTags at 10 per second: one call per 100 ms stays under it.
-pub const CREATE_TAGS_INTERVAL: Duration = Duration::from_millis(100);
+/// CreateTags draws on EC2's mutating-action bucket, refilled at 10 a
+/// second: an event's few calls go at once; a backfill past the burst goes
+/// one call per 100 ms.
+pub const CREATE_TAGS_PACING: Pacing = Pacing {
+    burst: 20,
+    interval: Duration::from_millis(100),
+};
 
 #[derive(Clone, Copy)]
 pub struct Ports<'a> {
@@ -94,17 +101,17 @@ pub async fn handle(
     now: DateTime<Utc>,
     deadline: Deadline,
 ) -> Result<RunSummary, TagError> {
-    handle_paced(ports, config, event, now, deadline, CREATE_TAGS_INTERVAL).await
+    handle_paced(ports, config, event, now, deadline, CREATE_TAGS_PACING).await
 }
 
-/// [`handle`] with the pause between CreateTags calls given (tests pass zero).
+/// [`handle`] with the pacing of CreateTags calls given (tests pass [`Pacing::NONE`]).
 pub async fn handle_paced(
     ports: Ports<'_>,
     config: &Config,
     event: &Value,
     now: DateTime<Utc>,
     deadline: Deadline,
-    interval: Duration,
+    pacing: Pacing,
 ) -> Result<RunSummary, TagError> {
     let mut summary = RunSummary {
         function: FUNCTION,
@@ -177,7 +184,7 @@ pub async fn handle_paced(
         &snapshots,
     );
     let batches = tagging::batches(&summary.plan.changes, TAG_BATCH);
-    write(ports, batches, deadline, interval, &mut summary).await;
+    write(ports, batches, deadline, pacing, &mut summary).await;
     finish(ports, config, &mut summary).await;
     Ok(summary)
 }
@@ -221,12 +228,12 @@ async fn write(
     ports: Ports<'_>,
     batches: Vec<TagBatch>,
     deadline: Deadline,
-    interval: Duration,
+    pacing: Pacing,
     summary: &mut RunSummary,
 ) {
     let mut tagged = BTreeSet::new();
     let mut queue: std::collections::VecDeque<TagBatch> = batches.into();
-    let mut first = true;
+    let mut pacer = Pacer::new(pacing);
     while let Some(batch) = queue.pop_front() {
         if deadline.is_near() {
             let mut left: BTreeSet<&String> = batch.snapshot_ids.iter().collect();
@@ -234,10 +241,7 @@ async fn write(
             summary.left_for_later = left.len();
             break;
         }
-        if !first && !interval.is_zero() {
-            tokio::time::sleep(interval).await;
-        }
-        first = false;
+        pacer.ready().await;
         summary.create_tags_calls += 1;
         let error = match ports
             .tagger

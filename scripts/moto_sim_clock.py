@@ -1,0 +1,70 @@
+"""moto's server on a simulated clock, for make demo.
+
+    moto_sim_clock.py OFFSET_FILE HOST PORT
+
+The demo moves time by writing an offset in seconds (``+123`` / ``-456``,
+libfaketime's format: the function processes read the same file through
+libfaketime) to OFFSET_FILE. Before each request this server checks the
+file and, when it changed, moves its clock there with ``time-machine``, so
+EC2 (moto) stamps what it creates with the simulated time. A stat per
+request, not a file read per clock reading as libfaketime would cost
+moto, which reads the clock hundreds of times per request.
+
+moto is patched by scripts/moto_ebs_fixes.py, as for the tests.
+"""
+
+import os
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import moto_ebs_fixes  # noqa: E402,F401  (applies the fixes on import)
+import time_machine  # noqa: E402
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication  # noqa: E402
+from moto.server import ThreadedMotoServer  # noqa: E402
+
+offset_file, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+_lock = threading.Lock()
+_state = {"mtime": None, "traveller": None}
+_real_time = time.time  # bound before any travel
+
+
+def _follow_offset() -> None:
+    try:
+        mtime = os.stat(offset_file).st_mtime_ns
+    except FileNotFoundError:
+        return
+    if mtime == _state["mtime"]:
+        return
+    with _lock:
+        if mtime == _state["mtime"]:
+            return
+        with open(offset_file) as f:
+            offset = int(f.read().strip() or 0)
+        if _state["traveller"] is not None:
+            _state["traveller"].stop()
+        traveller = time_machine.travel(_real_time() + offset, tick=True)
+        traveller.start()
+        _state["traveller"], _state["mtime"] = traveller, mtime
+
+
+_dispatch = DomainDispatcherApplication.__call__
+
+
+def _dispatch_on_simulated_time(self, environ, start_response):  # type: ignore[no-untyped-def]
+    _follow_offset()
+    return _dispatch(self, environ, start_response)
+
+
+DomainDispatcherApplication.__call__ = _dispatch_on_simulated_time
+
+server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
+server.start()
+try:
+    threading.Event().wait()
+except KeyboardInterrupt:
+    pass
+finally:
+    server.stop()
