@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import concurrent.futures
 import datetime
 import json
 import os
@@ -380,6 +381,7 @@ class Year:
 
     def __init__(self, clock: SimClock, fns: dict[str, LambdaFunction], ec2, sqs, ids: dict, days: int) -> None:
         self.clock, self.fns, self.ec2, self.sqs, self.ids, self.days = clock, fns, ec2, sqs, ids, days
+        self.fanout = concurrent.futures.ThreadPoolExecutor(max_workers=3)
         # Read every day: SQS drops messages after 4 days (of simulated time).
         self.notifications: list[dict] = []
         self.problems: list[str] = []
@@ -493,11 +495,13 @@ class Year:
         started = iso(when)
         self.at(day, f"{hour:02d}:25")
         for event in completion_events(summary["created"], started):
-            done = self.fns["complete-snapshots"].invoke(event)
+            # EventBridge delivers to the three targets at the same time.
+            done, _, checked = self.fanout.map(
+                lambda name: self.fns[name].invoke(event),
+                ("complete-snapshots", "tag-snapshots", "check-encryption"),
+            )
             if done.get("failed"):
                 self.problems.append(f"complete-snapshots reported failures: {done['failed']}")
-            self.fns["tag-snapshots"].invoke(event)
-            checked = self.fns["check-encryption"].invoke(event)
             self.month["findings on completion"] += len(checked["findings"])
 
     def daily(self, n: int, day: datetime.datetime) -> None:

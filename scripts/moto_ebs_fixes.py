@@ -10,6 +10,12 @@ EC2 documents:
   with the region's default EBS key; moto leaves the copy unencrypted.
   check-encryption's remediation is exactly that copy.
 
+- RegisterImage with a snapshot in its block device mappings makes an AMI
+  backed by that snapshot (moto ignores the mappings and invents a snapshot
+  of its own), so DescribeImages names it and DeleteSnapshot refuses it with
+  ``InvalidSnapshot.InUse``, as EC2 does. Expiry's AMI protection is shown
+  against that.
+
 Two EC2 calls moto lacks (it answers them with an error, which the SDK
 retries), answered as EC2 answers an account that never used the features:
 
@@ -33,7 +39,10 @@ Everything else is moto as released (moto[server] pinned in requirements-dev.txt
 import moto.backends
 from moto.core.responses import ActionResult
 from moto.ec2.models.core import TaggedEC2Resource
+import re
+
 from moto.ec2.responses import EC2Response
+from moto.ec2.responses.amis import AmisResponse
 from moto.ec2.models.elastic_block_store import EBSBackend
 from moto.ec2.utils import EC2_PREFIX_TO_RESOURCE, get_prefix
 from moto.ec2.responses.elastic_block_store import ElasticBlockStore
@@ -78,6 +87,31 @@ def _describe_locked_snapshots(self):  # type: ignore[no-untyped-def]
 def _get_snapshot_block_public_access_state(self):  # type: ignore[no-untyped-def]
     return ActionResult({"State": "unblocked"})
 
+
+_register_image = AmisResponse.register_image
+_ROOT_SNAPSHOT = re.compile(r"^BlockDeviceMapping\.(\d+)\.Ebs\.SnapshotId$")
+
+
+def _register_image_backed_by_its_snapshot(self):  # type: ignore[no-untyped-def]
+    before = set(self.ec2_backend.amis)
+    result = _register_image(self)
+    numbered = []
+    for key in self.querystring:
+        match = _ROOT_SNAPSHOT.match(key)
+        if match:
+            numbered.append((int(match.group(1)), self.querystring[key][0]))
+    snapshot_ids = [snapshot_id for _, snapshot_id in sorted(numbered)]
+    for ami_id in set(self.ec2_backend.amis) - before:
+        if snapshot_ids and snapshot_ids[0] in self.ec2_backend.snapshots:
+            ami = self.ec2_backend.amis[ami_id]
+            invented = ami.ebs_snapshot
+            ami.ebs_snapshot = self.ec2_backend.snapshots[snapshot_ids[0]]
+            ami.ebs_snapshot.from_ami = ami_id
+            self.ec2_backend.snapshots.pop(invented.id, None)
+    return result
+
+
+AmisResponse.register_image = _register_image_backed_by_its_snapshot
 
 _MOTO_MODULES = tuple(moto.backends.list_of_moto_modules())
 moto.backends.list_of_moto_modules = lambda: _MOTO_MODULES
