@@ -184,14 +184,13 @@ async fn without_the_ami_list_nothing_is_deleted() {
     assert_eq!(diagnostic.error_type, "FactsUnavailable");
 }
 
-#[tokio::test]
-async fn deletions_burst_then_go_at_the_delete_snapshot_refill_rate() {
-    let (snaps, images, locks, volumes) = (history(), no_images(), no_locks(), volume_exists());
-    let deletes =
-        mock!(Client::delete_snapshot).then_output(|| DeleteSnapshotOutput::builder().build());
+/// Expiry over `history()` (three deletable snapshots) with these lock and
+/// delete answers.
+async fn expire_history(locks: &Rule, deletes: &Rule, pacing: Pacing) -> RunSummary {
+    let (snaps, images, volumes) = (history(), no_images(), volume_exists());
     let client = mocked_ec2(
         RuleMode::MatchAny,
-        &[&snaps, &images, &locks, &volumes, &deletes],
+        &[&snaps, &images, locks, &volumes, deletes],
     );
     let adapter = Ec2Adapter::new(client);
     let notifier = RecordingNotifier::default();
@@ -202,23 +201,28 @@ async fn deletions_burst_then_go_at_the_delete_snapshot_refill_rate() {
         deleter: &adapter,
         notifier: &notifier,
     };
-    let now = ebs_lifecycle::tags::parse_time("2026-03-10T04:00:00Z").unwrap();
-    let (config, tick) = (config(POLICIES), json!({"kind": "tick"}));
-    let run = |pacing| {
-        handle_paced(
-            ports,
-            &config,
-            &tick,
-            now,
-            Deadline::after(Duration::from_secs(600)),
-            pacing,
-        )
-    };
+    handle_paced(
+        ports,
+        &config(POLICIES),
+        &json!({"kind": "tick"}),
+        ebs_lifecycle::tags::parse_time("2026-03-10T04:00:00Z").unwrap(),
+        Deadline::after(Duration::from_secs(600)),
+        pacing,
+    )
+    .await
+    .unwrap()
+}
 
+fn deletes_succeed() -> Rule {
+    mock!(Client::delete_snapshot).then_output(|| DeleteSnapshotOutput::builder().build())
+}
+
+#[tokio::test]
+async fn deletions_burst_then_go_at_the_delete_snapshot_refill_rate() {
     // A daily run's few deletions fit the burst: no pause at all.
     const { assert!(DELETE_PACING.burst >= 3) };
     let started = Instant::now();
-    let summary = run(DELETE_PACING).await.unwrap();
+    let summary = expire_history(&no_locks(), &deletes_succeed(), DELETE_PACING).await;
     assert_eq!(summary.counts.deleted, 3);
     assert!(
         started.elapsed() < DELETE_PACING.interval,
@@ -228,16 +232,20 @@ async fn deletions_burst_then_go_at_the_delete_snapshot_refill_rate() {
 
     // Past the burst, one call per interval: 3 deletions with a burst of 1
     // take two pauses of 200 ms (at most 5 per second).
+    let deletes = deletes_succeed();
     let started = Instant::now();
-    let summary = run(Pacing {
-        burst: 1,
-        interval: DELETE_PACING.interval,
-    })
-    .await
-    .unwrap();
+    let summary = expire_history(
+        &no_locks(),
+        &deletes,
+        Pacing {
+            burst: 1,
+            interval: DELETE_PACING.interval,
+        },
+    )
+    .await;
     assert_eq!(summary.counts.deleted, 3);
     assert_eq!(summary.counts.source_volume_gib_of_deleted, 300);
-    assert_eq!(deletes.num_calls(), 6);
+    assert_eq!(deletes.num_calls(), 3);
     assert!(
         started.elapsed() >= 2 * DELETE_PACING.interval,
         "{:?}",
@@ -249,36 +257,10 @@ async fn deletions_burst_then_go_at_the_delete_snapshot_refill_rate() {
 async fn locks_that_cannot_be_read_are_reported_and_deletion_goes_on() {
     // EC2 itself refuses to delete a locked snapshot, so an unreadable lock
     // list costs nothing but the report.
-    let (snaps, images, volumes) = (history(), no_images(), volume_exists());
     let locks = mock!(Client::describe_locked_snapshots)
         .then_http_response(|| ec2_error(400, "UnsupportedOperation"));
-    let deletes =
-        mock!(Client::delete_snapshot).then_output(|| DeleteSnapshotOutput::builder().build());
-    let client = mocked_ec2(
-        RuleMode::MatchAny,
-        &[&snaps, &images, &locks, &volumes, &deletes],
-    );
-    let adapter = Ec2Adapter::new(client);
-    let notifier = RecordingNotifier::default();
-    let ports = Ports {
-        catalog: &adapter,
-        inventory: &adapter,
-        protections: &adapter,
-        deleter: &adapter,
-        notifier: &notifier,
-    };
-    let now = ebs_lifecycle::tags::parse_time("2026-03-10T04:00:00Z").unwrap();
-    let summary = handle_paced(
-        ports,
-        &config(POLICIES),
-        &json!({"kind": "tick"}),
-        now,
-        Deadline::after(Duration::from_secs(600)),
-        Pacing::NONE,
-    )
-    .await
-    .unwrap();
-
+    let deletes = deletes_succeed();
+    let summary = expire_history(&locks, &deletes, Pacing::NONE).await;
     assert!(!summary.locks_checked);
     assert_eq!(summary.counts.deleted, 3);
     assert_eq!(deletes.num_calls(), 3);

@@ -60,6 +60,19 @@ fn template_wiring() -> BTreeMap<String, Wiring> {
     functions
 }
 
+/// Every rule of every function, named `<function>/<rule>`.
+fn matcher(functions: &BTreeMap<String, Wiring>) -> quamina::Quamina<String> {
+    let mut matcher = quamina::Quamina::<String>::new();
+    for (function, wiring) in functions {
+        for (rule, pattern) in &wiring.rules {
+            matcher
+                .add_pattern(format!("{function}/{rule}"), &pattern.to_string())
+                .unwrap_or_else(|e| panic!("{function}/{rule}: {e}"));
+        }
+    }
+    matcher
+}
+
 /// The functions a matcher loaded with every rule delivers `event` to.
 fn deliveries(matcher: &quamina::Quamina<String>, event: &Value) -> BTreeSet<String> {
     let bytes = serde_json::to_vec(event).unwrap();
@@ -128,15 +141,7 @@ fn corpus() -> Vec<(&'static str, Value)> {
 
 #[test]
 fn each_function_receives_exactly_the_events_of_the_routing_table() {
-    let functions = template_wiring();
-    let mut matcher = quamina::Quamina::<String>::new();
-    for (function, wiring) in &functions {
-        for (rule, pattern) in &wiring.rules {
-            matcher
-                .add_pattern(format!("{function}/{rule}"), &pattern.to_string())
-                .unwrap_or_else(|e| panic!("{function}/{rule}: {e}"));
-        }
-    }
+    let matcher = matcher(&template_wiring());
 
     const COMPLETE: &str = "CompleteSnapshotsFunction";
     const TAG: &str = "TagSnapshotsFunction";
@@ -171,15 +176,7 @@ fn each_function_receives_exactly_the_events_of_the_routing_table() {
 
 #[test]
 fn deliveries_agree_with_the_handlers_event_parser() {
-    let functions = template_wiring();
-    let mut matcher = quamina::Quamina::<String>::new();
-    for (function, wiring) in &functions {
-        for (rule, pattern) in &wiring.rules {
-            matcher
-                .add_pattern(format!("{function}/{rule}"), &pattern.to_string())
-                .unwrap();
-        }
-    }
+    let matcher = matcher(&template_wiring());
     for (what, event) in corpus() {
         let got = deliveries(&matcher, &event);
         let parsed = SnapshotEvent::parse(&event);
