@@ -528,7 +528,8 @@ class Year:
                 if k["why"] not in ("kept-by-policy", "newest-completed", "not-completed") \
                         and k["snapshot_id"] not in self.protected_seen:
                     self.protected_seen.add(k["snapshot_id"])
-                    self.note(when, f"expire-snapshots: keeps {k['snapshot_id']} ({v['volume_id']}) that retention lets go: {k['why']}", "36")
+                    self.note(when, f"expire-snapshots: {k['snapshot_id']} ({v['volume_id']}) is protected ({k['why']}): "
+                                    f"kept whatever its policy says", "36")
         self.month["deleted"] += deleted
         if deleted and not self.first_deletion_seen:
             self.first_deletion_seen = True
