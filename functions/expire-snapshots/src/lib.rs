@@ -38,6 +38,11 @@ use ebs_lifecycle::tags;
 
 pub const FUNCTION: &str = "expire-snapshots";
 
+/// DeleteSnapshot draws on EC2's mutating-action token bucket (200 tokens,
+/// refilled at 5 per second). A daily run deletes a few snapshots per volume
+/// and spends at most a quarter of the bucket at once; a large catch-up then
+/// goes at the refill rate, one call every 200 ms, which never drains it
+/// whatever else the account is doing.
 pub const DELETE_PACING: Pacing = Pacing {
     burst: 50,
     interval: Duration::from_millis(200),
