@@ -494,14 +494,16 @@ class Year:
         # each event to the three functions whose rules match it.
         started = iso(when)
         self.at(day, f"{hour:02d}:25")
-        for event in completion_events(summary["created"], started):
-            # EventBridge delivers to the three targets at the same time.
-            done, _, _ = self.fanout.map(
-                lambda name: self.fns[name].invoke(event),
-                ("complete-snapshots", "tag-snapshots", "check-encryption"),
-            )
-            if done.get("failed"):
-                self.problems.append(f"complete-snapshots reported failures: {done['failed']}")
+        events = completion_events(summary["created"], started)
+        # EventBridge delivers each event to the three targets independently;
+        # each function (reserved concurrency 1) takes its events one at a time.
+        done, _, _ = self.fanout.map(
+            lambda name: [self.fns[name].invoke(event) for event in events],
+            ("complete-snapshots", "tag-snapshots", "check-encryption"),
+        )
+        for result in done:
+            if result.get("failed"):
+                self.problems.append(f"complete-snapshots reported failures: {result['failed']}")
 
     def daily(self, n: int, day: datetime.datetime) -> None:
         for hhmm, name in DAILY:

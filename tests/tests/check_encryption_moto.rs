@@ -140,7 +140,18 @@ async fn run(
     event: &Value,
     notifier: &RecordingNotifier,
 ) -> RunSummary {
-    let adapter = Ec2Adapter::new(moto.ec2());
+    run_on(moto.ec2(), moto, config, event, notifier).await
+}
+
+/// [`run`] with the EC2 client given (a counted one, say).
+async fn run_on(
+    ec2: aws_sdk_ec2::Client,
+    moto: &Moto,
+    config: &Config,
+    event: &Value,
+    notifier: &RecordingNotifier,
+) -> RunSummary {
+    let adapter = Ec2Adapter::new(ec2);
     let kms = KmsAdapter::new(aws_sdk_kms::Client::new(&moto.sdk_config()));
     let ports = Ports {
         catalog: &adapter,
@@ -471,7 +482,9 @@ async fn a_completion_event_checks_only_that_snapshot_and_alerts_only_on_finding
     };
 
     let notifier = RecordingNotifier::default();
-    let clean = run(
+    let (counted, counter) = moto.counted_ec2();
+    let clean = run_on(
+        counted,
         &moto,
         &config_for("off"),
         &event_for(&account.good),
@@ -479,6 +492,11 @@ async fn a_completion_event_checks_only_that_snapshot_and_alerts_only_on_finding
     )
     .await;
     assert_eq!(clean.snapshots_checked, 1);
+    assert_eq!(
+        counter.count("DescribeSnapshots"),
+        1,
+        "an encrypted snapshot has no copy to look for"
+    );
     assert!(clean.findings.is_empty());
     assert!(
         notifier.sent().is_empty(),

@@ -298,19 +298,24 @@ async fn a_completion_event_tags_its_snapshot_and_refreshes_its_volume_only() {
         run.tagged, 2,
         "the new snapshot and the older one of its volume"
     );
+    // The volume query finds the event's own snapshot: no describe by id.
+    assert_eq!(counter.count("DescribeSnapshots"), 2);
     let after = by_id(snapshots(&ec2).await);
     assert_eq!(after[&fresh].tags["Owner"], "alice");
     assert!(after[&older].tags.contains_key(tags::RETAINED_BY));
     assert!(!after[&untouched].tags.contains_key(tags::RETAINED_BY));
 
-    // A foreign snapshot's event costs one describe and writes nothing.
-    let foreign = managed_snapshot(&ec2, &other_volume, "other-stack", "gold", &[]).await;
+    // A foreign snapshot's event costs three describes (the volume query
+    // misses it, so it is described by id) and writes nothing, not even
+    // to the managed snapshots of the volume it names.
+    let foreign = managed_snapshot(&ec2, &volume, "other-stack", "gold", &[]).await;
     counter.reset();
     let run = run_with(ec2.clone(), &config(POLICIES), &event_for(&foreign)).await;
     assert_eq!(run.foreign, 1);
+    assert_eq!(run.tagged, 0);
     assert_eq!(
         counter.all(),
-        BTreeMap::from([("DescribeSnapshots".to_string(), 1)])
+        BTreeMap::from([("DescribeSnapshots".to_string(), 3)])
     );
 }
 
@@ -343,4 +348,58 @@ async fn snapshots_of_a_deleted_volume_keep_their_tags_and_get_orphan_labels() {
         !after[&a].tags.contains_key("Owner"),
         "nothing to copy from"
     );
+}
+
+#[tokio::test]
+async fn a_multi_volume_event_labels_every_volume_in_two_describes() {
+    let moto = Moto::start();
+    let (ec2, counter) = moto.counted_ec2();
+    let (instance, _root) = run_instance(&ec2, &[("Owner", "bob")]).await;
+    let data = create_volume(&ec2, 8, &[]).await;
+    let logs = create_volume(&ec2, 8, &[]).await;
+    attach(&ec2, &data, &instance, "/dev/sdf").await;
+    attach(&ec2, &logs, &instance, "/dev/sdg").await;
+    let elsewhere = create_volume(&ec2, 8, &[]).await;
+    let untouched = managed_snapshot(&ec2, &elsewhere, "itest", "gold", &[]).await;
+    // CreateSnapshots tags every snapshot of the set alike: no volume id yet.
+    let mut set = Vec::new();
+    for volume in [&data, &logs] {
+        let id = managed_snapshot(&ec2, volume, "itest", "gold", &[]).await;
+        ec2.delete_tags()
+            .resources(&id)
+            .tags(
+                aws_sdk_ec2::types::Tag::builder()
+                    .key(tags::VOLUME_ID)
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+        set.push((id, volume.clone()));
+    }
+    let text = std::fs::read_to_string(
+        workspace_root().join("tests/fixtures/events/create-snapshots-completed.json"),
+    )
+    .unwrap()
+    .replace("snap-01234569", &set[0].0)
+    .replace("vol-01234569", &set[0].1)
+    .replace("snap-0123456a", &set[1].0)
+    .replace("vol-0123456a", &set[1].1);
+    let event: Value = serde_json::from_str(&text).unwrap();
+
+    counter.reset();
+    let run = run_with(ec2.clone(), &config(POLICIES), &event).await;
+    assert_eq!(run.tagged, 2);
+    assert_eq!(
+        counter.count("DescribeSnapshots"),
+        2,
+        "one query by tag and one by volume for both volumes together"
+    );
+    let after = by_id(snapshots(&ec2).await);
+    for (id, volume) in &set {
+        assert_eq!(&after[id].tags[tags::VOLUME_ID], volume);
+        assert_eq!(after[id].tags["Owner"], "bob", "copied from the instance");
+        assert!(after[id].tags.contains_key(tags::RETAINED_BY));
+    }
+    assert!(!after[&untouched].tags.contains_key(tags::RETAINED_BY));
 }

@@ -132,11 +132,15 @@ pub async fn handle(
             .filter(|s| s.encrypted_copy_of().is_some())
             .cloned()
             .collect()
-    } else {
+    } else if snapshots.iter().any(|s| !s.encrypted) {
         ports
             .catalog
             .encrypted_copies(&config.deployment_name)
             .await?
+    } else {
+        // Only an unencrypted snapshot asks whether it has a copy: an event
+        // about encrypted ones costs no second describe.
+        Vec::new()
     });
 
     // Keys: the AWS managed EBS key (its snapshots cannot be shared) and the

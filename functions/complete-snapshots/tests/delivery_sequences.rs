@@ -61,10 +61,10 @@ impl SnapshotCatalog for Ec2Model {
         Ok(Vec::new())
     }
 
-    async fn managed_snapshots_of_volume(
+    async fn managed_snapshots_of_volumes(
         &self,
         _: &str,
-        _: &str,
+        _: &[String],
     ) -> Result<Vec<Snapshot>, Ec2Error> {
         Ok(Vec::new())
     }

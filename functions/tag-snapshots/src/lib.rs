@@ -28,7 +28,7 @@ use ebs_lifecycle::aws::ec2::{
 use ebs_lifecycle::aws::sns::Notifier;
 use ebs_lifecycle::config::Config;
 use ebs_lifecycle::deadline::Deadline;
-use ebs_lifecycle::events::{self, SnapshotEvent, Tick};
+use ebs_lifecycle::events::{self, SnapshotEvent, SnapshotResult, Tick};
 use ebs_lifecycle::invocation;
 use ebs_lifecycle::model::{Snapshot, Tags};
 use ebs_lifecycle::notify::{Notification, NotificationKind, Severity};
@@ -136,11 +136,10 @@ pub async fn handle_paced(
                 summary.event = Some(operation.as_str().to_string());
                 // A failed snapshot has nothing to label; complete-snapshots
                 // reports it.
-                let ids = events::succeeded_ids(&results);
-                if ids.is_empty() {
+                if events::succeeded_ids(&results).is_empty() {
                     return Ok(summary);
                 }
-                snapshots_of_event(ports, deployment, &ids, &mut summary).await?
+                snapshots_of_event(ports, deployment, &results, &mut summary).await?
             }
         }
     };
@@ -191,26 +190,65 @@ pub async fn handle_paced(
 
 /// The event's snapshots, if this deployment manages them, and every other
 /// managed snapshot of their volumes.
+///
+/// Snapshot events name each snapshot's source volume, so the volume query
+/// usually finds the event's own snapshots too: two DescribeSnapshots per
+/// event. Only snapshots it does not find (foreign ones, copies, whose
+/// source is a snapshot) are described by id.
 async fn snapshots_of_event(
     ports: Ports<'_>,
     deployment: &str,
-    ids: &[String],
+    results: &[SnapshotResult],
     summary: &mut RunSummary,
 ) -> Result<Vec<Snapshot>, TagError> {
-    let found = invocation::snapshots_named(ports.catalog, ids).await?;
+    let ids = events::succeeded_ids(results);
+    let event_volumes: BTreeSet<String> = results
+        .iter()
+        .filter(|r| r.succeeded)
+        .filter_map(|r| r.volume_id.clone())
+        .collect();
+    let mut all: BTreeMap<String, Snapshot> = BTreeMap::new();
+    if !event_volumes.is_empty() {
+        let volumes: Vec<String> = event_volumes.iter().cloned().collect();
+        for s in ports
+            .catalog
+            .managed_snapshots_of_volumes(deployment, &volumes)
+            .await?
+        {
+            all.insert(s.id.clone(), s);
+        }
+    }
+    let unseen: Vec<String> = ids
+        .iter()
+        .filter(|id| !all.contains_key(*id))
+        .cloned()
+        .collect();
+    if unseen.is_empty() {
+        return Ok(all.into_values().collect());
+    }
+    let found = invocation::snapshots_named(ports.catalog, &unseen).await?;
     let (ours, foreign): (Vec<Snapshot>, Vec<Snapshot>) = found
         .into_iter()
         .partition(|s| tags::is_managed_by(&s.tags, deployment));
     summary.foreign = foreign.len();
-    let mut all: BTreeMap<String, Snapshot> = BTreeMap::new();
-    let volumes: BTreeSet<String> = ours
+    if ours.is_empty() && unseen.len() == ids.len() {
+        // None of the event's snapshots is ours: their volumes' snapshots
+        // are not this event's business.
+        return Ok(Vec::new());
+    }
+    // Copies and snapshots whose volume the event did not name: their
+    // volumes' other snapshots too.
+    let more_volumes: Vec<String> = ours
         .iter()
         .filter_map(|s| s.source_volume_id().map(String::from))
+        .filter(|v| !event_volumes.contains(v))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
         .collect();
-    for volume in volumes {
+    if !more_volumes.is_empty() {
         for s in ports
             .catalog
-            .managed_snapshots_of_volume(deployment, &volume)
+            .managed_snapshots_of_volumes(deployment, &more_volumes)
             .await?
         {
             all.insert(s.id.clone(), s);

@@ -12,7 +12,7 @@ use aws_sdk_ec2::types::{
     TagSpecification,
 };
 use aws_sdk_ec2::Client;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 
@@ -147,13 +147,15 @@ pub trait SnapshotCatalog: Send + Sync {
     /// Every snapshot of the deployment (server-side filter on `lifecycle:managed-by`).
     async fn managed_snapshots(&self, deployment: &str) -> Result<Vec<Snapshot>, Ec2Error>;
 
-    /// The deployment's snapshots of one source volume: by the
+    /// The deployment's snapshots of these source volumes: by the
     /// `lifecycle:volume-id` tag or, for snapshots created without it
-    /// (multi-volume sets), by EC2's `VolumeId`.
-    async fn managed_snapshots_of_volume(
+    /// (multi-volume sets), by EC2's `VolumeId`. Two describes per 200
+    /// volumes, however many volumes: DescribeSnapshots has one of EC2's
+    /// tightest rate limits.
+    async fn managed_snapshots_of_volumes(
         &self,
         deployment: &str,
-        volume_id: &str,
+        volume_ids: &[String],
     ) -> Result<Vec<Snapshot>, Ec2Error>;
 
     /// Every snapshot the account owns, managed or not.
@@ -522,32 +524,42 @@ impl SnapshotCatalog for Ec2Adapter {
         .await
     }
 
-    async fn managed_snapshots_of_volume(
+    async fn managed_snapshots_of_volumes(
         &self,
         deployment: &str,
-        volume_id: &str,
+        volume_ids: &[String],
     ) -> Result<Vec<Snapshot>, Ec2Error> {
-        // EC2 ANDs different filters, so "tag or attribute" takes two calls.
-        let mut out = self
-            .describe_snapshots(vec![
-                tag_filter(tags::MANAGED_BY, deployment),
-                tag_filter(tags::VOLUME_ID, volume_id),
-            ])
-            .await?;
-        let by_attribute = self
-            .describe_snapshots(vec![
-                tag_filter(tags::MANAGED_BY, deployment),
-                filter("volume-id", [volume_id]),
-            ])
-            .await?;
-        for s in by_attribute {
-            // A snapshot whose tag names another volume belongs there.
-            let tagged_elsewhere = s.tags.get(tags::VOLUME_ID).is_some_and(|v| v != volume_id);
-            if !tagged_elsewhere && !out.iter().any(|o| o.id == s.id) {
-                out.push(s);
+        let requested: BTreeSet<&str> = volume_ids.iter().map(String::as_str).collect();
+        let mut out: BTreeMap<String, Snapshot> = BTreeMap::new();
+        for chunk in volume_ids.chunks(FILTER_VALUES) {
+            // EC2 ANDs different filters, so "tag or attribute" takes two calls.
+            let by_tag = self
+                .describe_snapshots(vec![
+                    tag_filter(tags::MANAGED_BY, deployment),
+                    filter(&format!("tag:{}", tags::VOLUME_ID), chunk.iter().cloned()),
+                ])
+                .await?;
+            let by_attribute = self
+                .describe_snapshots(vec![
+                    tag_filter(tags::MANAGED_BY, deployment),
+                    filter("volume-id", chunk.iter().cloned()),
+                ])
+                .await?;
+            for s in by_tag {
+                out.insert(s.id.clone(), s);
+            }
+            for s in by_attribute {
+                // A snapshot whose tag names another volume belongs there.
+                let tagged_elsewhere = s
+                    .tags
+                    .get(tags::VOLUME_ID)
+                    .is_some_and(|v| !requested.contains(v.as_str()));
+                if !tagged_elsewhere {
+                    out.entry(s.id.clone()).or_insert(s);
+                }
             }
         }
-        Ok(out)
+        Ok(out.into_values().collect())
     }
 
     async fn managed_snapshots_in_state(
