@@ -69,6 +69,16 @@ impl ConfigError {
     }
 }
 
+/// The start of a rejected value, for the error message: a 100 KB value
+/// must not be echoed into logs and notifications.
+fn excerpt(value: &str) -> String {
+    const KEEP: usize = 64;
+    match value.char_indices().nth(KEEP) {
+        None => value.to_string(),
+        Some((end, _)) => format!("{}… ({} bytes)", &value[..end], value.len()),
+    }
+}
+
 pub const DEFAULT_SELECTOR_TAG_KEY: &str = "Backup";
 pub const DEFAULT_MAX_DELETIONS: u32 = 200;
 pub const DEFAULT_STUCK_AFTER_MINUTES: u32 = 240;
@@ -85,7 +95,7 @@ impl Config {
         let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
         let invalid = |variable: &'static str, value: &str, problem: &str| ConfigError::Invalid {
             variable,
-            value: value.to_string(),
+            value: excerpt(value),
             problem: problem.to_string(),
         };
 

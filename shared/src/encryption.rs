@@ -85,9 +85,19 @@ pub struct Finding {
     pub managed: Option<bool>,
     pub detail: String,
     pub fix: Fix,
+    /// For an unencrypted snapshot: its encrypted copy, when one exists
+    /// already (under way or completed). Such a finding is in hand.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encrypted_copy: Option<String>,
 }
 
 impl Finding {
+    /// Already being dealt with: an unencrypted snapshot whose encrypted
+    /// copy exists. The run that started the copy reported it.
+    pub fn in_hand(&self) -> bool {
+        self.encrypted_copy.is_some()
+    }
+
     pub fn new(kind: FindingKind, detail: String, fix: Fix) -> Self {
         Self {
             kind,
@@ -96,6 +106,7 @@ impl Finding {
             volume_id: None,
             policy: None,
             managed: None,
+            encrypted_copy: None,
             detail,
             fix,
         }
@@ -337,14 +348,18 @@ pub fn assess_snapshots(
                 }
                 (fix, None) => fix,
             };
-            findings.push(
-                Finding::new(
-                    FindingKind::UnencryptedSnapshot,
-                    "not encrypted: volumes restored from it are not encrypted either".into(),
-                    fix,
-                )
-                .on_snapshot(s, managed),
-            );
+            let mut finding = Finding::new(
+                FindingKind::UnencryptedSnapshot,
+                "not encrypted: volumes restored from it are not encrypted either".into(),
+                fix,
+            )
+            .on_snapshot(s, managed);
+            finding.encrypted_copy = s
+                .tags
+                .get(tags::SUPERSEDED_BY)
+                .or_else(|| copies.by_original.get(&s.id))
+                .cloned();
+            findings.push(finding);
         } else if let Some(key) = s.kms_key_id.as_deref() {
             if !rules.allowed_keys.allows(key, rules.resolved_aliases) {
                 findings.push(

@@ -19,6 +19,8 @@
 //! - [`notify`] and [`metrics`]: notification rendering and EMF metric lines.
 //! - [`config`]: configuration from the environment, validated at start-up.
 //! - [`deadline`]: the invocation deadline, on the monotonic clock.
+//! - [`fuzzing`]: the bodies of the `fuzz/` targets (event and policy
+//!   parsing), also run as property tests on stable.
 //!
 //! Those modules do no I/O and are tested exhaustively. At the edge:
 //!
@@ -35,6 +37,7 @@ pub mod deadline;
 pub mod encryption;
 pub mod events;
 pub mod expiry;
+pub mod fuzzing;
 pub mod invocation;
 pub mod metrics;
 pub mod model;

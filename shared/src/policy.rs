@@ -98,19 +98,26 @@ impl Policy {
 
     fn from_json(name: &str, value: serde_json::Value) -> Result<Self, PolicyError> {
         let err = |field: &str, problem: String| PolicyError::Field {
-            policy: name.to_string(),
+            policy: excerpt(name),
             field: field.to_string(),
             problem,
         };
-        validate_policy_name(name).map_err(|p| err("(name)", p))?;
+        if !valid_policy_name(name) {
+            return Err(err(
+                "(name)",
+                "not a valid policy name (1 to 64 of A-Z a-z 0-9 - _ .)".into(),
+            ));
+        }
         let raw: RawPolicy = serde_path_to_error::deserialize(value).map_err(|e| {
             let path = e.path().to_string();
-            let field = if path == "." {
-                "(policy)".to_string()
-            } else {
-                path
+            let problem = e.into_inner().to_string();
+            // serde reports a missing field at the policy itself: name the field.
+            let field = match problem.strip_prefix("missing field `") {
+                Some(rest) if path == "." => rest.trim_end_matches('`').to_string(),
+                _ if path == "." => "(policy)".to_string(),
+                _ => path,
             };
-            err(&field, e.into_inner().to_string())
+            err(&field, problem)
         })?;
 
         let schedule = Schedule::parse(&raw.schedule, &raw.timezone).map_err(|e| match e {
@@ -432,19 +439,12 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(secs))
 }
 
-fn validate_policy_name(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
+fn valid_policy_name(name: &str) -> bool {
+    !name.is_empty()
         && name.len() <= 64
         && name
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "`{name}` is not a valid policy name (1 to 64 of A-Z a-z 0-9 - _ .)"
-        ))
-    }
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 fn validate_static_tag(key: &str, value: &str) -> Result<(), String> {
@@ -461,6 +461,16 @@ fn validate_static_tag(key: &str, value: &str) -> Result<(), String> {
 }
 
 /// A policy document that cannot be used. Names the policy and field.
+/// A policy name as an error shows it: a huge or hostile name must not be
+/// echoed whole into logs and notifications.
+fn excerpt(name: &str) -> String {
+    const KEEP: usize = 64;
+    match name.char_indices().nth(KEEP) {
+        None => name.escape_debug().to_string(),
+        Some((end, _)) => format!("{}… ({} bytes)", name[..end].escape_debug(), name.len()),
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PolicyError {
     #[error("POLICIES is not a JSON object of policies: {0}")]
@@ -577,8 +587,8 @@ mod tests {
                 r#"{"p":{"schedule":"@daily","keep":{"last":1},"tags":{"lifecycle:policy":"x"}}}"#,
                 "tags.lifecycle:policy",
             ),
-            (r#"{"p":{"keep":{"last":1}}}"#, "(policy)"),
-            (r#"{"p":{"schedule":"@daily"}}"#, "(policy)"),
+            (r#"{"p":{"keep":{"last":1}}}"#, "schedule"),
+            (r#"{"p":{"schedule":"@daily"}}"#, "keep"),
             (
                 r#"{"bad name!":{"schedule":"@daily","keep":{"last":1}}}"#,
                 "(name)",

@@ -13,9 +13,14 @@
 //! - [`RequestCounter`]: an SDK interceptor that counts the requests a client
 //!   sends, per operation, so tests can assert how many calls a run costs.
 //! - [`RecordingNotifier`]: captures notifications so tests can assert them.
+//! - [`fault_proxy::FaultProxy`]: an HTTP proxy in front of moto that
+//!   throttles, fails, resets or delays chosen requests, for end-to-end
+//!   fault tests with the real SDK client and retry policy.
 //! - seeding helpers for volumes and instances.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test harness: failing loudly is the point
+
+pub mod fault_proxy;
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};

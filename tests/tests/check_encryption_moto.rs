@@ -592,3 +592,57 @@ async fn the_copy_key_is_allowed_even_when_the_list_omits_it() {
     let checked = run(&moto, &config, &event, &notifier).await;
     assert!(checked.findings.is_empty(), "{:?}", checked.findings);
 }
+
+/// At-least-once delivery: the same event twice fixes once, copies once and
+/// alerts once; the second delivery finds nothing left to say.
+#[tokio::test]
+async fn an_event_delivered_twice_fixes_copies_and_alerts_once() {
+    let moto = Moto::start();
+    let ec2 = moto.ec2();
+    let account = seed(&ec2).await;
+    let event_for = |id: &str| {
+        let text = std::fs::read_to_string(
+            workspace_root().join("tests/fixtures/events/create-snapshot-succeeded.json"),
+        )
+        .unwrap();
+        serde_json::from_str::<Value>(&text.replace("snap-01234567", id)).unwrap()
+    };
+    let notifier = RecordingNotifier::default();
+
+    for event in [
+        event_for(&account.public_foreign),
+        event_for(&account.unencrypted_managed),
+    ] {
+        let first = run(&moto, &config_for("all"), &event, &notifier).await;
+        assert_eq!(first.findings.len(), 1, "{:?}", first.findings);
+        let again = run(&moto, &config_for("all"), &event, &notifier).await;
+        assert!(
+            again.copies_started.is_empty(),
+            "no second copy of a snapshot whose copy is under way"
+        );
+        assert!(again
+            .findings
+            .iter()
+            .all(|f| !matches!(f.fix, Fix::Applied(_))));
+    }
+    assert!(
+        !permissions(&ec2, &account.public_foreign).await.0,
+        "made private"
+    );
+    let copies = snapshots(&ec2)
+        .await
+        .into_iter()
+        .filter(|s| s.encrypted_copy_of() == Some(account.unencrypted_managed.as_str()))
+        .count();
+    assert_eq!(copies, 1);
+    assert_eq!(
+        notifier.sent().len(),
+        2,
+        "the public fix and the copy each alert once: {:?}",
+        notifier
+            .sent()
+            .iter()
+            .map(|n| &n.summary)
+            .collect::<Vec<_>>()
+    );
+}

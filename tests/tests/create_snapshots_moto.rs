@@ -418,3 +418,90 @@ async fn ec2s_fifty_tag_ceiling_keeps_lifecycle_tags_and_reports_the_rest() {
         assert!(!snap.tags.contains_key(&skipped.key));
     }
 }
+
+/// Through the fault proxy: throttling and 5xx on reads are retried; on
+/// CreateSnapshot only throttling is. A create whose answer is lost after
+/// EC2 made the snapshot is reported, not retried (CreateSnapshot has no
+/// idempotency token: a retry would make a second snapshot), and the next
+/// tick finds the snapshot and creates nothing more. A reset before EC2
+/// saw the call is reported too, and the next tick makes that snapshot.
+#[tokio::test]
+async fn faults_never_make_a_second_snapshot_and_never_drop_a_volume() {
+    use integration_tests::fault_proxy::{Fault, FaultProxy};
+    let moto = Moto::start();
+    let ec2 = moto.ec2();
+    let mut volumes = Vec::new();
+    for _ in 0..4 {
+        volumes.push(create_volume(&ec2, 8, &[("Backup", "default")]).await);
+    }
+    let proxy = FaultProxy::start(&moto.endpoint).await;
+    proxy.inject("DescribeVolumes", 1, Fault::ResetBeforeForward);
+    proxy.inject(
+        "DescribeInstances",
+        1,
+        Fault::Delay(Duration::from_millis(900)),
+    );
+    proxy.inject("DescribeSnapshots", 1, Fault::InternalError);
+    proxy.inject("CreateSnapshot", 2, Fault::Throttle);
+    proxy.inject("CreateSnapshot", 1, Fault::ResetAfterForward);
+    proxy.inject("CreateSnapshot", 1, Fault::ResetBeforeForward);
+    let faulty = Ec2Adapter::new(aws_sdk_ec2::Client::new(
+        &proxy.sdk_config(Duration::from_millis(400)),
+    ));
+    let notifier = RecordingNotifier::default();
+    let now = at("2026-03-01T00:05:00Z");
+
+    let first = run_with(
+        &faulty,
+        &faulty,
+        &notifier,
+        &config(POLICIES),
+        now,
+        plenty(),
+    )
+    .await;
+
+    assert_eq!(
+        proxy.faults_applied().len(),
+        7,
+        "{:?}",
+        proxy.faults_applied()
+    );
+    assert_eq!(
+        proxy.requests("CreateSnapshot"),
+        6,
+        "two throttled retries, then one call per volume: the lost answer and the reset are not retried"
+    );
+    assert_eq!(first.counts.created, 2);
+    assert_eq!(first.counts.failed, 2, "{:?}", first.failed);
+    assert!(first
+        .failed
+        .iter()
+        .all(|f| f.error_kind == "transport-error"));
+    assert_eq!(
+        snapshots(&ec2).await.len(),
+        3,
+        "the lost answer's snapshot exists, once"
+    );
+
+    // The next tick in the slot: the lost-answer volume is covered, the
+    // reset one is snapshotted now; every volume ends with exactly one.
+    let adapter = Ec2Adapter::new(ec2.clone());
+    let next = run_with(
+        &adapter,
+        &adapter,
+        &notifier,
+        &config(POLICIES),
+        at("2026-03-01T00:20:00Z"),
+        plenty(),
+    )
+    .await;
+    assert_eq!(next.counts.created, 1);
+    assert_eq!(next.counts.not_due, 3);
+    let mut per_volume: BTreeMap<String, usize> = BTreeMap::new();
+    for s in snapshots(&ec2).await {
+        *per_volume.entry(s.volume_id.unwrap()).or_default() += 1;
+    }
+    assert_eq!(per_volume.len(), 4);
+    assert!(per_volume.values().all(|n| *n == 1), "{per_volume:?}");
+}

@@ -154,7 +154,16 @@ async fn seed(moto: &Moto) -> Account {
 }
 
 async fn expire(moto: &Moto, config: &Config, notifier: &RecordingNotifier) -> RunSummary {
-    let adapter = Ec2Adapter::new(moto.ec2());
+    expire_on(moto.ec2(), config, notifier).await
+}
+
+/// [`expire`] with the EC2 client given (one behind the fault proxy, say).
+async fn expire_on(
+    ec2: aws_sdk_ec2::Client,
+    config: &Config,
+    notifier: &RecordingNotifier,
+) -> RunSummary {
+    let adapter = Ec2Adapter::new(ec2);
     let ports = Ports {
         catalog: &adapter,
         inventory: &adapter,
@@ -277,4 +286,55 @@ async fn the_cap_stops_the_run_and_alerts() {
     .await;
     assert_eq!(none.counts.deleted, 0);
     assert_eq!(remaining(&moto).await.len(), account.all.len() - 2);
+}
+
+#[tokio::test]
+async fn through_throttling_errors_resets_and_lost_answers_only_what_may_go_goes() {
+    use integration_tests::fault_proxy::{Fault, FaultProxy};
+    let moto = Moto::start();
+    let account = seed(&moto).await;
+    let proxy = FaultProxy::start(&moto.endpoint).await;
+    // Describes: a reset and a 500, retried. Deletions: a burst of
+    // throttling, a 500, a reset before EC2 sees the call, one whose answer
+    // is lost after EC2 deleted (the retry then hears NotFound: gone is
+    // what was wanted), and an answer slower than the attempt timeout.
+    proxy.inject("DescribeSnapshots", 1, Fault::ResetBeforeForward);
+    proxy.inject("DescribeImages", 1, Fault::InternalError);
+    // Deletions run one after another; a pass between faults moves them to
+    // the next deletion (five faults in a row would exhaust one call's five
+    // attempts, which the smithy-mocks fault tests cover).
+    proxy.inject("DeleteSnapshot", 3, Fault::Throttle);
+    proxy.inject("DeleteSnapshot", 1, Fault::Pass);
+    proxy.inject("DeleteSnapshot", 1, Fault::InternalError);
+    proxy.inject("DeleteSnapshot", 1, Fault::Pass);
+    proxy.inject("DeleteSnapshot", 1, Fault::ResetBeforeForward);
+    proxy.inject("DeleteSnapshot", 1, Fault::Pass);
+    proxy.inject("DeleteSnapshot", 1, Fault::ResetAfterForward);
+    proxy.inject("DeleteSnapshot", 1, Fault::Pass);
+    proxy.inject(
+        "DeleteSnapshot",
+        1,
+        Fault::Delay(Duration::from_millis(900)),
+    );
+    let ec2 = aws_sdk_ec2::Client::new(&proxy.sdk_config(Duration::from_millis(400)));
+    let notifier = RecordingNotifier::default();
+
+    let started = std::time::Instant::now();
+    let summary = expire_on(ec2, &config(POLICIES), &notifier).await;
+
+    assert_eq!(
+        proxy.faults_applied().len(),
+        9,
+        "every planned fault was met: {:?}",
+        proxy.faults_applied()
+    );
+    let expected: BTreeSet<String> = account.all.difference(&account.may_go).cloned().collect();
+    assert_eq!(remaining(&moto).await, expected, "exactly what may go went");
+    assert_eq!(summary.counts.deleted, account.may_go.len());
+    assert_eq!(summary.counts.failed, 0, "every fault was retried through");
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "retries stay well inside an invocation: {:?}",
+        started.elapsed()
+    );
 }

@@ -403,3 +403,42 @@ async fn a_multi_volume_event_labels_every_volume_in_two_describes() {
     }
     assert!(!after[&untouched].tags.contains_key(tags::RETAINED_BY));
 }
+
+/// At-least-once delivery: events out of order and delivered twice leave
+/// the labels a full backfill would write, and a repeat writes nothing.
+#[tokio::test]
+async fn events_out_of_order_or_twice_end_where_a_backfill_would() {
+    let moto = Moto::start();
+    let (ec2, counter) = moto.counted_ec2();
+    let volume = create_volume(&ec2, 8, &[("Owner", "alice")]).await;
+    let first = managed_snapshot(&ec2, &volume, "itest", "gold", &[]).await;
+    let second = managed_snapshot(&ec2, &volume, "itest", "gold", &[]).await;
+    let event_for = |id: &str| {
+        let text = std::fs::read_to_string(
+            workspace_root().join("tests/fixtures/events/create-snapshot-succeeded.json"),
+        )
+        .unwrap()
+        .replace("snap-01234567", id)
+        .replace("vol-01234567", &volume);
+        serde_json::from_str::<Value>(&text).unwrap()
+    };
+
+    run_with(ec2.clone(), &config(POLICIES), &event_for(&second)).await;
+    run_with(ec2.clone(), &config(POLICIES), &event_for(&first)).await;
+    let settled = by_id(snapshots(&ec2).await);
+
+    counter.reset();
+    let repeat = run_with(ec2.clone(), &config(POLICIES), &event_for(&first)).await;
+    assert_eq!(repeat.tagged, 0);
+    assert_eq!(
+        counter.count("CreateTags"),
+        0,
+        "a redelivery writes nothing"
+    );
+    let converged = backfill(ec2.clone()).await;
+    assert_eq!(
+        converged.tagged, 0,
+        "the events left what a backfill writes"
+    );
+    assert_eq!(by_id(snapshots(&ec2).await), settled);
+}

@@ -393,6 +393,12 @@ async fn finish(ports: Ports<'_>, config: &Config, daily: bool, summary: &mut Ru
     let Some(severity) = encryption::worst(&summary.findings) else {
         return;
     };
+    // An event about a snapshot whose copy is already under way (the copy's
+    // own completion, or the same event delivered again) has nothing new to
+    // say: the run that started the copy alerted. The daily run always reports.
+    if !daily && summary.findings.iter().all(Finding::in_hand) {
+        return;
+    }
     let mut by_kind: BTreeMap<String, usize> = BTreeMap::new();
     for f in &summary.findings {
         *by_kind

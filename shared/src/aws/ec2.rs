@@ -7,11 +7,16 @@
 
 use async_trait::async_trait;
 use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_ec2::operation::copy_snapshot::CopySnapshotError;
+use aws_sdk_ec2::operation::create_snapshot::CreateSnapshotError;
+use aws_sdk_ec2::operation::create_snapshots::CreateSnapshotsError;
 use aws_sdk_ec2::types::{
     Filter, InstanceSpecification, OperationType, ResourceType, SnapshotAttributeName, Tag,
     TagSpecification,
 };
 use aws_sdk_ec2::Client;
+use aws_smithy_runtime_api::client::interceptors::context::InterceptorContext;
+use aws_smithy_runtime_api::client::retries::classifiers::{ClassifyRetry, RetryAction};
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
@@ -111,6 +116,48 @@ impl Ec2Error {
             Self::Transport { .. } => "transport-error",
         }
     }
+}
+
+/// EC2 error codes that mean "refused for rate, nothing done": safe to retry.
+const THROTTLING_CODES: [&str; 3] = ["RequestLimitExceeded", "Throttling", "ThrottlingException"];
+
+/// The retry rule for calls that create something and carry no idempotency
+/// token (CreateSnapshot, CreateSnapshots and CopySnapshot have none): retry only when EC2
+/// said it throttled the call. A timeout, a reset connection or a 5xx may
+/// come after EC2 made the snapshot; the SDK's default retry would then make
+/// a second one. Such a volume is reported instead, and the next tick looks
+/// for the slot's snapshot before creating (see create-snapshots).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RetryOnlyThrottling;
+
+impl ClassifyRetry for RetryOnlyThrottling {
+    fn classify_retry(&self, ctx: &InterceptorContext) -> RetryAction {
+        let Some(Err(error)) = ctx.output_or_error() else {
+            return RetryAction::NoActionIndicated;
+        };
+        let code = error.as_operation_error().and_then(|e| {
+            e.downcast_ref::<CreateSnapshotError>()
+                .and_then(|e| e.code())
+                .or_else(|| {
+                    e.downcast_ref::<CreateSnapshotsError>()
+                        .and_then(|e| e.code())
+                })
+                .or_else(|| e.downcast_ref::<CopySnapshotError>().and_then(|e| e.code()))
+        });
+        match code {
+            Some(code) if THROTTLING_CODES.contains(&code) => RetryAction::NoActionIndicated,
+            _ => RetryAction::RetryForbidden,
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        "RetryOnlyThrottling"
+    }
+}
+
+/// Per-call configuration applying [`RetryOnlyThrottling`].
+fn only_throttling_retried() -> aws_sdk_ec2::config::Builder {
+    aws_sdk_ec2::config::Builder::default().retry_classifier(RetryOnlyThrottling)
 }
 
 /// Finding the volumes and instances that opted in.
@@ -742,6 +789,8 @@ impl SnapshotCopier for Ec2Adapter {
             .set_kms_key_id(request.kms_key_id.clone())
             .description(&request.description)
             .tag_specifications(tag_specification(&request.tags))
+            .customize()
+            .config_override(only_throttling_retried())
             .send()
             .await
             .map_err(|e| Ec2Error::from_sdk("CopySnapshot", e))?;
@@ -799,6 +848,8 @@ impl SnapshotCreator for Ec2Adapter {
             .volume_id(&request.volume_id)
             .description(&request.description)
             .tag_specifications(tag_specification(&request.tags))
+            .customize()
+            .config_override(only_throttling_retried())
             .send()
             .await
             .map_err(|e| Ec2Error::from_sdk("CreateSnapshot", e))?;
@@ -826,6 +877,8 @@ impl SnapshotCreator for Ec2Adapter {
             .instance_specification(spec)
             .description(&request.description)
             .tag_specifications(tag_specification(&request.tags))
+            .customize()
+            .config_override(only_throttling_retried())
             .send()
             .await
             .map_err(|e| Ec2Error::from_sdk("CreateSnapshots", e))?;
