@@ -646,3 +646,62 @@ async fn an_event_delivered_twice_fixes_copies_and_alerts_once() {
             .collect::<Vec<_>>()
     );
 }
+
+/// The deadline comes while permission reads are in flight: they finish,
+/// no new read starts, the unread snapshots are counted as left, and the
+/// next daily run reads every one.
+#[tokio::test]
+async fn a_deadline_mid_check_counts_what_was_not_read() {
+    use integration_tests::fault_proxy::{Fault, FaultProxy};
+    let moto = Moto::start();
+    let ec2 = moto.ec2();
+    seed(&ec2).await;
+    let volume = create_volume(&ec2, 8, &[]).await;
+    for _ in 0..10 {
+        hand_made_snapshot(&ec2, &volume).await;
+    }
+    let proxy = FaultProxy::start(&moto.endpoint).await;
+    proxy.inject(
+        "DescribeSnapshotAttribute",
+        check_encryption::PERMISSION_READS,
+        Fault::Delay(Duration::from_millis(800)),
+    );
+    let adapter = Ec2Adapter::new(aws_sdk_ec2::Client::new(
+        &proxy.sdk_config(Duration::from_secs(5)),
+    ));
+    let kms = KmsAdapter::new(aws_sdk_kms::Client::new(&moto.sdk_config()));
+    let notifier = RecordingNotifier::default();
+    let first = handle(
+        Ports {
+            catalog: &adapter,
+            inventory: &adapter,
+            sharing: &adapter,
+            settings: &adapter,
+            copier: &adapter,
+            keys: &kms,
+            notifier: &notifier,
+        },
+        &config_for("off"),
+        &daily(),
+        chrono::Utc::now(),
+        Deadline::after(Duration::from_millis(400)).with_margin(Duration::ZERO),
+    )
+    .await
+    .unwrap();
+
+    assert_eq!(
+        proxy.requests("DescribeSnapshotAttribute"),
+        check_encryption::PERMISSION_READS,
+        "only the first wave started"
+    );
+    assert!(first.left_for_later >= 1, "{}", first.left_for_later);
+
+    let (counted, counter) = moto.counted_ec2();
+    let next = run_on(counted, &moto, &config_for("off"), &daily(), &notifier).await;
+    assert_eq!(next.left_for_later, 0);
+    assert_eq!(
+        counter.count("DescribeSnapshotAttribute"),
+        check_encryption::PERMISSION_READS + first.left_for_later,
+        "what was read plus what was left is every shareable snapshot"
+    );
+}

@@ -505,3 +505,54 @@ async fn faults_never_make_a_second_snapshot_and_never_drop_a_volume() {
     assert_eq!(per_volume.len(), 4);
     assert!(per_volume.values().all(|n| *n == 1), "{per_volume:?}");
 }
+
+/// The deadline comes while calls are in flight: those finish, nothing new
+/// starts, the rest is reported, and the next tick completes the slot.
+#[tokio::test]
+async fn a_deadline_mid_run_finishes_what_is_in_flight_and_the_next_tick_the_rest() {
+    use integration_tests::fault_proxy::{Fault, FaultProxy};
+    let moto = Moto::start();
+    let ec2 = moto.ec2();
+    let n = create_snapshots::CONCURRENCY + 4;
+    for _ in 0..n {
+        create_volume(&ec2, 8, &[("Backup", "default")]).await;
+    }
+    let proxy = FaultProxy::start(&moto.endpoint).await;
+    // The first wave of creates answers slowly; the deadline passes meanwhile.
+    proxy.inject(
+        "CreateSnapshot",
+        create_snapshots::CONCURRENCY,
+        Fault::Delay(Duration::from_millis(800)),
+    );
+    let slow = Ec2Adapter::new(aws_sdk_ec2::Client::new(
+        &proxy.sdk_config(Duration::from_secs(5)),
+    ));
+    let notifier = RecordingNotifier::default();
+    let deadline = Deadline::after(Duration::from_millis(400)).with_margin(Duration::ZERO);
+
+    let first = run_with(
+        &slow,
+        &slow,
+        &notifier,
+        &config(POLICIES),
+        at("2026-03-01T00:05:00Z"),
+        deadline,
+    )
+    .await;
+
+    assert_eq!(
+        first.counts.created,
+        create_snapshots::CONCURRENCY,
+        "the calls in flight finished"
+    );
+    assert_eq!(
+        first.counts.left_for_later, 4,
+        "the rest is reported, not dropped"
+    );
+    assert_eq!(first.counts.failed, 0);
+    assert_eq!(snapshots(&ec2).await.len(), create_snapshots::CONCURRENCY);
+
+    let next = run(&moto, &notifier, at("2026-03-01T00:20:00Z")).await;
+    assert_eq!(next.counts.created, 4);
+    assert_eq!(snapshots(&ec2).await.len(), n, "one per volume");
+}

@@ -338,3 +338,58 @@ async fn through_throttling_errors_resets_and_lost_answers_only_what_may_go_goes
         started.elapsed()
     );
 }
+
+/// The deadline comes mid-run: the deletion in flight completes, no new one
+/// starts, the rest is reported, and the next run deletes exactly that.
+#[tokio::test]
+async fn a_deadline_mid_run_leaves_the_rest_for_the_next_run() {
+    use integration_tests::fault_proxy::{Fault, FaultProxy};
+    let moto = Moto::start();
+    let account = seed(&moto).await;
+    let proxy = FaultProxy::start(&moto.endpoint).await;
+    proxy.inject(
+        "DeleteSnapshot",
+        100,
+        Fault::Delay(Duration::from_millis(250)),
+    );
+    let adapter = Ec2Adapter::new(aws_sdk_ec2::Client::new(
+        &proxy.sdk_config(Duration::from_secs(5)),
+    ));
+    let notifier = RecordingNotifier::default();
+    let ports = Ports {
+        catalog: &adapter,
+        inventory: &adapter,
+        protections: &adapter,
+        deleter: &adapter,
+        notifier: &notifier,
+    };
+    let now = tags::parse_time("2026-11-21T04:00:00Z").unwrap();
+    let first = handle_paced(
+        ports,
+        &config(POLICIES),
+        &json!({"kind": "tick"}),
+        now,
+        Deadline::after(Duration::from_millis(600)).with_margin(Duration::ZERO),
+        Pacing::NONE,
+    )
+    .await
+    .unwrap();
+
+    assert!(first.counts.deleted >= 1, "{:?}", first.counts);
+    assert!(first.counts.left_for_later >= 1, "{:?}", first.counts);
+    assert_eq!(
+        first.counts.deleted + first.counts.left_for_later,
+        account.may_go.len()
+    );
+    assert_eq!(first.counts.failed, 0);
+    assert_eq!(
+        proxy.requests("DeleteSnapshot"),
+        first.counts.deleted,
+        "nothing started after the deadline"
+    );
+
+    let next = expire(&moto, &config(POLICIES), &notifier).await;
+    assert_eq!(next.counts.deleted, first.counts.left_for_later);
+    let expected: BTreeSet<String> = account.all.difference(&account.may_go).cloned().collect();
+    assert_eq!(remaining(&moto).await, expected);
+}

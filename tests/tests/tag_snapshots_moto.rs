@@ -442,3 +442,51 @@ async fn events_out_of_order_or_twice_end_where_a_backfill_would() {
     );
     assert_eq!(by_id(snapshots(&ec2).await), settled);
 }
+
+/// The deadline comes mid-backfill: the CreateTags in flight completes, no
+/// new one starts, the rest is reported, and the next run writes the rest.
+#[tokio::test]
+async fn a_deadline_mid_backfill_leaves_the_rest_for_the_next_run() {
+    use integration_tests::fault_proxy::{Fault, FaultProxy};
+    let moto = Moto::start();
+    let ec2 = moto.ec2();
+    for _ in 0..3 {
+        let volume = create_volume(&ec2, 8, &[("Owner", "alice")]).await;
+        for _ in 0..4 {
+            managed_snapshot(&ec2, &volume, "itest", "gold", &[]).await;
+        }
+    }
+    let proxy = FaultProxy::start(&moto.endpoint).await;
+    proxy.inject("CreateTags", 100, Fault::Delay(Duration::from_millis(250)));
+    let slow = aws_sdk_ec2::Client::new(&proxy.sdk_config(Duration::from_secs(5)));
+    let adapter = Ec2Adapter::new(slow);
+    let notifier = RecordingNotifier::default();
+    let ports = Ports {
+        catalog: &adapter,
+        inventory: &adapter,
+        tagger: &adapter,
+        notifier: &notifier,
+    };
+    let first = handle_paced(
+        ports,
+        &config(POLICIES),
+        &json!({"kind": "tick"}),
+        now(),
+        Deadline::after(Duration::from_millis(600)).with_margin(Duration::ZERO),
+        Pacing::NONE,
+    )
+    .await
+    .unwrap();
+
+    assert!(first.tagged >= 1, "{first:?}");
+    assert!(first.left_for_later >= 1, "{first:?}");
+    // A snapshot may be in several batches (one per distinct change), so
+    // it can be both partly written and left.
+    assert!(first.left_for_later <= 12);
+    assert!(first.failed.is_empty());
+    assert_eq!(proxy.requests("CreateTags"), first.create_tags_calls);
+
+    let next = backfill(ec2.clone()).await;
+    assert_eq!(next.tagged, first.left_for_later);
+    assert_eq!(backfill(ec2.clone()).await.tagged, 0, "all written");
+}

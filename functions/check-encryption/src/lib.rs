@@ -49,7 +49,7 @@ pub const AWS_MANAGED_EBS_KEY: &str = "alias/aws/ebs";
 
 /// Permission reads in flight at once (DescribeSnapshotAttribute is a
 /// Describe* call: 20/s refill; the SDK retries the odd throttle).
-const PERMISSION_READS: usize = 8;
+pub const PERMISSION_READS: usize = 8;
 
 #[derive(Clone, Copy)]
 pub struct Ports<'a> {
