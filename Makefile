@@ -7,7 +7,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 VENV := .venv
 
-.PHONY: all test demo venv fmt-check clippy lint-template package build clean
+.PHONY: all test demo venv fmt-check clippy lint-template package build clean scale bench
 
 all: test
 
@@ -52,6 +52,19 @@ package: venv
 demo: venv
 	$(CARGO) build --workspace --bins
 	$(VENV)/bin/python scripts/demo.py --bin-dir target/debug
+
+## make scale: the large-account scenario (tests/tests/scale.rs) at 2,000
+## volumes and 20,000 snapshots; make test runs it at 200 volumes.
+scale: venv
+	SCALE_VOLUMES=2000 $(CARGO) test -p integration-tests --test scale -- --nocapture
+
+## make bench: criterion benchmarks of the pure core (retention planner,
+## policy and event parsing), then peak memory and start-to-ready time of
+## each function's release binary (scripts/bench_functions.py). Figures and
+## the machine are in BENCHMARKS.md. Not part of make test.
+bench: venv
+	$(CARGO) bench -p ebs-lifecycle
+	$(VENV)/bin/python scripts/bench_functions.py
 
 build:
 	$(CARGO) build --workspace

@@ -162,6 +162,8 @@ class RuntimeApi:
         self.events: queue.Queue = queue.Queue()
         self.results: dict[str, queue.Queue] = {}
         self.init_error: dict | None = None
+        # When the function first asked for an event: start-up is over.
+        self.first_poll_at: float | None = None
         api = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -172,6 +174,8 @@ class RuntimeApi:
                 if self.path != "/2018-06-01/runtime/invocation/next":
                     self.send_error(404)
                     return
+                if api.first_poll_at is None:
+                    api.first_poll_at = time.monotonic()
                 request_id, payload, timeout_s = api.events.get()
                 body = json.dumps(payload).encode()
                 self.send_response(200)
@@ -233,6 +237,7 @@ class LambdaFunction:
             "AWS_LAMBDA_RUNTIME_API": f"127.0.0.1:{self.api.port}",
             "AWS_LAMBDA_FUNCTION_NAME": f"{DEPLOYMENT}-{name}",
         }
+        self.started_at = time.monotonic()
         self.process = subprocess.Popen([str(binary)], env=full_env, stdout=log_path.open("w"), stderr=subprocess.STDOUT)
 
     def invoke(self, payload: dict) -> dict:

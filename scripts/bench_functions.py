@@ -1,0 +1,149 @@
+"""make bench, part 2: each function's release binary on the scale account.
+
+    python scripts/bench_functions.py [--bin-dir DIR] [--volumes 2000]
+
+For each of the five functions, as Lambda runs it (the demo's local Runtime
+API, the template's environment, moto on 127.0.0.1):
+
+- start to ready: from process start to its first request for an event
+  (Lambda's init phase), best of 5 fresh starts;
+- peak memory: the process's peak resident set (VmHWM) after one
+  invocation on an account of VOLUMES volumes with 10 snapshots each
+  (2,000 and 20,000 by default: the scale scenario of tests/tests/scale.rs),
+  in the order the day runs them: create, reconcile, tag backfill, expiry,
+  encryption check.
+
+Binaries: the stripped release builds `make package` leaves in
+.aws-sam/build/<Function>/bootstrap, or --bin-dir with one file per function.
+Prints a table; BENCHMARKS.md records the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import boto3  # noqa: E402
+
+from demo import REGION, ROOT, LambdaFunction, free_port, function_env, wait_for_port  # noqa: E402
+
+FUNCTIONS = {
+    "create-snapshots": "CreateSnapshotsFunction",
+    "complete-snapshots": "CompleteSnapshotsFunction",
+    "tag-snapshots": "TagSnapshotsFunction",
+    "expire-snapshots": "ExpireSnapshotsFunction",
+    "check-encryption": "CheckEncryptionFunction",
+}
+POLICIES = {"scale": {"schedule": "@daily", "keep": {"last": 7}, "copy_tags": ["*"]}}
+
+
+def binary(bin_dir: Path | None, name: str) -> Path:
+    path = bin_dir / name if bin_dir else ROOT / ".aws-sam" / "build" / FUNCTIONS[name] / "bootstrap"
+    if not path.exists():
+        raise SystemExit(f"{path} is missing: run `make package` (or pass --bin-dir)")
+    return path
+
+
+def seed(endpoint: str, volumes: int) -> None:
+    ec2 = boto3.client("ec2", endpoint_url=endpoint, region_name=REGION,
+                       aws_access_key_id="bench", aws_secret_access_key="bench")
+    ids = []
+    for _ in range(volumes):
+        ids.append(ec2.create_volume(
+            AvailabilityZone=f"{REGION}a", Size=8, Encrypted=True,
+            TagSpecifications=[{"ResourceType": "volume",
+                                "Tags": [{"Key": "Backup", "Value": "scale"}, {"Key": "Owner", "Value": "team-a"}]}],
+        )["VolumeId"])
+
+    def history(volume: str) -> None:
+        for day in range(1, 11):
+            tags = {
+                "lifecycle:managed-by": "bench", "lifecycle:policy": "scale",
+                "lifecycle:slot": f"2026-02-{day:02d}T00:00:00Z", "lifecycle:state": "completed",
+                "lifecycle:volume-id": volume, "lifecycle:created-at": f"2026-02-{day:02d}T00:00:12Z",
+                "lifecycle:consistency": "crash",
+            }
+            ec2.create_snapshot(VolumeId=volume, TagSpecifications=[{
+                "ResourceType": "snapshot", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}])
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        list(pool.map(history, ids))
+
+
+def peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bin-dir", type=Path)
+    parser.add_argument("--volumes", type=int, default=2000)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="bench-functions-"))
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    moto = subprocess.Popen(
+        [sys.executable, str(ROOT / "scripts" / "moto_server.py"), "-H", "127.0.0.1", "-p", str(port)],
+        env={**os.environ, "MOTO_EC2_LOAD_DEFAULT_AMIS": "false"},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    rows = []
+    try:
+        wait_for_port(port, "moto")
+        sns = boto3.client("sns", endpoint_url=endpoint, region_name=REGION,
+                           aws_access_key_id="bench", aws_secret_access_key="bench")
+        topic = sns.create_topic(Name="bench")["TopicArn"]
+        env = {**function_env(endpoint, topic), "POLICIES": json.dumps(POLICIES),
+               "DEPLOYMENT_NAME": "bench", "MAX_DELETIONS": "1000000", "REMEDIATE": "off"}
+
+        starts: dict[str, float] = {}
+        for name in FUNCTIONS:
+            times = []
+            for attempt in range(5):
+                fn = LambdaFunction(name, binary(args.bin_dir, name), env, work / f"{name}-start{attempt}.log")
+                while fn.api.first_poll_at is None:
+                    if fn.process.poll() is not None:
+                        raise SystemExit(f"{name} exited during start-up; see {work}")
+                    time.sleep(0.001)
+                times.append((fn.api.first_poll_at - fn.started_at) * 1000)
+                fn.stop()
+            starts[name] = min(times)
+
+        begun = time.monotonic()
+        seed(endpoint, args.volumes)
+        print(f"seeded {args.volumes} volumes, {args.volumes * 10} snapshots in {time.monotonic() - begun:.0f} s",
+              flush=True)
+        tick = {"kind": "tick", "scheduled_time": "2026-03-01T00:15:00Z"}
+        for name in FUNCTIONS:
+            fn = LambdaFunction(name, binary(args.bin_dir, name), env, work / f"{name}.log")
+            begun = time.monotonic()
+            result = fn.invoke(tick)
+            took = time.monotonic() - begun
+            rows.append((name, starts[name], peak_rss_mib(fn.process.pid), took, result))
+            fn.stop()
+    finally:
+        moto.terminate()
+        moto.wait(timeout=10)
+
+    print(f"\n{'function':20} {'start to ready':>15} {'peak RSS':>10} {'invocation':>11}  what it did")
+    for name, start_ms, rss, took, result in rows:
+        did = {k: v for k, v in result.items() if isinstance(v, (int, bool)) and v} if isinstance(result, dict) else result
+        counts = result.get("counts") if isinstance(result, dict) else None
+        print(f"{name:20} {start_ms:12.1f} ms {rss:7.1f} MiB {took:9.1f} s  {counts or did}")
+    print(f"\nlogs: {work}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,334 @@
+//! A large account on moto: volumes with ten snapshots each, plus foreign
+//! snapshots, through create, tag (backfill), expire and check-encryption.
+//! Every invariant holds and the AWS requests of each run are counted with
+//! an SDK interceptor and asserted: one write per item, a constant number of
+//! describe pages per 1,000 resources, no per-snapshot describe anywhere.
+//!
+//! `make test` runs it at 200 volumes (2,000 snapshots); `make scale` at
+//! 2,000 volumes (20,000 snapshots): `SCALE_VOLUMES=2000`.
+//!
+//! moto ignores `MaxResults`, so a describe is always one page here; the
+//! bounds asserted are those that hold for EC2's pages too (volumes 500,
+//! snapshots 1,000, filter values 200 per call). Pagination itself is
+//! tested with aws-smithy-mocks (create_snapshots_faults.rs).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use ebs_lifecycle::aws::ec2::{Ec2Adapter, TAG_BATCH};
+use ebs_lifecycle::aws::kms::KmsAdapter;
+use ebs_lifecycle::deadline::Deadline;
+use ebs_lifecycle::tags::{self, ConsistencyLabel, LifecycleLabels, LifecycleState};
+use integration_tests::*;
+
+const POLICIES: &str = r#"{"scale": {"schedule": "@daily", "keep": {"last": 7}}}"#;
+const HISTORY: usize = 10;
+const KEEP: usize = 7;
+
+fn volumes_wanted() -> usize {
+    std::env::var("SCALE_VOLUMES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200)
+}
+
+/// Calls per `n` items at `page` items per call.
+fn pages(n: usize, page: usize) -> usize {
+    n.div_ceil(page).max(1)
+}
+
+/// Run `jobs` futures, `width` at a time (seeding only).
+async fn in_parallel<F>(jobs: Vec<F>, width: usize)
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    let mut set = tokio::task::JoinSet::new();
+    for job in jobs {
+        if set.len() >= width {
+            set.join_next().await.unwrap().unwrap();
+        }
+        set.spawn(job);
+    }
+    while let Some(done) = set.join_next().await {
+        done.unwrap();
+    }
+}
+
+fn labels(volume: &str, i: usize) -> Vec<(String, String)> {
+    let time = |s: String| tags::parse_time(&s).unwrap();
+    LifecycleLabels {
+        managed_by: "itest".into(),
+        policy: "scale".into(),
+        slot: time(format!("2026-02-{:02}T00:00:00Z", i + 1)),
+        state: LifecycleState::Completed,
+        volume_id: Some(volume.into()),
+        instance_id: None,
+        device: None,
+        created_at: time(format!("2026-02-{:02}T00:00:12Z", i + 1)),
+        completed_at: None,
+        consistency: ConsistencyLabel::Crash,
+        retained_by: None,
+        expires_at: None,
+        hold: false,
+    }
+    .to_tags()
+    .into_iter()
+    .collect()
+}
+
+struct Account {
+    volumes: Vec<String>,
+    foreign: BTreeSet<String>,
+}
+
+async fn seed(ec2: &aws_sdk_ec2::Client, n: usize) -> Account {
+    let started = Instant::now();
+    let mut volumes = Vec::with_capacity(n);
+    for _ in 0..n {
+        // Encrypted under the account's default (AWS managed) key, as most
+        // accounts are: such snapshots cannot be shared, so check-encryption
+        // reads no permissions for them.
+        let id = ec2
+            .create_volume()
+            .availability_zone("us-east-1a")
+            .size(8)
+            .encrypted(true)
+            .tag_specifications(tag_spec(
+                aws_sdk_ec2::types::ResourceType::Volume,
+                &[("Backup", "scale"), ("Owner", "team-a")],
+            ))
+            .send()
+            .await
+            .unwrap()
+            .volume_id()
+            .unwrap()
+            .to_string();
+        volumes.push(id);
+    }
+    let mut jobs = Vec::new();
+    for volume in &volumes {
+        for i in 0..HISTORY {
+            let (ec2, volume) = (ec2.clone(), volume.clone());
+            jobs.push(async move {
+                let pairs = labels(&volume, i);
+                let refs: Vec<(&str, &str)> = pairs
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect();
+                ec2.create_snapshot()
+                    .volume_id(&volume)
+                    .tag_specifications(tag_spec(aws_sdk_ec2::types::ResourceType::Snapshot, &refs))
+                    .send()
+                    .await
+                    .unwrap();
+            });
+        }
+    }
+    in_parallel(jobs, 8).await;
+    // Another deployment's and hand-made snapshots: never touched.
+    let mut foreign = BTreeSet::new();
+    for volume in volumes.iter().take(50) {
+        foreign.insert(hand_made_snapshot(ec2, volume).await);
+        let mut theirs = labels(volume, 0);
+        theirs.retain(|(k, _)| k != tags::MANAGED_BY);
+        theirs.push((tags::MANAGED_BY.into(), "another-stack".into()));
+        let refs: Vec<(&str, &str)> = theirs
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let id = ec2
+            .create_snapshot()
+            .volume_id(volume)
+            .tag_specifications(tag_spec(aws_sdk_ec2::types::ResourceType::Snapshot, &refs))
+            .send()
+            .await
+            .unwrap()
+            .snapshot_id()
+            .unwrap()
+            .to_string();
+        foreign.insert(id);
+    }
+    eprintln!(
+        "scale: seeded {n} volumes, {} snapshots in {:?}",
+        n * HISTORY + foreign.len(),
+        started.elapsed()
+    );
+    Account { volumes, foreign }
+}
+
+fn plenty() -> Deadline {
+    Deadline::after(Duration::from_secs(900))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_account_holds_every_invariant_at_a_bounded_request_cost() {
+    let n = volumes_wanted();
+    let moto = Moto::start();
+    let account = seed(&moto.ec2(), n).await;
+    let (ec2, counter) = moto.counted_ec2();
+    let adapter = Ec2Adapter::new(ec2.clone());
+    let notifier = RecordingNotifier::default();
+    let cap = (n * HISTORY).to_string();
+    let config = config_with(POLICIES, &[("MAX_DELETIONS", cap.as_str())]);
+    let now = tags::parse_time("2026-03-01T00:20:00Z").unwrap();
+    let mut timings = Vec::new();
+
+    // create-snapshots: every volume is due in today's slot.
+    counter.reset();
+    let started = Instant::now();
+    let created = create_snapshots::handle(
+        create_snapshots::Ports {
+            inventory: &adapter,
+            catalog: &adapter,
+            creator: &adapter,
+            notifier: &notifier,
+        },
+        &config,
+        &json!({"kind": "tick"}),
+        now,
+        plenty(),
+    )
+    .await
+    .unwrap();
+    timings.push(("create-snapshots", started.elapsed(), counter.all()));
+    assert_eq!(created.counts.created, n);
+    assert_eq!(created.counts.failed, 0);
+    assert_eq!(
+        counter.count("CreateSnapshot"),
+        n,
+        "one call per due volume"
+    );
+    assert_eq!(counter.count("CreateTags"), 0, "tags go with the create");
+    assert!(counter.count("DescribeVolumes") <= pages(n, 500));
+    assert_eq!(
+        counter.count("DescribeSnapshots"),
+        1,
+        "one per policy and slot"
+    );
+
+    // tag-snapshots backfill: every managed snapshot gets its labels.
+    counter.reset();
+    let started = Instant::now();
+    let tagged = tag_snapshots::handle_paced(
+        tag_snapshots::Ports {
+            catalog: &adapter,
+            inventory: &adapter,
+            tagger: &adapter,
+            notifier: &notifier,
+        },
+        &config,
+        &json!({"kind": "tick"}),
+        now,
+        plenty(),
+        tag_snapshots::Pacing::NONE,
+    )
+    .await
+    .unwrap();
+    timings.push(("tag-snapshots", started.elapsed(), counter.all()));
+    let managed = n * (HISTORY + 1);
+    assert_eq!(tagged.tagged, managed);
+    assert!(tagged.failed.is_empty());
+    assert!(counter.count("DescribeSnapshots") <= pages(managed, 1000));
+    assert!(counter.count("DescribeVolumes") <= pages(n, 200));
+    // Each distinct change is one batch of up to 500 snapshots; a volume's
+    // snapshots differ (retention labels, Name), so batches grow with the
+    // number of distinct values, never with the number of snapshots alone.
+    assert!(
+        counter.count("CreateTags") <= managed.div_ceil(TAG_BATCH) + (HISTORY + 1) * 4 + n,
+        "{:?}",
+        counter.all()
+    );
+
+    // expire-snapshots: each volume keeps its newest 7.
+    counter.reset();
+    let started = Instant::now();
+    let expired = expire_snapshots::handle_paced(
+        expire_snapshots::Ports {
+            catalog: &adapter,
+            inventory: &adapter,
+            protections: &adapter,
+            deleter: &adapter,
+            notifier: &notifier,
+        },
+        &config,
+        &json!({"kind": "tick"}),
+        now,
+        plenty(),
+        expire_snapshots::Pacing::NONE,
+    )
+    .await
+    .unwrap();
+    timings.push(("expire-snapshots", started.elapsed(), counter.all()));
+    let to_delete = n * (HISTORY + 1 - KEEP);
+    assert_eq!(expired.counts.deleted, to_delete);
+    assert_eq!(expired.counts.failed, 0);
+    assert_eq!(
+        counter.count("DeleteSnapshot"),
+        to_delete,
+        "one call per deletion"
+    );
+    assert!(counter.count("DescribeSnapshots") <= pages(managed, 1000));
+    // Locks are asked for the managed snapshots, 200 ids per call.
+    assert!(counter.count("DescribeLockedSnapshots") <= pages(managed, 200));
+    assert!(counter.count("DescribeVolumes") <= pages(n, 200));
+
+    // check-encryption daily: every owned snapshot, no per-snapshot reads
+    // for snapshots that cannot be shared.
+    counter.reset();
+    let kms = KmsAdapter::new(aws_sdk_kms::Client::new(&moto.sdk_config()));
+    let started = Instant::now();
+    let checked = check_encryption::handle(
+        check_encryption::Ports {
+            catalog: &adapter,
+            inventory: &adapter,
+            sharing: &adapter,
+            settings: &adapter,
+            copier: &adapter,
+            keys: &kms,
+            notifier: &notifier,
+        },
+        &config,
+        &json!({"kind": "tick"}),
+        now,
+        plenty(),
+    )
+    .await
+    .unwrap();
+    timings.push(("check-encryption", started.elapsed(), counter.all()));
+    let owned = n * KEEP + account.foreign.len();
+    assert_eq!(checked.snapshots_checked, owned);
+    assert!(counter.count("DescribeSnapshots") <= pages(owned, 1000));
+    assert!(
+        counter.count("DescribeSnapshotAttribute") <= account.foreign.len(),
+        "permissions are read only for snapshots that can be shared: {:?}",
+        counter.all()
+    );
+
+    // The account afterwards: every volume has exactly its newest 7, the
+    // foreign snapshots are all there, every managed snapshot is labelled.
+    let all = snapshots(&ec2).await;
+    let mut per_volume: BTreeMap<String, usize> = BTreeMap::new();
+    for s in all.iter().filter(|s| tags::is_managed_by(&s.tags, "itest")) {
+        *per_volume.entry(s.volume_id.clone().unwrap()).or_default() += 1;
+        assert!(
+            s.tags.contains_key(tags::RETAINED_BY),
+            "{} unlabelled",
+            s.id
+        );
+    }
+    assert_eq!(per_volume.len(), account.volumes.len());
+    assert!(per_volume.values().all(|k| *k == KEEP));
+    let ids: BTreeSet<String> = all.iter().map(|s| s.id.clone()).collect();
+    assert!(
+        account.foreign.is_subset(&ids),
+        "no foreign snapshot deleted"
+    );
+
+    for (function, took, requests) in &timings {
+        eprintln!("scale: {function}: {took:?}, requests {requests:?}");
+    }
+}
