@@ -22,6 +22,13 @@ retries), answered as EC2 answers an account that never used the features:
 - DescribeLockedSnapshots: no snapshot is locked (moto cannot lock one).
 - GetSnapshotBlockPublicAccessState: ``unblocked``, EC2's default.
 
+And pagination, which moto ignores:
+
+- DescribeSnapshots honours ``MaxResults`` and ``NextToken`` (an offset into
+  the filtered list), as EC2 pages at up to 1,000. Without it a large
+  account comes back in one response, which is neither what the functions'
+  paginators meet on AWS nor a fair measure of their memory.
+
 And one for speed, not behaviour:
 
 - Rendering a resource's tags scans every tag in the region (moto's
@@ -112,6 +119,23 @@ def _register_image_backed_by_its_snapshot(self):  # type: ignore[no-untyped-def
 
 
 AmisResponse.register_image = _register_image_backed_by_its_snapshot
+
+
+def _describe_snapshots_paged(self):  # type: ignore[no-untyped-def]
+    snapshots = self.ec2_backend.describe_snapshots(
+        snapshot_ids=self._get_param("SnapshotIds", []), filters=self._filters_from_querystring()
+    )
+    max_results = int(self._get_param("MaxResults") or 0)
+    if not max_results:
+        return ActionResult({"Snapshots": snapshots})
+    start = int(self._get_param("NextToken") or 0)
+    result = {"Snapshots": snapshots[start:start + max_results]}
+    if start + max_results < len(snapshots):
+        result["NextToken"] = str(start + max_results)
+    return ActionResult(result)
+
+
+ElasticBlockStore.describe_snapshots = _describe_snapshots_paged
 
 _MOTO_MODULES = tuple(moto.backends.list_of_moto_modules())
 moto.backends.list_of_moto_modules = lambda: _MOTO_MODULES

@@ -420,20 +420,25 @@ pub fn snapshot_of(s: &aws_sdk_ec2::types::Snapshot) -> Option<Snapshot> {
 
 impl Ec2Adapter {
     /// Every snapshot the account owns matching `filters`, page by page.
+    ///
+    /// Each page is converted and dropped before the next is read: on an
+    /// account with tens of thousands of snapshots the SDK's types for all of
+    /// them never exist at once, only our (smaller) model.
     async fn describe_snapshots(&self, filters: Vec<Filter>) -> Result<Vec<Snapshot>, Ec2Error> {
-        let snapshots: Vec<_> = self
+        let mut pages = self
             .client
             .describe_snapshots()
             .owner_ids("self")
             .set_filters(Some(filters))
             .max_results(SNAPSHOT_PAGE)
             .into_paginator()
-            .items()
-            .send()
-            .try_collect()
-            .await
-            .map_err(|e| Ec2Error::from_sdk("DescribeSnapshots", e))?;
-        Ok(snapshots.iter().filter_map(snapshot_of).collect())
+            .send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| Ec2Error::from_sdk("DescribeSnapshots", e))?;
+            out.extend(page.snapshots().iter().filter_map(snapshot_of));
+        }
+        Ok(out)
     }
 
     /// Every instance matching `filters`, page by page.
