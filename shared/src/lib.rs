@@ -18,6 +18,9 @@
 //! - [`events`]: the event payloads the functions accept, parsed strictly.
 //! - [`notify`] and [`metrics`]: notification rendering and EMF metric lines.
 //! - [`config`]: configuration from the environment, validated at start-up.
+//! - [`consistency`]: application-consistent snapshots: the freeze and thaw
+//!   scripts run through SSM (with an on-instance watchdog) and what a
+//!   failed pre command means for the snapshot.
 //! - [`deadline`]: the invocation deadline, on the monotonic clock.
 //! - [`fuzzing`]: the bodies of the `fuzz/` targets (event and policy
 //!   parsing), also run as property tests on stable.
@@ -33,6 +36,7 @@
 
 pub mod aws;
 pub mod config;
+pub mod consistency;
 pub mod deadline;
 pub mod encryption;
 pub mod events;
