@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::consistency::OnCommandFailure;
 use crate::model::Tags;
 use crate::schedule::Schedule;
 use crate::tags;
@@ -137,18 +138,22 @@ impl Policy {
         let consistency = raw.consistency.unwrap_or(Consistency::Volume);
         let has_commands = raw.pre_command.is_some()
             || raw.post_command.is_some()
-            || raw.command_timeout.is_some();
+            || raw.command_timeout.is_some()
+            || raw.ssm_document.is_some()
+            || raw.on_command_failure.is_some();
         let application = match consistency {
-            Consistency::Application => Some(ApplicationCommands::from_raw(
-                raw.pre_command,
-                raw.post_command,
-                raw.command_timeout.as_deref(),
-            )
+            Consistency::Application => Some(ApplicationCommands::from_raw(RawCommands {
+                pre: raw.pre_command,
+                post: raw.post_command,
+                timeout: raw.command_timeout.as_deref(),
+                document: raw.ssm_document,
+                on_failure: raw.on_command_failure.as_deref(),
+            })
             .map_err(|(field, p)| err(field, p))?),
             _ if has_commands => {
                 return Err(err(
                     "consistency",
-                    "pre_command, post_command and command_timeout need \"consistency\": \"application\"".into(),
+                    "pre_command, post_command, command_timeout, ssm_document and on_command_failure need \"consistency\": \"application\"".into(),
                 ))
             }
             _ => None,
@@ -189,6 +194,10 @@ struct RawPolicy {
     post_command: Option<String>,
     #[serde(default)]
     command_timeout: Option<String>,
+    #[serde(default)]
+    ssm_document: Option<String>,
+    #[serde(default)]
+    on_command_failure: Option<String>,
 }
 
 fn utc() -> String {
@@ -266,28 +275,57 @@ impl CopyTags {
 /// The SSM commands around an application-consistent snapshot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApplicationCommands {
-    /// `None`: the project's default flush-and-freeze command.
+    /// `None`: the project's default flush-and-freeze script
+    /// (`consistency::freeze_script`).
     pub pre_command: Option<String>,
-    /// `None`: the project's default thaw command.
+    /// `None`: the project's default thaw script.
     pub post_command: Option<String>,
+    /// An SSM document to run instead of `AWS-RunShellScript` with the
+    /// commands, for applications with their own flush (databases). Run as
+    /// Data Lifecycle Manager runs its pre and post scripts: once with
+    /// parameter `command=pre-script`, once with `command=post-script`.
+    pub document: Option<String>,
     pub timeout: Duration,
+    pub on_failure: OnCommandFailure,
+}
+
+/// The fields of an `application` policy, as written.
+struct RawCommands<'a> {
+    pre: Option<String>,
+    post: Option<String>,
+    timeout: Option<&'a str>,
+    document: Option<String>,
+    on_failure: Option<&'a str>,
 }
 
 impl ApplicationCommands {
     pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
     pub const MAX_TIMEOUT: Duration = Duration::from_secs(600);
 
-    fn from_raw(
-        pre: Option<String>,
-        post: Option<String>,
-        timeout: Option<&str>,
-    ) -> Result<Self, (&'static str, String)> {
-        for (field, value) in [("pre_command", &pre), ("post_command", &post)] {
+    fn from_raw(raw: RawCommands<'_>) -> Result<Self, (&'static str, String)> {
+        for (field, value) in [("pre_command", &raw.pre), ("post_command", &raw.post)] {
             if value.as_deref().is_some_and(|v| v.trim().is_empty()) {
                 return Err((field, "must not be empty".into()));
             }
         }
-        let timeout = match timeout {
+        if let Some(doc) = &raw.document {
+            // SSM document names: 3 to 128 of letters, digits, _ - . (and
+            // ARNs of shared documents).
+            let ok = (3..=1024).contains(&doc.len())
+                && doc
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':' | '/'));
+            if !ok {
+                return Err(("ssm_document", "not an SSM document name or ARN".into()));
+            }
+            if raw.pre.is_some() || raw.post.is_some() {
+                return Err((
+                    "ssm_document",
+                    "give either ssm_document or pre_command/post_command, not both".into(),
+                ));
+            }
+        }
+        let timeout = match raw.timeout {
             None => Self::DEFAULT_TIMEOUT,
             Some(text) => {
                 let d = parse_duration(text).map_err(|p| ("command_timeout", p))?;
@@ -297,10 +335,22 @@ impl ApplicationCommands {
                 d
             }
         };
+        let on_failure = match raw.on_failure {
+            None | Some("fallback") => OnCommandFailure::Fallback,
+            Some("skip") => OnCommandFailure::Skip,
+            Some(_) => {
+                return Err((
+                    "on_command_failure",
+                    "must be \"fallback\" (crash-consistent snapshot) or \"skip\"".into(),
+                ))
+            }
+        };
         Ok(Self {
-            pre_command: pre,
-            post_command: post,
+            pre_command: raw.pre,
+            post_command: raw.post,
+            document: raw.document,
             timeout,
+            on_failure,
         })
     }
 }
@@ -651,6 +701,40 @@ mod tests {
         assert_eq!(app.pre_command.as_deref(), Some("pg_backup_start"));
         assert_eq!(app.post_command, None);
         assert_eq!(app.timeout, Duration::from_secs(90));
+    }
+
+    #[test]
+    fn a_document_or_commands_and_a_failure_policy() {
+        let app = |fields: &str| {
+            let doc = format!(
+                r#"{{"db":{{"schedule":"@daily","keep":{{"last":1}},"consistency":"application"{fields}}}}}"#
+            );
+            Policies::parse(&doc).map(|p| p.get("db").unwrap().application.clone().unwrap())
+        };
+        let default = app("").unwrap();
+        assert_eq!(default.on_failure, OnCommandFailure::Fallback);
+        assert_eq!(default.document, None);
+        let skip = app(r#","on_command_failure":"skip","ssm_document":"Team-PgFreeze""#).unwrap();
+        assert_eq!(skip.on_failure, OnCommandFailure::Skip);
+        assert_eq!(skip.document.as_deref(), Some("Team-PgFreeze"));
+        let field_of = |r: Result<ApplicationCommands, PolicyError>| match r {
+            Err(PolicyError::Field { field, .. }) => field,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            field_of(app(r#","on_command_failure":"retry""#)),
+            "on_command_failure"
+        );
+        assert_eq!(field_of(app(r#","ssm_document":"a b""#)), "ssm_document");
+        assert_eq!(
+            field_of(app(r#","ssm_document":"Doc-1","pre_command":"sync""#)),
+            "ssm_document"
+        );
+        let volume = r#"{"p":{"schedule":"@daily","keep":{"last":1},"on_command_failure":"skip"}}"#;
+        assert!(matches!(
+            Policies::parse(volume),
+            Err(PolicyError::Field { field, .. }) if field == "consistency"
+        ));
     }
 
     #[test]
