@@ -457,6 +457,15 @@ async fn expire_dry_run(moto: &Moto) -> Vec<String> {
 }
 
 /// A copySnapshot completion, in the documented EBS Snapshot Notification shape.
+/// The sample createSnapshot-succeeded event, naming snapshot `id`.
+fn completion_event(id: &str) -> Value {
+    let text = std::fs::read_to_string(
+        workspace_root().join("tests/fixtures/events/create-snapshot-succeeded.json"),
+    )
+    .unwrap();
+    serde_json::from_str::<Value>(&text.replace("snap-01234567", id)).unwrap()
+}
+
 fn copy_event(copy: &str, source: &str) -> Value {
     let text = std::fs::read_to_string(
         workspace_root().join("tests/fixtures/events/create-snapshot-succeeded.json"),
@@ -473,13 +482,6 @@ async fn a_completion_event_checks_only_that_snapshot_and_alerts_only_on_finding
     let moto = Moto::start();
     let ec2 = moto.ec2();
     let account = seed(&ec2).await;
-    let event_for = |id: &str| {
-        let text = std::fs::read_to_string(
-            workspace_root().join("tests/fixtures/events/create-snapshot-succeeded.json"),
-        )
-        .unwrap();
-        serde_json::from_str::<Value>(&text.replace("snap-01234567", id)).unwrap()
-    };
 
     let notifier = RecordingNotifier::default();
     let (counted, counter) = moto.counted_ec2();
@@ -487,7 +489,7 @@ async fn a_completion_event_checks_only_that_snapshot_and_alerts_only_on_finding
         counted,
         &moto,
         &config_for("off"),
-        &event_for(&account.good),
+        &completion_event(&account.good),
         &notifier,
     )
     .await;
@@ -506,7 +508,7 @@ async fn a_completion_event_checks_only_that_snapshot_and_alerts_only_on_finding
     let bad = run(
         &moto,
         &config_for("all"),
-        &event_for(&account.unencrypted_managed),
+        &completion_event(&account.unencrypted_managed),
         &notifier,
     )
     .await;
@@ -600,18 +602,11 @@ async fn an_event_delivered_twice_fixes_copies_and_alerts_once() {
     let moto = Moto::start();
     let ec2 = moto.ec2();
     let account = seed(&ec2).await;
-    let event_for = |id: &str| {
-        let text = std::fs::read_to_string(
-            workspace_root().join("tests/fixtures/events/create-snapshot-succeeded.json"),
-        )
-        .unwrap();
-        serde_json::from_str::<Value>(&text.replace("snap-01234567", id)).unwrap()
-    };
     let notifier = RecordingNotifier::default();
 
     for event in [
-        event_for(&account.public_foreign),
-        event_for(&account.unencrypted_managed),
+        completion_event(&account.public_foreign),
+        completion_event(&account.unencrypted_managed),
     ] {
         let first = run(&moto, &config_for("all"), &event, &notifier).await;
         assert_eq!(first.findings.len(), 1, "{:?}", first.findings);

@@ -55,6 +55,17 @@ async fn backfill(ec2: aws_sdk_ec2::Client) -> RunSummary {
     run_with(ec2, &config(POLICIES), &json!({"kind": "tick"})).await
 }
 
+/// The sample createSnapshot-succeeded event for snapshot `id` of `volume`.
+fn completion_event(id: &str, volume: &str) -> Value {
+    let text = std::fs::read_to_string(
+        workspace_root().join("tests/fixtures/events/create-snapshot-succeeded.json"),
+    )
+    .unwrap()
+    .replace("snap-01234567", id)
+    .replace("vol-01234567", volume);
+    serde_json::from_str::<Value>(&text).unwrap()
+}
+
 fn by_id(snapshots: Vec<Snapshot>) -> BTreeMap<String, Snapshot> {
     snapshots.into_iter().map(|s| (s.id.clone(), s)).collect()
 }
@@ -280,16 +291,7 @@ async fn a_completion_event_tags_its_snapshot_and_refreshes_its_volume_only() {
     let older = managed_snapshot(&ec2, &volume, "itest", "gold", &[]).await;
     let untouched = managed_snapshot(&ec2, &other_volume, "itest", "gold", &[]).await;
     let fresh = managed_snapshot(&ec2, &volume, "itest", "gold", &[]).await;
-    let event_for = |id: &str| {
-        let text = std::fs::read_to_string(
-            workspace_root().join("tests/fixtures/events/create-snapshot-succeeded.json"),
-        )
-        .unwrap();
-        let text = text
-            .replace("snap-01234567", id)
-            .replace("vol-01234567", &volume);
-        serde_json::from_str::<Value>(&text).unwrap()
-    };
+    let event_for = |id: &str| completion_event(id, &volume);
 
     counter.reset();
     let run = run_with(ec2.clone(), &config(POLICIES), &event_for(&fresh)).await;
@@ -413,15 +415,7 @@ async fn events_out_of_order_or_twice_end_where_a_backfill_would() {
     let volume = create_volume(&ec2, 8, &[("Owner", "alice")]).await;
     let first = managed_snapshot(&ec2, &volume, "itest", "gold", &[]).await;
     let second = managed_snapshot(&ec2, &volume, "itest", "gold", &[]).await;
-    let event_for = |id: &str| {
-        let text = std::fs::read_to_string(
-            workspace_root().join("tests/fixtures/events/create-snapshot-succeeded.json"),
-        )
-        .unwrap()
-        .replace("snap-01234567", id)
-        .replace("vol-01234567", &volume);
-        serde_json::from_str::<Value>(&text).unwrap()
-    };
+    let event_for = |id: &str| completion_event(id, &volume);
 
     run_with(ec2.clone(), &config(POLICIES), &event_for(&second)).await;
     run_with(ec2.clone(), &config(POLICIES), &event_for(&first)).await;
