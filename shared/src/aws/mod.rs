@@ -1,12 +1,13 @@
 //! Adapters at the edge: the only place that knows the AWS SDK.
 //!
-//! `ec2`, `kms` and `sns` hold the ports (narrow traits the functions depend on) and
+//! `ec2`, `kms`, `sns` and `ssm` hold the ports (narrow traits the functions depend on) and
 //! their SDK implementations. This file builds the shared SDK configuration
 //! once per execution environment, with a deliberate retry policy.
 
 pub mod ec2;
 pub mod kms;
 pub mod sns;
+pub mod ssm;
 
 use std::time::Duration;
 
