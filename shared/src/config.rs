@@ -69,9 +69,9 @@ impl ConfigError {
     }
 }
 
-/// The start of a rejected value, for the error message: a 100 KB value
-/// must not be echoed into logs and notifications.
-fn excerpt(value: &str) -> String {
+/// The start of a rejected value (or policy name), for an error message: a
+/// 100 KB value must not be echoed into logs and notifications.
+pub(crate) fn excerpt(value: &str) -> String {
     const KEEP: usize = 64;
     match value.char_indices().nth(KEEP) {
         None => value.to_string(),

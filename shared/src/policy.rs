@@ -99,7 +99,9 @@ impl Policy {
 
     fn from_json(name: &str, value: serde_json::Value) -> Result<Self, PolicyError> {
         let err = |field: &str, problem: String| PolicyError::Field {
-            policy: excerpt(name),
+            // A huge or hostile name is not echoed whole into logs and
+            // notifications: its start, escaped.
+            policy: crate::config::excerpt(name).escape_debug().to_string(),
             field: field.to_string(),
             problem,
         };
@@ -511,16 +513,6 @@ fn validate_static_tag(key: &str, value: &str) -> Result<(), String> {
 }
 
 /// A policy document that cannot be used. Names the policy and field.
-/// A policy name as an error shows it: a huge or hostile name must not be
-/// echoed whole into logs and notifications.
-fn excerpt(name: &str) -> String {
-    const KEEP: usize = 64;
-    match name.char_indices().nth(KEEP) {
-        None => name.escape_debug().to_string(),
-        Some((end, _)) => format!("{}… ({} bytes)", name[..end].escape_debug(), name.len()),
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PolicyError {
     #[error("POLICIES is not a JSON object of policies: {0}")]
