@@ -127,18 +127,39 @@ echo thawed
     )
 }
 
-/// How the pre command ended.
+/// How a command on the instance (the pre or the post command) ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PreCommand {
+pub enum CommandOutcome {
     Succeeded,
     /// It ran and failed; the excerpt of its output says why.
     Failed {
         output: String,
     },
-    /// No result within the policy's `command_timeout`.
+    /// No result within the policy's `command_timeout` (or before the
+    /// invocation's deadline).
     TimedOut,
     /// The instance has no SSM agent online (not a managed instance).
     NotManaged,
+}
+
+impl CommandOutcome {
+    /// A short stable name for summaries and notifications.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Succeeded => "succeeded",
+            Self::Failed { .. } => "failed",
+            Self::TimedOut => "timed-out",
+            Self::NotManaged => "not-managed",
+        }
+    }
+
+    /// What the instance said, if anything.
+    pub fn output(&self) -> Option<&str> {
+        match self {
+            Self::Failed { output } => Some(output),
+            _ => None,
+        }
+    }
 }
 
 /// What to do when the pre command did not succeed (per policy).
@@ -159,9 +180,9 @@ pub enum Decision {
     Skip,
 }
 
-pub fn decide(pre: &PreCommand, on_failure: OnCommandFailure) -> Decision {
+pub fn decide(pre: &CommandOutcome, on_failure: OnCommandFailure) -> Decision {
     match (pre, on_failure) {
-        (PreCommand::Succeeded, _) => Decision::Snapshot(ConsistencyLabel::Application),
+        (CommandOutcome::Succeeded, _) => Decision::Snapshot(ConsistencyLabel::Application),
         (_, OnCommandFailure::Fallback) => Decision::Snapshot(ConsistencyLabel::CrashFallback),
         (_, OnCommandFailure::Skip) => Decision::Skip,
     }
@@ -170,8 +191,37 @@ pub fn decide(pre: &PreCommand, on_failure: OnCommandFailure) -> Decision {
 /// Whether the post command must run: after every pre command that may
 /// have frozen something (succeeded, failed part-way, or still running when
 /// the function stopped waiting), whatever happened to the snapshot since.
-pub fn needs_thaw(pre: &PreCommand) -> bool {
-    !matches!(pre, PreCommand::NotManaged)
+pub fn needs_thaw(pre: &CommandOutcome) -> bool {
+    !matches!(pre, CommandOutcome::NotManaged)
+}
+
+/// What a `stopped` policy does with an instance, from its state, its
+/// owner's opt-in and whether this deployment stopped it earlier (the
+/// `lifecycle:stopped-for-snapshot` mark).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopPlan {
+    /// No `lifecycle:allow-stop=true`: never stopped. The snapshot is taken
+    /// crash-consistent (`crash-fallback`) and the owner told.
+    NotAllowed,
+    /// Stopped by its owner: snapshot as it is, leave it stopped.
+    SnapshotAsIs,
+    /// Stop it (unless it is stopping or stopped already because of us), wait
+    /// until stopped, snapshot, start it again.
+    StopAndRestart,
+    /// Starting or stopping for someone else: try again next tick.
+    Busy,
+}
+
+pub fn stop_plan(state: &str, allow_stop: bool, stopped_by_us: bool) -> StopPlan {
+    match (state, stopped_by_us) {
+        // Our own earlier stop (a crash, or a stop slower than the deadline):
+        // it was running, so it is started again whatever the opt-in says now.
+        ("stopping" | "stopped", true) => StopPlan::StopAndRestart,
+        ("stopped", false) => StopPlan::SnapshotAsIs,
+        (_, _) if !allow_stop => StopPlan::NotAllowed,
+        ("running", _) => StopPlan::StopAndRestart,
+        _ => StopPlan::Busy,
+    }
 }
 
 /// At most this much of a command's output goes into a notification.
@@ -214,21 +264,21 @@ mod tests {
     #[test]
     fn decisions_follow_the_failure_policy() {
         use ConsistencyLabel::*;
-        let failed = PreCommand::Failed { output: "x".into() };
+        let failed = CommandOutcome::Failed { output: "x".into() };
         for (pre, fallback, skip) in [
             (
-                PreCommand::Succeeded,
+                CommandOutcome::Succeeded,
                 Decision::Snapshot(Application),
                 Decision::Snapshot(Application),
             ),
             (failed, Decision::Snapshot(CrashFallback), Decision::Skip),
             (
-                PreCommand::TimedOut,
+                CommandOutcome::TimedOut,
                 Decision::Snapshot(CrashFallback),
                 Decision::Skip,
             ),
             (
-                PreCommand::NotManaged,
+                CommandOutcome::NotManaged,
                 Decision::Snapshot(CrashFallback),
                 Decision::Skip,
             ),
@@ -241,10 +291,40 @@ mod tests {
             assert_eq!(decide(&pre, OnCommandFailure::Skip), skip, "{pre:?}");
         }
         assert!(
-            needs_thaw(&PreCommand::TimedOut),
+            needs_thaw(&CommandOutcome::TimedOut),
             "it may have frozen before timing out"
         );
-        assert!(!needs_thaw(&PreCommand::NotManaged));
+        assert!(!needs_thaw(&CommandOutcome::NotManaged));
+    }
+
+    #[test]
+    fn only_an_opted_in_running_instance_is_stopped_and_ours_are_always_restarted() {
+        use StopPlan::*;
+        let cases = [
+            // state, allow-stop, marked by us -> plan
+            ("running", true, false, StopAndRestart),
+            ("running", false, false, NotAllowed),
+            ("running", true, true, StopAndRestart),
+            // someone started it after our crash, and removed the opt-in
+            ("running", false, true, NotAllowed),
+            ("stopped", true, false, SnapshotAsIs),
+            ("stopped", false, false, SnapshotAsIs),
+            ("stopped", false, true, StopAndRestart),
+            ("stopped", true, true, StopAndRestart),
+            ("stopping", true, true, StopAndRestart),
+            ("stopping", true, false, Busy),
+            ("pending", true, false, Busy),
+            ("pending", true, true, Busy),
+            ("stopping", false, false, NotAllowed),
+            ("shutting-down", true, false, Busy),
+        ];
+        for (state, allow, ours, plan) in cases {
+            assert_eq!(
+                stop_plan(state, allow, ours),
+                plan,
+                "{state} {allow} {ours}"
+            );
+        }
     }
 
     #[test]

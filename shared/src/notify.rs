@@ -16,6 +16,9 @@ pub enum NotificationKind {
     EncryptionFindings,
     DeletionCapReached,
     ConfigError,
+    /// An application-consistent or stopped snapshot could not be taken as
+    /// asked (pre or post command, stop or start of the instance).
+    ConsistencyFailed,
 }
 
 impl NotificationKind {
@@ -27,6 +30,7 @@ impl NotificationKind {
             Self::EncryptionFindings => "encryption-findings",
             Self::DeletionCapReached => "deletion-cap-reached",
             Self::ConfigError => "config-error",
+            Self::ConsistencyFailed => "consistency-failed",
         }
     }
 }

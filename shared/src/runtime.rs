@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 use crate::aws::ec2::Ec2Adapter;
 use crate::aws::kms::KmsAdapter;
 use crate::aws::sns::{LogNotifier, Notifier, SnsNotifier};
+use crate::aws::ssm::SsmAdapter;
 use crate::config::{Config, ConfigError};
 use crate::notify::{Notification, NotificationKind, Severity};
 
@@ -25,6 +26,8 @@ pub struct Environment {
     pub config: Config,
     pub ec2: Ec2Adapter,
     pub kms: KmsAdapter,
+    /// SSM Run Command (create-snapshots' `application` policies).
+    pub ssm: SsmAdapter,
     pub notifier: Box<dyn Notifier>,
 }
 
@@ -58,6 +61,7 @@ where
                 notifier: notifier_for(&sdk, config.topic_arn.as_deref()),
                 ec2: Ec2Adapter::new(aws_sdk_ec2::Client::new(&sdk)),
                 kms: KmsAdapter::new(aws_sdk_kms::Client::new(&sdk)),
+                ssm: SsmAdapter::new(aws_sdk_ssm::Client::new(&sdk)),
                 config,
             }));
             lambda_runtime::run(service_fn(move |event| handler(env, event))).await

@@ -33,6 +33,11 @@ pub const SUPERSEDED_BY: &str = "lifecycle:superseded-by";
 pub const HOLD: &str = "lifecycle:hold";
 /// Set by the user on an instance (`true`): permits the `stopped` consistency mode.
 pub const ALLOW_STOP: &str = "lifecycle:allow-stop";
+/// Set by create-snapshots on an instance it stopped for a `stopped`
+/// snapshot (value: the deployment), removed once it has started it again.
+/// A later run restarts any instance still carrying it: a crash between the
+/// stop and the start never leaves an instance down for good.
+pub const STOPPED_FOR_SNAPSHOT: &str = "lifecycle:stopped-for-snapshot";
 /// Prefix of every key this project owns.
 pub const LIFECYCLE_PREFIX: &str = "lifecycle:";
 /// Prefix EC2 reserves; such keys are never copied or written.
@@ -43,6 +48,14 @@ pub const NAME: &str = "Name";
 pub const MAX_TAGS_PER_RESOURCE: usize = 50;
 pub const MAX_KEY_CHARS: usize = 128;
 pub const MAX_VALUE_CHARS: usize = 256;
+
+/// Whether the instance's owner accepts downtime for a `stopped` snapshot
+/// (`lifecycle:allow-stop=true`, any case).
+pub fn allows_stop(instance_tags: &crate::model::Tags) -> bool {
+    instance_tags
+        .get(ALLOW_STOP)
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+}
 
 /// RFC 3339 in UTC with second precision and a `Z`, the format of every time tag.
 pub fn format_time(t: DateTime<Utc>) -> String {

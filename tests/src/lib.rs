@@ -204,6 +204,55 @@ pub fn mocked_ec2(mode: RuleMode, rules: &[&Rule]) -> aws_sdk_ec2::Client {
     aws_sdk_ec2::Client::from_conf(config)
 }
 
+/// A real SSM client answered by mock rules. With no rules, every call
+/// fails: the SSM port of a test whose policies run no command.
+pub fn mocked_ssm(mode: RuleMode, rules: &[&Rule]) -> aws_sdk_ssm::Client {
+    let mut interceptor = MockResponseInterceptor::new().rule_mode(mode);
+    for rule in rules {
+        interceptor = interceptor.with_rule(rule);
+    }
+    let config = aws_sdk_ssm::Config::builder()
+        .behavior_version_latest()
+        .region(Region::new(REGION))
+        .credentials_provider(Credentials::new("testing", "testing", None, None, "mock"))
+        .http_client(aws_smithy_mocks::create_mock_http_client())
+        .interceptor(interceptor)
+        .build();
+    aws_sdk_ssm::Client::from_conf(config)
+}
+
+/// The SSM port of a test whose policies run no command: every call fails.
+pub fn no_commands() -> ebs_lifecycle::aws::ssm::SsmAdapter {
+    ebs_lifecycle::aws::ssm::SsmAdapter::new(mocked_ssm(RuleMode::MatchAny, &[]))
+}
+
+/// create-snapshots' waits for tests: moto stops an instance and runs a
+/// command at once, so polls are short; the stop timeout stays realistic.
+pub const TEST_WAITS: create_snapshots::Waits = create_snapshots::Waits {
+    command_poll: Duration::from_millis(20),
+    ssm_spacing: Duration::from_millis(1),
+    instance_poll: Duration::from_millis(20),
+    stop_timeout: Duration::from_secs(10),
+};
+
+/// create-snapshots' ports on one EC2 adapter (and its SSM runner), with
+/// [`TEST_WAITS`].
+pub fn create_ports<'a>(
+    ec2: &'a ebs_lifecycle::aws::ec2::Ec2Adapter,
+    commands: &'a dyn ebs_lifecycle::aws::ssm::CommandRunner,
+    notifier: &'a dyn Notifier,
+) -> create_snapshots::Ports<'a> {
+    create_snapshots::Ports {
+        inventory: ec2,
+        catalog: ec2,
+        creator: ec2,
+        notifier,
+        commands,
+        instances: ec2,
+        waits: TEST_WAITS,
+    }
+}
+
 /// An EC2 error response as the service sends it (status and XML body), so
 /// it goes through the SDK's deserializer and retry classifier as in production.
 pub fn ec2_error(status: u16, code: &str) -> aws_smithy_runtime_api::http::Response {

@@ -54,18 +54,14 @@ async fn run_function(function: &str, event: &Value) -> Result<(), Diagnostic> {
     let (ec2, counter) = silent_ec2();
     let adapter = Ec2Adapter::new(ec2);
     let kms = KmsAdapter::new(silent_kms());
+    let no_commands = no_commands();
     let notifier = RecordingNotifier::default();
     let config = config(r#"{"gold": {"schedule": "@daily", "keep": {"last": 3}}}"#);
     let now = chrono::Utc::now();
     let deadline = Deadline::after(Duration::from_secs(600));
     let result: Result<(), Diagnostic> = match function {
         "create-snapshots" => create_snapshots::handle(
-            create_snapshots::Ports {
-                inventory: &adapter,
-                catalog: &adapter,
-                creator: &adapter,
-                notifier: &notifier,
-            },
+            create_ports(&adapter, &no_commands, &notifier),
             &config,
             event,
             now,

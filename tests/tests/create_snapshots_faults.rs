@@ -16,11 +16,13 @@ use aws_sdk_ec2::Client;
 use aws_smithy_mocks::{mock, Rule, RuleMode};
 use serde_json::json;
 
-use create_snapshots::{handle, CreateError, Ports, RunSummary};
+use create_snapshots::{handle, CreateError, RunSummary};
 use ebs_lifecycle::aws::ec2::Ec2Adapter;
 use ebs_lifecycle::aws::MAX_ATTEMPTS;
 use ebs_lifecycle::deadline::Deadline;
-use integration_tests::{config, ec2_error, mocked_ec2, RecordingNotifier};
+use integration_tests::{
+    config, create_ports, ec2_error, mocked_ec2, no_commands, RecordingNotifier,
+};
 
 const POLICIES: &str = r#"{"default": {"schedule": "@daily", "keep": {"last": 3}}}"#;
 
@@ -70,12 +72,8 @@ fn create_for(
 
 async fn run(client: Client, notifier: &RecordingNotifier) -> Result<RunSummary, CreateError> {
     let adapter = Ec2Adapter::new(client);
-    let ports = Ports {
-        inventory: &adapter,
-        catalog: &adapter,
-        creator: &adapter,
-        notifier,
-    };
+    let no_commands = no_commands();
+    let ports = create_ports(&adapter, &no_commands, notifier);
     let now = ebs_lifecycle::tags::parse_time("2026-03-01T10:15:00Z").unwrap();
     handle(
         ports,

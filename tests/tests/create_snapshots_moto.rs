@@ -48,11 +48,10 @@ async fn run_with(
     now: DateTime<Utc>,
     deadline: Deadline,
 ) -> RunSummary {
+    let no_commands = no_commands();
     let ports = Ports {
         inventory,
-        catalog: adapter,
-        creator: adapter,
-        notifier,
+        ..create_ports(adapter, &no_commands, notifier)
     };
     handle(ports, config, &tick(), now, deadline)
         .await
@@ -323,12 +322,8 @@ async fn a_malformed_event_is_rejected_before_any_aws_call() {
     create_volume(&ec2, 8, &[("Backup", "default")]).await;
     let adapter = Ec2Adapter::new(ec2.clone());
     let notifier = RecordingNotifier::default();
-    let ports = Ports {
-        inventory: &adapter,
-        catalog: &adapter,
-        creator: &adapter,
-        notifier: &notifier,
-    };
+    let no_commands = no_commands();
+    let ports = create_ports(&adapter, &no_commands, &notifier);
     let config = config(POLICIES);
     for event in [
         json!(null),

@@ -172,6 +172,7 @@ async fn a_large_account_holds_every_invariant_at_a_bounded_request_cost() {
     let account = seed(&moto.ec2(), n).await;
     let (ec2, counter) = moto.counted_ec2();
     let adapter = Ec2Adapter::new(ec2.clone());
+    let no_commands = no_commands();
     let notifier = RecordingNotifier::default();
     let cap = (n * HISTORY).to_string();
     let config = config_with(POLICIES, &[("MAX_DELETIONS", cap.as_str())]);
@@ -182,12 +183,7 @@ async fn a_large_account_holds_every_invariant_at_a_bounded_request_cost() {
     counter.reset();
     let started = Instant::now();
     let created = create_snapshots::handle(
-        create_snapshots::Ports {
-            inventory: &adapter,
-            catalog: &adapter,
-            creator: &adapter,
-            notifier: &notifier,
-        },
+        create_ports(&adapter, &no_commands, &notifier),
         &config,
         &json!({"kind": "tick"}),
         now,

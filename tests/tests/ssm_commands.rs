@@ -8,17 +8,16 @@
 
 use std::time::{Duration, Instant};
 
-use aws_sdk_ssm::config::{Credentials, Region};
 use aws_sdk_ssm::operation::get_command_invocation::GetCommandInvocationOutput;
 use aws_sdk_ssm::operation::send_command::{SendCommandError, SendCommandOutput};
 use aws_sdk_ssm::types::{Command, CommandInvocationStatus};
-use aws_smithy_mocks::{mock, MockResponseInterceptor, Rule, RuleMode};
+use aws_smithy_mocks::{mock, Rule, RuleMode};
 
 use ebs_lifecycle::aws::ssm::{
-    run_pre_command, CommandRunner, InstanceCommand, SsmAdapter, SHELL_DOCUMENT,
+    run_command, CommandRunner, InstanceCommand, SsmAdapter, SHELL_DOCUMENT,
 };
 use ebs_lifecycle::consistency::{
-    freeze_script, thaw_script, FrozenVolume, PreCommand, FREEZE_WATCHDOG,
+    freeze_script, thaw_script, CommandOutcome, FrozenVolume, FREEZE_WATCHDOG,
 };
 use ebs_lifecycle::deadline::Deadline;
 use integration_tests::*;
@@ -41,7 +40,7 @@ async fn freeze_then_thaw_are_sent_to_the_instance_in_order_with_their_exact_tex
     )
     .unwrap();
 
-    let pre = run_pre_command(
+    let pre = run_command(
         &runner,
         &instance,
         &InstanceCommand::Shell(freeze.clone()),
@@ -50,7 +49,7 @@ async fn freeze_then_thaw_are_sent_to_the_instance_in_order_with_their_exact_tex
         Duration::from_millis(50),
     )
     .await;
-    assert_eq!(pre, PreCommand::Succeeded);
+    assert_eq!(pre, CommandOutcome::Succeeded);
     runner
         .send(
             &instance,
@@ -97,21 +96,6 @@ async fn freeze_then_thaw_are_sent_to_the_instance_in_order_with_their_exact_tex
     );
 }
 
-fn mocked_ssm(rules: &[&Rule]) -> aws_sdk_ssm::Client {
-    let mut interceptor = MockResponseInterceptor::new().rule_mode(RuleMode::MatchAny);
-    for rule in rules {
-        interceptor = interceptor.with_rule(rule);
-    }
-    let config = aws_sdk_ssm::Config::builder()
-        .behavior_version_latest()
-        .region(Region::new(REGION))
-        .credentials_provider(Credentials::new("testing", "testing", None, None, "mock"))
-        .http_client(aws_smithy_mocks::create_mock_http_client())
-        .interceptor(interceptor)
-        .build();
-    aws_sdk_ssm::Client::from_conf(config)
-}
-
 fn sent() -> Rule {
     mock!(aws_sdk_ssm::Client::send_command).then_output(|| {
         SendCommandOutput::builder()
@@ -120,9 +104,9 @@ fn sent() -> Rule {
     })
 }
 
-async fn pre_with(rules: &[&Rule], timeout: Duration) -> PreCommand {
-    let runner = SsmAdapter::new(mocked_ssm(rules));
-    run_pre_command(
+async fn pre_with(rules: &[&Rule], timeout: Duration) -> CommandOutcome {
+    let runner = SsmAdapter::new(mocked_ssm(RuleMode::MatchAny, rules));
+    run_command(
         &runner,
         "i-0123",
         &InstanceCommand::Shell("sync".into()),
@@ -143,7 +127,8 @@ async fn a_failed_pre_command_reports_the_end_of_its_output() {
             .standard_error_content("fsfreeze: /data: Operation not supported")
             .build()
     });
-    let PreCommand::Failed { output } = pre_with(&[&send, &failed], Duration::from_secs(5)).await
+    let CommandOutcome::Failed { output } =
+        pre_with(&[&send, &failed], Duration::from_secs(5)).await
     else {
         panic!("expected a failure")
     };
@@ -164,7 +149,7 @@ async fn a_pre_command_that_never_finishes_times_out_on_time() {
     });
     let started = Instant::now();
     let pre = pre_with(&[&send, &running], Duration::from_millis(300)).await;
-    assert_eq!(pre, PreCommand::TimedOut);
+    assert_eq!(pre, CommandOutcome::TimedOut);
     let took = started.elapsed();
     assert!(
         took >= Duration::from_millis(250) && took < Duration::from_secs(3),
@@ -184,6 +169,6 @@ async fn an_instance_without_an_agent_is_not_managed() {
     });
     assert_eq!(
         pre_with(&[&refused], Duration::from_secs(5)).await,
-        PreCommand::NotManaged
+        CommandOutcome::NotManaged
     );
 }

@@ -8,15 +8,24 @@
 //!    are reported;
 //! 3. for each policy, find the current slot and ask EC2 once which volumes
 //!    already have a pending or completed snapshot for it;
-//! 4. start a snapshot for every volume that has none, with every tag at
-//!    creation, a bounded number at a time, until the deadline nears;
-//! 5. log and return a run summary, emit metrics, and notify when anything
-//!    failed or named an unknown policy.
+//! 4. restart any instance an earlier run stopped for a `stopped` snapshot
+//!    and did not start again (a crash, a stop slower than the deadline);
+//! 5. start a snapshot for every volume that has none, with every tag at
+//!    creation, a bounded number at a time, until the deadline nears.
+//!    Instances under an `application` or `stopped` policy go through
+//!    [`consistent`] (freeze and thaw through SSM, or stop and start), a
+//!    few instances at a time;
+//! 6. log and return a run summary, emit metrics, and notify when anything
+//!    failed or named an unknown policy, and once per instance whose
+//!    snapshot could not be taken as consistently as asked.
 //!
 //! The handler is a plain async function of its ports, so tests drive it
 //! directly against moto or against mocked SDK clients.
 
+mod consistent;
+
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::stream::{self, StreamExt};
@@ -25,10 +34,11 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use ebs_lifecycle::aws::ec2::{
-    CreateInstanceSnapshotsRequest, CreateSnapshotRequest, Ec2Error, SnapshotCatalog,
-    SnapshotCreator, StartedSnapshot, VolumeInventory,
+    CreateInstanceSnapshotsRequest, CreateSnapshotRequest, Ec2Error, InstanceControl,
+    SnapshotCatalog, SnapshotCreator, StartedSnapshot, VolumeInventory,
 };
 use ebs_lifecycle::aws::sns::Notifier;
+use ebs_lifecycle::aws::ssm::{CommandRunner, PacedRunner};
 use ebs_lifecycle::config::Config;
 use ebs_lifecycle::deadline::Deadline;
 use ebs_lifecycle::events::{EventError, Tick};
@@ -49,6 +59,12 @@ pub const FUNCTION: &str = "create-snapshots";
 /// keeping a run over a few thousand volumes to a minute or two.
 pub const CONCURRENCY: usize = 8;
 
+/// Instances frozen or stopped at once. Each holds a few SSM or EC2 calls a
+/// second while it waits; four keeps the run's SSM calls inside
+/// [`Waits::PRODUCTION`]'s pace and bounds how many applications are held
+/// at once if something goes wrong.
+pub const CONSISTENCY_CONCURRENCY: usize = 4;
+
 /// The ports this function uses.
 #[derive(Clone, Copy)]
 pub struct Ports<'a> {
@@ -56,6 +72,39 @@ pub struct Ports<'a> {
     pub catalog: &'a dyn SnapshotCatalog,
     pub creator: &'a dyn SnapshotCreator,
     pub notifier: &'a dyn Notifier,
+    /// SSM Run Command, for `application` policies.
+    pub commands: &'a dyn CommandRunner,
+    /// Stopping and starting instances, for `stopped` policies.
+    pub instances: &'a dyn InstanceControl,
+    pub waits: Waits,
+}
+
+/// How often the function looks, and how long it waits, while an instance
+/// is frozen or stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Waits {
+    /// Between two reads of a command's status.
+    pub command_poll: Duration,
+    /// Between two SSM calls of the whole run (SendCommand and
+    /// GetCommandInvocation are throttled per account and region).
+    pub ssm_spacing: Duration,
+    /// Between two reads of a stopping instance's state.
+    pub instance_poll: Duration,
+    /// How long a stop may take before the run gives up on the instance
+    /// (it is then started by a later run, never left stopped).
+    pub stop_timeout: Duration,
+}
+
+impl Waits {
+    /// Lambda's values: 10 SSM calls a second for the whole run at most,
+    /// instance state every 5 s (EC2's own waiters poll every 15 s), stops
+    /// of up to 5 minutes (most take under one).
+    pub const PRODUCTION: Waits = Waits {
+        command_poll: Duration::from_secs(1),
+        ssm_spacing: Duration::from_millis(100),
+        instance_poll: Duration::from_secs(5),
+        stop_timeout: Duration::from_secs(300),
+    };
 }
 
 /// Why a whole run failed. Per-volume failures are not errors: they are in
@@ -90,6 +139,8 @@ pub struct Created {
     pub slot: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub instance_id: Option<String>,
+    /// How it was taken (`lifecycle:consistency`).
+    pub consistency: &'static str,
 }
 
 /// A volume not snapshotted this run because something failed. It stays due,
@@ -130,6 +181,11 @@ pub struct Counts {
     /// Resources whose selector tag names no policy.
     pub unknown_policy: usize,
     pub left_for_later: usize,
+    /// Instances whose snapshot could not be taken as consistently as asked,
+    /// or whose stop or start failed.
+    pub consistency_failed: usize,
+    /// Instances an earlier run left stopped, started again by this one.
+    pub restarted: usize,
 }
 
 /// What one run did, returned as the invocation's result and logged.
@@ -147,6 +203,9 @@ pub struct RunSummary {
     pub unknown_policies: Vec<UnknownPolicy>,
     pub left_for_later: Vec<LeftForLater>,
     pub skipped_tags: Vec<SkippedTags>,
+    pub consistency_failures: Vec<consistent::ConsistencyFailure>,
+    /// Instances an earlier run stopped for a snapshot and left stopped.
+    pub restarted: Vec<String>,
     /// Set when the run-summary notification could not be published.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub notification_error: Option<String>,
@@ -172,6 +231,35 @@ enum Outcome {
     Created(Vec<Created>),
     Failed(Vec<Failed>),
     Left(Vec<LeftForLater>),
+}
+
+/// What one unit of work did.
+struct Done {
+    outcome: Outcome,
+    skipped: Option<SkippedTags>,
+    consistency_failures: Vec<consistent::ConsistencyFailure>,
+}
+
+impl From<(Outcome, Option<SkippedTags>)> for Done {
+    fn from((outcome, skipped): (Outcome, Option<SkippedTags>)) -> Self {
+        Done {
+            outcome,
+            skipped,
+            consistency_failures: Vec::new(),
+        }
+    }
+}
+
+/// One run's shared context: what every unit of work needs.
+struct Run<'a> {
+    ports: Ports<'a>,
+    config: &'a Config,
+    now: DateTime<Utc>,
+    deadline: Deadline,
+    /// Every SSM call of the run goes through this, at the run's pace.
+    commands: PacedRunner<'a>,
+    /// At most [`CONSISTENCY_CONCURRENCY`] instances frozen or stopped at once.
+    consistency_slots: tokio::sync::Semaphore,
 }
 
 /// Run one tick.
@@ -205,17 +293,44 @@ pub async fn handle(
     )
     .await;
 
+    let run = Run {
+        ports,
+        config,
+        now,
+        deadline,
+        commands: PacedRunner::new(ports.commands, ports.waits.ssm_spacing),
+        consistency_slots: tokio::sync::Semaphore::new(CONSISTENCY_CONCURRENCY),
+    };
+
+    // Instances this run will stop and start itself are left to that work.
+    let stopping_now: BTreeSet<String> = work
+        .iter()
+        .filter_map(|w| match w {
+            Work::Instance { target, policy, .. } if policy.consistency == Consistency::Stopped => {
+                Some(target.instance.id.clone())
+            }
+            _ => None,
+        })
+        .collect();
+    let (restarted, failures) = consistent::restart_left_stopped(&run, &stopping_now).await;
+    summary.restarted = restarted;
+    summary.consistency_failures = failures;
+
     let mut outcomes = stream::iter(work)
-        .map(|w| execute(ports.creator, config, w, now, deadline))
+        .map(|w| execute(&run, w))
         .buffer_unordered(CONCURRENCY);
-    while let Some((outcome, skipped)) = outcomes.next().await {
-        summary.skipped_tags.extend(skipped);
-        match outcome {
+    while let Some(done) = outcomes.next().await {
+        summary.skipped_tags.extend(done.skipped);
+        summary
+            .consistency_failures
+            .extend(done.consistency_failures);
+        match done.outcome {
             Outcome::Created(c) => summary.created.extend(c),
             Outcome::Failed(f) => summary.failed.extend(f),
             Outcome::Left(l) => summary.left_for_later.extend(l),
         }
     }
+    drop(outcomes);
 
     finish(ports.notifier, config, &mut summary).await;
     Ok(summary)
@@ -384,25 +499,9 @@ fn description(config: &Config, policy: &Policy, slot: DateTime<Utc>) -> String 
     )
 }
 
-/// `application` and `stopped` are not implemented yet: such policies are
-/// snapshotted crash-consistently and labelled so (`crash-fallback`), rather
-/// than not at all.
-fn consistency_label(policy: &Policy, together: bool) -> ConsistencyLabel {
-    match (policy.consistency, together) {
-        (Consistency::Application | Consistency::Stopped, _) => ConsistencyLabel::CrashFallback,
-        (_, true) => ConsistencyLabel::Instance,
-        (_, false) => ConsistencyLabel::Crash,
-    }
-}
-
-/// Step 4: one call to EC2, unless the deadline is near.
-async fn execute(
-    creator: &dyn SnapshotCreator,
-    config: &Config,
-    work: Work<'_>,
-    now: DateTime<Utc>,
-    deadline: Deadline,
-) -> (Outcome, Option<SkippedTags>) {
+/// Step 5: one call to EC2 (around it, for `application` and `stopped`
+/// instances, the commands or the stop and start), unless the deadline is near.
+async fn execute(run: &Run<'_>, work: Work<'_>) -> Done {
     match work {
         Work::Volume {
             target,
@@ -410,14 +509,16 @@ async fn execute(
             slot,
         } => {
             let volume = &target.volume;
-            if deadline.is_near() {
-                let left = LeftForLater {
-                    volume_id: volume.id.clone(),
-                    policy: policy.name.clone(),
-                };
-                return (Outcome::Left(vec![left]), None);
+            if run.deadline.is_near() {
+                return (left(std::slice::from_ref(&volume.id), policy), None).into();
             }
-            let mut l = labels(config, policy, slot, now, consistency_label(policy, false));
+            // `application` and `stopped` act on opted-in instances; a volume
+            // opted in on its own is taken crash-consistent, and says so.
+            let consistency = match policy.consistency {
+                Consistency::Application | Consistency::Stopped => ConsistencyLabel::CrashFallback,
+                _ => ConsistencyLabel::Crash,
+            };
+            let mut l = labels(run.config, policy, slot, run.now, consistency);
             l.volume_id = Some(volume.id.clone());
             l.instance_id = volume.attachment.as_ref().map(|a| a.instance_id.clone());
             l.device = volume.attachment.as_ref().map(|a| a.device.clone());
@@ -431,16 +532,20 @@ async fn execute(
             let skipped = skipped(&volume.id, &set.skipped);
             let request = CreateSnapshotRequest {
                 volume_id: volume.id.clone(),
-                description: description(config, policy, slot),
+                description: description(run.config, policy, slot),
                 tags: set.tags,
             };
-            let outcome = match creator.create_snapshot(&request).await {
-                Ok(started) => {
-                    Outcome::Created(vec![created(started, policy, slot, l.instance_id)])
-                }
+            let outcome = match run.ports.creator.create_snapshot(&request).await {
+                Ok(started) => Outcome::Created(vec![created(
+                    started,
+                    policy,
+                    slot,
+                    l.instance_id,
+                    consistency,
+                )]),
                 Err(e) => Outcome::Failed(vec![failed(&volume.id, policy, l.instance_id, &e)]),
             };
-            (outcome, skipped)
+            (outcome, skipped).into()
         }
         Work::Instance {
             target,
@@ -448,51 +553,85 @@ async fn execute(
             policy,
             slot,
         } => {
-            let instance = &target.instance;
-            if deadline.is_near() {
-                let left = due
-                    .into_iter()
-                    .map(|volume_id| LeftForLater {
-                        volume_id,
-                        policy: policy.name.clone(),
-                    })
-                    .collect();
-                return (Outcome::Left(left), None);
+            if run.deadline.is_near() {
+                return (left(&due, policy), None).into();
             }
-            let mut l = labels(config, policy, slot, now, consistency_label(policy, true));
-            l.instance_id = Some(instance.id.clone());
-            // One tag set covers every volume of the set, so per-volume tags
-            // (volume id, device, the volume's own tags) cannot be given here;
-            // EC2's VolumeId attribute identifies each snapshot's volume.
-            let name = instance
-                .name()
-                .filter(|n| !n.is_empty())
-                .unwrap_or(&instance.id);
-            let set = compose_snapshot_tags(
-                &l,
-                name,
-                policy,
-                &copied_tags(&policy.copy_tags, &Tags::new(), Some(&instance.tags)),
-            );
-            let skipped = skipped(&instance.id, &set.skipped);
-            let request =
-                instance_request(&target, &due, description(config, policy, slot), set.tags);
-            let outcome = match creator.create_instance_snapshots(&request).await {
-                Ok(started) => Outcome::Created(
-                    started
-                        .into_iter()
-                        .map(|s| created(s, policy, slot, Some(instance.id.clone())))
-                        .collect(),
-                ),
-                Err(e) => Outcome::Failed(
-                    due.iter()
-                        .map(|v| failed(v, policy, Some(instance.id.clone()), &e))
-                        .collect(),
-                ),
-            };
-            (outcome, skipped)
+            match (policy.consistency, &policy.application) {
+                (Consistency::Application, Some(commands)) => {
+                    consistent::application(run, &target, &due, policy, slot, commands).await
+                }
+                (Consistency::Stopped, _) => {
+                    consistent::stopped(run, &target, &due, policy, slot).await
+                }
+                _ => take_instance_snapshots(
+                    run,
+                    &target,
+                    &due,
+                    policy,
+                    slot,
+                    ConsistencyLabel::Instance,
+                )
+                .await
+                .into(),
+            }
         }
     }
+}
+
+/// The due volumes, left for the next tick.
+fn left(due: &[String], policy: &Policy) -> Outcome {
+    Outcome::Left(
+        due.iter()
+            .map(|volume_id| LeftForLater {
+                volume_id: volume_id.clone(),
+                policy: policy.name.clone(),
+            })
+            .collect(),
+    )
+}
+
+/// One CreateSnapshots call for the instance's due volumes, labelled with
+/// how they were taken.
+async fn take_instance_snapshots(
+    run: &Run<'_>,
+    target: &InstanceTarget,
+    due: &[String],
+    policy: &Policy,
+    slot: DateTime<Utc>,
+    consistency: ConsistencyLabel,
+) -> (Outcome, Option<SkippedTags>) {
+    let instance = &target.instance;
+    let mut l = labels(run.config, policy, slot, run.now, consistency);
+    l.instance_id = Some(instance.id.clone());
+    // One tag set covers every volume of the set, so per-volume tags
+    // (volume id, device, the volume's own tags) cannot be given here;
+    // EC2's VolumeId attribute identifies each snapshot's volume.
+    let name = instance
+        .name()
+        .filter(|n| !n.is_empty())
+        .unwrap_or(&instance.id);
+    let set = compose_snapshot_tags(
+        &l,
+        name,
+        policy,
+        &copied_tags(&policy.copy_tags, &Tags::new(), Some(&instance.tags)),
+    );
+    let skipped = skipped(&instance.id, &set.skipped);
+    let request = instance_request(target, due, description(run.config, policy, slot), set.tags);
+    let outcome = match run.ports.creator.create_instance_snapshots(&request).await {
+        Ok(started) => Outcome::Created(
+            started
+                .into_iter()
+                .map(|s| created(s, policy, slot, Some(instance.id.clone()), consistency))
+                .collect(),
+        ),
+        Err(e) => Outcome::Failed(
+            due.iter()
+                .map(|v| failed(v, policy, Some(instance.id.clone()), &e))
+                .collect(),
+        ),
+    };
+    (outcome, skipped)
 }
 
 /// CreateSnapshots takes the boot volume out with a flag and data volumes by id.
@@ -537,6 +676,7 @@ fn created(
     policy: &Policy,
     slot: DateTime<Utc>,
     instance_id: Option<String>,
+    consistency: ConsistencyLabel,
 ) -> Created {
     Created {
         volume_id: s.volume_id,
@@ -544,6 +684,7 @@ fn created(
         policy: policy.name.clone(),
         slot: tags::format_time(slot),
         instance_id,
+        consistency: consistency.as_str(),
     }
 }
 
@@ -577,6 +718,16 @@ async fn finish(notifier: &dyn Notifier, config: &Config, summary: &mut RunSumma
     summary.counts.failed = summary.failed.len();
     summary.counts.unknown_policy = summary.unknown_policies.len();
     summary.counts.left_for_later = summary.left_for_later.len();
+    summary
+        .consistency_failures
+        .sort_by(|a, b| a.instance_id.cmp(&b.instance_id));
+    summary.counts.consistency_failed = summary
+        .consistency_failures
+        .iter()
+        .map(|f| f.instance_id.as_str())
+        .collect::<BTreeSet<_>>()
+        .len();
+    summary.counts.restarted = summary.restarted.len();
 
     let c = summary.counts;
     let metrics = [
@@ -585,6 +736,18 @@ async fn finish(notifier: &dyn Notifier, config: &Config, summary: &mut RunSumma
         (Metric::SnapshotsCreateFailed, c.failed as u64),
     ];
     metrics::emit_for_run(config, FUNCTION, &metrics);
+
+    // One notification per instance: its owner needs the command's output
+    // and what became of the snapshot, not the whole run.
+    for failure in &summary.consistency_failures {
+        if let Err(e) = notifier
+            .publish(&failure.notification(&config.deployment_name))
+            .await
+        {
+            tracing::error!(error = %e, instance = %failure.instance_id, "could not publish a consistency-failed notification");
+            summary.notification_error = Some(e.to_string());
+        }
+    }
 
     if c.failed > 0 || c.unknown_policy > 0 {
         let notification = Notification {
@@ -606,6 +769,8 @@ async fn finish(notifier: &dyn Notifier, config: &Config, summary: &mut RunSumma
         failed = c.failed,
         unknown_policy = c.unknown_policy,
         left_for_later = c.left_for_later,
+        consistency_failed = c.consistency_failed,
+        restarted = c.restarted,
         summary = %json!(summary),
         "{}",
         headline(&c)
@@ -623,6 +788,15 @@ pub fn headline(c: &Counts) -> String {
     }
     if c.left_for_later > 0 {
         parts.push(format!("{} left for the next tick", c.left_for_later));
+    }
+    if c.consistency_failed > 0 {
+        parts.push(format!(
+            "{} instances not as consistent as asked",
+            c.consistency_failed
+        ));
+    }
+    if c.restarted > 0 {
+        parts.push(format!("{} stopped instances started again", c.restarted));
     }
     format!("create-snapshots: {}", parts.join(", "))
 }

@@ -1,6 +1,6 @@
 //! The Lambda binary: wiring only. The logic is in the library (`handle`).
 
-use create_snapshots::{handle, Ports, FUNCTION};
+use create_snapshots::{handle, Ports, Waits, FUNCTION};
 use ebs_lifecycle::deadline::Deadline;
 use ebs_lifecycle::runtime::serve;
 
@@ -12,6 +12,9 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             catalog: &env.ec2,
             creator: &env.ec2,
             notifier: env.notifier.as_ref(),
+            commands: &env.ssm,
+            instances: &env.ec2,
+            waits: Waits::PRODUCTION,
         };
         let deadline = Deadline::from_wall_clock(event.context.deadline());
         handle(

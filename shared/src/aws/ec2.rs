@@ -7,20 +7,16 @@
 
 use async_trait::async_trait;
 use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_ec2::operation::copy_snapshot::CopySnapshotError;
-use aws_sdk_ec2::operation::create_snapshot::CreateSnapshotError;
-use aws_sdk_ec2::operation::create_snapshots::CreateSnapshotsError;
 use aws_sdk_ec2::types::{
     Filter, InstanceSpecification, OperationType, ResourceType, SnapshotAttributeName, Tag,
     TagSpecification,
 };
 use aws_sdk_ec2::Client;
-use aws_smithy_runtime_api::client::interceptors::context::InterceptorContext;
-use aws_smithy_runtime_api::client::retries::classifiers::{ClassifyRetry, RetryAction};
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 
+use super::RetryOnlyThrottling;
 use crate::encryption::Permissions;
 use crate::model::{Attachment, BlockDevice, Instance, Snapshot, SnapshotState, Tags, Volume};
 use crate::safety::Authorized;
@@ -86,7 +82,7 @@ impl Ec2Error {
             Some(code @ ("RequestLimitExceeded" | "Throttling" | "ThrottlingException")) => {
                 Self::Throttled { code: code.into() }
             }
-            Some("IncorrectState") => Self::IncorrectState { message },
+            Some("IncorrectState" | "IncorrectInstanceState") => Self::IncorrectState { message },
             Some("InvalidSnapshot.InUse") => Self::SnapshotInUse { message },
             Some("InvalidSnapshot.NotFound") => Self::SnapshotNotFound,
             Some(code) => Self::Service {
@@ -115,43 +111,6 @@ impl Ec2Error {
             Self::Service { .. } => "service-error",
             Self::Transport { .. } => "transport-error",
         }
-    }
-}
-
-/// EC2 error codes that mean "refused for rate, nothing done": safe to retry.
-const THROTTLING_CODES: [&str; 3] = ["RequestLimitExceeded", "Throttling", "ThrottlingException"];
-
-/// The retry rule for calls that create something and carry no idempotency
-/// token (CreateSnapshot, CreateSnapshots and CopySnapshot have none): retry only when EC2
-/// said it throttled the call. A timeout, a reset connection or a 5xx may
-/// come after EC2 made the snapshot; the SDK's default retry would then make
-/// a second one. Such a volume is reported instead, and the next tick looks
-/// for the slot's snapshot before creating (see create-snapshots).
-#[derive(Debug, Default, Clone, Copy)]
-pub struct RetryOnlyThrottling;
-
-impl ClassifyRetry for RetryOnlyThrottling {
-    fn classify_retry(&self, ctx: &InterceptorContext) -> RetryAction {
-        let Some(Err(error)) = ctx.output_or_error() else {
-            return RetryAction::NoActionIndicated;
-        };
-        let code = error.as_operation_error().and_then(|e| {
-            e.downcast_ref::<CreateSnapshotError>()
-                .and_then(|e| e.code())
-                .or_else(|| {
-                    e.downcast_ref::<CreateSnapshotsError>()
-                        .and_then(|e| e.code())
-                })
-                .or_else(|| e.downcast_ref::<CopySnapshotError>().and_then(|e| e.code()))
-        });
-        match code {
-            Some(code) if THROTTLING_CODES.contains(&code) => RetryAction::NoActionIndicated,
-            _ => RetryAction::RetryForbidden,
-        }
-    }
-
-    fn name(&self) -> &'static str {
-        "RetryOnlyThrottling"
     }
 }
 
@@ -317,6 +276,23 @@ pub trait SnapshotCreator: Send + Sync {
         &self,
         request: &CreateInstanceSnapshotsRequest,
     ) -> Result<Vec<StartedSnapshot>, Ec2Error>;
+}
+
+/// Stopping and starting instances for `stopped` snapshots, and the mark
+/// (`lifecycle:stopped-for-snapshot`) that lets a later run restart one an
+/// earlier run left stopped.
+#[async_trait]
+pub trait InstanceControl: Send + Sync {
+    /// The instance's state name (`running`, `stopped`...), `None` once it is
+    /// gone (terminated instances are not listed).
+    async fn instance_state(&self, instance_id: &str) -> Result<Option<String>, Ec2Error>;
+    async fn stop_instance(&self, instance_id: &str) -> Result<(), Ec2Error>;
+    async fn start_instance(&self, instance_id: &str) -> Result<(), Ec2Error>;
+    /// Put the mark, valued with the deployment, on the instance.
+    async fn mark_stopped(&self, instance_id: &str, deployment: &str) -> Result<(), Ec2Error>;
+    async fn clear_stopped_mark(&self, instance_id: &str) -> Result<(), Ec2Error>;
+    /// Instances that carry this deployment's mark (not terminated).
+    async fn instances_marked_stopped(&self, deployment: &str) -> Result<Vec<Instance>, Ec2Error>;
 }
 
 /// The ports implemented on the SDK client.
@@ -897,5 +873,76 @@ impl SnapshotCreator for Ec2Adapter {
                 })
             })
             .collect())
+    }
+}
+
+#[async_trait]
+impl InstanceControl for Ec2Adapter {
+    async fn instance_state(&self, instance_id: &str) -> Result<Option<String>, Ec2Error> {
+        let found = self
+            .describe_instances(vec![filter("instance-id", [instance_id])])
+            .await?;
+        Ok(found
+            .into_iter()
+            .find(|i| i.id == instance_id && i.state != "terminated")
+            .map(|i| i.state))
+    }
+
+    async fn stop_instance(&self, instance_id: &str) -> Result<(), Ec2Error> {
+        self.client
+            .stop_instances()
+            .instance_ids(instance_id)
+            .send()
+            .await
+            .map_err(|e| Ec2Error::from_sdk("StopInstances", e))?;
+        Ok(())
+    }
+
+    async fn start_instance(&self, instance_id: &str) -> Result<(), Ec2Error> {
+        self.client
+            .start_instances()
+            .instance_ids(instance_id)
+            .send()
+            .await
+            .map_err(|e| Ec2Error::from_sdk("StartInstances", e))?;
+        Ok(())
+    }
+
+    async fn mark_stopped(&self, instance_id: &str, deployment: &str) -> Result<(), Ec2Error> {
+        self.client
+            .create_tags()
+            .resources(instance_id)
+            .tags(
+                Tag::builder()
+                    .key(tags::STOPPED_FOR_SNAPSHOT)
+                    .value(deployment)
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| Ec2Error::from_sdk("CreateTags", e))?;
+        Ok(())
+    }
+
+    async fn clear_stopped_mark(&self, instance_id: &str) -> Result<(), Ec2Error> {
+        self.client
+            .delete_tags()
+            .resources(instance_id)
+            .tags(Tag::builder().key(tags::STOPPED_FOR_SNAPSHOT).build())
+            .send()
+            .await
+            .map_err(|e| Ec2Error::from_sdk("DeleteTags", e))?;
+        Ok(())
+    }
+
+    async fn instances_marked_stopped(&self, deployment: &str) -> Result<Vec<Instance>, Ec2Error> {
+        self.describe_instances(vec![
+            tag_filter(tags::STOPPED_FOR_SNAPSHOT, deployment),
+            filter(
+                "instance-state-name",
+                ["pending", "running", "stopping", "stopped"],
+            ),
+        ])
+        .await
     }
 }

@@ -14,6 +14,13 @@ use std::time::Duration;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::BehaviorVersion;
+use aws_sdk_ec2::error::ProvideErrorMetadata;
+use aws_sdk_ec2::operation::copy_snapshot::CopySnapshotError;
+use aws_sdk_ec2::operation::create_snapshot::CreateSnapshotError;
+use aws_sdk_ec2::operation::create_snapshots::CreateSnapshotsError;
+use aws_sdk_ssm::operation::send_command::SendCommandError;
+use aws_smithy_runtime_api::client::interceptors::context::InterceptorContext;
+use aws_smithy_runtime_api::client::retries::classifiers::{ClassifyRetry, RetryAction};
 
 /// Attempts per call, the first included. EC2's token buckets refill within
 /// seconds, so five attempts with exponential backoff (jittered, from 1 s by
@@ -45,4 +52,44 @@ pub async fn load_sdk_config() -> aws_config::SdkConfig {
         )
         .load()
         .await
+}
+
+/// Error codes (EC2's and SSM's) that mean "refused for rate, nothing done":
+/// safe to retry.
+const THROTTLING_CODES: [&str; 3] = ["RequestLimitExceeded", "Throttling", "ThrottlingException"];
+
+/// The retry rule for calls that act and carry no idempotency token
+/// (CreateSnapshot, CreateSnapshots, CopySnapshot, SSM SendCommand): retry
+/// only when the service said it throttled the call. A timeout, a reset
+/// connection or a 5xx may come after the service acted; the SDK's default
+/// retry would then make a second snapshot, or send a second freeze. Such a
+/// volume is reported instead, and the next tick looks for the slot's
+/// snapshot before creating (see create-snapshots).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RetryOnlyThrottling;
+
+impl ClassifyRetry for RetryOnlyThrottling {
+    fn classify_retry(&self, ctx: &InterceptorContext) -> RetryAction {
+        let Some(Err(error)) = ctx.output_or_error() else {
+            return RetryAction::NoActionIndicated;
+        };
+        let code = error.as_operation_error().and_then(|e| {
+            e.downcast_ref::<CreateSnapshotError>()
+                .and_then(|e| e.code())
+                .or_else(|| {
+                    e.downcast_ref::<CreateSnapshotsError>()
+                        .and_then(|e| e.code())
+                })
+                .or_else(|| e.downcast_ref::<CopySnapshotError>().and_then(|e| e.code()))
+                .or_else(|| e.downcast_ref::<SendCommandError>().and_then(|e| e.code()))
+        });
+        match code {
+            Some(code) if THROTTLING_CODES.contains(&code) => RetryAction::NoActionIndicated,
+            _ => RetryAction::RetryForbidden,
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        "RetryOnlyThrottling"
+    }
 }

@@ -11,8 +11,11 @@ use async_trait::async_trait;
 use aws_sdk_ssm::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_ssm::types::CommandInvocationStatus;
 use aws_sdk_ssm::Client;
+use tokio::sync::Mutex;
+use tokio::time::{Interval, MissedTickBehavior};
 
-use crate::consistency::{output_excerpt, PreCommand};
+use super::RetryOnlyThrottling;
+use crate::consistency::{output_excerpt, CommandOutcome};
 use crate::deadline::Deadline;
 
 /// The document that runs shell commands (`commands` parameter).
@@ -133,6 +136,11 @@ impl CommandRunner for SsmAdapter {
                 .parameters("command", vec![(*phase).to_string()]),
         };
         let out = request
+            .customize()
+            // A second SendCommand after a lost answer would freeze twice.
+            .config_override(
+                aws_sdk_ssm::config::Builder::default().retry_classifier(RetryOnlyThrottling),
+            )
             .send()
             .await
             .map_err(|e| match e.as_service_error() {
@@ -189,22 +197,69 @@ impl CommandRunner for SsmAdapter {
     }
 }
 
-/// Run the pre command and wait for it, polling every `poll`, for at most
-/// `timeout` (the policy's `command_timeout`) and never past the
-/// invocation's deadline.
-pub async fn run_pre_command(
+/// A [`CommandRunner`] whose calls, from every task of a run, are spaced
+/// at least `spacing` apart: SSM's Run Command APIs are throttled per
+/// account and region, and the account's other users of SSM share the
+/// budget. A run over many instances goes at that steady rate; the few
+/// calls of an ordinary run barely wait.
+pub struct PacedRunner<'a> {
+    inner: &'a dyn CommandRunner,
+    ticks: Mutex<Interval>,
+}
+
+impl<'a> PacedRunner<'a> {
+    pub fn new(inner: &'a dyn CommandRunner, spacing: Duration) -> Self {
+        // An interval of zero panics; a microsecond is "no pacing".
+        let mut ticks = tokio::time::interval(spacing.max(Duration::from_micros(1)));
+        // After a quiet spell, go at once and then at the steady rate again
+        // (no burst of catch-up ticks).
+        ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        Self {
+            inner,
+            ticks: Mutex::new(ticks),
+        }
+    }
+
+    async fn turn(&self) {
+        self.ticks.lock().await.tick().await;
+    }
+}
+
+#[async_trait]
+impl CommandRunner for PacedRunner<'_> {
+    async fn send(
+        &self,
+        instance_id: &str,
+        command: &InstanceCommand,
+        timeout: Duration,
+    ) -> Result<String, SsmError> {
+        self.turn().await;
+        self.inner.send(instance_id, command, timeout).await
+    }
+
+    async fn status(&self, command_id: &str, instance_id: &str) -> Result<CommandStatus, SsmError> {
+        self.turn().await;
+        self.inner.status(command_id, instance_id).await
+    }
+}
+
+/// Send a command (the pre or the post command) and wait for it, polling
+/// every `poll`, for at most `timeout` (the policy's `command_timeout`) and
+/// never past the invocation's deadline. The command is sent even when the
+/// deadline is near: a post command must never be skipped.
+pub async fn run_command(
     runner: &dyn CommandRunner,
     instance_id: &str,
     command: &InstanceCommand,
     timeout: Duration,
     deadline: Deadline,
     poll: Duration,
-) -> PreCommand {
+) -> CommandOutcome {
     let id = match runner.send(instance_id, command, timeout).await {
         Ok(id) => id,
-        Err(SsmError::NotManaged { .. }) => return PreCommand::NotManaged,
+        Err(SsmError::NotManaged { .. }) => return CommandOutcome::NotManaged,
         Err(e) => {
-            return PreCommand::Failed {
+            return CommandOutcome::Failed {
                 output: output_excerpt(&e.to_string()),
             }
         }
@@ -212,8 +267,8 @@ pub async fn run_pre_command(
     let give_up = tokio::time::Instant::now() + timeout;
     loop {
         match runner.status(&id, instance_id).await {
-            Ok(CommandStatus::Succeeded) => return PreCommand::Succeeded,
-            Ok(CommandStatus::Failed { output }) => return PreCommand::Failed { output },
+            Ok(CommandStatus::Succeeded) => return CommandOutcome::Succeeded,
+            Ok(CommandStatus::Failed { output }) => return CommandOutcome::Failed { output },
             Ok(CommandStatus::Running) => {}
             // One unreadable status is not the command's failure: keep
             // polling until the timeout says otherwise.
@@ -222,7 +277,7 @@ pub async fn run_pre_command(
             }
         }
         if tokio::time::Instant::now() + poll >= give_up || deadline.is_near() {
-            return PreCommand::TimedOut;
+            return CommandOutcome::TimedOut;
         }
         tokio::time::sleep(poll).await;
     }

@@ -1,0 +1,625 @@
+//! `application` and `stopped` snapshots of an instance: what happens
+//! around the one CreateSnapshots call, and the promise that nothing is
+//! left frozen or stopped.
+//!
+//! - `application`: the pre command (flush and freeze, or the user's own)
+//!   through SSM, then CreateSnapshots, then the post command (thaw) on
+//!   every path once a pre command was sent: after a failed or timed-out
+//!   pre command (it may have frozen part-way), after a failed
+//!   CreateSnapshots, and when the deadline came near. The default freeze
+//!   carries its own watchdog on the instance for the one path code cannot
+//!   cover: the function dying between the two commands.
+//! - `stopped`: only for instances tagged `lifecycle:allow-stop=true`.
+//!   The instance is marked (`lifecycle:stopped-for-snapshot`) *before* it
+//!   is stopped and unmarked once it runs again, so a run that dies in
+//!   between leaves a mark that every later run looks for
+//!   ([`restart_left_stopped`]). An instance its owner had stopped is
+//!   snapshotted as it is and left stopped.
+//!
+//! Every departure from what the policy asked is a [`ConsistencyFailure`],
+//! published as one `consistency-failed` notification per instance.
+
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::json;
+
+use ebs_lifecycle::aws::ec2::Ec2Error;
+use ebs_lifecycle::aws::ssm::{run_command, InstanceCommand};
+use ebs_lifecycle::consistency::{
+    decide, freeze_script, needs_thaw, stop_plan, thaw_script, CommandOutcome, Decision,
+    FrozenVolume, StopPlan, FREEZE_WATCHDOG,
+};
+use ebs_lifecycle::notify::{Notification, NotificationKind, Severity};
+use ebs_lifecycle::policy::{ApplicationCommands, Policy};
+use ebs_lifecycle::tags::{self, ConsistencyLabel};
+use ebs_lifecycle::targets::InstanceTarget;
+
+use crate::{left, take_instance_snapshots, Done, Failed, Outcome, Run};
+
+/// `Failed.error_kind` of volumes a policy with `on_command_failure: skip`
+/// did not snapshot.
+pub const SKIPPED_KIND: &str = "consistency-skipped";
+
+/// Time kept after a stop for the snapshot and the start.
+const AFTER_STOP: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// One instance whose snapshot was not taken as consistently as its policy
+/// asked, or whose stop or start failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConsistencyFailure {
+    pub instance_id: String,
+    pub policy: String,
+    /// `pre-command`, `post-command`, `stop` or `start`.
+    pub step: &'static str,
+    /// Why, in a stable short word: `failed`, `timed-out`, `not-managed`,
+    /// `not-allowed`, `not-stopped-in-time`, or an EC2 error kind.
+    pub reason: String,
+    /// The command's output (its end), or the error.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+    /// What became of the snapshot and of the instance.
+    pub outcome: String,
+}
+
+impl ConsistencyFailure {
+    /// An instance possibly left stopped is critical; the rest is a warning.
+    fn severity(&self) -> Severity {
+        match self.step {
+            "start" | "stop" if self.reason != "not-allowed" => Severity::Critical,
+            _ => Severity::Warning,
+        }
+    }
+
+    pub fn notification(&self, deployment: &str) -> Notification {
+        Notification {
+            kind: NotificationKind::ConsistencyFailed,
+            severity: self.severity(),
+            deployment: deployment.to_string(),
+            summary: format!(
+                "{} ({}): {} {}; {}",
+                self.instance_id, self.policy, self.step, self.reason, self.outcome
+            ),
+            details: json!(self),
+        }
+    }
+}
+
+/// What became of the snapshot, in words for the failure's `outcome`.
+fn snapshot_outcome(outcome: &Outcome) -> String {
+    match outcome {
+        Outcome::Created(c) => match c.first() {
+            Some(first) => format!("{} snapshot taken", first.consistency),
+            None => "no volume was snapshotted".into(),
+        },
+        Outcome::Failed(f) if f.iter().any(|f| f.error_kind == SKIPPED_KIND) => {
+            "skipped (on_command_failure: skip); the next tick tries again".into()
+        }
+        Outcome::Failed(f) => format!(
+            "snapshot failed ({}); the next tick tries again",
+            f.first()
+                .map(|f| f.error_kind.as_str())
+                .unwrap_or("unknown")
+        ),
+        Outcome::Left(_) => "left for the next tick (deadline)".into(),
+    }
+}
+
+fn failure(
+    target: &InstanceTarget,
+    step: &'static str,
+    reason: impl Into<String>,
+    output: Option<String>,
+    outcome: String,
+) -> ConsistencyFailure {
+    ConsistencyFailure {
+        instance_id: target.instance.id.clone(),
+        policy: target.policy.clone(),
+        step,
+        reason: reason.into(),
+        output,
+        outcome,
+    }
+}
+
+fn failed_all(
+    due: &[String],
+    policy: &Policy,
+    instance_id: &str,
+    kind: &str,
+    error: String,
+) -> Outcome {
+    Outcome::Failed(
+        due.iter()
+            .map(|volume_id| Failed {
+                volume_id: volume_id.clone(),
+                policy: policy.name.clone(),
+                instance_id: Some(instance_id.to_string()),
+                error_kind: kind.to_string(),
+                error: error.clone(),
+            })
+            .collect(),
+    )
+}
+
+/// The pre and post commands of a policy for this set of volumes.
+fn commands_for(
+    target: &InstanceTarget,
+    due: &[String],
+    commands: &ApplicationCommands,
+) -> (Option<InstanceCommand>, InstanceCommand) {
+    if let Some(name) = &commands.document {
+        return (
+            Some(InstanceCommand::Document {
+                name: name.clone(),
+                phase: "pre-script",
+            }),
+            InstanceCommand::Document {
+                name: name.clone(),
+                phase: "post-script",
+            },
+        );
+    }
+    let pre = match &commands.pre_command {
+        Some(script) => Some(script.clone()),
+        None => {
+            let frozen: Vec<FrozenVolume> = target
+                .volumes
+                .iter()
+                .filter(|v| due.contains(&v.id))
+                .filter_map(|v| {
+                    Some(FrozenVolume {
+                        volume_id: v.id.clone(),
+                        device: v.attachment.as_ref()?.device.clone(),
+                    })
+                })
+                .collect();
+            freeze_script(&frozen, FREEZE_WATCHDOG)
+        }
+    };
+    let post = commands.post_command.clone().unwrap_or_else(thaw_script);
+    (
+        pre.map(InstanceCommand::Shell),
+        InstanceCommand::Shell(post),
+    )
+}
+
+/// `consistency: application` for one instance.
+pub(crate) async fn application(
+    run: &Run<'_>,
+    target: &InstanceTarget,
+    due: &[String],
+    policy: &Policy,
+    slot: DateTime<Utc>,
+    commands: &ApplicationCommands,
+) -> Done {
+    let instance = &target.instance;
+    // The semaphore is never closed; without a permit, go on regardless.
+    let _permit = run.consistency_slots.acquire().await.ok();
+    if run.deadline.is_near() {
+        return (left(due, policy), None).into();
+    }
+    if instance.state == "stopped" {
+        // Nothing runs, nothing is mounted: consistent as it is.
+        return take_instance_snapshots(run, target, due, policy, slot, ConsistencyLabel::Stopped)
+            .await
+            .into();
+    }
+
+    let (pre, post) = commands_for(target, due, commands);
+    let pre_outcome = match &pre {
+        Some(command) => {
+            run_command(
+                &run.commands,
+                &instance.id,
+                command,
+                commands.timeout,
+                run.deadline,
+                run.ports.waits.command_poll,
+            )
+            .await
+        }
+        // Not sent: nothing to thaw afterwards.
+        None => CommandOutcome::Failed {
+            output: "the freeze script was not built: a volume id or device name holds characters a script must not get".into(),
+        },
+    };
+
+    let (outcome, skipped) = match decide(&pre_outcome, commands.on_failure) {
+        // The wait may have used the invocation up; thaw and leave it.
+        _ if run.deadline.is_near() => (left(due, policy), None),
+        Decision::Snapshot(label) => {
+            take_instance_snapshots(run, target, due, policy, slot, label).await
+        }
+        Decision::Skip => (
+            failed_all(
+                due,
+                policy,
+                &instance.id,
+                SKIPPED_KIND,
+                format!(
+                    "the pre command {} and the policy says skip",
+                    pre_outcome.kind()
+                ),
+            ),
+            None,
+        ),
+    };
+
+    let mut failures = Vec::new();
+    if pre.is_some() && needs_thaw(&pre_outcome) {
+        let post_outcome = run_command(
+            &run.commands,
+            &instance.id,
+            &post,
+            commands.timeout,
+            run.deadline,
+            run.ports.waits.command_poll,
+        )
+        .await;
+        if post_outcome != CommandOutcome::Succeeded {
+            tracing::error!(instance = %instance.id, outcome = post_outcome.kind(), "the post command did not succeed");
+            failures.push(failure(
+                target,
+                "post-command",
+                post_outcome.kind(),
+                post_outcome.output().map(String::from),
+                format!(
+                    "{}; anything the default pre command froze is thawed by its watchdog {} s after the freeze",
+                    snapshot_outcome(&outcome),
+                    FREEZE_WATCHDOG.as_secs()
+                ),
+            ));
+        }
+    }
+    if pre_outcome != CommandOutcome::Succeeded {
+        failures.insert(
+            0,
+            failure(
+                target,
+                "pre-command",
+                pre_outcome.kind(),
+                pre_outcome.output().map(String::from),
+                snapshot_outcome(&outcome),
+            ),
+        );
+    }
+    Done {
+        outcome,
+        skipped,
+        consistency_failures: failures,
+    }
+}
+
+/// `consistency: stopped` for one instance.
+pub(crate) async fn stopped(
+    run: &Run<'_>,
+    target: &InstanceTarget,
+    due: &[String],
+    policy: &Policy,
+    slot: DateTime<Utc>,
+) -> Done {
+    let instance = &target.instance;
+    let id = instance.id.as_str();
+    let _permit = run.consistency_slots.acquire().await.ok();
+    if run.deadline.is_near() {
+        return (left(due, policy), None).into();
+    }
+    let ours = instance.tags.get(tags::STOPPED_FOR_SNAPSHOT) == Some(&run.config.deployment_name);
+    // The state listed at the start of the run may be minutes old.
+    let state = match run.ports.instances.instance_state(id).await {
+        Ok(Some(state)) => state,
+        Ok(None) => {
+            let e = Ec2Error::InstanceNotFound;
+            return (failed_all(due, policy, id, e.kind(), e.to_string()), None).into();
+        }
+        Err(e) => return (failed_all(due, policy, id, e.kind(), e.to_string()), None).into(),
+    };
+
+    match stop_plan(&state, tags::allows_stop(&instance.tags), ours) {
+        StopPlan::SnapshotAsIs => {
+            take_instance_snapshots(run, target, due, policy, slot, ConsistencyLabel::Stopped)
+                .await
+                .into()
+        }
+        StopPlan::Busy => (
+            failed_all(
+                due,
+                policy,
+                id,
+                "instance-busy",
+                format!("the instance is {state}; the next tick tries again"),
+            ),
+            None,
+        )
+            .into(),
+        StopPlan::NotAllowed => {
+            let (outcome, skipped) = take_instance_snapshots(
+                run,
+                target,
+                due,
+                policy,
+                slot,
+                ConsistencyLabel::CrashFallback,
+            )
+            .await;
+            let note = failure(
+                target,
+                "stop",
+                "not-allowed",
+                None,
+                format!(
+                    "{}; the instance was not stopped: tag it {}=true to allow it",
+                    snapshot_outcome(&outcome),
+                    tags::ALLOW_STOP
+                ),
+            );
+            Done {
+                outcome,
+                skipped,
+                consistency_failures: vec![note],
+            }
+        }
+        StopPlan::StopAndRestart => {
+            stop_snapshot_start(run, target, due, policy, slot, &state).await
+        }
+    }
+}
+
+async fn stop_snapshot_start(
+    run: &Run<'_>,
+    target: &InstanceTarget,
+    due: &[String],
+    policy: &Policy,
+    slot: DateTime<Utc>,
+    state: &str,
+) -> Done {
+    let id = target.instance.id.as_str();
+    let control = run.ports.instances;
+    let waits = run.ports.waits;
+    let mut failures = Vec::new();
+
+    // Not enough time left to stop, snapshot and start within this
+    // invocation: do not begin. An instance an earlier run stopped is
+    // started again now rather than kept down until the next tick.
+    if run.deadline.remaining() < waits.stop_timeout + AFTER_STOP {
+        if state == "stopped" {
+            failures.extend(start_again(run, target, "left for the next tick (deadline)").await);
+        }
+        return Done {
+            outcome: left(due, policy),
+            skipped: None,
+            consistency_failures: failures,
+        };
+    }
+
+    if !matches!(state, "stopping" | "stopped") {
+        // The mark first: a run that dies after the stop leaves it behind.
+        if let Err(e) = control.mark_stopped(id, &run.config.deployment_name).await {
+            return (
+                failed_all(
+                    due,
+                    policy,
+                    id,
+                    e.kind(),
+                    format!("not stopped: could not mark it first: {e}"),
+                ),
+                None,
+            )
+                .into();
+        }
+        if let Err(e) = control.stop_instance(id).await {
+            if let Err(e) = control.clear_stopped_mark(id).await {
+                tracing::warn!(instance = id, error = %e, "could not remove the stop mark; the next run does");
+            }
+            let outcome = failed_all(due, policy, id, e.kind(), format!("could not stop it: {e}"));
+            failures.push(failure(
+                target,
+                "stop",
+                e.kind(),
+                Some(e.to_string()),
+                snapshot_outcome(&outcome),
+            ));
+            return Done {
+                outcome,
+                skipped: None,
+                consistency_failures: failures,
+            };
+        }
+        tracing::info!(instance = id, "stopped for a snapshot");
+    }
+
+    if let Err(last) = wait_until_stopped(run, id).await {
+        let outcome = failed_all(
+            due,
+            policy,
+            id,
+            "not-stopped-in-time",
+            format!("still {last} after {} s", waits.stop_timeout.as_secs()),
+        );
+        failures.push(failure(
+            target,
+            "stop",
+            "not-stopped-in-time",
+            Some(format!("state: {last}")),
+            format!(
+                "{}; the instance keeps its {} mark and a later run starts it again",
+                snapshot_outcome(&outcome),
+                tags::STOPPED_FOR_SNAPSHOT
+            ),
+        ));
+        return Done {
+            outcome,
+            skipped: None,
+            consistency_failures: failures,
+        };
+    }
+
+    let (outcome, skipped) =
+        take_instance_snapshots(run, target, due, policy, slot, ConsistencyLabel::Stopped).await;
+    // Started again whatever became of the snapshot.
+    let what = snapshot_outcome(&outcome);
+    failures.extend(start_again(run, target, &what).await);
+    Done {
+        outcome,
+        skipped,
+        consistency_failures: failures,
+    }
+}
+
+/// Poll until the instance is stopped, for at most `stop_timeout` and never
+/// past the deadline. `Err` holds the last state seen.
+async fn wait_until_stopped(run: &Run<'_>, id: &str) -> Result<(), String> {
+    let waits = run.ports.waits;
+    let give_up = tokio::time::Instant::now() + waits.stop_timeout;
+    let mut last = String::from("unknown");
+    loop {
+        match run.ports.instances.instance_state(id).await {
+            Ok(Some(state)) if state == "stopped" => return Ok(()),
+            Ok(Some(state)) => last = state,
+            Ok(None) => return Err("gone".into()),
+            // One failed read is not the instance's failure; keep looking.
+            Err(e) => {
+                tracing::warn!(instance = id, error = %e, "reading the instance state failed")
+            }
+        }
+        if tokio::time::Instant::now() + waits.instance_poll >= give_up || run.deadline.is_near() {
+            return Err(last);
+        }
+        tokio::time::sleep(waits.instance_poll).await;
+    }
+}
+
+/// Start an instance this deployment stopped, then remove its mark. A
+/// failed start keeps the mark, so a later run tries again.
+async fn start_again(
+    run: &Run<'_>,
+    target: &InstanceTarget,
+    snapshot: &str,
+) -> Option<ConsistencyFailure> {
+    let id = target.instance.id.as_str();
+    match run.ports.instances.start_instance(id).await {
+        Ok(()) => {
+            tracing::info!(instance = id, "started again after its snapshot");
+            if let Err(e) = run.ports.instances.clear_stopped_mark(id).await {
+                // Harmless: a later run removes the mark of a running instance.
+                tracing::warn!(instance = id, error = %e, "could not remove the stop mark");
+            }
+            None
+        }
+        Err(e) => Some(failure(
+            target,
+            "start",
+            e.kind(),
+            Some(e.to_string()),
+            format!(
+                "{snapshot}; THE INSTANCE IS STILL STOPPED: every later run tries to start it (it keeps its {} mark)",
+                tags::STOPPED_FOR_SNAPSHOT
+            ),
+        )),
+    }
+}
+
+/// Step 4: every instance that carries this deployment's stop mark and is
+/// not being stopped by this run is started again (stopped) or unmarked
+/// (running again already). Stopping ones are looked at again next run.
+pub(crate) async fn restart_left_stopped(
+    run: &Run<'_>,
+    stopping_now: &BTreeSet<String>,
+) -> (Vec<String>, Vec<ConsistencyFailure>) {
+    let control = run.ports.instances;
+    let mut restarted = Vec::new();
+    let mut failures = Vec::new();
+    let marked = match control
+        .instances_marked_stopped(&run.config.deployment_name)
+        .await
+    {
+        Ok(marked) => marked,
+        Err(e) => {
+            tracing::error!(error = %e, "could not look for instances left stopped; the next run looks again");
+            return (restarted, failures);
+        }
+    };
+    for instance in marked {
+        let id = instance.id.as_str();
+        match instance.state.as_str() {
+            "stopped" if !stopping_now.contains(id) => match control.start_instance(id).await {
+                Ok(()) => {
+                    tracing::warn!(instance = id, "started an instance an earlier run left stopped");
+                    if let Err(e) = control.clear_stopped_mark(id).await {
+                        tracing::warn!(instance = id, error = %e, "could not remove the stop mark");
+                    }
+                    restarted.push(instance.id.clone());
+                }
+                Err(e) => failures.push(ConsistencyFailure {
+                    instance_id: instance.id.clone(),
+                    policy: instance
+                        .tags
+                        .get(&run.config.selector_tag_key)
+                        .cloned()
+                        .unwrap_or_default(),
+                    step: "start",
+                    reason: e.kind().into(),
+                    output: Some(e.to_string()),
+                    outcome: "an earlier run stopped it for a snapshot; it is STILL STOPPED and the next run tries again".into(),
+                }),
+            },
+            "running" | "pending" => {
+                if let Err(e) = control.clear_stopped_mark(id).await {
+                    tracing::warn!(instance = id, error = %e, "could not remove the stop mark");
+                }
+            }
+            _ => {}
+        }
+    }
+    (restarted, failures)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failure_at(step: &'static str, reason: &str) -> ConsistencyFailure {
+        ConsistencyFailure {
+            instance_id: "i-1".into(),
+            policy: "db".into(),
+            step,
+            reason: reason.into(),
+            output: Some("fsfreeze: /data: Device or resource busy".into()),
+            outcome: "crash-fallback snapshot taken".into(),
+        }
+    }
+
+    #[test]
+    fn an_instance_possibly_left_stopped_is_critical() {
+        assert_eq!(
+            failure_at("start", "service-error").severity(),
+            Severity::Critical
+        );
+        assert_eq!(
+            failure_at("stop", "not-stopped-in-time").severity(),
+            Severity::Critical
+        );
+        assert_eq!(
+            failure_at("stop", "not-allowed").severity(),
+            Severity::Warning
+        );
+        assert_eq!(
+            failure_at("pre-command", "failed").severity(),
+            Severity::Warning
+        );
+    }
+
+    #[test]
+    fn the_notification_names_the_instance_the_output_and_the_outcome() {
+        let n = failure_at("pre-command", "failed").notification("prod");
+        assert_eq!(n.kind, NotificationKind::ConsistencyFailed);
+        assert!(n.summary.contains("i-1") && n.summary.contains("crash-fallback snapshot taken"));
+        assert_eq!(
+            n.details["output"],
+            "fsfreeze: /data: Device or resource busy"
+        );
+        assert_eq!(n.details["step"], "pre-command");
+    }
+}
