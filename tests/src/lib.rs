@@ -130,6 +130,15 @@ impl Moto {
     pub fn ssm(&self) -> aws_sdk_ssm::Client {
         aws_sdk_ssm::Client::new(&self.sdk_config())
     }
+
+    /// An SSM client whose requests go into `counter` (share it with
+    /// [`Moto::counted_ec2`]'s to see both services' calls in order).
+    pub fn counted_ssm(&self, counter: &RequestCounter) -> aws_sdk_ssm::Client {
+        let config = aws_sdk_ssm::config::Builder::from(&self.sdk_config())
+            .interceptor(counter.clone())
+            .build();
+        aws_sdk_ssm::Client::from_conf(config)
+    }
 }
 
 impl Drop for Moto {
@@ -144,6 +153,8 @@ impl Drop for Moto {
 #[derive(Debug, Clone, Default)]
 pub struct RequestCounter {
     counts: Arc<Mutex<BTreeMap<String, usize>>>,
+    /// Every request in the order sent, across the clients that share it.
+    sequence: Arc<Mutex<Vec<String>>>,
 }
 
 impl RequestCounter {
@@ -160,8 +171,14 @@ impl RequestCounter {
         self.counts.lock().unwrap().clone()
     }
 
+    /// Operation names in the order they were sent.
+    pub fn sequence(&self) -> Vec<String> {
+        self.sequence.lock().unwrap().clone()
+    }
+
     pub fn reset(&self) {
         self.counts.lock().unwrap().clear();
+        self.sequence.lock().unwrap().clear();
     }
 }
 
@@ -180,6 +197,7 @@ impl aws_smithy_runtime_api::client::interceptors::Intercept for RequestCounter 
             .load::<aws_smithy_runtime_api::client::orchestrator::Metadata>()
             .map(|m| m.name().to_string())
             .unwrap_or_else(|| "unknown".into());
+        self.sequence.lock().unwrap().push(operation.clone());
         *self.counts.lock().unwrap().entry(operation).or_default() += 1;
         Ok(())
     }

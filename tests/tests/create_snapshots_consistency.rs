@@ -1,0 +1,568 @@
+//! create-snapshots with `application` and `stopped` policies (issue 10):
+//! freeze, one multi-volume snapshot, thaw, in that order and on every path;
+//! stop, snapshot, start, leaving each instance as it was found, and
+//! restarting one an earlier run left stopped.
+//!
+//! EC2 and SSM Run Command are moto's (it records each command and reports
+//! it successful at once; it stops and starts instances at once). What moto
+//! cannot answer (a failed, slow or undeliverable pre command) comes from
+//! aws-smithy-mocks on the real SSM client.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
+use std::time::{Duration, Instant};
+
+use aws_sdk_ssm::operation::get_command_invocation::GetCommandInvocationOutput;
+use aws_sdk_ssm::operation::send_command::{SendCommandError, SendCommandOutput};
+use aws_sdk_ssm::types::{Command, CommandInvocationStatus};
+use aws_smithy_mocks::{mock, Rule, RuleMode};
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+
+use create_snapshots::{handle, RunSummary};
+use ebs_lifecycle::aws::ec2::Ec2Adapter;
+use ebs_lifecycle::aws::ssm::{CommandRunner, SsmAdapter, SHELL_DOCUMENT};
+use ebs_lifecycle::consistency::{freeze_script, thaw_script, FrozenVolume, FREEZE_WATCHDOG};
+use ebs_lifecycle::deadline::Deadline;
+use ebs_lifecycle::notify::NotificationKind;
+use ebs_lifecycle::tags;
+use integration_tests::fault_proxy::{Fault, FaultProxy};
+use integration_tests::*;
+
+const POLICIES: &str = r#"{
+  "db":      {"schedule": "@daily", "keep": {"last": 3}, "consistency": "application"},
+  "db-skip": {"schedule": "@daily", "keep": {"last": 3}, "consistency": "application",
+              "command_timeout": "1s", "on_command_failure": "skip"},
+  "batch":   {"schedule": "@daily", "keep": {"last": 3}, "consistency": "stopped"}
+}"#;
+
+fn now() -> DateTime<Utc> {
+    tags::parse_time("2026-03-01T00:05:00Z").unwrap()
+}
+
+fn plenty() -> Deadline {
+    Deadline::after(Duration::from_secs(600))
+}
+
+async fn run(
+    ec2: &Ec2Adapter,
+    commands: &dyn CommandRunner,
+    notifier: &RecordingNotifier,
+) -> RunSummary {
+    handle(
+        create_ports(ec2, commands, notifier),
+        &config(POLICIES),
+        &json!({"kind": "tick"}),
+        now(),
+        plenty(),
+    )
+    .await
+    .expect("the run succeeds")
+}
+
+/// An instance with its root volume and two data volumes; the volumes in
+/// id order with their devices.
+async fn instance_with_data(
+    ec2: &aws_sdk_ec2::Client,
+    tags: &[(&str, &str)],
+) -> (String, Vec<FrozenVolume>) {
+    let (instance, root) = run_instance(ec2, tags).await;
+    let mut volumes = vec![FrozenVolume {
+        volume_id: root,
+        device: "/dev/sda1".into(),
+    }];
+    for (size, device) in [(10, "/dev/sdf"), (20, "/dev/sdg")] {
+        let id = create_volume(ec2, size, &[]).await;
+        attach(ec2, &id, &instance, device).await;
+        volumes.push(FrozenVolume {
+            volume_id: id,
+            device: device.into(),
+        });
+    }
+    volumes.sort_by(|a, b| a.volume_id.cmp(&b.volume_id));
+    (instance, volumes)
+}
+
+fn ids(volumes: &[FrozenVolume]) -> Vec<String> {
+    volumes.iter().map(|v| v.volume_id.clone()).collect()
+}
+
+/// The commands moto recorded, oldest first: (document, instances, text).
+async fn commands_sent(moto: &Moto) -> Vec<(String, Vec<String>, Vec<String>)> {
+    let listed = moto.ssm().list_commands().send().await.unwrap();
+    let mut sent: Vec<_> = listed
+        .commands()
+        .iter()
+        .map(|c| {
+            (
+                c.requested_date_time()
+                    .map(|t| t.as_nanos())
+                    .unwrap_or_default(),
+                c.document_name().unwrap_or_default().to_string(),
+                c.instance_ids().to_vec(),
+                c.parameters()
+                    .and_then(|p| p.get("commands"))
+                    .cloned()
+                    .unwrap_or_default(),
+            )
+        })
+        .collect();
+    sent.sort();
+    sent.into_iter().map(|(_, d, i, c)| (d, i, c)).collect()
+}
+
+/// The snapshots of these volumes: (volume, `lifecycle:consistency`).
+async fn labels_of(ec2: &aws_sdk_ec2::Client, volumes: &[String]) -> Vec<(String, String)> {
+    let mut out: Vec<_> = snapshots(ec2)
+        .await
+        .into_iter()
+        .filter_map(|s| {
+            let volume = s.volume_id.clone()?;
+            volumes.contains(&volume).then(|| {
+                (
+                    volume,
+                    s.tags.get(tags::CONSISTENCY).cloned().unwrap_or_default(),
+                )
+            })
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn each(volumes: &[String], label: &str) -> Vec<(String, String)> {
+    volumes.iter().map(|v| (v.clone(), label.into())).collect()
+}
+
+/// Positions of `operation` in the request sequence.
+fn positions(sequence: &[String], operation: &str) -> Vec<usize> {
+    sequence
+        .iter()
+        .enumerate()
+        .filter(|(_, op)| *op == operation)
+        .map(|(i, _)| i)
+        .collect()
+}
+
+async fn instance_state(ec2: &aws_sdk_ec2::Client, instance: &str) -> (String, Option<String>) {
+    let out = ec2
+        .describe_instances()
+        .instance_ids(instance)
+        .send()
+        .await
+        .unwrap();
+    let i = &out.reservations()[0].instances()[0];
+    let state = i.state().unwrap().name().unwrap().as_str().to_string();
+    let mark = i
+        .tags()
+        .iter()
+        .find(|t| t.key() == Some(tags::STOPPED_FOR_SNAPSHOT))
+        .and_then(|t| t.value().map(String::from));
+    (state, mark)
+}
+
+#[tokio::test]
+async fn an_application_instance_gets_one_snapshot_set_between_freeze_and_thaw() {
+    let moto = Moto::start();
+    let (ec2, counter) = moto.counted_ec2();
+    let (instance, volumes) = instance_with_data(&ec2, &[("Backup", "db"), ("Name", "db-1")]).await;
+    let adapter = Ec2Adapter::new(ec2.clone());
+    let ssm = SsmAdapter::new(moto.counted_ssm(&counter));
+    let notifier = RecordingNotifier::default();
+    counter.reset();
+
+    let summary = run(&adapter, &ssm, &notifier).await;
+
+    assert_eq!(
+        labels_of(&ec2, &ids(&volumes)).await,
+        each(&ids(&volumes), "application")
+    );
+    assert_eq!(counter.count("CreateSnapshots"), 1, "one multi-volume set");
+    assert!(summary
+        .created
+        .iter()
+        .all(|c| c.consistency == "application"));
+    assert!(summary.consistency_failures.is_empty());
+    assert!(
+        notifier.sent().is_empty(),
+        "nothing to tell: {:?}",
+        notifier.sent()
+    );
+
+    // The freeze of exactly these volumes, then the snapshot, then the thaw.
+    assert_eq!(
+        commands_sent(&moto).await,
+        vec![
+            (
+                SHELL_DOCUMENT.to_string(),
+                vec![instance.clone()],
+                vec![freeze_script(&volumes, FREEZE_WATCHDOG).unwrap()]
+            ),
+            (
+                SHELL_DOCUMENT.to_string(),
+                vec![instance.clone()],
+                vec![thaw_script()]
+            ),
+        ]
+    );
+    let sequence = counter.sequence();
+    let sends = positions(&sequence, "SendCommand");
+    let create = positions(&sequence, "CreateSnapshots");
+    assert_eq!(sends.len(), 2, "{sequence:?}");
+    assert!(
+        sends[0] < create[0] && create[0] < sends[1],
+        "freeze, snapshot, thaw: {sequence:?}"
+    );
+    // The pre command's success was read before the snapshot was taken.
+    assert!(
+        positions(&sequence, "GetCommandInvocation")
+            .iter()
+            .any(|&p| sends[0] < p && p < create[0]),
+        "{sequence:?}"
+    );
+
+    // The slot is fulfilled: the next tick neither freezes nor snapshots.
+    counter.reset();
+    let again = run(&adapter, &ssm, &notifier).await;
+    assert!(again.created.is_empty());
+    assert_eq!(counter.count("SendCommand"), 0);
+}
+
+#[tokio::test]
+async fn a_create_that_fails_between_freeze_and_thaw_still_thaws() {
+    let moto = Moto::start();
+    let ec2 = moto.ec2();
+    let (instance, volumes) = instance_with_data(&ec2, &[("Backup", "db")]).await;
+    let proxy = FaultProxy::start(&moto.endpoint).await;
+    proxy.inject("CreateSnapshots", 1, Fault::InternalError);
+    let counter = RequestCounter::default();
+    let faulty = Ec2Adapter::new(aws_sdk_ec2::Client::from_conf(
+        aws_sdk_ec2::config::Builder::from(&proxy.sdk_config(Duration::from_secs(5)))
+            .interceptor(counter.clone())
+            .build(),
+    ));
+    let ssm = SsmAdapter::new(moto.counted_ssm(&counter));
+    let notifier = RecordingNotifier::default();
+
+    let first = run(&faulty, &ssm, &notifier).await;
+
+    assert_eq!(proxy.faults_applied().len(), 1);
+    assert!(snapshots(&ec2).await.is_empty());
+    assert_eq!(first.failed.len(), volumes.len());
+    assert!(first.failed.iter().all(|f| f.error_kind == "service-error"));
+    let sequence = counter.sequence();
+    let sends = positions(&sequence, "SendCommand");
+    let create = positions(&sequence, "CreateSnapshots");
+    assert_eq!(create.len(), 1, "not retried: {sequence:?}");
+    assert!(
+        sends.len() == 2 && sends[0] < create[0] && create[0] < sends[1],
+        "{sequence:?}"
+    );
+    let sent = commands_sent(&moto).await;
+    assert_eq!(sent.len(), 2);
+    assert_eq!(
+        sent[1],
+        (
+            SHELL_DOCUMENT.into(),
+            vec![instance.clone()],
+            vec![thaw_script()]
+        )
+    );
+    // The failure is reported in the run summary (the volumes stay due).
+    let kinds: Vec<_> = notifier.sent().iter().map(|n| n.kind).collect();
+    assert_eq!(kinds, vec![NotificationKind::RunSummary]);
+
+    // The next tick freezes, snapshots and thaws again.
+    let second = run(&faulty, &ssm, &notifier).await;
+    assert_eq!(second.created.len(), volumes.len());
+    assert_eq!(
+        labels_of(&ec2, &ids(&volumes)).await,
+        each(&ids(&volumes), "application")
+    );
+    assert_eq!(commands_sent(&moto).await.len(), 4);
+}
+
+/// SendCommand answered with a command id that says which command it is.
+fn sends() -> Rule {
+    mock!(aws_sdk_ssm::Client::send_command).then_output(|| {
+        SendCommandOutput::builder()
+            .command(Command::builder().command_id("cmd").build())
+            .build()
+    })
+}
+
+fn invocation(status: CommandInvocationStatus, stderr: &str) -> GetCommandInvocationOutput {
+    GetCommandInvocationOutput::builder()
+        .status(status)
+        .standard_output_content("")
+        .standard_error_content(stderr)
+        .build()
+}
+
+/// The pre command fails on the instance, the post command succeeds (the
+/// status rules follow the order of the commands: SSM's answers for the
+/// freeze first, then for the thaw).
+#[tokio::test]
+async fn a_failed_freeze_falls_back_to_crash_consistent_and_says_so() {
+    let moto = Moto::start();
+    let ec2 = moto.ec2();
+    let (instance, volumes) = instance_with_data(&ec2, &[("Backup", "db")]).await;
+    let (send_freeze, send_thaw) = (sends(), sends());
+    let failed = mock!(aws_sdk_ssm::Client::get_command_invocation).then_output(|| {
+        invocation(
+            CommandInvocationStatus::Failed,
+            "could not freeze /data; thawing\nfsfreeze: /data: Device or resource busy",
+        )
+    });
+    let thawed = mock!(aws_sdk_ssm::Client::get_command_invocation)
+        .then_output(|| invocation(CommandInvocationStatus::Success, ""));
+    let ssm = SsmAdapter::new(mocked_ssm(
+        RuleMode::Sequential,
+        &[&send_freeze, &failed, &send_thaw, &thawed],
+    ));
+    let notifier = RecordingNotifier::default();
+
+    let summary = run(&Ec2Adapter::new(ec2.clone()), &ssm, &notifier).await;
+
+    assert_eq!(
+        labels_of(&ec2, &ids(&volumes)).await,
+        each(&ids(&volumes), "crash-fallback")
+    );
+    assert_eq!(
+        (
+            send_freeze.num_calls(),
+            send_thaw.num_calls(),
+            thawed.num_calls()
+        ),
+        (1, 1, 1),
+        "the thaw is sent after a failed freeze"
+    );
+    assert_eq!(summary.counts.consistency_failed, 1);
+    let sent = notifier.sent();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    let n = &sent[0];
+    assert_eq!(n.kind, NotificationKind::ConsistencyFailed);
+    assert!(n.summary.contains(&instance), "{}", n.summary);
+    assert_eq!(n.details["instance_id"], Value::from(instance.clone()));
+    assert_eq!(n.details["step"], "pre-command");
+    assert_eq!(n.details["reason"], "failed");
+    assert_eq!(n.details["outcome"], "crash-fallback snapshot taken");
+    assert!(
+        n.details["output"]
+            .as_str()
+            .unwrap()
+            .ends_with("fsfreeze: /data: Device or resource busy"),
+        "{}",
+        n.details["output"]
+    );
+}
+
+#[tokio::test]
+async fn a_freeze_that_never_answers_is_skipped_when_the_policy_says_skip_and_still_thawed() {
+    let moto = Moto::start();
+    let ec2 = moto.ec2();
+    let (instance, volumes) = instance_with_data(&ec2, &[("Backup", "db-skip")]).await;
+    let send = sends();
+    let running = mock!(aws_sdk_ssm::Client::get_command_invocation)
+        .then_output(|| invocation(CommandInvocationStatus::InProgress, ""));
+    let ssm = SsmAdapter::new(mocked_ssm(RuleMode::MatchAny, &[&send, &running]));
+    let notifier = RecordingNotifier::default();
+
+    let started = Instant::now();
+    let summary = run(&Ec2Adapter::new(ec2.clone()), &ssm, &notifier).await;
+    let took = started.elapsed();
+
+    assert!(
+        labels_of(&ec2, &ids(&volumes)).await.is_empty(),
+        "no snapshot"
+    );
+    assert_eq!(summary.failed.len(), volumes.len());
+    assert!(summary
+        .failed
+        .iter()
+        .all(|f| f.error_kind == "consistency-skipped"));
+    assert_eq!(
+        send.num_calls(),
+        2,
+        "the thaw is sent after a timed-out freeze"
+    );
+    // command_timeout 1s, for the freeze and again for the thaw.
+    assert!(
+        took >= Duration::from_millis(1800) && took < Duration::from_secs(8),
+        "{took:?}"
+    );
+    let pre = summary
+        .consistency_failures
+        .iter()
+        .find(|f| f.step == "pre-command")
+        .unwrap();
+    assert_eq!(pre.instance_id, instance);
+    assert_eq!(pre.reason, "timed-out");
+    assert!(pre.outcome.starts_with("skipped"), "{}", pre.outcome);
+    let kinds: Vec<_> = notifier.sent().iter().map(|n| n.kind).collect();
+    assert!(
+        kinds.contains(&NotificationKind::ConsistencyFailed),
+        "{kinds:?}"
+    );
+    assert!(kinds.contains(&NotificationKind::RunSummary), "{kinds:?}");
+}
+
+#[tokio::test]
+async fn an_instance_without_the_ssm_agent_is_reported_and_snapshotted_crash_consistent() {
+    let moto = Moto::start();
+    let ec2 = moto.ec2();
+    let (_instance, volumes) = instance_with_data(&ec2, &[("Backup", "db")]).await;
+    let refused = mock!(aws_sdk_ssm::Client::send_command).then_error(|| {
+        SendCommandError::InvalidInstanceId(
+            aws_sdk_ssm::types::error::InvalidInstanceId::builder()
+                .message("Instances not in a valid state for account")
+                .build(),
+        )
+    });
+    let ssm = SsmAdapter::new(mocked_ssm(RuleMode::MatchAny, &[&refused]));
+    let notifier = RecordingNotifier::default();
+
+    let summary = run(&Ec2Adapter::new(ec2.clone()), &ssm, &notifier).await;
+
+    assert_eq!(
+        labels_of(&ec2, &ids(&volumes)).await,
+        each(&ids(&volumes), "crash-fallback")
+    );
+    assert_eq!(
+        refused.num_calls(),
+        1,
+        "nothing was frozen, nothing to thaw"
+    );
+    assert_eq!(summary.consistency_failures.len(), 1);
+    assert_eq!(summary.consistency_failures[0].reason, "not-managed");
+}
+
+#[tokio::test]
+async fn a_stopped_policy_leaves_each_instance_as_it_found_it() {
+    let moto = Moto::start();
+    let (ec2, counter) = moto.counted_ec2();
+    let allow = (tags::ALLOW_STOP, "true");
+    let (running, running_volumes) = instance_with_data(&ec2, &[("Backup", "batch"), allow]).await;
+    let (parked, parked_volumes) = instance_with_data(&ec2, &[("Backup", "batch"), allow]).await;
+    ec2.stop_instances()
+        .instance_ids(&parked)
+        .send()
+        .await
+        .unwrap();
+    let (no_opt_in, no_opt_in_volumes) = instance_with_data(&ec2, &[("Backup", "batch")]).await;
+    let adapter = Ec2Adapter::new(ec2.clone());
+    let notifier = RecordingNotifier::default();
+    counter.reset();
+
+    let summary = run(&adapter, &no_commands(), &notifier).await;
+
+    // Each as it was found, and no mark left behind.
+    assert_eq!(
+        instance_state(&ec2, &running).await,
+        ("running".into(), None)
+    );
+    assert_eq!(
+        instance_state(&ec2, &parked).await,
+        ("stopped".into(), None)
+    );
+    assert_eq!(
+        instance_state(&ec2, &no_opt_in).await,
+        ("running".into(), None)
+    );
+    // Only the opted-in running instance was stopped and started, around its snapshot.
+    let sequence = counter.sequence();
+    assert_eq!(
+        positions(&sequence, "StopInstances").len(),
+        1,
+        "{sequence:?}"
+    );
+    assert_eq!(
+        positions(&sequence, "StartInstances").len(),
+        1,
+        "{sequence:?}"
+    );
+    let (stop, start) = (
+        positions(&sequence, "StopInstances")[0],
+        positions(&sequence, "StartInstances")[0],
+    );
+    assert!(
+        positions(&sequence, "CreateSnapshots")
+            .iter()
+            .any(|&p| stop < p && p < start),
+        "{sequence:?}"
+    );
+    assert!(
+        positions(&sequence, "CreateTags").iter().any(|&p| p < stop),
+        "marked before the stop: {sequence:?}"
+    );
+
+    assert_eq!(
+        labels_of(&ec2, &ids(&running_volumes)).await,
+        each(&ids(&running_volumes), "stopped")
+    );
+    assert_eq!(
+        labels_of(&ec2, &ids(&parked_volumes)).await,
+        each(&ids(&parked_volumes), "stopped")
+    );
+    assert_eq!(
+        labels_of(&ec2, &ids(&no_opt_in_volumes)).await,
+        each(&ids(&no_opt_in_volumes), "crash-fallback")
+    );
+    let failures = &summary.consistency_failures;
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert_eq!(
+        (
+            failures[0].instance_id.as_str(),
+            failures[0].reason.as_str()
+        ),
+        (no_opt_in.as_str(), "not-allowed")
+    );
+    assert_eq!(summary.created.len(), 9);
+}
+
+#[tokio::test]
+async fn an_instance_an_earlier_run_left_stopped_is_started_again() {
+    let moto = Moto::start();
+    let (ec2, counter) = moto.counted_ec2();
+    let mark = (tags::STOPPED_FOR_SNAPSHOT, "itest");
+    // Stopped by a run that died before its snapshot: still due.
+    let (due, due_volumes) = instance_with_data(
+        &ec2,
+        &[("Backup", "batch"), (tags::ALLOW_STOP, "true"), mark],
+    )
+    .await;
+    // Stopped by a run that died after it; no longer opted in at all.
+    let (left, _) = instance_with_data(&ec2, &[mark]).await;
+    // Another deployment's: not ours to start.
+    let (foreign, _) =
+        instance_with_data(&ec2, &[(tags::STOPPED_FOR_SNAPSHOT, "other-stack")]).await;
+    for id in [&due, &left, &foreign] {
+        ec2.stop_instances().instance_ids(id).send().await.unwrap();
+    }
+    let adapter = Ec2Adapter::new(ec2.clone());
+    let notifier = RecordingNotifier::default();
+    counter.reset();
+
+    let summary = run(&adapter, &no_commands(), &notifier).await;
+
+    assert_eq!(instance_state(&ec2, &due).await, ("running".into(), None));
+    assert_eq!(instance_state(&ec2, &left).await, ("running".into(), None));
+    assert_eq!(
+        instance_state(&ec2, &foreign).await,
+        ("stopped".into(), Some("other-stack".into()))
+    );
+    assert_eq!(summary.restarted, vec![left.clone()]);
+    assert_eq!(
+        labels_of(&ec2, &ids(&due_volumes)).await,
+        each(&ids(&due_volumes), "stopped")
+    );
+    assert_eq!(counter.count("StopInstances"), 0, "already stopped");
+    assert_eq!(counter.count("StartInstances"), 2);
+    assert!(summary.consistency_failures.is_empty());
+
+    // Nothing left to restart or snapshot.
+    counter.reset();
+    let again = run(&adapter, &no_commands(), &notifier).await;
+    assert!(again.restarted.is_empty() && again.created.is_empty());
+    assert_eq!(counter.count("StartInstances"), 0);
+}
