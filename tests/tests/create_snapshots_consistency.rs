@@ -566,3 +566,36 @@ async fn an_instance_an_earlier_run_left_stopped_is_started_again() {
     assert!(again.restarted.is_empty() && again.created.is_empty());
     assert_eq!(counter.count("StartInstances"), 0);
 }
+
+#[tokio::test]
+async fn the_deadline_during_the_freeze_leaves_the_set_for_later_and_still_thaws() {
+    let moto = Moto::start();
+    let ec2 = moto.ec2();
+    let (_instance, volumes) = instance_with_data(&ec2, &[("Backup", "db")]).await;
+    let send = sends();
+    let running = mock!(aws_sdk_ssm::Client::get_command_invocation)
+        .then_output(|| invocation(CommandInvocationStatus::InProgress, ""));
+    let ssm = SsmAdapter::new(mocked_ssm(RuleMode::MatchAny, &[&send, &running]));
+    let notifier = RecordingNotifier::default();
+    // The freeze would be waited for 60 s; the invocation ends well before.
+    let deadline = Deadline::after(Duration::from_secs(3)).with_margin(Duration::from_secs(2));
+
+    let summary = handle(
+        create_ports(&Ec2Adapter::new(ec2.clone()), &ssm, &notifier),
+        &config(POLICIES),
+        &json!({"kind": "tick"}),
+        now(),
+        deadline,
+    )
+    .await
+    .unwrap();
+
+    assert!(labels_of(&ec2, &ids(&volumes)).await.is_empty());
+    assert_eq!(summary.left_for_later.len(), volumes.len());
+    assert_eq!(send.num_calls(), 2, "the thaw is sent even at the deadline");
+    assert_eq!(summary.consistency_failures[0].reason, "timed-out");
+    assert_eq!(
+        summary.consistency_failures[0].outcome,
+        "left for the next tick (deadline)"
+    );
+}

@@ -236,3 +236,123 @@ fn every_function_has_its_schedule_and_each_schedule_sends_a_tick() {
     assert!(functions["CreateSnapshotsFunction"].rules.is_empty());
     assert!(functions["ExpireSnapshotsFunction"].rules.is_empty());
 }
+
+/// The template as JSON (short tags such as `!Sub` become `{"!Sub": ...}`).
+fn template_json() -> Value {
+    let text = std::fs::read_to_string(workspace_root().join("template.yaml")).unwrap();
+    let template: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).unwrap();
+    serde_json::to_value(&template).unwrap()
+}
+
+/// `${Name}` substitutions of a `!Sub` text, as CloudFormation does them.
+fn substitute(text: &str, values: &[(&str, &str)]) -> String {
+    values.iter().fold(text.to_string(), |t, (name, value)| {
+        t.replace(&format!("${{{name}}}"), value)
+    })
+}
+
+/// The SSM policy is JSON text (its condition key holds a parameter):
+/// rendered as CloudFormation would, it must be a valid policy that lets
+/// create-snapshots run commands only on opted-in instances and only with
+/// the shell document or the user's listed documents.
+#[test]
+fn commands_run_only_on_opted_in_instances_with_the_listed_documents() {
+    let template = template_json();
+    let policy = &template["Resources"]["RunConsistencyCommandsPolicy"]["Properties"];
+    let sub = policy["PolicyDocument"]["!Sub"].as_array().unwrap();
+    let text = sub[0].as_str().unwrap();
+    let pseudo = [
+        ("AWS::Partition", "aws"),
+        ("AWS::Region", "eu-west-1"),
+        ("AWS::AccountId", "123456789012"),
+        ("SelectorTagKey", "Backup"),
+    ];
+    let shell = "arn:aws:ssm:eu-west-1::document/AWS-RunShellScript";
+    let mine = "arn:aws:ssm:eu-west-1:123456789012:document/FlushDb";
+    // The two branches of DocumentArns, rendered by hand from the template.
+    let branches = &sub[1]["DocumentArns"]["!If"];
+    let with_docs = substitute(
+        branches[1]["!Sub"][0].as_str().unwrap(),
+        &[("Arns", mine), pseudo[0], pseudo[1], pseudo[2]],
+    );
+    let without = substitute(branches[2]["!Sub"].as_str().unwrap(), &pseudo);
+    for (arns, documents) in [(without, vec![shell]), (with_docs, vec![shell, mine])] {
+        let rendered = substitute(
+            text,
+            &[pseudo.to_vec(), vec![("DocumentArns", &arns)]].concat(),
+        );
+        let document: Value =
+            serde_json::from_str(&rendered).unwrap_or_else(|e| panic!("{e}: {rendered}"));
+        let statements = document["Statement"].as_array().unwrap();
+        let by_sid = |sid: &str| statements.iter().find(|s| s["Sid"] == sid).unwrap().clone();
+        let instances = by_sid("CommandsOnlyOnOptedInInstances");
+        assert_eq!(instances["Action"], "ssm:SendCommand");
+        assert_eq!(
+            instances["Resource"],
+            "arn:aws:ec2:eu-west-1:123456789012:instance/*"
+        );
+        assert_eq!(
+            instances["Condition"],
+            json!({"StringLike": {"ssm:resourceTag/Backup": "*"}})
+        );
+        assert_eq!(by_sid("OnlyTheseDocuments")["Resource"], json!(documents));
+        assert_eq!(
+            by_sid("ReadCommandResults")["Action"],
+            "ssm:GetCommandInvocation"
+        );
+        assert_eq!(statements.len(), 3, "nothing else: {document}");
+    }
+}
+
+/// Stop and start only with the owner's opt-in; start again what this stack
+/// stopped; the mark only as this stack's value, on opted-in instances.
+#[test]
+fn instances_are_stopped_only_with_their_owners_opt_in() {
+    let template = template_json();
+    let create = &template["Resources"]["CreateSnapshotsFunction"]["Properties"];
+    let statements: Vec<&Value> = create["Policies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["Statement"].as_array())
+        .flatten()
+        .collect();
+    let granting = |action: &str| -> Vec<&Value> {
+        statements
+            .iter()
+            .copied()
+            .filter(|s| {
+                s["Action"] == action
+                    || s["Action"]
+                        .as_array()
+                        .is_some_and(|a| a.iter().any(|x| x == action))
+            })
+            .collect()
+    };
+    let stop = granting("ec2:StopInstances");
+    assert_eq!(stop.len(), 1);
+    assert_eq!(
+        stop[0]["Condition"],
+        json!({"StringEqualsIgnoreCase": {"aws:ResourceTag/lifecycle:allow-stop": "true"}})
+    );
+    for start in granting("ec2:StartInstances") {
+        let condition = start["Condition"].to_string();
+        assert!(
+            condition.contains("lifecycle:allow-stop")
+                || condition.contains("lifecycle:stopped-for-snapshot"),
+            "{condition}"
+        );
+    }
+    let tags_on_instances: Vec<&Value> = granting("ec2:CreateTags")
+        .into_iter()
+        .chain(granting("ec2:DeleteTags"))
+        .filter(|s| s["Resource"].to_string().contains(":instance/"))
+        .collect();
+    assert_eq!(tags_on_instances.len(), 2);
+    for s in tags_on_instances {
+        assert_eq!(
+            s["Condition"]["ForAllValues:StringEquals"]["aws:TagKeys"],
+            json!(["lifecycle:stopped-for-snapshot"])
+        );
+    }
+}
