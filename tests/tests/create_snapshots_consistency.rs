@@ -599,3 +599,64 @@ async fn the_deadline_during_the_freeze_leaves_the_set_for_later_and_still_thaws
         "left for the next tick (deadline)"
     );
 }
+
+/// The start comes after the snapshot whatever became of it; a start that
+/// fails keeps the mark, is critical, and the next run starts the instance.
+#[tokio::test]
+async fn a_failed_snapshot_still_starts_the_instance_and_a_failed_start_is_retried_next_run() {
+    let moto = Moto::start();
+    let ec2 = moto.ec2();
+    let (instance, volumes) =
+        instance_with_data(&ec2, &[("Backup", "batch"), (tags::ALLOW_STOP, "true")]).await;
+    let proxy = FaultProxy::start(&moto.endpoint).await;
+    proxy.inject("CreateSnapshots", 1, Fault::InternalError);
+    // Every attempt of the SDK's retry policy fails.
+    proxy.inject(
+        "StartInstances",
+        ebs_lifecycle::aws::MAX_ATTEMPTS as usize,
+        Fault::InternalError,
+    );
+    let faulty = Ec2Adapter::new(aws_sdk_ec2::Client::new(
+        &proxy.sdk_config(Duration::from_secs(5)),
+    ));
+    let notifier = RecordingNotifier::default();
+
+    let first = run(&faulty, &no_commands(), &notifier).await;
+
+    assert_eq!(
+        proxy.requests("StartInstances"),
+        ebs_lifecycle::aws::MAX_ATTEMPTS as usize
+    );
+    assert_eq!(
+        instance_state(&ec2, &instance).await,
+        ("stopped".into(), Some("itest".into())),
+        "still stopped, and marked for the next run"
+    );
+    assert_eq!(first.failed.len(), volumes.len());
+    let start = first
+        .consistency_failures
+        .iter()
+        .find(|f| f.step == "start")
+        .unwrap();
+    assert!(start.outcome.contains("STILL STOPPED"), "{}", start.outcome);
+    let critical: Vec<_> = notifier
+        .sent()
+        .into_iter()
+        .filter(|n| n.kind == NotificationKind::ConsistencyFailed)
+        .map(|n| n.severity)
+        .collect();
+    assert_eq!(critical, vec![ebs_lifecycle::notify::Severity::Critical]);
+
+    // The next run: still due and stopped by us, so snapshotted as it is and started.
+    let second = run(&faulty, &no_commands(), &notifier).await;
+    assert_eq!(
+        instance_state(&ec2, &instance).await,
+        ("running".into(), None)
+    );
+    assert_eq!(second.created.len(), volumes.len());
+    assert!(second.consistency_failures.is_empty());
+    assert_eq!(
+        labels_of(&ec2, &ids(&volumes)).await,
+        each(&ids(&volumes), "stopped")
+    );
+}
