@@ -310,6 +310,14 @@ impl ApplicationCommands {
                 return Err((field, "must not be empty".into()));
             }
         }
+        // The default thaw undoes only the default freeze; a post command of
+        // one's own would leave the default freeze to its watchdog.
+        if raw.post.is_some() && raw.pre.is_none() && raw.document.is_none() {
+            return Err((
+                "post_command",
+                "needs a pre_command: the default freeze is thawed only by the default post command".into(),
+            ));
+        }
         if let Some(doc) = &raw.document {
             // SSM document names: 3 to 128 of letters, digits, _ - . (and
             // ARNs of shared documents).
@@ -718,6 +726,10 @@ mod tests {
             "on_command_failure"
         );
         assert_eq!(field_of(app(r#","ssm_document":"a b""#)), "ssm_document");
+        assert_eq!(
+            field_of(app(r#","post_command":"systemctl start db""#)),
+            "post_command"
+        );
         assert_eq!(
             field_of(app(r#","ssm_document":"Doc-1","pre_command":"sync""#)),
             "ssm_document"
