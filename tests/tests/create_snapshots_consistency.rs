@@ -291,6 +291,12 @@ fn sends() -> Rule {
     })
 }
 
+fn cancels() -> Rule {
+    mock!(aws_sdk_ssm::Client::cancel_command).then_output(|| {
+        aws_sdk_ssm::operation::cancel_command::CancelCommandOutput::builder().build()
+    })
+}
+
 fn invocation(status: CommandInvocationStatus, stderr: &str) -> GetCommandInvocationOutput {
     GetCommandInvocationOutput::builder()
         .status(status)
@@ -365,7 +371,8 @@ async fn a_freeze_that_never_answers_is_skipped_when_the_policy_says_skip_and_st
     let send = sends();
     let running = mock!(aws_sdk_ssm::Client::get_command_invocation)
         .then_output(|| invocation(CommandInvocationStatus::InProgress, ""));
-    let ssm = SsmAdapter::new(mocked_ssm(RuleMode::MatchAny, &[&send, &running]));
+    let cancel = cancels();
+    let ssm = SsmAdapter::new(mocked_ssm(RuleMode::MatchAny, &[&send, &running, &cancel]));
     let notifier = RecordingNotifier::default();
 
     let started = Instant::now();
@@ -385,6 +392,11 @@ async fn a_freeze_that_never_answers_is_skipped_when_the_policy_says_skip_and_st
         send.num_calls(),
         2,
         "the thaw is sent after a timed-out freeze"
+    );
+    assert_eq!(
+        cancel.num_calls(),
+        2,
+        "the freeze and the thaw given up on are cancelled"
     );
     // command_timeout 1s, for the freeze and again for the thaw.
     assert!(
@@ -575,7 +587,8 @@ async fn the_deadline_during_the_freeze_leaves_the_set_for_later_and_still_thaws
     let send = sends();
     let running = mock!(aws_sdk_ssm::Client::get_command_invocation)
         .then_output(|| invocation(CommandInvocationStatus::InProgress, ""));
-    let ssm = SsmAdapter::new(mocked_ssm(RuleMode::MatchAny, &[&send, &running]));
+    let cancel = cancels();
+    let ssm = SsmAdapter::new(mocked_ssm(RuleMode::MatchAny, &[&send, &running, &cancel]));
     let notifier = RecordingNotifier::default();
     // The freeze would be waited for 60 s; the invocation ends well before.
     let deadline = Deadline::after(Duration::from_secs(3)).with_margin(Duration::from_secs(2));

@@ -147,8 +147,11 @@ async fn a_pre_command_that_never_finishes_times_out_on_time() {
             .status(CommandInvocationStatus::InProgress)
             .build()
     });
+    let cancel = mock!(aws_sdk_ssm::Client::cancel_command).then_output(|| {
+        aws_sdk_ssm::operation::cancel_command::CancelCommandOutput::builder().build()
+    });
     let started = Instant::now();
-    let pre = pre_with(&[&send, &running], Duration::from_millis(300)).await;
+    let pre = pre_with(&[&send, &running, &cancel], Duration::from_millis(300)).await;
     assert_eq!(pre, CommandOutcome::TimedOut);
     let took = started.elapsed();
     assert!(
@@ -156,6 +159,7 @@ async fn a_pre_command_that_never_finishes_times_out_on_time() {
         "{took:?}"
     );
     assert!(running.num_calls() >= 3, "it kept polling");
+    assert_eq!(cancel.num_calls(), 1, "given up on, so cancelled");
 }
 
 #[tokio::test]

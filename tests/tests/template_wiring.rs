@@ -297,8 +297,8 @@ fn commands_run_only_on_opted_in_instances_with_the_listed_documents() {
         );
         assert_eq!(by_sid("OnlyTheseDocuments")["Resource"], json!(documents));
         assert_eq!(
-            by_sid("ReadCommandResults")["Action"],
-            "ssm:GetCommandInvocation"
+            by_sid("FollowCommands")["Action"],
+            json!(["ssm:GetCommandInvocation", "ssm:CancelCommand"])
         );
         assert_eq!(statements.len(), 3, "nothing else: {document}");
     }

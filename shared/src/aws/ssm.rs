@@ -95,6 +95,9 @@ pub trait CommandRunner: Send + Sync {
 
     /// The command's state on the instance.
     async fn status(&self, command_id: &str, instance_id: &str) -> Result<CommandStatus, SsmError>;
+
+    /// Cancel a command not yet finished on the instance.
+    async fn cancel(&self, command_id: &str, instance_id: &str) -> Result<(), SsmError>;
 }
 
 #[derive(Debug, Clone)]
@@ -195,6 +198,17 @@ impl CommandRunner for SsmAdapter {
             },
         })
     }
+
+    async fn cancel(&self, command_id: &str, instance_id: &str) -> Result<(), SsmError> {
+        self.client
+            .cancel_command()
+            .command_id(command_id)
+            .instance_ids(instance_id)
+            .send()
+            .await
+            .map_err(|e| SsmError::from_sdk("CancelCommand", e))?;
+        Ok(())
+    }
 }
 
 /// A [`CommandRunner`] whose calls, from every task of a run, are spaced
@@ -241,12 +255,18 @@ impl CommandRunner for PacedRunner<'_> {
         self.turn().await;
         self.inner.status(command_id, instance_id).await
     }
+
+    async fn cancel(&self, command_id: &str, instance_id: &str) -> Result<(), SsmError> {
+        self.turn().await;
+        self.inner.cancel(command_id, instance_id).await
+    }
 }
 
 /// Send a command (the pre or the post command) and wait for it, polling
 /// every `poll`, for at most `timeout` (the policy's `command_timeout`) and
 /// never past the invocation's deadline. The command is sent even when the
-/// deadline is near: a post command must never be skipped.
+/// deadline is near: a post command must never be skipped. A command given
+/// up on is cancelled.
 pub async fn run_command(
     runner: &dyn CommandRunner,
     instance_id: &str,
@@ -277,6 +297,11 @@ pub async fn run_command(
             }
         }
         if tokio::time::Instant::now() + poll >= give_up || deadline.is_near() {
+            // A freeze delivered late must not run after the thaw: cancel
+            // what was given up on (best effort; the watchdog still stands).
+            if let Err(e) = runner.cancel(&id, instance_id).await {
+                tracing::warn!(instance = instance_id, error = %e, "could not cancel the command given up on");
+            }
             return CommandOutcome::TimedOut;
         }
         tokio::time::sleep(poll).await;
