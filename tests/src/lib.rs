@@ -131,6 +131,31 @@ impl Moto {
         aws_sdk_ssm::Client::new(&self.sdk_config())
     }
 
+    /// The Run Commands moto recorded, oldest first: (document, instances,
+    /// the `commands` parameter).
+    pub async fn commands_sent(&self) -> Vec<(String, Vec<String>, Vec<String>)> {
+        let listed = self.ssm().list_commands().send().await.unwrap();
+        let mut sent: Vec<_> = listed
+            .commands()
+            .iter()
+            .map(|c| {
+                (
+                    c.requested_date_time()
+                        .map(|t| t.as_nanos())
+                        .unwrap_or_default(),
+                    c.document_name().unwrap_or_default().to_string(),
+                    c.instance_ids().to_vec(),
+                    c.parameters()
+                        .and_then(|p| p.get("commands"))
+                        .cloned()
+                        .unwrap_or_default(),
+                )
+            })
+            .collect();
+        sent.sort();
+        sent.into_iter().map(|(_, d, i, c)| (d, i, c)).collect()
+    }
+
     /// An SSM client whose requests go into `counter` (share it with
     /// [`Moto::counted_ec2`]'s to see both services' calls in order).
     pub fn counted_ssm(&self, counter: &RequestCounter) -> aws_sdk_ssm::Client {

@@ -87,30 +87,6 @@ fn ids(volumes: &[FrozenVolume]) -> Vec<String> {
     volumes.iter().map(|v| v.volume_id.clone()).collect()
 }
 
-/// The commands moto recorded, oldest first: (document, instances, text).
-async fn commands_sent(moto: &Moto) -> Vec<(String, Vec<String>, Vec<String>)> {
-    let listed = moto.ssm().list_commands().send().await.unwrap();
-    let mut sent: Vec<_> = listed
-        .commands()
-        .iter()
-        .map(|c| {
-            (
-                c.requested_date_time()
-                    .map(|t| t.as_nanos())
-                    .unwrap_or_default(),
-                c.document_name().unwrap_or_default().to_string(),
-                c.instance_ids().to_vec(),
-                c.parameters()
-                    .and_then(|p| p.get("commands"))
-                    .cloned()
-                    .unwrap_or_default(),
-            )
-        })
-        .collect();
-    sent.sort();
-    sent.into_iter().map(|(_, d, i, c)| (d, i, c)).collect()
-}
-
 /// The snapshots of these volumes: (volume, `lifecycle:consistency`).
 async fn labels_of(ec2: &aws_sdk_ec2::Client, volumes: &[String]) -> Vec<(String, String)> {
     let mut out: Vec<_> = snapshots(ec2)
@@ -191,7 +167,7 @@ async fn an_application_instance_gets_one_snapshot_set_between_freeze_and_thaw()
 
     // The freeze of exactly these volumes, then the snapshot, then the thaw.
     assert_eq!(
-        commands_sent(&moto).await,
+        moto.commands_sent().await,
         vec![
             (
                 SHELL_DOCUMENT.to_string(),
@@ -258,7 +234,7 @@ async fn a_create_that_fails_between_freeze_and_thaw_still_thaws() {
         sends.len() == 2 && sends[0] < create[0] && create[0] < sends[1],
         "{sequence:?}"
     );
-    let sent = commands_sent(&moto).await;
+    let sent = moto.commands_sent().await;
     assert_eq!(sent.len(), 2);
     assert_eq!(
         sent[1],
@@ -279,7 +255,7 @@ async fn a_create_that_fails_between_freeze_and_thaw_still_thaws() {
         labels_of(&ec2, &ids(&volumes)).await,
         each(&ids(&volumes), "application")
     );
-    assert_eq!(commands_sent(&moto).await.len(), 4);
+    assert_eq!(moto.commands_sent().await.len(), 4);
 }
 
 /// SendCommand answered with a command id that says which command it is.

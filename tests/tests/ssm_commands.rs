@@ -59,26 +59,7 @@ async fn freeze_then_thaw_are_sent_to_the_instance_in_order_with_their_exact_tex
         .await
         .unwrap();
 
-    let listed = moto.ssm().list_commands().send().await.unwrap();
-    let mut sent: Vec<_> = listed
-        .commands()
-        .iter()
-        .map(|c| {
-            (
-                c.requested_date_time()
-                    .map(|t| t.as_nanos())
-                    .unwrap_or_default(),
-                c.document_name().unwrap_or_default().to_string(),
-                c.instance_ids().to_vec(),
-                c.parameters()
-                    .and_then(|p| p.get("commands"))
-                    .cloned()
-                    .unwrap_or_default(),
-            )
-        })
-        .collect();
-    sent.sort();
-    let sent: Vec<_> = sent.into_iter().map(|(_, d, i, c)| (d, i, c)).collect();
+    let sent = moto.commands_sent().await;
     assert_eq!(
         sent,
         vec![
