@@ -649,3 +649,57 @@ async fn a_failed_snapshot_still_starts_the_instance_and_a_failed_start_is_retri
         each(&ids(&volumes), "stopped")
     );
 }
+
+/// The deadline comes near after the plan (a slow DescribeSnapshots): an
+/// instance an earlier run left stopped is not snapshotted now, but it is
+/// started now, not at the next tick.
+#[tokio::test]
+async fn an_instance_left_stopped_is_started_even_when_the_deadline_leaves_its_snapshot_for_later()
+{
+    let moto = Moto::start();
+    let ec2 = moto.ec2();
+    let (instance, volumes) = instance_with_data(
+        &ec2,
+        &[
+            ("Backup", "batch"),
+            (tags::ALLOW_STOP, "true"),
+            (tags::STOPPED_FOR_SNAPSHOT, "itest"),
+        ],
+    )
+    .await;
+    ec2.stop_instances()
+        .instance_ids(&instance)
+        .send()
+        .await
+        .unwrap();
+    let proxy = FaultProxy::start(&moto.endpoint).await;
+    proxy.inject(
+        "DescribeSnapshots",
+        1,
+        Fault::Delay(Duration::from_millis(600)),
+    );
+    let slow = Ec2Adapter::new(aws_sdk_ec2::Client::new(
+        &proxy.sdk_config(Duration::from_secs(5)),
+    ));
+    let notifier = RecordingNotifier::default();
+    let deadline =
+        Deadline::after(Duration::from_millis(2_300)).with_margin(Duration::from_secs(2));
+
+    let summary = handle(
+        create_ports(&slow, &no_commands(), &notifier),
+        &config(POLICIES),
+        &json!({"kind": "tick"}),
+        now(),
+        deadline,
+    )
+    .await
+    .unwrap();
+
+    assert_eq!(proxy.faults_applied().len(), 1);
+    assert_eq!(summary.left_for_later.len(), volumes.len());
+    assert!(summary.created.is_empty());
+    assert_eq!(
+        instance_state(&ec2, &instance).await,
+        ("running".into(), None)
+    );
+}

@@ -303,10 +303,22 @@ pub(crate) async fn stopped(
     let instance = &target.instance;
     let id = instance.id.as_str();
     let _permit = run.consistency_slots.acquire().await.ok();
-    if run.deadline.is_near() {
-        return (left(due, policy), None).into();
-    }
     let ours = instance.tags.get(tags::STOPPED_FOR_SNAPSHOT) == Some(&run.config.deployment_name);
+    if run.deadline.is_near() {
+        // Left for the next tick, but not left down: the restart pass
+        // skipped this instance because this work was to handle it.
+        let restart_failure = match (ours, instance.state.as_str()) {
+            (true, "stopped") => {
+                start_again(run, target, "left for the next tick (deadline)").await
+            }
+            _ => None,
+        };
+        return Done {
+            outcome: left(due, policy),
+            skipped: None,
+            consistency_failures: restart_failure.into_iter().collect(),
+        };
+    }
     // The state listed at the start of the run may be minutes old.
     let state = match run.ports.instances.instance_state(id).await {
         Ok(Some(state)) => state,

@@ -553,7 +553,9 @@ async fn execute(run: &Run<'_>, work: Work<'_>) -> Done {
             policy,
             slot,
         } => {
-            if run.deadline.is_near() {
+            // `stopped` watches the deadline itself: an instance an earlier
+            // run left stopped is started even when this one has no time.
+            if run.deadline.is_near() && policy.consistency != Consistency::Stopped {
                 return (left(&due, policy), None).into();
             }
             match (policy.consistency, &policy.application) {
