@@ -106,8 +106,11 @@ async fn labels_of(ec2: &aws_sdk_ec2::Client, volumes: &[String]) -> Vec<(String
     out
 }
 
-fn each(volumes: &[String], label: &str) -> Vec<(String, String)> {
-    volumes.iter().map(|v| (v.clone(), label.into())).collect()
+/// Every one of `volumes` has exactly one snapshot, labelled `label`.
+async fn assert_labelled(ec2: &aws_sdk_ec2::Client, volumes: &[String], label: &str) {
+    let expected: Vec<(String, String)> =
+        volumes.iter().map(|v| (v.clone(), label.into())).collect();
+    assert_eq!(labels_of(ec2, volumes).await, expected);
 }
 
 /// Positions of `operation` in the request sequence.
@@ -149,10 +152,7 @@ async fn an_application_instance_gets_one_snapshot_set_between_freeze_and_thaw()
 
     let summary = run(&adapter, &ssm, &notifier).await;
 
-    assert_eq!(
-        labels_of(&ec2, &ids(&volumes)).await,
-        each(&ids(&volumes), "application")
-    );
+    assert_labelled(&ec2, &ids(&volumes), "application").await;
     assert_eq!(counter.count("CreateSnapshots"), 1, "one multi-volume set");
     assert!(summary
         .created
@@ -251,10 +251,7 @@ async fn a_create_that_fails_between_freeze_and_thaw_still_thaws() {
     // The next tick freezes, snapshots and thaws again.
     let second = run(&faulty, &ssm, &notifier).await;
     assert_eq!(second.created.len(), volumes.len());
-    assert_eq!(
-        labels_of(&ec2, &ids(&volumes)).await,
-        each(&ids(&volumes), "application")
-    );
+    assert_labelled(&ec2, &ids(&volumes), "application").await;
     assert_eq!(moto.commands_sent().await.len(), 4);
 }
 
@@ -306,10 +303,7 @@ async fn a_failed_freeze_falls_back_to_crash_consistent_and_says_so() {
 
     let summary = run(&Ec2Adapter::new(ec2.clone()), &ssm, &notifier).await;
 
-    assert_eq!(
-        labels_of(&ec2, &ids(&volumes)).await,
-        each(&ids(&volumes), "crash-fallback")
-    );
+    assert_labelled(&ec2, &ids(&volumes), "crash-fallback").await;
     assert_eq!(
         (
             send_freeze.num_calls(),
@@ -412,10 +406,7 @@ async fn an_instance_without_the_ssm_agent_is_reported_and_snapshotted_crash_con
 
     let summary = run(&Ec2Adapter::new(ec2.clone()), &ssm, &notifier).await;
 
-    assert_eq!(
-        labels_of(&ec2, &ids(&volumes)).await,
-        each(&ids(&volumes), "crash-fallback")
-    );
+    assert_labelled(&ec2, &ids(&volumes), "crash-fallback").await;
     assert_eq!(
         refused.num_calls(),
         1,
@@ -484,18 +475,9 @@ async fn a_stopped_policy_leaves_each_instance_as_it_found_it() {
         "marked before the stop: {sequence:?}"
     );
 
-    assert_eq!(
-        labels_of(&ec2, &ids(&running_volumes)).await,
-        each(&ids(&running_volumes), "stopped")
-    );
-    assert_eq!(
-        labels_of(&ec2, &ids(&parked_volumes)).await,
-        each(&ids(&parked_volumes), "stopped")
-    );
-    assert_eq!(
-        labels_of(&ec2, &ids(&no_opt_in_volumes)).await,
-        each(&ids(&no_opt_in_volumes), "crash-fallback")
-    );
+    assert_labelled(&ec2, &ids(&running_volumes), "stopped").await;
+    assert_labelled(&ec2, &ids(&parked_volumes), "stopped").await;
+    assert_labelled(&ec2, &ids(&no_opt_in_volumes), "crash-fallback").await;
     let failures = &summary.consistency_failures;
     assert_eq!(failures.len(), 1, "{failures:?}");
     assert_eq!(
@@ -540,10 +522,7 @@ async fn an_instance_an_earlier_run_left_stopped_is_started_again() {
         ("stopped".into(), Some("other-stack".into()))
     );
     assert_eq!(summary.restarted, vec![left.clone()]);
-    assert_eq!(
-        labels_of(&ec2, &ids(&due_volumes)).await,
-        each(&ids(&due_volumes), "stopped")
-    );
+    assert_labelled(&ec2, &ids(&due_volumes), "stopped").await;
     assert_eq!(counter.count("StopInstances"), 0, "already stopped");
     assert_eq!(counter.count("StartInstances"), 2);
     assert!(summary.consistency_failures.is_empty());
@@ -644,10 +623,7 @@ async fn a_failed_snapshot_still_starts_the_instance_and_a_failed_start_is_retri
     );
     assert_eq!(second.created.len(), volumes.len());
     assert!(second.consistency_failures.is_empty());
-    assert_eq!(
-        labels_of(&ec2, &ids(&volumes)).await,
-        each(&ids(&volumes), "stopped")
-    );
+    assert_labelled(&ec2, &ids(&volumes), "stopped").await;
 }
 
 /// The deadline comes near after the plan (a slow DescribeSnapshots): an
