@@ -24,6 +24,8 @@
 
 mod consistent;
 
+pub use consistent::ConsistencyFailure;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
@@ -203,7 +205,7 @@ pub struct RunSummary {
     pub unknown_policies: Vec<UnknownPolicy>,
     pub left_for_later: Vec<LeftForLater>,
     pub skipped_tags: Vec<SkippedTags>,
-    pub consistency_failures: Vec<consistent::ConsistencyFailure>,
+    pub consistency_failures: Vec<ConsistencyFailure>,
     /// Instances an earlier run stopped for a snapshot and left stopped.
     pub restarted: Vec<String>,
     /// Set when the run-summary notification could not be published.
@@ -237,7 +239,7 @@ enum Outcome {
 struct Done {
     outcome: Outcome,
     skipped: Option<SkippedTags>,
-    consistency_failures: Vec<consistent::ConsistencyFailure>,
+    consistency_failures: Vec<ConsistencyFailure>,
 }
 
 impl From<(Outcome, Option<SkippedTags>)> for Done {
