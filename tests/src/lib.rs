@@ -296,6 +296,62 @@ pub fn create_ports<'a>(
     }
 }
 
+/// complete-snapshots' ports on one EC2 adapter.
+pub fn complete_ports<'a>(
+    ec2: &'a ebs_lifecycle::aws::ec2::Ec2Adapter,
+    notifier: &'a dyn Notifier,
+) -> complete_snapshots::Ports<'a> {
+    complete_snapshots::Ports {
+        catalog: ec2,
+        tagger: ec2,
+        notifier,
+    }
+}
+
+/// tag-snapshots' ports on one EC2 adapter.
+pub fn tag_ports<'a>(
+    ec2: &'a ebs_lifecycle::aws::ec2::Ec2Adapter,
+    notifier: &'a dyn Notifier,
+) -> tag_snapshots::Ports<'a> {
+    tag_snapshots::Ports {
+        catalog: ec2,
+        inventory: ec2,
+        tagger: ec2,
+        notifier,
+    }
+}
+
+/// check-encryption's ports on one EC2 adapter and a key directory.
+pub fn check_ports<'a>(
+    ec2: &'a ebs_lifecycle::aws::ec2::Ec2Adapter,
+    keys: &'a dyn ebs_lifecycle::aws::kms::KeyDirectory,
+    notifier: &'a dyn Notifier,
+) -> check_encryption::Ports<'a> {
+    check_encryption::Ports {
+        catalog: ec2,
+        inventory: ec2,
+        sharing: ec2,
+        settings: ec2,
+        copier: ec2,
+        keys,
+        notifier,
+    }
+}
+
+/// expire-snapshots' ports on one EC2 adapter.
+pub fn expire_ports<'a>(
+    ec2: &'a ebs_lifecycle::aws::ec2::Ec2Adapter,
+    notifier: &'a dyn Notifier,
+) -> expire_snapshots::Ports<'a> {
+    expire_snapshots::Ports {
+        catalog: ec2,
+        inventory: ec2,
+        protections: ec2,
+        deleter: ec2,
+        notifier,
+    }
+}
+
 /// An EC2 error response as the service sends it (status and XML body), so
 /// it goes through the SDK's deserializer and retry classifier as in production.
 pub fn ec2_error(status: u16, code: &str) -> aws_smithy_runtime_api::http::Response {

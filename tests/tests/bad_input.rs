@@ -71,11 +71,7 @@ async fn run_function(function: &str, event: &Value) -> Result<(), Diagnostic> {
         .map(drop)
         .map_err(Into::into),
         "complete-snapshots" => complete_snapshots::handle(
-            complete_snapshots::Ports {
-                catalog: &adapter,
-                tagger: &adapter,
-                notifier: &notifier,
-            },
+            complete_ports(&adapter, &notifier),
             &config,
             event,
             now,
@@ -85,12 +81,7 @@ async fn run_function(function: &str, event: &Value) -> Result<(), Diagnostic> {
         .map(drop)
         .map_err(Into::into),
         "tag-snapshots" => tag_snapshots::handle(
-            tag_snapshots::Ports {
-                catalog: &adapter,
-                inventory: &adapter,
-                tagger: &adapter,
-                notifier: &notifier,
-            },
+            tag_ports(&adapter, &notifier),
             &config,
             event,
             now,
@@ -100,15 +91,7 @@ async fn run_function(function: &str, event: &Value) -> Result<(), Diagnostic> {
         .map(drop)
         .map_err(Into::into),
         "check-encryption" => check_encryption::handle(
-            check_encryption::Ports {
-                catalog: &adapter,
-                inventory: &adapter,
-                sharing: &adapter,
-                settings: &adapter,
-                copier: &adapter,
-                keys: &kms,
-                notifier: &notifier,
-            },
+            check_ports(&adapter, &kms, &notifier),
             &config,
             event,
             now,
@@ -118,13 +101,7 @@ async fn run_function(function: &str, event: &Value) -> Result<(), Diagnostic> {
         .map(drop)
         .map_err(Into::into),
         "expire-snapshots" => expire_snapshots::handle(
-            expire_snapshots::Ports {
-                catalog: &adapter,
-                inventory: &adapter,
-                protections: &adapter,
-                deleter: &adapter,
-                notifier: &notifier,
-            },
+            expire_ports(&adapter, &notifier),
             &config,
             event,
             now,

@@ -17,12 +17,12 @@ use aws_sdk_ec2::Client;
 use aws_smithy_mocks::{mock, RuleMode};
 use serde_json::json;
 
-use check_encryption::{handle, Ports};
+use check_encryption::handle;
 use ebs_lifecycle::aws::ec2::Ec2Adapter;
 use ebs_lifecycle::aws::kms::{KeyDirectory, KmsError};
 use ebs_lifecycle::deadline::Deadline;
 use ebs_lifecycle::encryption::{FindingKind, Fix};
-use integration_tests::{config_with, ec2_error, mocked_ec2, RecordingNotifier};
+use integration_tests::{check_ports, config_with, ec2_error, mocked_ec2, RecordingNotifier};
 
 /// KMS knows no key: every snapshot's permissions are read.
 struct NoKeys;
@@ -98,15 +98,7 @@ async fn a_failed_read_is_not_checked_and_a_refused_fix_is_failed_and_the_run_go
     );
     let adapter = Ec2Adapter::new(client);
     let notifier = RecordingNotifier::default();
-    let ports = Ports {
-        catalog: &adapter,
-        inventory: &adapter,
-        sharing: &adapter,
-        settings: &adapter,
-        copier: &adapter,
-        keys: &NoKeys,
-        notifier: &notifier,
-    };
+    let ports = check_ports(&adapter, &NoKeys, &notifier);
     let config = config_with(
         r#"{"default": {"schedule": "@daily", "keep": {"last": 1}}}"#,
         &[("REMEDIATE", "public")],

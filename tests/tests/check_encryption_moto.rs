@@ -12,7 +12,7 @@ use std::time::Duration;
 use aws_sdk_ec2::types::{OperationType, SnapshotAttributeName};
 use serde_json::{json, Value};
 
-use check_encryption::{handle, Ports, RunSummary};
+use check_encryption::{handle, RunSummary};
 use ebs_lifecycle::aws::ec2::Ec2Adapter;
 use ebs_lifecycle::aws::kms::KmsAdapter;
 use ebs_lifecycle::config::Config;
@@ -153,15 +153,7 @@ async fn run_on(
 ) -> RunSummary {
     let adapter = Ec2Adapter::new(ec2);
     let kms = KmsAdapter::new(aws_sdk_kms::Client::new(&moto.sdk_config()));
-    let ports = Ports {
-        catalog: &adapter,
-        inventory: &adapter,
-        sharing: &adapter,
-        settings: &adapter,
-        copier: &adapter,
-        keys: &kms,
-        notifier,
-    };
+    let ports = check_ports(&adapter, &kms, notifier);
     handle(
         ports,
         config,
@@ -391,11 +383,7 @@ async fn all_copies_unencrypted_managed_snapshots_which_supersede_them_once_comp
     let event = copy_event(&copy_id, &account.unencrypted_managed);
     let adapter = Ec2Adapter::new(moto.ec2());
     let completed = complete_snapshots::handle(
-        complete_snapshots::Ports {
-            catalog: &adapter,
-            tagger: &adapter,
-            notifier: &notifier,
-        },
+        complete_ports(&adapter, &notifier),
         &config_for("all"),
         &event,
         chrono::Utc::now(),
@@ -432,13 +420,7 @@ async fn expire_dry_run(moto: &Moto) -> Vec<String> {
     let adapter = Ec2Adapter::new(moto.ec2());
     let notifier = RecordingNotifier::default();
     let summary = expire_snapshots::handle(
-        expire_snapshots::Ports {
-            catalog: &adapter,
-            inventory: &adapter,
-            protections: &adapter,
-            deleter: &adapter,
-            notifier: &notifier,
-        },
+        expire_ports(&adapter, &notifier),
         &config_with(POLICIES, &[("DRY_RUN", "true")]),
         &daily(),
         chrono::Utc::now(),
@@ -667,15 +649,7 @@ async fn a_deadline_mid_check_counts_what_was_not_read() {
     let kms = KmsAdapter::new(aws_sdk_kms::Client::new(&moto.sdk_config()));
     let notifier = RecordingNotifier::default();
     let first = handle(
-        Ports {
-            catalog: &adapter,
-            inventory: &adapter,
-            sharing: &adapter,
-            settings: &adapter,
-            copier: &adapter,
-            keys: &kms,
-            notifier: &notifier,
-        },
+        check_ports(&adapter, &kms, &notifier),
         &config_for("off"),
         &daily(),
         chrono::Utc::now(),

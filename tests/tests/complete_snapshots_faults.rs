@@ -15,12 +15,12 @@ use aws_sdk_ec2::Client;
 use aws_smithy_mocks::{mock, Rule, RuleMode};
 use serde_json::{json, Value};
 
-use complete_snapshots::{handle, CompleteError, Ports, RunSummary};
+use complete_snapshots::{handle, CompleteError, RunSummary};
 use ebs_lifecycle::aws::ec2::Ec2Adapter;
 use ebs_lifecycle::aws::sns::{Notifier, NotifyError};
 use ebs_lifecycle::deadline::Deadline;
 use ebs_lifecycle::notify::{Notification, NotificationKind};
-use integration_tests::{config, mocked_ec2, workspace_root, RecordingNotifier};
+use integration_tests::{complete_ports, config, mocked_ec2, workspace_root, RecordingNotifier};
 
 const POLICIES: &str = r#"{"default": {"schedule": "@daily", "keep": {"last": 3}}}"#;
 
@@ -93,11 +93,7 @@ async fn run(
     now: &str,
 ) -> Result<RunSummary, CompleteError> {
     let adapter = Ec2Adapter::new(client);
-    let ports = Ports {
-        catalog: &adapter,
-        tagger: &adapter,
-        notifier,
-    };
+    let ports = complete_ports(&adapter, notifier);
     let now = ebs_lifecycle::tags::parse_time(now).unwrap();
     handle(
         ports,

@@ -9,7 +9,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
-use complete_snapshots::{handle, CompleteError, Ports, RunSummary};
+use complete_snapshots::{handle, CompleteError, RunSummary};
 use ebs_lifecycle::aws::ec2::Ec2Adapter;
 use ebs_lifecycle::deadline::Deadline;
 use ebs_lifecycle::tags::{self, ConsistencyLabel, LifecycleLabels, LifecycleState};
@@ -72,11 +72,7 @@ async fn deliver(
     now: &str,
 ) -> Result<RunSummary, CompleteError> {
     let adapter = Ec2Adapter::new(moto.ec2());
-    let ports = Ports {
-        catalog: &adapter,
-        tagger: &adapter,
-        notifier,
-    };
+    let ports = complete_ports(&adapter, notifier);
     handle(
         ports,
         &config("{\"default\":{\"schedule\":\"@daily\",\"keep\":{\"last\":3}}}"),

@@ -20,8 +20,8 @@ use serde_json::json;
 use ebs_lifecycle::aws::ec2::Ec2Adapter;
 use ebs_lifecycle::aws::MAX_ATTEMPTS;
 use ebs_lifecycle::deadline::Deadline;
-use expire_snapshots::{handle_paced, ExpireError, Pacing, Ports, RunSummary, DELETE_PACING};
-use integration_tests::{config, ec2_error, mocked_ec2, RecordingNotifier};
+use expire_snapshots::{handle_paced, ExpireError, Pacing, RunSummary, DELETE_PACING};
+use integration_tests::{config, ec2_error, expire_ports, mocked_ec2, RecordingNotifier};
 
 const POLICIES: &str = r#"{"lean": {"schedule": "@daily", "keep": {"last": 1}}}"#;
 
@@ -89,13 +89,7 @@ fn delete(
 
 async fn run(client: Client, notifier: &RecordingNotifier) -> Result<RunSummary, ExpireError> {
     let adapter = Ec2Adapter::new(client);
-    let ports = Ports {
-        catalog: &adapter,
-        inventory: &adapter,
-        protections: &adapter,
-        deleter: &adapter,
-        notifier,
-    };
+    let ports = expire_ports(&adapter, notifier);
     let now = ebs_lifecycle::tags::parse_time("2026-03-10T04:00:00Z").unwrap();
     handle_paced(
         ports,
@@ -194,13 +188,7 @@ async fn expire_history(locks: &Rule, deletes: &Rule, pacing: Pacing) -> RunSumm
     );
     let adapter = Ec2Adapter::new(client);
     let notifier = RecordingNotifier::default();
-    let ports = Ports {
-        catalog: &adapter,
-        inventory: &adapter,
-        protections: &adapter,
-        deleter: &adapter,
-        notifier: &notifier,
-    };
+    let ports = expire_ports(&adapter, &notifier);
     handle_paced(
         ports,
         &config(POLICIES),

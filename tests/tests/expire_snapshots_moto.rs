@@ -19,7 +19,7 @@ use ebs_lifecycle::deadline::Deadline;
 use ebs_lifecycle::model::Snapshot;
 use ebs_lifecycle::notify::NotificationKind;
 use ebs_lifecycle::tags::{self, ConsistencyLabel, LifecycleLabels, LifecycleState};
-use expire_snapshots::{handle_paced, Pacing, Ports, RunSummary};
+use expire_snapshots::{handle_paced, Pacing, RunSummary};
 use integration_tests::*;
 
 const POLICIES: &str = r#"{"lean": {"schedule": "@daily", "keep": {"last": 1}}}"#;
@@ -164,13 +164,7 @@ async fn expire_on(
     notifier: &RecordingNotifier,
 ) -> RunSummary {
     let adapter = Ec2Adapter::new(ec2);
-    let ports = Ports {
-        catalog: &adapter,
-        inventory: &adapter,
-        protections: &adapter,
-        deleter: &adapter,
-        notifier,
-    };
+    let ports = expire_ports(&adapter, notifier);
     let now = tags::parse_time("2026-11-21T04:00:00Z").unwrap();
     handle_paced(
         ports,
@@ -356,13 +350,7 @@ async fn a_deadline_mid_run_leaves_the_rest_for_the_next_run() {
         &proxy.sdk_config(Duration::from_secs(5)),
     ));
     let notifier = RecordingNotifier::default();
-    let ports = Ports {
-        catalog: &adapter,
-        inventory: &adapter,
-        protections: &adapter,
-        deleter: &adapter,
-        notifier: &notifier,
-    };
+    let ports = expire_ports(&adapter, &notifier);
     let now = tags::parse_time("2026-11-21T04:00:00Z").unwrap();
     let first = handle_paced(
         ports,

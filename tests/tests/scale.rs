@@ -210,12 +210,7 @@ async fn a_large_account_holds_every_invariant_at_a_bounded_request_cost() {
     counter.reset();
     let started = Instant::now();
     let tagged = tag_snapshots::handle_paced(
-        tag_snapshots::Ports {
-            catalog: &adapter,
-            inventory: &adapter,
-            tagger: &adapter,
-            notifier: &notifier,
-        },
+        tag_ports(&adapter, &notifier),
         &config,
         &json!({"kind": "tick"}),
         now,
@@ -243,13 +238,7 @@ async fn a_large_account_holds_every_invariant_at_a_bounded_request_cost() {
     counter.reset();
     let started = Instant::now();
     let expired = expire_snapshots::handle_paced(
-        expire_snapshots::Ports {
-            catalog: &adapter,
-            inventory: &adapter,
-            protections: &adapter,
-            deleter: &adapter,
-            notifier: &notifier,
-        },
+        expire_ports(&adapter, &notifier),
         &config,
         &json!({"kind": "tick"}),
         now,
@@ -278,15 +267,7 @@ async fn a_large_account_holds_every_invariant_at_a_bounded_request_cost() {
     let kms = KmsAdapter::new(aws_sdk_kms::Client::new(&moto.sdk_config()));
     let started = Instant::now();
     let checked = check_encryption::handle(
-        check_encryption::Ports {
-            catalog: &adapter,
-            inventory: &adapter,
-            sharing: &adapter,
-            settings: &adapter,
-            copier: &adapter,
-            keys: &kms,
-            notifier: &notifier,
-        },
+        check_ports(&adapter, &kms, &notifier),
         &config,
         &json!({"kind": "tick"}),
         now,

@@ -20,8 +20,8 @@ use ebs_lifecycle::aws::ec2::Ec2Adapter;
 use ebs_lifecycle::deadline::Deadline;
 use ebs_lifecycle::notify::NotificationKind;
 use ebs_lifecycle::tags::SkipReason;
-use integration_tests::{config, ec2_error, mocked_ec2, RecordingNotifier};
-use tag_snapshots::{handle_paced, Pacing, Ports, RunSummary};
+use integration_tests::{config, ec2_error, mocked_ec2, tag_ports, RecordingNotifier};
+use tag_snapshots::{handle_paced, Pacing, RunSummary};
 
 /// `Owner` is copied from the volume; `Tier` is the policy's static tag.
 /// `within` keeps snapshots of one instant alike, so all three need the very
@@ -75,12 +75,7 @@ fn no_instances() -> Rule {
 
 async fn run(client: Client, notifier: &RecordingNotifier) -> RunSummary {
     let adapter = Ec2Adapter::new(client);
-    let ports = Ports {
-        catalog: &adapter,
-        inventory: &adapter,
-        tagger: &adapter,
-        notifier,
-    };
+    let ports = tag_ports(&adapter, notifier);
     handle_paced(
         ports,
         &config(POLICIES),

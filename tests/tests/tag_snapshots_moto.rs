@@ -17,7 +17,7 @@ use ebs_lifecycle::model::Snapshot;
 use ebs_lifecycle::retention::{self, Candidate, Expiry};
 use ebs_lifecycle::tags;
 use integration_tests::*;
-use tag_snapshots::{handle_paced, Pacing, Ports, RunSummary};
+use tag_snapshots::{handle_paced, Pacing, RunSummary};
 
 const POLICIES: &str = r#"{
     "gold": {"schedule": "@daily", "keep": {"last": 2, "daily": 7},
@@ -31,12 +31,7 @@ fn now() -> DateTime<Utc> {
 async fn run_with(ec2: aws_sdk_ec2::Client, config: &Config, event: &Value) -> RunSummary {
     let adapter = Ec2Adapter::new(ec2);
     let notifier = RecordingNotifier::default();
-    let ports = Ports {
-        catalog: &adapter,
-        inventory: &adapter,
-        tagger: &adapter,
-        notifier: &notifier,
-    };
+    let ports = tag_ports(&adapter, &notifier);
     let summary = handle_paced(
         ports,
         config,
@@ -455,12 +450,7 @@ async fn a_deadline_mid_backfill_leaves_the_rest_for_the_next_run() {
     let slow = aws_sdk_ec2::Client::new(&proxy.sdk_config(Duration::from_secs(5)));
     let adapter = Ec2Adapter::new(slow);
     let notifier = RecordingNotifier::default();
-    let ports = Ports {
-        catalog: &adapter,
-        inventory: &adapter,
-        tagger: &adapter,
-        notifier: &notifier,
-    };
+    let ports = tag_ports(&adapter, &notifier);
     let first = handle_paced(
         ports,
         &config(POLICIES),
