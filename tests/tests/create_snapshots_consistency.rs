@@ -270,6 +270,17 @@ fn cancels() -> Rule {
     })
 }
 
+/// An SSM whose commands are sent but never finish (and can be
+/// cancelled): the SendCommand and CancelCommand rules, and the port.
+fn never_answering() -> (Rule, Rule, SsmAdapter) {
+    let send = sends();
+    let running = mock!(aws_sdk_ssm::Client::get_command_invocation)
+        .then_output(|| invocation(CommandInvocationStatus::InProgress, ""));
+    let cancel = cancels();
+    let ssm = SsmAdapter::new(mocked_ssm(RuleMode::MatchAny, &[&send, &running, &cancel]));
+    (send, cancel, ssm)
+}
+
 fn invocation(status: CommandInvocationStatus, stderr: &str) -> GetCommandInvocationOutput {
     GetCommandInvocationOutput::builder()
         .status(status)
@@ -338,11 +349,7 @@ async fn a_freeze_that_never_answers_is_skipped_when_the_policy_says_skip_and_st
     let moto = Moto::start();
     let ec2 = moto.ec2();
     let (instance, volumes) = instance_with_data(&ec2, &[("Backup", "db-skip")]).await;
-    let send = sends();
-    let running = mock!(aws_sdk_ssm::Client::get_command_invocation)
-        .then_output(|| invocation(CommandInvocationStatus::InProgress, ""));
-    let cancel = cancels();
-    let ssm = SsmAdapter::new(mocked_ssm(RuleMode::MatchAny, &[&send, &running, &cancel]));
+    let (send, cancel, ssm) = never_answering();
     let notifier = RecordingNotifier::default();
 
     let started = Instant::now();
@@ -539,11 +546,7 @@ async fn the_deadline_during_the_freeze_leaves_the_set_for_later_and_still_thaws
     let moto = Moto::start();
     let ec2 = moto.ec2();
     let (_instance, volumes) = instance_with_data(&ec2, &[("Backup", "db")]).await;
-    let send = sends();
-    let running = mock!(aws_sdk_ssm::Client::get_command_invocation)
-        .then_output(|| invocation(CommandInvocationStatus::InProgress, ""));
-    let cancel = cancels();
-    let ssm = SsmAdapter::new(mocked_ssm(RuleMode::MatchAny, &[&send, &running, &cancel]));
+    let (send, cancel, ssm) = never_answering();
     let notifier = RecordingNotifier::default();
     // The freeze would be waited for 60 s; the invocation ends well before.
     let deadline = Deadline::after(Duration::from_secs(3)).with_margin(Duration::from_secs(2));
@@ -561,6 +564,11 @@ async fn the_deadline_during_the_freeze_leaves_the_set_for_later_and_still_thaws
     assert!(labels_of(&ec2, &ids(&volumes)).await.is_empty());
     assert_eq!(summary.left_for_later.len(), volumes.len());
     assert_eq!(send.num_calls(), 2, "the thaw is sent even at the deadline");
+    assert_eq!(
+        cancel.num_calls(),
+        2,
+        "both commands given up on are cancelled"
+    );
     assert_eq!(summary.consistency_failures[0].reason, "timed-out");
     assert_eq!(
         summary.consistency_failures[0].outcome,
