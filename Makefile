@@ -63,7 +63,7 @@ scale: venv
 ## each function's release binary (scripts/bench_functions.py). Figures and
 ## the machine are in BENCHMARKS.md. Not part of make test.
 bench: venv
-	$(CARGO) bench -p ebs-lifecycle
+	$(CARGO) bench -p ebs-lifecycle-core
 	$(VENV)/bin/python scripts/bench_functions.py
 
 build:

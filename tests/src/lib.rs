@@ -34,9 +34,9 @@ use aws_sdk_ec2::config::{Credentials, Region};
 use aws_sdk_ec2::types::{ResourceType, Tag, TagSpecification};
 use aws_smithy_mocks::{MockResponseInterceptor, Rule, RuleMode};
 
-use ebs_lifecycle::aws::sns::{Notifier, NotifyError};
 use ebs_lifecycle::config::Config;
-use ebs_lifecycle::notify::Notification;
+use ebs_lifecycle::ports::notifier::{Notifier, NotifyError};
+use ebs_lifecycle_core::notify::Notification;
 
 pub const REGION: &str = "us-east-1";
 
@@ -282,7 +282,7 @@ pub const TEST_WAITS: create_snapshots::Waits = create_snapshots::Waits {
 /// [`TEST_WAITS`].
 pub fn create_ports<'a>(
     ec2: &'a ebs_lifecycle::aws::ec2::Ec2Adapter,
-    commands: &'a dyn ebs_lifecycle::aws::ssm::CommandRunner,
+    commands: &'a dyn ebs_lifecycle::ports::commands::CommandRunner,
     notifier: &'a dyn Notifier,
 ) -> create_snapshots::Ports<'a> {
     create_snapshots::Ports {
@@ -324,7 +324,7 @@ pub fn tag_ports<'a>(
 /// check-encryption's ports on one EC2 adapter and a key directory.
 pub fn check_ports<'a>(
     ec2: &'a ebs_lifecycle::aws::ec2::Ec2Adapter,
-    keys: &'a dyn ebs_lifecycle::aws::kms::KeyDirectory,
+    keys: &'a dyn ebs_lifecycle::ports::keys::KeyDirectory,
     notifier: &'a dyn Notifier,
 ) -> check_encryption::Ports<'a> {
     check_encryption::Ports {
@@ -468,7 +468,7 @@ pub async fn attach(ec2: &aws_sdk_ec2::Client, volume: &str, instance: &str, dev
 }
 
 /// Every snapshot the account owns, with tags as a map.
-pub async fn snapshots(ec2: &aws_sdk_ec2::Client) -> Vec<ebs_lifecycle::model::Snapshot> {
+pub async fn snapshots(ec2: &aws_sdk_ec2::Client) -> Vec<ebs_lifecycle_core::model::Snapshot> {
     ec2.describe_snapshots()
         .owner_ids("self")
         .send()
@@ -490,18 +490,18 @@ pub async fn managed_snapshot(
     policy: &str,
     extra: &[(&str, &str)],
 ) -> String {
-    let time = |s: &str| ebs_lifecycle::tags::parse_time(s).unwrap();
-    let labels = ebs_lifecycle::tags::LifecycleLabels {
+    let time = |s: &str| ebs_lifecycle_core::tags::parse_time(s).unwrap();
+    let labels = ebs_lifecycle_core::tags::LifecycleLabels {
         managed_by: deployment.into(),
         policy: policy.into(),
         slot: time("2026-03-01T00:00:00Z"),
-        state: ebs_lifecycle::tags::LifecycleState::Completed,
+        state: ebs_lifecycle_core::tags::LifecycleState::Completed,
         volume_id: Some(volume.into()),
         instance_id: None,
         device: None,
         created_at: time("2026-03-01T00:00:12Z"),
         completed_at: Some(time("2026-03-01T00:05:00Z")),
-        consistency: ebs_lifecycle::tags::ConsistencyLabel::Crash,
+        consistency: ebs_lifecycle_core::tags::ConsistencyLabel::Crash,
         retained_by: None,
         expires_at: None,
         hold: false,

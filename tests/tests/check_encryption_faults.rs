@@ -18,10 +18,10 @@ use aws_smithy_mocks::{mock, RuleMode};
 use serde_json::json;
 
 use check_encryption::handle;
+use ebs_lifecycle::lambda::deadline::Deadline;
 use ebs_lifecycle::aws::ec2::Ec2Adapter;
-use ebs_lifecycle::aws::kms::{KeyDirectory, KmsError};
-use ebs_lifecycle::deadline::Deadline;
-use ebs_lifecycle::encryption::{FindingKind, Fix};
+use ebs_lifecycle::ports::keys::{KeyDirectory, KmsError};
+use ebs_lifecycle_core::encryption::{FindingKind, Fix};
 use integration_tests::{check_ports, config_with, ec2_error, mocked_ec2, RecordingNotifier};
 
 /// KMS knows no key: every snapshot's permissions are read.
@@ -146,5 +146,8 @@ async fn a_failed_read_is_not_checked_and_a_refused_fix_is_failed_and_the_run_go
     );
     let sent = notifier.sent();
     assert_eq!(sent.len(), 1);
-    assert_eq!(sent[0].severity, ebs_lifecycle::notify::Severity::Critical);
+    assert_eq!(
+        sent[0].severity,
+        ebs_lifecycle_core::notify::Severity::Critical
+    );
 }

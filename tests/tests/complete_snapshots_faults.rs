@@ -16,10 +16,10 @@ use aws_smithy_mocks::{mock, Rule, RuleMode};
 use serde_json::{json, Value};
 
 use complete_snapshots::{handle, CompleteError, RunSummary};
+use ebs_lifecycle::lambda::deadline::Deadline;
 use ebs_lifecycle::aws::ec2::Ec2Adapter;
-use ebs_lifecycle::aws::sns::{Notifier, NotifyError};
-use ebs_lifecycle::deadline::Deadline;
-use ebs_lifecycle::notify::{Notification, NotificationKind};
+use ebs_lifecycle::ports::notifier::{Notifier, NotifyError};
+use ebs_lifecycle_core::notify::{Notification, NotificationKind};
 use integration_tests::{complete_ports, config, mocked_ec2, workspace_root, RecordingNotifier};
 
 const POLICIES: &str = r#"{"default": {"schedule": "@daily", "keep": {"last": 3}}}"#;
@@ -40,7 +40,7 @@ fn snapshot(
         ("lifecycle:consistency", "crash"),
     ];
     tags.extend_from_slice(extra);
-    let start = ebs_lifecycle::tags::parse_time(started).unwrap();
+    let start = ebs_lifecycle_core::tags::parse_time(started).unwrap();
     Snapshot::builder()
         .snapshot_id("snap-0aaa")
         .volume_id("vol-0aaa")
@@ -94,7 +94,7 @@ async fn run(
 ) -> Result<RunSummary, CompleteError> {
     let adapter = Ec2Adapter::new(client);
     let ports = complete_ports(&adapter, notifier);
-    let now = ebs_lifecycle::tags::parse_time(now).unwrap();
+    let now = ebs_lifecycle_core::tags::parse_time(now).unwrap();
     handle(
         ports,
         &config(POLICIES),

@@ -10,9 +10,9 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
 use complete_snapshots::{handle, CompleteError, RunSummary};
+use ebs_lifecycle::lambda::deadline::Deadline;
 use ebs_lifecycle::aws::ec2::Ec2Adapter;
-use ebs_lifecycle::deadline::Deadline;
-use ebs_lifecycle::tags::{self, ConsistencyLabel, LifecycleLabels, LifecycleState};
+use ebs_lifecycle_core::tags::{self, ConsistencyLabel, LifecycleLabels, LifecycleState};
 use integration_tests::*;
 
 fn at(s: &str) -> DateTime<Utc> {
@@ -83,7 +83,7 @@ async fn deliver(
     .await
 }
 
-async fn tags_of(moto: &Moto, id: &str) -> ebs_lifecycle::Tags {
+async fn tags_of(moto: &Moto, id: &str) -> ebs_lifecycle_core::Tags {
     snapshots(&moto.ec2())
         .await
         .into_iter()

@@ -20,12 +20,13 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
 use create_snapshots::{handle, RunSummary};
+use ebs_lifecycle::aws::ssm::SsmAdapter;
+use ebs_lifecycle::lambda::deadline::Deadline;
+use ebs_lifecycle::ports::commands::{CommandRunner, SHELL_DOCUMENT};
 use ebs_lifecycle::aws::ec2::Ec2Adapter;
-use ebs_lifecycle::aws::ssm::{CommandRunner, SsmAdapter, SHELL_DOCUMENT};
-use ebs_lifecycle::consistency::{freeze_script, thaw_script, FrozenVolume, FREEZE_WATCHDOG};
-use ebs_lifecycle::deadline::Deadline;
-use ebs_lifecycle::notify::NotificationKind;
-use ebs_lifecycle::tags;
+use ebs_lifecycle_core::consistency::{freeze_script, thaw_script, FrozenVolume, FREEZE_WATCHDOG};
+use ebs_lifecycle_core::notify::NotificationKind;
+use ebs_lifecycle_core::tags;
 use integration_tests::fault_proxy::{Fault, FaultProxy};
 use integration_tests::*;
 
@@ -621,7 +622,10 @@ async fn a_failed_snapshot_still_starts_the_instance_and_a_failed_start_is_retri
         .filter(|n| n.kind == NotificationKind::ConsistencyFailed)
         .map(|n| n.severity)
         .collect();
-    assert_eq!(critical, vec![ebs_lifecycle::notify::Severity::Critical]);
+    assert_eq!(
+        critical,
+        vec![ebs_lifecycle_core::notify::Severity::Critical]
+    );
 
     // The next run: still due and stopped by us, so snapshotted as it is and started.
     let second = run(&faulty, &no_commands(), &notifier).await;

@@ -17,9 +17,9 @@ use aws_smithy_mocks::{mock, Rule, RuleMode};
 use serde_json::json;
 
 use create_snapshots::{handle, CreateError, RunSummary};
-use ebs_lifecycle::aws::ec2::Ec2Adapter;
 use ebs_lifecycle::aws::MAX_ATTEMPTS;
-use ebs_lifecycle::deadline::Deadline;
+use ebs_lifecycle::lambda::deadline::Deadline;
+use ebs_lifecycle::aws::ec2::Ec2Adapter;
 use integration_tests::{
     config, create_ports, ec2_error, mocked_ec2, no_commands, RecordingNotifier,
 };
@@ -74,7 +74,7 @@ async fn run(client: Client, notifier: &RecordingNotifier) -> Result<RunSummary,
     let adapter = Ec2Adapter::new(client);
     let no_commands = no_commands();
     let ports = create_ports(&adapter, &no_commands, notifier);
-    let now = ebs_lifecycle::tags::parse_time("2026-03-01T10:15:00Z").unwrap();
+    let now = ebs_lifecycle_core::tags::parse_time("2026-03-01T10:15:00Z").unwrap();
     handle(
         ports,
         &config(POLICIES),

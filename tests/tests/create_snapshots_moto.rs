@@ -11,12 +11,14 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 
 use create_snapshots::{handle, Ports, RunSummary};
-use ebs_lifecycle::aws::ec2::{Ec2Adapter, Ec2Error, VolumeInventory};
-use ebs_lifecycle::aws::sns::{Notifier, SnsNotifier};
+use ebs_lifecycle::aws::sns::SnsNotifier;
 use ebs_lifecycle::config::Config;
-use ebs_lifecycle::deadline::Deadline;
-use ebs_lifecycle::model::{Instance, Volume};
-use ebs_lifecycle::notify::NotificationKind;
+use ebs_lifecycle::lambda::deadline::Deadline;
+use ebs_lifecycle::aws::ec2::Ec2Adapter;
+use ebs_lifecycle::ports::ec2::{Ec2Error, VolumeInventory};
+use ebs_lifecycle::ports::notifier::Notifier;
+use ebs_lifecycle_core::model::{Instance, Volume};
+use ebs_lifecycle_core::notify::NotificationKind;
 use integration_tests::*;
 
 const POLICIES: &str = r#"{
@@ -29,7 +31,7 @@ const POLICIES: &str = r#"{
 }"#;
 
 fn at(s: &str) -> DateTime<Utc> {
-    ebs_lifecycle::tags::parse_time(s).unwrap()
+    ebs_lifecycle_core::tags::parse_time(s).unwrap()
 }
 
 fn tick() -> serde_json::Value {

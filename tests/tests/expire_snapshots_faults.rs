@@ -17,9 +17,9 @@ use aws_sdk_ec2::Client;
 use aws_smithy_mocks::{mock, Rule, RuleMode};
 use serde_json::json;
 
-use ebs_lifecycle::aws::ec2::Ec2Adapter;
 use ebs_lifecycle::aws::MAX_ATTEMPTS;
-use ebs_lifecycle::deadline::Deadline;
+use ebs_lifecycle::lambda::deadline::Deadline;
+use ebs_lifecycle::aws::ec2::Ec2Adapter;
 use expire_snapshots::{handle_paced, ExpireError, Pacing, RunSummary, DELETE_PACING};
 use integration_tests::{config, ec2_error, expire_ports, mocked_ec2, RecordingNotifier};
 
@@ -90,7 +90,7 @@ fn delete(
 async fn run(client: Client, notifier: &RecordingNotifier) -> Result<RunSummary, ExpireError> {
     let adapter = Ec2Adapter::new(client);
     let ports = expire_ports(&adapter, notifier);
-    let now = ebs_lifecycle::tags::parse_time("2026-03-10T04:00:00Z").unwrap();
+    let now = ebs_lifecycle_core::tags::parse_time("2026-03-10T04:00:00Z").unwrap();
     handle_paced(
         ports,
         &config(POLICIES),
@@ -150,7 +150,10 @@ async fn refusals_and_throttling_are_reported_per_snapshot_and_the_run_goes_on()
     );
     let sent = notifier.sent();
     assert_eq!(sent.len(), 1);
-    assert_eq!(sent[0].severity, ebs_lifecycle::notify::Severity::Warning);
+    assert_eq!(
+        sent[0].severity,
+        ebs_lifecycle_core::notify::Severity::Warning
+    );
 }
 
 #[tokio::test]
@@ -193,7 +196,7 @@ async fn expire_history(locks: &Rule, deletes: &Rule, pacing: Pacing) -> RunSumm
         ports,
         &config(POLICIES),
         &json!({"kind": "tick"}),
-        ebs_lifecycle::tags::parse_time("2026-03-10T04:00:00Z").unwrap(),
+        ebs_lifecycle_core::tags::parse_time("2026-03-10T04:00:00Z").unwrap(),
         Deadline::after(Duration::from_secs(600)),
         pacing,
     )

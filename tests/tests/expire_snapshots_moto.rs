@@ -13,12 +13,12 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use ebs_lifecycle::aws::ec2::Ec2Adapter;
 use ebs_lifecycle::config::Config;
-use ebs_lifecycle::deadline::Deadline;
-use ebs_lifecycle::model::Snapshot;
-use ebs_lifecycle::notify::NotificationKind;
-use ebs_lifecycle::tags::{self, ConsistencyLabel, LifecycleLabels, LifecycleState};
+use ebs_lifecycle::lambda::deadline::Deadline;
+use ebs_lifecycle::aws::ec2::Ec2Adapter;
+use ebs_lifecycle_core::model::Snapshot;
+use ebs_lifecycle_core::notify::NotificationKind;
+use ebs_lifecycle_core::tags::{self, ConsistencyLabel, LifecycleLabels, LifecycleState};
 use expire_snapshots::{handle_paced, Pacing, RunSummary};
 use integration_tests::*;
 

@@ -20,10 +20,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use ebs_lifecycle::aws::ec2::{Ec2Adapter, TAG_BATCH};
+use ebs_lifecycle::aws::ec2::Ec2Adapter;
+
 use ebs_lifecycle::aws::kms::KmsAdapter;
-use ebs_lifecycle::deadline::Deadline;
-use ebs_lifecycle::tags::{self, ConsistencyLabel, LifecycleLabels, LifecycleState};
+use ebs_lifecycle::lambda::deadline::Deadline;
+use ebs_lifecycle::ports::ec2::TAG_BATCH;
+use ebs_lifecycle_core::tags::{self, ConsistencyLabel, LifecycleLabels, LifecycleState};
 use integration_tests::*;
 
 const POLICIES: &str = r#"{"scale": {"schedule": "@daily", "keep": {"last": 7}}}"#;

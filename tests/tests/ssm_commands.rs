@@ -13,13 +13,15 @@ use aws_sdk_ssm::operation::send_command::{SendCommandError, SendCommandOutput};
 use aws_sdk_ssm::types::{Command, CommandInvocationStatus};
 use aws_smithy_mocks::{mock, Rule, RuleMode};
 
-use ebs_lifecycle::aws::ssm::{
-    run_command, CommandRunner, InstanceCommand, SsmAdapter, SHELL_DOCUMENT,
-};
-use ebs_lifecycle::consistency::{
+use ebs_lifecycle::aws::ssm::SsmAdapter;
+
+use ebs_lifecycle::lambda::commands::run_command;
+
+use ebs_lifecycle::lambda::deadline::Deadline;
+use ebs_lifecycle::ports::commands::{CommandRunner, InstanceCommand, SHELL_DOCUMENT};
+use ebs_lifecycle_core::consistency::{
     freeze_script, thaw_script, CommandOutcome, FrozenVolume, FREEZE_WATCHDOG,
 };
-use ebs_lifecycle::deadline::Deadline;
 use integration_tests::*;
 
 fn plenty() -> Deadline {

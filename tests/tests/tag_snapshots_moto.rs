@@ -10,12 +10,14 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
-use ebs_lifecycle::aws::ec2::{Ec2Adapter, TAG_BATCH};
+use ebs_lifecycle::aws::ec2::Ec2Adapter;
+
 use ebs_lifecycle::config::Config;
-use ebs_lifecycle::deadline::Deadline;
-use ebs_lifecycle::model::Snapshot;
-use ebs_lifecycle::retention::{self, Candidate, Expiry};
-use ebs_lifecycle::tags;
+use ebs_lifecycle::lambda::deadline::Deadline;
+use ebs_lifecycle::ports::ec2::TAG_BATCH;
+use ebs_lifecycle_core::model::Snapshot;
+use ebs_lifecycle_core::retention::{self, Candidate, Expiry};
+use ebs_lifecycle_core::tags;
 use integration_tests::*;
 use tag_snapshots::{handle_paced, Pacing, RunSummary};
 

@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use ebs_lifecycle::events::{SnapshotEvent, Tick};
+use ebs_lifecycle_core::events::{SnapshotEvent, Tick};
 use integration_tests::workspace_root;
 use serde_json::{json, Value};
 

@@ -14,7 +14,7 @@
 //! Permissions (who may create volumes from a snapshot) cost one call per
 //! snapshot, so they are read only for snapshots that could be shared at all:
 //! EC2 refuses to share a snapshot encrypted with the AWS managed key.
-//! The judgement is pure ([`ebs_lifecycle::encryption`]); this handler
+//! The judgement is pure ([`ebs_lifecycle_core::encryption`]); this handler
 //! gathers the facts and carries out what `REMEDIATE` allows.
 
 use std::collections::BTreeMap;
@@ -24,23 +24,23 @@ use futures::stream::{self, StreamExt};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use ebs_lifecycle::aws::ec2::{
+use ebs_lifecycle::config::Config;
+use ebs_lifecycle::lambda::deadline::Deadline;
+use ebs_lifecycle::lambda::invocation;
+use ebs_lifecycle::lambda::metrics::{self, Metric};
+use ebs_lifecycle::ports::ec2::{
     AccountSettings, CopySnapshotRequest, Ec2Error, SnapshotCatalog, SnapshotCopier,
     SnapshotSharing, VolumeInventory,
 };
-use ebs_lifecycle::aws::kms::KeyDirectory;
-use ebs_lifecycle::aws::sns::Notifier;
-use ebs_lifecycle::config::Config;
-use ebs_lifecycle::deadline::Deadline;
-use ebs_lifecycle::encryption::{
+use ebs_lifecycle::ports::keys::KeyDirectory;
+use ebs_lifecycle::ports::notifier::Notifier;
+use ebs_lifecycle_core::encryption::{
     self, AllowedKeys, Checked, Copies, Finding, FindingKind, Fix, Permissions, Remedy, Rules,
 };
-use ebs_lifecycle::events::{self, SnapshotEvent, Tick};
-use ebs_lifecycle::invocation;
-use ebs_lifecycle::metrics::{self, Metric};
-use ebs_lifecycle::model::{Snapshot, Volume};
-use ebs_lifecycle::notify::{Notification, NotificationKind};
-use ebs_lifecycle::tags;
+use ebs_lifecycle_core::events::{self, SnapshotEvent, Tick};
+use ebs_lifecycle_core::model::{Snapshot, Volume};
+use ebs_lifecycle_core::notify::{Notification, NotificationKind};
+use ebs_lifecycle_core::tags;
 
 pub const FUNCTION: &str = "check-encryption";
 
@@ -63,7 +63,7 @@ pub struct Ports<'a> {
 }
 
 /// How an invocation fails (stable `errorType`s).
-pub use ebs_lifecycle::invocation::InvocationError as CheckError;
+pub use ebs_lifecycle::lambda::invocation::InvocationError as CheckError;
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct RunSummary {

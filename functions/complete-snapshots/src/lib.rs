@@ -25,15 +25,15 @@ use lambda_runtime::Diagnostic;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use ebs_lifecycle::aws::ec2::{Ec2Error, SnapshotCatalog, SnapshotTagger};
-use ebs_lifecycle::aws::sns::Notifier;
 use ebs_lifecycle::config::Config;
-use ebs_lifecycle::deadline::Deadline;
-use ebs_lifecycle::events::{EventError, SnapshotEvent, SnapshotResult, Tick};
-use ebs_lifecycle::metrics::{self, Metric};
-use ebs_lifecycle::model::{Snapshot, SnapshotState, Tags};
-use ebs_lifecycle::notify::{Notification, NotificationKind, Severity};
-use ebs_lifecycle::tags::{self, LifecycleLabels, LifecycleState};
+use ebs_lifecycle::lambda::deadline::Deadline;
+use ebs_lifecycle::lambda::metrics::{self, Metric};
+use ebs_lifecycle::ports::ec2::{Ec2Error, SnapshotCatalog, SnapshotTagger};
+use ebs_lifecycle::ports::notifier::Notifier;
+use ebs_lifecycle_core::events::{EventError, SnapshotEvent, SnapshotResult, Tick};
+use ebs_lifecycle_core::model::{Snapshot, SnapshotState, Tags};
+use ebs_lifecycle_core::notify::{Notification, NotificationKind, Severity};
+use ebs_lifecycle_core::tags::{self, LifecycleLabels, LifecycleState};
 
 pub const FUNCTION: &str = "complete-snapshots";
 

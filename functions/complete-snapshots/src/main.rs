@@ -1,8 +1,8 @@
 //! The Lambda binary: wiring only. The logic is in the library (`handle`).
 
 use complete_snapshots::{handle, Ports, FUNCTION};
-use ebs_lifecycle::deadline::Deadline;
-use ebs_lifecycle::runtime::serve;
+use ebs_lifecycle::lambda::deadline::Deadline;
+use ebs_lifecycle::lambda::runtime::serve;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {

@@ -18,13 +18,13 @@ use proptest::prelude::*;
 use serde_json::{json, Value};
 
 use complete_snapshots::{handle, Ports};
-use ebs_lifecycle::aws::ec2::{Ec2Error, SnapshotCatalog, SnapshotTagger};
-use ebs_lifecycle::aws::sns::{Notifier, NotifyError};
 use ebs_lifecycle::config::Config;
-use ebs_lifecycle::deadline::Deadline;
-use ebs_lifecycle::model::{Snapshot, SnapshotState, Tags};
-use ebs_lifecycle::notify::{Notification, NotificationKind};
-use ebs_lifecycle::tags::{self, ConsistencyLabel, LifecycleLabels, LifecycleState};
+use ebs_lifecycle::lambda::deadline::Deadline;
+use ebs_lifecycle::ports::ec2::{Ec2Error, SnapshotCatalog, SnapshotTagger};
+use ebs_lifecycle::ports::notifier::{Notifier, NotifyError};
+use ebs_lifecycle_core::model::{Snapshot, SnapshotState, Tags};
+use ebs_lifecycle_core::notify::{Notification, NotificationKind};
+use ebs_lifecycle_core::tags::{self, ConsistencyLabel, LifecycleLabels, LifecycleState};
 
 /// EC2 as far as this function sees it.
 #[derive(Default)]

@@ -25,16 +25,17 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::json;
 
-use ebs_lifecycle::aws::ec2::Ec2Error;
-use ebs_lifecycle::aws::ssm::{run_command, InstanceCommand};
-use ebs_lifecycle::consistency::{
+use ebs_lifecycle::lambda::commands::run_command;
+use ebs_lifecycle::ports::commands::InstanceCommand;
+use ebs_lifecycle::ports::ec2::Ec2Error;
+use ebs_lifecycle_core::consistency::{
     decide, freeze_script, needs_thaw, stop_plan, thaw_script, CommandOutcome, Decision,
     FrozenVolume, StopPlan, FREEZE_WATCHDOG,
 };
-use ebs_lifecycle::notify::{Notification, NotificationKind, Severity};
-use ebs_lifecycle::policy::{ApplicationCommands, Policy};
-use ebs_lifecycle::tags::{self, ConsistencyLabel};
-use ebs_lifecycle::targets::InstanceTarget;
+use ebs_lifecycle_core::notify::{Notification, NotificationKind, Severity};
+use ebs_lifecycle_core::policy::{ApplicationCommands, Policy};
+use ebs_lifecycle_core::tags::{self, ConsistencyLabel};
+use ebs_lifecycle_core::targets::InstanceTarget;
 
 use crate::{left, take_instance_snapshots, Done, Failed, Outcome, Run};
 

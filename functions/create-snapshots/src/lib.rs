@@ -4,7 +4,7 @@
 //! One run, in order:
 //! 1. list opted-in volumes and instances (server-side tag filters), and the
 //!    volumes attached to those instances;
-//! 2. resolve each to its policy (`ebs_lifecycle::targets`); unknown policies
+//! 2. resolve each to its policy (`ebs_lifecycle_core::targets`); unknown policies
 //!    are reported;
 //! 3. for each policy, find the current slot and ask EC2 once which volumes
 //!    already have a pending or completed snapshot for it;
@@ -35,24 +35,25 @@ use lambda_runtime::Diagnostic;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use ebs_lifecycle::aws::ec2::{
+use ebs_lifecycle::config::Config;
+use ebs_lifecycle::lambda::commands::PacedRunner;
+use ebs_lifecycle::lambda::deadline::Deadline;
+use ebs_lifecycle::lambda::metrics::{self, Metric};
+use ebs_lifecycle::ports::commands::CommandRunner;
+use ebs_lifecycle::ports::ec2::{
     CreateInstanceSnapshotsRequest, CreateSnapshotRequest, Ec2Error, InstanceControl,
     SnapshotCatalog, SnapshotCreator, StartedSnapshot, VolumeInventory,
 };
-use ebs_lifecycle::aws::sns::Notifier;
-use ebs_lifecycle::aws::ssm::{CommandRunner, PacedRunner};
-use ebs_lifecycle::config::Config;
-use ebs_lifecycle::deadline::Deadline;
-use ebs_lifecycle::events::{EventError, Tick};
-use ebs_lifecycle::metrics::{self, Metric};
-use ebs_lifecycle::model::{SnapshotState, Tags};
-use ebs_lifecycle::notify::{Notification, NotificationKind, Severity};
-use ebs_lifecycle::policy::{Consistency, Policy};
-use ebs_lifecycle::tags::{
+use ebs_lifecycle::ports::notifier::Notifier;
+use ebs_lifecycle_core::events::{EventError, Tick};
+use ebs_lifecycle_core::model::{SnapshotState, Tags};
+use ebs_lifecycle_core::notify::{Notification, NotificationKind, Severity};
+use ebs_lifecycle_core::policy::{Consistency, Policy};
+use ebs_lifecycle_core::tags::{
     self, compose_snapshot_tags, copied_tags, snapshot_name, ConsistencyLabel, LifecycleLabels,
     LifecycleState,
 };
-use ebs_lifecycle::targets::{self, InstanceTarget, Target, UnknownPolicy, VolumeTarget};
+use ebs_lifecycle_core::targets::{self, InstanceTarget, Target, UnknownPolicy, VolumeTarget};
 
 pub const FUNCTION: &str = "create-snapshots";
 

@@ -5,8 +5,8 @@
 //! 1. list the deployment's snapshots (server-side filter, paginated);
 //! 2. gather, once, what protects snapshots beyond their tags: the snapshots
 //!    behind AMIs the account owns, snapshot locks, which volumes still exist;
-//! 3. plan per volume and policy (`ebs_lifecycle::expiry`): restic-`forget`
-//!    retention, then every safety rule (`ebs_lifecycle::safety`);
+//! 3. plan per volume and policy (`ebs_lifecycle_core::expiry`): restic-`forget`
+//!    retention, then every safety rule (`ebs_lifecycle_core::safety`);
 //! 4. delete the deletable ones, oldest first, paced under EC2's
 //!    DeleteSnapshot token bucket, each one authorized by the safety gate
 //!    (which also enforces `MAX_DELETIONS`); `DRY_RUN` walks the same plan and
@@ -21,20 +21,20 @@ use lambda_runtime::Diagnostic;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use ebs_lifecycle::aws::ec2::{
+use ebs_lifecycle::config::Config;
+use ebs_lifecycle::lambda::deadline::Deadline;
+use ebs_lifecycle::lambda::metrics::{self, Metric};
+use ebs_lifecycle::lambda::pacing::Pacer;
+pub use ebs_lifecycle::lambda::pacing::Pacing;
+use ebs_lifecycle::ports::ec2::{
     Ec2Error, SnapshotCatalog, SnapshotDeleter, SnapshotProtections, VolumeInventory,
 };
-use ebs_lifecycle::aws::sns::Notifier;
-use ebs_lifecycle::config::Config;
-use ebs_lifecycle::deadline::Deadline;
-use ebs_lifecycle::events::{EventError, Tick};
-use ebs_lifecycle::expiry::{self, VolumePlan};
-use ebs_lifecycle::metrics::{self, Metric};
-use ebs_lifecycle::notify::{Notification, NotificationKind, Severity};
-use ebs_lifecycle::pacing::Pacer;
-pub use ebs_lifecycle::pacing::Pacing;
-use ebs_lifecycle::safety::{AccountFacts, DeletionGate, Protection};
-use ebs_lifecycle::tags;
+use ebs_lifecycle::ports::notifier::Notifier;
+use ebs_lifecycle_core::events::{EventError, Tick};
+use ebs_lifecycle_core::expiry::{self, VolumePlan};
+use ebs_lifecycle_core::notify::{Notification, NotificationKind, Severity};
+use ebs_lifecycle_core::safety::{AccountFacts, DeletionGate, Protection};
+use ebs_lifecycle_core::tags;
 
 pub const FUNCTION: &str = "expire-snapshots";
 

@@ -1,7 +1,7 @@
 //! The Lambda binary: wiring only. The logic is in the library (`handle`).
 
-use ebs_lifecycle::deadline::Deadline;
-use ebs_lifecycle::runtime::serve;
+use ebs_lifecycle::lambda::deadline::Deadline;
+use ebs_lifecycle::lambda::runtime::serve;
 use expire_snapshots::{handle, Ports, FUNCTION};
 
 #[tokio::main]

@@ -9,7 +9,7 @@
 //! - **a daily tick** (backfill): every managed snapshot of the deployment.
 //!
 //! Either way: volumes and instances are described once per run, the pure
-//! plan ([`ebs_lifecycle::tagging`]) says which tags differ, and CreateTags
+//! plan ([`ebs_lifecycle_core::tagging`]) says which tags differ, and CreateTags
 //! writes them in batches of many snapshots per call, paced under EC2's
 //! CreateTags rate. A run that writes the plan and a second run right after
 //! writes nothing. A batch EC2 refuses is split (a snapshot deleted meanwhile,
@@ -22,20 +22,20 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use ebs_lifecycle::aws::ec2::{
+use ebs_lifecycle::config::Config;
+use ebs_lifecycle::lambda::deadline::Deadline;
+use ebs_lifecycle::lambda::invocation;
+use ebs_lifecycle::lambda::pacing::Pacer;
+pub use ebs_lifecycle::lambda::pacing::Pacing;
+use ebs_lifecycle::ports::ec2::{
     Ec2Error, SnapshotCatalog, SnapshotTagger, VolumeInventory, TAG_BATCH,
 };
-use ebs_lifecycle::aws::sns::Notifier;
-use ebs_lifecycle::config::Config;
-use ebs_lifecycle::deadline::Deadline;
-use ebs_lifecycle::events::{self, SnapshotEvent, SnapshotResult, Tick};
-use ebs_lifecycle::invocation;
-use ebs_lifecycle::model::{Snapshot, Tags};
-use ebs_lifecycle::notify::{Notification, NotificationKind, Severity};
-use ebs_lifecycle::pacing::Pacer;
-pub use ebs_lifecycle::pacing::Pacing;
-use ebs_lifecycle::tagging::{self, SkippedOnSnapshot, Sources, TagBatch, TagPlan};
-use ebs_lifecycle::tags::{self, SkipReason, SkippedTag};
+use ebs_lifecycle::ports::notifier::Notifier;
+use ebs_lifecycle_core::events::{self, SnapshotEvent, SnapshotResult, Tick};
+use ebs_lifecycle_core::model::{Snapshot, Tags};
+use ebs_lifecycle_core::notify::{Notification, NotificationKind, Severity};
+use ebs_lifecycle_core::tagging::{self, SkippedOnSnapshot, Sources, TagBatch, TagPlan};
+use ebs_lifecycle_core::tags::{self, SkipReason, SkippedTag};
 
 pub const FUNCTION: &str = "tag-snapshots";
 
@@ -56,7 +56,7 @@ pub struct Ports<'a> {
 }
 
 /// How an invocation fails (stable `errorType`s).
-pub use ebs_lifecycle::invocation::InvocationError as TagError;
+pub use ebs_lifecycle::lambda::invocation::InvocationError as TagError;
 
 /// Tags that could not be written on some snapshots.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -15,10 +15,11 @@ use serde_json::{json, Value};
 
 use crate::aws::ec2::Ec2Adapter;
 use crate::aws::kms::KmsAdapter;
-use crate::aws::sns::{LogNotifier, Notifier, SnsNotifier};
+use crate::aws::sns::{LogNotifier, SnsNotifier};
 use crate::aws::ssm::SsmAdapter;
 use crate::config::{Config, ConfigError};
-use crate::notify::{Notification, NotificationKind, Severity};
+use crate::ports::notifier::Notifier;
+use ebs_lifecycle_core::notify::{Notification, NotificationKind, Severity};
 
 /// What a function needs, built once and reused by every invocation.
 pub struct Environment {

@@ -1,24 +1,13 @@
-//! The SNS adapter: the [`Notifier`] port and its implementations.
+//! The [`Notifier`] port on SNS, and on the log when no topic is set.
 
 use async_trait::async_trait;
 use aws_sdk_sns::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_sdk_sns::types::MessageAttributeValue;
 use aws_sdk_sns::Client;
 
-use crate::notify::Notification;
+use ebs_lifecycle_core::notify::Notification;
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("SNS Publish failed: {code}: {message}")]
-pub struct NotifyError {
-    pub code: String,
-    pub message: String,
-}
-
-/// Sending a notification to the project's topic.
-#[async_trait]
-pub trait Notifier: Send + Sync {
-    async fn publish(&self, notification: &Notification) -> Result<(), NotifyError>;
-}
+use crate::ports::notifier::{Notifier, NotifyError};
 
 /// Publishes to the configured SNS topic.
 #[derive(Debug, Clone)]

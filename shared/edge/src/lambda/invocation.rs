@@ -4,9 +4,10 @@
 
 use lambda_runtime::Diagnostic;
 
-use crate::aws::ec2::{Ec2Error, SnapshotCatalog};
-use crate::events::EventError;
-use crate::model::Snapshot;
+use ebs_lifecycle_core::events::EventError;
+use ebs_lifecycle_core::model::Snapshot;
+
+use crate::ports::ec2::{Ec2Error, SnapshotCatalog};
 
 #[derive(Debug, thiserror::Error)]
 pub enum InvocationError {

@@ -21,7 +21,7 @@
 
 use std::time::Duration;
 
-use crate::tags::ConsistencyLabel;
+use crate::keys::ConsistencyLabel;
 
 /// How long a filesystem may stay frozen if the post command never comes.
 /// Long enough for the pre command's result to be read, CreateSnapshots to
@@ -224,25 +224,6 @@ pub fn stop_plan(state: &str, allow_stop: bool, stopped_by_us: bool) -> StopPlan
     }
 }
 
-/// At most this much of a command's output goes into a notification.
-pub const OUTPUT_EXCERPT_CHARS: usize = 1_000;
-
-/// The end of a command's output (errors come last), at most
-/// [`OUTPUT_EXCERPT_CHARS`] characters, without control characters.
-pub fn output_excerpt(output: &str) -> String {
-    let cleaned: String = output
-        .chars()
-        .map(|c| if c.is_control() && c != '\n' { ' ' } else { c })
-        .collect();
-    let trimmed = cleaned.trim();
-    let count = trimmed.chars().count();
-    if count <= OUTPUT_EXCERPT_CHARS {
-        return trimmed.to_string();
-    }
-    let tail: String = trimmed.chars().skip(count - OUTPUT_EXCERPT_CHARS).collect();
-    format!("…{tail}")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -335,15 +316,6 @@ mod tests {
         v[1].volume_id = "vol-1".into();
         v[1].device = "/dev/sd$(x)".into();
         assert_eq!(freeze_script(&v, FREEZE_WATCHDOG), None);
-    }
-
-    #[test]
-    fn output_excerpts_keep_the_end_and_drop_control_characters() {
-        assert_eq!(output_excerpt("  ok\u{1b}[0m \n"), "ok [0m");
-        let long = format!("{}END", "x".repeat(5_000));
-        let e = output_excerpt(&long);
-        assert!(e.ends_with("END") && e.starts_with('…'));
-        assert_eq!(e.chars().count(), OUTPUT_EXCERPT_CHARS + 1);
     }
 
     /// The scripts run in bash against stand-ins for lsblk and fsfreeze

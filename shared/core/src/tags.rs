@@ -4,133 +4,19 @@
 
 use std::fmt;
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 
 use crate::model::{Attachment, Instance, Tags, Volume};
 use crate::policy::{CopyTags, Policy};
 
-pub const MANAGED_BY: &str = "lifecycle:managed-by";
-pub const POLICY: &str = "lifecycle:policy";
-pub const SLOT: &str = "lifecycle:slot";
-pub const STATE: &str = "lifecycle:state";
-pub const VOLUME_ID: &str = "lifecycle:volume-id";
-pub const INSTANCE_ID: &str = "lifecycle:instance-id";
-pub const DEVICE: &str = "lifecycle:device";
-pub const CREATED_AT: &str = "lifecycle:created-at";
-pub const COMPLETED_AT: &str = "lifecycle:completed-at";
-pub const RETAINED_BY: &str = "lifecycle:retained-by";
-pub const EXPIRES_AT: &str = "lifecycle:expires-at";
-pub const CONSISTENCY: &str = "lifecycle:consistency";
-/// When the one `snapshot-stuck` alert for this snapshot was sent (so a
-/// snapshot stuck for days is alerted once, not daily).
-pub const STUCK_NOTIFIED_AT: &str = "lifecycle:stuck-notified-at";
-/// On an encrypted copy check-encryption made: the unencrypted original it replaces.
-pub const ENCRYPTED_COPY_OF: &str = "lifecycle:encrypted-copy-of";
-/// On an original, once its encrypted copy is completed: the copy. From then
-/// on the copy stands in for it in retention, and expiry may delete it.
-pub const SUPERSEDED_BY: &str = "lifecycle:superseded-by";
-/// Set by the user, any value: the snapshot is never deleted.
-pub const HOLD: &str = "lifecycle:hold";
-/// Set by the user on an instance (`true`): permits the `stopped` consistency mode.
-pub const ALLOW_STOP: &str = "lifecycle:allow-stop";
-/// Set by create-snapshots on an instance it stopped for a `stopped`
-/// snapshot (value: the deployment), removed once it has started it again.
-/// A later run restarts any instance still carrying it: a crash between the
-/// stop and the start never leaves an instance down for good.
-pub const STOPPED_FOR_SNAPSHOT: &str = "lifecycle:stopped-for-snapshot";
-/// Prefix of every key this project owns.
-pub const LIFECYCLE_PREFIX: &str = "lifecycle:";
-/// Prefix EC2 reserves; such keys are never copied or written.
-pub const AWS_PREFIX: &str = "aws:";
-pub const NAME: &str = "Name";
-
-/// EC2's limits on tags (per resource, per key, per value).
-pub const MAX_TAGS_PER_RESOURCE: usize = 50;
-pub const MAX_KEY_CHARS: usize = 128;
-pub const MAX_VALUE_CHARS: usize = 256;
+pub use crate::keys::*;
 
 /// Whether the instance's owner accepts downtime for a `stopped` snapshot
 /// (`lifecycle:allow-stop=true`, any case).
-pub fn allows_stop(instance_tags: &crate::model::Tags) -> bool {
+pub fn allows_stop(instance_tags: &Tags) -> bool {
     instance_tags
         .get(ALLOW_STOP)
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
-}
-
-/// RFC 3339 in UTC with second precision and a `Z`, the format of every time tag.
-pub fn format_time(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Secs, true)
-}
-
-pub fn parse_time(s: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(s)
-        .ok()
-        .map(|t| t.with_timezone(&Utc))
-}
-
-/// `lifecycle:state`: the user's view of where a snapshot stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum LifecycleState {
-    Pending,
-    Completed,
-    Failed,
-}
-
-impl LifecycleState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Pending => "pending",
-            Self::Completed => "completed",
-            Self::Failed => "failed",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "pending" => Some(Self::Pending),
-            "completed" => Some(Self::Completed),
-            "failed" => Some(Self::Failed),
-            _ => None,
-        }
-    }
-}
-
-/// `lifecycle:consistency`: how the snapshot was taken.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ConsistencyLabel {
-    /// One volume on its own (crash-consistent).
-    Crash,
-    /// All of an instance's volumes together (CreateSnapshots).
-    Instance,
-    /// Filesystems frozen around the snapshot.
-    Application,
-    /// Application consistency was asked for but could not be had; taken crash-consistent.
-    CrashFallback,
-    /// The instance was stopped.
-    Stopped,
-}
-
-impl ConsistencyLabel {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Crash => "crash",
-            Self::Instance => "instance",
-            Self::Application => "application",
-            Self::CrashFallback => "crash-fallback",
-            Self::Stopped => "stopped",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "crash" => Some(Self::Crash),
-            "instance" => Some(Self::Instance),
-            "application" => Some(Self::Application),
-            "crash-fallback" => Some(Self::CrashFallback),
-            "stopped" => Some(Self::Stopped),
-            _ => None,
-        }
-    }
 }
 
 /// The lifecycle tags of a managed snapshot, typed.

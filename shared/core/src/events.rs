@@ -86,7 +86,7 @@ impl<'a> Fields<'a> {
     fn optional_time(&self, key: &str) -> Result<Option<DateTime<Utc>>, EventError> {
         match self.optional_string(key)? {
             None | Some("") => Ok(None),
-            Some(s) => crate::tags::parse_time(s).map(Some).ok_or_else(|| {
+            Some(s) => crate::keys::parse_time(s).map(Some).ok_or_else(|| {
                 EventError::invalid(
                     &self.name(key),
                     format!("`{}` is not an RFC 3339 time", clip(s)),
@@ -395,7 +395,7 @@ mod tests {
         let t = Tick::parse(&json!({"kind": "tick", "scheduled_time": "2026-03-01T03:00:00Z"}))
             .unwrap();
         assert_eq!(
-            t.scheduled_time.map(crate::tags::format_time).as_deref(),
+            t.scheduled_time.map(crate::keys::format_time).as_deref(),
             Some("2026-03-01T03:00:00Z")
         );
         assert_eq!(

@@ -102,7 +102,7 @@ impl Snapshot {
     /// For an encrypted copy check-encryption made: the original it replaces.
     pub fn encrypted_copy_of(&self) -> Option<&str> {
         self.tags
-            .get(crate::tags::ENCRYPTED_COPY_OF)
+            .get(crate::keys::ENCRYPTED_COPY_OF)
             .map(String::as_str)
     }
 
@@ -113,8 +113,8 @@ impl Snapshot {
         if self.encrypted_copy_of().is_some() {
             if let Some(t) = self
                 .tags
-                .get(crate::tags::CREATED_AT)
-                .and_then(|v| crate::tags::parse_time(v))
+                .get(crate::keys::CREATED_AT)
+                .and_then(|v| crate::keys::parse_time(v))
             {
                 return Some(t);
             }
@@ -127,7 +127,7 @@ impl Snapshot {
     pub fn is_completed_copy(&self) -> bool {
         self.encrypted_copy_of().is_some()
             && self.state == SnapshotState::Completed
-            && self.tags.get(crate::tags::STATE).map(String::as_str) == Some("completed")
+            && self.tags.get(crate::keys::STATE).map(String::as_str) == Some("completed")
     }
 
     /// Whether retention counts this snapshot, given the ids of the completed
@@ -138,7 +138,7 @@ impl Snapshot {
         if self.encrypted_copy_of().is_some() {
             return self.is_completed_copy();
         }
-        match self.tags.get(crate::tags::SUPERSEDED_BY) {
+        match self.tags.get(crate::keys::SUPERSEDED_BY) {
             Some(copy) => !completed_copies.contains(copy.as_str()),
             None => true,
         }
@@ -148,7 +148,7 @@ impl Snapshot {
     /// [`Self::counts_for_retention`]): it may go, whatever its policy keeps.
     pub fn is_superseded(&self, completed_copies: &BTreeSet<&str>) -> bool {
         self.tags
-            .get(crate::tags::SUPERSEDED_BY)
+            .get(crate::keys::SUPERSEDED_BY)
             .is_some_and(|c| completed_copies.contains(c.as_str()))
     }
 }
@@ -168,7 +168,7 @@ impl Snapshot {
     /// The source volume: the `lifecycle:volume-id` tag if present, else EC2's attribute.
     pub fn source_volume_id(&self) -> Option<&str> {
         self.tags
-            .get(crate::tags::VOLUME_ID)
+            .get(crate::keys::VOLUME_ID)
             .map(String::as_str)
             .or(self.volume_id.as_deref())
     }

@@ -12,9 +12,9 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::consistency::OnCommandFailure;
+use crate::keys;
 use crate::model::Tags;
 use crate::schedule::Schedule;
-use crate::tags;
 
 /// The document used when `POLICIES` is unset (SPEC).
 pub const DEFAULT_POLICIES: &str = r#"{
@@ -101,7 +101,7 @@ impl Policy {
         let err = |field: &str, problem: String| PolicyError::Field {
             // A huge or hostile name is not echoed whole into logs and
             // notifications: its start, escaped.
-            policy: crate::config::excerpt(name).escape_debug().to_string(),
+            policy: crate::text::excerpt(name).escape_debug().to_string(),
             field: field.to_string(),
             problem,
         };
@@ -261,12 +261,12 @@ impl CopyTags {
             };
         }
         for key in &keys {
-            if key.is_empty() || key.chars().count() > tags::MAX_KEY_CHARS {
+            if key.is_empty() || key.chars().count() > keys::MAX_KEY_CHARS {
                 return Err(format!(
                     "`{key}` is not a valid tag key (1 to 128 characters)"
                 ));
             }
-            if key.starts_with(tags::AWS_PREFIX) || key.starts_with(tags::LIFECYCLE_PREFIX) {
+            if key.starts_with(keys::AWS_PREFIX) || key.starts_with(keys::LIFECYCLE_PREFIX) {
                 return Err(format!("`{key}` is reserved and is never copied"));
             }
         }
@@ -508,13 +508,13 @@ fn valid_policy_name(name: &str) -> bool {
 }
 
 fn validate_static_tag(key: &str, value: &str) -> Result<(), String> {
-    if key.is_empty() || key.chars().count() > tags::MAX_KEY_CHARS {
+    if key.is_empty() || key.chars().count() > keys::MAX_KEY_CHARS {
         return Err("tag keys are 1 to 128 characters".into());
     }
-    if key.starts_with(tags::AWS_PREFIX) || key.starts_with(tags::LIFECYCLE_PREFIX) {
+    if key.starts_with(keys::AWS_PREFIX) || key.starts_with(keys::LIFECYCLE_PREFIX) {
         return Err(format!("`{key}` is reserved"));
     }
-    if value.chars().count() > tags::MAX_VALUE_CHARS {
+    if value.chars().count() > keys::MAX_VALUE_CHARS {
         return Err("tag values are at most 256 characters".into());
     }
     Ok(())

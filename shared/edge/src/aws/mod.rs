@@ -1,7 +1,7 @@
 //! Adapters at the edge: the only place that knows the AWS SDK.
 //!
-//! `ec2`, `kms`, `sns` and `ssm` hold the ports (narrow traits the functions depend on) and
-//! their SDK implementations. This file builds the shared SDK configuration
+//! `ec2`, `kms`, `sns` and `ssm` implement the ports of [`crate::ports`] on
+//! the SDK clients. This file builds the shared SDK configuration
 //! once per execution environment, with a deliberate retry policy.
 
 pub mod ec2;

@@ -22,10 +22,28 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-use crate::config::Remediate;
 use crate::model::{Snapshot, SnapshotState, Volume};
 use crate::notify::Severity;
 use crate::tags;
+
+/// What check-encryption may fix by itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Remediate {
+    Off,
+    Public,
+    All,
+}
+
+impl Remediate {
+    /// The value as `REMEDIATE` spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Off => "off",
+            Self::Public => "public",
+            Self::All => "all",
+        }
+    }
+}
 
 /// EC2's default quota of concurrent snapshot copies per destination region.
 /// check-encryption never has more of its own copies in flight than this.

@@ -5,26 +5,9 @@
 //! report it. An empty variable counts as unset, because CloudFormation passes
 //! empty strings for parameters left blank.
 
-use crate::policy::{Policies, PolicyError};
-
-/// What check-encryption may fix by itself.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Remediate {
-    Off,
-    Public,
-    All,
-}
-
-impl Remediate {
-    /// The value as `REMEDIATE` spells it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Off => "off",
-            Self::Public => "public",
-            Self::All => "all",
-        }
-    }
-}
+use ebs_lifecycle_core::encryption::Remediate;
+use ebs_lifecycle_core::policy::{Policies, PolicyError};
+use ebs_lifecycle_core::text::excerpt;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -66,16 +49,6 @@ impl ConfigError {
             Self::Missing { variable } | Self::Invalid { variable, .. } => variable,
             Self::Policies(_) => "POLICIES",
         }
-    }
-}
-
-/// The start of a rejected value (or policy name), for an error message: a
-/// 100 KB value must not be echoed into logs and notifications.
-pub(crate) fn excerpt(value: &str) -> String {
-    const KEEP: usize = 64;
-    match value.char_indices().nth(KEEP) {
-        None => value.to_string(),
-        Some((end, _)) => format!("{}… ({} bytes)", &value[..end], value.len()),
     }
 }
 

@@ -1,5 +1,5 @@
-//! The EC2 adapter: narrow ports (one trait per concern) and their
-//! implementation on the real SDK client.
+//! The EC2 adapter: the ports of [`crate::ports::ec2`] implemented on the
+//! real SDK client.
 //!
 //! Everything that crosses this boundary is a domain type; SDK shapes stay
 //! here. EC2 error codes are not modelled by the SDK, so they are matched on
@@ -16,11 +16,15 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 
+use ebs_lifecycle_core::encryption::Permissions;
+use ebs_lifecycle_core::model::{
+    Attachment, BlockDevice, Instance, Snapshot, SnapshotState, Tags, Volume,
+};
+use ebs_lifecycle_core::safety::Authorized;
+use ebs_lifecycle_core::tags::{self, LifecycleState};
+
 use super::RetryOnlyThrottling;
-use crate::encryption::Permissions;
-use crate::model::{Attachment, BlockDevice, Instance, Snapshot, SnapshotState, Tags, Volume};
-use crate::safety::Authorized;
-use crate::tags::{self, LifecycleState};
+use crate::ports::ec2::*;
 
 /// DescribeVolumes pages hold at most 500; DescribeInstances and
 /// DescribeSnapshots at most 1000. Always paging keeps responses bounded.
@@ -29,44 +33,9 @@ const INSTANCE_PAGE: i32 = 1000;
 const SNAPSHOT_PAGE: i32 = 1000;
 /// EC2 accepts at most 200 values in one filter.
 const FILTER_VALUES: usize = 200;
-/// CreateTags takes up to 1000 resource ids; EC2 recommends smaller batches.
-pub const TAG_BATCH: usize = 500;
-
-/// A failed EC2 call, by what the caller can do about it.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Ec2Error {
-    #[error("the volume no longer exists (InvalidVolume.NotFound)")]
-    VolumeNotFound,
-    #[error("the instance no longer exists (InvalidInstanceID.NotFound)")]
-    InstanceNotFound,
-    #[error("the volume already has 5 pending snapshots (ConcurrentSnapshotLimitExceeded)")]
-    ConcurrentSnapshotLimitExceeded,
-    #[error("the volume was snapshotted moments ago (SnapshotCreationPerVolumeRateExceeded)")]
-    SnapshotCreationPerVolumeRateExceeded,
-    #[error("EC2 kept throttling after every retry ({code})")]
-    Throttled { code: String },
-    #[error("the snapshot is in use, e.g. by an AMI (InvalidSnapshot.InUse): {message}")]
-    SnapshotInUse { message: String },
-    #[error("the snapshot no longer exists (InvalidSnapshot.NotFound)")]
-    SnapshotNotFound,
-    #[error("the resource is in a state that does not allow this (IncorrectState): {message}")]
-    IncorrectState { message: String },
-    #[error("{operation} failed: {code}: {message}")]
-    Service {
-        operation: &'static str,
-        code: String,
-        message: String,
-    },
-    /// No answer from EC2: timeout, connection failure, unreadable response.
-    #[error("{operation} failed without an answer from EC2: {message}")]
-    Transport {
-        operation: &'static str,
-        message: String,
-    },
-}
 
 impl Ec2Error {
-    fn from_sdk<E, R>(operation: &'static str, err: SdkError<E, R>) -> Self
+    pub(crate) fn from_sdk<E, R>(operation: &'static str, err: SdkError<E, R>) -> Self
     where
         E: ProvideErrorMetadata + std::error::Error + 'static,
         R: std::fmt::Debug,
@@ -96,203 +65,11 @@ impl Ec2Error {
             },
         }
     }
-
-    /// A short stable name for summaries and metrics.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Self::VolumeNotFound => "volume-not-found",
-            Self::InstanceNotFound => "instance-not-found",
-            Self::ConcurrentSnapshotLimitExceeded => "concurrent-snapshot-limit",
-            Self::SnapshotCreationPerVolumeRateExceeded => "per-volume-rate",
-            Self::Throttled { .. } => "throttled",
-            Self::IncorrectState { .. } => "incorrect-state",
-            Self::SnapshotInUse { .. } => "snapshot-in-use",
-            Self::SnapshotNotFound => "snapshot-not-found",
-            Self::Service { .. } => "service-error",
-            Self::Transport { .. } => "transport-error",
-        }
-    }
 }
 
 /// Per-call configuration applying [`RetryOnlyThrottling`].
 fn only_throttling_retried() -> aws_sdk_ec2::config::Builder {
     aws_sdk_ec2::config::Builder::default().retry_classifier(RetryOnlyThrottling)
-}
-
-/// Finding the volumes and instances that opted in.
-#[async_trait]
-pub trait VolumeInventory: Send + Sync {
-    /// Volumes that carry the tag key, in a usable state (server-side filter).
-    async fn volumes_tagged(&self, tag_key: &str) -> Result<Vec<Volume>, Ec2Error>;
-    /// Instances that carry the tag key and are not terminated (server-side filter).
-    async fn instances_tagged(&self, tag_key: &str) -> Result<Vec<Instance>, Ec2Error>;
-    /// Every volume attached to one of these instances.
-    async fn volumes_attached_to(&self, instance_ids: &[String]) -> Result<Vec<Volume>, Ec2Error>;
-    /// Those of these volumes that still exist.
-    async fn volumes_by_id(&self, volume_ids: &[String]) -> Result<Vec<Volume>, Ec2Error>;
-    /// Those of these instances that still exist (terminated ones included
-    /// while EC2 lists them).
-    async fn instances_by_id(&self, instance_ids: &[String]) -> Result<Vec<Instance>, Ec2Error>;
-}
-
-/// Looking up snapshots the account owns.
-#[async_trait]
-pub trait SnapshotCatalog: Send + Sync {
-    /// The managed snapshots of one policy and slot.
-    async fn snapshots_for_slot(
-        &self,
-        deployment: &str,
-        policy: &str,
-        slot: DateTime<Utc>,
-    ) -> Result<Vec<Snapshot>, Ec2Error>;
-
-    /// These snapshots, if the account owns them. Ids that do not exist (or
-    /// are not visible yet) are simply absent from the answer.
-    async fn snapshots_by_id(&self, ids: &[String]) -> Result<Vec<Snapshot>, Ec2Error>;
-
-    /// Every snapshot of the deployment (server-side filter on `lifecycle:managed-by`).
-    async fn managed_snapshots(&self, deployment: &str) -> Result<Vec<Snapshot>, Ec2Error>;
-
-    /// The deployment's snapshots of these source volumes: by the
-    /// `lifecycle:volume-id` tag or, for snapshots created without it
-    /// (multi-volume sets), by EC2's `VolumeId`. Two describes per 200
-    /// volumes, however many volumes: DescribeSnapshots has one of EC2's
-    /// tightest rate limits.
-    async fn managed_snapshots_of_volumes(
-        &self,
-        deployment: &str,
-        volume_ids: &[String],
-    ) -> Result<Vec<Snapshot>, Ec2Error>;
-
-    /// Every snapshot the account owns, managed or not.
-    async fn owned_snapshots(&self) -> Result<Vec<Snapshot>, Ec2Error>;
-
-    /// The deployment's encrypted copies (those tagged `lifecycle:encrypted-copy-of`).
-    async fn encrypted_copies(&self, deployment: &str) -> Result<Vec<Snapshot>, Ec2Error>;
-
-    /// The deployment's snapshots whose `lifecycle:state` tag has this value.
-    async fn managed_snapshots_in_state(
-        &self,
-        deployment: &str,
-        state: LifecycleState,
-    ) -> Result<Vec<Snapshot>, Ec2Error>;
-}
-
-/// What protects snapshots beyond their tags: AMIs and snapshot locks.
-#[async_trait]
-pub trait SnapshotProtections: Send + Sync {
-    /// Every snapshot referenced by an AMI the account owns, disabled and
-    /// deprecated ones included.
-    async fn ami_snapshot_ids(&self) -> Result<BTreeSet<String>, Ec2Error>;
-    /// Which of these snapshots carry a snapshot lock.
-    async fn locked_snapshot_ids(&self, ids: &[String]) -> Result<BTreeSet<String>, Ec2Error>;
-}
-
-/// Who may create volumes from a snapshot, and taking that away.
-#[async_trait]
-pub trait SnapshotSharing: Send + Sync {
-    async fn create_volume_permissions(&self, snapshot_id: &str) -> Result<Permissions, Ec2Error>;
-    /// Remove the public permission (`public`) and these accounts' permissions.
-    async fn remove_create_volume_permissions(
-        &self,
-        snapshot_id: &str,
-        public: bool,
-        accounts: &[String],
-    ) -> Result<(), Ec2Error>;
-}
-
-/// The region's EBS settings.
-#[async_trait]
-pub trait AccountSettings: Send + Sync {
-    async fn ebs_encryption_by_default(&self) -> Result<bool, Ec2Error>;
-    /// `block-all-sharing`, `block-new-sharing` or `unblocked`.
-    async fn snapshot_block_public_access(&self) -> Result<String, Ec2Error>;
-}
-
-/// An encrypted copy of a snapshot in this region, every tag at creation.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CopySnapshotRequest {
-    pub source_snapshot_id: String,
-    /// `None`: EC2 uses the region's default EBS key (the configuration
-    /// always sets one for `REMEDIATE=all`).
-    pub kms_key_id: Option<String>,
-    pub description: String,
-    pub tags: Tags,
-}
-
-#[async_trait]
-pub trait SnapshotCopier: Send + Sync {
-    /// Start the copy; returns the new snapshot's id.
-    async fn copy_snapshot(&self, request: &CopySnapshotRequest) -> Result<String, Ec2Error>;
-}
-
-/// Deleting a snapshot: only with the safety gate's authorization.
-#[async_trait]
-pub trait SnapshotDeleter: Send + Sync {
-    async fn delete_snapshot(&self, authorized: &Authorized) -> Result<(), Ec2Error>;
-}
-
-/// Writing tags on existing snapshots.
-#[async_trait]
-pub trait SnapshotTagger: Send + Sync {
-    /// Put the same tags on every snapshot in `ids`, in as few CreateTags calls
-    /// as EC2 allows.
-    async fn tag_snapshots(&self, ids: &[String], tags: &Tags) -> Result<(), Ec2Error>;
-}
-
-/// A request for one volume's snapshot, every tag included.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CreateSnapshotRequest {
-    pub volume_id: String,
-    pub description: String,
-    pub tags: Tags,
-}
-
-/// A request for a multi-volume, crash-consistent snapshot set of an instance.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CreateInstanceSnapshotsRequest {
-    pub instance_id: String,
-    pub exclude_boot_volume: bool,
-    pub exclude_volume_ids: Vec<String>,
-    pub description: String,
-    pub tags: Tags,
-}
-
-/// One snapshot EC2 started.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StartedSnapshot {
-    pub snapshot_id: String,
-    pub volume_id: String,
-}
-
-/// Starting snapshots, with every tag at creation.
-#[async_trait]
-pub trait SnapshotCreator: Send + Sync {
-    async fn create_snapshot(
-        &self,
-        request: &CreateSnapshotRequest,
-    ) -> Result<StartedSnapshot, Ec2Error>;
-    async fn create_instance_snapshots(
-        &self,
-        request: &CreateInstanceSnapshotsRequest,
-    ) -> Result<Vec<StartedSnapshot>, Ec2Error>;
-}
-
-/// Stopping and starting instances for `stopped` snapshots, and the mark
-/// (`lifecycle:stopped-for-snapshot`) that lets a later run restart one an
-/// earlier run left stopped.
-#[async_trait]
-pub trait InstanceControl: Send + Sync {
-    /// The instance's state name (`running`, `stopped`...), `None` once it is
-    /// gone (terminated instances are not listed).
-    async fn instance_state(&self, instance_id: &str) -> Result<Option<String>, Ec2Error>;
-    async fn stop_instance(&self, instance_id: &str) -> Result<(), Ec2Error>;
-    async fn start_instance(&self, instance_id: &str) -> Result<(), Ec2Error>;
-    /// Put the mark, valued with the deployment, on the instance.
-    async fn mark_stopped(&self, instance_id: &str, deployment: &str) -> Result<(), Ec2Error>;
-    async fn clear_stopped_mark(&self, instance_id: &str) -> Result<(), Ec2Error>;
-    /// Instances that carry this deployment's mark (not terminated).
-    async fn instances_marked_stopped(&self, deployment: &str) -> Result<Vec<Instance>, Ec2Error>;
 }
 
 /// The ports implemented on the SDK client.

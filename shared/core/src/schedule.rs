@@ -117,12 +117,12 @@ mod tests {
     use proptest::prelude::*;
 
     fn utc(s: &str) -> DateTime<Utc> {
-        crate::tags::parse_time(s).unwrap()
+        crate::keys::parse_time(s).unwrap()
     }
 
     fn slot(expr: &str, tz: &str, now: &str) -> String {
         let s = Schedule::parse(expr, tz).unwrap();
-        crate::tags::format_time(s.slot_at(utc(now)).unwrap())
+        crate::keys::format_time(s.slot_at(utc(now)).unwrap())
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! full expiry plan on 100,000 snapshots across 1,000 volumes (target under
 //! 50 ms), and parsing per item: a policy document, each event shape.
 //!
-//! Run: `make bench` (or `cargo bench -p ebs-lifecycle --profile dev --bench core`).
+//! Run: `make bench` (or `cargo bench -p ebs-lifecycle-core --profile dev --bench core`).
 //! Figures: BENCHMARKS.md.
 
 use std::collections::BTreeSet;
@@ -13,11 +13,11 @@ use chrono::{DateTime, Utc};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use serde_json::Value;
 
-use ebs_lifecycle::events::{SnapshotEvent, Tick};
-use ebs_lifecycle::model::{Snapshot, SnapshotState, Tags};
-use ebs_lifecycle::policy::Policies;
-use ebs_lifecycle::safety::{AccountFacts, DeletionGate};
-use ebs_lifecycle::{expiry, retention, tags};
+use ebs_lifecycle_core::events::{SnapshotEvent, Tick};
+use ebs_lifecycle_core::model::{Snapshot, SnapshotState, Tags};
+use ebs_lifecycle_core::policy::Policies;
+use ebs_lifecycle_core::safety::{AccountFacts, DeletionGate};
+use ebs_lifecycle_core::{expiry, retention, tags};
 
 const VOLUMES: usize = 1_000;
 const PER_VOLUME: usize = 100;

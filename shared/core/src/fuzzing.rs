@@ -73,8 +73,8 @@ mod tests {
     use proptest::prelude::*;
 
     const EVENT_SAMPLES: [&str; 3] = [
-        include_str!("../../tests/fixtures/events/create-snapshot-succeeded.json"),
-        include_str!("../../tests/fixtures/events/create-snapshots-completed.json"),
+        include_str!("../../../tests/fixtures/events/create-snapshot-succeeded.json"),
+        include_str!("../../../tests/fixtures/events/create-snapshots-completed.json"),
         r#"{"kind": "tick", "scheduled_time": "2026-03-01T10:15:00Z"}"#,
     ];
     const POLICY_SAMPLE: &str = r#"{"default": {"schedule": "0 */6 * * *", "timezone": "Europe/Berlin",

@@ -380,8 +380,8 @@ pub fn batches(changes: &[TagChange], batch_size: usize) -> Vec<TagBatch> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::keys::{format_time, parse_time};
     use crate::model::Attachment;
-    use crate::tags::{format_time, parse_time};
     use chrono::Duration;
     use proptest::prelude::*;
 

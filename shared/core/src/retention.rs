@@ -415,7 +415,7 @@ fn within_lets_go(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tags::{format_time, parse_time};
+    use crate::keys::{format_time, parse_time};
     use std::collections::BTreeSet;
 
     fn rules(

@@ -1,0 +1,50 @@
+//! The pure rules of the EBS snapshot lifecycle. No I/O, no async runtime,
+//! no AWS SDK: this crate does not depend on tokio, lambda_runtime or any
+//! `aws-*` crate, so an SDK type in a rule is a compile error. Everything
+//! here is tested exhaustively, with property tests where invariants exist.
+//! The reference for what the rules mean is `docs/` (policies and tags,
+//! functions, operations).
+//!
+//! Layout, from the vocabulary outwards:
+//!
+//! - [`keys`]: the tag vocabulary (every `lifecycle:` key, the time format,
+//!   the enumerated values); imports nothing of this crate.
+//! - [`text`]: clipping untrusted text for logs and notifications.
+//! - [`model`]: domain types (volume, instance, snapshot).
+//! - [`schedule`]: the slots a policy's cron expression defines in its time
+//!   zone.
+//! - [`consistency`]: application-consistent snapshots: the freeze and thaw
+//!   scripts and what a failed pre command means for the snapshot.
+//! - [`policy`]: the policy document and its validation.
+//! - [`tags`]: how a new snapshot's tags are composed and read back.
+//! - [`targets`]: which volumes a policy covers, from the opt-in tags.
+//! - [`retention`]: restic-`forget` planning of what the keep rules keep.
+//! - [`safety`]: the deletion safety rules, the one gate every deletion passes.
+//! - [`expiry`]: a run's plan per volume: retention and safety together.
+//! - [`tagging`]: which tags each managed snapshot lacks, batched.
+//! - [`encryption`]: check-encryption's findings and the remedies `REMEDIATE`
+//!   allows.
+//! - [`events`]: the event payloads the functions accept, parsed strictly,
+//!   and the [`events::Trigger`] every function starts from.
+//! - [`notify`]: notification kinds, severities and rendering.
+//! - [`fuzzing`]: the bodies of the `fuzz/` targets (event and policy
+//!   parsing), also run as property tests on stable.
+
+pub mod consistency;
+pub mod encryption;
+pub mod events;
+pub mod expiry;
+pub mod fuzzing;
+pub(crate) mod keys;
+pub mod model;
+pub mod notify;
+pub mod policy;
+pub mod retention;
+pub mod safety;
+pub mod schedule;
+pub mod tagging;
+pub mod tags;
+pub mod targets;
+pub mod text;
+
+pub use model::Tags;

@@ -1,0 +1,8 @@
+//! The Lambda plumbing every function shares.
+
+pub mod commands;
+pub mod deadline;
+pub mod invocation;
+pub mod metrics;
+pub mod pacing;
+pub mod runtime;

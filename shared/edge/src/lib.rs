@@ -1,0 +1,25 @@
+//! The edge of the EBS snapshot lifecycle functions: everything that does
+//! I/O. The rules are in `ebs-lifecycle-core` (no SDK, no runtime); this
+//! crate connects them to AWS and to Lambda.
+//!
+//! Layout:
+//!
+//! - [`ports`]: what the functions need from the outside, as narrow traits
+//!   with their request types and error kinds: [`ports::ec2`] (one trait per
+//!   concern), [`ports::keys`] (KMS), [`ports::notifier`] (SNS or the log),
+//!   [`ports::commands`] (SSM Run Command). No SDK type crosses them.
+//! - [`aws`]: the adapters, the only code that knows the AWS SDK: the ports
+//!   implemented on the SDK clients, and the shared SDK configuration
+//!   (retries, timeouts).
+//! - [`lambda`]: the plumbing every function shares: start-up and the
+//!   runtime loop ([`lambda::runtime`]), the invocation error and the
+//!   lookup of the snapshots an event names ([`lambda::invocation`]), the
+//!   run summary's header and the publication of its notifications
+//!   ([`lambda::run`]), the deadline, the pacing of mutating calls, the
+//!   command runner, and metrics.
+//! - [`config`]: configuration from the environment, validated at start-up.
+
+pub mod aws;
+pub mod config;
+pub mod lambda;
+pub mod ports;
