@@ -13,10 +13,10 @@ use aws_sdk_ec2::config::{Credentials, Region};
 use aws_smithy_mocks::RuleMode;
 use serde_json::Value;
 
+use ebs_lifecycle::aws::ec2::Ec2Adapter;
 use ebs_lifecycle::aws::kms::KmsAdapter;
 use ebs_lifecycle::config::{Config, ConfigError};
 use ebs_lifecycle::lambda::deadline::Deadline;
-use ebs_lifecycle::aws::ec2::Ec2Adapter;
 use ebs_lifecycle_core::fuzzing::MAX_ERROR_CHARS;
 use ebs_lifecycle_core::policy::{Policies, PolicyError};
 use integration_tests::*;

@@ -18,8 +18,8 @@ use aws_smithy_mocks::{mock, RuleMode};
 use serde_json::json;
 
 use check_encryption::handle;
-use ebs_lifecycle::lambda::deadline::Deadline;
 use ebs_lifecycle::aws::ec2::Ec2Adapter;
+use ebs_lifecycle::lambda::deadline::Deadline;
 use ebs_lifecycle::ports::keys::{KeyDirectory, KmsError};
 use ebs_lifecycle_core::encryption::{FindingKind, Fix};
 use integration_tests::{check_ports, config_with, ec2_error, mocked_ec2, RecordingNotifier};

@@ -13,10 +13,10 @@ use aws_sdk_ec2::types::{OperationType, SnapshotAttributeName};
 use serde_json::{json, Value};
 
 use check_encryption::{handle, RunSummary};
+use ebs_lifecycle::aws::ec2::Ec2Adapter;
 use ebs_lifecycle::aws::kms::KmsAdapter;
 use ebs_lifecycle::config::Config;
 use ebs_lifecycle::lambda::deadline::Deadline;
-use ebs_lifecycle::aws::ec2::Ec2Adapter;
 use ebs_lifecycle_core::encryption::{FindingKind, Fix};
 use ebs_lifecycle_core::model::Snapshot;
 use ebs_lifecycle_core::notify::{NotificationKind, Severity};

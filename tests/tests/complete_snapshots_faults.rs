@@ -16,8 +16,8 @@ use aws_smithy_mocks::{mock, Rule, RuleMode};
 use serde_json::{json, Value};
 
 use complete_snapshots::{handle, CompleteError, RunSummary};
-use ebs_lifecycle::lambda::deadline::Deadline;
 use ebs_lifecycle::aws::ec2::Ec2Adapter;
+use ebs_lifecycle::lambda::deadline::Deadline;
 use ebs_lifecycle::ports::notifier::{Notifier, NotifyError};
 use ebs_lifecycle_core::notify::{Notification, NotificationKind};
 use integration_tests::{complete_ports, config, mocked_ec2, workspace_root, RecordingNotifier};

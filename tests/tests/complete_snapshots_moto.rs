@@ -10,8 +10,8 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
 use complete_snapshots::{handle, CompleteError, RunSummary};
-use ebs_lifecycle::lambda::deadline::Deadline;
 use ebs_lifecycle::aws::ec2::Ec2Adapter;
+use ebs_lifecycle::lambda::deadline::Deadline;
 use ebs_lifecycle_core::tags::{self, ConsistencyLabel, LifecycleLabels, LifecycleState};
 use integration_tests::*;
 

@@ -20,10 +20,10 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
 use create_snapshots::{handle, RunSummary};
+use ebs_lifecycle::aws::ec2::Ec2Adapter;
 use ebs_lifecycle::aws::ssm::SsmAdapter;
 use ebs_lifecycle::lambda::deadline::Deadline;
 use ebs_lifecycle::ports::commands::{CommandRunner, SHELL_DOCUMENT};
-use ebs_lifecycle::aws::ec2::Ec2Adapter;
 use ebs_lifecycle_core::consistency::{freeze_script, thaw_script, FrozenVolume, FREEZE_WATCHDOG};
 use ebs_lifecycle_core::notify::NotificationKind;
 use ebs_lifecycle_core::tags;

@@ -17,9 +17,9 @@ use aws_smithy_mocks::{mock, Rule, RuleMode};
 use serde_json::json;
 
 use create_snapshots::{handle, CreateError, RunSummary};
+use ebs_lifecycle::aws::ec2::Ec2Adapter;
 use ebs_lifecycle::aws::MAX_ATTEMPTS;
 use ebs_lifecycle::lambda::deadline::Deadline;
-use ebs_lifecycle::aws::ec2::Ec2Adapter;
 use integration_tests::{
     config, create_ports, ec2_error, mocked_ec2, no_commands, RecordingNotifier,
 };

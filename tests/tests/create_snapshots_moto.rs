@@ -11,10 +11,10 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 
 use create_snapshots::{handle, Ports, RunSummary};
+use ebs_lifecycle::aws::ec2::Ec2Adapter;
 use ebs_lifecycle::aws::sns::SnsNotifier;
 use ebs_lifecycle::config::Config;
 use ebs_lifecycle::lambda::deadline::Deadline;
-use ebs_lifecycle::aws::ec2::Ec2Adapter;
 use ebs_lifecycle::ports::ec2::{Ec2Error, VolumeInventory};
 use ebs_lifecycle::ports::notifier::Notifier;
 use ebs_lifecycle_core::model::{Instance, Volume};

@@ -17,9 +17,9 @@ use aws_sdk_ec2::Client;
 use aws_smithy_mocks::{mock, Rule, RuleMode};
 use serde_json::json;
 
+use ebs_lifecycle::aws::ec2::Ec2Adapter;
 use ebs_lifecycle::aws::MAX_ATTEMPTS;
 use ebs_lifecycle::lambda::deadline::Deadline;
-use ebs_lifecycle::aws::ec2::Ec2Adapter;
 use expire_snapshots::{handle_paced, ExpireError, Pacing, RunSummary, DELETE_PACING};
 use integration_tests::{config, ec2_error, expire_ports, mocked_ec2, RecordingNotifier};
 

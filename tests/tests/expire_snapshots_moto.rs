@@ -13,9 +13,9 @@ use std::time::Duration;
 
 use serde_json::json;
 
+use ebs_lifecycle::aws::ec2::Ec2Adapter;
 use ebs_lifecycle::config::Config;
 use ebs_lifecycle::lambda::deadline::Deadline;
-use ebs_lifecycle::aws::ec2::Ec2Adapter;
 use ebs_lifecycle_core::model::Snapshot;
 use ebs_lifecycle_core::notify::NotificationKind;
 use ebs_lifecycle_core::tags::{self, ConsistencyLabel, LifecycleLabels, LifecycleState};

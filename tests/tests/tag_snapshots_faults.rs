@@ -16,8 +16,8 @@ use aws_sdk_ec2::Client;
 use aws_smithy_mocks::{mock, Rule, RuleMode};
 use serde_json::json;
 
-use ebs_lifecycle::lambda::deadline::Deadline;
 use ebs_lifecycle::aws::ec2::Ec2Adapter;
+use ebs_lifecycle::lambda::deadline::Deadline;
 use ebs_lifecycle_core::notify::NotificationKind;
 use ebs_lifecycle_core::tags::SkipReason;
 use integration_tests::{config, ec2_error, mocked_ec2, tag_ports, RecordingNotifier};
