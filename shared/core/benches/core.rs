@@ -112,7 +112,7 @@ fn planner(c: &mut Criterion) {
 fn parsing(c: &mut Criterion) {
     let fixture = |name: &str| -> Value {
         let path = format!(
-            "{}/../tests/fixtures/events/{name}",
+            "{}/../../tests/fixtures/events/{name}",
             env!("CARGO_MANIFEST_DIR")
         );
         let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
@@ -126,7 +126,7 @@ fn parsing(c: &mut Criterion) {
                     "copy_tags": ["Name", "Owner", "CostCenter"], "tags": { "Tier": "gold" } }
     }"#;
     let mut group = c.benchmark_group("parse-one");
-    group.bench_function("policy document (2 policies, SPEC example)", |b| {
+    group.bench_function("policy document (2 policies, the example of docs/policies-and-tags.md)", |b| {
         b.iter(|| Policies::parse(black_box(spec_policies)).is_ok())
     });
     group.bench_function("policy document rejected (bad cron)", |b| {
@@ -148,7 +148,7 @@ fn parsing(c: &mut Criterion) {
         });
     }
     let text = std::fs::read_to_string(format!(
-        "{}/../tests/fixtures/events/create-snapshots-completed.json",
+        "{}/../../tests/fixtures/events/create-snapshots-completed.json",
         env!("CARGO_MANIFEST_DIR")
     ))
     .unwrap_or_default();

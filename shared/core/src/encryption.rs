@@ -3,7 +3,7 @@
 //! and what `REMEDIATE` allows to be done about it. Pure: the handler gathers
 //! the facts, this module decides, the handler carries the remedies out.
 //!
-//! Rules (SPEC "check-encryption"):
+//! Rules (docs/functions.md, "check-encryption"):
 //! - a snapshot must be encrypted, with a key in `ALLOWED_KMS_KEY_IDS` when
 //!   that list is set (key ids, key ARNs and aliases all name a key);
 //! - it must not be public (`createVolumePermission` group `all`: critical)

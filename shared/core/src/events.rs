@@ -1,4 +1,4 @@
-//! Events the functions are invoked with (SPEC "Events handled").
+//! Events the functions are invoked with (docs/functions.md names each trigger).
 //!
 //! Parsing is strict and total: a malformed event is an [`EventError`] naming
 //! the field (a JSON path such as `detail.snapshots[1].status`), never a
@@ -294,6 +294,55 @@ impl SnapshotEvent {
                 "detail-type",
                 format!("`{}` is not an EBS snapshot event", clip(other)),
             )),
+        }
+    }
+}
+
+/// What a function was invoked for: the one starting point every handler
+/// shares. A daily (or create-snapshots' every-15-minutes) scheduler tick,
+/// the snapshots an EC2 event names, or a well-formed event this project
+/// does not act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Trigger {
+    Tick(Tick),
+    Snapshots {
+        operation: SnapshotOperation,
+        results: Vec<SnapshotResult>,
+    },
+    Ignored {
+        detail_type: String,
+        event: String,
+    },
+}
+
+impl Trigger {
+    /// A tick or an EC2 snapshot event; anything else is rejected, naming
+    /// the field.
+    pub fn parse(event: &Value) -> Result<Self, EventError> {
+        if Tick::is_tick(event) {
+            return Tick::parse(event).map(Self::Tick);
+        }
+        Ok(match SnapshotEvent::parse(event)? {
+            SnapshotEvent::Results { operation, results } => Self::Snapshots { operation, results },
+            SnapshotEvent::Ignored { detail_type, event } => Self::Ignored { detail_type, event },
+        })
+    }
+
+    /// The run summary's `trigger`: `daily` for a tick of a daily function
+    /// (create-snapshots says `tick`), `event` otherwise.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Tick(_) => "daily",
+            Self::Snapshots { .. } | Self::Ignored { .. } => "event",
+        }
+    }
+
+    /// The run summary's `event`: the operation, or what was ignored.
+    pub fn event(&self) -> Option<String> {
+        match self {
+            Self::Tick(_) => None,
+            Self::Snapshots { operation, .. } => Some(operation.as_str().to_string()),
+            Self::Ignored { detail_type, event } => Some(format!("ignored: {detail_type} / {event}")),
         }
     }
 }

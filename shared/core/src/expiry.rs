@@ -2,7 +2,7 @@
 //! retention planner says and what the safety rules say. Pure.
 //!
 //! Grouping is by source volume and policy: each snapshot is judged by the
-//! policy its own `lifecycle:policy` tag names (SPEC rule 6), like restic,
+//! policy its own `lifecycle:policy` tag names (safety rule 6, docs/functions.md), like restic,
 //! which plans each group of snapshots on its own. Once the volume no longer
 //! exists, that policy's `orphans` rules apply. Snapshots whose policy is not
 //! configured are all kept. "Never the newest completed snapshot of its

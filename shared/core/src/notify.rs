@@ -1,4 +1,4 @@
-//! Notifications (SPEC "Notifications"): what is sent to the SNS topic.
+//! Notifications (docs/operations.md, "Notifications and metrics"): what is sent to the SNS topic.
 //!
 //! Rendering is pure: a [`Notification`] becomes a subject, a JSON message and
 //! the message attributes `kind` and `severity`, which subscribers filter on.

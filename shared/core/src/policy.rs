@@ -1,4 +1,4 @@
-//! The policy document of SPEC "Policy document": parsing, validation and the
+//! The policy document of docs/policies-and-tags.md: parsing, validation and the
 //! built-in default.
 //!
 //! Parsing is strict: an unknown field, a bad cron expression, an unknown time
@@ -16,7 +16,7 @@ use crate::keys;
 use crate::model::Tags;
 use crate::schedule::Schedule;
 
-/// The document used when `POLICIES` is unset (SPEC).
+/// The document used when `POLICIES` is unset (docs/policies-and-tags.md).
 pub const DEFAULT_POLICIES: &str = r#"{
   "default": { "schedule": "@daily", "timezone": "UTC",
                "keep": { "last": 3, "daily": 7, "weekly": 4, "monthly": 12 } }
@@ -61,7 +61,7 @@ impl Policies {
         Ok(Self { by_name })
     }
 
-    /// The built-in default of the SPEC.
+    /// The built-in default (docs/policies-and-tags.md).
     pub fn builtin_default() -> Self {
         let policy = Policy::builtin_default();
         Self {
@@ -388,7 +388,7 @@ pub struct KeepWithin {
 }
 
 impl KeepRules {
-    /// SPEC: the newest completed snapshot of a deleted volume is kept.
+    /// docs/functions.md: the newest completed snapshot of a deleted volume is kept.
     pub fn orphan_default() -> Self {
         Self {
             last: Some(1),

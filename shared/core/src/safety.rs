@@ -1,4 +1,4 @@
-//! The safety rules of SPEC "Safety rules for every deletion", in one place.
+//! The safety rules of docs/functions.md, "expire-snapshots", in one place.
 //!
 //! Every deletion passes through [`DeletionGate::authorize`]: the EC2
 //! deleter port accepts only an [`Authorized`] token, and this module is the

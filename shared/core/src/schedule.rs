@@ -32,7 +32,7 @@ pub enum ScheduleError {
     TimeZone(String),
 }
 
-/// The nicknames the SPEC allows besides 5-field expressions.
+/// The nicknames the policy document allows besides 5-field expressions.
 const NICKNAMES: [&str; 4] = ["@hourly", "@daily", "@weekly", "@monthly"];
 
 impl Schedule {

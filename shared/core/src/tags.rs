@@ -1,6 +1,7 @@
-//! The tag contract of SPEC "Tags written on snapshots": every key, every value
+//! The tag contract of docs/policies-and-tags.md, "Tags on snapshots": every key, every value
 //! format, how a snapshot's tags are composed at creation, and how they are read
-//! back from EC2. No other module spells a `lifecycle:` key.
+//! back from EC2. The keys themselves are spelled once, in `keys`, and
+//! re-exported here, their one public name.
 
 use std::fmt;
 

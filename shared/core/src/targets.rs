@@ -1,4 +1,4 @@
-//! Which volumes a policy covers (SPEC "Opting in"), decided from what EC2
+//! Which volumes a policy covers (docs/policies-and-tags.md, "Opting in"), decided from what EC2
 //! listed, with no AWS call.
 //!
 //! Rules:

@@ -1,4 +1,4 @@
-//! Configuration from the environment (SPEC "Configuration").
+//! Configuration from the environment (docs/operations.md, "Environment of the functions").
 //!
 //! Read once at start-up. Every value is validated there; a bad one is an
 //! error that names the variable, and the function then does nothing but

@@ -1,4 +1,4 @@
-//! The invocation deadline (SPEC "Limits": a Lambda invocation lasts at most
+//! The invocation deadline (a Lambda invocation lasts at most
 //! 15 minutes). Functions stop *starting* work when the deadline nears, finish
 //! what is in flight, and report what is left for the next run.
 

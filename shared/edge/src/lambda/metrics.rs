@@ -1,8 +1,8 @@
-//! CloudWatch metrics in Embedded Metric Format (SPEC "Metrics"): JSON lines
+//! CloudWatch metrics in Embedded Metric Format (docs/operations.md, "Notifications and metrics"): JSON lines
 //! on stdout that CloudWatch Logs turns into metrics, with no API call.
 //!
 //! The EMF document is produced by `metrics_cloudwatch_embedded`; this module
-//! fixes the metric names of the SPEC and gives each run one flush.
+//! fixes the metric names docs/operations.md lists and gives each run one flush.
 //! The collector is process-wide (one per Lambda execution environment), set
 //! up on first use with the configured namespace.
 
