@@ -31,10 +31,9 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 import boto3  # noqa: E402
 
-from demo import REGION, ROOT, LambdaFunction, free_port, function_env, wait_for_port  # noqa: E402
+from lambda_emulator import REGION, ROOT, LambdaFunction, free_port, function_env, wait_for_port  # noqa: E402
 
 FUNCTIONS = {
     "create-snapshots": "CreateSnapshotsFunction",
@@ -105,7 +104,7 @@ def main() -> int:
         sns = boto3.client("sns", endpoint_url=endpoint, region_name=REGION,
                            aws_access_key_id="bench", aws_secret_access_key="bench")
         topic = sns.create_topic(Name="bench")["TopicArn"]
-        env = {**function_env(endpoint, topic), "POLICIES": json.dumps(POLICIES),
+        env = {**function_env(endpoint, topic, "bench"), "POLICIES": json.dumps(POLICIES),
                "DEPLOYMENT_NAME": "bench", "REMEDIATE": "off",
                # Expiry plans every snapshot (what costs memory) but deletes
                # 50: at the production pace, 8,000 deletions take 27 minutes.

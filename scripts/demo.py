@@ -41,22 +41,17 @@ import concurrent.futures
 import datetime
 import json
 import os
-import queue
-import socket
 import subprocess
 import sys
-import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import boto3  # noqa: E402
 import libfaketime  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
-REGION = "us-east-1"
-ACCOUNT = "123456789012"
+from lambda_emulator import ACCOUNT, REGION, ROOT, LambdaFunction, free_port, function_env, wait_for_port  # noqa: E402
+
 DEPLOYMENT = "demo-backups"
 UTC = datetime.timezone.utc
 
@@ -102,23 +97,6 @@ def iso(t: datetime.datetime) -> str:
     return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for_port(port: int, what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"{what} did not start on port {port}")
-
-
 class SimClock:
     """The simulated time: an offset from the real clock, in a file that the
     functions (libfaketime) and moto (scripts/moto_sim_clock.py) follow;
@@ -152,110 +130,6 @@ CLOCK: SimClock | None = None
 
 def sim_now() -> datetime.datetime:
     return CLOCK.now() if CLOCK else datetime.datetime.now(UTC)
-
-
-class RuntimeApi:
-    """The Lambda Runtime API (2018-06-01), enough to run one function: the
-    binary polls `next`, we hand it an event, it posts a response or an error."""
-
-    def __init__(self, function_name: str) -> None:
-        self.events: queue.Queue = queue.Queue()
-        self.results: dict[str, queue.Queue] = {}
-        self.init_error: dict | None = None
-        # When the function first asked for an event: start-up is over.
-        self.first_poll_at: float | None = None
-        api = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):  # keep the demo's output readable
-                pass
-
-            def do_GET(self):
-                if self.path != "/2018-06-01/runtime/invocation/next":
-                    self.send_error(404)
-                    return
-                if api.first_poll_at is None:
-                    api.first_poll_at = time.monotonic()
-                request_id, payload, timeout_s = api.events.get()
-                body = json.dumps(payload).encode()
-                self.send_response(200)
-                self.send_header("Lambda-Runtime-Aws-Request-Id", request_id)
-                # In the function's (simulated) time.
-                deadline_ms = int((sim_now().timestamp() + timeout_s) * 1000)
-                self.send_header("Lambda-Runtime-Deadline-Ms", str(deadline_ms))
-                self.send_header(
-                    "Lambda-Runtime-Invoked-Function-Arn",
-                    f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{DEPLOYMENT}-{function_name}",
-                )
-                self.send_header("Lambda-Runtime-Trace-Id", f"Root=1-{uuid.uuid4().hex[:8]}-{uuid.uuid4().hex[:24]}")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def do_POST(self):
-                length = int(self.headers.get("Content-Length", 0))
-                body = self.rfile.read(length) if length else b""
-                parts = self.path.strip("/").split("/")
-                # /2018-06-01/runtime/invocation/{id}/response|error, /2018-06-01/runtime/init/error
-                if parts[2:4] == ["init", "error"]:
-                    api.init_error = json.loads(body or b"{}")
-                elif len(parts) == 5 and parts[2] == "invocation" and parts[4] in ("response", "error"):
-                    api.results.setdefault(parts[3], queue.Queue()).put((parts[4], body))
-                else:
-                    self.send_error(404)
-                    return
-                self.send_response(202)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def invoke(self, payload: dict, timeout_s: int = 300) -> tuple[str, dict]:
-        request_id = str(uuid.uuid4())
-        self.results[request_id] = queue.Queue()
-        self.events.put((request_id, payload, timeout_s))
-        kind, body = self.results[request_id].get(timeout=timeout_s + 30)
-        return kind, json.loads(body or b"null")
-
-    def close(self) -> None:
-        self.server.shutdown()
-
-
-class LambdaFunction:
-    """One function binary under its own Runtime API, as Lambda runs it."""
-
-    def __init__(self, name: str, binary: Path, env: dict, log_path: Path) -> None:
-        self.name = name
-        self.api = RuntimeApi(name)
-        self.invocations = 0
-        self.seconds = 0.0
-        self.log_path = log_path
-        full_env = {
-            **env,
-            "AWS_LAMBDA_RUNTIME_API": f"127.0.0.1:{self.api.port}",
-            "AWS_LAMBDA_FUNCTION_NAME": f"{DEPLOYMENT}-{name}",
-        }
-        self.started_at = time.monotonic()
-        self.process = subprocess.Popen([str(binary)], env=full_env, stdout=log_path.open("w"), stderr=subprocess.STDOUT)
-
-    def invoke(self, payload: dict) -> dict:
-        self.invocations += 1
-        begun = time.monotonic()
-        kind, body = self.api.invoke(payload)
-        self.seconds += time.monotonic() - begun
-        if kind != "response":
-            raise SystemExit(f"{self.name} failed: {body}")
-        return body
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-        self.api.close()
 
 
 def snapshot_arn(snapshot_id: str) -> str:
@@ -345,32 +219,6 @@ def seed(ec2, sns, sqs) -> dict:
     sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn, Attributes={"RawMessageDelivery": "true"})
     ids["topic"], ids["queue"] = topic, queue_url
     return ids
-
-
-def function_env(endpoint: str, topic: str) -> dict[str, str]:
-    """What template.yaml sets (Globals.Function.Environment) and Lambda adds."""
-    return {
-        "PATH": os.environ.get("PATH", ""),
-        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "256",
-        "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
-        "AWS_LAMBDA_LOG_FORMAT": "JSON",
-        "AWS_REGION": REGION,
-        "AWS_ACCESS_KEY_ID": "demo",
-        "AWS_SECRET_ACCESS_KEY": "demo",
-        "AWS_ENDPOINT_URL": endpoint,
-        "POLICIES": json.dumps(POLICIES),
-        "SELECTOR_TAG_KEY": "Backup",
-        "DEPLOYMENT_NAME": DEPLOYMENT,
-        "TOPIC_ARN": topic,
-        "DRY_RUN": "false",
-        "MAX_DELETIONS": "200",
-        "STUCK_AFTER_MINUTES": "240",
-        "REMEDIATE": "public",
-        "ENCRYPTION_KMS_KEY_ID": "",
-        "ALLOWED_KMS_KEY_IDS": "",
-        "ALLOWED_SHARE_ACCOUNTS": "",
-        "METRICS_NAMESPACE": "EbsSnapshotLifecycle",
-    }
 
 
 def print_table(rows: list[list], header: list[str]) -> None:
@@ -705,9 +553,12 @@ def main() -> int:
         print(f"    policies: {json.dumps(POLICIES)}")
 
         step("starting the five functions, each under its own Lambda Runtime API, clock from libfaketime")
-        env = {**function_env(endpoint, ids["topic"]), **clock.faketime_env()}
+        # The template's environment with the demo's parameters (the demo
+        # account's policies, public snapshots made private by itself).
+        parameters = {"Policies": json.dumps(POLICIES), "DryRun": "false", "Remediate": "public"}
+        env = {**function_env(endpoint, ids["topic"], DEPLOYMENT, parameters), **clock.faketime_env()}
         for name in names:
-            fns[name] = LambdaFunction(name, bin_dir / name, env, work / f"{name}.log")
+            fns[name] = LambdaFunction(name, bin_dir / name, env, work / f"{name}.log", clock=sim_now)
 
         step(f"a year in the life: {args.days} days from {START:%Y-%m-%d}; "
              f"ticks at {', '.join(f'{h:02d}:15' for h in TICK_HOURS)}, daily runs at "

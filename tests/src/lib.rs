@@ -293,7 +293,14 @@ pub fn create_ports<'a>(
         commands,
         instances: ec2,
         waits: TEST_WAITS,
+        memo: fresh_memo(),
     }
+}
+
+/// A memo with nothing notified yet, for one set of ports: each test starts
+/// as a new execution environment does. (Leaked: a few bytes per test.)
+pub fn fresh_memo() -> &'static ebs_lifecycle_core::notify::DailyMemo {
+    Box::leak(Box::new(ebs_lifecycle_core::notify::DailyMemo::new()))
 }
 
 /// complete-snapshots' ports on one EC2 adapter.
@@ -318,6 +325,7 @@ pub fn tag_ports<'a>(
         inventory: ec2,
         tagger: ec2,
         notifier,
+        pacing: tag_snapshots::CREATE_TAGS_PACING,
     }
 }
 
@@ -335,6 +343,7 @@ pub fn check_ports<'a>(
         copier: ec2,
         keys,
         notifier,
+        memo: fresh_memo(),
     }
 }
 
@@ -349,6 +358,7 @@ pub fn expire_ports<'a>(
         protections: ec2,
         deleter: ec2,
         notifier,
+        pacing: expire_snapshots::DELETE_PACING,
     }
 }
 

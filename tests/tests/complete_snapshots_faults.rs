@@ -15,7 +15,7 @@ use aws_sdk_ec2::Client;
 use aws_smithy_mocks::{mock, Rule, RuleMode};
 use serde_json::{json, Value};
 
-use complete_snapshots::{handle, CompleteError, RunSummary};
+use complete_snapshots::{handle, InvocationError, RunSummary};
 use ebs_lifecycle::aws::ec2::Ec2Adapter;
 use ebs_lifecycle::lambda::deadline::Deadline;
 use ebs_lifecycle::ports::notifier::{Notifier, NotifyError};
@@ -91,7 +91,7 @@ async fn run(
     notifier: &dyn Notifier,
     event: &Value,
     now: &str,
-) -> Result<RunSummary, CompleteError> {
+) -> Result<RunSummary, InvocationError> {
     let adapter = Ec2Adapter::new(client);
     let ports = complete_ports(&adapter, notifier);
     let now = ebs_lifecycle_core::tags::parse_time(now).unwrap();
@@ -191,7 +191,10 @@ async fn when_the_failure_cannot_be_notified_the_tag_stays_pending_for_a_retry()
     .await
     .unwrap_err();
 
-    assert!(matches!(err, CompleteError::Notification(_)), "{err}");
+    assert!(
+        matches!(err, InvocationError::NotificationFailed(_)),
+        "{err}"
+    );
     assert_eq!(
         write.num_calls(),
         0,
@@ -310,7 +313,7 @@ async fn every_malformed_event_is_rejected_naming_its_field_with_no_aws_call() {
         .await
         .expect_err(why);
 
-        let CompleteError::InvalidEvent(e) = &err else {
+        let InvocationError::InvalidEvent(e) = &err else {
             panic!("{why}: {err}")
         };
         assert_eq!(e.field(), case["field"].as_str(), "{why}: {e}");

@@ -9,7 +9,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
-use complete_snapshots::{handle, CompleteError, RunSummary};
+use complete_snapshots::{handle, InvocationError, RunSummary};
 use ebs_lifecycle::aws::ec2::Ec2Adapter;
 use ebs_lifecycle::lambda::deadline::Deadline;
 use ebs_lifecycle_core::tags::{self, ConsistencyLabel, LifecycleLabels, LifecycleState};
@@ -70,7 +70,7 @@ async fn deliver(
     notifier: &RecordingNotifier,
     event: &Value,
     now: &str,
-) -> Result<RunSummary, CompleteError> {
+) -> Result<RunSummary, InvocationError> {
     let adapter = Ec2Adapter::new(moto.ec2());
     let ports = complete_ports(&adapter, notifier);
     handle(
@@ -164,7 +164,7 @@ async fn a_copy_snapshot_event_completes_the_copy() {
     )
     .await
     .unwrap();
-    assert_eq!(summary.event.as_deref(), Some("copySnapshot"));
+    assert_eq!(summary.header.event.as_deref(), Some("copySnapshot"));
     assert_eq!(tags_of(&moto, &copy).await[tags::STATE], "completed");
 }
 
@@ -273,7 +273,7 @@ async fn a_snapshot_not_visible_yet_fails_the_invocation_for_a_retry() {
     .await
     .unwrap_err();
     assert!(
-        matches!(err, CompleteError::SnapshotNotVisible(ref ids) if ids == &["snap-0notyetvisible0"]),
+        matches!(err, InvocationError::SnapshotNotVisible(ref ids) if ids == &["snap-0notyetvisible0"]),
         "{err}"
     );
     let diagnostic: lambda_runtime::Diagnostic = err.into();
@@ -297,7 +297,7 @@ async fn reconcile_corrects_a_pending_tag_that_ec2_says_is_completed() {
     .await
     .unwrap();
 
-    assert_eq!(summary.trigger, "reconcile");
+    assert_eq!(summary.header.trigger, "daily");
     assert_eq!(summary.completed.len(), 1);
     assert_eq!(tags_of(&moto, &ours).await[tags::STATE], "completed");
     assert_eq!(tags_of(&moto, &theirs).await[tags::STATE], "pending");
@@ -330,6 +330,6 @@ async fn well_formed_ebs_events_it_does_not_handle_are_ignored() {
     )
     .await
     .unwrap();
-    assert!(summary.event.unwrap().starts_with("ignored"));
+    assert!(summary.header.event.unwrap().starts_with("ignored"));
     assert_eq!(tags_of(&moto, &snap).await[tags::STATE], "pending");
 }

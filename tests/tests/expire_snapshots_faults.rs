@@ -20,7 +20,7 @@ use serde_json::json;
 use ebs_lifecycle::aws::ec2::Ec2Adapter;
 use ebs_lifecycle::aws::MAX_ATTEMPTS;
 use ebs_lifecycle::lambda::deadline::Deadline;
-use expire_snapshots::{handle_paced, ExpireError, Pacing, RunSummary, DELETE_PACING};
+use expire_snapshots::{handle, ExpireError, Pacing, Ports, RunSummary, DELETE_PACING};
 use integration_tests::{config, ec2_error, expire_ports, mocked_ec2, RecordingNotifier};
 
 const POLICIES: &str = r#"{"lean": {"schedule": "@daily", "keep": {"last": 1}}}"#;
@@ -91,13 +91,15 @@ async fn run(client: Client, notifier: &RecordingNotifier) -> Result<RunSummary,
     let adapter = Ec2Adapter::new(client);
     let ports = expire_ports(&adapter, notifier);
     let now = ebs_lifecycle_core::tags::parse_time("2026-03-10T04:00:00Z").unwrap();
-    handle_paced(
-        ports,
+    handle(
+        Ports {
+            pacing: Pacing::NONE,
+            ..ports
+        },
         &config(POLICIES),
         &json!({"kind": "tick"}),
         now,
         Deadline::after(Duration::from_secs(600)),
-        Pacing::NONE,
     )
     .await
 }
@@ -192,13 +194,15 @@ async fn expire_history(locks: &Rule, deletes: &Rule, pacing: Pacing) -> RunSumm
     let adapter = Ec2Adapter::new(client);
     let notifier = RecordingNotifier::default();
     let ports = expire_ports(&adapter, &notifier);
-    handle_paced(
-        ports,
+    handle(
+        Ports {
+            pacing,
+            ..ports
+        },
         &config(POLICIES),
         &json!({"kind": "tick"}),
         ebs_lifecycle_core::tags::parse_time("2026-03-10T04:00:00Z").unwrap(),
         Deadline::after(Duration::from_secs(600)),
-        pacing,
     )
     .await
     .unwrap()

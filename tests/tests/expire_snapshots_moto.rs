@@ -19,7 +19,7 @@ use ebs_lifecycle::lambda::deadline::Deadline;
 use ebs_lifecycle_core::model::Snapshot;
 use ebs_lifecycle_core::notify::NotificationKind;
 use ebs_lifecycle_core::tags::{self, ConsistencyLabel, LifecycleLabels, LifecycleState};
-use expire_snapshots::{handle_paced, Pacing, RunSummary};
+use expire_snapshots::{handle, Pacing, Ports, RunSummary};
 use integration_tests::*;
 
 const POLICIES: &str = r#"{"lean": {"schedule": "@daily", "keep": {"last": 1}}}"#;
@@ -166,16 +166,18 @@ async fn expire_on(
     let adapter = Ec2Adapter::new(ec2);
     let ports = expire_ports(&adapter, notifier);
     let now = tags::parse_time("2026-11-21T04:00:00Z").unwrap();
-    handle_paced(
-        ports,
+    handle(
+        Ports {
+            pacing: Pacing {
+                burst: 1,
+                interval: Duration::from_millis(1),
+            },
+            ..ports
+        },
         config,
         &json!({"kind": "tick"}),
         now,
         Deadline::after(Duration::from_secs(600)),
-        Pacing {
-            burst: 1,
-            interval: Duration::from_millis(1),
-        },
     )
     .await
     .unwrap()
@@ -352,13 +354,15 @@ async fn a_deadline_mid_run_leaves_the_rest_for_the_next_run() {
     let notifier = RecordingNotifier::default();
     let ports = expire_ports(&adapter, &notifier);
     let now = tags::parse_time("2026-11-21T04:00:00Z").unwrap();
-    let first = handle_paced(
-        ports,
+    let first = handle(
+        Ports {
+            pacing: Pacing::NONE,
+            ..ports
+        },
         &config(POLICIES),
         &json!({"kind": "tick"}),
         now,
         Deadline::after(Duration::from_millis(600)).with_margin(Duration::ZERO),
-        Pacing::NONE,
     )
     .await
     .unwrap();

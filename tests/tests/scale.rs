@@ -211,13 +211,15 @@ async fn a_large_account_holds_every_invariant_at_a_bounded_request_cost() {
     // tag-snapshots backfill: every managed snapshot gets its labels.
     counter.reset();
     let started = Instant::now();
-    let tagged = tag_snapshots::handle_paced(
-        tag_ports(&adapter, &notifier),
+    let tagged = tag_snapshots::handle(
+        tag_snapshots::Ports {
+            pacing: tag_snapshots::Pacing::NONE,
+            ..tag_ports(&adapter, &notifier)
+        },
         &config,
         &json!({"kind": "tick"}),
         now,
         plenty(),
-        tag_snapshots::Pacing::NONE,
     )
     .await
     .unwrap();
@@ -239,13 +241,15 @@ async fn a_large_account_holds_every_invariant_at_a_bounded_request_cost() {
     // expire-snapshots: each volume keeps its newest 7.
     counter.reset();
     let started = Instant::now();
-    let expired = expire_snapshots::handle_paced(
-        expire_ports(&adapter, &notifier),
+    let expired = expire_snapshots::handle(
+        expire_snapshots::Ports {
+            pacing: expire_snapshots::Pacing::NONE,
+            ..expire_ports(&adapter, &notifier)
+        },
         &config,
         &json!({"kind": "tick"}),
         now,
         plenty(),
-        expire_snapshots::Pacing::NONE,
     )
     .await
     .unwrap();

@@ -21,7 +21,7 @@ use ebs_lifecycle::lambda::deadline::Deadline;
 use ebs_lifecycle_core::notify::NotificationKind;
 use ebs_lifecycle_core::tags::SkipReason;
 use integration_tests::{config, ec2_error, mocked_ec2, tag_ports, RecordingNotifier};
-use tag_snapshots::{handle_paced, Pacing, RunSummary};
+use tag_snapshots::{handle, Pacing, Ports, RunSummary};
 
 /// `Owner` is copied from the volume; `Tier` is the policy's static tag.
 /// `within` keeps snapshots of one instant alike, so all three need the very
@@ -76,13 +76,15 @@ fn no_instances() -> Rule {
 async fn run(client: Client, notifier: &RecordingNotifier) -> RunSummary {
     let adapter = Ec2Adapter::new(client);
     let ports = tag_ports(&adapter, notifier);
-    handle_paced(
-        ports,
+    handle(
+        Ports {
+            pacing: Pacing::NONE,
+            ..ports
+        },
         &config(POLICIES),
         &json!({"kind": "tick"}),
         chrono::Utc::now(),
         Deadline::after(Duration::from_secs(600)),
-        Pacing::NONE,
     )
     .await
     .unwrap()

@@ -19,7 +19,7 @@ use ebs_lifecycle_core::model::Snapshot;
 use ebs_lifecycle_core::retention::{self, Candidate, Expiry};
 use ebs_lifecycle_core::tags;
 use integration_tests::*;
-use tag_snapshots::{handle_paced, Pacing, RunSummary};
+use tag_snapshots::{handle, Pacing, Ports, RunSummary};
 
 const POLICIES: &str = r#"{
     "gold": {"schedule": "@daily", "keep": {"last": 2, "daily": 7},
@@ -34,13 +34,15 @@ async fn run_with(ec2: aws_sdk_ec2::Client, config: &Config, event: &Value) -> R
     let adapter = Ec2Adapter::new(ec2);
     let notifier = RecordingNotifier::default();
     let ports = tag_ports(&adapter, &notifier);
-    let summary = handle_paced(
-        ports,
+    let summary = handle(
+        Ports {
+            pacing: Pacing::NONE,
+            ..ports
+        },
         config,
         event,
         now(),
         Deadline::after(Duration::from_secs(600)),
-        Pacing::NONE,
     )
     .await
     .unwrap();
@@ -292,7 +294,7 @@ async fn a_completion_event_tags_its_snapshot_and_refreshes_its_volume_only() {
 
     counter.reset();
     let run = run_with(ec2.clone(), &config(POLICIES), &event_for(&fresh)).await;
-    assert_eq!(run.trigger, "event");
+    assert_eq!(run.header.trigger, "event");
     assert_eq!(
         run.tagged, 2,
         "the new snapshot and the older one of its volume"
@@ -453,13 +455,15 @@ async fn a_deadline_mid_backfill_leaves_the_rest_for_the_next_run() {
     let adapter = Ec2Adapter::new(slow);
     let notifier = RecordingNotifier::default();
     let ports = tag_ports(&adapter, &notifier);
-    let first = handle_paced(
-        ports,
+    let first = handle(
+        Ports {
+            pacing: Pacing::NONE,
+            ..ports
+        },
         &config(POLICIES),
         &json!({"kind": "tick"}),
         now(),
         Deadline::after(Duration::from_millis(600)).with_margin(Duration::ZERO),
-        Pacing::NONE,
     )
     .await
     .unwrap();

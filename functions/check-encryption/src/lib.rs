@@ -28,6 +28,7 @@ use ebs_lifecycle::config::Config;
 use ebs_lifecycle::lambda::deadline::Deadline;
 use ebs_lifecycle::lambda::invocation;
 use ebs_lifecycle::lambda::metrics::{self, Metric};
+use ebs_lifecycle::lambda::run::{self, RunHeader};
 use ebs_lifecycle::ports::ec2::{
     AccountSettings, CopySnapshotRequest, Ec2Error, SnapshotCatalog, SnapshotCopier,
     SnapshotSharing, VolumeInventory,
@@ -37,9 +38,9 @@ use ebs_lifecycle::ports::notifier::Notifier;
 use ebs_lifecycle_core::encryption::{
     self, AllowedKeys, Checked, Copies, Finding, FindingKind, Fix, Permissions, Remedy, Rules,
 };
-use ebs_lifecycle_core::events::{self, SnapshotEvent, Tick};
+use ebs_lifecycle_core::events::{self, Trigger};
 use ebs_lifecycle_core::model::{Snapshot, Volume};
-use ebs_lifecycle_core::notify::{Notification, NotificationKind};
+use ebs_lifecycle_core::notify::{DailyMemo, Notification, NotificationKind};
 use ebs_lifecycle_core::tags;
 
 pub const FUNCTION: &str = "check-encryption";
@@ -60,20 +61,20 @@ pub struct Ports<'a> {
     pub copier: &'a dyn SnapshotCopier,
     pub keys: &'a dyn KeyDirectory,
     pub notifier: &'a dyn Notifier,
+    /// What this execution environment notified today: a finding that
+    /// repeats (every new snapshot of the same unencrypted volume) is
+    /// notified once a day; the daily run reports everything.
+    pub memo: &'a DailyMemo,
 }
 
-/// How an invocation fails (stable `errorType`s).
-pub use ebs_lifecycle::lambda::invocation::InvocationError as CheckError;
+/// How an invocation fails (stable `errorType`s), shared by the
+/// event-driven functions.
+pub use ebs_lifecycle::lambda::invocation::InvocationError;
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct RunSummary {
-    pub function: &'static str,
-    pub deployment: String,
-    pub time: String,
-    /// `daily` or `event`.
-    pub trigger: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub event: Option<String>,
+    #[serde(flatten)]
+    pub header: RunHeader,
     pub remediate: &'static str,
     pub snapshots_checked: usize,
     /// Snapshots whose permissions were read (the others cannot be shared).
@@ -83,8 +84,14 @@ pub struct RunSummary {
     pub findings: Vec<Finding>,
     /// Encrypted copies started by this run.
     pub copies_started: Vec<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub notification_errors: Vec<String>,
+    /// Event runs: findings not notified because the same condition was
+    /// notified earlier today (they are in this summary and the log).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub repeats_not_notified: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 pub async fn handle(
@@ -93,35 +100,24 @@ pub async fn handle(
     event: &Value,
     now: DateTime<Utc>,
     deadline: Deadline,
-) -> Result<RunSummary, CheckError> {
+) -> Result<RunSummary, InvocationError> {
+    let trigger = Trigger::parse(event)?;
     let mut summary = RunSummary {
-        function: FUNCTION,
-        deployment: config.deployment_name.clone(),
-        time: tags::format_time(now),
+        header: RunHeader::for_trigger(FUNCTION, config, now, &trigger),
         remediate: config.remediate.as_str(),
         ..RunSummary::default()
     };
-    let daily = Tick::is_tick(event);
-    let snapshots = if daily {
-        Tick::parse(event)?;
-        summary.trigger = "daily";
-        ports.catalog.owned_snapshots().await?
-    } else {
-        summary.trigger = "event";
-        match SnapshotEvent::parse(event)? {
-            SnapshotEvent::Ignored { detail_type, event } => {
-                summary.event = Some(format!("ignored: {detail_type} / {event}"));
+    let daily = matches!(trigger, Trigger::Tick(_));
+    let snapshots = match trigger {
+        Trigger::Tick(_) => ports.catalog.owned_snapshots().await?,
+        Trigger::Snapshots { results, .. } => {
+            let ids = events::succeeded_ids(&results);
+            if ids.is_empty() {
                 return Ok(summary);
             }
-            SnapshotEvent::Results { operation, results } => {
-                summary.event = Some(operation.as_str().to_string());
-                let ids = events::succeeded_ids(&results);
-                if ids.is_empty() {
-                    return Ok(summary);
-                }
-                invocation::snapshots_named(ports.catalog, &ids).await?
-            }
+            invocation::snapshots_named(ports.catalog, &ids).await?
         }
+        Trigger::Ignored { .. } => return Ok(summary),
     };
     summary.snapshots_checked = snapshots.len();
 
@@ -213,7 +209,12 @@ pub async fn handle(
         findings.extend(encryption::assess_account(&by_default, &block_public));
     }
     summary.findings = findings;
-    finish(ports, config, daily, &mut summary).await;
+    log(&summary);
+    if daily {
+        emit_metrics(config, &summary);
+    }
+    let notifications = notifications(config, &mut summary, ports.memo, now);
+    run::publish(ports.notifier, &notifications, &mut summary.header).await;
     Ok(summary)
 }
 
@@ -329,7 +330,7 @@ async fn apply(
 async fn opted_in_volumes(
     ports: Ports<'_>,
     config: &Config,
-) -> Result<Vec<(Volume, String)>, CheckError> {
+) -> Result<Vec<(Volume, String)>, InvocationError> {
     let key = &config.selector_tag_key;
     let mut out: BTreeMap<String, (Volume, String)> = BTreeMap::new();
     let instances = ports.inventory.instances_tagged(key).await?;
@@ -356,7 +357,7 @@ async fn opted_in_volumes(
     Ok(out.into_values().collect())
 }
 
-async fn finish(ports: Ports<'_>, config: &Config, daily: bool, summary: &mut RunSummary) {
+fn log(summary: &RunSummary) {
     for finding in &summary.findings {
         tracing::warn!(
             kind = ?finding.kind,
@@ -369,20 +370,8 @@ async fn finish(ports: Ports<'_>, config: &Config, daily: bool, summary: &mut Ru
             finding.detail
         );
     }
-    let (unencrypted, public) = encryption::counts(&summary.findings);
-    if daily {
-        // Account-wide counts: one data point per day.
-        metrics::emit_for_run(
-            config,
-            FUNCTION,
-            &[
-                (Metric::UnencryptedSnapshots, unencrypted),
-                (Metric::PublicSnapshots, public),
-            ],
-        );
-    }
     tracing::info!(
-        trigger = summary.trigger,
+        trigger = summary.header.trigger,
         checked = summary.snapshots_checked,
         findings = summary.findings.len(),
         summary = %json!(summary),
@@ -390,14 +379,50 @@ async fn finish(ports: Ports<'_>, config: &Config, daily: bool, summary: &mut Ru
         summary.findings.len(),
         summary.snapshots_checked
     );
+}
+
+/// Account-wide counts: one data point per day (daily runs only).
+fn emit_metrics(config: &Config, summary: &RunSummary) {
+    let (unencrypted, public) = encryption::counts(&summary.findings);
+    // Account-wide counts: one data point per day.
+    metrics::emit_for_run(
+        config,
+        FUNCTION,
+        &[
+            (Metric::UnencryptedSnapshots, unencrypted),
+            (Metric::PublicSnapshots, public),
+        ],
+    );
+}
+
+/// What the run tells people: one `encryption-findings` with every finding
+/// of a daily run; for an event, only when it found a condition not
+/// notified today. A snapshot whose copy is already under way (the copy's
+/// own completion, or the same event delivered again) has nothing new to
+/// say: the run that started the copy alerted. Every daily finding is
+/// remembered, so events later that day do not repeat it.
+pub fn notifications(
+    config: &Config,
+    summary: &mut RunSummary,
+    memo: &DailyMemo,
+    now: DateTime<Utc>,
+) -> Vec<Notification> {
     let Some(severity) = encryption::worst(&summary.findings) else {
-        return;
+        return Vec::new();
     };
-    // An event about a snapshot whose copy is already under way (the copy's
-    // own completion, or the same event delivered again) has nothing new to
-    // say: the run that started the copy alerted. The daily run always reports.
-    if !daily && summary.findings.iter().all(Finding::in_hand) {
-        return;
+    let daily = summary.header.trigger == "daily";
+    let mut new_today = 0;
+    for finding in summary.findings.iter().filter(|f| !f.in_hand()) {
+        if memo.first_today(&finding.condition(), now) {
+            new_today += 1;
+        }
+    }
+    if !daily {
+        let repeats = summary.findings.iter().filter(|f| !f.in_hand()).count() - new_today;
+        summary.repeats_not_notified = repeats;
+        if new_today == 0 {
+            return Vec::new();
+        }
     }
     let mut by_kind: BTreeMap<String, usize> = BTreeMap::new();
     for f in &summary.findings {
@@ -406,20 +431,17 @@ async fn finish(ports: Ports<'_>, config: &Config, daily: bool, summary: &mut Ru
             .or_default() += 1;
     }
     let listed: Vec<String> = by_kind.iter().map(|(k, n)| format!("{n} {k}")).collect();
-    let notification = Notification {
+    vec![Notification {
         kind: NotificationKind::EncryptionFindings,
         severity,
         deployment: config.deployment_name.clone(),
         summary: format!("check-encryption: {}", listed.join(", ")),
         details: json!({
-            "trigger": summary.trigger,
+            "trigger": summary.header.trigger,
             "remediate": summary.remediate,
             "snapshots_checked": summary.snapshots_checked,
             "findings": summary.findings,
             "copies_started": summary.copies_started,
         }),
-    };
-    if let Err(e) = ports.notifier.publish(&notification).await {
-        summary.notification_errors.push(e.to_string());
-    }
+    }]
 }

@@ -21,16 +21,16 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration as TimeDelta, Utc};
-use lambda_runtime::Diagnostic;
 use serde::Serialize;
 use serde_json::{json, Value};
 
 use ebs_lifecycle::config::Config;
 use ebs_lifecycle::lambda::deadline::Deadline;
 use ebs_lifecycle::lambda::metrics::{self, Metric};
+use ebs_lifecycle::lambda::run::RunHeader;
 use ebs_lifecycle::ports::ec2::{Ec2Error, SnapshotCatalog, SnapshotTagger};
 use ebs_lifecycle::ports::notifier::Notifier;
-use ebs_lifecycle_core::events::{EventError, SnapshotEvent, SnapshotResult, Tick};
+use ebs_lifecycle_core::events::{SnapshotResult, Trigger};
 use ebs_lifecycle_core::model::{Snapshot, SnapshotState, Tags};
 use ebs_lifecycle_core::notify::{Notification, NotificationKind, Severity};
 use ebs_lifecycle_core::tags::{self, LifecycleLabels, LifecycleState};
@@ -44,35 +44,9 @@ pub struct Ports<'a> {
     pub notifier: &'a dyn Notifier,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum CompleteError {
-    #[error("rejected event: {0}")]
-    InvalidEvent(#[from] EventError),
-    /// EC2 does not show the snapshot yet (eventual consistency): failing the
-    /// invocation makes Lambda deliver the event again later, and the daily
-    /// reconcile is the backstop.
-    #[error("snapshots not visible in EC2 yet, retry later: {}", .0.join(", "))]
-    SnapshotNotVisible(Vec<String>),
-    #[error("EC2 call failed: {0}")]
-    Ec2(#[from] Ec2Error),
-    #[error("could not publish a notification that must not be lost: {0}")]
-    Notification(String),
-}
-
-impl From<CompleteError> for Diagnostic {
-    fn from(error: CompleteError) -> Self {
-        let error_type = match error {
-            CompleteError::InvalidEvent(_) => "InvalidEvent",
-            CompleteError::SnapshotNotVisible(_) => "SnapshotNotVisible",
-            CompleteError::Ec2(_) => "Ec2Unavailable",
-            CompleteError::Notification(_) => "NotificationFailed",
-        };
-        Diagnostic {
-            error_type: error_type.into(),
-            error_message: error.to_string(),
-        }
-    }
-}
+/// How an invocation fails (stable `errorType`s), shared by the
+/// event-driven functions.
+pub use ebs_lifecycle::lambda::invocation::InvocationError;
 
 /// One tag change this run made.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -108,14 +82,8 @@ pub struct Stuck {
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct RunSummary {
-    pub function: &'static str,
-    pub deployment: String,
-    pub time: String,
-    /// `event` or `reconcile`.
-    pub trigger: &'static str,
-    /// For events: the EC2 operation (`createSnapshot`, ...), or the ignored event.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub event: Option<String>,
+    #[serde(flatten)]
+    pub header: RunHeader,
     pub completed: Vec<Transition>,
     pub failed: Vec<Transition>,
     /// Managed snapshots already in their final state: a repeated or late event.
@@ -131,8 +99,6 @@ pub struct RunSummary {
     pub still_pending: usize,
     /// Reconcile: not examined because the deadline came near.
     pub left_for_later: usize,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub notification_errors: Vec<String>,
 }
 
 /// Handle one invocation: an EC2 snapshot event or a reconcile tick.
@@ -142,33 +108,24 @@ pub async fn handle(
     event: &Value,
     now: DateTime<Utc>,
     deadline: Deadline,
-) -> Result<RunSummary, CompleteError> {
+) -> Result<RunSummary, InvocationError> {
+    let trigger = Trigger::parse(event)?;
     let mut summary = RunSummary {
-        function: FUNCTION,
-        deployment: config.deployment_name.clone(),
-        time: tags::format_time(now),
+        header: RunHeader::for_trigger(FUNCTION, config, now, &trigger),
         ..RunSummary::default()
     };
-    if Tick::is_tick(event) {
-        Tick::parse(event)?;
-        summary.trigger = "reconcile";
-        reconcile(ports, config, now, deadline, &mut summary).await?;
-    } else {
-        summary.trigger = "event";
-        match SnapshotEvent::parse(event)? {
-            SnapshotEvent::Ignored { detail_type, event } => {
-                tracing::debug!(
-                    detail_type,
-                    event,
-                    "EBS event not handled by this function; ignored"
-                );
-                summary.event = Some(format!("ignored: {detail_type} / {event}"));
-                return Ok(summary);
-            }
-            SnapshotEvent::Results { operation, results } => {
-                summary.event = Some(operation.as_str().to_string());
-                apply_results(ports, config, &results, now, &mut summary).await?;
-            }
+    match trigger {
+        Trigger::Tick(_) => reconcile(ports, config, now, deadline, &mut summary).await?,
+        Trigger::Snapshots { results, .. } => {
+            apply_results(ports, config, &results, now, &mut summary).await?
+        }
+        Trigger::Ignored { detail_type, event } => {
+            tracing::debug!(
+                detail_type,
+                event,
+                "EBS event not handled by this function; ignored"
+            );
+            return Ok(summary);
         }
     }
     finish(config, &summary);
@@ -215,7 +172,7 @@ async fn apply_results(
     results: &[SnapshotResult],
     now: DateTime<Utc>,
     summary: &mut RunSummary,
-) -> Result<(), CompleteError> {
+) -> Result<(), InvocationError> {
     let ids: Vec<String> = results.iter().map(|r| r.snapshot_id.clone()).collect();
     let found: BTreeMap<String, Snapshot> = ports
         .catalog
@@ -266,7 +223,7 @@ async fn apply_results(
     if not_visible.is_empty() {
         Ok(())
     } else {
-        Err(CompleteError::SnapshotNotVisible(not_visible))
+        Err(InvocationError::SnapshotNotVisible(not_visible))
     }
 }
 
@@ -299,7 +256,7 @@ async fn apply_changes(
     config: &Config,
     changes: Vec<Change>,
     summary: &mut RunSummary,
-) -> Result<(), CompleteError> {
+) -> Result<(), InvocationError> {
     let mut completed_batches: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut supersessions: Vec<(String, String)> = Vec::new();
     for change in changes {
@@ -327,7 +284,7 @@ async fn apply_changes(
                     .notifier
                     .publish(&notification)
                     .await
-                    .map_err(|e| CompleteError::Notification(e.to_string()))?;
+                    .map_err(|e| InvocationError::NotificationFailed(e.to_string()))?;
                 let tags = Tags::from([(
                     tags::STATE.to_string(),
                     LifecycleState::Failed.as_str().to_string(),
@@ -396,7 +353,7 @@ async fn reconcile(
     now: DateTime<Utc>,
     deadline: Deadline,
     summary: &mut RunSummary,
-) -> Result<(), CompleteError> {
+) -> Result<(), InvocationError> {
     let pending = ports
         .catalog
         .managed_snapshots_in_state(&config.deployment_name, LifecycleState::Pending)
@@ -480,7 +437,7 @@ async fn reconcile(
                         .tag_snapshots(std::slice::from_ref(&snapshot.id), &marker)
                         .await?;
                 }
-                Err(e) => summary.notification_errors.push(e.to_string()),
+                Err(e) => summary.header.notification_errors.push(e.to_string()),
             }
         }
         summary.stuck.push(entry);
@@ -496,12 +453,12 @@ fn finish(config: &Config, summary: &RunSummary) {
         ),
         (Metric::SnapshotsCreateFailed, summary.failed.len() as u64),
     ];
-    if summary.trigger == "reconcile" {
+    if summary.header.trigger == "daily" {
         values.push((Metric::StuckSnapshots, summary.stuck.len() as u64));
     }
     metrics::emit_for_run(config, FUNCTION, &values);
     tracing::info!(
-        trigger = summary.trigger,
+        trigger = summary.header.trigger,
         completed = summary.completed.len(),
         failed = summary.failed.len(),
         unchanged = summary.unchanged,

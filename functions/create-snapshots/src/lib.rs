@@ -39,6 +39,7 @@ use ebs_lifecycle::config::Config;
 use ebs_lifecycle::lambda::commands::PacedRunner;
 use ebs_lifecycle::lambda::deadline::Deadline;
 use ebs_lifecycle::lambda::metrics::{self, Metric};
+use ebs_lifecycle::lambda::run::{self, RunHeader};
 use ebs_lifecycle::ports::commands::CommandRunner;
 use ebs_lifecycle::ports::ec2::{
     CreateInstanceSnapshotsRequest, CreateSnapshotRequest, Ec2Error, InstanceControl,
@@ -47,7 +48,7 @@ use ebs_lifecycle::ports::ec2::{
 use ebs_lifecycle::ports::notifier::Notifier;
 use ebs_lifecycle_core::events::{EventError, Tick};
 use ebs_lifecycle_core::model::{SnapshotState, Tags};
-use ebs_lifecycle_core::notify::{Notification, NotificationKind, Severity};
+use ebs_lifecycle_core::notify::{DailyMemo, Notification, NotificationKind, Severity};
 use ebs_lifecycle_core::policy::{Consistency, Policy};
 use ebs_lifecycle_core::tags::{
     self, compose_snapshot_tags, copied_tags, snapshot_name, ConsistencyLabel, LifecycleLabels,
@@ -80,6 +81,9 @@ pub struct Ports<'a> {
     /// Stopping and starting instances, for `stopped` policies.
     pub instances: &'a dyn InstanceControl,
     pub waits: Waits,
+    /// What this execution environment notified today (a repeating
+    /// condition is notified once a day).
+    pub memo: &'a DailyMemo,
 }
 
 /// How often the function looks, and how long it waits, while an instance
@@ -194,10 +198,9 @@ pub struct Counts {
 /// What one run did, returned as the invocation's result and logged.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct RunSummary {
-    pub function: &'static str,
-    pub deployment: String,
-    /// The run's clock reading, which decides the current slots.
-    pub time: String,
+    /// `time` is the run's clock reading, which decides the current slots.
+    #[serde(flatten)]
+    pub header: RunHeader,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scheduled_time: Option<String>,
     pub counts: Counts,
@@ -209,9 +212,14 @@ pub struct RunSummary {
     pub consistency_failures: Vec<ConsistencyFailure>,
     /// Instances an earlier run stopped for a snapshot and left stopped.
     pub restarted: Vec<String>,
-    /// Set when the run-summary notification could not be published.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub notification_error: Option<String>,
+    /// Failed volumes and unknown policy names not notified because the
+    /// same condition was notified earlier today (they are in this summary).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub repeats_not_notified: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// A unit of work: one CreateSnapshot or one CreateSnapshots call.
@@ -275,9 +283,7 @@ pub async fn handle(
 ) -> Result<RunSummary, CreateError> {
     let tick = Tick::parse(event)?;
     let mut summary = RunSummary {
-        function: FUNCTION,
-        deployment: config.deployment_name.clone(),
-        time: tags::format_time(now),
+        header: RunHeader::new(FUNCTION, config, now, "tick"),
         scheduled_time: tick.scheduled_time.map(tags::format_time),
         ..RunSummary::default()
     };
@@ -335,7 +341,11 @@ pub async fn handle(
     }
     drop(outcomes);
 
-    finish(ports.notifier, config, &mut summary).await;
+    count(&mut summary);
+    emit_metrics(config, &summary);
+    log(&summary);
+    let notifications = notifications(config, &mut summary, ports.memo, now);
+    run::publish(ports.notifier, &notifications, &mut summary.header).await;
     Ok(summary)
 }
 
@@ -710,8 +720,8 @@ fn skipped(resource_id: &str, skipped: &[tags::SkippedTag]) -> Option<SkippedTag
     })
 }
 
-/// Step 5: counts, log, metrics, notification.
-async fn finish(notifier: &dyn Notifier, config: &Config, summary: &mut RunSummary) {
+/// Step 5: counts, metrics, log, notifications.
+fn count(summary: &mut RunSummary) {
     summary
         .created
         .sort_by(|a, b| a.volume_id.cmp(&b.volume_id));
@@ -733,7 +743,9 @@ async fn finish(notifier: &dyn Notifier, config: &Config, summary: &mut RunSumma
         .collect::<BTreeSet<_>>()
         .len();
     summary.counts.restarted = summary.restarted.len();
+}
 
+fn emit_metrics(config: &Config, summary: &RunSummary) {
     let c = summary.counts;
     let metrics = [
         (Metric::ResourcesTargeted, c.targeted as u64),
@@ -741,32 +753,55 @@ async fn finish(notifier: &dyn Notifier, config: &Config, summary: &mut RunSumma
         (Metric::SnapshotsCreateFailed, c.failed as u64),
     ];
     metrics::emit_for_run(config, FUNCTION, &metrics);
+}
 
-    // One notification per instance: its owner needs the command's output
-    // and what became of the snapshot, not the whole run.
-    for failure in &summary.consistency_failures {
-        if let Err(e) = notifier
-            .publish(&failure.notification(&config.deployment_name))
-            .await
-        {
-            tracing::error!(error = %e, instance = %failure.instance_id, "could not publish a consistency-failed notification");
-            summary.notification_error = Some(e.to_string());
-        }
-    }
-
-    if c.failed > 0 || c.unknown_policy > 0 {
-        let notification = Notification {
+/// What the run tells people, from its summary: one `consistency-failed`
+/// per instance (its owner needs the command's output and what became of
+/// the snapshot, not the whole run), and a `run-summary` when a volume
+/// failed or a tag named an unknown policy, if one of those conditions was
+/// not notified today already (a typo in a tag would otherwise alert at
+/// every tick).
+pub fn notifications(
+    config: &Config,
+    summary: &mut RunSummary,
+    memo: &DailyMemo,
+    now: DateTime<Utc>,
+) -> Vec<Notification> {
+    let mut out: Vec<Notification> = summary
+        .consistency_failures
+        .iter()
+        .map(|f| f.notification(&config.deployment_name))
+        .collect();
+    let conditions: Vec<String> = summary
+        .failed
+        .iter()
+        .map(|f| format!("failed {} {}", f.volume_id, f.error_kind))
+        .chain(
+            summary
+                .unknown_policies
+                .iter()
+                .map(|u| format!("unknown-policy {} {}", u.resource_id, u.policy)),
+        )
+        .collect();
+    let new_today = conditions
+        .iter()
+        .filter(|c| memo.first_today(c, now))
+        .count();
+    summary.repeats_not_notified = conditions.len() - new_today;
+    if new_today > 0 {
+        out.push(Notification {
             kind: NotificationKind::RunSummary,
             severity: Severity::Warning,
             deployment: config.deployment_name.clone(),
-            summary: headline(&c),
+            summary: headline(&summary.counts),
             details: json!(summary),
-        };
-        if let Err(e) = notifier.publish(&notification).await {
-            tracing::error!(error = %e, "could not publish the run summary");
-            summary.notification_error = Some(e.to_string());
-        }
+        });
     }
+    out
+}
+
+fn log(summary: &RunSummary) {
+    let c = summary.counts;
     tracing::info!(
         targeted = c.targeted,
         created = c.created,

@@ -12,6 +12,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             catalog: &env.ec2,
             creator: &env.ec2,
             notifier: env.notifier.as_ref(),
+            memo: &env.memo,
             commands: &env.ssm,
             instances: &env.ec2,
             waits: Waits::PRODUCTION,

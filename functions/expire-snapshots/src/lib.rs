@@ -26,6 +26,7 @@ use ebs_lifecycle::lambda::deadline::Deadline;
 use ebs_lifecycle::lambda::metrics::{self, Metric};
 use ebs_lifecycle::lambda::pacing::Pacer;
 pub use ebs_lifecycle::lambda::pacing::Pacing;
+use ebs_lifecycle::lambda::run::{self, RunHeader};
 use ebs_lifecycle::ports::ec2::{
     Ec2Error, SnapshotCatalog, SnapshotDeleter, SnapshotProtections, VolumeInventory,
 };
@@ -55,6 +56,9 @@ pub struct Ports<'a> {
     pub protections: &'a dyn SnapshotProtections,
     pub deleter: &'a dyn SnapshotDeleter,
     pub notifier: &'a dyn Notifier,
+    /// How deletions are spaced: [`DELETE_PACING`] in production, shorter
+    /// in tests.
+    pub pacing: Pacing,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -133,9 +137,8 @@ pub struct Counts {
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct RunSummary {
-    pub function: &'static str,
-    pub deployment: String,
-    pub time: String,
+    #[serde(flatten)]
+    pub header: RunHeader,
     pub dry_run: bool,
     pub max_deletions: u32,
     pub cap_reached: bool,
@@ -144,29 +147,16 @@ pub struct RunSummary {
     pub locks_checked: bool,
     pub counts: Counts,
     pub volumes: Vec<VolumeReport>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub notification_errors: Vec<String>,
 }
 
-/// Run one daily tick.
+/// Run one daily tick: gather the facts, plan, delete what the plan and the
+/// gate allow, summarise, notify.
 pub async fn handle(
     ports: Ports<'_>,
     config: &Config,
     event: &Value,
     now: DateTime<Utc>,
     deadline: Deadline,
-) -> Result<RunSummary, ExpireError> {
-    handle_paced(ports, config, event, now, deadline, DELETE_PACING).await
-}
-
-/// [`handle`] with the pacing of deletions given (tests shorten it).
-pub async fn handle_paced(
-    ports: Ports<'_>,
-    config: &Config,
-    event: &Value,
-    now: DateTime<Utc>,
-    deadline: Deadline,
-    pacing: Pacing,
 ) -> Result<RunSummary, ExpireError> {
     Tick::parse(event)?;
     let facts_error = ExpireError::FactsUnavailable;
@@ -213,127 +203,134 @@ pub async fn handle_paced(
         locked_snapshot_ids,
         now,
     };
-    let mut gate = DeletionGate::new(facts, &snapshots, config.max_deletions);
+    let gate = DeletionGate::new(facts, &snapshots, config.max_deletions);
     let plans = expiry::plan(&snapshots, &config.policies, &existing, &gate);
 
     let mut summary = RunSummary {
-        function: FUNCTION,
-        deployment: config.deployment_name.clone(),
-        time: tags::format_time(now),
+        header: RunHeader::new(FUNCTION, config, now, "daily"),
         dry_run: config.dry_run,
         max_deletions: config.max_deletions,
         locks_checked,
         ..RunSummary::default()
     };
     summary.counts.snapshots = snapshots.len();
-    let mut pacer = Pacer::new(pacing);
+    let mut execution = Execution {
+        ports,
+        dry_run: config.dry_run,
+        gate,
+        deadline,
+        pacer: Pacer::new(ports.pacing),
+        cap_reached: false,
+    };
     for plan in &plans {
-        let report = execute(
-            ports,
-            config,
-            plan,
-            &mut gate,
-            deadline,
-            &mut pacer,
-            &mut summary,
-        )
-        .await;
+        let report = execution.volume(plan).await;
         summary.volumes.push(report);
     }
-    finish(ports.notifier, config, &mut summary).await;
+    summary.cap_reached = execution.cap_reached;
+    count(&mut summary);
+    emit_metrics(config, &summary);
+    log(&summary);
+    let notifications = notifications(config, &summary);
+    run::publish(ports.notifier, &notifications, &mut summary.header).await;
     Ok(summary)
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn execute(
-    ports: Ports<'_>,
-    config: &Config,
-    plan: &VolumePlan<'_>,
-    gate: &mut DeletionGate,
+/// What one run carries from volume to volume while it deletes.
+struct Execution<'p> {
+    ports: Ports<'p>,
+    dry_run: bool,
+    gate: DeletionGate,
     deadline: Deadline,
-    pacer: &mut Pacer,
-    summary: &mut RunSummary,
-) -> VolumeReport {
-    let mut report = VolumeReport {
-        volume_id: plan.volume_id.clone(),
-        policy: plan.policy.clone(),
-        orphan: plan.orphan,
-        kept: Vec::new(),
-        deleted: Vec::new(),
-        failed: Vec::new(),
-        left_for_later: Vec::new(),
-    };
-    // Oldest first: if the run stops early, the oldest went first.
-    for planned in plan.snapshots.iter().rev() {
-        let s = planned.snapshot;
-        let start_time = s.start_time.map(tags::format_time);
-        if let Err(protection) = &planned.verdict {
-            report.kept.push(Kept {
-                snapshot_id: s.id.clone(),
-                start_time,
-                why: protection.kind().to_string(),
-                retained_by: match protection {
-                    Protection::KeptByPolicy(reasons) => Some(
-                        reasons
-                            .iter()
-                            .map(|r| r.as_str())
-                            .collect::<Vec<_>>()
-                            .join(","),
-                    ),
-                    _ => None,
-                },
-            });
-            continue;
-        }
-        if summary.cap_reached || deadline.is_near() {
-            report.left_for_later.push(s.id.clone());
-            continue;
-        }
-        // Every deletion passes the gate again here: it re-checks every rule
-        // and counts toward MAX_DELETIONS.
-        let authorized = match gate.authorize(s, planned.retention.as_deref()) {
-            Ok(a) => a,
-            Err(Protection::CapReached) => {
-                summary.cap_reached = true;
-                report.left_for_later.push(s.id.clone());
-                continue;
-            }
-            Err(other) => {
+    pacer: Pacer,
+    /// MAX_DELETIONS was reached: nothing more is deleted this run.
+    cap_reached: bool,
+}
+
+impl Execution<'_> {
+    /// Carry out one volume's plan.
+    async fn volume(&mut self, plan: &VolumePlan<'_>) -> VolumeReport {
+        let mut report = VolumeReport {
+            volume_id: plan.volume_id.clone(),
+            policy: plan.policy.clone(),
+            orphan: plan.orphan,
+            kept: Vec::new(),
+            deleted: Vec::new(),
+            failed: Vec::new(),
+            left_for_later: Vec::new(),
+        };
+        // Oldest first: if the run stops early, the oldest went first.
+        for planned in plan.snapshots.iter().rev() {
+            let s = planned.snapshot;
+            let start_time = s.start_time.map(tags::format_time);
+            if let Err(protection) = &planned.verdict {
                 report.kept.push(Kept {
                     snapshot_id: s.id.clone(),
                     start_time,
-                    why: other.kind().into(),
-                    retained_by: None,
+                    why: protection.kind().to_string(),
+                    retained_by: match protection {
+                        Protection::KeptByPolicy(reasons) => Some(
+                            reasons
+                                .iter()
+                                .map(|r| r.as_str())
+                                .collect::<Vec<_>>()
+                                .join(","),
+                        ),
+                        _ => None,
+                    },
                 });
                 continue;
             }
-        };
-        let deleted = Deleted {
-            snapshot_id: s.id.clone(),
-            start_time,
-            volume_size_gib: s.volume_size_gib.unwrap_or_default(),
-        };
-        if config.dry_run {
-            report.deleted.push(deleted);
-            continue;
-        }
-        pacer.ready().await;
-        match ports.deleter.delete_snapshot(&authorized).await {
-            Ok(()) => report.deleted.push(deleted),
-            // Gone already (deleted by hand, or by an earlier attempt whose
-            // answer was lost): the goal is reached.
-            Err(Ec2Error::SnapshotNotFound) => report.deleted.push(deleted),
-            Err(e) => report.failed.push(FailedDeletion {
+            if self.cap_reached || self.deadline.is_near() {
+                report.left_for_later.push(s.id.clone());
+                continue;
+            }
+            // Every deletion passes the gate again here: it re-checks every rule
+            // and counts toward MAX_DELETIONS.
+            let authorized = match self.gate.authorize(s, planned.retention.as_deref()) {
+                Ok(a) => a,
+                Err(Protection::CapReached) => {
+                    self.cap_reached = true;
+                    report.left_for_later.push(s.id.clone());
+                    continue;
+                }
+                Err(other) => {
+                    report.kept.push(Kept {
+                        snapshot_id: s.id.clone(),
+                        start_time,
+                        why: other.kind().into(),
+                        retained_by: None,
+                    });
+                    continue;
+                }
+            };
+            let deleted = Deleted {
                 snapshot_id: s.id.clone(),
-                error_kind: e.kind().into(),
-                error: e.to_string(),
-            }),
+                start_time,
+                volume_size_gib: s.volume_size_gib.unwrap_or_default(),
+            };
+            if self.dry_run {
+                report.deleted.push(deleted);
+                continue;
+            }
+            self.pacer.ready().await;
+            match self.ports.deleter.delete_snapshot(&authorized).await {
+                Ok(()) => report.deleted.push(deleted),
+                // Gone already (deleted by hand, or by an earlier attempt whose
+                // answer was lost): the goal is reached.
+                Err(Ec2Error::SnapshotNotFound) => report.deleted.push(deleted),
+                Err(e) => report.failed.push(FailedDeletion {
+                    snapshot_id: s.id.clone(),
+                    error_kind: e.kind().into(),
+                    error: e.to_string(),
+                }),
+            }
         }
+        report
     }
-    report
 }
 
-async fn finish(notifier: &dyn Notifier, config: &Config, summary: &mut RunSummary) {
+/// The counts, from the volume reports.
+fn count(summary: &mut RunSummary) {
     let c = &mut summary.counts;
     for v in &summary.volumes {
         c.kept += v.kept.len();
@@ -346,13 +343,16 @@ async fn finish(notifier: &dyn Notifier, config: &Config, summary: &mut RunSumma
             .map(|d| i64::from(d.volume_size_gib))
             .sum::<i64>();
     }
-    let counts = summary.counts.clone();
+}
+
+fn headline(summary: &RunSummary) -> String {
+    let counts = &summary.counts;
     let verb = if summary.dry_run {
         "would delete"
     } else {
         "deleted"
     };
-    let headline = format!(
+    format!(
         "expire-snapshots: {verb} {}, kept {}, failed {}{}",
         counts.deleted,
         counts.kept,
@@ -362,7 +362,11 @@ async fn finish(notifier: &dyn Notifier, config: &Config, summary: &mut RunSumma
         } else {
             ""
         }
-    );
+    )
+}
+
+fn emit_metrics(config: &Config, summary: &RunSummary) {
+    let counts = &summary.counts;
     // In a dry run nothing is deleted, so the metric counts nothing.
     let deleted_metric = if summary.dry_run {
         0
@@ -377,7 +381,11 @@ async fn finish(notifier: &dyn Notifier, config: &Config, summary: &mut RunSumma
             (Metric::SnapshotsDeleteFailed, counts.failed as u64),
         ],
     );
+}
 
+/// What the run tells people, from its summary alone.
+pub fn notifications(config: &Config, summary: &RunSummary) -> Vec<Notification> {
+    let counts = &summary.counts;
     let mut notifications = Vec::new();
     if summary.cap_reached {
         notifications.push(Notification {
@@ -404,16 +412,15 @@ async fn finish(notifier: &dyn Notifier, config: &Config, summary: &mut RunSumma
                 Severity::Info
             },
             deployment: config.deployment_name.clone(),
-            summary: headline.clone(),
+            summary: headline(summary),
             details: json!(summary),
         });
     }
-    for n in &notifications {
-        if let Err(e) = notifier.publish(n).await {
-            tracing::error!(error = %e, kind = n.kind.as_str(), "could not publish");
-            summary.notification_errors.push(e.to_string());
-        }
-    }
+    notifications
+}
+
+fn log(summary: &RunSummary) {
+    let counts = &summary.counts;
     tracing::info!(
         dry_run = summary.dry_run,
         deleted = counts.deleted,
@@ -421,6 +428,7 @@ async fn finish(notifier: &dyn Notifier, config: &Config, summary: &mut RunSumma
         failed = counts.failed,
         left_for_later = counts.left_for_later,
         summary = %json!(summary),
-        "{headline}"
+        "{}",
+        headline(summary)
     );
 }

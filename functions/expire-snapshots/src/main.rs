@@ -2,7 +2,7 @@
 
 use ebs_lifecycle::lambda::deadline::Deadline;
 use ebs_lifecycle::lambda::runtime::serve;
-use expire_snapshots::{handle, Ports, FUNCTION};
+use expire_snapshots::{handle, Ports, DELETE_PACING, FUNCTION};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
@@ -13,6 +13,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             protections: &env.ec2,
             deleter: &env.ec2,
             notifier: env.notifier.as_ref(),
+            pacing: DELETE_PACING,
         };
         let deadline = Deadline::from_wall_clock(event.context.deadline());
         handle(

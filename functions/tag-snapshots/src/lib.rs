@@ -15,7 +15,7 @@
 //! writes nothing. A batch EC2 refuses is split (a snapshot deleted meanwhile,
 //! or one tag EC2 will not take, must not cost the others their tags).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -27,11 +27,12 @@ use ebs_lifecycle::lambda::deadline::Deadline;
 use ebs_lifecycle::lambda::invocation;
 use ebs_lifecycle::lambda::pacing::Pacer;
 pub use ebs_lifecycle::lambda::pacing::Pacing;
+use ebs_lifecycle::lambda::run::{self, RunHeader};
 use ebs_lifecycle::ports::ec2::{
     Ec2Error, SnapshotCatalog, SnapshotTagger, VolumeInventory, TAG_BATCH,
 };
 use ebs_lifecycle::ports::notifier::Notifier;
-use ebs_lifecycle_core::events::{self, SnapshotEvent, SnapshotResult, Tick};
+use ebs_lifecycle_core::events::{self, SnapshotResult, Trigger};
 use ebs_lifecycle_core::model::{Snapshot, Tags};
 use ebs_lifecycle_core::notify::{Notification, NotificationKind, Severity};
 use ebs_lifecycle_core::tagging::{self, SkippedOnSnapshot, Sources, TagBatch, TagPlan};
@@ -53,10 +54,14 @@ pub struct Ports<'a> {
     pub inventory: &'a dyn VolumeInventory,
     pub tagger: &'a dyn SnapshotTagger,
     pub notifier: &'a dyn Notifier,
+    /// How CreateTags calls are spaced: [`CREATE_TAGS_PACING`] in
+    /// production, [`Pacing::NONE`] in tests.
+    pub pacing: Pacing,
 }
 
-/// How an invocation fails (stable `errorType`s).
-pub use ebs_lifecycle::lambda::invocation::InvocationError as TagError;
+/// How an invocation fails (stable `errorType`s), shared by the
+/// event-driven functions.
+pub use ebs_lifecycle::lambda::invocation::InvocationError;
 
 /// Tags that could not be written on some snapshots.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -68,13 +73,8 @@ pub struct FailedWrite {
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct RunSummary {
-    pub function: &'static str,
-    pub deployment: String,
-    pub time: String,
-    /// `event` or `backfill`.
-    pub trigger: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub event: Option<String>,
+    #[serde(flatten)]
+    pub header: RunHeader,
     /// Snapshots named by the event that this deployment does not manage.
     pub foreign: usize,
     #[serde(flatten)]
@@ -89,58 +89,34 @@ pub struct RunSummary {
     /// Snapshots not written because the deadline came near: the next run
     /// writes them.
     pub left_for_later: usize,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub notification_errors: Vec<String>,
 }
 
-/// Handle one invocation, pacing CreateTags as production does.
+/// Handle one invocation: a daily backfill tick or a completion event.
 pub async fn handle(
     ports: Ports<'_>,
     config: &Config,
     event: &Value,
     now: DateTime<Utc>,
     deadline: Deadline,
-) -> Result<RunSummary, TagError> {
-    handle_paced(ports, config, event, now, deadline, CREATE_TAGS_PACING).await
-}
-
-/// [`handle`] with the pacing of CreateTags calls given (tests pass [`Pacing::NONE`]).
-pub async fn handle_paced(
-    ports: Ports<'_>,
-    config: &Config,
-    event: &Value,
-    now: DateTime<Utc>,
-    deadline: Deadline,
-    pacing: Pacing,
-) -> Result<RunSummary, TagError> {
+) -> Result<RunSummary, InvocationError> {
+    let trigger = Trigger::parse(event)?;
     let mut summary = RunSummary {
-        function: FUNCTION,
-        deployment: config.deployment_name.clone(),
-        time: tags::format_time(now),
+        header: RunHeader::for_trigger(FUNCTION, config, now, &trigger),
         ..RunSummary::default()
     };
     let deployment = config.deployment_name.as_str();
-    let snapshots = if Tick::is_tick(event) {
-        Tick::parse(event)?;
-        summary.trigger = "backfill";
-        ports.catalog.managed_snapshots(deployment).await?
-    } else {
-        summary.trigger = "event";
-        match SnapshotEvent::parse(event)? {
-            SnapshotEvent::Ignored { detail_type, event } => {
-                tracing::debug!(detail_type, event, "EBS event not handled; ignored");
-                summary.event = Some(format!("ignored: {detail_type} / {event}"));
-                return Ok(summary);
-            }
-            SnapshotEvent::Results { operation, results } => {
-                summary.event = Some(operation.as_str().to_string());
-                // A failed snapshot has nothing to label; complete-snapshots
-                // reports it.
-                if events::succeeded_ids(&results).is_empty() {
-                    return Ok(summary);
-                }
-                snapshots_of_event(ports, deployment, &results, &mut summary).await?
-            }
+    let snapshots = match trigger {
+        Trigger::Tick(_) => ports.catalog.managed_snapshots(deployment).await?,
+        // A failed snapshot has nothing to label; complete-snapshots reports it.
+        Trigger::Snapshots { results, .. } if events::succeeded_ids(&results).is_empty() => {
+            return Ok(summary)
+        }
+        Trigger::Snapshots { results, .. } => {
+            snapshots_of_event(ports, deployment, &results, &mut summary).await?
+        }
+        Trigger::Ignored { detail_type, event } => {
+            tracing::debug!(detail_type, event, "EBS event not handled; ignored");
+            return Ok(summary);
         }
     };
 
@@ -183,8 +159,10 @@ pub async fn handle_paced(
         &snapshots,
     );
     let batches = tagging::batches(&summary.plan.changes, TAG_BATCH);
-    write(ports, batches, deadline, pacing, &mut summary).await;
-    finish(ports, config, &mut summary).await;
+    write(ports, batches, deadline, &mut summary).await;
+    log(&summary);
+    let notifications = notifications(config, &summary);
+    run::publish(ports.notifier, &notifications, &mut summary.header).await;
     Ok(summary)
 }
 
@@ -200,7 +178,7 @@ async fn snapshots_of_event(
     deployment: &str,
     results: &[SnapshotResult],
     summary: &mut RunSummary,
-) -> Result<Vec<Snapshot>, TagError> {
+) -> Result<Vec<Snapshot>, InvocationError> {
     let ids = events::succeeded_ids(results);
     let event_volumes: BTreeSet<String> = results
         .iter()
@@ -261,22 +239,21 @@ async fn snapshots_of_event(
     Ok(all.into_values().collect())
 }
 
-/// Write the batches, paced, until done or the deadline comes near.
+/// Write the batches, paced, until done or the deadline comes near. A
+/// failed batch is split, skipped or recorded by [`after_failure`].
 async fn write(
     ports: Ports<'_>,
     batches: Vec<TagBatch>,
     deadline: Deadline,
-    pacing: Pacing,
     summary: &mut RunSummary,
 ) {
     let mut tagged = BTreeSet::new();
-    let mut queue: std::collections::VecDeque<TagBatch> = batches.into();
-    let mut pacer = Pacer::new(pacing);
+    let mut queue: VecDeque<TagBatch> = batches.into();
+    let mut pacer = Pacer::new(ports.pacing);
     while let Some(batch) = queue.pop_front() {
         if deadline.is_near() {
-            let mut left: BTreeSet<&String> = batch.snapshot_ids.iter().collect();
-            left.extend(queue.iter().flat_map(|b| b.snapshot_ids.iter()));
-            summary.left_for_later = left.len();
+            queue.push_front(batch);
+            summary.left_for_later = snapshots_in(&queue);
             break;
         }
         pacer.ready().await;
@@ -292,68 +269,115 @@ async fn write(
             }
             Err(e) => e,
         };
-        let refused = matches!(&error, Ec2Error::Service { code, .. } if refuses_tag(code));
-        match (&error, batch.snapshot_ids.len(), batch.tags.len()) {
-            // One snapshot of many is gone, or one tag is refused: split so
-            // the others still get their tags. Splits go first in the queue.
-            (Ec2Error::SnapshotNotFound, n, _) | (Ec2Error::Service { .. }, n, _)
-                if n > 1 && (refused || matches!(error, Ec2Error::SnapshotNotFound)) =>
-            {
-                for id in batch.snapshot_ids.into_iter().rev() {
-                    queue.push_front(TagBatch {
-                        tags: batch.tags.clone(),
-                        snapshot_ids: vec![id],
-                    });
+        match after_failure(batch, &error) {
+            // Splits go first in the queue, in their order.
+            AfterFailure::Retry(parts) => {
+                for part in parts.into_iter().rev() {
+                    queue.push_front(part);
                 }
             }
-            (Ec2Error::SnapshotNotFound, _, _) => summary.gone.extend(batch.snapshot_ids),
-            (Ec2Error::Service { .. }, _, k) if refused && k > 1 => {
-                for (key, value) in batch.tags.into_iter().rev() {
-                    queue.push_front(TagBatch {
-                        tags: Tags::from([(key, value)]),
-                        snapshot_ids: batch.snapshot_ids.clone(),
-                    });
+            AfterFailure::Gone(ids) => summary.gone.extend(ids),
+            AfterFailure::Refused(skipped) => {
+                for s in &skipped {
+                    tracing::warn!(snapshot = %s.snapshot_id, key = %s.tag.key, error = %error, "EC2 refused a tag; skipped");
                 }
-            }
-            (Ec2Error::Service { .. }, _, _) if refused => {
-                for id in batch.snapshot_ids {
-                    for key in batch.tags.keys() {
-                        tracing::warn!(snapshot = %id, key, error = %error, "EC2 refused a tag; skipped");
-                        summary.plan.skipped.push(SkippedOnSnapshot {
-                            snapshot_id: id.clone(),
-                            tag: SkippedTag {
-                                key: key.clone(),
-                                reason: SkipReason::Refused,
-                            },
-                        });
-                    }
-                }
+                summary.plan.skipped.extend(skipped);
             }
             // EC2 kept throttling through every retry: more calls now would
             // only be throttled too. The next run writes the rest.
-            (Ec2Error::Throttled { .. }, _, _) => {
+            AfterFailure::Stop(failed) => {
                 tracing::warn!(error = %error, "CreateTags throttled past every retry; stopping");
-                let left: BTreeSet<&String> =
-                    queue.iter().flat_map(|b| b.snapshot_ids.iter()).collect();
-                summary.left_for_later = left.len();
-                summary.failed.push(FailedWrite {
-                    snapshot_ids: batch.snapshot_ids,
-                    tags: batch.tags,
-                    error: error.to_string(),
-                });
+                summary.left_for_later = snapshots_in(&queue);
+                summary.failed.push(failed);
                 break;
             }
-            _ => {
-                tracing::warn!(snapshots = ?batch.snapshot_ids, error = %error, "CreateTags failed");
-                summary.failed.push(FailedWrite {
-                    snapshot_ids: batch.snapshot_ids,
-                    tags: batch.tags,
-                    error: error.to_string(),
-                });
+            AfterFailure::Failed(failed) => {
+                tracing::warn!(snapshots = ?failed.snapshot_ids, error = %error, "CreateTags failed");
+                summary.failed.push(failed);
             }
         }
     }
     summary.tagged = tagged.len();
+}
+
+/// Distinct snapshots in the batches not yet written.
+fn snapshots_in(queue: &VecDeque<TagBatch>) -> usize {
+    queue
+        .iter()
+        .flat_map(|b| b.snapshot_ids.iter())
+        .collect::<BTreeSet<_>>()
+        .len()
+}
+
+/// What becomes of a batch CreateTags refused.
+enum AfterFailure {
+    /// Split so the other snapshots (or tags) still get written.
+    Retry(Vec<TagBatch>),
+    /// The snapshots were deleted meanwhile.
+    Gone(Vec<String>),
+    /// EC2 will never take this tag on this snapshot.
+    Refused(Vec<SkippedOnSnapshot>),
+    /// Throttled past every retry: stop the run here.
+    Stop(FailedWrite),
+    Failed(FailedWrite),
+}
+
+fn after_failure(batch: TagBatch, error: &Ec2Error) -> AfterFailure {
+    let refused = matches!(error, Ec2Error::Service { code, .. } if refuses_tag(code));
+    let gone = matches!(error, Ec2Error::SnapshotNotFound);
+    let failed = |batch: TagBatch| FailedWrite {
+        snapshot_ids: batch.snapshot_ids,
+        tags: batch.tags,
+        error: error.to_string(),
+    };
+    if (gone || refused) && batch.snapshot_ids.len() > 1 {
+        // One snapshot of many is gone, or one tag is refused somewhere.
+        let TagBatch { snapshot_ids, tags } = batch;
+        return AfterFailure::Retry(
+            snapshot_ids
+                .into_iter()
+                .map(|id| TagBatch {
+                    tags: tags.clone(),
+                    snapshot_ids: vec![id],
+                })
+                .collect(),
+        );
+    }
+    if gone {
+        return AfterFailure::Gone(batch.snapshot_ids);
+    }
+    if refused && batch.tags.len() > 1 {
+        let TagBatch { snapshot_ids, tags } = batch;
+        return AfterFailure::Retry(
+            tags.into_iter()
+                .map(|(key, value)| TagBatch {
+                    tags: Tags::from([(key, value)]),
+                    snapshot_ids: snapshot_ids.clone(),
+                })
+                .collect(),
+        );
+    }
+    if refused {
+        return AfterFailure::Refused(
+            batch
+                .snapshot_ids
+                .iter()
+                .flat_map(|id| {
+                    batch.tags.keys().map(move |key| SkippedOnSnapshot {
+                        snapshot_id: id.clone(),
+                        tag: SkippedTag {
+                            key: key.clone(),
+                            reason: SkipReason::Refused,
+                        },
+                    })
+                })
+                .collect(),
+        );
+    }
+    match error {
+        Ec2Error::Throttled { .. } => AfterFailure::Stop(failed(batch)),
+        _ => AfterFailure::Failed(failed(batch)),
+    }
 }
 
 /// EC2 error codes that mean "this tag is not acceptable" rather than "try later".
@@ -363,9 +387,9 @@ fn refuses_tag(code: &str) -> bool {
         || code == "TagLimitExceeded"
 }
 
-async fn finish(ports: Ports<'_>, config: &Config, summary: &mut RunSummary) {
+fn log(summary: &RunSummary) {
     tracing::info!(
-        trigger = summary.trigger,
+        trigger = summary.header.trigger,
         examined = summary.plan.examined,
         tagged = summary.tagged,
         unchanged = summary.plan.unchanged,
@@ -381,13 +405,17 @@ async fn finish(ports: Ports<'_>, config: &Config, summary: &mut RunSummary) {
     for skipped in &summary.plan.skipped {
         tracing::warn!(snapshot = %skipped.snapshot_id, key = %skipped.tag.key, reason = %skipped.tag.reason, "tag not written");
     }
+}
+
+/// What the run tells people, from its summary alone.
+pub fn notifications(config: &Config, summary: &RunSummary) -> Vec<Notification> {
     // Skipped tags recur every day until the source changes, so they stay in
     // the logs and the summary; failed writes are news and are notified.
     if summary.failed.is_empty() {
-        return;
+        return Vec::new();
     }
     let failed: usize = summary.failed.iter().map(|f| f.snapshot_ids.len()).sum();
-    let notification = Notification {
+    vec![Notification {
         kind: NotificationKind::RunSummary,
         severity: Severity::Warning,
         deployment: config.deployment_name.clone(),
@@ -398,8 +426,5 @@ async fn finish(ports: Ports<'_>, config: &Config, summary: &mut RunSummary) {
             "tagged": summary.tagged,
             "next": "The next run retries: only tags that differ are written.",
         }),
-    };
-    if let Err(e) = ports.notifier.publish(&notification).await {
-        summary.notification_errors.push(e.to_string());
-    }
+    }]
 }

@@ -2,7 +2,7 @@
 
 use ebs_lifecycle::lambda::deadline::Deadline;
 use ebs_lifecycle::lambda::runtime::serve;
-use tag_snapshots::{handle, Ports, FUNCTION};
+use tag_snapshots::{handle, Ports, CREATE_TAGS_PACING, FUNCTION};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
@@ -12,6 +12,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             inventory: &env.ec2,
             tagger: &env.ec2,
             notifier: env.notifier.as_ref(),
+            pacing: CREATE_TAGS_PACING,
         };
         let deadline = Deadline::from_wall_clock(event.context.deadline());
         handle(

@@ -126,9 +126,10 @@ fn parsing(c: &mut Criterion) {
                     "copy_tags": ["Name", "Owner", "CostCenter"], "tags": { "Tier": "gold" } }
     }"#;
     let mut group = c.benchmark_group("parse-one");
-    group.bench_function("policy document (2 policies, the example of docs/policies-and-tags.md)", |b| {
-        b.iter(|| Policies::parse(black_box(spec_policies)).is_ok())
-    });
+    group.bench_function(
+        "policy document (2 policies, the example of docs/policies-and-tags.md)",
+        |b| b.iter(|| Policies::parse(black_box(spec_policies)).is_ok()),
+    );
     group.bench_function("policy document rejected (bad cron)", |b| {
         b.iter(|| {
             Policies::parse(black_box(

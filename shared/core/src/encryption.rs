@@ -110,6 +110,23 @@ pub struct Finding {
 }
 
 impl Finding {
+    /// The condition this finding reports, for notifying it once a day: its
+    /// kind and the volume it is about (every new snapshot of an
+    /// unencrypted volume is the same condition), else the snapshot, else
+    /// what it says.
+    pub fn condition(&self) -> String {
+        let kind = serde_json::to_value(self.kind)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default();
+        let subject = self
+            .volume_id
+            .as_deref()
+            .or(self.snapshot_id.as_deref())
+            .unwrap_or(&self.detail);
+        format!("{kind} {subject}")
+    }
+
     /// Already being dealt with: an unencrypted snapshot whose encrypted
     /// copy exists. The run that started the copy reported it.
     pub fn in_hand(&self) -> bool {

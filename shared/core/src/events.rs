@@ -342,7 +342,9 @@ impl Trigger {
         match self {
             Self::Tick(_) => None,
             Self::Snapshots { operation, .. } => Some(operation.as_str().to_string()),
-            Self::Ignored { detail_type, event } => Some(format!("ignored: {detail_type} / {event}")),
+            Self::Ignored { detail_type, event } => {
+                Some(format!("ignored: {detail_type} / {event}"))
+            }
         }
     }
 }

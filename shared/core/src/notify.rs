@@ -4,6 +4,10 @@
 //! the message attributes `kind` and `severity`, which subscribers filter on.
 //! Publishing is the SNS adapter's job (`crate::aws::sns`).
 
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+
+use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
 use serde_json::{json, Value};
 
@@ -141,9 +145,89 @@ fn subject(deployment: &str, severity: Severity, summary: &str) -> String {
     clean.trim().to_string()
 }
 
+/// At most this many conditions are remembered a day; past it every
+/// condition is notified (an alert is never dropped to save memory).
+pub const MEMO_CAPACITY: usize = 10_000;
+
+/// The conditions already notified on the current UTC day, so a condition
+/// that repeats (an unknown policy name at every tick, an unencrypted
+/// volume at every new snapshot) is notified once a day, not every time.
+/// The daily runs report the whole picture regardless.
+///
+/// Kept for the life of a Lambda execution environment: a cold start
+/// forgets, so a condition may be notified again the same day; it is never
+/// notified less than once a day.
+#[derive(Debug, Default)]
+pub struct DailyMemo {
+    inner: Mutex<MemoDay>,
+}
+
+#[derive(Debug, Default)]
+struct MemoDay {
+    day: Option<NaiveDate>,
+    seen: BTreeSet<String>,
+}
+
+impl DailyMemo {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// True the first time `condition` is asked about on `now`'s UTC day
+    /// (it is then remembered), false afterwards that day.
+    pub fn first_today(&self, condition: &str, now: DateTime<Utc>) -> bool {
+        // A poisoned lock only means another thread panicked mid-insert;
+        // the set is still a set.
+        let mut memo = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let today = now.date_naive();
+        if memo.day != Some(today) {
+            memo.day = Some(today);
+            memo.seen.clear();
+        }
+        if memo.seen.contains(condition) {
+            return false;
+        }
+        if memo.seen.len() < MEMO_CAPACITY {
+            memo.seen.insert(condition.to_string());
+        }
+        true
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_condition_is_notified_once_a_day() {
+        let memo = DailyMemo::new();
+        let t = |s: &str| {
+            chrono::DateTime::parse_from_rfc3339(s)
+                .map(|t| t.to_utc())
+                .unwrap()
+        };
+        assert!(memo.first_today("unknown-policy vol-1 gold", t("2026-01-01T00:00:00Z")));
+        assert!(!memo.first_today("unknown-policy vol-1 gold", t("2026-01-01T00:15:00Z")));
+        assert!(!memo.first_today("unknown-policy vol-1 gold", t("2026-01-01T23:59:59Z")));
+        assert!(memo.first_today("unknown-policy vol-2 gold", t("2026-01-01T23:59:59Z")));
+        assert!(memo.first_today("unknown-policy vol-1 gold", t("2026-01-02T00:00:00Z")));
+        assert!(!memo.first_today("unknown-policy vol-1 gold", t("2026-01-02T08:00:00Z")));
+    }
+
+    #[test]
+    fn past_its_capacity_the_memo_notifies_rather_than_forgets_to() {
+        let memo = DailyMemo::new();
+        let now = chrono::DateTime::from_timestamp(1_767_225_600, 0).unwrap();
+        for i in 0..MEMO_CAPACITY {
+            assert!(memo.first_today(&i.to_string(), now));
+        }
+        assert!(memo.first_today("one more", now));
+        assert!(
+            memo.first_today("one more", now),
+            "not remembered, so notified again"
+        );
+        assert!(!memo.first_today("0", now));
+    }
 
     fn note(summary: &str, details: Value) -> Notification {
         Notification {

@@ -1,6 +1,7 @@
-//! What the event-driven functions share around one invocation: the error a
-//! failed invocation reports (its `errorType` is stable, for alarms and the
-//! failure destination), and the lookup of the snapshots an event names.
+//! What the event-driven functions (complete-snapshots, tag-snapshots,
+//! check-encryption) share around one invocation: the one error a failed
+//! invocation reports (its `errorType` is stable, for alarms and the failure
+//! destination), and the lookup of the snapshots an event names.
 
 use lambda_runtime::Diagnostic;
 
@@ -20,6 +21,10 @@ pub enum InvocationError {
     SnapshotNotVisible(Vec<String>),
     #[error("EC2 call failed: {0}")]
     Ec2(#[from] Ec2Error),
+    /// A notification that must not be lost (a failed snapshot's alert)
+    /// could not be published: failing makes Lambda deliver the event again.
+    #[error("could not publish a notification that must not be lost: {0}")]
+    NotificationFailed(String),
 }
 
 impl From<InvocationError> for Diagnostic {
@@ -28,6 +33,7 @@ impl From<InvocationError> for Diagnostic {
             InvocationError::InvalidEvent(_) => "InvalidEvent",
             InvocationError::SnapshotNotVisible(_) => "SnapshotNotVisible",
             InvocationError::Ec2(_) => "Ec2Unavailable",
+            InvocationError::NotificationFailed(_) => "NotificationFailed",
         };
         Diagnostic {
             error_type: error_type.into(),

@@ -5,4 +5,5 @@ pub mod deadline;
 pub mod invocation;
 pub mod metrics;
 pub mod pacing;
+pub mod run;
 pub mod runtime;

@@ -19,7 +19,7 @@ use crate::aws::sns::{LogNotifier, SnsNotifier};
 use crate::aws::ssm::SsmAdapter;
 use crate::config::{Config, ConfigError};
 use crate::ports::notifier::Notifier;
-use ebs_lifecycle_core::notify::{Notification, NotificationKind, Severity};
+use ebs_lifecycle_core::notify::{DailyMemo, Notification, NotificationKind, Severity};
 
 /// What a function needs, built once and reused by every invocation.
 pub struct Environment {
@@ -30,6 +30,9 @@ pub struct Environment {
     /// SSM Run Command (create-snapshots' `application` policies).
     pub ssm: SsmAdapter,
     pub notifier: Box<dyn Notifier>,
+    /// Conditions notified today by this execution environment (a repeating
+    /// condition is notified once a day).
+    pub memo: DailyMemo,
 }
 
 fn notifier_for(sdk: &aws_config::SdkConfig, topic_arn: Option<&str>) -> Box<dyn Notifier> {
@@ -63,6 +66,7 @@ where
                 ec2: Ec2Adapter::new(aws_sdk_ec2::Client::new(&sdk)),
                 kms: KmsAdapter::new(aws_sdk_kms::Client::new(&sdk)),
                 ssm: SsmAdapter::new(aws_sdk_ssm::Client::new(&sdk)),
+                memo: DailyMemo::new(),
                 config,
             }));
             lambda_runtime::run(service_fn(move |event| handler(env, event))).await
@@ -106,13 +110,5 @@ async fn report_config_error(sdk: &aws_config::SdkConfig, function: &str, error:
         .await
     {
         tracing::error!(error = %e, "could not publish the config-error notification");
-    }
-}
-
-/// The response of a function that is not built yet: a clear error, no AWS work.
-pub fn not_implemented(function: &'static str) -> Diagnostic {
-    Diagnostic {
-        error_type: "NotImplemented".into(),
-        error_message: format!("{function} is not implemented yet in this release; it did nothing"),
     }
 }

@@ -1,0 +1,88 @@
+//! The shape every function's run shares: the header of its run summary
+//! (one JSON shape for log queries across the five functions) and the
+//! publication of the notifications a function computed from its summary.
+//!
+//! A handler is: trigger -> plan (pure, `ebs-lifecycle-core`) -> execute
+//! (through the ports) -> summary -> notifications (a pure function of the
+//! summary) -> [`publish`]. A sixth function writes its plan and execute and
+//! reuses the rest.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use ebs_lifecycle_core::events::Trigger;
+use ebs_lifecycle_core::notify::Notification;
+use ebs_lifecycle_core::tags;
+
+use crate::config::Config;
+use crate::ports::notifier::Notifier;
+
+/// The first fields of every run summary, flattened into it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RunHeader {
+    pub function: &'static str,
+    /// `lifecycle:managed-by`: the stack.
+    pub deployment: String,
+    /// When the run started, by the function's own clock.
+    pub time: String,
+    /// `tick` (create-snapshots' schedule), `daily` (a daily run) or `event`.
+    pub trigger: &'static str,
+    /// For an event: the operation it reports, or what was ignored.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event: Option<String>,
+    /// Notifications that could not be published (the run still counts).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notification_errors: Vec<String>,
+}
+
+impl RunHeader {
+    pub fn new(
+        function: &'static str,
+        config: &Config,
+        now: DateTime<Utc>,
+        trigger: &'static str,
+    ) -> Self {
+        Self {
+            function,
+            deployment: config.deployment_name.clone(),
+            time: tags::format_time(now),
+            trigger,
+            event: None,
+            notification_errors: Vec::new(),
+        }
+    }
+
+    /// The header of a run started by `trigger`.
+    pub fn for_trigger(
+        function: &'static str,
+        config: &Config,
+        now: DateTime<Utc>,
+        trigger: &Trigger,
+    ) -> Self {
+        Self {
+            event: trigger.event(),
+            ..Self::new(function, config, now, trigger.label())
+        }
+    }
+}
+
+/// Publish each notification in order. A failure is logged and recorded in
+/// the header; it never fails the run (what the run did stands, and its
+/// summary is in the log).
+pub async fn publish(
+    notifier: &dyn Notifier,
+    notifications: &[Notification],
+    header: &mut RunHeader,
+) {
+    for notification in notifications {
+        if let Err(e) = notifier.publish(notification).await {
+            tracing::error!(
+                error = %e,
+                kind = notification.kind.as_str(),
+                function = header.function,
+                "could not publish a notification"
+            );
+            header.notification_errors.push(e.to_string());
+        }
+    }
+}
