@@ -195,10 +195,7 @@ async fn expire_history(locks: &Rule, deletes: &Rule, pacing: Pacing) -> RunSumm
     let notifier = RecordingNotifier::default();
     let ports = expire_ports(&adapter, &notifier);
     handle(
-        Ports {
-            pacing,
-            ..ports
-        },
+        Ports { pacing, ..ports },
         &config(POLICIES),
         &json!({"kind": "tick"}),
         ebs_lifecycle_core::tags::parse_time("2026-03-10T04:00:00Z").unwrap(),

@@ -37,7 +37,8 @@ use ebs_lifecycle_core::policy::{ApplicationCommands, Policy};
 use ebs_lifecycle_core::tags::{self, ConsistencyLabel};
 use ebs_lifecycle_core::targets::InstanceTarget;
 
-use crate::{left, take_instance_snapshots, Done, Failed, Outcome, Run};
+use crate::execute::{left, take_instance_snapshots, Done, Outcome, Run};
+use crate::Failed;
 
 /// `Failed.error_kind` of volumes a policy with `on_command_failure: skip`
 /// did not snapshot.

@@ -1,0 +1,316 @@
+//! Step 5 of a run: carrying out the units of work the plan made, one
+//! CreateSnapshot or CreateSnapshots each, with every tag at creation.
+//! [`crate::consistent`] builds on [`take_instance_snapshots`] for the
+//! instances that are frozen or stopped first.
+
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, Utc};
+
+use ebs_lifecycle::config::Config;
+use ebs_lifecycle::lambda::commands::PacedRunner;
+use ebs_lifecycle::lambda::deadline::Deadline;
+use ebs_lifecycle::ports::ec2::{
+    CreateInstanceSnapshotsRequest, CreateSnapshotRequest, Ec2Error, StartedSnapshot,
+};
+use ebs_lifecycle_core::model::Tags;
+use ebs_lifecycle_core::policy::{Consistency, Policy};
+use ebs_lifecycle_core::tags::{
+    self, compose_snapshot_tags, copied_tags, snapshot_name, ConsistencyLabel, LifecycleLabels,
+    LifecycleState,
+};
+use ebs_lifecycle_core::targets::{InstanceTarget, VolumeTarget};
+
+use crate::{consistent, ConsistencyFailure, Created, Failed, LeftForLater, Ports, SkippedTags};
+
+/// A unit of work: one CreateSnapshot or one CreateSnapshots call.
+pub(crate) enum Work<'p> {
+    Volume {
+        target: VolumeTarget,
+        policy: &'p Policy,
+        slot: DateTime<Utc>,
+    },
+    Instance {
+        target: InstanceTarget,
+        /// The member volumes still due (the rest already have a snapshot).
+        due: Vec<String>,
+        policy: &'p Policy,
+        slot: DateTime<Utc>,
+    },
+}
+
+pub(crate) enum Outcome {
+    Created(Vec<Created>),
+    Failed(Vec<Failed>),
+    Left(Vec<LeftForLater>),
+}
+
+/// What one unit of work did.
+pub(crate) struct Done {
+    pub(crate) outcome: Outcome,
+    pub(crate) skipped: Option<SkippedTags>,
+    pub(crate) consistency_failures: Vec<ConsistencyFailure>,
+}
+
+impl From<(Outcome, Option<SkippedTags>)> for Done {
+    fn from((outcome, skipped): (Outcome, Option<SkippedTags>)) -> Self {
+        Done {
+            outcome,
+            skipped,
+            consistency_failures: Vec::new(),
+        }
+    }
+}
+
+/// One run's shared context: what every unit of work needs.
+pub(crate) struct Run<'a> {
+    pub(crate) ports: Ports<'a>,
+    pub(crate) config: &'a Config,
+    pub(crate) now: DateTime<Utc>,
+    pub(crate) deadline: Deadline,
+    /// Every SSM call of the run goes through this, at the run's pace.
+    pub(crate) commands: PacedRunner<'a>,
+    /// At most [`CONSISTENCY_CONCURRENCY`] instances frozen or stopped at once.
+    pub(crate) consistency_slots: tokio::sync::Semaphore,
+}
+
+fn labels(
+    config: &Config,
+    policy: &Policy,
+    slot: DateTime<Utc>,
+    now: DateTime<Utc>,
+    consistency: ConsistencyLabel,
+) -> LifecycleLabels {
+    LifecycleLabels {
+        managed_by: config.deployment_name.clone(),
+        policy: policy.name.clone(),
+        slot,
+        state: LifecycleState::Pending,
+        volume_id: None,
+        instance_id: None,
+        device: None,
+        created_at: now,
+        completed_at: None,
+        consistency,
+        retained_by: None,
+        expires_at: None,
+        hold: false,
+    }
+}
+
+fn description(config: &Config, policy: &Policy, slot: DateTime<Utc>) -> String {
+    format!(
+        "{}: policy {}, slot {}",
+        config.deployment_name,
+        policy.name,
+        tags::format_time(slot)
+    )
+}
+
+/// Step 5: one call to EC2 (around it, for `application` and `stopped`
+/// instances, the commands or the stop and start), unless the deadline is near.
+pub(crate) async fn execute(run: &Run<'_>, work: Work<'_>) -> Done {
+    match work {
+        Work::Volume {
+            target,
+            policy,
+            slot,
+        } => {
+            let volume = &target.volume;
+            if run.deadline.is_near() {
+                return (left(std::slice::from_ref(&volume.id), policy), None).into();
+            }
+            // `application` and `stopped` act on opted-in instances; a volume
+            // opted in on its own is taken crash-consistent, and says so.
+            let consistency = match policy.consistency {
+                Consistency::Application | Consistency::Stopped => ConsistencyLabel::CrashFallback,
+                _ => ConsistencyLabel::Crash,
+            };
+            let mut l = labels(run.config, policy, slot, run.now, consistency);
+            l.volume_id = Some(volume.id.clone());
+            l.instance_id = volume.attachment.as_ref().map(|a| a.instance_id.clone());
+            l.device = volume.attachment.as_ref().map(|a| a.device.clone());
+            let instance_tags = target.instance.as_ref().map(|i| &i.tags);
+            let set = compose_snapshot_tags(
+                &l,
+                &snapshot_name(volume, target.instance.as_ref()),
+                policy,
+                &copied_tags(&policy.copy_tags, &volume.tags, instance_tags),
+            );
+            let skipped = skipped(&volume.id, &set.skipped);
+            let request = CreateSnapshotRequest {
+                volume_id: volume.id.clone(),
+                description: description(run.config, policy, slot),
+                tags: set.tags,
+            };
+            let outcome = match run.ports.creator.create_snapshot(&request).await {
+                Ok(started) => Outcome::Created(vec![created(
+                    started,
+                    policy,
+                    slot,
+                    l.instance_id,
+                    consistency,
+                )]),
+                Err(e) => Outcome::Failed(vec![failed(&volume.id, policy, l.instance_id, &e)]),
+            };
+            (outcome, skipped).into()
+        }
+        Work::Instance {
+            target,
+            due,
+            policy,
+            slot,
+        } => {
+            // `stopped` watches the deadline itself: an instance an earlier
+            // run left stopped is started even when this one has no time.
+            if run.deadline.is_near() && policy.consistency != Consistency::Stopped {
+                return (left(&due, policy), None).into();
+            }
+            match (policy.consistency, &policy.application) {
+                (Consistency::Application, Some(commands)) => {
+                    consistent::application(run, &target, &due, policy, slot, commands).await
+                }
+                (Consistency::Stopped, _) => {
+                    consistent::stopped(run, &target, &due, policy, slot).await
+                }
+                _ => take_instance_snapshots(
+                    run,
+                    &target,
+                    &due,
+                    policy,
+                    slot,
+                    ConsistencyLabel::Instance,
+                )
+                .await
+                .into(),
+            }
+        }
+    }
+}
+
+/// The due volumes, left for the next tick.
+pub(crate) fn left(due: &[String], policy: &Policy) -> Outcome {
+    Outcome::Left(
+        due.iter()
+            .map(|volume_id| LeftForLater {
+                volume_id: volume_id.clone(),
+                policy: policy.name.clone(),
+            })
+            .collect(),
+    )
+}
+
+/// One CreateSnapshots call for the instance's due volumes, labelled with
+/// how they were taken.
+pub(crate) async fn take_instance_snapshots(
+    run: &Run<'_>,
+    target: &InstanceTarget,
+    due: &[String],
+    policy: &Policy,
+    slot: DateTime<Utc>,
+    consistency: ConsistencyLabel,
+) -> (Outcome, Option<SkippedTags>) {
+    let instance = &target.instance;
+    let mut l = labels(run.config, policy, slot, run.now, consistency);
+    l.instance_id = Some(instance.id.clone());
+    // One tag set covers every volume of the set, so per-volume tags
+    // (volume id, device, the volume's own tags) cannot be given here;
+    // EC2's VolumeId attribute identifies each snapshot's volume.
+    let name = instance
+        .name()
+        .filter(|n| !n.is_empty())
+        .unwrap_or(&instance.id);
+    let set = compose_snapshot_tags(
+        &l,
+        name,
+        policy,
+        &copied_tags(&policy.copy_tags, &Tags::new(), Some(&instance.tags)),
+    );
+    let skipped = skipped(&instance.id, &set.skipped);
+    let request = instance_request(target, due, description(run.config, policy, slot), set.tags);
+    let outcome = match run.ports.creator.create_instance_snapshots(&request).await {
+        Ok(started) => Outcome::Created(
+            started
+                .into_iter()
+                .map(|s| created(s, policy, slot, Some(instance.id.clone()), consistency))
+                .collect(),
+        ),
+        Err(e) => Outcome::Failed(
+            due.iter()
+                .map(|v| failed(v, policy, Some(instance.id.clone()), &e))
+                .collect(),
+        ),
+    };
+    (outcome, skipped)
+}
+
+/// CreateSnapshots takes the boot volume out with a flag and data volumes by id.
+fn instance_request(
+    target: &InstanceTarget,
+    due: &[String],
+    description: String,
+    tags: Tags,
+) -> CreateInstanceSnapshotsRequest {
+    let instance = &target.instance;
+    let root_volume = instance
+        .volumes
+        .iter()
+        .find(|b| Some(&b.device) == instance.root_device.as_ref())
+        .map(|b| b.volume_id.as_str());
+    let attached: BTreeSet<&str> = instance
+        .volumes
+        .iter()
+        .map(|b| b.volume_id.as_str())
+        .chain(target.volumes.iter().map(|v| v.id.as_str()))
+        .chain(target.excluded_volume_ids.iter().map(String::as_str))
+        .collect();
+    let excluded: Vec<&str> = attached
+        .into_iter()
+        .filter(|id| !due.iter().any(|d| d == id))
+        .collect();
+    CreateInstanceSnapshotsRequest {
+        instance_id: instance.id.clone(),
+        exclude_boot_volume: root_volume.is_some_and(|r| excluded.contains(&r)),
+        exclude_volume_ids: excluded
+            .into_iter()
+            .filter(|id| Some(*id) != root_volume)
+            .map(String::from)
+            .collect(),
+        description,
+        tags,
+    }
+}
+
+fn created(
+    s: StartedSnapshot,
+    policy: &Policy,
+    slot: DateTime<Utc>,
+    instance_id: Option<String>,
+    consistency: ConsistencyLabel,
+) -> Created {
+    Created {
+        volume_id: s.volume_id,
+        snapshot_id: s.snapshot_id,
+        policy: policy.name.clone(),
+        slot: tags::format_time(slot),
+        instance_id,
+        consistency: consistency.as_str(),
+    }
+}
+
+fn failed(volume_id: &str, policy: &Policy, instance_id: Option<String>, e: &Ec2Error) -> Failed {
+    Failed {
+        volume_id: volume_id.to_string(),
+        policy: policy.name.clone(),
+        instance_id,
+        error_kind: e.kind().into(),
+        error: e.to_string(),
+    }
+}
+
+fn skipped(resource_id: &str, skipped: &[tags::SkippedTag]) -> Option<SkippedTags> {
+    (!skipped.is_empty()).then(|| SkippedTags {
+        resource_id: resource_id.to_string(),
+        tags: skipped.to_vec(),
+    })
+}
