@@ -391,3 +391,53 @@ async fn a_multi_volume_failure_fails_only_the_snapshot_that_failed() {
         "Internal error while snapshotting vol-0123456a"
     );
 }
+
+/// AWS's own documented failed `createSnapshots` event (per-snapshot
+/// `"status": "error"`, placeholder times): both snapshots, still pending in
+/// EC2's describe (it can lag the event), become `failed` and are alerted
+/// once each, on the event itself rather than at the next reconcile.
+#[tokio::test]
+async fn the_documented_failed_multi_volume_event_fails_each_snapshot_at_once() {
+    let text = std::fs::read_to_string(
+        workspace_root().join("tests/fixtures/events/aws-docs/create-snapshots-failed.json"),
+    )
+    .unwrap();
+    let event: Value = serde_json::from_str(&text).unwrap();
+    let pending = |id: &str, volume: &str| {
+        let mut s = snapshot(
+            SnapshotState::Pending,
+            "pending",
+            "2026-03-01T03:00:14Z",
+            &[],
+        );
+        s.snapshot_id = Some(id.into());
+        s.volume_id = Some(volume.into());
+        s
+    };
+    let describe = describing(vec![
+        pending("snap-01234567", "vol-01234567"),
+        pending("snap-012345678", "vol-012345678"),
+    ]);
+    let failed = mock!(Client::create_tags)
+        .match_requests(|r| r.tags().iter().any(|t| t.value() == Some("failed")))
+        .then_output(|| CreateTagsOutput::builder().build());
+    let notifier = RecordingNotifier::default();
+
+    let summary = run(
+        mocked_ec2(RuleMode::MatchAny, &[&describe, &failed]),
+        &notifier,
+        &event,
+        "2026-03-01T03:12:30Z",
+    )
+    .await
+    .expect("AWS's documented event is processed, not rejected");
+
+    assert_eq!(failed.num_calls(), 2, "each snapshot is tagged failed");
+    assert_eq!(summary.failed.len(), 2);
+    assert!(summary.completed.is_empty());
+    let sent = notifier.sent();
+    assert_eq!(sent.len(), 2, "one snapshot-failed alert per snapshot");
+    assert!(sent
+        .iter()
+        .all(|n| n.details["cause"] == "Snapshot snap-01234567 is in status error"));
+}

@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use ebs_lifecycle_core::events::{SnapshotEvent, Tick};
+use ebs_lifecycle_core::events::{Reported, SnapshotEvent, Tick};
 use integration_tests::workspace_root;
 use serde_json::{json, Value};
 
@@ -186,7 +186,7 @@ fn deliveries_agree_with_the_handlers_event_parser() {
             // snapshot in it succeeded.
             Ok(SnapshotEvent::Results { ref results, .. }) => {
                 assert!(got.contains("CompleteSnapshotsFunction"), "{what}: {got:?}");
-                if results.iter().any(|r| r.succeeded) {
+                if results.iter().any(|r| r.reported == Reported::Succeeded) {
                     for f in ["TagSnapshotsFunction", "CheckEncryptionFunction"] {
                         assert!(got.contains(f), "{what} does not reach {f}: {got:?}");
                     }
@@ -202,6 +202,142 @@ fn deliveries_agree_with_the_handlers_event_parser() {
             }
         }
     }
+}
+
+/// How a sample parses: `(operation, each snapshot's reported outcome)`, or
+/// `None` for an event the functions ignore.
+type Parsed = Option<(&'static str, Vec<Option<bool>>)>;
+
+/// AWS's own sample events (tests/fixtures/events/aws-docs, taken field for
+/// field from the EBS EventBridge documentation): what the parser makes of
+/// each, and which functions the template delivers it to. None is rejected:
+/// a rejection would fail the invocation and land in the failure queue.
+#[test]
+fn aws_documented_samples() {
+    const COMPLETE: &str = "CompleteSnapshotsFunction";
+    const TAG: &str = "TagSnapshotsFunction";
+    const CHECK: &str = "CheckEncryptionFunction";
+    // (file, parsed as (operation, per-snapshot outcome) or ignored, delivered to)
+    let ok = Some(true);
+    let failed = Some(false);
+    let table: Vec<(&str, Parsed, Vec<&str>)> = vec![
+        (
+            "create-snapshot-succeeded.json",
+            Some(("createSnapshot", vec![ok])),
+            vec![COMPLETE, TAG, CHECK],
+        ),
+        (
+            "create-snapshots-succeeded.json",
+            Some(("createSnapshots", vec![ok, ok])),
+            vec![COMPLETE, TAG, CHECK],
+        ),
+        // `"status": "error"` per snapshot: both failed. tag-snapshots and
+        // check-encryption receive the event (the pattern cannot tell) and
+        // find nothing to do.
+        (
+            "create-snapshots-failed.json",
+            Some(("createSnapshots", vec![failed, failed])),
+            vec![COMPLETE, TAG, CHECK],
+        ),
+        (
+            "copy-snapshot-succeeded.json",
+            Some(("copySnapshot", vec![ok])),
+            vec![COMPLETE, TAG, CHECK],
+        ),
+        (
+            "copy-snapshot-failed.json",
+            Some(("copySnapshot", vec![failed])),
+            vec![COMPLETE],
+        ),
+        ("share-snapshot.json", None, vec![]),
+        ("archive-snapshot-succeeded.json", None, vec![]),
+        ("archive-snapshot-failed.json", None, vec![]),
+        ("restore-snapshot-permanent-succeeded.json", None, vec![]),
+        ("restore-snapshot-permanent-failed.json", None, vec![]),
+        ("restore-snapshot-temporary-succeeded.json", None, vec![]),
+        ("restore-snapshot-temporary-failed.json", None, vec![]),
+        ("restore-expiry.json", None, vec![]),
+        ("fast-snapshot-restore-state-change.json", None, vec![]),
+    ];
+    let on_disk = std::fs::read_dir(workspace_root().join("tests/fixtures/events/aws-docs"))
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.ends_with(".json"))
+        .count();
+    assert_eq!(on_disk, table.len(), "every sample has its row");
+
+    let matcher = matcher(&template_wiring());
+    let mut wrong = Vec::new();
+    for (file, parsed_as, delivered_to) in table {
+        let event = fixture(&format!("aws-docs/{file}"));
+        let parsed = SnapshotEvent::parse(&event);
+        let got = match &parsed {
+            Ok(SnapshotEvent::Results { operation, results }) => Some((
+                operation.as_str(),
+                results
+                    .iter()
+                    .map(|r| r.reported.succeeded())
+                    .collect::<Vec<_>>(),
+            )),
+            Ok(SnapshotEvent::Ignored { .. }) => None,
+            Err(e) => {
+                wrong.push(format!("{file}: rejected: {e}"));
+                continue;
+            }
+        };
+        if got != parsed_as {
+            wrong.push(format!("{file}: parsed as {got:?}, expected {parsed_as:?}"));
+        }
+        let got = deliveries(&matcher, &event);
+        let want: BTreeSet<String> = delivered_to.iter().map(|f| f.to_string()).collect();
+        if got != want {
+            wrong.push(format!("{file}: delivered to {got:?}, expected {want:?}"));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+/// What EC2 may add later is accepted, not rejected: an unknown status or
+/// event name, extra fields, a time that is not one. The field acted on
+/// (the snapshot id) must still be usable.
+#[test]
+fn values_not_seen_before_are_accepted() {
+    let base = fixture("aws-docs/create-snapshots-succeeded.json");
+    let mut unknown_status = base.clone();
+    unknown_status["detail"]["snapshots"][1]["status"] = json!("partially-completed");
+    unknown_status["detail"]["newField"] = json!({"nested": [1, 2]});
+    let Ok(SnapshotEvent::Results { results, .. }) = SnapshotEvent::parse(&unknown_status) else {
+        panic!("an unknown status is accepted");
+    };
+    assert_eq!(results[0].reported, Reported::Succeeded);
+    assert_eq!(results[1].reported.succeeded(), None, "EC2's state decides");
+    assert!(results[1]
+        .notes
+        .iter()
+        .any(|n| n.contains("partially-completed")));
+
+    let mut unknown_event = fixture("aws-docs/create-snapshot-succeeded.json");
+    unknown_event["detail"]["event"] = json!("someFutureSnapshotEvent");
+    assert!(matches!(
+        SnapshotEvent::parse(&unknown_event),
+        Ok(SnapshotEvent::Ignored { .. })
+    ));
+
+    let mut unknown_result = fixture("aws-docs/create-snapshot-succeeded.json");
+    unknown_result["detail"]["result"] = json!("cancelled");
+    unknown_result["detail"]["endTime"] = json!("soon");
+    let Ok(SnapshotEvent::Results { results, .. }) = SnapshotEvent::parse(&unknown_result) else {
+        panic!("an unknown result is accepted");
+    };
+    assert_eq!(results[0].reported.succeeded(), None);
+    assert_eq!(results[0].end_time, None);
+    assert_eq!(results[0].notes.len(), 2, "{:?}", results[0].notes);
+
+    // The field acted on must be usable: a snapshot id that is not one is
+    // still a rejection.
+    let mut bad_id = fixture("aws-docs/create-snapshot-succeeded.json");
+    bad_id["detail"]["snapshot_id"] = json!("arn:aws:ec2:us-west-2::volume/vol-01234567");
+    assert!(SnapshotEvent::parse(&bad_id).is_err());
 }
 
 #[test]

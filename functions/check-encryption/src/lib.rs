@@ -61,7 +61,7 @@ pub struct Ports<'a> {
     pub copier: &'a dyn SnapshotCopier,
     pub keys: &'a dyn KeyDirectory,
     pub notifier: &'a dyn Notifier,
-    /// What this execution environment notified today: a finding that
+    /// What this execution environment notified in the last day: a finding that
     /// repeats (every new snapshot of the same unencrypted volume) is
     /// notified once a day; the daily run reports everything.
     pub memo: &'a DailyMemo,
@@ -85,7 +85,7 @@ pub struct RunSummary {
     /// Encrypted copies started by this run.
     pub copies_started: Vec<String>,
     /// Event runs: findings not notified because the same condition was
-    /// notified earlier today (they are in this summary and the log).
+    /// notified in the last 24 hours (they are in this summary and the log).
     #[serde(skip_serializing_if = "is_zero")]
     pub repeats_not_notified: usize,
 }
@@ -397,7 +397,7 @@ fn emit_metrics(config: &Config, summary: &RunSummary) {
 
 /// What the run tells people: one `encryption-findings` with every finding
 /// of a daily run; for an event, only when it found a condition not
-/// notified today. A snapshot whose copy is already under way (the copy's
+/// notified in the last 24 hours. A snapshot whose copy is already under way (the copy's
 /// own completion, or the same event delivered again) has nothing new to
 /// say: the run that started the copy alerted. Every daily finding is
 /// remembered, so events later that day do not repeat it.
@@ -411,16 +411,16 @@ pub fn notifications(
         return Vec::new();
     };
     let daily = summary.header.trigger == "daily";
-    let mut new_today = 0;
+    let mut new_now = 0;
     for finding in summary.findings.iter().filter(|f| !f.in_hand()) {
-        if memo.first_today(&finding.condition(), now) {
-            new_today += 1;
+        if memo.first_in_a_day(&finding.condition(), now) {
+            new_now += 1;
         }
     }
     if !daily {
-        let repeats = summary.findings.iter().filter(|f| !f.in_hand()).count() - new_today;
+        let repeats = summary.findings.iter().filter(|f| !f.in_hand()).count() - new_now;
         summary.repeats_not_notified = repeats;
-        if new_today == 0 {
+        if new_now == 0 {
             return Vec::new();
         }
     }

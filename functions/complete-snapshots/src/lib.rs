@@ -204,7 +204,7 @@ async fn apply_results(
             summary.unchanged += 1;
             continue;
         }
-        if let Some(state) = target_state(snapshot, Some(result.succeeded)) {
+        if let Some(state) = target_state(snapshot, result.reported.succeeded()) {
             let cause = if state == LifecycleState::Failed {
                 failure_cause(&result.cause, snapshot)
             } else {

@@ -80,7 +80,7 @@ pub struct Ports<'a> {
     /// Stopping and starting instances, for `stopped` policies.
     pub instances: &'a dyn InstanceControl,
     pub waits: Waits,
-    /// What this execution environment notified today (a repeating
+    /// What this execution environment notified in the last day (a repeating
     /// condition is notified once a day).
     pub memo: &'a DailyMemo,
 }
@@ -212,7 +212,7 @@ pub struct RunSummary {
     /// Instances an earlier run stopped for a snapshot and left stopped.
     pub restarted: Vec<String>,
     /// Failed volumes and unknown policy names not notified because the
-    /// same condition was notified earlier today (they are in this summary).
+    /// same condition was notified in the last 24 hours (they are in this summary).
     #[serde(skip_serializing_if = "is_zero")]
     pub repeats_not_notified: usize,
 }
@@ -466,7 +466,7 @@ fn emit_metrics(config: &Config, summary: &RunSummary) {
 /// per instance (its owner needs the command's output and what became of
 /// the snapshot, not the whole run), and a `run-summary` when a volume
 /// failed or a tag named an unknown policy, if one of those conditions was
-/// not notified today already (a typo in a tag would otherwise alert at
+/// not notified in the last 24 hours (a typo in a tag would otherwise alert at
 /// every tick).
 pub fn notifications(
     config: &Config,
@@ -490,12 +490,12 @@ pub fn notifications(
                 .map(|u| format!("unknown-policy {} {}", u.resource_id, u.policy)),
         )
         .collect();
-    let new_today = conditions
+    let new_now = conditions
         .iter()
-        .filter(|c| memo.first_today(c, now))
+        .filter(|c| memo.first_in_a_day(c, now))
         .count();
-    summary.repeats_not_notified = conditions.len() - new_today;
-    if new_today > 0 {
+    summary.repeats_not_notified = conditions.len() - new_now;
+    if new_now > 0 {
         out.push(Notification {
             kind: NotificationKind::RunSummary,
             severity: Severity::Warning,

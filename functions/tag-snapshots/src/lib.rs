@@ -32,7 +32,7 @@ use ebs_lifecycle::ports::ec2::{
     Ec2Error, SnapshotCatalog, SnapshotTagger, VolumeInventory, TAG_BATCH,
 };
 use ebs_lifecycle::ports::notifier::Notifier;
-use ebs_lifecycle_core::events::{self, SnapshotResult, Trigger};
+use ebs_lifecycle_core::events::{self, Reported, SnapshotResult, Trigger};
 use ebs_lifecycle_core::model::{Snapshot, Tags};
 use ebs_lifecycle_core::notify::{Notification, NotificationKind, Severity};
 use ebs_lifecycle_core::tagging::{self, SkippedOnSnapshot, Sources, TagBatch, TagPlan};
@@ -182,7 +182,7 @@ async fn snapshots_of_event(
     let ids = events::succeeded_ids(results);
     let event_volumes: BTreeSet<String> = results
         .iter()
-        .filter(|r| r.succeeded)
+        .filter(|r| r.reported != Reported::Failed)
         .filter_map(|r| r.volume_id.clone())
         .collect();
     let mut all: BTreeMap<String, Snapshot> = BTreeMap::new();

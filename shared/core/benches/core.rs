@@ -67,6 +67,7 @@ fn planner(c: &mut Criterion) {
                 .map(|s| retention::Candidate {
                     id: s.id.clone(),
                     time: s.start_time.unwrap_or_else(start),
+                    tags: Vec::new(),
                 })
                 .collect()
         })

@@ -181,9 +181,15 @@ pub const MULTI_VOLUME_COMPLETION: &str = "EBS Multi-Volume Snapshots Completion
 
 /// `detail.event` values of EBS snapshot events this project does not act on.
 /// They are ignored (and logged at debug), not rejected.
-const IGNORED_SNAPSHOT_EVENTS: [&str; 7] = [
+///
+/// Any other `detail.event` of these detail-types (one EC2 adds later, or a
+/// documented name spelt differently, like `restoryExpiry`) is ignored too,
+/// never rejected: rejecting would fail the invocation and fill the failure
+/// queue with events nobody can act on.
+const IGNORED_SNAPSHOT_EVENTS: [&str; 8] = [
     "shareSnapshot",
     "archiveSnapshot",
+    "restoreSnapshot",
     "permanentRestoreSnapshot",
     "temporaryRestoreSnapshot",
     "restoreExpiry",
@@ -217,18 +223,49 @@ pub struct SnapshotResult {
     /// source is a snapshot, kept in `source_snapshot_id`).
     pub volume_id: Option<String>,
     pub source_snapshot_id: Option<String>,
-    pub succeeded: bool,
+    pub reported: Reported,
     /// EC2's words on a failure; empty on success.
     pub cause: String,
+    /// `None` when absent or not a time (AWS's own samples carry
+    /// placeholders such as `yyyy-mm-ddThh:mm:ssZ`): the handlers then use
+    /// their own clock.
     pub end_time: Option<DateTime<Utc>>,
+    /// Values accepted but not understood (an unknown status, a time that
+    /// is not one), for the log.
+    pub notes: Vec<String>,
 }
 
-/// The snapshots that succeeded, in the event's order: what functions that
-/// act on completed snapshots look up.
+/// What the event reports for one snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reported {
+    /// `result: succeeded`, or `status: completed` in a multi-volume event.
+    Succeeded,
+    /// `result: failed`, or `status: error` (AWS's documented value) or
+    /// `failed` in a multi-volume event.
+    Failed,
+    /// A value not seen before: accepted, and EC2's own state of the
+    /// snapshot decides (the handlers describe it anyway).
+    Unrecognised(String),
+}
+
+impl Reported {
+    /// `Some(true)` succeeded, `Some(false)` failed, `None` unknown.
+    pub fn succeeded(&self) -> Option<bool> {
+        match self {
+            Self::Succeeded => Some(true),
+            Self::Failed => Some(false),
+            Self::Unrecognised(_) => None,
+        }
+    }
+}
+
+/// The snapshots that did not fail, in the event's order: what functions
+/// that act on completed snapshots look up (a snapshot whose status was not
+/// recognised is looked up too; its EC2 state decides).
 pub fn succeeded_ids(results: &[SnapshotResult]) -> Vec<String> {
     results
         .iter()
-        .filter(|r| r.succeeded)
+        .filter(|r| r.reported != Reported::Failed)
         .map(|r| r.snapshot_id.clone())
         .collect()
 }
@@ -257,6 +294,24 @@ impl SnapshotEvent {
             ));
         }
         let detail = top.object("detail")?;
+        if detail_type != SNAPSHOT_NOTIFICATION && detail_type != MULTI_VOLUME_COMPLETION {
+            // Other EBS notifications (volumes, fast snapshot restore, whose
+            // detail has no `event`) are well-formed but not ours to act on.
+            if detail_type.starts_with("EBS ") {
+                return Ok(Self::Ignored {
+                    detail_type: detail_type.into(),
+                    event: detail
+                        .get("event")
+                        .and_then(Value::as_str)
+                        .map(clip)
+                        .unwrap_or_default(),
+                });
+            }
+            return Err(EventError::invalid(
+                "detail-type",
+                format!("`{}` is not an EBS snapshot event", clip(detail_type)),
+            ));
+        }
         let name = detail.string("event")?;
         match (detail_type, name) {
             (SNAPSHOT_NOTIFICATION, "createSnapshot") => Ok(Self::Results {
@@ -277,23 +332,12 @@ impl SnapshotEvent {
                 operation: SnapshotOperation::CreateSnapshots,
                 results: multi(&detail)?,
             }),
-            (SNAPSHOT_NOTIFICATION | MULTI_VOLUME_COMPLETION, other) => Err(EventError::invalid(
-                "detail.event",
-                format!(
-                    "`{}` is not an event of `{detail_type}` this function knows",
-                    clip(other)
-                ),
-            )),
-            // Other EBS notifications (volumes, fast snapshot restore) are
-            // well-formed but not ours to act on.
-            (other, _) if other.starts_with("EBS ") => Ok(Self::Ignored {
-                detail_type: other.into(),
-                event: name.into(),
+            // An event of these detail-types this project does not know:
+            // accepted and ignored (the caller logs it), never rejected.
+            (_, other) => Ok(Self::Ignored {
+                detail_type: detail_type.into(),
+                event: clip(other),
             }),
-            (other, _) => Err(EventError::invalid(
-                "detail-type",
-                format!("`{}` is not an EBS snapshot event", clip(other)),
-            )),
         }
     }
 }
@@ -337,6 +381,18 @@ impl Trigger {
         }
     }
 
+    /// What the event carried that was accepted but not understood, for the
+    /// log.
+    pub fn notes(&self) -> Vec<String> {
+        match self {
+            Self::Snapshots { results, .. } => results
+                .iter()
+                .flat_map(|r| r.notes.iter().cloned())
+                .collect(),
+            Self::Tick(_) | Self::Ignored { .. } => Vec::new(),
+        }
+    }
+
     /// The run summary's `event`: the operation, or what was ignored.
     pub fn event(&self) -> Option<String> {
         match self {
@@ -349,16 +405,49 @@ impl Trigger {
     }
 }
 
-fn outcome(field: &str, value: &str, success: &str, failure: &str) -> Result<bool, EventError> {
-    if value == success {
-        Ok(true)
-    } else if value == failure {
-        Ok(false)
+/// A reported outcome: one of `success`, one of `failure`, or a value not
+/// seen before (noted, never rejected).
+fn reported(
+    field: &str,
+    value: &str,
+    success: &[&str],
+    failure: &[&str],
+    notes: &mut Vec<String>,
+) -> Reported {
+    if success.contains(&value) {
+        Reported::Succeeded
+    } else if failure.contains(&value) {
+        Reported::Failed
     } else {
-        Err(EventError::invalid(
-            field,
-            format!("`{}` is neither `{success}` nor `{failure}`", clip(value)),
-        ))
+        notes.push(format!(
+            "{field} `{}` is not a value this version knows; EC2's state of the snapshot decides",
+            clip(value)
+        ));
+        Reported::Unrecognised(clip(value))
+    }
+}
+
+/// A time field we only record: absent, empty or not a time is `None`
+/// (noted), never a rejection.
+fn lenient_time(fields: &Fields<'_>, key: &str, notes: &mut Vec<String>) -> Option<DateTime<Utc>> {
+    match fields.get(key) {
+        None => None,
+        Some(Value::String(s)) if s.is_empty() => None,
+        Some(Value::String(s)) => {
+            let t = crate::keys::parse_time(s);
+            if t.is_none() {
+                notes.push(format!(
+                    "{} `{}` is not a time; ignored",
+                    fields.name(key),
+                    clip(s)
+                ));
+            }
+            t
+        }
+        Some(_) => {
+            notes.push(format!("{} is not a string; ignored", fields.name(key)));
+            None
+        }
     }
 }
 
@@ -368,12 +457,14 @@ fn single(detail: &Fields<'_>, operation: SnapshotOperation) -> Result<SnapshotR
         detail.string("snapshot_id")?,
         "snap-",
     )?;
-    let succeeded = outcome(
+    let mut notes = Vec::new();
+    let reported = reported(
         &detail.name("result"),
         detail.string("result")?,
-        "succeeded",
-        "failed",
-    )?;
+        &["succeeded"],
+        &["failed"],
+        &mut notes,
+    );
     let source = detail.optional_string("source")?.filter(|s| !s.is_empty());
     let (volume_id, source_snapshot_id) = match (operation, source) {
         (_, None) => (None, None),
@@ -386,18 +477,20 @@ fn single(detail: &Fields<'_>, operation: SnapshotOperation) -> Result<SnapshotR
         snapshot_id,
         volume_id,
         source_snapshot_id,
-        succeeded,
+        reported,
         cause: detail
             .optional_string("cause")?
             .unwrap_or_default()
             .to_string(),
-        end_time: detail.optional_time("endTime")?,
+        end_time: lenient_time(detail, "endTime", &mut notes),
+        notes,
     })
 }
 
 fn multi(detail: &Fields<'_>) -> Result<Vec<SnapshotResult>, EventError> {
     let cause = detail.optional_string("cause")?.unwrap_or_default();
-    let end_time = detail.optional_time("endTime")?;
+    let mut time_notes = Vec::new();
+    let end_time = lenient_time(detail, "endTime", &mut time_notes);
     let list = match detail.get("snapshots") {
         Some(Value::Array(list)) if !list.is_empty() => list,
         Some(Value::Array(_)) => {
@@ -416,6 +509,18 @@ fn multi(detail: &Fields<'_>) -> Result<Vec<SnapshotResult>, EventError> {
         .map(|(i, item)| {
             let entry = Fields::of(&format!("{}[{i}]", detail.name("snapshots")), item)?;
             let status = entry.string("status")?;
+            let mut notes = if i == 0 {
+                time_notes.clone()
+            } else {
+                Vec::new()
+            };
+            let reported = reported(
+                &entry.name("status"),
+                status,
+                &["completed"],
+                &["error", "failed"],
+                &mut notes,
+            );
             Ok(SnapshotResult {
                 snapshot_id: resource_id(
                     &entry.name("snapshot_id"),
@@ -428,9 +533,10 @@ fn multi(detail: &Fields<'_>) -> Result<Vec<SnapshotResult>, EventError> {
                     .map(|s| resource_id(&entry.name("source"), s, "vol-"))
                     .transpose()?,
                 source_snapshot_id: None,
-                succeeded: outcome(&entry.name("status"), status, "completed", "failed")?,
+                reported,
                 cause: cause.to_string(),
                 end_time,
+                notes,
             })
         })
         .collect()
@@ -539,13 +645,13 @@ mod tests {
         assert_eq!(operation, SnapshotOperation::CreateSnapshot);
         assert_eq!(results[0].snapshot_id, "snap-01234567");
         assert_eq!(results[0].volume_id.as_deref(), Some("vol-01234567"));
-        assert!(results[0].succeeded);
+        assert_eq!(results[0].reported, Reported::Succeeded);
         let SnapshotEvent::Results { results, .. } =
             SnapshotEvent::parse(&create_event("failed")).unwrap()
         else {
             panic!("expected results");
         };
-        assert!(!results[0].succeeded);
+        assert_eq!(results[0].reported, Reported::Failed);
     }
 
     #[test]
@@ -564,7 +670,7 @@ mod tests {
     }
 
     #[test]
-    fn known_other_ebs_events_are_ignored_unknown_ones_rejected() {
+    fn other_and_unknown_ebs_events_are_ignored_other_sources_rejected() {
         let mut share = create_event("succeeded");
         share["detail"]["event"] = json!("shareSnapshot");
         assert!(matches!(
@@ -576,11 +682,19 @@ mod tests {
             SnapshotEvent::parse(&volume),
             Ok(SnapshotEvent::Ignored { .. })
         ));
+        // One EC2 may add later: accepted and ignored, not rejected.
         let mut odd = create_event("succeeded");
         odd["detail"]["event"] = json!("explodeSnapshot");
+        assert!(matches!(
+            SnapshotEvent::parse(&odd),
+            Ok(SnapshotEvent::Ignored { .. })
+        ));
+        // Not an EBS event at all: rejected.
+        let mut other = create_event("succeeded");
+        other["detail-type"] = json!("EC2 Instance State-change Notification");
         assert_eq!(
-            SnapshotEvent::parse(&odd).unwrap_err().field(),
-            Some("detail.event")
+            SnapshotEvent::parse(&other).unwrap_err().field(),
+            Some("detail-type")
         );
     }
 }

@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::model::{completed_copies, Snapshot, SnapshotState};
-use crate::policy::Policies;
+use crate::policy::{KeepRules, Policies};
 use crate::retention::{self, Candidate, KeepReason};
 use crate::safety::{DeletionGate, Protection};
 use crate::tags;
@@ -77,7 +77,8 @@ pub fn retention_groups<'a>(
 /// retention time. An original whose encrypted copy is completed gives way
 /// to the copy (which sits at the original's time); a copy still in flight
 /// does not count yet.
-pub fn candidates(group: &[&Snapshot], deployment: &str) -> Vec<Candidate> {
+/// Tag keys are carried only when `rules` keep by tag.
+pub fn candidates(group: &[&Snapshot], deployment: &str, rules: &KeepRules) -> Vec<Candidate> {
     let copies = completed_copies(group.iter().copied());
     group
         .iter()
@@ -88,6 +89,11 @@ pub fn candidates(group: &[&Snapshot], deployment: &str) -> Vec<Candidate> {
             Some(Candidate {
                 id: s.id.clone(),
                 time: s.retention_time()?,
+                tags: if rules.tags.is_empty() {
+                    Vec::new()
+                } else {
+                    s.tags.keys().cloned().collect()
+                },
             })
         })
         .collect()
@@ -122,7 +128,7 @@ pub fn plan<'a>(
 
             let reasons: HashMap<String, Vec<KeepReason>> = match rules {
                 Some((keep, tz)) => {
-                    let completed = candidates(&group, gate.deployment());
+                    let completed = candidates(&group, gate.deployment(), keep);
                     retention::plan(keep, tz, &completed)
                         .into_iter()
                         .map(|d| (d.id, d.reasons))
@@ -349,9 +355,9 @@ mod tests {
         ) {
             let tz = chrono_tz::Europe::Berlin;
             let keep = Policies::parse(POLICIES).unwrap().get("gfs").unwrap().keep.clone();
-            let history: Vec<Candidate> = hours.iter().map(|h| Candidate { id: format!("s{h:06}"), time: t0() + Duration::hours(*h) }).collect();
+            let history: Vec<Candidate> = hours.iter().map(|h| Candidate { id: format!("s{h:06}"), time: t0() + Duration::hours(*h), tags: Vec::new() }).collect();
             let newest = history.iter().map(|c| c.time).max().unwrap();
-            let added = Candidate { id: "z-new".into(), time: newest + Duration::hours(extra) };
+            let added = Candidate { id: "z-new".into(), time: newest + Duration::hours(extra), tags: Vec::new() };
             let before = retention::plan(&keep, tz, &history);
             let mut more = history.clone();
             more.push(added.clone());

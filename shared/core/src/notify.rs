@@ -4,10 +4,10 @@
 //! the message attributes `kind` and `severity`, which subscribers filter on.
 //! Publishing is the SNS adapter's job (`crate::aws::sns`).
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{json, Value};
 
@@ -145,27 +145,32 @@ fn subject(deployment: &str, severity: Severity, summary: &str) -> String {
     clean.trim().to_string()
 }
 
-/// At most this many conditions are remembered a day; past it every
-/// condition is notified (an alert is never dropped to save memory).
+/// At most this many conditions are remembered; past it every new condition
+/// is notified (an alert is never dropped to save memory).
 pub const MEMO_CAPACITY: usize = 10_000;
 
-/// The conditions already notified on the current UTC day, so a condition
-/// that repeats (an unknown policy name at every tick, an unencrypted
-/// volume at every new snapshot) is notified once a day, not every time.
-/// The daily runs report the whole picture regardless.
+/// How long a notified condition stays quiet.
+pub const MEMO_WINDOW: chrono::TimeDelta = chrono::TimeDelta::hours(24);
+
+/// The conditions notified in the last 24 hours, so a condition that
+/// repeats (an unknown policy name at every tick, an unencrypted volume at
+/// every new snapshot) is notified once a day, not every time. A daily run
+/// reports its whole picture regardless, and what it reports stays quiet
+/// until the next daily run.
 ///
 /// Kept for the life of a Lambda execution environment: a cold start
-/// forgets, so a condition may be notified again the same day; it is never
-/// notified less than once a day.
+/// forgets, so a condition may be notified again within the day; it is
+/// never notified less than once a day.
 #[derive(Debug, Default)]
 pub struct DailyMemo {
-    inner: Mutex<MemoDay>,
+    inner: Mutex<Memo>,
 }
 
 #[derive(Debug, Default)]
-struct MemoDay {
-    day: Option<NaiveDate>,
-    seen: BTreeSet<String>,
+struct Memo {
+    /// Condition -> when it was last notified.
+    seen: BTreeMap<String, DateTime<Utc>>,
+    pruned_at: Option<DateTime<Utc>>,
 }
 
 impl DailyMemo {
@@ -173,22 +178,29 @@ impl DailyMemo {
         Self::default()
     }
 
-    /// True the first time `condition` is asked about on `now`'s UTC day
-    /// (it is then remembered), false afterwards that day.
-    pub fn first_today(&self, condition: &str, now: DateTime<Utc>) -> bool {
+    /// True when `condition` was not notified in the 24 hours before `now`
+    /// (it is then remembered as notified at `now`), false otherwise.
+    pub fn first_in_a_day(&self, condition: &str, now: DateTime<Utc>) -> bool {
         // A poisoned lock only means another thread panicked mid-insert;
-        // the set is still a set.
+        // the map is still a map.
         let mut memo = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let today = now.date_naive();
-        if memo.day != Some(today) {
-            memo.day = Some(today);
-            memo.seen.clear();
+        // Forget what is older than the window, at most once a minute.
+        if memo
+            .pruned_at
+            .is_none_or(|t| now - t > chrono::TimeDelta::minutes(1) || now < t)
+        {
+            memo.seen.retain(|_, at| now - *at < MEMO_WINDOW && *at <= now);
+            memo.pruned_at = Some(now);
         }
-        if memo.seen.contains(condition) {
+        if memo
+            .seen
+            .get(condition)
+            .is_some_and(|at| now - *at < MEMO_WINDOW && *at <= now)
+        {
             return false;
         }
-        if memo.seen.len() < MEMO_CAPACITY {
-            memo.seen.insert(condition.to_string());
+        if memo.seen.len() < MEMO_CAPACITY || memo.seen.contains_key(condition) {
+            memo.seen.insert(condition.to_string(), now);
         }
         true
     }
@@ -201,17 +213,20 @@ mod tests {
     #[test]
     fn a_condition_is_notified_once_a_day() {
         let memo = DailyMemo::new();
-        let t = |s: &str| {
-            chrono::DateTime::parse_from_rfc3339(s)
-                .map(|t| t.to_utc())
-                .unwrap()
-        };
-        assert!(memo.first_today("unknown-policy vol-1 gold", t("2026-01-01T00:00:00Z")));
-        assert!(!memo.first_today("unknown-policy vol-1 gold", t("2026-01-01T00:15:00Z")));
-        assert!(!memo.first_today("unknown-policy vol-1 gold", t("2026-01-01T23:59:59Z")));
-        assert!(memo.first_today("unknown-policy vol-2 gold", t("2026-01-01T23:59:59Z")));
-        assert!(memo.first_today("unknown-policy vol-1 gold", t("2026-01-02T00:00:00Z")));
-        assert!(!memo.first_today("unknown-policy vol-1 gold", t("2026-01-02T08:00:00Z")));
+        let t = |s: &str| chrono::DateTime::parse_from_rfc3339(s).map(|t| t.to_utc()).unwrap();
+        let c = "unknown-policy vol-1 gold";
+        assert!(memo.first_in_a_day(c, t("2026-01-01T00:15:00Z")));
+        assert!(!memo.first_in_a_day(c, t("2026-01-01T00:30:00Z")));
+        assert!(!memo.first_in_a_day(c, t("2026-01-02T00:14:59Z")), "within 24 hours");
+        assert!(memo.first_in_a_day("unknown-policy vol-2 gold", t("2026-01-01T23:59:59Z")));
+        assert!(memo.first_in_a_day(c, t("2026-01-02T00:15:00Z")), "a day later");
+        assert!(!memo.first_in_a_day(c, t("2026-01-02T08:00:00Z")));
+        // A daily run at 05:00 notifies everything; the next morning's event
+        // at 00:15 stays quiet, the next daily run notifies again.
+        let memo = DailyMemo::new();
+        assert!(memo.first_in_a_day("unencrypted-snapshot vol-r", t("2026-01-01T05:00:00Z")));
+        assert!(!memo.first_in_a_day("unencrypted-snapshot vol-r", t("2026-01-02T00:15:00Z")));
+        assert!(memo.first_in_a_day("unencrypted-snapshot vol-r", t("2026-01-02T05:00:00Z")));
     }
 
     #[test]
@@ -219,14 +234,15 @@ mod tests {
         let memo = DailyMemo::new();
         let now = chrono::DateTime::from_timestamp(1_767_225_600, 0).unwrap();
         for i in 0..MEMO_CAPACITY {
-            assert!(memo.first_today(&i.to_string(), now));
+            assert!(memo.first_in_a_day(&i.to_string(), now));
         }
-        assert!(memo.first_today("one more", now));
-        assert!(
-            memo.first_today("one more", now),
-            "not remembered, so notified again"
-        );
-        assert!(!memo.first_today("0", now));
+        assert!(memo.first_in_a_day("one more", now));
+        assert!(memo.first_in_a_day("one more", now), "not remembered, so notified again");
+        assert!(!memo.first_in_a_day("0", now));
+        // A day later everything has been forgotten: room again.
+        let later = now + MEMO_WINDOW;
+        assert!(memo.first_in_a_day("one more", later));
+        assert!(!memo.first_in_a_day("one more", later));
     }
 
     fn note(summary: &str, details: Value) -> Notification {

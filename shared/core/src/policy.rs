@@ -127,9 +127,13 @@ impl Policy {
             crate::schedule::ScheduleError::Cron(p) => err("schedule", p),
             crate::schedule::ScheduleError::TimeZone(p) => err("timezone", p),
         })?;
-        let keep = KeepRules::from_raw(raw.keep).map_err(|p| err("keep", p))?;
+        let in_field = |parent: &str, (field, problem): (Option<&str>, String)| match field {
+            Some(f) => err(&format!("{parent}.{f}"), problem),
+            None => err(parent, problem),
+        };
+        let keep = KeepRules::from_raw(raw.keep).map_err(|e| in_field("keep", e))?;
         let orphans = match raw.orphans {
-            Some(r) => KeepRules::from_raw(r).map_err(|p| err("orphans", p))?,
+            Some(r) => KeepRules::from_raw(r).map_err(|e| in_field("orphans", e))?,
             None => KeepRules::orphan_default(),
         };
         let copy_tags = CopyTags::from_raw(raw.copy_tags).map_err(|p| err("copy_tags", p))?;
@@ -209,13 +213,36 @@ fn utc() -> String {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawKeep {
-    last: Option<u32>,
-    hourly: Option<u32>,
-    daily: Option<u32>,
-    weekly: Option<u32>,
-    monthly: Option<u32>,
-    yearly: Option<u32>,
+    last: Option<RawCount>,
+    hourly: Option<RawCount>,
+    daily: Option<RawCount>,
+    weekly: Option<RawCount>,
+    monthly: Option<RawCount>,
+    yearly: Option<RawCount>,
     within: Option<String>,
+    within_hourly: Option<String>,
+    within_daily: Option<String>,
+    within_weekly: Option<String>,
+    within_monthly: Option<String>,
+    within_yearly: Option<String>,
+    tags: Option<Vec<RawTagSelector>>,
+}
+
+/// A count as written: a number, or `"all"` (restic's `-1`).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawCount {
+    Number(u32),
+    Word(String),
+}
+
+/// A keep-by-tag entry as written: one tag key, or a list of keys that must
+/// all be present (restic's `--keep-tag a,b`).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawTagSelector {
+    One(String),
+    All(Vec<String>),
 }
 
 /// How the snapshots of one instance relate to each other.
@@ -365,17 +392,35 @@ impl ApplicationCommands {
     }
 }
 
-/// restic-style `forget` rules.
+/// A count meaning "no limit": written `"all"` in the policy document
+/// (restic's `-1`). `last: "all"` keeps every snapshot; `daily: "all"` the
+/// newest of every day.
+pub const ALL: u32 = u32::MAX;
+
+/// restic-style `forget` rules, restic's names in brackets.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KeepRules {
+    /// `--keep-last`; [`ALL`] for no limit.
     pub last: Option<u32>,
+    /// `--keep-hourly` ... `--keep-yearly`; [`ALL`] for no limit.
     pub hourly: Option<u32>,
     pub daily: Option<u32>,
     pub weekly: Option<u32>,
     pub monthly: Option<u32>,
     pub yearly: Option<u32>,
-    /// Keep everything younger than this (restic's `--keep-within`).
+    /// Keep everything younger than this (`--keep-within`), measured back
+    /// from the newest snapshot.
     pub within: Option<KeepWithin>,
+    /// `--keep-within-hourly` ... `--keep-within-yearly`: the newest of
+    /// every hour (day, ...) younger than this, no count.
+    pub within_hourly: Option<KeepWithin>,
+    pub within_daily: Option<KeepWithin>,
+    pub within_weekly: Option<KeepWithin>,
+    pub within_monthly: Option<KeepWithin>,
+    pub within_yearly: Option<KeepWithin>,
+    /// `--keep-tag`: a snapshot carrying every tag key of one entry is
+    /// kept. Tags only ever keep: writing one can never cause a deletion.
+    pub tags: Vec<Vec<String>>,
 }
 
 /// A `within` duration in restic's calendar units: years, months, days, hours.
@@ -396,36 +441,73 @@ impl KeepRules {
         }
     }
 
-    fn from_raw(raw: RawKeep) -> Result<Self, String> {
-        let counts = [
-            ("last", raw.last),
-            ("hourly", raw.hourly),
-            ("daily", raw.daily),
-            ("weekly", raw.weekly),
-            ("monthly", raw.monthly),
-            ("yearly", raw.yearly),
-        ];
-        if let Some((rule, _)) = counts.iter().find(|(_, n)| *n == Some(0)) {
-            return Err(format!(
-                "`{rule}: 0` keeps nothing; leave the rule out instead"
-            ));
+    /// The rules as written; an error names the rule at fault, if one is.
+    fn from_raw(raw: RawKeep) -> Result<Self, (Option<&'static str>, String)> {
+        let count = |rule: &'static str, raw: Option<RawCount>| {
+            let at = |problem: String| (Some(rule), problem);
+            match raw {
+                None => Ok(None),
+                Some(RawCount::Number(0)) => Err(at(format!(
+                    "`{rule}: 0` keeps nothing; leave the rule out instead"
+                ))),
+                Some(RawCount::Number(n)) if n == ALL => Err(at(format!(
+                    "`{rule}: {n}` is too large; write \"all\" for no limit"
+                ))),
+                Some(RawCount::Number(n)) => Ok(Some(n)),
+                Some(RawCount::Word(w)) if w == "all" => Ok(Some(ALL)),
+                Some(RawCount::Word(w)) => Err(at(format!(
+                    "`{}` is neither a count of at least 1 nor \"all\"",
+                    crate::text::excerpt(&w).escape_debug()
+                ))),
+            }
+        };
+        let within = |rule: &str, raw: Option<String>| {
+            raw.as_deref()
+                .map(|w| KeepWithin::parse(w).map_err(|p| (None, format!("{rule}: {p}"))))
+                .transpose()
+        };
+        let mut tags = Vec::new();
+        for selector in raw.tags.unwrap_or_default() {
+            let keys = match selector {
+                RawTagSelector::One(key) => vec![key],
+                RawTagSelector::All(keys) => keys,
+            };
+            if keys.is_empty() {
+                return Err((
+                    Some("tags"),
+                    "an empty list would match every snapshot; leave it out".into(),
+                ));
+            }
+            for key in &keys {
+                if key.is_empty() || key.chars().count() > keys::MAX_KEY_CHARS {
+                    return Err((
+                        Some("tags"),
+                        format!(
+                            "`{}` is not a valid tag key (1 to 128 characters)",
+                            crate::text::excerpt(key).escape_debug()
+                        ),
+                    ));
+                }
+            }
+            tags.push(keys);
         }
-        let within = raw
-            .within
-            .as_deref()
-            .map(|w| KeepWithin::parse(w).map_err(|p| format!("within: {p}")))
-            .transpose()?;
         let rules = Self {
-            last: raw.last,
-            hourly: raw.hourly,
-            daily: raw.daily,
-            weekly: raw.weekly,
-            monthly: raw.monthly,
-            yearly: raw.yearly,
-            within,
+            last: count("last", raw.last)?,
+            hourly: count("hourly", raw.hourly)?,
+            daily: count("daily", raw.daily)?,
+            weekly: count("weekly", raw.weekly)?,
+            monthly: count("monthly", raw.monthly)?,
+            yearly: count("yearly", raw.yearly)?,
+            within: within("within", raw.within)?,
+            within_hourly: within("within_hourly", raw.within_hourly)?,
+            within_daily: within("within_daily", raw.within_daily)?,
+            within_weekly: within("within_weekly", raw.within_weekly)?,
+            within_monthly: within("within_monthly", raw.within_monthly)?,
+            within_yearly: within("within_yearly", raw.within_yearly)?,
+            tags,
         };
         if rules.is_empty() {
-            return Err("keeps nothing: give at least one of last, hourly, daily, weekly, monthly, yearly, within".into());
+            return Err((None, "keeps nothing: give at least one of last, hourly, daily, weekly, monthly, yearly, within, within_hourly, within_daily, within_weekly, within_monthly, within_yearly, tags".into()));
         }
         Ok(rules)
     }
@@ -441,7 +523,17 @@ impl KeepRules {
         ]
         .iter()
         .all(Option::is_none)
-            && self.within.is_none()
+            && [
+                self.within,
+                self.within_hourly,
+                self.within_daily,
+                self.within_weekly,
+                self.within_monthly,
+                self.within_yearly,
+            ]
+            .iter()
+            .all(Option::is_none)
+            && self.tags.is_empty()
     }
 }
 
@@ -596,7 +688,7 @@ mod tests {
                 "timezone",
             ),
             (r#"{"p":{"schedule":"@daily","keep":{}}}"#, "keep"),
-            (r#"{"p":{"schedule":"@daily","keep":{"daily":0}}}"#, "keep"),
+            (r#"{"p":{"schedule":"@daily","keep":{"daily":0}}}"#, "keep.daily"),
             (
                 r#"{"p":{"schedule":"@daily","keep":{"dayly":3}}}"#,
                 "keep.dayly",

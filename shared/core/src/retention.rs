@@ -1,19 +1,32 @@
 //! The retention planner: which of one volume's snapshots the `keep` rules
 //! keep, and why. Pure: no AWS, no clock.
 //!
-//! Semantics are exactly restic's `forget` (internal/restic/snapshot_policy.go):
+//! Semantics are restic's `forget` as of its current release
+//! (internal/data/snapshot_policy.go), checked case for case against
+//! restic's own golden data (`tests/restic_forget.rs`); restic's names in
+//! brackets:
 //! - snapshots are considered newest first (ties broken by id, so the result
 //!   is deterministic);
-//! - `last N` keeps the N newest;
+//! - `last N` (`--keep-last`) keeps the N newest;
 //! - each calendar rule (`hourly`, `daily`, `weekly` on ISO weeks, `monthly`,
-//!   `yearly`) keeps the newest snapshot of each distinct bucket it meets,
-//!   until it has kept its count; buckets are read on the wall clock of the
-//!   policy's time zone;
-//! - `within D` keeps every snapshot taken after (newest snapshot - D), with D
-//!   subtracted in calendar units as Go's `AddDate` does (2026-03-31 minus one
-//!   month is 2026-03-03). Like restic, D is measured back from the newest
-//!   snapshot, not from "now", so a volume whose backups stopped does not lose
-//!   its last days of history as time passes.
+//!   `yearly`; `--keep-daily` ...) keeps the newest snapshot of each
+//!   distinct bucket it meets, until it has kept its count; buckets are read
+//!   on the wall clock of the policy's time zone;
+//! - a count may be `"all"` (restic's `-1`): no limit;
+//! - the oldest snapshot is kept by every calendar rule that still has count
+//!   left when it gets there (restic 0.16, issue #3624), even if its bucket
+//!   was already kept: label `oldest-<rule>`. A short history under a long
+//!   rule keeps its beginning;
+//! - `within D` (`--keep-within`) keeps every snapshot taken after
+//!   (newest snapshot - D), with D subtracted in calendar units as Go's
+//!   `AddDate` does (2026-03-31 minus one month is 2026-03-03). Like restic,
+//!   D is measured back from the newest snapshot, not from "now", so a
+//!   volume whose backups stopped does not lose its last days of history as
+//!   time passes;
+//! - `within_hourly D` ... `within_yearly D` (`--keep-within-hourly` ...):
+//!   the newest snapshot of every bucket after (newest - D), no count; the
+//!   oldest rule applies too (`oldest-within-<rule>`);
+//! - `tags` (`--keep-tag`): a snapshot carrying every key of one entry.
 //!
 //! A snapshot kept by no rule is not kept. Whether it may really be deleted is
 //! for the safety rules (`crate::safety`) to say.
@@ -23,7 +36,7 @@ use std::fmt;
 use chrono::{DateTime, Datelike, Duration, NaiveDate, TimeZone, Timelike, Utc};
 use chrono_tz::Tz;
 
-use crate::policy::{KeepRules, KeepWithin};
+use crate::policy::{KeepRules, KeepWithin, ALL};
 
 /// A rule that keeps a snapshot. `as_str` is what `lifecycle:retained-by` lists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -35,6 +48,25 @@ pub enum KeepReason {
     Monthly,
     Yearly,
     Within,
+    WithinHourly,
+    WithinDaily,
+    WithinWeekly,
+    WithinMonthly,
+    WithinYearly,
+    /// A calendar rule kept the oldest snapshot with count to spare
+    /// (restic's "oldest daily snapshot").
+    OldestHourly,
+    OldestDaily,
+    OldestWeekly,
+    OldestMonthly,
+    OldestYearly,
+    OldestWithinHourly,
+    OldestWithinDaily,
+    OldestWithinWeekly,
+    OldestWithinMonthly,
+    OldestWithinYearly,
+    /// The snapshot carries the keys of a `tags` entry.
+    Tag,
 }
 
 impl KeepReason {
@@ -47,6 +79,54 @@ impl KeepReason {
             Self::Monthly => "monthly",
             Self::Yearly => "yearly",
             Self::Within => "within",
+            Self::WithinHourly => "within-hourly",
+            Self::WithinDaily => "within-daily",
+            Self::WithinWeekly => "within-weekly",
+            Self::WithinMonthly => "within-monthly",
+            Self::WithinYearly => "within-yearly",
+            Self::OldestHourly => "oldest-hourly",
+            Self::OldestDaily => "oldest-daily",
+            Self::OldestWeekly => "oldest-weekly",
+            Self::OldestMonthly => "oldest-monthly",
+            Self::OldestYearly => "oldest-yearly",
+            Self::OldestWithinHourly => "oldest-within-hourly",
+            Self::OldestWithinDaily => "oldest-within-daily",
+            Self::OldestWithinWeekly => "oldest-within-weekly",
+            Self::OldestWithinMonthly => "oldest-within-monthly",
+            Self::OldestWithinYearly => "oldest-within-yearly",
+            Self::Tag => "tag",
+        }
+    }
+
+    /// The calendar rule whose buckets this reason counts in.
+    fn calendar(self) -> Option<KeepReason> {
+        use KeepReason::*;
+        match self {
+            Hourly | WithinHourly | OldestHourly | OldestWithinHourly => Some(Hourly),
+            Daily | WithinDaily | OldestDaily | OldestWithinDaily => Some(Daily),
+            Weekly | WithinWeekly | OldestWeekly | OldestWithinWeekly => Some(Weekly),
+            Monthly | WithinMonthly | OldestMonthly | OldestWithinMonthly => Some(Monthly),
+            Yearly | WithinYearly | OldestYearly | OldestWithinYearly => Some(Yearly),
+            Last | Within | Tag => None,
+        }
+    }
+
+    /// The reason a bucket rule gives when it keeps the oldest snapshot in
+    /// a bucket it already kept.
+    fn oldest(self) -> KeepReason {
+        use KeepReason::*;
+        match self {
+            Hourly => OldestHourly,
+            Daily => OldestDaily,
+            Weekly => OldestWeekly,
+            Monthly => OldestMonthly,
+            Yearly => OldestYearly,
+            WithinHourly => OldestWithinHourly,
+            WithinDaily => OldestWithinDaily,
+            WithinWeekly => OldestWithinWeekly,
+            WithinMonthly => OldestWithinMonthly,
+            WithinYearly => OldestWithinYearly,
+            other => other,
         }
     }
 }
@@ -62,6 +142,9 @@ impl fmt::Display for KeepReason {
 pub struct Candidate {
     pub id: String,
     pub time: DateTime<Utc>,
+    /// Its tag keys, for the `tags` rule; left empty when the rules have
+    /// none (nothing to match, nothing to hold in memory).
+    pub tags: Vec<String>,
 }
 
 /// The planner's verdict on one snapshot. Empty `reasons` means "not kept".
@@ -97,6 +180,7 @@ struct Bucket {
 
 /// The bucket of a local time under a rule (restic's bucketer functions).
 fn bucket_of(reason: KeepReason, local: &DateTime<Tz>) -> i64 {
+    let reason = reason.calendar().unwrap_or(reason);
     let (y, m, d, h) = (
         i64::from(local.year()),
         i64::from(local.month()),
@@ -113,7 +197,7 @@ fn bucket_of(reason: KeepReason, local: &DateTime<Tz>) -> i64 {
         KeepReason::Monthly => y * 100 + m,
         KeepReason::Yearly => y,
         // Not calendar rules.
-        KeepReason::Last | KeepReason::Within => 0,
+        _ => 0,
     }
 }
 
@@ -158,6 +242,27 @@ fn calendar_rules(rules: &KeepRules) -> impl Iterator<Item = (KeepReason, Option
     .into_iter()
 }
 
+/// The `within_<rule>` rules and their durations, finest first.
+fn within_calendar_rules(rules: &KeepRules) -> impl Iterator<Item = (KeepReason, KeepWithin)> {
+    [
+        (KeepReason::WithinHourly, rules.within_hourly),
+        (KeepReason::WithinDaily, rules.within_daily),
+        (KeepReason::WithinWeekly, rules.within_weekly),
+        (KeepReason::WithinMonthly, rules.within_monthly),
+        (KeepReason::WithinYearly, rules.within_yearly),
+    ]
+    .into_iter()
+    .filter_map(|(reason, within)| within.map(|w| (reason, w)))
+}
+
+/// Whether the snapshot carries every key of one of the `tags` entries.
+fn tagged(rules: &KeepRules, candidate: &Candidate) -> bool {
+    rules
+        .tags
+        .iter()
+        .any(|keys| keys.iter().all(|k| candidate.tags.contains(k)))
+}
+
 /// Decide, for one volume's snapshots, which the rules keep and why.
 /// The result is in planning order: newest first.
 pub fn plan(rules: &KeepRules, tz: Tz, snapshots: &[Candidate]) -> Vec<Decision> {
@@ -173,11 +278,24 @@ pub fn plan(rules: &KeepRules, tz: Tz, snapshots: &[Candidate]) -> Vec<Decision>
             })
         })
         .collect();
-    let cutoff = match (&rules.within, order.first()) {
-        (Some(within), Some(newest)) => Some(within_cutoff(newest.time, within, tz)),
+    let newest = order.first().map(|c| c.time);
+    let cutoff = match (&rules.within, newest) {
+        (Some(within), Some(newest)) => Some(within_cutoff(newest, within, tz)),
         _ => None,
     };
-    let last = rules.last.unwrap_or(0) as usize;
+    // (rule, cutoff, last bucket kept): bucket rules over the snapshots
+    // after the cutoff, no count.
+    let mut within_buckets: Vec<(KeepReason, DateTime<Utc>, Option<i64>)> = match newest {
+        Some(newest) => within_calendar_rules(rules)
+            .map(|(reason, within)| (reason, within_cutoff(newest, &within, tz), None))
+            .collect(),
+        None => Vec::new(),
+    };
+    let last = match rules.last {
+        Some(ALL) => usize::MAX,
+        other => other.unwrap_or(0) as usize,
+    };
+    let oldest = order.len().saturating_sub(1);
 
     order
         .iter()
@@ -190,14 +308,35 @@ pub fn plan(rules: &KeepRules, tz: Tz, snapshots: &[Candidate]) -> Vec<Decision>
             let local = snapshot.time.with_timezone(&tz);
             for bucket in buckets.iter_mut().filter(|b| b.remaining > 0) {
                 let value = bucket_of(bucket.reason, &local);
-                if bucket.last != Some(value) {
+                let same = bucket.last == Some(value);
+                if !same || nr == oldest {
                     bucket.last = Some(value);
-                    bucket.remaining -= 1;
-                    reasons.push(bucket.reason);
+                    if bucket.remaining != ALL {
+                        bucket.remaining -= 1;
+                    }
+                    reasons.push(if same {
+                        bucket.reason.oldest()
+                    } else {
+                        bucket.reason
+                    });
                 }
             }
             if cutoff.is_some_and(|c| snapshot.time > c) {
                 reasons.push(KeepReason::Within);
+            }
+            for (reason, cutoff, last) in within_buckets.iter_mut() {
+                if snapshot.time <= *cutoff {
+                    continue;
+                }
+                let value = bucket_of(*reason, &local);
+                let same = *last == Some(value);
+                if !same || nr == oldest {
+                    *last = Some(value);
+                    reasons.push(if same { reason.oldest() } else { *reason });
+                }
+            }
+            if tagged(rules, snapshot) {
+                reasons.push(KeepReason::Tag);
             }
             Decision {
                 id: snapshot.id.clone(),
@@ -230,6 +369,7 @@ pub struct Projection {
 
 /// Start of the bucket after the one `local` is in, as a UTC instant.
 fn next_bucket_start(reason: KeepReason, local: &DateTime<Tz>) -> Option<DateTime<Utc>> {
+    let reason = reason.calendar()?;
     let date = local.date_naive();
     let next = match reason {
         KeepReason::Hourly => {
@@ -252,7 +392,7 @@ fn next_bucket_start(reason: KeepReason, local: &DateTime<Tz>) -> Option<DateTim
         KeepReason::Yearly => {
             NaiveDate::from_ymd_opt(local.year() + 1, 1, 1)?.and_hms_opt(0, 0, 0)?
         }
-        KeepReason::Last | KeepReason::Within => return None,
+        _ => return None,
     };
     let tz = local.timezone();
     // A bucket may start inside a DST gap (e.g. midnight in a zone that
@@ -287,13 +427,17 @@ pub fn project(
     let Some(newest) = decisions.first().map(|d| d.time) else {
         return Vec::new();
     };
+    let oldest_rank = decisions.len() - 1;
     let first_slot = next_slot(newest);
     let at_or_after = |t: DateTime<Utc>| next_slot(t - Duration::seconds(1));
+    let newest_local = newest.with_timezone(&tz);
 
-    // `last`: the future slots, as many as the rule counts.
+    // `last`: the future slots, as many as the rule counts ("all" never
+    // lets go).
     let mut future = Vec::new();
+    let last = rules.last.filter(|n| *n != ALL);
     let mut cursor = first_slot;
-    while let Some(t) = cursor.filter(|_| future.len() < rules.last.unwrap_or(0) as usize) {
+    while let Some(t) = cursor.filter(|_| future.len() < last.unwrap_or(0) as usize) {
         future.push(t);
         cursor = next_slot(t);
     }
@@ -306,21 +450,23 @@ pub fn project(
         same_bucket: Option<DateTime<Utc>>,
         openings: Vec<DateTime<Utc>>,
     }
-    let newest_local = newest.with_timezone(&tz);
     let calendars: Vec<Calendar> = calendar_rules(rules)
         .filter_map(|(reason, count)| {
             let count = count?;
             let newest_bucket = bucket_of(reason, &newest_local);
             let same_bucket =
                 first_slot.filter(|t| bucket_of(reason, &t.with_timezone(&tz)) == newest_bucket);
-            let mut cursor = match same_bucket {
-                Some(_) => next_bucket_start(reason, &newest_local).and_then(at_or_after),
-                None => first_slot,
-            };
             let mut openings = Vec::new();
-            while let Some(t) = cursor.filter(|_| openings.len() < count as usize) {
-                openings.push(t);
-                cursor = next_bucket_start(reason, &t.with_timezone(&tz)).and_then(at_or_after);
+            if count != ALL {
+                let mut cursor = match same_bucket {
+                    Some(_) => next_bucket_start(reason, &newest_local).and_then(at_or_after),
+                    None => first_slot,
+                };
+                while let Some(t) = cursor.filter(|_| openings.len() < count as usize) {
+                    openings.push(t);
+                    cursor =
+                        next_bucket_start(reason, &t.with_timezone(&tz)).and_then(at_or_after);
+                }
             }
             Some(Calendar {
                 reason,
@@ -331,21 +477,54 @@ pub fn project(
         })
         .collect();
 
-    // Walk newest first, tracking each calendar rule's bucket index.
+    // Walk newest first, tracking each calendar rule's bucket index (the
+    // bucket changes met so far).
     let mut bucket_index: Vec<(Option<i64>, u32)> = vec![(None, 0); calendars.len()];
     decisions
         .into_iter()
         .enumerate()
         .map(|(rank, decision)| {
             let local = decision.time.with_timezone(&tz);
+            let oldest = rank == oldest_rank;
             let mut lets_go: Vec<Option<DateTime<Utc>>> = Vec::new();
             for (calendar, (last, index)) in calendars.iter().zip(bucket_index.iter_mut()) {
                 let bucket = bucket_of(calendar.reason, &local);
+                let same_as_newer = *last == Some(bucket);
                 if last.is_some_and(|l| l != bucket) {
                     *index += 1;
                 }
                 *last = Some(bucket);
-                if decision.reasons.contains(&calendar.reason) {
+                let kept = decision.reasons.contains(&calendar.reason)
+                    || decision.reasons.contains(&calendar.reason.oldest());
+                if !kept {
+                    continue;
+                }
+                if calendar.count == ALL {
+                    // Only a newer snapshot in its own bucket displaces it,
+                    // and not the oldest, which "all" keeps regardless.
+                    lets_go.push(match (calendar.same_bucket, rank, oldest) {
+                        (Some(t), 0, false) => Some(t),
+                        _ => None,
+                    });
+                } else if oldest {
+                    // The oldest is kept while fewer than `count` distinct
+                    // buckets are newer than it: count the future's.
+                    let newer_buckets = if rank == 0 {
+                        0
+                    } else if same_as_newer {
+                        *index + 1
+                    } else {
+                        *index
+                    };
+                    let needed = calendar.count.saturating_sub(newer_buckets) as usize;
+                    let mut added = calendar.openings.iter().copied();
+                    let mut added: Box<dyn Iterator<Item = DateTime<Utc>>> = if rank == 0 {
+                        Box::new(calendar.same_bucket.into_iter().chain(&mut added))
+                    } else {
+                        Box::new(added)
+                    };
+                    lets_go.push(added.nth(needed.saturating_sub(1)));
+                } else {
                     let needed = calendar.count.saturating_sub(*index) as usize;
                     lets_go.push(match (calendar.same_bucket, *index) {
                         (Some(t), 0) => Some(t),
@@ -354,8 +533,13 @@ pub fn project(
                 }
             }
             if decision.reasons.contains(&KeepReason::Last) {
-                let needed = (rules.last.unwrap_or(0) as usize).saturating_sub(rank);
-                lets_go.push(future.get(needed.saturating_sub(1)).copied());
+                lets_go.push(match last {
+                    None => None,
+                    Some(n) => {
+                        let needed = (n as usize).saturating_sub(rank);
+                        future.get(needed.saturating_sub(1)).copied()
+                    }
+                });
             }
             if let (true, Some(within)) = (
                 decision.reasons.contains(&KeepReason::Within),
@@ -368,6 +552,27 @@ pub fn project(
                     tz,
                     &next_slot,
                 ));
+            }
+            for (reason, within) in within_calendar_rules(rules) {
+                let regular = decision.reasons.contains(&reason);
+                if !regular && !decision.reasons.contains(&reason.oldest()) {
+                    continue;
+                }
+                let mut at = within_lets_go(decision.time, newest, &within, tz, &next_slot);
+                // The newest loses its bucket to a new snapshot in it, unless
+                // it is also the oldest (then the oldest rule keeps it).
+                if rank == 0 && !oldest {
+                    let newest_bucket = bucket_of(reason, &newest_local);
+                    if let Some(t) = first_slot
+                        .filter(|t| bucket_of(reason, &t.with_timezone(&tz)) == newest_bucket)
+                    {
+                        at = Some(at.map_or(t, |a| a.min(t)));
+                    }
+                }
+                lets_go.push(at);
+            }
+            if decision.reasons.contains(&KeepReason::Tag) {
+                lets_go.push(None);
             }
             let expiry = if !decision.keep() {
                 Expiry::Due
@@ -433,7 +638,7 @@ mod tests {
             weekly: w,
             monthly: m,
             yearly: y,
-            within: None,
+            ..KeepRules::default()
         }
     }
 
@@ -445,6 +650,7 @@ mod tests {
                 Candidate {
                     id: format!("snap-{}", format_time(time)),
                     time,
+                    tags: Vec::new(),
                 }
             })
             .collect()
@@ -542,6 +748,7 @@ mod tests {
                 history.push(Candidate {
                     id: format!("snap-{day}-{hour}"),
                     time,
+                    tags: Vec::new(),
                 });
             }
         }
@@ -565,26 +772,39 @@ mod tests {
             Candidate {
                 id: "a".into(),
                 time: parse_time("2026-01-01T22:30:00Z").unwrap(),
+                tags: Vec::new(),
             },
             Candidate {
                 id: "b".into(),
                 time: parse_time("2026-01-01T23:30:00Z").unwrap(),
+                tags: Vec::new(),
             },
         ];
+        // Count to spare, so the oldest is kept either way (restic's oldest
+        // rule); the reason tells whether it was a day of its own.
         let daily = rules(None, None, Some(5), None, None, None);
-        let utc: Vec<bool> = plan(&daily, Tz::UTC, &history)
-            .iter()
-            .map(Decision::keep)
-            .collect();
-        assert_eq!(utc, [true, false], "one UTC day: only the newest");
-        let berlin: Vec<bool> = plan(&daily, chrono_tz::Europe::Berlin, &history)
-            .iter()
-            .map(Decision::keep)
-            .collect();
-        assert_eq!(berlin, [true, true], "two Berlin days: both");
+        let reasons = |tz: Tz| -> Vec<Vec<KeepReason>> {
+            plan(&daily, tz, &history)
+                .into_iter()
+                .map(|d| d.reasons)
+                .collect()
+        };
+        use KeepReason::{Daily, OldestDaily};
+        assert_eq!(
+            reasons(Tz::UTC),
+            [vec![Daily], vec![OldestDaily]],
+            "one UTC day: only the newest is the day's"
+        );
+        assert_eq!(
+            reasons(chrono_tz::Europe::Berlin),
+            [vec![Daily], vec![Daily]],
+            "two Berlin days: both"
+        );
         // Kiritimati (UTC+14): local day differs from UTC for most of the day.
-        let kiritimati = plan(&daily, chrono_tz::Pacific::Kiritimati, &history);
-        assert_eq!(kiritimati.iter().filter(|d| d.keep()).count(), 1);
+        assert_eq!(
+            reasons(chrono_tz::Pacific::Kiritimati),
+            [vec![Daily], vec![OldestDaily]]
+        );
     }
 
     #[test]
@@ -595,14 +815,17 @@ mod tests {
             Candidate {
                 id: "first-2am".into(),
                 time: parse_time("2026-10-25T00:30:00Z").unwrap(),
+                tags: Vec::new(),
             },
             Candidate {
                 id: "second-2am".into(),
                 time: parse_time("2026-10-25T01:30:00Z").unwrap(),
+                tags: Vec::new(),
             },
             Candidate {
                 id: "3am".into(),
                 time: parse_time("2026-10-25T02:30:00Z").unwrap(),
+                tags: Vec::new(),
             },
         ];
         let decisions = plan(
@@ -610,12 +833,21 @@ mod tests {
             chrono_tz::Europe::Berlin,
             &history,
         );
-        let kept: Vec<&str> = decisions
+        let kept: Vec<(&str, Vec<KeepReason>)> = decisions
             .iter()
             .filter(|d| d.keep())
-            .map(|d| d.id.as_str())
+            .map(|d| (d.id.as_str(), d.reasons.clone()))
             .collect();
-        assert_eq!(kept, ["3am", "second-2am"]);
+        // The first 2 am shares the second's hour: only the oldest rule
+        // keeps it (24 hours to spare).
+        assert_eq!(
+            kept,
+            [
+                ("3am", vec![KeepReason::Hourly]),
+                ("second-2am", vec![KeepReason::Hourly]),
+                ("first-2am", vec![KeepReason::OldestHourly]),
+            ]
+        );
     }
 
     #[test]
@@ -625,14 +857,17 @@ mod tests {
             Candidate {
                 id: "dec31".into(),
                 time: parse_time("2026-12-31T12:00:00Z").unwrap(),
+                tags: Vec::new(),
             },
             Candidate {
                 id: "jan1".into(),
                 time: parse_time("2027-01-01T12:00:00Z").unwrap(),
+                tags: Vec::new(),
             },
             Candidate {
                 id: "jan4".into(),
                 time: parse_time("2027-01-04T12:00:00Z").unwrap(),
+                tags: Vec::new(),
             },
         ];
         let decisions = plan(
@@ -640,12 +875,20 @@ mod tests {
             Tz::UTC,
             &history,
         );
-        let kept: Vec<&str> = decisions
+        let kept: Vec<(&str, Vec<KeepReason>)> = decisions
             .iter()
             .filter(|d| d.keep())
-            .map(|d| d.id.as_str())
+            .map(|d| (d.id.as_str(), d.reasons.clone()))
             .collect();
-        assert_eq!(kept, ["jan4", "jan1"]);
+        // Dec 31 is in Jan 1's week: kept only as the oldest.
+        assert_eq!(
+            kept,
+            [
+                ("jan4", vec![KeepReason::Weekly]),
+                ("jan1", vec![KeepReason::Weekly]),
+                ("dec31", vec![KeepReason::OldestWeekly]),
+            ]
+        );
     }
 
     #[test]
@@ -700,6 +943,7 @@ mod tests {
                 all.push(Candidate {
                     id: format!("future-{k:05}"),
                     time: t,
+                    tags: Vec::new(),
                 });
                 let kept: BTreeSet<String> = plan(rules, tz, &all)
                     .into_iter()
@@ -719,17 +963,18 @@ mod tests {
             prop_oneof![2 => Just(None), 1 => (1u32..5).prop_map(Some)]
         }
 
+        fn within() -> impl Strategy<Value = Option<KeepWithin>> {
+            prop_oneof![3 => Just(None), 1 => (0u32..4, 0u32..30).prop_map(|(d, h)| Some(KeepWithin { days: d, hours: h.max(u32::from(d == 0)), ..KeepWithin::default() }))]
+        }
+
         fn keep_rules() -> impl Strategy<Value = KeepRules> {
             (
-                small(),
-                small(),
-                small(),
-                small(),
-                small(),
-                prop_oneof![3 => Just(None), 1 => (1u32..3).prop_map(Some)],
-                prop_oneof![3 => Just(None), 1 => (1u32..4, 0u32..30).prop_map(|(d, h)| Some(KeepWithin { days: d, hours: h, ..KeepWithin::default() }))],
+                (small(), small(), small(), small(), small()),
+                prop_oneof![3 => Just(None), 1 => (1u32..3).prop_map(Some), 1 => Just(Some(ALL))],
+                within(),
+                (within(), within(), within()),
             )
-                .prop_map(|(last, hourly, daily, weekly, monthly, yearly, within)| KeepRules {
+                .prop_map(|((last, hourly, daily, weekly, monthly), yearly, within, (wh, wd, ww))| KeepRules {
                     last,
                     hourly,
                     daily,
@@ -737,6 +982,10 @@ mod tests {
                     monthly,
                     yearly,
                     within,
+                    within_hourly: wh,
+                    within_daily: wd,
+                    within_weekly: ww,
+                    ..KeepRules::default()
                 })
                 .prop_filter("keeps something", |r| !r.is_empty())
         }
@@ -766,6 +1015,7 @@ mod tests {
                     .map(|(i, h)| Candidate {
                         id: format!("snap-{i:03}"),
                         time: start + Duration::hours(*h) + Duration::minutes(3),
+                        tags: Vec::new(),
                     })
                     .collect();
                 let projected = project(&rules, zone, &history, |t| schedule.next_slot_after(t));

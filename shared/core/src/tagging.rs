@@ -143,7 +143,7 @@ pub fn plan(sources: &Sources<'_>, snapshots: &[Snapshot]) -> TagPlan {
         let projections: BTreeMap<String, retention::Projection> = retention::project(
             keep,
             policy.schedule.timezone(),
-            &expiry::candidates(&group, sources.deployment),
+            &expiry::candidates(&group, sources.deployment, keep),
             |t| {
                 if orphan {
                     None
@@ -552,6 +552,7 @@ mod tests {
             .map(|s| retention::Candidate {
                 id: s.id.clone(),
                 time: s.start_time.unwrap(),
+                tags: Vec::new(),
             })
             .collect();
         let gold = world.policies.get("gold").unwrap();

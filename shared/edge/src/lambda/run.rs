@@ -59,6 +59,17 @@ impl RunHeader {
         now: DateTime<Utc>,
         trigger: &Trigger,
     ) -> Self {
+        for note in trigger.notes() {
+            tracing::warn!(function, note = %note, "event accepted with a value this version does not know");
+        }
+        if let Trigger::Ignored { detail_type, event } = trigger {
+            tracing::info!(
+                function,
+                detail_type,
+                event,
+                "EBS event not acted on; ignored"
+            );
+        }
         Self {
             event: trigger.event(),
             ..Self::new(function, config, now, trigger.label())

@@ -30,7 +30,7 @@ pub struct Environment {
     /// SSM Run Command (create-snapshots' `application` policies).
     pub ssm: SsmAdapter,
     pub notifier: Box<dyn Notifier>,
-    /// Conditions notified today by this execution environment (a repeating
+    /// Conditions notified in the last day by this execution environment (a repeating
     /// condition is notified once a day).
     pub memo: DailyMemo,
 }
