@@ -189,7 +189,8 @@ impl DailyMemo {
             .pruned_at
             .is_none_or(|t| now - t > chrono::TimeDelta::minutes(1) || now < t)
         {
-            memo.seen.retain(|_, at| now - *at < MEMO_WINDOW && *at <= now);
+            memo.seen
+                .retain(|_, at| now - *at < MEMO_WINDOW && *at <= now);
             memo.pruned_at = Some(now);
         }
         if memo
@@ -213,13 +214,23 @@ mod tests {
     #[test]
     fn a_condition_is_notified_once_a_day() {
         let memo = DailyMemo::new();
-        let t = |s: &str| chrono::DateTime::parse_from_rfc3339(s).map(|t| t.to_utc()).unwrap();
+        let t = |s: &str| {
+            chrono::DateTime::parse_from_rfc3339(s)
+                .map(|t| t.to_utc())
+                .unwrap()
+        };
         let c = "unknown-policy vol-1 gold";
         assert!(memo.first_in_a_day(c, t("2026-01-01T00:15:00Z")));
         assert!(!memo.first_in_a_day(c, t("2026-01-01T00:30:00Z")));
-        assert!(!memo.first_in_a_day(c, t("2026-01-02T00:14:59Z")), "within 24 hours");
+        assert!(
+            !memo.first_in_a_day(c, t("2026-01-02T00:14:59Z")),
+            "within 24 hours"
+        );
         assert!(memo.first_in_a_day("unknown-policy vol-2 gold", t("2026-01-01T23:59:59Z")));
-        assert!(memo.first_in_a_day(c, t("2026-01-02T00:15:00Z")), "a day later");
+        assert!(
+            memo.first_in_a_day(c, t("2026-01-02T00:15:00Z")),
+            "a day later"
+        );
         assert!(!memo.first_in_a_day(c, t("2026-01-02T08:00:00Z")));
         // A daily run at 05:00 notifies everything; the next morning's event
         // at 00:15 stays quiet, the next daily run notifies again.
@@ -237,7 +248,10 @@ mod tests {
             assert!(memo.first_in_a_day(&i.to_string(), now));
         }
         assert!(memo.first_in_a_day("one more", now));
-        assert!(memo.first_in_a_day("one more", now), "not remembered, so notified again");
+        assert!(
+            memo.first_in_a_day("one more", now),
+            "not remembered, so notified again"
+        );
         assert!(!memo.first_in_a_day("0", now));
         // A day later everything has been forgotten: room again.
         let later = now + MEMO_WINDOW;

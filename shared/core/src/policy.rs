@@ -688,7 +688,10 @@ mod tests {
                 "timezone",
             ),
             (r#"{"p":{"schedule":"@daily","keep":{}}}"#, "keep"),
-            (r#"{"p":{"schedule":"@daily","keep":{"daily":0}}}"#, "keep.daily"),
+            (
+                r#"{"p":{"schedule":"@daily","keep":{"daily":0}}}"#,
+                "keep.daily",
+            ),
             (
                 r#"{"p":{"schedule":"@daily","keep":{"dayly":3}}}"#,
                 "keep.dayly",

@@ -464,8 +464,7 @@ pub fn project(
                 };
                 while let Some(t) = cursor.filter(|_| openings.len() < count as usize) {
                     openings.push(t);
-                    cursor =
-                        next_bucket_start(reason, &t.with_timezone(&tz)).and_then(at_or_after);
+                    cursor = next_bucket_start(reason, &t.with_timezone(&tz)).and_then(at_or_after);
                 }
             }
             Some(Calendar {
@@ -974,19 +973,23 @@ mod tests {
                 within(),
                 (within(), within(), within()),
             )
-                .prop_map(|((last, hourly, daily, weekly, monthly), yearly, within, (wh, wd, ww))| KeepRules {
-                    last,
-                    hourly,
-                    daily,
-                    weekly,
-                    monthly,
-                    yearly,
-                    within,
-                    within_hourly: wh,
-                    within_daily: wd,
-                    within_weekly: ww,
-                    ..KeepRules::default()
-                })
+                .prop_map(
+                    |((last, hourly, daily, weekly, monthly), yearly, within, (wh, wd, ww))| {
+                        KeepRules {
+                            last,
+                            hourly,
+                            daily,
+                            weekly,
+                            monthly,
+                            yearly,
+                            within,
+                            within_hourly: wh,
+                            within_daily: wd,
+                            within_weekly: ww,
+                            ..KeepRules::default()
+                        }
+                    },
+                )
                 .prop_filter("keeps something", |r| !r.is_empty())
         }
 
