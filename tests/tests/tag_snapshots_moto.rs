@@ -158,6 +158,7 @@ async fn labels_are_what_the_retention_planner_decides() {
         .map(|s| Candidate {
             id: s.id.clone(),
             time: s.start_time.unwrap(),
+            tags: Vec::new(),
         })
         .collect();
     let config = config(POLICIES);
@@ -182,12 +183,14 @@ async fn labels_are_what_the_retention_planner_decides() {
         }
     }
     // Four snapshots taken moments apart: `last 2` keeps two, `daily 7`
-    // keeps the newest of the day; the others are kept by nothing.
-    let kept = tagged
+    // keeps the newest of the day and, with six days to spare, the oldest
+    // (restic's oldest rule); the third is kept by nothing.
+    let mut labels: Vec<&str> = tagged
         .values()
-        .filter(|s| s.tags[tags::RETAINED_BY] != "none")
-        .count();
-    assert_eq!(kept, 2);
+        .map(|s| s.tags[tags::RETAINED_BY].as_str())
+        .collect();
+    labels.sort_unstable();
+    assert_eq!(labels, ["last", "last,daily", "none", "oldest-daily"]);
 }
 
 #[tokio::test]
