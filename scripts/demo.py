@@ -293,7 +293,7 @@ class Year:
         if n == 8:
             when = self.at(day, "00:05")
             ec2.create_tags(Resources=[ids["typo"]], Tags=[{"Key": "Backup", "Value": "gfs"}])
-            self.note(when, f"typo {ids['typo']}: its owner fixes the tag, Backup=dialy -> gfs, after a week of run-summary alerts", "33")
+            self.note(when, f"typo {ids['typo']}: its owner fixes the tag, Backup=dialy -> gfs, after a week of daily run-summary alerts", "33")
         if n == 45:
             when = self.at(day, "00:05")
             ec2.modify_snapshot_attribute(SnapshotId=ids["hand-made"], Attribute="createVolumePermission",
@@ -335,7 +335,7 @@ class Year:
             if n == 0 and hour == 0:
                 for u in summary["unknown_policies"]:
                     self.note(when, f"create-snapshots: {u['resource_type']} {u['resource_id']} names policy "
-                                    f"'{u['policy']}', which does not exist: run-summary alert on every tick until fixed", "31")
+                                    f"'{u['policy']}', which does not exist: a run-summary alert once a day until fixed", "31")
         if n == 0 and hour == 0:
             self.note(when, f"create-snapshots: first tick, {len(summary['created'])} snapshots "
                             f"({sum(1 for c in summary['created'] if c.get('instance_id'))} as web-1's instance-consistent set)", "32")
