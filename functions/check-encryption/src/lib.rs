@@ -411,16 +411,17 @@ pub fn notifications(
         return Vec::new();
     };
     let daily = summary.header.trigger == "daily";
-    let mut new_now = 0;
-    for finding in summary.findings.iter().filter(|f| !f.in_hand()) {
-        if memo.first_in_a_day(&finding.condition(), now) {
-            new_now += 1;
-        }
-    }
+    let (new, repeats) = memo.sort_out(
+        summary
+            .findings
+            .iter()
+            .filter(|f| !f.in_hand())
+            .map(Finding::condition),
+        now,
+    );
     if !daily {
-        let repeats = summary.findings.iter().filter(|f| !f.in_hand()).count() - new_now;
         summary.repeats_not_notified = repeats;
-        if new_now == 0 {
+        if new == 0 {
             return Vec::new();
         }
     }

@@ -479,7 +479,7 @@ pub fn notifications(
         .iter()
         .map(|f| f.notification(&config.deployment_name))
         .collect();
-    let conditions: Vec<String> = summary
+    let conditions = summary
         .failed
         .iter()
         .map(|f| format!("failed {} {}", f.volume_id, f.error_kind))
@@ -488,14 +488,10 @@ pub fn notifications(
                 .unknown_policies
                 .iter()
                 .map(|u| format!("unknown-policy {} {}", u.resource_id, u.policy)),
-        )
-        .collect();
-    let new_now = conditions
-        .iter()
-        .filter(|c| memo.first_in_a_day(c, now))
-        .count();
-    summary.repeats_not_notified = conditions.len() - new_now;
-    if new_now > 0 {
+        );
+    let (new, repeats) = memo.sort_out(conditions, now);
+    summary.repeats_not_notified = repeats;
+    if new > 0 {
         out.push(Notification {
             kind: NotificationKind::RunSummary,
             severity: Severity::Warning,

@@ -205,6 +205,22 @@ impl DailyMemo {
         }
         true
     }
+
+    /// Of a run's `conditions`, how many were not notified in the last 24
+    /// hours (each is then remembered) and how many were: `(new, repeats)`.
+    pub fn sort_out<S: AsRef<str>>(
+        &self,
+        conditions: impl IntoIterator<Item = S>,
+        now: DateTime<Utc>,
+    ) -> (usize, usize) {
+        conditions.into_iter().fold((0, 0), |(new, repeats), c| {
+            if self.first_in_a_day(c.as_ref(), now) {
+                (new + 1, repeats)
+            } else {
+                (new, repeats + 1)
+            }
+        })
+    }
 }
 
 #[cfg(test)]
@@ -238,6 +254,14 @@ mod tests {
         assert!(memo.first_in_a_day("unencrypted-snapshot vol-r", t("2026-01-01T05:00:00Z")));
         assert!(!memo.first_in_a_day("unencrypted-snapshot vol-r", t("2026-01-02T00:15:00Z")));
         assert!(memo.first_in_a_day("unencrypted-snapshot vol-r", t("2026-01-02T05:00:00Z")));
+        // A run's conditions sorted out: new ones, and repeats.
+        assert_eq!(
+            memo.sort_out(
+                ["unencrypted-snapshot vol-r", "public-snapshot snap-1"],
+                t("2026-01-02T06:00:00Z")
+            ),
+            (1, 1)
+        );
     }
 
     #[test]
