@@ -492,3 +492,70 @@ fn instances_are_stopped_only_with_their_owners_opt_in() {
         );
     }
 }
+
+/// Every statement named `sid` anywhere below `value` (statements under an
+/// `!If` included).
+fn statements_named<'a>(value: &'a Value, sid: &str, out: &mut Vec<&'a Value>) {
+    match value {
+        Value::Object(map) => {
+            if map.get("Sid").and_then(Value::as_str) == Some(sid) {
+                out.push(value);
+            }
+            for v in map.values() {
+                statements_named(v, sid, out);
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|v| statements_named(v, sid, out)),
+        _ => {}
+    }
+}
+
+fn statement(template: &Value, sid: &str) -> Value {
+    let mut found = Vec::new();
+    statements_named(template, sid, &mut found);
+    assert_eq!(found.len(), 1, "one statement {sid}");
+    found[0].clone()
+}
+
+/// check-encryption may take sharing away, never add it: a
+/// ModifySnapshotAttribute that adds a user or a group is outside its grant.
+#[test]
+fn sharing_can_only_be_removed() {
+    let remove = statement(&template_json(), "RemoveSharing");
+    assert_eq!(remove["Action"], "ec2:ModifySnapshotAttribute");
+    assert_eq!(
+        remove["Condition"]["Null"],
+        json!({"ec2:Add/userId": "true", "ec2:Add/group": "true"})
+    );
+}
+
+/// DeleteTags with no keys deletes every tag of the instance, and
+/// ForAllValues holds for an empty set: the keys must be present.
+#[test]
+fn instance_tags_are_deleted_only_by_name() {
+    let unmark = statement(&template_json(), "UnmarkInstancesThisStackMarked");
+    assert_eq!(unmark["Action"], "ec2:DeleteTags");
+    assert_eq!(unmark["Condition"]["Null"], json!({"aws:TagKeys": "false"}));
+    assert_eq!(
+        unmark["Condition"]["ForAllValues:StringEquals"]["aws:TagKeys"],
+        json!(["lifecycle:stopped-for-snapshot"])
+    );
+}
+
+/// Deleting the stack keeps the audit trail: every log group, and the key
+/// they are encrypted with.
+#[test]
+fn logs_and_their_key_survive_the_stack() {
+    let template = template_json();
+    let resources = template["Resources"].as_object().unwrap();
+    let kept: Vec<&String> = resources
+        .iter()
+        .filter(|(_, r)| r["Type"] == "AWS::Logs::LogGroup" || r["Type"] == "AWS::KMS::Key")
+        .map(|(name, r)| {
+            assert_eq!(r["DeletionPolicy"], "Retain", "{name}");
+            assert_eq!(r["UpdateReplacePolicy"], "Retain", "{name}");
+            name
+        })
+        .collect();
+    assert_eq!(kept.len(), 6, "five log groups and the stack key: {kept:?}");
+}

@@ -179,7 +179,7 @@ impl DeletionGate {
         if self.facts.ami_snapshot_ids.contains(&snapshot.id) {
             return Err(Protection::UsedByAmi);
         }
-        if snapshot.tags.contains_key(tags::HOLD) {
+        if tags::is_held(&snapshot.tags) {
             return Err(Protection::Held);
         }
         if self.facts.locked_snapshot_ids.contains(&snapshot.id) {

@@ -185,7 +185,7 @@ fn labels_of(
     projection: &retention::Projection,
     now: DateTime<Utc>,
 ) -> Vec<(String, String)> {
-    let held = snapshot.tags.contains_key(tags::HOLD);
+    let held = tags::is_held(&snapshot.tags);
     let mut reasons: Vec<&str> = projection
         .decision
         .reasons

@@ -12,6 +12,13 @@ use crate::policy::{CopyTags, Policy};
 
 pub use crate::keys::*;
 
+/// Whether a snapshot is held (`lifecycle:hold`, the key in any letter
+/// case, any value): a person who writes `Lifecycle:Hold` means it, and a
+/// hold that fails on a capital letter would delete what was meant to stay.
+pub fn is_held(tags: &Tags) -> bool {
+    tags.keys().any(|k| k.eq_ignore_ascii_case(HOLD))
+}
+
 /// Whether the instance's owner accepts downtime for a `stopped` snapshot
 /// (`lifecycle:allow-stop=true`, any case).
 pub fn allows_stop(instance_tags: &Tags) -> bool {
@@ -119,7 +126,7 @@ impl LifecycleLabels {
             })?,
             retained_by: tags.get(RETAINED_BY).cloned(),
             expires_at: tags.get(EXPIRES_AT).cloned(),
-            hold: tags.contains_key(HOLD),
+            hold: is_held(tags),
         }))
     }
 }
@@ -281,6 +288,20 @@ mod tests {
         assert_eq!(tags[CONSISTENCY], "crash");
         assert!(!tags.contains_key(COMPLETED_AT));
         assert!(tags.keys().all(|k| k.starts_with(LIFECYCLE_PREFIX)));
+    }
+
+    #[test]
+    fn a_hold_counts_in_any_letter_case() {
+        for key in ["lifecycle:hold", "Lifecycle:Hold", "LIFECYCLE:HOLD"] {
+            assert!(
+                is_held(&Tags::from([(key.to_string(), String::new())])),
+                "{key}"
+            );
+        }
+        assert!(!is_held(&Tags::from([(
+            "lifecycle:holder".to_string(),
+            "x".to_string()
+        )])));
     }
 
     #[test]
