@@ -391,6 +391,66 @@ fn substitute(text: &str, values: &[(&str, &str)]) -> String {
 /// rendered as CloudFormation would, it must be a valid policy that lets
 /// create-snapshots run commands only on opted-in instances and only with
 /// the shell document or the user's listed documents.
+/// The intrinsic functions a statement uses, evaluated as CloudFormation
+/// would with `params` (parameters and pseudo parameters, a list parameter
+/// as a JSON array) and `conditions`.
+fn evaluate(
+    value: &Value,
+    params: &BTreeMap<&str, Value>,
+    conditions: &BTreeMap<&str, bool>,
+) -> Value {
+    let Value::Object(map) = value else {
+        return match value {
+            Value::Array(items) => Value::Array(
+                items
+                    .iter()
+                    .map(|v| evaluate(v, params, conditions))
+                    .collect(),
+            ),
+            other => other.clone(),
+        };
+    };
+    let arg = |key: &str| map.get(key).map(|v| evaluate(v, params, conditions));
+    if let Some(name) = map.get("!Ref").and_then(Value::as_str) {
+        return params[name].clone();
+    }
+    if let Some(text) = arg("!Sub") {
+        let text = text.as_str().unwrap().to_string();
+        return Value::String(params.iter().fold(text, |t, (k, v)| {
+            t.replace(&format!("${{{k}}}"), v.as_str().unwrap_or_default())
+        }));
+    }
+    if let Some(Value::Array(args)) = arg("!Join") {
+        let parts: Vec<String> = args[1]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect();
+        return Value::String(parts.join(args[0].as_str().unwrap()));
+    }
+    if let Some(Value::Array(args)) = arg("!Split") {
+        return json!(args[1]
+            .as_str()
+            .unwrap()
+            .split(args[0].as_str().unwrap())
+            .collect::<Vec<_>>());
+    }
+    if let Some(Value::Array(args)) = map.get("!If") {
+        let branch = if conditions[args[0].as_str().unwrap()] {
+            &args[1]
+        } else {
+            &args[2]
+        };
+        return evaluate(branch, params, conditions);
+    }
+    Value::Object(
+        map.iter()
+            .map(|(k, v)| (k.clone(), evaluate(v, params, conditions)))
+            .collect(),
+    )
+}
+
 #[test]
 fn commands_run_only_on_opted_in_instances_with_the_listed_documents() {
     let template = template_json();
@@ -403,45 +463,71 @@ fn commands_run_only_on_opted_in_instances_with_the_listed_documents() {
         ("AWS::AccountId", "123456789012"),
         ("SelectorTagKey", "Backup"),
     ];
+    let document: Value = serde_json::from_str(&substitute(text, &pseudo)).unwrap();
+    let statements = document["Statement"].as_array().unwrap();
+    let by_sid = |sid: &str| statements.iter().find(|s| s["Sid"] == sid).unwrap().clone();
+    let instances = by_sid("CommandsOnlyOnOptedInInstances");
+    assert_eq!(instances["Action"], "ssm:SendCommand");
+    assert_eq!(
+        instances["Resource"],
+        "arn:aws:ec2:eu-west-1:123456789012:instance/*"
+    );
+    assert_eq!(
+        instances["Condition"],
+        json!({"StringLike": {"ssm:resourceTag/Backup": "*"}})
+    );
+    assert_eq!(
+        by_sid("FollowCommands")["Action"],
+        json!(["ssm:GetCommandInvocation", "ssm:CancelCommand"])
+    );
+    assert_eq!(statements.len(), 2, "nothing else: {document}");
+    assert!(
+        !text.contains("ConsistencyDocumentArns") && !text.contains("DocumentArns"),
+        "no ARN is pasted into JSON text"
+    );
+
+    // The documents: a list, evaluated as CloudFormation would.
+    let documents =
+        &template["Resources"]["RunConsistencyDocumentsPolicy"]["Properties"]["PolicyDocument"];
     let shell = "arn:aws:ssm:eu-west-1::document/AWS-RunShellScript";
     let mine = "arn:aws:ssm:eu-west-1:123456789012:document/FlushDb";
-    // The two branches of DocumentArns, rendered by hand from the template.
-    let branches = &sub[1]["DocumentArns"]["!If"];
-    let with_docs = substitute(
-        branches[1]["!Sub"][0].as_str().unwrap(),
-        &[("Arns", mine), pseudo[0], pseudo[1], pseudo[2]],
-    );
-    let without = substitute(branches[2]["!Sub"].as_str().unwrap(), &pseudo);
-    for (arns, documents) in [(without, vec![shell]), (with_docs, vec![shell, mine])] {
-        let rendered = substitute(
-            text,
-            &[pseudo.to_vec(), vec![("DocumentArns", &arns)]].concat(),
-        );
-        let document: Value =
-            serde_json::from_str(&rendered).unwrap_or_else(|e| panic!("{e}: {rendered}"));
-        let statements = document["Statement"].as_array().unwrap();
-        let by_sid = |sid: &str| statements.iter().find(|s| s["Sid"] == sid).unwrap().clone();
-        let instances = by_sid("CommandsOnlyOnOptedInInstances");
-        assert_eq!(instances["Action"], "ssm:SendCommand");
-        assert_eq!(
-            instances["Resource"],
-            "arn:aws:ec2:eu-west-1:123456789012:instance/*"
-        );
-        assert_eq!(
-            instances["Condition"],
-            json!({"StringLike": {"ssm:resourceTag/Backup": "*"}})
-        );
-        assert_eq!(by_sid("OnlyTheseDocuments")["Resource"], json!(documents));
-        assert_eq!(
-            by_sid("FollowCommands")["Action"],
-            json!(["ssm:GetCommandInvocation", "ssm:CancelCommand"])
-        );
-        assert_eq!(statements.len(), 3, "nothing else: {document}");
+    let theirs = "arn:aws:ssm:eu-west-1:123456789012:document/Other";
+    for (arns, has, expected) in [
+        (json!([""]), false, vec![shell]),
+        (json!([mine]), true, vec![shell, mine]),
+        (json!([mine, theirs]), true, vec![shell, mine, theirs]),
+    ] {
+        let mut params: BTreeMap<&str, Value> =
+            pseudo.iter().map(|(k, v)| (*k, json!(v))).collect();
+        params.insert("ConsistencyDocumentArns", arns);
+        let conditions = BTreeMap::from([("HasConsistencyDocuments", has)]);
+        let rendered = evaluate(documents, &params, &conditions);
+        let statements = rendered["Statement"].as_array().unwrap();
+        assert_eq!(statements.len(), 1);
+        assert_eq!(statements[0]["Sid"], "OnlyTheseDocuments");
+        assert_eq!(statements[0]["Action"], "ssm:SendCommand");
+        assert_eq!(statements[0]["Resource"], json!(expected));
+    }
+
+    // Each ARN must look like one: a value that would carry JSON or a
+    // wildcard is refused by CloudFormation before anything deploys.
+    let pattern = template["Parameters"]["ConsistencyDocumentArns"]["AllowedPattern"]
+        .as_str()
+        .unwrap();
+    let pattern = regex_lite::Regex::new(pattern).unwrap();
+    for ok in ["", mine] {
+        assert!(pattern.is_match(ok), "{ok}");
+    }
+    for bad in [
+        "arn:aws:ssm:eu-west-1:123456789012:document/*",
+        r#"arn:aws:ssm:eu-west-1:123456789012:document/X"]},{"Effect":"Allow","Action":"*","Resource":["*"#,
+        "*",
+        "arn:aws:iam::123456789012:role/Admin",
+    ] {
+        assert!(!pattern.is_match(bad), "{bad}");
     }
 }
 
-/// Stop and start only with the owner's opt-in; start again what this stack
-/// stopped; the mark only as this stack's value, on opted-in instances.
 #[test]
 fn instances_are_stopped_only_with_their_owners_opt_in() {
     let template = template_json();
