@@ -400,7 +400,8 @@ fn emit_metrics(config: &Config, summary: &RunSummary) {
 /// notified in the last 24 hours. A snapshot whose copy is already under way (the copy's
 /// own completion, or the same event delivered again) has nothing new to
 /// say: the run that started the copy alerted. Every daily finding is
-/// remembered, so events later that day do not repeat it.
+/// remembered as notified, so events until the next daily run do not
+/// repeat it.
 pub fn notifications(
     config: &Config,
     summary: &mut RunSummary,
@@ -411,15 +412,15 @@ pub fn notifications(
         return Vec::new();
     };
     let daily = summary.header.trigger == "daily";
-    let (new, repeats) = memo.sort_out(
-        summary
-            .findings
-            .iter()
-            .filter(|f| !f.in_hand())
-            .map(Finding::condition),
-        now,
-    );
-    if !daily {
+    let conditions = summary
+        .findings
+        .iter()
+        .filter(|f| !f.in_hand())
+        .map(Finding::condition);
+    if daily {
+        memo.notified(conditions, now);
+    } else {
+        let (new, repeats) = memo.sort_out(conditions, now);
         summary.repeats_not_notified = repeats;
         if new == 0 {
             return Vec::new();

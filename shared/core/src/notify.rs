@@ -206,6 +206,23 @@ impl DailyMemo {
         true
     }
 
+    /// Record `conditions` as notified at `now`, whatever came before: a
+    /// daily run that reports its whole picture restarts each one's quiet
+    /// day, so the next day's repeats wait for the next daily run.
+    pub fn notified<S: AsRef<str>>(
+        &self,
+        conditions: impl IntoIterator<Item = S>,
+        now: DateTime<Utc>,
+    ) {
+        let mut memo = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        for c in conditions {
+            let c = c.as_ref();
+            if memo.seen.len() < MEMO_CAPACITY || memo.seen.contains_key(c) {
+                memo.seen.insert(c.to_string(), now);
+            }
+        }
+    }
+
     /// Of a run's `conditions`, how many were not notified in the last 24
     /// hours (each is then remembered) and how many were: `(new, repeats)`.
     pub fn sort_out<S: AsRef<str>>(
@@ -254,6 +271,17 @@ mod tests {
         assert!(memo.first_in_a_day("unencrypted-snapshot vol-r", t("2026-01-01T05:00:00Z")));
         assert!(!memo.first_in_a_day("unencrypted-snapshot vol-r", t("2026-01-02T00:15:00Z")));
         assert!(memo.first_in_a_day("unencrypted-snapshot vol-r", t("2026-01-02T05:00:00Z")));
+        // A daily run restarts the quiet day of what it reports, even a
+        // condition an event notified that morning.
+        let daily = DailyMemo::new();
+        assert!(daily.first_in_a_day("c", t("2026-01-01T00:25:00Z")));
+        daily.notified(["c"], t("2026-01-01T05:00:00Z"));
+        assert!(
+            !daily.first_in_a_day("c", t("2026-01-02T00:25:00Z")),
+            "19 h after the daily run"
+        );
+        daily.notified(["c"], t("2026-01-02T05:00:00Z"));
+        assert!(!daily.first_in_a_day("c", t("2026-01-03T00:26:00Z")));
         // A run's conditions sorted out: new ones, and repeats.
         assert_eq!(
             memo.sort_out(
