@@ -47,7 +47,7 @@ package: venv
 ## make demo: a year in the life of a seeded account on moto (127.0.0.1): the
 ## five function binaries, each under a local Lambda Runtime API with the
 ## template's environment, driven by ticks, EC2's completion events and the
-## daily runs in simulated time (see README "How the year is simulated").
+## daily runs in simulated time (see docs/development.md, "The demo").
 ## Built with --all-targets, as make test builds: the dependencies resolve to
 ## the same features, so after make test only the function binaries link
 ## (about 20 s), nothing is compiled twice.
