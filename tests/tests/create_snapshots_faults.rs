@@ -299,3 +299,117 @@ async fn when_volumes_cannot_be_listed_the_run_fails_as_a_whole() {
     let diagnostic: lambda_runtime::Diagnostic = err.into();
     assert_eq!(diagnostic.error_type, "InventoryUnavailable");
 }
+
+/// An instance this deployment stopped and marked (lifecycle:stopped-for-
+/// snapshot), as DescribeInstances shows it at the given moment.
+fn marked_instance(
+    state: aws_sdk_ec2::types::InstanceStateName,
+    reason: &str,
+) -> aws_sdk_ec2::types::Instance {
+    use aws_sdk_ec2::types::{Instance, InstanceState, StateReason};
+    Instance::builder()
+        .instance_id("i-0kms")
+        .state(InstanceState::builder().name(state).build())
+        .state_reason(StateReason::builder().message(reason).build())
+        .tags(
+            Tag::builder()
+                .key(ebs_lifecycle_core::tags::STOPPED_FOR_SNAPSHOT)
+                .value("itest")
+                .build(),
+        )
+        .build()
+}
+
+fn described(instance: aws_sdk_ec2::types::Instance) -> DescribeInstancesOutput {
+    DescribeInstancesOutput::builder()
+        .reservations(
+            aws_sdk_ec2::types::Reservation::builder()
+                .instances(instance)
+                .build(),
+        )
+        .build()
+}
+
+/// EC2 accepts StartInstances, then the instance falls back to stopped
+/// (its volume's customer managed key cannot be granted to EC2:
+/// `Client.InternalError`). The start is not counted: the failure is
+/// critical and names EC2's reason, and the mark stays, so the next run
+/// tries again (before: the mark was cleared on the accepted call and the
+/// instance stayed down with no alert).
+#[tokio::test]
+async fn a_start_that_falls_back_to_stopped_is_critical_and_keeps_the_mark() {
+    use aws_sdk_ec2::operation::delete_tags::DeleteTagsOutput;
+    use aws_sdk_ec2::operation::start_instances::StartInstancesOutput;
+    use aws_sdk_ec2::types::InstanceStateName;
+    let volumes =
+        mock!(Client::describe_volumes).then_output(|| DescribeVolumesOutput::builder().build());
+    let snaps = no_snapshots();
+    let is_marked_query =
+        |r: &aws_sdk_ec2::operation::describe_instances::DescribeInstancesInput| {
+            r.filters()
+                .iter()
+                .any(|f| f.name() == Some("tag:lifecycle:stopped-for-snapshot"))
+        };
+    let marked = mock!(Client::describe_instances)
+        .match_requests(move |r| is_marked_query(r))
+        .then_output(|| {
+            described(marked_instance(
+                InstanceStateName::Stopped,
+                "Client.UserInitiatedShutdown: User initiated shutdown",
+            ))
+        });
+    let after_start = mock!(Client::describe_instances)
+        .match_requests(|r| r.filters().iter().any(|f| f.name() == Some("instance-id")))
+        .sequence()
+        .output(|| described(marked_instance(InstanceStateName::Pending, "")))
+        .output(|| {
+            described(marked_instance(
+                InstanceStateName::Stopped,
+                "Client.InternalError: Client error on launch",
+            ))
+        })
+        .repeatedly()
+        .build();
+    let other_instances = no_instances();
+    let start =
+        mock!(Client::start_instances).then_output(|| StartInstancesOutput::builder().build());
+    let unmark = mock!(Client::delete_tags).then_output(|| DeleteTagsOutput::builder().build());
+    let client = mocked_ec2(
+        RuleMode::MatchAny,
+        &[
+            &volumes,
+            &snaps,
+            &marked,
+            &after_start,
+            &other_instances,
+            &start,
+            &unmark,
+        ],
+    );
+    let notifier = RecordingNotifier::default();
+
+    let summary = run(client, &notifier).await.unwrap();
+
+    assert_eq!(start.num_calls(), 1);
+    assert_eq!(unmark.num_calls(), 0, "the mark stays for the next run");
+    assert!(summary.restarted.is_empty(), "not counted as started");
+    let failure = &summary.consistency_failures[0];
+    assert_eq!(
+        (failure.step, failure.reason.as_str()),
+        ("start", "fell-back-to-stopped")
+    );
+    assert!(
+        failure
+            .output
+            .as_deref()
+            .unwrap_or_default()
+            .contains("Client.InternalError"),
+        "{failure:?}"
+    );
+    let sent = notifier.sent();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(
+        sent[0].severity,
+        ebs_lifecycle_core::notify::Severity::Critical
+    );
+}

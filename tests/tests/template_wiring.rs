@@ -645,3 +645,20 @@ fn logs_and_their_key_survive_the_stack() {
         .collect();
     assert_eq!(kept.len(), 6, "five log groups and the stack key: {kept:?}");
 }
+
+/// Starting an instance with customer-managed-key volumes needs a KMS grant
+/// for EC2; create-snapshots may create one only through EC2 and only for an
+/// AWS resource.
+#[test]
+fn key_grants_only_for_ec2_starting_an_instance() {
+    let grant = statement(&template_json(), "GrantKeysToEc2ForStart");
+    assert_eq!(grant["Action"], "kms:CreateGrant");
+    assert_eq!(
+        grant["Condition"]["Bool"],
+        json!({"kms:GrantIsForAWSResource": "true"})
+    );
+    assert_eq!(
+        grant["Condition"]["StringEquals"]["kms:ViaService"]["!Sub"],
+        "ec2.${AWS::Region}.amazonaws.com"
+    );
+}

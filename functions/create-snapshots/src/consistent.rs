@@ -322,8 +322,8 @@ pub(crate) async fn stopped(
         };
     }
     // The state listed at the start of the run may be minutes old.
-    let state = match run.ports.instances.instance_state(id).await {
-        Ok(Some(state)) => state,
+    let state = match run.ports.instances.instance(id).await {
+        Ok(Some(instance)) => instance.state,
         Ok(None) => {
             let e = Ec2Error::InstanceNotFound;
             return (failed_all(due, policy, id, e.kind(), e.to_string()), None).into();
@@ -489,9 +489,9 @@ async fn wait_until_stopped(run: &Run<'_>, id: &str) -> Result<(), String> {
     let give_up = tokio::time::Instant::now() + waits.stop_timeout;
     let mut last = String::from("unknown");
     loop {
-        match run.ports.instances.instance_state(id).await {
-            Ok(Some(state)) if state == "stopped" => return Ok(()),
-            Ok(Some(state)) => last = state,
+        match run.ports.instances.instance(id).await {
+            Ok(Some(i)) if i.state == "stopped" => return Ok(()),
+            Ok(Some(i)) => last = i.state,
             Ok(None) => return Err("gone".into()),
             // One failed read is not the instance's failure; keep looking.
             Err(e) => {
@@ -505,15 +505,85 @@ async fn wait_until_stopped(run: &Run<'_>, id: &str) -> Result<(), String> {
     }
 }
 
-/// Start an instance this deployment stopped, then remove its mark. A
-/// failed start keeps the mark, so a later run tries again.
+/// Why a start did not end `running`: a stable kind and EC2's words.
+struct NotStarted {
+    kind: &'static str,
+    detail: String,
+}
+
+/// Start an instance and wait until EC2 reports it `running`, for at most
+/// `stop_timeout` and never past the deadline. EC2 accepts StartInstances
+/// and may still fall back to `stopped` (a volume under a KMS key the
+/// role may not grant EC2: `Client.InternalError`): an accepted call is not
+/// a started instance.
+async fn start_and_wait(run: &Run<'_>, id: &str) -> Result<(), NotStarted> {
+    let control = run.ports.instances;
+    if let Err(e) = control.start_instance(id).await {
+        return Err(NotStarted {
+            kind: e.kind(),
+            detail: e.to_string(),
+        });
+    }
+    let waits = run.ports.waits;
+    let give_up = tokio::time::Instant::now() + waits.stop_timeout;
+    let mut seen_pending = false;
+    let mut last = String::from("unknown");
+    loop {
+        tokio::time::sleep(waits.instance_poll).await;
+        match control.instance(id).await {
+            Ok(Some(i)) if i.state == "running" => return Ok(()),
+            Ok(Some(i)) => {
+                let reason = i.state_reason.unwrap_or_default();
+                // Back to stopped once it was pending, or stopped for a
+                // reason other than the stop that this run made: it fell back.
+                let user_stop = reason.contains("UserInitiatedShutdown") || reason.is_empty();
+                if matches!(i.state.as_str(), "stopping" | "stopped")
+                    && (seen_pending || !user_stop)
+                {
+                    return Err(NotStarted {
+                        kind: "fell-back-to-stopped",
+                        detail: format!(
+                            "EC2 accepted the start, then the instance went back to {}: {reason}",
+                            i.state
+                        ),
+                    });
+                }
+                seen_pending |= i.state == "pending";
+                last = i.state;
+            }
+            Ok(None) => {
+                return Err(NotStarted {
+                    kind: "instance-not-found",
+                    detail: "the instance is gone".into(),
+                })
+            }
+            // One failed read is not the instance's failure; keep looking.
+            Err(e) => {
+                tracing::warn!(instance = id, error = %e, "reading the instance state failed")
+            }
+        }
+        if tokio::time::Instant::now() + waits.instance_poll >= give_up || run.deadline.is_near() {
+            return Err(NotStarted {
+                kind: "start-timeout",
+                detail: format!(
+                    "still {last} {} s after the start",
+                    waits.stop_timeout.as_secs()
+                ),
+            });
+        }
+    }
+}
+
+/// Start an instance this deployment stopped, then remove its mark once EC2
+/// reports it running. A start that fails or falls back keeps the mark, so
+/// a later run tries again, and is critical.
 async fn start_again(
     run: &Run<'_>,
     target: &InstanceTarget,
     snapshot: &str,
 ) -> Option<ConsistencyFailure> {
     let id = target.instance.id.as_str();
-    match run.ports.instances.start_instance(id).await {
+    match start_and_wait(run, id).await {
         Ok(()) => {
             tracing::info!(instance = id, "started again after its snapshot");
             if let Err(e) = run.ports.instances.clear_stopped_mark(id).await {
@@ -525,8 +595,8 @@ async fn start_again(
         Err(e) => Some(failure(
             target,
             "start",
-            e.kind(),
-            Some(e.to_string()),
+            e.kind,
+            Some(e.detail),
             format!(
                 "{snapshot}; THE INSTANCE IS STILL STOPPED: every later run tries to start it (it keeps its {} mark)",
                 tags::STOPPED_FOR_SNAPSHOT
@@ -558,7 +628,7 @@ pub(crate) async fn restart_left_stopped(
     for instance in marked {
         let id = instance.id.as_str();
         match instance.state.as_str() {
-            "stopped" if !stopping_now.contains(id) => match control.start_instance(id).await {
+            "stopped" if !stopping_now.contains(id) => match start_and_wait(run, id).await {
                 Ok(()) => {
                     tracing::warn!(instance = id, "started an instance an earlier run left stopped");
                     if let Err(e) = control.clear_stopped_mark(id).await {
@@ -574,12 +644,14 @@ pub(crate) async fn restart_left_stopped(
                         .cloned()
                         .unwrap_or_default(),
                     step: "start",
-                    reason: e.kind().into(),
-                    output: Some(e.to_string()),
+                    reason: e.kind.into(),
+                    output: Some(e.detail),
                     outcome: "an earlier run stopped it for a snapshot; it is STILL STOPPED and the next run tries again".into(),
                 }),
             },
-            "running" | "pending" => {
+            // Only running: a pending instance may still fall back to
+            // stopped, and then the mark must still be there.
+            "running" => {
                 if let Err(e) = control.clear_stopped_mark(id).await {
                     tracing::warn!(instance = id, error = %e, "could not remove the stop mark");
                 }

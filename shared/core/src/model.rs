@@ -48,6 +48,10 @@ impl Volume {
 pub struct Instance {
     pub id: String,
     pub state: String,
+    /// EC2's reason for the last state change (`StateReason`), e.g.
+    /// `Client.InternalError: Client error on launch` when a start fell
+    /// back to stopped.
+    pub state_reason: Option<String>,
     /// The device name of the root volume, e.g. `/dev/xvda`.
     pub root_device: Option<String>,
     pub tags: Tags,

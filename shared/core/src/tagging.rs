@@ -442,6 +442,7 @@ mod tests {
         Instance {
             id: id.into(),
             state: "running".into(),
+            state_reason: None,
             root_device: Some("/dev/xvda".into()),
             tags: tags(pairs),
             volumes: Vec::new(),

@@ -352,6 +352,7 @@ mod tests {
         Instance {
             id: "i-1".into(),
             state: "running".into(),
+            state_reason: None,
             root_device: Some("/dev/xvda".into()),
             tags: tags
                 .iter()

@@ -261,6 +261,7 @@ mod tests {
         Instance {
             id: id.into(),
             state: "running".into(),
+            state_reason: None,
             root_device: Some("/dev/xvda".into()),
             tags: backup.map(|b| tags(&[("Backup", b)])).unwrap_or_default(),
             volumes: vols

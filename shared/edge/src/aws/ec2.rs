@@ -142,6 +142,10 @@ fn instance_of(i: &aws_sdk_ec2::types::Instance) -> Option<Instance> {
             .and_then(|s| s.name())
             .map(|n| n.as_str().to_string())
             .unwrap_or_default(),
+        state_reason: i
+            .state_reason()
+            .and_then(|r| r.message().or(r.code()))
+            .map(String::from),
         root_device: i.root_device_name().map(String::from),
         tags: tags_of(Some(i.tags())),
         volumes: i
@@ -655,14 +659,13 @@ impl SnapshotCreator for Ec2Adapter {
 
 #[async_trait]
 impl InstanceControl for Ec2Adapter {
-    async fn instance_state(&self, instance_id: &str) -> Result<Option<String>, Ec2Error> {
+    async fn instance(&self, instance_id: &str) -> Result<Option<Instance>, Ec2Error> {
         let found = self
             .describe_instances(vec![filter("instance-id", [instance_id])])
             .await?;
         Ok(found
             .into_iter()
-            .find(|i| i.id == instance_id && i.state != "terminated")
-            .map(|i| i.state))
+            .find(|i| i.id == instance_id && i.state != "terminated"))
     }
 
     async fn stop_instance(&self, instance_id: &str) -> Result<(), Ec2Error> {

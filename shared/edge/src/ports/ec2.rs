@@ -234,7 +234,9 @@ pub trait SnapshotCreator: Send + Sync {
 pub trait InstanceControl: Send + Sync {
     /// The instance's state name (`running`, `stopped`...), `None` once it is
     /// gone (terminated instances are not listed).
-    async fn instance_state(&self, instance_id: &str) -> Result<Option<String>, Ec2Error>;
+    /// The instance as EC2 describes it now (state and state reason);
+    /// `None` once it is gone.
+    async fn instance(&self, instance_id: &str) -> Result<Option<Instance>, Ec2Error>;
     async fn stop_instance(&self, instance_id: &str) -> Result<(), Ec2Error>;
     async fn start_instance(&self, instance_id: &str) -> Result<(), Ec2Error>;
     /// Put the mark, valued with the deployment, on the instance.
