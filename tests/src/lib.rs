@@ -276,6 +276,7 @@ pub const TEST_WAITS: create_snapshots::Waits = create_snapshots::Waits {
     ssm_spacing: Duration::from_millis(1),
     instance_poll: Duration::from_millis(20),
     stop_timeout: Duration::from_secs(10),
+    freeze_window: create_snapshots::Waits::PRODUCTION.freeze_window,
 };
 
 /// create-snapshots' ports on one EC2 adapter (and its SSM runner), with

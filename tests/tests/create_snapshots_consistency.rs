@@ -345,6 +345,60 @@ async fn a_failed_freeze_falls_back_to_crash_consistent_and_says_so() {
     );
 }
 
+/// The freeze reports success only after its watchdog's window (here made
+/// short): the file systems may already be thawed when the snapshot starts,
+/// so the set is labelled `crash-fallback`, not `application`, and a
+/// consistency-failed notification says why; the thaw is still sent.
+#[tokio::test]
+async fn a_freeze_that_reports_after_its_watchdog_window_is_not_labelled_application() {
+    let moto = Moto::start();
+    let ec2 = moto.ec2();
+    let (_instance, volumes) = instance_with_data(&ec2, &[("Backup", "db")]).await;
+    let (send_freeze, send_thaw) = (sends(), sends());
+    let slow = mock!(aws_sdk_ssm::Client::get_command_invocation)
+        .sequence()
+        .output(|| invocation(CommandInvocationStatus::InProgress, ""))
+        .times(5)
+        .output(|| invocation(CommandInvocationStatus::Success, ""))
+        .build();
+    let thawed = mock!(aws_sdk_ssm::Client::get_command_invocation)
+        .then_output(|| invocation(CommandInvocationStatus::Success, ""));
+    let ssm = SsmAdapter::new(mocked_ssm(
+        RuleMode::Sequential,
+        &[&send_freeze, &slow, &send_thaw, &thawed],
+    ));
+    let notifier = RecordingNotifier::default();
+    let adapter = Ec2Adapter::new(ec2.clone());
+    let ports = create_snapshots::Ports {
+        waits: create_snapshots::Waits {
+            freeze_window: Duration::from_millis(50),
+            ..TEST_WAITS
+        },
+        ..create_ports(&adapter, &ssm, &notifier)
+    };
+
+    let summary = handle(
+        ports,
+        &config(POLICIES),
+        &json!({"kind": "tick"}),
+        now(),
+        plenty(),
+    )
+    .await
+    .unwrap();
+
+    assert_labelled(&ec2, &ids(&volumes), "crash-fallback").await;
+    assert_eq!(send_thaw.num_calls(), 1, "thawed all the same");
+    let failure = &summary.consistency_failures[0];
+    assert_eq!(failure.reason, "freeze-window-passed");
+    assert!(
+        failure.outcome.contains("crash-consistent"),
+        "{}",
+        failure.outcome
+    );
+    assert_eq!(notifier.sent().len(), 1);
+}
+
 #[tokio::test]
 async fn a_freeze_that_never_answers_is_skipped_when_the_policy_says_skip_and_still_thawed() {
     let moto = Moto::start();

@@ -210,6 +210,10 @@ pub(crate) async fn application(
     }
 
     let (pre, post) = commands_for(target, due, commands);
+    // The default freeze is thawed by its watchdog FREEZE_WATCHDOG after the
+    // last freeze, and no freeze is earlier than this.
+    let sent_at = tokio::time::Instant::now();
+    let default_freeze = commands.pre_command.is_none() && commands.document.is_none();
     let pre_outcome = match &pre {
         Some(command) => {
             run_command(
@@ -228,9 +232,26 @@ pub(crate) async fn application(
         },
     };
 
+    let mut late_freeze = None;
     let (outcome, skipped) = match decide(&pre_outcome, commands.on_failure) {
         // The wait may have used the invocation up; thaw and leave it.
         _ if run.deadline.is_near() => (left(due, policy), None),
+        Decision::Snapshot(ConsistencyLabel::Application)
+            if default_freeze && sent_at.elapsed() >= run.ports.waits.freeze_window =>
+        {
+            // The freeze may already be undone: not provably application-
+            // consistent, so say what it is.
+            late_freeze = Some(sent_at.elapsed());
+            take_instance_snapshots(
+                run,
+                target,
+                due,
+                policy,
+                slot,
+                ConsistencyLabel::CrashFallback,
+            )
+            .await
+        }
         Decision::Snapshot(label) => {
             take_instance_snapshots(run, target, due, policy, slot, label).await
         }
@@ -274,6 +295,23 @@ pub(crate) async fn application(
                 ),
             ));
         }
+    }
+    if let Some(took) = late_freeze {
+        failures.insert(
+            0,
+            failure(
+                target,
+                "pre-command",
+                "freeze-window-passed",
+                None,
+                format!(
+                    "{}; the freeze took {} s to report, and its watchdog may have thawed before the snapshot ({} s after the freeze): taken crash-consistent",
+                    snapshot_outcome(&outcome),
+                    took.as_secs(),
+                    FREEZE_WATCHDOG.as_secs()
+                ),
+            ),
+        );
     }
     if pre_outcome != CommandOutcome::Succeeded {
         failures.insert(

@@ -99,6 +99,11 @@ pub struct Waits {
     /// How long a stop may take before the run gives up on the instance
     /// (it is then started by a later run, never left stopped).
     pub stop_timeout: Duration,
+    /// How long after the default freeze command was sent a snapshot may
+    /// still start and be labelled `application`: the freeze's watchdog
+    /// thaws `FREEZE_WATCHDOG` after the last freeze, which is no earlier
+    /// than the send; a margin is kept for the call itself.
+    pub freeze_window: Duration,
 }
 
 impl Waits {
@@ -110,6 +115,9 @@ impl Waits {
         ssm_spacing: Duration::from_millis(100),
         instance_poll: Duration::from_secs(5),
         stop_timeout: Duration::from_secs(300),
+        freeze_window: Duration::from_secs(
+            ebs_lifecycle_core::consistency::FREEZE_WATCHDOG.as_secs() - 15,
+        ),
     };
 }
 

@@ -7,17 +7,24 @@
 //! volumes being snapshotted; the post command thaws them. Safety first:
 //!
 //! - the pre command starts a **watchdog** on the instance *before* it
-//!   freezes anything: whatever happens to the function afterwards (a crash,
-//!   a timeout, a lost network), every filesystem it froze is thawed after
-//!   [`FREEZE_WATCHDOG`];
+//!   freezes anything; it outlives the script and thaws everything
+//!   [`FREEZE_WATCHDOG`] after the *last* freeze, whatever happens to the
+//!   function (a crash, a timeout, a lost network) and however long `sync`
+//!   took;
+//! - freeze and thaw are serialised by a lock on the instance: a thaw sent
+//!   while a freeze is still running waits for it, then undoes it;
 //! - if one freeze fails, the pre command thaws what it froze and fails;
-//! - the root filesystem is never frozen (the SSM agent itself writes there);
+//! - only ext4, xfs and btrfs are frozen ([`FREEZABLE`]); never the root
+//!   file system (the SSM agent itself writes there), `/boot/efi` or swap;
 //! - the post command thaws what the pre command recorded, and is harmless
 //!   to run twice or when nothing is frozen.
 //!
 //! Volumes are found on the instance by their NVMe serial (Nitro instances
-//! report the volume id without its dash) or by the device name given at
-//! attach (`/dev/sdf`, which Xen instances show as `/dev/xvdf`).
+//! report the volume id without its dash), and only when no serial matched
+//! by the device name given at attach (`/dev/sdf`, which Xen instances show
+//! as `/dev/xvdf`). create-snapshots labels a set `application` only if it
+//! was started inside the watchdog's window, counted from when the pre
+//! command was sent (the freeze cannot be earlier).
 
 use std::time::Duration;
 
@@ -52,9 +59,27 @@ fn safe(word: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '/' | '_'))
 }
 
+/// The file systems the default pre command freezes (by `lsblk` FSTYPE);
+/// anything else (vfat `/boot/efi`, swap, tmpfs) would fail `fsfreeze` with
+/// EOPNOTSUPP and make every slot fall back.
+pub const FREEZABLE: [&str; 3] = ["ext4", "xfs", "btrfs"];
+
 /// The default pre command (a bash script for `AWS-RunShellScript`): find
 /// the filesystems of `volumes`, start the watchdog, flush, freeze.
 /// `None` if a volume id or device holds characters a script must not get.
+///
+/// - Freeze and thaw are serialised by a lock (`flock` on the state
+///   directory): a thaw sent while the freeze is still in `sync` or
+///   `fsfreeze -f` (neither can be interrupted) waits for it, then undoes it.
+/// - The watchdog runs apart from the script (it outlives it, and does not
+///   hold the lock) and thaws everything `watchdog` after the **last**
+///   freeze, whatever the command's timeout: the time is re-read from a
+///   file touched before and after every freeze, so a freeze that
+///   completes late is thawed late too.
+/// - Only freezable file systems ([`FREEZABLE`]) are frozen, never `/` or
+///   `/boot/efi`; volumes are matched by NVMe serial first, device names
+///   only when no serial matched (on Nitro a `/dev/sdX` name may be another
+///   disk).
 pub fn freeze_script(volumes: &[FrozenVolume], watchdog: Duration) -> Option<String> {
     if !volumes
         .iter()
@@ -67,12 +92,20 @@ pub fn freeze_script(volumes: &[FrozenVolume], watchdog: Duration) -> Option<Str
         .map(|v| v.volume_id.replace('-', ""))
         .collect();
     let devices: Vec<&str> = volumes.iter().map(|v| v.device.as_str()).collect();
+    let freezable = FREEZABLE
+        .iter()
+        .map(|t| format!("$2 == \"{t}\""))
+        .collect::<Vec<_>>()
+        .join(" || ");
     Some(format!(
         r#"#!/bin/bash
 # ebs-snapshot-lifecycle: flush and freeze before the snapshot.
 set -u
 state="${{EBS_LIFECYCLE_STATE:-{STATE_DIR}}}"
 mkdir -p "$state"
+# One freeze or thaw at a time: a thaw sent meanwhile waits for this script.
+exec 9>"$state/lock"
+flock 9
 serials="{serials}"
 attached="{devices}"
 disks=""
@@ -81,26 +114,51 @@ for s in $serials; do
     disks="$disks /dev/$name"
   done
 done
-for d in $attached; do
-  xen="/dev/xvd${{d#/dev/sd}}"
-  [ -b "$xen" ] && disks="$disks $xen"
-  [ -b "$d" ] && disks="$disks $d"
-done
-# Mount points on those disks and their partitions; never the root filesystem.
-mounts=$(for d in $disks; do lsblk -rno MOUNTPOINT "$d"; done | grep -v '^$' | grep -vx '/' | sort -u)
+# Device names only when no serial matched: on Nitro /dev/sdX is not the
+# NVMe name and may be another disk.
+if [ -z "$disks" ]; then
+  known=" $(lsblk -rndo NAME | tr '\n' ' ') "
+  for d in $attached; do
+    for name in "xvd${{d#/dev/sd}}" "${{d#/dev/}}"; do
+      case "$known" in *" $name "*) disks="$disks /dev/$name" ;; esac
+    done
+  done
+fi
+# Freezable file systems on those disks and their partitions; never the
+# root file system or the EFI partition, never swap.
+mounts=$(for d in $disks; do lsblk -rno MOUNTPOINT,FSTYPE "$d"; done \
+  | awk '({freezable}) && $1 != "" && $1 != "/" && $1 != "/boot/efi" {{print $1}}' | sort -u)
 printf '%s\n' $mounts > "$state/frozen"
-# The watchdog first: whatever happens next, everything is thawed in {watchdog}s.
-setsid bash -c "sleep {watchdog}; while read -r m; do [ -n \"\$m\" ] && fsfreeze -u \"\$m\" 2>/dev/null; done < '$state/frozen'" >/dev/null 2>&1 < /dev/null &
+rm -f "$state/frozen-at"
+# The watchdog: {watchdog} s after the last freeze, everything is thawed,
+# whatever became of this script or the thaw. It does not hold the lock.
+pre=$$
+setsid bash -c '
+  state="$1"; pre="$2"; after="$3"
+  while :; do
+    at=$(stat -c %Y "$state/frozen-at" 2>/dev/null)
+    if [ -n "$at" ]; then
+      if [ $(( $(date +%s) - at )) -ge "$after" ]; then
+        while read -r m; do [ -n "$m" ] && fsfreeze -u "$m" 2>/dev/null; done < "$state/frozen"
+        rm -f "$state/frozen-at"
+      fi
+    elif ! kill -0 "$pre" 2>/dev/null; then
+      exit 0
+    fi
+    sleep 1
+  done' watchdog "$state" "$pre" {watchdog} 9>&- >/dev/null 2>&1 < /dev/null &
 echo $! > "$state/watchdog"
 sync
 for m in $mounts; do
+  touch "$state/frozen-at"
   if ! fsfreeze -f "$m"; then
     echo "could not freeze $m; thawing" >&2
     while read -r f; do [ -n "$f" ] && fsfreeze -u "$f" 2>/dev/null; done < "$state/frozen"
     kill -- -"$(cat "$state/watchdog")" 2>/dev/null
-    rm -f "$state/frozen" "$state/watchdog"
+    rm -f "$state/frozen" "$state/frozen-at" "$state/watchdog"
     exit 1
   fi
+  touch "$state/frozen-at"
 done
 echo "frozen:" $mounts
 "#,
@@ -110,20 +168,29 @@ echo "frozen:" $mounts
     ))
 }
 
-/// The default post command: thaw what the pre command froze, stop its
-/// watchdog. Succeeds when nothing is frozen, so it may run on every path.
+/// How long the thaw waits for a freeze in progress before thawing anyway
+/// (the watchdog then catches a freeze that completes even later).
+pub const THAW_WAITS_FOR_FREEZE: Duration = Duration::from_secs(300);
+
+/// The default post command: wait for a freeze in progress, thaw what the
+/// pre command froze, stop its watchdog. Succeeds when nothing is frozen,
+/// so it may run on every path.
 pub fn thaw_script() -> String {
     format!(
         r#"#!/bin/bash
 # ebs-snapshot-lifecycle: thaw after the snapshot.
 set -u
 state="${{EBS_LIFECYCLE_STATE:-{STATE_DIR}}}"
+mkdir -p "$state"
+exec 9>"$state/lock"
+flock -w {wait} 9 || echo "a freeze still holds the lock after {wait} s; thawing anyway (the watchdog thaws a later one)" >&2
 if [ ! -f "$state/frozen" ]; then echo "nothing frozen"; exit 0; fi
 while read -r m; do [ -n "$m" ] && fsfreeze -u "$m" 2>/dev/null; done < "$state/frozen"
 if [ -f "$state/watchdog" ]; then kill -- -"$(cat "$state/watchdog")" 2>/dev/null; fi
-rm -f "$state/frozen" "$state/watchdog"
+rm -f "$state/frozen" "$state/frozen-at" "$state/watchdog"
 echo thawed
-"#
+"#,
+        wait = THAW_WAITS_FOR_FREEZE.as_secs()
     )
 }
 
@@ -337,7 +404,8 @@ mod tests {
         let lsblk = r#"#!/bin/bash
 case "$*" in
   "-rndo NAME,SERIAL") printf 'nvme0n1 vol0root\nnvme1n1 vol0aaa\n' ;;
-  "-rno MOUNTPOINT /dev/nvme1n1") printf '\n/data\n/data/logs\n/\n' ;;
+  "-rndo NAME") printf 'nvme0n1\nnvme1n1\n' ;;
+  "-rno MOUNTPOINT,FSTYPE /dev/nvme1n1") printf ' \n/data ext4\n/data/logs xfs\n/ ext4\n' ;;
   *) ;;
 esac
 "#;
@@ -416,5 +484,200 @@ esac
         // is a harmless error.
         assert_eq!(calls(), "-f /data\n-u /data\n-u /data/logs\n");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Stand-ins for the instance's tools in a directory of their own.
+    struct Instance {
+        dir: std::path::PathBuf,
+        log: std::path::PathBuf,
+    }
+
+    impl Instance {
+        fn new(name: &str, lsblk: &str, sync_seconds: u32) -> Self {
+            let dir = std::env::temp_dir().join(format!("ebs-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            let bin = dir.join("bin");
+            std::fs::create_dir_all(&bin).unwrap();
+            let log = dir.join("calls.log");
+            // fsfreeze -f blocks while the file `hold` exists (a freeze in
+            // progress cannot be interrupted); every call is logged once done.
+            let fsfreeze = format!(
+                "#!/bin/bash\nif [ \"$1\" = -f ]; then while [ -f '{hold}' ]; do sleep 0.05; done; fi\necho \"$1 $2\" >> '{log}'\n",
+                hold = dir.join("hold").display(),
+                log = log.display()
+            );
+            let sync = format!("#!/bin/bash\nsleep {sync_seconds}\n");
+            for (tool, body) in [
+                ("lsblk", lsblk.to_string()),
+                ("fsfreeze", fsfreeze),
+                ("sync", sync),
+            ] {
+                let path = bin.join(tool);
+                std::fs::write(&path, body).unwrap();
+                let _ = Command::new("chmod").arg("+x").arg(&path).status();
+            }
+            Self { dir, log }
+        }
+
+        fn command(&self, script: &str) -> Command {
+            let mut c = Command::new("bash");
+            c.arg("-c").arg(script);
+            let path = std::env::var("PATH").unwrap_or_default();
+            c.env("PATH", format!("{}:{path}", self.dir.join("bin").display()));
+            c.env("EBS_LIFECYCLE_STATE", self.dir.join("state"));
+            c
+        }
+
+        fn calls(&self) -> String {
+            std::fs::read_to_string(&self.log).unwrap_or_default()
+        }
+
+        fn wait_for(&self, text: &str, limit: Duration) -> bool {
+            let start = std::time::Instant::now();
+            while start.elapsed() < limit {
+                if self.calls().contains(text) {
+                    return true;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            false
+        }
+    }
+
+    fn bash() -> bool {
+        Command::new("bash").arg("--version").output().is_ok()
+            && Command::new("flock").arg("--version").output().is_ok()
+    }
+
+    /// The root volume's set holds `/boot/efi` (vfat) and swap, and an
+    /// unrelated `/dev/sdg` exists: only ext4/xfs/btrfs of the matched disk
+    /// are frozen, so the freeze succeeds. With no serial matched, the
+    /// device name given at attach finds the Xen name.
+    #[test]
+    fn only_freezable_file_systems_of_the_matched_disks_are_frozen() {
+        if !bash() {
+            return;
+        }
+        let lsblk = r#"#!/bin/bash
+case "$*" in
+  "-rndo NAME,SERIAL") printf 'nvme0n1 vol0root\nsdg othervolume\n' ;;
+  "-rndo NAME") printf 'nvme0n1\nsdg\nxvdh\n' ;;
+  "-rno MOUNTPOINT,FSTYPE /dev/nvme0n1") printf ' \n/boot/efi vfat\n[SWAP] swap\n/ ext4\n/srv btrfs\n' ;;
+  "-rno MOUNTPOINT,FSTYPE /dev/sdg") printf '/unrelated ext4\n' ;;
+  "-rno MOUNTPOINT,FSTYPE /dev/xvdh") printf '/legacy xfs\n' ;;
+  *) ;;
+esac
+"#;
+        let box_ = Instance::new("freezable", lsblk, 0);
+        let root = vec![FrozenVolume {
+            volume_id: "vol-0root".into(),
+            device: "/dev/sdg".into(),
+        }];
+        let out = box_
+            .command(&freeze_script(&root, Duration::from_secs(30)).unwrap())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(
+            box_.calls(),
+            "-f /srv\n",
+            "not /, /boot/efi, swap or the unrelated sdg"
+        );
+        assert!(box_.command(&thaw_script()).status().unwrap().success());
+
+        std::fs::write(&box_.log, "").unwrap();
+        let legacy = vec![FrozenVolume {
+            volume_id: "vol-0legacy".into(),
+            device: "/dev/sdh".into(),
+        }];
+        let out = box_
+            .command(&freeze_script(&legacy, Duration::from_secs(30)).unwrap())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(
+            box_.calls(),
+            "-f /legacy\n",
+            "no serial: the attach name, as Xen shows it"
+        );
+        assert!(box_.command(&thaw_script()).status().unwrap().success());
+        let _ = std::fs::remove_dir_all(&box_.dir);
+    }
+
+    const DATA_DISK: &str = r#"#!/bin/bash
+case "$*" in
+  "-rndo NAME,SERIAL") printf 'nvme1n1 vol0aaa\n' ;;
+  "-rndo NAME") printf 'nvme1n1\n' ;;
+  "-rno MOUNTPOINT,FSTYPE /dev/nvme1n1") printf '/data ext4\n' ;;
+  *) ;;
+esac
+"#;
+
+    /// The thaw arrives while the freeze is still in `fsfreeze -f` (it
+    /// timed out on the function's side): the thaw waits for it and then
+    /// undoes it, so the file system ends thawed.
+    #[test]
+    fn a_thaw_sent_during_the_freeze_waits_and_undoes_it() {
+        if !bash() {
+            return;
+        }
+        let box_ = Instance::new("race", DATA_DISK, 0);
+        let hold = box_.dir.join("hold");
+        std::fs::write(&hold, "").unwrap();
+        let volumes = vec![FrozenVolume {
+            volume_id: "vol-0aaa".into(),
+            device: "/dev/sdf".into(),
+        }];
+        let mut freeze = box_
+            .command(&freeze_script(&volumes, Duration::from_secs(60)).unwrap())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        let mut thaw = box_.command(&thaw_script()).spawn().unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(
+            thaw.try_wait().unwrap().is_none(),
+            "the thaw waits for the freeze"
+        );
+        std::fs::remove_file(&hold).unwrap(); // the freeze completes late
+        assert!(freeze.wait().unwrap().success());
+        assert!(thaw.wait().unwrap().success());
+        assert_eq!(
+            box_.calls(),
+            "-f /data\n-u /data\n",
+            "frozen late, then thawed"
+        );
+        let _ = std::fs::remove_dir_all(&box_.dir);
+    }
+
+    /// `sync` takes longer than the watchdog's time: the watchdog counts
+    /// from the last freeze, not from its own start, so what is frozen after
+    /// the slow sync is still thawed by it when no thaw comes.
+    #[test]
+    fn the_watchdog_counts_from_the_last_freeze() {
+        if !bash() {
+            return;
+        }
+        let box_ = Instance::new("slow-sync", DATA_DISK, 2);
+        let volumes = vec![FrozenVolume {
+            volume_id: "vol-0aaa".into(),
+            device: "/dev/sdf".into(),
+        }];
+        let out = box_
+            .command(&freeze_script(&volumes, Duration::from_secs(1)).unwrap())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(
+            box_.calls(),
+            "-f /data\n",
+            "frozen after the 2 s sync, not yet thawed"
+        );
+        assert!(
+            box_.wait_for("-u /data", Duration::from_secs(10)),
+            "the watchdog thawed: {}",
+            box_.calls()
+        );
+        let _ = std::fs::remove_dir_all(&box_.dir);
     }
 }
