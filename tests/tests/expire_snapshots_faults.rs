@@ -257,3 +257,42 @@ async fn locks_that_cannot_be_read_are_reported_and_deletion_goes_on() {
     assert_eq!(summary.counts.deleted, 3);
     assert_eq!(deletes.num_calls(), 3);
 }
+
+/// Locks come from one unfiltered, paged listing of the account's locked
+/// snapshots: a locked snapshot of this history is kept (on the second
+/// page), snapshots of others in the listing change nothing, and the
+/// listing is not asked per snapshot.
+#[tokio::test]
+async fn a_locked_snapshot_is_kept_from_one_paged_listing() {
+    use aws_sdk_ec2::types::LockedSnapshotsInfo;
+    let locked = |id: &str| LockedSnapshotsInfo::builder().snapshot_id(id).build();
+    let locks = mock!(Client::describe_locked_snapshots)
+        .sequence()
+        .output(move || {
+            DescribeLockedSnapshotsOutput::builder()
+                .snapshots(locked("snap-elsewhere"))
+                .next_token("page-2")
+                .build()
+        })
+        .output(move || {
+            DescribeLockedSnapshotsOutput::builder()
+                .snapshots(locked("snap-1"))
+                .build()
+        })
+        .build();
+    let deletes = deletes_succeed();
+    let summary = expire_history(&locks, &deletes, Pacing::NONE).await;
+    assert!(summary.locks_checked);
+    assert_eq!(locks.num_calls(), 2, "two pages, not a call per snapshot");
+    assert_eq!(
+        summary.counts.deleted, 2,
+        "snap-0 and snap-2; snap-1 is locked"
+    );
+    let kept: Vec<(&str, &str)> = summary
+        .volumes
+        .iter()
+        .flat_map(|v| v.kept.iter())
+        .map(|k| (k.snapshot_id.as_str(), k.why.as_str()))
+        .collect();
+    assert!(kept.contains(&("snap-1", "locked")), "{kept:?}");
+}
