@@ -345,6 +345,75 @@ async fn a_failed_freeze_falls_back_to_crash_consistent_and_says_so() {
     );
 }
 
+/// Deployed, the default freeze and thaw go through the stack's own SSM
+/// document (CONSISTENCY_DOCUMENT), not AWS-RunShellScript: the freeze with
+/// the set's serials, devices and watchdog as parameters, the thaw with
+/// `action=thaw`; no script text travels.
+#[tokio::test]
+async fn deployed_the_freeze_and_thaw_are_the_stacks_document_with_parameters() {
+    let moto = Moto::start();
+    let ec2 = moto.ec2();
+    let (_instance, volumes) = instance_with_data(&ec2, &[("Backup", "db")]).await;
+    let serials: String = ids(&volumes)
+        .iter()
+        .map(|v| v.replace('-', ""))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let is = |action: &'static str| {
+        move |r: &aws_sdk_ssm::operation::send_command::SendCommandInput| {
+            r.document_name() == Some("itest-FreezeThaw")
+                && r.parameters()
+                    .and_then(|p| p.get("action"))
+                    .is_some_and(|a| a == &vec![action.to_string()])
+                && r.parameters().is_some_and(|p| !p.contains_key("commands"))
+        }
+    };
+    let expected_serials = serials.clone();
+    let freeze = mock!(aws_sdk_ssm::Client::send_command)
+        .match_requests(move |r| {
+            is("freeze")(r)
+                && r.parameters().and_then(|p| p.get("serials"))
+                    == Some(&vec![expected_serials.clone()])
+                && r.parameters().and_then(|p| p.get("watchdog"))
+                    == Some(&vec![FREEZE_WATCHDOG.as_secs().to_string()])
+        })
+        .then_output(|| {
+            SendCommandOutput::builder()
+                .command(Command::builder().command_id("freeze").build())
+                .build()
+        });
+    let thaw = mock!(aws_sdk_ssm::Client::send_command)
+        .match_requests(is("thaw"))
+        .then_output(|| {
+            SendCommandOutput::builder()
+                .command(Command::builder().command_id("thaw").build())
+                .build()
+        });
+    let done = mock!(aws_sdk_ssm::Client::get_command_invocation)
+        .then_output(|| invocation(CommandInvocationStatus::Success, ""));
+    let ssm = SsmAdapter::new(mocked_ssm(RuleMode::MatchAny, &[&freeze, &thaw, &done]));
+    let notifier = RecordingNotifier::default();
+    let adapter = Ec2Adapter::new(ec2.clone());
+
+    let summary = handle(
+        create_ports(&adapter, &ssm, &notifier),
+        &config_with(POLICIES, &[("CONSISTENCY_DOCUMENT", "itest-FreezeThaw")]),
+        &json!({"kind": "tick"}),
+        now(),
+        plenty(),
+    )
+    .await
+    .unwrap();
+
+    assert_eq!((freeze.num_calls(), thaw.num_calls()), (1, 1));
+    assert!(
+        summary.consistency_failures.is_empty(),
+        "{:?}",
+        summary.consistency_failures
+    );
+    assert_labelled(&ec2, &ids(&volumes), "application").await;
+}
+
 /// The freeze reports success only after its watchdog's window (here made
 /// short): the file systems may already be thawed when the snapshot starts,
 /// so the set is labelled `crash-fallback`, not `application`, and a

@@ -486,27 +486,47 @@ fn commands_run_only_on_opted_in_instances_with_the_listed_documents() {
         "no ARN is pasted into JSON text"
     );
 
-    // The documents: a list, evaluated as CloudFormation would.
+    // The documents: a list, evaluated as CloudFormation would. The stack's
+    // own document always; AWS-RunShellScript only with AllowShellCommands.
     let documents =
         &template["Resources"]["RunConsistencyDocumentsPolicy"]["Properties"]["PolicyDocument"];
     let shell = "arn:aws:ssm:eu-west-1::document/AWS-RunShellScript";
+    let stack = "arn:aws:ssm:eu-west-1:123456789012:document/stack-FreezeThaw-1";
     let mine = "arn:aws:ssm:eu-west-1:123456789012:document/FlushDb";
     let theirs = "arn:aws:ssm:eu-west-1:123456789012:document/Other";
-    for (arns, has, expected) in [
-        (json!([""]), false, vec![shell]),
-        (json!([mine]), true, vec![shell, mine]),
-        (json!([mine, theirs]), true, vec![shell, mine, theirs]),
+    for (arns, has, shell_allowed, expected) in [
+        (json!([""]), false, false, vec![stack]),
+        (json!([""]), false, true, vec![shell]),
+        (json!([mine]), true, false, vec![stack, mine]),
+        (json!([mine, theirs]), true, true, vec![shell, mine, theirs]),
     ] {
         let mut params: BTreeMap<&str, Value> =
             pseudo.iter().map(|(k, v)| (*k, json!(v))).collect();
         params.insert("ConsistencyDocumentArns", arns);
-        let conditions = BTreeMap::from([("HasConsistencyDocuments", has)]);
+        params.insert("FreezeThawDocument", json!("stack-FreezeThaw-1"));
+        let conditions = BTreeMap::from([
+            ("HasConsistencyDocuments", has),
+            ("AllowsShellCommands", shell_allowed),
+        ]);
         let rendered = evaluate(documents, &params, &conditions);
         let statements = rendered["Statement"].as_array().unwrap();
         assert_eq!(statements.len(), 1);
         assert_eq!(statements[0]["Sid"], "OnlyTheseDocuments");
         assert_eq!(statements[0]["Action"], "ssm:SendCommand");
-        assert_eq!(statements[0]["Resource"], json!(expected));
+        let mut granted: Vec<String> = statements[0]["Resource"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect();
+        granted.sort();
+        granted.dedup();
+        let mut expected: Vec<String> = expected.iter().map(|s| s.to_string()).collect();
+        if !expected.contains(&stack.to_string()) {
+            expected.push(stack.to_string());
+        }
+        expected.sort();
+        assert_eq!(granted, expected, "shell allowed: {shell_allowed}");
     }
 
     // Each ARN must look like one: a value that would carry JSON or a
@@ -660,5 +680,63 @@ fn key_grants_only_for_ec2_starting_an_instance() {
     assert_eq!(
         grant["Condition"]["StringEquals"]["kms:ViaService"]["!Sub"],
         "ec2.${AWS::Region}.amazonaws.com"
+    );
+}
+
+/// The default freeze and thaw ship as the stack's own SSM document: its
+/// script is the code's (`document_script`), and its parameters admit no
+/// shell metacharacter, so no value can add a command.
+#[test]
+fn the_freeze_document_is_the_codes_and_its_parameters_take_no_shell() {
+    let template = template_json();
+    let document = &template["Resources"]["FreezeThawDocument"]["Properties"];
+    assert_eq!(document["DocumentType"], "Command");
+    let content = &document["Content"];
+    let script = content["mainSteps"][0]["inputs"]["runCommand"][0]
+        .as_str()
+        .unwrap();
+    assert_eq!(
+        script.trim_end(),
+        ebs_lifecycle_core::consistency::document_script().trim_end(),
+        "template.yaml's FreezeThawDocument must carry consistency::document_script() verbatim"
+    );
+    let parameters = content["parameters"].as_object().unwrap();
+    assert_eq!(
+        parameters["action"]["allowedValues"],
+        json!(["freeze", "thaw"])
+    );
+    for (name, good) in [
+        ("serials", "vol0aaa vol0bbb"),
+        ("devices", "/dev/sdf /dev/xvdg"),
+        ("watchdog", "90"),
+    ] {
+        let pattern =
+            regex_lite::Regex::new(parameters[name]["allowedPattern"].as_str().unwrap()).unwrap();
+        assert!(pattern.is_match(good), "{name}: {good}");
+        for bad in [
+            "$(reboot)",
+            "a;b",
+            "`id`",
+            "a\"b",
+            "a'b",
+            "a\nb",
+            "a|b",
+            "a&b",
+            "${x}",
+            "{{ x }}",
+        ] {
+            assert!(!pattern.is_match(bad), "{name} admits {bad:?}");
+        }
+    }
+    // create-snapshots is told the document's name.
+    let env =
+        &template["Resources"]["CreateSnapshotsFunction"]["Properties"]["Environment"]["Variables"];
+    assert_eq!(
+        env["CONSISTENCY_DOCUMENT"],
+        json!({"!Ref": "FreezeThawDocument"})
+    );
+    assert_eq!(
+        env["ALLOW_SHELL_COMMANDS"],
+        json!({"!Ref": "AllowShellCommands"})
     );
 }

@@ -30,7 +30,7 @@ use ebs_lifecycle::ports::commands::InstanceCommand;
 use ebs_lifecycle::ports::ec2::Ec2Error;
 use ebs_lifecycle_core::consistency::{
     decide, freeze_script, needs_thaw, stop_plan, thaw_script, CommandOutcome, Decision,
-    FrozenVolume, StopPlan, FREEZE_WATCHDOG,
+    FreezeParameters, FrozenVolume, StopPlan, FREEZE_WATCHDOG,
 };
 use ebs_lifecycle_core::notify::{Notification, NotificationKind, Severity};
 use ebs_lifecycle_core::policy::{ApplicationCommands, Policy};
@@ -150,6 +150,7 @@ fn commands_for(
     target: &InstanceTarget,
     due: &[String],
     commands: &ApplicationCommands,
+    stack_document: Option<&str>,
 ) -> (Option<InstanceCommand>, InstanceCommand) {
     if let Some(name) = &commands.document {
         return (
@@ -163,22 +164,46 @@ fn commands_for(
             },
         );
     }
+    let frozen = || -> Vec<FrozenVolume> {
+        target
+            .volumes
+            .iter()
+            .filter(|v| due.contains(&v.id))
+            .filter_map(|v| {
+                Some(FrozenVolume {
+                    volume_id: v.id.clone(),
+                    device: v.attachment.as_ref()?.device.clone(),
+                })
+            })
+            .collect()
+    };
+    // The default freeze and thaw: the stack's own document when the
+    // template gave one (the role may then run nothing else by default).
+    if let (None, None, Some(name)) = (
+        &commands.pre_command,
+        &commands.post_command,
+        stack_document,
+    ) {
+        let pre = FreezeParameters::of(&frozen(), FREEZE_WATCHDOG).map(|p| {
+            InstanceCommand::StackDocument {
+                name: name.to_string(),
+                parameters: vec![
+                    ("action", "freeze".into()),
+                    ("serials", p.serials),
+                    ("devices", p.devices),
+                    ("watchdog", p.watchdog),
+                ],
+            }
+        });
+        let post = InstanceCommand::StackDocument {
+            name: name.to_string(),
+            parameters: vec![("action", "thaw".into())],
+        };
+        return (pre, post);
+    }
     let pre = match &commands.pre_command {
         Some(script) => Some(script.clone()),
-        None => {
-            let frozen: Vec<FrozenVolume> = target
-                .volumes
-                .iter()
-                .filter(|v| due.contains(&v.id))
-                .filter_map(|v| {
-                    Some(FrozenVolume {
-                        volume_id: v.id.clone(),
-                        device: v.attachment.as_ref()?.device.clone(),
-                    })
-                })
-                .collect();
-            freeze_script(&frozen, FREEZE_WATCHDOG)
-        }
+        None => freeze_script(&frozen(), FREEZE_WATCHDOG),
     };
     let post = commands.post_command.clone().unwrap_or_else(thaw_script);
     (
@@ -209,7 +234,12 @@ pub(crate) async fn application(
             .into();
     }
 
-    let (pre, post) = commands_for(target, due, commands);
+    let (pre, post) = commands_for(
+        target,
+        due,
+        commands,
+        run.config.consistency_document.as_deref(),
+    );
     // The default freeze is thawed by its watchdog FREEZE_WATCHDOG after the
     // last freeze, and no freeze is earlier than this.
     let sent_at = tokio::time::Instant::now();

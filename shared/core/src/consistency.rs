@@ -81,26 +81,61 @@ pub const FREEZABLE: [&str; 3] = ["ext4", "xfs", "btrfs"];
 ///   only when no serial matched (on Nitro a `/dev/sdX` name may be another
 ///   disk).
 pub fn freeze_script(volumes: &[FrozenVolume], watchdog: Duration) -> Option<String> {
-    if !volumes
-        .iter()
-        .all(|v| safe(&v.volume_id) && safe(&v.device))
-    {
-        return None;
+    let p = FreezeParameters::of(volumes, watchdog)?;
+    Some(format!(
+        "#!/bin/bash\n# ebs-snapshot-lifecycle: flush and freeze before the snapshot.\n{}",
+        freeze_body(&p.serials, &p.devices, &p.watchdog)
+    ))
+}
+
+/// What the default freeze needs to know, as the stack's SSM document takes
+/// it (`serials`, `devices`, `watchdog` parameters; each restricted by an
+/// `allowedPattern` in the document to the characters these can hold).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FreezeParameters {
+    /// NVMe serials (volume ids without the dash), space-separated.
+    pub serials: String,
+    /// Device names at attach, space-separated.
+    pub devices: String,
+    /// Seconds from the last freeze to the watchdog's thaw.
+    pub watchdog: String,
+}
+
+impl FreezeParameters {
+    /// `None` if a volume id or device holds characters a script must not get.
+    pub fn of(volumes: &[FrozenVolume], watchdog: Duration) -> Option<Self> {
+        if !volumes
+            .iter()
+            .all(|v| safe(&v.volume_id) && safe(&v.device))
+        {
+            return None;
+        }
+        Some(Self {
+            serials: volumes
+                .iter()
+                .map(|v| v.volume_id.replace('-', ""))
+                .collect::<Vec<_>>()
+                .join(" "),
+            devices: volumes
+                .iter()
+                .map(|v| v.device.as_str())
+                .collect::<Vec<_>>()
+                .join(" "),
+            watchdog: watchdog.as_secs().max(1).to_string(),
+        })
     }
-    let serials: Vec<String> = volumes
-        .iter()
-        .map(|v| v.volume_id.replace('-', ""))
-        .collect();
-    let devices: Vec<&str> = volumes.iter().map(|v| v.device.as_str()).collect();
+}
+
+/// The freeze, with its three inputs as given (values, or the SSM
+/// document's `{{ parameter }}` placeholders).
+fn freeze_body(serials: &str, devices: &str, watchdog: &str) -> String {
     let freezable = FREEZABLE
         .iter()
         .map(|t| format!("$2 == \"{t}\""))
         .collect::<Vec<_>>()
         .join(" || ");
-    Some(format!(
-        r#"#!/bin/bash
-# ebs-snapshot-lifecycle: flush and freeze before the snapshot.
-set -u
+    format!(
+        r#"set -u
 state="${{EBS_LIFECYCLE_STATE:-{STATE_DIR}}}"
 mkdir -p "$state"
 # One freeze or thaw at a time: a thaw sent meanwhile waits for this script.
@@ -161,11 +196,8 @@ for m in $mounts; do
   touch "$state/frozen-at"
 done
 echo "frozen:" $mounts
-"#,
-        serials = serials.join(" "),
-        devices = devices.join(" "),
-        watchdog = watchdog.as_secs().max(1),
-    ))
+"#
+    )
 }
 
 /// How long the thaw waits for a freeze in progress before thawing anyway
@@ -177,9 +209,14 @@ pub const THAW_WAITS_FOR_FREEZE: Duration = Duration::from_secs(300);
 /// so it may run on every path.
 pub fn thaw_script() -> String {
     format!(
-        r#"#!/bin/bash
-# ebs-snapshot-lifecycle: thaw after the snapshot.
-set -u
+        "#!/bin/bash\n# ebs-snapshot-lifecycle: thaw after the snapshot.\n{}",
+        thaw_body()
+    )
+}
+
+fn thaw_body() -> String {
+    format!(
+        r#"set -u
 state="${{EBS_LIFECYCLE_STATE:-{STATE_DIR}}}"
 mkdir -p "$state"
 exec 9>"$state/lock"
@@ -191,6 +228,19 @@ rm -f "$state/frozen" "$state/frozen-at" "$state/watchdog"
 echo thawed
 "#,
         wait = THAW_WAITS_FOR_FREEZE.as_secs()
+    )
+}
+
+/// The script of the stack's own SSM document (template.yaml,
+/// `FreezeThawDocument`): the thaw when `{{ action }}` is `thaw`, else the
+/// freeze, with the document's parameters as placeholders that SSM fills
+/// in. The template carries this text verbatim; a test holds the two equal,
+/// so the document is versioned with the code.
+pub fn document_script() -> String {
+    format!(
+        "#!/bin/bash\n# ebs-snapshot-lifecycle: freeze or thaw around a snapshot.\nif [ \"{{{{ action }}}}\" = thaw ]; then\n(\n{thaw})\nexit $?\nfi\n{freeze}",
+        thaw = thaw_body(),
+        freeze = freeze_body("{{ serials }}", "{{ devices }}", "{{ watchdog }}"),
     )
 }
 
@@ -677,6 +727,42 @@ esac
             box_.wait_for("-u /data", Duration::from_secs(10)),
             "the watchdog thawed: {}",
             box_.calls()
+        );
+        let _ = std::fs::remove_dir_all(&box_.dir);
+    }
+
+    /// The stack's document does what the scripts do: SSM's substitution of
+    /// its parameters (what the document's allowedPatterns admit) gives a
+    /// freeze that freezes and a thaw that thaws.
+    #[test]
+    fn the_document_freezes_and_thaws_like_the_scripts() {
+        if !bash() {
+            return;
+        }
+        let box_ = Instance::new("document", DATA_DISK, 0);
+        let p = FreezeParameters::of(
+            &[FrozenVolume {
+                volume_id: "vol-0aaa".into(),
+                device: "/dev/sdf".into(),
+            }],
+            Duration::from_secs(60),
+        )
+        .unwrap();
+        let render = |action: &str| {
+            document_script()
+                .replace("{{ action }}", action)
+                .replace("{{ serials }}", &p.serials)
+                .replace("{{ devices }}", &p.devices)
+                .replace("{{ watchdog }}", &p.watchdog)
+        };
+        assert!(box_.command(&render("freeze")).status().unwrap().success());
+        assert_eq!(box_.calls(), "-f /data\n");
+        let thaw = box_.command(&render("thaw")).output().unwrap();
+        assert!(thaw.status.success(), "{thaw:?}");
+        assert_eq!(box_.calls(), "-f /data\n-u /data\n");
+        assert!(
+            !document_script().contains("vol0aaa"),
+            "placeholders, not values"
         );
         let _ = std::fs::remove_dir_all(&box_.dir);
     }

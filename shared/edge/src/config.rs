@@ -26,6 +26,15 @@ pub struct Config {
     pub allowed_kms_key_ids: Vec<String>,
     pub allowed_share_accounts: Vec<String>,
     pub metrics_namespace: String,
+    /// The stack's own SSM document for the default freeze and thaw
+    /// (`CONSISTENCY_DOCUMENT`); unset (local runs), the same script goes
+    /// through AWS-RunShellScript.
+    pub consistency_document: Option<String>,
+    /// Whether policies may give their own `pre_command`/`post_command`
+    /// (`ALLOW_SHELL_COMMANDS`, default false): shell as root on every
+    /// opted-in instance is the stack owner's decision, not the policy
+    /// writer's.
+    pub allow_shell_commands: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -200,6 +209,40 @@ impl Config {
             ));
         }
 
+        let consistency_document = get("CONSISTENCY_DOCUMENT").map(|v| v.trim().to_string());
+        if let Some(doc) = &consistency_document {
+            let ok = (3..=128).contains(&doc.len())
+                && doc
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+            if !ok {
+                return Err(invalid(
+                    "CONSISTENCY_DOCUMENT",
+                    doc,
+                    "an SSM document name (3 to 128 of A-Z a-z 0-9 - _ .)",
+                ));
+            }
+        }
+        let allow_shell_commands = match get("ALLOW_SHELL_COMMANDS") {
+            None => false,
+            Some(v) => parse_bool(&v)
+                .ok_or_else(|| invalid("ALLOW_SHELL_COMMANDS", &v, "true or false"))?,
+        };
+        if !allow_shell_commands {
+            let with_commands = policies.iter().find(|p| {
+                p.application
+                    .as_ref()
+                    .is_some_and(|a| a.pre_command.is_some() || a.post_command.is_some())
+            });
+            if let Some(p) = with_commands {
+                return Err(invalid(
+                    "POLICIES",
+                    &p.name,
+                    "this policy gives its own pre_command/post_command, which run as root through AWS-RunShellScript: allowed only with ALLOW_SHELL_COMMANDS=true (template parameter AllowShellCommands)",
+                ));
+            }
+        }
+
         Ok(Self {
             policies,
             selector_tag_key,
@@ -213,6 +256,8 @@ impl Config {
             allowed_kms_key_ids,
             allowed_share_accounts,
             metrics_namespace,
+            consistency_document,
+            allow_shell_commands,
         })
     }
 }
@@ -361,5 +406,42 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(c.allowed_share_accounts, ["111122223333", "444455556666"]);
+    }
+
+    #[test]
+    fn a_policy_with_its_own_shell_commands_needs_allow_shell_commands() {
+        let policies = r#"{"db": {"schedule": "@daily", "keep": {"last": 3},
+            "consistency": "application", "pre_command": "pg_freeze", "post_command": "pg_thaw"}}"#;
+        let refused = load(&[("DEPLOYMENT_NAME", "prod"), ("POLICIES", policies)]).unwrap_err();
+        assert_eq!(refused.variable(), "POLICIES");
+        assert!(
+            refused.to_string().contains("ALLOW_SHELL_COMMANDS"),
+            "{refused}"
+        );
+        let allowed = load(&[
+            ("DEPLOYMENT_NAME", "prod"),
+            ("POLICIES", policies),
+            ("ALLOW_SHELL_COMMANDS", "true"),
+        ])
+        .unwrap();
+        assert!(allowed.allow_shell_commands);
+        // The default freeze needs no shell: allowed without it.
+        let default_freeze =
+            r#"{"db": {"schedule": "@daily", "keep": {"last": 3}, "consistency": "application"}}"#;
+        let c = load(&[
+            ("DEPLOYMENT_NAME", "prod"),
+            ("POLICIES", default_freeze),
+            ("CONSISTENCY_DOCUMENT", "prod-FreezeThawDocument-AbC123"),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.consistency_document.as_deref(),
+            Some("prod-FreezeThawDocument-AbC123")
+        );
+        assert!(load(&[
+            ("DEPLOYMENT_NAME", "prod"),
+            ("CONSISTENCY_DOCUMENT", "x; reboot")
+        ])
+        .is_err());
     }
 }

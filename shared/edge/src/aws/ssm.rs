@@ -77,6 +77,11 @@ impl CommandRunner for SsmAdapter {
             InstanceCommand::Document { name, phase } => request
                 .document_name(name)
                 .parameters("command", vec![(*phase).to_string()]),
+            InstanceCommand::StackDocument { name, parameters } => parameters
+                .iter()
+                .fold(request.document_name(name), |request, (key, value)| {
+                    request.parameters(*key, vec![value.clone()])
+                }),
         };
         let out = request
             .customize()

@@ -17,6 +17,13 @@ pub enum InstanceCommand {
     /// A document of the user's, with `command` = `pre-script` or
     /// `post-script` (Data Lifecycle Manager's convention).
     Document { name: String, phase: &'static str },
+    /// The stack's own freeze-and-thaw document (`CONSISTENCY_DOCUMENT`)
+    /// with its parameters (`action`, `serials`, `devices`, `watchdog`),
+    /// each checked by the document's own `allowedPattern`.
+    StackDocument {
+        name: String,
+        parameters: Vec<(&'static str, String)>,
+    },
 }
 
 /// A command's state on one instance.
