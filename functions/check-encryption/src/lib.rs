@@ -121,61 +121,18 @@ pub async fn handle(
     };
     summary.snapshots_checked = snapshots.len();
 
-    let copies = Copies::new(&if daily {
-        snapshots
-            .iter()
-            .filter(|s| tags::is_managed_by(&s.tags, &config.deployment_name))
-            .filter(|s| s.encrypted_copy_of().is_some())
-            .cloned()
-            .collect()
-    } else if snapshots.iter().any(|s| !s.encrypted) {
-        ports
-            .catalog
-            .encrypted_copies(&config.deployment_name)
-            .await?
-    } else {
-        // Only an unencrypted snapshot asks whether it has a copy: an event
-        // about encrypted ones costs no second describe.
-        Vec::new()
-    });
-
-    // Keys: the AWS managed EBS key (its snapshots cannot be shared) and the
-    // aliases of the allowed list. A KMS failure only costs efficiency (all
-    // permissions are read) or is reported as "not checked".
-    let mut findings = Vec::new();
-    let aws_managed_key = match ports.keys.key_arn(AWS_MANAGED_EBS_KEY).await {
-        Ok(arn) => arn,
-        Err(e) => {
-            tracing::warn!(error = %e, "could not resolve the AWS managed EBS key; reading every snapshot's permissions");
-            None
-        }
-    };
-    // The key this deployment encrypts its copies with is allowed too: its
-    // own remedy must never become a finding.
-    let mut allowed = config.allowed_kms_key_ids.clone();
-    if let (false, Some(key)) = (allowed.is_empty(), &config.encryption_kms_key_id) {
-        allowed.push(key.clone());
-    }
-    let allowed_keys = AllowedKeys::new(&allowed);
-    let mut resolved = BTreeMap::new();
-    for alias in allowed_keys.aliases() {
-        match ports.keys.key_arn(&alias).await {
-            Ok(Some(arn)) => {
-                resolved.insert(alias, arn);
-            }
-            Ok(None) => findings.push(not_checked(format!(
-                "ALLOWED_KMS_KEY_IDS names {alias}, which KMS does not know: it allows no key"
-            ))),
-            Err(e) => findings.push(not_checked(format!(
-                "ALLOWED_KMS_KEY_IDS alias {alias} could not be resolved ({e}): it allows no key this run"
-            ))),
-        }
-    }
+    let copies = Copies::new(&copies_of(ports, config, &snapshots, daily).await?);
+    let Keys {
+        aws_managed,
+        allowed: allowed_keys,
+        resolved,
+        mut findings,
+    } = keys(ports, config).await;
 
     let permissions = read_permissions(
         ports,
         &snapshots,
-        aws_managed_key.as_deref(),
+        aws_managed.as_deref(),
         deadline,
         &mut summary,
         &mut findings,
@@ -195,18 +152,7 @@ pub async fn handle(
     apply(ports, config, remedies, offset, &mut findings, &mut summary).await;
 
     if daily {
-        findings.extend(encryption::assess_volumes(
-            &opted_in_volumes(ports, config).await?,
-        ));
-        let by_default = match ports.settings.ebs_encryption_by_default().await {
-            Ok(v) => Checked::Value(v),
-            Err(e) => Checked::NotChecked(e.to_string()),
-        };
-        let block_public = match ports.settings.snapshot_block_public_access().await {
-            Ok(v) => Checked::Value(v),
-            Err(e) => Checked::NotChecked(e.to_string()),
-        };
-        findings.extend(encryption::assess_account(&by_default, &block_public));
+        findings.extend(volume_and_account_findings(ports, config).await?);
     }
     summary.findings = findings;
     log(&summary);
@@ -216,6 +162,104 @@ pub async fn handle(
     let notifications = notifications(config, &mut summary, ports.memo, now);
     run::publish(ports.notifier, &notifications, &mut summary.header).await;
     Ok(summary)
+}
+
+/// The encrypted copies this deployment made that the snapshots may have:
+/// a daily run has them in its listing already; an event asks EC2 only if
+/// one of its snapshots is unencrypted (an event about encrypted ones costs
+/// no second describe).
+async fn copies_of(
+    ports: Ports<'_>,
+    config: &Config,
+    snapshots: &[Snapshot],
+    daily: bool,
+) -> Result<Vec<Snapshot>, InvocationError> {
+    Ok(if daily {
+        snapshots
+            .iter()
+            .filter(|s| tags::is_managed_by(&s.tags, &config.deployment_name))
+            .filter(|s| s.encrypted_copy_of().is_some())
+            .cloned()
+            .collect()
+    } else if snapshots.iter().any(|s| !s.encrypted) {
+        ports
+            .catalog
+            .encrypted_copies(&config.deployment_name)
+            .await?
+    } else {
+        Vec::new()
+    })
+}
+
+/// The keys a run judges by, and what could not be resolved.
+struct Keys {
+    /// The AWS managed EBS key: its snapshots cannot be shared.
+    aws_managed: Option<String>,
+    allowed: AllowedKeys,
+    /// Alias -> key ARN, for the aliases of the allowed list.
+    resolved: BTreeMap<String, String>,
+    /// `not-checked` findings for aliases KMS could not resolve.
+    findings: Vec<Finding>,
+}
+
+/// Keys: the AWS managed EBS key and the aliases of the allowed list. A KMS
+/// failure only costs efficiency (all permissions are read) or is reported
+/// as "not checked".
+async fn keys(ports: Ports<'_>, config: &Config) -> Keys {
+    let aws_managed = match ports.keys.key_arn(AWS_MANAGED_EBS_KEY).await {
+        Ok(arn) => arn,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not resolve the AWS managed EBS key; reading every snapshot's permissions");
+            None
+        }
+    };
+    // The key this deployment encrypts its copies with is allowed too: its
+    // own remedy must never become a finding.
+    let mut allowed = config.allowed_kms_key_ids.clone();
+    if let (false, Some(key)) = (allowed.is_empty(), &config.encryption_kms_key_id) {
+        allowed.push(key.clone());
+    }
+    let allowed = AllowedKeys::new(&allowed);
+    let mut resolved = BTreeMap::new();
+    let mut findings = Vec::new();
+    for alias in allowed.aliases() {
+        match ports.keys.key_arn(&alias).await {
+            Ok(Some(arn)) => {
+                resolved.insert(alias, arn);
+            }
+            Ok(None) => findings.push(not_checked(format!(
+                "ALLOWED_KMS_KEY_IDS names {alias}, which KMS does not know: it allows no key"
+            ))),
+            Err(e) => findings.push(not_checked(format!(
+                "ALLOWED_KMS_KEY_IDS alias {alias} could not be resolved ({e}): it allows no key this run"
+            ))),
+        }
+    }
+    Keys {
+        aws_managed,
+        allowed,
+        resolved,
+        findings,
+    }
+}
+
+/// The daily run's wider picture: opted-in volumes, and the region's
+/// settings (a setting that cannot be read is "not checked").
+async fn volume_and_account_findings(
+    ports: Ports<'_>,
+    config: &Config,
+) -> Result<Vec<Finding>, InvocationError> {
+    let mut findings = encryption::assess_volumes(&opted_in_volumes(ports, config).await?);
+    let by_default = match ports.settings.ebs_encryption_by_default().await {
+        Ok(v) => Checked::Value(v),
+        Err(e) => Checked::NotChecked(e.to_string()),
+    };
+    let block_public = match ports.settings.snapshot_block_public_access().await {
+        Ok(v) => Checked::Value(v),
+        Err(e) => Checked::NotChecked(e.to_string()),
+    };
+    findings.extend(encryption::assess_account(&by_default, &block_public));
+    Ok(findings)
 }
 
 fn not_checked(detail: String) -> Finding {
