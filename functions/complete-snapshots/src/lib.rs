@@ -119,14 +119,8 @@ pub async fn handle(
         Trigger::Snapshots { results, .. } => {
             apply_results(ports, config, &results, now, &mut summary).await?
         }
-        Trigger::Ignored { detail_type, event } => {
-            tracing::debug!(
-                detail_type,
-                event,
-                "EBS event not handled by this function; ignored"
-            );
-            return Ok(summary);
-        }
+        // The run header logged it.
+        Trigger::Ignored { .. } => return Ok(summary),
     }
     finish(config, &summary);
     Ok(summary)

@@ -32,7 +32,7 @@ use ebs_lifecycle::ports::ec2::{
     Ec2Error, SnapshotCatalog, SnapshotTagger, VolumeInventory, TAG_BATCH,
 };
 use ebs_lifecycle::ports::notifier::Notifier;
-use ebs_lifecycle_core::events::{self, Reported, SnapshotResult, Trigger};
+use ebs_lifecycle_core::events::{self, SnapshotResult, Trigger};
 use ebs_lifecycle_core::model::{Snapshot, Tags};
 use ebs_lifecycle_core::notify::{Notification, NotificationKind, Severity};
 use ebs_lifecycle_core::tagging::{self, SkippedOnSnapshot, Sources, TagBatch, TagPlan};
@@ -114,10 +114,8 @@ pub async fn handle(
         Trigger::Snapshots { results, .. } => {
             snapshots_of_event(ports, deployment, &results, &mut summary).await?
         }
-        Trigger::Ignored { detail_type, event } => {
-            tracing::debug!(detail_type, event, "EBS event not handled; ignored");
-            return Ok(summary);
-        }
+        // The run header logged it.
+        Trigger::Ignored { .. } => return Ok(summary),
     };
 
     // Volumes and instances: described once for the whole run.
@@ -182,7 +180,7 @@ async fn snapshots_of_event(
     let ids = events::succeeded_ids(results);
     let event_volumes: BTreeSet<String> = results
         .iter()
-        .filter(|r| r.reported != Reported::Failed)
+        .filter(|r| r.not_failed())
         .filter_map(|r| r.volume_id.clone())
         .collect();
     let mut all: BTreeMap<String, Snapshot> = BTreeMap::new();

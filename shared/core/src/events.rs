@@ -235,6 +235,14 @@ pub struct SnapshotResult {
     pub notes: Vec<String>,
 }
 
+impl SnapshotResult {
+    /// Succeeded, or a status not recognised (EC2's state then decides):
+    /// what the functions that act on completed snapshots look at.
+    pub fn not_failed(&self) -> bool {
+        self.reported != Reported::Failed
+    }
+}
+
 /// What the event reports for one snapshot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reported {
@@ -265,7 +273,7 @@ impl Reported {
 pub fn succeeded_ids(results: &[SnapshotResult]) -> Vec<String> {
     results
         .iter()
-        .filter(|r| r.reported != Reported::Failed)
+        .filter(|r| r.not_failed())
         .map(|r| r.snapshot_id.clone())
         .collect()
 }

@@ -173,6 +173,15 @@ struct Memo {
     pruned_at: Option<DateTime<Utc>>,
 }
 
+impl Memo {
+    /// Record `condition` as notified at `now`, unless the memo is full.
+    fn remember(&mut self, condition: &str, now: DateTime<Utc>) {
+        if self.seen.len() < MEMO_CAPACITY || self.seen.contains_key(condition) {
+            self.seen.insert(condition.to_string(), now);
+        }
+    }
+}
+
 impl DailyMemo {
     pub fn new() -> Self {
         Self::default()
@@ -200,9 +209,7 @@ impl DailyMemo {
         {
             return false;
         }
-        if memo.seen.len() < MEMO_CAPACITY || memo.seen.contains_key(condition) {
-            memo.seen.insert(condition.to_string(), now);
-        }
+        memo.remember(condition, now);
         true
     }
 
@@ -216,10 +223,7 @@ impl DailyMemo {
     ) {
         let mut memo = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         for c in conditions {
-            let c = c.as_ref();
-            if memo.seen.len() < MEMO_CAPACITY || memo.seen.contains_key(c) {
-                memo.seen.insert(c.to_string(), now);
-            }
+            memo.remember(c.as_ref(), now);
         }
     }
 

@@ -516,13 +516,14 @@ pub fn project(
                         *index
                     };
                     let needed = calendar.count.saturating_sub(newer_buckets) as usize;
-                    let mut added = calendar.openings.iter().copied();
-                    let mut added: Box<dyn Iterator<Item = DateTime<Utc>>> = if rank == 0 {
-                        Box::new(calendar.same_bucket.into_iter().chain(&mut added))
-                    } else {
-                        Box::new(added)
-                    };
-                    lets_go.push(added.nth(needed.saturating_sub(1)));
+                    // Only for the sole snapshot does a slot in its own bucket
+                    // add a newer bucket (its own).
+                    let own = calendar.same_bucket.filter(|_| rank == 0);
+                    lets_go.push(
+                        own.into_iter()
+                            .chain(calendar.openings.iter().copied())
+                            .nth(needed.saturating_sub(1)),
+                    );
                 } else {
                     let needed = calendar.count.saturating_sub(*index) as usize;
                     lets_go.push(match (calendar.same_bucket, *index) {

@@ -126,10 +126,13 @@ impl Config {
             }
         }
 
-        let dry_run = match get("DRY_RUN") {
-            None => false,
-            Some(v) => parse_bool(&v).ok_or_else(|| invalid("DRY_RUN", &v, "true or false"))?,
+        let flag = |variable: &'static str| -> Result<bool, ConfigError> {
+            match get(variable) {
+                None => Ok(false),
+                Some(v) => parse_bool(&v).ok_or_else(|| invalid(variable, &v, "true or false")),
+            }
         };
+        let dry_run = flag("DRY_RUN")?;
 
         let number = |variable: &'static str, default: u32, min: u32| -> Result<u32, ConfigError> {
             match get(variable) {
@@ -223,11 +226,7 @@ impl Config {
                 ));
             }
         }
-        let allow_shell_commands = match get("ALLOW_SHELL_COMMANDS") {
-            None => false,
-            Some(v) => parse_bool(&v)
-                .ok_or_else(|| invalid("ALLOW_SHELL_COMMANDS", &v, "true or false"))?,
-        };
+        let allow_shell_commands = flag("ALLOW_SHELL_COMMANDS")?;
         if !allow_shell_commands {
             let with_commands = policies.iter().find(|p| {
                 p.application
