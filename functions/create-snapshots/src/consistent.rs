@@ -550,18 +550,29 @@ async fn stop_snapshot_start(
     }
 }
 
-/// Poll until the instance is stopped, for at most `stop_timeout` and never
-/// past the deadline. `Err` holds the last state seen.
-async fn wait_until_stopped(run: &Run<'_>, id: &str) -> Result<(), String> {
+/// Read the instance every `instance_poll` until `judge` decides (given
+/// what EC2 describes, `None` once it is gone), for at most `stop_timeout`
+/// and never past the deadline. A failed read is not the instance's
+/// failure: it is logged and the watch goes on. `Err` holds the last state
+/// seen when time ran out.
+async fn watch_instance<T>(
+    run: &Run<'_>,
+    id: &str,
+    mut judge: impl FnMut(Option<ebs_lifecycle_core::model::Instance>) -> Option<T>,
+) -> Result<T, String> {
     let waits = run.ports.waits;
     let give_up = tokio::time::Instant::now() + waits.stop_timeout;
     let mut last = String::from("unknown");
     loop {
         match run.ports.instances.instance(id).await {
-            Ok(Some(i)) if i.state == "stopped" => return Ok(()),
-            Ok(Some(i)) => last = i.state,
-            Ok(None) => return Err("gone".into()),
-            // One failed read is not the instance's failure; keep looking.
+            Ok(found) => {
+                if let Some(i) = &found {
+                    last.clone_from(&i.state);
+                }
+                if let Some(decided) = judge(found) {
+                    return Ok(decided);
+                }
+            }
             Err(e) => {
                 tracing::warn!(instance = id, error = %e, "reading the instance state failed")
             }
@@ -571,6 +582,18 @@ async fn wait_until_stopped(run: &Run<'_>, id: &str) -> Result<(), String> {
         }
         tokio::time::sleep(waits.instance_poll).await;
     }
+}
+
+/// Poll until the instance is stopped. `Err` holds the last state seen, or
+/// `gone`.
+async fn wait_until_stopped(run: &Run<'_>, id: &str) -> Result<(), String> {
+    watch_instance(run, id, |found| match found {
+        None => Some(Err("gone".to_string())),
+        Some(i) if i.state == "stopped" => Some(Ok(())),
+        Some(_) => None,
+    })
+    .await
+    .and_then(|stopped| stopped)
 }
 
 /// Why a start did not end `running`: a stable kind and EC2's words.
@@ -585,60 +608,51 @@ struct NotStarted {
 /// role may not grant EC2: `Client.InternalError`): an accepted call is not
 /// a started instance.
 async fn start_and_wait(run: &Run<'_>, id: &str) -> Result<(), NotStarted> {
-    let control = run.ports.instances;
-    if let Err(e) = control.start_instance(id).await {
+    if let Err(e) = run.ports.instances.start_instance(id).await {
         return Err(NotStarted {
             kind: e.kind(),
             detail: e.to_string(),
         });
     }
-    let waits = run.ports.waits;
-    let give_up = tokio::time::Instant::now() + waits.stop_timeout;
     let mut seen_pending = false;
-    let mut last = String::from("unknown");
-    loop {
-        tokio::time::sleep(waits.instance_poll).await;
-        match control.instance(id).await {
-            Ok(Some(i)) if i.state == "running" => return Ok(()),
-            Ok(Some(i)) => {
-                let reason = i.state_reason.unwrap_or_default();
-                // Back to stopped once it was pending, or stopped for a
-                // reason other than the stop that this run made: it fell back.
-                let user_stop = reason.contains("UserInitiatedShutdown") || reason.is_empty();
-                if matches!(i.state.as_str(), "stopping" | "stopped")
-                    && (seen_pending || !user_stop)
-                {
-                    return Err(NotStarted {
-                        kind: "fell-back-to-stopped",
-                        detail: format!(
-                            "EC2 accepted the start, then the instance went back to {}: {reason}",
-                            i.state
-                        ),
-                    });
-                }
-                seen_pending |= i.state == "pending";
-                last = i.state;
-            }
-            Ok(None) => {
-                return Err(NotStarted {
-                    kind: "instance-not-found",
-                    detail: "the instance is gone".into(),
-                })
-            }
-            // One failed read is not the instance's failure; keep looking.
-            Err(e) => {
-                tracing::warn!(instance = id, error = %e, "reading the instance state failed")
-            }
+    let watched = watch_instance(run, id, |found| {
+        let Some(i) = found else {
+            return Some(Err(NotStarted {
+                kind: "instance-not-found",
+                detail: "the instance is gone".into(),
+            }));
+        };
+        if i.state == "running" {
+            return Some(Ok(()));
         }
-        if tokio::time::Instant::now() + waits.instance_poll >= give_up || run.deadline.is_near() {
-            return Err(NotStarted {
-                kind: "start-timeout",
+        let reason = i.state_reason.unwrap_or_default();
+        // Back to stopped after it was pending, or with EC2's launch error.
+        // A stopped state with the reason of the last stop is only EC2 not
+        // having moved yet: keep looking.
+        if matches!(i.state.as_str(), "stopping" | "stopped")
+            && (seen_pending || reason.contains("InternalError"))
+        {
+            return Some(Err(NotStarted {
+                kind: "fell-back-to-stopped",
                 detail: format!(
-                    "still {last} {} s after the start",
-                    waits.stop_timeout.as_secs()
+                    "EC2 accepted the start, then the instance went back to {}: {reason}",
+                    i.state
                 ),
-            });
+            }));
         }
+        seen_pending |= i.state == "pending";
+        None
+    })
+    .await;
+    match watched {
+        Ok(started) => started,
+        Err(last) => Err(NotStarted {
+            kind: "start-timeout",
+            detail: format!(
+                "still {last} {} s after the start",
+                run.ports.waits.stop_timeout.as_secs()
+            ),
+        }),
     }
 }
 
