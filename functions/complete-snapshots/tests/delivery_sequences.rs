@@ -209,6 +209,8 @@ proptest! {
                 volume_size_gib: Some(8),
                 encrypted: true,
                 kms_key_id: None,
+                description: None,
+                owner_id: None,
                 tags: labels(owner),
             });
             deliveries.extend(std::iter::repeat_n((id, *fate), *times));

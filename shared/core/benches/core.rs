@@ -46,6 +46,8 @@ fn history() -> Vec<Snapshot> {
                     volume_size_gib: Some(100),
                     encrypted: true,
                     kms_key_id: None,
+                    description: None,
+                    owner_id: None,
                     tags,
                 }
             })

@@ -626,6 +626,8 @@ mod tests {
             volume_size_gib: Some(8),
             encrypted,
             kms_key_id: key.map(String::from),
+            description: None,
+            owner_id: None,
             tags,
         }
     }

@@ -19,6 +19,9 @@
 //! - [`tags`]: how a new snapshot's tags are composed and read back.
 //! - [`targets`]: which volumes a policy covers, from the opt-in tags.
 //! - [`retention`]: restic-`forget` planning of what the keep rules keep.
+//! - [`ownership`]: the Description that proves a snapshot is this
+//!   deployment's, and the check every snapshot passes before it is
+//!   deleted, linked or counted.
 //! - [`safety`]: the deletion safety rules, the one gate every deletion passes.
 //! - [`expiry`]: a run's plan per volume: retention and safety together.
 //! - [`tagging`]: which tags each managed snapshot lacks, batched.
@@ -38,6 +41,7 @@ pub mod fuzzing;
 pub(crate) mod keys;
 pub mod model;
 pub mod notify;
+pub mod ownership;
 pub mod policy;
 pub mod retention;
 pub mod safety;

@@ -99,6 +99,11 @@ pub struct Snapshot {
     pub encrypted: bool,
     /// The KMS key ARN EC2 reports for an encrypted snapshot.
     pub kms_key_id: Option<String>,
+    /// Set at creation and never changed by any EC2 call: what proves who
+    /// made the snapshot (`crate::ownership`).
+    pub description: Option<String>,
+    /// EC2's `OwnerId`: the account.
+    pub owner_id: Option<String>,
     pub tags: Tags,
 }
 

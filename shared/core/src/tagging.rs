@@ -413,6 +413,8 @@ mod tests {
             volume_size_gib: Some(8),
             encrypted: true,
             kms_key_id: None,
+            description: None,
+            owner_id: None,
             tags: tags(&[
                 (tags::MANAGED_BY, "prod"),
                 (tags::POLICY, policy),

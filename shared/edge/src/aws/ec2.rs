@@ -171,6 +171,8 @@ pub fn snapshot_of(s: &aws_sdk_ec2::types::Snapshot) -> Option<Snapshot> {
         volume_size_gib: s.volume_size(),
         encrypted: s.encrypted().unwrap_or_default(),
         kms_key_id: s.kms_key_id().map(String::from),
+        description: s.description().map(String::from),
+        owner_id: s.owner_id().map(String::from),
         tags: tags_of(Some(s.tags())),
     })
 }

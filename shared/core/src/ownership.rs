@@ -1,0 +1,884 @@
+//! Ownership that a tag cannot forge (docs/policies-and-tags.md,
+//! "Ownership").
+//!
+//! Tags are writable by anyone with `ec2:CreateTags`: they describe, they
+//! never authorise. What proves that this deployment made a snapshot is what
+//! nobody can change afterwards:
+//!
+//! - the snapshot's **Description**, written at creation in a fixed format
+//!   that names the deployment, its account and region, and what the
+//!   snapshot is ([`Identity::scheduled`], [`Identity::copy`]); EC2 has no
+//!   call that changes a Description;
+//! - EC2's own fields: `OwnerId`, `VolumeId`, `StartTime`;
+//! - for a copy, the stack's own ledger, which only the stack's roles can
+//!   write ([`CopyRecord`]): a copy names its source in its Description, but
+//!   anyone allowed to copy a snapshot can write that Description too.
+//!
+//! [`sift`] sorts the snapshots carrying this deployment's tag into those it
+//! proves (returned with their identity tags set from the proof, so every
+//! rule downstream reads proven values) and the suspects. A suspect that
+//! this deployment did not make counts for nothing; one it made whose tags
+//! were tampered with keeps its place in retention but is never deleted or
+//! linked until a person looks. Every suspect is reported once
+//! (`tampering-suspected`).
+//!
+//! A snapshot made by hand with this Description is somebody's new snapshot,
+//! not a forgery of an existing one; the rules still refuse it when it could
+//! displace a real one: it must fall in its slot's window on the policy's
+//! schedule, and the first snapshot of a slot is the one that counts.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Duration, Utc};
+use serde::Serialize;
+
+use crate::keys;
+use crate::model::Snapshot;
+use crate::policy::Policies;
+
+/// EC2's limit on a snapshot Description.
+pub const DESCRIPTION_LIMIT: usize = 255;
+
+/// The product's marker, first word of every Description.
+pub const MARKER: &str = "ebs-lifecycle";
+
+/// How late after its slot's window a scheduled snapshot may start: the
+/// clocks of Lambda (which picks the slot) and EC2 (which stamps StartTime)
+/// are not the same clock.
+pub const CLOCK_SKEW: Duration = Duration::minutes(5);
+
+/// Where a deployment runs: what its Descriptions name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub deployment: String,
+    pub account: String,
+    pub region: String,
+}
+
+/// What a scheduled snapshot was taken of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Subject {
+    Volume(String),
+    /// A multi-volume set: one Description for every volume of the instance.
+    Instance(String),
+}
+
+impl Subject {
+    fn as_str(&self) -> &str {
+        match self {
+            Self::Volume(id) | Self::Instance(id) => id,
+        }
+    }
+}
+
+/// What a Description in this deployment's format says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    Scheduled {
+        subject: Subject,
+        policy: String,
+        slot: DateTime<Utc>,
+    },
+    Copy {
+        source_region: String,
+        source_snapshot_id: String,
+    },
+}
+
+impl Identity {
+    fn prefix(&self) -> String {
+        format!(
+            "{MARKER} {} {}/{}: ",
+            self.deployment, self.account, self.region
+        )
+    }
+
+    /// The Description of a scheduled snapshot (or of every snapshot of a
+    /// multi-volume set, whose subject is the instance).
+    pub fn scheduled(&self, subject: &Subject, policy: &str, slot: DateTime<Utc>) -> String {
+        format!(
+            "{}{} policy {policy} slot {}",
+            self.prefix(),
+            subject.as_str(),
+            keys::format_time(slot)
+        )
+    }
+
+    /// The Description of any copy this deployment makes.
+    pub fn copy(&self, source_region: &str, source_snapshot_id: &str) -> String {
+        format!(
+            "{}copy of {source_region}/{source_snapshot_id}",
+            self.prefix()
+        )
+    }
+
+    /// The longest scheduled Description a policy of this name can give
+    /// (volume ids are the longest subjects): configuration refuses a
+    /// deployment and policy whose Descriptions EC2 would refuse.
+    pub fn longest_scheduled(&self, policy: &str) -> usize {
+        let slot = DateTime::<Utc>::UNIX_EPOCH;
+        let longest_volume = Subject::Volume(format!("vol-{}", "f".repeat(17)));
+        self.scheduled(&longest_volume, policy, slot).len()
+    }
+
+    /// What a Description claims, if it is in this deployment's format and
+    /// names this deployment, account and region; `None` otherwise.
+    pub fn read(&self, description: &str) -> Option<Claim> {
+        let rest = description.strip_prefix(&self.prefix())?;
+        if let Some(source) = rest.strip_prefix("copy of ") {
+            let (region, id) = source.split_once('/')?;
+            if !is_token(region) || !is_id(id, "snap-") {
+                return None;
+            }
+            return Some(Claim::Copy {
+                source_region: region.into(),
+                source_snapshot_id: id.into(),
+            });
+        }
+        let words: Vec<&str> = rest.split(' ').collect();
+        let [subject, "policy", policy, "slot", slot] = words[..] else {
+            return None;
+        };
+        let subject = if is_id(subject, "vol-") {
+            Subject::Volume(subject.into())
+        } else if is_id(subject, "i-") {
+            Subject::Instance(subject.into())
+        } else {
+            return None;
+        };
+        let slot = keys::parse_time(slot)?;
+        if !is_token(policy) || keys::format_time(slot) != words[4] {
+            return None;
+        }
+        Some(Claim::Scheduled {
+            subject,
+            policy: policy.into(),
+            slot,
+        })
+    }
+}
+
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+fn is_id(s: &str, prefix: &str) -> bool {
+    s.strip_prefix(prefix)
+        .is_some_and(|hex| !hex.is_empty() && hex.chars().all(|c| c.is_ascii_alphanumeric()))
+}
+
+/// What the stack's ledger holds for a copy it made: the proof that it made
+/// it, and the identity of the snapshot the copy stands for (which outlives
+/// its source, deleted once the copy replaces it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopyRecord {
+    pub copy_id: String,
+    pub source_snapshot_id: String,
+    pub volume_id: String,
+    pub policy: String,
+    pub slot: DateTime<Utc>,
+    /// The source's `lifecycle:created-at`: where retention places the copy.
+    pub created_at: DateTime<Utc>,
+}
+
+/// Why a snapshot carrying this deployment's tag is suspected.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum Tampering {
+    /// No Description in this deployment's format naming it, its account and region.
+    ForeignDescription,
+    /// EC2 says another account owns it.
+    WrongOwner {
+        owner: String,
+    },
+    /// EC2's VolumeId (or a tag) disagrees with the Description.
+    VolumeMismatch {
+        claimed: String,
+        found: String,
+    },
+    InstanceMismatch {
+        claimed: String,
+        found: String,
+    },
+    /// A tag disagrees with the Description.
+    TagMismatch {
+        key: String,
+        claimed: String,
+        found: String,
+    },
+    /// The slot is not one of the policy's schedule.
+    NotOnSchedule {
+        slot: String,
+    },
+    /// EC2's StartTime is outside the slot's window.
+    OutsideSlot {
+        slot: String,
+        start_time: String,
+    },
+    /// Another snapshot of the volume, started earlier, fills this slot.
+    DuplicateOfSlot {
+        first: String,
+    },
+    /// A copy the stack's ledger does not know.
+    CopyNotRecorded,
+    /// A copy whose ledger record names another source.
+    CopySourceMismatch {
+        claimed: String,
+        recorded: String,
+    },
+    /// A copy-link tag (`encrypted-copy-of`, `superseded-by`) that the
+    /// Description and the ledger do not support.
+    ForgedLink {
+        key: String,
+        value: String,
+    },
+}
+
+impl Tampering {
+    /// Short stable name for summaries.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::ForeignDescription => "foreign-description",
+            Self::WrongOwner { .. } => "wrong-owner",
+            Self::VolumeMismatch { .. } => "volume-mismatch",
+            Self::InstanceMismatch { .. } => "instance-mismatch",
+            Self::TagMismatch { .. } => "tag-mismatch",
+            Self::NotOnSchedule { .. } => "not-on-schedule",
+            Self::OutsideSlot { .. } => "outside-slot",
+            Self::DuplicateOfSlot { .. } => "duplicate-of-slot",
+            Self::CopyNotRecorded => "copy-not-recorded",
+            Self::CopySourceMismatch { .. } => "copy-source-mismatch",
+            Self::ForgedLink { .. } => "forged-link",
+        }
+    }
+}
+
+/// A snapshot with this deployment's tag that the check refuses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Suspect {
+    pub snapshot_id: String,
+    /// True when the deployment made it (its Description and EC2's fields
+    /// agree) and only its tags were tampered with: it keeps its place in
+    /// retention, under its proven identity, and is never deleted or linked.
+    /// False: the deployment did not make it; it counts for nothing.
+    pub made_by_deployment: bool,
+    pub findings: Vec<Tampering>,
+}
+
+/// The snapshots of a run, sorted by [`sift`].
+#[derive(Debug, Clone, Default)]
+pub struct Sifted {
+    /// Every snapshot the deployment made, its identity tags set from the
+    /// proof (the tampered ones included: see [`Suspect::made_by_deployment`]).
+    pub owned: Vec<Snapshot>,
+    pub suspects: Vec<Suspect>,
+}
+
+impl Sifted {
+    /// The owned snapshots that must not be deleted or linked: made by the
+    /// deployment, tags tampered with.
+    pub fn held_for_review(&self) -> BTreeSet<String> {
+        self.suspects
+            .iter()
+            .filter(|s| s.made_by_deployment)
+            .map(|s| s.snapshot_id.clone())
+            .collect()
+    }
+}
+
+/// Sort `snapshots` (those carrying this deployment's `lifecycle:managed-by`)
+/// into what the deployment made and the suspects.
+///
+/// `copies`: the ledger's records of the copies among them, by copy id.
+/// A scheduled snapshot's policy, when configured, bounds its slot: on the
+/// schedule, StartTime in `[slot, next slot + CLOCK_SKEW)`. Among the
+/// snapshots given, the first started of each volume, policy and slot is
+/// the one that counts; pass every snapshot of the volumes concerned, or
+/// duplicates go unseen.
+pub fn sift(
+    identity: &Identity,
+    policies: &Policies,
+    copies: &BTreeMap<String, CopyRecord>,
+    snapshots: Vec<Snapshot>,
+) -> Sifted {
+    let mut checked: Vec<(Snapshot, Vec<Tampering>, bool)> = snapshots
+        .into_iter()
+        .map(|mut s| {
+            let verdict = check(identity, policies, copies, &mut s);
+            match verdict {
+                Ok(findings) => (s, findings, true),
+                Err(findings) => (s, findings, false),
+            }
+        })
+        .collect();
+
+    // The first snapshot of each volume, policy and slot counts; a later one
+    // with the same claim is somebody else's.
+    let mut first: BTreeMap<(String, String, String), (Option<DateTime<Utc>>, String)> =
+        BTreeMap::new();
+    for (s, _, made) in &checked {
+        if let (true, Some(key)) = (*made, slot_key(s)) {
+            let candidate = (s.start_time, s.id.clone());
+            let entry = first.entry(key).or_insert_with(|| candidate.clone());
+            if candidate < *entry {
+                *entry = candidate;
+            }
+        }
+    }
+    for (s, findings, made) in &mut checked {
+        if let (true, Some(key)) = (*made, slot_key(s)) {
+            if let Some((_, id)) = first.get(&key).filter(|(_, id)| *id != s.id) {
+                findings.push(Tampering::DuplicateOfSlot { first: id.clone() });
+                *made = false;
+            }
+        }
+    }
+
+    // A superseded-by link stands only if it names a copy the deployment
+    // made of this very snapshot.
+    let copy_sources: BTreeMap<String, String> = checked
+        .iter()
+        .filter(|(_, _, made)| *made)
+        .filter_map(|(s, _, _)| copies.get(&s.id))
+        .map(|r| (r.copy_id.clone(), r.source_snapshot_id.clone()))
+        .collect();
+    for (s, findings, made) in &mut checked {
+        if let Some(copy) = s.tags.get(keys::SUPERSEDED_BY).cloned() {
+            let proven = *made && copy_sources.get(&copy) == Some(&s.id);
+            if !proven {
+                s.tags.remove(keys::SUPERSEDED_BY);
+                findings.push(Tampering::ForgedLink {
+                    key: keys::SUPERSEDED_BY.into(),
+                    value: crate::text::excerpt(&copy),
+                });
+            }
+        }
+    }
+
+    let mut sifted = Sifted::default();
+    for (s, findings, made) in checked {
+        if !findings.is_empty() {
+            sifted.suspects.push(Suspect {
+                snapshot_id: s.id.clone(),
+                made_by_deployment: made,
+                findings,
+            });
+        }
+        if made {
+            sifted.owned.push(s);
+        }
+    }
+    sifted
+}
+
+/// A scheduled snapshot's claim: (EC2 volume, policy, slot). Copies have none.
+fn slot_key(s: &Snapshot) -> Option<(String, String, String)> {
+    if s.tags.contains_key(keys::ENCRYPTED_COPY_OF) {
+        return None;
+    }
+    Some((
+        s.volume_id.clone()?,
+        s.tags.get(keys::POLICY)?.clone(),
+        s.tags.get(keys::SLOT)?.clone(),
+    ))
+}
+
+/// One snapshot on its own. `Ok(findings)`: the deployment made it (the
+/// findings, if any, are tampered tags, now set from the proof). `Err`: it
+/// did not.
+fn check(
+    identity: &Identity,
+    policies: &Policies,
+    copies: &BTreeMap<String, CopyRecord>,
+    s: &mut Snapshot,
+) -> Result<Vec<Tampering>, Vec<Tampering>> {
+    let Some(claim) = s.description.as_deref().and_then(|d| identity.read(d)) else {
+        return Err(vec![Tampering::ForeignDescription]);
+    };
+    if let Some(owner) = s.owner_id.as_deref().filter(|o| *o != identity.account) {
+        return Err(vec![Tampering::WrongOwner {
+            owner: owner.into(),
+        }]);
+    }
+    match claim {
+        Claim::Scheduled {
+            subject,
+            policy,
+            slot,
+        } => check_scheduled(policies, s, subject, policy, slot),
+        Claim::Copy {
+            source_region,
+            source_snapshot_id,
+        } => check_copy(identity, copies, s, source_region, source_snapshot_id),
+    }
+}
+
+fn check_scheduled(
+    policies: &Policies,
+    s: &mut Snapshot,
+    subject: Subject,
+    policy: String,
+    slot: DateTime<Utc>,
+) -> Result<Vec<Tampering>, Vec<Tampering>> {
+    let found_volume = s.volume_id.clone().unwrap_or_default();
+    match &subject {
+        Subject::Volume(claimed) if *claimed != found_volume => {
+            return Err(vec![Tampering::VolumeMismatch {
+                claimed: claimed.clone(),
+                found: found_volume,
+            }]);
+        }
+        Subject::Instance(claimed) => {
+            if let Some(found) = s.tags.get(keys::INSTANCE_ID).filter(|f| *f != claimed) {
+                return Err(vec![Tampering::InstanceMismatch {
+                    claimed: claimed.clone(),
+                    found: crate::text::excerpt(found),
+                }]);
+            }
+        }
+        Subject::Volume(_) => {}
+    }
+    let slot_text = keys::format_time(slot);
+    let Some(start) = s.start_time else {
+        return Err(vec![Tampering::OutsideSlot {
+            slot: slot_text,
+            start_time: String::new(),
+        }]);
+    };
+    let mut window_end = None;
+    if let Some(p) = policies.get(&policy) {
+        if p.schedule.slot_at(slot) != Some(slot) {
+            return Err(vec![Tampering::NotOnSchedule { slot: slot_text }]);
+        }
+        window_end = p.schedule.next_slot_after(slot).map(|n| n + CLOCK_SKEW);
+    }
+    if start < slot || window_end.is_some_and(|end| start >= end) {
+        return Err(vec![Tampering::OutsideSlot {
+            slot: slot_text,
+            start_time: keys::format_time(start),
+        }]);
+    }
+
+    // Made by the deployment. Tags that disagree are set back to the proof.
+    let mut findings = Vec::new();
+    let mut expect = |key: &str, value: String| {
+        if let Some(found) = s.tags.get(key).filter(|f| **f != value) {
+            findings.push(Tampering::TagMismatch {
+                key: key.into(),
+                claimed: value.clone(),
+                found: crate::text::excerpt(found),
+            });
+        }
+        s.tags.insert(key.into(), value);
+    };
+    expect(keys::POLICY, policy);
+    expect(keys::SLOT, slot_text);
+    if !found_volume.is_empty() {
+        expect(keys::VOLUME_ID, found_volume);
+    }
+    if let Subject::Instance(instance) = subject {
+        expect(keys::INSTANCE_ID, instance);
+    }
+    if let Some(value) = s.tags.remove(keys::ENCRYPTED_COPY_OF) {
+        findings.push(Tampering::ForgedLink {
+            key: keys::ENCRYPTED_COPY_OF.into(),
+            value: crate::text::excerpt(&value),
+        });
+    }
+    Ok(findings)
+}
+
+fn check_copy(
+    identity: &Identity,
+    copies: &BTreeMap<String, CopyRecord>,
+    s: &mut Snapshot,
+    source_region: String,
+    source: String,
+) -> Result<Vec<Tampering>, Vec<Tampering>> {
+    let Some(record) = copies.get(&s.id) else {
+        return Err(vec![Tampering::CopyNotRecorded]);
+    };
+    if record.source_snapshot_id != source || source_region != identity.region {
+        return Err(vec![Tampering::CopySourceMismatch {
+            claimed: format!("{source_region}/{source}"),
+            recorded: format!("{}/{}", identity.region, record.source_snapshot_id),
+        }]);
+    }
+    let mut findings = Vec::new();
+    let mut expect = |key: &str, value: String| {
+        if let Some(found) = s.tags.get(key).filter(|f| **f != value) {
+            findings.push(Tampering::TagMismatch {
+                key: key.into(),
+                claimed: value.clone(),
+                found: crate::text::excerpt(found),
+            });
+        }
+        s.tags.insert(key.into(), value);
+    };
+    expect(keys::ENCRYPTED_COPY_OF, record.source_snapshot_id.clone());
+    expect(keys::VOLUME_ID, record.volume_id.clone());
+    expect(keys::POLICY, record.policy.clone());
+    expect(keys::SLOT, keys::format_time(record.slot));
+    expect(keys::CREATED_AT, keys::format_time(record.created_at));
+    if let Some(value) = s.tags.remove(keys::SUPERSEDED_BY) {
+        findings.push(Tampering::ForgedLink {
+            key: keys::SUPERSEDED_BY.into(),
+            value: crate::text::excerpt(&value),
+        });
+    }
+    Ok(findings)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::SnapshotState;
+
+    fn me() -> Identity {
+        Identity {
+            deployment: "prod-backups".into(),
+            account: "123456789012".into(),
+            region: "eu-west-1".into(),
+        }
+    }
+
+    fn t(s: &str) -> DateTime<Utc> {
+        keys::parse_time(s).unwrap()
+    }
+
+    fn policies() -> Policies {
+        Policies::parse(r#"{"daily": {"schedule": "0 3 * * *", "keep": {"last": 2}}}"#).unwrap()
+    }
+
+    /// A snapshot as create-snapshots makes it: Description, tags, EC2 fields.
+    fn made(id: &str, volume: &str, slot: &str, started: &str) -> Snapshot {
+        let slot = t(slot);
+        let mut tags = crate::model::Tags::new();
+        tags.insert(keys::MANAGED_BY.into(), "prod-backups".into());
+        tags.insert(keys::POLICY.into(), "daily".into());
+        tags.insert(keys::SLOT.into(), keys::format_time(slot));
+        tags.insert(keys::VOLUME_ID.into(), volume.into());
+        Snapshot {
+            id: id.into(),
+            volume_id: Some(volume.into()),
+            state: SnapshotState::Completed,
+            start_time: Some(t(started)),
+            volume_size_gib: Some(8),
+            encrypted: true,
+            kms_key_id: None,
+            description: Some(me().scheduled(&Subject::Volume(volume.into()), "daily", slot)),
+            owner_id: Some("123456789012".into()),
+            tags,
+        }
+    }
+
+    fn sift_all(snapshots: Vec<Snapshot>, copies: &[CopyRecord]) -> Sifted {
+        let copies = copies
+            .iter()
+            .map(|r| (r.copy_id.clone(), r.clone()))
+            .collect();
+        sift(&me(), &policies(), &copies, snapshots)
+    }
+
+    fn findings(sifted: &Sifted, id: &str) -> Vec<&'static str> {
+        sifted
+            .suspects
+            .iter()
+            .filter(|s| s.snapshot_id == id)
+            .flat_map(|s| s.findings.iter().map(Tampering::kind))
+            .collect()
+    }
+
+    #[test]
+    fn descriptions_read_back_and_fit_ec2() {
+        let me = me();
+        let slot = t("2026-11-30T03:00:00Z");
+        for subject in [
+            Subject::Volume("vol-0123456789abcdef0".into()),
+            Subject::Instance("i-0123456789abcdef0".into()),
+        ] {
+            let text = me.scheduled(&subject, "daily", slot);
+            assert_eq!(
+                text,
+                format!(
+                    "ebs-lifecycle prod-backups 123456789012/eu-west-1: {} policy daily slot 2026-11-30T03:00:00Z",
+                    subject.as_str()
+                )
+            );
+            assert_eq!(
+                me.read(&text),
+                Some(Claim::Scheduled {
+                    subject,
+                    policy: "daily".into(),
+                    slot
+                })
+            );
+        }
+        let copy = me.copy("eu-west-1", "snap-0abc");
+        assert_eq!(
+            copy,
+            "ebs-lifecycle prod-backups 123456789012/eu-west-1: copy of eu-west-1/snap-0abc"
+        );
+        assert!(matches!(me.read(&copy), Some(Claim::Copy { .. })));
+        // The longest names the configuration allows still fit.
+        let longest = Identity {
+            deployment: "d".repeat(128),
+            account: "123456789012".into(),
+            region: "ap-southeast-4".into(),
+        };
+        assert_eq!(longest.longest_scheduled(&"p".repeat(64)), 291);
+        assert!(longest.longest_scheduled(&"p".repeat(20)) <= DESCRIPTION_LIMIT);
+    }
+
+    #[test]
+    fn another_deployment_account_region_or_a_mangled_text_is_not_ours() {
+        let me = me();
+        let slot = t("2026-11-30T03:00:00Z");
+        let v = Subject::Volume("vol-1".into());
+        let others = [
+            Identity {
+                deployment: "prod-backups-2".into(),
+                ..me.clone()
+            },
+            Identity {
+                account: "999999999999".into(),
+                ..me.clone()
+            },
+            Identity {
+                region: "us-east-1".into(),
+                ..me.clone()
+            },
+        ];
+        for other in others {
+            assert_eq!(me.read(&other.scheduled(&v, "daily", slot)), None);
+        }
+        let good = me.scheduled(&v, "daily", slot);
+        for bad in [
+            format!("{good} "),
+            format!("x{good}"),
+            good.replace("policy", "Policy"),
+            good.replace("2026-11-30T03:00:00Z", "2026-11-30T03:00:00+00:00"),
+            good.replace("vol-1", "snap-1"),
+            good.replace(" daily ", " da ily "),
+            "ebs-lifecycle prod-backups 123456789012/eu-west-1: copy of eu-west-1/".into(),
+            String::new(),
+        ] {
+            assert_eq!(me.read(&bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn what_the_deployment_made_passes_untouched() {
+        let s = made(
+            "snap-1",
+            "vol-1",
+            "2026-11-30T03:00:00Z",
+            "2026-11-30T03:00:12Z",
+        );
+        let sifted = sift_all(vec![s.clone()], &[]);
+        assert!(sifted.suspects.is_empty());
+        assert_eq!(sifted.owned, vec![s]);
+    }
+
+    #[test]
+    fn tags_copied_onto_a_snapshot_the_deployment_never_made_count_for_nothing() {
+        let real = made(
+            "snap-1",
+            "vol-1",
+            "2026-11-30T03:00:00Z",
+            "2026-11-30T03:00:12Z",
+        );
+        let mut golden = real.clone();
+        golden.id = "snap-golden".into();
+        golden.description = Some("golden image, do not delete".into());
+        let mut other_owner = real.clone();
+        other_owner.id = "snap-2".into();
+        other_owner.owner_id = Some("999999999999".into());
+        let sifted = sift_all(vec![real, golden, other_owner], &[]);
+        assert_eq!(sifted.owned.len(), 1);
+        assert_eq!(findings(&sifted, "snap-golden"), ["foreign-description"]);
+        assert_eq!(findings(&sifted, "snap-2"), ["wrong-owner"]);
+        assert!(sifted.suspects.iter().all(|s| !s.made_by_deployment));
+    }
+
+    #[test]
+    fn a_description_must_agree_with_ec2s_volume_and_start_time() {
+        let mut other_volume = made(
+            "snap-1",
+            "vol-1",
+            "2026-11-30T03:00:00Z",
+            "2026-11-30T03:00:12Z",
+        );
+        other_volume.volume_id = Some("vol-9".into());
+        let before_slot = made(
+            "snap-2",
+            "vol-2",
+            "2026-11-30T03:00:00Z",
+            "2026-11-30T02:59:59Z",
+        );
+        let next_day = made(
+            "snap-3",
+            "vol-3",
+            "2026-11-29T03:00:00Z",
+            "2026-11-30T03:05:00Z",
+        );
+        let just_in_time = made(
+            "snap-4",
+            "vol-4",
+            "2026-11-29T03:00:00Z",
+            "2026-11-30T03:04:59Z",
+        );
+        let off_schedule = made(
+            "snap-5",
+            "vol-5",
+            "2026-11-30T03:00:01Z",
+            "2026-11-30T03:00:12Z",
+        );
+        let sifted = sift_all(
+            vec![
+                other_volume,
+                before_slot,
+                next_day,
+                just_in_time,
+                off_schedule,
+            ],
+            &[],
+        );
+        assert_eq!(findings(&sifted, "snap-1"), ["volume-mismatch"]);
+        assert_eq!(findings(&sifted, "snap-2"), ["outside-slot"]);
+        assert_eq!(findings(&sifted, "snap-3"), ["outside-slot"]);
+        assert_eq!(findings(&sifted, "snap-5"), ["not-on-schedule"]);
+        let owned: Vec<&str> = sifted.owned.iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(owned, ["snap-4"]);
+    }
+
+    #[test]
+    fn a_policy_no_longer_configured_bounds_only_the_start_of_the_window() {
+        let mut s = made(
+            "snap-1",
+            "vol-1",
+            "2026-01-01T03:00:00Z",
+            "2026-11-30T03:00:12Z",
+        );
+        let gone = me().scheduled(
+            &Subject::Volume("vol-1".into()),
+            "gone",
+            t("2026-01-01T03:00:00Z"),
+        );
+        s.description = Some(gone);
+        s.tags.insert(keys::POLICY.into(), "gone".into());
+        let sifted = sift_all(vec![s], &[]);
+        assert!(sifted.suspects.is_empty());
+    }
+
+    #[test]
+    fn a_second_snapshot_claiming_a_filled_slot_counts_for_nothing() {
+        let first = made(
+            "snap-b",
+            "vol-1",
+            "2026-11-30T03:00:00Z",
+            "2026-11-30T03:00:12Z",
+        );
+        let later = made(
+            "snap-a",
+            "vol-1",
+            "2026-11-30T03:00:00Z",
+            "2026-11-30T09:00:00Z",
+        );
+        let sifted = sift_all(vec![later, first], &[]);
+        assert_eq!(findings(&sifted, "snap-a"), ["duplicate-of-slot"]);
+        assert_eq!(sifted.owned.len(), 1);
+        assert_eq!(sifted.owned[0].id, "snap-b");
+    }
+
+    #[test]
+    fn tampered_tags_of_a_real_snapshot_are_set_back_and_held_for_review() {
+        let mut s = made(
+            "snap-1",
+            "vol-1",
+            "2026-11-30T03:00:00Z",
+            "2026-11-30T03:00:12Z",
+        );
+        s.tags.insert(keys::POLICY.into(), "hourly".into());
+        s.tags.insert(keys::VOLUME_ID.into(), "vol-other".into());
+        s.tags
+            .insert(keys::ENCRYPTED_COPY_OF.into(), "snap-1".into());
+        s.tags.insert(keys::SUPERSEDED_BY.into(), "snap-1".into());
+        let sifted = sift_all(vec![s], &[]);
+        assert_eq!(
+            findings(&sifted, "snap-1"),
+            ["tag-mismatch", "tag-mismatch", "forged-link", "forged-link"]
+        );
+        let owned = &sifted.owned[0];
+        assert_eq!(owned.tags[keys::POLICY], "daily");
+        assert_eq!(owned.tags[keys::VOLUME_ID], "vol-1");
+        assert!(!owned.tags.contains_key(keys::ENCRYPTED_COPY_OF));
+        assert!(!owned.tags.contains_key(keys::SUPERSEDED_BY));
+        assert_eq!(
+            sifted.held_for_review(),
+            BTreeSet::from(["snap-1".to_string()])
+        );
+    }
+
+    fn copy_of(original: &Snapshot, copy_id: &str) -> (Snapshot, CopyRecord) {
+        let mut copy = original.clone();
+        copy.id = copy_id.into();
+        copy.description = Some(me().copy("eu-west-1", &original.id));
+        copy.start_time = Some(t("2026-11-30T04:00:00Z"));
+        copy.tags
+            .insert(keys::ENCRYPTED_COPY_OF.into(), original.id.clone());
+        let record = CopyRecord {
+            copy_id: copy_id.into(),
+            source_snapshot_id: original.id.clone(),
+            volume_id: "vol-1".into(),
+            policy: "daily".into(),
+            slot: t("2026-11-30T03:00:00Z"),
+            created_at: t("2026-11-30T03:00:12Z"),
+        };
+        (copy, record)
+    }
+
+    #[test]
+    fn a_copy_is_the_deployments_only_with_the_ledgers_record() {
+        let mut original = made(
+            "snap-1",
+            "vol-1",
+            "2026-11-30T03:00:00Z",
+            "2026-11-30T03:00:12Z",
+        );
+        original
+            .tags
+            .insert(keys::SUPERSEDED_BY.into(), "snap-copy".into());
+        let (copy, record) = copy_of(&original, "snap-copy");
+        let sifted = sift_all(vec![original.clone(), copy.clone()], &[record.clone()]);
+        assert!(sifted.suspects.is_empty(), "{:?}", sifted.suspects);
+        assert_eq!(sifted.owned[0].tags[keys::SUPERSEDED_BY], "snap-copy");
+
+        // Without the record (a copy anyone could have made with this
+        // Description): not ours, and the original's link falls.
+        let sifted = sift_all(vec![original.clone(), copy.clone()], &[]);
+        assert_eq!(findings(&sifted, "snap-copy"), ["copy-not-recorded"]);
+        assert_eq!(findings(&sifted, "snap-1"), ["forged-link"]);
+        assert!(!sifted.owned[0].tags.contains_key(keys::SUPERSEDED_BY));
+
+        // A record of another source.
+        let mut wrong = record.clone();
+        wrong.source_snapshot_id = "snap-9".into();
+        let sifted = sift_all(vec![copy.clone()], &[wrong]);
+        assert_eq!(findings(&sifted, "snap-copy"), ["copy-source-mismatch"]);
+
+        // The copy's identity comes from the record, not its tags.
+        let mut retagged = copy;
+        retagged
+            .tags
+            .insert(keys::CREATED_AT.into(), "2020-01-01T00:00:00Z".into());
+        let sifted = sift_all(vec![retagged], &[record]);
+        assert_eq!(findings(&sifted, "snap-copy"), ["tag-mismatch"]);
+        assert_eq!(
+            sifted.owned[0].tags[keys::CREATED_AT],
+            "2026-11-30T03:00:12Z"
+        );
+    }
+}
