@@ -848,10 +848,10 @@ mod tests {
             "2026-11-30T03:00:00Z",
             "2026-11-30T03:00:12Z",
         );
+        let (copy, record) = copy_of(&original, "snap-copy");
         original
             .tags
             .insert(keys::SUPERSEDED_BY.into(), "snap-copy".into());
-        let (copy, record) = copy_of(&original, "snap-copy");
         let sifted = sift_all(vec![original.clone(), copy.clone()], &[record.clone()]);
         assert!(sifted.suspects.is_empty(), "{:?}", sifted.suspects);
         assert_eq!(sifted.owned[0].tags[keys::SUPERSEDED_BY], "snap-copy");
