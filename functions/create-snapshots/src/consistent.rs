@@ -28,6 +28,7 @@ use serde_json::json;
 use ebs_lifecycle::lambda::commands::run_command;
 use ebs_lifecycle::ports::commands::InstanceCommand;
 use ebs_lifecycle::ports::ec2::Ec2Error;
+use ebs_lifecycle::ports::ledger::StopRecord;
 use ebs_lifecycle_core::consistency::{
     decide, freeze_script, needs_thaw, stop_plan, thaw_script, CommandOutcome, Decision,
     FreezeParameters, FrozenVolume, StopPlan, FREEZE_WATCHDOG,
@@ -373,7 +374,8 @@ pub(crate) async fn stopped(
     let instance = &target.instance;
     let id = instance.id.as_str();
     let _permit = run.consistency_slots.acquire().await.ok();
-    let ours = instance.tags.get(tags::STOPPED_FOR_SNAPSHOT) == Some(&run.config.deployment_name);
+    // The stack's ledger, never the tag, says whether this deployment stopped it.
+    let ours = run.stops.iter().any(|r| r.instance_id == id);
     if run.deadline.is_near() {
         // Left for the next tick, but not left down: the restart pass
         // skipped this instance because this work was to handle it.
@@ -477,24 +479,32 @@ async fn stop_snapshot_start(
     }
 
     if !matches!(state, "stopping" | "stopped") {
-        // The mark first: a run that dies after the stop leaves it behind.
-        if let Err(e) = control.mark_stopped(id, &run.config.deployment_name).await {
+        // The record first: a run that dies after the stop leaves it
+        // behind, and a later run starts the instance on its word alone.
+        let record = StopRecord {
+            instance_id: id.to_string(),
+            policy: policy.name.clone(),
+            stopped_at: run.now,
+        };
+        if let Err(e) = run.ports.ledger.record_stop(&record).await {
             return (
                 failed_all(
                     due,
                     policy,
                     id,
-                    e.kind(),
-                    format!("not stopped: could not mark it first: {e}"),
+                    "ledger-unavailable",
+                    format!("not stopped: could not record the stop first: {e}"),
                 ),
                 None,
             )
                 .into();
         }
+        // The tag is for people looking at the instance; it authorises nothing.
+        if let Err(e) = control.mark_stopped(id, &run.config.deployment_name).await {
+            tracing::warn!(instance = id, error = %e, "could not put the human-readable stop mark");
+        }
         if let Err(e) = control.stop_instance(id).await {
-            if let Err(e) = control.clear_stopped_mark(id).await {
-                tracing::warn!(instance = id, error = %e, "could not remove the stop mark; the next run does");
-            }
+            forget_stop(run, id).await;
             let outcome = failed_all(due, policy, id, e.kind(), format!("could not stop it: {e}"));
             failures.push(failure(
                 target,
@@ -526,9 +536,8 @@ async fn stop_snapshot_start(
             "not-stopped-in-time",
             Some(format!("state: {last}")),
             format!(
-                "{}; the instance keeps its {} mark and a later run starts it again",
-                snapshot_outcome(&outcome),
-                tags::STOPPED_FOR_SNAPSHOT
+                "{}; the stack's ledger keeps its stop record and a later run starts it again",
+                snapshot_outcome(&outcome)
             ),
         ));
         return Done {
@@ -668,10 +677,7 @@ async fn start_again(
     match start_and_wait(run, id).await {
         Ok(()) => {
             tracing::info!(instance = id, "started again after its snapshot");
-            if let Err(e) = run.ports.instances.clear_stopped_mark(id).await {
-                // Harmless: a later run removes the mark of a running instance.
-                tracing::warn!(instance = id, error = %e, "could not remove the stop mark");
-            }
+            forget_stop(run, id).await;
             None
         }
         Err(e) => Some(failure(
@@ -680,16 +686,30 @@ async fn start_again(
             e.kind,
             Some(e.detail),
             format!(
-                "{snapshot}; THE INSTANCE IS STILL STOPPED: every later run tries to start it (it keeps its {} mark)",
+                "{snapshot}; THE INSTANCE IS STILL STOPPED: every later run tries to start it (the stack's ledger keeps its record; its {} mark stays too)",
                 tags::STOPPED_FOR_SNAPSHOT
             ),
         )),
     }
 }
 
-/// Step 4: every instance that carries this deployment's stop mark and is
-/// not being stopped by this run is started again (stopped) or unmarked
-/// (running again already). Stopping ones are looked at again next run.
+/// The instance runs again (or never stopped): forget the record, then
+/// the human-readable mark. Either failing is harmless: a later run sees
+/// the instance running and forgets it then.
+async fn forget_stop(run: &Run<'_>, id: &str) {
+    if let Err(e) = run.ports.ledger.forget_stop(id).await {
+        tracing::warn!(instance = id, error = %e, "could not forget the stop record; a later run does");
+    }
+    if let Err(e) = run.ports.instances.clear_stopped_mark(id).await {
+        tracing::warn!(instance = id, error = %e, "could not remove the stop mark");
+    }
+}
+
+/// Step 4: every instance the stack's ledger says this deployment stopped,
+/// and that this run is not stopping itself, is started again (stopped) or
+/// forgotten (running again already, or gone). Stopping ones are looked at
+/// again next run. A `lifecycle:stopped-for-snapshot` tag alone starts
+/// nothing: anyone can write it.
 pub(crate) async fn restart_left_stopped(
     run: &Run<'_>,
     stopping_now: &BTreeSet<String>,
@@ -697,34 +717,29 @@ pub(crate) async fn restart_left_stopped(
     let control = run.ports.instances;
     let mut restarted = Vec::new();
     let mut failures = Vec::new();
-    let marked = match control
-        .instances_marked_stopped(&run.config.deployment_name)
-        .await
-    {
-        Ok(marked) => marked,
-        Err(e) => {
-            tracing::error!(error = %e, "could not look for instances left stopped; the next run looks again");
-            return (restarted, failures);
-        }
-    };
-    for instance in marked {
-        let id = instance.id.as_str();
-        match instance.state.as_str() {
-            "stopped" if !stopping_now.contains(id) => match start_and_wait(run, id).await {
+    for record in run.stops.iter().filter(|r| !stopping_now.contains(&r.instance_id)) {
+        let id = record.instance_id.as_str();
+        let state = match control.instance(id).await {
+            Ok(Some(instance)) => instance.state,
+            Ok(None) => {
+                forget_stop(run, id).await;
+                continue;
+            }
+            Err(e) => {
+                tracing::error!(instance = id, error = %e, "could not read an instance this deployment stopped; the next run looks again");
+                continue;
+            }
+        };
+        match state.as_str() {
+            "stopped" => match start_and_wait(run, id).await {
                 Ok(()) => {
                     tracing::warn!(instance = id, "started an instance an earlier run left stopped");
-                    if let Err(e) = control.clear_stopped_mark(id).await {
-                        tracing::warn!(instance = id, error = %e, "could not remove the stop mark");
-                    }
-                    restarted.push(instance.id.clone());
+                    forget_stop(run, id).await;
+                    restarted.push(id.to_string());
                 }
                 Err(e) => failures.push(ConsistencyFailure {
-                    instance_id: instance.id.clone(),
-                    policy: instance
-                        .tags
-                        .get(&run.config.selector_tag_key)
-                        .cloned()
-                        .unwrap_or_default(),
+                    instance_id: id.to_string(),
+                    policy: record.policy.clone(),
                     step: "start",
                     reason: e.kind.into(),
                     output: Some(e.detail),
@@ -732,12 +747,8 @@ pub(crate) async fn restart_left_stopped(
                 }),
             },
             // Only running: a pending instance may still fall back to
-            // stopped, and then the mark must still be there.
-            "running" => {
-                if let Err(e) = control.clear_stopped_mark(id).await {
-                    tracing::warn!(instance = id, error = %e, "could not remove the stop mark");
-                }
-            }
+            // stopped, and then the record must still be there.
+            "running" => forget_stop(run, id).await,
             _ => {}
         }
     }

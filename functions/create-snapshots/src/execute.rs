@@ -10,10 +10,12 @@ use chrono::{DateTime, Utc};
 use ebs_lifecycle::config::Config;
 use ebs_lifecycle::lambda::commands::PacedRunner;
 use ebs_lifecycle::lambda::deadline::Deadline;
+use ebs_lifecycle::ports::ledger::StopRecord;
 use ebs_lifecycle::ports::ec2::{
     CreateInstanceSnapshotsRequest, CreateSnapshotRequest, Ec2Error, StartedSnapshot,
 };
 use ebs_lifecycle_core::model::Tags;
+use ebs_lifecycle_core::ownership::Subject;
 use ebs_lifecycle_core::policy::{Consistency, Policy};
 use ebs_lifecycle_core::tags::{
     self, compose_snapshot_tags, copied_tags, snapshot_name, ConsistencyLabel, LifecycleLabels,
@@ -68,6 +70,9 @@ pub(crate) struct Run<'a> {
     pub(crate) config: &'a Config,
     pub(crate) now: DateTime<Utc>,
     pub(crate) deadline: Deadline,
+    /// The instances this deployment stopped and has not started again, by
+    /// the stack's ledger (read once at the start of the run).
+    pub(crate) stops: Vec<StopRecord>,
     /// Every SSM call of the run goes through this, at the run's pace.
     pub(crate) commands: PacedRunner<'a>,
     /// At most [`CONSISTENCY_CONCURRENCY`] instances frozen or stopped at once.
@@ -98,13 +103,10 @@ fn labels(
     }
 }
 
-fn description(config: &Config, policy: &Policy, slot: DateTime<Utc>) -> String {
-    format!(
-        "{}: policy {}, slot {}",
-        config.deployment_name,
-        policy.name,
-        tags::format_time(slot)
-    )
+/// The Description that proves the snapshot is this deployment's
+/// (docs/policies-and-tags.md, "Ownership"): EC2 never lets it change.
+fn description(config: &Config, subject: Subject, policy: &Policy, slot: DateTime<Utc>) -> String {
+    config.identity.scheduled(&subject, &policy.name, slot)
 }
 
 /// Step 5: one call to EC2 (around it, for `application` and `stopped`
@@ -140,7 +142,12 @@ pub(crate) async fn execute(run: &Run<'_>, work: Work<'_>) -> Done {
             let skipped = skipped(&volume.id, &set.skipped);
             let request = CreateSnapshotRequest {
                 volume_id: volume.id.clone(),
-                description: description(run.config, policy, slot),
+                description: description(
+                    run.config,
+                    Subject::Volume(volume.id.clone()),
+                    policy,
+                    slot,
+                ),
                 tags: set.tags,
             };
             let outcome = match run.ports.creator.create_snapshot(&request).await {
@@ -227,7 +234,13 @@ pub(crate) async fn take_instance_snapshots(
         &copied_tags(&policy.copy_tags, &Tags::new(), Some(&instance.tags)),
     );
     let skipped = skipped(&instance.id, &set.skipped);
-    let request = instance_request(target, due, description(run.config, policy, slot), set.tags);
+    let description = description(
+        run.config,
+        Subject::Instance(instance.id.clone()),
+        policy,
+        slot,
+    );
+    let request = instance_request(target, due, description, set.tags);
     let outcome = match run.ports.creator.create_instance_snapshots(&request).await {
         Ok(started) => Outcome::Created(
             started

@@ -47,10 +47,12 @@ use ebs_lifecycle::ports::commands::CommandRunner;
 use ebs_lifecycle::ports::ec2::{
     Ec2Error, InstanceControl, SnapshotCatalog, SnapshotCreator, VolumeInventory,
 };
+use ebs_lifecycle::ports::ledger::Ledger;
 use ebs_lifecycle::ports::notifier::Notifier;
 use ebs_lifecycle_core::events::{EventError, Tick};
 use ebs_lifecycle_core::model::SnapshotState;
 use ebs_lifecycle_core::notify::{DailyMemo, Notification, NotificationKind, Severity};
+use ebs_lifecycle_core::ownership;
 use ebs_lifecycle_core::policy::Consistency;
 use ebs_lifecycle_core::tags;
 use ebs_lifecycle_core::targets::{self, Target, UnknownPolicy};
@@ -79,6 +81,9 @@ pub struct Ports<'a> {
     pub commands: &'a dyn CommandRunner,
     /// Stopping and starting instances, for `stopped` policies.
     pub instances: &'a dyn InstanceControl,
+    /// The stack's own record of the instances it stopped: the only thing
+    /// that lets a run start an instance (a tag anyone could write).
+    pub ledger: &'a dyn Ledger,
     pub waits: Waits,
     /// What this execution environment notified in the last day (a repeating
     /// condition is notified once a day).
@@ -258,11 +263,20 @@ pub async fn handle(
     )
     .await;
 
+    // What this deployment stopped, by its own record.
+    let stops = match ports.ledger.stops().await {
+        Ok(stops) => stops,
+        Err(e) => {
+            tracing::error!(error = %e, "could not read the instances this deployment stopped; none is started this run, the next run looks again");
+            Vec::new()
+        }
+    };
     let run = Run {
         ports,
         config,
         now,
         deadline,
+        stops,
         commands: PacedRunner::new(ports.commands, ports.waits.ssm_spacing),
         consistency_slots: tokio::sync::Semaphore::new(CONSISTENCY_CONCURRENCY),
     };
@@ -386,12 +400,21 @@ async fn plan<'p>(
             .snapshots_for_slot(&config.deployment_name, &name, slot)
             .await
         {
-            // An `error` snapshot does not fulfil the slot: the volume stays due.
-            Ok(snapshots) => snapshots
-                .into_iter()
-                .filter(|s| s.state != SnapshotState::Error)
-                .filter_map(|s| s.source_volume_id().map(String::from))
-                .collect(),
+            // An `error` snapshot does not fulfil the slot: the volume stays
+            // due. Nor does one the deployment did not make, whatever its
+            // tags say: a forged tag must not cancel a backup.
+            Ok(snapshots) => ownership::sift(
+                &config.identity,
+                &config.policies,
+                &BTreeMap::new(),
+                snapshots,
+            )
+            .owned
+            .into_iter()
+            .filter(|s| s.state != SnapshotState::Error)
+            .filter(|s| s.tags.get(tags::SLOT) == Some(&tags::format_time(slot)))
+            .filter_map(|s| s.source_volume_id().map(String::from))
+            .collect(),
             Err(e) => {
                 // Without knowing what exists, creating could duplicate: skip, retry next tick.
                 summary.failed.extend(all_volumes().map(|volume_id| Failed {

@@ -15,6 +15,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             memo: &env.memo,
             commands: &env.ssm,
             instances: &env.ec2,
+            ledger: &env.ledger,
             waits: Waits::PRODUCTION,
         };
         let deadline = Deadline::from_wall_clock(event.context.deadline());

@@ -23,6 +23,7 @@
 //!   deployment's, and the check every snapshot passes before it is
 //!   deleted, linked or counted.
 //! - [`safety`]: the deletion safety rules, the one gate every deletion passes.
+//! - [`window`]: `MAX_DELETIONS` counted over 24 hours, across runs.
 //! - [`expiry`]: a run's plan per volume: retention and safety together.
 //! - [`tagging`]: which tags each managed snapshot lacks, batched.
 //! - [`encryption`]: check-encryption's findings and the remedies `REMEDIATE`
@@ -50,5 +51,6 @@ pub mod tagging;
 pub mod tags;
 pub mod targets;
 pub mod text;
+pub mod window;
 
 pub use model::Tags;

@@ -23,6 +23,9 @@ pub enum NotificationKind {
     /// An application-consistent or stopped snapshot could not be taken as
     /// asked (pre or post command, stop or start of the instance).
     ConsistencyFailed,
+    /// A snapshot carries this deployment's tags but not its proof
+    /// (`crate::ownership`): somebody wrote them.
+    TamperingSuspected,
 }
 
 impl NotificationKind {
@@ -35,6 +38,7 @@ impl NotificationKind {
             Self::DeletionCapReached => "deletion-cap-reached",
             Self::ConfigError => "config-error",
             Self::ConsistencyFailed => "consistency-failed",
+            Self::TamperingSuspected => "tampering-suspected",
         }
     }
 }

@@ -6,6 +6,7 @@
 //! empty strings for parameters left blank.
 
 use ebs_lifecycle_core::encryption::Remediate;
+use ebs_lifecycle_core::ownership::{Identity, DESCRIPTION_LIMIT};
 use ebs_lifecycle_core::policy::{Policies, PolicyError};
 use ebs_lifecycle_core::text::excerpt;
 
@@ -35,6 +36,12 @@ pub struct Config {
     /// opted-in instance is the stack owner's decision, not the policy
     /// writer's.
     pub allow_shell_commands: bool,
+    /// The deployment, its account (`ACCOUNT_ID`) and region (`AWS_REGION`):
+    /// what every Description it writes names, and what it verifies.
+    pub identity: Identity,
+    /// The stack's own DynamoDB table (`LEDGER_TABLE`): the record only the
+    /// stack can write (stopped instances, copies, deletions, reports).
+    pub ledger_table: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -242,7 +249,57 @@ impl Config {
             }
         }
 
+        let account = get("ACCOUNT_ID").ok_or(ConfigError::Missing {
+            variable: "ACCOUNT_ID",
+        })?;
+        if account.len() != 12 || !account.chars().all(|c| c.is_ascii_digit()) {
+            return Err(invalid("ACCOUNT_ID", &account, "a 12-digit AWS account id"));
+        }
+        let region = get("AWS_REGION").ok_or(ConfigError::Missing {
+            variable: "AWS_REGION",
+        })?;
+        let region_ok = region.len() <= 32
+            && region
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        if !region_ok {
+            return Err(invalid("AWS_REGION", &region, "an AWS region, e.g. eu-west-1"));
+        }
+        let identity = Identity {
+            deployment: deployment_name.clone(),
+            account,
+            region,
+        };
+        if let Some(p) = policies
+            .iter()
+            .find(|p| identity.longest_scheduled(&p.name) > DESCRIPTION_LIMIT)
+        {
+            return Err(invalid(
+                "POLICIES",
+                &p.name,
+                &format!(
+                    "with this deployment name the snapshots' Description would exceed EC2's {DESCRIPTION_LIMIT} characters: shorten the policy name or the stack name"
+                ),
+            ));
+        }
+        let ledger_table = get("LEDGER_TABLE").ok_or(ConfigError::Missing {
+            variable: "LEDGER_TABLE",
+        })?;
+        let table_ok = (3..=255).contains(&ledger_table.len())
+            && ledger_table
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+        if !table_ok {
+            return Err(invalid(
+                "LEDGER_TABLE",
+                &ledger_table,
+                "a DynamoDB table name (3 to 255 of A-Z a-z 0-9 - _ .)",
+            ));
+        }
+
         Ok(Self {
+            identity,
+            ledger_table,
             policies,
             selector_tag_key,
             deployment_name,
@@ -306,12 +363,48 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
 
+    /// `vars` over what the template and Lambda always set.
     fn load(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let map: HashMap<String, String> = vars
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let mut map: HashMap<String, String> = [
+            ("ACCOUNT_ID", "123456789012"),
+            ("AWS_REGION", "eu-west-1"),
+            ("LEDGER_TABLE", "prod-backups-Ledger-1ABC"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        map.extend(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         Config::from_lookup(|name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn the_identity_and_the_ledger_are_required_and_checked() {
+        let c = load(&[("DEPLOYMENT_NAME", "prod-backups")]).unwrap();
+        assert_eq!(c.identity.account, "123456789012");
+        assert_eq!(c.identity.region, "eu-west-1");
+        assert_eq!(c.identity.deployment, "prod-backups");
+        for (variable, bad) in [
+            ("ACCOUNT_ID", "12345"),
+            ("AWS_REGION", "EU WEST"),
+            ("LEDGER_TABLE", "a b"),
+        ] {
+            let e = load(&[("DEPLOYMENT_NAME", "d"), (variable, bad)]).unwrap_err();
+            assert_eq!(e.variable(), variable);
+        }
+        for variable in ["ACCOUNT_ID", "AWS_REGION", "LEDGER_TABLE"] {
+            let e = load(&[("DEPLOYMENT_NAME", "d"), (variable, " ")]).unwrap_err();
+            assert_eq!(e, ConfigError::Missing { variable });
+        }
+    }
+
+    #[test]
+    fn a_description_ec2_would_refuse_is_refused_at_start_up() {
+        let long_stack = "s".repeat(128);
+        let policies = format!(r#"{{"{}": {{"schedule": "@daily"}}}}"#, "p".repeat(64));
+        let e = load(&[("DEPLOYMENT_NAME", &long_stack), ("POLICIES", &policies)]).unwrap_err();
+        assert_eq!(e.variable(), "POLICIES");
+        assert!(e.to_string().contains("255 characters"), "{e}");
+        assert!(load(&[("DEPLOYMENT_NAME", "prod"), ("POLICIES", &policies)]).is_ok());
     }
 
     #[test]

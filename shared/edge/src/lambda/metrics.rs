@@ -23,6 +23,8 @@ pub enum Metric {
     UnencryptedSnapshots,
     PublicSnapshots,
     StuckSnapshots,
+    /// Snapshots a run saw with this deployment's tags and without its proof.
+    TamperingSuspected,
 }
 
 impl Metric {
@@ -37,6 +39,7 @@ impl Metric {
             Self::UnencryptedSnapshots => "UnencryptedSnapshots",
             Self::PublicSnapshots => "PublicSnapshots",
             Self::StuckSnapshots => "StuckSnapshots",
+            Self::TamperingSuspected => "TamperingSuspected",
         }
     }
 }

@@ -4,6 +4,7 @@ pub mod commands;
 pub mod deadline;
 pub mod invocation;
 pub mod metrics;
+pub mod ownership;
 pub mod pacing;
 pub mod run;
 pub mod runtime;

@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use ebs_lifecycle_core::events::Trigger;
 use ebs_lifecycle_core::notify::Notification;
+use ebs_lifecycle_core::ownership::Suspect;
 use ebs_lifecycle_core::tags;
 
 use crate::config::Config;
@@ -33,6 +34,11 @@ pub struct RunHeader {
     /// Notifications that could not be published (the run still counts).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub notification_errors: Vec<String>,
+    /// Snapshots with this deployment's tags that failed the ownership
+    /// check this run (docs/policies-and-tags.md, "Ownership"): never
+    /// deleted, never linked.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tampering_suspected: Vec<Suspect>,
 }
 
 impl RunHeader {
@@ -49,6 +55,7 @@ impl RunHeader {
             trigger,
             event: None,
             notification_errors: Vec::new(),
+            tampering_suspected: Vec::new(),
         }
     }
 

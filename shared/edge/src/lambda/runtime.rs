@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 
 use crate::aws::ec2::Ec2Adapter;
 use crate::aws::kms::KmsAdapter;
+use crate::aws::ledger::DynamoLedger;
 use crate::aws::sns::{LogNotifier, SnsNotifier};
 use crate::aws::ssm::SsmAdapter;
 use crate::config::{Config, ConfigError};
@@ -29,6 +30,8 @@ pub struct Environment {
     pub kms: KmsAdapter,
     /// SSM Run Command (create-snapshots' `application` policies).
     pub ssm: SsmAdapter,
+    /// The stack's own record (DynamoDB, `LEDGER_TABLE`).
+    pub ledger: DynamoLedger,
     pub notifier: Box<dyn Notifier>,
     /// Conditions notified in the last day by this execution environment (a repeating
     /// condition is notified once a day).
@@ -66,6 +69,10 @@ where
                 ec2: Ec2Adapter::new(aws_sdk_ec2::Client::new(&sdk)),
                 kms: KmsAdapter::new(aws_sdk_kms::Client::new(&sdk)),
                 ssm: SsmAdapter::new(aws_sdk_ssm::Client::new(&sdk)),
+                ledger: DynamoLedger::new(
+                    aws_sdk_dynamodb::Client::new(&sdk),
+                    config.ledger_table.clone(),
+                ),
                 memo: DailyMemo::new(),
                 config,
             }));

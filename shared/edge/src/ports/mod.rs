@@ -5,4 +5,5 @@
 pub mod commands;
 pub mod ec2;
 pub mod keys;
+pub mod ledger;
 pub mod notifier;

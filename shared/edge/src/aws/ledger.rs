@@ -1,0 +1,347 @@
+//! The stack's ledger on DynamoDB: [`crate::ports::ledger::Ledger`] on the
+//! SDK client. One table per stack (the template's `Ledger`, written only
+//! by the stack's function roles), key `pk` (what kind of record) and `sk`
+//! (which one):
+//!
+//! | pk | sk | attributes |
+//! |---|---|---|
+//! | `stop` | instance id | `policy`, `stopped_at` |
+//! | `copy` | copy id | `source`, `volume`, `policy`, `slot`, `created_at` |
+//! | `deletions` | `window` | `hours` (hour start -> deletions granted), `version` |
+//! | `report` | snapshot id | `reported_at`, `expires_at` (the table's TTL) |
+//!
+//! Every kind is bounded by what exists: instances stopped now, copies not
+//! yet deleted, 24 hours of deletions, suspects reported in the last 400 days.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
+use aws_sdk_dynamodb::Client;
+use chrono::{DateTime, Duration, Utc};
+
+use ebs_lifecycle_core::ownership::CopyRecord;
+use ebs_lifecycle_core::tags::{format_time, parse_time};
+use ebs_lifecycle_core::window::DeletionWindow;
+
+use crate::ports::ledger::{Ledger, LedgerError, StopRecord};
+
+/// BatchGetItem takes up to 100 keys.
+const BATCH_GET: usize = 100;
+/// Attempts of a read-modify-write under contention, and of the
+/// unprocessed keys of a batch read.
+const ATTEMPTS: usize = 5;
+/// How long a `report` record lives: a suspect still there after this is
+/// reported again.
+const REPORT_TTL: Duration = Duration::days(400);
+
+fn unavailable<E, R>(operation: &'static str, err: SdkError<E, R>) -> LedgerError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    let message = match err.code() {
+        Some(code) => format!("{code}: {}", err.message().unwrap_or_default()),
+        None => aws_sdk_dynamodb::error::DisplayErrorContext(&err).to_string(),
+    };
+    LedgerError::Unavailable { operation, message }
+}
+
+fn is_condition_failure<E, R>(err: &SdkError<E, R>) -> bool
+where
+    E: ProvideErrorMetadata,
+{
+    err.code() == Some("ConditionalCheckFailedException")
+}
+
+fn s(value: &str) -> AttributeValue {
+    AttributeValue::S(value.to_string())
+}
+
+fn key(pk: &str, sk: &str) -> HashMap<String, AttributeValue> {
+    HashMap::from([("pk".to_string(), s(pk)), ("sk".to_string(), s(sk))])
+}
+
+fn text<'a>(item: &'a HashMap<String, AttributeValue>, name: &str) -> Option<&'a str> {
+    item.get(name)?.as_s().ok().map(String::as_str)
+}
+
+fn time(item: &HashMap<String, AttributeValue>, name: &str) -> Option<DateTime<Utc>> {
+    parse_time(text(item, name)?)
+}
+
+fn copy_of_item(item: &HashMap<String, AttributeValue>) -> Option<CopyRecord> {
+    Some(CopyRecord {
+        copy_id: text(item, "sk")?.into(),
+        source_snapshot_id: text(item, "source")?.into(),
+        volume_id: text(item, "volume")?.into(),
+        policy: text(item, "policy")?.into(),
+        slot: time(item, "slot")?,
+        created_at: time(item, "created_at")?,
+    })
+}
+
+#[derive(Debug, Clone)]
+pub struct DynamoLedger {
+    client: Client,
+    table: String,
+}
+
+impl DynamoLedger {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+        }
+    }
+
+    /// The deletion window and its version (0: none yet).
+    async fn window(&self) -> Result<(DeletionWindow, u64), LedgerError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key("deletions", "window")))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| unavailable("GetItem", e))?;
+        let Some(item) = out.item() else {
+            return Ok((DeletionWindow::default(), 0));
+        };
+        let version = item
+            .get("version")
+            .and_then(|v| v.as_n().ok())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        let hours = item
+            .get("hours")
+            .and_then(|v| v.as_m().ok())
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(hour, n)| {
+                        Some((hour.parse().ok()?, n.as_n().ok()?.parse().ok()?))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok((DeletionWindow { hours }, version))
+    }
+
+    /// Write the window if nobody changed it since `version`.
+    async fn put_window(&self, window: &DeletionWindow, version: u64) -> Result<bool, LedgerError> {
+        let hours: HashMap<String, AttributeValue> = window
+            .hours
+            .iter()
+            .map(|(hour, n)| (hour.to_string(), AttributeValue::N(n.to_string())))
+            .collect();
+        let mut item = key("deletions", "window");
+        item.insert("hours".into(), AttributeValue::M(hours));
+        item.insert("version".into(), AttributeValue::N((version + 1).to_string()));
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk) OR version = :v")
+            .expression_attribute_values(":v", AttributeValue::N(version.to_string()))
+            .send()
+            .await;
+        match put {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failure(&e) => Ok(false),
+            Err(e) => Err(unavailable("PutItem", e)),
+        }
+    }
+
+    /// Read, change, write back unless someone else wrote in between.
+    async fn update_window<T>(
+        &self,
+        operation: &'static str,
+        change: impl Fn(&mut DeletionWindow) -> T,
+    ) -> Result<T, LedgerError> {
+        for _ in 0..ATTEMPTS {
+            let (mut window, version) = self.window().await?;
+            let result = change(&mut window);
+            if self.put_window(&window, version).await? {
+                return Ok(result);
+            }
+        }
+        Err(LedgerError::Contended { operation })
+    }
+
+    async fn delete(&self, pk: &str, sk: &str) -> Result<(), LedgerError> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(key(pk, sk)))
+            .send()
+            .await
+            .map_err(|e| unavailable("DeleteItem", e))?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Ledger for DynamoLedger {
+    async fn record_stop(&self, record: &StopRecord) -> Result<(), LedgerError> {
+        let mut item = key("stop", &record.instance_id);
+        item.insert("policy".into(), s(&record.policy));
+        item.insert("stopped_at".into(), s(&format_time(record.stopped_at)));
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(|e| unavailable("PutItem", e))?;
+        Ok(())
+    }
+
+    async fn stops(&self) -> Result<Vec<StopRecord>, LedgerError> {
+        let mut pages = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", s("stop"))
+            .consistent_read(true)
+            .into_paginator()
+            .send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| unavailable("Query", e))?;
+            out.extend(page.items().iter().filter_map(|item| {
+                Some(StopRecord {
+                    instance_id: text(item, "sk")?.into(),
+                    policy: text(item, "policy").unwrap_or_default().into(),
+                    stopped_at: time(item, "stopped_at")?,
+                })
+            }));
+        }
+        Ok(out)
+    }
+
+    async fn forget_stop(&self, instance_id: &str) -> Result<(), LedgerError> {
+        self.delete("stop", instance_id).await
+    }
+
+    async fn record_copy(&self, record: &CopyRecord) -> Result<(), LedgerError> {
+        let mut item = key("copy", &record.copy_id);
+        item.insert("source".into(), s(&record.source_snapshot_id));
+        item.insert("volume".into(), s(&record.volume_id));
+        item.insert("policy".into(), s(&record.policy));
+        item.insert("slot".into(), s(&format_time(record.slot)));
+        item.insert("created_at".into(), s(&format_time(record.created_at)));
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(|e| unavailable("PutItem", e))?;
+        Ok(())
+    }
+
+    async fn copies(&self, copy_ids: &[String]) -> Result<Vec<CopyRecord>, LedgerError> {
+        let mut out = Vec::new();
+        let unique: std::collections::BTreeSet<&String> = copy_ids.iter().collect();
+        let unique: Vec<&String> = unique.into_iter().collect();
+        for chunk in unique.chunks(BATCH_GET) {
+            let mut keys: Vec<HashMap<String, AttributeValue>> =
+                chunk.iter().map(|id| key("copy", id)).collect();
+            for _ in 0..ATTEMPTS {
+                if keys.is_empty() {
+                    break;
+                }
+                let request = KeysAndAttributes::builder()
+                    .set_keys(Some(std::mem::take(&mut keys)))
+                    .consistent_read(true)
+                    .build()
+                    .map_err(|e| LedgerError::Unavailable {
+                        operation: "BatchGetItem",
+                        message: e.to_string(),
+                    })?;
+                let answer = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.table, request)
+                    .send()
+                    .await
+                    .map_err(|e| unavailable("BatchGetItem", e))?;
+                if let Some(items) = answer.responses().and_then(|r| r.get(&self.table)) {
+                    out.extend(items.iter().filter_map(copy_of_item));
+                }
+                if let Some(left) = answer
+                    .unprocessed_keys()
+                    .and_then(|u| u.get(&self.table))
+                {
+                    keys = left.keys().to_vec();
+                }
+            }
+            if !keys.is_empty() {
+                return Err(LedgerError::Contended {
+                    operation: "BatchGetItem",
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    async fn forget_copy(&self, copy_id: &str) -> Result<(), LedgerError> {
+        self.delete("copy", copy_id).await
+    }
+
+    async fn reserve_deletions(
+        &self,
+        now: DateTime<Utc>,
+        wanted: u32,
+        max: u32,
+    ) -> Result<u32, LedgerError> {
+        if wanted == 0 {
+            return Ok(0);
+        }
+        self.update_window("reserve deletions", |w| w.reserve(now, wanted, max))
+            .await
+    }
+
+    async fn release_deletions(
+        &self,
+        granted_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+        unused: u32,
+    ) -> Result<(), LedgerError> {
+        if unused == 0 {
+            return Ok(());
+        }
+        self.update_window("release deletions", |w| w.release(granted_at, now, unused))
+            .await
+    }
+
+    async fn first_report(
+        &self,
+        snapshot_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, LedgerError> {
+        let mut item = key("report", snapshot_id);
+        item.insert("reported_at".into(), s(&format_time(now)));
+        item.insert(
+            "expires_at".into(),
+            AttributeValue::N((now + REPORT_TTL).timestamp().to_string()),
+        );
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await;
+        match put {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failure(&e) => Ok(false),
+            Err(e) => Err(unavailable("PutItem", e)),
+        }
+    }
+}

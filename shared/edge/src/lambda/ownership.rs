@@ -1,0 +1,111 @@
+//! The ownership check every run makes before it deletes, links or counts
+//! a snapshot (docs/policies-and-tags.md, "Ownership"): the copy records
+//! from the stack's ledger, [`ebs_lifecycle_core::ownership::sift`], and
+//! the `tampering-suspected` notification, once per snapshot.
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+
+use ebs_lifecycle_core::model::Snapshot;
+use ebs_lifecycle_core::notify::{Notification, NotificationKind, Severity};
+use ebs_lifecycle_core::ownership::{self, Claim, Sifted, Suspect};
+
+use crate::config::Config;
+use crate::lambda::run::RunHeader;
+use crate::ports::ledger::{Ledger, LedgerError};
+
+/// At most this many suspects are listed in a run summary and in one
+/// notification; the count is always whole.
+pub const LISTED: usize = 100;
+
+/// Sort `snapshots` (carrying this deployment's tag) into what the
+/// deployment made and the suspects. One ledger read for the copies among
+/// them, none when there are none.
+pub async fn sift(
+    ledger: &dyn Ledger,
+    config: &Config,
+    snapshots: Vec<Snapshot>,
+) -> Result<Sifted, LedgerError> {
+    let copy_ids: Vec<String> = snapshots
+        .iter()
+        .filter(|s| {
+            s.description
+                .as_deref()
+                .and_then(|d| config.identity.read(d))
+                .is_some_and(|claim| matches!(claim, Claim::Copy { .. }))
+        })
+        .map(|s| s.id.clone())
+        .collect();
+    let records = if copy_ids.is_empty() {
+        Vec::new()
+    } else {
+        ledger.copies(&copy_ids).await?
+    };
+    let records = records
+        .into_iter()
+        .map(|r| (r.copy_id.clone(), r))
+        .collect();
+    Ok(ownership::sift(
+        &config.identity,
+        &config.policies,
+        &records,
+        snapshots,
+    ))
+}
+
+/// Record the run's suspects in its header and return the notification for
+/// those never reported before (the ledger remembers; when it cannot be
+/// asked, the suspect is reported again rather than not at all).
+pub async fn report(
+    ledger: &dyn Ledger,
+    config: &Config,
+    suspects: &[Suspect],
+    now: DateTime<Utc>,
+    header: &mut RunHeader,
+) -> Vec<Notification> {
+    let mut first = Vec::new();
+    for suspect in suspects {
+        let new = match ledger.first_report(&suspect.snapshot_id, now).await {
+            Ok(new) => new,
+            Err(e) => {
+                tracing::warn!(error = %e, snapshot_id = %suspect.snapshot_id, "could not ask the ledger whether this suspect was reported; reporting it");
+                true
+            }
+        };
+        if new {
+            first.push(suspect);
+        }
+    }
+    if !suspects.is_empty() {
+        tracing::warn!(
+            function = header.function,
+            suspects = suspects.len(),
+            first_reported = first.len(),
+            "snapshots with this deployment's tags failed the ownership check: never deleted, never linked"
+        );
+    }
+    header
+        .tampering_suspected
+        .extend(suspects.iter().take(LISTED).cloned());
+    if first.is_empty() {
+        return Vec::new();
+    }
+    let made = first.iter().filter(|s| s.made_by_deployment).count();
+    let summary = format!(
+        "{} snapshot(s) carry this deployment's tags without its proof ({} of them made by it, tags changed since): none is deleted or linked",
+        first.len(),
+        made
+    );
+    vec![Notification {
+        kind: NotificationKind::TamperingSuspected,
+        severity: Severity::Critical,
+        deployment: config.deployment_name.clone(),
+        summary,
+        details: json!({
+            "function": header.function,
+            "count": first.len(),
+            "snapshots": first.iter().take(LISTED).collect::<Vec<_>>(),
+            "what_to_do": "Find who wrote lifecycle: tags on these snapshots (CloudTrail CreateTags); remove the tags from snapshots this deployment did not make. See docs/operations.md, \"Tampering suspected\".",
+        }),
+    }]
+}

@@ -1,0 +1,71 @@
+//! The stack's own record: what only the stack's roles can write, and so
+//! what may authorise an action a forged tag must not (docs/operations.md,
+//! "The ledger"). The implementation on DynamoDB is
+//! [`crate::aws::ledger`]; the table is the template's `Ledger`.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use ebs_lifecycle_core::ownership::CopyRecord;
+
+/// A failed ledger call. Every caller treats it as "not proven": nothing
+/// is deleted, started or linked on a guess.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LedgerError {
+    #[error("the stack's ledger could not be read or written ({operation}): {message}")]
+    Unavailable {
+        operation: &'static str,
+        message: String,
+    },
+    /// Another run changed the record between our read and our write, every
+    /// time we tried.
+    #[error("the stack's ledger kept changing under {operation}")]
+    Contended { operation: &'static str },
+}
+
+/// An instance create-snapshots stopped for a `stopped` snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StopRecord {
+    pub instance_id: String,
+    pub policy: String,
+    /// Written before StopInstances is called.
+    pub stopped_at: DateTime<Utc>,
+}
+
+#[async_trait]
+pub trait Ledger: Send + Sync {
+    /// Record, before stopping it, that this deployment stops the instance.
+    async fn record_stop(&self, record: &StopRecord) -> Result<(), LedgerError>;
+    /// Every instance this deployment stopped and has not started again.
+    async fn stops(&self) -> Result<Vec<StopRecord>, LedgerError>;
+    /// The instance runs again (or never stopped): forget it.
+    async fn forget_stop(&self, instance_id: &str) -> Result<(), LedgerError>;
+
+    /// Record a copy this deployment made, as soon as EC2 gives its id.
+    async fn record_copy(&self, record: &CopyRecord) -> Result<(), LedgerError>;
+    /// The records of those of these copies this deployment made.
+    async fn copies(&self, copy_ids: &[String]) -> Result<Vec<CopyRecord>, LedgerError>;
+    /// The copy is deleted: forget it.
+    async fn forget_copy(&self, copy_id: &str) -> Result<(), LedgerError>;
+
+    /// Grant up to `wanted` deletions without exceeding `max` within 24
+    /// hours, counted across every run; returns the grant.
+    async fn reserve_deletions(
+        &self,
+        now: DateTime<Utc>,
+        wanted: u32,
+        max: u32,
+    ) -> Result<u32, LedgerError>;
+    /// Give back the part of a grant made at `granted_at` that was not used.
+    async fn release_deletions(
+        &self,
+        granted_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+        unused: u32,
+    ) -> Result<(), LedgerError>;
+
+    /// True the first time it is asked for this snapshot: a suspect is
+    /// reported once, however many runs see it.
+    async fn first_report(&self, snapshot_id: &str, now: DateTime<Utc>)
+        -> Result<bool, LedgerError>;
+}
