@@ -17,7 +17,7 @@
 //! The judgement is pure ([`ebs_lifecycle_core::encryption`]); this handler
 //! gathers the facts and carries out what `REMEDIATE` allows.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use futures::stream::{self, StreamExt};
@@ -28,18 +28,21 @@ use ebs_lifecycle::config::Config;
 use ebs_lifecycle::lambda::deadline::Deadline;
 use ebs_lifecycle::lambda::invocation;
 use ebs_lifecycle::lambda::metrics::{self, Metric};
+use ebs_lifecycle::lambda::ownership;
 use ebs_lifecycle::lambda::run::{self, RunHeader};
 use ebs_lifecycle::ports::ec2::{
     AccountSettings, CopySnapshotRequest, Ec2Error, SnapshotCatalog, SnapshotCopier,
     SnapshotSharing, VolumeInventory,
 };
 use ebs_lifecycle::ports::keys::KeyDirectory;
+use ebs_lifecycle::ports::ledger::Ledger;
 use ebs_lifecycle::ports::notifier::Notifier;
 use ebs_lifecycle_core::encryption::{
     self, AllowedKeys, Checked, Copies, Finding, FindingKind, Fix, Permissions, Remedy, Rules,
 };
 use ebs_lifecycle_core::events::{self, Trigger};
-use ebs_lifecycle_core::model::{Snapshot, Volume};
+use ebs_lifecycle_core::model::{Snapshot, Tags, Volume};
+use ebs_lifecycle_core::ownership::{CopyRecord, Suspect};
 use ebs_lifecycle_core::notify::{DailyMemo, Notification, NotificationKind};
 use ebs_lifecycle_core::tags;
 
@@ -61,6 +64,8 @@ pub struct Ports<'a> {
     pub copier: &'a dyn SnapshotCopier,
     pub keys: &'a dyn KeyDirectory,
     pub notifier: &'a dyn Notifier,
+    /// The stack's own record: the copies it made.
+    pub ledger: &'a dyn Ledger,
     /// What this execution environment notified in the last day: a finding that
     /// repeats (every new snapshot of the same unencrypted volume) is
     /// notified once a day; the daily run reports everything.
@@ -120,6 +125,7 @@ pub async fn handle(
         Trigger::Ignored { .. } => return Ok(summary),
     };
     summary.snapshots_checked = snapshots.len();
+    let (snapshots, suspects) = sift(ports, config, snapshots).await?;
 
     let copies = Copies::new(&copies_of(ports, config, &snapshots, daily).await?);
     let Keys {
@@ -157,11 +163,47 @@ pub async fn handle(
     summary.findings = findings;
     log(&summary);
     if daily {
-        emit_metrics(config, &summary);
+        emit_metrics(config, &summary, suspects.len());
     }
-    let notifications = notifications(config, &mut summary, ports.memo, now);
+    let mut notifications =
+        ownership::report(ports.ledger, config, &suspects, now, &mut summary.header).await;
+    notifications.extend(self::notifications(config, &mut summary, ports.memo, now));
     run::publish(ports.notifier, &notifications, &mut summary.header).await;
     Ok(summary)
+}
+
+/// Every snapshot is checked, but only what the deployment provably made is
+/// treated as managed: a suspect loses its lifecycle tags here (in memory),
+/// so it is judged as any snapshot of the account and never copied or
+/// linked as one of ours.
+async fn sift(
+    ports: Ports<'_>,
+    config: &Config,
+    snapshots: Vec<Snapshot>,
+) -> Result<(Vec<Snapshot>, Vec<Suspect>), InvocationError> {
+    let (tagged, mut others): (Vec<Snapshot>, Vec<Snapshot>) = snapshots
+        .into_iter()
+        .partition(|s| tags::is_managed_by(&s.tags, &config.deployment_name));
+    let sifted = ownership::sift(ports.ledger, config, tagged.clone()).await?;
+    let suspected: BTreeSet<&str> = sifted
+        .suspects
+        .iter()
+        .map(|s| s.snapshot_id.as_str())
+        .collect();
+    let mut owned: Vec<Snapshot> = sifted
+        .owned
+        .into_iter()
+        .filter(|s| !suspected.contains(s.id.as_str()))
+        .collect();
+    for mut s in tagged
+        .into_iter()
+        .filter(|s| suspected.contains(s.id.as_str()))
+    {
+        s.tags.retain(|k, _| !k.starts_with(tags::LIFECYCLE_PREFIX));
+        others.push(s);
+    }
+    owned.extend(others);
+    Ok((owned, sifted.suspects))
 }
 
 /// The encrypted copies this deployment made that the snapshots may have:
@@ -182,10 +224,17 @@ async fn copies_of(
             .cloned()
             .collect()
     } else if snapshots.iter().any(|s| !s.encrypted) {
-        ports
+        let listed = ports
             .catalog
             .encrypted_copies(&config.deployment_name)
-            .await?
+            .await?;
+        let sifted = ownership::sift(ports.ledger, config, listed).await?;
+        let held = sifted.held_for_review();
+        sifted
+            .owned
+            .into_iter()
+            .filter(|s| !held.contains(&s.id))
+            .collect()
     } else {
         Vec::new()
     })
@@ -338,7 +387,8 @@ async fn apply(
                 .sharing
                 .remove_create_volume_permissions(snapshot_id, true, &[])
                 .await
-                .map(|()| "public permission removed".to_string()),
+                .map(|()| "public permission removed".to_string())
+                .map_err(|e| e.to_string()),
             Remedy::RemoveShares {
                 snapshot_id,
                 accounts,
@@ -346,26 +396,69 @@ async fn apply(
                 .sharing
                 .remove_create_volume_permissions(snapshot_id, false, accounts)
                 .await
-                .map(|()| format!("shares with {} removed", accounts.join(", "))),
+                .map(|()| format!("shares with {} removed", accounts.join(", ")))
+                .map_err(|e| e.to_string()),
             Remedy::EncryptedCopy { snapshot_id, tags } => {
-                let request = CopySnapshotRequest {
-                    source_snapshot_id: snapshot_id.clone(),
-                    kms_key_id: config.encryption_kms_key_id.clone(),
-                    description: format!("Encrypted copy of {snapshot_id} ({FUNCTION})"),
-                    tags: tags.clone(),
-                };
-                ports.copier.copy_snapshot(&request).await.map(|copy| {
-                    summary.copies_started.push(copy.clone());
-                    format!("encrypted copy {copy} started; the original is superseded when it completes")
-                })
+                encrypted_copy(ports, config, snapshot_id, tags, summary).await
             }
         };
         if let Some(finding) = findings.get_mut(offset + index) {
             finding.fix = match outcome {
                 Ok(done) => Fix::Applied(done),
-                Err(e) => Fix::Failed(e.to_string()),
+                Err(e) => Fix::Failed(e),
             };
         }
+    }
+}
+
+/// Copy an original under the deployment's copy Description, then record
+/// the copy in the stack's ledger: without the record it is not ours
+/// (anyone allowed to copy can write the Description). The identity
+/// recorded is the original's, proven by the ownership check.
+async fn encrypted_copy(
+    ports: Ports<'_>,
+    config: &Config,
+    snapshot_id: &str,
+    copy_tags: &Tags,
+    summary: &mut RunSummary,
+) -> Result<String, String> {
+    let text = |key: &str| copy_tags.get(key).cloned();
+    let time = |key: &str| copy_tags.get(key).and_then(|v| tags::parse_time(v));
+    let (Some(volume_id), Some(policy), Some(slot), Some(created_at)) = (
+        text(tags::VOLUME_ID),
+        text(tags::POLICY),
+        time(tags::SLOT),
+        time(tags::CREATED_AT),
+    ) else {
+        return Err("not copied: the original's volume, policy, slot or creation time is unknown".into());
+    };
+    let request = CopySnapshotRequest {
+        source_snapshot_id: snapshot_id.to_string(),
+        kms_key_id: config.encryption_kms_key_id.clone(),
+        description: config.identity.copy(&config.identity.region, snapshot_id),
+        tags: copy_tags.clone(),
+    };
+    let copy = ports
+        .copier
+        .copy_snapshot(&request)
+        .await
+        .map_err(|e| e.to_string())?;
+    summary.copies_started.push(copy.clone());
+    let record = CopyRecord {
+        copy_id: copy.clone(),
+        source_snapshot_id: snapshot_id.to_string(),
+        volume_id,
+        policy,
+        slot,
+        created_at,
+    };
+    match ports.ledger.record_copy(&record).await {
+        Ok(()) => Ok(format!(
+            "encrypted copy {copy} started; the original is superseded when it completes"
+        )),
+        Err(e) => Err(format!(
+            "encrypted copy {copy} started but could not be recorded in the stack's ledger ({e}): it will be reported as tampering-suspected and the original is kept; delete the copy by hand"
+        )),
     }
 }
 
@@ -426,7 +519,7 @@ fn log(summary: &RunSummary) {
 }
 
 /// Account-wide counts: one data point per day (daily runs only).
-fn emit_metrics(config: &Config, summary: &RunSummary) {
+fn emit_metrics(config: &Config, summary: &RunSummary, suspects: usize) {
     let (unencrypted, public) = encryption::counts(&summary.findings);
     // Account-wide counts: one data point per day.
     metrics::emit_for_run(
@@ -435,6 +528,7 @@ fn emit_metrics(config: &Config, summary: &RunSummary) {
         &[
             (Metric::UnencryptedSnapshots, unencrypted),
             (Metric::PublicSnapshots, public),
+            (Metric::TamperingSuspected, suspects as u64),
         ],
     );
 }

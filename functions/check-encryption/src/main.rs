@@ -15,6 +15,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             copier: &env.ec2,
             keys: &env.kms,
             notifier: env.notifier.as_ref(),
+            ledger: &env.ledger,
             memo: &env.memo,
         };
         let deadline = Deadline::from_wall_clock(event.context.deadline());

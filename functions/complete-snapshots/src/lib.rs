@@ -27,12 +27,15 @@ use serde_json::{json, Value};
 use ebs_lifecycle::config::Config;
 use ebs_lifecycle::lambda::deadline::Deadline;
 use ebs_lifecycle::lambda::metrics::{self, Metric};
-use ebs_lifecycle::lambda::run::RunHeader;
+use ebs_lifecycle::lambda::ownership;
+use ebs_lifecycle::lambda::run::{self, RunHeader};
 use ebs_lifecycle::ports::ec2::{Ec2Error, SnapshotCatalog, SnapshotTagger};
+use ebs_lifecycle::ports::ledger::Ledger;
 use ebs_lifecycle::ports::notifier::Notifier;
 use ebs_lifecycle_core::events::{SnapshotResult, Trigger};
 use ebs_lifecycle_core::model::{Snapshot, SnapshotState, Tags};
 use ebs_lifecycle_core::notify::{Notification, NotificationKind, Severity};
+use ebs_lifecycle_core::ownership::Suspect;
 use ebs_lifecycle_core::tags::{self, LifecycleLabels, LifecycleState};
 
 pub const FUNCTION: &str = "complete-snapshots";
@@ -42,6 +45,8 @@ pub struct Ports<'a> {
     pub catalog: &'a dyn SnapshotCatalog,
     pub tagger: &'a dyn SnapshotTagger,
     pub notifier: &'a dyn Notifier,
+    /// The stack's own record, for the ownership of copies.
+    pub ledger: &'a dyn Ledger,
 }
 
 /// How an invocation fails (stable `errorType`s), shared by the
@@ -114,15 +119,18 @@ pub async fn handle(
         header: RunHeader::for_trigger(FUNCTION, config, now, &trigger),
         ..RunSummary::default()
     };
-    match trigger {
+    let suspects = match trigger {
         Trigger::Tick(_) => reconcile(ports, config, now, deadline, &mut summary).await?,
         Trigger::Snapshots { results, .. } => {
             apply_results(ports, config, &results, now, &mut summary).await?
         }
         // The run header logged it.
         Trigger::Ignored { .. } => return Ok(summary),
-    }
-    finish(config, &summary);
+    };
+    let notifications =
+        ownership::report(ports.ledger, config, &suspects, now, &mut summary.header).await;
+    run::publish(ports.notifier, &notifications, &mut summary.header).await;
+    finish(config, &summary, suspects.len());
     Ok(summary)
 }
 
@@ -166,19 +174,37 @@ async fn apply_results(
     results: &[SnapshotResult],
     now: DateTime<Utc>,
     summary: &mut RunSummary,
-) -> Result<(), InvocationError> {
+) -> Result<Vec<Suspect>, InvocationError> {
     let ids: Vec<String> = results.iter().map(|r| r.snapshot_id.clone()).collect();
-    let found: BTreeMap<String, Snapshot> = ports
+    let (tagged, foreign): (Vec<Snapshot>, Vec<Snapshot>) = ports
         .catalog
         .snapshots_by_id(&ids)
         .await?
         .into_iter()
+        .partition(|s| tags::is_managed_by(&s.tags, &config.deployment_name));
+    // Only what the deployment provably made has its state tag kept true;
+    // a suspect is as foreign as a snapshot without the tag.
+    let sifted = ownership::sift(ports.ledger, config, tagged).await?;
+    let suspects: Vec<Suspect> = sifted.suspects;
+    let found: BTreeMap<String, Snapshot> = sifted
+        .owned
+        .into_iter()
+        .chain(foreign)
         .map(|s| (s.id.clone(), s))
+        .collect();
+    let suspected: Vec<&str> = suspects
+        .iter()
+        .filter(|s| !s.made_by_deployment)
+        .map(|s| s.snapshot_id.as_str())
         .collect();
 
     let mut not_visible = Vec::new();
     let mut changes = Vec::new();
     for result in results {
+        if suspected.contains(&result.snapshot_id.as_str()) {
+            summary.foreign += 1;
+            continue;
+        }
         let Some(snapshot) = found.get(&result.snapshot_id) else {
             not_visible.push(result.snapshot_id.clone());
             continue;
@@ -215,7 +241,7 @@ async fn apply_results(
     }
     apply_changes(ports, config, changes, summary).await?;
     if not_visible.is_empty() {
-        Ok(())
+        Ok(suspects)
     } else {
         Err(InvocationError::SnapshotNotVisible(not_visible))
     }
@@ -306,6 +332,10 @@ async fn apply_changes(
     // superseded. Written after the copy's tag, so a crash in between leaves
     // both counted by retention, never neither.
     for (original, copy) in supersessions {
+        if !may_supersede(ports, config, &original).await? {
+            tracing::warn!(original = %original, copy = %copy, "the copy's original is not provably this deployment's, or its tags were tampered with: not linked");
+            continue;
+        }
         let tags = Tags::from([(tags::SUPERSEDED_BY.to_string(), copy.clone())]);
         match ports
             .tagger
@@ -319,6 +349,22 @@ async fn apply_changes(
         }
     }
     Ok(())
+}
+
+/// An original may be linked to its (proven) copy only if the deployment
+/// provably made it and nobody changed its tags since: a forged link would
+/// let expiry delete it. One DescribeSnapshots per completed copy.
+async fn may_supersede(
+    ports: Ports<'_>,
+    config: &Config,
+    original: &str,
+) -> Result<bool, InvocationError> {
+    let found = ports
+        .catalog
+        .snapshots_by_id(&[original.to_string()])
+        .await?;
+    let sifted = ownership::sift(ports.ledger, config, found).await?;
+    Ok(sifted.suspects.is_empty() && sifted.owned.iter().any(|s| s.id == original))
 }
 
 fn failed_notification(config: &Config, change: &Change, t: &Transition) -> Notification {
@@ -347,11 +393,13 @@ async fn reconcile(
     now: DateTime<Utc>,
     deadline: Deadline,
     summary: &mut RunSummary,
-) -> Result<(), InvocationError> {
-    let pending = ports
+) -> Result<Vec<Suspect>, InvocationError> {
+    let listed = ports
         .catalog
         .managed_snapshots_in_state(&config.deployment_name, LifecycleState::Pending)
         .await?;
+    let sifted = ownership::sift(ports.ledger, config, listed).await?;
+    let (pending, suspects) = (sifted.owned, sifted.suspects);
     let stuck_after = TimeDelta::minutes(i64::from(config.stuck_after_minutes));
     let mut changes = Vec::new();
     let mut stuck = Vec::new();
@@ -436,11 +484,12 @@ async fn reconcile(
         }
         summary.stuck.push(entry);
     }
-    Ok(())
+    Ok(suspects)
 }
 
-fn finish(config: &Config, summary: &RunSummary) {
+fn finish(config: &Config, summary: &RunSummary, suspects: usize) {
     let mut values = vec![
+        (Metric::TamperingSuspected, suspects as u64),
         (
             Metric::SnapshotsCreateCompleted,
             summary.completed.len() as u64,

@@ -11,6 +11,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             catalog: &env.ec2,
             tagger: &env.ec2,
             notifier: env.notifier.as_ref(),
+            ledger: &env.ledger,
         };
         let deadline = Deadline::from_wall_clock(event.context.deadline());
         handle(

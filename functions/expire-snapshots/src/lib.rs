@@ -2,15 +2,17 @@
 //! longer keeps, under the safety rules.
 //!
 //! One run:
-//! 1. list the deployment's snapshots (server-side filter, paginated);
+//! 1. list the deployment's snapshots (server-side filter, paginated) and
+//!    keep only what the deployment provably made
+//!    (`ebs_lifecycle::lambda::ownership`; the suspects are reported once);
 //! 2. gather, once, what protects snapshots beyond their tags: the snapshots
 //!    behind AMIs the account owns, snapshot locks, which volumes still exist;
 //! 3. plan per volume and policy (`ebs_lifecycle_core::expiry`): restic-`forget`
 //!    retention, then every safety rule (`ebs_lifecycle_core::safety`);
 //! 4. delete the deletable ones, oldest first, paced under EC2's
 //!    DeleteSnapshot token bucket, each one authorized by the safety gate
-//!    (which also enforces `MAX_DELETIONS`); `DRY_RUN` walks the same plan and
-//!    deletes nothing;
+//!    within the grant the stack's ledger gives (`MAX_DELETIONS` over 24
+//!    hours, across runs); `DRY_RUN` walks the same plan and deletes nothing;
 //! 5. log and return a plan users can read, emit metrics, notify.
 
 use std::collections::BTreeSet;
@@ -26,10 +28,12 @@ use ebs_lifecycle::lambda::deadline::Deadline;
 use ebs_lifecycle::lambda::metrics::{self, Metric};
 use ebs_lifecycle::lambda::pacing::Pacer;
 pub use ebs_lifecycle::lambda::pacing::Pacing;
+use ebs_lifecycle::lambda::ownership;
 use ebs_lifecycle::lambda::run::{self, RunHeader};
 use ebs_lifecycle::ports::ec2::{
     Ec2Error, SnapshotCatalog, SnapshotDeleter, SnapshotProtections, VolumeInventory,
 };
+use ebs_lifecycle::ports::ledger::{Ledger, LedgerError};
 use ebs_lifecycle::ports::notifier::Notifier;
 use ebs_lifecycle_core::events::{EventError, Tick};
 use ebs_lifecycle_core::expiry::{self, VolumePlan};
@@ -56,6 +60,8 @@ pub struct Ports<'a> {
     pub protections: &'a dyn SnapshotProtections,
     pub deleter: &'a dyn SnapshotDeleter,
     pub notifier: &'a dyn Notifier,
+    /// The stack's own record: copies, and deletions over 24 hours.
+    pub ledger: &'a dyn Ledger,
     /// How deletions are spaced: [`DELETE_PACING`] in production, shorter
     /// in tests.
     pub pacing: Pacing,
@@ -68,6 +74,10 @@ pub enum ExpireError {
     /// Without the full picture (snapshots, AMIs, volumes) nothing is deleted.
     #[error("could not gather what protects snapshots, nothing deleted: {0}")]
     FactsUnavailable(Ec2Error),
+    /// Without the ledger, neither ownership of copies nor the 24-hour
+    /// budget is known: nothing is deleted.
+    #[error("could not use the stack's ledger, nothing deleted: {0}")]
+    LedgerUnavailable(#[from] LedgerError),
 }
 
 impl From<ExpireError> for Diagnostic {
@@ -75,6 +85,7 @@ impl From<ExpireError> for Diagnostic {
         let error_type = match error {
             ExpireError::InvalidEvent(_) => "InvalidEvent",
             ExpireError::FactsUnavailable(_) => "FactsUnavailable",
+            ExpireError::LedgerUnavailable(_) => "LedgerUnavailable",
         };
         Diagnostic {
             error_type: error_type.into(),
@@ -141,6 +152,9 @@ pub struct RunSummary {
     pub header: RunHeader,
     pub dry_run: bool,
     pub max_deletions: u32,
+    /// What the ledger granted this run: `MAX_DELETIONS` less what runs of
+    /// the last 24 hours used.
+    pub deletions_granted: u32,
     pub cap_reached: bool,
     /// False when the snapshot-lock API could not be asked (the local
     /// emulator lacks it); EC2 itself refuses to delete a locked snapshot.
@@ -160,11 +174,15 @@ pub async fn handle(
 ) -> Result<RunSummary, ExpireError> {
     Tick::parse(event)?;
     let facts_error = ExpireError::FactsUnavailable;
-    let snapshots = ports
+    let listed = ports
         .catalog
         .managed_snapshots(&config.deployment_name)
         .await
         .map_err(facts_error)?;
+    let listed_count = listed.len();
+    let sifted = ownership::sift(ports.ledger, config, listed).await?;
+    let held_for_review = sifted.held_for_review();
+    let (snapshots, suspects) = (sifted.owned, sifted.suspects);
     let ami_snapshot_ids = ports
         .protections
         .ami_snapshot_ids()
@@ -201,19 +219,34 @@ pub async fn handle(
         deployment: config.deployment_name.clone(),
         ami_snapshot_ids,
         locked_snapshot_ids,
+        held_for_review,
         now,
     };
-    let gate = DeletionGate::new(facts, &snapshots, config.max_deletions);
-    let plans = expiry::plan(&snapshots, &config.policies, &existing, &gate);
+    let planning = DeletionGate::new(facts.clone(), &snapshots, config.max_deletions);
+    let plans = expiry::plan(&snapshots, &config.policies, &existing, &planning);
+    // MAX_DELETIONS is a budget over 24 hours shared by every run: ask the
+    // ledger for this run's part before deleting anything.
+    let deletable = plans
+        .iter()
+        .flat_map(|p| &p.snapshots)
+        .filter(|p| p.deletable())
+        .count();
+    let wanted = u32::try_from(deletable).unwrap_or(u32::MAX);
+    let granted = ports
+        .ledger
+        .reserve_deletions(now, wanted, config.max_deletions)
+        .await?;
+    let gate = DeletionGate::new(facts, &snapshots, granted);
 
     let mut summary = RunSummary {
         header: RunHeader::new(FUNCTION, config, now, "daily"),
         dry_run: config.dry_run,
         max_deletions: config.max_deletions,
+        deletions_granted: granted,
         locks_checked,
         ..RunSummary::default()
     };
-    summary.counts.snapshots = snapshots.len();
+    summary.counts.snapshots = listed_count;
     let mut execution = Execution {
         ports,
         dry_run: config.dry_run,
@@ -221,16 +254,27 @@ pub async fn handle(
         deadline,
         pacer: Pacer::new(ports.pacing),
         cap_reached: false,
+        attempted: 0,
     };
     for plan in &plans {
         let report = execution.volume(plan).await;
         summary.volumes.push(report);
     }
-    summary.cap_reached = execution.cap_reached;
+    summary.cap_reached = execution.cap_reached || (granted < wanted);
+    // What was granted and not deleted goes back (a dry run deletes nothing).
+    let used = if config.dry_run { 0 } else { execution.attempted };
+    if let Err(e) = ports
+        .ledger
+        .release_deletions(now, now, granted.saturating_sub(used))
+        .await
+    {
+        tracing::warn!(error = %e, "could not give back the unused deletions; they count against the next 24 hours");
+    }
     count(&mut summary);
-    emit_metrics(config, &summary);
+    emit_metrics(config, &summary, suspects.len());
     log(&summary);
-    let notifications = notifications(config, &summary);
+    let mut notifications = ownership::report(ports.ledger, config, &suspects, now, &mut summary.header).await;
+    notifications.extend(self::notifications(config, &summary));
     run::publish(ports.notifier, &notifications, &mut summary.header).await;
     Ok(summary)
 }
@@ -244,6 +288,8 @@ struct Execution<'p> {
     pacer: Pacer,
     /// MAX_DELETIONS was reached: nothing more is deleted this run.
     cap_reached: bool,
+    /// DeleteSnapshot calls made: what the grant was used for.
+    attempted: u32,
 }
 
 impl Execution<'_> {
@@ -313,11 +359,19 @@ impl Execution<'_> {
                 continue;
             }
             self.pacer.ready().await;
+            self.attempted += 1;
             match self.ports.deleter.delete_snapshot(&authorized).await {
-                Ok(()) => report.deleted.push(deleted),
-                // Gone already (deleted by hand, or by an earlier attempt whose
-                // answer was lost): the goal is reached.
-                Err(Ec2Error::SnapshotNotFound) => report.deleted.push(deleted),
+                // Gone (now, or by hand, or by an earlier attempt whose
+                // answer was lost): the goal is reached. A copy's record
+                // goes with it.
+                Ok(()) | Err(Ec2Error::SnapshotNotFound) => {
+                    if s.encrypted_copy_of().is_some() {
+                        if let Err(e) = self.ports.ledger.forget_copy(&s.id).await {
+                            tracing::warn!(snapshot_id = %s.id, error = %e, "could not forget a deleted copy's record (harmless: its id is never reused)");
+                        }
+                    }
+                    report.deleted.push(deleted);
+                }
                 Err(e) => report.failed.push(FailedDeletion {
                     snapshot_id: s.id.clone(),
                     error_kind: e.kind().into(),
@@ -365,7 +419,7 @@ fn headline(summary: &RunSummary) -> String {
     )
 }
 
-fn emit_metrics(config: &Config, summary: &RunSummary) {
+fn emit_metrics(config: &Config, summary: &RunSummary, suspects: usize) {
     let counts = &summary.counts;
     // In a dry run nothing is deleted, so the metric counts nothing.
     let deleted_metric = if summary.dry_run {
@@ -379,6 +433,7 @@ fn emit_metrics(config: &Config, summary: &RunSummary) {
         &[
             (Metric::SnapshotsDeleteCompleted, deleted_metric),
             (Metric::SnapshotsDeleteFailed, counts.failed as u64),
+            (Metric::TamperingSuspected, suspects as u64),
         ],
     );
 }
@@ -393,11 +448,12 @@ pub fn notifications(config: &Config, summary: &RunSummary) -> Vec<Notification>
             severity: Severity::Warning,
             deployment: config.deployment_name.clone(),
             summary: format!(
-                "expire-snapshots stopped after MAX_DELETIONS={}; {} left for the next run",
-                summary.max_deletions, counts.left_for_later
+                "expire-snapshots stopped at MAX_DELETIONS={} over 24 hours ({} granted to this run); {} left for a later run",
+                summary.max_deletions, summary.deletions_granted, counts.left_for_later
             ),
             details: json!({
                 "max_deletions": summary.max_deletions,
+                "deletions_granted": summary.deletions_granted,
                 "left_for_later": counts.left_for_later,
                 "next": "The next daily run continues. If this is expected (a new, stricter policy), raise MaxDeletions; if not, check the policy before it runs again.",
             }),

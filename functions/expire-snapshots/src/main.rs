@@ -13,6 +13,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             protections: &env.ec2,
             deleter: &env.ec2,
             notifier: env.notifier.as_ref(),
+            ledger: &env.ledger,
             pacing: DELETE_PACING,
         };
         let deadline = Deadline::from_wall_clock(event.context.deadline());

@@ -27,10 +27,13 @@ use ebs_lifecycle::lambda::deadline::Deadline;
 use ebs_lifecycle::lambda::invocation;
 use ebs_lifecycle::lambda::pacing::Pacer;
 pub use ebs_lifecycle::lambda::pacing::Pacing;
+use ebs_lifecycle::lambda::metrics::{self, Metric};
+use ebs_lifecycle::lambda::ownership;
 use ebs_lifecycle::lambda::run::{self, RunHeader};
 use ebs_lifecycle::ports::ec2::{
     Ec2Error, SnapshotCatalog, SnapshotTagger, VolumeInventory, TAG_BATCH,
 };
+use ebs_lifecycle::ports::ledger::Ledger;
 use ebs_lifecycle::ports::notifier::Notifier;
 use ebs_lifecycle_core::events::{self, SnapshotResult, Trigger};
 use ebs_lifecycle_core::model::{Snapshot, Tags};
@@ -54,6 +57,8 @@ pub struct Ports<'a> {
     pub inventory: &'a dyn VolumeInventory,
     pub tagger: &'a dyn SnapshotTagger,
     pub notifier: &'a dyn Notifier,
+    /// The stack's own record, for the ownership of copies.
+    pub ledger: &'a dyn Ledger,
     /// How CreateTags calls are spaced: [`CREATE_TAGS_PACING`] in
     /// production, [`Pacing::NONE`] in tests.
     pub pacing: Pacing,
@@ -118,6 +123,10 @@ pub async fn handle(
         Trigger::Ignored { .. } => return Ok(summary),
     };
 
+    // Only what the deployment provably made is labelled or counted.
+    let sifted = ownership::sift(ports.ledger, config, snapshots).await?;
+    let snapshots = sifted.owned;
+
     // Volumes and instances: described once for the whole run.
     let volume_ids: BTreeSet<String> = snapshots
         .iter()
@@ -159,7 +168,20 @@ pub async fn handle(
     let batches = tagging::batches(&summary.plan.changes, TAG_BATCH);
     write(ports, batches, deadline, &mut summary).await;
     log(&summary);
-    let notifications = notifications(config, &summary);
+    let mut notifications = ownership::report(
+        ports.ledger,
+        config,
+        &sifted.suspects,
+        now,
+        &mut summary.header,
+    )
+    .await;
+    notifications.extend(self::notifications(config, &summary));
+    metrics::emit_for_run(
+        config,
+        FUNCTION,
+        &[(Metric::TamperingSuspected, sifted.suspects.len() as u64)],
+    );
     run::publish(ports.notifier, &notifications, &mut summary.header).await;
     Ok(summary)
 }

@@ -12,6 +12,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             inventory: &env.ec2,
             tagger: &env.ec2,
             notifier: env.notifier.as_ref(),
+            ledger: &env.ledger,
             pacing: CREATE_TAGS_PACING,
         };
         let deadline = Deadline::from_wall_clock(event.context.deadline());

@@ -463,23 +463,20 @@ fn check_scheduled(
 
     // Made by the deployment. Tags that disagree are set back to the proof.
     let mut findings = Vec::new();
-    let mut expect = |key: &str, value: String| {
-        if let Some(found) = s.tags.get(key).filter(|f| **f != value) {
-            findings.push(Tampering::TagMismatch {
-                key: key.into(),
-                claimed: value.clone(),
-                found: crate::text::excerpt(found),
-            });
-        }
-        s.tags.insert(key.into(), value);
+    let mut expect = |tags: &mut crate::model::Tags, key: &str, value: String| {
+        set_to_proof(tags, &mut findings, key, value)
     };
-    expect(keys::POLICY, policy);
-    expect(keys::SLOT, slot_text);
-    if !found_volume.is_empty() {
-        expect(keys::VOLUME_ID, found_volume);
+    expect(&mut s.tags, keys::POLICY, policy);
+    expect(&mut s.tags, keys::SLOT, slot_text);
+    // The set's per-volume tags are written later by tag-snapshots: an
+    // absent one is not a disagreement, and stays absent.
+    if s.tags.contains_key(keys::VOLUME_ID) && !found_volume.is_empty() {
+        expect(&mut s.tags, keys::VOLUME_ID, found_volume);
     }
     if let Subject::Instance(instance) = subject {
-        expect(keys::INSTANCE_ID, instance);
+        if s.tags.contains_key(keys::INSTANCE_ID) {
+            expect(&mut s.tags, keys::INSTANCE_ID, instance);
+        }
     }
     if let Some(value) = s.tags.remove(keys::ENCRYPTED_COPY_OF) {
         findings.push(Tampering::ForgedLink {
@@ -488,6 +485,23 @@ fn check_scheduled(
         });
     }
     Ok(findings)
+}
+
+/// Set `key` to the proven `value`; a different value there was tampering.
+fn set_to_proof(
+    tags: &mut crate::model::Tags,
+    findings: &mut Vec<Tampering>,
+    key: &str,
+    value: String,
+) {
+    if let Some(found) = tags.get(key).filter(|f| **f != value) {
+        findings.push(Tampering::TagMismatch {
+            key: key.into(),
+            claimed: value.clone(),
+            found: crate::text::excerpt(found),
+        });
+    }
+    tags.insert(key.into(), value);
 }
 
 fn check_copy(
@@ -507,21 +521,15 @@ fn check_copy(
         }]);
     }
     let mut findings = Vec::new();
-    let mut expect = |key: &str, value: String| {
-        if let Some(found) = s.tags.get(key).filter(|f| **f != value) {
-            findings.push(Tampering::TagMismatch {
-                key: key.into(),
-                claimed: value.clone(),
-                found: crate::text::excerpt(found),
-            });
-        }
-        s.tags.insert(key.into(), value);
+    let mut expect = |tags: &mut crate::model::Tags, key: &str, value: String| {
+        set_to_proof(tags, &mut findings, key, value)
     };
-    expect(keys::ENCRYPTED_COPY_OF, record.source_snapshot_id.clone());
-    expect(keys::VOLUME_ID, record.volume_id.clone());
-    expect(keys::POLICY, record.policy.clone());
-    expect(keys::SLOT, keys::format_time(record.slot));
-    expect(keys::CREATED_AT, keys::format_time(record.created_at));
+    let tags = &mut s.tags;
+    expect(tags, keys::ENCRYPTED_COPY_OF, record.source_snapshot_id.clone());
+    expect(tags, keys::VOLUME_ID, record.volume_id.clone());
+    expect(tags, keys::POLICY, record.policy.clone());
+    expect(tags, keys::SLOT, keys::format_time(record.slot));
+    expect(tags, keys::CREATED_AT, keys::format_time(record.created_at));
     if let Some(value) = s.tags.remove(keys::SUPERSEDED_BY) {
         findings.push(Tampering::ForgedLink {
             key: keys::SUPERSEDED_BY.into(),

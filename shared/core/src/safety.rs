@@ -3,14 +3,17 @@
 //! Every deletion passes through [`DeletionGate::authorize`]: the EC2
 //! deleter port accepts only an [`Authorized`] token, and this module is the
 //! only code that can make one. A snapshot is authorized only if all hold:
-//! 1. it carries `lifecycle:managed-by` equal to this deployment;
+//! 1. it carries `lifecycle:managed-by` equal to this deployment and passed
+//!    the ownership check (`crate::ownership`: the gate sees only what the
+//!    deployment made; those whose tags were tampered with are held);
 //! 2. EC2 says `completed`, or `error` for longer than [`FAILED_GRACE`];
 //! 3. it is not the newest completed snapshot of its volume (an encrypted
 //!    copy, once completed, stands in for its original);
 //! 4. no AMI the account owns references it (disabled, deprecated included);
 //! 5. it has no `lifecycle:hold` tag and no snapshot lock;
 //! 6. the retention plan does not keep it;
-//! 7. the run has authorized fewer than `MAX_DELETIONS` so far.
+//! 7. the run has authorized fewer than its grant: what is left of
+//!    `MAX_DELETIONS` over 24 hours, across runs (`crate::window`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -33,6 +36,9 @@ pub struct AccountFacts {
     pub ami_snapshot_ids: BTreeSet<String>,
     /// Snapshots with a snapshot lock.
     pub locked_snapshot_ids: BTreeSet<String>,
+    /// Made by the deployment, tags tampered with since
+    /// (`crate::ownership::Sifted::held_for_review`): kept until a person looks.
+    pub held_for_review: BTreeSet<String>,
     pub now: DateTime<Utc>,
 }
 
@@ -46,6 +52,8 @@ pub enum Protection {
     UsedByAmi,
     Held,
     Locked,
+    /// Its tags were changed by someone other than the deployment.
+    TamperingSuspected,
     /// The retention plan keeps it, for these rules.
     KeptByPolicy(Vec<KeepReason>),
     /// The policy named in its tags is not configured: nothing is deleted on a guess.
@@ -68,6 +76,7 @@ impl Protection {
             Self::UsedByAmi => "used-by-ami",
             Self::Held => "held",
             Self::Locked => "locked",
+            Self::TamperingSuspected => "tampering-suspected",
             Self::KeptByPolicy(_) => "kept-by-policy",
             Self::UnknownPolicy(_) => "unknown-policy",
             Self::UnknownVolume => "unknown-volume",
@@ -159,6 +168,9 @@ impl DeletionGate {
     ) -> Result<(), Protection> {
         if !tags::is_managed_by(&snapshot.tags, &self.facts.deployment) {
             return Err(Protection::NotManaged);
+        }
+        if self.facts.held_for_review.contains(&snapshot.id) {
+            return Err(Protection::TamperingSuspected);
         }
         match snapshot.state {
             SnapshotState::Completed => {}

@@ -9,6 +9,7 @@ use ebs_lifecycle_core::events::EventError;
 use ebs_lifecycle_core::model::Snapshot;
 
 use crate::ports::ec2::{Ec2Error, SnapshotCatalog};
+use crate::ports::ledger::LedgerError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum InvocationError {
@@ -21,6 +22,10 @@ pub enum InvocationError {
     SnapshotNotVisible(Vec<String>),
     #[error("EC2 call failed: {0}")]
     Ec2(#[from] Ec2Error),
+    /// The stack's ledger could not prove ownership: nothing is linked or
+    /// counted on a guess; the event is delivered again.
+    #[error("{0}")]
+    Ledger(#[from] LedgerError),
     /// A notification that must not be lost (a failed snapshot's alert)
     /// could not be published: failing makes Lambda deliver the event again.
     #[error("could not publish a notification that must not be lost: {0}")]
@@ -33,6 +38,7 @@ impl From<InvocationError> for Diagnostic {
             InvocationError::InvalidEvent(_) => "InvalidEvent",
             InvocationError::SnapshotNotVisible(_) => "SnapshotNotVisible",
             InvocationError::Ec2(_) => "Ec2Unavailable",
+            InvocationError::Ledger(_) => "LedgerUnavailable",
             InvocationError::NotificationFailed(_) => "NotificationFailed",
         };
         Diagnostic {
