@@ -35,6 +35,7 @@ use aws_sdk_ec2::types::{ResourceType, Tag, TagSpecification};
 use aws_smithy_mocks::{MockResponseInterceptor, Rule, RuleMode};
 
 use ebs_lifecycle::config::Config;
+use ebs_lifecycle::ports::ledger::Ledger;
 use ebs_lifecycle::ports::notifier::{Notifier, NotifyError};
 use ebs_lifecycle_core::notify::Notification;
 
@@ -48,10 +49,20 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// The account moto acts as (its default), which the test configuration names.
+pub const ACCOUNT: &str = "123456789012";
+/// The stack's ledger table, created in every test's moto.
+pub const LEDGER_TABLE: &str = "itest-ledger";
+
 /// A moto server owned by one test.
 pub struct Moto {
     child: Child,
     pub endpoint: String,
+    /// libfaketime-style offset (seconds) moto's clock follows
+    /// (scripts/moto_sim_clock.py): what EC2 stamps as StartTime.
+    clock: PathBuf,
+    /// Slots handed out by [`managed_snapshot`], one day apart.
+    slots: std::sync::atomic::AtomicI64,
 }
 
 impl Moto {
@@ -69,10 +80,16 @@ impl Moto {
             .expect("a free port")
             .port();
         // moto's own server with the project's documented fixes
-        // (scripts/moto_ebs_fixes.py: CopySnapshot honours Encrypted).
+        // (scripts/moto_ebs_fixes.py: CopySnapshot honours Encrypted), on a
+        // clock tests can set (scripts/moto_sim_clock.py), so a history is
+        // stamped by EC2 as if taken at its slots.
+        let clock =
+            std::env::temp_dir().join(format!("itest-moto-clock-{port}-{}", std::process::id()));
+        std::fs::write(&clock, "+0").expect("the clock file is writable");
         let child = Command::new(python)
-            .arg(workspace_root().join("scripts/moto_server.py"))
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .arg(workspace_root().join("scripts/moto_sim_clock.py"))
+            .arg(&clock)
+            .args(["127.0.0.1", &port.to_string()])
             .env("MOTO_EC2_LOAD_DEFAULT_AMIS", "false")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -81,6 +98,8 @@ impl Moto {
         let moto = Self {
             child,
             endpoint: format!("http://127.0.0.1:{port}"),
+            clock,
+            slots: std::sync::atomic::AtomicI64::new(0),
         };
         let started = Instant::now();
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -90,7 +109,78 @@ impl Moto {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+        moto.create_ledger_table();
         moto
+    }
+
+    /// The template's `Ledger` table (same keys), on its own thread and
+    /// runtime: `start` is called from async tests and sync ones alike.
+    fn create_ledger_table(&self) {
+        use aws_sdk_dynamodb::types::{
+            AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+        };
+        let client = aws_sdk_dynamodb::Client::new(&self.sdk_config());
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let key = |name: &str, kind: KeyType| {
+                    KeySchemaElement::builder()
+                        .attribute_name(name)
+                        .key_type(kind)
+                        .build()
+                        .unwrap()
+                };
+                let attribute = |name: &str| {
+                    AttributeDefinition::builder()
+                        .attribute_name(name)
+                        .attribute_type(ScalarAttributeType::S)
+                        .build()
+                        .unwrap()
+                };
+                client
+                    .create_table()
+                    .table_name(LEDGER_TABLE)
+                    .key_schema(key("pk", KeyType::Hash))
+                    .key_schema(key("sk", KeyType::Range))
+                    .attribute_definitions(attribute("pk"))
+                    .attribute_definitions(attribute("sk"))
+                    .billing_mode(BillingMode::PayPerRequest)
+                    .send()
+                    .await
+                    .unwrap();
+            })
+        })
+        .join()
+        .unwrap();
+    }
+
+    /// The stack's ledger on this moto (leaked: ports borrow it for the test).
+    pub fn ledger(&self) -> &'static ebs_lifecycle::aws::ledger::DynamoLedger {
+        Box::leak(Box::new(ebs_lifecycle::aws::ledger::DynamoLedger::new(
+            aws_sdk_dynamodb::Client::new(&self.sdk_config()),
+            LEDGER_TABLE,
+        )))
+    }
+
+    pub fn dynamodb(&self) -> aws_sdk_dynamodb::Client {
+        aws_sdk_dynamodb::Client::new(&self.sdk_config())
+    }
+
+    /// Set moto's clock to `t` (it runs on from there); `None`: real time.
+    pub fn set_clock(&self, t: Option<chrono::DateTime<chrono::Utc>>) {
+        let offset = t.map_or(0, |t| (t - chrono::Utc::now()).num_seconds());
+        std::fs::write(&self.clock, format!("{offset:+}")).unwrap();
+    }
+
+    /// The next slot [`managed_snapshot`] hands out: midnight UTC, a day
+    /// after the last, from 2026-03-01 (on every `@daily` and hourly schedule).
+    pub fn next_slot(&self) -> chrono::DateTime<chrono::Utc> {
+        let n = self.slots.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        ebs_lifecycle_core::tags::parse_time("2026-03-01T00:00:00Z").unwrap()
+            + chrono::Duration::days(n)
     }
 
     /// SDK configuration pointing at this server, with dummy credentials and
@@ -170,6 +260,7 @@ impl Drop for Moto {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.clock);
     }
 }
 
@@ -285,8 +376,10 @@ pub fn create_ports<'a>(
     ec2: &'a ebs_lifecycle::aws::ec2::Ec2Adapter,
     commands: &'a dyn ebs_lifecycle::ports::commands::CommandRunner,
     notifier: &'a dyn Notifier,
+    ledger: &'a dyn Ledger,
 ) -> create_snapshots::Ports<'a> {
     create_snapshots::Ports {
+        ledger,
         inventory: ec2,
         catalog: ec2,
         creator: ec2,
@@ -308,8 +401,10 @@ pub fn fresh_memo() -> &'static ebs_lifecycle_core::notify::DailyMemo {
 pub fn complete_ports<'a>(
     ec2: &'a ebs_lifecycle::aws::ec2::Ec2Adapter,
     notifier: &'a dyn Notifier,
+    ledger: &'a dyn Ledger,
 ) -> complete_snapshots::Ports<'a> {
     complete_snapshots::Ports {
+        ledger,
         catalog: ec2,
         tagger: ec2,
         notifier,
@@ -320,8 +415,10 @@ pub fn complete_ports<'a>(
 pub fn tag_ports<'a>(
     ec2: &'a ebs_lifecycle::aws::ec2::Ec2Adapter,
     notifier: &'a dyn Notifier,
+    ledger: &'a dyn Ledger,
 ) -> tag_snapshots::Ports<'a> {
     tag_snapshots::Ports {
+        ledger,
         catalog: ec2,
         inventory: ec2,
         tagger: ec2,
@@ -335,8 +432,10 @@ pub fn check_ports<'a>(
     ec2: &'a ebs_lifecycle::aws::ec2::Ec2Adapter,
     keys: &'a dyn ebs_lifecycle::ports::keys::KeyDirectory,
     notifier: &'a dyn Notifier,
+    ledger: &'a dyn Ledger,
 ) -> check_encryption::Ports<'a> {
     check_encryption::Ports {
+        ledger,
         catalog: ec2,
         inventory: ec2,
         sharing: ec2,
@@ -352,8 +451,10 @@ pub fn check_ports<'a>(
 pub fn expire_ports<'a>(
     ec2: &'a ebs_lifecycle::aws::ec2::Ec2Adapter,
     notifier: &'a dyn Notifier,
+    ledger: &'a dyn Ledger,
 ) -> expire_snapshots::Ports<'a> {
     expire_snapshots::Ports {
+        ledger,
         catalog: ec2,
         inventory: ec2,
         protections: ec2,
@@ -385,6 +486,9 @@ pub fn config(policies: &str) -> Config {
 pub fn config_with(policies: &str, extra: &[(&str, &str)]) -> Config {
     let base = [
         ("DEPLOYMENT_NAME", "itest"),
+        ("ACCOUNT_ID", ACCOUNT),
+        ("AWS_REGION", REGION),
+        ("LEDGER_TABLE", LEDGER_TABLE),
         ("POLICIES", policies),
         ("METRICS_NAMESPACE", "ItestSnapshots"),
     ];
@@ -491,47 +595,145 @@ pub async fn snapshots(ec2: &aws_sdk_ec2::Client) -> Vec<ebs_lifecycle_core::mod
         .collect()
 }
 
-/// A completed snapshot of `volume` carrying only the lifecycle labels
-/// create-snapshots writes (as a multi-volume set or an older version leaves
-/// it: no `Name`, no copied tags), plus `extra` tags. Returns its id.
-pub async fn managed_snapshot(
-    ec2: &aws_sdk_ec2::Client,
+/// The labels create-snapshots writes for `slot` (created 12 s into it),
+/// completed five minutes later.
+pub fn labels_for(
     volume: &str,
     deployment: &str,
     policy: &str,
-    extra: &[(&str, &str)],
-) -> String {
-    let time = |s: &str| ebs_lifecycle_core::tags::parse_time(s).unwrap();
-    let labels = ebs_lifecycle_core::tags::LifecycleLabels {
+    slot: chrono::DateTime<chrono::Utc>,
+) -> ebs_lifecycle_core::tags::LifecycleLabels {
+    ebs_lifecycle_core::tags::LifecycleLabels {
         managed_by: deployment.into(),
         policy: policy.into(),
-        slot: time("2026-03-01T00:00:00Z"),
+        slot,
         state: ebs_lifecycle_core::tags::LifecycleState::Completed,
         volume_id: Some(volume.into()),
         instance_id: None,
         device: None,
-        created_at: time("2026-03-01T00:00:12Z"),
-        completed_at: Some(time("2026-03-01T00:05:00Z")),
+        created_at: slot + chrono::Duration::seconds(12),
+        completed_at: Some(slot + chrono::Duration::minutes(5)),
         consistency: ebs_lifecycle_core::tags::ConsistencyLabel::Crash,
         retained_by: None,
         expires_at: None,
         hold: false,
-    };
+    }
+}
+
+/// The identity the test configuration gives `deployment`.
+pub fn identity(deployment: &str) -> ebs_lifecycle_core::ownership::Identity {
+    ebs_lifecycle_core::ownership::Identity {
+        deployment: deployment.into(),
+        account: ACCOUNT.into(),
+        region: REGION.into(),
+    }
+}
+
+/// A snapshot of `volume` as create-snapshots makes it for `labels`: its
+/// lifecycle tags (only those: no `Name`, no copied tags, as a multi-volume
+/// set or an older version leaves them) plus `extra`, the Description that
+/// proves it the deployment's, and EC2's StartTime at `labels.created_at`
+/// (moto's clock is set there for the call). Returns its id.
+pub async fn snapshot_as_created(
+    moto: &Moto,
+    volume: &str,
+    labels: &ebs_lifecycle_core::tags::LifecycleLabels,
+    extra: &[(&str, &str)],
+) -> String {
+    let description = identity(&labels.managed_by).scheduled(
+        &ebs_lifecycle_core::ownership::Subject::Volume(volume.into()),
+        &labels.policy,
+        labels.slot,
+    );
     let mut pairs: Vec<(String, String)> = labels.to_tags().into_iter().collect();
     pairs.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     let refs: Vec<(&str, &str)> = pairs
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
-    ec2.create_snapshot()
+    moto.set_clock(Some(labels.created_at));
+    let id = moto
+        .ec2()
+        .create_snapshot()
         .volume_id(volume)
+        .description(description)
         .tag_specifications(tag_spec(ResourceType::Snapshot, &refs))
         .send()
         .await
         .unwrap()
         .snapshot_id()
         .unwrap()
-        .to_string()
+        .to_string();
+    moto.set_clock(None);
+    id
+}
+
+/// A completed snapshot of `volume` for the next slot of this moto (each
+/// call one day after the last, from 2026-03-01), as create-snapshots
+/// made it ([`snapshot_as_created`]), plus `extra` tags. Returns its id.
+pub async fn managed_snapshot(
+    moto: &Moto,
+    volume: &str,
+    deployment: &str,
+    policy: &str,
+    extra: &[(&str, &str)],
+) -> String {
+    let labels = labels_for(volume, deployment, policy, moto.next_slot());
+    snapshot_as_created(moto, volume, &labels, extra).await
+}
+
+/// A DynamoDB client answered by mock rules that hold nothing: no stop, no
+/// copy, every report a first, every deletion granted. The ledger of tests
+/// whose EC2 is mocked too.
+pub fn mocked_ledger() -> &'static ebs_lifecycle::aws::ledger::DynamoLedger {
+    use aws_sdk_dynamodb::operation::{
+        batch_get_item::BatchGetItemOutput, delete_item::DeleteItemOutput, get_item::GetItemOutput,
+        put_item::PutItemOutput, query::QueryOutput,
+    };
+    use aws_sdk_dynamodb::Client;
+    use aws_smithy_mocks::mock;
+    let rules = [
+        mock!(Client::get_item)
+            .sequence()
+            .output(|| GetItemOutput::builder().build())
+            .repeatedly()
+            .build(),
+        mock!(Client::put_item)
+            .sequence()
+            .output(|| PutItemOutput::builder().build())
+            .repeatedly()
+            .build(),
+        mock!(Client::delete_item)
+            .sequence()
+            .output(|| DeleteItemOutput::builder().build())
+            .repeatedly()
+            .build(),
+        mock!(Client::query)
+            .sequence()
+            .output(|| QueryOutput::builder().build())
+            .repeatedly()
+            .build(),
+        mock!(Client::batch_get_item)
+            .sequence()
+            .output(|| BatchGetItemOutput::builder().build())
+            .repeatedly()
+            .build(),
+    ];
+    let mut interceptor = MockResponseInterceptor::new().rule_mode(RuleMode::MatchAny);
+    for rule in &rules {
+        interceptor = interceptor.with_rule(rule);
+    }
+    let config = aws_sdk_dynamodb::Config::builder()
+        .behavior_version_latest()
+        .region(Region::new(REGION))
+        .credentials_provider(Credentials::new("testing", "testing", None, None, "mock"))
+        .http_client(aws_smithy_mocks::create_mock_http_client())
+        .interceptor(interceptor)
+        .build();
+    Box::leak(Box::new(ebs_lifecycle::aws::ledger::DynamoLedger::new(
+        Client::from_conf(config),
+        LEDGER_TABLE,
+    )))
 }
 
 /// Put tags on any resource (volume, instance, snapshot).

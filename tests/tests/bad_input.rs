@@ -61,7 +61,7 @@ async fn run_function(function: &str, event: &Value) -> Result<(), Diagnostic> {
     let deadline = Deadline::after(Duration::from_secs(600));
     let result: Result<(), Diagnostic> = match function {
         "create-snapshots" => create_snapshots::handle(
-            create_ports(&adapter, &no_commands, &notifier),
+            create_ports(&adapter, &no_commands, &notifier, mocked_ledger()),
             &config,
             event,
             now,
@@ -71,7 +71,7 @@ async fn run_function(function: &str, event: &Value) -> Result<(), Diagnostic> {
         .map(drop)
         .map_err(Into::into),
         "complete-snapshots" => complete_snapshots::handle(
-            complete_ports(&adapter, &notifier),
+            complete_ports(&adapter, &notifier, mocked_ledger()),
             &config,
             event,
             now,
@@ -81,7 +81,7 @@ async fn run_function(function: &str, event: &Value) -> Result<(), Diagnostic> {
         .map(drop)
         .map_err(Into::into),
         "tag-snapshots" => tag_snapshots::handle(
-            tag_ports(&adapter, &notifier),
+            tag_ports(&adapter, &notifier, mocked_ledger()),
             &config,
             event,
             now,
@@ -91,7 +91,7 @@ async fn run_function(function: &str, event: &Value) -> Result<(), Diagnostic> {
         .map(drop)
         .map_err(Into::into),
         "check-encryption" => check_encryption::handle(
-            check_ports(&adapter, &kms, &notifier),
+            check_ports(&adapter, &kms, &notifier, mocked_ledger()),
             &config,
             event,
             now,
@@ -101,7 +101,7 @@ async fn run_function(function: &str, event: &Value) -> Result<(), Diagnostic> {
         .map(drop)
         .map_err(Into::into),
         "expire-snapshots" => expire_snapshots::handle(
-            expire_ports(&adapter, &notifier),
+            expire_ports(&adapter, &notifier, mocked_ledger()),
             &config,
             event,
             now,

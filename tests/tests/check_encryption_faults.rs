@@ -22,7 +22,9 @@ use ebs_lifecycle::aws::ec2::Ec2Adapter;
 use ebs_lifecycle::lambda::deadline::Deadline;
 use ebs_lifecycle::ports::keys::{KeyDirectory, KmsError};
 use ebs_lifecycle_core::encryption::{FindingKind, Fix};
-use integration_tests::{check_ports, config_with, ec2_error, mocked_ec2, RecordingNotifier};
+use integration_tests::{
+    check_ports, config_with, ec2_error, mocked_ec2, mocked_ledger, RecordingNotifier,
+};
 
 /// KMS knows no key: every snapshot's permissions are read.
 struct NoKeys;
@@ -98,7 +100,7 @@ async fn a_failed_read_is_not_checked_and_a_refused_fix_is_failed_and_the_run_go
     );
     let adapter = Ec2Adapter::new(client);
     let notifier = RecordingNotifier::default();
-    let ports = check_ports(&adapter, &NoKeys, &notifier);
+    let ports = check_ports(&adapter, &NoKeys, &notifier, mocked_ledger());
     let config = config_with(
         r#"{"default": {"schedule": "@daily", "keep": {"last": 1}}}"#,
         &[("REMEDIATE", "public")],

@@ -79,17 +79,18 @@ async fn share(ec2: &aws_sdk_ec2::Client, snapshot: &str, group_all: bool, accou
     request.send().await.unwrap();
 }
 
-async fn seed(ec2: &aws_sdk_ec2::Client) -> Account {
+async fn seed(moto: &Moto) -> Account {
+    let ec2 = &moto.ec2();
     let plain_volume = create_volume(ec2, 8, &[("Backup", "default")]).await;
     let good_volume = encrypted_volume(ec2, ALLOWED_KEY, &[("Backup", "default")]).await;
     let other_volume = encrypted_volume(ec2, OTHER_KEY, &[]).await;
-    let unencrypted_managed = managed_snapshot(ec2, &plain_volume, "itest", "default", &[]).await;
+    let unencrypted_managed = managed_snapshot(moto, &plain_volume, "itest", "default", &[]).await;
     let unencrypted_foreign = hand_made_snapshot(ec2, &plain_volume).await;
-    let wrong_key = managed_snapshot(ec2, &other_volume, "itest", "default", &[]).await;
-    let good = managed_snapshot(ec2, &good_volume, "itest", "default", &[]).await;
+    let wrong_key = managed_snapshot(moto, &other_volume, "itest", "default", &[]).await;
+    let good = managed_snapshot(moto, &good_volume, "itest", "default", &[]).await;
     let public_foreign = hand_made_snapshot(ec2, &good_volume).await;
     share(ec2, &public_foreign, true, &[]).await;
-    let shared_managed = managed_snapshot(ec2, &good_volume, "itest", "default", &[]).await;
+    let shared_managed = managed_snapshot(moto, &good_volume, "itest", "default", &[]).await;
     share(ec2, &shared_managed, false, &[STRANGER, ALLOWED_ACCOUNT]).await;
     let shared_foreign = hand_made_snapshot(ec2, &good_volume).await;
     share(ec2, &shared_foreign, false, &[STRANGER]).await;
@@ -105,7 +106,7 @@ async fn seed(ec2: &aws_sdk_ec2::Client) -> Account {
         .volume_id()
         .unwrap()
         .to_string();
-    let aws_managed_key = managed_snapshot(ec2, &default_volume, "itest", "default", &[]).await;
+    let aws_managed_key = managed_snapshot(moto, &default_volume, "itest", "default", &[]).await;
     Account {
         aws_managed_key,
         unencrypted_managed,
@@ -153,7 +154,7 @@ async fn run_on(
 ) -> RunSummary {
     let adapter = Ec2Adapter::new(ec2);
     let kms = KmsAdapter::new(aws_sdk_kms::Client::new(&moto.sdk_config()));
-    let ports = check_ports(&adapter, &kms, notifier);
+    let ports = check_ports(&adapter, &kms, notifier, moto.ledger());
     handle(
         ports,
         config,
@@ -217,7 +218,7 @@ fn by_id(snapshots: Vec<Snapshot>) -> BTreeMap<String, Snapshot> {
 async fn every_kind_of_finding_in_one_notification_and_off_changes_nothing() {
     let moto = Moto::start();
     let ec2 = moto.ec2();
-    let account = seed(&ec2).await;
+    let account = seed(&moto).await;
     let before = by_id(snapshots(&ec2).await);
     let notifier = RecordingNotifier::default();
 
@@ -279,7 +280,7 @@ async fn every_kind_of_finding_in_one_notification_and_off_changes_nothing() {
 async fn public_removes_public_access_everywhere_and_bad_shares_only_on_managed() {
     let moto = Moto::start();
     let ec2 = moto.ec2();
-    let account = seed(&ec2).await;
+    let account = seed(&moto).await;
     let notifier = RecordingNotifier::default();
 
     let summary = run(&moto, &config_for("public"), &daily(), &notifier).await;
@@ -325,7 +326,7 @@ async fn public_removes_public_access_everywhere_and_bad_shares_only_on_managed(
 async fn all_copies_unencrypted_managed_snapshots_which_supersede_them_once_completed() {
     let moto = Moto::start();
     let ec2 = moto.ec2();
-    let account = seed(&ec2).await;
+    let account = seed(&moto).await;
     let notifier = RecordingNotifier::default();
     let foreign_before = by_id(snapshots(&ec2).await)[&account.unencrypted_foreign].clone();
 
@@ -383,7 +384,7 @@ async fn all_copies_unencrypted_managed_snapshots_which_supersede_them_once_comp
     let event = copy_event(&copy_id, &account.unencrypted_managed);
     let adapter = Ec2Adapter::new(moto.ec2());
     let completed = complete_snapshots::handle(
-        complete_ports(&adapter, &notifier),
+        complete_ports(&adapter, &notifier, moto.ledger()),
         &config_for("all"),
         &event,
         chrono::Utc::now(),
@@ -420,7 +421,7 @@ async fn expire_dry_run(moto: &Moto) -> Vec<String> {
     let adapter = Ec2Adapter::new(moto.ec2());
     let notifier = RecordingNotifier::default();
     let summary = expire_snapshots::handle(
-        expire_ports(&adapter, &notifier),
+        expire_ports(&adapter, &notifier, moto.ledger()),
         &config_with(POLICIES, &[("DRY_RUN", "true")]),
         &daily(),
         chrono::Utc::now(),
@@ -462,8 +463,7 @@ fn copy_event(copy: &str, source: &str) -> Value {
 #[tokio::test]
 async fn a_completion_event_checks_only_that_snapshot_and_alerts_only_on_findings() {
     let moto = Moto::start();
-    let ec2 = moto.ec2();
-    let account = seed(&ec2).await;
+    let account = seed(&moto).await;
 
     let notifier = RecordingNotifier::default();
     let (counted, counter) = moto.counted_ec2();
@@ -525,7 +525,7 @@ async fn allowed_keys_may_be_given_as_ids_arns_or_aliases() {
         .await
         .unwrap();
     let volume = encrypted_volume(&ec2, &key_arn, &[]).await;
-    let snapshot = managed_snapshot(&ec2, &volume, "itest", "default", &[]).await;
+    let snapshot = managed_snapshot(&moto, &volume, "itest", "default", &[]).await;
 
     for allowed in [
         key_id.as_str(),
@@ -555,7 +555,7 @@ async fn the_copy_key_is_allowed_even_when_the_list_omits_it() {
     let moto = Moto::start();
     let ec2 = moto.ec2();
     let volume = create_volume(&ec2, 8, &[]).await;
-    managed_snapshot(&ec2, &volume, "itest", "default", &[]).await;
+    managed_snapshot(&moto, &volume, "itest", "default", &[]).await;
     let config = config_with(
         POLICIES,
         &[
@@ -583,7 +583,7 @@ async fn the_copy_key_is_allowed_even_when_the_list_omits_it() {
 async fn an_event_delivered_twice_fixes_copies_and_alerts_once() {
     let moto = Moto::start();
     let ec2 = moto.ec2();
-    let account = seed(&ec2).await;
+    let account = seed(&moto).await;
     let notifier = RecordingNotifier::default();
 
     for event in [
@@ -632,7 +632,7 @@ async fn a_deadline_mid_check_counts_what_was_not_read() {
     use integration_tests::fault_proxy::{Fault, FaultProxy};
     let moto = Moto::start();
     let ec2 = moto.ec2();
-    seed(&ec2).await;
+    seed(&moto).await;
     let volume = create_volume(&ec2, 8, &[]).await;
     for _ in 0..10 {
         hand_made_snapshot(&ec2, &volume).await;
@@ -649,7 +649,7 @@ async fn a_deadline_mid_check_counts_what_was_not_read() {
     let kms = KmsAdapter::new(aws_sdk_kms::Client::new(&moto.sdk_config()));
     let notifier = RecordingNotifier::default();
     let first = handle(
-        check_ports(&adapter, &kms, &notifier),
+        check_ports(&adapter, &kms, &notifier, moto.ledger()),
         &config_for("off"),
         &daily(),
         chrono::Utc::now(),

@@ -20,7 +20,9 @@ use ebs_lifecycle::aws::ec2::Ec2Adapter;
 use ebs_lifecycle::lambda::deadline::Deadline;
 use ebs_lifecycle::ports::notifier::{Notifier, NotifyError};
 use ebs_lifecycle_core::notify::{Notification, NotificationKind};
-use integration_tests::{complete_ports, config, mocked_ec2, workspace_root, RecordingNotifier};
+use integration_tests::{
+    complete_ports, config, mocked_ec2, mocked_ledger, workspace_root, RecordingNotifier,
+};
 
 const POLICIES: &str = r#"{"default": {"schedule": "@daily", "keep": {"last": 3}}}"#;
 
@@ -93,7 +95,7 @@ async fn run(
     now: &str,
 ) -> Result<RunSummary, InvocationError> {
     let adapter = Ec2Adapter::new(client);
-    let ports = complete_ports(&adapter, notifier);
+    let ports = complete_ports(&adapter, notifier, mocked_ledger());
     let now = ebs_lifecycle_core::tags::parse_time(now).unwrap();
     handle(
         ports,

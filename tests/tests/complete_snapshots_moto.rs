@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use complete_snapshots::{handle, InvocationError, RunSummary};
 use ebs_lifecycle::aws::ec2::Ec2Adapter;
 use ebs_lifecycle::lambda::deadline::Deadline;
-use ebs_lifecycle_core::tags::{self, ConsistencyLabel, LifecycleLabels, LifecycleState};
+use ebs_lifecycle_core::tags::{self, LifecycleState};
 use integration_tests::*;
 
 fn at(s: &str) -> DateTime<Utc> {
@@ -32,37 +32,15 @@ fn event(name: &str, replace: &[(&str, &str)]) -> Value {
     serde_json::from_str(&text).unwrap()
 }
 
-/// A snapshot as create-snapshots leaves it: tagged pending by `deployment`.
-async fn pending_snapshot(ec2: &aws_sdk_ec2::Client, deployment: &str) -> (String, String) {
-    let volume = create_volume(ec2, 8, &[("Backup", "default")]).await;
-    let labels = LifecycleLabels {
-        managed_by: deployment.into(),
-        policy: "default".into(),
-        slot: at("2026-03-01T00:00:00Z"),
-        state: LifecycleState::Pending,
-        volume_id: Some(volume.clone()),
-        instance_id: None,
-        device: None,
-        created_at: at("2026-03-01T03:00:12Z"),
-        completed_at: None,
-        consistency: ConsistencyLabel::Crash,
-        retained_by: None,
-        expires_at: None,
-        hold: false,
-    };
-    let pairs: Vec<(String, String)> = labels.to_tags().into_iter().collect();
-    let refs: Vec<(&str, &str)> = pairs
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    let snapshot = ec2
-        .create_snapshot()
-        .volume_id(&volume)
-        .tag_specifications(tag_spec(aws_sdk_ec2::types::ResourceType::Snapshot, &refs))
-        .send()
-        .await
-        .unwrap();
-    (snapshot.snapshot_id().unwrap().to_string(), volume)
+/// A snapshot as create-snapshots leaves it: tagged pending by
+/// `deployment`, with its Description, taken in its slot.
+async fn pending_snapshot(moto: &Moto, deployment: &str) -> (String, String) {
+    let volume = create_volume(&moto.ec2(), 8, &[("Backup", "default")]).await;
+    let mut labels = labels_for(&volume, deployment, "default", moto.next_slot());
+    labels.state = LifecycleState::Pending;
+    labels.completed_at = None;
+    let snapshot = snapshot_as_created(moto, &volume, &labels, &[]).await;
+    (snapshot, volume)
 }
 
 async fn deliver(
@@ -72,7 +50,7 @@ async fn deliver(
     now: &str,
 ) -> Result<RunSummary, InvocationError> {
     let adapter = Ec2Adapter::new(moto.ec2());
-    let ports = complete_ports(&adapter, notifier);
+    let ports = complete_ports(&adapter, notifier, moto.ledger());
     handle(
         ports,
         &config("{\"default\":{\"schedule\":\"@daily\",\"keep\":{\"last\":3}}}"),
@@ -95,7 +73,7 @@ async fn tags_of(moto: &Moto, id: &str) -> ebs_lifecycle_core::Tags {
 #[tokio::test]
 async fn create_snapshot_succeeded_completes_the_snapshot_with_the_events_end_time() {
     let moto = Moto::start();
-    let (snap, vol) = pending_snapshot(&moto.ec2(), "itest").await;
+    let (snap, vol) = pending_snapshot(&moto, "itest").await;
     let notifier = RecordingNotifier::default();
     let e = event(
         "create-snapshot-succeeded.json",
@@ -116,8 +94,8 @@ async fn create_snapshot_succeeded_completes_the_snapshot_with_the_events_end_ti
 #[tokio::test]
 async fn the_multi_volume_event_completes_every_snapshot_it_lists() {
     let moto = Moto::start();
-    let (a, va) = pending_snapshot(&moto.ec2(), "itest").await;
-    let (b, vb) = pending_snapshot(&moto.ec2(), "itest").await;
+    let (a, va) = pending_snapshot(&moto, "itest").await;
+    let (b, vb) = pending_snapshot(&moto, "itest").await;
     let e = event(
         "create-snapshots-completed.json",
         &[
@@ -148,7 +126,7 @@ async fn the_multi_volume_event_completes_every_snapshot_it_lists() {
 #[tokio::test]
 async fn a_copy_snapshot_event_completes_the_copy() {
     let moto = Moto::start();
-    let (copy, _) = pending_snapshot(&moto.ec2(), "itest").await;
+    let (copy, _) = pending_snapshot(&moto, "itest").await;
     let mut e = event(
         "create-snapshot-succeeded.json",
         &[("snap-01234567", &copy)],
@@ -173,7 +151,7 @@ async fn an_event_contradicting_ec2_loses_to_ec2() {
     // moto's snapshots are completed at once; a "failed" event for one must
     // not make the tag lie, nor page anyone.
     let moto = Moto::start();
-    let (snap, vol) = pending_snapshot(&moto.ec2(), "itest").await;
+    let (snap, vol) = pending_snapshot(&moto, "itest").await;
     let notifier = RecordingNotifier::default();
     let e = event(
         "create-snapshot-failed.json",
@@ -192,7 +170,7 @@ async fn an_event_contradicting_ec2_loses_to_ec2() {
 #[tokio::test]
 async fn repeated_and_late_events_change_nothing() {
     let moto = Moto::start();
-    let (snap, vol) = pending_snapshot(&moto.ec2(), "itest").await;
+    let (snap, vol) = pending_snapshot(&moto, "itest").await;
     let notifier = RecordingNotifier::default();
     let e = event(
         "create-snapshot-succeeded.json",
@@ -229,7 +207,7 @@ async fn repeated_and_late_events_change_nothing() {
 async fn foreign_snapshots_are_ignored_and_untouched() {
     let moto = Moto::start();
     let ec2 = moto.ec2();
-    let (theirs, vol) = pending_snapshot(&ec2, "another-stack").await;
+    let (theirs, vol) = pending_snapshot(&moto, "another-stack").await;
     let untagged = ec2
         .create_snapshot()
         .volume_id(&vol)
@@ -283,9 +261,8 @@ async fn a_snapshot_not_visible_yet_fails_the_invocation_for_a_retry() {
 #[tokio::test]
 async fn reconcile_corrects_a_pending_tag_that_ec2_says_is_completed() {
     let moto = Moto::start();
-    let ec2 = moto.ec2();
-    let (ours, _) = pending_snapshot(&ec2, "itest").await;
-    let (theirs, _) = pending_snapshot(&ec2, "another-stack").await;
+    let (ours, _) = pending_snapshot(&moto, "itest").await;
+    let (theirs, _) = pending_snapshot(&moto, "another-stack").await;
     let notifier = RecordingNotifier::default();
 
     let summary = deliver(
@@ -316,7 +293,7 @@ async fn reconcile_corrects_a_pending_tag_that_ec2_says_is_completed() {
 #[tokio::test]
 async fn well_formed_ebs_events_it_does_not_handle_are_ignored() {
     let moto = Moto::start();
-    let (snap, _) = pending_snapshot(&moto.ec2(), "itest").await;
+    let (snap, _) = pending_snapshot(&moto, "itest").await;
     let mut e = event(
         "create-snapshot-succeeded.json",
         &[("snap-01234567", &snap)],

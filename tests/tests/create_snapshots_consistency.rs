@@ -51,7 +51,7 @@ async fn run(
     notifier: &RecordingNotifier,
 ) -> RunSummary {
     handle(
-        create_ports(ec2, commands, notifier),
+        create_ports(ec2, commands, notifier, mocked_ledger()),
         &config(POLICIES),
         &json!({"kind": "tick"}),
         now(),
@@ -396,7 +396,7 @@ async fn deployed_the_freeze_and_thaw_are_the_stacks_document_with_parameters() 
     let adapter = Ec2Adapter::new(ec2.clone());
 
     let summary = handle(
-        create_ports(&adapter, &ssm, &notifier),
+        create_ports(&adapter, &ssm, &notifier, moto.ledger()),
         &config_with(POLICIES, &[("CONSISTENCY_DOCUMENT", "itest-FreezeThaw")]),
         &json!({"kind": "tick"}),
         now(),
@@ -443,7 +443,7 @@ async fn a_freeze_that_reports_after_its_watchdog_window_is_not_labelled_applica
             freeze_window: Duration::from_millis(50),
             ..TEST_WAITS
         },
-        ..create_ports(&adapter, &ssm, &notifier)
+        ..create_ports(&adapter, &ssm, &notifier, moto.ledger())
     };
 
     let summary = handle(
@@ -676,7 +676,12 @@ async fn the_deadline_during_the_freeze_leaves_the_set_for_later_and_still_thaws
     let deadline = Deadline::after(Duration::from_secs(3)).with_margin(Duration::from_secs(2));
 
     let summary = handle(
-        create_ports(&Ec2Adapter::new(ec2.clone()), &ssm, &notifier),
+        create_ports(
+            &Ec2Adapter::new(ec2.clone()),
+            &ssm,
+            &notifier,
+            moto.ledger(),
+        ),
         &config(POLICIES),
         &json!({"kind": "tick"}),
         now(),
@@ -797,7 +802,7 @@ async fn an_instance_left_stopped_is_started_even_when_the_deadline_leaves_its_s
         Deadline::after(Duration::from_millis(2_300)).with_margin(Duration::from_secs(2));
 
     let summary = handle(
-        create_ports(&slow, &no_commands(), &notifier),
+        create_ports(&slow, &no_commands(), &notifier, moto.ledger()),
         &config(POLICIES),
         &json!({"kind": "tick"}),
         now(),

@@ -21,7 +21,7 @@ use ebs_lifecycle::aws::ec2::Ec2Adapter;
 use ebs_lifecycle::aws::MAX_ATTEMPTS;
 use ebs_lifecycle::lambda::deadline::Deadline;
 use integration_tests::{
-    config, create_ports, ec2_error, mocked_ec2, no_commands, RecordingNotifier,
+    config, create_ports, ec2_error, mocked_ec2, mocked_ledger, no_commands, RecordingNotifier,
 };
 
 const POLICIES: &str = r#"{"default": {"schedule": "@daily", "keep": {"last": 3}}}"#;
@@ -73,7 +73,7 @@ fn create_for(
 async fn run(client: Client, notifier: &RecordingNotifier) -> Result<RunSummary, CreateError> {
     let adapter = Ec2Adapter::new(client);
     let no_commands = no_commands();
-    let ports = create_ports(&adapter, &no_commands, notifier);
+    let ports = create_ports(&adapter, &no_commands, notifier, mocked_ledger());
     let now = ebs_lifecycle_core::tags::parse_time("2026-03-01T10:15:00Z").unwrap();
     handle(
         ports,

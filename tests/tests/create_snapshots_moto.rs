@@ -53,7 +53,7 @@ async fn run_with(
     let no_commands = no_commands();
     let ports = Ports {
         inventory,
-        ..create_ports(adapter, &no_commands, notifier)
+        ..create_ports(adapter, &no_commands, notifier, mocked_ledger())
     };
     handle(ports, config, &tick(), now, deadline)
         .await
@@ -325,7 +325,7 @@ async fn a_malformed_event_is_rejected_before_any_aws_call() {
     let adapter = Ec2Adapter::new(ec2.clone());
     let notifier = RecordingNotifier::default();
     let no_commands = no_commands();
-    let ports = create_ports(&adapter, &no_commands, &notifier);
+    let ports = create_ports(&adapter, &no_commands, &notifier, moto.ledger());
     let config = config(POLICIES);
     for event in [
         json!(null),

@@ -21,7 +21,9 @@ use ebs_lifecycle::aws::ec2::Ec2Adapter;
 use ebs_lifecycle::aws::MAX_ATTEMPTS;
 use ebs_lifecycle::lambda::deadline::Deadline;
 use expire_snapshots::{handle, ExpireError, Pacing, Ports, RunSummary, DELETE_PACING};
-use integration_tests::{config, ec2_error, expire_ports, mocked_ec2, RecordingNotifier};
+use integration_tests::{
+    config, ec2_error, expire_ports, mocked_ec2, mocked_ledger, RecordingNotifier,
+};
 
 const POLICIES: &str = r#"{"lean": {"schedule": "@daily", "keep": {"last": 1}}}"#;
 
@@ -89,7 +91,7 @@ fn delete(
 
 async fn run(client: Client, notifier: &RecordingNotifier) -> Result<RunSummary, ExpireError> {
     let adapter = Ec2Adapter::new(client);
-    let ports = expire_ports(&adapter, notifier);
+    let ports = expire_ports(&adapter, notifier, mocked_ledger());
     let now = ebs_lifecycle_core::tags::parse_time("2026-03-10T04:00:00Z").unwrap();
     handle(
         Ports {
@@ -193,7 +195,7 @@ async fn expire_history(locks: &Rule, deletes: &Rule, pacing: Pacing) -> RunSumm
     );
     let adapter = Ec2Adapter::new(client);
     let notifier = RecordingNotifier::default();
-    let ports = expire_ports(&adapter, &notifier);
+    let ports = expire_ports(&adapter, &notifier, mocked_ledger());
     handle(
         Ports { pacing, ..ports },
         &config(POLICIES),

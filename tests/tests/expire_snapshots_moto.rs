@@ -18,46 +18,29 @@ use ebs_lifecycle::config::Config;
 use ebs_lifecycle::lambda::deadline::Deadline;
 use ebs_lifecycle_core::model::Snapshot;
 use ebs_lifecycle_core::notify::NotificationKind;
-use ebs_lifecycle_core::tags::{self, ConsistencyLabel, LifecycleLabels, LifecycleState};
+use ebs_lifecycle_core::tags;
 use expire_snapshots::{handle, Pacing, Ports, RunSummary};
 use integration_tests::*;
 
 const POLICIES: &str = r#"{"lean": {"schedule": "@daily", "keep": {"last": 1}}}"#;
 
+/// A snapshot of `volume` for the next slot: as create-snapshots made it
+/// for `deployment`, or made by hand (`None`), plus `extra` tags.
 async fn snapshot(
-    ec2: &aws_sdk_ec2::Client,
+    moto: &Moto,
     volume: &str,
     deployment: Option<&str>,
     extra: &[(&str, &str)],
 ) -> String {
-    let mut pairs: Vec<(String, String)> = Vec::new();
+    let slot = moto.next_slot();
     if let Some(deployment) = deployment {
-        let labels = LifecycleLabels {
-            managed_by: deployment.into(),
-            policy: "lean".into(),
-            slot: tags::parse_time("2026-03-01T00:00:00Z").unwrap(),
-            state: LifecycleState::Completed,
-            volume_id: Some(volume.into()),
-            instance_id: None,
-            device: None,
-            created_at: tags::parse_time("2026-03-01T00:01:00Z").unwrap(),
-            completed_at: None,
-            consistency: ConsistencyLabel::Crash,
-            retained_by: None,
-            expires_at: None,
-            hold: false,
-        };
-        pairs.extend(labels.to_tags());
+        let labels = labels_for(volume, deployment, "lean", slot);
+        return snapshot_as_created(moto, volume, &labels, extra).await;
     }
-    pairs.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    let mut request = ec2.create_snapshot().volume_id(volume);
-    if !pairs.is_empty() {
-        let refs: Vec<(&str, &str)> = pairs
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
+    let mut request = moto.ec2().create_snapshot().volume_id(volume);
+    if !extra.is_empty() {
         request =
-            request.tag_specifications(tag_spec(aws_sdk_ec2::types::ResourceType::Snapshot, &refs));
+            request.tag_specifications(tag_spec(aws_sdk_ec2::types::ResourceType::Snapshot, extra));
     }
     request
         .send()
@@ -83,12 +66,12 @@ async fn seed(moto: &Moto) -> Account {
 
     let mut ours_live = Vec::new();
     for _ in 0..4 {
-        ours_live.push(snapshot(&ec2, &live, Some("itest"), &[]).await);
+        ours_live.push(snapshot(moto, &live, Some("itest"), &[]).await);
     }
-    let held = snapshot(&ec2, &live, Some("itest"), &[("lifecycle:hold", "legal")]).await;
+    let held = snapshot(moto, &live, Some("itest"), &[("lifecycle:hold", "legal")]).await;
     // An AMI registered from a managed snapshot (moto, with
     // scripts/moto_ebs_fixes.py, backs it by that snapshot as EC2 does).
-    let source = snapshot(&ec2, &live, Some("itest"), &[]).await;
+    let source = snapshot(moto, &live, Some("itest"), &[]).await;
     let image = ec2
         .register_image()
         .name("golden-image")
@@ -119,11 +102,11 @@ async fn seed(moto: &Moto) -> Account {
         .unwrap()
         .to_string();
     assert_eq!(ami_backed, source, "DescribeImages names the snapshot");
-    let theirs = snapshot(&ec2, &live, Some("another-stack"), &[]).await;
-    let untagged = snapshot(&ec2, &live, None, &[]).await;
+    let theirs = snapshot(moto, &live, Some("another-stack"), &[]).await;
+    let untagged = snapshot(moto, &live, None, &[]).await;
     let mut orphans = Vec::new();
     for _ in 0..3 {
-        orphans.push(snapshot(&ec2, &doomed, Some("itest"), &[]).await);
+        orphans.push(snapshot(moto, &doomed, Some("itest"), &[]).await);
     }
     ec2.delete_volume().volume_id(&doomed).send().await.unwrap();
 
@@ -164,7 +147,7 @@ async fn expire_on(
     notifier: &RecordingNotifier,
 ) -> RunSummary {
     let adapter = Ec2Adapter::new(ec2);
-    let ports = expire_ports(&adapter, notifier);
+    let ports = expire_ports(&adapter, notifier, mocked_ledger());
     let now = tags::parse_time("2026-11-21T04:00:00Z").unwrap();
     handle(
         Ports {
@@ -352,7 +335,7 @@ async fn a_deadline_mid_run_leaves_the_rest_for_the_next_run() {
         &proxy.sdk_config(Duration::from_secs(5)),
     ));
     let notifier = RecordingNotifier::default();
-    let ports = expire_ports(&adapter, &notifier);
+    let ports = expire_ports(&adapter, &notifier, moto.ledger());
     let now = tags::parse_time("2026-11-21T04:00:00Z").unwrap();
     let first = handle(
         Ports {

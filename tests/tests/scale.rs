@@ -25,6 +25,7 @@ use ebs_lifecycle::aws::ec2::Ec2Adapter;
 use ebs_lifecycle::aws::kms::KmsAdapter;
 use ebs_lifecycle::lambda::deadline::Deadline;
 use ebs_lifecycle::ports::ec2::TAG_BATCH;
+use ebs_lifecycle_core::ownership::Subject;
 use ebs_lifecycle_core::tags::{self, ConsistencyLabel, LifecycleLabels, LifecycleState};
 use integration_tests::*;
 
@@ -88,7 +89,8 @@ struct Account {
     foreign: BTreeSet<String>,
 }
 
-async fn seed(ec2: &aws_sdk_ec2::Client, n: usize) -> Account {
+async fn seed(moto: &Moto, n: usize) -> Account {
+    let ec2 = &moto.ec2();
     let started = Instant::now();
     let mut volumes = Vec::with_capacity(n);
     for _ in 0..n {
@@ -112,9 +114,14 @@ async fn seed(ec2: &aws_sdk_ec2::Client, n: usize) -> Account {
             .to_string();
         volumes.push(id);
     }
-    let mut jobs = Vec::new();
-    for volume in &volumes {
-        for i in 0..HISTORY {
+    // Day by day, moto's clock at each slot: EC2 stamps every snapshot of
+    // the history as taken in its slot, with the Description create-snapshots
+    // gives it.
+    for i in 0..HISTORY {
+        let slot = tags::parse_time(&format!("2026-02-{:02}T00:00:00Z", i + 1)).unwrap();
+        moto.set_clock(Some(slot + chrono::Duration::seconds(12)));
+        let mut jobs = Vec::new();
+        for volume in &volumes {
             let (ec2, volume) = (ec2.clone(), volume.clone());
             jobs.push(async move {
                 let pairs = labels(&volume, i);
@@ -122,16 +129,20 @@ async fn seed(ec2: &aws_sdk_ec2::Client, n: usize) -> Account {
                     .iter()
                     .map(|(k, v)| (k.as_str(), v.as_str()))
                     .collect();
+                let description =
+                    identity("itest").scheduled(&Subject::Volume(volume.clone()), "scale", slot);
                 ec2.create_snapshot()
                     .volume_id(&volume)
+                    .description(description)
                     .tag_specifications(tag_spec(aws_sdk_ec2::types::ResourceType::Snapshot, &refs))
                     .send()
                     .await
                     .unwrap();
             });
         }
+        in_parallel(jobs, 8).await;
     }
-    in_parallel(jobs, 8).await;
+    moto.set_clock(None);
     // Another deployment's and hand-made snapshots: never touched.
     let mut foreign = BTreeSet::new();
     for volume in volumes.iter().take(50) {
@@ -171,7 +182,7 @@ fn plenty() -> Deadline {
 async fn a_large_account_holds_every_invariant_at_a_bounded_request_cost() {
     let n = volumes_wanted();
     let moto = Moto::start();
-    let account = seed(&moto.ec2(), n).await;
+    let account = seed(&moto, n).await;
     let (ec2, counter) = moto.counted_ec2();
     let adapter = Ec2Adapter::new(ec2.clone());
     let no_commands = no_commands();
@@ -185,7 +196,7 @@ async fn a_large_account_holds_every_invariant_at_a_bounded_request_cost() {
     counter.reset();
     let started = Instant::now();
     let created = create_snapshots::handle(
-        create_ports(&adapter, &no_commands, &notifier),
+        create_ports(&adapter, &no_commands, &notifier, moto.ledger()),
         &config,
         &json!({"kind": "tick"}),
         now,
@@ -214,7 +225,7 @@ async fn a_large_account_holds_every_invariant_at_a_bounded_request_cost() {
     let tagged = tag_snapshots::handle(
         tag_snapshots::Ports {
             pacing: tag_snapshots::Pacing::NONE,
-            ..tag_ports(&adapter, &notifier)
+            ..tag_ports(&adapter, &notifier, moto.ledger())
         },
         &config,
         &json!({"kind": "tick"}),
@@ -244,7 +255,7 @@ async fn a_large_account_holds_every_invariant_at_a_bounded_request_cost() {
     let expired = expire_snapshots::handle(
         expire_snapshots::Ports {
             pacing: expire_snapshots::Pacing::NONE,
-            ..expire_ports(&adapter, &notifier)
+            ..expire_ports(&adapter, &notifier, moto.ledger())
         },
         &config,
         &json!({"kind": "tick"}),
@@ -274,7 +285,7 @@ async fn a_large_account_holds_every_invariant_at_a_bounded_request_cost() {
     let kms = KmsAdapter::new(aws_sdk_kms::Client::new(&moto.sdk_config()));
     let started = Instant::now();
     let checked = check_encryption::handle(
-        check_ports(&adapter, &kms, &notifier),
+        check_ports(&adapter, &kms, &notifier, moto.ledger()),
         &config,
         &json!({"kind": "tick"}),
         now,

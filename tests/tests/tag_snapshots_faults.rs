@@ -20,7 +20,9 @@ use ebs_lifecycle::aws::ec2::Ec2Adapter;
 use ebs_lifecycle::lambda::deadline::Deadline;
 use ebs_lifecycle_core::notify::NotificationKind;
 use ebs_lifecycle_core::tags::SkipReason;
-use integration_tests::{config, ec2_error, mocked_ec2, tag_ports, RecordingNotifier};
+use integration_tests::{
+    config, ec2_error, mocked_ec2, mocked_ledger, tag_ports, RecordingNotifier,
+};
 use tag_snapshots::{handle, Pacing, Ports, RunSummary};
 
 /// `Owner` is copied from the volume; `Tier` is the policy's static tag.
@@ -75,7 +77,7 @@ fn no_instances() -> Rule {
 
 async fn run(client: Client, notifier: &RecordingNotifier) -> RunSummary {
     let adapter = Ec2Adapter::new(client);
-    let ports = tag_ports(&adapter, notifier);
+    let ports = tag_ports(&adapter, notifier, mocked_ledger());
     handle(
         Ports {
             pacing: Pacing::NONE,

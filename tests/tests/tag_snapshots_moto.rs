@@ -33,7 +33,7 @@ fn now() -> DateTime<Utc> {
 async fn run_with(ec2: aws_sdk_ec2::Client, config: &Config, event: &Value) -> RunSummary {
     let adapter = Ec2Adapter::new(ec2);
     let notifier = RecordingNotifier::default();
-    let ports = tag_ports(&adapter, &notifier);
+    let ports = tag_ports(&adapter, &notifier, mocked_ledger());
     let summary = handle(
         Ports {
             pacing: Pacing::NONE,
@@ -87,10 +87,10 @@ async fn one_backfill_says_where_each_snapshot_came_from_and_a_second_writes_not
     let loose = create_volume(&ec2, 8, &[("Name", "scratch"), ("Team", "db")]).await;
     let mut ids = Vec::new();
     for volume in [&data, &data, &loose] {
-        ids.push(managed_snapshot(&ec2, volume, "itest", "gold", &[]).await);
+        ids.push(managed_snapshot(&moto, volume, "itest", "gold", &[]).await);
     }
     // Someone else's snapshot on the same volume is never touched.
-    let foreign = managed_snapshot(&ec2, &data, "other-stack", "gold", &[]).await;
+    let foreign = managed_snapshot(&moto, &data, "other-stack", "gold", &[]).await;
     counter.reset();
 
     let first = backfill(ec2.clone()).await;
@@ -148,7 +148,7 @@ async fn labels_are_what_the_retention_planner_decides() {
     let ec2 = moto.ec2();
     let volume = create_volume(&ec2, 8, &[]).await;
     for _ in 0..4 {
-        managed_snapshot(&ec2, &volume, "itest", "gold", &[]).await;
+        managed_snapshot(&moto, &volume, "itest", "gold", &[]).await;
     }
     backfill(ec2.clone()).await;
 
@@ -198,7 +198,7 @@ async fn drift_follows_the_volume_and_hand_added_tags_survive() {
     let moto = Moto::start();
     let ec2 = moto.ec2();
     let volume = create_volume(&ec2, 8, &[("Owner", "alice"), ("Team", "db")]).await;
-    let snapshot = managed_snapshot(&ec2, &volume, "itest", "gold", &[]).await;
+    let snapshot = managed_snapshot(&moto, &volume, "itest", "gold", &[]).await;
     backfill(ec2.clone()).await;
 
     put_tags(
@@ -237,7 +237,7 @@ async fn never_more_than_fifty_tags_and_lifecycle_tags_win() {
         .collect();
     let refs: Vec<(&str, &str)> = many.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let volume = create_volume(&ec2, 8, &refs).await;
-    let snapshot = managed_snapshot(&ec2, &volume, "itest", "all", &[]).await;
+    let snapshot = managed_snapshot(&moto, &volume, "itest", "all", &[]).await;
     let config =
         config(r#"{"all": {"schedule": "@daily", "keep": {"last": 3}, "copy_tags": ["*"]}}"#);
 
@@ -265,7 +265,7 @@ async fn n_identical_changes_cost_ceil_n_over_batch_size_create_tags() {
     let volume = create_volume(&ec2, 8, &[]).await;
     let n = TAG_BATCH + 1;
     for _ in 0..n {
-        managed_snapshot(&ec2, &volume, "itest", "gold", &[]).await;
+        managed_snapshot(&moto, &volume, "itest", "gold", &[]).await;
     }
     backfill(ec2.clone()).await;
 
@@ -290,9 +290,9 @@ async fn a_completion_event_tags_its_snapshot_and_refreshes_its_volume_only() {
     let (ec2, counter) = moto.counted_ec2();
     let volume = create_volume(&ec2, 8, &[("Owner", "alice")]).await;
     let other_volume = create_volume(&ec2, 8, &[]).await;
-    let older = managed_snapshot(&ec2, &volume, "itest", "gold", &[]).await;
-    let untouched = managed_snapshot(&ec2, &other_volume, "itest", "gold", &[]).await;
-    let fresh = managed_snapshot(&ec2, &volume, "itest", "gold", &[]).await;
+    let older = managed_snapshot(&moto, &volume, "itest", "gold", &[]).await;
+    let untouched = managed_snapshot(&moto, &other_volume, "itest", "gold", &[]).await;
+    let fresh = managed_snapshot(&moto, &volume, "itest", "gold", &[]).await;
     let event_for = |id: &str| completion_event(id, &volume);
 
     counter.reset();
@@ -312,7 +312,7 @@ async fn a_completion_event_tags_its_snapshot_and_refreshes_its_volume_only() {
     // A foreign snapshot's event costs three describes (the volume query
     // misses it, so it is described by id) and writes nothing, not even
     // to the managed snapshots of the volume it names.
-    let foreign = managed_snapshot(&ec2, &volume, "other-stack", "gold", &[]).await;
+    let foreign = managed_snapshot(&moto, &volume, "other-stack", "gold", &[]).await;
     counter.reset();
     let run = run_with(ec2.clone(), &config(POLICIES), &event_for(&foreign)).await;
     assert_eq!(run.foreign, 1);
@@ -328,8 +328,8 @@ async fn snapshots_of_a_deleted_volume_keep_their_tags_and_get_orphan_labels() {
     let moto = Moto::start();
     let ec2 = moto.ec2();
     let volume = create_volume(&ec2, 8, &[("Owner", "alice")]).await;
-    let a = managed_snapshot(&ec2, &volume, "itest", "gold", &[]).await;
-    let b = managed_snapshot(&ec2, &volume, "itest", "gold", &[]).await;
+    let a = managed_snapshot(&moto, &volume, "itest", "gold", &[]).await;
+    let b = managed_snapshot(&moto, &volume, "itest", "gold", &[]).await;
     ec2.delete_volume().volume_id(&volume).send().await.unwrap();
 
     let run = backfill(ec2.clone()).await;
@@ -364,11 +364,11 @@ async fn a_multi_volume_event_labels_every_volume_in_two_describes() {
     attach(&ec2, &data, &instance, "/dev/sdf").await;
     attach(&ec2, &logs, &instance, "/dev/sdg").await;
     let elsewhere = create_volume(&ec2, 8, &[]).await;
-    let untouched = managed_snapshot(&ec2, &elsewhere, "itest", "gold", &[]).await;
+    let untouched = managed_snapshot(&moto, &elsewhere, "itest", "gold", &[]).await;
     // CreateSnapshots tags every snapshot of the set alike: no volume id yet.
     let mut set = Vec::new();
     for volume in [&data, &logs] {
-        let id = managed_snapshot(&ec2, volume, "itest", "gold", &[]).await;
+        let id = managed_snapshot(&moto, volume, "itest", "gold", &[]).await;
         ec2.delete_tags()
             .resources(&id)
             .tags(
@@ -415,8 +415,8 @@ async fn events_out_of_order_or_twice_end_where_a_backfill_would() {
     let moto = Moto::start();
     let (ec2, counter) = moto.counted_ec2();
     let volume = create_volume(&ec2, 8, &[("Owner", "alice")]).await;
-    let first = managed_snapshot(&ec2, &volume, "itest", "gold", &[]).await;
-    let second = managed_snapshot(&ec2, &volume, "itest", "gold", &[]).await;
+    let first = managed_snapshot(&moto, &volume, "itest", "gold", &[]).await;
+    let second = managed_snapshot(&moto, &volume, "itest", "gold", &[]).await;
     let event_for = |id: &str| completion_event(id, &volume);
 
     run_with(ec2.clone(), &config(POLICIES), &event_for(&second)).await;
@@ -449,7 +449,7 @@ async fn a_deadline_mid_backfill_leaves_the_rest_for_the_next_run() {
     for _ in 0..3 {
         let volume = create_volume(&ec2, 8, &[("Owner", "alice")]).await;
         for _ in 0..4 {
-            managed_snapshot(&ec2, &volume, "itest", "gold", &[]).await;
+            managed_snapshot(&moto, &volume, "itest", "gold", &[]).await;
         }
     }
     let proxy = FaultProxy::start(&moto.endpoint).await;
@@ -457,7 +457,7 @@ async fn a_deadline_mid_backfill_leaves_the_rest_for_the_next_run() {
     let slow = aws_sdk_ec2::Client::new(&proxy.sdk_config(Duration::from_secs(5)));
     let adapter = Ec2Adapter::new(slow);
     let notifier = RecordingNotifier::default();
-    let ports = tag_ports(&adapter, &notifier);
+    let ports = tag_ports(&adapter, &notifier, mocked_ledger());
     let first = handle(
         Ports {
             pacing: Pacing::NONE,

@@ -42,8 +42,9 @@ use ebs_lifecycle_core::encryption::{
 };
 use ebs_lifecycle_core::events::{self, Trigger};
 use ebs_lifecycle_core::model::{Snapshot, Tags, Volume};
-use ebs_lifecycle_core::ownership::{CopyRecord, Suspect};
 use ebs_lifecycle_core::notify::{DailyMemo, Notification, NotificationKind};
+use ebs_lifecycle_core::ownership::Scope;
+use ebs_lifecycle_core::ownership::{CopyRecord, Suspect};
 use ebs_lifecycle_core::tags;
 
 pub const FUNCTION: &str = "check-encryption";
@@ -184,7 +185,8 @@ async fn sift(
     let (tagged, mut others): (Vec<Snapshot>, Vec<Snapshot>) = snapshots
         .into_iter()
         .partition(|s| tags::is_managed_by(&s.tags, &config.deployment_name));
-    let sifted = ownership::sift(ports.ledger, config, tagged.clone()).await?;
+    let sifted =
+        ownership::sift(ports.ledger, config, tagged.clone(), Scope::SomeSnapshots).await?;
     let suspected: BTreeSet<&str> = sifted
         .suspects
         .iter()
@@ -228,7 +230,7 @@ async fn copies_of(
             .catalog
             .encrypted_copies(&config.deployment_name)
             .await?;
-        let sifted = ownership::sift(ports.ledger, config, listed).await?;
+        let sifted = ownership::sift(ports.ledger, config, listed, Scope::SomeSnapshots).await?;
         let held = sifted.held_for_review();
         sifted
             .owned
@@ -430,7 +432,9 @@ async fn encrypted_copy(
         time(tags::SLOT),
         time(tags::CREATED_AT),
     ) else {
-        return Err("not copied: the original's volume, policy, slot or creation time is unknown".into());
+        return Err(
+            "not copied: the original's volume, policy, slot or creation time is unknown".into(),
+        );
     };
     let request = CopySnapshotRequest {
         source_snapshot_id: snapshot_id.to_string(),

@@ -35,6 +35,7 @@ use ebs_lifecycle::ports::notifier::Notifier;
 use ebs_lifecycle_core::events::{SnapshotResult, Trigger};
 use ebs_lifecycle_core::model::{Snapshot, SnapshotState, Tags};
 use ebs_lifecycle_core::notify::{Notification, NotificationKind, Severity};
+use ebs_lifecycle_core::ownership::Scope;
 use ebs_lifecycle_core::ownership::Suspect;
 use ebs_lifecycle_core::tags::{self, LifecycleLabels, LifecycleState};
 
@@ -184,7 +185,7 @@ async fn apply_results(
         .partition(|s| tags::is_managed_by(&s.tags, &config.deployment_name));
     // Only what the deployment provably made has its state tag kept true;
     // a suspect is as foreign as a snapshot without the tag.
-    let sifted = ownership::sift(ports.ledger, config, tagged).await?;
+    let sifted = ownership::sift(ports.ledger, config, tagged, Scope::SomeSnapshots).await?;
     let suspects: Vec<Suspect> = sifted.suspects;
     let found: BTreeMap<String, Snapshot> = sifted
         .owned
@@ -363,7 +364,7 @@ async fn may_supersede(
         .catalog
         .snapshots_by_id(&[original.to_string()])
         .await?;
-    let sifted = ownership::sift(ports.ledger, config, found).await?;
+    let sifted = ownership::sift(ports.ledger, config, found, Scope::SomeSnapshots).await?;
     Ok(sifted.suspects.is_empty() && sifted.owned.iter().any(|s| s.id == original))
 }
 
@@ -398,7 +399,7 @@ async fn reconcile(
         .catalog
         .managed_snapshots_in_state(&config.deployment_name, LifecycleState::Pending)
         .await?;
-    let sifted = ownership::sift(ports.ledger, config, listed).await?;
+    let sifted = ownership::sift(ports.ledger, config, listed, Scope::SomeSnapshots).await?;
     let (pending, suspects) = (sifted.owned, sifted.suspects);
     let stuck_after = TimeDelta::minutes(i64::from(config.stuck_after_minutes));
     let mut changes = Vec::new();

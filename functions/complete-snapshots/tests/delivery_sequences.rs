@@ -21,9 +21,11 @@ use complete_snapshots::{handle, Ports};
 use ebs_lifecycle::config::Config;
 use ebs_lifecycle::lambda::deadline::Deadline;
 use ebs_lifecycle::ports::ec2::{Ec2Error, SnapshotCatalog, SnapshotTagger};
+use ebs_lifecycle::ports::ledger::{Ledger, LedgerError, StopRecord};
 use ebs_lifecycle::ports::notifier::{Notifier, NotifyError};
 use ebs_lifecycle_core::model::{Snapshot, SnapshotState, Tags};
 use ebs_lifecycle_core::notify::{Notification, NotificationKind};
+use ebs_lifecycle_core::ownership::{CopyRecord, Identity, Subject};
 use ebs_lifecycle_core::tags::{self, ConsistencyLabel, LifecycleLabels, LifecycleState};
 
 /// EC2 as far as this function sees it.
@@ -95,6 +97,48 @@ impl SnapshotTagger for Ec2Model {
             s.tags.extend(tags.clone());
         }
         Ok(())
+    }
+}
+
+/// The stack's ledger holds nothing this function reads: no copy here.
+#[async_trait]
+impl Ledger for Ec2Model {
+    async fn record_stop(&self, _: &StopRecord) -> Result<(), LedgerError> {
+        Ok(())
+    }
+    async fn stops(&self) -> Result<Vec<StopRecord>, LedgerError> {
+        Ok(Vec::new())
+    }
+    async fn forget_stop(&self, _: &str) -> Result<(), LedgerError> {
+        Ok(())
+    }
+    async fn record_copy(&self, _: &CopyRecord) -> Result<(), LedgerError> {
+        Ok(())
+    }
+    async fn copies(&self, _: &[String]) -> Result<Vec<CopyRecord>, LedgerError> {
+        Ok(Vec::new())
+    }
+    async fn forget_copy(&self, _: &str) -> Result<(), LedgerError> {
+        Ok(())
+    }
+    async fn reserve_deletions(
+        &self,
+        _: DateTime<Utc>,
+        wanted: u32,
+        _: u32,
+    ) -> Result<u32, LedgerError> {
+        Ok(wanted)
+    }
+    async fn release_deletions(
+        &self,
+        _: DateTime<Utc>,
+        _: DateTime<Utc>,
+        _: u32,
+    ) -> Result<(), LedgerError> {
+        Ok(())
+    }
+    async fn first_report(&self, _: &str, _: DateTime<Utc>) -> Result<bool, LedgerError> {
+        Ok(true)
     }
 }
 
@@ -181,7 +225,31 @@ fn event(id: &str, fate: Fate) -> Value {
 }
 
 fn config() -> Config {
-    Config::from_lookup(|name| (name == "DEPLOYMENT_NAME").then(|| "ours".to_string())).unwrap()
+    Config::from_lookup(|name| {
+        let value = match name {
+            "DEPLOYMENT_NAME" => "ours",
+            "ACCOUNT_ID" => "123456789012",
+            "AWS_REGION" => "us-east-1",
+            "LEDGER_TABLE" => "ours-ledger",
+            _ => return None,
+        };
+        Some(value.to_string())
+    })
+    .unwrap()
+}
+
+/// The Description create-snapshots gives the snapshot of `labels`.
+fn description(deployment: &str) -> String {
+    Identity {
+        deployment: deployment.into(),
+        account: "123456789012".into(),
+        region: "us-east-1".into(),
+    }
+    .scheduled(
+        &Subject::Volume("vol-1".into()),
+        "default",
+        tags::parse_time("2026-03-01T00:00:00Z").unwrap(),
+    )
 }
 
 fn ec2_state(fate: Fate) -> SnapshotState {
@@ -209,14 +277,14 @@ proptest! {
                 volume_size_gib: Some(8),
                 encrypted: true,
                 kms_key_id: None,
-                description: None,
+                description: Some(description(owner)),
                 owner_id: None,
                 tags: labels(owner),
             });
             deliveries.extend(std::iter::repeat_n((id, *fate), *times));
         }
         let config = config();
-        let ports = Ports { catalog: &model, tagger: &model, notifier: &model };
+        let ports = Ports { catalog: &model, tagger: &model, notifier: &model, ledger: &model };
         let now = tags::parse_time("2026-03-01T00:10:00Z").unwrap();
         let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
         runtime.block_on(async {

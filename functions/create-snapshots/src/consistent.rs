@@ -717,7 +717,11 @@ pub(crate) async fn restart_left_stopped(
     let control = run.ports.instances;
     let mut restarted = Vec::new();
     let mut failures = Vec::new();
-    for record in run.stops.iter().filter(|r| !stopping_now.contains(&r.instance_id)) {
+    for record in run
+        .stops
+        .iter()
+        .filter(|r| !stopping_now.contains(&r.instance_id))
+    {
         let id = record.instance_id.as_str();
         let state = match control.instance(id).await {
             Ok(Some(instance)) => instance.state,

@@ -10,10 +10,10 @@ use chrono::{DateTime, Utc};
 use ebs_lifecycle::config::Config;
 use ebs_lifecycle::lambda::commands::PacedRunner;
 use ebs_lifecycle::lambda::deadline::Deadline;
-use ebs_lifecycle::ports::ledger::StopRecord;
 use ebs_lifecycle::ports::ec2::{
     CreateInstanceSnapshotsRequest, CreateSnapshotRequest, Ec2Error, StartedSnapshot,
 };
+use ebs_lifecycle::ports::ledger::StopRecord;
 use ebs_lifecycle_core::model::Tags;
 use ebs_lifecycle_core::ownership::Subject;
 use ebs_lifecycle_core::policy::{Consistency, Policy};

@@ -408,6 +408,7 @@ async fn plan<'p>(
                 &config.policies,
                 &BTreeMap::new(),
                 snapshots,
+                ownership::Scope::SomeSnapshots,
             )
             .owned
             .into_iter()

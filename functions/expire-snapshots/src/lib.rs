@@ -26,9 +26,9 @@ use serde_json::{json, Value};
 use ebs_lifecycle::config::Config;
 use ebs_lifecycle::lambda::deadline::Deadline;
 use ebs_lifecycle::lambda::metrics::{self, Metric};
+use ebs_lifecycle::lambda::ownership;
 use ebs_lifecycle::lambda::pacing::Pacer;
 pub use ebs_lifecycle::lambda::pacing::Pacing;
-use ebs_lifecycle::lambda::ownership;
 use ebs_lifecycle::lambda::run::{self, RunHeader};
 use ebs_lifecycle::ports::ec2::{
     Ec2Error, SnapshotCatalog, SnapshotDeleter, SnapshotProtections, VolumeInventory,
@@ -38,6 +38,7 @@ use ebs_lifecycle::ports::notifier::Notifier;
 use ebs_lifecycle_core::events::{EventError, Tick};
 use ebs_lifecycle_core::expiry::{self, VolumePlan};
 use ebs_lifecycle_core::notify::{Notification, NotificationKind, Severity};
+use ebs_lifecycle_core::ownership::Scope;
 use ebs_lifecycle_core::safety::{AccountFacts, DeletionGate, Protection};
 use ebs_lifecycle_core::tags;
 
@@ -180,7 +181,7 @@ pub async fn handle(
         .await
         .map_err(facts_error)?;
     let listed_count = listed.len();
-    let sifted = ownership::sift(ports.ledger, config, listed).await?;
+    let sifted = ownership::sift(ports.ledger, config, listed, Scope::WholeVolumes).await?;
     let held_for_review = sifted.held_for_review();
     let (snapshots, suspects) = (sifted.owned, sifted.suspects);
     let ami_snapshot_ids = ports
@@ -262,7 +263,11 @@ pub async fn handle(
     }
     summary.cap_reached = execution.cap_reached || (granted < wanted);
     // What was granted and not deleted goes back (a dry run deletes nothing).
-    let used = if config.dry_run { 0 } else { execution.attempted };
+    let used = if config.dry_run {
+        0
+    } else {
+        execution.attempted
+    };
     if let Err(e) = ports
         .ledger
         .release_deletions(now, now, granted.saturating_sub(used))
@@ -273,7 +278,8 @@ pub async fn handle(
     count(&mut summary);
     emit_metrics(config, &summary, suspects.len());
     log(&summary);
-    let mut notifications = ownership::report(ports.ledger, config, &suspects, now, &mut summary.header).await;
+    let mut notifications =
+        ownership::report(ports.ledger, config, &suspects, now, &mut summary.header).await;
     notifications.extend(self::notifications(config, &summary));
     run::publish(ports.notifier, &notifications, &mut summary.header).await;
     Ok(summary)

@@ -25,10 +25,10 @@ use serde_json::{json, Value};
 use ebs_lifecycle::config::Config;
 use ebs_lifecycle::lambda::deadline::Deadline;
 use ebs_lifecycle::lambda::invocation;
-use ebs_lifecycle::lambda::pacing::Pacer;
-pub use ebs_lifecycle::lambda::pacing::Pacing;
 use ebs_lifecycle::lambda::metrics::{self, Metric};
 use ebs_lifecycle::lambda::ownership;
+use ebs_lifecycle::lambda::pacing::Pacer;
+pub use ebs_lifecycle::lambda::pacing::Pacing;
 use ebs_lifecycle::lambda::run::{self, RunHeader};
 use ebs_lifecycle::ports::ec2::{
     Ec2Error, SnapshotCatalog, SnapshotTagger, VolumeInventory, TAG_BATCH,
@@ -38,6 +38,7 @@ use ebs_lifecycle::ports::notifier::Notifier;
 use ebs_lifecycle_core::events::{self, SnapshotResult, Trigger};
 use ebs_lifecycle_core::model::{Snapshot, Tags};
 use ebs_lifecycle_core::notify::{Notification, NotificationKind, Severity};
+use ebs_lifecycle_core::ownership::Scope;
 use ebs_lifecycle_core::tagging::{self, SkippedOnSnapshot, Sources, TagBatch, TagPlan};
 use ebs_lifecycle_core::tags::{self, SkipReason, SkippedTag};
 
@@ -124,7 +125,7 @@ pub async fn handle(
     };
 
     // Only what the deployment provably made is labelled or counted.
-    let sifted = ownership::sift(ports.ledger, config, snapshots).await?;
+    let sifted = ownership::sift(ports.ledger, config, snapshots, Scope::WholeVolumes).await?;
     let snapshots = sifted.owned;
 
     // Volumes and instances: described once for the whole run.

@@ -288,22 +288,32 @@ impl Sifted {
     }
 }
 
+/// What the snapshots given to [`sift`] are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Every snapshot of the deployment on the volumes concerned: the run
+    /// counts them for retention, so of two claiming one volume, policy and
+    /// slot, the first started counts and the later is a suspect.
+    WholeVolumes,
+    /// Some snapshots (an event's, those pending): each is checked on its
+    /// own; the run counts nothing, so duplicates do not matter to it.
+    SomeSnapshots,
+}
+
 /// Sort `snapshots` (those carrying this deployment's `lifecycle:managed-by`)
 /// into what the deployment made and the suspects.
 ///
 /// `copies`: the ledger's records of the copies among them, by copy id.
 /// A scheduled snapshot's policy, when configured, bounds its slot: on the
-/// schedule, StartTime in `[slot, next slot + CLOCK_SKEW)`. Among the
-/// snapshots given, the first started of each volume, policy and slot is
-/// the one that counts; pass every snapshot of the volumes concerned, or
-/// duplicates go unseen.
+/// schedule, StartTime in `[slot, next slot + CLOCK_SKEW)`.
 pub fn sift(
     identity: &Identity,
     policies: &Policies,
     copies: &BTreeMap<String, CopyRecord>,
     snapshots: Vec<Snapshot>,
+    scope: Scope,
 ) -> Sifted {
-    let mut checked: Vec<(Snapshot, Vec<Tampering>, bool)> = snapshots
+    let mut checked: Vec<Checked> = snapshots
         .into_iter()
         .map(|mut s| {
             let verdict = check(identity, policies, copies, &mut s);
@@ -314,48 +324,10 @@ pub fn sift(
         })
         .collect();
 
-    // The first snapshot of each volume, policy and slot counts; a later one
-    // with the same claim is somebody else's.
-    let mut first: BTreeMap<(String, String, String), (Option<DateTime<Utc>>, String)> =
-        BTreeMap::new();
-    for (s, _, made) in &checked {
-        if let (true, Some(key)) = (*made, slot_key(s)) {
-            let candidate = (s.start_time, s.id.clone());
-            let entry = first.entry(key).or_insert_with(|| candidate.clone());
-            if candidate < *entry {
-                *entry = candidate;
-            }
-        }
+    if scope == Scope::WholeVolumes {
+        first_of_each_slot(&mut checked);
     }
-    for (s, findings, made) in &mut checked {
-        if let (true, Some(key)) = (*made, slot_key(s)) {
-            if let Some((_, id)) = first.get(&key).filter(|(_, id)| *id != s.id) {
-                findings.push(Tampering::DuplicateOfSlot { first: id.clone() });
-                *made = false;
-            }
-        }
-    }
-
-    // A superseded-by link stands only if it names a copy the deployment
-    // made of this very snapshot.
-    let copy_sources: BTreeMap<String, String> = checked
-        .iter()
-        .filter(|(_, _, made)| *made)
-        .filter_map(|(s, _, _)| copies.get(&s.id))
-        .map(|r| (r.copy_id.clone(), r.source_snapshot_id.clone()))
-        .collect();
-    for (s, findings, made) in &mut checked {
-        if let Some(copy) = s.tags.get(keys::SUPERSEDED_BY).cloned() {
-            let proven = *made && copy_sources.get(&copy) == Some(&s.id);
-            if !proven {
-                s.tags.remove(keys::SUPERSEDED_BY);
-                findings.push(Tampering::ForgedLink {
-                    key: keys::SUPERSEDED_BY.into(),
-                    value: crate::text::excerpt(&copy),
-                });
-            }
-        }
-    }
+    sort_links(copies, &mut checked);
 
     let mut sifted = Sifted::default();
     for (s, findings, made) in checked {
@@ -371,6 +343,62 @@ pub fn sift(
         }
     }
     sifted
+}
+
+type Checked = (Snapshot, Vec<Tampering>, bool);
+
+/// The first snapshot of each volume, policy and slot counts; a later one
+/// with the same claim is somebody else's (a retry that raced is too: it is
+/// reported, and left for a person to delete).
+fn first_of_each_slot(checked: &mut [Checked]) {
+    let mut first: BTreeMap<(String, String, String), (Option<DateTime<Utc>>, String)> =
+        BTreeMap::new();
+    for (s, _, made) in checked.iter() {
+        if let (true, Some(key)) = (*made, slot_key(s)) {
+            let candidate = (s.start_time, s.id.clone());
+            let entry = first.entry(key).or_insert_with(|| candidate.clone());
+            if candidate < *entry {
+                *entry = candidate;
+            }
+        }
+    }
+    for (s, findings, made) in checked.iter_mut() {
+        if let (true, Some(key)) = (*made, slot_key(s)) {
+            if let Some((_, id)) = first.get(&key).filter(|(_, id)| *id != s.id) {
+                findings.push(Tampering::DuplicateOfSlot { first: id.clone() });
+                *made = false;
+            }
+        }
+    }
+}
+
+/// A superseded-by link stands only if it names a copy the deployment made
+/// of this very snapshot. One naming a snapshot not given is left alone:
+/// a dead link (its copy deleted, or outside what the run looked at)
+/// supersedes nothing, since only a completed copy the run sees does.
+fn sort_links(copies: &BTreeMap<String, CopyRecord>, checked: &mut [Checked]) {
+    let given: BTreeSet<String> = checked.iter().map(|(s, _, _)| s.id.clone()).collect();
+    let copy_sources: BTreeMap<String, String> = checked
+        .iter()
+        .filter(|(_, _, made)| *made)
+        .filter_map(|(s, _, _)| copies.get(&s.id))
+        .map(|r| (r.copy_id.clone(), r.source_snapshot_id.clone()))
+        .collect();
+    for (s, findings, made) in checked.iter_mut() {
+        if let Some(copy) = s.tags.get(keys::SUPERSEDED_BY).cloned() {
+            if !given.contains(&copy) {
+                continue;
+            }
+            let proven = *made && copy_sources.get(&copy) == Some(&s.id);
+            if !proven {
+                s.tags.remove(keys::SUPERSEDED_BY);
+                findings.push(Tampering::ForgedLink {
+                    key: keys::SUPERSEDED_BY.into(),
+                    value: crate::text::excerpt(&copy),
+                });
+            }
+        }
+    }
 }
 
 /// A scheduled snapshot's claim: (EC2 volume, policy, slot). Copies have none.
@@ -525,7 +553,11 @@ fn check_copy(
         set_to_proof(tags, &mut findings, key, value)
     };
     let tags = &mut s.tags;
-    expect(tags, keys::ENCRYPTED_COPY_OF, record.source_snapshot_id.clone());
+    expect(
+        tags,
+        keys::ENCRYPTED_COPY_OF,
+        record.source_snapshot_id.clone(),
+    );
     expect(tags, keys::VOLUME_ID, record.volume_id.clone());
     expect(tags, keys::POLICY, record.policy.clone());
     expect(tags, keys::SLOT, keys::format_time(record.slot));
@@ -587,7 +619,7 @@ mod tests {
             .iter()
             .map(|r| (r.copy_id.clone(), r.clone()))
             .collect();
-        sift(&me(), &policies(), &copies, snapshots)
+        sift(&me(), &policies(), &copies, snapshots, Scope::WholeVolumes)
     }
 
     fn findings(sifted: &Sifted, id: &str) -> Vec<&'static str> {

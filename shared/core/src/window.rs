@@ -81,7 +81,10 @@ mod tests {
         assert_eq!(w.reserve(t0() + Duration::hours(1), 30, 50), 20);
         assert_eq!(w.reserve(t0() + Duration::hours(2), 30, 50), 0);
         // The first grant's hour (10:00) leaves the window at 10:00 the next day.
-        assert_eq!(w.reserve(t0() + Duration::minutes(23 * 60 + 1), 100, 50), 30);
+        assert_eq!(
+            w.reserve(t0() + Duration::minutes(23 * 60 + 1), 100, 50),
+            30
+        );
         assert_eq!(w.hours.len(), 2);
     }
 

@@ -263,7 +263,11 @@ impl Config {
                 .chars()
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
         if !region_ok {
-            return Err(invalid("AWS_REGION", &region, "an AWS region, e.g. eu-west-1"));
+            return Err(invalid(
+                "AWS_REGION",
+                &region,
+                "an AWS region, e.g. eu-west-1",
+            ));
         }
         let identity = Identity {
             deployment: deployment_name.clone(),

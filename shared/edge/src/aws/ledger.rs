@@ -138,7 +138,10 @@ impl DynamoLedger {
             .collect();
         let mut item = key("deletions", "window");
         item.insert("hours".into(), AttributeValue::M(hours));
-        item.insert("version".into(), AttributeValue::N((version + 1).to_string()));
+        item.insert(
+            "version".into(),
+            AttributeValue::N((version + 1).to_string()),
+        );
         let put = self
             .client
             .put_item()
@@ -273,10 +276,7 @@ impl Ledger for DynamoLedger {
                 if let Some(items) = answer.responses().and_then(|r| r.get(&self.table)) {
                     out.extend(items.iter().filter_map(copy_of_item));
                 }
-                if let Some(left) = answer
-                    .unprocessed_keys()
-                    .and_then(|u| u.get(&self.table))
-                {
+                if let Some(left) = answer.unprocessed_keys().and_then(|u| u.get(&self.table)) {
                     keys = left.keys().to_vec();
                 }
             }

@@ -8,7 +8,7 @@ use serde_json::json;
 
 use ebs_lifecycle_core::model::Snapshot;
 use ebs_lifecycle_core::notify::{Notification, NotificationKind, Severity};
-use ebs_lifecycle_core::ownership::{self, Claim, Sifted, Suspect};
+use ebs_lifecycle_core::ownership::{self, Claim, Scope, Sifted, Suspect};
 
 use crate::config::Config;
 use crate::lambda::run::RunHeader;
@@ -25,6 +25,7 @@ pub async fn sift(
     ledger: &dyn Ledger,
     config: &Config,
     snapshots: Vec<Snapshot>,
+    scope: Scope,
 ) -> Result<Sifted, LedgerError> {
     let copy_ids: Vec<String> = snapshots
         .iter()
@@ -50,6 +51,7 @@ pub async fn sift(
         &config.policies,
         &records,
         snapshots,
+        scope,
     ))
 }
 

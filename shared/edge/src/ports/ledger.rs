@@ -66,6 +66,9 @@ pub trait Ledger: Send + Sync {
 
     /// True the first time it is asked for this snapshot: a suspect is
     /// reported once, however many runs see it.
-    async fn first_report(&self, snapshot_id: &str, now: DateTime<Utc>)
-        -> Result<bool, LedgerError>;
+    async fn first_report(
+        &self,
+        snapshot_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, LedgerError>;
 }
