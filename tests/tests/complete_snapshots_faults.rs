@@ -20,8 +20,9 @@ use ebs_lifecycle::aws::ec2::Ec2Adapter;
 use ebs_lifecycle::lambda::deadline::Deadline;
 use ebs_lifecycle::ports::notifier::{Notifier, NotifyError};
 use ebs_lifecycle_core::notify::{Notification, NotificationKind};
+use ebs_lifecycle_core::ownership::Subject;
 use integration_tests::{
-    complete_ports, config, mocked_ec2, mocked_ledger, workspace_root, RecordingNotifier,
+    complete_ports, config, identity, mocked_ec2, mocked_ledger, workspace_root, RecordingNotifier,
 };
 
 const POLICIES: &str = r#"{"default": {"schedule": "@daily", "keep": {"last": 3}}}"#;
@@ -32,12 +33,31 @@ fn snapshot(
     started: &str,
     extra: &[(&str, &str)],
 ) -> Snapshot {
+    snapshot_of("vol-0aaa", state, lifecycle_state, started, extra)
+}
+
+/// A snapshot of `volume` as create-snapshots made it in the daily slot of
+/// `started` (its Description included), in `state`, tagged `lifecycle_state`.
+fn snapshot_of(
+    volume: &str,
+    state: SnapshotState,
+    lifecycle_state: &str,
+    started: &str,
+    extra: &[(&str, &str)],
+) -> Snapshot {
+    // The daily slot it was taken in, and the Description that proves it ours.
+    let slot = format!("{}T00:00:00Z", &started[..10]);
+    let description = identity("itest").scheduled(
+        &Subject::Volume(volume.into()),
+        "default",
+        ebs_lifecycle_core::tags::parse_time(&slot).unwrap(),
+    );
     let mut tags = vec![
         ("lifecycle:managed-by", "itest"),
         ("lifecycle:policy", "default"),
-        ("lifecycle:slot", "2026-03-01T00:00:00Z"),
+        ("lifecycle:slot", slot.as_str()),
         ("lifecycle:state", lifecycle_state),
-        ("lifecycle:volume-id", "vol-0aaa"),
+        ("lifecycle:volume-id", volume),
         ("lifecycle:created-at", started),
         ("lifecycle:consistency", "crash"),
     ];
@@ -45,7 +65,8 @@ fn snapshot(
     let start = ebs_lifecycle_core::tags::parse_time(started).unwrap();
     Snapshot::builder()
         .snapshot_id("snap-0aaa")
-        .volume_id("vol-0aaa")
+        .volume_id(volume)
+        .description(description)
         .state(state)
         .start_time(AwsTime::from_secs(start.timestamp()))
         .set_tags(Some(
@@ -406,14 +427,14 @@ async fn the_documented_failed_multi_volume_event_fails_each_snapshot_at_once() 
     .unwrap();
     let event: Value = serde_json::from_str(&text).unwrap();
     let pending = |id: &str, volume: &str| {
-        let mut s = snapshot(
+        let mut s = snapshot_of(
+            volume,
             SnapshotState::Pending,
             "pending",
             "2026-03-01T03:00:14Z",
             &[],
         );
         s.snapshot_id = Some(id.into());
-        s.volume_id = Some(volume.into());
         s
     };
     let describe = describing(vec![

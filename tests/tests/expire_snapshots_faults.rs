@@ -20,9 +20,10 @@ use serde_json::json;
 use ebs_lifecycle::aws::ec2::Ec2Adapter;
 use ebs_lifecycle::aws::MAX_ATTEMPTS;
 use ebs_lifecycle::lambda::deadline::Deadline;
+use ebs_lifecycle_core::ownership::Subject;
 use expire_snapshots::{handle, ExpireError, Pacing, Ports, RunSummary, DELETE_PACING};
 use integration_tests::{
-    config, ec2_error, expire_ports, mocked_ec2, mocked_ledger, RecordingNotifier,
+    config, ec2_error, expire_ports, identity, mocked_ec2, mocked_ledger, RecordingNotifier,
 };
 
 const POLICIES: &str = r#"{"lean": {"schedule": "@daily", "keep": {"last": 1}}}"#;
@@ -33,10 +34,18 @@ fn history() -> Rule {
     mock!(Client::describe_snapshots).then_output(|| {
         let snaps = (0..4)
             .map(|i| {
+                // Taken 12 s into its daily slot, with the Description that
+                // proves it ours.
+                let slot =
+                    chrono::DateTime::from_timestamp(1_772_323_200 + i64::from(i) * 86_400, 0)
+                        .unwrap();
+                let slot_text = ebs_lifecycle_core::tags::format_time(slot);
+                let description =
+                    identity("itest").scheduled(&Subject::Volume("vol-1".into()), "lean", slot);
                 let tags = [
                     ("lifecycle:managed-by", "itest"),
                     ("lifecycle:policy", "lean"),
-                    ("lifecycle:slot", "2026-03-01T00:00:00Z"),
+                    ("lifecycle:slot", slot_text.as_str()),
                     ("lifecycle:state", "completed"),
                     ("lifecycle:volume-id", "vol-1"),
                     ("lifecycle:created-at", "2026-03-01T00:00:00Z"),
@@ -45,9 +54,10 @@ fn history() -> Rule {
                 Snapshot::builder()
                     .snapshot_id(format!("snap-{i}"))
                     .volume_id("vol-1")
+                    .description(description)
                     .volume_size(100)
                     .state(SnapshotState::Completed)
-                    .start_time(AwsTime::from_secs(1_772_323_200 + i64::from(i) * 86_400))
+                    .start_time(AwsTime::from_secs(slot.timestamp() + 12))
                     .set_tags(Some(
                         tags.iter()
                             .map(|(k, v)| Tag::builder().key(*k).value(*v).build())

@@ -19,33 +19,41 @@ use serde_json::json;
 use ebs_lifecycle::aws::ec2::Ec2Adapter;
 use ebs_lifecycle::lambda::deadline::Deadline;
 use ebs_lifecycle_core::notify::NotificationKind;
+use ebs_lifecycle_core::ownership::Subject;
 use ebs_lifecycle_core::tags::SkipReason;
 use integration_tests::{
-    config, ec2_error, mocked_ec2, mocked_ledger, tag_ports, RecordingNotifier,
+    config, ec2_error, identity, mocked_ec2, mocked_ledger, tag_ports, RecordingNotifier,
 };
 use tag_snapshots::{handle, Pacing, Ports, RunSummary};
 
 /// `Owner` is copied from the volume; `Tier` is the policy's static tag.
 /// `within` keeps snapshots of one instant alike, so all three need the very
-/// same tags and the plan is one CreateTags batch.
-const POLICIES: &str = r#"{"gold": {"schedule": "@daily", "keep": {"within": "30d"},
+/// same tags and the plan is one CreateTags batch. Every minute is a slot, so
+/// three slots' snapshots can start at one instant.
+const POLICIES: &str = r#"{"gold": {"schedule": "* * * * *", "keep": {"within": "30d"},
     "copy_tags": ["Owner"], "tags": {"Tier": "gold"}}}"#;
 
 fn tag(k: &str, v: &str) -> Tag {
     Tag::builder().key(k).value(v).build()
 }
 
-/// Three completed managed snapshots of vol-1, taken at the same instant
-/// (a multi-volume set would be; here it makes their labels equal).
+/// Three completed managed snapshots of vol-1, for the slots of 00:00,
+/// 00:01 and 00:02, all started at 00:02:30 (it makes their labels equal).
 fn three_snapshots() -> Rule {
     mock!(Client::describe_snapshots).then_output(|| {
         let snaps = (0..3)
             .map(|i| {
+                let slot = chrono::DateTime::from_timestamp(1_772_323_200 + i * 60, 0).unwrap();
                 Snapshot::builder()
                     .snapshot_id(format!("snap-{i}"))
                     .volume_id("vol-1")
+                    .description(identity("itest").scheduled(
+                        &Subject::Volume("vol-1".into()),
+                        "gold",
+                        slot,
+                    ))
                     .state(SnapshotState::Completed)
-                    .start_time(AwsTime::from_secs(1_772_323_200))
+                    .start_time(AwsTime::from_secs(1_772_323_200 + 150))
                     .tags(tag("lifecycle:managed-by", "itest"))
                     .tags(tag("lifecycle:policy", "gold"))
                     .tags(tag("lifecycle:volume-id", "vol-1"))

@@ -172,7 +172,14 @@ fn a_missing_deployment_name_is_named() {
 
 #[test]
 fn a_malformed_event_is_rejected_as_invalid_event_before_any_aws_call() {
-    let outcome = invoke(&[("DEPLOYMENT_NAME", "itest")], json!({"kind": "tock"}));
+    let outcome = invoke(
+        &[
+            ("DEPLOYMENT_NAME", "itest"),
+            ("ACCOUNT_ID", "123456789012"),
+            ("LEDGER_TABLE", "itest-ledger"),
+        ],
+        json!({"kind": "tock"}),
+    );
     assert!(outcome.path.ends_with("/error"));
     assert_eq!(outcome.body["errorType"], "InvalidEvent");
     assert!(outcome.body["errorMessage"]

@@ -404,7 +404,10 @@ mod tests {
     #[test]
     fn a_description_ec2_would_refuse_is_refused_at_start_up() {
         let long_stack = "s".repeat(128);
-        let policies = format!(r#"{{"{}": {{"schedule": "@daily"}}}}"#, "p".repeat(64));
+        let policies = format!(
+            r#"{{"{}": {{"schedule": "@daily", "keep": {{"last": 3}}}}}}"#,
+            "p".repeat(64)
+        );
         let e = load(&[("DEPLOYMENT_NAME", &long_stack), ("POLICIES", &policies)]).unwrap_err();
         assert_eq!(e.variable(), "POLICIES");
         assert!(e.to_string().contains("255 characters"), "{e}");
