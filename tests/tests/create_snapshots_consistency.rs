@@ -24,6 +24,7 @@ use ebs_lifecycle::aws::ec2::Ec2Adapter;
 use ebs_lifecycle::aws::ssm::SsmAdapter;
 use ebs_lifecycle::lambda::deadline::Deadline;
 use ebs_lifecycle::ports::commands::{CommandRunner, SHELL_DOCUMENT};
+use ebs_lifecycle::ports::ledger::{Ledger, StopRecord};
 use ebs_lifecycle_core::consistency::{freeze_script, thaw_script, FrozenVolume, FREEZE_WATCHDOG};
 use ebs_lifecycle_core::notify::NotificationKind;
 use ebs_lifecycle_core::tags;
@@ -45,20 +46,37 @@ fn plenty() -> Deadline {
     Deadline::after(Duration::from_secs(600))
 }
 
+/// One tick at [`now`] with this moto's ledger, moto's clock at `now` too.
 async fn run(
+    moto: &Moto,
     ec2: &Ec2Adapter,
     commands: &dyn CommandRunner,
     notifier: &RecordingNotifier,
 ) -> RunSummary {
-    handle(
-        create_ports(ec2, commands, notifier, mocked_ledger()),
+    moto.set_clock(Some(now()));
+    let summary = handle(
+        create_ports(ec2, commands, notifier, moto.ledger()),
         &config(POLICIES),
         &json!({"kind": "tick"}),
         now(),
         plenty(),
     )
     .await
-    .expect("the run succeeds")
+    .expect("the run succeeds");
+    moto.set_clock(None);
+    summary
+}
+
+/// What a run that stopped `instance` and died wrote in the stack's ledger.
+async fn recorded_stop(moto: &Moto, instance: &str) {
+    moto.ledger()
+        .record_stop(&StopRecord {
+            instance_id: instance.into(),
+            policy: "batch".into(),
+            stopped_at: now(),
+        })
+        .await
+        .unwrap();
 }
 
 /// An instance with its root volume and two data volumes; the volumes in
@@ -151,7 +169,7 @@ async fn an_application_instance_gets_one_snapshot_set_between_freeze_and_thaw()
     let notifier = RecordingNotifier::default();
     counter.reset();
 
-    let summary = run(&adapter, &ssm, &notifier).await;
+    let summary = run(&moto, &adapter, &ssm, &notifier).await;
 
     assert_labelled(&ec2, &ids(&volumes), "application").await;
     assert_eq!(counter.count("CreateSnapshots"), 1, "one multi-volume set");
@@ -200,7 +218,7 @@ async fn an_application_instance_gets_one_snapshot_set_between_freeze_and_thaw()
 
     // The slot is fulfilled: the next tick neither freezes nor snapshots.
     counter.reset();
-    let again = run(&adapter, &ssm, &notifier).await;
+    let again = run(&moto, &adapter, &ssm, &notifier).await;
     assert!(again.created.is_empty());
     assert_eq!(counter.count("SendCommand"), 0);
 }
@@ -221,7 +239,7 @@ async fn a_create_that_fails_between_freeze_and_thaw_still_thaws() {
     let ssm = SsmAdapter::new(moto.counted_ssm(&counter));
     let notifier = RecordingNotifier::default();
 
-    let first = run(&faulty, &ssm, &notifier).await;
+    let first = run(&moto, &faulty, &ssm, &notifier).await;
 
     assert_eq!(proxy.faults_applied().len(), 1);
     assert!(snapshots(&ec2).await.is_empty());
@@ -250,7 +268,7 @@ async fn a_create_that_fails_between_freeze_and_thaw_still_thaws() {
     assert_eq!(kinds, vec![NotificationKind::RunSummary]);
 
     // The next tick freezes, snapshots and thaws again.
-    let second = run(&faulty, &ssm, &notifier).await;
+    let second = run(&moto, &faulty, &ssm, &notifier).await;
     assert_eq!(second.created.len(), volumes.len());
     assert_labelled(&ec2, &ids(&volumes), "application").await;
     assert_eq!(moto.commands_sent().await.len(), 4);
@@ -313,7 +331,7 @@ async fn a_failed_freeze_falls_back_to_crash_consistent_and_says_so() {
     ));
     let notifier = RecordingNotifier::default();
 
-    let summary = run(&Ec2Adapter::new(ec2.clone()), &ssm, &notifier).await;
+    let summary = run(&moto, &Ec2Adapter::new(ec2.clone()), &ssm, &notifier).await;
 
     assert_labelled(&ec2, &ids(&volumes), "crash-fallback").await;
     assert_eq!(
@@ -477,7 +495,7 @@ async fn a_freeze_that_never_answers_is_skipped_when_the_policy_says_skip_and_st
     let notifier = RecordingNotifier::default();
 
     let started = Instant::now();
-    let summary = run(&Ec2Adapter::new(ec2.clone()), &ssm, &notifier).await;
+    let summary = run(&moto, &Ec2Adapter::new(ec2.clone()), &ssm, &notifier).await;
     let took = started.elapsed();
 
     assert!(
@@ -535,7 +553,7 @@ async fn an_instance_without_the_ssm_agent_is_reported_and_snapshotted_crash_con
     let ssm = SsmAdapter::new(mocked_ssm(RuleMode::MatchAny, &[&refused]));
     let notifier = RecordingNotifier::default();
 
-    let summary = run(&Ec2Adapter::new(ec2.clone()), &ssm, &notifier).await;
+    let summary = run(&moto, &Ec2Adapter::new(ec2.clone()), &ssm, &notifier).await;
 
     assert_labelled(&ec2, &ids(&volumes), "crash-fallback").await;
     assert_eq!(
@@ -564,7 +582,7 @@ async fn a_stopped_policy_leaves_each_instance_as_it_found_it() {
     let notifier = RecordingNotifier::default();
     counter.reset();
 
-    let summary = run(&adapter, &no_commands(), &notifier).await;
+    let summary = run(&moto, &adapter, &no_commands(), &notifier).await;
 
     // Each as it was found, and no mark left behind.
     assert_eq!(
@@ -637,20 +655,31 @@ async fn an_instance_an_earlier_run_left_stopped_is_started_again() {
     // Another deployment's: not ours to start.
     let (foreign, _) =
         instance_with_data(&ec2, &[(tags::STOPPED_FOR_SNAPSHOT, "other-stack")]).await;
-    for id in [&due, &left, &foreign] {
+    // Stopped by someone else (incident response, say) and tagged with our
+    // mark by anyone allowed to tag: the ledger has no record, so it stays down.
+    let (forged, _) = instance_with_data(&ec2, &[mark]).await;
+    for id in [&due, &left, &foreign, &forged] {
         ec2.stop_instances().instance_ids(id).send().await.unwrap();
+    }
+    for id in [&due, &left] {
+        recorded_stop(&moto, id).await;
     }
     let adapter = Ec2Adapter::new(ec2.clone());
     let notifier = RecordingNotifier::default();
     counter.reset();
 
-    let summary = run(&adapter, &no_commands(), &notifier).await;
+    let summary = run(&moto, &adapter, &no_commands(), &notifier).await;
 
     assert_eq!(instance_state(&ec2, &due).await, ("running".into(), None));
     assert_eq!(instance_state(&ec2, &left).await, ("running".into(), None));
     assert_eq!(
         instance_state(&ec2, &foreign).await,
         ("stopped".into(), Some("other-stack".into()))
+    );
+    assert_eq!(
+        instance_state(&ec2, &forged).await,
+        ("stopped".into(), Some("itest".into())),
+        "a tag alone starts nothing"
     );
     assert_eq!(summary.restarted, vec![left.clone()]);
     assert_labelled(&ec2, &ids(&due_volumes), "stopped").await;
@@ -660,7 +689,7 @@ async fn an_instance_an_earlier_run_left_stopped_is_started_again() {
 
     // Nothing left to restart or snapshot.
     counter.reset();
-    let again = run(&adapter, &no_commands(), &notifier).await;
+    let again = run(&moto, &adapter, &no_commands(), &notifier).await;
     assert!(again.restarted.is_empty() && again.created.is_empty());
     assert_eq!(counter.count("StartInstances"), 0);
 }
@@ -726,7 +755,7 @@ async fn a_failed_snapshot_still_starts_the_instance_and_a_failed_start_is_retri
     ));
     let notifier = RecordingNotifier::default();
 
-    let first = run(&faulty, &no_commands(), &notifier).await;
+    let first = run(&moto, &faulty, &no_commands(), &notifier).await;
 
     assert_eq!(
         proxy.requests("StartInstances"),
@@ -756,7 +785,7 @@ async fn a_failed_snapshot_still_starts_the_instance_and_a_failed_start_is_retri
     );
 
     // The next run: still due and stopped by us, so snapshotted as it is and started.
-    let second = run(&faulty, &no_commands(), &notifier).await;
+    let second = run(&moto, &faulty, &no_commands(), &notifier).await;
     assert_eq!(
         instance_state(&ec2, &instance).await,
         ("running".into(), None)
@@ -788,6 +817,7 @@ async fn an_instance_left_stopped_is_started_even_when_the_deadline_leaves_its_s
         .send()
         .await
         .unwrap();
+    recorded_stop(&moto, &instance).await;
     let proxy = FaultProxy::start(&moto.endpoint).await;
     proxy.inject(
         "DescribeSnapshots",

@@ -42,7 +42,10 @@ fn plenty() -> Deadline {
     Deadline::after(Duration::from_secs(600))
 }
 
+/// One run at `now`, with moto's clock at `now` too (EC2 stamps what it
+/// creates with the time the function believes it is).
 async fn run_with(
+    moto: &Moto,
     inventory: &dyn VolumeInventory,
     adapter: &Ec2Adapter,
     notifier: &dyn Notifier,
@@ -53,16 +56,20 @@ async fn run_with(
     let no_commands = no_commands();
     let ports = Ports {
         inventory,
-        ..create_ports(adapter, &no_commands, notifier, mocked_ledger())
+        ..create_ports(adapter, &no_commands, notifier, moto.ledger())
     };
-    handle(ports, config, &tick(), now, deadline)
+    moto.set_clock(Some(now));
+    let summary = handle(ports, config, &tick(), now, deadline)
         .await
-        .expect("the run succeeds")
+        .expect("the run succeeds");
+    moto.set_clock(None);
+    summary
 }
 
 async fn run(moto: &Moto, notifier: &RecordingNotifier, now: DateTime<Utc>) -> RunSummary {
     let adapter = Ec2Adapter::new(moto.ec2());
     run_with(
+        moto,
         &adapter,
         &adapter,
         notifier,
@@ -121,6 +128,16 @@ async fn a_due_volume_gets_one_snapshot_with_exactly_the_documented_tags() {
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
     assert_eq!(snaps[0].tags, expected);
+    // The Description proves it this deployment's, in this account and region.
+    assert_eq!(
+        snaps[0].description.as_deref(),
+        Some(
+            format!(
+                "ebs-lifecycle itest 123456789012/us-east-1: {volume} policy default slot 2026-03-01T00:00:00Z"
+            )
+            .as_str()
+        )
+    );
 }
 
 #[tokio::test]
@@ -264,6 +281,7 @@ async fn a_volume_deleted_mid_run_is_recorded_and_the_run_goes_on() {
     let notifier = RecordingNotifier::default();
 
     let summary = run_with(
+        &moto,
         &inventory,
         &adapter,
         &notifier,
@@ -292,6 +310,7 @@ async fn near_the_deadline_nothing_is_started_and_everything_is_left_for_the_nex
 
     let short = Deadline::after(Duration::from_secs(5));
     let summary = run_with(
+        &moto,
         &adapter,
         &adapter,
         &notifier,
@@ -306,6 +325,7 @@ async fn near_the_deadline_nothing_is_started_and_everything_is_left_for_the_nex
 
     // The next tick, with time to spare, completes the work.
     let next = run_with(
+        &moto,
         &adapter,
         &adapter,
         &notifier,
@@ -360,6 +380,7 @@ async fn notifications_reach_the_sns_topic() {
     let notifier = SnsNotifier::new(sns, topic);
 
     let summary = run_with(
+        &moto,
         &adapter,
         &adapter,
         &notifier,
@@ -374,6 +395,7 @@ async fn notifications_reach_the_sns_topic() {
     // A topic that does not exist is reported in the summary, not fatal.
     let gone = SnsNotifier::new(moto.sns(), "arn:aws:sns:us-east-1:123456789012:gone".into());
     let summary = run_with(
+        &moto,
         &adapter,
         &adapter,
         &gone,
@@ -449,6 +471,7 @@ async fn faults_never_make_a_second_snapshot_and_never_drop_a_volume() {
     let now = at("2026-03-01T00:05:00Z");
 
     let first = run_with(
+        &moto,
         &faulty,
         &faulty,
         &notifier,
@@ -485,6 +508,7 @@ async fn faults_never_make_a_second_snapshot_and_never_drop_a_volume() {
     // reset one is snapshotted now; every volume ends with exactly one.
     let adapter = Ec2Adapter::new(ec2.clone());
     let next = run_with(
+        &moto,
         &adapter,
         &adapter,
         &notifier,
@@ -528,6 +552,7 @@ async fn a_deadline_mid_run_finishes_what_is_in_flight_and_the_next_tick_the_res
     let deadline = Deadline::after(Duration::from_millis(400)).with_margin(Duration::ZERO);
 
     let first = run_with(
+        &moto,
         &slow,
         &slow,
         &notifier,
