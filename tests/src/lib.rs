@@ -686,6 +686,11 @@ pub async fn managed_snapshot(
 /// copy, every report a first, every deletion granted. The ledger of tests
 /// whose EC2 is mocked too.
 pub fn mocked_ledger() -> &'static ebs_lifecycle::aws::ledger::DynamoLedger {
+    mocked_ledger_with(&[])
+}
+
+/// [`mocked_ledger`] with `first` rules tried before the empty answers.
+pub fn mocked_ledger_with(first: &[&Rule]) -> &'static ebs_lifecycle::aws::ledger::DynamoLedger {
     use aws_sdk_dynamodb::operation::{
         batch_get_item::BatchGetItemOutput, delete_item::DeleteItemOutput, get_item::GetItemOutput,
         put_item::PutItemOutput, query::QueryOutput,
@@ -720,7 +725,7 @@ pub fn mocked_ledger() -> &'static ebs_lifecycle::aws::ledger::DynamoLedger {
             .build(),
     ];
     let mut interceptor = MockResponseInterceptor::new().rule_mode(RuleMode::MatchAny);
-    for rule in &rules {
+    for rule in first.iter().copied().chain(rules.iter()) {
         interceptor = interceptor.with_rule(rule);
     }
     let config = aws_sdk_dynamodb::Config::builder()

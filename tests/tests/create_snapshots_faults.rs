@@ -16,12 +16,14 @@ use aws_sdk_ec2::Client;
 use aws_smithy_mocks::{mock, Rule, RuleMode};
 use serde_json::json;
 
+use aws_sdk_dynamodb::types::AttributeValue;
 use create_snapshots::{handle, CreateError, RunSummary};
 use ebs_lifecycle::aws::ec2::Ec2Adapter;
 use ebs_lifecycle::aws::MAX_ATTEMPTS;
 use ebs_lifecycle::lambda::deadline::Deadline;
 use integration_tests::{
-    config, create_ports, ec2_error, mocked_ec2, mocked_ledger, no_commands, RecordingNotifier,
+    config, create_ports, ec2_error, mocked_ec2, mocked_ledger, mocked_ledger_with, no_commands,
+    RecordingNotifier,
 };
 
 const POLICIES: &str = r#"{"default": {"schedule": "@daily", "keep": {"last": 3}}}"#;
@@ -71,9 +73,17 @@ fn create_for(
 }
 
 async fn run(client: Client, notifier: &RecordingNotifier) -> Result<RunSummary, CreateError> {
+    run_with_ledger(client, notifier, mocked_ledger()).await
+}
+
+async fn run_with_ledger(
+    client: Client,
+    notifier: &RecordingNotifier,
+    ledger: &dyn ebs_lifecycle::ports::ledger::Ledger,
+) -> Result<RunSummary, CreateError> {
     let adapter = Ec2Adapter::new(client);
     let no_commands = no_commands();
-    let ports = create_ports(&adapter, &no_commands, notifier, mocked_ledger());
+    let ports = create_ports(&adapter, &no_commands, notifier, ledger);
     let now = ebs_lifecycle_core::tags::parse_time("2026-03-01T10:15:00Z").unwrap();
     handle(
         ports,
@@ -358,9 +368,32 @@ async fn a_start_that_falls_back_to_stopped_is_critical_and_keeps_the_mark() {
                 "Client.UserInitiatedShutdown: User initiated shutdown",
             ))
         });
+    // The stack's ledger says this deployment stopped it.
+    let recorded = mock!(aws_sdk_dynamodb::Client::query).then_output(|| {
+        aws_sdk_dynamodb::operation::query::QueryOutput::builder()
+            .items(std::collections::HashMap::from([
+                ("pk".to_string(), AttributeValue::S("stop".into())),
+                ("sk".to_string(), AttributeValue::S("i-0kms".into())),
+                ("policy".to_string(), AttributeValue::S("batch".into())),
+                (
+                    "stopped_at".to_string(),
+                    AttributeValue::S("2026-03-01T10:00:00Z".into()),
+                ),
+            ]))
+            .build()
+    });
+    let forgotten = mock!(aws_sdk_dynamodb::Client::delete_item).then_output(|| {
+        aws_sdk_dynamodb::operation::delete_item::DeleteItemOutput::builder().build()
+    });
     let after_start = mock!(Client::describe_instances)
         .match_requests(|r| r.filters().iter().any(|f| f.name() == Some("instance-id")))
         .sequence()
+        .output(|| {
+            described(marked_instance(
+                InstanceStateName::Stopped,
+                "Client.UserInitiatedShutdown: User initiated shutdown",
+            ))
+        })
         .output(|| described(marked_instance(InstanceStateName::Pending, "")))
         .output(|| {
             described(marked_instance(
@@ -388,10 +421,12 @@ async fn a_start_that_falls_back_to_stopped_is_critical_and_keeps_the_mark() {
     );
     let notifier = RecordingNotifier::default();
 
-    let summary = run(client, &notifier).await.unwrap();
+    let ledger = mocked_ledger_with(&[&recorded, &forgotten]);
+    let summary = run_with_ledger(client, &notifier, ledger).await.unwrap();
 
     assert_eq!(start.num_calls(), 1);
     assert_eq!(unmark.num_calls(), 0, "the mark stays for the next run");
+    assert_eq!(forgotten.num_calls(), 0, "and so does the ledger's record");
     assert!(summary.restarted.is_empty(), "not counted as started");
     let failure = &summary.consistency_failures[0];
     assert_eq!(
