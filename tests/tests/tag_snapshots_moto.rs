@@ -182,15 +182,14 @@ async fn labels_are_what_the_retention_planner_decides() {
             Expiry::Due => assert!(tags::parse_time(&t[tags::EXPIRES_AT]).unwrap() <= now()),
         }
     }
-    // Four snapshots taken moments apart: `last 2` keeps two, `daily 7`
-    // keeps the newest of the day and, with six days to spare, the oldest
-    // (restic's oldest rule); the third is kept by nothing.
+    // Four snapshots of four daily slots: `last 2` keeps the newest two,
+    // `daily 7` every one of the four days.
     let mut labels: Vec<&str> = tagged
         .values()
         .map(|s| s.tags[tags::RETAINED_BY].as_str())
         .collect();
     labels.sort_unstable();
-    assert_eq!(labels, ["last", "last,daily", "none", "oldest-daily"]);
+    assert_eq!(labels, ["daily", "daily", "last,daily", "last,daily"]);
 }
 
 #[tokio::test]
