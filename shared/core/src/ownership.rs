@@ -346,13 +346,14 @@ pub fn sift(
 }
 
 type Checked = (Snapshot, Vec<Tampering>, bool);
+/// (EC2 volume, policy, slot): what a scheduled snapshot claims to fill.
+type SlotKey = (String, String, String);
 
 /// The first snapshot of each volume, policy and slot counts; a later one
 /// with the same claim is somebody else's (a retry that raced is too: it is
 /// reported, and left for a person to delete).
 fn first_of_each_slot(checked: &mut [Checked]) {
-    let mut first: BTreeMap<(String, String, String), (Option<DateTime<Utc>>, String)> =
-        BTreeMap::new();
+    let mut first: BTreeMap<SlotKey, (Option<DateTime<Utc>>, String)> = BTreeMap::new();
     for (s, _, made) in checked.iter() {
         if let (true, Some(key)) = (*made, slot_key(s)) {
             let candidate = (s.start_time, s.id.clone());
@@ -402,7 +403,7 @@ fn sort_links(copies: &BTreeMap<String, CopyRecord>, checked: &mut [Checked]) {
 }
 
 /// A scheduled snapshot's claim: (EC2 volume, policy, slot). Copies have none.
-fn slot_key(s: &Snapshot) -> Option<(String, String, String)> {
+fn slot_key(s: &Snapshot) -> Option<SlotKey> {
     if s.tags.contains_key(keys::ENCRYPTED_COPY_OF) {
         return None;
     }
@@ -892,7 +893,10 @@ mod tests {
         original
             .tags
             .insert(keys::SUPERSEDED_BY.into(), "snap-copy".into());
-        let sifted = sift_all(vec![original.clone(), copy.clone()], &[record.clone()]);
+        let sifted = sift_all(
+            vec![original.clone(), copy.clone()],
+            std::slice::from_ref(&record),
+        );
         assert!(sifted.suspects.is_empty(), "{:?}", sifted.suspects);
         assert_eq!(sifted.owned[0].tags[keys::SUPERSEDED_BY], "snap-copy");
 
