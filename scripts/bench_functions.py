@@ -33,7 +33,9 @@ from pathlib import Path
 
 import boto3  # noqa: E402
 
-from lambda_emulator import REGION, ROOT, LambdaFunction, free_port, function_env, wait_for_port  # noqa: E402
+from lambda_emulator import (  # noqa: E402
+    REGION, ROOT, LambdaFunction, create_ledger_table, free_port, function_env, wait_for_port,
+)
 
 FUNCTIONS = {
     "create-snapshots": "CreateSnapshotsFunction",
@@ -104,6 +106,7 @@ def main() -> int:
         sns = boto3.client("sns", endpoint_url=endpoint, region_name=REGION,
                            aws_access_key_id="bench", aws_secret_access_key="bench")
         topic = sns.create_topic(Name="bench")["TopicArn"]
+        create_ledger_table(endpoint, "bench")
         env = {**function_env(endpoint, topic, "bench"), "POLICIES": json.dumps(POLICIES),
                "DEPLOYMENT_NAME": "bench", "REMEDIATE": "off",
                # Expiry plans every snapshot (what costs memory) but deletes

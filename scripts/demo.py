@@ -50,7 +50,9 @@ from pathlib import Path
 import boto3  # noqa: E402
 import libfaketime  # noqa: E402
 
-from lambda_emulator import ACCOUNT, REGION, ROOT, LambdaFunction, free_port, function_env, wait_for_port  # noqa: E402
+from lambda_emulator import (  # noqa: E402
+    ACCOUNT, REGION, ROOT, LambdaFunction, create_ledger_table, free_port, function_env, wait_for_port,
+)
 
 DEPLOYMENT = "demo-backups"
 UTC = datetime.timezone.utc
@@ -545,6 +547,7 @@ def main() -> int:
 
         step(f"seeding the account on {START:%Y-%m-%d}")
         ids = seed(ec2, sns, sqs)
+        create_ledger_table(endpoint, DEPLOYMENT)
         print(f"    instance web-1 {ids['web-1']} (Backup=fleet: every 6 hours, one instance-consistent set) "
               f"with volumes {ids['web-1 root']} and {ids['web-1 cache']}")
         print(f"    db-data {ids['db-data']}, reports {ids['reports']} (not encrypted), old-app {ids['old-app']}: Backup=gfs (daily)")

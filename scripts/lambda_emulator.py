@@ -70,6 +70,28 @@ def template() -> dict:
         return yaml.load(f, Loader=_CloudFormationLoader)
 
 
+def ledger_table(deployment: str) -> str:
+    """The name the emulated stack's ledger table (template.yaml `Ledger`) has."""
+    return f"{deployment}-ledger"
+
+
+def create_ledger_table(endpoint: str, deployment: str) -> str:
+    """Create the stack's ledger table in the emulator, keyed as the template's."""
+    import boto3  # the project virtualenv has it (moto depends on it)
+
+    dynamodb = boto3.client("dynamodb", endpoint_url=endpoint, region_name=REGION,
+                            aws_access_key_id="local", aws_secret_access_key="local")
+    name = ledger_table(deployment)
+    dynamodb.create_table(
+        TableName=name,
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
+                              {"AttributeName": "sk", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    return name
+
+
 def function_env(endpoint: str, topic: str, deployment: str, parameters: dict[str, str] | None = None) -> dict[str, str]:
     """What template.yaml sets (Globals.Function.Environment), with each
     `!Ref` resolved: the stack name is `deployment`, the topic is `topic`,
@@ -77,7 +99,14 @@ def function_env(endpoint: str, topic: str, deployment: str, parameters: dict[st
     what Lambda adds, and the local endpoint and dummy credentials."""
     t = template()
     defaults = {name: str(p.get("Default", "")) for name, p in t.get("Parameters", {}).items()}
-    given = {**defaults, **(parameters or {}), "AWS::StackName": deployment, "NotificationTopic": topic}
+    given = {
+        **defaults,
+        **(parameters or {}),
+        "AWS::StackName": deployment,
+        "AWS::AccountId": ACCOUNT,
+        "NotificationTopic": topic,
+        "Ledger": ledger_table(deployment),
+    }
     variables = t["Globals"]["Function"]["Environment"]["Variables"]
     env: dict[str, str] = {}
     for key, value in variables.items():

@@ -740,3 +740,85 @@ fn the_freeze_document_is_the_codes_and_its_parameters_take_no_shell() {
         json!({"!Ref": "AllowShellCommands"})
     );
 }
+
+/// The stack's ledger is the authority a tag cannot be: each function may
+/// touch only its own kinds of record there (the leading key), with only
+/// the calls its code makes, and the table outlives the stack.
+#[test]
+fn each_function_reads_and_writes_only_its_own_ledger_records() {
+    let template = template_json();
+    let globals = &template["Globals"]["Function"]["Environment"]["Variables"];
+    assert_eq!(globals["ACCOUNT_ID"], json!({"!Ref": "AWS::AccountId"}));
+    assert_eq!(globals["LEDGER_TABLE"], json!({"!Ref": "Ledger"}));
+    let ledger = &template["Resources"]["Ledger"];
+    assert_eq!(ledger["Type"], "AWS::DynamoDB::Table");
+    assert_eq!(ledger["DeletionPolicy"], "Retain");
+    assert_eq!(
+        ledger["Properties"]["KeySchema"],
+        json!([
+            {"AttributeName": "pk", "KeyType": "HASH"},
+            {"AttributeName": "sk", "KeyType": "RANGE"}
+        ])
+    );
+    assert_eq!(
+        ledger["Properties"]["TimeToLiveSpecification"]["AttributeName"],
+        "expires_at"
+    );
+    let expected: [(&str, &[&str], &[&str]); 5] = [
+        (
+            "CreateSnapshotsFunction",
+            &["Query", "PutItem", "DeleteItem"],
+            &["stop"],
+        ),
+        (
+            "CompleteSnapshotsFunction",
+            &["BatchGetItem", "PutItem"],
+            &["copy", "report"],
+        ),
+        (
+            "TagSnapshotsFunction",
+            &["BatchGetItem", "PutItem"],
+            &["copy", "report"],
+        ),
+        (
+            "CheckEncryptionFunction",
+            &["BatchGetItem", "PutItem"],
+            &["copy", "report"],
+        ),
+        (
+            "ExpireSnapshotsFunction",
+            &["BatchGetItem", "GetItem", "PutItem", "DeleteItem"],
+            &["copy", "deletions", "report"],
+        ),
+    ];
+    for (function, actions, keys) in expected {
+        let policies = &template["Resources"][function]["Properties"]["Policies"];
+        let mut on_ledger = Vec::new();
+        for statement in policies
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|p| p["Statement"].as_array())
+            .flatten()
+        {
+            let actions_text = statement["Action"].to_string();
+            if actions_text.contains("dynamodb:") {
+                on_ledger.push(statement.clone());
+            }
+        }
+        assert_eq!(on_ledger.len(), 1, "{function}: one ledger statement");
+        let s = &on_ledger[0];
+        assert_eq!(
+            s["Resource"],
+            json!({"!GetAtt": "Ledger.Arn"}),
+            "{function}"
+        );
+        let want: Vec<String> = actions.iter().map(|a| format!("dynamodb:{a}")).collect();
+        assert_eq!(s["Action"], json!(want), "{function}");
+        assert_eq!(
+            s["Condition"]["ForAllValues:StringEquals"]["dynamodb:LeadingKeys"],
+            json!(keys),
+            "{function}"
+        );
+    }
+}
