@@ -10,11 +10,12 @@
 //!   carries its own watchdog on the instance for the one path code cannot
 //!   cover: the function dying between the two commands.
 //! - `stopped`: only for instances tagged `lifecycle:allow-stop=true`.
-//!   The instance is marked (`lifecycle:stopped-for-snapshot`) *before* it
-//!   is stopped and unmarked once it runs again, so a run that dies in
-//!   between leaves a mark that every later run looks for
-//!   ([`restart_left_stopped`]). An instance its owner had stopped is
-//!   snapshotted as it is and left stopped.
+//!   The stop is recorded in the stack's ledger (and the instance marked
+//!   `lifecycle:stopped-for-snapshot`, for people) *before* it is stopped,
+//!   and both go once it runs again, so a run that dies in between leaves a
+//!   record that every later run looks for ([`restart_left_stopped`]). Only
+//!   the record starts an instance: the tag anyone can write. An instance
+//!   its owner had stopped is snapshotted as it is and left stopped.
 //!
 //! Every departure from what the policy asked is a [`ConsistencyFailure`],
 //! published as one `consistency-failed` notification per instance.

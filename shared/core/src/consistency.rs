@@ -314,7 +314,8 @@ pub fn needs_thaw(pre: &CommandOutcome) -> bool {
 
 /// What a `stopped` policy does with an instance, from its state, its
 /// owner's opt-in and whether this deployment stopped it earlier (the
-/// `lifecycle:stopped-for-snapshot` mark).
+/// stack's ledger says so; the `lifecycle:stopped-for-snapshot` tag is only
+/// a marker).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StopPlan {
     /// No `lifecycle:allow-stop=true`: never stopped. The snapshot is taken

@@ -33,8 +33,8 @@ pub const HOLD: &str = "lifecycle:hold";
 pub const ALLOW_STOP: &str = "lifecycle:allow-stop";
 /// Set by create-snapshots on an instance it stopped for a `stopped`
 /// snapshot (value: the deployment), removed once it has started it again.
-/// A later run restarts any instance still carrying it: a crash between the
-/// stop and the start never leaves an instance down for good.
+/// A marker for people only: anyone can write it, so what a later run
+/// restarts is what the stack's ledger recorded, never what carries it.
 pub const STOPPED_FOR_SNAPSHOT: &str = "lifecycle:stopped-for-snapshot";
 /// Prefix of every key this project owns.
 pub const LIFECYCLE_PREFIX: &str = "lifecycle:";

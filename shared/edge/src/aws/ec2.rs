@@ -723,15 +723,4 @@ impl InstanceControl for Ec2Adapter {
             .map_err(|e| Ec2Error::from_sdk("DeleteTags", e))?;
         Ok(())
     }
-
-    async fn instances_marked_stopped(&self, deployment: &str) -> Result<Vec<Instance>, Ec2Error> {
-        self.describe_instances(vec![
-            tag_filter(tags::STOPPED_FOR_SNAPSHOT, deployment),
-            filter(
-                "instance-state-name",
-                ["pending", "running", "stopping", "stopped"],
-            ),
-        ])
-        .await
-    }
 }

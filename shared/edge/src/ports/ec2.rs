@@ -239,9 +239,8 @@ pub trait InstanceControl: Send + Sync {
     async fn instance(&self, instance_id: &str) -> Result<Option<Instance>, Ec2Error>;
     async fn stop_instance(&self, instance_id: &str) -> Result<(), Ec2Error>;
     async fn start_instance(&self, instance_id: &str) -> Result<(), Ec2Error>;
-    /// Put the mark, valued with the deployment, on the instance.
+    /// Put the mark, valued with the deployment, on the instance: for
+    /// people; the stack's ledger, not the mark, says what it stopped.
     async fn mark_stopped(&self, instance_id: &str, deployment: &str) -> Result<(), Ec2Error>;
     async fn clear_stopped_mark(&self, instance_id: &str) -> Result<(), Ec2Error>;
-    /// Instances that carry this deployment's mark (not terminated).
-    async fn instances_marked_stopped(&self, deployment: &str) -> Result<Vec<Instance>, Ec2Error>;
 }
