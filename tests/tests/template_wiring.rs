@@ -822,3 +822,46 @@ fn each_function_reads_and_writes_only_its_own_ledger_records() {
         );
     }
 }
+
+/// The functions' resource policies, as SAM generates them: each admits
+/// only EventBridge, and only from one of the stack's own rules (the
+/// schedules invoke through their own role instead), so nothing else in the
+/// account or outside it can invoke a function with a forged event.
+#[test]
+fn functions_admit_only_the_stacks_own_rules() {
+    let output = std::process::Command::new(workspace_root().join(".venv/bin/python"))
+        .arg(workspace_root().join("scripts/sam_transform.py"))
+        .output()
+        .expect("the project virtualenv runs the SAM transform");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let transformed: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let resources = transformed["Resources"].as_object().unwrap();
+    let permissions: Vec<(&String, &Value)> = resources
+        .iter()
+        .filter(|(_, r)| r["Type"] == "AWS::Lambda::Permission")
+        .collect();
+    assert_eq!(
+        permissions.len(),
+        6,
+        "two completion rules for each of three functions"
+    );
+    for (name, permission) in permissions {
+        let p = &permission["Properties"];
+        assert_eq!(p["Action"], "lambda:InvokeFunction", "{name}");
+        assert_eq!(p["Principal"], "events.amazonaws.com", "{name}");
+        let rule = p["SourceArn"]["Fn::GetAtt"][0].as_str().unwrap();
+        assert_eq!(p["SourceArn"]["Fn::GetAtt"][1], "Arn", "{name}");
+        assert_eq!(resources[rule]["Type"], "AWS::Events::Rule", "{name}");
+        let function = p["FunctionName"]["Ref"].as_str().unwrap();
+        assert!(
+            resources[rule]["Properties"]["Targets"]
+                .to_string()
+                .contains(function),
+            "{name}: the rule targets {function}"
+        );
+    }
+}
