@@ -437,11 +437,11 @@ async fn no_forgery_deletes_links_displaces_or_starts_anything() {
     assert_eq!(suspects_in_summary, expected);
 }
 
-/// What one forged snapshot costs an expiry run, in requests: the same
-/// listing pages, one ledger write for its first report and, for a
-/// snapshot claiming to be a copy, a share of one batch read.
+/// What forged snapshots cost an expiry run, in requests: the same EC2
+/// calls, a share of one ledger batch read per 100, and one ledger write
+/// for a first report only.
 #[tokio::test]
-async fn a_forged_snapshot_costs_an_expiry_run_one_ledger_write_at_most() {
+async fn forged_snapshots_cost_an_expiry_run_one_batch_read_and_a_write_only_when_first_seen() {
     let moto = Moto::start();
     let ec2 = moto.ec2();
     let volume = create_volume(&ec2, 8, &[("Backup", "lean")]).await;
@@ -503,10 +503,21 @@ async fn a_forged_snapshot_costs_an_expiry_run_one_ledger_write_at_most() {
         puts(&clean.1) + 10,
         "one report each"
     );
+    let reads = |c: &BTreeMap<String, usize>| c.get("BatchGetItem").copied().unwrap_or(0);
+    assert_eq!(
+        reads(&forged_first.1),
+        reads(&clean.1) + 1,
+        "one batch read"
+    );
     assert_eq!(
         puts(&forged_again.1),
-        puts(&clean.1) + 10,
-        "asked again, reported no more (a conditional write that fails)"
+        puts(&clean.1),
+        "seen again: no write"
+    );
+    assert_eq!(
+        reads(&forged_again.1),
+        reads(&clean.1) + 1,
+        "one batch read"
     );
     assert_eq!(
         notifier

@@ -137,6 +137,9 @@ impl Ledger for Ec2Model {
     ) -> Result<(), LedgerError> {
         Ok(())
     }
+    async fn reported(&self, _: &[String]) -> Result<Vec<String>, LedgerError> {
+        Ok(Vec::new())
+    }
     async fn first_report(&self, _: &str, _: DateTime<Utc>) -> Result<bool, LedgerError> {
         Ok(true)
     }

@@ -174,6 +174,54 @@ impl DynamoLedger {
         Err(LedgerError::Contended { operation })
     }
 
+    /// The items of kind `pk` with these ids, 100 keys per BatchGetItem,
+    /// unprocessed keys asked again (a few times, then an error).
+    async fn batch_get(
+        &self,
+        pk: &str,
+        ids: &[String],
+    ) -> Result<Vec<HashMap<String, AttributeValue>>, LedgerError> {
+        let mut out = Vec::new();
+        let unique: std::collections::BTreeSet<&String> = ids.iter().collect();
+        let unique: Vec<&String> = unique.into_iter().collect();
+        for chunk in unique.chunks(BATCH_GET) {
+            let mut keys: Vec<HashMap<String, AttributeValue>> =
+                chunk.iter().map(|id| key(pk, id)).collect();
+            for _ in 0..ATTEMPTS {
+                if keys.is_empty() {
+                    break;
+                }
+                let request = KeysAndAttributes::builder()
+                    .set_keys(Some(std::mem::take(&mut keys)))
+                    .consistent_read(true)
+                    .build()
+                    .map_err(|e| LedgerError::Unavailable {
+                        operation: "BatchGetItem",
+                        message: e.to_string(),
+                    })?;
+                let answer = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.table, request)
+                    .send()
+                    .await
+                    .map_err(|e| unavailable("BatchGetItem", e))?;
+                if let Some(items) = answer.responses().and_then(|r| r.get(&self.table)) {
+                    out.extend(items.iter().cloned());
+                }
+                if let Some(left) = answer.unprocessed_keys().and_then(|u| u.get(&self.table)) {
+                    keys = left.keys().to_vec();
+                }
+            }
+            if !keys.is_empty() {
+                return Err(LedgerError::Contended {
+                    operation: "BatchGetItem",
+                });
+            }
+        }
+        Ok(out)
+    }
+
     async fn delete(&self, pk: &str, sk: &str) -> Result<(), LedgerError> {
         self.client
             .delete_item()
@@ -248,45 +296,8 @@ impl Ledger for DynamoLedger {
     }
 
     async fn copies(&self, copy_ids: &[String]) -> Result<Vec<CopyRecord>, LedgerError> {
-        let mut out = Vec::new();
-        let unique: std::collections::BTreeSet<&String> = copy_ids.iter().collect();
-        let unique: Vec<&String> = unique.into_iter().collect();
-        for chunk in unique.chunks(BATCH_GET) {
-            let mut keys: Vec<HashMap<String, AttributeValue>> =
-                chunk.iter().map(|id| key("copy", id)).collect();
-            for _ in 0..ATTEMPTS {
-                if keys.is_empty() {
-                    break;
-                }
-                let request = KeysAndAttributes::builder()
-                    .set_keys(Some(std::mem::take(&mut keys)))
-                    .consistent_read(true)
-                    .build()
-                    .map_err(|e| LedgerError::Unavailable {
-                        operation: "BatchGetItem",
-                        message: e.to_string(),
-                    })?;
-                let answer = self
-                    .client
-                    .batch_get_item()
-                    .request_items(&self.table, request)
-                    .send()
-                    .await
-                    .map_err(|e| unavailable("BatchGetItem", e))?;
-                if let Some(items) = answer.responses().and_then(|r| r.get(&self.table)) {
-                    out.extend(items.iter().filter_map(copy_of_item));
-                }
-                if let Some(left) = answer.unprocessed_keys().and_then(|u| u.get(&self.table)) {
-                    keys = left.keys().to_vec();
-                }
-            }
-            if !keys.is_empty() {
-                return Err(LedgerError::Contended {
-                    operation: "BatchGetItem",
-                });
-            }
-        }
-        Ok(out)
+        let items = self.batch_get("copy", copy_ids).await?;
+        Ok(items.iter().filter_map(copy_of_item).collect())
     }
 
     async fn forget_copy(&self, copy_id: &str) -> Result<(), LedgerError> {
@@ -317,6 +328,14 @@ impl Ledger for DynamoLedger {
         }
         self.update_window("release deletions", |w| w.release(granted_at, now, unused))
             .await
+    }
+
+    async fn reported(&self, snapshot_ids: &[String]) -> Result<Vec<String>, LedgerError> {
+        let items = self.batch_get("report", snapshot_ids).await?;
+        Ok(items
+            .iter()
+            .filter_map(|item| text(item, "sk").map(String::from))
+            .collect())
     }
 
     async fn first_report(

@@ -64,6 +64,10 @@ pub trait Ledger: Send + Sync {
         unused: u32,
     ) -> Result<(), LedgerError>;
 
+    /// Which of these snapshots were reported already (one batch read per
+    /// 100): a run asks this first, so a suspect seen again costs a read,
+    /// not a write.
+    async fn reported(&self, snapshot_ids: &[String]) -> Result<Vec<String>, LedgerError>;
     /// True the first time it is asked for this snapshot: a suspect is
     /// reported once, however many runs see it.
     async fn first_report(
