@@ -46,9 +46,38 @@ struct Planned {
     times: usize,
 }
 
+/// EC2's token bucket for one operation, as the proxy emulates it.
+#[derive(Debug)]
+struct EmulatedBucket {
+    operation: String,
+    burst: f64,
+    per_second: f64,
+    tokens: f64,
+    at: std::time::Instant,
+}
+
+impl EmulatedBucket {
+    /// Take a token if there is one.
+    fn take(&mut self) -> bool {
+        let now = std::time::Instant::now();
+        let elapsed = now.duration_since(self.at).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.per_second).min(self.burst);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct State {
     plan: VecDeque<Planned>,
+    buckets: Vec<EmulatedBucket>,
+    /// Added to every answer, as the network and EC2 take time.
+    latency: Duration,
     /// Every request seen: operation and the fault applied, if any.
     seen: Vec<(String, Option<Fault>)>,
 }
@@ -93,6 +122,24 @@ impl FaultProxy {
             fault,
             times,
         });
+    }
+
+    /// From now on, `operation` draws on a token bucket like EC2's: `burst`
+    /// tokens refilled at `per_second`; a request finding it empty is
+    /// answered `RequestLimitExceeded` (503) and never reaches moto.
+    pub fn emulate_bucket(&self, operation: &str, burst: f64, per_second: f64) {
+        self.state.lock().unwrap().buckets.push(EmulatedBucket {
+            operation: operation.into(),
+            burst,
+            per_second,
+            tokens: burst,
+            at: std::time::Instant::now(),
+        });
+    }
+
+    /// Every answer from now on comes `latency` later.
+    pub fn set_latency(&self, latency: Duration) {
+        self.state.lock().unwrap().latency = latency;
     }
 
     /// How many requests of `operation` arrived (faulted ones included).
@@ -226,8 +273,30 @@ async fn serve(
         return Ok(());
     };
     let operation = operation_of(&request);
-    let fault = {
+    let (fault, latency) = {
         let mut state = state.lock().unwrap();
+        let latency = state.latency;
+        let empty = state
+            .buckets
+            .iter_mut()
+            .find(|b| b.operation == operation)
+            .is_some_and(|b| !b.take());
+        if empty {
+            state.seen.push((operation, Some(Fault::Throttle)));
+            (Some(Fault::Throttle), latency)
+        } else {
+            (planned_fault(&mut state, operation), latency)
+        }
+    };
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    answer(client, &request, upstream, fault).await
+}
+
+/// The next planned fault for `operation`, recorded as seen.
+fn planned_fault(state: &mut State, operation: String) -> Option<Fault> {
+    {
         let due = state
             .plan
             .iter_mut()
@@ -240,7 +309,15 @@ async fn serve(
         let fault = fault.filter(|f| *f != Fault::Pass);
         state.seen.push((operation, fault));
         fault
-    };
+    }
+}
+
+async fn answer(
+    mut client: TcpStream,
+    request: &[u8],
+    upstream: SocketAddr,
+    fault: Option<Fault>,
+) -> std::io::Result<()> {
     match fault {
         Some(Fault::Throttle) => {
             client
@@ -262,16 +339,16 @@ async fn serve(
         }
         Some(Fault::ResetBeforeForward) => reset(client),
         Some(Fault::ResetAfterForward) => {
-            forward(&request, upstream).await?;
+            forward(request, upstream).await?;
             reset(client);
         }
         Some(Fault::Delay(d)) => {
-            let answer = forward(&request, upstream).await?;
+            let answer = forward(request, upstream).await?;
             tokio::time::sleep(d).await;
             client.write_all(&answer).await?;
         }
         Some(Fault::Pass) | None => {
-            let answer = forward(&request, upstream).await?;
+            let answer = forward(request, upstream).await?;
             client.write_all(&answer).await?;
         }
     }

@@ -387,6 +387,7 @@ pub fn create_ports<'a>(
         commands,
         instances: ec2,
         waits: TEST_WAITS,
+        create_pacing: create_snapshots::BucketPacing::NONE,
         memo: fresh_memo(),
     }
 }

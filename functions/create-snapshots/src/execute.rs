@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use ebs_lifecycle::config::Config;
 use ebs_lifecycle::lambda::commands::PacedRunner;
 use ebs_lifecycle::lambda::deadline::Deadline;
+use ebs_lifecycle::lambda::pacing::Bucket;
 use ebs_lifecycle::ports::ec2::{
     CreateInstanceSnapshotsRequest, CreateSnapshotRequest, Ec2Error, StartedSnapshot,
 };
@@ -77,6 +78,32 @@ pub(crate) struct Run<'a> {
     pub(crate) commands: PacedRunner<'a>,
     /// At most [`CONSISTENCY_CONCURRENCY`] instances frozen or stopped at once.
     pub(crate) consistency_slots: tokio::sync::Semaphore,
+    /// Every CreateSnapshot(s) of the run draws on it.
+    pub(crate) bucket: Bucket,
+}
+
+/// One creation call under the run's bucket. A call EC2 throttled past the
+/// SDK's retries did not start anything (`RequestLimitExceeded` refuses the
+/// request), so it is made again once the slowed bucket allows, while the
+/// run has time; any other answer is final.
+async fn paced<T, Fut>(run: &Run<'_>, call: impl Fn() -> Fut) -> Result<T, Ec2Error>
+where
+    Fut: std::future::Future<Output = Result<T, Ec2Error>>,
+{
+    loop {
+        run.bucket.acquire().await;
+        match call().await {
+            Err(Ec2Error::Throttled { .. }) if !run.deadline.is_near() => {
+                run.bucket.throttled().await;
+            }
+            answer => {
+                if answer.is_ok() {
+                    run.bucket.succeeded().await;
+                }
+                return answer;
+            }
+        }
+    }
 }
 
 fn labels(
@@ -150,7 +177,7 @@ pub(crate) async fn execute(run: &Run<'_>, work: Work<'_>) -> Done {
                 ),
                 tags: set.tags,
             };
-            let outcome = match run.ports.creator.create_snapshot(&request).await {
+            let outcome = match paced(run, || run.ports.creator.create_snapshot(&request)).await {
                 Ok(started) => Outcome::Created(vec![created(
                     started,
                     policy,
@@ -158,6 +185,8 @@ pub(crate) async fn execute(run: &Run<'_>, work: Work<'_>) -> Done {
                     l.instance_id,
                     consistency,
                 )]),
+                // Throttled with no time left: the next tick takes it.
+                Err(Ec2Error::Throttled { .. }) => left(std::slice::from_ref(&volume.id), policy),
                 Err(e) => Outcome::Failed(vec![failed(&volume.id, policy, l.instance_id, &e)]),
             };
             (outcome, skipped).into()
@@ -241,13 +270,18 @@ pub(crate) async fn take_instance_snapshots(
         slot,
     );
     let request = instance_request(target, due, description, set.tags);
-    let outcome = match run.ports.creator.create_instance_snapshots(&request).await {
+    let outcome = match paced(run, || {
+        run.ports.creator.create_instance_snapshots(&request)
+    })
+    .await
+    {
         Ok(started) => Outcome::Created(
             started
                 .into_iter()
                 .map(|s| created(s, policy, slot, Some(instance.id.clone()), consistency))
                 .collect(),
         ),
+        Err(Ec2Error::Throttled { .. }) => left(due, policy),
         Err(e) => Outcome::Failed(
             due.iter()
                 .map(|v| failed(v, policy, Some(instance.id.clone()), &e))

@@ -1,6 +1,6 @@
 //! The Lambda binary: wiring only. The logic is in the library (`handle`).
 
-use create_snapshots::{handle, Ports, Waits, FUNCTION};
+use create_snapshots::{handle, Ports, Waits, CREATE_PACING, FUNCTION};
 use ebs_lifecycle::lambda::deadline::Deadline;
 use ebs_lifecycle::lambda::runtime::serve;
 
@@ -17,6 +17,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             instances: &env.ec2,
             ledger: &env.ledger,
             waits: Waits::PRODUCTION,
+            create_pacing: CREATE_PACING,
         };
         let deadline = Deadline::from_wall_clock(event.context.deadline());
         handle(

@@ -6,6 +6,10 @@
 //! A run that spends a bounded burst and then calls at the refill rate never
 //! empties the bucket for the account's other users: the few calls of an
 //! ordinary run go at once, a large catch-up goes at the refill rate.
+//!
+//! [`Pacer`] spaces one sequence of calls (expiry's deletions, tag writes);
+//! [`Bucket`] is shared by concurrent calls and adapts when EC2 throttles
+//! anyway (create-snapshots' CreateSnapshot and CreateSnapshots).
 
 use std::time::Duration;
 
@@ -46,9 +50,165 @@ impl Pacer {
     }
 }
 
+/// A token bucket like EC2's: `burst` tokens, refilled at `per_second`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BucketPacing {
+    pub burst: f64,
+    pub per_second: f64,
+}
+
+impl BucketPacing {
+    /// No wait at all (tests that are not about pacing).
+    pub const NONE: BucketPacing = BucketPacing {
+        burst: f64::MAX,
+        per_second: f64::MAX,
+    };
+}
+
+/// The slowest a throttled bucket goes: one call every 10 s.
+const SLOWEST_PER_SECOND: f64 = 0.1;
+
+/// A client-side token bucket shared by the concurrent calls of one run,
+/// that slows down when EC2 throttles anyway (the account's bucket is
+/// shared with everything else the account does) and comes back up as
+/// calls succeed: halve the rate on a throttle, add a tenth of the
+/// configured rate per success (additive increase, multiplicative decrease).
+/// Within the burst, calls fly at once; past it, at the rate.
+#[derive(Debug)]
+pub struct Bucket {
+    pacing: BucketPacing,
+    state: tokio::sync::Mutex<BucketState>,
+}
+
+#[derive(Debug)]
+struct BucketState {
+    tokens: f64,
+    per_second: f64,
+    at: tokio::time::Instant,
+}
+
+impl Bucket {
+    /// Full, as EC2's bucket is after a quiet while.
+    pub fn new(pacing: BucketPacing) -> Self {
+        Self {
+            pacing,
+            state: tokio::sync::Mutex::new(BucketState {
+                tokens: pacing.burst,
+                per_second: pacing.per_second,
+                at: tokio::time::Instant::now(),
+            }),
+        }
+    }
+
+    /// Wait for a token.
+    pub async fn acquire(&self) {
+        loop {
+            let wait = {
+                let mut state = self.state.lock().await;
+                let now = tokio::time::Instant::now();
+                let elapsed = now.duration_since(state.at).as_secs_f64();
+                state.tokens = (state.tokens + elapsed * state.per_second).min(self.pacing.burst);
+                state.at = now;
+                if state.tokens >= 1.0 {
+                    state.tokens -= 1.0;
+                    return;
+                }
+                Duration::from_secs_f64((1.0 - state.tokens) / state.per_second)
+            };
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// EC2 throttled a call: empty the bucket and halve the rate.
+    pub async fn throttled(&self) {
+        let mut state = self.state.lock().await;
+        state.tokens = 0.0;
+        state.per_second = (state.per_second / 2.0).max(SLOWEST_PER_SECOND);
+    }
+
+    /// A call went through: recover a tenth of the configured rate.
+    pub async fn succeeded(&self) {
+        let mut state = self.state.lock().await;
+        state.per_second =
+            (state.per_second + self.pacing.per_second / 10.0).min(self.pacing.per_second);
+    }
+
+    /// The rate the bucket refills at now.
+    pub async fn per_second(&self) -> f64 {
+        self.state.lock().await.per_second
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_bucket_lets_its_burst_go_at_once_then_holds_its_rate() {
+        let bucket = Bucket::new(BucketPacing {
+            burst: 100.0,
+            per_second: 5.0,
+        });
+        let start = tokio::time::Instant::now();
+        for _ in 0..100 {
+            bucket.acquire().await;
+        }
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        for _ in 0..50 {
+            bucket.acquire().await;
+        }
+        // 50 more at 5 a second: 10 s, the bucket's floor.
+        let elapsed = start.elapsed().as_secs_f64();
+        assert!((9.99..=10.01).contains(&elapsed), "{elapsed}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn concurrent_callers_share_one_bucket() {
+        let bucket = std::sync::Arc::new(Bucket::new(BucketPacing {
+            burst: 10.0,
+            per_second: 10.0,
+        }));
+        let start = tokio::time::Instant::now();
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let bucket = bucket.clone();
+                tokio::spawn(async move {
+                    for _ in 0..5 {
+                        bucket.acquire().await;
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        // 40 calls: 10 at once, 30 at 10 a second.
+        let elapsed = start.elapsed().as_secs_f64();
+        assert!((2.99..=3.01).contains(&elapsed), "{elapsed}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_throttle_halves_the_rate_and_successes_bring_it_back() {
+        let bucket = Bucket::new(BucketPacing {
+            burst: 100.0,
+            per_second: 5.0,
+        });
+        bucket.throttled().await;
+        bucket.throttled().await;
+        assert_eq!(bucket.per_second().await, 1.25);
+        // Emptied: the next call waits for a token at the lowered rate.
+        let start = tokio::time::Instant::now();
+        bucket.acquire().await;
+        assert_eq!(start.elapsed(), Duration::from_millis(800));
+        for _ in 0..20 {
+            bucket.succeeded().await;
+        }
+        assert_eq!(bucket.per_second().await, 5.0);
+        for _ in 0..20 {
+            bucket.throttled().await;
+        }
+        assert_eq!(bucket.per_second().await, SLOWEST_PER_SECOND);
+    }
 
     #[tokio::test(start_paused = true)]
     async fn the_burst_goes_at_once_then_one_call_per_interval() {
