@@ -515,7 +515,7 @@ fn log(summary: &RunSummary) {
         trigger = summary.header.trigger,
         checked = summary.snapshots_checked,
         findings = summary.findings.len(),
-        summary = %json!(summary),
+        summary = %run::for_log(summary),
         "check-encryption: {} findings over {} snapshots",
         summary.findings.len(),
         summary.snapshots_checked

@@ -508,7 +508,7 @@ fn finish(config: &Config, summary: &RunSummary, suspects: usize) {
         unchanged = summary.unchanged,
         foreign = summary.foreign,
         stuck = summary.stuck.len(),
-        summary = %json!(summary),
+        summary = %run::for_log(summary),
         "complete-snapshots: {} completed, {} failed",
         summary.completed.len(),
         summary.failed.len()

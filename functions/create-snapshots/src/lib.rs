@@ -563,7 +563,7 @@ fn log(summary: &RunSummary) {
         left_for_later = c.left_for_later,
         consistency_failed = c.consistency_failed,
         restarted = c.restarted,
-        summary = %json!(summary),
+        summary = %run::for_log(summary),
         "{}",
         headline(&c)
     );

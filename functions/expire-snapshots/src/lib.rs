@@ -489,8 +489,20 @@ fn log(summary: &RunSummary) {
         kept = counts.kept,
         failed = counts.failed,
         left_for_later = counts.left_for_later,
-        summary = %json!(summary),
+        summary = %run::for_log(summary),
         "{}",
         headline(summary)
     );
+    // The whole plan, a line per volume: the summary above (and the
+    // invocation's response) keep a sample of volumes on a large account.
+    for volume in &summary.volumes {
+        tracing::info!(
+            volume_id = volume.volume_id.as_deref().unwrap_or_default(),
+            policy = volume.policy.as_deref().unwrap_or_default(),
+            deleted = volume.deleted.len(),
+            kept = volume.kept.len(),
+            report = %run::for_log(volume),
+            "expire-snapshots: volume plan"
+        );
+    }
 }

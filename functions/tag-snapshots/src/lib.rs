@@ -417,7 +417,7 @@ fn log(summary: &RunSummary) {
         calls = summary.create_tags_calls,
         skipped = summary.plan.skipped.len(),
         failed = summary.failed.len(),
-        summary = %json!(summary),
+        summary = %run::for_log(summary),
         "tag-snapshots: {} snapshots tagged in {} CreateTags calls, {} already right",
         summary.tagged,
         summary.create_tags_calls,

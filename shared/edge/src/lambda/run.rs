@@ -84,6 +84,34 @@ impl RunHeader {
     }
 }
 
+/// The most an invocation returns: Lambda allows 6 MB, but a summary that
+/// large is unreadable anywhere it lands (the test console, a
+/// destination's record, an SQS message of 256 KB).
+pub const RESPONSE_LIMIT: usize = 256 * 1024;
+
+/// The most of a summary one log line carries (CloudWatch Logs takes events
+/// of up to 256 KB, the line's other fields included).
+pub const LOG_LIMIT: usize = 200 * 1024;
+
+/// A run summary as the invocation returns it: whole when it fits
+/// [`RESPONSE_LIMIT`], else its counts with a sample of every list
+/// (`ebs_lifecycle_core::text::bounded`); the whole is in the log.
+pub fn response(summary: &impl Serialize) -> serde_json::Value {
+    bounded(summary, RESPONSE_LIMIT)
+}
+
+/// A run summary for its log line: at most [`LOG_LIMIT`] bytes.
+pub fn for_log(summary: &impl Serialize) -> serde_json::Value {
+    bounded(summary, LOG_LIMIT)
+}
+
+fn bounded(summary: &impl Serialize, limit: usize) -> serde_json::Value {
+    let value = serde_json::to_value(summary)
+        .unwrap_or_else(|e| serde_json::json!({"unserializable_summary": e.to_string()}));
+    ebs_lifecycle_core::text::bounded(&value, limit)
+        .unwrap_or_else(|| serde_json::json!({"summary_too_large": true}))
+}
+
 /// Publish each notification in order. A failure is logged and recorded in
 /// the header; it never fails the run (what the run did stands, and its
 /// summary is in the log).
@@ -102,5 +130,23 @@ pub async fn publish(
             );
             header.notification_errors.push(e.to_string());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_response_stays_under_its_limit_at_any_account_size() {
+        let volumes: Vec<serde_json::Value> = (0..120_000)
+            .map(|i| serde_json::json!({"volume_id": format!("vol-{i:017}"), "kept": ["snap-1", "snap-2"]}))
+            .collect();
+        let summary = serde_json::json!({"function": "expire-snapshots", "volumes": volumes});
+        assert!(serde_json::to_string(&summary).unwrap().len() > 6 * 1024 * 1024);
+        let response = response(&summary);
+        assert!(serde_json::to_string(&response).unwrap().len() <= RESPONSE_LIMIT);
+        assert_eq!(response["volumes_omitted"], 119_900);
+        assert!(serde_json::to_string(&for_log(&summary)).unwrap().len() <= LOG_LIMIT);
     }
 }

@@ -19,6 +19,7 @@ use crate::aws::ledger::DynamoLedger;
 use crate::aws::sns::{LogNotifier, SnsNotifier};
 use crate::aws::ssm::SsmAdapter;
 use crate::config::{Config, ConfigError};
+use crate::lambda::run;
 use crate::ports::notifier::Notifier;
 use ebs_lifecycle_core::notify::{DailyMemo, Notification, NotificationKind, Severity};
 
@@ -76,7 +77,11 @@ where
                 memo: DailyMemo::new(),
                 config,
             }));
-            lambda_runtime::run(service_fn(move |event| handler(env, event))).await
+            lambda_runtime::run(service_fn(move |event| {
+                let run = handler(env, event);
+                async move { run.await.map(|summary| run::response(&summary)) }
+            }))
+            .await
         }
         Err(error) => {
             report_config_error(&sdk, function, &error).await;
