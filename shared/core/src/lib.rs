@@ -23,6 +23,8 @@
 //!   deployment's, and the check every snapshot passes before it is
 //!   deleted, linked or counted.
 //! - [`safety`]: the deletion safety rules, the one gate every deletion passes.
+//! - [`copies`]: which snapshot a disaster-recovery target copies next
+//!   (pure rules only so far).
 //! - [`window`]: `MAX_DELETIONS` counted over 24 hours, across runs.
 //! - [`expiry`]: a run's plan per volume: retention and safety together.
 //! - [`tagging`]: which tags each managed snapshot lacks, batched.
@@ -35,6 +37,7 @@
 //!   parsing), also run as property tests on stable.
 
 pub mod consistency;
+pub mod copies;
 pub mod encryption;
 pub mod events;
 pub mod expiry;

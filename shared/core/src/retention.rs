@@ -179,7 +179,7 @@ struct Bucket {
 }
 
 /// The bucket of a local time under a rule (restic's bucketer functions).
-fn bucket_of(reason: KeepReason, local: &DateTime<Tz>) -> i64 {
+pub(crate) fn bucket_of(reason: KeepReason, local: &DateTime<Tz>) -> i64 {
     let reason = reason.calendar().unwrap_or(reason);
     let (y, m, d, h) = (
         i64::from(local.year()),
