@@ -658,9 +658,12 @@ async fn an_instance_an_earlier_run_left_stopped_is_started_again() {
     // Stopped by someone else (incident response, say) and tagged with our
     // mark by anyone allowed to tag: the ledger has no record, so it stays down.
     let (forged, _) = instance_with_data(&ec2, &[mark]).await;
+    // Stopped at the time of the record, as a run that died would leave them.
+    moto.set_clock(Some(now()));
     for id in [&due, &left, &foreign, &forged] {
         ec2.stop_instances().instance_ids(id).send().await.unwrap();
     }
+    moto.set_clock(None);
     for id in [&due, &left] {
         recorded_stop(&moto, id).await;
     }
@@ -812,11 +815,13 @@ async fn an_instance_left_stopped_is_started_even_when_the_deadline_leaves_its_s
         ],
     )
     .await;
+    moto.set_clock(Some(now()));
     ec2.stop_instances()
         .instance_ids(&instance)
         .send()
         .await
         .unwrap();
+    moto.set_clock(None);
     recorded_stop(&moto, &instance).await;
     let proxy = FaultProxy::start(&moto.endpoint).await;
     proxy.inject(
@@ -847,5 +852,48 @@ async fn an_instance_left_stopped_is_started_even_when_the_deadline_leaves_its_s
     assert_eq!(
         instance_state(&ec2, &instance).await,
         ("running".into(), None)
+    );
+}
+
+/// The ledger's record outlived its stop (a run died between the record and
+/// StopInstances, or could not forget the record after the start), and a
+/// day later someone stops the instance for their own reasons: EC2 dates
+/// that stop long after the record, so it is not this deployment's to
+/// start. It stays stopped and the stale record is forgotten.
+#[tokio::test]
+async fn a_stale_stop_record_does_not_start_an_instance_someone_else_stopped() {
+    let moto = Moto::start();
+    let ec2 = moto.ec2();
+    let (instance, _) = instance_with_data(&ec2, &[("Name", "quarantined")]).await;
+    moto.ledger()
+        .record_stop(&StopRecord {
+            instance_id: instance.clone(),
+            policy: "batch".into(),
+            stopped_at: now() - chrono::Duration::days(1),
+        })
+        .await
+        .unwrap();
+    moto.set_clock(Some(now() - chrono::Duration::minutes(30)));
+    ec2.stop_instances()
+        .instance_ids(&instance)
+        .send()
+        .await
+        .unwrap();
+    moto.set_clock(None);
+    let notifier = RecordingNotifier::default();
+
+    let summary = run(
+        &moto,
+        &Ec2Adapter::new(ec2.clone()),
+        &no_commands(),
+        &notifier,
+    )
+    .await;
+
+    assert!(summary.restarted.is_empty());
+    assert_eq!(instance_state(&ec2, &instance).await.0, "stopped");
+    assert!(
+        moto.ledger().stops().await.unwrap().is_empty(),
+        "the stale record is forgotten"
     );
 }

@@ -376,7 +376,12 @@ pub(crate) async fn stopped(
     let id = instance.id.as_str();
     let _permit = run.consistency_slots.acquire().await.ok();
     // The stack's ledger, never the tag, says whether this deployment stopped it.
-    let ours = run.stops.iter().any(|r| r.instance_id == id);
+    let record = run.stops.iter().find(|r| r.instance_id == id);
+    let ours = record.is_some_and(|r| stopped_by_us(r, instance.stopped_at));
+    if record.is_some() && !ours && instance.state == "stopped" {
+        // Someone else stopped it after our record went stale.
+        forget_stop(run, id).await;
+    }
     if run.deadline.is_near() {
         // Left for the next tick, but not left down: the restart pass
         // skipped this instance because this work was to handle it.
@@ -694,6 +699,18 @@ async fn start_again(
     }
 }
 
+/// How long after its record a stop can be this deployment's: the record
+/// is written just before StopInstances. A stop EC2 dates outside
+/// [record - 1 minute, record + 10 minutes] was somebody else's (the record
+/// outlived a stop that never happened, or a start whose record could not
+/// be forgotten), and that instance is not ours to start.
+fn stopped_by_us(record: &StopRecord, stopped_at: Option<DateTime<Utc>>) -> bool {
+    stopped_at.is_none_or(|t| {
+        t >= record.stopped_at - chrono::Duration::minutes(1)
+            && t <= record.stopped_at + chrono::Duration::minutes(10)
+    })
+}
+
 /// The instance runs again (or never stopped): forget the record, then
 /// the human-readable mark. Either failing is harmless: a later run sees
 /// the instance running and forgets it then.
@@ -724,8 +741,8 @@ pub(crate) async fn restart_left_stopped(
         .filter(|r| !stopping_now.contains(&r.instance_id))
     {
         let id = record.instance_id.as_str();
-        let state = match control.instance(id).await {
-            Ok(Some(instance)) => instance.state,
+        let instance = match control.instance(id).await {
+            Ok(Some(instance)) => instance,
             Ok(None) => {
                 forget_stop(run, id).await;
                 continue;
@@ -735,7 +752,15 @@ pub(crate) async fn restart_left_stopped(
                 continue;
             }
         };
-        match state.as_str() {
+        match instance.state.as_str() {
+            "stopped" if !stopped_by_us(record, instance.stopped_at) => {
+                tracing::warn!(
+                    instance = id,
+                    recorded = %tags::format_time(record.stopped_at),
+                    "stopped by someone else after this deployment's record: left stopped, record forgotten"
+                );
+                forget_stop(run, id).await;
+            }
             "stopped" => match start_and_wait(run, id).await {
                 Ok(()) => {
                     tracing::warn!(instance = id, "started an instance an earlier run left stopped");

@@ -54,9 +54,27 @@ pub struct Instance {
     pub state_reason: Option<String>,
     /// The device name of the root volume, e.g. `/dev/xvda`.
     pub root_device: Option<String>,
+    /// When a user (or a role) last stopped it, from EC2's
+    /// `StateTransitionReason` ([`user_initiated_at`]).
+    pub stopped_at: Option<DateTime<Utc>>,
     pub tags: Tags,
     /// The EBS volumes attached to it, from its block device mappings.
     pub volumes: Vec<BlockDevice>,
+}
+
+/// The time in EC2's `StateTransitionReason` of a stop someone asked for:
+/// `User initiated (2026-11-30 20:00:00 GMT)` (EC2; moto says `UTC`).
+pub fn user_initiated_at(reason: &str) -> Option<DateTime<Utc>> {
+    let inner = reason
+        .trim()
+        .strip_prefix("User initiated (")?
+        .strip_suffix(')')?;
+    let time = inner
+        .strip_suffix(" GMT")
+        .or_else(|| inner.strip_suffix(" UTC"))?;
+    chrono::NaiveDateTime::parse_from_str(time, "%Y-%m-%d %H:%M:%S")
+        .ok()
+        .map(|t| t.and_utc())
 }
 
 impl Instance {
@@ -180,5 +198,32 @@ impl Snapshot {
             .get(crate::keys::VOLUME_ID)
             .map(String::as_str)
             .or(self.volume_id.as_deref())
+    }
+}
+
+#[cfg(test)]
+mod stop_time_tests {
+    use super::*;
+
+    #[test]
+    fn the_time_of_a_stop_a_user_asked_for() {
+        let t = crate::keys::parse_time("2026-11-30T20:00:05Z");
+        assert_eq!(
+            user_initiated_at("User initiated (2026-11-30 20:00:05 GMT)"),
+            t
+        );
+        assert_eq!(
+            user_initiated_at("User initiated (2026-11-30 20:00:05 UTC)"),
+            t
+        );
+        for other in [
+            "",
+            "Server.ScheduledStop",
+            "User initiated",
+            "User initiated (yesterday)",
+            "User initiated (2026-11-30 20:00:05 CET)",
+        ] {
+            assert_eq!(user_initiated_at(other), None, "{other}");
+        }
     }
 }

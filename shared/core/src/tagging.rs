@@ -446,6 +446,7 @@ mod tests {
             state: "running".into(),
             state_reason: None,
             root_device: Some("/dev/xvda".into()),
+            stopped_at: None,
             tags: tags(pairs),
             volumes: Vec::new(),
         }

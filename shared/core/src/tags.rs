@@ -354,6 +354,7 @@ mod tests {
             state: "running".into(),
             state_reason: None,
             root_device: Some("/dev/xvda".into()),
+            stopped_at: None,
             tags: tags
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))

@@ -263,6 +263,7 @@ mod tests {
             state: "running".into(),
             state_reason: None,
             root_device: Some("/dev/xvda".into()),
+            stopped_at: None,
             tags: backup.map(|b| tags(&[("Backup", b)])).unwrap_or_default(),
             volumes: vols
                 .iter()

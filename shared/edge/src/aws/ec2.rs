@@ -147,6 +147,9 @@ fn instance_of(i: &aws_sdk_ec2::types::Instance) -> Option<Instance> {
             .and_then(|r| r.message().or(r.code()))
             .map(String::from),
         root_device: i.root_device_name().map(String::from),
+        stopped_at: i
+            .state_transition_reason()
+            .and_then(ebs_lifecycle_core::model::user_initiated_at),
         tags: tags_of(Some(i.tags())),
         volumes: i
             .block_device_mappings()
