@@ -865,3 +865,30 @@ fn functions_admit_only_the_stacks_own_rules() {
         );
     }
 }
+
+/// tag-snapshots may write, of the lifecycle keys, exactly those its code
+/// writes (never ownership, state, links or a hold), and any other key
+/// only in calls that carry no lifecycle key (the code never mixes them).
+#[test]
+fn tag_snapshots_writes_an_allow_list_of_lifecycle_keys() {
+    let template = template_json();
+    let labels = statement(&template, "TagOwnSnapshotsLabels");
+    assert_eq!(labels["Action"], "ec2:CreateTags");
+    assert_eq!(
+        labels["Condition"]["StringEquals"]["aws:ResourceTag/lifecycle:managed-by"],
+        json!({"!Ref": "AWS::StackName"})
+    );
+    assert_eq!(
+        labels["Condition"]["ForAllValues:StringEquals"]["aws:TagKeys"],
+        json!(ebs_lifecycle_core::tagging::LIFECYCLE_KEYS_WRITTEN)
+    );
+    let copied = statement(&template, "TagOwnSnapshotsCopiedTags");
+    assert_eq!(
+        copied["Condition"]["ForAllValues:StringNotLike"]["aws:TagKeys"],
+        json!(["lifecycle:*", "aws:*"])
+    );
+    assert_eq!(
+        copied["Condition"]["StringEquals"]["aws:ResourceTag/lifecycle:managed-by"],
+        json!({"!Ref": "AWS::StackName"})
+    );
+}

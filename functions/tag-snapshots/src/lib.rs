@@ -297,7 +297,18 @@ async fn write(
                     queue.push_front(part);
                 }
             }
-            AfterFailure::Gone(ids) => summary.gone.extend(ids),
+            // Gone: no call of this run names it again.
+            AfterFailure::Gone(ids) => {
+                for queued in queue.iter_mut() {
+                    queued.snapshot_ids.retain(|id| !ids.contains(id));
+                }
+                queue.retain(|b| !b.snapshot_ids.is_empty());
+                for id in ids {
+                    if !summary.gone.contains(&id) {
+                        summary.gone.push(id);
+                    }
+                }
+            }
             AfterFailure::Refused(skipped) => {
                 for s in &skipped {
                     tracing::warn!(snapshot = %s.snapshot_id, key = %s.tag.key, error = %error, "EC2 refused a tag; skipped");

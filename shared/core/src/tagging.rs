@@ -325,6 +325,16 @@ fn diff(
     (change, skipped)
 }
 
+/// The only lifecycle keys tag-snapshots writes (its role's allow-list,
+/// template.yaml `TagOwnSnapshotsLabels`, is tested against this list).
+pub const LIFECYCLE_KEYS_WRITTEN: [&str; 5] = [
+    tags::RETAINED_BY,
+    tags::EXPIRES_AT,
+    tags::VOLUME_ID,
+    tags::INSTANCE_ID,
+    tags::DEVICE,
+];
+
 /// One CreateTags: the same tags on many snapshots.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TagBatch {
@@ -334,16 +344,19 @@ pub struct TagBatch {
 
 /// CreateTags calls for the changes, `batch_size` snapshots per call at most.
 ///
-/// Two groupings are tried and the one with fewer calls wins: by each
-/// snapshot's whole change (best when many snapshots change alike, e.g. a
-/// policy's new static tag), and by labels and propagated tags separately
-/// (best on a first run, when every volume's snapshots share propagated tags
-/// and every slot's snapshots share labels, but no two share both).
+/// A call carries either `lifecycle:` keys only or none at all: the role
+/// may write only the lifecycle keys tag-snapshots owns, and any other key
+/// (`copy_tags` can name any), so IAM can allow-list the first kind
+/// (docs/permissions.md). Within that, two groupings are tried and the one
+/// with fewer calls wins: the lifecycle keys of a snapshot together (best
+/// when many snapshots change alike), or its retention labels apart from the
+/// lifecycle keys it takes from its volume (best on a first run, when every
+/// slot's snapshots share labels and every volume's its volume id).
 pub fn batches(changes: &[TagChange], batch_size: usize) -> Vec<TagBatch> {
     let batch_size = batch_size.max(1);
-    let group = |parts: &mut dyn Iterator<Item = (Tags, &str)>| {
+    let group = |parts: Vec<(Tags, &str)>| {
         let mut groups: BTreeMap<Tags, Vec<String>> = BTreeMap::new();
-        for (tags, id) in parts.filter(|(t, _)| !t.is_empty()) {
+        for (tags, id) in parts.into_iter().filter(|(t, _)| !t.is_empty()) {
             groups.entry(tags).or_default().push(id.to_string());
         }
         groups
@@ -359,21 +372,30 @@ pub fn batches(changes: &[TagChange], batch_size: usize) -> Vec<TagBatch> {
             })
             .collect::<Vec<_>>()
     };
-    let whole = group(&mut changes.iter().map(|c| (c.all(), c.snapshot_id.as_str())));
-    let split = group(
-        &mut changes
-            .iter()
-            .map(|c| (c.labels.clone(), c.snapshot_id.as_str()))
-            .chain(
-                changes
-                    .iter()
-                    .map(|c| (c.propagated.clone(), c.snapshot_id.as_str())),
-            ),
-    );
-    if split.len() < whole.len() {
-        split
+    let is_lifecycle = |k: &String| k.starts_with(tags::LIFECYCLE_PREFIX);
+    let mut together = Vec::new();
+    let mut apart = Vec::new();
+    for c in changes {
+        let id = c.snapshot_id.as_str();
+        let (from_volume, other): (Tags, Tags) = c
+            .propagated
+            .clone()
+            .into_iter()
+            .partition(|(k, _)| is_lifecycle(k));
+        let mut lifecycle = c.labels.clone();
+        lifecycle.extend(from_volume.clone());
+        together.push((lifecycle, id));
+        together.push((other.clone(), id));
+        apart.push((c.labels.clone(), id));
+        apart.push((from_volume, id));
+        apart.push((other, id));
+    }
+    let together = group(together);
+    let apart = group(apart);
+    if apart.len() < together.len() {
+        apart
     } else {
-        whole
+        together
     }
 }
 
@@ -723,6 +745,51 @@ mod tests {
             snapshot_id: id.into(),
             labels: tags(labels),
             propagated: tags(propagated),
+        }
+    }
+
+    #[test]
+    fn no_call_mixes_lifecycle_keys_with_other_keys() {
+        let changes: Vec<TagChange> = (0..40)
+            .map(|i| {
+                change(
+                    &format!("snap-{i}"),
+                    &[
+                        (tags::RETAINED_BY, if i % 2 == 0 { "last" } else { "daily" }),
+                        (tags::EXPIRES_AT, "never"),
+                    ],
+                    &[
+                        (tags::VOLUME_ID, &format!("vol-{}", i % 3)),
+                        (tags::NAME, "db"),
+                        ("Owner", if i % 5 == 0 { "ana" } else { "li" }),
+                    ],
+                )
+            })
+            .collect();
+        let batches = batches(&changes, 500);
+        for b in &batches {
+            let lifecycle = b
+                .tags
+                .keys()
+                .filter(|k| k.starts_with("lifecycle:"))
+                .count();
+            assert!(lifecycle == 0 || lifecycle == b.tags.len(), "{:?}", b.tags);
+            assert!(b
+                .tags
+                .keys()
+                .filter(|k| k.starts_with("lifecycle:"))
+                .all(|k| LIFECYCLE_KEYS_WRITTEN.contains(&k.as_str())));
+        }
+        // Every change is written whole, across its calls.
+        for c in &changes {
+            let mut written = Tags::new();
+            for b in batches
+                .iter()
+                .filter(|b| b.snapshot_ids.contains(&c.snapshot_id))
+            {
+                written.extend(b.tags.clone());
+            }
+            assert_eq!(written, c.all());
         }
     }
 
