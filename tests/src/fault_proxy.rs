@@ -80,6 +80,8 @@ struct State {
     latency: Duration,
     /// Every request seen: operation and the fault applied, if any.
     seen: Vec<(String, Option<Fault>)>,
+    /// When each request that went through to moto arrived, by operation.
+    passed_at: Vec<(String, std::time::Instant)>,
 }
 
 /// The proxy; it stops when dropped (its task is aborted).
@@ -146,6 +148,17 @@ impl FaultProxy {
     pub fn requests(&self, operation: &str) -> usize {
         let state = self.state.lock().unwrap();
         state.seen.iter().filter(|(op, _)| op == operation).count()
+    }
+
+    /// When the requests of `operation` that reached moto arrived, in order.
+    pub fn passed_at(&self, operation: &str) -> Vec<std::time::Instant> {
+        let state = self.state.lock().unwrap();
+        state
+            .passed_at
+            .iter()
+            .filter(|(op, _)| op == operation)
+            .map(|(_, t)| *t)
+            .collect()
     }
 
     /// The faults applied, in order.
@@ -285,7 +298,11 @@ async fn serve(
             state.seen.push((operation, Some(Fault::Throttle)));
             (Some(Fault::Throttle), latency)
         } else {
-            (planned_fault(&mut state, operation), latency)
+            let fault = planned_fault(&mut state, operation.clone());
+            if fault.is_none() {
+                state.passed_at.push((operation, std::time::Instant::now()));
+            }
+            (fault, latency)
         }
     };
     if !latency.is_zero() {

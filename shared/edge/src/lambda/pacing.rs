@@ -71,8 +71,9 @@ const SLOWEST_PER_SECOND: f64 = 0.1;
 /// A client-side token bucket shared by the concurrent calls of one run,
 /// that slows down when EC2 throttles anyway (the account's bucket is
 /// shared with everything else the account does) and comes back up as
-/// calls succeed: halve the rate on a throttle, add a tenth of the
-/// configured rate per success (additive increase, multiplicative decrease).
+/// calls succeed: halve the rate on a throttle (once a second at most),
+/// add a tenth of the configured rate per success (additive increase,
+/// multiplicative decrease).
 /// Within the burst, calls fly at once; past it, at the rate.
 #[derive(Debug)]
 pub struct Bucket {
@@ -85,7 +86,13 @@ struct BucketState {
     tokens: f64,
     per_second: f64,
     at: tokio::time::Instant,
+    /// When the rate was last halved: the calls in flight then all come
+    /// back throttled, and one congestion is one halving.
+    halved_at: Option<tokio::time::Instant>,
 }
+
+/// Throttles within this long of a halving are the same congestion.
+const ONE_CONGESTION: Duration = Duration::from_secs(1);
 
 impl Bucket {
     /// Full, as EC2's bucket is after a quiet while.
@@ -96,6 +103,7 @@ impl Bucket {
                 tokens: pacing.burst,
                 per_second: pacing.per_second,
                 at: tokio::time::Instant::now(),
+                halved_at: None,
             }),
         }
     }
@@ -119,11 +127,20 @@ impl Bucket {
         }
     }
 
-    /// EC2 throttled a call: empty the bucket and halve the rate.
+    /// EC2 throttled a call: empty the bucket and halve the rate (once per
+    /// congestion: the other calls in flight are throttled by the same one).
     pub async fn throttled(&self) {
         let mut state = self.state.lock().await;
+        let now = tokio::time::Instant::now();
         state.tokens = 0.0;
-        state.per_second = (state.per_second / 2.0).max(SLOWEST_PER_SECOND);
+        state.at = now;
+        if state
+            .halved_at
+            .is_none_or(|t| now.duration_since(t) >= ONE_CONGESTION)
+        {
+            state.per_second = (state.per_second / 2.0).max(SLOWEST_PER_SECOND);
+            state.halved_at = Some(now);
+        }
     }
 
     /// A call went through: recover a tenth of the configured rate.
@@ -193,7 +210,12 @@ mod tests {
             burst: 100.0,
             per_second: 5.0,
         });
-        bucket.throttled().await;
+        // Thirty-two calls in flight come back throttled together: one halving.
+        for _ in 0..32 {
+            bucket.throttled().await;
+        }
+        assert_eq!(bucket.per_second().await, 2.5);
+        tokio::time::advance(Duration::from_secs(1)).await;
         bucket.throttled().await;
         assert_eq!(bucket.per_second().await, 1.25);
         // Emptied: the next call waits for a token at the lowered rate.
@@ -205,6 +227,7 @@ mod tests {
         }
         assert_eq!(bucket.per_second().await, 5.0);
         for _ in 0..20 {
+            tokio::time::advance(Duration::from_secs(1)).await;
             bucket.throttled().await;
         }
         assert_eq!(bucket.per_second().await, SLOWEST_PER_SECOND);
