@@ -387,7 +387,9 @@ pub fn create_ports<'a>(
         commands,
         instances: ec2,
         waits: TEST_WAITS,
-        create_pacing: create_snapshots::BucketPacing::NONE,
+        bucket: Box::leak(Box::new(create_snapshots::Bucket::new(
+            create_snapshots::BucketPacing::NONE,
+        ))),
         memo: fresh_memo(),
     }
 }

@@ -139,10 +139,10 @@ async fn throttling_that_outlasts_the_run_leaves_the_volume_for_the_next_tick() 
     let adapter = Ec2Adapter::new(client);
     let no_commands = no_commands();
     let ports = create_snapshots::Ports {
-        create_pacing: create_snapshots::BucketPacing {
+        bucket: &create_snapshots::Bucket::new(create_snapshots::BucketPacing {
             burst: 10.0,
             per_second: 20.0,
-        },
+        }),
         ..create_ports(&adapter, &no_commands, &notifier, mocked_ledger())
     };
     // The run has about a second before its deadline's margin.

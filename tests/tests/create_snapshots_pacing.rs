@@ -47,7 +47,7 @@ async fn one_tick(n: usize, ec2: BucketPacing, ours: BucketPacing) -> Tick {
     let notifier = RecordingNotifier::default();
     let no_commands = no_commands();
     let ports = Ports {
-        create_pacing: ours,
+        bucket: &create_snapshots::Bucket::new(ours),
         ..create_ports(&adapter, &no_commands, &notifier, moto.ledger())
     };
     let now = chrono::Utc::now();

@@ -10,7 +10,6 @@ use chrono::{DateTime, Utc};
 use ebs_lifecycle::config::Config;
 use ebs_lifecycle::lambda::commands::PacedRunner;
 use ebs_lifecycle::lambda::deadline::Deadline;
-use ebs_lifecycle::lambda::pacing::Bucket;
 use ebs_lifecycle::ports::ec2::{
     CreateInstanceSnapshotsRequest, CreateSnapshotRequest, Ec2Error, StartedSnapshot,
 };
@@ -78,8 +77,6 @@ pub(crate) struct Run<'a> {
     pub(crate) commands: PacedRunner<'a>,
     /// At most [`CONSISTENCY_CONCURRENCY`] instances frozen or stopped at once.
     pub(crate) consistency_slots: tokio::sync::Semaphore,
-    /// Every CreateSnapshot(s) of the run draws on it.
-    pub(crate) bucket: Bucket,
 }
 
 /// One creation call under the run's bucket. A call EC2 throttled past the
@@ -91,14 +88,14 @@ where
     Fut: std::future::Future<Output = Result<T, Ec2Error>>,
 {
     loop {
-        run.bucket.acquire().await;
+        run.ports.bucket.acquire().await;
         match call().await {
             Err(Ec2Error::Throttled { .. }) if !run.deadline.is_near() => {
-                run.bucket.throttled().await;
+                run.ports.bucket.throttled().await;
             }
             answer => {
                 if answer.is_ok() {
-                    run.bucket.succeeded().await;
+                    run.ports.bucket.succeeded().await;
                 }
                 return answer;
             }

@@ -42,7 +42,7 @@ use ebs_lifecycle::config::Config;
 use ebs_lifecycle::lambda::commands::PacedRunner;
 use ebs_lifecycle::lambda::deadline::Deadline;
 use ebs_lifecycle::lambda::metrics::{self, Metric};
-use ebs_lifecycle::lambda::pacing::Bucket;
+pub use ebs_lifecycle::lambda::pacing::Bucket;
 pub use ebs_lifecycle::lambda::pacing::BucketPacing;
 use ebs_lifecycle::lambda::run::{self, RunHeader};
 use ebs_lifecycle::ports::commands::CommandRunner;
@@ -99,8 +99,10 @@ pub struct Ports<'a> {
     /// that lets a run start an instance (a tag anyone could write).
     pub ledger: &'a dyn Ledger,
     pub waits: Waits,
-    /// The pace of CreateSnapshot(s): [`CREATE_PACING`] in production.
-    pub create_pacing: BucketPacing,
+    /// The pace of CreateSnapshot(s): a bucket of [`CREATE_PACING`] kept
+    /// by the execution environment, so a tick that follows one which
+    /// spent EC2's bucket does not start with a full one.
+    pub bucket: &'a Bucket,
     /// What this execution environment notified in the last day (a repeating
     /// condition is notified once a day).
     pub memo: &'a DailyMemo,
@@ -295,7 +297,6 @@ pub async fn handle(
         stops,
         commands: PacedRunner::new(ports.commands, ports.waits.ssm_spacing),
         consistency_slots: tokio::sync::Semaphore::new(CONSISTENCY_CONCURRENCY),
-        bucket: Bucket::new(ports.create_pacing),
     };
 
     // Instances this run will stop and start itself are left to that work.

@@ -1,8 +1,14 @@
 //! The Lambda binary: wiring only. The logic is in the library (`handle`).
 
-use create_snapshots::{handle, Ports, Waits, CREATE_PACING, FUNCTION};
+use std::sync::OnceLock;
+
+use create_snapshots::{handle, Bucket, Ports, Waits, CREATE_PACING, FUNCTION};
 use ebs_lifecycle::lambda::deadline::Deadline;
 use ebs_lifecycle::lambda::runtime::serve;
+
+/// One bucket per execution environment, like the memo: consecutive ticks
+/// draw on EC2's bucket one after the other.
+static BUCKET: OnceLock<Bucket> = OnceLock::new();
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
@@ -17,7 +23,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             instances: &env.ec2,
             ledger: &env.ledger,
             waits: Waits::PRODUCTION,
-            create_pacing: CREATE_PACING,
+            bucket: BUCKET.get_or_init(|| Bucket::new(CREATE_PACING)),
         };
         let deadline = Deadline::from_wall_clock(event.context.deadline());
         handle(
