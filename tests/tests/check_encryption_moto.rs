@@ -17,6 +17,7 @@ use ebs_lifecycle::aws::ec2::Ec2Adapter;
 use ebs_lifecycle::aws::kms::KmsAdapter;
 use ebs_lifecycle::config::Config;
 use ebs_lifecycle::lambda::deadline::Deadline;
+use ebs_lifecycle::ports::ledger::Ledger;
 use ebs_lifecycle_core::encryption::{FindingKind, Fix};
 use ebs_lifecycle_core::model::Snapshot;
 use ebs_lifecycle_core::notify::{NotificationKind, Severity};
@@ -664,10 +665,28 @@ async fn a_deadline_mid_check_counts_what_was_not_read() {
         "only the first wave started"
     );
     assert!(first.left_for_later >= 1, "{}", first.left_for_later);
+    // Where it stopped is in the stack's ledger: the last of the first wave
+    // in snapshot-id order.
+    let all: Vec<String> = snapshots(&ec2).await.into_iter().map(|s| s.id).collect();
+    let stopped_at = moto
+        .ledger()
+        .cursor(check_encryption::FUNCTION)
+        .await
+        .unwrap();
+    let stopped_at = stopped_at.expect("the cut run left a cursor");
+    assert!(all.contains(&stopped_at));
 
     let (counted, counter) = moto.counted_ec2();
     let next = run_on(counted, &moto, &config_for("off"), &daily(), &notifier).await;
     assert_eq!(next.left_for_later, 0);
+    assert_eq!(
+        moto.ledger()
+            .cursor(check_encryption::FUNCTION)
+            .await
+            .unwrap(),
+        None,
+        "a run that read everything starts the next from the beginning"
+    );
     assert_eq!(
         counter.count("DescribeSnapshotAttribute"),
         check_encryption::PERMISSION_READS + first.left_for_later,

@@ -782,8 +782,8 @@ fn each_function_reads_and_writes_only_its_own_ledger_records() {
         ),
         (
             "CheckEncryptionFunction",
-            &["BatchGetItem", "PutItem"],
-            &["copy", "report"],
+            &["BatchGetItem", "GetItem", "PutItem", "DeleteItem"],
+            &["copy", "report", "cursor"],
         ),
         (
             "ExpireSnapshotsFunction",

@@ -136,15 +136,32 @@ pub async fn handle(
         mut findings,
     } = keys(ports, config).await;
 
-    let permissions = read_permissions(
+    // A daily run goes on where the last one stopped (events read a few).
+    let cursor = if daily {
+        ports.ledger.cursor(FUNCTION).await.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "could not read where the last run stopped; reading from the start");
+            None
+        })
+    } else {
+        None
+    };
+    let (permissions, next) = read_permissions(
         ports,
         &snapshots,
         aws_managed.as_deref(),
+        cursor.as_deref(),
         deadline,
         &mut summary,
         &mut findings,
     )
     .await;
+    if daily {
+        if let Some(next) = next {
+            if let Err(e) = ports.ledger.set_cursor(FUNCTION, next.as_deref()).await {
+                tracing::warn!(error = %e, "could not record where this run stopped; the next run starts from the start");
+            }
+        }
+    }
     let rules = Rules {
         deployment: &config.deployment_name,
         remediate: config.remediate,
@@ -322,33 +339,45 @@ fn not_checked(detail: String) -> Finding {
 }
 
 /// `createVolumePermission` of every snapshot that could be shared, a few
-/// reads at a time, until the deadline comes near. A read that fails (after
-/// the SDK's retries) becomes a `not-checked` finding in `unread`.
+/// reads at a time, in [`encryption::reading_order`] from `cursor`, until
+/// the deadline comes near. A read that fails (after the SDK's retries)
+/// becomes a `not-checked` finding in `unread`. Also returns where the next
+/// run should start: `Some(None)` from the beginning, `Some(id)` after it,
+/// `None` to keep the cursor (nothing was read).
 async fn read_permissions(
     ports: Ports<'_>,
     snapshots: &[Snapshot],
     aws_managed_key: Option<&str>,
+    cursor: Option<&str>,
     deadline: Deadline,
     summary: &mut RunSummary,
     unread: &mut Vec<Finding>,
-) -> BTreeMap<String, Permissions> {
-    let shareable: Vec<&Snapshot> = snapshots
+) -> (BTreeMap<String, Permissions>, Option<Option<String>>) {
+    let shareable: Vec<&str> = snapshots
         .iter()
         .filter(|s| encryption::can_be_shared(s, aws_managed_key))
+        .map(|s| s.id.as_str())
         .collect();
-    let results: Vec<Option<(String, Result<Permissions, Ec2Error>)>> = stream::iter(shareable)
-        .map(|s| async move {
+    let order = encryption::reading_order(shareable, cursor);
+    let results: Vec<Option<(String, Result<Permissions, Ec2Error>)>> = stream::iter(order.iter())
+        .map(|id| async move {
             if deadline.is_near() {
                 return None;
             }
             Some((
-                s.id.clone(),
-                ports.sharing.create_volume_permissions(&s.id).await,
+                id.to_string(),
+                ports.sharing.create_volume_permissions(id).await,
             ))
         })
         .buffer_unordered(PERMISSION_READS)
         .collect()
         .await;
+    let read: BTreeSet<&str> = results
+        .iter()
+        .flatten()
+        .map(|(id, _)| id.as_str())
+        .collect();
+    let next = (!read.is_empty()).then(|| encryption::next_cursor(&order, &read).map(String::from));
     let mut out = BTreeMap::new();
     for result in results {
         match result {
@@ -371,7 +400,7 @@ async fn read_permissions(
             }
         }
     }
-    out
+    (out, next)
 }
 
 /// Carry out the remedies; each finding's fix says what happened.

@@ -137,6 +137,12 @@ impl Ledger for Ec2Model {
     ) -> Result<(), LedgerError> {
         Ok(())
     }
+    async fn cursor(&self, _: &str) -> Result<Option<String>, LedgerError> {
+        Ok(None)
+    }
+    async fn set_cursor(&self, _: &str, _: Option<&str>) -> Result<(), LedgerError> {
+        Ok(())
+    }
     async fn reported(&self, _: &[String]) -> Result<Vec<String>, LedgerError> {
         Ok(Vec::new())
     }

@@ -263,6 +263,28 @@ pub struct Rules<'a> {
 /// Whether a snapshot could be shared at all: EC2 refuses to share one
 /// encrypted with the AWS managed key, so its permissions need no reading.
 /// `aws_managed_key`: that key's ARN, when known; unknown means "read them all".
+/// The order a daily run reads permissions in: by snapshot id, starting
+/// after `cursor` (where the previous run stopped) and wrapping round, so
+/// a run cut short by its deadline is continued by the next one and every
+/// snapshot is read at least once every few days, however many there are.
+pub fn reading_order<'a>(mut ids: Vec<&'a str>, cursor: Option<&str>) -> Vec<&'a str> {
+    ids.sort_unstable();
+    ids.dedup();
+    let start = cursor.map_or(0, |c| ids.partition_point(|id| *id <= c));
+    ids.rotate_left(start);
+    ids
+}
+
+/// Where the next run starts, given the order this one read in and which of
+/// those it read: after the last one read, or from the start (`None`) when
+/// it read them all.
+pub fn next_cursor<'a>(order: &[&'a str], read: &BTreeSet<&str>) -> Option<&'a str> {
+    if order.iter().all(|id| read.contains(id)) {
+        return None;
+    }
+    order.iter().rev().find(|id| read.contains(**id)).copied()
+}
+
 pub fn can_be_shared(snapshot: &Snapshot, aws_managed_key: Option<&str>) -> bool {
     match (
         snapshot.encrypted,
@@ -792,6 +814,40 @@ mod tests {
             copy.retention_time(),
             tags::parse_time("2026-01-01T00:00:05Z")
         );
+    }
+
+    #[test]
+    fn permission_reads_resume_where_the_last_run_stopped() {
+        let ids = vec!["snap-c", "snap-a", "snap-e", "snap-b", "snap-d"];
+        assert_eq!(
+            reading_order(ids.clone(), None),
+            ["snap-a", "snap-b", "snap-c", "snap-d", "snap-e"]
+        );
+        let order = reading_order(ids.clone(), Some("snap-b"));
+        assert_eq!(order, ["snap-c", "snap-d", "snap-e", "snap-a", "snap-b"]);
+        // A cursor naming a snapshot deleted since: the next one after it.
+        assert_eq!(reading_order(ids.clone(), Some("snap-bb"))[0], "snap-c");
+        assert_eq!(reading_order(ids.clone(), Some("snap-z"))[0], "snap-a");
+
+        // A run that read three stops after the third; one that read all
+        // starts again from the beginning.
+        let read: BTreeSet<&str> = ["snap-c", "snap-d", "snap-e"].into();
+        assert_eq!(next_cursor(&order, &read), Some("snap-e"));
+        let all: BTreeSet<&str> = order.iter().copied().collect();
+        assert_eq!(next_cursor(&order, &all), None);
+        assert_eq!(next_cursor(&order, &BTreeSet::new()), None);
+
+        // Runs that each read two, round and round: every snapshot within
+        // three runs.
+        let mut cursor: Option<String> = None;
+        let mut seen = BTreeSet::new();
+        for _ in 0..3 {
+            let order = reading_order(ids.clone(), cursor.as_deref());
+            let read: BTreeSet<&str> = order.iter().take(2).copied().collect();
+            seen.extend(read.iter().map(|s| s.to_string()));
+            cursor = next_cursor(&order, &read).map(String::from);
+        }
+        assert_eq!(seen.len(), 5);
     }
 
     #[test]

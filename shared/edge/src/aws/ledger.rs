@@ -9,6 +9,7 @@
 //! | `copy` | copy id | `source`, `volume`, `policy`, `slot`, `created_at` |
 //! | `deletions` | `window` | `hours` (hour start -> deletions granted), `version` |
 //! | `report` | snapshot id | `reported_at`, `expires_at` (the table's TTL) |
+//! | `cursor` | function | `value`: where its last daily run stopped |
 //!
 //! Every kind is bounded by what exists: instances stopped now, copies not
 //! yet deleted, 24 hours of deletions, suspects reported in the last 400 days.
@@ -328,6 +329,38 @@ impl Ledger for DynamoLedger {
         }
         self.update_window("release deletions", |w| w.release(granted_at, now, unused))
             .await
+    }
+
+    async fn cursor(&self, name: &str) -> Result<Option<String>, LedgerError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key("cursor", name)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| unavailable("GetItem", e))?;
+        Ok(out
+            .item()
+            .and_then(|item| text(item, "value"))
+            .map(String::from))
+    }
+
+    async fn set_cursor(&self, name: &str, value: Option<&str>) -> Result<(), LedgerError> {
+        let Some(value) = value else {
+            return self.delete("cursor", name).await;
+        };
+        let mut item = key("cursor", name);
+        item.insert("value".into(), s(value));
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(|e| unavailable("PutItem", e))?;
+        Ok(())
     }
 
     async fn reported(&self, snapshot_ids: &[String]) -> Result<Vec<String>, LedgerError> {

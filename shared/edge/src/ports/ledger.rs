@@ -64,6 +64,11 @@ pub trait Ledger: Send + Sync {
         unused: u32,
     ) -> Result<(), LedgerError>;
 
+    /// Where a daily run that could not finish stopped (`name`: the
+    /// function), for the next run to go on from; `None`: from the start.
+    async fn cursor(&self, name: &str) -> Result<Option<String>, LedgerError>;
+    async fn set_cursor(&self, name: &str, value: Option<&str>) -> Result<(), LedgerError>;
+
     /// Which of these snapshots were reported already (one batch read per
     /// 100): a run asks this first, so a suspect seen again costs a read,
     /// not a write.
