@@ -52,9 +52,13 @@ class _CloudFormationLoader(yaml.SafeLoader):
 
 
 def _intrinsic(loader, tag_suffix, node):
-    name = "Ref" if tag_suffix == "Ref" else f"Fn::{tag_suffix}"
+    # CloudFormation's long forms: `Ref` and `Condition` have no `Fn::`.
+    name = tag_suffix if tag_suffix in ("Ref", "Condition") else f"Fn::{tag_suffix}"
     if isinstance(node, yaml.ScalarNode):
         value = loader.construct_scalar(node)
+        if tag_suffix == "GetAtt":
+            # `!GetAtt Resource.Attribute` is `["Resource", "Attribute"]` in JSON.
+            value = value.split(".", 1)
     elif isinstance(node, yaml.SequenceNode):
         value = loader.construct_sequence(node, deep=True)
     else:

@@ -892,3 +892,64 @@ fn tag_snapshots_writes_an_allow_list_of_lifecycle_keys() {
         json!({"!Ref": "AWS::StackName"})
     );
 }
+
+/// `make org-template`: the same stack as the SAM template deploys, with no
+/// transform (StackSets refuse one) and the function code read from the
+/// organisation's artifact bucket of each region; cfn-lint clean.
+#[test]
+fn the_organisation_template_deploys_what_the_sam_template_does() {
+    let python = workspace_root().join(".venv/bin/python");
+    let out = std::env::temp_dir().join(format!("itest-org-template-{}", std::process::id()));
+    let run = std::process::Command::new(&python)
+        .arg(workspace_root().join("scripts/org_template.py"))
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let org: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("org-template.json")).unwrap())
+            .unwrap();
+    let sam = std::process::Command::new(&python)
+        .arg(workspace_root().join("scripts/sam_transform.py"))
+        .output()
+        .unwrap();
+    let sam: Value = serde_json::from_slice(&sam.stdout).unwrap();
+
+    assert!(org.get("Transform").is_none());
+    let org_resources = org["Resources"].as_object().unwrap();
+    let sam_resources = sam["Resources"].as_object().unwrap();
+    assert_eq!(
+        org_resources.keys().collect::<BTreeSet<_>>(),
+        sam_resources.keys().collect::<BTreeSet<_>>()
+    );
+    for (name, resource) in org_resources {
+        assert_eq!(resource["Type"], sam_resources[name]["Type"], "{name}");
+        if resource["Type"] == "AWS::Lambda::Function" {
+            assert_eq!(
+                resource["Properties"]["Code"]["S3Bucket"],
+                json!({"Fn::Sub": "${ArtifactBucketPrefix}-${AWS::Region}"}),
+                "{name}"
+            );
+        } else {
+            // Every role, policy, rule and permission exactly as SAM's.
+            assert_eq!(resource, &sam_resources[name], "{name}");
+        }
+    }
+
+    let lint = std::process::Command::new(workspace_root().join(".venv/bin/cfn-lint"))
+        .args(["--ignore-checks", "W3037", "--"])
+        .arg(out.join("org-template.json"))
+        .arg(out.join("org-artifact-buckets.yaml"))
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&out);
+    assert!(
+        lint.status.success(),
+        "{}",
+        String::from_utf8_lossy(&lint.stdout)
+    );
+}
