@@ -199,28 +199,19 @@ async fn sift(
     config: &Config,
     snapshots: Vec<Snapshot>,
 ) -> Result<(Vec<Snapshot>, Vec<Suspect>), InvocationError> {
-    let (tagged, mut others): (Vec<Snapshot>, Vec<Snapshot>) = snapshots
+    let (tagged, others): (Vec<Snapshot>, Vec<Snapshot>) = snapshots
         .into_iter()
         .partition(|s| tags::is_managed_by(&s.tags, &config.deployment_name));
-    let sifted =
-        ownership::sift(ports.ledger, config, tagged.clone(), Scope::SomeSnapshots).await?;
-    let suspected: BTreeSet<&str> = sifted
-        .suspects
-        .iter()
-        .map(|s| s.snapshot_id.as_str())
-        .collect();
-    let mut owned: Vec<Snapshot> = sifted
-        .owned
-        .into_iter()
-        .filter(|s| !suspected.contains(s.id.as_str()))
-        .collect();
-    for mut s in tagged
-        .into_iter()
-        .filter(|s| suspected.contains(s.id.as_str()))
-    {
+    let sifted = ownership::sift(ports.ledger, config, tagged, Scope::SomeSnapshots).await?;
+    let held = sifted.held_for_review();
+    let (owned, rejected) = (sifted.owned, sifted.rejected);
+    let foreign = |mut s: Snapshot| {
         s.tags.retain(|k, _| !k.starts_with(tags::LIFECYCLE_PREFIX));
-        others.push(s);
-    }
+        s
+    };
+    let (held_back, mut owned): (Vec<Snapshot>, Vec<Snapshot>) =
+        owned.into_iter().partition(|s| held.contains(&s.id));
+    owned.extend(held_back.into_iter().chain(rejected).map(foreign));
     owned.extend(others);
     Ok((owned, sifted.suspects))
 }

@@ -273,6 +273,9 @@ pub struct Sifted {
     /// Every snapshot the deployment made, its identity tags set from the
     /// proof (the tampered ones included: see [`Suspect::made_by_deployment`]).
     pub owned: Vec<Snapshot>,
+    /// The snapshots it did not make, as they were given (a function that
+    /// looks at every snapshot of the account still judges them, as foreign).
+    pub rejected: Vec<Snapshot>,
     pub suspects: Vec<Suspect>,
 }
 
@@ -340,6 +343,8 @@ pub fn sift(
         }
         if made {
             sifted.owned.push(s);
+        } else {
+            sifted.rejected.push(s);
         }
     }
     sifted
