@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import datetime
 import json
 import os
 import subprocess
@@ -34,7 +35,7 @@ from pathlib import Path
 import boto3  # noqa: E402
 
 from lambda_emulator import (  # noqa: E402
-    REGION, ROOT, LambdaFunction, create_ledger_table, free_port, function_env, wait_for_port,
+    ACCOUNT, REGION, ROOT, LambdaFunction, create_ledger_table, free_port, function_env, wait_for_port,
 )
 
 FUNCTIONS = {
@@ -54,7 +55,11 @@ def binary(bin_dir: Path | None, name: str) -> Path:
     return path
 
 
-def seed(endpoint: str, volumes: int) -> None:
+def seed(endpoint: str, volumes: int, clock: Path) -> None:
+    """VOLUMES opted-in volumes with ten daily snapshots each, as
+    create-snapshots would have taken them: the ownership Description, and
+    EC2's StartTime in each slot (moto's clock is moved there through
+    `clock`, scripts/moto_sim_clock.py)."""
     ec2 = boto3.client("ec2", endpoint_url=endpoint, region_name=REGION,
                        aws_access_key_id="bench", aws_secret_access_key="bench")
     ids = []
@@ -65,19 +70,27 @@ def seed(endpoint: str, volumes: int) -> None:
                                 "Tags": [{"Key": "Backup", "Value": "scale"}, {"Key": "Owner", "Value": "team-a"}]}],
         )["VolumeId"])
 
-    def history(volume: str) -> None:
-        for day in range(1, 11):
+    for day in range(1, 11):
+        slot = f"2026-02-{day:02d}T00:00:00Z"
+        taken = datetime.datetime(2026, 2, day, 0, 0, 12, tzinfo=datetime.timezone.utc)
+        clock.write_text(f"{int(taken.timestamp() - time.time()):+d}")
+
+        def snapshot(volume: str, slot: str = slot, day: int = day) -> None:
             tags = {
                 "lifecycle:managed-by": "bench", "lifecycle:policy": "scale",
-                "lifecycle:slot": f"2026-02-{day:02d}T00:00:00Z", "lifecycle:state": "completed",
+                "lifecycle:slot": slot, "lifecycle:state": "completed",
                 "lifecycle:volume-id": volume, "lifecycle:created-at": f"2026-02-{day:02d}T00:00:12Z",
                 "lifecycle:consistency": "crash",
             }
-            ec2.create_snapshot(VolumeId=volume, TagSpecifications=[{
-                "ResourceType": "snapshot", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}])
+            ec2.create_snapshot(
+                VolumeId=volume,
+                Description=f"ebs-lifecycle bench {ACCOUNT}/{REGION}: {volume} policy scale slot {slot}",
+                TagSpecifications=[{
+                    "ResourceType": "snapshot", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}])
 
-    with concurrent.futures.ThreadPoolExecutor(8) as pool:
-        list(pool.map(history, ids))
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            list(pool.map(snapshot, ids))
+    clock.write_text("+0")
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -95,8 +108,10 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="bench-functions-"))
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
+    clock = work / "moto-clock-offset"
+    clock.write_text("+0")
     moto = subprocess.Popen(
-        [sys.executable, str(ROOT / "scripts" / "moto_server.py"), "-H", "127.0.0.1", "-p", str(port)],
+        [sys.executable, str(ROOT / "scripts" / "moto_sim_clock.py"), str(clock), "127.0.0.1", str(port)],
         env={**os.environ, "MOTO_EC2_LOAD_DEFAULT_AMIS": "false"},
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
@@ -127,7 +142,7 @@ def main() -> int:
             starts[name] = min(times)
 
         begun = time.monotonic()
-        seed(endpoint, args.volumes)
+        seed(endpoint, args.volumes, clock)
         print(f"seeded {args.volumes} volumes, {args.volumes * 10} snapshots in {time.monotonic() - begun:.0f} s",
               flush=True)
         tick = {"kind": "tick", "scheduled_time": "2026-03-01T00:15:00Z"}

@@ -273,8 +273,9 @@ pub struct Sifted {
     /// Every snapshot the deployment made, its identity tags set from the
     /// proof (the tampered ones included: see [`Suspect::made_by_deployment`]).
     pub owned: Vec<Snapshot>,
-    /// The snapshots it did not make, as they were given (a function that
-    /// looks at every snapshot of the account still judges them, as foreign).
+    /// The snapshots it did not make, as they were given but for their
+    /// Description (a function that looks at every snapshot of the account
+    /// still judges them, as foreign).
     pub rejected: Vec<Snapshot>,
     pub suspects: Vec<Suspect>,
 }
@@ -333,7 +334,10 @@ pub fn sift(
     sort_links(copies, &mut checked);
 
     let mut sifted = Sifted::default();
-    for (s, findings, made) in checked {
+    for (mut s, findings, made) in checked {
+        // Proven (or not): nothing downstream reads it, and on a large
+        // account its text is a good part of a snapshot's memory.
+        s.description = None;
         if !findings.is_empty() {
             sifted.suspects.push(Suspect {
                 snapshot_id: s.id.clone(),
@@ -725,7 +729,14 @@ mod tests {
         );
         let sifted = sift_all(vec![s.clone()], &[]);
         assert!(sifted.suspects.is_empty());
-        assert_eq!(sifted.owned, vec![s]);
+        // Untouched but for the Description, read and dropped.
+        assert_eq!(
+            sifted.owned,
+            vec![Snapshot {
+                description: None,
+                ..s
+            }]
+        );
     }
 
     #[test]
