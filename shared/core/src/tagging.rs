@@ -354,49 +354,56 @@ pub struct TagBatch {
 /// slot's snapshots share labels and every volume's its volume id).
 pub fn batches(changes: &[TagChange], batch_size: usize) -> Vec<TagBatch> {
     let batch_size = batch_size.max(1);
-    let group = |parts: Vec<(Tags, &str)>| {
-        let mut groups: BTreeMap<Tags, Vec<String>> = BTreeMap::new();
-        for (tags, id) in parts.into_iter().filter(|(t, _)| !t.is_empty()) {
+    // Grouped as they are made: only the distinct tag sets are kept, with
+    // their snapshot ids, never a tag set per snapshot (memory on a large
+    // account).
+    type Groups = BTreeMap<Tags, Vec<String>>;
+    let add = |groups: &mut Groups, tags: Tags, id: &str| {
+        if !tags.is_empty() {
             groups.entry(tags).or_default().push(id.to_string());
         }
-        groups
-            .into_iter()
-            .flat_map(|(tags, mut ids)| {
-                ids.sort();
-                ids.chunks(batch_size)
-                    .map(|chunk| TagBatch {
-                        tags: tags.clone(),
-                        snapshot_ids: chunk.to_vec(),
-                    })
-                    .collect::<Vec<_>>()
-            })
-            .collect::<Vec<_>>()
     };
     let is_lifecycle = |k: &String| k.starts_with(tags::LIFECYCLE_PREFIX);
-    let mut together = Vec::new();
-    let mut apart = Vec::new();
+    let mut together = Groups::new();
+    let mut apart = Groups::new();
     for c in changes {
         let id = c.snapshot_id.as_str();
         let (from_volume, other): (Tags, Tags) = c
             .propagated
-            .clone()
-            .into_iter()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
             .partition(|(k, _)| is_lifecycle(k));
         let mut lifecycle = c.labels.clone();
-        lifecycle.extend(from_volume.clone());
-        together.push((lifecycle, id));
-        together.push((other.clone(), id));
-        apart.push((c.labels.clone(), id));
-        apart.push((from_volume, id));
-        apart.push((other, id));
+        lifecycle.extend(from_volume.iter().map(|(k, v)| (k.clone(), v.clone())));
+        add(&mut together, lifecycle, id);
+        add(&mut together, other.clone(), id);
+        add(&mut apart, c.labels.clone(), id);
+        add(&mut apart, from_volume, id);
+        add(&mut apart, other, id);
     }
-    let together = group(together);
-    let apart = group(apart);
-    if apart.len() < together.len() {
+    let calls = |groups: &Groups| {
+        groups
+            .values()
+            .map(|ids| ids.len().div_ceil(batch_size))
+            .sum::<usize>()
+    };
+    let chosen = if calls(&apart) < calls(&together) {
         apart
     } else {
         together
-    }
+    };
+    chosen
+        .into_iter()
+        .flat_map(|(tags, mut ids)| {
+            ids.sort();
+            ids.chunks(batch_size)
+                .map(|chunk| TagBatch {
+                    tags: tags.clone(),
+                    snapshot_ids: chunk.to_vec(),
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect()
 }
 
 #[cfg(test)]
