@@ -99,16 +99,7 @@ impl DynamoLedger {
 
     /// The deletion window and its version (0: none yet).
     async fn window(&self) -> Result<(DeletionWindow, u64), LedgerError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(key("deletions", "window")))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| unavailable("GetItem", e))?;
-        let Some(item) = out.item() else {
+        let Some(item) = self.get("deletions", "window").await? else {
             return Ok((DeletionWindow::default(), 0));
         };
         let version = item
@@ -223,6 +214,36 @@ impl DynamoLedger {
         Ok(out)
     }
 
+    /// One item, read consistently; `None` if there is none.
+    async fn get(
+        &self,
+        pk: &str,
+        sk: &str,
+    ) -> Result<Option<HashMap<String, AttributeValue>>, LedgerError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key(pk, sk)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| unavailable("GetItem", e))?;
+        Ok(out.item)
+    }
+
+    /// Write an item whatever was there.
+    async fn put(&self, item: HashMap<String, AttributeValue>) -> Result<(), LedgerError> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(|e| unavailable("PutItem", e))?;
+        Ok(())
+    }
+
     async fn delete(&self, pk: &str, sk: &str) -> Result<(), LedgerError> {
         self.client
             .delete_item()
@@ -241,14 +262,7 @@ impl Ledger for DynamoLedger {
         let mut item = key("stop", &record.instance_id);
         item.insert("policy".into(), s(&record.policy));
         item.insert("stopped_at".into(), s(&format_time(record.stopped_at)));
-        self.client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .send()
-            .await
-            .map_err(|e| unavailable("PutItem", e))?;
-        Ok(())
+        self.put(item).await
     }
 
     async fn stops(&self) -> Result<Vec<StopRecord>, LedgerError> {
@@ -286,14 +300,7 @@ impl Ledger for DynamoLedger {
         item.insert("policy".into(), s(&record.policy));
         item.insert("slot".into(), s(&format_time(record.slot)));
         item.insert("created_at".into(), s(&format_time(record.created_at)));
-        self.client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .send()
-            .await
-            .map_err(|e| unavailable("PutItem", e))?;
-        Ok(())
+        self.put(item).await
     }
 
     async fn copies(&self, copy_ids: &[String]) -> Result<Vec<CopyRecord>, LedgerError> {
@@ -332,18 +339,10 @@ impl Ledger for DynamoLedger {
     }
 
     async fn cursor(&self, name: &str) -> Result<Option<String>, LedgerError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(key("cursor", name)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| unavailable("GetItem", e))?;
-        Ok(out
-            .item()
-            .and_then(|item| text(item, "value"))
+        let item = self.get("cursor", name).await?;
+        Ok(item
+            .as_ref()
+            .and_then(|i| text(i, "value"))
             .map(String::from))
     }
 
@@ -353,14 +352,7 @@ impl Ledger for DynamoLedger {
         };
         let mut item = key("cursor", name);
         item.insert("value".into(), s(value));
-        self.client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .send()
-            .await
-            .map_err(|e| unavailable("PutItem", e))?;
-        Ok(())
+        self.put(item).await
     }
 
     async fn reported(&self, snapshot_ids: &[String]) -> Result<Vec<String>, LedgerError> {
