@@ -475,6 +475,7 @@ async fn encrypted_copy(
         policy,
         slot,
         created_at,
+        target: None,
     };
     match ports.ledger.record_copy(&record).await {
         Ok(()) => Ok(format!(

@@ -1,6 +1,8 @@
-//! Which snapshot a disaster-recovery target copies next. The rules only:
-//! the policy field that names targets, and the I/O that starts, tracks and
-//! expires copies, are not built yet, so no policy can ask for copies.
+//! Disaster-recovery copies to other regions, the pure rules
+//! (docs/policies-and-tags.md, "Copies to other regions"): which snapshot
+//! a target copies next, what a copy is tagged with, what a target holds of
+//! a volume, and how a copy whose CopySnapshot answer was lost is found
+//! again. The function that acts on them is `copy-snapshots`.
 //!
 //! Per source volume and target: the first copy is the volume's newest
 //! completed snapshot; after it, a completed snapshot is copied when it is
@@ -15,6 +17,8 @@
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 
+use crate::keys;
+use crate::model::{Snapshot, SnapshotState, Tags};
 use crate::policy::KeepRules;
 use crate::retention::{bucket_of, KeepReason};
 
@@ -110,6 +114,133 @@ pub fn plan<'a>(mut candidates: Vec<Candidate<'a>>, in_flight: usize) -> Vec<Can
     candidates.sort_by_key(|c| (c.source.time, c.source.id.clone()));
     candidates.truncate(IN_FLIGHT_PER_REGION.saturating_sub(in_flight));
     candidates
+}
+
+/// Source tags a copy does not inherit: what is true of the source in its
+/// region only (its state and labels, its links, a person's hold on it).
+fn stays_with_the_source(key: &str) -> bool {
+    [
+        keys::STATE,
+        keys::COMPLETED_AT,
+        keys::RETAINED_BY,
+        keys::EXPIRES_AT,
+        keys::STUCK_NOTIFIED_AT,
+        keys::SUPERSEDED_BY,
+        keys::ENCRYPTED_COPY_OF,
+        keys::COPY_OF,
+        keys::SOURCE_REGION,
+        keys::TARGET,
+    ]
+    .contains(&key)
+        || key.eq_ignore_ascii_case(keys::HOLD)
+        || key.starts_with(keys::AWS_PREFIX)
+}
+
+/// The tags a copy gets at creation: the source's (its identity, `Name`,
+/// the policy's `copy_tags` and `tags`), `lifecycle:state=pending`, and
+/// where it comes from. `lifecycle:volume-id` stays the source volume: EC2
+/// gives a copy a placeholder VolumeId. Within EC2's 50 tags: the lifecycle
+/// keys first, then the user's in key order.
+pub fn copy_tags(source: &Snapshot, source_region: &str, target: &str) -> Tags {
+    let mut tags: Tags = Tags::new();
+    tags.insert(
+        keys::STATE.into(),
+        keys::LifecycleState::Pending.as_str().into(),
+    );
+    tags.insert(keys::COPY_OF.into(), source.id.clone());
+    tags.insert(keys::SOURCE_REGION.into(), source_region.into());
+    tags.insert(keys::TARGET.into(), target.into());
+    if let Some(volume) = source.source_volume_id() {
+        tags.insert(keys::VOLUME_ID.into(), volume.into());
+    }
+    if let Some(time) = source.retention_time() {
+        tags.insert(keys::CREATED_AT.into(), keys::format_time(time));
+    }
+    let inherited = source
+        .tags
+        .iter()
+        .filter(|(k, _)| !stays_with_the_source(k) && !tags.contains_key(k.as_str()));
+    let (lifecycle, user): (Vec<_>, Vec<_>) =
+        inherited.partition(|(k, _)| k.starts_with(keys::LIFECYCLE_PREFIX));
+    for (k, v) in lifecycle.into_iter().chain(user) {
+        if tags.len() >= keys::MAX_TAGS_PER_RESOURCE {
+            break;
+        }
+        tags.insert(k.clone(), v.clone());
+    }
+    tags
+}
+
+/// What a target holds of one source volume, from its copies there (this
+/// deployment's, proven) and whether the ledger has a copy in flight for
+/// it. A failed copy holds nothing: its source may be copied again.
+pub fn target_state<'a>(
+    copies: impl IntoIterator<Item = &'a Snapshot>,
+    in_flight: bool,
+) -> TargetState {
+    let mut state = TargetState {
+        newest_copied: None,
+        in_progress: in_flight,
+    };
+    for copy in copies {
+        if copy.state == SnapshotState::Error {
+            continue;
+        }
+        if copy.state == SnapshotState::Pending {
+            state.in_progress = true;
+        }
+        let time = copy.retention_time();
+        if time > state.newest_copied {
+            state.newest_copied = time;
+        }
+    }
+    state
+}
+
+/// How long after its CopySnapshot call a copy whose answer was lost may
+/// appear: EC2 lists a copy (with its tags) as soon as it starts, so a
+/// copy not listed this long after the call was never started.
+pub const LOST_ANSWER_WINDOW: chrono::Duration = chrono::Duration::minutes(15);
+
+/// What to do about a copy the ledger says was asked for, whose id it does
+/// not know (the call's answer was lost: a timeout, a crash).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LostAnswer {
+    /// This snapshot is the copy: adopt it.
+    Found(String),
+    /// Not listed yet, and it still could be: wait, start nothing for
+    /// this volume.
+    Wait,
+    /// Not listed long after the call: never started; it may be retried.
+    NeverStarted,
+}
+
+/// Find the copy of `source_snapshot_id` asked for at `asked_at` among the
+/// destination's snapshots that no ledger record claims: the one with this
+/// deployment's copy `description`, owned by the account, started within
+/// [`LOST_ANSWER_WINDOW`] of the call (the earliest if several). A snapshot
+/// somebody else made with the same Description outside that window is not
+/// taken for it.
+pub fn find_lost_copy<'a>(
+    unrecorded: impl IntoIterator<Item = &'a Snapshot>,
+    description: &str,
+    account: &str,
+    asked_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> LostAnswer {
+    let skew = crate::ownership::CLOCK_SKEW;
+    let found = unrecorded
+        .into_iter()
+        .filter(|s| s.description.as_deref() == Some(description))
+        .filter(|s| s.owner_id.as_deref() == Some(account))
+        .filter_map(|s| Some((s.start_time?, &s.id)))
+        .filter(|(t, _)| *t >= asked_at - skew && *t <= asked_at + LOST_ANSWER_WINDOW)
+        .min();
+    match found {
+        Some((_, id)) => LostAnswer::Found(id.clone()),
+        None if now < asked_at + LOST_ANSWER_WINDOW => LostAnswer::Wait,
+        None => LostAnswer::NeverStarted,
+    }
 }
 
 #[cfg(test)]
@@ -218,6 +349,121 @@ mod tests {
             .windows(2)
             .all(|w| w[0].source.time <= w[1].source.time));
         assert!(plan(candidates, 25).is_empty());
+    }
+
+    fn snapshot(id: &str, state: SnapshotState, time: DateTime<Utc>) -> Snapshot {
+        let mut tags = Tags::new();
+        tags.insert(keys::MANAGED_BY.into(), "prod".into());
+        tags.insert(keys::VOLUME_ID.into(), "vol-1".into());
+        tags.insert(keys::CREATED_AT.into(), keys::format_time(time));
+        Snapshot {
+            id: id.into(),
+            volume_id: Some("vol-1".into()),
+            state,
+            start_time: Some(time),
+            volume_size_gib: Some(8),
+            encrypted: true,
+            kms_key_id: None,
+            description: None,
+            owner_id: Some("111111111111".into()),
+            tags,
+        }
+    }
+
+    #[test]
+    fn a_copy_carries_the_sources_identity_not_its_state_labels_or_hold() {
+        let mut source = snapshot("snap-1", SnapshotState::Completed, t0());
+        for (k, v) in [
+            (keys::STATE, "completed"),
+            (keys::RETAINED_BY, "daily"),
+            (keys::EXPIRES_AT, "never"),
+            ("Lifecycle:Hold", "legal"),
+            (keys::POLICY, "gold"),
+            (keys::SLOT, "2026-03-01T00:00:00Z"),
+            ("Name", "db"),
+            ("aws:backup:source-resource", "x"),
+        ] {
+            source.tags.insert(k.into(), v.into());
+        }
+        let tags = copy_tags(&source, "eu-west-1", "eu-central-1");
+        assert_eq!(tags[keys::STATE], "pending");
+        assert_eq!(tags[keys::COPY_OF], "snap-1");
+        assert_eq!(tags[keys::SOURCE_REGION], "eu-west-1");
+        assert_eq!(tags[keys::TARGET], "eu-central-1");
+        assert_eq!(tags[keys::VOLUME_ID], "vol-1");
+        assert_eq!(tags[keys::POLICY], "gold");
+        assert_eq!(tags["Name"], "db");
+        for gone in [
+            keys::RETAINED_BY,
+            keys::EXPIRES_AT,
+            "Lifecycle:Hold",
+            "aws:backup:source-resource",
+        ] {
+            assert!(!tags.contains_key(gone), "{gone} was copied");
+        }
+        // 60 user tags: the copy keeps every lifecycle key and fills up to
+        // EC2's 50 with the user's.
+        for i in 0..60 {
+            source.tags.insert(format!("user-{i:02}"), "v".into());
+        }
+        let tags = copy_tags(&source, "eu-west-1", "eu-central-1");
+        assert_eq!(tags.len(), keys::MAX_TAGS_PER_RESOURCE);
+        assert_eq!(tags[keys::COPY_OF], "snap-1");
+        assert_eq!(tags[keys::SLOT], "2026-03-01T00:00:00Z");
+    }
+
+    #[test]
+    fn a_failed_copy_holds_nothing_and_a_pending_one_blocks_the_volume() {
+        let done = snapshot("snap-a", SnapshotState::Completed, t0());
+        let failed = snapshot("snap-b", SnapshotState::Error, t0() + Duration::days(1));
+        let pending = snapshot("snap-c", SnapshotState::Pending, t0() + Duration::days(2));
+        let state = target_state([&done, &failed], false);
+        assert_eq!(state.newest_copied, Some(t0()));
+        assert!(!state.in_progress);
+        let state = target_state([&done, &failed, &pending], false);
+        assert_eq!(state.newest_copied, Some(t0() + Duration::days(2)));
+        assert!(state.in_progress);
+        assert!(target_state([], true).in_progress);
+    }
+
+    #[test]
+    fn a_lost_answer_is_found_only_in_its_window_and_only_as_ours() {
+        let asked = t0();
+        let description = "ebs-lifecycle prod 111111111111/eu-west-1: copy of eu-west-1/snap-1";
+        let mut late = snapshot(
+            "snap-late",
+            SnapshotState::Pending,
+            asked + Duration::hours(2),
+        );
+        late.description = Some(description.into());
+        let mut foreign = snapshot(
+            "snap-other",
+            SnapshotState::Pending,
+            asked + Duration::minutes(1),
+        );
+        foreign.description = Some(description.into());
+        foreign.owner_id = Some("999999999999".into());
+        let mut ours = snapshot(
+            "snap-ours",
+            SnapshotState::Pending,
+            asked + Duration::seconds(3),
+        );
+        ours.description = Some(description.into());
+        let find = |list: Vec<&Snapshot>, now| {
+            find_lost_copy(list, description, "111111111111", asked, now)
+        };
+        assert_eq!(
+            find(vec![&late, &foreign, &ours], asked + Duration::hours(3)),
+            LostAnswer::Found("snap-ours".into())
+        );
+        assert_eq!(
+            find(vec![&late, &foreign], asked + Duration::minutes(5)),
+            LostAnswer::Wait
+        );
+        assert_eq!(
+            find(vec![&late, &foreign], asked + Duration::hours(3)),
+            LostAnswer::NeverStarted
+        );
     }
 
     proptest! {

@@ -261,8 +261,12 @@ mod tests {
                 if s.ami {
                     facts.ami_snapshot_ids.insert(id.clone());
                 }
-                if s.locked {
+                // Half the protected ones by a lock, half by a copy in
+                // progress to another region.
+                if s.locked && s.hours % 2 == 0 {
                     facts.locked_snapshot_ids.insert(id.clone());
+                } else if s.locked {
+                    facts.copying.insert(id.clone());
                 }
                 Snapshot {
                     id,
@@ -324,6 +328,7 @@ mod tests {
                 prop_assert!(!s.tags.contains_key(crate::tags::HOLD), "{} is held", s.id);
                 prop_assert!(!w.facts.ami_snapshot_ids.contains(&s.id), "{} backs an AMI", s.id);
                 prop_assert!(!w.facts.locked_snapshot_ids.contains(&s.id), "{} is locked", s.id);
+                prop_assert!(!w.facts.copying.contains(&s.id), "{} is being copied", s.id);
                 prop_assert!(s.tags[crate::tags::POLICY] != "gone", "{} has no configured policy", s.id);
             }
             // The newest completed managed snapshot of each volume survives.

@@ -24,6 +24,12 @@ pub const CONSISTENCY: &str = "lifecycle:consistency";
 pub const STUCK_NOTIFIED_AT: &str = "lifecycle:stuck-notified-at";
 /// On an encrypted copy check-encryption made: the unencrypted original it replaces.
 pub const ENCRYPTED_COPY_OF: &str = "lifecycle:encrypted-copy-of";
+/// On a disaster-recovery copy in another region: the source snapshot id.
+pub const COPY_OF: &str = "lifecycle:copy-of";
+/// On a disaster-recovery copy: the region of its source.
+pub const SOURCE_REGION: &str = "lifecycle:source-region";
+/// On a disaster-recovery copy: the target it was made for (`<region>`).
+pub const TARGET: &str = "lifecycle:target";
 /// On an original, once its encrypted copy is completed: the copy. From then
 /// on the copy stands in for it in retention, and expiry may delete it.
 pub const SUPERSEDED_BY: &str = "lifecycle:superseded-by";

@@ -133,11 +133,22 @@ impl Snapshot {
             .map(String::as_str)
     }
 
+    /// For a disaster-recovery copy in another region: its source snapshot.
+    pub fn copy_of(&self) -> Option<&str> {
+        self.tags.get(crate::keys::COPY_OF).map(String::as_str)
+    }
+
+    /// A copy of any kind (encrypted here, or disaster recovery elsewhere):
+    /// it stands for its source's moment and counts once completed.
+    pub fn is_copy(&self) -> bool {
+        self.encrypted_copy_of().is_some() || self.copy_of().is_some()
+    }
+
     /// The time retention places the snapshot at. A copy is placed at its
     /// original's time (it carries the original's `lifecycle:created-at`):
     /// copying last year's snapshot today does not make it today's.
     pub fn retention_time(&self) -> Option<DateTime<Utc>> {
-        if self.encrypted_copy_of().is_some() {
+        if self.is_copy() {
             if let Some(t) = self
                 .tags
                 .get(crate::keys::CREATED_AT)
@@ -152,7 +163,7 @@ impl Snapshot {
     /// True when the copy is done: EC2 says completed and so does its
     /// `lifecycle:state` (set by complete-snapshots on the copy's event).
     pub fn is_completed_copy(&self) -> bool {
-        self.encrypted_copy_of().is_some()
+        self.is_copy()
             && self.state == SnapshotState::Completed
             && self.tags.get(crate::keys::STATE).map(String::as_str) == Some("completed")
     }
@@ -162,7 +173,7 @@ impl Snapshot {
     /// a copy counts only once completed. Until then the original counts, so
     /// at no moment is neither counted.
     pub fn counts_for_retention(&self, completed_copies: &BTreeSet<&str>) -> bool {
-        if self.encrypted_copy_of().is_some() {
+        if self.is_copy() {
             return self.is_completed_copy();
         }
         match self.tags.get(crate::keys::SUPERSEDED_BY) {

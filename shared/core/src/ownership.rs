@@ -181,6 +181,9 @@ pub struct CopyRecord {
     pub slot: DateTime<Utc>,
     /// The source's `lifecycle:created-at`: where retention places the copy.
     pub created_at: DateTime<Utc>,
+    /// `None`: an encrypted copy beside its source (check-encryption);
+    /// `Some(region)`: a disaster-recovery copy in that region.
+    pub target: Option<String>,
 }
 
 /// Why a snapshot carrying this deployment's tag is suspected.
@@ -563,11 +566,18 @@ fn check_copy(
         set_to_proof(tags, &mut findings, key, value)
     };
     let tags = &mut s.tags;
-    expect(
-        tags,
-        keys::ENCRYPTED_COPY_OF,
-        record.source_snapshot_id.clone(),
-    );
+    match &record.target {
+        None => expect(
+            tags,
+            keys::ENCRYPTED_COPY_OF,
+            record.source_snapshot_id.clone(),
+        ),
+        Some(target) => {
+            expect(tags, keys::COPY_OF, record.source_snapshot_id.clone());
+            expect(tags, keys::SOURCE_REGION, identity.region.clone());
+            expect(tags, keys::TARGET, target.clone());
+        }
+    }
     expect(tags, keys::VOLUME_ID, record.volume_id.clone());
     expect(tags, keys::POLICY, record.policy.clone());
     expect(tags, keys::SLOT, keys::format_time(record.slot));
@@ -893,6 +903,7 @@ mod tests {
             policy: "daily".into(),
             slot: t("2026-11-30T03:00:00Z"),
             created_at: t("2026-11-30T03:00:12Z"),
+            target: None,
         };
         (copy, record)
     }
@@ -940,5 +951,49 @@ mod tests {
             sifted.owned[0].tags[keys::CREATED_AT],
             "2026-11-30T03:00:12Z"
         );
+    }
+
+    #[test]
+    fn a_disaster_recovery_copy_is_proven_by_its_record_and_named_by_it() {
+        let original = made(
+            "snap-1",
+            "vol-1",
+            "2026-11-30T03:00:00Z",
+            "2026-11-30T03:00:12Z",
+        );
+        let (mut copy, mut record) = copy_of(&original, "snap-dr");
+        copy.tags.remove(keys::ENCRYPTED_COPY_OF);
+        copy.tags.insert(keys::COPY_OF.into(), "snap-1".into());
+        copy.tags
+            .insert(keys::SOURCE_REGION.into(), "eu-west-1".into());
+        copy.tags.insert(keys::TARGET.into(), "eu-central-1".into());
+        copy.volume_id = Some("vol-ffffffff".into());
+        record.target = Some("eu-central-1".into());
+        let sifted = sift_all(vec![copy.clone()], std::slice::from_ref(&record));
+        assert!(sifted.suspects.is_empty(), "{:?}", sifted.suspects);
+        let owned = &sifted.owned[0];
+        assert_eq!(owned.source_volume_id(), Some("vol-1"));
+        assert_eq!(owned.copy_of(), Some("snap-1"));
+        assert_eq!(owned.retention_time(), Some(t("2026-11-30T03:00:12Z")));
+
+        // Someone points the copy at another source or target: the record
+        // wins, and the retagging is reported.
+        let mut retagged = copy.clone();
+        retagged.tags.insert(keys::COPY_OF.into(), "snap-7".into());
+        retagged
+            .tags
+            .insert(keys::TARGET.into(), "us-east-1".into());
+        let sifted = sift_all(vec![retagged], std::slice::from_ref(&record));
+        assert_eq!(
+            findings(&sifted, "snap-dr"),
+            ["tag-mismatch", "tag-mismatch"]
+        );
+        assert_eq!(sifted.owned[0].copy_of(), Some("snap-1"));
+        assert_eq!(sifted.owned[0].tags[keys::TARGET], "eu-central-1");
+
+        // The same snapshot without the ledger's record counts for nothing.
+        let sifted = sift_all(vec![copy], &[]);
+        assert_eq!(findings(&sifted, "snap-dr"), ["copy-not-recorded"]);
+        assert!(sifted.owned.is_empty());
     }
 }

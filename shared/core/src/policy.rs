@@ -61,6 +61,32 @@ impl Policies {
         Ok(Self { by_name })
     }
 
+    /// Every region some policy copies to.
+    pub fn copy_regions(&self) -> std::collections::BTreeSet<&str> {
+        self.iter()
+            .flat_map(|p| p.copies.iter().map(|t| t.region.as_str()))
+            .collect()
+    }
+
+    /// The policies as a destination region's retention sees them: each
+    /// policy copying there, with the target's `keep` (for live and deleted
+    /// volumes alike) in place of its own.
+    pub fn as_kept_in(&self, region: &str) -> Self {
+        let by_name = self
+            .by_name
+            .iter()
+            .filter_map(|(name, p)| {
+                let target = p.copies.iter().find(|t| t.region == region)?;
+                let mut policy = p.clone();
+                policy.keep = target.keep.clone();
+                policy.orphans = target.keep.clone();
+                policy.copies = Vec::new();
+                Some((name.clone(), policy))
+            })
+            .collect();
+        Self { by_name }
+    }
+
     /// The built-in default (docs/policies-and-tags.md).
     pub fn builtin_default() -> Self {
         let policy = Policy::builtin_default();
@@ -84,6 +110,115 @@ pub struct Policy {
     pub orphans: KeepRules,
     /// Only with `consistency: application`.
     pub application: Option<ApplicationCommands>,
+    /// Disaster-recovery targets, each with its own retention
+    /// (docs/policies-and-tags.md, "Copies to other regions").
+    pub copies: Vec<CopyTarget>,
+}
+
+/// EC2 lets a policy copy to at most this many targets (as Data Lifecycle
+/// Manager does for cross-region rules, which allows 3).
+pub const MAX_COPY_TARGETS: usize = 5;
+
+/// One disaster-recovery target of a policy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CopyTarget {
+    /// The destination region, in the same account.
+    pub region: String,
+    /// The KMS key every copy there is encrypted with (a key of that region).
+    pub kms_key: String,
+    /// The target's own retention, per source volume.
+    pub keep: KeepRules,
+}
+
+impl CopyTarget {
+    /// The value of `lifecycle:target` on its copies.
+    pub fn name(&self) -> &str {
+        &self.region
+    }
+}
+
+/// An AWS region name: `eu-west-1`, `us-gov-west-1`, `ap-southeast-4`.
+pub fn valid_region(region: &str) -> bool {
+    let parts: Vec<&str> = region.split('-').collect();
+    parts.len() >= 3
+        && parts.len() <= 4
+        && parts[0].len() == 2
+        && parts[..parts.len() - 1]
+            .iter()
+            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_lowercase()))
+        && parts[parts.len() - 1].chars().all(|c| c.is_ascii_digit())
+        && !parts[parts.len() - 1].is_empty()
+}
+
+/// A KMS key or alias ARN in `region`: copies are encrypted in the
+/// destination, by one of its keys.
+fn valid_kms_key_in(arn: &str, region: &str) -> Result<(), String> {
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    let [arn_, partition, service, key_region, account, resource] = parts[..] else {
+        return Err(format!(
+            "`{}` is not a KMS key ARN (arn:aws:kms:{region}:<account>:key/<id>)",
+            crate::text::excerpt(arn)
+        ));
+    };
+    let resource_ok = resource
+        .strip_prefix("key/")
+        .or_else(|| resource.strip_prefix("alias/"))
+        .is_some_and(|id| {
+            !id.is_empty()
+                && id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '/'))
+        });
+    if arn_ != "arn"
+        || !partition.starts_with("aws")
+        || service != "kms"
+        || account.len() != 12
+        || !account.chars().all(|c| c.is_ascii_digit())
+        || !resource_ok
+    {
+        return Err(format!(
+            "`{}` is not a KMS key ARN (arn:aws:kms:{region}:<account>:key/<id>)",
+            crate::text::excerpt(arn)
+        ));
+    }
+    if key_region != region {
+        return Err(format!(
+            "the key is in {}, the copies in {region}: a copy is encrypted by a key of its destination region",
+            crate::text::excerpt(key_region)
+        ));
+    }
+    Ok(())
+}
+
+impl CopyTarget {
+    fn from_raw(raw: RawCopyTarget) -> Result<Self, (String, String)> {
+        let field = |f: &str| f.to_string();
+        if raw.account.is_some() {
+            return Err((
+                field("account"),
+                "account targets (a vault account) are not built yet; only region targets are (docs/policies-and-tags.md, \"Copies to other regions\")".into(),
+            ));
+        }
+        if !valid_region(&raw.region) {
+            return Err((
+                field("region"),
+                format!(
+                    "`{}` is not a region name like eu-west-1",
+                    crate::text::excerpt(&raw.region)
+                ),
+            ));
+        }
+        valid_kms_key_in(&raw.kms_key, &raw.region).map_err(|p| (field("kms_key"), p))?;
+        let keep = KeepRules::from_raw(raw.keep).map_err(|(f, p)| match f {
+            Some(f) => (format!("keep.{f}"), p),
+            None => (field("keep"), p),
+        })?;
+        Ok(Self {
+            region: raw.region,
+            kms_key: raw.kms_key,
+            keep,
+        })
+    }
 }
 
 impl Policy {
@@ -165,6 +300,25 @@ impl Policy {
             _ => None,
         };
 
+        if raw.copies.len() > MAX_COPY_TARGETS {
+            return Err(err(
+                "copies",
+                format!("{} targets; at most {MAX_COPY_TARGETS}", raw.copies.len()),
+            ));
+        }
+        let mut copies: Vec<CopyTarget> = Vec::new();
+        for (i, target) in raw.copies.into_iter().enumerate() {
+            let target = CopyTarget::from_raw(target)
+                .map_err(|(field, p)| err(&format!("copies[{i}].{field}"), p))?;
+            if copies.iter().any(|t| t.region == target.region) {
+                return Err(err(
+                    &format!("copies[{i}].region"),
+                    format!("{} is a target twice", target.region),
+                ));
+            }
+            copies.push(target);
+        }
+
         Ok(Self {
             name: name.to_string(),
             schedule,
@@ -174,6 +328,7 @@ impl Policy {
             consistency,
             orphans,
             application,
+            copies,
         })
     }
 }
@@ -204,6 +359,18 @@ struct RawPolicy {
     ssm_document: Option<String>,
     #[serde(default)]
     on_command_failure: Option<String>,
+    #[serde(default)]
+    copies: Vec<RawCopyTarget>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCopyTarget {
+    region: String,
+    #[serde(default)]
+    account: Option<String>,
+    kms_key: String,
+    keep: RawKeep,
 }
 
 fn utc() -> String {
@@ -670,6 +837,70 @@ mod tests {
         assert_eq!(d.keep.weekly, Some(4));
         assert_eq!(d.keep.monthly, Some(12));
         assert_eq!(d.schedule.expression(), "@daily");
+    }
+
+    #[test]
+    fn copy_targets_parse_and_each_mistake_names_its_field() {
+        let key = |region: &str| format!("arn:aws:kms:{region}:111111111111:key/1234abcd-12ab");
+        let doc = |targets: &str| {
+            format!(r#"{{"p":{{"schedule":"@hourly","keep":{{"last":2}},"copies":[{targets}]}}}}"#)
+        };
+        let target = |region: &str, key: &str| {
+            format!(r#"{{"region":"{region}","kms_key":"{key}","keep":{{"daily":7}}}}"#)
+        };
+        let ok = Policies::parse(&doc(&format!(
+            "{},{}",
+            target("eu-central-1", &key("eu-central-1")),
+            target(
+                "us-gov-west-1",
+                "arn:aws-us-gov:kms:us-gov-west-1:111111111111:alias/dr"
+            )
+        )))
+        .unwrap();
+        let p = ok.get("p").unwrap();
+        assert_eq!(p.copies.len(), 2);
+        assert_eq!(p.copies[0].keep.daily, Some(7));
+        assert_eq!(
+            ok.copy_regions().into_iter().collect::<Vec<_>>(),
+            ["eu-central-1", "us-gov-west-1"]
+        );
+        let kept_there = ok.as_kept_in("eu-central-1");
+        assert_eq!(kept_there.get("p").unwrap().keep.daily, Some(7));
+        assert_eq!(kept_there.get("p").unwrap().orphans.daily, Some(7));
+        assert!(ok.as_kept_in("ap-south-1").get("p").is_none());
+
+        let cases = [
+            (target("eu-central", &key("eu-central")), "copies[0].region"),
+            (target("eu-central-1", &key("eu-west-1")), "copies[0].kms_key"),
+            (target("eu-central-1", "alias/dr"), "copies[0].kms_key"),
+            (
+                r#"{"region":"eu-central-1","kms_key":"arn:aws:kms:eu-central-1:111111111111:key/k","keep":{}}"#.into(),
+                "copies[0].keep",
+            ),
+            (
+                r#"{"region":"eu-central-1","account":"222222222222","kms_key":"arn:aws:kms:eu-central-1:111111111111:key/k","keep":{"daily":1}}"#.into(),
+                "copies[0].account",
+            ),
+            (
+                format!(
+                    "{},{}",
+                    target("eu-central-1", &key("eu-central-1")),
+                    target("eu-central-1", &key("eu-central-1"))
+                ),
+                "copies[1].region",
+            ),
+            (
+                (1..=6)
+                    .map(|i| target(&format!("eu-west-{i}"), &key(&format!("eu-west-{i}"))))
+                    .collect::<Vec<_>>()
+                    .join(","),
+                "copies",
+            ),
+        ];
+        for (targets, field) in cases {
+            assert_eq!(field_error(&doc(&targets)).1, field, "{targets}");
+        }
+        assert!(Policies::parse(&doc(r#"{"region":"eu-central-1"}"#)).is_err());
     }
 
     #[test]

@@ -39,6 +39,9 @@ pub struct AccountFacts {
     /// Made by the deployment, tags tampered with since
     /// (`crate::ownership::Sifted::held_for_review`): kept until a person looks.
     pub held_for_review: BTreeSet<String>,
+    /// Sources of copies in progress to another region (the stack's
+    /// ledger): a copy reads its source until it completes.
+    pub copying: BTreeSet<String>,
     pub now: DateTime<Utc>,
 }
 
@@ -52,6 +55,8 @@ pub enum Protection {
     UsedByAmi,
     Held,
     Locked,
+    /// A copy of it to another region is in progress.
+    CopyInProgress,
     /// Its tags were changed by someone other than the deployment.
     TamperingSuspected,
     /// The retention plan keeps it, for these rules.
@@ -76,6 +81,7 @@ impl Protection {
             Self::UsedByAmi => "used-by-ami",
             Self::Held => "held",
             Self::Locked => "locked",
+            Self::CopyInProgress => "copy-in-progress",
             Self::TamperingSuspected => "tampering-suspected",
             Self::KeptByPolicy(_) => "kept-by-policy",
             Self::UnknownPolicy(_) => "unknown-policy",
@@ -196,6 +202,9 @@ impl DeletionGate {
         }
         if self.facts.locked_snapshot_ids.contains(&snapshot.id) {
             return Err(Protection::Locked);
+        }
+        if self.facts.copying.contains(&snapshot.id) {
+            return Err(Protection::CopyInProgress);
         }
         match kept {
             Some(reasons) if !reasons.is_empty() => Err(Protection::KeptByPolicy(reasons.to_vec())),

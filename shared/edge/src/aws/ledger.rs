@@ -80,6 +80,7 @@ fn copy_of_item(item: &HashMap<String, AttributeValue>) -> Option<CopyRecord> {
         policy: text(item, "policy")?.into(),
         slot: time(item, "slot")?,
         created_at: time(item, "created_at")?,
+        target: text(item, "target").map(String::from),
     })
 }
 
@@ -300,6 +301,9 @@ impl Ledger for DynamoLedger {
         item.insert("policy".into(), s(&record.policy));
         item.insert("slot".into(), s(&format_time(record.slot)));
         item.insert("created_at".into(), s(&format_time(record.created_at)));
+        if let Some(target) = &record.target {
+            item.insert("target".into(), s(target));
+        }
         self.put(item).await
     }
 
