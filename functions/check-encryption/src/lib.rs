@@ -458,6 +458,7 @@ async fn encrypted_copy(
     };
     let request = CopySnapshotRequest {
         source_snapshot_id: snapshot_id.to_string(),
+        source_region: None,
         kms_key_id: config.encryption_kms_key_id.clone(),
         description: config.identity.copy(&config.identity.region, snapshot_id),
         tags: copy_tags.clone(),

@@ -21,7 +21,7 @@ use complete_snapshots::{handle, Ports};
 use ebs_lifecycle::config::Config;
 use ebs_lifecycle::lambda::deadline::Deadline;
 use ebs_lifecycle::ports::ec2::{Ec2Error, SnapshotCatalog, SnapshotTagger};
-use ebs_lifecycle::ports::ledger::{Ledger, LedgerError, StopRecord};
+use ebs_lifecycle::ports::ledger::{CopyInFlight, Ledger, LedgerError, StopRecord};
 use ebs_lifecycle::ports::notifier::{Notifier, NotifyError};
 use ebs_lifecycle_core::model::{Snapshot, SnapshotState, Tags};
 use ebs_lifecycle_core::notify::{Notification, NotificationKind};
@@ -119,6 +119,15 @@ impl Ledger for Ec2Model {
         Ok(Vec::new())
     }
     async fn forget_copy(&self, _: &str) -> Result<(), LedgerError> {
+        Ok(())
+    }
+    async fn begin_copy(&self, _: &CopyInFlight) -> Result<(), LedgerError> {
+        Ok(())
+    }
+    async fn copies_in_flight(&self) -> Result<Vec<CopyInFlight>, LedgerError> {
+        Ok(Vec::new())
+    }
+    async fn end_copy(&self, _: &str, _: &str) -> Result<(), LedgerError> {
         Ok(())
     }
     async fn reserve_deletions(

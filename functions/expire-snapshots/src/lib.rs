@@ -12,7 +12,8 @@
 //! 4. delete the deletable ones, oldest first, paced under EC2's
 //!    DeleteSnapshot token bucket, each one authorized by the safety gate
 //!    within the grant the stack's ledger gives (`MAX_DELETIONS` over 24
-//!    hours, across runs); `DRY_RUN` walks the same plan and deletes nothing;
+//!    hours, across runs), never a source whose copy to another region
+//!    is in flight (the ledger's record); `DRY_RUN` walks the same plan and deletes nothing;
 //! 5. log and return a plan users can read, emit metrics, notify.
 
 use std::collections::BTreeSet;
@@ -216,11 +217,20 @@ pub async fn handle(
         .map(|v| v.id)
         .collect();
 
+    // A copy to another region reads its source until it completes.
+    let copying = ports
+        .ledger
+        .copies_in_flight()
+        .await?
+        .into_iter()
+        .map(|c| c.source_snapshot_id)
+        .collect();
     let facts = AccountFacts {
         deployment: config.deployment_name.clone(),
         ami_snapshot_ids,
         locked_snapshot_ids,
         held_for_review,
+        copying,
         now,
     };
     let planning = DeletionGate::new(facts.clone(), &snapshots, config.max_deletions);

@@ -26,6 +26,9 @@ pub enum NotificationKind {
     /// A snapshot carries this deployment's tags but not its proof
     /// (`crate::ownership`): somebody wrote them.
     TamperingSuspected,
+    /// A copy to another region failed, or could not be started for a
+    /// reason a person must fix (the target's key).
+    CopyFailed,
 }
 
 impl NotificationKind {
@@ -39,6 +42,7 @@ impl NotificationKind {
             Self::ConfigError => "config-error",
             Self::ConsistencyFailed => "consistency-failed",
             Self::TamperingSuspected => "tampering-suspected",
+            Self::CopyFailed => "copy-failed",
         }
     }
 }

@@ -286,6 +286,19 @@ impl Config {
                 ),
             ));
         }
+        if let Some(p) = policies
+            .iter()
+            .find(|p| p.copies.iter().any(|t| t.region == identity.region))
+        {
+            return Err(invalid(
+                "POLICIES",
+                &p.name,
+                &format!(
+                    "a copy target is {}, the region the stack runs in: a disaster-recovery copy goes to another region",
+                    identity.region
+                ),
+            ));
+        }
         let ledger_table = get("LEDGER_TABLE").ok_or(ConfigError::Missing {
             variable: "LEDGER_TABLE",
         })?;

@@ -54,6 +54,19 @@ impl Ec2Error {
             Some("IncorrectState" | "IncorrectInstanceState") => Self::IncorrectState { message },
             Some("InvalidSnapshot.InUse") => Self::SnapshotInUse { message },
             Some("InvalidSnapshot.NotFound") => Self::SnapshotNotFound,
+            Some("ResourceLimitExceeded") => Self::ResourceLimitExceeded,
+            Some(code)
+                if code.starts_with("KMS")
+                    || code.starts_with("InvalidKMSKey")
+                    || code == "InvalidKeyId"
+                    || code == "DisabledException"
+                    || code == "NotFoundException" && operation == "CopySnapshot" =>
+            {
+                Self::KeyUnusable {
+                    code: code.into(),
+                    message,
+                }
+            }
             Some(code) => Self::Service {
                 operation,
                 code: code.into(),
@@ -548,12 +561,15 @@ impl AccountSettings for Ec2Adapter {
 #[async_trait]
 impl SnapshotCopier for Ec2Adapter {
     async fn copy_snapshot(&self, request: &CopySnapshotRequest) -> Result<String, Ec2Error> {
-        let region = self
-            .client
-            .config()
-            .region()
-            .map(|r| r.as_ref().to_string())
-            .unwrap_or_default();
+        let region = match &request.source_region {
+            Some(region) => region.clone(),
+            None => self
+                .client
+                .config()
+                .region()
+                .map(|r| r.as_ref().to_string())
+                .unwrap_or_default(),
+        };
         let out = self
             .client
             .copy_snapshot()

@@ -7,12 +7,14 @@
 //! |---|---|---|
 //! | `stop` | instance id | `policy`, `stopped_at` |
 //! | `copy` | copy id | `source`, `volume`, `policy`, `slot`, `created_at` |
+//! | `inflight` | `<target>/<source id>` | `source`, `target`, `volume`, `policy`, `asked_at`, `copy` (once known), `expires_at` |
 //! | `deletions` | `window` | `hours` (hour start -> deletions granted), `version` |
 //! | `report` | snapshot id | `reported_at`, `expires_at` (the table's TTL) |
 //! | `cursor` | function | `value`: where its last daily run stopped |
 //!
 //! Every kind is bounded by what exists: instances stopped now, copies not
-//! yet deleted, 24 hours of deletions, suspects reported in the last 400 days.
+//! yet deleted, copies in flight (20 per destination region, and a record
+//! lives 30 days at most), 24 hours of deletions, suspects reported in the last 400 days.
 
 use std::collections::HashMap;
 
@@ -26,7 +28,7 @@ use ebs_lifecycle_core::ownership::CopyRecord;
 use ebs_lifecycle_core::tags::{format_time, parse_time};
 use ebs_lifecycle_core::window::DeletionWindow;
 
-use crate::ports::ledger::{Ledger, LedgerError, StopRecord};
+use crate::ports::ledger::{CopyInFlight, Ledger, LedgerError, StopRecord};
 
 /// BatchGetItem takes up to 100 keys.
 const BATCH_GET: usize = 100;
@@ -36,6 +38,10 @@ const ATTEMPTS: usize = 5;
 /// How long a `report` record lives: a suspect still there after this is
 /// reported again.
 const REPORT_TTL: Duration = Duration::days(400);
+/// How long an `inflight` record lives if nothing ends it: a copy still
+/// pending after a month is EC2's problem, not a reason to protect its
+/// source for ever.
+const IN_FLIGHT_TTL: Duration = Duration::days(30);
 
 fn unavailable<E, R>(operation: &'static str, err: SdkError<E, R>) -> LedgerError
 where
@@ -314,6 +320,58 @@ impl Ledger for DynamoLedger {
 
     async fn forget_copy(&self, copy_id: &str) -> Result<(), LedgerError> {
         self.delete("copy", copy_id).await
+    }
+
+    async fn begin_copy(&self, copy: &CopyInFlight) -> Result<(), LedgerError> {
+        let mut item = key(
+            "inflight",
+            &format!("{}/{}", copy.target, copy.source_snapshot_id),
+        );
+        item.insert("source".into(), s(&copy.source_snapshot_id));
+        item.insert("target".into(), s(&copy.target));
+        item.insert("volume".into(), s(&copy.volume_id));
+        item.insert("policy".into(), s(&copy.policy));
+        item.insert("asked_at".into(), s(&format_time(copy.asked_at)));
+        if let Some(id) = &copy.copy_id {
+            item.insert("copy".into(), s(id));
+        }
+        item.insert(
+            "expires_at".into(),
+            AttributeValue::N((copy.asked_at + IN_FLIGHT_TTL).timestamp().to_string()),
+        );
+        self.put(item).await
+    }
+
+    async fn copies_in_flight(&self) -> Result<Vec<CopyInFlight>, LedgerError> {
+        let mut pages = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", s("inflight"))
+            .consistent_read(true)
+            .into_paginator()
+            .send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| unavailable("Query", e))?;
+            out.extend(page.items().iter().filter_map(|item| {
+                Some(CopyInFlight {
+                    source_snapshot_id: text(item, "source")?.into(),
+                    target: text(item, "target")?.into(),
+                    volume_id: text(item, "volume")?.into(),
+                    policy: text(item, "policy")?.into(),
+                    asked_at: time(item, "asked_at")?,
+                    copy_id: text(item, "copy").map(String::from),
+                })
+            }));
+        }
+        Ok(out)
+    }
+
+    async fn end_copy(&self, source_snapshot_id: &str, target: &str) -> Result<(), LedgerError> {
+        self.delete("inflight", &format!("{target}/{source_snapshot_id}"))
+            .await
     }
 
     async fn reserve_deletions(

@@ -23,6 +23,11 @@ pub enum Metric {
     UnencryptedSnapshots,
     PublicSnapshots,
     StuckSnapshots,
+    /// Copies to another region seen completed by this run.
+    CrossRegionCopyCompleted,
+    /// Copies to another region that failed (EC2 state `error`) or that EC2
+    /// refused to start for good (an unusable key).
+    CrossRegionCopyFailed,
     /// Snapshots a run saw with this deployment's tags and without its proof.
     TamperingSuspected,
 }
@@ -39,6 +44,8 @@ impl Metric {
             Self::UnencryptedSnapshots => "UnencryptedSnapshots",
             Self::PublicSnapshots => "PublicSnapshots",
             Self::StuckSnapshots => "StuckSnapshots",
+            Self::CrossRegionCopyCompleted => "CrossRegionCopyCompleted",
+            Self::CrossRegionCopyFailed => "CrossRegionCopyFailed",
             Self::TamperingSuspected => "TamperingSuspected",
         }
     }

@@ -28,6 +28,8 @@ pub struct Environment {
     pub function: &'static str,
     pub config: Config,
     pub ec2: Ec2Adapter,
+    /// EC2 in each region a policy copies to (copy-snapshots), by region.
+    pub destinations: std::collections::BTreeMap<String, Ec2Adapter>,
     pub kms: KmsAdapter,
     /// SSM Run Command (create-snapshots' `application` policies).
     pub ssm: SsmAdapter,
@@ -49,6 +51,15 @@ fn notifier_for(sdk: &aws_config::SdkConfig, topic_arn: Option<&str>) -> Box<dyn
     }
 }
 
+/// EC2 in another region, with everything else (credentials, endpoint,
+/// retries) as the function's own.
+fn ec2_in(sdk: &aws_config::SdkConfig, region: &str) -> Ec2Adapter {
+    let config = aws_sdk_ec2::config::Builder::from(sdk)
+        .region(aws_config::Region::new(region.to_string()))
+        .build();
+    Ec2Adapter::new(aws_sdk_ec2::Client::from_conf(config))
+}
+
 /// Run `handler` for every invocation of the function named `function`.
 pub async fn serve<H, Fut, R, E>(
     function: &'static str,
@@ -68,6 +79,12 @@ where
                 function,
                 notifier: notifier_for(&sdk, config.topic_arn.as_deref()),
                 ec2: Ec2Adapter::new(aws_sdk_ec2::Client::new(&sdk)),
+                destinations: config
+                    .policies
+                    .copy_regions()
+                    .into_iter()
+                    .map(|region| (region.to_string(), ec2_in(&sdk, region)))
+                    .collect(),
                 kms: KmsAdapter::new(aws_sdk_kms::Client::new(&sdk)),
                 ssm: SsmAdapter::new(aws_sdk_ssm::Client::new(&sdk)),
                 ledger: DynamoLedger::new(

@@ -36,6 +36,15 @@ pub enum Ec2Error {
     SnapshotNotFound,
     #[error("the resource is in a state that does not allow this (IncorrectState): {message}")]
     IncorrectState { message: String },
+    /// Too many copies in progress into the region (EC2's quota, 20 by
+    /// default): nothing started, wait for a later run.
+    #[error("too many copies in progress into the region (ResourceLimitExceeded)")]
+    ResourceLimitExceeded,
+    /// The KMS key named cannot be used (disabled, pending deletion, no
+    /// grant, wrong region): nothing started, and nothing will until a
+    /// person fixes the key or its policy.
+    #[error("the KMS key cannot be used ({code}): {message}")]
+    KeyUnusable { code: String, message: String },
     #[error("{operation} failed: {code}: {message}")]
     Service {
         operation: &'static str,
@@ -60,6 +69,8 @@ impl Ec2Error {
             Self::SnapshotCreationPerVolumeRateExceeded => "per-volume-rate",
             Self::Throttled { .. } => "throttled",
             Self::IncorrectState { .. } => "incorrect-state",
+            Self::ResourceLimitExceeded => "resource-limit-exceeded",
+            Self::KeyUnusable { .. } => "key-unusable",
             Self::SnapshotInUse { .. } => "snapshot-in-use",
             Self::SnapshotNotFound => "snapshot-not-found",
             Self::Service { .. } => "service-error",
@@ -158,10 +169,13 @@ pub trait AccountSettings: Send + Sync {
     async fn snapshot_block_public_access(&self) -> Result<String, Ec2Error>;
 }
 
-/// An encrypted copy of a snapshot in this region, every tag at creation.
+/// An encrypted copy of a snapshot, every tag at creation. The copier is
+/// the destination region's.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CopySnapshotRequest {
     pub source_snapshot_id: String,
+    /// `None`: the source is in the copier's own region.
+    pub source_region: Option<String>,
     /// `None`: EC2 uses the region's default EBS key (the configuration
     /// always sets one for `REMEDIATE=all`).
     pub kms_key_id: Option<String>,

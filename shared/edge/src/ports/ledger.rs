@@ -32,6 +32,24 @@ pub struct StopRecord {
     pub stopped_at: DateTime<Utc>,
 }
 
+/// A copy to another region, from the moment it is asked for until it
+/// completes or fails (or is proven never started). Written before
+/// CopySnapshot is called: CopySnapshot has no idempotency token, so this
+/// record is what tells a later run that a copy whose answer was lost may
+/// exist, and what keeps expiry off its source meanwhile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopyInFlight {
+    pub source_snapshot_id: String,
+    /// The target's name (its region).
+    pub target: String,
+    pub volume_id: String,
+    pub policy: String,
+    /// When CopySnapshot was asked.
+    pub asked_at: DateTime<Utc>,
+    /// The copy, once EC2's answer is recorded.
+    pub copy_id: Option<String>,
+}
+
 #[async_trait]
 pub trait Ledger: Send + Sync {
     /// Record, before stopping it, that this deployment stops the instance.
@@ -47,6 +65,14 @@ pub trait Ledger: Send + Sync {
     async fn copies(&self, copy_ids: &[String]) -> Result<Vec<CopyRecord>, LedgerError>;
     /// The copy is deleted: forget it.
     async fn forget_copy(&self, copy_id: &str) -> Result<(), LedgerError>;
+
+    /// Record a copy to another region about to be asked for, or (with its
+    /// id) started.
+    async fn begin_copy(&self, copy: &CopyInFlight) -> Result<(), LedgerError>;
+    /// Every copy to another region in flight.
+    async fn copies_in_flight(&self) -> Result<Vec<CopyInFlight>, LedgerError>;
+    /// The copy completed, failed, or never started.
+    async fn end_copy(&self, source_snapshot_id: &str, target: &str) -> Result<(), LedgerError>;
 
     /// Grant up to `wanted` deletions without exceeding `max` within 24
     /// hours, counted across every run; returns the grant.
