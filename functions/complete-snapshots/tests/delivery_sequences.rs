@@ -55,6 +55,10 @@ impl SnapshotCatalog for Ec2Model {
         Ok(Vec::new())
     }
 
+    async fn copies_from(&self, _: &str, _: &str) -> Result<Vec<Snapshot>, Ec2Error> {
+        Ok(Vec::new())
+    }
+
     async fn owned_snapshots(&self) -> Result<Vec<Snapshot>, Ec2Error> {
         Ok(self.snapshots.lock().unwrap().values().cloned().collect())
     }

@@ -100,6 +100,23 @@ pub fn next_copy<'a>(
         .min_by_key(|s| (s.time, &s.id))
 }
 
+/// When a target makes its next copy after one of a source made at `t`:
+/// the schedule's first slot in a later bucket of the target's finest rule
+/// (every slot with `last`/`within` only). What the labels of copies
+/// project with, as a source's labels project with every slot.
+pub fn next_copy_after(
+    schedule: &crate::schedule::Schedule,
+    keep: &KeepRules,
+    t: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    let Some(rule) = finest_rule(keep) else {
+        return schedule.next_slot_after(t);
+    };
+    let tz = schedule.timezone();
+    let bucket_end = crate::retention::next_bucket_start(rule, &t.with_timezone(&tz))?;
+    schedule.next_slot_after(bucket_end - chrono::Duration::seconds(1))
+}
+
 /// One volume's next copy, for [`plan`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Candidate<'a> {

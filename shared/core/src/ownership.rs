@@ -121,6 +121,19 @@ impl Identity {
         self.scheduled(&longest_volume, policy, slot).len()
     }
 
+    /// True for a Description of the stack of the same name and account in
+    /// another region: StackSets give every region the same stack name, so
+    /// a sibling's disaster-recovery copies here, and ours there, carry the
+    /// same `lifecycle:managed-by`. Neither ours nor a forgery: left alone,
+    /// not reported.
+    pub fn is_sibling(&self, description: &str) -> bool {
+        let prefix = format!("{MARKER} {} {}/", self.deployment, self.account);
+        description
+            .strip_prefix(&prefix)
+            .and_then(|rest| rest.split_once(": "))
+            .is_some_and(|(region, _)| is_token(region) && region != self.region)
+    }
+
     /// What a Description claims, if it is in this deployment's format and
     /// names this deployment, account and region; `None` otherwise.
     pub fn read(&self, description: &str) -> Option<Claim> {
@@ -320,6 +333,17 @@ pub fn sift(
     snapshots: Vec<Snapshot>,
     scope: Scope,
 ) -> Sifted {
+    let mut sifted = Sifted::default();
+    let (siblings, snapshots): (Vec<Snapshot>, Vec<Snapshot>) =
+        snapshots.into_iter().partition(|s| {
+            s.description
+                .as_deref()
+                .is_some_and(|d| identity.is_sibling(d))
+        });
+    sifted.rejected.extend(siblings.into_iter().map(|mut s| {
+        s.description = None;
+        s
+    }));
     let mut checked: Vec<Checked> = snapshots
         .into_iter()
         .map(|mut s| {
@@ -336,7 +360,6 @@ pub fn sift(
     }
     sort_links(copies, &mut checked);
 
-    let mut sifted = Sifted::default();
     for (mut s, findings, made) in checked {
         // Proven (or not): nothing downstream reads it, and on a large
         // account its text is a good part of a snapshot's memory.
@@ -995,5 +1018,31 @@ mod tests {
         let sifted = sift_all(vec![copy], &[]);
         assert_eq!(findings(&sifted, "snap-dr"), ["copy-not-recorded"]);
         assert!(sifted.owned.is_empty());
+    }
+
+    #[test]
+    fn the_same_stack_name_in_another_region_is_a_sibling_not_a_suspect() {
+        let sibling = Identity {
+            region: "eu-central-1".into(),
+            ..me()
+        };
+        let mut theirs = made(
+            "snap-9",
+            "vol-9",
+            "2026-11-30T03:00:00Z",
+            "2026-11-30T03:00:12Z",
+        );
+        theirs.description = Some(sibling.copy("eu-central-1", "snap-1"));
+        assert!(me().is_sibling(theirs.description.as_deref().unwrap()));
+        assert!(!me().is_sibling(&me().copy("eu-west-1", "snap-1")));
+        let other_account = Identity {
+            account: "999999999999".into(),
+            ..sibling
+        };
+        assert!(!me().is_sibling(&other_account.copy("eu-central-1", "snap-1")));
+        let sifted = sift_all(vec![theirs], &[]);
+        assert!(sifted.owned.is_empty());
+        assert!(sifted.suspects.is_empty(), "{:?}", sifted.suspects);
+        assert_eq!(sifted.rejected.len(), 1);
     }
 }

@@ -368,7 +368,7 @@ pub struct Projection {
 }
 
 /// Start of the bucket after the one `local` is in, as a UTC instant.
-fn next_bucket_start(reason: KeepReason, local: &DateTime<Tz>) -> Option<DateTime<Utc>> {
+pub(crate) fn next_bucket_start(reason: KeepReason, local: &DateTime<Tz>) -> Option<DateTime<Utc>> {
     let reason = reason.calendar()?;
     let date = local.date_naive();
     let next = match reason {

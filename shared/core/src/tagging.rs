@@ -179,6 +179,56 @@ pub fn plan(sources: &Sources<'_>, snapshots: &[Snapshot]) -> TagPlan {
     out
 }
 
+/// The labels of disaster-recovery copies in one region. `kept_there`:
+/// the policies as that region keeps them (`Policies::as_kept_in`). Each
+/// source volume's copies are labelled by the target's rules, projected
+/// with a copy per bucket of its finest rule
+/// ([`crate::copies::next_copy_after`]); nothing else is written on a copy.
+pub fn label_copies(
+    deployment: &str,
+    kept_there: &Policies,
+    copies: &[Snapshot],
+    now: DateTime<Utc>,
+) -> TagPlan {
+    let mut out = TagPlan::default();
+    for ((_, policy_name), group) in expiry::retention_groups(copies, deployment) {
+        let Some(policy_name) = policy_name else {
+            continue;
+        };
+        out.examined += group.len();
+        let Some(policy) = kept_there.get(policy_name) else {
+            out.unknown_policy
+                .extend(group.iter().map(|s| s.id.clone()));
+            continue;
+        };
+        let keep = &policy.keep;
+        let projections: BTreeMap<String, retention::Projection> = retention::project(
+            keep,
+            policy.schedule.timezone(),
+            &expiry::candidates(&group, deployment, keep),
+            |t| crate::copies::next_copy_after(&policy.schedule, keep, t),
+        )
+        .into_iter()
+        .map(|p| (p.decision.id.clone(), p))
+        .collect();
+        for snapshot in group {
+            let labels = projections
+                .get(&snapshot.id)
+                .filter(|_| snapshot.state == SnapshotState::Completed)
+                .map(|p| labels_of(snapshot, p, now))
+                .unwrap_or_default();
+            let (change, skipped) = diff(snapshot, labels, Vec::new());
+            out.skipped.extend(skipped);
+            if change.is_empty() {
+                out.unchanged += 1;
+            } else {
+                out.changes.push(change);
+            }
+        }
+    }
+    out
+}
+
 /// `lifecycle:retained-by` and `lifecycle:expires-at` of one snapshot.
 fn labels_of(
     snapshot: &Snapshot,

@@ -324,6 +324,18 @@ impl SnapshotCatalog for Ec2Adapter {
         .await
     }
 
+    async fn copies_from(
+        &self,
+        deployment: &str,
+        source_region: &str,
+    ) -> Result<Vec<Snapshot>, Ec2Error> {
+        self.describe_snapshots(vec![
+            tag_filter(tags::MANAGED_BY, deployment),
+            tag_filter(tags::SOURCE_REGION, source_region),
+        ])
+        .await
+    }
+
     async fn snapshots_by_id(&self, ids: &[String]) -> Result<Vec<Snapshot>, Ec2Error> {
         let mut out = Vec::new();
         for chunk in ids.chunks(FILTER_VALUES) {

@@ -7,7 +7,7 @@
 //! |---|---|---|
 //! | `stop` | instance id | `policy`, `stopped_at` |
 //! | `copy` | copy id | `source`, `volume`, `policy`, `slot`, `created_at` |
-//! | `inflight` | `<target>/<source id>` | `source`, `target`, `volume`, `policy`, `asked_at`, `copy` (once known), `expires_at` |
+//! | `inflight` | `<target>/<source id>` | `source`, `target`, `volume`, `policy`, `slot`, `created_at`, `asked_at`, `copy` (once known), `expires_at` |
 //! | `deletions` | `window` | `hours` (hour start -> deletions granted), `version` |
 //! | `report` | snapshot id | `reported_at`, `expires_at` (the table's TTL) |
 //! | `cursor` | function | `value`: where its last daily run stopped |
@@ -332,6 +332,8 @@ impl Ledger for DynamoLedger {
         item.insert("volume".into(), s(&copy.volume_id));
         item.insert("policy".into(), s(&copy.policy));
         item.insert("asked_at".into(), s(&format_time(copy.asked_at)));
+        item.insert("slot".into(), s(&format_time(copy.slot)));
+        item.insert("created_at".into(), s(&format_time(copy.created_at)));
         if let Some(id) = &copy.copy_id {
             item.insert("copy".into(), s(id));
         }
@@ -361,6 +363,8 @@ impl Ledger for DynamoLedger {
                     target: text(item, "target")?.into(),
                     volume_id: text(item, "volume")?.into(),
                     policy: text(item, "policy")?.into(),
+                    slot: time(item, "slot")?,
+                    created_at: time(item, "created_at")?,
                     asked_at: time(item, "asked_at")?,
                     copy_id: text(item, "copy").map(String::from),
                 })

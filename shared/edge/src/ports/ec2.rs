@@ -124,6 +124,17 @@ pub trait SnapshotCatalog: Send + Sync {
         volume_ids: &[String],
     ) -> Result<Vec<Snapshot>, Ec2Error>;
 
+    /// The deployment's disaster-recovery copies of snapshots from
+    /// `source_region` (asked of the destination region's catalog):
+    /// server-side filters on `lifecycle:managed-by` and
+    /// `lifecycle:source-region`, so a stack of the same name in the
+    /// destination is not listed.
+    async fn copies_from(
+        &self,
+        deployment: &str,
+        source_region: &str,
+    ) -> Result<Vec<Snapshot>, Ec2Error>;
+
     /// Every snapshot the account owns, managed or not.
     async fn owned_snapshots(&self) -> Result<Vec<Snapshot>, Ec2Error>;
 

@@ -44,6 +44,10 @@ pub struct CopyInFlight {
     pub target: String,
     pub volume_id: String,
     pub policy: String,
+    /// The source's slot and retention time: what the copy's record says
+    /// once its id is known.
+    pub slot: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
     /// When CopySnapshot was asked.
     pub asked_at: DateTime<Utc>,
     /// The copy, once EC2's answer is recorded.
