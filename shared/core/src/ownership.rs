@@ -439,7 +439,7 @@ fn sort_links(copies: &BTreeMap<String, CopyRecord>, checked: &mut [Checked]) {
 
 /// A scheduled snapshot's claim: (EC2 volume, policy, slot). Copies have none.
 fn slot_key(s: &Snapshot) -> Option<SlotKey> {
-    if s.tags.contains_key(keys::ENCRYPTED_COPY_OF) {
+    if s.is_copy() {
         return None;
     }
     Some((

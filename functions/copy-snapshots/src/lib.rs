@@ -1,0 +1,414 @@
+//! copy-snapshots: disaster-recovery copies in other regions of the same
+//! account, each target with its own retention (docs/policies-and-tags.md,
+//! "Copies to other regions"; docs/functions.md).
+//!
+//! On every tick (hourly), from the one stack in the source region; nothing
+//! is deployed in a destination. Per destination region ([`region`]):
+//! 1. **prove**: list the deployment's copies there from this region and
+//!    keep only those the stack's ledger records; a copy whose CopySnapshot
+//!    answer was lost (timeout, crash) is found by its Description within
+//!    minutes of the ask, or proven never started;
+//! 2. **track**: pending -> completed (tags, `CrossRegionCopyCompleted`) or
+//!    failed (tags, `copy-failed` once, `CrossRegionCopyFailed`), by polling:
+//!    the destination's events do not reach this region;
+//! 3. **choose** (`ebs_lifecycle_core::copies`): per policy target and
+//!    source volume, the next snapshot worth a copy by the target's finest
+//!    rule, one in flight per volume, oldest first, at most 20 in flight per
+//!    region;
+//! 4. **start**: the ledger's in-flight record first (CopySnapshot has no
+//!    idempotency token), then CopySnapshot encrypted with the target's key,
+//!    every tag at creation, the deployment's Description;
+//! 5. **keep**: the target's `keep` per source volume under every safety
+//!    rule, within the 24-hour `MAX_DELETIONS` budget expire-snapshots
+//!    shares; `DRY_RUN` deletes nothing;
+//! 6. **label**: `lifecycle:retained-by` and `lifecycle:expires-at`.
+//!
+//! Then one summary, metrics and notifications, as every function.
+
+mod region;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use lambda_runtime::Diagnostic;
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use ebs_lifecycle::config::Config;
+use ebs_lifecycle::lambda::deadline::Deadline;
+use ebs_lifecycle::lambda::metrics::{self, Metric};
+use ebs_lifecycle::lambda::ownership;
+pub use ebs_lifecycle::lambda::pacing::Pacing;
+use ebs_lifecycle::lambda::run::{self, RunHeader};
+use ebs_lifecycle::ports::ec2::{
+    Ec2Error, SnapshotCatalog, SnapshotCopier, SnapshotDeleter, SnapshotProtections,
+    SnapshotTagger,
+};
+use ebs_lifecycle::ports::ledger::{Ledger, LedgerError};
+use ebs_lifecycle::ports::notifier::Notifier;
+use ebs_lifecycle_core::events::{EventError, Tick};
+use ebs_lifecycle_core::model::{completed_copies, Snapshot, SnapshotState};
+use ebs_lifecycle_core::notify::{Notification, NotificationKind, Severity};
+use ebs_lifecycle_core::ownership::{Scope, Suspect};
+
+pub const FUNCTION: &str = "copy-snapshots";
+
+/// CopySnapshot draws on EC2's mutating-action bucket of the destination
+/// region (refilled at 5 a second); a run starts at most 20 per region.
+pub const COPY_PACING: Pacing = Pacing {
+    burst: 20,
+    interval: Duration::from_millis(200),
+};
+
+/// DeleteSnapshot in a destination, as expire-snapshots paces it.
+pub const DELETE_PACING: Pacing = Pacing {
+    burst: 50,
+    interval: Duration::from_millis(200),
+};
+
+/// What the function needs of one destination region: its EC2.
+#[derive(Clone, Copy)]
+pub struct Destination<'a> {
+    pub catalog: &'a dyn SnapshotCatalog,
+    pub protections: &'a dyn SnapshotProtections,
+    pub copier: &'a dyn SnapshotCopier,
+    pub deleter: &'a dyn SnapshotDeleter,
+    pub tagger: &'a dyn SnapshotTagger,
+}
+
+#[derive(Clone, Copy)]
+pub struct Ports<'a> {
+    /// EC2 of the source region (where the stack runs).
+    pub catalog: &'a dyn SnapshotCatalog,
+    /// EC2 of every region a policy copies to, by region.
+    pub destinations: &'a BTreeMap<String, Destination<'a>>,
+    pub notifier: &'a dyn Notifier,
+    /// The stack's own record: copies made and in flight, deletions.
+    pub ledger: &'a dyn Ledger,
+    pub copy_pacing: Pacing,
+    pub delete_pacing: Pacing,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CopyError {
+    #[error("rejected event: {0}")]
+    InvalidEvent(#[from] EventError),
+    /// Without the source's snapshots nothing is chosen.
+    #[error("could not list this region's snapshots, nothing copied: {0}")]
+    SourceUnavailable(Ec2Error),
+    /// Without the ledger no copy is proven and none may start.
+    #[error("could not use the stack's ledger, nothing copied: {0}")]
+    LedgerUnavailable(#[from] LedgerError),
+}
+
+impl From<CopyError> for Diagnostic {
+    fn from(error: CopyError) -> Self {
+        let error_type = match error {
+            CopyError::InvalidEvent(_) => "InvalidEvent",
+            CopyError::SourceUnavailable(_) => "SourceUnavailable",
+            CopyError::LedgerUnavailable(_) => "LedgerUnavailable",
+        };
+        Diagnostic {
+            error_type: error_type.into(),
+            error_message: error.to_string(),
+        }
+    }
+}
+
+/// A copy started this run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Started {
+    pub source_snapshot_id: String,
+    pub copy_id: String,
+    pub volume_id: String,
+    pub policy: String,
+}
+
+/// A copy that failed, or that EC2 refused to start for a reason a person
+/// must fix.
+#[derive(Debug, Clone, Serialize)]
+pub struct Failed {
+    pub source_snapshot_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub copy_id: Option<String>,
+    pub error_kind: String,
+    pub error: String,
+    /// False when a run before this one already reported it (a refused
+    /// start is tried again each run until the key is fixed).
+    #[serde(skip)]
+    pub first_report: bool,
+}
+
+/// A copy deleted by the target's retention, or its failure.
+#[derive(Debug, Clone, Serialize)]
+pub struct Deletion {
+    pub copy_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// What one run did in one destination region.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RegionReport {
+    pub region: String,
+    /// The region could not be worked on this run (listing, ledger): the
+    /// next run tries again; other regions go on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub started: Vec<Started>,
+    /// Copies seen completed this run.
+    pub completed: Vec<String>,
+    pub failed: Vec<Failed>,
+    /// Copies found after their CopySnapshot answer was lost.
+    pub adopted: Vec<String>,
+    /// Asked, answer lost, not listed yet: looked for again next run.
+    pub unknown: Vec<String>,
+    /// Copies in progress after this run.
+    pub in_flight: usize,
+    /// Worth a copy, not started: the region's 20 in flight, throttling,
+    /// the quota (`ResourceLimitExceeded`) or the deadline. Next run.
+    pub waiting: usize,
+    /// The deployment's copies there, proven.
+    pub copies: usize,
+    /// Deleted (in a dry run: would be) by the targets' retention.
+    pub deleted: Vec<Deletion>,
+    pub delete_failed: Vec<Deletion>,
+    /// Deletable, not reached: `MAX_DELETIONS` or the deadline.
+    pub left_for_later: usize,
+    /// Copies whose labels changed.
+    pub labelled: usize,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Counts {
+    /// Completed source snapshots of policies with copies.
+    pub sources: usize,
+    pub started: usize,
+    pub completed: usize,
+    pub failed: usize,
+    pub in_flight: usize,
+    pub waiting: usize,
+    pub deleted: usize,
+    pub delete_failed: usize,
+    pub regions_failed: usize,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RunSummary {
+    #[serde(flatten)]
+    pub header: RunHeader,
+    pub dry_run: bool,
+    pub counts: Counts,
+    pub regions: Vec<RegionReport>,
+}
+
+/// Run one tick: every destination region in turn.
+pub async fn handle(
+    ports: Ports<'_>,
+    config: &Config,
+    event: &Value,
+    now: DateTime<Utc>,
+    deadline: Deadline,
+) -> Result<RunSummary, CopyError> {
+    Tick::parse(event)?;
+    let mut summary = RunSummary {
+        header: RunHeader::new(FUNCTION, config, now, "tick"),
+        dry_run: config.dry_run,
+        ..RunSummary::default()
+    };
+    let regions = config.policies.copy_regions();
+    if regions.is_empty() {
+        tracing::info!("copy-snapshots: no policy has copy targets; nothing to do");
+        return Ok(summary);
+    }
+
+    let listed = ports
+        .catalog
+        .managed_snapshots(&config.deployment_name)
+        .await
+        .map_err(CopyError::SourceUnavailable)?;
+    let sifted = ownership::sift(ports.ledger, config, listed, Scope::WholeVolumes).await?;
+    let mut suspects: Vec<Suspect> = sifted.suspects;
+    let sources = sources(config, sifted.owned);
+    summary.counts.sources = sources.values().map(Vec::len).sum();
+    let in_flight = ports.ledger.copies_in_flight().await?;
+
+    for region_name in regions {
+        let mut report = RegionReport {
+            region: region_name.to_string(),
+            ..RegionReport::default()
+        };
+        let Some(destination) = ports.destinations.get(region_name) else {
+            report.error = Some("no EC2 client for this region (a start-up bug)".into());
+            summary.regions.push(report);
+            continue;
+        };
+        let work = region::Region {
+            ports,
+            destination: *destination,
+            config,
+            name: region_name,
+            now,
+            deadline,
+        };
+        let in_flight_here: Vec<_> = in_flight
+            .iter()
+            .filter(|c| c.target == region_name)
+            .cloned()
+            .collect();
+        if let Err(e) = work
+            .run(&sources, in_flight_here, &mut report, &mut suspects)
+            .await
+        {
+            tracing::warn!(region = region_name, error = %e, "copy-snapshots: region left for the next run");
+            report.error = Some(e);
+        }
+        summary.regions.push(report);
+    }
+    count(&mut summary);
+    emit_metrics(config, &summary, suspects.len());
+    log(&summary);
+    let mut notifications =
+        ownership::report(ports.ledger, config, &suspects, now, &mut summary.header).await;
+    notifications.extend(self::notifications(config, &summary));
+    run::publish(ports.notifier, &notifications, &mut summary.header).await;
+    Ok(summary)
+}
+
+/// A source snapshot worth copying: completed, counted by retention (an
+/// original whose encrypted copy is done gives way to the copy), of a
+/// policy with targets. By (policy, source volume).
+pub(crate) type Sources = BTreeMap<(String, String), Vec<Snapshot>>;
+
+fn sources(config: &Config, owned: Vec<Snapshot>) -> Sources {
+    let copies: BTreeSet<String> = completed_copies(owned.iter())
+        .into_iter()
+        .map(String::from)
+        .collect();
+    let copies: BTreeSet<&str> = copies.iter().map(String::as_str).collect();
+    let mut out: Sources = BTreeMap::new();
+    for s in &owned {
+        let Some(policy) = s.tags.get(ebs_lifecycle_core::tags::POLICY) else {
+            continue;
+        };
+        let with_targets = config
+            .policies
+            .get(policy)
+            .is_some_and(|p| !p.copies.is_empty());
+        if !with_targets
+            || s.state != SnapshotState::Completed
+            || !s.counts_for_retention(&copies)
+            || s.retention_time().is_none()
+        {
+            continue;
+        }
+        let Some(volume) = s.source_volume_id() else {
+            continue;
+        };
+        out.entry((policy.clone(), volume.to_string()))
+            .or_default()
+            .push(s.clone());
+    }
+    out
+}
+
+fn count(summary: &mut RunSummary) {
+    let c = &mut summary.counts;
+    for r in &summary.regions {
+        c.started += r.started.len();
+        c.completed += r.completed.len();
+        c.failed += r.failed.len();
+        c.in_flight += r.in_flight;
+        c.waiting += r.waiting;
+        c.deleted += r.deleted.len();
+        c.delete_failed += r.delete_failed.len();
+        c.regions_failed += usize::from(r.error.is_some());
+    }
+}
+
+fn headline(summary: &RunSummary) -> String {
+    let c = &summary.counts;
+    format!(
+        "copy-snapshots: started {}, completed {}, failed {}, in flight {}, waiting {}, {} {} old copies{}",
+        c.started,
+        c.completed,
+        c.failed,
+        c.in_flight,
+        c.waiting,
+        if summary.dry_run { "would delete" } else { "deleted" },
+        c.deleted,
+        if c.regions_failed > 0 {
+            format!(", {} regions left for the next run", c.regions_failed)
+        } else {
+            String::new()
+        }
+    )
+}
+
+fn emit_metrics(config: &Config, summary: &RunSummary, suspects: usize) {
+    let c = &summary.counts;
+    metrics::emit_for_run(
+        config,
+        FUNCTION,
+        &[
+            (Metric::CrossRegionCopyCompleted, c.completed as u64),
+            (Metric::CrossRegionCopyFailed, c.failed as u64),
+            (
+                Metric::SnapshotsDeleteCompleted,
+                if summary.dry_run { 0 } else { c.deleted as u64 },
+            ),
+            (Metric::SnapshotsDeleteFailed, c.delete_failed as u64),
+            (Metric::TamperingSuspected, suspects as u64),
+        ],
+    );
+}
+
+/// What the run tells people, from its summary alone: one `copy-failed`
+/// per failed copy (each is seen failing once: its tags then say so) and
+/// per refused start (the ledger remembers it was reported), and a warning
+/// when a region could not be worked on or a deletion failed.
+pub fn notifications(config: &Config, summary: &RunSummary) -> Vec<Notification> {
+    let mut out = Vec::new();
+    for r in &summary.regions {
+        for f in r.failed.iter().filter(|f| f.first_report) {
+            out.push(Notification {
+                kind: NotificationKind::CopyFailed,
+                severity: Severity::Warning,
+                deployment: config.deployment_name.clone(),
+                summary: format!(
+                    "copy of {} to {} failed: {}",
+                    f.source_snapshot_id, r.region, f.error_kind
+                ),
+                details: json!({
+                    "region": r.region,
+                    "source_snapshot_id": f.source_snapshot_id,
+                    "copy_id": f.copy_id,
+                    "error_kind": f.error_kind,
+                    "error": f.error,
+                    "next": match f.error_kind.as_str() {
+                        "key-unusable" => "Fix the target's KMS key (enabled, in that region, its key policy letting this stack's role use it); the next run copies again.",
+                        _ => "The next run copies this volume again from its next eligible snapshot; the failed copy is removed after 72 hours.",
+                    },
+                }),
+            });
+        }
+    }
+    let c = &summary.counts;
+    if c.regions_failed > 0 || c.delete_failed > 0 {
+        out.push(Notification {
+            kind: NotificationKind::RunSummary,
+            severity: Severity::Warning,
+            deployment: config.deployment_name.clone(),
+            summary: headline(summary),
+            details: json!(summary),
+        });
+    }
+    // Copies started and completed are the hourly routine: metrics and the
+    // log tell them, not a message every hour.
+    out
+}
+
+fn log(summary: &RunSummary) {
+    tracing::info!(summary = %run::for_log(summary), "{}", headline(summary));
+}
