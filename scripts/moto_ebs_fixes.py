@@ -10,6 +10,15 @@ EC2 documents:
   with the region's default EBS key; moto leaves the copy unencrypted.
   check-encryption's remediation is exactly that copy.
 
+- A copy to another region (CopySnapshot with a ``SourceRegion`` other than
+  its own) is ``pending`` for ``COPY_MINUTES`` (30) minutes of moto's clock,
+  then ``completed``, or ``error`` if its KMS key was disabled or scheduled
+  for deletion meanwhile; its VolumeId is EC2's placeholder
+  ``vol-ffffffff``. moto completes every copy at once and keeps the
+  source's VolumeId; copy-snapshots tracks copies from pending to completed
+  or failed and must not read a copy's VolumeId. (Copies within a region,
+  check-encryption's, still complete at once.)
+
 - RegisterImage with a snapshot in its block device mappings makes an AMI
   backed by that snapshot (moto ignores the mappings and invents a snapshot
   of its own), so DescribeImages names it and DeleteSnapshot refuses it with
@@ -43,7 +52,11 @@ And one for speed, not behaviour:
 Everything else is moto as released (moto[server] pinned in requirements-dev.txt).
 """
 
+import datetime
+
 import moto.backends
+from moto.core.utils import utcnow
+from moto.ec2.models.elastic_block_store import Snapshot
 from moto.core.responses import ActionResult
 from moto.ec2.models.core import TaggedEC2Resource
 import re
@@ -65,16 +78,61 @@ def _create_snapshot_with_volume_key(self, volume_id, *args, **kwargs):  # type:
     return snapshot
 
 
+COPY_MINUTES = 30
+_PLACEHOLDER_VOLUME = "vol-ffffffff"
+
+
 def _copy_snapshot_honouring_encrypted(self):  # type: ignore[no-untyped-def]
     before = set(self.ec2_backend.snapshots)
     result = _copy_snapshot(self)
-    if str(self._get_param("Encrypted", "false")).lower() == "true":
-        for snapshot_id in set(self.ec2_backend.snapshots) - before:
-            snapshot = self.ec2_backend.snapshots[snapshot_id]
+    encrypted = str(self._get_param("Encrypted", "false")).lower() == "true"
+    source_region = self._get_param("SourceRegion")
+    for snapshot_id in set(self.ec2_backend.snapshots) - before:
+        snapshot = self.ec2_backend.snapshots[snapshot_id]
+        if encrypted:
             snapshot.encrypted = True
             if not snapshot.kms_key_id:
                 snapshot.kms_key_id = self.ec2_backend._create_default_encryption_key()
+        if source_region and source_region != self.ec2_backend.region_name:
+            snapshot.status = "pending"
+            snapshot.copy_completes_at = snapshot.start_time + datetime.timedelta(minutes=COPY_MINUTES)
     return result
+
+
+def _key_usable(account_id, region, key_id):  # type: ignore[no-untyped-def]
+    from moto.kms.models import kms_backends
+
+    try:
+        key = kms_backends[account_id][region].describe_key(key_id)
+    except Exception:  # noqa: BLE001  (an unknown key fails the copy, as on EC2)
+        return False
+    return key.key_state == "Enabled"
+
+
+def _settle_copies(backend):  # type: ignore[no-untyped-def]
+    now = utcnow()
+    for snapshot in backend.snapshots.values():
+        completes_at = getattr(snapshot, "copy_completes_at", None)
+        if snapshot.status != "pending" or completes_at is None or now < completes_at:
+            continue
+        usable = not snapshot.kms_key_id or _key_usable(
+            backend.account_id, backend.region_name, snapshot.kms_key_id
+        )
+        snapshot.status = "completed" if usable else "error"
+
+
+_backend_describe_snapshots = EBSBackend.describe_snapshots
+
+
+def _describe_snapshots_settling_copies(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+    _settle_copies(self)
+    return _backend_describe_snapshots(self, *args, **kwargs)
+
+
+def _snapshot_volume_id(self):  # type: ignore[no-untyped-def]
+    if getattr(self, "copy_completes_at", None) is not None:
+        return _PLACEHOLDER_VOLUME
+    return self.volume.id
 
 
 def _own_tags(self):  # type: ignore[no-untyped-def]
@@ -143,5 +201,7 @@ moto.backends.list_of_moto_modules = lambda: _MOTO_MODULES
 EC2Response.describe_locked_snapshots = _describe_locked_snapshots
 EC2Response.get_snapshot_block_public_access_state = _get_snapshot_block_public_access_state
 EBSBackend.create_snapshot = _create_snapshot_with_volume_key
+EBSBackend.describe_snapshots = _describe_snapshots_settling_copies
+Snapshot.volume_id = property(_snapshot_volume_id)
 TaggedEC2Resource.get_tags = _own_tags
 ElasticBlockStore.copy_snapshot = _copy_snapshot_honouring_encrypted

@@ -165,6 +165,34 @@ impl Moto {
         )))
     }
 
+    /// SDK configuration for another region of this server (moto keeps
+    /// regions apart).
+    pub fn sdk_config_in(&self, region: &str) -> aws_config::SdkConfig {
+        self.sdk_config()
+            .into_builder()
+            .region(Region::new(region.to_string()))
+            .build()
+    }
+
+    /// EC2 in another region of this server.
+    pub fn ec2_in(&self, region: &str) -> aws_sdk_ec2::Client {
+        aws_sdk_ec2::Client::new(&self.sdk_config_in(region))
+    }
+
+    /// A customer managed KMS key in `region`; returns its ARN.
+    pub async fn kms_key_in(&self, region: &str) -> String {
+        aws_sdk_kms::Client::new(&self.sdk_config_in(region))
+            .create_key()
+            .send()
+            .await
+            .unwrap()
+            .key_metadata()
+            .unwrap()
+            .arn()
+            .unwrap()
+            .to_string()
+    }
+
     pub fn dynamodb(&self) -> aws_sdk_dynamodb::Client {
         aws_sdk_dynamodb::Client::new(&self.sdk_config())
     }

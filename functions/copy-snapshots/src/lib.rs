@@ -42,8 +42,7 @@ use ebs_lifecycle::lambda::ownership;
 pub use ebs_lifecycle::lambda::pacing::Pacing;
 use ebs_lifecycle::lambda::run::{self, RunHeader};
 use ebs_lifecycle::ports::ec2::{
-    Ec2Error, SnapshotCatalog, SnapshotCopier, SnapshotDeleter, SnapshotProtections,
-    SnapshotTagger,
+    Ec2Error, SnapshotCatalog, SnapshotCopier, SnapshotDeleter, SnapshotProtections, SnapshotTagger,
 };
 use ebs_lifecycle::ports::ledger::{Ledger, LedgerError};
 use ebs_lifecycle::ports::notifier::Notifier;

@@ -169,7 +169,9 @@ impl Region<'_> {
         };
         let done: Vec<String> = copies
             .iter()
-            .filter(|s| s.state == SnapshotState::Completed && !tagged(s, LifecycleState::Completed))
+            .filter(|s| {
+                s.state == SnapshotState::Completed && !tagged(s, LifecycleState::Completed)
+            })
             .map(|s| s.id.clone())
             .collect();
         let failed: Vec<String> = copies
@@ -555,12 +557,8 @@ impl Region<'_> {
     /// `lifecycle:retained-by` and `lifecycle:expires-at` on the copies.
     async fn label(&self, copies: &[Snapshot], report: &mut RegionReport) {
         let kept_there = self.config.policies.as_kept_in(self.name);
-        let plan = tagging::label_copies(
-            &self.config.deployment_name,
-            &kept_there,
-            copies,
-            self.now,
-        );
+        let plan =
+            tagging::label_copies(&self.config.deployment_name, &kept_there, copies, self.now);
         for batch in tagging::batches(&plan.changes, TAG_BATCH) {
             if self.deadline.is_near() {
                 break;
