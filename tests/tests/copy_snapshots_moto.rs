@@ -18,6 +18,7 @@ use ebs_lifecycle::ports::ledger::Ledger;
 use ebs_lifecycle_core::model::{Snapshot, SnapshotState};
 use ebs_lifecycle_core::notify::NotificationKind;
 use ebs_lifecycle_core::tags;
+use integration_tests::fault_proxy::{Fault, FaultProxy};
 use integration_tests::*;
 
 const DESTINATION: &str = "eu-central-1";
@@ -36,8 +37,12 @@ struct World {
 impl World {
     fn new() -> Self {
         let moto = Moto::start();
-        let source = Ec2Adapter::new(moto.ec2());
         let destination = Ec2Adapter::new(moto.ec2_in(DESTINATION));
+        Self::with_destination(moto, destination)
+    }
+
+    fn with_destination(moto: Moto, destination: Ec2Adapter) -> Self {
+        let source = Ec2Adapter::new(moto.ec2());
         Self {
             moto,
             source,
@@ -287,4 +292,74 @@ async fn a_source_being_copied_is_not_expired_and_a_failed_copy_is_reported_once
         .map(|c| c.tags[tags::COPY_OF].clone())
         .collect();
     assert_eq!(left, [second]);
+}
+
+#[tokio::test]
+async fn a_lost_answer_is_found_again_and_throttling_waits_never_a_copy_twice() {
+    let moto = Moto::start();
+    let proxy = FaultProxy::start(&moto.endpoint).await;
+    let through_proxy = proxy
+        .sdk_config(std::time::Duration::from_secs(5))
+        .into_builder()
+        .region(aws_sdk_ec2::config::Region::new(DESTINATION))
+        .build();
+    let world = World::with_destination(
+        moto,
+        Ec2Adapter::new(aws_sdk_ec2::Client::new(&through_proxy)),
+    );
+    let ec2 = world.moto.ec2();
+    let key = world.moto.kms_key_in(DESTINATION).await;
+    let config = config(&policies(&key, r#"{"last": 10}"#, r#"{"last": 3}"#));
+    let a = create_volume(&ec2, 8, &[("Backup", "gold")]).await;
+    let b = create_volume(&ec2, 8, &[("Backup", "gold")]).await;
+    let a1 = managed_snapshot(&world.moto, &a, "itest", "gold", &[]).await;
+    let b1 = managed_snapshot(&world.moto, &b, "itest", "gold", &[]).await;
+
+    // EC2 starts the first copy and the answer is lost; the second is
+    // throttled through every retry.
+    proxy.inject("CopySnapshot", 1, Fault::ResetAfterForward);
+    proxy.inject(
+        "CopySnapshot",
+        ebs_lifecycle::aws::MAX_ATTEMPTS as usize,
+        Fault::Throttle,
+    );
+    let now = t("2026-03-03T00:20:00Z");
+    let first = world.copy(&config, now).await;
+    let region = &first.regions[0];
+    assert!(region.started.is_empty(), "{first:?}");
+    assert_eq!(region.unknown, [a1.clone()]);
+    assert_eq!(region.waiting, 1);
+    assert_eq!(world.copies().await.len(), 1, "EC2 did start the first");
+    let in_flight = world.moto.ledger().copies_in_flight().await.unwrap();
+    assert_eq!(in_flight.len(), 1, "the throttled one left no record");
+    assert_eq!(in_flight[0].copy_id, None);
+
+    // The next run finds the copy by its Description instead of copying
+    // again, and starts the throttled one.
+    let copies_asked = proxy.requests("CopySnapshot");
+    let second = world.copy(&config, now + Duration::hours(1)).await;
+    let region = &second.regions[0];
+    assert_eq!(region.adopted.len(), 1, "{second:?}");
+    assert_eq!(
+        region.completed, region.adopted,
+        "and it completed meanwhile"
+    );
+    assert_eq!(region.started.len(), 1, "{second:?}");
+    assert_eq!(region.started[0].source_snapshot_id, b1);
+    assert_eq!(proxy.requests("CopySnapshot"), copies_asked + 1);
+    let copied: Vec<String> = world
+        .copies()
+        .await
+        .iter()
+        .map(|c| c.tags[tags::COPY_OF].clone())
+        .collect();
+    assert_eq!(copied.len(), 2);
+    assert!(copied.contains(&a1) && copied.contains(&b1));
+    // The adopted copy is proven like any other: no tampering reported.
+    assert!(second.header.tampering_suspected.is_empty());
+    assert!(
+        world.notifier.sent().is_empty(),
+        "{:?}",
+        world.notifier.sent()
+    );
 }
