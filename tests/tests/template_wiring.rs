@@ -349,6 +349,7 @@ fn every_function_has_its_schedule_and_each_schedule_sends_a_tick() {
         ("TagSnapshotsFunction", "Backfill"),
         ("CheckEncryptionFunction", "Daily"),
         ("ExpireSnapshotsFunction", "Daily"),
+        ("CopySnapshotsFunction", "Tick"),
     ]);
     let names: Vec<&str> = functions.keys().map(String::as_str).collect();
     assert_eq!(names, expected.keys().copied().collect::<Vec<_>>());
@@ -371,6 +372,7 @@ fn every_function_has_its_schedule_and_each_schedule_sends_a_tick() {
     // The two functions that act only on their schedule have no rule.
     assert!(functions["CreateSnapshotsFunction"].rules.is_empty());
     assert!(functions["ExpireSnapshotsFunction"].rules.is_empty());
+    assert!(functions["CopySnapshotsFunction"].rules.is_empty());
 }
 
 /// The template as JSON (short tags such as `!Sub` become `{"!Sub": ...}`).
@@ -663,7 +665,7 @@ fn logs_and_their_key_survive_the_stack() {
             name
         })
         .collect();
-    assert_eq!(kept.len(), 6, "five log groups and the stack key: {kept:?}");
+    assert_eq!(kept.len(), 7, "six log groups and the stack key: {kept:?}");
 }
 
 /// Starting an instance with customer-managed-key volumes needs a KMS grant
@@ -764,7 +766,7 @@ fn each_function_reads_and_writes_only_its_own_ledger_records() {
         ledger["Properties"]["TimeToLiveSpecification"]["AttributeName"],
         "expires_at"
     );
-    let expected: [(&str, &[&str], &[&str]); 5] = [
+    let expected: [(&str, &[&str], &[&str]); 6] = [
         (
             "CreateSnapshotsFunction",
             &["Query", "PutItem", "DeleteItem"],
@@ -787,8 +789,13 @@ fn each_function_reads_and_writes_only_its_own_ledger_records() {
         ),
         (
             "ExpireSnapshotsFunction",
-            &["BatchGetItem", "GetItem", "PutItem", "DeleteItem"],
-            &["copy", "deletions", "report"],
+            &["BatchGetItem", "GetItem", "PutItem", "DeleteItem", "Query"],
+            &["copy", "deletions", "report", "inflight"],
+        ),
+        (
+            "CopySnapshotsFunction",
+            &["BatchGetItem", "GetItem", "PutItem", "DeleteItem", "Query"],
+            &["copy", "inflight", "deletions", "report"],
         ),
     ];
     for (function, actions, keys) in expected {
@@ -952,4 +959,63 @@ fn the_organisation_template_deploys_what_the_sam_template_does() {
         "{}",
         String::from_utf8_lossy(&lint.stdout)
     );
+}
+
+/// copy-snapshots may copy only the deployment's snapshots of this region,
+/// only into the target regions, only under the target keys; tag only at
+/// creation or its own copies' state and labels; delete only its own
+/// copies there. Without targets it has no copy permission at all.
+#[test]
+fn copy_permissions_are_the_deployments_snapshots_the_target_regions_and_keys() {
+    let template = template_json();
+    let policy = &template["Resources"]["CopyToTargetRegionsPolicy"];
+    assert_eq!(policy["Condition"], "HasCopyTargets");
+    assert_eq!(
+        policy["Properties"]["Roles"],
+        json!([{"!Ref": "CopySnapshotsFunctionRole"}])
+    );
+    let statements = policy["Properties"]["PolicyDocument"]["Statement"]
+        .as_array()
+        .unwrap();
+    let stack = json!({"!Ref": "AWS::StackName"});
+    let regions = json!({"!Ref": "CopyTargetRegions"});
+    for s in statements {
+        let sid = s["Sid"].as_str().unwrap();
+        let action = s["Action"].to_string();
+        let equals = &s["Condition"]["StringEquals"];
+        if action.contains("ec2:") {
+            let own = equals["aws:ResourceTag/lifecycle:managed-by"] == stack
+                || equals["aws:RequestTag/lifecycle:managed-by"] == stack
+                || equals["ec2:CreateAction"] == "CopySnapshot";
+            assert!(own, "{sid}: not limited to the deployment's snapshots");
+            let any_region = s["Resource"].to_string().contains(":ec2:*::");
+            if any_region {
+                assert_eq!(equals["ec2:Region"], regions, "{sid}: any region");
+            }
+        }
+        if sid == "LabelOwnCopies" {
+            let keys = &s["Condition"]["ForAllValues:StringEquals"]["aws:TagKeys"];
+            assert_eq!(
+                keys,
+                &json!([
+                    "lifecycle:state",
+                    "lifecycle:completed-at",
+                    "lifecycle:retained-by",
+                    "lifecycle:expires-at"
+                ])
+            );
+        }
+        if sid == "EncryptCopiesWithTargetKeys" {
+            assert_eq!(s["Resource"], json!({"!Ref": "CopyTargetKmsKeyArns"}));
+        }
+    }
+    // Without the policy the role cannot copy, tag or delete anything.
+    let inline =
+        template["Resources"]["CopySnapshotsFunction"]["Properties"]["Policies"].to_string();
+    for action in ["ec2:CopySnapshot", "ec2:CreateTags", "ec2:DeleteSnapshot"] {
+        assert!(
+            !inline.contains(action),
+            "{action} outside the conditional policy"
+        );
+    }
 }
