@@ -327,7 +327,7 @@ async fn a_lost_answer_is_found_again_and_throttling_waits_never_a_copy_twice() 
     let first = world.copy(&config, now).await;
     let region = &first.regions[0];
     assert!(region.started.is_empty(), "{first:?}");
-    assert_eq!(region.unknown, [a1.clone()]);
+    assert_eq!(region.unknown, std::slice::from_ref(&a1));
     assert_eq!(region.waiting, 1);
     assert_eq!(world.copies().await.len(), 1, "EC2 did start the first");
     let in_flight = world.moto.ledger().copies_in_flight().await.unwrap();
