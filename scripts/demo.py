@@ -80,7 +80,13 @@ TICK_HOURS = (0, 6, 12, 18)
 # The template's default daily schedules (ReconcileSchedule, TagSchedule,
 # ExpirySchedule, EncryptionCheckSchedule).
 DAILY = [("04:15", "complete-snapshots"), ("04:30", "tag-snapshots"),
-         ("04:45", "expire-snapshots"), ("05:00", "check-encryption")]
+         ("04:45", "expire-snapshots"), ("05:00", "check-encryption"),
+         # The template runs copy-snapshots hourly; gfs is daily, so one run a
+         # day (after the day's snapshot completed) does the same work.
+         ("05:20", "copy-snapshots")]
+# The disaster-recovery region of gfs's copies (its key is made at seeding).
+DR_REGION = "eu-west-1"
+DR_KEEP = {"daily": 7, "weekly": 4, "monthly": 6}
 START = datetime.datetime(2025, 11, 23, tzinfo=UTC)
 
 COLOUR = sys.stdout.isatty() and os.environ.get("NO_COLOR") is None
@@ -250,6 +256,8 @@ class Year:
         self.last_findings: list[dict] = []
         self.ami_snapshot: str | None = None
         self.unknown_reported_days: set[int] = set()
+        self.copies = collections.Counter()   # started / completed / failed / deleted
+        self.first_copy_seen = False
 
     def note(self, when: datetime.datetime, text: str, colour: str = "0") -> None:
         if PROGRESS:
@@ -370,6 +378,22 @@ class Year:
                 self.after_expiry(when, result)
             elif name == "check-encryption":
                 self.after_check(when, result)
+            elif name == "copy-snapshots":
+                self.after_copy(when, result)
+
+    def after_copy(self, when: datetime.datetime, result: dict) -> None:
+        for region in result["regions"]:
+            if region.get("error"):
+                self.problems.append(f"copy-snapshots could not work on {region['region']} on {iso(when)}: {region['error']}")
+            for f in region["failed"]:
+                self.problems.append(f"a copy to {region['region']} failed on {iso(when)}: {f['error']}")
+            self.copies["started"] += len(region["started"])
+            self.copies["completed"] += len(region["completed"])
+            self.copies["deleted"] += len(region["deleted"])
+            if region["started"] and not self.first_copy_seen:
+                self.first_copy_seen = True
+                self.note(when, f"copy-snapshots: first copies to {region['region']} ({len(region['started'])}): "
+                                f"each gfs volume's newest snapshot, encrypted with the region's key", "32")
 
     def after_expiry(self, when: datetime.datetime, result: dict) -> None:
         deleted = 0
@@ -381,7 +405,7 @@ class Year:
             for k in v["kept"]:
                 # A safety rule keeps what no keep rule does (the newest
                 # completed snapshot is always kept by `last` as well).
-                if k["why"] not in ("kept-by-policy", "newest-completed", "not-completed") \
+                if k["why"] not in ("kept-by-policy", "newest-completed", "not-completed", "copy-in-progress") \
                         and k["snapshot_id"] not in self.protected_seen:
                     self.protected_seen.add(k["snapshot_id"])
                     self.note(when, f"expire-snapshots: {k['snapshot_id']} ({v['volume_id']}) is protected ({k['why']}): "
@@ -511,13 +535,51 @@ def report(year: Year, ec2, sqs, ids: dict) -> list[str]:
     return problems
 
 
+def report_copies(year: Year, dr_ec2, ids: dict) -> list[str]:
+    """gfs's copies in the disaster-recovery region after the year."""
+    problems = []
+    names = {v: k for k, v in ids.items() if k in ("db-data", "reports", "old-app", "typo")}
+    copies = [s for s in dr_ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"]
+              if tags_of(s).get("lifecycle:managed-by") == DEPLOYMENT]
+    by_volume: dict[str, list[dict]] = collections.defaultdict(list)
+    for c in copies:
+        by_volume[tags_of(c).get("lifecycle:volume-id", "?")].append(c)
+    print()
+    step(f"disaster-recovery copies in {DR_REGION} (keep {json.dumps(DR_KEEP)}, one copy a day at most)")
+    rows = []
+    for volume, name in names.items():
+        kept = sorted(by_volume.get(volume, []), key=lambda s: tags_of(s).get("lifecycle:created-at", ""))
+        reasons = collections.Counter(r for s in kept for r in tags_of(s).get("lifecycle:retained-by", "-").split(","))
+        rows.append([name, volume, len(kept),
+                     tags_of(kept[0]).get("lifecycle:created-at", "-")[:10] if kept else "-",
+                     " ".join(f"{r}x{n}" for r, n in sorted(reasons.items())) or "-"])
+    print_table(rows, ["volume", "id", "copies", "oldest (source time)", "kept by (rule x copies)"])
+    print(f"    copies started {year.copies['started']}, completed {year.copies['completed']}, "
+          f"deleted by the target's rules {year.copies['deleted']}")
+    for c in copies:
+        t = tags_of(c)
+        if c.get("KmsKeyId") != ids["dr-key"] or not c.get("Encrypted"):
+            problems.append(f"copy {c['SnapshotId']} is not encrypted with the region's key")
+        if c["State"] == "completed" and t.get("lifecycle:state") != "completed":
+            problems.append(f"copy {c['SnapshotId']} is completed but tagged {t.get('lifecycle:state')}")
+    if year.days >= 60:
+        db = len(by_volume.get(ids["db-data"], []))
+        # daily 7, weekly 4, monthly 6: at least 7 + 3 + 1 after two months.
+        if db < 11:
+            problems.append(f"db-data has {db} copies in {DR_REGION}; its target keeps daily 7, weekly 4, monthly 6")
+        if year.copies["deleted"] == 0:
+            problems.append("the target's retention never deleted a copy")
+    return problems
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bin-dir", default=str(ROOT / "target/debug"), help="where the function binaries are")
     parser.add_argument("--days", type=int, default=365, help="how long to simulate (default a year)")
     args = parser.parse_args()
     bin_dir = Path(args.bin_dir)
-    names = ("create-snapshots", "complete-snapshots", "tag-snapshots", "check-encryption", "expire-snapshots")
+    names = ("create-snapshots", "complete-snapshots", "tag-snapshots", "check-encryption", "expire-snapshots",
+             "copy-snapshots")
     for name in names:
         if not (bin_dir / name).exists():
             print(f"{bin_dir / name} is missing: run `cargo build --workspace --bins` (make demo does)", file=sys.stderr)
@@ -547,18 +609,23 @@ def main() -> int:
 
         step(f"seeding the account on {START:%Y-%m-%d}")
         ids = seed(ec2, sns, sqs)
+        dr_key = boto3.client("kms", **{**session, "region_name": DR_REGION}).create_key(
+            Description="demo: gfs's disaster-recovery copies")["KeyMetadata"]["Arn"]
+        policies = json.loads(json.dumps(POLICIES))
+        policies["gfs"]["copies"] = [{"region": DR_REGION, "kms_key": dr_key, "keep": DR_KEEP}]
+        ids["dr-key"] = dr_key
         create_ledger_table(endpoint, DEPLOYMENT)
         print(f"    instance web-1 {ids['web-1']} (Backup=fleet: every 6 hours, one instance-consistent set) "
               f"with volumes {ids['web-1 root']} and {ids['web-1 cache']}")
         print(f"    db-data {ids['db-data']}, reports {ids['reports']} (not encrypted), old-app {ids['old-app']}: Backup=gfs (daily)")
         print(f"    typo {ids['typo']}: Backup=dialy (no such policy); scratch {ids['scratch']}: not opted in; "
               f"hand-made snapshot {ids['hand-made']}")
-        print(f"    policies: {json.dumps(POLICIES)}")
+        print(f"    policies: {json.dumps(policies)}")
 
-        step("starting the five functions, each under its own Lambda Runtime API, clock from libfaketime")
+        step("starting the six functions, each under its own Lambda Runtime API, clock from libfaketime")
         # The template's environment with the demo's parameters (the demo
         # account's policies, public snapshots made private by itself).
-        parameters = {"Policies": json.dumps(POLICIES), "DryRun": "false", "Remediate": "public"}
+        parameters = {"Policies": json.dumps(policies), "DryRun": "false", "Remediate": "public"}
         env = {**function_env(endpoint, ids["topic"], DEPLOYMENT, parameters), **clock.faketime_env()}
         for name in names:
             fns[name] = LambdaFunction(name, bin_dir / name, env, work / f"{name}.log", clock=sim_now)
@@ -569,7 +636,8 @@ def main() -> int:
         year = Year(clock, fns, ec2, sqs, ids, args.days)
         year.run()
         print()
-        problems = report(year, ec2, sqs, ids)
+        dr_ec2 = boto3.client("ec2", **{**session, "region_name": DR_REGION})
+        problems = report(year, ec2, sqs, ids) + report_copies(year, dr_ec2, ids)
         calls = ", ".join(f"{n} {f.invocations} ({1000 * f.seconds / max(f.invocations, 1):.0f} ms each)" for n, f in fns.items())
         print()
         print(f"    invocations: {calls}; wall time {time.monotonic() - started:.0f} s")
