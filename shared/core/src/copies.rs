@@ -270,6 +270,10 @@ mod tests {
         crate::keys::parse_time("2026-03-01T00:30:00Z").unwrap()
     }
 
+    fn t(s: &str) -> DateTime<Utc> {
+        crate::keys::parse_time(s).unwrap()
+    }
+
     fn hourly(hours: i64) -> Vec<Source> {
         (0..hours)
             .map(|h| Source {
@@ -480,6 +484,24 @@ mod tests {
         assert_eq!(
             find(vec![&late, &foreign], asked + Duration::hours(3)),
             LostAnswer::NeverStarted
+        );
+    }
+
+    #[test]
+    fn the_next_copy_is_the_first_slot_of_the_next_bucket_of_the_finest_rule() {
+        let schedule = crate::schedule::Schedule::parse("@hourly", "Europe/Berlin").unwrap();
+        let at = t("2026-03-01T10:00:00Z"); // 11:00 in Berlin
+        assert_eq!(
+            next_copy_after(&schedule, &keep(r#"{"daily": 7}"#), at),
+            Some(t("2026-03-01T23:00:00Z")), // midnight in Berlin
+        );
+        assert_eq!(
+            next_copy_after(&schedule, &keep(r#"{"last": 3}"#), at),
+            Some(t("2026-03-01T11:00:00Z"))
+        );
+        assert_eq!(
+            next_copy_after(&schedule, &keep(r#"{"monthly": 2}"#), at),
+            Some(t("2026-03-31T22:00:00Z")), // April 1st, summer time
         );
     }
 
