@@ -25,6 +25,28 @@ EC2 documents:
   ``InvalidSnapshot.InUse``, as EC2 does. Expiry's AMI protection is shown
   against that.
 
+Sharing with another account, which moto keeps apart but does not let
+through (a vault account is the same template in a second account; moto
+acts as the account of assumed-role credentials):
+
+- DescribeSnapshots with ``RestorableByUserIds`` (or ``OwnerIds`` naming
+  another account) lists the other accounts' snapshots of the region whose
+  ``createVolumePermission`` names the caller, as EC2 does; moto lists only
+  the caller's own.
+- CopySnapshot of a snapshot another account shared with the caller copies
+  it into the caller's account; moto looks for the source in the caller's
+  own account only (``InvalidSnapshot.NotFound``).
+
+Snapshot locks, which moto lacks, as EC2 documents them:
+
+- LockSnapshot (governance, or compliance with an optional cooling-off
+  period in hours; ``LockDuration`` in days or ``ExpirationDate``),
+  UnlockSnapshot (refused once a compliance lock's cooling-off is over),
+  DescribeLockedSnapshots (the account's locks, their state computed from
+  moto's clock: ``compliance-cooloff``, ``compliance``, ``governance``,
+  ``expired``), and DeleteSnapshot refused while a lock holds
+  (``SnapshotLocked``, an assumption: EC2 does not document the code).
+
 Two EC2 calls moto lacks (it answers them with an error, which the SDK
 retries), answered as EC2 answers an account that never used the features:
 
@@ -80,6 +102,25 @@ def _create_snapshot_with_volume_key(self, volume_id, *args, **kwargs):  # type:
 
 COPY_MINUTES = 30
 _PLACEHOLDER_VOLUME = "vol-ffffffff"
+
+
+_backend_copy_snapshot = EBSBackend.copy_snapshot
+
+
+def _copy_snapshot_shared_with_me(self, source_snapshot_id, source_region, description, kms_key_id):  # type: ignore[no-untyped-def]
+    from moto.ec2.models.elastic_block_store import Snapshot as MotoSnapshot
+    from moto.ec2.utils import random_snapshot_id
+
+    for snapshot in _shared_with(self.account_id, source_region, set()):
+        if snapshot.id == source_snapshot_id:
+            copy = MotoSnapshot(self, random_snapshot_id(), volume=snapshot.volume, description=description,
+                                encrypted=snapshot.encrypted, kms_key_id=kms_key_id)
+            # A copy from another account takes time, as one from another region.
+            copy.status = "pending"
+            copy.copy_completes_at = copy.start_time + datetime.timedelta(minutes=COPY_MINUTES)
+            self.snapshots[copy.id] = copy
+            return copy
+    return _backend_copy_snapshot(self, source_snapshot_id, source_region, description, kms_key_id)
 
 
 def _copy_snapshot_honouring_encrypted(self):  # type: ignore[no-untyped-def]
@@ -145,8 +186,119 @@ def _own_tags(self):  # type: ignore[no-untyped-def]
     ]
 
 
+def _lock_state(snapshot, now):  # type: ignore[no-untyped-def]
+    lock = getattr(snapshot, "lock", None)
+    if lock is None:
+        return None
+    if now >= lock["expires"]:
+        return "expired"
+    if lock["mode"] == "governance":
+        return "governance"
+    if lock["cool_off_hours"] and now < lock["created"] + datetime.timedelta(hours=lock["cool_off_hours"]):
+        return "compliance-cooloff"
+    return "compliance"
+
+
+def _lock_view(snapshot, now):  # type: ignore[no-untyped-def]
+    lock = snapshot.lock
+    view = {
+        "OwnerId": snapshot.owner_id,
+        "SnapshotId": snapshot.id,
+        "LockState": _lock_state(snapshot, now),
+        "LockCreatedOn": lock["created"],
+        "LockDurationStartTime": lock["created"],
+        "LockExpiresOn": lock["expires"],
+    }
+    if lock["duration_days"]:
+        view["LockDuration"] = lock["duration_days"]
+    if lock["cool_off_hours"]:
+        view["CoolOffPeriod"] = lock["cool_off_hours"]
+        view["CoolOffPeriodExpiresOn"] = lock["created"] + datetime.timedelta(hours=lock["cool_off_hours"])
+    return view
+
+
 def _describe_locked_snapshots(self):  # type: ignore[no-untyped-def]
-    return ActionResult({"Snapshots": []})
+    now = utcnow()
+    wanted = set(self._get_param("SnapshotIds", []) or [])
+    locked = [
+        _lock_view(s, now)
+        for s in self.ec2_backend.snapshots.values()
+        if getattr(s, "lock", None) is not None and (not wanted or s.id in wanted)
+    ]
+    return ActionResult({"Snapshots": locked})
+
+
+def _client_error(code, message):  # type: ignore[no-untyped-def]
+    from moto.ec2.exceptions import EC2ClientError
+
+    return EC2ClientError(code, message)
+
+
+def _lock_snapshot(self):  # type: ignore[no-untyped-def]
+    now = utcnow()
+    snapshot = self.ec2_backend.get_snapshot(self._get_param("SnapshotId"))
+    mode = self._get_param("LockMode")
+    duration = self._get_int_param("LockDuration")
+    cool_off = self._get_int_param("CoolOffPeriod") or 0
+    expiration = self._get_param("ExpirationDate")
+    if mode not in ("governance", "compliance"):
+        raise _client_error("InvalidParameterValue", f"LockMode {mode!r}")
+    if expiration:
+        expires = datetime.datetime.fromisoformat(expiration.replace("Z", "+00:00")).replace(tzinfo=None)
+    elif duration:
+        expires = now + datetime.timedelta(days=duration)
+    else:
+        raise _client_error("MissingParameter", "LockDuration or ExpirationDate")
+    state = _lock_state(snapshot, now)
+    if state == "compliance":
+        # Past the cooling-off: the lock may only be extended.
+        if mode != "compliance" or expires < snapshot.lock["expires"]:
+            raise _client_error("IncorrectState", "a compliance lock can only be extended")
+        snapshot.lock["expires"] = expires
+    else:
+        snapshot.lock = {"mode": mode, "created": now, "expires": expires,
+                         "duration_days": duration, "cool_off_hours": cool_off if mode == "compliance" else 0}
+    return ActionResult(_lock_view(snapshot, now))
+
+
+def _unlock_snapshot(self):  # type: ignore[no-untyped-def]
+    snapshot = self.ec2_backend.get_snapshot(self._get_param("SnapshotId"))
+    if _lock_state(snapshot, utcnow()) == "compliance":
+        raise _client_error("IncorrectState", "a snapshot locked in compliance mode cannot be unlocked after its cooling-off period")
+    snapshot.lock = None
+    return ActionResult({"SnapshotId": snapshot.id})
+
+
+_delete_snapshot = EBSBackend.delete_snapshot
+
+
+def _delete_snapshot_unless_locked(self, snapshot_id):  # type: ignore[no-untyped-def]
+    snapshot = self.snapshots.get(snapshot_id)
+    if snapshot is not None and _lock_state(snapshot, utcnow()) not in (None, "expired"):
+        raise _client_error("SnapshotLocked", f"The snapshot {snapshot_id} is locked and cannot be deleted")
+    return _delete_snapshot(self, snapshot_id)
+
+
+def _created_backends(region):  # type: ignore[no-untyped-def]
+    """Every account's EC2 backend of `region` that exists, without creating any."""
+    from moto.ec2.models import ec2_backends
+
+    for account_id in list(dict.keys(ec2_backends)):
+        regions = dict.get(ec2_backends, account_id)
+        backend = dict.get(regions, region) if regions is not None else None
+        if backend is not None:
+            yield account_id, backend
+
+
+def _shared_with(account_id, region, owners):  # type: ignore[no-untyped-def]
+    for owner, backend in _created_backends(region):
+        if owner == account_id or (owners and owner not in owners):
+            continue
+        _settle_copies(backend)
+        for snapshot in backend.snapshots.values():
+            if account_id in snapshot.create_volume_permission_userids \
+                    or "all" in snapshot.create_volume_permission_groups:
+                yield snapshot
 
 
 def _get_snapshot_block_public_access_state(self):  # type: ignore[no-untyped-def]
@@ -180,9 +332,21 @@ AmisResponse.register_image = _register_image_backed_by_its_snapshot
 
 
 def _describe_snapshots_paged(self):  # type: ignore[no-untyped-def]
-    snapshots = self.ec2_backend.describe_snapshots(
-        snapshot_ids=self._get_param("SnapshotIds", []), filters=self._filters_from_querystring()
-    )
+    from moto.ec2.utils import generic_filter
+
+    own_account = self.ec2_backend.account_id
+    owners = set(self._get_param("OwnerIds", []) or [])
+    restorable = set(self._get_param("RestorableByUserIds", []) or [])
+    others = owners - {"self", own_account, "amazon", "aws-marketplace"}
+    filters = self._filters_from_querystring()
+    snapshots = []
+    if not owners or owners & {"self", own_account}:
+        snapshots = self.ec2_backend.describe_snapshots(
+            snapshot_ids=self._get_param("SnapshotIds", []), filters=filters
+        )
+    if others or restorable & {"self", own_account}:
+        shared = list(_shared_with(own_account, self.ec2_backend.region_name, others))
+        snapshots = list(snapshots) + list(generic_filter(filters, shared) if filters else shared)
     max_results = int(self._get_param("MaxResults") or 0)
     if not max_results:
         return ActionResult({"Snapshots": snapshots})
@@ -199,6 +363,10 @@ _MOTO_MODULES = tuple(moto.backends.list_of_moto_modules())
 moto.backends.list_of_moto_modules = lambda: _MOTO_MODULES
 
 EC2Response.describe_locked_snapshots = _describe_locked_snapshots
+EC2Response.lock_snapshot = _lock_snapshot
+EC2Response.unlock_snapshot = _unlock_snapshot
+EBSBackend.delete_snapshot = _delete_snapshot_unless_locked
+EBSBackend.copy_snapshot = _copy_snapshot_shared_with_me
 EC2Response.get_snapshot_block_public_access_state = _get_snapshot_block_public_access_state
 EBSBackend.create_snapshot = _create_snapshot_with_volume_key
 EBSBackend.describe_snapshots = _describe_snapshots_settling_copies

@@ -270,7 +270,11 @@ impl Region<'_> {
             let Some(policy) = self.config.policies.get(policy_name) else {
                 continue;
             };
-            let Some(target) = policy.copies.iter().find(|t| t.region == self.name) else {
+            let Some(target) = policy
+                .copies
+                .iter()
+                .find(|t| t.account.is_none() && t.region == self.name)
+            else {
                 continue;
             };
             let key = (policy_name.as_str(), volume.as_str());
@@ -340,12 +344,11 @@ impl Region<'_> {
             ) else {
                 continue;
             };
-            let Some(target) = self
-                .config
-                .policies
-                .get(policy)
-                .and_then(|p| p.copies.iter().find(|t| t.region == self.name))
-            else {
+            let Some(target) = self.config.policies.get(policy).and_then(|p| {
+                p.copies
+                    .iter()
+                    .find(|t| t.account.is_none() && t.region == self.name)
+            }) else {
                 continue;
             };
             let flight = CopyInFlight {

@@ -28,6 +28,8 @@ pub const ENCRYPTED_COPY_OF: &str = "lifecycle:encrypted-copy-of";
 pub const COPY_OF: &str = "lifecycle:copy-of";
 /// On a disaster-recovery copy: the region of its source.
 pub const SOURCE_REGION: &str = "lifecycle:source-region";
+/// On a vault account's copy: the account that shared its source.
+pub const SOURCE_ACCOUNT: &str = "lifecycle:source-account";
 /// On a disaster-recovery copy: the target it was made for (`<region>`).
 pub const TARGET: &str = "lifecycle:target";
 /// On an original, once its encrypted copy is completed: the copy. From then

@@ -23,9 +23,10 @@
 //!   deployment's, and the check every snapshot passes before it is
 //!   deleted, linked or counted.
 //! - [`safety`]: the deletion safety rules, the one gate every deletion passes.
-//! - [`copies`]: which snapshot a disaster-recovery target copies next
-//!   (pure rules only so far).
+//! - [`copies`]: disaster-recovery copies: which snapshot a target copies
+//!   next, a copy's tags, a lost CopySnapshot answer found again.
 //! - [`window`]: `MAX_DELETIONS` counted over 24 hours, across runs.
+//! - [`vault`]: a vault account: which shares it accepts, its copies' tags, its keep rules.
 //! - [`expiry`]: a run's plan per volume: retention and safety together.
 //! - [`tagging`]: which tags each managed snapshot lacks, batched.
 //! - [`encryption`]: check-encryption's findings and the remedies `REMEDIATE`
@@ -54,6 +55,7 @@ pub mod tagging;
 pub mod tags;
 pub mod targets;
 pub mod text;
+pub mod vault;
 pub mod window;
 
 pub use model::Tags;

@@ -61,22 +61,33 @@ impl Policies {
         Ok(Self { by_name })
     }
 
-    /// Every region some policy copies to.
+    /// Every region some policy copies to (vault accounts apart).
     pub fn copy_regions(&self) -> std::collections::BTreeSet<&str> {
         self.iter()
-            .flat_map(|p| p.copies.iter().map(|t| t.region.as_str()))
+            .flat_map(|p| p.copies.iter())
+            .filter(|t| t.account.is_none())
+            .map(|t| t.region.as_str())
             .collect()
     }
 
-    /// The policies as a destination region's retention sees them: each
-    /// policy copying there, with the target's `keep` (for live and deleted
-    /// volumes alike) in place of its own.
-    pub fn as_kept_in(&self, region: &str) -> Self {
+    /// Every vault account target, by name (`<account>/<region>`).
+    pub fn vault_targets(&self) -> std::collections::BTreeSet<String> {
+        self.iter()
+            .flat_map(|p| p.copies.iter())
+            .filter(|t| t.account.is_some())
+            .map(CopyTarget::name)
+            .collect()
+    }
+
+    /// The policies as a target's retention sees them (`target`: its
+    /// name): each policy copying there, with the target's `keep` (for
+    /// live and deleted volumes alike) in place of its own.
+    pub fn as_kept_in(&self, target: &str) -> Self {
         let by_name = self
             .by_name
             .iter()
             .filter_map(|(name, p)| {
-                let target = p.copies.iter().find(|t| t.region == region)?;
+                let target = p.copies.iter().find(|t| t.name() == target)?;
                 let mut policy = p.clone();
                 policy.keep = target.keep.clone();
                 policy.orphans = target.keep.clone();
@@ -122,8 +133,12 @@ pub const MAX_COPY_TARGETS: usize = 5;
 /// One disaster-recovery target of a policy.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CopyTarget {
-    /// The destination region, in the same account.
+    /// The destination region; for a vault account, the stack's own region
+    /// (the vault stack copies what is shared with it in its region).
     pub region: String,
+    /// A vault account: the snapshots are shared with it, and the vault
+    /// stack there copies them (docs/operations.md, "A vault account").
+    pub account: Option<String>,
     /// The KMS key every copy there is encrypted with (a key of that region).
     pub kms_key: String,
     /// The target's own retention, per source volume.
@@ -131,9 +146,13 @@ pub struct CopyTarget {
 }
 
 impl CopyTarget {
-    /// The value of `lifecycle:target` on its copies.
-    pub fn name(&self) -> &str {
-        &self.region
+    /// The value of `lifecycle:target` on its copies: `<region>`, or
+    /// `<account>/<region>` for a vault.
+    pub fn name(&self) -> String {
+        match &self.account {
+            Some(account) => format!("{account}/{}", self.region),
+            None => self.region.clone(),
+        }
     }
 }
 
@@ -193,11 +212,16 @@ fn valid_kms_key_in(arn: &str, region: &str) -> Result<(), String> {
 impl CopyTarget {
     fn from_raw(raw: RawCopyTarget) -> Result<Self, (String, String)> {
         let field = |f: &str| f.to_string();
-        if raw.account.is_some() {
-            return Err((
-                field("account"),
-                "account targets (a vault account) are not built yet; only region targets are (docs/policies-and-tags.md, \"Copies to other regions\")".into(),
-            ));
+        if let Some(account) = &raw.account {
+            if account.len() != 12 || !account.chars().all(|c| c.is_ascii_digit()) {
+                return Err((
+                    field("account"),
+                    format!(
+                        "`{}` is not an AWS account id (12 digits)",
+                        crate::text::excerpt(account)
+                    ),
+                ));
+            }
         }
         if !valid_region(&raw.region) {
             return Err((
@@ -215,6 +239,7 @@ impl CopyTarget {
         })?;
         Ok(Self {
             region: raw.region,
+            account: raw.account,
             kms_key: raw.kms_key,
             keep,
         })
@@ -310,10 +335,10 @@ impl Policy {
         for (i, target) in raw.copies.into_iter().enumerate() {
             let target = CopyTarget::from_raw(target)
                 .map_err(|(field, p)| err(&format!("copies[{i}].{field}"), p))?;
-            if copies.iter().any(|t| t.region == target.region) {
+            if copies.iter().any(|t| t.name() == target.name()) {
                 return Err(err(
                     &format!("copies[{i}].region"),
-                    format!("{} is a target twice", target.region),
+                    format!("{} is a target twice", target.name()),
                 ));
             }
             copies.push(target);
@@ -878,7 +903,7 @@ mod tests {
                 "copies[0].keep",
             ),
             (
-                r#"{"region":"eu-central-1","account":"222222222222","kms_key":"arn:aws:kms:eu-central-1:111111111111:key/k","keep":{"daily":1}}"#.into(),
+                r#"{"region":"eu-central-1","account":"2222","kms_key":"arn:aws:kms:eu-central-1:111111111111:key/k","keep":{"daily":1}}"#.into(),
                 "copies[0].account",
             ),
             (

@@ -286,15 +286,30 @@ impl Config {
                 ),
             ));
         }
-        if let Some(p) = policies
-            .iter()
-            .find(|p| p.copies.iter().any(|t| t.region == identity.region))
-        {
+        if let Some(p) = policies.iter().find(|p| {
+            p.copies
+                .iter()
+                .any(|t| t.account.is_none() && t.region == identity.region)
+        }) {
             return Err(invalid(
                 "POLICIES",
                 &p.name,
                 &format!(
                     "a copy target is {}, the region the stack runs in: a disaster-recovery copy goes to another region",
+                    identity.region
+                ),
+            ));
+        }
+        if let Some(p) = policies.iter().find(|p| {
+            p.copies
+                .iter()
+                .any(|t| t.account.is_some() && t.region != identity.region)
+        }) {
+            return Err(invalid(
+                "POLICIES",
+                &p.name,
+                &format!(
+                    "a vault account target's region must be {}, the stack's: the vault stack copies what is shared with it in its own region",
                     identity.region
                 ),
             ));

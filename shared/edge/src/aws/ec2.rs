@@ -475,6 +475,8 @@ impl SnapshotProtections for Ec2Adapter {
             out.extend(
                 page.snapshots()
                     .iter()
+                    // An expired lock no longer protects anything.
+                    .filter(|s| s.lock_state() != Some(&aws_sdk_ec2::types::LockState::Expired))
                     .filter_map(|s| s.snapshot_id())
                     .filter(|id| wanted.contains(id))
                     .map(String::from),
