@@ -30,6 +30,7 @@ fn t(s: &str) -> DateTime<Utc> {
 struct World {
     moto: Moto,
     source: Ec2Adapter,
+    keys: ebs_lifecycle::aws::kms::KmsAdapter,
     destination: Ec2Adapter,
     notifier: RecordingNotifier,
 }
@@ -43,7 +44,10 @@ impl World {
 
     fn with_destination(moto: Moto, destination: Ec2Adapter) -> Self {
         let source = Ec2Adapter::new(moto.ec2());
+        let keys =
+            ebs_lifecycle::aws::kms::KmsAdapter::new(aws_sdk_kms::Client::new(&moto.sdk_config()));
         Self {
+            keys,
             moto,
             source,
             destination,
@@ -66,6 +70,8 @@ impl World {
         )]);
         let ports = Ports {
             catalog: &self.source,
+            sharing: &self.source,
+            keys: &self.keys,
             destinations: &destinations,
             notifier: &self.notifier,
             ledger: self.moto.ledger(),

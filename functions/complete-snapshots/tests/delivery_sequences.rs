@@ -59,6 +59,14 @@ impl SnapshotCatalog for Ec2Model {
         Ok(Vec::new())
     }
 
+    async fn shared_with_me(&self, _: &[String]) -> Result<Vec<Snapshot>, Ec2Error> {
+        Ok(Vec::new())
+    }
+
+    async fn shared_with(&self, _: &str) -> Result<Vec<Snapshot>, Ec2Error> {
+        Ok(Vec::new())
+    }
+
     async fn owned_snapshots(&self) -> Result<Vec<Snapshot>, Ec2Error> {
         Ok(self.snapshots.lock().unwrap().values().cloned().collect())
     }

@@ -26,6 +26,9 @@
 //! Then one summary, metrics and notifications, as every function.
 
 mod region;
+mod share;
+
+pub use share::ShareReport;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -42,8 +45,10 @@ use ebs_lifecycle::lambda::ownership;
 pub use ebs_lifecycle::lambda::pacing::Pacing;
 use ebs_lifecycle::lambda::run::{self, RunHeader};
 use ebs_lifecycle::ports::ec2::{
-    Ec2Error, SnapshotCatalog, SnapshotCopier, SnapshotDeleter, SnapshotProtections, SnapshotTagger,
+    Ec2Error, SnapshotCatalog, SnapshotCopier, SnapshotDeleter, SnapshotProtections,
+    SnapshotSharing, SnapshotTagger,
 };
+use ebs_lifecycle::ports::keys::KeySharing;
 use ebs_lifecycle::ports::ledger::{Ledger, LedgerError};
 use ebs_lifecycle::ports::notifier::Notifier;
 use ebs_lifecycle_core::events::{EventError, Tick};
@@ -80,6 +85,10 @@ pub struct Destination<'a> {
 pub struct Ports<'a> {
     /// EC2 of the source region (where the stack runs).
     pub catalog: &'a dyn SnapshotCatalog,
+    /// Sharing with vault accounts, in the source region.
+    pub sharing: &'a dyn SnapshotSharing,
+    /// Whether a vault target's key can be shared.
+    pub keys: &'a dyn KeySharing,
     /// EC2 of every region a policy copies to, by region.
     pub destinations: &'a BTreeMap<String, Destination<'a>>,
     pub notifier: &'a dyn Notifier,
@@ -200,6 +209,8 @@ pub struct RunSummary {
     pub dry_run: bool,
     pub counts: Counts,
     pub regions: Vec<RegionReport>,
+    /// Vault account targets: what was shared and taken back.
+    pub vaults: Vec<ShareReport>,
 }
 
 /// Run one tick: every destination region in turn.
@@ -217,7 +228,8 @@ pub async fn handle(
         ..RunSummary::default()
     };
     let regions = config.policies.copy_regions();
-    if regions.is_empty() {
+    let vaults = config.policies.vault_targets();
+    if regions.is_empty() && vaults.is_empty() {
         tracing::info!("copy-snapshots: no policy has copy targets; nothing to do");
         return Ok(summary);
     }
@@ -265,6 +277,19 @@ pub async fn handle(
         }
         summary.regions.push(report);
     }
+    for name in &vaults {
+        let target = config
+            .policies
+            .iter()
+            .flat_map(|p| p.copies.iter())
+            .find(|t| t.name() == *name);
+        if let Some(target) = target {
+            summary
+                .vaults
+                .push(share::share(ports, config, &sources, target, now).await);
+        }
+    }
+
     count(&mut summary);
     emit_metrics(config, &summary, suspects.len());
     log(&summary);
@@ -389,6 +414,35 @@ pub fn notifications(config: &Config, summary: &RunSummary) -> Vec<Notification>
                         "key-unusable" => "Fix the target's KMS key (enabled, in that region, its key policy letting this stack's role use it); the next run copies again.",
                         _ => "The next run copies this volume again from its next eligible snapshot; the failed copy is removed after 72 hours.",
                     },
+                }),
+            });
+        }
+    }
+    for v in &summary.vaults {
+        if let (Some(error), true) = (&v.error, v.error_first_today) {
+            out.push(Notification {
+                kind: NotificationKind::ConfigError,
+                severity: Severity::Critical,
+                deployment: config.deployment_name.clone(),
+                summary: format!("vault target {} cannot be shared with: {error}", v.target),
+                details: json!({
+                    "target": v.target,
+                    "error": error,
+                    "next": "Nothing is shared with the vault until this is fixed (docs/operations.md, \"A vault account\"); reported once a day.",
+                }),
+            });
+        }
+        for id in &v.wrong_key_first {
+            out.push(Notification {
+                kind: NotificationKind::CopyFailed,
+                severity: Severity::Warning,
+                deployment: config.deployment_name.clone(),
+                summary: format!("{id} is not under the key of vault target {}: not shared", v.target),
+                details: json!({
+                    "target": v.target,
+                    "source_snapshot_id": id,
+                    "error_kind": "wrong-key",
+                    "next": "Encrypt the volume with the target's key (snapshots take their volume's key); its later snapshots are shared.",
                 }),
             });
         }

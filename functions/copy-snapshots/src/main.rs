@@ -27,6 +27,8 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             .collect();
         let ports = Ports {
             catalog: &env.ec2,
+            sharing: &env.ec2,
+            keys: &env.kms,
             destinations: &destinations,
             notifier: env.notifier.as_ref(),
             ledger: &env.ledger,

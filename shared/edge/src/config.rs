@@ -42,6 +42,22 @@ pub struct Config {
     /// The stack's own DynamoDB table (`LEDGER_TABLE`): the record only the
     /// stack can write (stopped instances, copies, deletions, reports).
     pub ledger_table: String,
+    /// Set on a vault stack (`VAULT_FOR_ACCOUNTS` not empty).
+    pub vault: Option<VaultConfig>,
+}
+
+/// A vault stack's settings (docs/operations.md, "A vault account").
+#[derive(Debug, Clone)]
+pub struct VaultConfig {
+    /// The source accounts whose shares it copies (`VAULT_FOR_ACCOUNTS`).
+    pub for_accounts: Vec<String>,
+    /// Keep rules per source policy name (`VAULT_POLICIES`).
+    pub policies: Policies,
+    /// The vault's own key for its copies (`VAULT_KMS_KEY_ID`).
+    pub kms_key_id: String,
+    /// Compliance-mode lock of every copy, in days; 0: no lock
+    /// (`VAULT_LOCK_DAYS`).
+    pub lock_days: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -185,7 +201,7 @@ impl Config {
                 "comma-separated KMS key ids, key ARNs or aliases",
             ));
         }
-        let allowed_share_accounts = list(get("ALLOWED_SHARE_ACCOUNTS"));
+        let mut allowed_share_accounts = list(get("ALLOWED_SHARE_ACCOUNTS"));
         if let Some(bad) = allowed_share_accounts
             .iter()
             .find(|a| a.len() != 12 || !a.chars().all(|c| c.is_ascii_digit()))
@@ -329,7 +345,18 @@ impl Config {
             ));
         }
 
+        // Sharing with a policy's vault account is what the policy asks for.
+        for account in policies
+            .iter()
+            .flat_map(|p| p.copies.iter().filter_map(|t| t.account.clone()))
+        {
+            if !allowed_share_accounts.contains(&account) {
+                allowed_share_accounts.push(account);
+            }
+        }
+        let vault = vault_config(&get)?;
         Ok(Self {
+            vault,
             identity,
             ledger_table,
             policies,
@@ -348,6 +375,57 @@ impl Config {
             allow_shell_commands,
         })
     }
+}
+
+/// The vault settings, if `VAULT_FOR_ACCOUNTS` names any account.
+fn vault_config(get: &impl Fn(&str) -> Option<String>) -> Result<Option<VaultConfig>, ConfigError> {
+    let invalid = |variable: &'static str, value: &str, problem: &str| ConfigError::Invalid {
+        variable,
+        value: excerpt(value),
+        problem: problem.to_string(),
+    };
+    let for_accounts = list(get("VAULT_FOR_ACCOUNTS"));
+    if for_accounts.is_empty() {
+        return Ok(None);
+    }
+    if let Some(bad) = for_accounts
+        .iter()
+        .find(|a| a.len() != 12 || !a.chars().all(|c| c.is_ascii_digit()))
+    {
+        return Err(invalid(
+            "VAULT_FOR_ACCOUNTS",
+            bad,
+            "comma-separated 12-digit AWS account ids",
+        ));
+    }
+    let document = get("VAULT_POLICIES").ok_or(ConfigError::Missing {
+        variable: "VAULT_POLICIES",
+    })?;
+    let policies = ebs_lifecycle_core::vault::parse_policies(&document).map_err(|e| {
+        invalid(
+            "VAULT_POLICIES",
+            &document,
+            &format!("keep rules per source policy name, e.g. {{\"gold\": {{\"daily\": 7}}}}: {e}"),
+        )
+    })?;
+    let kms_key_id = get("VAULT_KMS_KEY_ID").ok_or(ConfigError::Missing {
+        variable: "VAULT_KMS_KEY_ID",
+    })?;
+    let lock_days = match get("VAULT_LOCK_DAYS") {
+        None => 0,
+        Some(v) => v
+            .trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|d| *d <= 36_500)
+            .ok_or_else(|| invalid("VAULT_LOCK_DAYS", &v, "whole days, 0 to 36500"))?,
+    };
+    Ok(Some(VaultConfig {
+        for_accounts,
+        policies,
+        kms_key_id,
+        lock_days,
+    }))
 }
 
 fn parse_bool(v: &str) -> Option<bool> {

@@ -336,6 +336,43 @@ impl SnapshotCatalog for Ec2Adapter {
         .await
     }
 
+    async fn shared_with_me(&self, owners: &[String]) -> Result<Vec<Snapshot>, Ec2Error> {
+        if owners.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pages = self
+            .client
+            .describe_snapshots()
+            .set_owner_ids(Some(owners.to_vec()))
+            .restorable_by_user_ids("self")
+            .max_results(SNAPSHOT_PAGE)
+            .into_paginator()
+            .send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| Ec2Error::from_sdk("DescribeSnapshots", e))?;
+            out.extend(page.snapshots().iter().filter_map(snapshot_of));
+        }
+        Ok(out)
+    }
+
+    async fn shared_with(&self, account: &str) -> Result<Vec<Snapshot>, Ec2Error> {
+        let mut pages = self
+            .client
+            .describe_snapshots()
+            .owner_ids("self")
+            .restorable_by_user_ids(account)
+            .max_results(SNAPSHOT_PAGE)
+            .into_paginator()
+            .send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| Ec2Error::from_sdk("DescribeSnapshots", e))?;
+            out.extend(page.snapshots().iter().filter_map(snapshot_of));
+        }
+        Ok(out)
+    }
+
     async fn snapshots_by_id(&self, ids: &[String]) -> Result<Vec<Snapshot>, Ec2Error> {
         let mut out = Vec::new();
         for chunk in ids.chunks(FILTER_VALUES) {
@@ -513,6 +550,19 @@ impl SnapshotSharing for Ec2Adapter {
         Ok(permissions)
     }
 
+    async fn share_with(&self, snapshot_id: &str, account: &str) -> Result<(), Ec2Error> {
+        self.client
+            .modify_snapshot_attribute()
+            .snapshot_id(snapshot_id)
+            .attribute(SnapshotAttributeName::CreateVolumePermission)
+            .operation_type(OperationType::Add)
+            .user_ids(account)
+            .send()
+            .await
+            .map_err(|e| Ec2Error::from_sdk("ModifySnapshotAttribute", e))?;
+        Ok(())
+    }
+
     async fn remove_create_volume_permissions(
         &self,
         snapshot_id: &str,
@@ -604,6 +654,21 @@ impl SnapshotCopier for Ec2Adapter {
                 operation: "CopySnapshot",
                 message: "EC2 answered without a snapshot id".into(),
             })
+    }
+}
+
+#[async_trait]
+impl SnapshotLocker for Ec2Adapter {
+    async fn lock_snapshot(&self, snapshot_id: &str, days: u32) -> Result<(), Ec2Error> {
+        self.client
+            .lock_snapshot()
+            .snapshot_id(snapshot_id)
+            .lock_mode(aws_sdk_ec2::types::LockMode::Compliance)
+            .lock_duration(i32::try_from(days).unwrap_or(i32::MAX))
+            .send()
+            .await
+            .map_err(|e| Ec2Error::from_sdk("LockSnapshot", e))?;
+        Ok(())
     }
 }
 

@@ -135,6 +135,14 @@ pub trait SnapshotCatalog: Send + Sync {
         source_region: &str,
     ) -> Result<Vec<Snapshot>, Ec2Error>;
 
+    /// Snapshots these accounts own and share with this account (a vault's
+    /// view of what its sources share).
+    async fn shared_with_me(&self, owners: &[String]) -> Result<Vec<Snapshot>, Ec2Error>;
+
+    /// The account's own snapshots `account` may create volumes from:
+    /// what it shares with that account.
+    async fn shared_with(&self, account: &str) -> Result<Vec<Snapshot>, Ec2Error>;
+
     /// Every snapshot the account owns, managed or not.
     async fn owned_snapshots(&self) -> Result<Vec<Snapshot>, Ec2Error>;
 
@@ -163,6 +171,8 @@ pub trait SnapshotProtections: Send + Sync {
 #[async_trait]
 pub trait SnapshotSharing: Send + Sync {
     async fn create_volume_permissions(&self, snapshot_id: &str) -> Result<Permissions, Ec2Error>;
+    /// Let `account` create volumes from the snapshot (share it).
+    async fn share_with(&self, snapshot_id: &str, account: &str) -> Result<(), Ec2Error>;
     /// Remove the public permission (`public`) and these accounts' permissions.
     async fn remove_create_volume_permissions(
         &self,
@@ -198,6 +208,15 @@ pub struct CopySnapshotRequest {
 pub trait SnapshotCopier: Send + Sync {
     /// Start the copy; returns the new snapshot's id.
     async fn copy_snapshot(&self, request: &CopySnapshotRequest) -> Result<String, Ec2Error>;
+}
+
+/// Locking snapshots (a vault's copies).
+#[async_trait]
+pub trait SnapshotLocker: Send + Sync {
+    /// Lock in compliance mode for `days`: nobody, the account's root
+    /// included, can delete it or shorten the lock once the cooling-off
+    /// period (none here) is over.
+    async fn lock_snapshot(&self, snapshot_id: &str, days: u32) -> Result<(), Ec2Error>;
 }
 
 /// Deleting a snapshot: only with the safety gate's authorization.

@@ -17,3 +17,23 @@ pub trait KeyDirectory: Send + Sync {
     /// KMS does not know it.
     async fn key_arn(&self, key: &str) -> Result<Option<String>, KmsError>;
 }
+
+/// Whether snapshots under a key can be shared with an account so that it
+/// can copy them (docs/operations.md, "A vault account").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Shareable {
+    Yes,
+    /// An AWS managed key: EC2 refuses to share its snapshots at all.
+    AwsManaged,
+    /// Disabled, pending deletion...: the key's state.
+    NotEnabled(String),
+    /// The key policy does not name the account: it could not decrypt.
+    AccountNotInPolicy,
+    /// KMS does not know the key.
+    Unknown,
+}
+
+#[async_trait]
+pub trait KeySharing: Send + Sync {
+    async fn shareable_with(&self, key: &str, account: &str) -> Result<Shareable, KmsError>;
+}
