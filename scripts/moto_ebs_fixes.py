@@ -31,8 +31,9 @@ acts as the account of assumed-role credentials):
 
 - DescribeSnapshots with ``RestorableByUserIds`` (or ``OwnerIds`` naming
   another account) lists the other accounts' snapshots of the region whose
-  ``createVolumePermission`` names the caller, as EC2 does; moto lists only
-  the caller's own.
+  ``createVolumePermission`` names the caller, and of the caller's own only
+  those the accounts named may restore, as EC2 does; moto ignores both
+  parameters and lists the caller's own.
 - CopySnapshot of a snapshot another account shared with the caller copies
   it into the caller's account; moto looks for the source in the caller's
   own account only (``InvalidSnapshot.NotFound``).
@@ -344,6 +345,13 @@ def _describe_snapshots_paged(self):  # type: ignore[no-untyped-def]
         snapshots = self.ec2_backend.describe_snapshots(
             snapshot_ids=self._get_param("SnapshotIds", []), filters=filters
         )
+    if restorable and not restorable & {"self", own_account}:
+        # The caller's own snapshots that these accounts may restore.
+        snapshots = [
+            snap for snap in snapshots
+            if snap.create_volume_permission_userids & restorable
+            or "all" in snap.create_volume_permission_groups
+        ]
     if others or restorable & {"self", own_account}:
         shared = list(_shared_with(own_account, self.ec2_backend.region_name, others))
         snapshots = list(snapshots) + list(generic_filter(filters, shared) if filters else shared)

@@ -109,17 +109,39 @@ impl Moto {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        moto.create_ledger_table();
+        create_ledger_table(&moto.sdk_config());
         moto
     }
 
-    /// The template's `Ledger` table (same keys), on its own thread and
-    /// runtime: `start` is called from async tests and sync ones alike.
-    fn create_ledger_table(&self) {
+    /// SDK configuration acting as another account of this server: the
+    /// credentials of a role of that account (STS AssumeRole), as a stack
+    /// deployed there has. moto keeps accounts apart by them.
+    pub async fn sdk_config_as(&self, account: &str) -> aws_config::SdkConfig {
+        let provider = aws_config::sts::AssumeRoleProvider::builder(format!(
+            "arn:aws:iam::{account}:role/itest"
+        ))
+        .session_name("itest")
+        .configure(&self.sdk_config())
+        .build()
+        .await;
+        self.sdk_config()
+            .into_builder()
+            .credentials_provider(
+                aws_credential_types::provider::SharedCredentialsProvider::new(provider),
+            )
+            .build()
+    }
+}
+
+/// The template's `Ledger` table (same keys) in the account `sdk` acts as,
+/// on its own thread and runtime: called from async tests and sync ones
+/// alike.
+pub fn create_ledger_table(sdk: &aws_config::SdkConfig) {
+    {
         use aws_sdk_dynamodb::types::{
             AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
         };
-        let client = aws_sdk_dynamodb::Client::new(&self.sdk_config());
+        let client = aws_sdk_dynamodb::Client::new(sdk);
         std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -156,7 +178,9 @@ impl Moto {
         .join()
         .unwrap();
     }
+}
 
+impl Moto {
     /// The stack's ledger on this moto (leaked: ports borrow it for the test).
     pub fn ledger(&self) -> &'static ebs_lifecycle::aws::ledger::DynamoLedger {
         Box::leak(Box::new(ebs_lifecycle::aws::ledger::DynamoLedger::new(
@@ -225,6 +249,7 @@ impl Moto {
             )
             .retry_config(ebs_lifecycle::aws::retry_config())
             .sleep_impl(aws_smithy_async::rt::sleep::default_async_sleep().expect("tokio sleep"))
+            .time_source(aws_smithy_async::time::SystemTimeSource::new())
             .build()
     }
 

@@ -1,0 +1,868 @@
+//! vault-snapshots: the stack deployed in a vault account with
+//! `VaultForAccounts` (docs/operations.md, "A vault account").
+//!
+//! Daily, and on every `shareSnapshot` event (a source just shared), one
+//! run:
+//! 1. **shares**: what the accepted accounts share with the vault
+//!    (DescribeSnapshots by owner, restorable by the vault), each read by
+//!    `ebs_lifecycle_core::vault::read_share`: EC2's OwnerId and the
+//!    Description its maker wrote, never tags (they do not cross
+//!    accounts). A share from an account not accepted is never listed; a
+//!    forged one (an accepted account's snapshot whose Description is not a
+//!    deployment's own) is ignored and reported once;
+//! 2. **prove** the vault's copies (the ledger's records; a copy whose
+//!    CopySnapshot answer was lost is found again by its Description);
+//! 3. **track** them pending -> completed (tagged, then locked in
+//!    compliance mode for `VAULT_LOCK_DAYS`) or failed (`copy-failed` once);
+//! 4. **copy** every accepted, completed share not copied yet, oldest first,
+//!    one in flight per source volume, at most 20 in flight, under the
+//!    vault's own key, tagged from the Description;
+//! 5. **keep** the copies by `VAULT_POLICIES` (keep rules per source
+//!    policy name, per source volume) under every safety rule: a locked
+//!    copy is never deleted, nor the newest of a volume;
+//! 6. report what a source shared more than a day ago that the vault has
+//!    not copied (`copy-failed` once), then label the copies.
+//!
+//! Nothing the source accounts hold grants them anything here: the vault's
+//! copies are the vault account's, under its key, and once locked not even
+//! the vault's own roles can delete or unlock them before the lock ends.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use lambda_runtime::Diagnostic;
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use ebs_lifecycle::config::{Config, VaultConfig};
+use ebs_lifecycle::lambda::deadline::Deadline;
+use ebs_lifecycle::lambda::metrics::{self, Metric};
+use ebs_lifecycle::lambda::ownership;
+use ebs_lifecycle::lambda::pacing::Pacer;
+pub use ebs_lifecycle::lambda::pacing::Pacing;
+use ebs_lifecycle::lambda::run::{self, RunHeader};
+use ebs_lifecycle::ports::ec2::{
+    CopySnapshotRequest, Ec2Error, SnapshotCatalog, SnapshotCopier, SnapshotDeleter,
+    SnapshotLocker, SnapshotProtections, SnapshotTagger, TAG_BATCH,
+};
+use ebs_lifecycle::ports::ledger::{CopyInFlight, Ledger, LedgerError};
+use ebs_lifecycle::ports::notifier::Notifier;
+use ebs_lifecycle_core::copies::{self, Candidate, LostAnswer, Source};
+use ebs_lifecycle_core::events::{EventError, Trigger};
+use ebs_lifecycle_core::expiry;
+use ebs_lifecycle_core::model::{Snapshot, SnapshotState, Tags};
+use ebs_lifecycle_core::notify::{Notification, NotificationKind, Severity};
+use ebs_lifecycle_core::ownership::{CopyRecord, Scope};
+use ebs_lifecycle_core::safety::{AccountFacts, DeletionGate, Protection};
+use ebs_lifecycle_core::tagging;
+use ebs_lifecycle_core::tags::{self, LifecycleState};
+use ebs_lifecycle_core::vault::{self, Share};
+
+pub const FUNCTION: &str = "vault-snapshots";
+
+/// CopySnapshot and DeleteSnapshot draw on the mutating-action bucket.
+pub const COPY_PACING: Pacing = Pacing {
+    burst: 20,
+    interval: Duration::from_millis(200),
+};
+pub const DELETE_PACING: Pacing = Pacing {
+    burst: 50,
+    interval: Duration::from_millis(200),
+};
+
+/// A share not copied this long after its source snapshot started is
+/// reported (`copy-failed`, once).
+pub const LATE_AFTER: chrono::Duration = chrono::Duration::hours(24);
+
+#[derive(Clone, Copy)]
+pub struct Ports<'a> {
+    pub catalog: &'a dyn SnapshotCatalog,
+    pub protections: &'a dyn SnapshotProtections,
+    pub copier: &'a dyn SnapshotCopier,
+    pub deleter: &'a dyn SnapshotDeleter,
+    pub tagger: &'a dyn SnapshotTagger,
+    pub locker: &'a dyn SnapshotLocker,
+    pub notifier: &'a dyn Notifier,
+    pub ledger: &'a dyn Ledger,
+    pub copy_pacing: Pacing,
+    pub delete_pacing: Pacing,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum VaultError {
+    #[error("rejected event: {0}")]
+    InvalidEvent(#[from] EventError),
+    #[error("could not list the shares or the vault's copies, nothing done: {0}")]
+    Ec2Unavailable(Ec2Error),
+    #[error("could not use the stack's ledger, nothing done: {0}")]
+    LedgerUnavailable(#[from] LedgerError),
+}
+
+impl From<VaultError> for Diagnostic {
+    fn from(error: VaultError) -> Self {
+        let error_type = match error {
+            VaultError::InvalidEvent(_) => "InvalidEvent",
+            VaultError::Ec2Unavailable(_) => "Ec2Unavailable",
+            VaultError::LedgerUnavailable(_) => "LedgerUnavailable",
+        };
+        Diagnostic {
+            error_type: error_type.into(),
+            error_message: error.to_string(),
+        }
+    }
+}
+
+/// A share the vault did not take, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct Refused {
+    pub snapshot_id: String,
+    pub owner: Option<String>,
+    pub why: vault::Refusal,
+    #[serde(skip)]
+    pub first_report: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Failed {
+    pub source_snapshot_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub copy_id: Option<String>,
+    pub error_kind: String,
+    pub error: String,
+    #[serde(skip)]
+    pub first_report: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct VaultSummary {
+    #[serde(flatten)]
+    pub header: RunHeader,
+    /// False on a stack that is not a vault (`VAULT_FOR_ACCOUNTS` empty).
+    pub vault: bool,
+    pub dry_run: bool,
+    /// Shares from accepted accounts, and those refused.
+    pub shares: usize,
+    pub refused: Vec<Refused>,
+    /// The vault's copies (proven).
+    pub copies: usize,
+    pub started: Vec<String>,
+    pub completed: Vec<String>,
+    pub locked: Vec<String>,
+    pub failed: Vec<Failed>,
+    pub adopted: Vec<String>,
+    pub unknown: Vec<String>,
+    pub waiting: usize,
+    pub deleted: Vec<String>,
+    pub delete_failed: Vec<String>,
+    pub left_for_later: usize,
+    /// Shares older than a day and not copied.
+    pub late: Vec<String>,
+    #[serde(skip)]
+    pub late_first: Vec<String>,
+    pub labelled: usize,
+}
+
+pub async fn handle(
+    ports: Ports<'_>,
+    config: &Config,
+    event: &Value,
+    now: DateTime<Utc>,
+    deadline: Deadline,
+) -> Result<VaultSummary, VaultError> {
+    let trigger = Trigger::parse(event)?;
+    let mut summary = VaultSummary {
+        header: RunHeader::new(FUNCTION, config, now, trigger.label()),
+        dry_run: config.dry_run,
+        ..VaultSummary::default()
+    };
+    if let Trigger::Ignored { event, .. } = &trigger {
+        summary.header.event = Some(event.clone());
+        if event != "shareSnapshot" {
+            return Ok(summary);
+        }
+    }
+    let Some(settings) = &config.vault else {
+        tracing::info!("vault-snapshots: not a vault stack (VAULT_FOR_ACCOUNTS is empty)");
+        return Ok(summary);
+    };
+    summary.vault = true;
+    let run = Run {
+        ports,
+        config,
+        settings,
+        target: vault::target_name(&config.identity),
+        now,
+        deadline,
+    };
+    run.go(&mut summary).await?;
+    metrics::emit_for_run(
+        config,
+        FUNCTION,
+        &[
+            (
+                Metric::CrossRegionCopyCompleted,
+                summary.completed.len() as u64,
+            ),
+            (Metric::CrossRegionCopyFailed, summary.failed.len() as u64),
+            (
+                Metric::SnapshotsDeleteCompleted,
+                if summary.dry_run {
+                    0
+                } else {
+                    summary.deleted.len() as u64
+                },
+            ),
+            (
+                Metric::SnapshotsDeleteFailed,
+                summary.delete_failed.len() as u64,
+            ),
+        ],
+    );
+    tracing::info!(summary = %run::for_log(&summary), "{}", headline(&summary));
+    let notifications = notifications(config, &summary);
+    run::publish(ports.notifier, &notifications, &mut summary.header).await;
+    Ok(summary)
+}
+
+struct Run<'a> {
+    ports: Ports<'a>,
+    config: &'a Config,
+    settings: &'a VaultConfig,
+    /// `<vault account>/<region>`: `lifecycle:target` of the copies.
+    target: String,
+    now: DateTime<Utc>,
+    deadline: Deadline,
+}
+
+impl Run<'_> {
+    async fn go(&self, summary: &mut VaultSummary) -> Result<(), VaultError> {
+        let identity = &self.config.identity;
+        let ledger = self.ports.ledger;
+        let listed = self
+            .ports
+            .catalog
+            .shared_with_me(&self.settings.for_accounts)
+            .await
+            .map_err(VaultError::Ec2Unavailable)?;
+        let mut shares: Vec<Share> = Vec::new();
+        for s in &listed {
+            match vault::read_share(s, &identity.region, &self.settings.for_accounts) {
+                Ok(share) => shares.push(share),
+                Err(why) => {
+                    let first_report = ledger
+                        .first_report(&format!("share/{}", s.id), self.now)
+                        .await
+                        .unwrap_or(true);
+                    summary.refused.push(Refused {
+                        snapshot_id: s.id.clone(),
+                        owner: s.owner_id.clone(),
+                        why,
+                        first_report,
+                    });
+                }
+            }
+        }
+        summary.shares = shares.len();
+
+        // The vault's copies, proven by its ledger.
+        let own = self
+            .ports
+            .catalog
+            .managed_snapshots(&self.config.deployment_name)
+            .await
+            .map_err(VaultError::Ec2Unavailable)?;
+        let mut in_flight: Vec<CopyInFlight> = ledger
+            .copies_in_flight()
+            .await?
+            .into_iter()
+            .filter(|c| c.target == self.target)
+            .collect();
+        let ids: Vec<String> = own.iter().map(|s| s.id.clone()).collect();
+        let recorded: BTreeSet<String> = if ids.is_empty() {
+            BTreeSet::new()
+        } else {
+            ledger
+                .copies(&ids)
+                .await?
+                .into_iter()
+                .map(|r| r.copy_id)
+                .collect()
+        };
+        let mut kept_flights = Vec::new();
+        for mut flight in in_flight.drain(..) {
+            if flight.copy_id.is_some() {
+                kept_flights.push(flight);
+                continue;
+            }
+            let unrecorded = own.iter().filter(|s| !recorded.contains(&s.id));
+            let description = identity.copy(&identity.region, &flight.source_snapshot_id);
+            match copies::find_lost_copy(
+                unrecorded,
+                &description,
+                &identity.account,
+                flight.asked_at,
+                self.now,
+            ) {
+                LostAnswer::Found(copy_id) => {
+                    ledger
+                        .record_copy(&self.record_of(&flight, &copy_id))
+                        .await?;
+                    flight.copy_id = Some(copy_id.clone());
+                    ledger.begin_copy(&flight).await?;
+                    summary.adopted.push(copy_id);
+                    kept_flights.push(flight);
+                }
+                LostAnswer::Wait => {
+                    summary.unknown.push(flight.source_snapshot_id.clone());
+                    kept_flights.push(flight);
+                }
+                LostAnswer::NeverStarted => {
+                    ledger
+                        .end_copy(&flight.source_snapshot_id, &self.target)
+                        .await?;
+                }
+            }
+        }
+        let in_flight = kept_flights;
+        let sifted = ownership::sift(ledger, self.config, own, Scope::SomeSnapshots).await?;
+        let held = sifted.held_for_review();
+        let mut copies: Vec<Snapshot> = sifted.owned;
+        summary.copies = copies.len();
+
+        let in_flight = self.track(&mut copies, in_flight, summary).await;
+        self.lock(&copies, summary).await;
+        let chosen = self.choose(&shares, &copies, &in_flight, summary);
+        self.start(chosen, summary).await?;
+        let deleted = self.keep(&copies, held, summary).await?;
+        copies.retain(|c| !deleted.contains(&c.id));
+
+        // Shared more than a day ago and still not copied (older than
+        // what the vault copied of its volume, it was copied and let go).
+        let marks = watermarks(&copies);
+        let copied: BTreeSet<&str> = copies
+            .iter()
+            .filter(|c| c.state == SnapshotState::Completed)
+            .filter_map(|c| c.copy_of())
+            .collect();
+        for share in &shares {
+            if share.completed
+                && newer_than_copied(share, &marks)
+                && self.now - share.start_time > LATE_AFTER
+                && !copied.contains(share.snapshot_id.as_str())
+            {
+                summary.late.push(share.snapshot_id.clone());
+                if ledger
+                    .first_report(&format!("late/{}", share.snapshot_id), self.now)
+                    .await
+                    .unwrap_or(true)
+                {
+                    summary.late_first.push(share.snapshot_id.clone());
+                }
+            }
+        }
+
+        let plan = tagging::label_copies(
+            &self.config.deployment_name,
+            &self.settings.policies,
+            &copies,
+            self.now,
+        );
+        for batch in tagging::batches(&plan.changes, TAG_BATCH) {
+            if self.deadline.is_near() {
+                break;
+            }
+            if self
+                .ports
+                .tagger
+                .tag_snapshots(&batch.snapshot_ids, &batch.tags)
+                .await
+                .is_ok()
+            {
+                summary.labelled += batch.snapshot_ids.len();
+            }
+        }
+        Ok(())
+    }
+
+    fn record_of(&self, flight: &CopyInFlight, copy_id: &str) -> CopyRecord {
+        CopyRecord {
+            copy_id: copy_id.to_string(),
+            source_snapshot_id: flight.source_snapshot_id.clone(),
+            volume_id: flight.volume_id.clone(),
+            policy: flight.policy.clone(),
+            slot: flight.slot,
+            created_at: flight.created_at,
+            target: Some(self.target.clone()),
+        }
+    }
+
+    async fn end(&self, source: &str) {
+        if let Err(e) = self.ports.ledger.end_copy(source, &self.target).await {
+            tracing::warn!(error = %e, source, "could not end an in-flight record; it expires by itself");
+        }
+    }
+
+    /// Pending -> completed or failed, as EC2 says; the in-flight records end.
+    async fn track(
+        &self,
+        copies: &mut [Snapshot],
+        in_flight: Vec<CopyInFlight>,
+        summary: &mut VaultSummary,
+    ) -> Vec<CopyInFlight> {
+        let tagged = |s: &Snapshot, state: LifecycleState| {
+            s.tags.get(tags::STATE).map(String::as_str) == Some(state.as_str())
+        };
+        for (ec2_state, state) in [
+            (SnapshotState::Completed, LifecycleState::Completed),
+            (SnapshotState::Error, LifecycleState::Failed),
+        ] {
+            let ids: Vec<String> = copies
+                .iter()
+                .filter(|s| s.state == ec2_state && !tagged(s, state))
+                .map(|s| s.id.clone())
+                .collect();
+            if ids.is_empty() {
+                continue;
+            }
+            let mut new_tags = Tags::new();
+            new_tags.insert(tags::STATE.into(), state.as_str().into());
+            if state == LifecycleState::Completed {
+                new_tags.insert(tags::COMPLETED_AT.into(), tags::format_time(self.now));
+            }
+            if let Err(e) = self.ports.tagger.tag_snapshots(&ids, &new_tags).await {
+                tracing::warn!(error = %e, "could not tag the copies' new state; the next run tries again");
+                continue;
+            }
+            for copy in copies.iter_mut().filter(|c| ids.contains(&c.id)) {
+                copy.tags.extend(new_tags.clone());
+                let source = copy.copy_of().unwrap_or_default().to_string();
+                if state == LifecycleState::Completed {
+                    summary.completed.push(copy.id.clone());
+                } else {
+                    summary.failed.push(Failed {
+                        source_snapshot_id: source,
+                        copy_id: Some(copy.id.clone()),
+                        error_kind: "copy-error".into(),
+                        error: "EC2 reports the vault copy in state error".into(),
+                        first_report: true,
+                    });
+                }
+            }
+        }
+        let mut still = Vec::new();
+        for flight in in_flight {
+            let settled = match flight.copy_id.as_deref() {
+                None => false,
+                Some(id) => match copies.iter().find(|c| c.id == id) {
+                    Some(c) => c.state != SnapshotState::Pending,
+                    None => self.now >= flight.asked_at + copies::LOST_ANSWER_WINDOW,
+                },
+            };
+            if settled {
+                self.end(&flight.source_snapshot_id).await;
+            } else {
+                still.push(flight);
+            }
+        }
+        still
+    }
+
+    /// Lock every completed copy not locked yet (compliance mode, no
+    /// cooling-off): from then on nobody can delete it or shorten the lock.
+    async fn lock(&self, copies: &[Snapshot], summary: &mut VaultSummary) {
+        let days = self.settings.lock_days;
+        if days == 0 {
+            return;
+        }
+        let completed: Vec<String> = copies
+            .iter()
+            .filter(|c| c.state == SnapshotState::Completed)
+            .map(|c| c.id.clone())
+            .collect();
+        if completed.is_empty() {
+            return;
+        }
+        let locked = match self.ports.protections.locked_snapshot_ids(&completed).await {
+            Ok(locked) => locked,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the locks; the next run locks what is not");
+                return;
+            }
+        };
+        // Locked for `days` from completion: a copy whose lock ended is not
+        // locked again (its rules may then let it go), one whose lock
+        // failed is locked for what is left of its days.
+        let completed_at: BTreeMap<&str, DateTime<Utc>> = copies
+            .iter()
+            .filter_map(|c| {
+                let at = c
+                    .tags
+                    .get(tags::COMPLETED_AT)
+                    .and_then(|v| tags::parse_time(v))?;
+                Some((c.id.as_str(), at))
+            })
+            .collect();
+        for id in completed.iter().filter(|id| !locked.contains(*id)) {
+            let Some(done) = completed_at.get(id.as_str()) else {
+                continue;
+            };
+            let left = chrono::Duration::days(i64::from(days)) - (self.now - *done);
+            if left <= chrono::Duration::zero() {
+                continue;
+            }
+            let left_days = u32::try_from(left.num_days() + 1).unwrap_or(days).min(days);
+            match self.ports.locker.lock_snapshot(id, left_days).await {
+                Ok(()) => summary.locked.push(id.clone()),
+                Err(e) => {
+                    tracing::warn!(snapshot_id = id, error = %e, "could not lock a vault copy; the next run tries again");
+                }
+            }
+        }
+    }
+
+    /// Every accepted, completed share not copied yet: per source volume
+    /// the oldest, none for a volume with a copy in flight, oldest first
+    /// within the 20 copies in flight.
+    fn choose<'s>(
+        &self,
+        shares: &'s [Share],
+        copies: &[Snapshot],
+        in_flight: &[CopyInFlight],
+        summary: &mut VaultSummary,
+    ) -> Vec<&'s Share> {
+        let copied: BTreeSet<&str> = copies
+            .iter()
+            .filter(|c| c.state != SnapshotState::Error)
+            .filter_map(|c| c.copy_of())
+            .collect();
+        let mut busy: BTreeSet<&str> = in_flight.iter().map(|f| f.volume_id.as_str()).collect();
+        busy.extend(
+            copies
+                .iter()
+                .filter(|c| c.state == SnapshotState::Pending)
+                .filter_map(|c| c.source_volume_id()),
+        );
+        let marks = watermarks(copies);
+        let mut oldest: BTreeMap<&str, &Share> = BTreeMap::new();
+        for share in shares {
+            if !share.completed
+                || !newer_than_copied(share, &marks)
+                || copied.contains(share.snapshot_id.as_str())
+                || in_flight
+                    .iter()
+                    .any(|f| f.source_snapshot_id == share.snapshot_id)
+            {
+                continue;
+            }
+            let entry = oldest.entry(share.volume_id.as_str()).or_insert(share);
+            if (share.start_time, &share.snapshot_id) < (entry.start_time, &entry.snapshot_id) {
+                *entry = share;
+            }
+        }
+        let waiting_volumes = oldest.keys().filter(|v| busy.contains(*v)).count();
+        let sources: Vec<(Source, &Share)> = oldest
+            .values()
+            .filter(|s| !busy.contains(s.volume_id.as_str()))
+            .map(|s| {
+                (
+                    Source {
+                        id: s.snapshot_id.clone(),
+                        time: s.start_time,
+                    },
+                    *s,
+                )
+            })
+            .collect();
+        let pending = copies
+            .iter()
+            .filter(|c| c.state == SnapshotState::Pending)
+            .count()
+            + in_flight.iter().filter(|f| f.copy_id.is_none()).count();
+        let candidates: Vec<Candidate> = sources
+            .iter()
+            .map(|(source, share)| Candidate {
+                volume_id: &share.volume_id,
+                source,
+            })
+            .collect();
+        let planned: BTreeSet<&str> = copies::plan(candidates, pending)
+            .into_iter()
+            .map(|c| c.source.id.as_str())
+            .collect();
+        summary.waiting += waiting_volumes + sources.len() - planned.len();
+        let mut out: Vec<&Share> = sources
+            .iter()
+            .filter(|(s, _)| planned.contains(s.id.as_str()))
+            .map(|(_, share)| *share)
+            .collect();
+        out.sort_by_key(|s| (s.start_time, s.snapshot_id.clone()));
+        out
+    }
+
+    async fn start(
+        &self,
+        chosen: Vec<&Share>,
+        summary: &mut VaultSummary,
+    ) -> Result<(), VaultError> {
+        let identity = &self.config.identity;
+        let ledger = self.ports.ledger;
+        let mut pacer = Pacer::new(self.ports.copy_pacing);
+        let mut stopped = false;
+        for share in chosen {
+            if stopped || self.deadline.is_near() {
+                summary.waiting += 1;
+                continue;
+            }
+            let flight = CopyInFlight {
+                source_snapshot_id: share.snapshot_id.clone(),
+                target: self.target.clone(),
+                volume_id: share.volume_id.clone(),
+                policy: share.policy.clone(),
+                slot: share.slot,
+                created_at: share.start_time,
+                asked_at: self.now,
+                copy_id: None,
+            };
+            ledger.begin_copy(&flight).await?;
+            let request = CopySnapshotRequest {
+                source_snapshot_id: share.snapshot_id.clone(),
+                source_region: Some(identity.region.clone()),
+                kms_key_id: Some(self.settings.kms_key_id.clone()),
+                description: identity.copy(&identity.region, &share.snapshot_id),
+                tags: vault::copy_tags(share, identity),
+            };
+            pacer.ready().await;
+            match self.ports.copier.copy_snapshot(&request).await {
+                Ok(copy_id) => {
+                    if let Err(e) = ledger.record_copy(&self.record_of(&flight, &copy_id)).await {
+                        tracing::warn!(error = %e, copy_id, "could not record the copy; the next run adopts it");
+                    } else if let Err(e) = ledger
+                        .begin_copy(&CopyInFlight {
+                            copy_id: Some(copy_id.clone()),
+                            ..flight.clone()
+                        })
+                        .await
+                    {
+                        tracing::warn!(error = %e, copy_id, "could not note the copy's id; the next run finds it again");
+                    }
+                    summary.started.push(copy_id);
+                }
+                Err(Ec2Error::Throttled { .. } | Ec2Error::ResourceLimitExceeded) => {
+                    self.end(&share.snapshot_id).await;
+                    summary.waiting += 1;
+                    stopped = true;
+                }
+                Err(Ec2Error::SnapshotNotFound) => self.end(&share.snapshot_id).await,
+                Err(Ec2Error::Transport { .. }) => summary.unknown.push(share.snapshot_id.clone()),
+                Err(e) => {
+                    self.end(&share.snapshot_id).await;
+                    let first_report = ledger
+                        .first_report(&format!("{}@{}", share.snapshot_id, self.target), self.now)
+                        .await
+                        .unwrap_or(true);
+                    stopped = matches!(e, Ec2Error::KeyUnusable { .. });
+                    summary.failed.push(Failed {
+                        source_snapshot_id: share.snapshot_id.clone(),
+                        copy_id: None,
+                        error_kind: e.kind().into(),
+                        error: e.to_string(),
+                        first_report,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `VAULT_POLICIES` per source policy and volume, under every safety
+    /// rule; a locked copy is never deleted.
+    async fn keep(
+        &self,
+        copies: &[Snapshot],
+        held: BTreeSet<String>,
+        summary: &mut VaultSummary,
+    ) -> Result<BTreeSet<String>, VaultError> {
+        let mut deleted = BTreeSet::new();
+        if copies.is_empty() {
+            return Ok(deleted);
+        }
+        let ami_snapshot_ids = self
+            .ports
+            .protections
+            .ami_snapshot_ids()
+            .await
+            .map_err(VaultError::Ec2Unavailable)?;
+        let ids: Vec<String> = copies.iter().map(|c| c.id.clone()).collect();
+        // Without the locks nothing is deleted: in a vault the lock is the
+        // point, and a delete EC2 refuses would be reported as a failure.
+        let Ok(locked_snapshot_ids) = self.ports.protections.locked_snapshot_ids(&ids).await else {
+            tracing::warn!("snapshot locks could not be read; nothing deleted this run");
+            return Ok(deleted);
+        };
+        let facts = AccountFacts {
+            deployment: self.config.deployment_name.clone(),
+            ami_snapshot_ids,
+            locked_snapshot_ids,
+            held_for_review: held,
+            copying: BTreeSet::new(),
+            now: self.now,
+        };
+        let policies = &self.settings.policies;
+        let existing = BTreeSet::new();
+        let planning = DeletionGate::new(facts.clone(), copies, self.config.max_deletions);
+        let plans = expiry::plan(copies, policies, &existing, &planning);
+        let wanted = plans
+            .iter()
+            .flat_map(|p| &p.snapshots)
+            .filter(|p| p.deletable())
+            .count();
+        if wanted == 0 {
+            return Ok(deleted);
+        }
+        let ledger = self.ports.ledger;
+        let wanted = u32::try_from(wanted).unwrap_or(u32::MAX);
+        let granted = ledger
+            .reserve_deletions(self.now, wanted, self.config.max_deletions)
+            .await?;
+        let mut gate = DeletionGate::new(facts, copies, granted);
+        let mut pacer = Pacer::new(self.ports.delete_pacing);
+        let mut attempted = 0u32;
+        for planned in plans.iter().flat_map(|p| p.snapshots.iter().rev()) {
+            if !planned.deletable() {
+                continue;
+            }
+            let copy = planned.snapshot;
+            if self.deadline.is_near() {
+                summary.left_for_later += 1;
+                continue;
+            }
+            let authorized = match gate.authorize(copy, planned.retention.as_deref()) {
+                Ok(a) => a,
+                Err(Protection::CapReached) => {
+                    summary.left_for_later += 1;
+                    continue;
+                }
+                Err(_) => continue,
+            };
+            if self.config.dry_run {
+                summary.deleted.push(copy.id.clone());
+                continue;
+            }
+            pacer.ready().await;
+            attempted += 1;
+            match self.ports.deleter.delete_snapshot(&authorized).await {
+                Ok(()) | Err(Ec2Error::SnapshotNotFound) => {
+                    if let Err(e) = ledger.forget_copy(&copy.id).await {
+                        tracing::warn!(copy_id = copy.id, error = %e, "could not forget a deleted copy's record");
+                    }
+                    deleted.insert(copy.id.clone());
+                    summary.deleted.push(copy.id.clone());
+                }
+                Err(e) => {
+                    tracing::warn!(copy_id = copy.id, error = %e, "delete refused");
+                    summary.delete_failed.push(copy.id.clone());
+                }
+            }
+        }
+        if let Err(e) = ledger
+            .release_deletions(self.now, self.now, granted.saturating_sub(attempted))
+            .await
+        {
+            tracing::warn!(error = %e, "could not give back the unused deletions");
+        }
+        Ok(deleted)
+    }
+}
+
+/// Per source volume, the source time of the vault's newest copy (done or
+/// in progress). The vault copies in order, oldest first, and never goes
+/// back: a share older than this was copied and let go by the vault's
+/// rules (the newest copy is never deleted, so the mark stays).
+fn watermarks(copies: &[Snapshot]) -> BTreeMap<String, DateTime<Utc>> {
+    let mut marks: BTreeMap<String, DateTime<Utc>> = BTreeMap::new();
+    for c in copies.iter().filter(|c| c.state != SnapshotState::Error) {
+        if let (Some(volume), Some(time)) = (c.source_volume_id(), c.retention_time()) {
+            let mark = marks.entry(volume.to_string()).or_insert(time);
+            if time > *mark {
+                *mark = time;
+            }
+        }
+    }
+    marks
+}
+
+fn newer_than_copied(share: &Share, marks: &BTreeMap<String, DateTime<Utc>>) -> bool {
+    marks
+        .get(&share.volume_id)
+        .is_none_or(|mark| share.start_time > *mark)
+}
+
+fn headline(s: &VaultSummary) -> String {
+    format!(
+        "vault-snapshots: {} shares, {} copies; started {}, completed {}, locked {}, failed {}, deleted {}, refused {}, late {}",
+        s.shares,
+        s.copies,
+        s.started.len(),
+        s.completed.len(),
+        s.locked.len(),
+        s.failed.len(),
+        s.deleted.len(),
+        s.refused.len(),
+        s.late.len()
+    )
+}
+
+/// What the run tells people: a failed vault copy, a share not copied
+/// within a day (`copy-failed`, once each), a refused share
+/// (`tampering-suspected`, once each), a warning when deletions failed.
+pub fn notifications(config: &Config, s: &VaultSummary) -> Vec<Notification> {
+    let mut out = Vec::new();
+    let notify = |kind, severity, summary: String, details: Value| Notification {
+        kind,
+        severity,
+        deployment: config.deployment_name.clone(),
+        summary,
+        details,
+    };
+    for f in s.failed.iter().filter(|f| f.first_report) {
+        out.push(notify(
+            NotificationKind::CopyFailed,
+            Severity::Warning,
+            format!(
+                "vault copy of {} failed: {}",
+                f.source_snapshot_id, f.error_kind
+            ),
+            json!(f),
+        ));
+    }
+    for id in &s.late_first {
+        out.push(notify(
+            NotificationKind::CopyFailed,
+            Severity::Warning,
+            format!("{id} was shared with the vault more than a day ago and is not copied"),
+            json!({"source_snapshot_id": id, "error_kind": "not-copied-within-a-day"}),
+        ));
+    }
+    for r in s.refused.iter().filter(|r| r.first_report) {
+        out.push(notify(
+            NotificationKind::TamperingSuspected,
+            Severity::Warning,
+            format!(
+                "a snapshot shared with the vault is ignored: {} ({})",
+                r.snapshot_id,
+                r.why.kind()
+            ),
+            json!(r),
+        ));
+    }
+    if !s.delete_failed.is_empty() {
+        out.push(notify(
+            NotificationKind::RunSummary,
+            Severity::Warning,
+            headline(s),
+            json!(s),
+        ));
+    }
+    out
+}

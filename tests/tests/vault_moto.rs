@@ -1,0 +1,339 @@
+//! A vault account end to end on one moto: the source stack (default
+//! account) shares what its account target selects; the vault stack (a
+//! second account, acting with a role of it) copies what it accepts,
+//! locks and keeps the copies by its own rules. moto lets shares through
+//! and locks snapshots as EC2 does by scripts/moto_ebs_fixes.py.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, Duration, Utc};
+use serde_json::json;
+
+use ebs_lifecycle::aws::ec2::Ec2Adapter;
+use ebs_lifecycle::aws::kms::KmsAdapter;
+use ebs_lifecycle::aws::ledger::DynamoLedger;
+use ebs_lifecycle::config::Config;
+use ebs_lifecycle::lambda::deadline::Deadline;
+use ebs_lifecycle_core::model::SnapshotState;
+use ebs_lifecycle_core::notify::NotificationKind;
+use ebs_lifecycle_core::tags;
+use integration_tests::*;
+
+const VAULT: &str = "210987654321";
+const STRANGER: &str = "333333333333";
+
+fn t(s: &str) -> DateTime<Utc> {
+    tags::parse_time(s).unwrap()
+}
+
+struct Source {
+    ec2: Ec2Adapter,
+    keys: KmsAdapter,
+    config: Config,
+    notifier: RecordingNotifier,
+}
+
+struct Vault {
+    ec2: Ec2Adapter,
+    client: aws_sdk_ec2::Client,
+    ledger: &'static DynamoLedger,
+    config: Config,
+    notifier: RecordingNotifier,
+    counter: RequestCounter,
+}
+
+async fn share_run(moto: &Moto, source: &Source, now: DateTime<Utc>) -> copy_snapshots::RunSummary {
+    moto.set_clock(Some(now));
+    let destinations = std::collections::BTreeMap::new();
+    let ports = copy_snapshots::Ports {
+        catalog: &source.ec2,
+        sharing: &source.ec2,
+        keys: &source.keys,
+        destinations: &destinations,
+        notifier: &source.notifier,
+        ledger: moto.ledger(),
+        copy_pacing: copy_snapshots::COPY_PACING,
+        delete_pacing: copy_snapshots::DELETE_PACING,
+    };
+    let summary = copy_snapshots::handle(
+        ports,
+        &source.config,
+        &json!({"kind": "tick"}),
+        now,
+        Deadline::after(std::time::Duration::from_secs(600)),
+    )
+    .await
+    .unwrap();
+    moto.set_clock(None);
+    summary
+}
+
+async fn vault_run(
+    moto: &Moto,
+    vault: &Vault,
+    now: DateTime<Utc>,
+) -> vault_snapshots::VaultSummary {
+    moto.set_clock(Some(now));
+    let ports = vault_snapshots::Ports {
+        catalog: &vault.ec2,
+        protections: &vault.ec2,
+        copier: &vault.ec2,
+        deleter: &vault.ec2,
+        tagger: &vault.ec2,
+        locker: &vault.ec2,
+        notifier: &vault.notifier,
+        ledger: vault.ledger,
+        copy_pacing: vault_snapshots::COPY_PACING,
+        delete_pacing: vault_snapshots::DELETE_PACING,
+    };
+    let summary = vault_snapshots::handle(
+        ports,
+        &vault.config,
+        &json!({"kind": "tick"}),
+        now,
+        Deadline::after(std::time::Duration::from_secs(600)),
+    )
+    .await
+    .unwrap();
+    moto.set_clock(None);
+    summary
+}
+
+#[tokio::test]
+async fn a_month_of_life_the_vault_keeps_what_its_rules_keep_and_nothing_in_the_source_can_touch_it(
+) {
+    let moto = Moto::start();
+    let ec2 = moto.ec2();
+    let kms = aws_sdk_kms::Client::new(&moto.sdk_config());
+    // The source's volumes are under a customer managed key; its policy
+    // does not name the vault yet.
+    let key = kms
+        .create_key()
+        .send()
+        .await
+        .unwrap()
+        .key_metadata()
+        .unwrap()
+        .arn()
+        .unwrap()
+        .to_string();
+    let volume = ec2
+        .create_volume()
+        .availability_zone("us-east-1a")
+        .size(8)
+        .encrypted(true)
+        .kms_key_id(&key)
+        .tag_specifications(tag_spec(
+            aws_sdk_ec2::types::ResourceType::Volume,
+            &[("Backup", "gold")],
+        ))
+        .send()
+        .await
+        .unwrap()
+        .volume_id()
+        .unwrap()
+        .to_string();
+    let policies = json!({"gold": {
+        "schedule": "@daily", "keep": {"last": 30},
+        "copies": [{"account": VAULT, "region": REGION, "kms_key": key, "keep": {"daily": 7}}]
+    }})
+    .to_string();
+    let source = Source {
+        ec2: Ec2Adapter::new(ec2.clone()),
+        keys: KmsAdapter::new(kms.clone()),
+        config: config(&policies),
+        notifier: RecordingNotifier::default(),
+    };
+
+    let vault_sdk = moto.sdk_config_as(VAULT).await;
+    create_ledger_table(&vault_sdk);
+    let vault_key = aws_sdk_kms::Client::new(&vault_sdk)
+        .create_key()
+        .send()
+        .await
+        .unwrap()
+        .key_metadata()
+        .unwrap()
+        .arn()
+        .unwrap()
+        .to_string();
+    let (counted, counter) = {
+        let (client, counter) = moto.counted_ec2();
+        // The counted client, acting as the vault.
+        let client = aws_sdk_ec2::Client::from_conf(
+            client
+                .config()
+                .to_builder()
+                .credentials_provider(vault_sdk.credentials_provider().unwrap())
+                .build(),
+        );
+        (client, counter)
+    };
+    let vault = Vault {
+        ec2: Ec2Adapter::new(counted),
+        client: aws_sdk_ec2::Client::new(&vault_sdk),
+        ledger: Box::leak(Box::new(DynamoLedger::new(
+            aws_sdk_dynamodb::Client::new(&vault_sdk),
+            LEDGER_TABLE,
+        ))),
+        config: config_with(
+            "{\"gold\": {\"schedule\": \"@daily\", \"keep\": {\"last\": 1}}}",
+            &[
+                ("DEPLOYMENT_NAME", "vault"),
+                ("ACCOUNT_ID", VAULT),
+                ("VAULT_FOR_ACCOUNTS", ACCOUNT),
+                ("VAULT_POLICIES", r#"{"gold": {"daily": 3}}"#),
+                ("VAULT_KMS_KEY_ID", &vault_key),
+                ("VAULT_LOCK_DAYS", "2"),
+            ],
+        ),
+        notifier: RecordingNotifier::default(),
+        counter,
+    };
+
+    // Day 0: the key's policy does not let the vault in: nothing shared,
+    // one config-error.
+    let first = managed_snapshot(&moto, &volume, "itest", "gold", &[]).await;
+    let day0 = t("2026-03-01T00:00:00Z");
+    let run = share_run(&moto, &source, day0 + Duration::hours(1)).await;
+    assert!(run.vaults[0].error.is_some(), "{run:?}");
+    assert!(run.vaults[0].shared.is_empty());
+    let config_errors = |n: &RecordingNotifier| {
+        n.sent()
+            .iter()
+            .filter(|n| n.kind == NotificationKind::ConfigError)
+            .count()
+    };
+    assert_eq!(config_errors(&source.notifier), 1);
+    share_run(&moto, &source, day0 + Duration::hours(2)).await;
+    assert_eq!(config_errors(&source.notifier), 1, "once a day");
+    // Someone fixes the key policy.
+    let policy = json!({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": {"AWS": format!("arn:aws:iam::{ACCOUNT}:root")}, "Action": "kms:*", "Resource": "*"},
+        {"Effect": "Allow", "Principal": {"AWS": format!("arn:aws:iam::{VAULT}:root")},
+         "Action": ["kms:Decrypt", "kms:DescribeKey", "kms:CreateGrant", "kms:ReEncrypt*"], "Resource": "*"}
+    ]});
+    kms.put_key_policy()
+        .key_id(key.rsplit('/').next().unwrap())
+        .policy_name("default")
+        .policy(policy.to_string())
+        .send()
+        .await
+        .unwrap();
+
+    // A stranger shares a snapshot with the vault; the source shares a
+    // hand-made one (not a deployment's) by hand.
+    let stranger_sdk = moto.sdk_config_as(STRANGER).await;
+    let stranger = aws_sdk_ec2::Client::new(&stranger_sdk);
+    let theirs = create_volume(&stranger, 8, &[]).await;
+    let theirs = hand_made_snapshot(&stranger, &theirs).await;
+    share(&stranger, &theirs, VAULT).await;
+    let forged = hand_made_snapshot(&ec2, &volume).await;
+    share(&ec2, &forged, VAULT).await;
+
+    // Ten days: a snapshot a day, the source shares an hour later, the
+    // vault runs two hours later.
+    let mut sources = vec![first];
+    for day in 0..10 {
+        let at = day0 + Duration::days(day);
+        if day > 0 {
+            sources.push(managed_snapshot(&moto, &volume, "itest", "gold", &[]).await);
+        }
+        let run = share_run(&moto, &source, at + Duration::hours(1)).await;
+        assert_eq!(run.vaults[0].error, None, "{run:?}");
+        assert_eq!(
+            run.vaults[0].shared,
+            [sources.last().unwrap().clone()],
+            "day {day}: {run:?}"
+        );
+        vault_run(&moto, &vault, at + Duration::hours(2)).await;
+    }
+    let last = vault_run(&moto, &vault, day0 + Duration::days(10)).await;
+    assert_eq!(last.late, Vec::<String>::new(), "{last:?}");
+
+    // The vault holds exactly what its rules keep: the last three days.
+    let copies = snapshots(&vault.client).await;
+    let copied: BTreeSet<String> = copies
+        .iter()
+        .map(|c| c.tags[tags::COPY_OF].clone())
+        .collect();
+    assert_eq!(
+        copied,
+        sources[7..].iter().cloned().collect::<BTreeSet<_>>(),
+        "{last:?}"
+    );
+    for c in &copies {
+        assert_eq!(c.state, SnapshotState::Completed);
+        assert_eq!(c.owner_id.as_deref(), Some(VAULT));
+        assert_eq!(c.kms_key_id.as_deref(), Some(vault_key.as_str()));
+        assert_eq!(c.tags[tags::SOURCE_ACCOUNT], ACCOUNT);
+        assert_eq!(c.tags[tags::VOLUME_ID], volume);
+        assert_eq!(c.tags[tags::RETAINED_BY], "daily");
+    }
+    // The stranger's share was never looked at; the hand-made one was
+    // refused and reported once.
+    assert!(!copied.contains(&theirs));
+    let refused: Vec<_> = last.refused.iter().map(|r| r.snapshot_id.clone()).collect();
+    assert_eq!(refused, [forged.clone()]);
+    let reported = vault
+        .notifier
+        .sent()
+        .iter()
+        .filter(|n| n.kind == NotificationKind::TamperingSuspected)
+        .count();
+    assert_eq!(reported, 1);
+
+    // A locked copy survives a delete attempt by the vault's own role.
+    let newest = copies
+        .iter()
+        .find(|c| c.tags[tags::COPY_OF] == sources[9])
+        .unwrap();
+    moto.set_clock(Some(day0 + Duration::days(10) + Duration::hours(1)));
+    let refused = vault
+        .client
+        .delete_snapshot()
+        .snapshot_id(&newest.id)
+        .send()
+        .await;
+    assert!(refused.is_err(), "a locked copy was deleted");
+    // Nor can it be unlocked (compliance mode, no cooling-off).
+    let unlock = vault
+        .client
+        .unlock_snapshot()
+        .snapshot_id(&newest.id)
+        .send()
+        .await;
+    assert!(unlock.is_err(), "a compliance lock was lifted");
+    moto.set_clock(None);
+
+    // The source deletes every snapshot it has: the vault is untouched.
+    for s in snapshots(&ec2).await {
+        ec2.delete_snapshot()
+            .snapshot_id(&s.id)
+            .send()
+            .await
+            .unwrap();
+    }
+    let after = vault_run(&moto, &vault, day0 + Duration::days(11)).await;
+    assert_eq!(after.shares, 0);
+    assert_eq!(snapshots(&vault.client).await.len(), 3, "{after:?}");
+
+    eprintln!(
+        "vault requests over {} copies: {:?}",
+        sources.len(),
+        vault.counter.all()
+    );
+}
+
+async fn share(ec2: &aws_sdk_ec2::Client, snapshot: &str, account: &str) {
+    ec2.modify_snapshot_attribute()
+        .snapshot_id(snapshot)
+        .attribute(aws_sdk_ec2::types::SnapshotAttributeName::CreateVolumePermission)
+        .operation_type(aws_sdk_ec2::types::OperationType::Add)
+        .user_ids(account)
+        .send()
+        .await
+        .unwrap();
+}
