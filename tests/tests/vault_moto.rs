@@ -276,7 +276,7 @@ async fn a_month_of_life_the_vault_keeps_what_its_rules_keep_and_nothing_in_the_
     // refused and reported once.
     assert!(!copied.contains(&theirs));
     let refused: Vec<_> = last.refused.iter().map(|r| r.snapshot_id.clone()).collect();
-    assert_eq!(refused, [forged.clone()]);
+    assert_eq!(refused, std::slice::from_ref(&forged));
     let reported = vault
         .notifier
         .sent()
