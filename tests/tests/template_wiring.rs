@@ -156,7 +156,8 @@ fn each_function_receives_exactly_the_events_of_the_routing_table() {
         // check-encryption act on the snapshots that did complete.
         ("createSnapshots partly failed", vec![COMPLETE, TAG, CHECK]),
         ("createSnapshots all failed", vec![COMPLETE, TAG, CHECK]),
-        ("shareSnapshot", vec![]),
+        // A vault stack's vault-snapshots reconciles on every share.
+        ("shareSnapshot", vec!["VaultSnapshotsFunction"]),
         ("archiveSnapshot", vec![]),
         ("EBS Volume Notification", vec![]),
         ("EC2 instance state change", vec![]),
@@ -191,6 +192,11 @@ fn deliveries_agree_with_the_handlers_event_parser() {
                         assert!(got.contains(f), "{what} does not reach {f}: {got:?}");
                     }
                 }
+            }
+            // A share reaches a vault's vault-snapshots, which reconciles.
+            Ok(SnapshotEvent::Ignored { ref event, .. }) if event == "shareSnapshot" => {
+                let vault = BTreeSet::from(["VaultSnapshotsFunction".to_string()]);
+                assert_eq!(got, vault, "{what}");
             }
             // Anything a handler would ignore or refuse is not delivered at
             // all: no invocation, no cost, no error alarm.
@@ -249,7 +255,7 @@ fn aws_documented_samples() {
             Some(("copySnapshot", vec![failed])),
             vec![COMPLETE],
         ),
-        ("share-snapshot.json", None, vec![]),
+        ("share-snapshot.json", None, vec!["VaultSnapshotsFunction"]),
         ("archive-snapshot-succeeded.json", None, vec![]),
         ("archive-snapshot-failed.json", None, vec![]),
         ("restore-snapshot-permanent-succeeded.json", None, vec![]),
@@ -350,6 +356,7 @@ fn every_function_has_its_schedule_and_each_schedule_sends_a_tick() {
         ("CheckEncryptionFunction", "Daily"),
         ("ExpireSnapshotsFunction", "Daily"),
         ("CopySnapshotsFunction", "Tick"),
+        ("VaultSnapshotsFunction", "Hourly"),
     ]);
     let names: Vec<&str> = functions.keys().map(String::as_str).collect();
     assert_eq!(names, expected.keys().copied().collect::<Vec<_>>());
@@ -665,7 +672,11 @@ fn logs_and_their_key_survive_the_stack() {
             name
         })
         .collect();
-    assert_eq!(kept.len(), 7, "six log groups and the stack key: {kept:?}");
+    assert_eq!(
+        kept.len(),
+        8,
+        "seven log groups and the stack key: {kept:?}"
+    );
 }
 
 /// Starting an instance with customer-managed-key volumes needs a KMS grant
@@ -853,8 +864,8 @@ fn functions_admit_only_the_stacks_own_rules() {
         .collect();
     assert_eq!(
         permissions.len(),
-        6,
-        "two completion rules for each of three functions"
+        7,
+        "two completion rules for each of three functions, a vault's share rule"
     );
     for (name, permission) in permissions {
         let p = &permission["Properties"];
@@ -1018,4 +1029,51 @@ fn copy_permissions_are_the_deployments_snapshots_the_target_regions_and_keys() 
             "{action} outside the conditional policy"
         );
     }
+}
+
+/// A vault stack's role can lock its copies and never unlock them; it
+/// deletes only its own; the source side shares only with the vault
+/// accounts named, never publicly. Both exist only when configured.
+#[test]
+fn a_vault_locks_never_unlocks_and_sources_share_only_with_their_vaults() {
+    let template = template_json();
+    let resources = &template["Resources"];
+    let vault = &resources["VaultSnapshotsFunction"];
+    assert_eq!(vault["Condition"], "IsVault");
+    let policies = vault["Properties"]["Policies"].to_string();
+    assert!(policies.contains("ec2:LockSnapshot"));
+    assert!(
+        !policies.contains("UnlockSnapshot"),
+        "the vault role can unlock"
+    );
+    let stack = json!({"!Ref": "AWS::StackName"});
+    for statement in vault["Properties"]["Policies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["Statement"].as_array())
+        .flatten()
+    {
+        let action = statement["Action"].to_string();
+        if action.contains("ec2:DeleteSnapshot") || action.contains("ec2:LockSnapshot") {
+            assert_eq!(
+                statement["Condition"]["StringEquals"]["aws:ResourceTag/lifecycle:managed-by"],
+                stack,
+                "{statement}"
+            );
+        }
+    }
+    let share = &resources["ShareWithVaultsPolicy"];
+    assert_eq!(share["Condition"], "HasVaultTargets");
+    let statement = &share["Properties"]["PolicyDocument"]["Statement"][0];
+    assert_eq!(statement["Action"], "ec2:ModifySnapshotAttribute");
+    assert_eq!(
+        statement["Condition"]["ForAllValues:StringEquals"]["ec2:Add/userId"],
+        json!({"!Ref": "CopyTargetAccounts"})
+    );
+    assert_eq!(statement["Condition"]["Null"]["ec2:Add/group"], "true");
+    assert_eq!(
+        statement["Condition"]["StringEquals"]["aws:ResourceTag/lifecycle:managed-by"],
+        stack
+    );
 }
