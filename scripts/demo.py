@@ -83,10 +83,20 @@ DAILY = [("04:15", "complete-snapshots"), ("04:30", "tag-snapshots"),
          ("04:45", "expire-snapshots"), ("05:00", "check-encryption"),
          # The template runs copy-snapshots hourly; gfs is daily, so one run a
          # day (after the day's snapshot completed) does the same work.
-         ("05:20", "copy-snapshots")]
+         ("05:20", "copy-snapshots"),
+         # A vault stack reconciles hourly and on every share; once a day
+         # after the source shared does the same work here.
+         ("05:40", "vault-snapshots")]
 # The disaster-recovery region of gfs's copies (its key is made at seeding).
 DR_REGION = "eu-west-1"
 DR_KEEP = {"daily": 7, "weekly": 4, "monthly": 6}
+# The vault account: the same template deployed there with VaultForAccounts;
+# the `vaulted` policy's volume shares with it, it copies, locks, keeps.
+VAULT_ACCOUNT = "210987654321"
+VAULT_DEPLOYMENT = "demo-vault"
+VAULT_POLICIES = {"vaulted": {"daily": 7, "monthly": 6}}
+VAULT_LOCK_DAYS = 14
+VAULTED = {"schedule": "@daily", "timezone": "UTC", "keep": {"last": 3, "daily": 7}}
 START = datetime.datetime(2025, 11, 23, tzinfo=UTC)
 
 COLOUR = sys.stdout.isatty() and os.environ.get("NO_COLOR") is None
@@ -257,6 +267,7 @@ class Year:
         self.ami_snapshot: str | None = None
         self.unknown_reported_days: set[int] = set()
         self.copies = collections.Counter()   # started / completed / failed / deleted
+        self.vault = collections.Counter()    # shared / copied / locked / deleted
         self.first_copy_seen = False
 
     def note(self, when: datetime.datetime, text: str, colour: str = "0") -> None:
@@ -380,6 +391,20 @@ class Year:
                 self.after_check(when, result)
             elif name == "copy-snapshots":
                 self.after_copy(when, result)
+            elif name == "vault-snapshots":
+                self.after_vault(when, result)
+
+    def after_vault(self, when: datetime.datetime, result: dict) -> None:
+        for key in ("started", "completed", "locked", "deleted"):
+            self.vault[key] += len(result[key])
+        for f in result["failed"]:
+            self.problems.append(f"a vault copy failed on {iso(when)}: {f['error']}")
+        for r in result["refused"]:
+            self.problems.append(f"the vault refused {r['snapshot_id']} on {iso(when)}: {r['why']}")
+        if result["started"] and not self.vault["noted"]:
+            self.vault["noted"] = 1
+            self.note(when, f"vault-snapshots (account {VAULT_ACCOUNT}): first copy of a share, "
+                            f"under the vault's own key; locked {VAULT_LOCK_DAYS} days once completed", "32")
 
     def after_copy(self, when: datetime.datetime, result: dict) -> None:
         for region in result["regions"]:
@@ -390,6 +415,10 @@ class Year:
             self.copies["started"] += len(region["started"])
             self.copies["completed"] += len(region["completed"])
             self.copies["deleted"] += len(region["deleted"])
+        for v in result.get("vaults", []):
+            if v.get("error"):
+                self.problems.append(f"sharing with {v['target']} failed on {iso(when)}: {v['error']}")
+            self.vault["shared"] += len(v["shared"])
             if region["started"] and not self.first_copy_seen:
                 self.first_copy_seen = True
                 self.note(when, f"copy-snapshots: first copies to {region['region']} ({len(region['started'])}): "
@@ -535,6 +564,65 @@ def report(year: Year, ec2, sqs, ids: dict) -> list[str]:
     return problems
 
 
+def seed_vault(session: dict, ec2, ids: dict) -> dict:
+    """The vault account (a role of it, as the vault stack's functions act),
+    its key and ledger; in the source account, a volume under a customer
+    managed key whose policy lets the vault read what is shared."""
+    sts = boto3.client("sts", **session)
+    creds = sts.assume_role(RoleArn=f"arn:aws:iam::{VAULT_ACCOUNT}:role/demo-vault",
+                            RoleSessionName="demo")["Credentials"]
+    as_vault = {"aws_access_key_id": creds["AccessKeyId"], "aws_secret_access_key": creds["SecretAccessKey"],
+                "aws_session_token": creds["SessionToken"]}
+    vault_session = {**session, **as_vault}
+    vault_key = boto3.client("kms", **vault_session).create_key(Description="the vault's own key")["KeyMetadata"]["Arn"]
+    create_ledger_table(session["endpoint_url"], VAULT_DEPLOYMENT, as_vault)
+    kms = boto3.client("kms", **session)
+    source_key = kms.create_key(Description="vaulted volumes")["KeyMetadata"]
+    kms.put_key_policy(KeyId=source_key["KeyId"], PolicyName="default", Policy=json.dumps({
+        "Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:root"}, "Action": "kms:*", "Resource": "*"},
+            {"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{VAULT_ACCOUNT}:root"},
+             "Action": ["kms:Decrypt", "kms:DescribeKey", "kms:CreateGrant", "kms:ReEncrypt*"], "Resource": "*"}]}))
+    ids["vault-source-key"] = source_key["Arn"]
+    ids["ledger-db"] = ec2.create_volume(Size=100, AvailabilityZone=f"{REGION}a", Encrypted=True, KmsKeyId=source_key["Arn"],
+                                         TagSpecifications=tag_spec("volume", Name="ledger-db", Backup="vaulted"))["VolumeId"]
+    return {
+        "ec2": boto3.client("ec2", **vault_session),
+        "env": {
+            "AWS_ACCESS_KEY_ID": creds["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": creds["SecretAccessKey"],
+            "AWS_SESSION_TOKEN": creds["SessionToken"], "ACCOUNT_ID": VAULT_ACCOUNT,
+            "VAULT_FOR_ACCOUNTS": ACCOUNT, "VAULT_POLICIES": json.dumps(VAULT_POLICIES),
+            "VAULT_KMS_KEY_ID": vault_key, "VAULT_LOCK_DAYS": str(VAULT_LOCK_DAYS),
+        },
+    }
+
+
+def report_vault(year: Year, vault_ec2, ids: dict) -> list[str]:
+    """The vault account after the year: what it holds for ledger-db."""
+    problems = []
+    copies = vault_ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"]
+    locks = {s["SnapshotId"]: s["LockState"] for s in vault_ec2.describe_locked_snapshots()["Snapshots"]}
+    print()
+    step(f"the vault account {VAULT_ACCOUNT}: ledger-db's copies (keep {json.dumps(VAULT_POLICIES['vaulted'])}, "
+         f"locked {VAULT_LOCK_DAYS} days from completion)")
+    rows = []
+    for c in sorted(copies, key=lambda s: tags_of(s).get("lifecycle:created-at", "")):
+        t = tags_of(c)
+        rows.append([c["SnapshotId"], t.get("lifecycle:created-at", "")[:10], t.get("lifecycle:retained-by", ""),
+                     locks.get(c["SnapshotId"], "-"), t.get("lifecycle:copy-of", "")])
+    print_table(rows, ["vault copy", "source time", "retained-by", "lock", "copy of (source account)"])
+    print(f"    shared by the source {year.vault['shared']}, copied {year.vault['started']}, "
+          f"locked {year.vault['locked']}, deleted by the vault's rules {year.vault['deleted']}")
+    if year.days >= 30:
+        if len(copies) < 7:
+            problems.append(f"the vault holds {len(copies)} copies; its rules keep daily 7")
+        if not any(state in ("compliance", "compliance-cooloff") for state in locks.values()):
+            problems.append("no vault copy is locked")
+        if year.vault["deleted"] == 0:
+            problems.append("the vault's rules never let a copy go")
+    return problems
+
+
 def report_copies(year: Year, dr_ec2, ids: dict) -> list[str]:
     """gfs's copies in the disaster-recovery region after the year."""
     problems = []
@@ -579,7 +667,7 @@ def main() -> int:
     args = parser.parse_args()
     bin_dir = Path(args.bin_dir)
     names = ("create-snapshots", "complete-snapshots", "tag-snapshots", "check-encryption", "expire-snapshots",
-             "copy-snapshots")
+             "copy-snapshots", "vault-snapshots")
     for name in names:
         if not (bin_dir / name).exists():
             print(f"{bin_dir / name} is missing: run `cargo build --workspace --bins` (make demo does)", file=sys.stderr)
@@ -614,6 +702,9 @@ def main() -> int:
         policies = json.loads(json.dumps(POLICIES))
         policies["gfs"]["copies"] = [{"region": DR_REGION, "kms_key": dr_key, "keep": DR_KEEP}]
         ids["dr-key"] = dr_key
+        vault = seed_vault(session, ec2, ids)
+        policies["vaulted"] = {**VAULTED, "copies": [{"account": VAULT_ACCOUNT, "region": REGION,
+                                                      "kms_key": ids["vault-source-key"], "keep": {"daily": 7}}]}
         create_ledger_table(endpoint, DEPLOYMENT)
         print(f"    instance web-1 {ids['web-1']} (Backup=fleet: every 6 hours, one instance-consistent set) "
               f"with volumes {ids['web-1 root']} and {ids['web-1 cache']}")
@@ -628,7 +719,14 @@ def main() -> int:
         parameters = {"Policies": json.dumps(policies), "DryRun": "false", "Remediate": "public"}
         env = {**function_env(endpoint, ids["topic"], DEPLOYMENT, parameters), **clock.faketime_env()}
         for name in names:
+            if name == "vault-snapshots":
+                continue
             fns[name] = LambdaFunction(name, bin_dir / name, env, work / f"{name}.log", clock=sim_now)
+        # The vault stack: its own account (a role's credentials), ledger and key.
+        vault_env = {**function_env(endpoint, "", VAULT_DEPLOYMENT, {}), **clock.faketime_env(),
+                     **vault["env"]}
+        fns["vault-snapshots"] = LambdaFunction("vault-snapshots", bin_dir / "vault-snapshots", vault_env,
+                                                work / "vault-snapshots.log", clock=sim_now)
 
         step(f"a year in the life: {args.days} days from {START:%Y-%m-%d}; "
              f"ticks at {', '.join(f'{h:02d}:15' for h in TICK_HOURS)}, daily runs at "
@@ -637,7 +735,8 @@ def main() -> int:
         year.run()
         print()
         dr_ec2 = boto3.client("ec2", **{**session, "region_name": DR_REGION})
-        problems = report(year, ec2, sqs, ids) + report_copies(year, dr_ec2, ids)
+        problems = (report(year, ec2, sqs, ids) + report_copies(year, dr_ec2, ids)
+                    + report_vault(year, vault["ec2"], ids))
         calls = ", ".join(f"{n} {f.invocations} ({1000 * f.seconds / max(f.invocations, 1):.0f} ms each)" for n, f in fns.items())
         print()
         print(f"    invocations: {calls}; wall time {time.monotonic() - started:.0f} s")

@@ -79,12 +79,13 @@ def ledger_table(deployment: str) -> str:
     return f"{deployment}-ledger"
 
 
-def create_ledger_table(endpoint: str, deployment: str) -> str:
-    """Create the stack's ledger table in the emulator, keyed as the template's."""
+def create_ledger_table(endpoint: str, deployment: str, credentials: dict | None = None) -> str:
+    """Create the stack's ledger table in the emulator, keyed as the
+    template's, in the account `credentials` act as (default: the demo's)."""
     import boto3  # the project virtualenv has it (moto depends on it)
 
-    dynamodb = boto3.client("dynamodb", endpoint_url=endpoint, region_name=REGION,
-                            aws_access_key_id="local", aws_secret_access_key="local")
+    credentials = credentials or {"aws_access_key_id": "local", "aws_secret_access_key": "local"}
+    dynamodb = boto3.client("dynamodb", endpoint_url=endpoint, region_name=REGION, **credentials)
     name = ledger_table(deployment)
     dynamodb.create_table(
         TableName=name,
