@@ -102,7 +102,7 @@ async fn vault_run(
 }
 
 #[tokio::test]
-async fn a_month_of_life_the_vault_keeps_what_its_rules_keep_and_nothing_in_the_source_can_touch_it(
+async fn ten_days_of_life_the_vault_keeps_what_its_rules_keep_and_nothing_in_the_source_can_touch_it(
 ) {
     let moto = Moto::start();
     let ec2 = moto.ec2();

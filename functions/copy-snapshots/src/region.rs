@@ -1,23 +1,23 @@
 //! One destination region in one run: prove, track, choose, start, keep,
-//! label (the steps of the crate's map). Errors that leave the region for
-//! the next run come back as text for its report; the other regions go on.
+//! label (the steps of the crate's map; what a copying function does
+//! alike is `ebs_lifecycle::lambda::copying`). Errors that leave the region
+//! for the next run come back as text for its report; the other regions go
+//! on.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 
 use ebs_lifecycle::config::Config;
+use ebs_lifecycle::lambda::copying::{self, CopyPorts, Keeping};
 use ebs_lifecycle::lambda::deadline::Deadline;
 use ebs_lifecycle::lambda::pacing::Pacer;
-use ebs_lifecycle::ports::ec2::{CopySnapshotRequest, Ec2Error, TAG_BATCH};
+use ebs_lifecycle::ports::ec2::CopySnapshotRequest;
 use ebs_lifecycle::ports::ledger::CopyInFlight;
-use ebs_lifecycle_core::copies::{self, Candidate, LostAnswer, Source};
-use ebs_lifecycle_core::expiry;
-use ebs_lifecycle_core::model::{Snapshot, SnapshotState, Tags};
-use ebs_lifecycle_core::ownership::{self, CopyRecord, Scope, Suspect};
-use ebs_lifecycle_core::safety::{AccountFacts, DeletionGate, Protection};
-use ebs_lifecycle_core::tagging;
-use ebs_lifecycle_core::tags::{self, LifecycleState};
+use ebs_lifecycle_core::copies::{self, Candidate, Source};
+use ebs_lifecycle_core::model::{Snapshot, SnapshotState};
+use ebs_lifecycle_core::ownership::{self, Scope, Suspect};
+use ebs_lifecycle_core::tags;
 
 use crate::{Deletion, Destination, Failed, Ports, RegionReport, Sources, Started};
 
@@ -32,6 +32,16 @@ pub(crate) struct Region<'a> {
 }
 
 impl Region<'_> {
+    fn copy_ports(&self) -> CopyPorts<'_> {
+        CopyPorts {
+            protections: self.destination.protections,
+            copier: self.destination.copier,
+            deleter: self.destination.deleter,
+            tagger: self.destination.tagger,
+            ledger: self.ports.ledger,
+        }
+    }
+
     pub async fn run(
         &self,
         sources: &Sources,
@@ -40,12 +50,69 @@ impl Region<'_> {
         suspects: &mut Vec<Suspect>,
     ) -> Result<(), String> {
         let (mut copies, held, in_flight) = self.prove(in_flight, report, suspects).await?;
-        let in_flight = self.track(&mut copies, in_flight, report).await;
+
+        let tracked = copying::track(self.destination.tagger, &mut copies, self.now).await;
+        report.completed = tracked.completed;
+        report
+            .failed
+            .extend(tracked.failed.into_iter().map(|(copy_id, source)| Failed {
+                source_snapshot_id: source,
+                copy_id: Some(copy_id),
+                error_kind: "copy-error".into(),
+                error: "EC2 reports the copy in state error".into(),
+                first_report: true,
+            }));
+        let in_flight = copying::settle(self.ports.ledger, &copies, in_flight, self.now).await;
+
         let chosen = self.choose(sources, &copies, &in_flight, report);
         self.start(chosen, report).await?;
-        let deleted = self.keep(&copies, held, report).await?;
-        copies.retain(|c| !deleted.contains(&c.id));
-        self.label(&copies, report).await;
+
+        let kept_there = self.config.policies.as_kept_in(self.name);
+        let kept = copying::keep(
+            self.copy_ports(),
+            &copies,
+            Keeping {
+                config: self.config,
+                policies: &kept_there,
+                held,
+                locks_required: false,
+                now: self.now,
+                deadline: self.deadline,
+                pacing: self.ports.delete_pacing,
+            },
+        )
+        .await?;
+        report.left_for_later = kept.left_for_later;
+        report.delete_failed = kept
+            .failed
+            .into_iter()
+            .map(|(copy_id, error)| Deletion {
+                copy_id,
+                error: Some(error),
+            })
+            .collect();
+        let deleted: BTreeSet<String> = kept.deleted.iter().cloned().collect();
+        report.deleted = kept
+            .deleted
+            .into_iter()
+            .map(|copy_id| Deletion {
+                copy_id,
+                error: None,
+            })
+            .collect();
+        if !self.config.dry_run {
+            copies.retain(|c| !deleted.contains(&c.id));
+        }
+
+        report.labelled = copying::label(
+            self.destination.tagger,
+            &self.config.deployment_name,
+            &kept_there,
+            &copies,
+            self.now,
+            self.deadline,
+        )
+        .await;
         report.copies = copies.len();
         report.in_flight = copies
             .iter()
@@ -73,7 +140,7 @@ impl Region<'_> {
             .await
             .map_err(|e| format!("listing the copies: {e}"))?;
         let ids: Vec<String> = listed.iter().map(|s| s.id.clone()).collect();
-        let mut records: BTreeMap<String, CopyRecord> = if ids.is_empty() {
+        let mut records: BTreeMap<String, ownership::CopyRecord> = if ids.is_empty() {
             BTreeMap::new()
         } else {
             ledger
@@ -84,48 +151,28 @@ impl Region<'_> {
                 .map(|r| (r.copy_id.clone(), r))
                 .collect()
         };
-
-        let mut kept = Vec::new();
-        for mut flight in in_flight {
-            if flight.copy_id.is_some() {
-                kept.push(flight);
-                continue;
-            }
-            let unrecorded = listed.iter().filter(|s| !records.contains_key(&s.id));
-            let description = identity.copy(&identity.region, &flight.source_snapshot_id);
-            match copies::find_lost_copy(
-                unrecorded,
-                &description,
-                &identity.account,
-                flight.asked_at,
-                self.now,
-            ) {
-                LostAnswer::Found(copy_id) => {
-                    let record = self.record_of(&flight, &copy_id);
-                    ledger
-                        .record_copy(&record)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    flight.copy_id = Some(copy_id.clone());
-                    if let Err(e) = ledger.begin_copy(&flight).await {
-                        tracing::warn!(error = %e, copy_id, "could not note the adopted copy's id on its in-flight record; the next run finds it again");
-                    }
-                    records.insert(copy_id.clone(), record);
-                    report.adopted.push(copy_id);
-                    kept.push(flight);
-                }
-                LostAnswer::Wait => {
-                    report.unknown.push(flight.source_snapshot_id.clone());
-                    kept.push(flight);
-                }
-                LostAnswer::NeverStarted => {
-                    ledger
-                        .end_copy(&flight.source_snapshot_id, self.name)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                }
+        let mut recorded: BTreeSet<String> = records.keys().cloned().collect();
+        let resolved = copying::resolve_lost_answers(
+            ledger,
+            identity,
+            &listed,
+            &mut recorded,
+            in_flight,
+            self.now,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        for copy_id in &resolved.adopted {
+            if let Some(flight) = resolved
+                .in_flight
+                .iter()
+                .find(|f| f.copy_id.as_deref() == Some(copy_id.as_str()))
+            {
+                records.insert(copy_id.clone(), copying::record_of(flight, copy_id));
             }
         }
+        report.adopted = resolved.adopted;
+        report.unknown = resolved.unknown;
 
         let sifted = ownership::sift(
             identity,
@@ -141,106 +188,7 @@ impl Region<'_> {
             .into_iter()
             .filter(|s| s.tags.get(tags::TARGET).map(String::as_str) == Some(self.name))
             .collect();
-        Ok((copies, held, kept))
-    }
-
-    fn record_of(&self, flight: &CopyInFlight, copy_id: &str) -> CopyRecord {
-        CopyRecord {
-            copy_id: copy_id.to_string(),
-            source_snapshot_id: flight.source_snapshot_id.clone(),
-            volume_id: flight.volume_id.clone(),
-            policy: flight.policy.clone(),
-            slot: flight.slot,
-            created_at: flight.created_at,
-            target: Some(self.name.to_string()),
-        }
-    }
-
-    /// Pending -> completed or failed, by EC2's state; the tags say so and
-    /// the in-flight record ends. Returns the records still in flight.
-    async fn track(
-        &self,
-        copies: &mut [Snapshot],
-        mut in_flight: Vec<CopyInFlight>,
-        report: &mut RegionReport,
-    ) -> Vec<CopyInFlight> {
-        let tagged = |s: &Snapshot, state: LifecycleState| {
-            s.tags.get(tags::STATE).map(String::as_str) == Some(state.as_str())
-        };
-        let done: Vec<String> = copies
-            .iter()
-            .filter(|s| {
-                s.state == SnapshotState::Completed && !tagged(s, LifecycleState::Completed)
-            })
-            .map(|s| s.id.clone())
-            .collect();
-        let failed: Vec<String> = copies
-            .iter()
-            .filter(|s| s.state == SnapshotState::Error && !tagged(s, LifecycleState::Failed))
-            .map(|s| s.id.clone())
-            .collect();
-        for (ids, state) in [
-            (done, LifecycleState::Completed),
-            (failed, LifecycleState::Failed),
-        ] {
-            if ids.is_empty() {
-                continue;
-            }
-            let mut new_tags = Tags::new();
-            new_tags.insert(tags::STATE.into(), state.as_str().into());
-            if state == LifecycleState::Completed {
-                new_tags.insert(tags::COMPLETED_AT.into(), tags::format_time(self.now));
-            }
-            if let Err(e) = self.destination.tagger.tag_snapshots(&ids, &new_tags).await {
-                // Untagged, a completed copy does not count yet and a failed
-                // one is not reported yet: the next run does both.
-                tracing::warn!(region = self.name, error = %e, "could not tag the copies' new state; the next run tries again");
-                continue;
-            }
-            for copy in copies.iter_mut().filter(|c| ids.contains(&c.id)) {
-                copy.tags.extend(new_tags.clone());
-                let source = copy.copy_of().unwrap_or_default().to_string();
-                if let Err(e) = self.ports.ledger.end_copy(&source, self.name).await {
-                    tracing::warn!(error = %e, source, "could not end the in-flight record; its source stays protected until the record expires");
-                }
-                in_flight.retain(|f| f.copy_id.as_deref() != Some(copy.id.as_str()));
-                if state == LifecycleState::Completed {
-                    report.completed.push(copy.id.clone());
-                } else {
-                    report.failed.push(Failed {
-                        source_snapshot_id: source,
-                        copy_id: Some(copy.id.clone()),
-                        error_kind: "copy-error".into(),
-                        error: "EC2 reports the copy in state error".into(),
-                        first_report: true,
-                    });
-                }
-            }
-        }
-        // A record whose copy is no longer pending (its end was not written
-        // last time) or gone (deleted by hand) ends now, so its volume is
-        // not blocked until the record expires.
-        let mut still = Vec::new();
-        for flight in in_flight {
-            let Some(copy_id) = flight.copy_id.as_deref() else {
-                still.push(flight);
-                continue;
-            };
-            let pending = copies
-                .iter()
-                .find(|c| c.id == copy_id)
-                .map(|c| c.state == SnapshotState::Pending);
-            let settled = match pending {
-                Some(pending) => !pending,
-                None => self.now >= flight.asked_at + copies::LOST_ANSWER_WINDOW,
-            };
-            if settled {
-                self.end(&flight).await;
-            } else {
-                still.push(flight);
-            }
-        }
-        still
+        Ok((copies, held, resolved.in_flight))
     }
 
     /// Per policy target and source volume, the next snapshot worth a copy;
@@ -329,7 +277,6 @@ impl Region<'_> {
     /// Start the chosen copies: the in-flight record, then CopySnapshot.
     async fn start(&self, chosen: Vec<&Snapshot>, report: &mut RegionReport) -> Result<(), String> {
         let identity = &self.config.identity;
-        let ledger = self.ports.ledger;
         let mut pacer = Pacer::new(self.ports.copy_pacing);
         let mut stopped = false;
         for source in chosen {
@@ -365,12 +312,6 @@ impl Region<'_> {
                 asked_at: self.now,
                 copy_id: None,
             };
-            // No record, no copy: a copy whose answer is lost must be
-            // findable, and its source protected, before it can exist.
-            ledger
-                .begin_copy(&flight)
-                .await
-                .map_err(|e| e.to_string())?;
             let request = CopySnapshotRequest {
                 source_snapshot_id: source.id.clone(),
                 source_region: Some(identity.region.clone()),
@@ -378,205 +319,47 @@ impl Region<'_> {
                 description: identity.copy(&identity.region, &source.id),
                 tags: copies::copy_tags(source, &identity.region, self.name),
             };
-            pacer.ready().await;
-            match self.destination.copier.copy_snapshot(&request).await {
-                Ok(copy_id) => {
-                    let record = self.record_of(&flight, &copy_id);
-                    if let Err(e) = ledger.record_copy(&record).await {
-                        // The in-flight record without an id stays: the
-                        // next run finds the copy by its Description.
-                        tracing::warn!(error = %e, copy_id, "could not record the copy; the next run adopts it");
-                    } else if let Err(e) = ledger
-                        .begin_copy(&CopyInFlight {
-                            copy_id: Some(copy_id.clone()),
-                            ..flight.clone()
-                        })
-                        .await
-                    {
-                        tracing::warn!(error = %e, copy_id, "could not note the copy's id on its in-flight record; the next run finds it again");
-                    }
-                    report.started.push(Started {
-                        source_snapshot_id: source.id.clone(),
-                        copy_id,
-                        volume_id: flight.volume_id,
-                        policy: flight.policy,
-                    });
-                }
-                // EC2 answered: nothing started. The quota and throttling
-                // pass; the next run goes on.
-                Err(Ec2Error::Throttled { .. } | Ec2Error::ResourceLimitExceeded) => {
-                    self.end(&flight).await;
+            // No record, no copy: a copy whose answer is lost must be
+            // findable, and its source protected, before it can exist.
+            let started = copying::start(
+                self.copy_ports(),
+                flight.clone(),
+                &request,
+                &mut pacer,
+                self.now,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+            match started {
+                copying::Started::Copy(copy_id) => report.started.push(Started {
+                    source_snapshot_id: source.id.clone(),
+                    copy_id,
+                    volume_id: flight.volume_id,
+                    policy: flight.policy,
+                }),
+                copying::Started::Wait => {
                     report.waiting += 1;
                     stopped = true;
                 }
-                // The source went meanwhile (a person deleted it).
-                Err(Ec2Error::SnapshotNotFound) => self.end(&flight).await,
-                // No answer: it may have started. The record stays; the next
-                // run finds the copy or proves it never started.
-                Err(Ec2Error::Transport { .. }) => {
-                    report.unknown.push(source.id.clone());
-                }
-                Err(e) => {
-                    self.end(&flight).await;
-                    let first_report = ledger
-                        .first_report(&format!("{}@{}", source.id, self.name), self.now)
-                        .await
-                        .unwrap_or(true);
-                    // A key that cannot be used fails every copy into the
-                    // region: one refusal says it.
-                    stopped = matches!(e, Ec2Error::KeyUnusable { .. });
+                copying::Started::SourceGone => {}
+                copying::Started::Unknown => report.unknown.push(source.id.clone()),
+                copying::Started::Refused {
+                    kind,
+                    error,
+                    first_report,
+                    stop,
+                } => {
+                    stopped = stop;
                     report.failed.push(Failed {
                         source_snapshot_id: source.id.clone(),
                         copy_id: None,
-                        error_kind: e.kind().into(),
-                        error: e.to_string(),
+                        error_kind: kind,
+                        error,
                         first_report,
                     });
                 }
             }
         }
         Ok(())
-    }
-
-    async fn end(&self, flight: &CopyInFlight) {
-        if let Err(e) = self
-            .ports
-            .ledger
-            .end_copy(&flight.source_snapshot_id, self.name)
-            .await
-        {
-            tracing::warn!(error = %e, source = flight.source_snapshot_id, "could not end the in-flight record of a copy that never started; the next run proves it never started");
-        }
-    }
-
-    /// The targets' retention, under every safety rule and within the
-    /// 24-hour deletion budget. Returns the ids deleted.
-    async fn keep(
-        &self,
-        copies: &[Snapshot],
-        held: BTreeSet<String>,
-        report: &mut RegionReport,
-    ) -> Result<BTreeSet<String>, String> {
-        let mut deleted = BTreeSet::new();
-        if copies.is_empty() {
-            return Ok(deleted);
-        }
-        let protections = self.destination.protections;
-        let ami_snapshot_ids = protections
-            .ami_snapshot_ids()
-            .await
-            .map_err(|e| format!("reading the AMIs, nothing deleted: {e}"))?;
-        let ids: Vec<String> = copies.iter().map(|c| c.id.clone()).collect();
-        let locked_snapshot_ids = protections
-            .locked_snapshot_ids(&ids)
-            .await
-            .unwrap_or_else(|e| {
-                tracing::warn!(error = %e, "snapshot locks could not be checked; EC2 still refuses to delete a locked snapshot");
-                BTreeSet::new()
-            });
-        let facts = AccountFacts {
-            deployment: self.config.deployment_name.clone(),
-            ami_snapshot_ids,
-            locked_snapshot_ids,
-            held_for_review: held,
-            copying: BTreeSet::new(),
-            now: self.now,
-        };
-        let kept_there = self.config.policies.as_kept_in(self.name);
-        // Every copy is judged by the target's rules whether or not its
-        // source volume still exists (`as_kept_in` sets both alike).
-        let existing = BTreeSet::new();
-        let planning = DeletionGate::new(facts.clone(), copies, self.config.max_deletions);
-        let plans = expiry::plan(copies, &kept_there, &existing, &planning);
-        let wanted = plans
-            .iter()
-            .flat_map(|p| &p.snapshots)
-            .filter(|p| p.deletable())
-            .count();
-        if wanted == 0 {
-            return Ok(deleted);
-        }
-        let ledger = self.ports.ledger;
-        let wanted = u32::try_from(wanted).unwrap_or(u32::MAX);
-        let granted = ledger
-            .reserve_deletions(self.now, wanted, self.config.max_deletions)
-            .await
-            .map_err(|e| format!("the deletion budget, nothing deleted: {e}"))?;
-        let mut gate = DeletionGate::new(facts, copies, granted);
-        let mut pacer = Pacer::new(self.ports.delete_pacing);
-        let mut attempted = 0u32;
-        for planned in plans.iter().flat_map(|p| p.snapshots.iter().rev()) {
-            if !planned.deletable() {
-                continue;
-            }
-            let copy = planned.snapshot;
-            if self.deadline.is_near() {
-                report.left_for_later += 1;
-                continue;
-            }
-            let authorized = match gate.authorize(copy, planned.retention.as_deref()) {
-                Ok(a) => a,
-                Err(Protection::CapReached) => {
-                    report.left_for_later += 1;
-                    continue;
-                }
-                Err(_) => continue,
-            };
-            if self.config.dry_run {
-                report.deleted.push(Deletion {
-                    copy_id: copy.id.clone(),
-                    error: None,
-                });
-                continue;
-            }
-            pacer.ready().await;
-            attempted += 1;
-            match self.destination.deleter.delete_snapshot(&authorized).await {
-                Ok(()) | Err(Ec2Error::SnapshotNotFound) => {
-                    if let Err(e) = ledger.forget_copy(&copy.id).await {
-                        tracing::warn!(copy_id = copy.id, error = %e, "could not forget a deleted copy's record (harmless: its id is never reused)");
-                    }
-                    deleted.insert(copy.id.clone());
-                    report.deleted.push(Deletion {
-                        copy_id: copy.id.clone(),
-                        error: None,
-                    });
-                }
-                Err(e) => report.delete_failed.push(Deletion {
-                    copy_id: copy.id.clone(),
-                    error: Some(e.to_string()),
-                }),
-            }
-        }
-        if let Err(e) = ledger
-            .release_deletions(self.now, self.now, granted.saturating_sub(attempted))
-            .await
-        {
-            tracing::warn!(error = %e, "could not give back the unused deletions; they count against the next 24 hours");
-        }
-        Ok(deleted)
-    }
-
-    /// `lifecycle:retained-by` and `lifecycle:expires-at` on the copies.
-    async fn label(&self, copies: &[Snapshot], report: &mut RegionReport) {
-        let kept_there = self.config.policies.as_kept_in(self.name);
-        let plan =
-            tagging::label_copies(&self.config.deployment_name, &kept_there, copies, self.now);
-        for batch in tagging::batches(&plan.changes, TAG_BATCH) {
-            if self.deadline.is_near() {
-                break;
-            }
-            match self
-                .destination
-                .tagger
-                .tag_snapshots(&batch.snapshot_ids, &batch.tags)
-                .await
-            {
-                Ok(()) => report.labelled += batch.snapshot_ids.len(),
-                Err(e) => {
-                    tracing::warn!(region = self.name, error = %e, "could not label copies; the next run tries again");
-                }
-            }
-        }
     }
 }

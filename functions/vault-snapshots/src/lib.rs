@@ -36,6 +36,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use ebs_lifecycle::config::{Config, VaultConfig};
+use ebs_lifecycle::lambda::copying::{self, CopyPorts, Keeping};
 use ebs_lifecycle::lambda::deadline::Deadline;
 use ebs_lifecycle::lambda::metrics::{self, Metric};
 use ebs_lifecycle::lambda::ownership;
@@ -44,19 +45,16 @@ pub use ebs_lifecycle::lambda::pacing::Pacing;
 use ebs_lifecycle::lambda::run::{self, RunHeader};
 use ebs_lifecycle::ports::ec2::{
     CopySnapshotRequest, Ec2Error, SnapshotCatalog, SnapshotCopier, SnapshotDeleter,
-    SnapshotLocker, SnapshotProtections, SnapshotTagger, TAG_BATCH,
+    SnapshotLocker, SnapshotProtections, SnapshotTagger,
 };
 use ebs_lifecycle::ports::ledger::{CopyInFlight, Ledger, LedgerError};
 use ebs_lifecycle::ports::notifier::Notifier;
-use ebs_lifecycle_core::copies::{self, Candidate, LostAnswer, Source};
+use ebs_lifecycle_core::copies::{self, Candidate, Source};
 use ebs_lifecycle_core::events::{EventError, Trigger};
-use ebs_lifecycle_core::expiry;
-use ebs_lifecycle_core::model::{Snapshot, SnapshotState, Tags};
+use ebs_lifecycle_core::model::{Snapshot, SnapshotState};
 use ebs_lifecycle_core::notify::{Notification, NotificationKind, Severity};
-use ebs_lifecycle_core::ownership::{CopyRecord, Scope};
-use ebs_lifecycle_core::safety::{AccountFacts, DeletionGate, Protection};
-use ebs_lifecycle_core::tagging;
-use ebs_lifecycle_core::tags::{self, LifecycleState};
+use ebs_lifecycle_core::ownership::Scope;
+use ebs_lifecycle_core::tags;
 use ebs_lifecycle_core::vault::{self, Share};
 
 pub const FUNCTION: &str = "vault-snapshots";
@@ -97,6 +95,9 @@ pub enum VaultError {
     Ec2Unavailable(Ec2Error),
     #[error("could not use the stack's ledger, nothing done: {0}")]
     LedgerUnavailable(#[from] LedgerError),
+    /// The copies' facts (AMIs) could not be read: nothing deleted.
+    #[error("could not keep the copies by the vault's rules: {0}")]
+    KeepFailed(String),
 }
 
 impl From<VaultError> for Diagnostic {
@@ -105,6 +106,7 @@ impl From<VaultError> for Diagnostic {
             VaultError::InvalidEvent(_) => "InvalidEvent",
             VaultError::Ec2Unavailable(_) => "Ec2Unavailable",
             VaultError::LedgerUnavailable(_) => "LedgerUnavailable",
+            VaultError::KeepFailed(_) => "KeepFailed",
         };
         Diagnostic {
             error_type: error_type.into(),
@@ -272,14 +274,14 @@ impl Run<'_> {
             .managed_snapshots(&self.config.deployment_name)
             .await
             .map_err(VaultError::Ec2Unavailable)?;
-        let mut in_flight: Vec<CopyInFlight> = ledger
+        let in_flight: Vec<CopyInFlight> = ledger
             .copies_in_flight()
             .await?
             .into_iter()
             .filter(|c| c.target == self.target)
             .collect();
         let ids: Vec<String> = own.iter().map(|s| s.id.clone()).collect();
-        let recorded: BTreeSet<String> = if ids.is_empty() {
+        let mut recorded: BTreeSet<String> = if ids.is_empty() {
             BTreeSet::new()
         } else {
             ledger
@@ -289,53 +291,62 @@ impl Run<'_> {
                 .map(|r| r.copy_id)
                 .collect()
         };
-        let mut kept_flights = Vec::new();
-        for mut flight in in_flight.drain(..) {
-            if flight.copy_id.is_some() {
-                kept_flights.push(flight);
-                continue;
-            }
-            let unrecorded = own.iter().filter(|s| !recorded.contains(&s.id));
-            let description = identity.copy(&identity.region, &flight.source_snapshot_id);
-            match copies::find_lost_copy(
-                unrecorded,
-                &description,
-                &identity.account,
-                flight.asked_at,
-                self.now,
-            ) {
-                LostAnswer::Found(copy_id) => {
-                    ledger
-                        .record_copy(&self.record_of(&flight, &copy_id))
-                        .await?;
-                    flight.copy_id = Some(copy_id.clone());
-                    ledger.begin_copy(&flight).await?;
-                    summary.adopted.push(copy_id);
-                    kept_flights.push(flight);
-                }
-                LostAnswer::Wait => {
-                    summary.unknown.push(flight.source_snapshot_id.clone());
-                    kept_flights.push(flight);
-                }
-                LostAnswer::NeverStarted => {
-                    ledger
-                        .end_copy(&flight.source_snapshot_id, &self.target)
-                        .await?;
-                }
-            }
-        }
-        let in_flight = kept_flights;
+        let resolved = copying::resolve_lost_answers(
+            ledger,
+            identity,
+            &own,
+            &mut recorded,
+            in_flight,
+            self.now,
+        )
+        .await?;
+        summary.adopted = resolved.adopted;
+        summary.unknown = resolved.unknown;
+        let in_flight = resolved.in_flight;
         let sifted = ownership::sift(ledger, self.config, own, Scope::SomeSnapshots).await?;
         let held = sifted.held_for_review();
         let mut copies: Vec<Snapshot> = sifted.owned;
         summary.copies = copies.len();
 
-        let in_flight = self.track(&mut copies, in_flight, summary).await;
+        let tracked = copying::track(self.ports.tagger, &mut copies, self.now).await;
+        summary.completed = tracked.completed;
+        summary
+            .failed
+            .extend(tracked.failed.into_iter().map(|(copy_id, source)| Failed {
+                source_snapshot_id: source,
+                copy_id: Some(copy_id),
+                error_kind: "copy-error".into(),
+                error: "EC2 reports the vault copy in state error".into(),
+                first_report: true,
+            }));
+        let in_flight = copying::settle(ledger, &copies, in_flight, self.now).await;
         self.lock(&copies, summary).await;
         let chosen = self.choose(&shares, &copies, &in_flight, summary);
         self.start(chosen, summary).await?;
-        let deleted = self.keep(&copies, held, summary).await?;
-        copies.retain(|c| !deleted.contains(&c.id));
+        let kept = copying::keep(
+            self.copy_ports(),
+            &copies,
+            Keeping {
+                config: self.config,
+                policies: &self.settings.policies,
+                held,
+                // In a vault the lock is the point: without the locks,
+                // nothing is deleted.
+                locks_required: true,
+                now: self.now,
+                deadline: self.deadline,
+                pacing: self.ports.delete_pacing,
+            },
+        )
+        .await
+        .map_err(VaultError::KeepFailed)?;
+        summary.left_for_later = kept.left_for_later;
+        summary.delete_failed = kept.failed.into_iter().map(|(id, _)| id).collect();
+        if !self.config.dry_run {
+            let deleted: BTreeSet<&String> = kept.deleted.iter().collect();
+            copies.retain(|c| !deleted.contains(&c.id));
+        }
+        summary.deleted = kept.deleted;
 
         // Shared more than a day ago and still not copied (older than
         // what the vault copied of its volume, it was copied and let go).
@@ -362,110 +373,26 @@ impl Run<'_> {
             }
         }
 
-        let plan = tagging::label_copies(
+        summary.labelled = copying::label(
+            self.ports.tagger,
             &self.config.deployment_name,
             &self.settings.policies,
             &copies,
             self.now,
-        );
-        for batch in tagging::batches(&plan.changes, TAG_BATCH) {
-            if self.deadline.is_near() {
-                break;
-            }
-            if self
-                .ports
-                .tagger
-                .tag_snapshots(&batch.snapshot_ids, &batch.tags)
-                .await
-                .is_ok()
-            {
-                summary.labelled += batch.snapshot_ids.len();
-            }
-        }
+            self.deadline,
+        )
+        .await;
         Ok(())
     }
 
-    fn record_of(&self, flight: &CopyInFlight, copy_id: &str) -> CopyRecord {
-        CopyRecord {
-            copy_id: copy_id.to_string(),
-            source_snapshot_id: flight.source_snapshot_id.clone(),
-            volume_id: flight.volume_id.clone(),
-            policy: flight.policy.clone(),
-            slot: flight.slot,
-            created_at: flight.created_at,
-            target: Some(self.target.clone()),
+    fn copy_ports(&self) -> CopyPorts<'_> {
+        CopyPorts {
+            protections: self.ports.protections,
+            copier: self.ports.copier,
+            deleter: self.ports.deleter,
+            tagger: self.ports.tagger,
+            ledger: self.ports.ledger,
         }
-    }
-
-    async fn end(&self, source: &str) {
-        if let Err(e) = self.ports.ledger.end_copy(source, &self.target).await {
-            tracing::warn!(error = %e, source, "could not end an in-flight record; it expires by itself");
-        }
-    }
-
-    /// Pending -> completed or failed, as EC2 says; the in-flight records end.
-    async fn track(
-        &self,
-        copies: &mut [Snapshot],
-        in_flight: Vec<CopyInFlight>,
-        summary: &mut VaultSummary,
-    ) -> Vec<CopyInFlight> {
-        let tagged = |s: &Snapshot, state: LifecycleState| {
-            s.tags.get(tags::STATE).map(String::as_str) == Some(state.as_str())
-        };
-        for (ec2_state, state) in [
-            (SnapshotState::Completed, LifecycleState::Completed),
-            (SnapshotState::Error, LifecycleState::Failed),
-        ] {
-            let ids: Vec<String> = copies
-                .iter()
-                .filter(|s| s.state == ec2_state && !tagged(s, state))
-                .map(|s| s.id.clone())
-                .collect();
-            if ids.is_empty() {
-                continue;
-            }
-            let mut new_tags = Tags::new();
-            new_tags.insert(tags::STATE.into(), state.as_str().into());
-            if state == LifecycleState::Completed {
-                new_tags.insert(tags::COMPLETED_AT.into(), tags::format_time(self.now));
-            }
-            if let Err(e) = self.ports.tagger.tag_snapshots(&ids, &new_tags).await {
-                tracing::warn!(error = %e, "could not tag the copies' new state; the next run tries again");
-                continue;
-            }
-            for copy in copies.iter_mut().filter(|c| ids.contains(&c.id)) {
-                copy.tags.extend(new_tags.clone());
-                let source = copy.copy_of().unwrap_or_default().to_string();
-                if state == LifecycleState::Completed {
-                    summary.completed.push(copy.id.clone());
-                } else {
-                    summary.failed.push(Failed {
-                        source_snapshot_id: source,
-                        copy_id: Some(copy.id.clone()),
-                        error_kind: "copy-error".into(),
-                        error: "EC2 reports the vault copy in state error".into(),
-                        first_report: true,
-                    });
-                }
-            }
-        }
-        let mut still = Vec::new();
-        for flight in in_flight {
-            let settled = match flight.copy_id.as_deref() {
-                None => false,
-                Some(id) => match copies.iter().find(|c| c.id == id) {
-                    Some(c) => c.state != SnapshotState::Pending,
-                    None => self.now >= flight.asked_at + copies::LOST_ANSWER_WINDOW,
-                },
-            };
-            if settled {
-                self.end(&flight.source_snapshot_id).await;
-            } else {
-                still.push(flight);
-            }
-        }
-        still
     }
 
     /// Lock every completed copy not locked yet (compliance mode, no
@@ -606,7 +533,6 @@ impl Run<'_> {
         summary: &mut VaultSummary,
     ) -> Result<(), VaultError> {
         let identity = &self.config.identity;
-        let ledger = self.ports.ledger;
         let mut pacer = Pacer::new(self.ports.copy_pacing);
         let mut stopped = false;
         for share in chosen {
@@ -624,7 +550,6 @@ impl Run<'_> {
                 asked_at: self.now,
                 copy_id: None,
             };
-            ledger.begin_copy(&flight).await?;
             let request = CopySnapshotRequest {
                 source_snapshot_id: share.snapshot_id.clone(),
                 source_region: Some(identity.region.clone()),
@@ -632,146 +557,32 @@ impl Run<'_> {
                 description: identity.copy(&identity.region, &share.snapshot_id),
                 tags: vault::copy_tags(share, identity),
             };
-            pacer.ready().await;
-            match self.ports.copier.copy_snapshot(&request).await {
-                Ok(copy_id) => {
-                    if let Err(e) = ledger.record_copy(&self.record_of(&flight, &copy_id)).await {
-                        tracing::warn!(error = %e, copy_id, "could not record the copy; the next run adopts it");
-                    } else if let Err(e) = ledger
-                        .begin_copy(&CopyInFlight {
-                            copy_id: Some(copy_id.clone()),
-                            ..flight.clone()
-                        })
-                        .await
-                    {
-                        tracing::warn!(error = %e, copy_id, "could not note the copy's id; the next run finds it again");
-                    }
-                    summary.started.push(copy_id);
-                }
-                Err(Ec2Error::Throttled { .. } | Ec2Error::ResourceLimitExceeded) => {
-                    self.end(&share.snapshot_id).await;
+            match copying::start(self.copy_ports(), flight, &request, &mut pacer, self.now).await? {
+                copying::Started::Copy(copy_id) => summary.started.push(copy_id),
+                copying::Started::Wait => {
                     summary.waiting += 1;
                     stopped = true;
                 }
-                Err(Ec2Error::SnapshotNotFound) => self.end(&share.snapshot_id).await,
-                Err(Ec2Error::Transport { .. }) => summary.unknown.push(share.snapshot_id.clone()),
-                Err(e) => {
-                    self.end(&share.snapshot_id).await;
-                    let first_report = ledger
-                        .first_report(&format!("{}@{}", share.snapshot_id, self.target), self.now)
-                        .await
-                        .unwrap_or(true);
-                    stopped = matches!(e, Ec2Error::KeyUnusable { .. });
+                copying::Started::SourceGone => {}
+                copying::Started::Unknown => summary.unknown.push(share.snapshot_id.clone()),
+                copying::Started::Refused {
+                    kind,
+                    error,
+                    first_report,
+                    stop,
+                } => {
+                    stopped = stop;
                     summary.failed.push(Failed {
                         source_snapshot_id: share.snapshot_id.clone(),
                         copy_id: None,
-                        error_kind: e.kind().into(),
-                        error: e.to_string(),
+                        error_kind: kind,
+                        error,
                         first_report,
                     });
                 }
             }
         }
         Ok(())
-    }
-
-    /// `VAULT_POLICIES` per source policy and volume, under every safety
-    /// rule; a locked copy is never deleted.
-    async fn keep(
-        &self,
-        copies: &[Snapshot],
-        held: BTreeSet<String>,
-        summary: &mut VaultSummary,
-    ) -> Result<BTreeSet<String>, VaultError> {
-        let mut deleted = BTreeSet::new();
-        if copies.is_empty() {
-            return Ok(deleted);
-        }
-        let ami_snapshot_ids = self
-            .ports
-            .protections
-            .ami_snapshot_ids()
-            .await
-            .map_err(VaultError::Ec2Unavailable)?;
-        let ids: Vec<String> = copies.iter().map(|c| c.id.clone()).collect();
-        // Without the locks nothing is deleted: in a vault the lock is the
-        // point, and a delete EC2 refuses would be reported as a failure.
-        let Ok(locked_snapshot_ids) = self.ports.protections.locked_snapshot_ids(&ids).await else {
-            tracing::warn!("snapshot locks could not be read; nothing deleted this run");
-            return Ok(deleted);
-        };
-        let facts = AccountFacts {
-            deployment: self.config.deployment_name.clone(),
-            ami_snapshot_ids,
-            locked_snapshot_ids,
-            held_for_review: held,
-            copying: BTreeSet::new(),
-            now: self.now,
-        };
-        let policies = &self.settings.policies;
-        let existing = BTreeSet::new();
-        let planning = DeletionGate::new(facts.clone(), copies, self.config.max_deletions);
-        let plans = expiry::plan(copies, policies, &existing, &planning);
-        let wanted = plans
-            .iter()
-            .flat_map(|p| &p.snapshots)
-            .filter(|p| p.deletable())
-            .count();
-        if wanted == 0 {
-            return Ok(deleted);
-        }
-        let ledger = self.ports.ledger;
-        let wanted = u32::try_from(wanted).unwrap_or(u32::MAX);
-        let granted = ledger
-            .reserve_deletions(self.now, wanted, self.config.max_deletions)
-            .await?;
-        let mut gate = DeletionGate::new(facts, copies, granted);
-        let mut pacer = Pacer::new(self.ports.delete_pacing);
-        let mut attempted = 0u32;
-        for planned in plans.iter().flat_map(|p| p.snapshots.iter().rev()) {
-            if !planned.deletable() {
-                continue;
-            }
-            let copy = planned.snapshot;
-            if self.deadline.is_near() {
-                summary.left_for_later += 1;
-                continue;
-            }
-            let authorized = match gate.authorize(copy, planned.retention.as_deref()) {
-                Ok(a) => a,
-                Err(Protection::CapReached) => {
-                    summary.left_for_later += 1;
-                    continue;
-                }
-                Err(_) => continue,
-            };
-            if self.config.dry_run {
-                summary.deleted.push(copy.id.clone());
-                continue;
-            }
-            pacer.ready().await;
-            attempted += 1;
-            match self.ports.deleter.delete_snapshot(&authorized).await {
-                Ok(()) | Err(Ec2Error::SnapshotNotFound) => {
-                    if let Err(e) = ledger.forget_copy(&copy.id).await {
-                        tracing::warn!(copy_id = copy.id, error = %e, "could not forget a deleted copy's record");
-                    }
-                    deleted.insert(copy.id.clone());
-                    summary.deleted.push(copy.id.clone());
-                }
-                Err(e) => {
-                    tracing::warn!(copy_id = copy.id, error = %e, "delete refused");
-                    summary.delete_failed.push(copy.id.clone());
-                }
-            }
-        }
-        if let Err(e) = ledger
-            .release_deletions(self.now, self.now, granted.saturating_sub(attempted))
-            .await
-        {
-            tracing::warn!(error = %e, "could not give back the unused deletions");
-        }
-        Ok(deleted)
     }
 }
 

@@ -16,7 +16,8 @@
 //!   lookup of the snapshots an event names ([`lambda::invocation`]), the
 //!   run summary's header and the publication of its notifications
 //!   ([`lambda::run`]), the deadline, the pacing of mutating calls, the
-//!   command runner, and metrics.
+//!   command runner, metrics, and what the two copying functions do alike
+//!   with their copies ([`lambda::copying`]).
 //! - [`config`]: configuration from the environment, validated at start-up.
 
 pub mod aws;

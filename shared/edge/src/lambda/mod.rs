@@ -1,6 +1,7 @@
 //! The Lambda plumbing every function shares.
 
 pub mod commands;
+pub mod copying;
 pub mod deadline;
 pub mod invocation;
 pub mod metrics;

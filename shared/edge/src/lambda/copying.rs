@@ -1,0 +1,452 @@
+//! What copy-snapshots (in each destination region) and vault-snapshots (in
+//! a vault account) do alike with the copies they make
+//! (docs/functions.md, "copy-snapshots", "vault-snapshots"): find again a
+//! copy whose CopySnapshot answer was lost, start a copy (the ledger's
+//! in-flight record first: CopySnapshot has no idempotency token), track
+//! copies pending -> completed / failed, end the in-flight records that are
+//! settled, keep the copies by their rules under the deletion gate, and
+//! label them. What each function copies, and from where, is its own.
+
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, Utc};
+
+use ebs_lifecycle_core::copies::{self, LostAnswer};
+use ebs_lifecycle_core::expiry;
+use ebs_lifecycle_core::model::{Snapshot, SnapshotState, Tags};
+use ebs_lifecycle_core::ownership::{CopyRecord, Identity};
+use ebs_lifecycle_core::policy::Policies;
+use ebs_lifecycle_core::safety::{AccountFacts, DeletionGate, Protection};
+use ebs_lifecycle_core::tagging;
+use ebs_lifecycle_core::tags::{self, LifecycleState};
+
+use crate::config::Config;
+use crate::lambda::deadline::Deadline;
+use crate::lambda::pacing::{Pacer, Pacing};
+use crate::ports::ec2::{
+    CopySnapshotRequest, Ec2Error, SnapshotCopier, SnapshotDeleter, SnapshotProtections,
+    SnapshotTagger, TAG_BATCH,
+};
+use crate::ports::ledger::{CopyInFlight, Ledger, LedgerError};
+
+/// EC2 where the copies are, and the stack's ledger.
+#[derive(Clone, Copy)]
+pub struct CopyPorts<'a> {
+    pub protections: &'a dyn SnapshotProtections,
+    pub copier: &'a dyn SnapshotCopier,
+    pub deleter: &'a dyn SnapshotDeleter,
+    pub tagger: &'a dyn SnapshotTagger,
+    pub ledger: &'a dyn Ledger,
+}
+
+/// The ledger's record of a copy, from its in-flight record.
+pub fn record_of(flight: &CopyInFlight, copy_id: &str) -> CopyRecord {
+    CopyRecord {
+        copy_id: copy_id.to_string(),
+        source_snapshot_id: flight.source_snapshot_id.clone(),
+        volume_id: flight.volume_id.clone(),
+        policy: flight.policy.clone(),
+        slot: flight.slot,
+        created_at: flight.created_at,
+        target: Some(flight.target.clone()),
+    }
+}
+
+/// The in-flight records after the lost answers were looked for.
+#[derive(Debug, Default)]
+pub struct Resolved {
+    pub in_flight: Vec<CopyInFlight>,
+    /// Copies found by their Description and recorded.
+    pub adopted: Vec<String>,
+    /// Sources whose copy may still appear.
+    pub unknown: Vec<String>,
+}
+
+/// Look for the copies whose CopySnapshot answer was lost (an in-flight
+/// record without a copy id) among `listed` snapshots no ledger record
+/// claims (`recorded`: the copy ids the ledger knows): found, recorded;
+/// still possible, waited for; not listed long after the ask, never
+/// started (the record ends and the source may be chosen again).
+pub async fn resolve_lost_answers(
+    ledger: &dyn Ledger,
+    identity: &Identity,
+    listed: &[Snapshot],
+    recorded: &mut BTreeSet<String>,
+    in_flight: Vec<CopyInFlight>,
+    now: DateTime<Utc>,
+) -> Result<Resolved, LedgerError> {
+    let mut out = Resolved::default();
+    for mut flight in in_flight {
+        if flight.copy_id.is_some() {
+            out.in_flight.push(flight);
+            continue;
+        }
+        let unrecorded = listed.iter().filter(|s| !recorded.contains(&s.id));
+        let description = identity.copy(&identity.region, &flight.source_snapshot_id);
+        match copies::find_lost_copy(
+            unrecorded,
+            &description,
+            &identity.account,
+            flight.asked_at,
+            now,
+        ) {
+            LostAnswer::Found(copy_id) => {
+                ledger.record_copy(&record_of(&flight, &copy_id)).await?;
+                flight.copy_id = Some(copy_id.clone());
+                if let Err(e) = ledger.begin_copy(&flight).await {
+                    tracing::warn!(error = %e, copy_id, "could not note the adopted copy's id on its in-flight record; the next run finds it again");
+                }
+                recorded.insert(copy_id.clone());
+                out.adopted.push(copy_id);
+                out.in_flight.push(flight);
+            }
+            LostAnswer::Wait => {
+                out.unknown.push(flight.source_snapshot_id.clone());
+                out.in_flight.push(flight);
+            }
+            LostAnswer::NeverStarted => {
+                ledger
+                    .end_copy(&flight.source_snapshot_id, &flight.target)
+                    .await?;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// What became of one CopySnapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Started {
+    /// EC2 started it: recorded.
+    Copy(String),
+    /// Throttled through every retry, or the region's quota of copies in
+    /// progress (`ResourceLimitExceeded`): not started, next run. Start no
+    /// more into this place this run.
+    Wait,
+    /// The source is gone.
+    SourceGone,
+    /// No answer: it may have started; the in-flight record stays.
+    Unknown,
+    /// EC2 refused (the key, or another reason a person must fix): not
+    /// started. `first_report`: never reported before. `stop`: the key is
+    /// unusable, so every copy into this place would fail.
+    Refused {
+        kind: String,
+        error: String,
+        first_report: bool,
+        stop: bool,
+    },
+}
+
+/// Start one copy: the in-flight record, then CopySnapshot, then the
+/// copy's record. A ledger that cannot take the in-flight record stops the
+/// caller (no record, no copy).
+pub async fn start(
+    ports: CopyPorts<'_>,
+    flight: CopyInFlight,
+    request: &CopySnapshotRequest,
+    pacer: &mut Pacer,
+    now: DateTime<Utc>,
+) -> Result<Started, LedgerError> {
+    let ledger = ports.ledger;
+    ledger.begin_copy(&flight).await?;
+    pacer.ready().await;
+    let end = |flight: &CopyInFlight| {
+        let flight = flight.clone();
+        async move {
+            if let Err(e) = ledger
+                .end_copy(&flight.source_snapshot_id, &flight.target)
+                .await
+            {
+                tracing::warn!(error = %e, source = flight.source_snapshot_id, "could not end the in-flight record of a copy that never started; the next run proves it never started");
+            }
+        }
+    };
+    Ok(match ports.copier.copy_snapshot(request).await {
+        Ok(copy_id) => {
+            if let Err(e) = ledger.record_copy(&record_of(&flight, &copy_id)).await {
+                // The in-flight record without an id stays: the next run
+                // finds the copy by its Description.
+                tracing::warn!(error = %e, copy_id, "could not record the copy; the next run adopts it");
+            } else if let Err(e) = ledger
+                .begin_copy(&CopyInFlight {
+                    copy_id: Some(copy_id.clone()),
+                    ..flight.clone()
+                })
+                .await
+            {
+                tracing::warn!(error = %e, copy_id, "could not note the copy's id on its in-flight record; the next run finds it again");
+            }
+            Started::Copy(copy_id)
+        }
+        Err(Ec2Error::Throttled { .. } | Ec2Error::ResourceLimitExceeded) => {
+            end(&flight).await;
+            Started::Wait
+        }
+        Err(Ec2Error::SnapshotNotFound) => {
+            end(&flight).await;
+            Started::SourceGone
+        }
+        Err(Ec2Error::Transport { .. }) => Started::Unknown,
+        Err(e) => {
+            end(&flight).await;
+            let first_report = ledger
+                .first_report(
+                    &format!("{}@{}", flight.source_snapshot_id, flight.target),
+                    now,
+                )
+                .await
+                .unwrap_or(true);
+            Started::Refused {
+                kind: e.kind().into(),
+                error: e.to_string(),
+                first_report,
+                stop: matches!(e, Ec2Error::KeyUnusable { .. }),
+            }
+        }
+    })
+}
+
+/// The copies EC2 completed or failed since the last run.
+#[derive(Debug, Default)]
+pub struct Tracked {
+    pub completed: Vec<String>,
+    /// (copy id, source snapshot id)
+    pub failed: Vec<(String, String)>,
+}
+
+/// Pending -> completed or failed, as EC2 says: the tags say so (and the
+/// copies in memory with them). A tag write that fails leaves it for the
+/// next run: untagged, a completed copy does not count yet and a failed
+/// one is not reported yet.
+pub async fn track(
+    tagger: &dyn SnapshotTagger,
+    copies: &mut [Snapshot],
+    now: DateTime<Utc>,
+) -> Tracked {
+    let mut out = Tracked::default();
+    let tagged = |s: &Snapshot, state: LifecycleState| {
+        s.tags.get(tags::STATE).map(String::as_str) == Some(state.as_str())
+    };
+    for (ec2_state, state) in [
+        (SnapshotState::Completed, LifecycleState::Completed),
+        (SnapshotState::Error, LifecycleState::Failed),
+    ] {
+        let ids: Vec<String> = copies
+            .iter()
+            .filter(|s| s.state == ec2_state && !tagged(s, state))
+            .map(|s| s.id.clone())
+            .collect();
+        if ids.is_empty() {
+            continue;
+        }
+        let mut new_tags = Tags::new();
+        new_tags.insert(tags::STATE.into(), state.as_str().into());
+        if state == LifecycleState::Completed {
+            new_tags.insert(tags::COMPLETED_AT.into(), tags::format_time(now));
+        }
+        if let Err(e) = tagger.tag_snapshots(&ids, &new_tags).await {
+            tracing::warn!(error = %e, "could not tag the copies' new state; the next run tries again");
+            continue;
+        }
+        for copy in copies.iter_mut().filter(|c| ids.contains(&c.id)) {
+            copy.tags.extend(new_tags.clone());
+            if state == LifecycleState::Completed {
+                out.completed.push(copy.id.clone());
+            } else {
+                let source = copy.copy_of().unwrap_or_default().to_string();
+                out.failed.push((copy.id.clone(), source));
+            }
+        }
+    }
+    out
+}
+
+/// End the in-flight records whose copy is no longer pending, or is gone
+/// (deleted by hand) well after the ask, so that its volume is not blocked
+/// and its source not protected until the record expires. Returns the
+/// records still in flight.
+pub async fn settle(
+    ledger: &dyn Ledger,
+    copies: &[Snapshot],
+    in_flight: Vec<CopyInFlight>,
+    now: DateTime<Utc>,
+) -> Vec<CopyInFlight> {
+    let mut still = Vec::new();
+    for flight in in_flight {
+        let settled = match flight.copy_id.as_deref() {
+            None => false,
+            Some(id) => match copies.iter().find(|c| c.id == id) {
+                Some(c) => c.state != SnapshotState::Pending,
+                None => now >= flight.asked_at + copies::LOST_ANSWER_WINDOW,
+            },
+        };
+        if !settled {
+            still.push(flight);
+            continue;
+        }
+        if let Err(e) = ledger
+            .end_copy(&flight.source_snapshot_id, &flight.target)
+            .await
+        {
+            tracing::warn!(error = %e, source = flight.source_snapshot_id, "could not end an in-flight record; it expires by itself");
+        }
+    }
+    still
+}
+
+/// What the keep rules did to the copies.
+#[derive(Debug, Default)]
+pub struct Kept {
+    /// Deleted (in a dry run: would be).
+    pub deleted: Vec<String>,
+    /// (copy id, error)
+    pub failed: Vec<(String, String)>,
+    /// Deletable, not reached: `MAX_DELETIONS` or the deadline.
+    pub left_for_later: usize,
+}
+
+/// How [`keep`] runs.
+pub struct Keeping<'a> {
+    pub config: &'a Config,
+    /// The copies' rules, by the policy their tags name.
+    pub policies: &'a Policies,
+    /// Made by the deployment, retagged since: never deleted.
+    pub held: BTreeSet<String>,
+    /// Without the locks, delete nothing (a vault, where the lock is the
+    /// point); otherwise go on without them, EC2 refusing a locked one.
+    pub locks_required: bool,
+    pub now: DateTime<Utc>,
+    pub deadline: Deadline,
+    pub pacing: Pacing,
+}
+
+/// Keep `copies` by their rules, per source volume, under the deletion
+/// gate and within the 24-hour `MAX_DELETIONS` budget the stack's runs
+/// share. The AMIs and locks of where the copies are protect them; the
+/// newest completed copy of a volume is never deleted, so the next copy
+/// stays incremental.
+pub async fn keep(
+    ports: CopyPorts<'_>,
+    copies: &[Snapshot],
+    keeping: Keeping<'_>,
+) -> Result<Kept, String> {
+    let mut out = Kept::default();
+    if copies.is_empty() {
+        return Ok(out);
+    }
+    let ami_snapshot_ids = ports
+        .protections
+        .ami_snapshot_ids()
+        .await
+        .map_err(|e| format!("reading the AMIs, nothing deleted: {e}"))?;
+    let ids: Vec<String> = copies.iter().map(|c| c.id.clone()).collect();
+    let locked_snapshot_ids = match ports.protections.locked_snapshot_ids(&ids).await {
+        Ok(locked) => locked,
+        Err(e) if keeping.locks_required => {
+            tracing::warn!(error = %e, "snapshot locks could not be read; nothing deleted this run");
+            return Ok(out);
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "snapshot locks could not be checked; EC2 still refuses to delete a locked snapshot");
+            BTreeSet::new()
+        }
+    };
+    let config = keeping.config;
+    let facts = AccountFacts {
+        deployment: config.deployment_name.clone(),
+        ami_snapshot_ids,
+        locked_snapshot_ids,
+        held_for_review: keeping.held,
+        copying: BTreeSet::new(),
+        now: keeping.now,
+    };
+    // Every copy is judged by its rules whether or not its source volume
+    // still exists (the callers' policies set `keep` and `orphans` alike).
+    let existing = BTreeSet::new();
+    let planning = DeletionGate::new(facts.clone(), copies, config.max_deletions);
+    let plans = expiry::plan(copies, keeping.policies, &existing, &planning);
+    let wanted = plans
+        .iter()
+        .flat_map(|p| &p.snapshots)
+        .filter(|p| p.deletable())
+        .count();
+    if wanted == 0 {
+        return Ok(out);
+    }
+    let ledger = ports.ledger;
+    let wanted = u32::try_from(wanted).unwrap_or(u32::MAX);
+    let granted = ledger
+        .reserve_deletions(keeping.now, wanted, config.max_deletions)
+        .await
+        .map_err(|e| format!("the deletion budget, nothing deleted: {e}"))?;
+    let mut gate = DeletionGate::new(facts, copies, granted);
+    let mut pacer = Pacer::new(keeping.pacing);
+    let mut attempted = 0u32;
+    for planned in plans.iter().flat_map(|p| p.snapshots.iter().rev()) {
+        if !planned.deletable() {
+            continue;
+        }
+        let copy = planned.snapshot;
+        if keeping.deadline.is_near() {
+            out.left_for_later += 1;
+            continue;
+        }
+        let authorized = match gate.authorize(copy, planned.retention.as_deref()) {
+            Ok(a) => a,
+            Err(Protection::CapReached) => {
+                out.left_for_later += 1;
+                continue;
+            }
+            Err(_) => continue,
+        };
+        if config.dry_run {
+            out.deleted.push(copy.id.clone());
+            continue;
+        }
+        pacer.ready().await;
+        attempted += 1;
+        match ports.deleter.delete_snapshot(&authorized).await {
+            Ok(()) | Err(Ec2Error::SnapshotNotFound) => {
+                if let Err(e) = ledger.forget_copy(&copy.id).await {
+                    tracing::warn!(copy_id = copy.id, error = %e, "could not forget a deleted copy's record (harmless: its id is never reused)");
+                }
+                out.deleted.push(copy.id.clone());
+            }
+            Err(e) => out.failed.push((copy.id.clone(), e.to_string())),
+        }
+    }
+    if let Err(e) = ledger
+        .release_deletions(keeping.now, keeping.now, granted.saturating_sub(attempted))
+        .await
+    {
+        tracing::warn!(error = %e, "could not give back the unused deletions; they count against the next 24 hours");
+    }
+    Ok(out)
+}
+
+/// `lifecycle:retained-by` and `lifecycle:expires-at` on the copies, by
+/// their rules; returns how many copies were labelled.
+pub async fn label(
+    tagger: &dyn SnapshotTagger,
+    deployment: &str,
+    policies: &Policies,
+    copies: &[Snapshot],
+    now: DateTime<Utc>,
+    deadline: Deadline,
+) -> usize {
+    let plan = tagging::label_copies(deployment, policies, copies, now);
+    let mut labelled = 0;
+    for batch in tagging::batches(&plan.changes, TAG_BATCH) {
+        if deadline.is_near() {
+            break;
+        }
+        match tagger.tag_snapshots(&batch.snapshot_ids, &batch.tags).await {
+            Ok(()) => labelled += batch.snapshot_ids.len(),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not label copies; the next run tries again");
+            }
+        }
+    }
+    labelled
+}
