@@ -200,14 +200,30 @@ impl Ec2Adapter {
     /// account with tens of thousands of snapshots the SDK's types for all of
     /// them never exist at once, only our (smaller) model.
     async fn describe_snapshots(&self, filters: Vec<Filter>) -> Result<Vec<Snapshot>, Ec2Error> {
-        let mut pages = self
+        self.describe_snapshots_of(vec!["self".into()], None, filters)
+            .await
+    }
+
+    /// [`Self::describe_snapshots`] for `owners`, and restorable by
+    /// `restorable_by` if given (what is shared).
+    async fn describe_snapshots_of(
+        &self,
+        owners: Vec<String>,
+        restorable_by: Option<&str>,
+        filters: Vec<Filter>,
+    ) -> Result<Vec<Snapshot>, Ec2Error> {
+        let mut request = self
             .client
             .describe_snapshots()
-            .owner_ids("self")
-            .set_filters(Some(filters))
-            .max_results(SNAPSHOT_PAGE)
-            .into_paginator()
-            .send();
+            .set_owner_ids(Some(owners))
+            .max_results(SNAPSHOT_PAGE);
+        if !filters.is_empty() {
+            request = request.set_filters(Some(filters));
+        }
+        if let Some(account) = restorable_by {
+            request = request.restorable_by_user_ids(account);
+        }
+        let mut pages = request.into_paginator().send();
         let mut out = Vec::new();
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| Ec2Error::from_sdk("DescribeSnapshots", e))?;
@@ -340,37 +356,13 @@ impl SnapshotCatalog for Ec2Adapter {
         if owners.is_empty() {
             return Ok(Vec::new());
         }
-        let mut pages = self
-            .client
-            .describe_snapshots()
-            .set_owner_ids(Some(owners.to_vec()))
-            .restorable_by_user_ids("self")
-            .max_results(SNAPSHOT_PAGE)
-            .into_paginator()
-            .send();
-        let mut out = Vec::new();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| Ec2Error::from_sdk("DescribeSnapshots", e))?;
-            out.extend(page.snapshots().iter().filter_map(snapshot_of));
-        }
-        Ok(out)
+        self.describe_snapshots_of(owners.to_vec(), Some("self"), Vec::new())
+            .await
     }
 
     async fn shared_with(&self, account: &str) -> Result<Vec<Snapshot>, Ec2Error> {
-        let mut pages = self
-            .client
-            .describe_snapshots()
-            .owner_ids("self")
-            .restorable_by_user_ids(account)
-            .max_results(SNAPSHOT_PAGE)
-            .into_paginator()
-            .send();
-        let mut out = Vec::new();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| Ec2Error::from_sdk("DescribeSnapshots", e))?;
-            out.extend(page.snapshots().iter().filter_map(snapshot_of));
-        }
-        Ok(out)
+        self.describe_snapshots_of(vec!["self".into()], Some(account), Vec::new())
+            .await
     }
 
     async fn snapshots_by_id(&self, ids: &[String]) -> Result<Vec<Snapshot>, Ec2Error> {

@@ -239,6 +239,30 @@ impl DynamoLedger {
         Ok(out.item)
     }
 
+    /// Every item of kind `pk`, page by page, each made into a `T` (an
+    /// item that does not read is skipped).
+    async fn query<T>(
+        &self,
+        pk: &str,
+        read: impl Fn(&HashMap<String, AttributeValue>) -> Option<T>,
+    ) -> Result<Vec<T>, LedgerError> {
+        let mut pages = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", s(pk))
+            .consistent_read(true)
+            .into_paginator()
+            .send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| unavailable("Query", e))?;
+            out.extend(page.items().iter().filter_map(&read));
+        }
+        Ok(out)
+    }
+
     /// Write an item whatever was there.
     async fn put(&self, item: HashMap<String, AttributeValue>) -> Result<(), LedgerError> {
         self.client
@@ -273,27 +297,14 @@ impl Ledger for DynamoLedger {
     }
 
     async fn stops(&self) -> Result<Vec<StopRecord>, LedgerError> {
-        let mut pages = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("pk = :pk")
-            .expression_attribute_values(":pk", s("stop"))
-            .consistent_read(true)
-            .into_paginator()
-            .send();
-        let mut out = Vec::new();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| unavailable("Query", e))?;
-            out.extend(page.items().iter().filter_map(|item| {
-                Some(StopRecord {
-                    instance_id: text(item, "sk")?.into(),
-                    policy: text(item, "policy").unwrap_or_default().into(),
-                    stopped_at: time(item, "stopped_at")?,
-                })
-            }));
-        }
-        Ok(out)
+        self.query("stop", |item| {
+            Some(StopRecord {
+                instance_id: text(item, "sk")?.into(),
+                policy: text(item, "policy").unwrap_or_default().into(),
+                stopped_at: time(item, "stopped_at")?,
+            })
+        })
+        .await
     }
 
     async fn forget_stop(&self, instance_id: &str) -> Result<(), LedgerError> {
@@ -345,32 +356,19 @@ impl Ledger for DynamoLedger {
     }
 
     async fn copies_in_flight(&self) -> Result<Vec<CopyInFlight>, LedgerError> {
-        let mut pages = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("pk = :pk")
-            .expression_attribute_values(":pk", s("inflight"))
-            .consistent_read(true)
-            .into_paginator()
-            .send();
-        let mut out = Vec::new();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| unavailable("Query", e))?;
-            out.extend(page.items().iter().filter_map(|item| {
-                Some(CopyInFlight {
-                    source_snapshot_id: text(item, "source")?.into(),
-                    target: text(item, "target")?.into(),
-                    volume_id: text(item, "volume")?.into(),
-                    policy: text(item, "policy")?.into(),
-                    slot: time(item, "slot")?,
-                    created_at: time(item, "created_at")?,
-                    asked_at: time(item, "asked_at")?,
-                    copy_id: text(item, "copy").map(String::from),
-                })
-            }));
-        }
-        Ok(out)
+        self.query("inflight", |item| {
+            Some(CopyInFlight {
+                source_snapshot_id: text(item, "source")?.into(),
+                target: text(item, "target")?.into(),
+                volume_id: text(item, "volume")?.into(),
+                policy: text(item, "policy")?.into(),
+                slot: time(item, "slot")?,
+                created_at: time(item, "created_at")?,
+                asked_at: time(item, "asked_at")?,
+                copy_id: text(item, "copy").map(String::from),
+            })
+        })
+        .await
     }
 
     async fn end_copy(&self, source_snapshot_id: &str, target: &str) -> Result<(), LedgerError> {
