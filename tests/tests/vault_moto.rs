@@ -140,8 +140,9 @@ async fn ten_days_of_life_the_vault_keeps_what_its_rules_keep_and_nothing_in_the
         "copies": [{"account": VAULT, "region": REGION, "kms_key": key, "keep": {"daily": 7}}]
     }})
     .to_string();
+    let (source_client, source_counter) = moto.counted_ec2();
     let source = Source {
-        ec2: Ec2Adapter::new(ec2.clone()),
+        ec2: Ec2Adapter::new(source_client),
         keys: KmsAdapter::new(kms.clone()),
         config: config(&policies),
         notifier: RecordingNotifier::default(),
@@ -320,6 +321,11 @@ async fn ten_days_of_life_the_vault_keeps_what_its_rules_keep_and_nothing_in_the
     assert_eq!(after.shares, 0);
     assert_eq!(snapshots(&vault.client).await.len(), 3, "{after:?}");
 
+    eprintln!(
+        "source requests over {} shares: {:?}",
+        sources.len(),
+        source_counter.all()
+    );
     eprintln!(
         "vault requests over {} copies: {:?}",
         sources.len(),
