@@ -26,6 +26,8 @@
 //! - [`copies`]: disaster-recovery copies: which snapshot a target copies
 //!   next, a copy's tags, a lost CopySnapshot answer found again.
 //! - [`window`]: `MAX_DELETIONS` counted over 24 hours, across runs.
+//! - [`coverage`]: what protects every volume of the region, and the gaps
+//!   in this deployment's protection (the report's first part).
 //! - [`vault`]: a vault account: which shares it accepts, its copies' tags, its keep rules.
 //! - [`expiry`]: a run's plan per volume: retention and safety together.
 //! - [`tagging`]: which tags each managed snapshot lacks, batched.
@@ -39,6 +41,7 @@
 
 pub mod consistency;
 pub mod copies;
+pub mod coverage;
 pub mod encryption;
 pub mod events;
 pub mod expiry;
