@@ -242,6 +242,9 @@ struct DeletesAfterListing<'a> {
 
 #[async_trait]
 impl VolumeInventory for DeletesAfterListing<'_> {
+    async fn all_volumes(&self) -> Result<Vec<Volume>, Ec2Error> {
+        self.inner.all_volumes().await
+    }
     async fn volumes_tagged(&self, key: &str) -> Result<Vec<Volume>, Ec2Error> {
         let listed = self.inner.volumes_tagged(key).await?;
         self.ec2

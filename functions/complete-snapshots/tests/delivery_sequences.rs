@@ -142,6 +142,13 @@ impl Ledger for Ec2Model {
     async fn end_copy(&self, _: &str, _: &str) -> Result<(), LedgerError> {
         Ok(())
     }
+    async fn first_seen(
+        &self,
+        _: &[String],
+        _: DateTime<Utc>,
+    ) -> Result<std::collections::BTreeMap<String, DateTime<Utc>>, LedgerError> {
+        Ok(Default::default())
+    }
     async fn reserve_deletions(
         &self,
         _: DateTime<Utc>,

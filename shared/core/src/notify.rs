@@ -29,6 +29,8 @@ pub enum NotificationKind {
     /// A copy to another region failed, or could not be started for a
     /// reason a person must fix (the target's key).
     CopyFailed,
+    /// A volume of this deployment has no recent enough snapshot.
+    CoverageGap,
 }
 
 impl NotificationKind {
@@ -43,6 +45,7 @@ impl NotificationKind {
             Self::ConsistencyFailed => "consistency-failed",
             Self::TamperingSuspected => "tampering-suspected",
             Self::CopyFailed => "copy-failed",
+            Self::CoverageGap => "coverage-gap",
         }
     }
 }

@@ -271,6 +271,11 @@ impl Ec2Adapter {
 
 #[async_trait]
 impl VolumeInventory for Ec2Adapter {
+    async fn all_volumes(&self) -> Result<Vec<Volume>, Ec2Error> {
+        self.describe_volumes(vec![filter("status", ["available", "in-use"])])
+            .await
+    }
+
     async fn volumes_tagged(&self, tag_key: &str) -> Result<Vec<Volume>, Ec2Error> {
         self.describe_volumes(vec![
             filter("tag-key", [tag_key]),

@@ -8,6 +8,7 @@
 //! | `stop` | instance id | `policy`, `stopped_at` |
 //! | `copy` | copy id | `source`, `volume`, `policy`, `slot`, `created_at` |
 //! | `inflight` | `<target>/<source id>` | `source`, `target`, `volume`, `policy`, `slot`, `created_at`, `asked_at`, `copy` (once known), `expires_at` |
+//! | `seen` | volume id | `seen_at`: when the report first saw it opted in, `expires_at` |
 //! | `deletions` | `window` | `hours` (hour start -> deletions granted), `version` |
 //! | `report` | snapshot id | `reported_at`, `expires_at` (the table's TTL) |
 //! | `cursor` | function | `value`: where its last daily run stopped |
@@ -42,6 +43,9 @@ const REPORT_TTL: Duration = Duration::days(400);
 /// pending after a month is EC2's problem, not a reason to protect its
 /// source for ever.
 const IN_FLIGHT_TTL: Duration = Duration::days(30);
+/// How long a `seen` record lives: a volume deleted leaves its record for
+/// a year, then it goes.
+const SEEN_TTL: Duration = Duration::days(365);
 
 fn unavailable<E, R>(operation: &'static str, err: SdkError<E, R>) -> LedgerError
 where
@@ -374,6 +378,33 @@ impl Ledger for DynamoLedger {
     async fn end_copy(&self, source_snapshot_id: &str, target: &str) -> Result<(), LedgerError> {
         self.delete("inflight", &format!("{target}/{source_snapshot_id}"))
             .await
+    }
+
+    async fn first_seen(
+        &self,
+        volume_ids: &[String],
+        now: DateTime<Utc>,
+    ) -> Result<std::collections::BTreeMap<String, DateTime<Utc>>, LedgerError> {
+        let mut seen: std::collections::BTreeMap<String, DateTime<Utc>> = self
+            .batch_get("seen", volume_ids)
+            .await?
+            .iter()
+            .filter_map(|item| Some((text(item, "sk")?.to_string(), time(item, "seen_at")?)))
+            .collect();
+        for id in volume_ids {
+            if seen.contains_key(id) {
+                continue;
+            }
+            let mut item = key("seen", id);
+            item.insert("seen_at".into(), s(&format_time(now)));
+            item.insert(
+                "expires_at".into(),
+                AttributeValue::N((now + SEEN_TTL).timestamp().to_string()),
+            );
+            self.put(item).await?;
+            seen.insert(id.clone(), now);
+        }
+        Ok(seen)
     }
 
     async fn reserve_deletions(

@@ -28,6 +28,8 @@ pub enum Metric {
     /// Copies to another region that failed (EC2 state `error`) or that EC2
     /// refused to start for good (an unusable key).
     CrossRegionCopyFailed,
+    /// Volumes with no protection at all, plus this deployment's in a gap.
+    VolumesUnprotected,
     /// Snapshots a run saw with this deployment's tags and without its proof.
     TamperingSuspected,
 }
@@ -46,6 +48,7 @@ impl Metric {
             Self::StuckSnapshots => "StuckSnapshots",
             Self::CrossRegionCopyCompleted => "CrossRegionCopyCompleted",
             Self::CrossRegionCopyFailed => "CrossRegionCopyFailed",
+            Self::VolumesUnprotected => "VolumesUnprotected",
             Self::TamperingSuspected => "TamperingSuspected",
         }
     }

@@ -82,6 +82,8 @@ impl Ec2Error {
 /// Finding the volumes and instances that opted in.
 #[async_trait]
 pub trait VolumeInventory: Send + Sync {
+    /// Every volume of the region in a usable state (the report's coverage).
+    async fn all_volumes(&self) -> Result<Vec<Volume>, Ec2Error>;
     /// Volumes that carry the tag key, in a usable state (server-side filter).
     async fn volumes_tagged(&self, tag_key: &str) -> Result<Vec<Volume>, Ec2Error>;
     /// Instances that carry the tag key and are not terminated (server-side filter).

@@ -78,6 +78,15 @@ pub trait Ledger: Send + Sync {
     /// The copy completed, failed, or never started.
     async fn end_copy(&self, source_snapshot_id: &str, target: &str) -> Result<(), LedgerError>;
 
+    /// When each of these volumes was first seen opted in: those never
+    /// seen before are recorded as seen `now` (a volume with no snapshot
+    /// yet is in a coverage gap once that is long enough ago).
+    async fn first_seen(
+        &self,
+        volume_ids: &[String],
+        now: DateTime<Utc>,
+    ) -> Result<std::collections::BTreeMap<String, DateTime<Utc>>, LedgerError>;
+
     /// Grant up to `wanted` deletions without exceeding `max` within 24
     /// hours, counted across every run; returns the grant.
     async fn reserve_deletions(

@@ -1,0 +1,235 @@
+//! report-snapshots: daily, what protects every EBS volume of the region
+//! (docs/functions.md, "report-snapshots"). This release reports coverage;
+//! the cost analysis and the HTML report are to come (issue 22's note).
+//!
+//! One run:
+//! 1. list every volume of the region, the opted-in instances, and every
+//!    snapshot the account owns;
+//! 2. resolve which volumes this deployment's policies cover (the opt-in
+//!    tags, as create-snapshots does) and prove which snapshots it made
+//!    (the ownership check: a forged tag makes nothing look protected);
+//! 3. class each volume (`ebs_lifecycle_core::coverage`): this deployment,
+//!    Data Lifecycle Manager, AWS Backup, by hand, or nothing; a volume of
+//!    this deployment whose newest snapshot (or, with none, its first
+//!    sighting, kept in the ledger) is older than twice its interval is in
+//!    a gap;
+//! 4. notify each gap once (`coverage-gap`, warning; critical past four
+//!    intervals), emit `VolumesUnprotected`, and return the coverage.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Utc};
+use lambda_runtime::Diagnostic;
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use ebs_lifecycle::config::Config;
+use ebs_lifecycle::lambda::metrics::{self, Metric};
+use ebs_lifecycle::lambda::ownership;
+use ebs_lifecycle::lambda::run::{self, RunHeader};
+use ebs_lifecycle::ports::ec2::{Ec2Error, SnapshotCatalog, VolumeInventory};
+use ebs_lifecycle::ports::ledger::{Ledger, LedgerError};
+use ebs_lifecycle::ports::notifier::Notifier;
+use ebs_lifecycle_core::coverage::{self, VolumeCoverage};
+use ebs_lifecycle_core::events::{EventError, Tick};
+use ebs_lifecycle_core::notify::{Notification, NotificationKind};
+use ebs_lifecycle_core::ownership::Scope;
+use ebs_lifecycle_core::tags;
+use ebs_lifecycle_core::targets;
+
+pub const FUNCTION: &str = "report-snapshots";
+
+#[derive(Clone, Copy)]
+pub struct Ports<'a> {
+    pub catalog: &'a dyn SnapshotCatalog,
+    pub inventory: &'a dyn VolumeInventory,
+    pub notifier: &'a dyn Notifier,
+    /// First sightings, gaps reported, copy records.
+    pub ledger: &'a dyn Ledger,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("rejected event: {0}")]
+    InvalidEvent(#[from] EventError),
+    #[error("could not list the volumes, instances or snapshots: {0}")]
+    Ec2Unavailable(#[from] Ec2Error),
+    #[error("could not use the stack's ledger: {0}")]
+    LedgerUnavailable(#[from] LedgerError),
+}
+
+impl From<ReportError> for Diagnostic {
+    fn from(error: ReportError) -> Self {
+        let error_type = match error {
+            ReportError::InvalidEvent(_) => "InvalidEvent",
+            ReportError::Ec2Unavailable(_) => "Ec2Unavailable",
+            ReportError::LedgerUnavailable(_) => "LedgerUnavailable",
+        };
+        Diagnostic {
+            error_type: error_type.into(),
+            error_message: error.to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Report {
+    #[serde(flatten)]
+    pub header: RunHeader,
+    pub volumes: usize,
+    /// Volumes per kind of protection (`deployment`, `data-lifecycle-manager`,
+    /// `aws-backup`, `hand-made`, `unprotected`).
+    pub by_cover: BTreeMap<&'static str, usize>,
+    /// This deployment's volumes in a gap.
+    pub gaps: usize,
+    /// Gaps reported this run (each gap once).
+    #[serde(skip)]
+    pub new_gaps: Vec<String>,
+    /// Every volume (the response and the log keep a bounded sample).
+    pub coverage: Vec<VolumeCoverage>,
+}
+
+pub async fn handle(
+    ports: Ports<'_>,
+    config: &Config,
+    event: &Value,
+    now: DateTime<Utc>,
+) -> Result<Report, ReportError> {
+    Tick::parse(event)?;
+    let key = config.selector_tag_key.as_str();
+    let (volumes, instances, snapshots) = tokio::try_join!(
+        ports.inventory.all_volumes(),
+        ports.inventory.instances_tagged(key),
+        ports.catalog.owned_snapshots(),
+    )?;
+    // Which volumes the deployment's policies cover, as create-snapshots
+    // resolves them.
+    let instance_ids: BTreeSet<&str> = instances.iter().map(|i| i.id.as_str()).collect();
+    let tagged: Vec<_> = volumes
+        .iter()
+        .filter(|v| v.tags.contains_key(key))
+        .cloned()
+        .collect();
+    let attached: Vec<_> = volumes
+        .iter()
+        .filter(|v| {
+            v.attachment
+                .as_ref()
+                .is_some_and(|a| instance_ids.contains(a.instance_id.as_str()))
+        })
+        .cloned()
+        .collect();
+    let resolution = targets::resolve(key, &config.policies, &tagged, &instances, &attached);
+    let covered: BTreeMap<String, String> = resolution
+        .targets
+        .iter()
+        .flat_map(|t| {
+            t.volume_ids()
+                .into_iter()
+                .map(|v| (v.to_string(), t.policy().to_string()))
+        })
+        .collect();
+
+    // Only what the deployment provably made counts as its protection.
+    let managed: Vec<_> = snapshots
+        .iter()
+        .filter(|s| tags::is_managed_by(&s.tags, &config.deployment_name))
+        .cloned()
+        .collect();
+    let sifted = ownership::sift(ports.ledger, config, managed, Scope::WholeVolumes).await?;
+    let ours: BTreeSet<String> = sifted.owned.into_iter().map(|s| s.id).collect();
+    let facts = coverage::fold(&snapshots, &ours);
+    drop(snapshots);
+
+    let covered_ids: Vec<String> = covered.keys().cloned().collect();
+    let first_seen = ports.ledger.first_seen(&covered_ids, now).await?;
+    let classed = coverage::classify(
+        &volumes,
+        &covered,
+        &facts,
+        &config.policies,
+        &first_seen,
+        now,
+    );
+    let (by_cover, gaps) = coverage::counts(&classed);
+    let mut report = Report {
+        header: RunHeader::new(FUNCTION, config, now, "daily"),
+        volumes: classed.len(),
+        by_cover,
+        gaps,
+        ..Report::default()
+    };
+    // Each gap is reported once: the ledger remembers (volume, since).
+    for c in &classed {
+        if let Some(gap) = &c.gap {
+            let key = format!("gap/{}/{}", c.volume_id, tags::format_time(gap.since));
+            if ports.ledger.first_report(&key, now).await.unwrap_or(true) {
+                report.new_gaps.push(c.volume_id.clone());
+            }
+        }
+    }
+    report.coverage = classed;
+
+    let unprotected = report.by_cover.get("unprotected").copied().unwrap_or(0) + report.gaps;
+    metrics::emit_for_run(
+        config,
+        FUNCTION,
+        &[
+            (Metric::VolumesUnprotected, unprotected as u64),
+            (Metric::TamperingSuspected, sifted.suspects.len() as u64),
+        ],
+    );
+    tracing::info!(report = %run::for_log(&report), "{}", headline(&report));
+    let mut notes = ownership::report(
+        ports.ledger,
+        config,
+        &sifted.suspects,
+        now,
+        &mut report.header,
+    )
+    .await;
+    notes.extend(notifications(config, &report));
+    run::publish(ports.notifier, &notes, &mut report.header).await;
+    Ok(report)
+}
+
+fn headline(r: &Report) -> String {
+    let counts: Vec<String> = r.by_cover.iter().map(|(k, n)| format!("{k} {n}")).collect();
+    format!(
+        "report-snapshots: {} volumes: {}; {} of this deployment's in a gap",
+        r.volumes,
+        counts.join(", "),
+        r.gaps
+    )
+}
+
+/// One `coverage-gap` per volume and gap, the first run that sees it.
+pub fn notifications(config: &Config, r: &Report) -> Vec<Notification> {
+    r.coverage
+        .iter()
+        .filter(|c| r.new_gaps.contains(&c.volume_id))
+        .filter_map(|c| {
+            let gap = c.gap.as_ref()?;
+            Some(Notification {
+                kind: NotificationKind::CoverageGap,
+                severity: gap.severity,
+                deployment: config.deployment_name.clone(),
+                summary: format!(
+                    "{} ({}) has no snapshot since {} ({} intervals of policy {})",
+                    c.volume_id,
+                    c.name.as_deref().unwrap_or("no name"),
+                    tags::format_time(gap.since),
+                    gap.intervals,
+                    c.policy.as_deref().unwrap_or("?")
+                ),
+                details: json!({
+                    "volume_id": c.volume_id,
+                    "policy": c.policy,
+                    "since": tags::format_time(gap.since),
+                    "intervals": gap.intervals,
+                    "next": "Check the schedule is enabled and create-snapshots' errors alarm and log; a volume that cannot be snapshotted is named in its run-summary.",
+                }),
+            })
+        })
+        .collect()
+}

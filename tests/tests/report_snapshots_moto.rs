@@ -1,0 +1,125 @@
+//! report-snapshots' coverage on moto: every volume classed by what
+//! protects it, and a stopped schedule noticed as a gap, once.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use chrono::{DateTime, Duration, Utc};
+use serde_json::json;
+
+use ebs_lifecycle::aws::ec2::Ec2Adapter;
+use ebs_lifecycle_core::coverage::Cover;
+use ebs_lifecycle_core::notify::{NotificationKind, Severity};
+use ebs_lifecycle_core::tags;
+use integration_tests::*;
+
+fn t(s: &str) -> DateTime<Utc> {
+    tags::parse_time(s).unwrap()
+}
+
+#[tokio::test]
+async fn every_volume_is_classed_and_a_stopped_schedule_is_a_gap_reported_once() {
+    let moto = Moto::start();
+    let ec2 = moto.ec2();
+    let adapter = Ec2Adapter::new(ec2.clone());
+    let notifier = RecordingNotifier::default();
+    let config = config(r#"{"daily": {"schedule": "@daily", "keep": {"last": 5}}}"#);
+
+    let ok = create_volume(&ec2, 8, &[("Backup", "daily"), ("Name", "ok")]).await;
+    let stopped = create_volume(&ec2, 8, &[("Backup", "daily"), ("Name", "stopped")]).await;
+    let new = create_volume(&ec2, 8, &[("Backup", "daily"), ("Name", "new")]).await;
+    let hand = create_volume(&ec2, 8, &[("Name", "hand")]).await;
+    let nothing = create_volume(&ec2, 8, &[("Name", "nothing")]).await;
+    let forged = create_volume(&ec2, 8, &[("Name", "forged")]).await;
+    for (volume, slot) in [
+        (&stopped, "2026-03-01T00:00:00Z"),
+        (&ok, "2026-03-05T00:00:00Z"),
+    ] {
+        let labels = labels_for(volume, "itest", "daily", t(slot));
+        snapshot_as_created(&moto, volume, &labels, &[]).await;
+    }
+    hand_made_snapshot(&ec2, &hand).await;
+    // Our tags on a hand-made snapshot make nothing protected by us.
+    let fake = hand_made_snapshot(&ec2, &forged).await;
+    put_tags(
+        &ec2,
+        &fake,
+        &[
+            ("lifecycle:managed-by", "itest"),
+            ("lifecycle:policy", "daily"),
+        ],
+    )
+    .await;
+
+    let run = |now: DateTime<Utc>| {
+        let (adapter, notifier, config, moto) = (&adapter, &notifier, &config, &moto);
+        async move {
+            report_snapshots::handle(
+                report_snapshots::Ports {
+                    catalog: adapter,
+                    inventory: adapter,
+                    notifier,
+                    ledger: moto.ledger(),
+                },
+                config,
+                &json!({"kind": "tick"}),
+                now,
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let gaps = |n: &RecordingNotifier| -> Vec<(String, Severity)> {
+        n.sent()
+            .iter()
+            .filter(|n| n.kind == NotificationKind::CoverageGap)
+            .map(|n| {
+                (
+                    n.details["volume_id"].as_str().unwrap().to_string(),
+                    n.severity,
+                )
+            })
+            .collect()
+    };
+
+    let now = t("2026-03-05T12:00:00Z");
+    let report = run(now).await;
+    let cover = |id: &str| {
+        report
+            .coverage
+            .iter()
+            .find(|c| c.volume_id == id)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(cover(&ok).cover, Cover::Deployment);
+    assert_eq!(cover(&ok).gap, None);
+    assert_eq!(cover(&new).gap, None, "first seen now");
+    assert_eq!(cover(&hand).cover, Cover::HandMade);
+    assert_eq!(cover(&nothing).cover, Cover::Unprotected);
+    assert_eq!(
+        cover(&forged).cover,
+        Cover::HandMade,
+        "a forged tag protects nothing"
+    );
+    // Four and a half days without a snapshot of a daily policy: critical.
+    assert_eq!(gaps(&notifier), [(stopped.clone(), Severity::Critical)]);
+    assert_eq!(report.by_cover["deployment"], 3);
+
+    // The same gap is not reported again.
+    run(now + Duration::hours(1)).await;
+    assert_eq!(gaps(&notifier).len(), 1);
+
+    // Three days on with no snapshot: the new volume and `ok` are in a gap
+    // too, each reported once; `stopped` was already.
+    let later = run(now + Duration::days(3)).await;
+    assert_eq!(later.gaps, 3);
+    let mut reported = gaps(&notifier);
+    reported.sort();
+    let mut want = vec![
+        (stopped.clone(), Severity::Critical),
+        (ok.clone(), Severity::Warning),
+        (new.clone(), Severity::Warning),
+    ];
+    want.sort();
+    assert_eq!(reported, want);
+}
