@@ -28,8 +28,8 @@ arch, elapsed = sys.argv[1], int(sys.argv[2])
 build, out = ".aws-sam/build", ".aws-sam/zips"
 os.makedirs(out, exist_ok=True)
 functions = sorted(d for d in os.listdir(build) if d.endswith("Function"))
-if len(functions) != 7:
-    sys.exit(f"expected 7 functions in {build}, found {functions}")
+if len(functions) != 8:
+    sys.exit(f"expected 8 functions in {build}, found {functions}")
 print(f"\n{'function':<28}{'bootstrap':>12}{'zipped':>12}   ({arch}, sam build {elapsed} s)")
 for name in functions:
     binary = os.path.join(build, name, "bootstrap")

@@ -357,6 +357,7 @@ fn every_function_has_its_schedule_and_each_schedule_sends_a_tick() {
         ("ExpireSnapshotsFunction", "Daily"),
         ("CopySnapshotsFunction", "Tick"),
         ("VaultSnapshotsFunction", "Hourly"),
+        ("ReportSnapshotsFunction", "Daily"),
     ]);
     let names: Vec<&str> = functions.keys().map(String::as_str).collect();
     assert_eq!(names, expected.keys().copied().collect::<Vec<_>>());
@@ -674,8 +675,8 @@ fn logs_and_their_key_survive_the_stack() {
         .collect();
     assert_eq!(
         kept.len(),
-        8,
-        "seven log groups and the stack key: {kept:?}"
+        9,
+        "eight log groups and the stack key: {kept:?}"
     );
 }
 
@@ -777,7 +778,7 @@ fn each_function_reads_and_writes_only_its_own_ledger_records() {
         ledger["Properties"]["TimeToLiveSpecification"]["AttributeName"],
         "expires_at"
     );
-    let expected: [(&str, &[&str], &[&str]); 6] = [
+    let expected: [(&str, &[&str], &[&str]); 7] = [
         (
             "CreateSnapshotsFunction",
             &["Query", "PutItem", "DeleteItem"],
@@ -807,6 +808,11 @@ fn each_function_reads_and_writes_only_its_own_ledger_records() {
             "CopySnapshotsFunction",
             &["BatchGetItem", "GetItem", "PutItem", "DeleteItem", "Query"],
             &["copy", "inflight", "deletions", "report"],
+        ),
+        (
+            "ReportSnapshotsFunction",
+            &["BatchGetItem", "PutItem"],
+            &["copy", "report", "seen"],
         ),
     ];
     for (function, actions, keys) in expected {
@@ -1076,4 +1082,44 @@ fn a_vault_locks_never_unlocks_and_sources_share_only_with_their_vaults() {
         statement["Condition"]["StringEquals"]["aws:ResourceTag/lifecycle:managed-by"],
         stack
     );
+}
+
+/// The dashboard's body is valid JSON once CloudFormation substitutes it,
+/// and it shows every function, the failure queue and the stack's metrics.
+#[test]
+fn the_dashboard_shows_every_function_and_the_stacks_metrics() {
+    let template = template_json();
+    let sub = &template["Resources"]["Dashboard"]["Properties"]["DashboardBody"]["!Sub"];
+    let mut body = sub[0].as_str().unwrap().to_string();
+    let names = sub[1].as_object().unwrap();
+    for (name, _) in names {
+        body = body.replace(&format!("${{{name}}}"), &format!("fn-{name}"));
+    }
+    for (name, value) in [
+        ("AWS::Region", "us-east-1"),
+        ("AWS::StackName", "prod"),
+        ("MetricsNamespace", "EbsSnapshotLifecycle"),
+    ] {
+        body = body.replace(&format!("${{{name}}}"), value);
+    }
+    let dashboard: Value = serde_json::from_str(&body).expect("the dashboard body is JSON");
+    let text = dashboard.to_string();
+    for needle in [
+        "fn-Create",
+        "fn-Complete",
+        "fn-Tag",
+        "fn-Check",
+        "fn-Expire",
+        "fn-Copy",
+        "fn-Report",
+        "fn-QueueName",
+        "SnapshotsCreateFailed",
+        "CrossRegionCopyFailed",
+        "VolumesUnprotected",
+        "UnencryptedSnapshots",
+        "PublicSnapshots",
+        "StuckSnapshots",
+    ] {
+        assert!(text.contains(needle), "the dashboard lacks {needle}");
+    }
 }
