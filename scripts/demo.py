@@ -86,7 +86,8 @@ DAILY = [("04:15", "complete-snapshots"), ("04:30", "tag-snapshots"),
          ("05:20", "copy-snapshots"),
          # A vault stack reconciles hourly and on every share; once a day
          # after the source shared does the same work here.
-         ("05:40", "vault-snapshots")]
+         ("05:40", "vault-snapshots"),
+         ("06:00", "report-snapshots")]
 # The disaster-recovery region of gfs's copies (its key is made at seeding).
 DR_REGION = "eu-west-1"
 DR_KEEP = {"daily": 7, "weekly": 4, "monthly": 6}
@@ -268,6 +269,7 @@ class Year:
         self.unknown_reported_days: set[int] = set()
         self.copies = collections.Counter()   # started / completed / failed / deleted
         self.vault = collections.Counter()    # shared / copied / locked / deleted
+        self.last_coverage: dict = {}
         self.first_copy_seen = False
 
     def note(self, when: datetime.datetime, text: str, colour: str = "0") -> None:
@@ -393,6 +395,16 @@ class Year:
                 self.after_copy(when, result)
             elif name == "vault-snapshots":
                 self.after_vault(when, result)
+            elif name == "report-snapshots":
+                self.after_report(when, result)
+
+    def after_report(self, when: datetime.datetime, result: dict) -> None:
+        self.last_coverage = result
+        # Every opted-in volume is snapshotted on time all year: a gap
+        # would be a failure of the year, not a finding.
+        for c in result["coverage"]:
+            if c.get("gap"):
+                self.problems.append(f"report-snapshots: {c['volume_id']} in a coverage gap on {iso(when)}: {c['gap']}")
 
     def after_vault(self, when: datetime.datetime, result: dict) -> None:
         for key in ("started", "completed", "locked", "deleted"):
@@ -597,6 +609,25 @@ def seed_vault(session: dict, ec2, ids: dict) -> dict:
     }
 
 
+def report_coverage(year: Year, ids: dict) -> list[str]:
+    """report-snapshots' last daily run: what protects each volume."""
+    problems = []
+    names = {v: k for k, v in ids.items() if isinstance(v, str) and v.startswith("vol-")}
+    print()
+    step("coverage: what protects every volume of the region (report-snapshots' last run)")
+    coverage = year.last_coverage.get("coverage", [])
+    print_table([[names.get(c["volume_id"], c.get("name", "")), c["volume_id"], c["cover"], c.get("policy", "-"),
+                  (c.get("newest") or "-")[:16]] for c in coverage],
+                ["volume", "id", "protected by", "policy", "newest snapshot"])
+    by_cover = {c["volume_id"]: c["cover"] for c in coverage}
+    if year.days >= 2:
+        if by_cover.get(ids["db-data"]) != "deployment":
+            problems.append("db-data is not reported as protected by the deployment")
+        if by_cover.get(ids["scratch"]) != "hand-made":
+            problems.append(f"scratch (only a hand-made snapshot) is reported {by_cover.get(ids['scratch'])}")
+    return problems
+
+
 def report_vault(year: Year, vault_ec2, ids: dict) -> list[str]:
     """The vault account after the year: what it holds for ledger-db."""
     problems = []
@@ -667,7 +698,7 @@ def main() -> int:
     args = parser.parse_args()
     bin_dir = Path(args.bin_dir)
     names = ("create-snapshots", "complete-snapshots", "tag-snapshots", "check-encryption", "expire-snapshots",
-             "copy-snapshots", "vault-snapshots")
+             "copy-snapshots", "vault-snapshots", "report-snapshots")
     for name in names:
         if not (bin_dir / name).exists():
             print(f"{bin_dir / name} is missing: run `cargo build --workspace --bins` (make demo does)", file=sys.stderr)
@@ -736,7 +767,7 @@ def main() -> int:
         print()
         dr_ec2 = boto3.client("ec2", **{**session, "region_name": DR_REGION})
         problems = (report(year, ec2, sqs, ids) + report_copies(year, dr_ec2, ids)
-                    + report_vault(year, vault["ec2"], ids))
+                    + report_vault(year, vault["ec2"], ids) + report_coverage(year, ids))
         calls = ", ".join(f"{n} {f.invocations} ({1000 * f.seconds / max(f.invocations, 1):.0f} ms each)" for n, f in fns.items())
         print()
         print(f"    invocations: {calls}; wall time {time.monotonic() - started:.0f} s")

@@ -110,6 +110,63 @@ async fn run_function(function: &str, event: &Value) -> Result<(), Diagnostic> {
         .await
         .map(drop)
         .map_err(Into::into),
+        "copy-snapshots" => {
+            let destinations = BTreeMap::new();
+            copy_snapshots::handle(
+                copy_snapshots::Ports {
+                    catalog: &adapter,
+                    sharing: &adapter,
+                    keys: &kms,
+                    destinations: &destinations,
+                    notifier: &notifier,
+                    ledger: mocked_ledger(),
+                    copy_pacing: copy_snapshots::COPY_PACING,
+                    delete_pacing: copy_snapshots::DELETE_PACING,
+                },
+                &config,
+                event,
+                now,
+                deadline,
+            )
+            .await
+            .map(drop)
+            .map_err(Into::into)
+        }
+        "vault-snapshots" => vault_snapshots::handle(
+            vault_snapshots::Ports {
+                catalog: &adapter,
+                protections: &adapter,
+                copier: &adapter,
+                deleter: &adapter,
+                tagger: &adapter,
+                locker: &adapter,
+                notifier: &notifier,
+                ledger: mocked_ledger(),
+                copy_pacing: vault_snapshots::COPY_PACING,
+                delete_pacing: vault_snapshots::DELETE_PACING,
+            },
+            &config,
+            event,
+            now,
+            deadline,
+        )
+        .await
+        .map(drop)
+        .map_err(Into::into),
+        "report-snapshots" => report_snapshots::handle(
+            report_snapshots::Ports {
+                catalog: &adapter,
+                inventory: &adapter,
+                notifier: &notifier,
+                ledger: mocked_ledger(),
+            },
+            &config,
+            event,
+            now,
+        )
+        .await
+        .map(drop)
+        .map_err(Into::into),
         other => panic!("unknown function {other}"),
     };
     assert_eq!(counter.all(), BTreeMap::new(), "{function}: no AWS call");
@@ -117,12 +174,15 @@ async fn run_function(function: &str, event: &Value) -> Result<(), Diagnostic> {
     result
 }
 
-const FUNCTIONS: [&str; 5] = [
+const FUNCTIONS: [&str; 8] = [
     "create-snapshots",
     "complete-snapshots",
     "tag-snapshots",
     "check-encryption",
     "expire-snapshots",
+    "copy-snapshots",
+    "vault-snapshots",
+    "report-snapshots",
 ];
 
 #[tokio::test]
@@ -143,7 +203,10 @@ async fn every_function_rejects_every_malformed_event_without_an_aws_call() {
             if let Some(field) = case["field"].as_str() {
                 // create and expire take only ticks: their complaint may be
                 // that the event is not a tick at all.
-                let tick_only = matches!(function, "create-snapshots" | "expire-snapshots");
+                let tick_only = matches!(
+                    function,
+                    "create-snapshots" | "expire-snapshots" | "copy-snapshots" | "report-snapshots"
+                );
                 assert!(
                     tick_only || error.error_message.contains(field),
                     "{function}: {why}: names {field}: {}",
