@@ -270,6 +270,9 @@ class Year:
         self.copies = collections.Counter()   # started / completed / failed / deleted
         self.vault = collections.Counter()    # shared / copied / locked / deleted
         self.last_coverage: dict = {}
+        # Copies the last copy-snapshots run started: they complete after it,
+        # and the next run (after the year) would tag them.
+        self.last_started: set[str] = set()
         self.first_copy_seen = False
 
     def note(self, when: datetime.datetime, text: str, colour: str = "0") -> None:
@@ -425,6 +428,7 @@ class Year:
             for f in region["failed"]:
                 self.problems.append(f"a copy to {region['region']} failed on {iso(when)}: {f['error']}")
             self.copies["started"] += len(region["started"])
+            self.last_started = {c["copy_id"] for c in region["started"]}
             self.copies["completed"] += len(region["completed"])
             self.copies["deleted"] += len(region["deleted"])
         for v in result.get("vaults", []):
@@ -679,7 +683,8 @@ def report_copies(year: Year, dr_ec2, ids: dict) -> list[str]:
         t = tags_of(c)
         if c.get("KmsKeyId") != ids["dr-key"] or not c.get("Encrypted"):
             problems.append(f"copy {c['SnapshotId']} is not encrypted with the region's key")
-        if c["State"] == "completed" and t.get("lifecycle:state") != "completed":
+        if c["State"] == "completed" and t.get("lifecycle:state") != "completed" \
+                and c["SnapshotId"] not in year.last_started:
             problems.append(f"copy {c['SnapshotId']} is completed but tagged {t.get('lifecycle:state')}")
     if year.days >= 60:
         db = len(by_volume.get(ids["db-data"], []))
@@ -749,10 +754,15 @@ def main() -> int:
         # account's policies, public snapshots made private by itself).
         parameters = {"Policies": json.dumps(policies), "DryRun": "false", "Remediate": "public"}
         env = {**function_env(endpoint, ids["topic"], DEPLOYMENT, parameters), **clock.faketime_env()}
+        # report-snapshots writes its report to the stack's bucket (the
+        # template sets REPORT_BUCKET on that function only).
+        report_bucket = f"{DEPLOYMENT}-reports"
+        boto3.client("s3", **session).create_bucket(Bucket=report_bucket)
         for name in names:
             if name == "vault-snapshots":
                 continue
-            fns[name] = LambdaFunction(name, bin_dir / name, env, work / f"{name}.log", clock=sim_now)
+            extra = {"REPORT_BUCKET": report_bucket} if name == "report-snapshots" else {}
+            fns[name] = LambdaFunction(name, bin_dir / name, {**env, **extra}, work / f"{name}.log", clock=sim_now)
         # The vault stack: its own account (a role's credentials), ledger and key.
         vault_env = {**function_env(endpoint, "", VAULT_DEPLOYMENT, {}), **clock.faketime_env(),
                      **vault["env"]}
@@ -768,6 +778,13 @@ def main() -> int:
         dr_ec2 = boto3.client("ec2", **{**session, "region_name": DR_REGION})
         problems = (report(year, ec2, sqs, ids) + report_copies(year, dr_ec2, ids)
                     + report_vault(year, vault["ec2"], ids) + report_coverage(year, ids))
+        page = work / "report.html"
+        try:
+            body = boto3.client("s3", **session).get_object(Bucket=report_bucket, Key="coverage/latest/report.html")["Body"].read()
+            page.write_bytes(body)
+            print(f"    the coverage report: {year.last_coverage.get('location')} (a copy: open {page})")
+        except Exception as e:  # noqa: BLE001  (reported as a problem below)
+            problems.append(f"the coverage report is not in the bucket: {e}")
         calls = ", ".join(f"{n} {f.invocations} ({1000 * f.seconds / max(f.invocations, 1):.0f} ms each)" for n, f in fns.items())
         print()
         print(f"    invocations: {calls}; wall time {time.monotonic() - started:.0f} s")

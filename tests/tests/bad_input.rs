@@ -159,6 +159,7 @@ async fn run_function(function: &str, event: &Value) -> Result<(), Diagnostic> {
                 inventory: &adapter,
                 notifier: &notifier,
                 ledger: mocked_ledger(),
+                reports: None,
             },
             &config,
             event,

@@ -50,8 +50,21 @@ async fn every_volume_is_classed_and_a_stopped_schedule_is_a_gap_reported_once()
     )
     .await;
 
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&moto.sdk_config())
+            .force_path_style(true)
+            .build(),
+    );
+    s3.create_bucket()
+        .bucket("itest-reports")
+        .send()
+        .await
+        .unwrap();
+    let store =
+        ebs_lifecycle::aws::s3::S3ReportStore::for_bucket(&moto.sdk_config(), "itest-reports");
     let run = |now: DateTime<Utc>| {
-        let (adapter, notifier, config, moto) = (&adapter, &notifier, &config, &moto);
+        let (adapter, notifier, config, moto, store) =
+            (&adapter, &notifier, &config, &moto, &store);
         async move {
             report_snapshots::handle(
                 report_snapshots::Ports {
@@ -59,6 +72,7 @@ async fn every_volume_is_classed_and_a_stopped_schedule_is_a_gap_reported_once()
                     inventory: adapter,
                     notifier,
                     ledger: moto.ledger(),
+                    reports: Some(store),
                 },
                 config,
                 &json!({"kind": "tick"}),
@@ -122,4 +136,50 @@ async fn every_volume_is_classed_and_a_stopped_schedule_is_a_gap_reported_once()
     ];
     want.sort();
     assert_eq!(reported, want);
+
+    // The report is in the bucket, dated and as the latest: the JSON says
+    // what the summary says, the CSV has a row per volume, the page charts
+    // the same counts, with nothing to fetch from elsewhere.
+    let get = |key: &'static str| {
+        let s3 = s3.clone();
+        async move {
+            let object = s3
+                .get_object()
+                .bucket("itest-reports")
+                .key(key)
+                .send()
+                .await
+                .unwrap();
+            String::from_utf8(object.body.collect().await.unwrap().to_vec()).unwrap()
+        }
+    };
+    assert_eq!(
+        later.location.as_deref(),
+        Some("s3://itest-reports/coverage/2026-03-08/report.html")
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&get("coverage/latest/report.json").await).unwrap();
+    assert_eq!(json["gaps"], 3);
+    assert_eq!(json["by_cover"]["deployment"], 3);
+    let csv = get("coverage/2026-03-08/report.csv").await;
+    assert_eq!(csv.lines().count(), 1 + later.volumes);
+    let page = get("coverage/latest/report.html").await;
+    for (cover, n) in json["by_cover"].as_object().unwrap() {
+        assert!(
+            page.contains(&format!(r#"data-cover="{cover}" data-count="{n}""#)),
+            "{cover} {n}"
+        );
+    }
+    assert!(!page.contains("<script") && !page.contains("https://"));
+    // 2026-03-09 is a Monday: the weekly pointer to the report, once.
+    run(t("2026-03-09T06:00:00Z")).await;
+    let ready: Vec<_> = notifier
+        .sent()
+        .into_iter()
+        .filter(|n| n.kind == NotificationKind::ReportReady)
+        .collect();
+    assert_eq!(ready.len(), 1);
+    assert!(ready[0]
+        .summary
+        .contains("s3://itest-reports/coverage/2026-03-09/report.html"));
 }

@@ -13,12 +13,18 @@
 //!    this deployment whose newest snapshot (or, with none, its first
 //!    sighting, kept in the ledger) is older than twice its interval is in
 //!    a gap;
-//! 4. notify each gap once (`coverage-gap`, warning; critical past four
-//!    intervals), emit `VolumesUnprotected`, and return the coverage.
+//! 4. store the report in the stack's bucket (`REPORT_BUCKET`): JSON,
+//!    CSV and a self-contained HTML page ([`render`]), dated and as
+//!    `latest`;
+//! 5. notify each gap once (`coverage-gap`, warning; critical past four
+//!    intervals), on Mondays where the report is (`report-ready`), emit
+//!    `VolumesUnprotected`, and return the coverage.
+
+pub mod render;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, Utc};
 use lambda_runtime::Diagnostic;
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -30,9 +36,10 @@ use ebs_lifecycle::lambda::run::{self, RunHeader};
 use ebs_lifecycle::ports::ec2::{Ec2Error, SnapshotCatalog, VolumeInventory};
 use ebs_lifecycle::ports::ledger::{Ledger, LedgerError};
 use ebs_lifecycle::ports::notifier::Notifier;
+use ebs_lifecycle::ports::reports::ReportStore;
 use ebs_lifecycle_core::coverage::{self, VolumeCoverage};
 use ebs_lifecycle_core::events::{EventError, Tick};
-use ebs_lifecycle_core::notify::{Notification, NotificationKind};
+use ebs_lifecycle_core::notify::{Notification, NotificationKind, Severity};
 use ebs_lifecycle_core::ownership::Scope;
 use ebs_lifecycle_core::tags;
 use ebs_lifecycle_core::targets;
@@ -46,6 +53,8 @@ pub struct Ports<'a> {
     pub notifier: &'a dyn Notifier,
     /// First sightings, gaps reported, copy records.
     pub ledger: &'a dyn Ledger,
+    /// The report bucket; `None`: the report is in the log only.
+    pub reports: Option<&'a dyn ReportStore>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +94,12 @@ pub struct Report {
     /// Gaps reported this run (each gap once).
     #[serde(skip)]
     pub new_gaps: Vec<String>,
+    /// Where the report was stored (its HTML page), if it was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+    /// Why it was not, if it was not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store_error: Option<String>,
     /// Every volume (the response and the log keep a bounded sample).
     pub coverage: Vec<VolumeCoverage>,
 }
@@ -169,6 +184,9 @@ pub async fn handle(
         }
     }
     report.coverage = classed;
+    if let Some(store) = ports.reports {
+        store_report(store, &mut report, now).await;
+    }
 
     let unprotected = report.by_cover.get("unprotected").copied().unwrap_or(0) + report.gaps;
     metrics::emit_for_run(
@@ -193,6 +211,44 @@ pub async fn handle(
     Ok(report)
 }
 
+/// The report as JSON, CSV and HTML, under `coverage/<date>/` and
+/// `coverage/latest/`. A failed write is reported in the summary (and the
+/// log); the coverage and its notifications stand.
+async fn store_report(store: &dyn ReportStore, report: &mut Report, now: DateTime<Utc>) {
+    let json = match serde_json::to_vec_pretty(&*report) {
+        Ok(json) => json,
+        Err(e) => {
+            report.store_error = Some(e.to_string());
+            return;
+        }
+    };
+    let files = [
+        ("report.json", json, "application/json"),
+        (
+            "report.csv",
+            render::csv(report).into_bytes(),
+            "text/csv; charset=utf-8",
+        ),
+        (
+            "report.html",
+            render::html(report).into_bytes(),
+            "text/html; charset=utf-8",
+        ),
+    ];
+    let day = now.format("%Y-%m-%d");
+    for prefix in [format!("coverage/{day}"), "coverage/latest".to_string()] {
+        for (name, body, content_type) in &files {
+            let key = format!("{prefix}/{name}");
+            if let Err(e) = store.put(&key, body.clone(), content_type).await {
+                tracing::warn!(error = %e, "could not store the report");
+                report.store_error = Some(e.to_string());
+                return;
+            }
+        }
+    }
+    report.location = Some(store.location(&format!("coverage/{day}/report.html")));
+}
+
 fn headline(r: &Report) -> String {
     let counts: Vec<String> = r.by_cover.iter().map(|(k, n)| format!("{k} {n}")).collect();
     format!(
@@ -203,8 +259,22 @@ fn headline(r: &Report) -> String {
     )
 }
 
-/// One `coverage-gap` per volume and gap, the first run that sees it.
+/// One `coverage-gap` per volume and gap, the first run that sees it; on
+/// Mondays (UTC) one `report-ready` with where the report is.
 pub fn notifications(config: &Config, r: &Report) -> Vec<Notification> {
+    let weekly = match (&r.location, r.header.time.get(..10)) {
+        (Some(location), Some(day)) => chrono::NaiveDate::parse_from_str(day, "%Y-%m-%d")
+            .ok()
+            .filter(|d| d.weekday() == chrono::Weekday::Mon)
+            .map(|_| Notification {
+                kind: NotificationKind::ReportReady,
+                severity: Severity::Info,
+                deployment: config.deployment_name.clone(),
+                summary: format!("{}: {location}", headline(r)),
+                details: json!({"location": location, "volumes": r.volumes, "by_cover": r.by_cover, "gaps": r.gaps}),
+            }),
+        _ => None,
+    };
     r.coverage
         .iter()
         .filter(|c| r.new_gaps.contains(&c.volume_id))
@@ -231,5 +301,6 @@ pub fn notifications(config: &Config, r: &Report) -> Vec<Notification> {
                 }),
             })
         })
+        .chain(weekly)
         .collect()
 }

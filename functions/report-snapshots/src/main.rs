@@ -11,6 +11,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             inventory: &env.ec2,
             notifier: env.notifier.as_ref(),
             ledger: &env.ledger,
+            reports: env.reports.as_ref().map(|r| r as _),
         };
         handle(ports, &env.config, &event.payload, chrono::Utc::now()).await
     })

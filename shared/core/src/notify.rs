@@ -31,6 +31,8 @@ pub enum NotificationKind {
     CopyFailed,
     /// A volume of this deployment has no recent enough snapshot.
     CoverageGap,
+    /// The weekly pointer to the coverage report.
+    ReportReady,
 }
 
 impl NotificationKind {
@@ -46,6 +48,7 @@ impl NotificationKind {
             Self::TamperingSuspected => "tampering-suspected",
             Self::CopyFailed => "copy-failed",
             Self::CoverageGap => "coverage-gap",
+            Self::ReportReady => "report-ready",
         }
     }
 }

@@ -42,6 +42,9 @@ pub struct Config {
     /// The stack's own DynamoDB table (`LEDGER_TABLE`): the record only the
     /// stack can write (stopped instances, copies, deletions, reports).
     pub ledger_table: String,
+    /// The stack's report bucket (`REPORT_BUCKET`, report-snapshots only);
+    /// unset, the report goes to the log alone.
+    pub report_bucket: Option<String>,
     /// Set on a vault stack (`VAULT_FOR_ACCOUNTS` not empty).
     pub vault: Option<VaultConfig>,
 }
@@ -355,7 +358,18 @@ impl Config {
             }
         }
         let vault = vault_config(&get)?;
+        let report_bucket = get("REPORT_BUCKET");
+        if let Some(bucket) = &report_bucket {
+            let ok = (3..=63).contains(&bucket.len())
+                && bucket
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-.".contains(c));
+            if !ok {
+                return Err(invalid("REPORT_BUCKET", bucket, "an S3 bucket name"));
+            }
+        }
         Ok(Self {
+            report_bucket,
             vault,
             identity,
             ledger_table,

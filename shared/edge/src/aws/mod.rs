@@ -1,12 +1,13 @@
 //! Adapters at the edge: the only place that knows the AWS SDK.
 //!
-//! `ec2`, `kms`, `ledger` (DynamoDB), `sns` and `ssm` implement the ports of [`crate::ports`] on
+//! `ec2`, `kms`, `ledger` (DynamoDB), `s3` (the report bucket), `sns` and `ssm` implement the ports of [`crate::ports`] on
 //! the SDK clients. This file builds the shared SDK configuration
 //! once per execution environment, with a deliberate retry policy.
 
 pub mod ec2;
 pub mod kms;
 pub mod ledger;
+pub mod s3;
 pub mod sns;
 pub mod ssm;
 

@@ -28,6 +28,8 @@ pub struct Environment {
     pub function: &'static str,
     pub config: Config,
     pub ec2: Ec2Adapter,
+    /// The report bucket (report-snapshots, `REPORT_BUCKET`).
+    pub reports: Option<crate::aws::s3::S3ReportStore>,
     /// EC2 in each region a policy copies to (copy-snapshots), by region.
     pub destinations: std::collections::BTreeMap<String, Ec2Adapter>,
     pub kms: KmsAdapter,
@@ -79,6 +81,10 @@ where
                 function,
                 notifier: notifier_for(&sdk, config.topic_arn.as_deref()),
                 ec2: Ec2Adapter::new(aws_sdk_ec2::Client::new(&sdk)),
+                reports: config
+                    .report_bucket
+                    .as_ref()
+                    .map(|bucket| crate::aws::s3::S3ReportStore::for_bucket(&sdk, bucket)),
                 destinations: config
                     .policies
                     .copy_regions()

@@ -7,3 +7,4 @@ pub mod ec2;
 pub mod keys;
 pub mod ledger;
 pub mod notifier;
+pub mod reports;
