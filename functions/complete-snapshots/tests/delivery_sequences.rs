@@ -55,6 +55,14 @@ impl SnapshotCatalog for Ec2Model {
         Ok(Vec::new())
     }
 
+    async fn managed_snapshots_of_policies(
+        &self,
+        _: &str,
+        _: &[String],
+    ) -> Result<Vec<Snapshot>, Ec2Error> {
+        Ok(Vec::new())
+    }
+
     async fn copies_from(&self, _: &str, _: &str) -> Result<Vec<Snapshot>, Ec2Error> {
         Ok(Vec::new())
     }

@@ -234,9 +234,17 @@ pub async fn handle(
         return Ok(summary);
     }
 
+    // Only what a policy with targets made: on an account where a few
+    // policies copy, most snapshots are never listed.
+    let copying: Vec<String> = config
+        .policies
+        .iter()
+        .filter(|p| !p.copies.is_empty())
+        .map(|p| p.name.clone())
+        .collect();
     let listed = ports
         .catalog
-        .managed_snapshots(&config.deployment_name)
+        .managed_snapshots_of_policies(&config.deployment_name, &copying)
         .await
         .map_err(CopyError::SourceUnavailable)?;
     let sifted = ownership::sift(ports.ledger, config, listed, Scope::WholeVolumes).await?;

@@ -345,6 +345,24 @@ impl SnapshotCatalog for Ec2Adapter {
         .await
     }
 
+    async fn managed_snapshots_of_policies(
+        &self,
+        deployment: &str,
+        policies: &[String],
+    ) -> Result<Vec<Snapshot>, Ec2Error> {
+        let mut out = Vec::new();
+        for chunk in policies.chunks(FILTER_VALUES) {
+            out.extend(
+                self.describe_snapshots(vec![
+                    tag_filter(tags::MANAGED_BY, deployment),
+                    filter(&format!("tag:{}", tags::POLICY), chunk.iter().cloned()),
+                ])
+                .await?,
+            );
+        }
+        Ok(out)
+    }
+
     async fn copies_from(
         &self,
         deployment: &str,

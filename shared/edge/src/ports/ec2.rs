@@ -126,6 +126,15 @@ pub trait SnapshotCatalog: Send + Sync {
         volume_ids: &[String],
     ) -> Result<Vec<Snapshot>, Ec2Error>;
 
+    /// The deployment's snapshots of these policies (server-side filters on
+    /// `lifecycle:managed-by` and `lifecycle:policy`, 200 policies a call):
+    /// copy-snapshots lists only what a policy with targets made.
+    async fn managed_snapshots_of_policies(
+        &self,
+        deployment: &str,
+        policies: &[String],
+    ) -> Result<Vec<Snapshot>, Ec2Error>;
+
     /// The deployment's disaster-recovery copies of snapshots from
     /// `source_region` (asked of the destination region's catalog):
     /// server-side filters on `lifecycle:managed-by` and
