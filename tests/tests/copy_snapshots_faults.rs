@@ -117,27 +117,19 @@ async fn every_answer_to_a_copy_ends_as_a_clear_outcome_and_leaves_the_ledger_ri
     // A key the account cannot use: refused, reported once, and no more
     // copies into that region this run.
     let refused = start_answered(&moto, "snap-c", Some((400, "KMSKeyNotAccessibleFault"))).await;
-    let Started::Refused {
-        kind,
-        first_report,
-        stop,
-        ..
-    } = refused
-    else {
+    let Started::Refused { failure, stop } = refused else {
         panic!("{refused:?}");
     };
     assert_eq!(
-        (kind.as_str(), first_report, stop),
+        (failure.error_kind.as_str(), failure.first_report, stop),
         ("key-unusable", true, true)
     );
+    assert_eq!(failure.source_snapshot_id, "snap-c");
     let again = start_answered(&moto, "snap-c", Some((400, "KMSKeyNotAccessibleFault"))).await;
     assert!(
         matches!(
-            again,
-            Started::Refused {
-                first_report: false,
-                ..
-            }
+            &again,
+            Started::Refused { failure, .. } if !failure.first_report
         ),
         "{again:?}"
     );

@@ -133,20 +133,9 @@ pub struct Started {
     pub policy: String,
 }
 
-/// A copy that failed, or that EC2 refused to start for a reason a person
-/// must fix.
-#[derive(Debug, Clone, Serialize)]
-pub struct Failed {
-    pub source_snapshot_id: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub copy_id: Option<String>,
-    pub error_kind: String,
-    pub error: String,
-    /// False when a run before this one already reported it (a refused
-    /// start is tried again each run until the key is fixed).
-    #[serde(skip)]
-    pub first_report: bool,
-}
+/// A copy that failed, or that EC2 refused to start (shared with
+/// vault-snapshots).
+pub use ebs_lifecycle::lambda::copying::CopyFailure as Failed;
 
 /// A copy deleted by the target's retention, or its failure.
 #[derive(Debug, Clone, Serialize)]

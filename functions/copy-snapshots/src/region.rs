@@ -19,7 +19,7 @@ use ebs_lifecycle_core::model::{Snapshot, SnapshotState};
 use ebs_lifecycle_core::ownership::{self, Scope, Suspect};
 use ebs_lifecycle_core::tags;
 
-use crate::{Deletion, Destination, Failed, Ports, RegionReport, Sources, Started};
+use crate::{Deletion, Destination, Ports, RegionReport, Sources, Started};
 
 pub(crate) struct Region<'a> {
     pub ports: Ports<'a>,
@@ -53,15 +53,7 @@ impl Region<'_> {
 
         let tracked = copying::track(self.destination.tagger, &mut copies, self.now).await;
         report.completed = tracked.completed;
-        report
-            .failed
-            .extend(tracked.failed.into_iter().map(|(copy_id, source)| Failed {
-                source_snapshot_id: source,
-                copy_id: Some(copy_id),
-                error_kind: "copy-error".into(),
-                error: "EC2 reports the copy in state error".into(),
-                first_report: true,
-            }));
+        report.failed.extend(tracked.failed);
         let in_flight = copying::settle(self.ports.ledger, &copies, in_flight, self.now).await;
 
         let chosen = self.choose(sources, &copies, &in_flight, report);
@@ -343,20 +335,9 @@ impl Region<'_> {
                 }
                 copying::Started::SourceGone => {}
                 copying::Started::Unknown => report.unknown.push(source.id.clone()),
-                copying::Started::Refused {
-                    kind,
-                    error,
-                    first_report,
-                    stop,
-                } => {
+                copying::Started::Refused { failure, stop } => {
                     stopped = stop;
-                    report.failed.push(Failed {
-                        source_snapshot_id: source.id.clone(),
-                        copy_id: None,
-                        error_kind: kind,
-                        error,
-                        first_report,
-                    });
+                    report.failed.push(failure);
                 }
             }
         }

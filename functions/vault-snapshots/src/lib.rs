@@ -125,16 +125,8 @@ pub struct Refused {
     pub first_report: bool,
 }
 
-#[derive(Debug, Clone, Serialize)]
-pub struct Failed {
-    pub source_snapshot_id: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub copy_id: Option<String>,
-    pub error_kind: String,
-    pub error: String,
-    #[serde(skip)]
-    pub first_report: bool,
-}
+/// A vault copy that failed, or that EC2 refused to start.
+pub use ebs_lifecycle::lambda::copying::CopyFailure as Failed;
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct VaultSummary {
@@ -310,15 +302,7 @@ impl Run<'_> {
 
         let tracked = copying::track(self.ports.tagger, &mut copies, self.now).await;
         summary.completed = tracked.completed;
-        summary
-            .failed
-            .extend(tracked.failed.into_iter().map(|(copy_id, source)| Failed {
-                source_snapshot_id: source,
-                copy_id: Some(copy_id),
-                error_kind: "copy-error".into(),
-                error: "EC2 reports the vault copy in state error".into(),
-                first_report: true,
-            }));
+        summary.failed.extend(tracked.failed);
         let in_flight = copying::settle(ledger, &copies, in_flight, self.now).await;
         self.lock(&copies, summary).await;
         let chosen = self.choose(&shares, &copies, &in_flight, summary);
@@ -565,20 +549,9 @@ impl Run<'_> {
                 }
                 copying::Started::SourceGone => {}
                 copying::Started::Unknown => summary.unknown.push(share.snapshot_id.clone()),
-                copying::Started::Refused {
-                    kind,
-                    error,
-                    first_report,
-                    stop,
-                } => {
+                copying::Started::Refused { failure, stop } => {
                     stopped = stop;
-                    summary.failed.push(Failed {
-                        source_snapshot_id: share.snapshot_id.clone(),
-                        copy_id: None,
-                        error_kind: kind,
-                        error,
-                        first_report,
-                    });
+                    summary.failed.push(failure);
                 }
             }
         }

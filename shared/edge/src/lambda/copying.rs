@@ -114,6 +114,21 @@ pub async fn resolve_lost_answers(
     Ok(out)
 }
 
+/// A copy that failed (EC2 state `error`), or that EC2 refused to start for
+/// a reason a person must fix: what the run summaries list and notify.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CopyFailure {
+    pub source_snapshot_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub copy_id: Option<String>,
+    pub error_kind: String,
+    pub error: String,
+    /// False when a run before this one already reported it (a refused
+    /// start is tried again each run until the cause is fixed).
+    #[serde(skip)]
+    pub first_report: bool,
+}
+
 /// What became of one CopySnapshot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Started {
@@ -128,14 +143,9 @@ pub enum Started {
     /// No answer: it may have started; the in-flight record stays.
     Unknown,
     /// EC2 refused (the key, or another reason a person must fix): not
-    /// started. `first_report`: never reported before. `stop`: the key is
-    /// unusable, so every copy into this place would fail.
-    Refused {
-        kind: String,
-        error: String,
-        first_report: bool,
-        stop: bool,
-    },
+    /// started. `stop`: the key is unusable, so every copy into this place
+    /// would fail.
+    Refused { failure: CopyFailure, stop: bool },
 }
 
 /// Start one copy: the in-flight record, then CopySnapshot, then the
@@ -198,9 +208,13 @@ pub async fn start(
                 .await
                 .unwrap_or(true);
             Started::Refused {
-                kind: e.kind().into(),
-                error: e.to_string(),
-                first_report,
+                failure: CopyFailure {
+                    source_snapshot_id: flight.source_snapshot_id.clone(),
+                    copy_id: None,
+                    error_kind: e.kind().into(),
+                    error: e.to_string(),
+                    first_report,
+                },
                 stop: matches!(e, Ec2Error::KeyUnusable { .. }),
             }
         }
@@ -211,8 +225,8 @@ pub async fn start(
 #[derive(Debug, Default)]
 pub struct Tracked {
     pub completed: Vec<String>,
-    /// (copy id, source snapshot id)
-    pub failed: Vec<(String, String)>,
+    /// Each seen failed for the first time: reported once.
+    pub failed: Vec<CopyFailure>,
 }
 
 /// Pending -> completed or failed, as EC2 says: the tags say so (and the
@@ -254,8 +268,13 @@ pub async fn track(
             if state == LifecycleState::Completed {
                 out.completed.push(copy.id.clone());
             } else {
-                let source = copy.copy_of().unwrap_or_default().to_string();
-                out.failed.push((copy.id.clone(), source));
+                out.failed.push(CopyFailure {
+                    source_snapshot_id: copy.copy_of().unwrap_or_default().to_string(),
+                    copy_id: Some(copy.id.clone()),
+                    error_kind: "copy-error".into(),
+                    error: "EC2 reports the copy in state error".into(),
+                    first_report: true,
+                });
             }
         }
     }
