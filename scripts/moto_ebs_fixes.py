@@ -131,6 +131,8 @@ def _copy_snapshot_honouring_encrypted(self):  # type: ignore[no-untyped-def]
     source_region = self._get_param("SourceRegion")
     for snapshot_id in set(self.ec2_backend.snapshots) - before:
         snapshot = self.ec2_backend.snapshots[snapshot_id]
+        snapshot.copied_from = self._get_param("SourceSnapshotId")
+        _copied_snapshot_ids.add(snapshot_id)
         if encrypted:
             snapshot.encrypted = True
             if not snapshot.kms_key_id:
@@ -381,3 +383,273 @@ EBSBackend.describe_snapshots = _describe_snapshots_settling_copies
 Snapshot.volume_id = property(_snapshot_volume_id)
 TaggedEC2Resource.get_tags = _own_tags
 ElasticBlockStore.copy_snapshot = _copy_snapshot_honouring_encrypted
+
+
+# ---------------------------------------------------------------------------
+# Synthetic block maps: EC2 snapshots readable by the EBS direct APIs.
+#
+# moto's EBS direct APIs know only snapshots made with StartSnapshot (512-byte
+# blocks, ListChangedBlocks walking only the first snapshot, no pages), and its
+# DescribeSnapshots has no FullSnapshotSizeInBytes. Here every snapshot that
+# CreateSnapshot(s) makes of a volume gets a deterministic block map inherited
+# along that volume's snapshots, as EC2 keeps them:
+#
+# - blocks are 512 KiB (EC2's), a volume of G GiB has G x 2048 of them;
+# - the first snapshot of a volume holds blocks [0, fill x blocks), fill
+#   25-74 % by a seed from the volume id (crc32);
+# - each later one holds the previous one's blocks with one extent rewritten
+#   since: blocks x rate x days since the previous snapshot (at least 1), rate
+#   1-5 %/day by the same seed, at an offset from the seed and the snapshot's
+#   position (wrapping at the end of the volume);
+# - a volume tag ``moto:writes`` (``0-99,200-209``: block ranges, inclusive)
+#   replaces the pattern for the next snapshot of the volume, so a test can
+#   write a map by hand; the tag is consumed.
+#
+# ListSnapshotBlocks and ListChangedBlocks (the second snapshot newer, of the
+# same volume: only blocks that differ, with the token of each side that has
+# the block) page by ``MaxResults`` (100-10,000) and ``NextToken`` or
+# ``StartingBlockIndex``, in block order; DescribeSnapshots reports
+# ``FullSnapshotSizeInBytes`` (blocks held x 512 KiB). Deleted snapshots stay
+# in the lineage (their blocks live on in later snapshots, as on EC2). Copies
+# have no block map (the direct APIs answer ValidationException).
+# ---------------------------------------------------------------------------
+
+import binascii
+
+BLOCK_BYTES = 512 * 1024
+_LINEAGES = {}  # volume id -> [entry], oldest first
+_ENTRY = {}  # snapshot id -> entry
+
+
+class _Entry:
+    __slots__ = ("snapshot_id", "volume_id", "position", "extents", "blocks", "volume_gib", "full", "created")
+
+    def __init__(self, snapshot_id, volume_id, position, extents, blocks, volume_gib):  # type: ignore[no-untyped-def]
+        self.snapshot_id = snapshot_id
+        self.volume_id = volume_id
+        self.position = position
+        self.extents = extents  # [(first, last)] written since the previous entry, inclusive
+        self.blocks = blocks
+        self.volume_gib = volume_gib
+        self.full = None
+
+
+def _seed(volume_id):  # type: ignore[no-untyped-def]
+    return binascii.crc32(volume_id.encode())
+
+
+def _parse_writes(text, blocks):  # type: ignore[no-untyped-def]
+    extents = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        first, _, last = part.partition("-")
+        first, last = int(first), int(last or first)
+        extents.append((max(0, first), min(blocks - 1, last)))
+    return [(a, b) for a, b in extents if a <= b]
+
+
+def _seeded_writes(volume_id, lineage, blocks, now):  # type: ignore[no-untyped-def]
+    seed = _seed(volume_id)
+    if not lineage:
+        fill = 0.25 + (seed % 50) / 100
+        return [(0, max(1, int(blocks * fill)) - 1)]
+    rate = (1 + (seed // 50) % 5) / 100
+    days = max(0.0, (now - lineage[-1].created).total_seconds() / 86400)
+    count = min(blocks, max(1, int(blocks * rate * days)))
+    start = binascii.crc32(f"{volume_id}:{len(lineage)}".encode()) % blocks
+    end = start + count - 1
+    if end < blocks:
+        return [(start, end)]
+    return [(start, blocks - 1), (0, end - blocks)]
+
+
+def _record_lineage(snapshot):  # type: ignore[no-untyped-def]
+    volume = snapshot.volume
+    blocks = max(1, int(volume.size) * 2048)
+    lineage = _LINEAGES.setdefault(volume.id, [])
+    now = utcnow()
+    tags = volume.ec2_backend.tags.get(volume.id, {})
+    if "moto:writes" in tags:
+        extents = _parse_writes(tags.pop("moto:writes"), blocks)
+    else:
+        extents = _seeded_writes(volume.id, lineage, blocks, now)
+    entry = _Entry(snapshot.id, volume.id, len(lineage), extents, blocks, int(volume.size))
+    entry.created = now
+    lineage.append(entry)
+    _ENTRY[snapshot.id] = entry
+
+
+def _merge(extents):  # type: ignore[no-untyped-def]
+    merged = []
+    for first, last in sorted(extents):
+        if merged and first <= merged[-1][1] + 1:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], last))
+        else:
+            merged.append((first, last))
+    return merged
+
+
+def _writers(lineage, upto, first, last, since=0):  # type: ignore[no-untyped-def]
+    """[(a, b, snapshot id)]: who last wrote each block of [first, last] in
+    entries since..upto (inclusive), newest first wins; unwritten blocks left out."""
+    open_ = [(first, last)]
+    found = []
+    for entry in reversed(lineage[since:upto + 1]):
+        if not open_:
+            break
+        still = []
+        for a, b in open_:
+            cuts = []
+            for x, y in entry.extents:
+                lo, hi = max(a, x), min(b, y)
+                if lo <= hi:
+                    found.append((lo, hi, entry.snapshot_id))
+                    cuts.append((lo, hi))
+            cursor = a
+            for lo, hi in sorted(cuts):
+                if cursor < lo:
+                    still.append((cursor, lo - 1))
+                cursor = max(cursor, hi + 1)
+            if cursor <= b:
+                still.append((cursor, b))
+        open_ = still
+    return sorted(found)
+
+
+def _full_size(snapshot):  # type: ignore[no-untyped-def]
+    entry = _ENTRY.get(snapshot.id)
+    if entry is None:
+        source = getattr(snapshot, "copied_from", None)
+        entry = _ENTRY.get(source) if source else None
+        if entry is None:
+            return None
+    if entry.full is None:
+        lineage = _LINEAGES[entry.volume_id]
+        held = _merge([e for earlier in lineage[:entry.position + 1] for e in earlier.extents])
+        entry.full = sum(b - a + 1 for a, b in held) * BLOCK_BYTES
+    return entry.full
+
+
+def _token(snapshot_id, index):  # type: ignore[no-untyped-def]
+    return f"{snapshot_id}.{index}"
+
+
+def _page(self, ranges):  # type: ignore[no-untyped-def]
+    """(first block of the page, last block, next token) over the merged ranges."""
+    max_results = int(self._get_param("MaxResults") or 10000)
+    max_results = min(10000, max(100, max_results))
+    start = self._get_param("NextToken")
+    start = int(start) if start else int(self._get_param("StartingBlockIndex") or 0)
+    picked = []
+    left = max_results
+    for a, b in ranges:
+        if b < start or left == 0:
+            continue
+        a = max(a, start)
+        take = min(b - a + 1, left)
+        picked.append((a, a + take - 1))
+        left -= take
+    more = None
+    if picked:
+        last = picked[-1][1]
+        if any(b > last for _, b in ranges):
+            more = str(last + 1)
+    return picked, more
+
+
+def _ebs_validation(message):  # type: ignore[no-untyped-def]
+    from moto.core.exceptions import JsonRESTError
+
+    error = JsonRESTError("ValidationException", message)
+    error.code = 400
+    return error
+
+
+def _expiry():  # type: ignore[no-untyped-def]
+    return utcnow() + datetime.timedelta(days=7)
+
+
+def _list_snapshot_blocks_synthetic(self):  # type: ignore[no-untyped-def]
+    snapshot_id = self._get_param("SnapshotId")
+    entry = _ENTRY.get(snapshot_id)
+    if entry is None:
+        return _ebs_originals["list_snapshot_blocks"](self)
+    lineage = _LINEAGES[entry.volume_id]
+    held = _merge([e for earlier in lineage[:entry.position + 1] for e in earlier.extents])
+    picked, more = _page(self, held)
+    blocks = []
+    for a, b in picked:
+        for lo, hi, writer in _writers(lineage, entry.position, a, b):
+            blocks.extend({"BlockIndex": i, "BlockToken": _token(writer, i)} for i in range(lo, hi + 1))
+    result = {"Blocks": blocks, "VolumeSize": entry.volume_gib, "BlockSize": BLOCK_BYTES, "ExpiryTime": _expiry()}
+    if more:
+        result["NextToken"] = more
+    return ActionResult(result)
+
+
+def _list_changed_blocks_synthetic(self):  # type: ignore[no-untyped-def]
+    first_id = self._get_param("FirstSnapshotId")
+    second_id = self._get_param("SecondSnapshotId")
+    second = _ENTRY.get(second_id)
+    if second is None:
+        if second_id in _copied_snapshot_ids:
+            raise _ebs_validation("The snapshot has no block map in this emulator (a copy)")
+        return _ebs_originals["list_changed_blocks"](self)
+    lineage = _LINEAGES[second.volume_id]
+    if first_id:
+        first = _ENTRY.get(first_id)
+        if first is None or first.volume_id != second.volume_id:
+            raise _ebs_validation("The snapshots must be of the same volume lineage")
+        if first.position >= second.position:
+            raise _ebs_validation("The first snapshot must be older than the second")
+        since = first.position + 1
+    else:
+        first, since = None, 0
+    changed = _merge([e for entry in lineage[since:second.position + 1] for e in entry.extents])
+    picked, more = _page(self, changed)
+    blocks = []
+    for a, b in picked:
+        seconds = _writers(lineage, second.position, a, b, since)
+        olds = {}
+        if first is not None:
+            for lo, hi, writer in _writers(lineage, first.position, a, b):
+                for i in range(lo, hi + 1):
+                    olds[i] = writer
+        for lo, hi, writer in seconds:
+            for i in range(lo, hi + 1):
+                block = {"BlockIndex": i, "SecondBlockToken": _token(writer, i)}
+                if i in olds:
+                    block["FirstBlockToken"] = _token(olds[i], i)
+                blocks.append(block)
+    result = {"ChangedBlocks": blocks, "VolumeSize": second.volume_gib, "BlockSize": BLOCK_BYTES,
+              "ExpiryTime": _expiry()}
+    if more:
+        result["NextToken"] = more
+    return ActionResult(result)
+
+
+_copied_snapshot_ids = set()
+_ebs_create_snapshot = EBSBackend.create_snapshot
+
+
+def _create_snapshot_with_block_map(self, volume_id, *args, **kwargs):  # type: ignore[no-untyped-def]
+    snapshot = _ebs_create_snapshot(self, volume_id, *args, **kwargs)
+    _record_lineage(snapshot)
+    return snapshot
+
+
+def _install_block_maps():  # type: ignore[no-untyped-def]
+    from moto.ebs.responses import EBSResponse
+
+    _ebs_originals["list_snapshot_blocks"] = EBSResponse.list_snapshot_blocks
+    _ebs_originals["list_changed_blocks"] = EBSResponse.list_changed_blocks
+    EBSResponse.list_snapshot_blocks = _list_snapshot_blocks_synthetic
+    EBSResponse.list_changed_blocks = _list_changed_blocks_synthetic
+    EBSBackend.create_snapshot = _create_snapshot_with_block_map
+    Snapshot.full_snapshot_size_in_bytes = property(_full_size)
+
+
+_ebs_originals = {}
+_install_block_maps()

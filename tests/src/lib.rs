@@ -266,6 +266,20 @@ impl Moto {
         (aws_sdk_ec2::Client::from_conf(config), counter)
     }
 
+    /// The EBS direct APIs on moto (its synthetic block maps), unpaced,
+    /// every request counted.
+    pub fn ebs_blocks(&self) -> (ebs_lifecycle::aws::ebs::EbsBlocks, RequestCounter) {
+        let counter = RequestCounter::default();
+        let config = aws_sdk_ebs::config::Builder::from(&self.sdk_config())
+            .interceptor(counter.clone())
+            .build();
+        let blocks = ebs_lifecycle::aws::ebs::EbsBlocks::new(
+            aws_sdk_ebs::Client::from_conf(config),
+            ebs_lifecycle::lambda::pacing::BucketPacing::NONE,
+        );
+        (blocks, counter)
+    }
+
     pub fn sns(&self) -> aws_sdk_sns::Client {
         aws_sdk_sns::Client::new(&self.sdk_config())
     }

@@ -49,11 +49,27 @@ fn silent_kms() -> aws_sdk_kms::Client {
     aws_sdk_kms::Client::from_conf(config)
 }
 
+/// The EBS direct APIs with no answers at all, counting what they are asked.
+fn silent_ebs(counter: &RequestCounter) -> ebs_lifecycle::aws::ebs::EbsBlocks {
+    let config = aws_sdk_ebs::Config::builder()
+        .behavior_version_latest()
+        .region(Region::new(REGION))
+        .credentials_provider(Credentials::new("testing", "testing", None, None, "mock"))
+        .http_client(aws_smithy_mocks::create_mock_http_client())
+        .interceptor(counter.clone())
+        .build();
+    ebs_lifecycle::aws::ebs::EbsBlocks::new(
+        aws_sdk_ebs::Client::from_conf(config),
+        ebs_lifecycle::aws::ebs::PACING,
+    )
+}
+
 /// Run one handler on `event`; its error as Lambda would report it.
 async fn run_function(function: &str, event: &Value) -> Result<(), Diagnostic> {
     let (ec2, counter) = silent_ec2();
     let adapter = Ec2Adapter::new(ec2);
     let kms = KmsAdapter::new(silent_kms());
+    let blocks = silent_ebs(&counter);
     let no_commands = no_commands();
     let notifier = RecordingNotifier::default();
     let config = config(r#"{"gold": {"schedule": "@daily", "keep": {"last": 3}}}"#);
@@ -157,6 +173,9 @@ async fn run_function(function: &str, event: &Value) -> Result<(), Diagnostic> {
             report_snapshots::Ports {
                 catalog: &adapter,
                 inventory: &adapter,
+                protections: &adapter,
+                blocks: &blocks,
+                tagger: &adapter,
                 notifier: &notifier,
                 ledger: mocked_ledger(),
                 reports: None,
@@ -164,6 +183,7 @@ async fn run_function(function: &str, event: &Value) -> Result<(), Diagnostic> {
             &config,
             event,
             now,
+            deadline,
         )
         .await
         .map(drop)

@@ -7,6 +7,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde_json::json;
 
 use ebs_lifecycle::aws::ec2::Ec2Adapter;
+use ebs_lifecycle::lambda::deadline::Deadline;
 use ebs_lifecycle_core::coverage::Cover;
 use ebs_lifecycle_core::notify::{NotificationKind, Severity};
 use ebs_lifecycle_core::tags;
@@ -62,14 +63,18 @@ async fn every_volume_is_classed_and_a_stopped_schedule_is_a_gap_reported_once()
         .unwrap();
     let store =
         ebs_lifecycle::aws::s3::S3ReportStore::for_bucket(&moto.sdk_config(), "itest-reports");
+    let (blocks, _) = moto.ebs_blocks();
     let run = |now: DateTime<Utc>| {
-        let (adapter, notifier, config, moto, store) =
-            (&adapter, &notifier, &config, &moto, &store);
+        let (adapter, notifier, config, moto, store, blocks) =
+            (&adapter, &notifier, &config, &moto, &store, &blocks);
         async move {
             report_snapshots::handle(
                 report_snapshots::Ports {
                     catalog: adapter,
                     inventory: adapter,
+                    protections: adapter,
+                    blocks,
+                    tagger: adapter,
                     notifier,
                     ledger: moto.ledger(),
                     reports: Some(store),
@@ -77,6 +82,7 @@ async fn every_volume_is_classed_and_a_stopped_schedule_is_a_gap_reported_once()
                 config,
                 &json!({"kind": "tick"}),
                 now,
+                Deadline::after(std::time::Duration::from_secs(600)),
             )
             .await
             .unwrap()
@@ -182,4 +188,157 @@ async fn every_volume_is_classed_and_a_stopped_schedule_is_a_gap_reported_once()
     assert!(ready[0]
         .summary
         .contains("s3://itest-reports/coverage/2026-03-09/report.html"));
+}
+
+/// One volume whose block map is written by hand (moto's `moto:writes`, see
+/// scripts/moto_ebs_fixes.py): A writes blocks 0-99, B rewrites 50-59, C
+/// rewrites 55-69, D (later) 60-64. By AWS's recipe (blocks changed both from
+/// the previous snapshot and to the next): A holds 50-59 alone (B rewrote
+/// them), B holds 55-59 alone, C holds 60-64 alone once D exists.
+#[tokio::test]
+async fn unique_bytes_follow_the_hand_computed_block_map_and_are_cached() {
+    const BLOCK: u64 = 512 * 1024;
+    let moto = Moto::start();
+    let ec2 = moto.ec2();
+    let adapter = Ec2Adapter::new(ec2.clone());
+    let notifier = RecordingNotifier::default();
+    let config = config(r#"{"daily": {"schedule": "@daily", "keep": {"last": 3}}}"#);
+    let volume = create_volume(&ec2, 1, &[("Backup", "daily")]).await;
+    let slot = t("2026-03-01T00:00:00Z");
+    let mut ids = Vec::new();
+    for (day, writes) in ["0-99", "50-59", "55-69"].iter().enumerate() {
+        put_tags(&ec2, &volume, &[("moto:writes", writes)]).await;
+        let labels = labels_for(&volume, "itest", "daily", slot + Duration::days(day as i64));
+        ids.push(snapshot_as_created(&moto, &volume, &labels, &[]).await);
+        // EC2's StartTime orders the lineage; moto's is to the second.
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    }
+    let (blocks, counter) = moto.ebs_blocks();
+    let run = |now: DateTime<Utc>| {
+        let (adapter, notifier, config, moto, blocks) =
+            (&adapter, &notifier, &config, &moto, &blocks);
+        async move {
+            report_snapshots::handle(
+                report_snapshots::Ports {
+                    catalog: adapter,
+                    inventory: adapter,
+                    protections: adapter,
+                    blocks,
+                    tagger: adapter,
+                    notifier,
+                    ledger: moto.ledger(),
+                    reports: None,
+                },
+                config,
+                &json!({"kind": "tick"}),
+                now,
+                Deadline::after(std::time::Duration::from_secs(600)),
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let unique = |r: &report_snapshots::Report| -> Vec<(Option<u64>, Option<u64>)> {
+        r.cost.volumes[0]
+            .snapshots
+            .iter()
+            .map(|s| {
+                (
+                    s.unique_bytes.map(|b| b / BLOCK),
+                    s.added_bytes.map(|b| b / BLOCK),
+                )
+            })
+            .collect()
+    };
+
+    let now = t("2026-03-03T12:00:00Z");
+    let first = run(now).await;
+    assert_eq!(
+        unique(&first),
+        [
+            (Some(10), Some(100)),
+            (Some(5), Some(10)),
+            (Some(15), Some(15))
+        ],
+        "(unique, added) blocks of A, B, C"
+    );
+    // What the three store: every block once, 0-99 plus nothing new = 100
+    // blocks of A, B's 10 and C's 15.
+    assert_eq!(first.cost.standard_bytes, 125 * BLOCK);
+    // ListSnapshotBlocks for A, ListChangedBlocks A-B and B-C: one page each.
+    assert_eq!(first.cost.requests, 3);
+    assert_eq!(counter.all().values().sum::<usize>(), 3);
+    // The full size is EC2's: C holds blocks 0-99.
+    assert_eq!(
+        first.cost.volumes[0].snapshots[2].full_bytes,
+        Some(100 * BLOCK)
+    );
+    // Cached on the snapshots, with the neighbours they hold for.
+    let listed = snapshots(&ec2).await;
+    let b = listed.iter().find(|s| s.id == ids[1]).unwrap();
+    assert_eq!(b.tags["lifecycle:unique-bytes"], (5 * BLOCK).to_string());
+    assert_eq!(
+        b.tags["lifecycle:unique-basis"],
+        format!("{} {} {}", 10 * BLOCK, ids[0], ids[2])
+    );
+
+    // Nothing changed: nothing asked.
+    let again = run(now + Duration::hours(1)).await;
+    assert_eq!(again.cost.requests, 0);
+    assert_eq!(unique(&again), unique(&first));
+
+    // D arrives: C is stale (its next changed), D is new: two diffs.
+    put_tags(&ec2, &volume, &[("moto:writes", "60-64")]).await;
+    let labels = labels_for(&volume, "itest", "daily", slot + Duration::days(3));
+    ids.push(snapshot_as_created(&moto, &volume, &labels, &[]).await);
+    let later = now + Duration::days(1);
+    let fourth = run(later).await;
+    assert_eq!(fourth.cost.requests, 2);
+    assert_eq!(fourth.cost.computed, 2);
+    assert_eq!(
+        unique(&fourth),
+        [
+            (Some(10), Some(100)),
+            (Some(5), Some(10)),
+            (Some(5), Some(15)),
+            (Some(5), Some(5))
+        ]
+    );
+    // `last 3` lets A go: the dry expiry plan frees A's 10 blocks.
+    let v = &fourth.cost.volumes[0];
+    assert_eq!(
+        v.snapshots
+            .iter()
+            .map(|s| s.expiry_deletes)
+            .collect::<Vec<_>>(),
+        [true, false, false, false]
+    );
+    assert_eq!(v.expiry_frees_bytes, 10 * BLOCK);
+    assert_eq!(fourth.cost.expiry_frees_bytes, 10 * BLOCK);
+    let standard = 130.0 * BLOCK as f64 / (1u64 << 30) as f64;
+    assert!(
+        (v.monthly_usd - standard * 0.05).abs() < 1e-9,
+        "{}",
+        v.monthly_usd
+    );
+
+    // B deleted: A and C are stale; A now holds 50-69 alone (B and C
+    // rewrote them and only C is left after it), C 60-64.
+    ec2.delete_snapshot()
+        .snapshot_id(&ids[1])
+        .send()
+        .await
+        .unwrap();
+    let fifth = run(later + Duration::hours(1)).await;
+    assert_eq!(fifth.cost.computed, 2);
+    assert_eq!(
+        unique(&fifth),
+        [
+            (Some(20), Some(100)),
+            (Some(5), Some(20)),
+            (Some(5), Some(5))
+        ]
+    );
+    // Stored: 100 + 20 + 5 blocks; deleting B freed its 5.
+    assert_eq!(fifth.cost.standard_bytes, 125 * BLOCK);
 }

@@ -320,6 +320,8 @@ proptest! {
                 state: ec2_state(*fate),
                 start_time: tags::parse_time("2026-03-01T00:01:00Z"),
                 volume_size_gib: Some(8),
+                full_size_bytes: None,
+                archived: false,
                 encrypted: true,
                 kms_key_id: None,
                 description: Some(description(owner)),

@@ -1,6 +1,6 @@
 //! report-snapshots: daily, what protects every EBS volume of the region
-//! (docs/functions.md, "report-snapshots"). This release reports coverage;
-//! the cost analysis and the HTML report are to come (issue 22's note).
+//! and what its snapshots cost (docs/functions.md, "report-snapshots";
+//! docs/report.md).
 //!
 //! One run:
 //! 1. list every volume of the region, the opted-in instances, and every
@@ -13,13 +13,19 @@
 //!    this deployment whose newest snapshot (or, with none, its first
 //!    sighting, kept in the ledger) is older than twice its interval is in
 //!    a gap;
-//! 4. store the report in the stack's bucket (`REPORT_BUCKET`): JSON,
+//! 4. the cost ([`cost`]): unique and added bytes of this deployment's
+//!    snapshots from the EBS direct APIs (what is not cached between the
+//!    same neighbours, until the deadline), priced per volume and policy
+//!    with the dry expiry plan and the archive arithmetic;
+//! 5. store the report in the stack's bucket (`REPORT_BUCKET`): JSON,
 //!    CSV and a self-contained HTML page ([`render`]), dated and as
 //!    `latest`;
-//! 5. notify each gap once (`coverage-gap`, warning; critical past four
+//! 6. notify each gap once (`coverage-gap`, warning; critical past four
 //!    intervals), on Mondays where the report is (`report-ready`), emit
-//!    `VolumesUnprotected`, and return the coverage.
+//!    `VolumesUnprotected`, `SnapshotStorageBytes` per tier and
+//!    `EstimatedMonthlyCost`, and return the summary.
 
+pub mod cost;
 pub mod render;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -30,17 +36,23 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use ebs_lifecycle::config::Config;
+use ebs_lifecycle::lambda::deadline::Deadline;
 use ebs_lifecycle::lambda::metrics::{self, Metric};
 use ebs_lifecycle::lambda::ownership;
 use ebs_lifecycle::lambda::run::{self, RunHeader};
-use ebs_lifecycle::ports::ec2::{Ec2Error, SnapshotCatalog, VolumeInventory};
+use ebs_lifecycle::ports::blocks::SnapshotBlocks;
+use ebs_lifecycle::ports::ec2::{
+    Ec2Error, SnapshotCatalog, SnapshotProtections, SnapshotTagger, VolumeInventory,
+};
 use ebs_lifecycle::ports::ledger::{Ledger, LedgerError};
 use ebs_lifecycle::ports::notifier::Notifier;
 use ebs_lifecycle::ports::reports::ReportStore;
 use ebs_lifecycle_core::coverage::{self, VolumeCoverage};
 use ebs_lifecycle_core::events::{EventError, Tick};
+use ebs_lifecycle_core::expiry;
 use ebs_lifecycle_core::notify::{Notification, NotificationKind, Severity};
 use ebs_lifecycle_core::ownership::Scope;
+use ebs_lifecycle_core::safety::{AccountFacts, DeletionGate};
 use ebs_lifecycle_core::tags;
 use ebs_lifecycle_core::targets;
 
@@ -50,6 +62,12 @@ pub const FUNCTION: &str = "report-snapshots";
 pub struct Ports<'a> {
     pub catalog: &'a dyn SnapshotCatalog,
     pub inventory: &'a dyn VolumeInventory,
+    /// AMIs and locks, for the dry expiry plan.
+    pub protections: &'a dyn SnapshotProtections,
+    /// The EBS direct APIs (unique bytes).
+    pub blocks: &'a dyn SnapshotBlocks,
+    /// Caches the figures on the deployment's snapshots.
+    pub tagger: &'a dyn SnapshotTagger,
     pub notifier: &'a dyn Notifier,
     /// First sightings, gaps reported, copy records.
     pub ledger: &'a dyn Ledger,
@@ -102,6 +120,8 @@ pub struct Report {
     pub store_error: Option<String>,
     /// Every volume (the response and the log keep a bounded sample).
     pub coverage: Vec<VolumeCoverage>,
+    /// What the deployment's snapshots store and cost.
+    pub cost: cost::CostSummary,
 }
 
 pub async fn handle(
@@ -109,6 +129,7 @@ pub async fn handle(
     config: &Config,
     event: &Value,
     now: DateTime<Utc>,
+    deadline: Deadline,
 ) -> Result<Report, ReportError> {
     Tick::parse(event)?;
     let key = config.selector_tag_key.as_str();
@@ -152,9 +173,55 @@ pub async fn handle(
         .cloned()
         .collect();
     let sifted = ownership::sift(ports.ledger, config, managed, Scope::WholeVolumes).await?;
-    let ours: BTreeSet<String> = sifted.owned.into_iter().map(|s| s.id).collect();
+    let ours: BTreeSet<String> = sifted.owned.iter().map(|s| s.id.clone()).collect();
     let facts = coverage::fold(&snapshots, &ours);
+
+    // Cost: the figures of what changed since the last run, then prices.
+    let mut cost = cost::CostSummary::default();
+    let figures = {
+        let lineages = cost::lineages(&snapshots);
+        let cost_ports = cost::CostPorts {
+            blocks: ports.blocks,
+            tagger: ports.tagger,
+        };
+        cost::figures(cost_ports, &lineages, &ours, &deadline, &mut cost).await
+    };
     drop(snapshots);
+    let existing: BTreeSet<String> = volumes.iter().map(|v| v.id.clone()).collect();
+    let plans_facts = AccountFacts {
+        deployment: config.deployment_name.clone(),
+        ami_snapshot_ids: ports.protections.ami_snapshot_ids().await?,
+        locked_snapshot_ids: ports
+            .protections
+            .locked_snapshot_ids(&ours.iter().cloned().collect::<Vec<_>>())
+            .await
+            .unwrap_or_default(),
+        held_for_review: sifted.held_for_review(),
+        copying: ports
+            .ledger
+            .copies_in_flight()
+            .await?
+            .into_iter()
+            .map(|c| c.source_snapshot_id)
+            .collect(),
+        now,
+    };
+    let gate = DeletionGate::new(plans_facts, &sifted.owned, config.max_deletions);
+    let plans = expiry::plan(&sifted.owned, &config.policies, &existing, &gate);
+    cost::price(
+        &sifted.owned,
+        &figures,
+        &plans,
+        &cost::Pricing {
+            policies: &config.policies,
+            deployment: &config.deployment_name,
+            existing: &existing,
+            prices: &config.prices,
+            now,
+        },
+        &mut cost,
+    );
+    drop(plans);
 
     let covered_ids: Vec<String> = covered.keys().cloned().collect();
     let first_seen = ports.ledger.first_seen(&covered_ids, now).await?;
@@ -172,6 +239,7 @@ pub async fn handle(
         volumes: classed.len(),
         by_cover,
         gaps,
+        cost,
         ..Report::default()
     };
     // Each gap is reported once: the ledger remembers (volume, since).
@@ -196,6 +264,13 @@ pub async fn handle(
             (Metric::VolumesUnprotected, unprotected as u64),
             (Metric::TamperingSuspected, sifted.suspects.len() as u64),
         ],
+    );
+    metrics::emit_cost_for_run(
+        config,
+        FUNCTION,
+        report.cost.standard_bytes,
+        report.cost.archive_bytes,
+        report.cost.monthly_usd,
     );
     tracing::info!(report = %run::for_log(&report), "{}", headline(&report));
     let mut notes = ownership::report(

@@ -1,5 +1,6 @@
 //! The Lambda binary: wiring only. The logic is in the library (`handle`).
 
+use ebs_lifecycle::lambda::deadline::Deadline;
 use ebs_lifecycle::lambda::runtime::serve;
 use report_snapshots::{handle, Ports, FUNCTION};
 
@@ -9,11 +10,22 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         let ports = Ports {
             catalog: &env.ec2,
             inventory: &env.ec2,
+            protections: &env.ec2,
+            blocks: &env.blocks,
+            tagger: &env.ec2,
             notifier: env.notifier.as_ref(),
             ledger: &env.ledger,
             reports: env.reports.as_ref().map(|r| r as _),
         };
-        handle(ports, &env.config, &event.payload, chrono::Utc::now()).await
+        let deadline = Deadline::from_wall_clock(event.context.deadline());
+        handle(
+            ports,
+            &env.config,
+            &event.payload,
+            chrono::Utc::now(),
+            deadline,
+        )
+        .await
     })
     .await
 }

@@ -44,6 +44,8 @@ fn history() -> Vec<Snapshot> {
                     state: SnapshotState::Completed,
                     start_time: Some(start() + chrono::Duration::hours((i as i64) * 77 + v as i64)),
                     volume_size_gib: Some(100),
+                    full_size_bytes: None,
+                    archived: false,
                     encrypted: true,
                     kms_key_id: None,
                     description: None,

@@ -383,6 +383,8 @@ mod tests {
             state,
             start_time: Some(time),
             volume_size_gib: Some(8),
+            full_size_bytes: None,
+            archived: false,
             encrypted: true,
             kms_key_id: None,
             description: None,

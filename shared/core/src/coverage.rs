@@ -237,6 +237,8 @@ mod tests {
             state: SnapshotState::Completed,
             start_time: Some(t(at)),
             volume_size_gib: Some(8),
+            full_size_bytes: None,
+            archived: false,
             encrypted: true,
             kms_key_id: None,
             description: None,

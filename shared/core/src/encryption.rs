@@ -646,6 +646,8 @@ mod tests {
             state: SnapshotState::Completed,
             start_time: tags::parse_time("2026-01-01T00:00:07Z"),
             volume_size_gib: Some(8),
+            full_size_bytes: None,
+            archived: false,
             encrypted,
             kms_key_id: key.map(String::from),
             description: None,

@@ -274,6 +274,8 @@ mod tests {
                     state: s.state,
                     start_time: Some(t0() + Duration::hours(s.hours)),
                     volume_size_gib: Some(8),
+                    full_size_bytes: None,
+                    archived: false,
                     encrypted: true,
                     kms_key_id: None,
                     description: None,

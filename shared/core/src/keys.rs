@@ -36,6 +36,11 @@ pub const TARGET: &str = "lifecycle:target";
 /// on the copy stands in for it in retention, and expiry may delete it.
 pub const SUPERSEDED_BY: &str = "lifecycle:superseded-by";
 /// Set by the user, any value: the snapshot is never deleted.
+/// What a snapshot alone holds, in bytes (report-snapshots; docs/report.md).
+pub const UNIQUE_BYTES: &str = "lifecycle:unique-bytes";
+/// What `lifecycle:unique-bytes` was computed from: `<added bytes>
+/// <previous snapshot|-> <next snapshot|->`.
+pub const UNIQUE_BASIS: &str = "lifecycle:unique-basis";
 pub const HOLD: &str = "lifecycle:hold";
 /// Set by the user on an instance (`true`): permits the `stopped` consistency mode.
 pub const ALLOW_STOP: &str = "lifecycle:allow-stop";

@@ -26,6 +26,8 @@
 //! - [`copies`]: disaster-recovery copies: which snapshot a target copies
 //!   next, a copy's tags, a lost CopySnapshot answer found again.
 //! - [`window`]: `MAX_DELETIONS` counted over 24 hours, across runs.
+//! - [`cost`]: what snapshots cost: unique and added bytes from changed
+//!   blocks, prices, what archiving saves.
 //! - [`coverage`]: what protects every volume of the region, and the gaps
 //!   in this deployment's protection (the report's first part).
 //! - [`vault`]: a vault account: which shares it accepts, its copies' tags, its keep rules.
@@ -41,6 +43,7 @@
 
 pub mod consistency;
 pub mod copies;
+pub mod cost;
 pub mod coverage;
 pub mod encryption;
 pub mod events;

@@ -114,6 +114,11 @@ pub struct Snapshot {
     pub state: SnapshotState,
     pub start_time: Option<DateTime<Utc>>,
     pub volume_size_gib: Option<i32>,
+    /// EC2's `FullSnapshotSizeInBytes`: every block the snapshot holds,
+    /// its own and those it shares (what the archive tier would store).
+    pub full_size_bytes: Option<u64>,
+    /// EC2 reports it in the archive tier (`StorageTier`).
+    pub archived: bool,
     pub encrypted: bool,
     /// The KMS key ARN EC2 reports for an encrypted snapshot.
     pub kms_key_id: Option<String>,

@@ -649,6 +649,8 @@ mod tests {
             state: SnapshotState::Completed,
             start_time: Some(t(started)),
             volume_size_gib: Some(8),
+            full_size_bytes: None,
+            archived: false,
             encrypted: true,
             kms_key_id: None,
             description: Some(me().scheduled(&Subject::Volume(volume.into()), "daily", slot)),

@@ -135,26 +135,7 @@ pub fn plan(sources: &Sources<'_>, snapshots: &[Snapshot]) -> TagPlan {
         // No more snapshots will come for a deleted volume: its orphan rules
         // apply and nothing displaces what they keep.
         let orphan = volume.is_none();
-        let keep = if orphan {
-            &policy.orphans
-        } else {
-            &policy.keep
-        };
-        let projections: BTreeMap<String, retention::Projection> = retention::project(
-            keep,
-            policy.schedule.timezone(),
-            &expiry::candidates(&group, sources.deployment, keep),
-            |t| {
-                if orphan {
-                    None
-                } else {
-                    policy.schedule.next_slot_after(t)
-                }
-            },
-        )
-        .into_iter()
-        .map(|p| (p.decision.id.clone(), p))
-        .collect();
+        let projections = projections(policy, &group, sources.deployment, orphan);
 
         for snapshot in group {
             let labels = projections
@@ -177,6 +158,39 @@ pub fn plan(sources: &Sources<'_>, snapshots: &[Snapshot]) -> TagPlan {
     }
     out.missing_instances = missing_instances.into_iter().collect();
     out
+}
+
+/// The retention planner's decision and projected expiry of each completed
+/// snapshot of one retention group (one volume, one policy), as expiry plans
+/// it: `orphan` (the volume is gone) applies the orphan rules, and nothing
+/// displaces what they keep. What `lifecycle:retained-by` and
+/// `lifecycle:expires-at` say, and what the report's archive figures use.
+pub fn projections(
+    policy: &crate::policy::Policy,
+    group: &[&Snapshot],
+    deployment: &str,
+    orphan: bool,
+) -> BTreeMap<String, retention::Projection> {
+    let keep = if orphan {
+        &policy.orphans
+    } else {
+        &policy.keep
+    };
+    retention::project(
+        keep,
+        policy.schedule.timezone(),
+        &expiry::candidates(group, deployment, keep),
+        |t| {
+            if orphan {
+                None
+            } else {
+                policy.schedule.next_slot_after(t)
+            }
+        },
+    )
+    .into_iter()
+    .map(|p| (p.decision.id.clone(), p))
+    .collect()
 }
 
 /// The labels of disaster-recovery copies in one region. `kept_there`:
@@ -490,6 +504,8 @@ mod tests {
             state: SnapshotState::Completed,
             start_time: Some(time),
             volume_size_gib: Some(8),
+            full_size_bytes: None,
+            archived: false,
             encrypted: true,
             kms_key_id: None,
             description: None,

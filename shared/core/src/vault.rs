@@ -197,6 +197,8 @@ mod tests {
             state: SnapshotState::Completed,
             start_time: Some(t("2026-03-01T03:00:12Z")),
             volume_size_gib: Some(8),
+            full_size_bytes: None,
+            archived: false,
             encrypted: true,
             kms_key_id: Some("arn:aws:kms:eu-west-1:111111111111:key/k".into()),
             description: Some(description.into()),

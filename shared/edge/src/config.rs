@@ -45,6 +45,9 @@ pub struct Config {
     /// The stack's report bucket (`REPORT_BUCKET`, report-snapshots only);
     /// unset, the report goes to the log alone.
     pub report_bucket: Option<String>,
+    /// Prices the report uses (`STANDARD_PRICE_GB_MONTH`,
+    /// `ARCHIVE_PRICE_GB_MONTH`, `RESTORE_PRICE_GB`; us-east-1's by default).
+    pub prices: ebs_lifecycle_core::cost::Prices,
     /// Set on a vault stack (`VAULT_FOR_ACCOUNTS` not empty).
     pub vault: Option<VaultConfig>,
 }
@@ -368,8 +371,22 @@ impl Config {
                 return Err(invalid("REPORT_BUCKET", bucket, "an S3 bucket name"));
             }
         }
+        let mut prices = ebs_lifecycle_core::cost::Prices::default();
+        for (variable, price) in [
+            ("STANDARD_PRICE_GB_MONTH", &mut prices.standard),
+            ("ARCHIVE_PRICE_GB_MONTH", &mut prices.archive),
+            ("RESTORE_PRICE_GB", &mut prices.restore),
+        ] {
+            if let Some(v) = get(variable) {
+                match v.trim().parse::<f64>() {
+                    Ok(p) if p.is_finite() && p >= 0.0 => *price = p,
+                    _ => return Err(invalid(variable, &v, "a price in USD, at least 0")),
+                }
+            }
+        }
         Ok(Self {
             report_bucket,
+            prices,
             vault,
             identity,
             ledger_table,
@@ -568,6 +585,8 @@ mod tests {
             ("TOPIC_ARN", "arn:aws:sqs:us-east-1:123456789012:q"),
             ("DRY_RUN", "maybe"),
             ("MAX_DELETIONS", "-1"),
+            ("STANDARD_PRICE_GB_MONTH", "cheap"),
+            ("ARCHIVE_PRICE_GB_MONTH", "-0.01"),
             ("MAX_DELETIONS", "ten"),
             ("STUCK_AFTER_MINUTES", "0"),
             ("REMEDIATE", "everything"),

@@ -185,6 +185,10 @@ pub fn snapshot_of(s: &aws_sdk_ec2::types::Snapshot) -> Option<Snapshot> {
         state: SnapshotState::parse(s.state().map(|s| s.as_str()).unwrap_or_default()),
         start_time: time_of(s.start_time()),
         volume_size_gib: s.volume_size(),
+        full_size_bytes: s
+            .full_snapshot_size_in_bytes()
+            .and_then(|b| u64::try_from(b).ok()),
+        archived: s.storage_tier() == Some(&aws_sdk_ec2::types::StorageTier::Archive),
         encrypted: s.encrypted().unwrap_or_default(),
         kms_key_id: s.kms_key_id().map(String::from),
         description: s.description().map(String::from),

@@ -91,6 +91,53 @@ pub fn emit(
         .flush(out)
 }
 
+/// Write one EMF document of the report's cost figures: `SnapshotStorageBytes`
+/// per `Tier` (standard, archive) and `EstimatedMonthlyCost` (USD), as
+/// gauges: the figure is the account's now, not a count of this run.
+pub fn emit_cost(
+    namespace: &str,
+    deployment: &str,
+    function: &str,
+    standard_bytes: u64,
+    archive_bytes: u64,
+    monthly_usd: f64,
+    out: impl Write,
+) -> std::io::Result<()> {
+    let Some(collector) = collector(namespace) else {
+        return Ok(());
+    };
+    for (tier, bytes) in [("standard", standard_bytes), ("archive", archive_bytes)] {
+        metrics::gauge!("SnapshotStorageBytes", "Deployment" => deployment.to_string(), "Tier" => tier)
+            .set(bytes as f64);
+    }
+    metrics::gauge!("EstimatedMonthlyCost", "Deployment" => deployment.to_string())
+        .set(monthly_usd);
+    collector
+        .set_property("Function", function.to_string())
+        .flush(out)
+}
+
+/// [`emit_cost`] to stdout, for the configured namespace and deployment.
+pub fn emit_cost_for_run(
+    config: &crate::config::Config,
+    function: &str,
+    standard_bytes: u64,
+    archive_bytes: u64,
+    monthly_usd: f64,
+) {
+    if let Err(e) = emit_cost(
+        &config.metrics_namespace,
+        &config.deployment_name,
+        function,
+        standard_bytes,
+        archive_bytes,
+        monthly_usd,
+        std::io::stdout().lock(),
+    ) {
+        tracing::warn!(error = %e, "could not write metrics");
+    }
+}
+
 /// [`emit`] to stdout (where Lambda's log capture turns it into metrics), for
 /// the configured namespace and deployment. A metrics failure is logged, never
 /// fatal: the run's real work is done by then.
@@ -160,5 +207,47 @@ mod tests {
         .unwrap();
         let doc: serde_json::Value = serde_json::from_slice(&second).unwrap();
         assert_eq!(doc["SnapshotsCreateStarted"], 1);
+
+        // The report's cost: storage per tier (a dimension) and the cost.
+        let mut third = Vec::new();
+        emit_cost(
+            "Test/Ns",
+            "prod",
+            "report-snapshots",
+            3 << 30,
+            0,
+            0.15,
+            &mut third,
+        )
+        .unwrap();
+        let text = String::from_utf8(third).unwrap();
+        let docs: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let standard = docs
+            .iter()
+            .find(|d| d["Tier"] == "standard")
+            .unwrap_or_else(|| panic!("{text}"));
+        assert_eq!(
+            standard["SnapshotStorageBytes"].as_f64(),
+            Some((3u64 << 30) as f64)
+        );
+        let tiers = &standard["_aws"]["CloudWatchMetrics"][0]["Dimensions"][0];
+        assert!(
+            tiers
+                .as_array()
+                .unwrap()
+                .contains(&serde_json::json!("Tier")),
+            "{text}"
+        );
+        assert!(docs
+            .iter()
+            .any(|d| d["Tier"] == "archive" && d["SnapshotStorageBytes"].as_f64() == Some(0.0)));
+        let cost = docs
+            .iter()
+            .find(|d| d.get("EstimatedMonthlyCost").is_some())
+            .unwrap();
+        assert_eq!(cost["EstimatedMonthlyCost"], 0.15);
     }
 }

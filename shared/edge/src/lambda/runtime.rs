@@ -30,6 +30,8 @@ pub struct Environment {
     pub ec2: Ec2Adapter,
     /// The report bucket (report-snapshots, `REPORT_BUCKET`).
     pub reports: Option<crate::aws::s3::S3ReportStore>,
+    /// The EBS direct APIs (report-snapshots' unique bytes), paced.
+    pub blocks: crate::aws::ebs::EbsBlocks,
     /// EC2 in each region a policy copies to (copy-snapshots), by region.
     pub destinations: std::collections::BTreeMap<String, Ec2Adapter>,
     pub kms: KmsAdapter,
@@ -91,6 +93,10 @@ where
                     .into_iter()
                     .map(|region| (region.to_string(), ec2_in(&sdk, region)))
                     .collect(),
+                blocks: crate::aws::ebs::EbsBlocks::new(
+                    aws_sdk_ebs::Client::new(&sdk),
+                    crate::aws::ebs::PACING,
+                ),
                 kms: KmsAdapter::new(aws_sdk_kms::Client::new(&sdk)),
                 ssm: SsmAdapter::new(aws_sdk_ssm::Client::new(&sdk)),
                 ledger: DynamoLedger::new(

@@ -2,6 +2,7 @@
 //! trait per concern, with their request types and error kinds. Handlers
 //! depend on these; [`crate::aws`] implements them on the SDK clients.
 
+pub mod blocks;
 pub mod commands;
 pub mod ec2;
 pub mod keys;

@@ -1,0 +1,383 @@
+//! The cost part of a run (docs/report.md, "Cost"): per volume, the
+//! snapshots' unique and added bytes from the EBS direct APIs (only what is
+//! not cached between the same neighbours, paced, until the deadline; what
+//! is left is done by the next run), cached on this deployment's snapshots;
+//! then per volume and policy what its snapshots store, cost a month, what
+//! the next expiry frees (the expiry plan, dry) and what archiving saves.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use ebs_lifecycle::lambda::deadline::Deadline;
+use ebs_lifecycle::ports::blocks::{BlocksError, SnapshotBlocks, Walked};
+use ebs_lifecycle::ports::ec2::SnapshotTagger;
+use ebs_lifecycle_core::cost::{self, Prices, Sizes};
+use ebs_lifecycle_core::expiry::VolumePlan;
+use ebs_lifecycle_core::model::{Snapshot, SnapshotState};
+use ebs_lifecycle_core::policy::Policies;
+use ebs_lifecycle_core::retention::{Expiry, KeepReason};
+use ebs_lifecycle_core::{expiry, tagging, tags};
+
+/// A projected life with no end is priced over this horizon.
+pub const HORIZON_DAYS: f64 = 365.0;
+/// Only snapshots older than this are archive candidates (SPEC's `after`
+/// until a policy says otherwise).
+pub const ARCHIVE_AFTER_DAYS: i64 = 90;
+/// Errors listed in the summary, at most.
+const ERRORS_LISTED: usize = 10;
+
+#[derive(Clone, Copy)]
+pub struct CostPorts<'a> {
+    pub blocks: &'a dyn SnapshotBlocks,
+    pub tagger: &'a dyn SnapshotTagger,
+}
+
+/// One of this deployment's snapshots, priced.
+#[derive(Debug, Clone, Serialize)]
+pub struct SnapshotCost {
+    pub id: String,
+    pub time: String,
+    pub tier: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub full_bytes: Option<u64>,
+    /// `None` until computed (a run that ran out of time, or unreadable).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unique_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub added_bytes: Option<u64>,
+    pub retained_by: Vec<&'static str>,
+    /// `lifecycle:expires-at`'s projection: a time, `due` or `never`.
+    pub expires: String,
+    /// The dry expiry plan deletes it.
+    pub expiry_deletes: bool,
+    /// What archiving it for the rest of its projected life saves (USD),
+    /// when it is a candidate (kept only by monthly or yearly rules, older
+    /// than 90 days, neither the newest nor the oldest of its volume).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub archive_saving_usd: Option<f64>,
+}
+
+/// One volume under one policy.
+#[derive(Debug, Clone, Serialize)]
+pub struct VolumeCost {
+    pub volume_id: String,
+    pub policy: String,
+    pub standard_bytes: u64,
+    pub archive_bytes: u64,
+    pub monthly_usd: f64,
+    /// At least this much: the unique bytes of what the next expiry deletes
+    /// (deleting neighbours together frees what they alone shared, too).
+    pub expiry_frees_bytes: u64,
+    /// Positive savings of the archive candidates, summed.
+    pub archive_saves_usd: f64,
+    /// Oldest first.
+    pub snapshots: Vec<SnapshotCost>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CostSummary {
+    pub prices: Option<Prices>,
+    /// This deployment's completed snapshots priced.
+    pub snapshots: usize,
+    /// Figures computed this run (the rest were cached or are left).
+    pub computed: usize,
+    /// Left for the next run (out of time, or the APIs throttled).
+    pub left: usize,
+    /// Snapshots whose blocks could not be read (archived neighbours,
+    /// copies, a key refused).
+    pub unreadable: usize,
+    /// ListChangedBlocks and ListSnapshotBlocks requests this run.
+    pub requests: u32,
+    pub standard_bytes: u64,
+    pub archive_bytes: u64,
+    pub monthly_usd: f64,
+    pub expiry_frees_bytes: u64,
+    pub archive_saves_usd: f64,
+    pub archive_candidates: usize,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
+    /// Per volume and policy (the report's files; the response keeps a sample).
+    pub volumes: Vec<VolumeCost>,
+}
+
+/// A volume's lineage as EC2 keeps it: its completed standard-tier
+/// snapshots (anyone's: a hand-made snapshot shares blocks with ours),
+/// oldest first. Copies are not in it (their blocks are their own).
+pub fn lineages(snapshots: &[Snapshot]) -> BTreeMap<String, Vec<&Snapshot>> {
+    let mut out: BTreeMap<String, Vec<&Snapshot>> = BTreeMap::new();
+    for s in snapshots {
+        let in_lineage = s.state == SnapshotState::Completed
+            && !s.archived
+            && s.start_time.is_some()
+            && s.encrypted_copy_of().is_none()
+            && s.copy_of().is_none();
+        match s.volume_id.as_deref() {
+            Some(v) if in_lineage && v != "vol-ffffffff" => {
+                out.entry(v.to_string()).or_default().push(s)
+            }
+            _ => {}
+        }
+    }
+    for l in out.values_mut() {
+        l.sort_by(|a, b| (a.start_time, &a.id).cmp(&(b.start_time, &b.id)));
+    }
+    out
+}
+
+/// Compute what is stale among `ours` in every lineage and cache it on the
+/// snapshot. Returns every snapshot's current figures.
+pub async fn figures(
+    ports: CostPorts<'_>,
+    lineages: &BTreeMap<String, Vec<&Snapshot>>,
+    ours: &BTreeSet<String>,
+    deadline: &Deadline,
+    summary: &mut CostSummary,
+) -> BTreeMap<String, Sizes> {
+    let mut out = BTreeMap::new();
+    let mut stop = false;
+    for lineage in lineages.values() {
+        let ids: Vec<&str> = lineage.iter().map(|s| s.id.as_str()).collect();
+        let cached: Vec<Option<Sizes>> =
+            lineage.iter().map(|s| Sizes::from_tags(&s.tags)).collect();
+        let stale: Vec<bool> = cost::stale(&ids, &cached)
+            .into_iter()
+            .zip(&ids)
+            .map(|(stale, id)| stale && ours.contains(*id))
+            .collect();
+        for (i, c) in cached.iter().enumerate() {
+            if let Some(c) = c.as_ref().filter(|_| !stale[i]) {
+                out.insert(ids[i].to_string(), c.clone());
+            }
+        }
+        let wanted = stale.iter().filter(|s| **s).count();
+        if wanted == 0 {
+            continue;
+        }
+        if stop || deadline.is_near() {
+            stop = true;
+            summary.left += wanted;
+            continue;
+        }
+        let mut diffs: BTreeMap<(Option<usize>, usize), Option<Walked>> = BTreeMap::new();
+        for (older, newer) in cost::needed_diffs(&stale) {
+            if stop || deadline.is_near() {
+                stop = true;
+                break;
+            }
+            let walked = ports.blocks.diff(older.map(|o| ids[o]), ids[newer]).await;
+            let walked = match walked {
+                Ok(w) => {
+                    summary.requests += w.requests;
+                    Some(w)
+                }
+                Err(e) => {
+                    if matches!(e, BlocksError::Throttled(_) | BlocksError::AccessDenied(_)) {
+                        stop = true;
+                    }
+                    note(summary, e.to_string());
+                    None
+                }
+            };
+            diffs.insert((older, newer), walked);
+        }
+        for (i, is_stale) in stale.iter().enumerate() {
+            if !is_stale {
+                continue;
+            }
+            let from_previous = diffs.get(&(i.checked_sub(1), i));
+            let to_next = (i + 1 < ids.len()).then(|| diffs.get(&(Some(i), i + 1)));
+            let (from_previous, to_next) = match (from_previous, to_next) {
+                (Some(Some(f)), None) => (f, None),
+                (Some(Some(f)), Some(Some(Some(t)))) => (f, Some(t)),
+                (None, _) | (_, Some(None)) => {
+                    summary.left += 1;
+                    continue;
+                }
+                _ => {
+                    summary.unreadable += 1;
+                    continue;
+                }
+            };
+            let (unique_bytes, added_bytes) =
+                cost::sizes(&from_previous.diff, to_next.map(|t| &t.diff));
+            let sizes = Sizes {
+                unique_bytes,
+                added_bytes,
+                previous: i.checked_sub(1).map(|p| ids[p].to_string()),
+                next: ids.get(i + 1).map(|n| n.to_string()),
+            };
+            if let Err(e) = ports
+                .tagger
+                .tag_snapshots(&[ids[i].to_string()], &sizes.to_tags())
+                .await
+            {
+                // The figure stands for this report; the next run computes it again.
+                note(
+                    summary,
+                    format!("could not cache the figures of {}: {e}", ids[i]),
+                );
+            }
+            summary.computed += 1;
+            out.insert(ids[i].to_string(), sizes);
+        }
+    }
+    out
+}
+
+fn note(summary: &mut CostSummary, error: String) {
+    tracing::warn!(%error, "cost analysis");
+    if summary.errors.len() < ERRORS_LISTED {
+        summary.errors.push(error);
+    }
+}
+
+/// Is `r` a rule that keeps for months or years (what archiving is for)?
+fn long_kept(r: KeepReason) -> bool {
+    use KeepReason::*;
+    matches!(
+        r,
+        Monthly
+            | Yearly
+            | WithinMonthly
+            | WithinYearly
+            | OldestMonthly
+            | OldestYearly
+            | OldestWithinMonthly
+            | OldestWithinYearly
+    )
+}
+
+/// What pricing reads besides the snapshots.
+pub struct Pricing<'a> {
+    pub policies: &'a Policies,
+    pub deployment: &'a str,
+    /// Volumes that exist (the others' snapshots are judged as orphans).
+    pub existing: &'a BTreeSet<String>,
+    pub prices: &'a Prices,
+    pub now: DateTime<Utc>,
+}
+
+/// Price every volume and policy of `owned` (this deployment's proven
+/// snapshots) from `figures`, the dry expiry `plans` and the projections.
+pub fn price(
+    owned: &[Snapshot],
+    figures: &BTreeMap<String, Sizes>,
+    plans: &[VolumePlan<'_>],
+    context: &Pricing<'_>,
+    summary: &mut CostSummary,
+) {
+    let Pricing {
+        policies,
+        deployment,
+        existing,
+        prices,
+        now,
+    } = *context;
+    let deleted: BTreeSet<&str> = plans
+        .iter()
+        .flat_map(|p| &p.snapshots)
+        .filter(|p| p.deletable())
+        .map(|p| p.snapshot.id.as_str())
+        .collect();
+    summary.prices = Some(*prices);
+    for ((volume_id, policy_name), group) in expiry::retention_groups(owned, deployment) {
+        let (Some(volume_id), Some(policy_name)) = (volume_id, policy_name) else {
+            continue;
+        };
+        let projections = policies
+            .get(policy_name)
+            .map(|p| tagging::projections(p, &group, deployment, !existing.contains(volume_id)))
+            .unwrap_or_default();
+        let mut completed: Vec<&&Snapshot> = group
+            .iter()
+            .filter(|s| s.state == SnapshotState::Completed && s.start_time.is_some())
+            .collect();
+        if completed.is_empty() {
+            continue;
+        }
+        completed.sort_by_key(|s| (s.start_time, &s.id));
+        let (oldest, newest) = (
+            completed[0].id.clone(),
+            completed[completed.len() - 1].id.clone(),
+        );
+        let mut volume = VolumeCost {
+            volume_id: volume_id.to_string(),
+            policy: policy_name.to_string(),
+            standard_bytes: 0,
+            archive_bytes: 0,
+            monthly_usd: 0.0,
+            expiry_frees_bytes: 0,
+            archive_saves_usd: 0.0,
+            snapshots: Vec::new(),
+        };
+        for s in completed {
+            let sizes = figures.get(&s.id);
+            let projection = projections.get(&s.id);
+            let reasons: Vec<KeepReason> = projection
+                .map(|p| p.decision.reasons.clone())
+                .unwrap_or_default();
+            let (expires, remaining_days) = match projection.map(|p| p.expiry) {
+                Some(Expiry::At(t)) => (
+                    tags::format_time(t),
+                    (t - now).num_seconds().max(0) as f64 / 86_400.0,
+                ),
+                Some(Expiry::Never) => ("never".to_string(), HORIZON_DAYS),
+                Some(Expiry::Due) | None => ("due".to_string(), 0.0),
+            };
+            let old_enough = s
+                .start_time
+                .is_some_and(|t| now - t > chrono::Duration::days(ARCHIVE_AFTER_DAYS));
+            let candidate = !s.archived
+                && old_enough
+                && s.id != oldest
+                && s.id != newest
+                && !reasons.is_empty()
+                && reasons.iter().all(|r| long_kept(*r))
+                && remaining_days > 0.0;
+            let saving = match (candidate, s.full_size_bytes, sizes) {
+                (true, Some(full), Some(sizes)) => Some(cost::archive_saving(
+                    full,
+                    sizes.unique_bytes,
+                    remaining_days,
+                    prices,
+                )),
+                _ => None,
+            };
+            if s.archived {
+                volume.archive_bytes += s.full_size_bytes.unwrap_or(0);
+            } else if let Some(sizes) = sizes {
+                volume.standard_bytes += sizes.added_bytes;
+            }
+            let expiry_deletes = deleted.contains(s.id.as_str());
+            if expiry_deletes {
+                volume.expiry_frees_bytes += sizes.map_or(0, |z| z.unique_bytes);
+            }
+            if let Some(saving) = saving {
+                summary.archive_candidates += 1;
+                volume.archive_saves_usd += saving.max(0.0);
+            }
+            volume.snapshots.push(SnapshotCost {
+                id: s.id.clone(),
+                time: s.start_time.map(tags::format_time).unwrap_or_default(),
+                tier: if s.archived { "archive" } else { "standard" },
+                full_bytes: s.full_size_bytes,
+                unique_bytes: sizes.map(|z| z.unique_bytes),
+                added_bytes: sizes.map(|z| z.added_bytes),
+                retained_by: reasons.iter().map(|r| r.as_str()).collect(),
+                expires,
+                expiry_deletes,
+                archive_saving_usd: saving,
+            });
+        }
+        volume.monthly_usd = prices.monthly(volume.standard_bytes, volume.archive_bytes);
+        summary.snapshots += volume.snapshots.len();
+        summary.standard_bytes += volume.standard_bytes;
+        summary.archive_bytes += volume.archive_bytes;
+        summary.expiry_frees_bytes += volume.expiry_frees_bytes;
+        summary.archive_saves_usd += volume.archive_saves_usd;
+        summary.volumes.push(volume);
+    }
+    summary.monthly_usd = prices.monthly(summary.standard_bytes, summary.archive_bytes);
+}

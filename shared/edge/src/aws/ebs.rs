@@ -1,0 +1,139 @@
+//! The EBS direct APIs: [`SnapshotBlocks`] on the EBS client, paced by a
+//! client-side bucket shared by the run's calls.
+
+use async_trait::async_trait;
+use aws_sdk_ebs::error::ProvideErrorMetadata;
+use aws_sdk_ebs::Client;
+
+use crate::lambda::pacing::{Bucket, BucketPacing};
+use crate::ports::blocks::{BlocksError, SnapshotBlocks, Walked};
+
+/// Our own pace for ListChangedBlocks / ListSnapshotBlocks: 10 a second
+/// with a burst of 10, a fraction of the account's EBS direct API request
+/// quota (other backup tools read blocks too), slowing down further if
+/// the APIs throttle anyway.
+pub const PACING: BucketPacing = BucketPacing {
+    burst: 10.0,
+    per_second: 10.0,
+};
+/// The most a page holds (the APIs' maximum): fewest requests.
+const PAGE: i32 = 10_000;
+
+#[derive(Debug)]
+pub struct EbsBlocks {
+    client: Client,
+    bucket: Bucket,
+}
+
+impl EbsBlocks {
+    pub fn new(client: Client, pacing: BucketPacing) -> Self {
+        Self {
+            client,
+            bucket: Bucket::new(pacing),
+        }
+    }
+}
+
+fn error_of<E, R>(snapshot: &str, e: aws_sdk_ebs::error::SdkError<E, R>) -> BlocksError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug,
+{
+    let message = aws_sdk_ebs::error::DisplayErrorContext(&e).to_string();
+    match e.code() {
+        Some("RequestThrottledException" | "ThrottlingException" | "TooManyRequestsException") => {
+            BlocksError::Throttled(message)
+        }
+        Some("ValidationException" | "ResourceNotFoundException") => BlocksError::Unreadable {
+            snapshot: snapshot.to_string(),
+            message,
+        },
+        Some("AccessDeniedException") => BlocksError::AccessDenied(message),
+        _ => BlocksError::Other(message),
+    }
+}
+
+fn index(i: Option<i32>) -> Option<u32> {
+    i.and_then(|i| u32::try_from(i).ok())
+}
+
+#[async_trait]
+impl SnapshotBlocks for EbsBlocks {
+    async fn diff(&self, older: Option<&str>, newer: &str) -> Result<Walked, BlocksError> {
+        let mut walked = Walked::default();
+        let mut token: Option<String> = None;
+        loop {
+            self.bucket.acquire().await;
+            walked.requests += 1;
+            let next = match older {
+                Some(older) => {
+                    let page = self
+                        .client
+                        .list_changed_blocks()
+                        .first_snapshot_id(older)
+                        .second_snapshot_id(newer)
+                        .max_results(PAGE)
+                        .set_next_token(token.clone())
+                        .send()
+                        .await;
+                    let page = match page {
+                        Ok(page) => page,
+                        Err(e) => return Err(self.failed(newer, e).await),
+                    };
+                    for b in page.changed_blocks() {
+                        if let Some(i) = index(b.block_index()) {
+                            walked.diff.add(
+                                i,
+                                b.first_block_token().is_some(),
+                                b.second_block_token().is_some(),
+                            );
+                        }
+                    }
+                    page.next_token().map(String::from)
+                }
+                None => {
+                    let page = self
+                        .client
+                        .list_snapshot_blocks()
+                        .snapshot_id(newer)
+                        .max_results(PAGE)
+                        .set_next_token(token.clone())
+                        .send()
+                        .await;
+                    let page = match page {
+                        Ok(page) => page,
+                        Err(e) => return Err(self.failed(newer, e).await),
+                    };
+                    walked
+                        .diff
+                        .newer
+                        .extend(page.blocks().iter().filter_map(|b| index(b.block_index())));
+                    page.next_token().map(String::from)
+                }
+            };
+            self.bucket.succeeded().await;
+            match next.filter(|t| !t.is_empty()) {
+                Some(t) if Some(&t) != token.as_ref() => token = Some(t),
+                _ => return Ok(walked),
+            }
+        }
+    }
+}
+
+impl EbsBlocks {
+    async fn failed<E, R>(
+        &self,
+        snapshot: &str,
+        e: aws_sdk_ebs::error::SdkError<E, R>,
+    ) -> BlocksError
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+        R: std::fmt::Debug,
+    {
+        let error = error_of(snapshot, e);
+        if matches!(error, BlocksError::Throttled(_)) {
+            self.bucket.throttled().await;
+        }
+        error
+    }
+}
