@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Create (or refresh) the project-local virtualenvs with the pinned Python
 # tools: ./.venv from requirements-dev.txt (moto, cfn-lint, sam, cargo-lambda,
-# zig, time-machine) and ./.venv-checkov from requirements-checkov.txt
+# zig, time-machine, playwright) and ./.venv-checkov from requirements-checkov.txt
 # (checkov pins a boto3 that sam cannot share). Idempotent: a virtualenv whose
-# stamp file is newer than its requirements is left alone.
+# stamp file is newer than its requirements is left alone. Also Debian's
+# chromium, when it is missing (the report page's browser test).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,5 +21,24 @@ make_venv() {
     echo "$venv ready from $requirements"
 }
 
+# Debian's chromium, for the test that opens the report page in a real
+# browser (Playwright drives it; it fetches no browser of its own).
+install_chromium() {
+    if command -v chromium >/dev/null 2>&1; then
+        return 0
+    fi
+    if [[ $(id -u) -ne 0 ]] && ! command -v sudo >/dev/null 2>&1; then
+        echo "chromium is missing and this user cannot install it: apt-get install chromium" >&2
+        return 1
+    fi
+    local sudo=""
+    [[ $(id -u) -ne 0 ]] && sudo=sudo
+    export DEBIAN_FRONTEND=noninteractive
+    $sudo apt-get install -y -q chromium >/dev/null \
+        || { $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q chromium >/dev/null; }
+    echo "chromium installed: $(chromium --version)"
+}
+
 make_venv .venv requirements-dev.txt
 make_venv .venv-checkov requirements-checkov.txt
+install_chromium

@@ -177,6 +177,35 @@ async fn every_volume_is_classed_and_a_stopped_schedule_is_a_gap_reported_once()
         );
     }
     assert!(!page.contains("<script") && !page.contains("https://"));
+    let cost_csv = get("coverage/latest/cost.csv").await;
+    assert_eq!(cost_csv.lines().count(), 1 + later.cost.snapshots);
+
+    // Opened in a real browser (Debian's chromium, Playwright): the charts
+    // are drawn to the JSON's numbers, nothing is fetched; a screenshot.
+    let dir = workspace_root().join("target/report-page");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("report.html"), &page).unwrap();
+    std::fs::write(
+        dir.join("report.json"),
+        get("coverage/latest/report.json").await,
+    )
+    .unwrap();
+    let checked = std::process::Command::new(workspace_root().join(".venv/bin/python"))
+        .arg(workspace_root().join("scripts/check_report_page.py"))
+        .arg(dir.join("report.html"))
+        .arg(dir.join("report.json"))
+        .arg(dir.join("report.png"))
+        .output()
+        .expect("the project's virtualenv runs the browser check");
+    let said = String::from_utf8_lossy(&checked.stdout).to_string()
+        + &String::from_utf8_lossy(&checked.stderr);
+    assert!(checked.status.success(), "{said}");
+    assert!(said.contains("0 problems"), "{said}");
+    let png = std::fs::read(dir.join("report.png")).unwrap();
+    assert!(
+        png.len() > 10_000 && png.starts_with(b"\x89PNG"),
+        "a screenshot"
+    );
     // 2026-03-09 is a Monday: the weekly pointer to the report, once.
     run(t("2026-03-09T06:00:00Z")).await;
     let ready: Vec<_> = notifier

@@ -1119,6 +1119,8 @@ fn the_dashboard_shows_every_function_and_the_stacks_metrics() {
         "UnencryptedSnapshots",
         "PublicSnapshots",
         "StuckSnapshots",
+        "SnapshotStorageBytes",
+        "EstimatedMonthlyCost",
     ] {
         assert!(text.contains(needle), "the dashboard lacks {needle}");
     }

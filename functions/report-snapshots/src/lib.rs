@@ -305,6 +305,11 @@ async fn store_report(store: &dyn ReportStore, report: &mut Report, now: DateTim
             "text/csv; charset=utf-8",
         ),
         (
+            "cost.csv",
+            render::cost_csv(report).into_bytes(),
+            "text/csv; charset=utf-8",
+        ),
+        (
             "report.html",
             render::html(report).into_bytes(),
             "text/html; charset=utf-8",

@@ -7,7 +7,23 @@ use std::fmt::Write;
 use ebs_lifecycle_core::coverage::VolumeCoverage;
 use ebs_lifecycle_core::tags;
 
+use crate::cost::VolumeCost;
 use crate::Report;
+
+/// Volumes drawn as timelines on the page, at most (the costliest first);
+/// the JSON and CSV hold every one.
+pub const TIMELINES: usize = 40;
+const GIB: f64 = 1_073_741_824.0;
+/// Colours of the rules that keep a snapshot, in the timelines.
+const RULE_COLOURS: [(&str, &str); 7] = [
+    ("hourly", "#90caf9"),
+    ("daily", "#42a5f5"),
+    ("weekly", "#1e88e5"),
+    ("monthly", "#6a1b9a"),
+    ("yearly", "#ef6c00"),
+    ("last", "#2e7d32"),
+    ("none", "#c62828"),
+];
 
 /// The classes in the order the chart shows them, with their colours.
 const CLASSES: [(&str, &str, &str); 5] = [
@@ -61,6 +77,260 @@ pub fn csv(report: &Report) -> String {
         out.push('\n');
     }
     out
+}
+
+/// One row per snapshot of this deployment, with what it costs.
+pub fn cost_csv(report: &Report) -> String {
+    let mut out = String::from(
+        "volume_id,policy,snapshot_id,time,tier,full_bytes,unique_bytes,added_bytes,retained_by,expires,expiry_deletes,archive_saving_usd\n",
+    );
+    let opt = |n: Option<u64>| n.map(|n| n.to_string()).unwrap_or_default();
+    for v in &report.cost.volumes {
+        for c in &v.snapshots {
+            let fields = [
+                v.volume_id.clone(),
+                v.policy.clone(),
+                c.id.clone(),
+                c.time.clone(),
+                c.tier.to_string(),
+                opt(c.full_bytes),
+                opt(c.unique_bytes),
+                opt(c.added_bytes),
+                c.retained_by.join(" "),
+                c.expires.clone(),
+                c.expiry_deletes.to_string(),
+                c.archive_saving_usd
+                    .map(|u| format!("{u:.4}"))
+                    .unwrap_or_default(),
+            ];
+            let row: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
+            out.push_str(&row.join(","));
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// Per policy: the bytes stored and the monthly cost.
+fn per_policy(report: &Report) -> Vec<(String, u64, f64)> {
+    let mut by: std::collections::BTreeMap<&str, (u64, f64)> = Default::default();
+    for v in &report.cost.volumes {
+        let e = by.entry(v.policy.as_str()).or_default();
+        e.0 += v.standard_bytes + v.archive_bytes;
+        e.1 += v.monthly_usd;
+    }
+    by.into_iter()
+        .map(|(p, (b, u))| (p.to_string(), b, u))
+        .collect()
+}
+
+/// Storage and monthly cost per policy: one bar each, the figures beside.
+fn cost_chart(report: &Report) -> String {
+    let policies = per_policy(report);
+    let max = policies.iter().map(|p| p.2).fold(0.0, f64::max);
+    let (label_w, bar_w, row_h) = (190.0, 360.0, 30usize);
+    let height = row_h * policies.len().max(1) + 10;
+    let mut svg = format!(
+        r#"<svg id="cost" role="img" aria-label="monthly cost per policy" width="{}" height="{height}" data-total-usd="{:.4}" xmlns="http://www.w3.org/2000/svg">"#,
+        label_w + bar_w + 200.0,
+        report.cost.monthly_usd
+    );
+    for (i, (policy, bytes, usd)) in policies.iter().enumerate() {
+        let y = 5 + i * row_h;
+        let w = if max > 0.0 { usd / max * bar_w } else { 0.0 };
+        let _ = write!(
+            svg,
+            r##"<text x="0" y="{}" font-size="14">{}</text><rect data-policy="{}" data-usd="{usd:.4}" data-bytes="{bytes}" x="{label_w}" y="{y}" width="{w:.1}" height="{}" fill="#1565c0"/><text x="{:.1}" y="{}" font-size="14">{usd:.2} USD/month, {:.1} GiB</text>"##,
+            y + 18,
+            escape(policy),
+            escape(policy),
+            row_h - 8,
+            label_w + w + 6.0,
+            y + 18,
+            *bytes as f64 / GIB,
+        );
+    }
+    svg.push_str("</svg>");
+    svg
+}
+
+/// Storage over the kept history: per policy, what its kept snapshots
+/// store, accumulated by snapshot time (each adds what it added).
+fn storage_chart(report: &Report) -> String {
+    let mut series: std::collections::BTreeMap<&str, Vec<(i64, u64)>> = Default::default();
+    for v in &report.cost.volumes {
+        for c in &v.snapshots {
+            let (Some(t), Some(added)) = (tags::parse_time(&c.time), c.added_bytes) else {
+                continue;
+            };
+            series
+                .entry(v.policy.as_str())
+                .or_default()
+                .push((t.timestamp(), added));
+        }
+    }
+    let (w, h, left) = (720.0, 220.0, 60.0);
+    let mut svg = format!(
+        r#"<svg id="storage" role="img" aria-label="storage per policy over the kept history" width="{}" height="{}" xmlns="http://www.w3.org/2000/svg">"#,
+        w + left + 160.0,
+        h + 30.0
+    );
+    let points: Vec<(i64, u64)> = series.values().flatten().copied().collect();
+    let (Some(t0), Some(t1)) = (
+        points.iter().map(|p| p.0).min(),
+        points.iter().map(|p| p.0).max(),
+    ) else {
+        svg.push_str("</svg>");
+        return svg;
+    };
+    let totals: Vec<u64> = series
+        .values()
+        .map(|s| s.iter().map(|p| p.1).sum())
+        .collect();
+    let top = totals.iter().copied().max().unwrap_or(1).max(1) as f64;
+    let span = (t1 - t0).max(1) as f64;
+    let colours = [
+        "#1565c0", "#2e7d32", "#6a1b9a", "#ef6c00", "#c62828", "#00838f",
+    ];
+    let _ = write!(
+        svg,
+        r##"<line x1="{left}" y1="{h}" x2="{}" y2="{h}" stroke="#888"/><text x="0" y="14" font-size="12">{:.1} GiB</text><text x="{left}" y="{}" font-size="12">{}</text><text x="{}" y="{}" font-size="12" text-anchor="end">{}</text>"##,
+        left + w,
+        top / GIB,
+        h + 18.0,
+        tags::format_time(chrono::DateTime::from_timestamp(t0, 0).unwrap_or_default())
+            .get(..10)
+            .unwrap_or(""),
+        left + w,
+        h + 18.0,
+        tags::format_time(chrono::DateTime::from_timestamp(t1, 0).unwrap_or_default())
+            .get(..10)
+            .unwrap_or(""),
+    );
+    for (i, (policy, mut points)) in series.into_iter().enumerate() {
+        points.sort();
+        let mut sum = 0u64;
+        let path: Vec<String> = points
+            .iter()
+            .map(|(t, added)| {
+                sum += added;
+                format!(
+                    "{:.1},{:.1}",
+                    left + (t - t0) as f64 / span * w,
+                    h - sum as f64 / top * (h - 10.0)
+                )
+            })
+            .collect();
+        let colour = colours[i % colours.len()];
+        let _ = write!(
+            svg,
+            r#"<polyline data-policy="{}" data-bytes="{sum}" points="{}" fill="none" stroke="{colour}" stroke-width="2"/><text x="{}" y="{}" font-size="12" fill="{colour}">{}</text>"#,
+            escape(policy),
+            path.join(" "),
+            left + w + 8.0,
+            20 + i * 16,
+            escape(policy),
+        );
+    }
+    svg.push_str("</svg>");
+    svg
+}
+
+/// Per-volume timelines of the kept snapshots, each dot coloured by the
+/// rule that keeps it (the costliest volumes, at most [`TIMELINES`]).
+fn timelines(report: &Report) -> String {
+    let mut volumes: Vec<&VolumeCost> = report.cost.volumes.iter().collect();
+    volumes.sort_by(|a, b| {
+        b.monthly_usd
+            .total_cmp(&a.monthly_usd)
+            .then(a.volume_id.cmp(&b.volume_id))
+    });
+    volumes.truncate(TIMELINES);
+    let times: Vec<i64> = volumes
+        .iter()
+        .flat_map(|v| &v.snapshots)
+        .filter_map(|c| tags::parse_time(&c.time))
+        .map(|t| t.timestamp())
+        .collect();
+    let (t0, t1) = (
+        times.iter().copied().min().unwrap_or(0),
+        times.iter().copied().max().unwrap_or(0),
+    );
+    let span = (t1 - t0).max(1) as f64;
+    let (left, w, row_h) = (260.0, 600.0, 22usize);
+    let mut svg = format!(
+        r#"<svg id="timelines" role="img" aria-label="kept snapshots per volume" width="{}" height="{}" xmlns="http://www.w3.org/2000/svg">"#,
+        left + w + 20.0,
+        row_h * volumes.len().max(1) + 10
+    );
+    for (i, v) in volumes.iter().enumerate() {
+        let y = 15 + i * row_h;
+        let _ = write!(
+            svg,
+            r##"<g data-volume="{}" data-snapshots="{}"><text x="0" y="{}" font-size="12">{} ({})</text><line x1="{left}" y1="{y}" x2="{}" y2="{y}" stroke="#ddd"/>"##,
+            escape(&v.volume_id),
+            v.snapshots.len(),
+            y + 4,
+            escape(&v.volume_id),
+            escape(&v.policy),
+            left + w,
+        );
+        for c in &v.snapshots {
+            let Some(t) = tags::parse_time(&c.time) else {
+                continue;
+            };
+            let rule = c
+                .retained_by
+                .iter()
+                .find_map(|r| RULE_COLOURS.iter().find(|(k, _)| r.contains(k)))
+                .or(RULE_COLOURS.last())
+                .map_or("#888", |(_, colour)| colour);
+            let _ = write!(
+                svg,
+                r#"<circle cx="{:.1}" cy="{y}" r="4" fill="{rule}"><title>{} {} kept by {} ({} unique bytes, {})</title></circle>"#,
+                left + (t.timestamp() - t0) as f64 / span * w,
+                escape(&c.id),
+                escape(&c.time),
+                escape(&if c.retained_by.is_empty() {
+                    "none".to_string()
+                } else {
+                    c.retained_by.join(", ")
+                }),
+                c.unique_bytes
+                    .map(|b| b.to_string())
+                    .unwrap_or_else(|| "?".into()),
+                c.tier,
+            );
+        }
+        svg.push_str("</g>");
+    }
+    svg.push_str("</svg>");
+    svg
+}
+
+fn cost_rows(report: &Report) -> String {
+    let mut volumes: Vec<&VolumeCost> = report.cost.volumes.iter().collect();
+    volumes.sort_by(|a, b| {
+        b.monthly_usd
+            .total_cmp(&a.monthly_usd)
+            .then(a.volume_id.cmp(&b.volume_id))
+    });
+    volumes
+        .iter()
+        .map(|v| {
+            format!(
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{:.2}</td><td>{:.2}</td><td>{:.4}</td><td>{:.2}</td><td>{:.4}</td></tr>",
+                escape(&v.volume_id),
+                escape(&v.policy),
+                v.snapshots.len(),
+                v.standard_bytes as f64 / GIB,
+                v.archive_bytes as f64 / GIB,
+                v.monthly_usd,
+                v.expiry_frees_bytes as f64 / GIB,
+                v.archive_saves_usd,
+            )
+        })
+        .collect()
 }
 
 /// The coverage chart: one bar per class, its count written beside it.
@@ -146,6 +416,20 @@ tr.unprotected td {{ background: #fff3e0; }}
 {chart}
 <table><thead><tr><th>volume</th><th>name</th><th>protected by</th><th>policy</th><th>newest snapshot</th><th>gap</th></tr></thead>
 <tbody>{rows}</tbody></table>
+<h2>What the snapshots cost</h2>
+<p><b id="snapshots">{snapshots}</b> snapshots of this deployment store <b id="stored-gib">{stored:.2}</b> GiB
+(standard {standard:.2} GiB, archive {archive:.2} GiB): about <b id="monthly-usd">{monthly:.2}</b> USD a month
+at {price_standard} / {price_archive} USD per GB-month. The next expiry frees at least <b id="frees-gib">{frees:.2}</b> GiB;
+archiving the {candidates} snapshots kept only by monthly or yearly rules would save <b id="archive-usd">{saves:.2}</b> USD over their kept life.
+{left}</p>
+{cost_chart}
+<h3>Storage over the kept history</h3>
+{storage_chart}
+<h3>Kept snapshots per volume (the {timelines} costliest)</h3>
+<p>{legend}</p>
+{timelines_chart}
+<table><thead><tr><th>volume</th><th>policy</th><th>snapshots</th><th>standard GiB</th><th>archive GiB</th><th>USD/month</th><th>next expiry frees GiB</th><th>archiving saves USD</th></tr></thead>
+<tbody>{cost_rows}</tbody></table>
 </body></html>
 "#,
         deployment = escape(&report.header.deployment),
@@ -153,6 +437,34 @@ tr.unprotected td {{ background: #fff3e0; }}
         volumes_n = report.volumes,
         gaps = report.gaps,
         chart = chart(report),
+        snapshots = report.cost.snapshots,
+        stored = (report.cost.standard_bytes + report.cost.archive_bytes) as f64 / GIB,
+        standard = report.cost.standard_bytes as f64 / GIB,
+        archive = report.cost.archive_bytes as f64 / GIB,
+        monthly = report.cost.monthly_usd,
+        price_standard = report.cost.prices.map_or(0.0, |p| p.standard),
+        price_archive = report.cost.prices.map_or(0.0, |p| p.archive),
+        frees = report.cost.expiry_frees_bytes as f64 / GIB,
+        candidates = report.cost.archive_candidates,
+        saves = report.cost.archive_saves_usd,
+        left = if report.cost.left > 0 {
+            format!(
+                "<br><b>{} snapshots not measured yet</b>: the next runs continue where this one stopped.",
+                report.cost.left
+            )
+        } else {
+            String::new()
+        },
+        cost_chart = cost_chart(report),
+        storage_chart = storage_chart(report),
+        timelines = TIMELINES,
+        legend = RULE_COLOURS
+            .iter()
+            .map(|(rule, colour)| format!(r#"<span style="color:{colour}">&#9679; {rule}</span>"#))
+            .collect::<Vec<_>>()
+            .join(" "),
+        timelines_chart = timelines(report),
+        cost_rows = cost_rows(report),
     )
 }
 
