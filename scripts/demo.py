@@ -632,6 +632,46 @@ def report_coverage(year: Year, ids: dict) -> list[str]:
     return problems
 
 
+def report_page(year: Year, session: dict, bucket: str, work: Path) -> list[str]:
+    """The last report from the bucket: its cost, and its page opened in
+    Debian's chromium (scripts/check_report_page.py) with a screenshot."""
+    problems = []
+    page, data, shot = work / "report.html", work / "report.json", work / "report.png"
+    s3 = boto3.client("s3", **session)
+    try:
+        for name, path in (("report.html", page), ("report.json", data)):
+            path.write_bytes(s3.get_object(Bucket=bucket, Key=f"coverage/latest/{name}")["Body"].read())
+    except Exception as e:  # noqa: BLE001  (reported as a problem below)
+        return [f"the report is not in the bucket: {e}"]
+    cost = json.loads(data.read_text())["cost"]
+    print()
+    step("cost: what the deployment's snapshots store (report-snapshots' last run)")
+    per_policy: dict = {}
+    for v in cost["volumes"]:
+        row = per_policy.setdefault(v["policy"], [0, 0, 0.0, 0, 0.0])
+        row[0] += len(v["snapshots"])
+        row[1] += v["standard_bytes"] + v["archive_bytes"]
+        row[2] += v["monthly_usd"]
+        row[3] += v["expiry_frees_bytes"]
+        row[4] += v["archive_saves_usd"]
+    print_table([[p, n, f"{b / 2**30:.2f}", f"{u:.2f}", f"{f / 2**30:.2f}", f"{a:.2f}"]
+                 for p, (n, b, u, f, a) in sorted(per_policy.items())],
+                ["policy", "snapshots", "stored GiB", "USD/month", "next expiry frees GiB", "archiving saves USD"])
+    print(f"    {cost['snapshots']} snapshots, {cost['requests']} EBS direct API requests in the last run, "
+          f"{cost['left']} left unmeasured, {cost['archive_candidates']} archive candidates")
+    if cost["left"] or any(c.get("unique_bytes") is None for v in cost["volumes"] for c in v["snapshots"]):
+        problems.append("the last report left snapshots unmeasured")
+    if year.days >= 2 and not cost["standard_bytes"]:
+        problems.append("the report priced no storage")
+    checked = subprocess.run([sys.executable, str(ROOT / "scripts/check_report_page.py"), str(page), str(data),
+                              str(shot)], capture_output=True, text=True)
+    print("    " + (checked.stdout + checked.stderr).strip().replace("\n", "\n    "))
+    if checked.returncode != 0:
+        problems.append("the report page does not show the JSON's numbers in chromium")
+    print(f"    the report: {year.last_coverage.get('location')} (a copy: open {page}; screenshot {shot})")
+    return problems
+
+
 def report_vault(year: Year, vault_ec2, ids: dict) -> list[str]:
     """The vault account after the year: what it holds for ledger-db."""
     problems = []
@@ -778,13 +818,7 @@ def main() -> int:
         dr_ec2 = boto3.client("ec2", **{**session, "region_name": DR_REGION})
         problems = (report(year, ec2, sqs, ids) + report_copies(year, dr_ec2, ids)
                     + report_vault(year, vault["ec2"], ids) + report_coverage(year, ids))
-        page = work / "report.html"
-        try:
-            body = boto3.client("s3", **session).get_object(Bucket=report_bucket, Key="coverage/latest/report.html")["Body"].read()
-            page.write_bytes(body)
-            print(f"    the coverage report: {year.last_coverage.get('location')} (a copy: open {page})")
-        except Exception as e:  # noqa: BLE001  (reported as a problem below)
-            problems.append(f"the coverage report is not in the bucket: {e}")
+        problems += report_page(year, session, report_bucket, work)
         calls = ", ".join(f"{n} {f.invocations} ({1000 * f.seconds / max(f.invocations, 1):.0f} ms each)" for n, f in fns.items())
         print()
         print(f"    invocations: {calls}; wall time {time.monotonic() - started:.0f} s")

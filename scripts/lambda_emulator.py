@@ -224,10 +224,10 @@ class LambdaFunction:
         self.started_at = time.monotonic()
         self.process = subprocess.Popen([str(binary)], env=full_env, stdout=log_path.open("w"), stderr=subprocess.STDOUT)
 
-    def invoke(self, payload: dict) -> dict:
+    def invoke(self, payload: dict, timeout_s: int = 300) -> dict:
         self.invocations += 1
         begun = time.monotonic()
-        kind, body = self.api.invoke(payload)
+        kind, body = self.api.invoke(payload, timeout_s)
         self.seconds += time.monotonic() - begun
         if kind != "response":
             raise SystemExit(f"{self.name} failed: {body}")

@@ -811,8 +811,8 @@ fn each_function_reads_and_writes_only_its_own_ledger_records() {
         ),
         (
             "ReportSnapshotsFunction",
-            &["BatchGetItem", "PutItem"],
-            &["copy", "report", "seen"],
+            &["BatchGetItem", "PutItem", "Query"],
+            &["copy", "report", "seen", "inflight"],
         ),
     ];
     for (function, actions, keys) in expected {
@@ -1123,5 +1123,58 @@ fn the_dashboard_shows_every_function_and_the_stacks_metrics() {
         "EstimatedMonthlyCost",
     ] {
         assert!(text.contains(needle), "the dashboard lacks {needle}");
+    }
+}
+
+/// report-snapshots lists blocks but can never read them, and tags only
+/// its two cache keys, only on this deployment's snapshots.
+#[test]
+fn the_report_lists_blocks_never_reads_them_and_tags_only_its_cache() {
+    let template = template_json();
+    let text = template.to_string();
+    assert!(
+        !text.contains("ebs:GetSnapshotBlock") && !text.contains("\"ebs:*\""),
+        "no function may read snapshot data"
+    );
+    let statements: Vec<Value> = template["Resources"]["ReportSnapshotsFunction"]["Properties"]
+        ["Policies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["Statement"].as_array())
+        .flatten()
+        .cloned()
+        .collect();
+    let with = |action: &str| -> Vec<&Value> {
+        statements
+            .iter()
+            .filter(|s| s["Action"].to_string().contains(action))
+            .collect()
+    };
+    let lists = with("ebs:");
+    assert_eq!(lists.len(), 1);
+    assert_eq!(
+        lists[0]["Action"],
+        json!(["ebs:ListChangedBlocks", "ebs:ListSnapshotBlocks"])
+    );
+    let tags = with("ec2:CreateTags");
+    assert_eq!(tags.len(), 1, "one tagging statement");
+    assert_eq!(
+        tags[0]["Condition"]["StringEquals"]["aws:ResourceTag/lifecycle:managed-by"],
+        json!({"!Ref": "AWS::StackName"})
+    );
+    assert_eq!(
+        tags[0]["Condition"]["ForAllValues:StringEquals"]["aws:TagKeys"],
+        json!(["lifecycle:unique-bytes", "lifecycle:unique-basis"])
+    );
+    let env =
+        &template["Resources"]["ReportSnapshotsFunction"]["Properties"]["Environment"]["Variables"];
+    for (variable, parameter) in [
+        ("STANDARD_PRICE_GB_MONTH", "StandardPricePerGbMonth"),
+        ("ARCHIVE_PRICE_GB_MONTH", "ArchivePricePerGbMonth"),
+        ("RESTORE_PRICE_GB", "RestorePricePerGb"),
+    ] {
+        assert_eq!(env[variable], json!({"!Ref": parameter}), "{variable}");
+        assert!(template["Parameters"][parameter]["Default"].is_string());
     }
 }

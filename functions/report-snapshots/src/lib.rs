@@ -188,9 +188,20 @@ pub async fn handle(
     };
     drop(snapshots);
     let existing: BTreeSet<String> = volumes.iter().map(|v| v.id.clone()).collect();
+    // The dry expiry plan needs what protects snapshots; without it the
+    // report stands and says the next expiry's figure is missing.
+    let ami_snapshot_ids = match ports.protections.ami_snapshot_ids().await {
+        Ok(ids) => Some(ids),
+        Err(e) => {
+            cost.errors.push(format!(
+                "what the next expiry frees is not known: the AMIs could not be read: {e}"
+            ));
+            None
+        }
+    };
     let plans_facts = AccountFacts {
         deployment: config.deployment_name.clone(),
-        ami_snapshot_ids: ports.protections.ami_snapshot_ids().await?,
+        ami_snapshot_ids: ami_snapshot_ids.clone().unwrap_or_default(),
         locked_snapshot_ids: ports
             .protections
             .locked_snapshot_ids(&ours.iter().cloned().collect::<Vec<_>>())
@@ -207,7 +218,10 @@ pub async fn handle(
         now,
     };
     let gate = DeletionGate::new(plans_facts, &sifted.owned, config.max_deletions);
-    let plans = expiry::plan(&sifted.owned, &config.policies, &existing, &gate);
+    let plans = match ami_snapshot_ids {
+        Some(_) => expiry::plan(&sifted.owned, &config.policies, &existing, &gate),
+        None => Vec::new(),
+    };
     cost::price(
         &sifted.owned,
         &figures,
