@@ -270,6 +270,8 @@ class Year:
         self.copies = collections.Counter()   # started / completed / failed / deleted
         self.vault = collections.Counter()    # shared / copied / locked / deleted
         self.last_coverage: dict = {}
+        # Per report run: (EBS direct API requests, figures computed, snapshots priced).
+        self.cost_runs: list[tuple[int, int, int]] = []
         # Copies the last copy-snapshots run started: they complete after it,
         # and the next run (after the year) would tag them.
         self.last_started: set[str] = set()
@@ -403,6 +405,8 @@ class Year:
 
     def after_report(self, when: datetime.datetime, result: dict) -> None:
         self.last_coverage = result
+        cost = result.get("cost", {})
+        self.cost_runs.append((cost.get("requests", 0), cost.get("computed", 0), cost.get("snapshots", 0)))
         # Every opted-in volume is snapshotted on time all year: a gap
         # would be a failure of the year, not a finding.
         for c in result["coverage"]:
@@ -659,6 +663,11 @@ def report_page(year: Year, session: dict, bucket: str, work: Path) -> list[str]
                 ["policy", "snapshots", "stored GiB", "USD/month", "next expiry frees GiB", "archiving saves USD"])
     print(f"    {cost['snapshots']} snapshots, {cost['requests']} EBS direct API requests in the last run, "
           f"{cost['left']} left unmeasured, {cost['archive_candidates']} archive candidates")
+    if year.cost_runs:
+        first, rest = year.cost_runs[0], year.cost_runs[1:]
+        print(f"    requests: first run {first[0]} for {first[1]} snapshots measured; then "
+              f"{sum(r[0] for r in rest)} in {len(rest)} runs for {sum(r[1] for r in rest)} measured "
+              f"({sum(r[0] for r in rest) / max(1, sum(r[1] for r in rest)):.2f} per snapshot measured)")
     if cost["left"] or any(c.get("unique_bytes") is None for v in cost["volumes"] for c in v["snapshots"]):
         problems.append("the last report left snapshots unmeasured")
     if year.days >= 2 and not cost["standard_bytes"]:
