@@ -132,7 +132,7 @@ fn cost_chart(report: &Report) -> String {
     let height = row_h * policies.len().max(1) + 10;
     let mut svg = format!(
         r#"<svg id="cost" role="img" aria-label="monthly cost per policy" width="{}" height="{height}" data-total-usd="{:.4}" xmlns="http://www.w3.org/2000/svg">"#,
-        label_w + bar_w + 200.0,
+        label_w + bar_w + 280.0,
         report.cost.monthly_usd
     );
     for (i, (policy, bytes, usd)) in policies.iter().enumerate() {
