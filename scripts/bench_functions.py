@@ -110,7 +110,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bin-dir", type=Path)
     parser.add_argument("--volumes", type=int, default=2000)
+    parser.add_argument("--only", nargs="*", choices=sorted(FUNCTIONS), help="these functions only")
     args = parser.parse_args()
+    functions = [name for name in FUNCTIONS if not args.only or name in args.only]
     work = Path(tempfile.mkdtemp(prefix="bench-functions-"))
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
@@ -138,7 +140,7 @@ def main() -> int:
                "MAX_DELETIONS": "50", "REPORT_BUCKET": "bench-reports"}
 
         starts: dict[str, float] = {}
-        for name in FUNCTIONS:
+        for name in functions:
             times = []
             for attempt in range(5):
                 fn = LambdaFunction(name, binary(args.bin_dir, name), env, work / f"{name}-start{attempt}.log")
@@ -155,7 +157,7 @@ def main() -> int:
         print(f"seeded {args.volumes} volumes, {args.volumes * 10} snapshots in {time.monotonic() - begun:.0f} s",
               flush=True)
         tick = {"kind": "tick", "scheduled_time": "2026-03-01T00:15:00Z"}
-        for name in FUNCTIONS:
+        for name in functions:
             fn = LambdaFunction(name, binary(args.bin_dir, name), env, work / f"{name}.log")
             runs = 2 if name == "report-snapshots" else 1
             for run in range(runs):

@@ -16,15 +16,10 @@ use ebs_lifecycle::ports::ec2::SnapshotTagger;
 use ebs_lifecycle_core::cost::{self, Prices, Sizes};
 use ebs_lifecycle_core::expiry::VolumePlan;
 use ebs_lifecycle_core::model::{Snapshot, SnapshotState};
-use ebs_lifecycle_core::policy::Policies;
+use ebs_lifecycle_core::policy::{ArchiveRule, KeepWithin, Policies};
 use ebs_lifecycle_core::retention::{Expiry, KeepReason};
-use ebs_lifecycle_core::{expiry, tagging, tags};
+use ebs_lifecycle_core::{archive, expiry, tagging, tags};
 
-/// A projected life with no end is priced over this horizon.
-pub const HORIZON_DAYS: f64 = 365.0;
-/// Only snapshots older than this are archive candidates (SPEC's `after`
-/// until a policy says otherwise).
-pub const ARCHIVE_AFTER_DAYS: i64 = 90;
 /// Errors listed in the summary, at most.
 const ERRORS_LISTED: usize = 10;
 
@@ -52,9 +47,10 @@ pub struct SnapshotCost {
     pub expires: String,
     /// The dry expiry plan deletes it.
     pub expiry_deletes: bool,
-    /// What archiving it for the rest of its projected life saves (USD),
-    /// when it is a candidate (kept only by monthly or yearly rules, older
-    /// than 90 days, neither the newest nor the oldest of its volume).
+    /// What archiving it for the rest of its projected life saves (USD;
+    /// negative: costs), when the policy's archive rule (or the usual one:
+    /// monthly and yearly, after 90 days) would consider it
+    /// (`ebs_lifecycle_core::archive::judge`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub archive_saving_usd: Option<f64>,
 }
@@ -233,20 +229,18 @@ fn note(summary: &mut CostSummary, error: String) {
     }
 }
 
-/// Is `r` a rule that keeps for months or years (what archiving is for)?
-fn long_kept(r: KeepReason) -> bool {
-    use KeepReason::*;
-    matches!(
-        r,
-        Monthly
-            | Yearly
-            | WithinMonthly
-            | WithinYearly
-            | OldestMonthly
-            | OldestYearly
-            | OldestWithinMonthly
-            | OldestWithinYearly
-    )
+/// What the report prices for a policy without an `archive` rule: the
+/// usual one (monthly and yearly snapshots, after 90 days).
+fn default_archive_rule() -> ArchiveRule {
+    ArchiveRule {
+        after: KeepWithin {
+            days: 90,
+            ..KeepWithin::default()
+        },
+        rules: ["monthly", "yearly", "within_monthly", "within_yearly"]
+            .map(String::from)
+            .to_vec(),
+    }
 }
 
 /// What pricing reads besides the snapshots.
@@ -257,6 +251,9 @@ pub struct Pricing<'a> {
     pub existing: &'a BTreeSet<String>,
     pub prices: &'a Prices,
     pub now: DateTime<Utc>,
+    /// Snapshots nothing may touch, and why: an AMI, a lock, a copy in
+    /// progress, held for review, a user's hold.
+    pub protected: &'a BTreeMap<String, &'static str>,
 }
 
 /// Price every volume and policy of `owned` (this deployment's proven
@@ -274,6 +271,7 @@ pub fn price(
         existing,
         prices,
         now,
+        protected,
     } = *context;
     let deleted: BTreeSet<&str> = plans
         .iter()
@@ -298,10 +296,49 @@ pub fn price(
             continue;
         }
         completed.sort_by_key(|s| (s.start_time, &s.id));
-        let (oldest, newest) = (
-            completed[0].id.clone(),
-            completed[completed.len() - 1].id.clone(),
-        );
+        // What archiving would save: the policy's `archive` rule, or, for a
+        // policy without one, what the usual rule would do (monthly and
+        // yearly snapshots after 90 days), as `crate::archive` judges it.
+        let savings: BTreeMap<&str, f64> = {
+            let policy = policies.get(policy_name);
+            let rule = policy
+                .and_then(|p| p.archive.clone())
+                .unwrap_or_else(default_archive_rule);
+            let candidates: Vec<archive::Candidate> = completed
+                .iter()
+                .filter_map(|s| {
+                    let projection = projections.get(&s.id);
+                    Some(archive::Candidate {
+                        id: s.id.clone(),
+                        time: s.start_time?,
+                        reasons: projection
+                            .map(|p| p.decision.reasons.clone())
+                            .unwrap_or_default(),
+                        expiry: projection.map_or(Expiry::Due, |p| p.expiry),
+                        tier: if s.archived {
+                            archive::Tier::Archived
+                        } else {
+                            archive::Tier::Standard
+                        },
+                        full_bytes: s.full_size_bytes,
+                        unique_bytes: figures.get(&s.id).map(|z| z.unique_bytes),
+                        protected: protected.get(&s.id).copied(),
+                    })
+                })
+                .collect();
+            let tz = policy.map_or(chrono_tz::Tz::UTC, |p| p.schedule.timezone());
+            archive::judge(&rule, tz, &candidates, prices, now)
+                .into_iter()
+                .filter_map(|d| {
+                    let id = completed.iter().find(|s| s.id == d.id)?.id.as_str();
+                    match d.verdict {
+                        Ok(usd) => Some((id, usd)),
+                        Err(archive::Stay::CostsMore { usd }) => Some((id, -usd)),
+                        Err(_) => None,
+                    }
+                })
+                .collect()
+        };
         let mut volume = VolumeCost {
             volume_id: volume_id.to_string(),
             policy: policy_name.to_string(),
@@ -318,33 +355,13 @@ pub fn price(
             let reasons: Vec<KeepReason> = projection
                 .map(|p| p.decision.reasons.clone())
                 .unwrap_or_default();
-            let (expires, remaining_days) = match projection.map(|p| p.expiry) {
-                Some(Expiry::At(t)) => (
-                    tags::format_time(t),
-                    (t - now).num_seconds().max(0) as f64 / 86_400.0,
-                ),
-                Some(Expiry::Never) => ("never".to_string(), HORIZON_DAYS),
-                Some(Expiry::Due) | None => ("due".to_string(), 0.0),
+            let expiry = projection.map_or(Expiry::Due, |p| p.expiry);
+            let expires = match expiry {
+                Expiry::At(t) => tags::format_time(t),
+                Expiry::Never => "never".to_string(),
+                Expiry::Due => "due".to_string(),
             };
-            let old_enough = s
-                .start_time
-                .is_some_and(|t| now - t > chrono::Duration::days(ARCHIVE_AFTER_DAYS));
-            let candidate = !s.archived
-                && old_enough
-                && s.id != oldest
-                && s.id != newest
-                && !reasons.is_empty()
-                && reasons.iter().all(|r| long_kept(*r))
-                && remaining_days > 0.0;
-            let saving = match (candidate, s.full_size_bytes, sizes) {
-                (true, Some(full), Some(sizes)) => Some(cost::archive_saving(
-                    full,
-                    sizes.unique_bytes,
-                    remaining_days,
-                    prices,
-                )),
-                _ => None,
-            };
+            let saving = savings.get(s.id.as_str()).copied();
             if s.archived {
                 volume.archive_bytes += s.full_size_bytes.unwrap_or(0);
             } else if let Some(sizes) = sizes {
@@ -354,9 +371,9 @@ pub fn price(
             if expiry_deletes {
                 volume.expiry_frees_bytes += sizes.map_or(0, |z| z.unique_bytes);
             }
-            if let Some(saving) = saving {
+            if let Some(saving) = saving.filter(|s| *s > 0.0) {
                 summary.archive_candidates += 1;
-                volume.archive_saves_usd += saving.max(0.0);
+                volume.archive_saves_usd += saving;
             }
             volume.snapshots.push(SnapshotCost {
                 id: s.id.clone(),

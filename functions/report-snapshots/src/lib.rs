@@ -217,6 +217,22 @@ pub async fn handle(
             .collect(),
         now,
     };
+    let mut protected: BTreeMap<String, &'static str> = BTreeMap::new();
+    for (ids, why) in [
+        (&plans_facts.ami_snapshot_ids, "ami"),
+        (&plans_facts.locked_snapshot_ids, "lock"),
+        (&plans_facts.copying, "copy-in-progress"),
+        (&plans_facts.held_for_review, "held-for-review"),
+    ] {
+        for id in ids {
+            protected.entry(id.clone()).or_insert(why);
+        }
+    }
+    for s in &sifted.owned {
+        if tags::is_held(&s.tags) {
+            protected.entry(s.id.clone()).or_insert("hold");
+        }
+    }
     let gate = DeletionGate::new(plans_facts, &sifted.owned, config.max_deletions);
     let plans = match ami_snapshot_ids {
         Some(_) => expiry::plan(&sifted.owned, &config.policies, &existing, &gate),
@@ -232,6 +248,7 @@ pub async fn handle(
             existing: &existing,
             prices: &config.prices,
             now,
+            protected: &protected,
         },
         &mut cost,
     );

@@ -420,7 +420,7 @@ tr.unprotected td {{ background: #fff3e0; }}
 <p><b id="snapshots">{snapshots}</b> snapshots of this deployment store <b id="stored-gib">{stored:.2}</b> GiB
 (standard {standard:.2} GiB, archive {archive:.2} GiB): about <b id="monthly-usd">{monthly:.2}</b> USD a month
 at {price_standard} / {price_archive} USD per GB-month. The next expiry frees at least <b id="frees-gib">{frees:.2}</b> GiB;
-archiving the {candidates} snapshots kept only by monthly or yearly rules would save <b id="archive-usd">{saves:.2}</b> USD over their kept life.
+archiving the {candidates} snapshots the policies' archive rules pick (monthly and yearly after 90 days where a policy has none) would save <b id="archive-usd">{saves:.2}</b> USD over their kept life.
 {left}</p>
 {cost_chart}
 <h3>Storage over the kept history</h3>

@@ -26,6 +26,8 @@
 //! - [`copies`]: disaster-recovery copies: which snapshot a target copies
 //!   next, a copy's tags, a lost CopySnapshot answer found again.
 //! - [`window`]: `MAX_DELETIONS` counted over 24 hours, across runs.
+//! - [`archive`]: which snapshots move to the archive tier (the saving
+//!   over their projected life, EC2's quotas), what early deletion costs.
 //! - [`cost`]: what snapshots cost: unique and added bytes from changed
 //!   blocks, prices, what archiving saves.
 //! - [`coverage`]: what protects every volume of the region, and the gaps
@@ -41,6 +43,7 @@
 //! - [`fuzzing`]: the bodies of the `fuzz/` targets (event and policy
 //!   parsing), also run as property tests on stable.
 
+pub mod archive;
 pub mod consistency;
 pub mod copies;
 pub mod cost;

@@ -124,6 +124,72 @@ pub struct Policy {
     /// Disaster-recovery targets, each with its own retention
     /// (docs/policies-and-tags.md, "Copies to other regions").
     pub copies: Vec<CopyTarget>,
+    /// When snapshots move to the archive tier (docs/policies-and-tags.md,
+    /// "Archive"); `None`: never.
+    pub archive: Option<ArchiveRule>,
+}
+
+/// `"archive": {"after": "90d", "rules": ["monthly", "yearly"]}`: a
+/// completed snapshot older than `after`, kept by these rules alone, is
+/// archived when that saves money (`crate::archive`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchiveRule {
+    /// restic's duration syntax (`90d`, `6m`, `1y`).
+    pub after: KeepWithin,
+    /// Rule names as the `keep` document writes them.
+    pub rules: Vec<String>,
+}
+
+/// The rule names `archive.rules` accepts: the `keep` document's.
+pub const ARCHIVE_RULE_NAMES: [&str; 13] = [
+    "last",
+    "hourly",
+    "daily",
+    "weekly",
+    "monthly",
+    "yearly",
+    "within",
+    "within_hourly",
+    "within_daily",
+    "within_weekly",
+    "within_monthly",
+    "within_yearly",
+    "tags",
+];
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawArchive {
+    after: String,
+    rules: Vec<String>,
+}
+
+impl ArchiveRule {
+    fn from_raw(raw: RawArchive) -> Result<Self, (&'static str, String)> {
+        let after = KeepWithin::parse(&raw.after).map_err(|p| ("after", p))?;
+        if raw.rules.is_empty() {
+            return Err((
+                "rules",
+                "no rule: nothing would ever be archived; leave `archive` out instead".into(),
+            ));
+        }
+        for rule in &raw.rules {
+            if !ARCHIVE_RULE_NAMES.contains(&rule.as_str()) {
+                return Err((
+                    "rules",
+                    format!(
+                        "`{}` is not a keep rule (one of {})",
+                        crate::text::excerpt(rule).escape_debug(),
+                        ARCHIVE_RULE_NAMES.join(", ")
+                    ),
+                ));
+            }
+        }
+        Ok(Self {
+            after,
+            rules: raw.rules,
+        })
+    }
 }
 
 /// EC2 lets a policy copy to at most this many targets (as Data Lifecycle
@@ -344,6 +410,12 @@ impl Policy {
             copies.push(target);
         }
 
+        let archive = raw
+            .archive
+            .map(ArchiveRule::from_raw)
+            .transpose()
+            .map_err(|(field, p)| err(&format!("archive.{field}"), p))?;
+
         Ok(Self {
             name: name.to_string(),
             schedule,
@@ -354,6 +426,7 @@ impl Policy {
             orphans,
             application,
             copies,
+            archive,
         })
     }
 }
@@ -386,6 +459,8 @@ struct RawPolicy {
     on_command_failure: Option<String>,
     #[serde(default)]
     copies: Vec<RawCopyTarget>,
+    #[serde(default)]
+    archive: Option<RawArchive>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -1099,5 +1174,34 @@ mod tests {
             Policies::parse(doc).unwrap().get("p").unwrap().copy_tags,
             CopyTags::All
         );
+    }
+
+    #[test]
+    fn the_archive_rule_parses_and_each_mistake_names_its_field() {
+        let doc = |archive: &str| {
+            format!(
+                r#"{{"p":{{"schedule":"@daily","keep":{{"monthly":12,"yearly":3}},"archive":{archive}}}}}"#
+            )
+        };
+        let p = Policies::parse(&doc(r#"{"after":"90d","rules":["monthly","yearly"]}"#)).unwrap();
+        let rule = p.get("p").unwrap().archive.clone().unwrap();
+        assert_eq!(rule.after.days, 90);
+        assert_eq!(rule.rules, ["monthly", "yearly"]);
+        assert!(
+            Policies::parse(r#"{"p":{"schedule":"@daily","keep":{"last":1}}}"#)
+                .unwrap()
+                .get("p")
+                .unwrap()
+                .archive
+                .is_none()
+        );
+        for (archive, field) in [
+            (r#"{"after":"ninety","rules":["monthly"]}"#, "archive.after"),
+            (r#"{"after":"90d","rules":[]}"#, "archive.rules"),
+            (r#"{"after":"90d","rules":["montly"]}"#, "archive.rules"),
+        ] {
+            assert_eq!(field_error(&doc(archive)).1, field, "{archive}");
+        }
+        assert!(Policies::parse(&doc(r#"{"after":"90d"}"#)).is_err());
     }
 }

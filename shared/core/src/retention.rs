@@ -202,7 +202,7 @@ pub(crate) fn bucket_of(reason: KeepReason, local: &DateTime<Tz>) -> i64 {
 }
 
 /// `t` minus `within`, on the wall clock of `tz`, normalised like Go's `AddDate`.
-fn within_cutoff(t: DateTime<Utc>, within: &KeepWithin, tz: Tz) -> DateTime<Utc> {
+pub(crate) fn within_cutoff(t: DateTime<Utc>, within: &KeepWithin, tz: Tz) -> DateTime<Utc> {
     let local = t.with_timezone(&tz).naive_local();
     let months = i64::from(local.year()) * 12 + i64::from(local.month0())
         - i64::from(within.years) * 12
