@@ -399,7 +399,7 @@ ElasticBlockStore.copy_snapshot = _copy_snapshot_honouring_encrypted
 #   25-74 % by a seed from the volume id (crc32);
 # - each later one holds the previous one's blocks with one extent rewritten
 #   since: blocks x rate x days since the previous snapshot (at least 1), rate
-#   1-5 %/day by the same seed, at an offset from the seed and the snapshot's
+#   0.2-1 %/day by the same seed, at an offset from the seed and the snapshot's
 #   position (wrapping at the end of the volume);
 # - a volume tag ``moto:writes`` (``0-99,200-209``: block ranges, inclusive)
 #   replaces the pattern for the next snapshot of the volume, so a test can
@@ -455,7 +455,7 @@ def _seeded_writes(volume_id, lineage, blocks, now):  # type: ignore[no-untyped-
     if not lineage:
         fill = 0.25 + (seed % 50) / 100
         return [(0, max(1, int(blocks * fill)) - 1)]
-    rate = (1 + (seed // 50) % 5) / 100
+    rate = (2 + 2 * ((seed // 50) % 5)) / 1000
     days = max(0.0, (now - lineage[-1].created).total_seconds() / 86400)
     count = min(blocks, max(1, int(blocks * rate * days)))
     start = binascii.crc32(f"{volume_id}:{len(lineage)}".encode()) % blocks
@@ -568,7 +568,15 @@ def _ebs_validation(message):  # type: ignore[no-untyped-def]
 
 
 def _expiry():  # type: ignore[no-untyped-def]
-    return utcnow() + datetime.timedelta(days=7)
+    return (utcnow() + datetime.timedelta(days=7)).timestamp()
+
+
+def _json(result):  # type: ignore[no-untyped-def]
+    """The answer as the REST-JSON protocol has it, written directly: moto's
+    generic serializer takes ten times longer over 10,000 blocks a page."""
+    import json
+
+    return 200, {"Content-Type": "application/json"}, json.dumps(result)
 
 
 def _list_snapshot_blocks_synthetic(self):  # type: ignore[no-untyped-def]
@@ -586,7 +594,7 @@ def _list_snapshot_blocks_synthetic(self):  # type: ignore[no-untyped-def]
     result = {"Blocks": blocks, "VolumeSize": entry.volume_gib, "BlockSize": BLOCK_BYTES, "ExpiryTime": _expiry()}
     if more:
         result["NextToken"] = more
-    return ActionResult(result)
+    return _json(result)
 
 
 def _list_changed_blocks_synthetic(self):  # type: ignore[no-untyped-def]
@@ -627,7 +635,7 @@ def _list_changed_blocks_synthetic(self):  # type: ignore[no-untyped-def]
               "ExpiryTime": _expiry()}
     if more:
         result["NextToken"] = more
-    return ActionResult(result)
+    return _json(result)
 
 
 _copied_snapshot_ids = set()

@@ -6,7 +6,9 @@
 use chrono::{DateTime, Duration, Utc};
 use serde_json::json;
 
+use ebs_lifecycle::aws::ebs::EbsBlocks;
 use ebs_lifecycle::aws::ec2::Ec2Adapter;
+use ebs_lifecycle::aws::s3::S3ReportStore;
 use ebs_lifecycle::lambda::deadline::Deadline;
 use ebs_lifecycle_core::coverage::Cover;
 use ebs_lifecycle_core::notify::{NotificationKind, Severity};
@@ -15,6 +17,39 @@ use integration_tests::*;
 
 fn t(s: &str) -> DateTime<Utc> {
     tags::parse_time(s).unwrap()
+}
+
+/// What a report run is given.
+struct World<'a> {
+    moto: &'a Moto,
+    adapter: &'a Ec2Adapter,
+    blocks: &'a EbsBlocks,
+    notifier: &'a RecordingNotifier,
+    config: &'a ebs_lifecycle::config::Config,
+    store: Option<&'a S3ReportStore>,
+}
+
+impl World<'_> {
+    async fn run(&self, now: DateTime<Utc>) -> report_snapshots::Report {
+        report_snapshots::handle(
+            report_snapshots::Ports {
+                catalog: self.adapter,
+                inventory: self.adapter,
+                protections: self.adapter,
+                blocks: self.blocks,
+                tagger: self.adapter,
+                notifier: self.notifier,
+                ledger: self.moto.ledger(),
+                reports: self.store.map(|s| s as _),
+            },
+            self.config,
+            &json!({"kind": "tick"}),
+            now,
+            Deadline::after(std::time::Duration::from_secs(600)),
+        )
+        .await
+        .unwrap()
+    }
 }
 
 #[tokio::test]
@@ -64,30 +99,15 @@ async fn every_volume_is_classed_and_a_stopped_schedule_is_a_gap_reported_once()
     let store =
         ebs_lifecycle::aws::s3::S3ReportStore::for_bucket(&moto.sdk_config(), "itest-reports");
     let (blocks, _) = moto.ebs_blocks();
-    let run = |now: DateTime<Utc>| {
-        let (adapter, notifier, config, moto, store, blocks) =
-            (&adapter, &notifier, &config, &moto, &store, &blocks);
-        async move {
-            report_snapshots::handle(
-                report_snapshots::Ports {
-                    catalog: adapter,
-                    inventory: adapter,
-                    protections: adapter,
-                    blocks,
-                    tagger: adapter,
-                    notifier,
-                    ledger: moto.ledger(),
-                    reports: Some(store),
-                },
-                config,
-                &json!({"kind": "tick"}),
-                now,
-                Deadline::after(std::time::Duration::from_secs(600)),
-            )
-            .await
-            .unwrap()
-        }
+    let world = World {
+        moto: &moto,
+        adapter: &adapter,
+        blocks: &blocks,
+        notifier: &notifier,
+        config: &config,
+        store: Some(&store),
     };
+    let run = |now: DateTime<Utc>| world.run(now);
     let gaps = |n: &RecordingNotifier| -> Vec<(String, Severity)> {
         n.sent()
             .iter()
@@ -243,30 +263,15 @@ async fn unique_bytes_follow_the_hand_computed_block_map_and_are_cached() {
         tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     }
     let (blocks, counter) = moto.ebs_blocks();
-    let run = |now: DateTime<Utc>| {
-        let (adapter, notifier, config, moto, blocks) =
-            (&adapter, &notifier, &config, &moto, &blocks);
-        async move {
-            report_snapshots::handle(
-                report_snapshots::Ports {
-                    catalog: adapter,
-                    inventory: adapter,
-                    protections: adapter,
-                    blocks,
-                    tagger: adapter,
-                    notifier,
-                    ledger: moto.ledger(),
-                    reports: None,
-                },
-                config,
-                &json!({"kind": "tick"}),
-                now,
-                Deadline::after(std::time::Duration::from_secs(600)),
-            )
-            .await
-            .unwrap()
-        }
+    let world = World {
+        moto: &moto,
+        adapter: &adapter,
+        blocks: &blocks,
+        notifier: &notifier,
+        config: &config,
+        store: None,
     };
+    let run = |now: DateTime<Utc>| world.run(now);
     let unique = |r: &report_snapshots::Report| -> Vec<(Option<u64>, Option<u64>)> {
         r.cost.volumes[0]
             .snapshots

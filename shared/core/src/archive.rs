@@ -416,32 +416,7 @@ mod tests {
 
     #[test]
     fn every_reason_names_a_rule_the_archive_field_accepts() {
-        use KeepReason::*;
-        for r in [
-            Last,
-            Hourly,
-            Daily,
-            Weekly,
-            Monthly,
-            Yearly,
-            Within,
-            WithinHourly,
-            WithinDaily,
-            WithinWeekly,
-            WithinMonthly,
-            WithinYearly,
-            OldestHourly,
-            OldestDaily,
-            OldestWeekly,
-            OldestMonthly,
-            OldestYearly,
-            OldestWithinHourly,
-            OldestWithinDaily,
-            OldestWithinWeekly,
-            OldestWithinMonthly,
-            OldestWithinYearly,
-            Tag,
-        ] {
+        for r in KeepReason::ALL {
             assert!(
                 crate::policy::ARCHIVE_RULE_NAMES.contains(&rule_name(r)),
                 "{r}"

@@ -70,6 +70,36 @@ pub enum KeepReason {
 }
 
 impl KeepReason {
+    /// Every reason, in declaration order.
+    pub const ALL: [KeepReason; 23] = {
+        use KeepReason::*;
+        [
+            Last,
+            Hourly,
+            Daily,
+            Weekly,
+            Monthly,
+            Yearly,
+            Within,
+            WithinHourly,
+            WithinDaily,
+            WithinWeekly,
+            WithinMonthly,
+            WithinYearly,
+            OldestHourly,
+            OldestDaily,
+            OldestWeekly,
+            OldestMonthly,
+            OldestYearly,
+            OldestWithinHourly,
+            OldestWithinDaily,
+            OldestWithinWeekly,
+            OldestWithinMonthly,
+            OldestWithinYearly,
+            Tag,
+        ]
+    };
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Last => "last",

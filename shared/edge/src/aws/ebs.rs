@@ -65,50 +65,53 @@ impl SnapshotBlocks for EbsBlocks {
         loop {
             self.bucket.acquire().await;
             walked.requests += 1;
-            let next = match older {
-                Some(older) => {
-                    let page = self
-                        .client
-                        .list_changed_blocks()
-                        .first_snapshot_id(older)
-                        .second_snapshot_id(newer)
-                        .max_results(PAGE)
-                        .set_next_token(token.clone())
-                        .send()
-                        .await;
-                    let page = match page {
-                        Ok(page) => page,
-                        Err(e) => return Err(self.failed(newer, e).await),
-                    };
-                    for b in page.changed_blocks() {
-                        if let Some(i) = index(b.block_index()) {
-                            walked.diff.add(
-                                i,
-                                b.first_block_token().is_some(),
-                                b.second_block_token().is_some(),
-                            );
+            let next: Result<Option<String>, BlocksError> = match older {
+                Some(older) => self
+                    .client
+                    .list_changed_blocks()
+                    .first_snapshot_id(older)
+                    .second_snapshot_id(newer)
+                    .max_results(PAGE)
+                    .set_next_token(token.clone())
+                    .send()
+                    .await
+                    .map(|page| {
+                        for b in page.changed_blocks() {
+                            if let Some(i) = index(b.block_index()) {
+                                walked.diff.add(
+                                    i,
+                                    b.first_block_token().is_some(),
+                                    b.second_block_token().is_some(),
+                                );
+                            }
                         }
-                    }
-                    page.next_token().map(String::from)
-                }
+                        page.next_token().map(String::from)
+                    })
+                    .map_err(|e| error_of(newer, e)),
                 None => {
-                    let page = self
-                        .client
+                    self.client
                         .list_snapshot_blocks()
                         .snapshot_id(newer)
                         .max_results(PAGE)
                         .set_next_token(token.clone())
                         .send()
-                        .await;
-                    let page = match page {
-                        Ok(page) => page,
-                        Err(e) => return Err(self.failed(newer, e).await),
-                    };
-                    walked
-                        .diff
-                        .newer
-                        .extend(page.blocks().iter().filter_map(|b| index(b.block_index())));
-                    page.next_token().map(String::from)
+                        .await
+                        .map(|page| {
+                            walked.diff.newer.extend(
+                                page.blocks().iter().filter_map(|b| index(b.block_index())),
+                            );
+                            page.next_token().map(String::from)
+                        })
+                        .map_err(|e| error_of(newer, e))
+                }
+            };
+            let next = match next {
+                Ok(next) => next,
+                Err(e) => {
+                    if matches!(e, BlocksError::Throttled(_)) {
+                        self.bucket.throttled().await;
+                    }
+                    return Err(e);
                 }
             };
             self.bucket.succeeded().await;
@@ -117,23 +120,5 @@ impl SnapshotBlocks for EbsBlocks {
                 _ => return Ok(walked),
             }
         }
-    }
-}
-
-impl EbsBlocks {
-    async fn failed<E, R>(
-        &self,
-        snapshot: &str,
-        e: aws_sdk_ebs::error::SdkError<E, R>,
-    ) -> BlocksError
-    where
-        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-        R: std::fmt::Debug,
-    {
-        let error = error_of(snapshot, e);
-        if matches!(error, BlocksError::Throttled(_)) {
-            self.bucket.throttled().await;
-        }
-        error
     }
 }
