@@ -156,31 +156,40 @@ pub async fn figures(
             summary.left += wanted;
             continue;
         }
+        // Oldest first, each pair walked once and dropped once both its
+        // snapshots are done: at most two diffs of a volume in memory.
         let mut diffs: BTreeMap<(Option<usize>, usize), Option<Walked>> = BTreeMap::new();
-        for (older, newer) in cost::needed_diffs(&stale) {
-            if stop || deadline.is_near() {
-                stop = true;
-                break;
-            }
-            let walked = ports.blocks.diff(older.map(|o| ids[o]), ids[newer]).await;
-            let walked = match walked {
-                Ok(w) => {
-                    summary.requests += w.requests;
-                    Some(w)
-                }
-                Err(e) => {
-                    if matches!(e, BlocksError::Throttled(_) | BlocksError::AccessDenied(_)) {
-                        stop = true;
-                    }
-                    note(summary, e.to_string());
-                    None
-                }
-            };
-            diffs.insert((older, newer), walked);
-        }
         for (i, is_stale) in stale.iter().enumerate() {
+            diffs.retain(|(_, newer), _| *newer >= i);
             if !is_stale {
                 continue;
+            }
+            let mut pairs = vec![(i.checked_sub(1), i)];
+            if i + 1 < ids.len() {
+                pairs.push((Some(i), i + 1));
+            }
+            for (older, newer) in pairs {
+                if diffs.contains_key(&(older, newer)) {
+                    continue;
+                }
+                if stop || deadline.is_near() {
+                    stop = true;
+                    break;
+                }
+                let walked = match ports.blocks.diff(older.map(|o| ids[o]), ids[newer]).await {
+                    Ok(w) => {
+                        summary.requests += w.requests;
+                        Some(w)
+                    }
+                    Err(e) => {
+                        if matches!(e, BlocksError::Throttled(_) | BlocksError::AccessDenied(_)) {
+                            stop = true;
+                        }
+                        note(summary, e.to_string());
+                        None
+                    }
+                };
+                diffs.insert((older, newer), walked);
             }
             let from_previous = diffs.get(&(i.checked_sub(1), i));
             let to_next = (i + 1 < ids.len()).then(|| diffs.get(&(Some(i), i + 1)));

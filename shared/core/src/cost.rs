@@ -172,25 +172,6 @@ pub fn stale(ids: &[&str], cached: &[Option<Sizes>]) -> Vec<bool> {
         .collect()
 }
 
-/// The diffs a lineage's stale positions need: the pair (i - 1, i) for each
-/// stale i (for i = 0 the oldest's own blocks, `None` as the older side) and
-/// (i, i + 1) unless i is the newest. Each pair once, oldest first.
-pub fn needed_diffs(stale: &[bool]) -> Vec<(Option<usize>, usize)> {
-    let mut pairs = std::collections::BTreeSet::new();
-    for (i, s) in stale.iter().enumerate() {
-        if !s {
-            continue;
-        }
-        pairs.insert((i.checked_sub(1), i));
-        if i + 1 < stale.len() {
-            pairs.insert((Some(i), i + 1));
-        }
-    }
-    let mut pairs: Vec<_> = pairs.into_iter().collect();
-    pairs.sort_by_key(|(_, newer)| *newer);
-    pairs
-}
-
 /// What archiving a snapshot for the rest of its projected life saves, in
 /// USD (negative: it would cost more). The standard tier bills only its
 /// unique blocks (the rest stay with its neighbours); the archive tier bills
@@ -295,12 +276,10 @@ mod tests {
             None,
         ];
         assert_eq!(stale(&ids, &c), [false, true, true]);
-        assert_eq!(needed_diffs(&stale(&ids, &c)), [(Some(0), 1), (Some(1), 2)]);
         // b deleted from a, b, c: a and c are stale.
         let ids = ["snap-a", "snap-c"];
         let c = [cached(None, Some("snap-b")), cached(Some("snap-b"), None)];
         assert_eq!(stale(&ids, &c), [true, true]);
-        assert_eq!(needed_diffs(&stale(&ids, &c)), [(None, 0), (Some(0), 1)]);
     }
 
     #[test]
