@@ -176,20 +176,24 @@ pub async fn figures(
                     stop = true;
                     break;
                 }
-                let walked = match ports.blocks.diff(older.map(|o| ids[o]), ids[newer]).await {
+                match ports.blocks.diff(older.map(|o| ids[o]), ids[newer]).await {
                     Ok(w) => {
                         summary.requests += w.requests;
-                        Some(w)
+                        diffs.insert((older, newer), Some(w));
                     }
-                    Err(e) => {
-                        if matches!(e, BlocksError::Throttled(_) | BlocksError::AccessDenied(_)) {
-                            stop = true;
-                        }
+                    // The account's limits or permissions: no more walks this
+                    // run; what needed this pair is left for the next.
+                    Err(e @ (BlocksError::Throttled(_) | BlocksError::AccessDenied(_))) => {
                         note(summary, e.to_string());
-                        None
+                        stop = true;
                     }
-                };
-                diffs.insert((older, newer), walked);
+                    // This pair cannot be compared (a snapshot gone or
+                    // archived meanwhile): its snapshots are unreadable now.
+                    Err(e) => {
+                        note(summary, e.to_string());
+                        diffs.insert((older, newer), None);
+                    }
+                }
             }
             let from_previous = diffs.get(&(i.checked_sub(1), i));
             let to_next = (i + 1 < ids.len()).then(|| diffs.get(&(Some(i), i + 1)));
@@ -406,4 +410,146 @@ pub fn price(
         summary.volumes.push(volume);
     }
     summary.monthly_usd = prices.monthly(summary.standard_bytes, summary.archive_bytes);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ebs_lifecycle::ports::ec2::Ec2Error;
+    use ebs_lifecycle_core::cost::{Diff, BLOCK_BYTES};
+    use ebs_lifecycle_core::model::Tags;
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    /// Ten snapshots of one volume; snapshot k rewrites block k (and the
+    /// first holds blocks 0-9). Each request takes a second.
+    struct Volume {
+        requests: Mutex<u32>,
+        throttle_after: Option<u32>,
+    }
+
+    #[async_trait::async_trait]
+    impl SnapshotBlocks for Volume {
+        async fn diff(&self, older: Option<&str>, newer: &str) -> Result<Walked, BlocksError> {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let n = {
+                let mut r = self.requests.lock().unwrap();
+                *r += 1;
+                *r
+            };
+            if self.throttle_after.is_some_and(|t| n > t) {
+                return Err(BlocksError::Throttled("RequestThrottledException".into()));
+            }
+            let k = |id: &str| id.trim_start_matches("snap-").parse::<u32>().unwrap();
+            let mut diff = Diff::default();
+            match older {
+                None => (0..10).for_each(|b| diff.add(b, false, true)),
+                Some(o) => {
+                    // Blocks rewritten after `o` up to `newer`.
+                    for b in k(o) + 1..=k(newer) {
+                        diff.add(b, true, true);
+                    }
+                }
+            }
+            Ok(Walked { diff, requests: 1 })
+        }
+    }
+
+    #[derive(Default)]
+    struct Tagger(Mutex<BTreeMap<String, Tags>>);
+
+    #[async_trait::async_trait]
+    impl SnapshotTagger for Tagger {
+        async fn tag_snapshots(&self, ids: &[String], tags: &Tags) -> Result<(), Ec2Error> {
+            let mut all = self.0.lock().unwrap();
+            for id in ids {
+                all.entry(id.clone()).or_default().extend(tags.clone());
+            }
+            Ok(())
+        }
+    }
+
+    fn lineage(tagger: &Tagger) -> Vec<Snapshot> {
+        let tags = tagger.0.lock().unwrap();
+        (0..10)
+            .map(|k| Snapshot {
+                id: format!("snap-{k}"),
+                volume_id: Some("vol-1".into()),
+                state: SnapshotState::Completed,
+                start_time: chrono::DateTime::from_timestamp(1_767_225_600 + k * 86_400, 0),
+                volume_size_gib: Some(1),
+                full_size_bytes: Some(10 * BLOCK_BYTES),
+                archived: false,
+                encrypted: true,
+                kms_key_id: None,
+                description: None,
+                owner_id: None,
+                tags: tags.get(&format!("snap-{k}")).cloned().unwrap_or_default(),
+            })
+            .collect()
+    }
+
+    async fn run(blocks: &Volume, tagger: &Tagger, seconds: u64) -> CostSummary {
+        let snapshots = lineage(tagger);
+        let ours: BTreeSet<String> = snapshots.iter().map(|s| s.id.clone()).collect();
+        let mut summary = CostSummary::default();
+        let ports = CostPorts { blocks, tagger };
+        let deadline = Deadline::after(Duration::from_secs(seconds)).with_margin(Duration::ZERO);
+        figures(ports, &lineages(&snapshots), &ours, &deadline, &mut summary).await;
+        summary
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_run_out_of_time_leaves_the_rest_and_the_next_continues_where_it_stopped() {
+        let blocks = Volume {
+            requests: Mutex::new(0),
+            throttle_after: None,
+        };
+        let tagger = Tagger::default();
+        // Four seconds: four walks, (-, 0), (0, 1), (1, 2), (2, 3): three
+        // snapshots measured, seven left.
+        let first = run(&blocks, &tagger, 4).await;
+        assert_eq!((first.computed, first.left, first.requests), (3, 7, 4));
+        // The next run asks only for what is left: one walk per pair.
+        let second = run(&blocks, &tagger, 60).await;
+        assert_eq!((second.computed, second.left, second.requests), (7, 0, 7));
+        // By the recipe: snapshot 0 alone holds the first version of block
+        // 1 (snapshot 1 rewrote it); snapshot 5's block 5 lives on in 6 to
+        // 9, so it holds nothing alone; the newest holds its block 9.
+        let cached = tagger.0.lock().unwrap();
+        let unique = |k: usize| cached[&format!("snap-{k}")]["lifecycle:unique-bytes"].clone();
+        assert_eq!(unique(0), BLOCK_BYTES.to_string());
+        assert_eq!(unique(5), "0");
+        assert_eq!(unique(9), BLOCK_BYTES.to_string());
+        assert_eq!(
+            cached["snap-0"]["lifecycle:unique-basis"],
+            format!("{} - snap-1", 10 * BLOCK_BYTES)
+        );
+        drop(cached);
+        // Nothing changed: nothing asked.
+        let third = run(&blocks, &tagger, 60).await;
+        assert_eq!((third.computed, third.requests), (0, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn throttling_through_the_retries_stops_the_walks_and_leaves_the_rest() {
+        let blocks = Volume {
+            requests: Mutex::new(0),
+            throttle_after: Some(2),
+        };
+        let tagger = Tagger::default();
+        let summary = run(&blocks, &tagger, 600).await;
+        assert_eq!(summary.computed, 1);
+        assert_eq!(summary.left, 9);
+        assert_eq!(
+            *blocks.requests.lock().unwrap(),
+            3,
+            "no request after the throttle"
+        );
+        assert!(
+            summary.errors[0].contains("throttling"),
+            "{:?}",
+            summary.errors
+        );
+    }
 }

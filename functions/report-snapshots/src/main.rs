@@ -17,7 +17,11 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             ledger: &env.ledger,
             reports: env.reports.as_ref().map(|r| r as _),
         };
-        let deadline = Deadline::from_wall_clock(event.context.deadline());
+        // Two minutes kept for what follows the walks: the dry expiry
+        // plan, the report's files (megabytes on a large account), the
+        // notifications.
+        let deadline = Deadline::from_wall_clock(event.context.deadline())
+            .with_margin(std::time::Duration::from_secs(120));
         handle(
             ports,
             &env.config,
