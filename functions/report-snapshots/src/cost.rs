@@ -516,7 +516,7 @@ mod tests {
         // By the recipe: snapshot 0 alone holds the first version of block
         // 1 (snapshot 1 rewrote it); snapshot 5's block 5 lives on in 6 to
         // 9, so it holds nothing alone; the newest holds its block 9.
-        let cached = tagger.0.lock().unwrap();
+        let cached = tagger.0.lock().unwrap().clone();
         let unique = |k: usize| cached[&format!("snap-{k}")]["lifecycle:unique-bytes"].clone();
         assert_eq!(unique(0), BLOCK_BYTES.to_string());
         assert_eq!(unique(5), "0");
@@ -525,7 +525,6 @@ mod tests {
             cached["snap-0"]["lifecycle:unique-basis"],
             format!("{} - snap-1", 10 * BLOCK_BYTES)
         );
-        drop(cached);
         // Nothing changed: nothing asked.
         let third = run(&blocks, &tagger, 60).await;
         assert_eq!((third.computed, third.requests), (0, 0));
