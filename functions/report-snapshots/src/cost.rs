@@ -84,6 +84,8 @@ pub struct CostSummary {
     /// Snapshots whose blocks could not be read (archived neighbours,
     /// copies, a key refused).
     pub unreadable: usize,
+    /// Measured but not cached: no room for two more tags (EC2 allows 50).
+    pub not_cached: usize,
     /// ListChangedBlocks and ListSnapshotBlocks requests this run.
     pub requests: u32,
     pub standard_bytes: u64,
@@ -217,9 +219,18 @@ pub async fn figures(
                 previous: i.checked_sub(1).map(|p| ids[p].to_string()),
                 next: ids.get(i + 1).map(|n| n.to_string()),
             };
-            if let Err(e) = ports
+            // EC2 allows 50 tags: a snapshot with no room for the two keys
+            // keeps no cache (measured again each run; counted, no error).
+            let cache = sizes.to_tags();
+            let new_keys = cache
+                .keys()
+                .filter(|k| !lineage[i].tags.contains_key(*k))
+                .count();
+            if lineage[i].tags.len() + new_keys > tags::MAX_TAGS_PER_RESOURCE {
+                summary.not_cached += 1;
+            } else if let Err(e) = ports
                 .tagger
-                .tag_snapshots(&[ids[i].to_string()], &sizes.to_tags())
+                .tag_snapshots(&[ids[i].to_string()], &cache)
                 .await
             {
                 // The figure stands for this report; the next run computes it again.
@@ -528,6 +539,23 @@ mod tests {
         // Nothing changed: nothing asked.
         let third = run(&blocks, &tagger, 60).await;
         assert_eq!((third.computed, third.requests), (0, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_snapshot_with_no_room_for_the_cache_is_measured_but_not_tagged() {
+        let blocks = Volume {
+            requests: Mutex::new(0),
+            throttle_after: None,
+        };
+        let tagger = Tagger::default();
+        let full: Tags = (0..49).map(|n| (format!("k{n}"), String::new())).collect();
+        tagger.0.lock().unwrap().insert("snap-4".into(), full);
+        let summary = run(&blocks, &tagger, 600).await;
+        assert_eq!((summary.computed, summary.not_cached), (10, 1));
+        assert!(summary.errors.is_empty(), "{:?}", summary.errors);
+        let tagged = tagger.0.lock().unwrap().clone();
+        assert!(!tagged["snap-4"].contains_key("lifecycle:unique-bytes"));
+        assert!(tagged["snap-5"].contains_key("lifecycle:unique-bytes"));
     }
 
     #[tokio::test(start_paused = true)]
