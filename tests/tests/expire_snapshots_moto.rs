@@ -368,3 +368,54 @@ async fn a_deadline_mid_run_leaves_the_rest_for_the_next_run() {
     let expected: BTreeSet<String> = account.all.difference(&account.may_go).cloned().collect();
     assert_eq!(remaining(&moto).await, expected);
 }
+
+/// Archived snapshots no rule keeps: one being restored (someone means to
+/// use it) stays; the other goes, and the days it falls short of the
+/// archive tier's 90 are charged in the summary.
+#[tokio::test]
+async fn an_archived_snapshot_being_restored_stays_and_early_deletion_is_charged() {
+    let moto = Moto::start();
+    let ec2 = moto.ec2();
+    let volume = create_volume(&ec2, 8, &[("Backup", "lean")]).await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(snapshot(&moto, &volume, Some("itest"), &[]).await);
+    }
+    // `last 1` keeps the newest; the two older are due. Both archived (moto
+    // archives at once, on its clock: today), one restored for three days.
+    for id in &ids[..2] {
+        ec2.modify_snapshot_tier()
+            .snapshot_id(id)
+            .storage_tier(aws_sdk_ec2::types::TargetStorageTier::Archive)
+            .send()
+            .await
+            .unwrap();
+    }
+    ec2.restore_snapshot_tier()
+        .snapshot_id(&ids[1])
+        .temporary_restore_days(3)
+        .send()
+        .await
+        .unwrap();
+    let full = snapshots(&ec2)
+        .await
+        .into_iter()
+        .find(|s| s.id == ids[0])
+        .and_then(|s| s.full_size_bytes)
+        .unwrap();
+
+    let notifier = RecordingNotifier::default();
+    let summary = expire(&moto, &config(POLICIES), &notifier).await;
+    let v = &summary.volumes[0];
+    let deleted: Vec<&str> = v.deleted.iter().map(|d| d.snapshot_id.as_str()).collect();
+    assert_eq!(deleted, [ids[0].as_str()]);
+    let restoring = v.kept.iter().find(|k| k.snapshot_id == ids[1]).unwrap();
+    assert_eq!(restoring.why, "being-restored");
+    // Archived today (moto's clock is after the run's): all 90 days short,
+    // three months of its full size at 0.0125 USD per GB-month.
+    let want = full as f64 / (1u64 << 30) as f64 * 0.0125 * 3.0;
+    let charged = v.deleted[0].early_deletion_usd.unwrap();
+    assert!((charged - want).abs() < 1e-9, "{charged} vs {want}");
+    assert!((summary.counts.early_deletion_usd - want).abs() < 1e-9);
+    assert!(remaining(&moto).await.contains(&ids[1]));
+}

@@ -322,6 +322,7 @@ proptest! {
                 volume_size_gib: Some(8),
                 full_size_bytes: None,
                 archived: false,
+                restore_expiry: None,
                 encrypted: true,
                 kms_key_id: None,
                 description: Some(description(owner)),

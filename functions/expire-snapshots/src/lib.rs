@@ -16,7 +16,7 @@
 //!    is in flight (the ledger's record); `DRY_RUN` walks the same plan and deletes nothing;
 //! 5. log and return a plan users can read, emit metrics, notify.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -36,6 +36,8 @@ use ebs_lifecycle::ports::ec2::{
 };
 use ebs_lifecycle::ports::ledger::{Ledger, LedgerError};
 use ebs_lifecycle::ports::notifier::Notifier;
+use ebs_lifecycle_core::archive;
+use ebs_lifecycle_core::cost::Prices;
 use ebs_lifecycle_core::events::{EventError, Tick};
 use ebs_lifecycle_core::expiry::{self, VolumePlan};
 use ebs_lifecycle_core::notify::{Notification, NotificationKind, Severity};
@@ -112,6 +114,10 @@ pub struct Deleted {
     pub snapshot_id: String,
     pub start_time: Option<String>,
     pub volume_size_gib: i32,
+    /// An archived snapshot deleted before its 90 days in the archive tier:
+    /// the days short, charged at deletion (USD, at `ARCHIVE_PRICE_GB_MONTH`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub early_deletion_usd: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -146,6 +152,8 @@ pub struct Counts {
     /// incremental: the storage actually freed (and billed) is usually far
     /// smaller. A count of what was removed, not a saving.
     pub source_volume_gib_of_deleted: i64,
+    /// What deleting archived snapshots early was charged (USD).
+    pub early_deletion_usd: f64,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -225,7 +233,50 @@ pub async fn handle(
         .into_iter()
         .map(|c| c.source_snapshot_id)
         .collect();
+    // Archived snapshots: a restore in progress or in effect protects one
+    // (someone means to use it), and deleting one within 90 days of its
+    // archival is charged. Asked only when there are archived snapshots;
+    // if EC2's tier status cannot be read, every archived one is kept.
+    let tiered: Vec<&ebs_lifecycle_core::model::Snapshot> = snapshots
+        .iter()
+        .filter(|s| s.archived || s.restore_expiry.is_some())
+        .collect();
+    let (restoring, archived_at) = if tiered.is_empty() {
+        (BTreeSet::new(), BTreeMap::new())
+    } else {
+        match ports.protections.tier_statuses().await {
+            Ok(statuses) => {
+                let mut restoring: BTreeSet<String> = tiered
+                    .iter()
+                    .filter(|s| s.restore_expiry.is_some_and(|t| t > now))
+                    .map(|s| s.id.clone())
+                    .collect();
+                let mut archived_at = BTreeMap::new();
+                for t in statuses {
+                    if archive::is_being_restored(
+                        t.last_operation.as_deref(),
+                        t.restore_expiry,
+                        now,
+                    ) {
+                        restoring.insert(t.snapshot_id.clone());
+                    }
+                    if let Some(at) = t.archived_at {
+                        archived_at.insert(t.snapshot_id, at);
+                    }
+                }
+                (restoring, archived_at)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the archive tier status could not be read; every archived snapshot is kept this run");
+                (
+                    tiered.iter().map(|s| s.id.clone()).collect(),
+                    BTreeMap::new(),
+                )
+            }
+        }
+    };
     let facts = AccountFacts {
+        restoring,
         deployment: config.deployment_name.clone(),
         ami_snapshot_ids,
         locked_snapshot_ids,
@@ -266,6 +317,9 @@ pub async fn handle(
         pacer: Pacer::new(ports.pacing),
         cap_reached: false,
         attempted: 0,
+        archived_at,
+        prices: config.prices,
+        now,
     };
     for plan in &plans {
         let report = execution.volume(plan).await;
@@ -306,6 +360,10 @@ struct Execution<'p> {
     cap_reached: bool,
     /// DeleteSnapshot calls made: what the grant was used for.
     attempted: u32,
+    /// When each archived snapshot was archived (EC2's tier status).
+    archived_at: BTreeMap<String, DateTime<Utc>>,
+    prices: Prices,
+    now: DateTime<Utc>,
 }
 
 impl Execution<'_> {
@@ -365,10 +423,23 @@ impl Execution<'_> {
                     continue;
                 }
             };
+            let early_deletion_usd = self
+                .archived_at
+                .get(&s.id)
+                .filter(|_| s.archived)
+                .map(|at| {
+                    // Without EC2's full size, the volume's: an upper bound.
+                    let full = s.full_size_bytes.unwrap_or_else(|| {
+                        u64::try_from(s.volume_size_gib.unwrap_or_default()).unwrap_or(0) << 30
+                    });
+                    archive::early_deletion_charge(full, *at, self.now, &self.prices)
+                })
+                .filter(|usd| *usd > 0.0);
             let deleted = Deleted {
                 snapshot_id: s.id.clone(),
                 start_time,
                 volume_size_gib: s.volume_size_gib.unwrap_or_default(),
+                early_deletion_usd,
             };
             if self.dry_run {
                 report.deleted.push(deleted);
@@ -412,6 +483,11 @@ fn count(summary: &mut RunSummary) {
             .iter()
             .map(|d| i64::from(d.volume_size_gib))
             .sum::<i64>();
+        c.early_deletion_usd += v
+            .deleted
+            .iter()
+            .filter_map(|d| d.early_deletion_usd)
+            .sum::<f64>();
     }
 }
 

@@ -491,6 +491,7 @@ mod tests {
                 volume_size_gib: Some(1),
                 full_size_bytes: Some(10 * BLOCK_BYTES),
                 archived: false,
+                restore_expiry: None,
                 encrypted: true,
                 kms_key_id: None,
                 description: None,

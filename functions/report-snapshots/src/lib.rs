@@ -208,6 +208,14 @@ pub async fn handle(
             .await
             .unwrap_or_default(),
         held_for_review: sifted.held_for_review(),
+        // As the copies' keeping does: archived snapshots are not counted
+        // as freed (their restore state is not read here).
+        restoring: sifted
+            .owned
+            .iter()
+            .filter(|s| s.archived || s.restore_expiry.is_some())
+            .map(|s| s.id.clone())
+            .collect(),
         copying: ports
             .ledger
             .copies_in_flight()

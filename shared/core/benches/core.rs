@@ -46,6 +46,7 @@ fn history() -> Vec<Snapshot> {
                     volume_size_gib: Some(100),
                     full_size_bytes: None,
                     archived: false,
+                    restore_expiry: None,
                     encrypted: true,
                     kms_key_id: None,
                     description: None,

@@ -230,6 +230,20 @@ fn saving(d: &Decision) -> f64 {
     d.verdict.as_ref().copied().unwrap_or(f64::MIN)
 }
 
+/// Whether an archived snapshot is being restored or is restored for a
+/// while, from EC2's tier status (`LastTieringOperationStatus`,
+/// `RestoreExpiryTime`): someone means to use it, so it is not deleted.
+pub fn is_being_restored(
+    last_operation: Option<&str>,
+    restore_expiry: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> bool {
+    matches!(
+        last_operation,
+        Some("temporary-restore-in-progress" | "permanent-restore-in-progress")
+    ) || restore_expiry.is_some_and(|t| t > now)
+}
+
 /// What deleting an archived snapshot now costs beyond what it has been
 /// billed: the archive tier bills at least 90 days, so the days short of
 /// 90 are charged at deletion (USD).
@@ -399,6 +413,35 @@ mod tests {
                 ("b3", Err(Stay::AccountQuota)),
             ]
         );
+    }
+
+    #[test]
+    fn a_restore_in_progress_or_in_effect_is_being_restored() {
+        let now = t("2026-06-01T00:00:00Z");
+        for (op, expiry, want) in [
+            (Some("temporary-restore-in-progress"), None, true),
+            (Some("permanent-restore-in-progress"), None, true),
+            (
+                Some("temporary-restore-completed"),
+                Some(now + Duration::days(2)),
+                true,
+            ),
+            (
+                Some("temporary-restore-completed"),
+                Some(now - Duration::days(1)),
+                false,
+            ),
+            (Some("permanent-restore-completed"), None, false),
+            (Some("archival-completed"), None, false),
+            (Some("archival-in-progress"), None, false),
+            (None, None, false),
+        ] {
+            assert_eq!(
+                is_being_restored(op, expiry, now),
+                want,
+                "{op:?} {expiry:?}"
+            );
+        }
     }
 
     #[test]

@@ -239,6 +239,7 @@ mod tests {
             volume_size_gib: Some(8),
             full_size_bytes: None,
             archived: false,
+            restore_expiry: None,
             encrypted: true,
             kms_key_id: None,
             description: None,

@@ -648,6 +648,7 @@ mod tests {
             volume_size_gib: Some(8),
             full_size_bytes: None,
             archived: false,
+            restore_expiry: None,
             encrypted,
             kms_key_id: key.map(String::from),
             description: None,

@@ -261,12 +261,14 @@ mod tests {
                 if s.ami {
                     facts.ami_snapshot_ids.insert(id.clone());
                 }
-                // Half the protected ones by a lock, half by a copy in
-                // progress to another region.
-                if s.locked && s.hours % 2 == 0 {
+                // The protected ones by a lock, a copy in progress to
+                // another region, or a restore from the archive tier.
+                if s.locked && s.hours % 3 == 0 {
                     facts.locked_snapshot_ids.insert(id.clone());
-                } else if s.locked {
+                } else if s.locked && s.hours % 3 == 1 {
                     facts.copying.insert(id.clone());
+                } else if s.locked {
+                    facts.restoring.insert(id.clone());
                 }
                 Snapshot {
                     id,
@@ -276,6 +278,7 @@ mod tests {
                     volume_size_gib: Some(8),
                     full_size_bytes: None,
                     archived: false,
+                    restore_expiry: None,
                     encrypted: true,
                     kms_key_id: None,
                     description: None,
@@ -331,6 +334,7 @@ mod tests {
                 prop_assert!(!w.facts.ami_snapshot_ids.contains(&s.id), "{} backs an AMI", s.id);
                 prop_assert!(!w.facts.locked_snapshot_ids.contains(&s.id), "{} is locked", s.id);
                 prop_assert!(!w.facts.copying.contains(&s.id), "{} is being copied", s.id);
+                prop_assert!(!w.facts.restoring.contains(&s.id), "{} is being restored", s.id);
                 prop_assert!(s.tags[crate::tags::POLICY] != "gone", "{} has no configured policy", s.id);
             }
             // The newest completed managed snapshot of each volume survives.

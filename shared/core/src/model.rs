@@ -119,6 +119,8 @@ pub struct Snapshot {
     pub full_size_bytes: Option<u64>,
     /// EC2 reports it in the archive tier (`StorageTier`).
     pub archived: bool,
+    /// EC2's `RestoreExpiryTime`: an archived snapshot restored for a while.
+    pub restore_expiry: Option<DateTime<Utc>>,
     pub encrypted: bool,
     /// The KMS key ARN EC2 reports for an encrypted snapshot.
     pub kms_key_id: Option<String>,

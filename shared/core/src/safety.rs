@@ -42,6 +42,10 @@ pub struct AccountFacts {
     /// Sources of copies in progress to another region (the stack's
     /// ledger): a copy reads its source until it completes.
     pub copying: BTreeSet<String>,
+    /// Archived snapshots being restored, or restored for a while: someone
+    /// is about to use them (EC2's tier status; every archived snapshot
+    /// when that could not be read).
+    pub restoring: BTreeSet<String>,
     pub now: DateTime<Utc>,
 }
 
@@ -57,6 +61,8 @@ pub enum Protection {
     Locked,
     /// A copy of it to another region is in progress.
     CopyInProgress,
+    /// Archived, and a restore of it is in progress or in effect.
+    BeingRestored,
     /// Its tags were changed by someone other than the deployment.
     TamperingSuspected,
     /// The retention plan keeps it, for these rules.
@@ -82,6 +88,7 @@ impl Protection {
             Self::Held => "held",
             Self::Locked => "locked",
             Self::CopyInProgress => "copy-in-progress",
+            Self::BeingRestored => "being-restored",
             Self::TamperingSuspected => "tampering-suspected",
             Self::KeptByPolicy(_) => "kept-by-policy",
             Self::UnknownPolicy(_) => "unknown-policy",
@@ -205,6 +212,9 @@ impl DeletionGate {
         }
         if self.facts.copying.contains(&snapshot.id) {
             return Err(Protection::CopyInProgress);
+        }
+        if self.facts.restoring.contains(&snapshot.id) {
+            return Err(Protection::BeingRestored);
         }
         match kept {
             Some(reasons) if !reasons.is_empty() => Err(Protection::KeptByPolicy(reasons.to_vec())),

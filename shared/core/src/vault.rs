@@ -199,6 +199,7 @@ mod tests {
             volume_size_gib: Some(8),
             full_size_bytes: None,
             archived: false,
+            restore_expiry: None,
             encrypted: true,
             kms_key_id: Some("arn:aws:kms:eu-west-1:111111111111:key/k".into()),
             description: Some(description.into()),

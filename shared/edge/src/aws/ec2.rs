@@ -189,6 +189,7 @@ pub fn snapshot_of(s: &aws_sdk_ec2::types::Snapshot) -> Option<Snapshot> {
             .full_snapshot_size_in_bytes()
             .and_then(|b| u64::try_from(b).ok()),
         archived: s.storage_tier() == Some(&aws_sdk_ec2::types::StorageTier::Archive),
+        restore_expiry: time_of(s.restore_expiry_time()),
         encrypted: s.encrypted().unwrap_or_default(),
         kms_key_id: s.kms_key_id().map(String::from),
         description: s.description().map(String::from),
@@ -501,6 +502,41 @@ impl SnapshotProtections for Ec2Adapter {
                 _ => return Ok(out),
             }
         }
+    }
+
+    async fn tier_statuses(&self) -> Result<Vec<TierStatus>, Ec2Error> {
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let page = self
+                .client
+                .describe_snapshot_tier_status()
+                .max_results(SNAPSHOT_PAGE)
+                .set_next_token(token.take())
+                .send()
+                .await
+                .map_err(|e| Ec2Error::from_sdk("DescribeSnapshotTierStatus", e))?;
+            out.extend(
+                page.snapshot_tier_statuses()
+                    .iter()
+                    .filter(|s| s.last_tiering_operation_status().is_some())
+                    .filter_map(|s| {
+                        Some(TierStatus {
+                            snapshot_id: s.snapshot_id()?.to_string(),
+                            last_operation: s
+                                .last_tiering_operation_status()
+                                .map(|o| o.as_str().to_string()),
+                            archived_at: time_of(s.archival_complete_time()),
+                            restore_expiry: time_of(s.restore_expiry_time()),
+                        })
+                    }),
+            );
+            match page.next_token() {
+                Some(t) if !t.is_empty() => token = Some(t.to_string()),
+                _ => break,
+            }
+        }
+        Ok(out)
     }
 
     async fn locked_snapshot_ids(&self, ids: &[String]) -> Result<BTreeSet<String>, Ec2Error> {

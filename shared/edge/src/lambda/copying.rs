@@ -378,6 +378,13 @@ pub async fn keep(
         locked_snapshot_ids,
         held_for_review: keeping.held,
         copying: BTreeSet::new(),
+        // Copies in the archive tier: kept whatever their restore state
+        // (this path does not read the tier status).
+        restoring: copies
+            .iter()
+            .filter(|c| c.archived || c.restore_expiry.is_some())
+            .map(|c| c.id.clone())
+            .collect(),
         now: keeping.now,
     };
     // Every copy is judged by its rules whether or not its source volume

@@ -176,6 +176,22 @@ pub trait SnapshotProtections: Send + Sync {
     async fn ami_snapshot_ids(&self) -> Result<BTreeSet<String>, Ec2Error>;
     /// Which of these snapshots carry a snapshot lock.
     async fn locked_snapshot_ids(&self, ids: &[String]) -> Result<BTreeSet<String>, Ec2Error>;
+    /// EC2's tier status of every snapshot that was ever archived or
+    /// restored (DescribeSnapshotTierStatus).
+    async fn tier_statuses(&self) -> Result<Vec<TierStatus>, Ec2Error>;
+}
+
+/// One snapshot's archive history as EC2 reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TierStatus {
+    pub snapshot_id: String,
+    /// `LastTieringOperationStatus`, e.g. `archival-completed`,
+    /// `temporary-restore-in-progress`.
+    pub last_operation: Option<String>,
+    /// `ArchivalCompleteTime`.
+    pub archived_at: Option<DateTime<Utc>>,
+    /// `RestoreExpiryTime`.
+    pub restore_expiry: Option<DateTime<Utc>>,
 }
 
 /// Who may create volumes from a snapshot, and taking that away.
