@@ -75,9 +75,9 @@ def check(page, report):  # type: ignore[no-untyped-def]
     expect(len(rows) == min(40, len(by_volume)), f"timelines: {len(rows)} rows for {len(by_volume)} volumes")
     for row in rows:
         volume = row.get_attribute("data-volume")
-        dots = row.locator("circle").count()
+        dots = row.locator(".snapshot").count()
         expect(dots == by_volume.get(volume), f"timeline {volume}: {dots} dots, JSON {by_volume.get(volume)}")
-        visible = [c.bounding_box() for c in row.locator("circle").all()[:3]]
+        visible = [c.bounding_box() for c in row.locator(".snapshot").all()[:3]]
         expect(all(b and b["width"] > 0 for b in visible), f"timeline {volume}: dots not drawn")
     return problems
 

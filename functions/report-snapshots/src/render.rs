@@ -285,22 +285,37 @@ fn timelines(report: &Report) -> String {
                 .find_map(|r| RULE_COLOURS.iter().find(|(k, _)| r.contains(k)))
                 .or(RULE_COLOURS.last())
                 .map_or("#888", |(_, colour)| colour);
-            let _ = write!(
-                svg,
-                r#"<circle cx="{:.1}" cy="{y}" r="4" fill="{rule}"><title>{} {} kept by {} ({} unique bytes, {})</title></circle>"#,
-                left + (t.timestamp() - t0) as f64 / span * w,
-                escape(&c.id),
-                escape(&c.time),
-                escape(&if c.retained_by.is_empty() {
+            let x = left + (t.timestamp() - t0) as f64 / span * w;
+            let title = format!(
+                "{} {} kept by {} ({} unique bytes, {} tier)",
+                c.id,
+                c.time,
+                if c.retained_by.is_empty() {
                     "none".to_string()
                 } else {
                     c.retained_by.join(", ")
-                }),
+                },
                 c.unique_bytes
                     .map(|b| b.to_string())
                     .unwrap_or_else(|| "?".into()),
                 c.tier,
             );
+            // A dot in the standard tier, a square in the archive tier.
+            let _ = if c.tier == "archive" {
+                write!(
+                    svg,
+                    r#"<rect class="snapshot" data-tier="archive" x="{:.1}" y="{}" width="8" height="8" fill="{rule}"><title>{}</title></rect>"#,
+                    x - 4.0,
+                    y - 4,
+                    escape(&title)
+                )
+            } else {
+                write!(
+                    svg,
+                    r#"<circle class="snapshot" data-tier="standard" cx="{x:.1}" cy="{y}" r="4" fill="{rule}"><title>{}</title></circle>"#,
+                    escape(&title)
+                )
+            };
         }
         svg.push_str("</g>");
     }
@@ -461,6 +476,9 @@ archiving the {candidates} snapshots the policies' archive rules pick (monthly a
         legend = RULE_COLOURS
             .iter()
             .map(|(rule, colour)| format!(r#"<span style="color:{colour}">&#9679; {rule}</span>"#))
+            .chain(std::iter::once(
+                "(a square: in the archive tier)".to_string()
+            ))
             .collect::<Vec<_>>()
             .join(" "),
         timelines_chart = timelines(report),
@@ -534,5 +552,53 @@ mod tests {
         assert!(page.contains(r#"data-cover="aws-backup" data-count="0""#));
         // The gap comes first.
         assert!(page.find("vol-1").unwrap() < page.find("vol-2").unwrap());
+    }
+
+    #[test]
+    fn timelines_draw_a_dot_per_standard_snapshot_and_a_square_per_archived_one() {
+        use crate::cost::{SnapshotCost, VolumeCost};
+        let snapshot = |id: &str, time: &str, tier: &'static str| SnapshotCost {
+            id: id.into(),
+            time: time.into(),
+            tier,
+            full_bytes: Some(1 << 30),
+            unique_bytes: Some(1 << 20),
+            added_bytes: Some(1 << 20),
+            retained_by: vec!["monthly"],
+            expires: "never".into(),
+            expiry_deletes: false,
+            archive_saving_usd: None,
+        };
+        let mut r = report();
+        r.cost.volumes.push(VolumeCost {
+            volume_id: "vol-1".into(),
+            policy: "gold".into(),
+            standard_bytes: 1 << 20,
+            archive_bytes: 1 << 30,
+            monthly_usd: 0.1,
+            expiry_frees_bytes: 0,
+            archive_saves_usd: 0.0,
+            snapshots: vec![
+                snapshot("snap-a", "2026-01-31T00:00:00Z", "archive"),
+                snapshot("snap-b", "2026-02-28T00:00:00Z", "standard"),
+            ],
+        });
+        let page = html(&r);
+        assert_eq!(
+            page.matches(r#"<rect class="snapshot" data-tier="archive""#)
+                .count(),
+            1
+        );
+        assert_eq!(
+            page.matches(r#"<circle class="snapshot" data-tier="standard""#)
+                .count(),
+            1
+        );
+        assert!(page.contains(
+            "snap-a 2026-01-31T00:00:00Z kept by monthly (1048576 unique bytes, archive tier)"
+        ));
+        let csv = cost_csv(&r);
+        assert_eq!(csv.lines().count(), 3);
+        assert!(csv.lines().nth(1).unwrap().starts_with("vol-1,gold,snap-a,2026-01-31T00:00:00Z,archive,1073741824,1048576,1048576,monthly,never,false,"));
     }
 }
