@@ -237,10 +237,8 @@ pub async fn handle(
     // (someone means to use it), and deleting one within 90 days of its
     // archival is charged. Asked only when there are archived snapshots;
     // if EC2's tier status cannot be read, every archived one is kept.
-    let tiered: Vec<&ebs_lifecycle_core::model::Snapshot> = snapshots
-        .iter()
-        .filter(|s| s.archived || s.restore_expiry.is_some())
-        .collect();
+    let tiered: Vec<&ebs_lifecycle_core::model::Snapshot> =
+        snapshots.iter().filter(|s| s.in_archive_tier()).collect();
     let (restoring, archived_at) = if tiered.is_empty() {
         (BTreeSet::new(), BTreeMap::new())
     } else {
@@ -248,7 +246,7 @@ pub async fn handle(
             Ok(statuses) => {
                 let mut restoring: BTreeSet<String> = tiered
                     .iter()
-                    .filter(|s| s.restore_expiry.is_some_and(|t| t > now))
+                    .filter(|s| archive::is_being_restored(None, s.restore_expiry, now))
                     .map(|s| s.id.clone())
                     .collect();
                 let mut archived_at = BTreeMap::new();

@@ -18,6 +18,7 @@ use ebs_lifecycle_core::expiry::VolumePlan;
 use ebs_lifecycle_core::model::{Snapshot, SnapshotState};
 use ebs_lifecycle_core::policy::{ArchiveRule, KeepWithin, Policies};
 use ebs_lifecycle_core::retention::{Expiry, KeepReason};
+use ebs_lifecycle_core::safety::DeletionGate;
 use ebs_lifecycle_core::{archive, expiry, tagging, tags};
 
 /// Errors listed in the summary, at most.
@@ -275,9 +276,9 @@ pub struct Pricing<'a> {
     pub existing: &'a BTreeSet<String>,
     pub prices: &'a Prices,
     pub now: DateTime<Utc>,
-    /// Snapshots nothing may touch, and why: an AMI, a lock, a copy in
-    /// progress, held for review, a user's hold.
-    pub protected: &'a BTreeMap<String, &'static str>,
+    /// The dry expiry plan's gate: what protects a snapshot (an AMI, a
+    /// lock, a copy or restore in progress, a hold, held for review).
+    pub gate: &'a DeletionGate,
 }
 
 /// Price every volume and policy of `owned` (this deployment's proven
@@ -295,7 +296,7 @@ pub fn price(
         existing,
         prices,
         now,
-        protected,
+        gate,
     } = *context;
     let deleted: BTreeSet<&str> = plans
         .iter()
@@ -323,7 +324,7 @@ pub fn price(
         // What archiving would save: the policy's `archive` rule, or, for a
         // policy without one, what the usual rule would do (monthly and
         // yearly snapshots after 90 days), as `crate::archive` judges it.
-        let savings: BTreeMap<&str, f64> = {
+        let savings: BTreeMap<String, f64> = {
             let policy = policies.get(policy_name);
             let rule = policy
                 .and_then(|p| p.archive.clone())
@@ -346,20 +347,17 @@ pub fn price(
                         },
                         full_bytes: s.full_size_bytes,
                         unique_bytes: figures.get(&s.id).map(|z| z.unique_bytes),
-                        protected: protected.get(&s.id).copied(),
+                        protected: gate.protection(s).map(|p| p.kind()),
                     })
                 })
                 .collect();
             let tz = policy.map_or(chrono_tz::Tz::UTC, |p| p.schedule.timezone());
             archive::judge(&rule, tz, &candidates, prices, now)
                 .into_iter()
-                .filter_map(|d| {
-                    let id = completed.iter().find(|s| s.id == d.id)?.id.as_str();
-                    match d.verdict {
-                        Ok(usd) => Some((id, usd)),
-                        Err(archive::Stay::CostsMore { usd }) => Some((id, -usd)),
-                        Err(_) => None,
-                    }
+                .filter_map(|d| match d.verdict {
+                    Ok(usd) => Some((d.id, usd)),
+                    Err(archive::Stay::CostsMore { usd }) => Some((d.id, -usd)),
+                    Err(_) => None,
                 })
                 .collect()
         };
@@ -385,7 +383,7 @@ pub fn price(
                 Expiry::Never => "never".to_string(),
                 Expiry::Due => "due".to_string(),
             };
-            let saving = savings.get(s.id.as_str()).copied();
+            let saving = savings.get(&s.id).copied();
             if s.archived {
                 volume.archive_bytes += s.full_size_bytes.unwrap_or(0);
             } else if let Some(sizes) = sizes {

@@ -190,18 +190,18 @@ pub async fn handle(
     let existing: BTreeSet<String> = volumes.iter().map(|v| v.id.clone()).collect();
     // The dry expiry plan needs what protects snapshots; without it the
     // report stands and says the next expiry's figure is missing.
-    let ami_snapshot_ids = match ports.protections.ami_snapshot_ids().await {
-        Ok(ids) => Some(ids),
+    let (ami_snapshot_ids, amis_known) = match ports.protections.ami_snapshot_ids().await {
+        Ok(ids) => (ids, true),
         Err(e) => {
             cost.errors.push(format!(
                 "what the next expiry frees is not known: the AMIs could not be read: {e}"
             ));
-            None
+            (BTreeSet::new(), false)
         }
     };
     let plans_facts = AccountFacts {
         deployment: config.deployment_name.clone(),
-        ami_snapshot_ids: ami_snapshot_ids.clone().unwrap_or_default(),
+        ami_snapshot_ids,
         locked_snapshot_ids: ports
             .protections
             .locked_snapshot_ids(&ours.iter().cloned().collect::<Vec<_>>())
@@ -213,7 +213,7 @@ pub async fn handle(
         restoring: sifted
             .owned
             .iter()
-            .filter(|s| s.archived || s.restore_expiry.is_some())
+            .filter(|s| s.in_archive_tier())
             .map(|s| s.id.clone())
             .collect(),
         copying: ports
@@ -225,26 +225,11 @@ pub async fn handle(
             .collect(),
         now,
     };
-    let mut protected: BTreeMap<String, &'static str> = BTreeMap::new();
-    for (ids, why) in [
-        (&plans_facts.ami_snapshot_ids, "ami"),
-        (&plans_facts.locked_snapshot_ids, "lock"),
-        (&plans_facts.copying, "copy-in-progress"),
-        (&plans_facts.held_for_review, "held-for-review"),
-    ] {
-        for id in ids {
-            protected.entry(id.clone()).or_insert(why);
-        }
-    }
-    for s in &sifted.owned {
-        if tags::is_held(&s.tags) {
-            protected.entry(s.id.clone()).or_insert("hold");
-        }
-    }
     let gate = DeletionGate::new(plans_facts, &sifted.owned, config.max_deletions);
-    let plans = match ami_snapshot_ids {
-        Some(_) => expiry::plan(&sifted.owned, &config.policies, &existing, &gate),
-        None => Vec::new(),
+    let plans = if amis_known {
+        expiry::plan(&sifted.owned, &config.policies, &existing, &gate)
+    } else {
+        Vec::new()
     };
     cost::price(
         &sifted.owned,
@@ -256,7 +241,7 @@ pub async fn handle(
             existing: &existing,
             prices: &config.prices,
             now,
-            protected: &protected,
+            gate: &gate,
         },
         &mut cost,
     );

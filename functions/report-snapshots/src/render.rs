@@ -236,15 +236,22 @@ fn storage_chart(report: &Report) -> String {
     svg
 }
 
-/// Per-volume timelines of the kept snapshots, each dot coloured by the
-/// rule that keeps it (the costliest volumes, at most [`TIMELINES`]).
-fn timelines(report: &Report) -> String {
+/// The volumes and policies by monthly cost, the costliest first (ties by
+/// volume id): the timelines' order and the table's.
+fn costliest_first(report: &Report) -> Vec<&VolumeCost> {
     let mut volumes: Vec<&VolumeCost> = report.cost.volumes.iter().collect();
     volumes.sort_by(|a, b| {
         b.monthly_usd
             .total_cmp(&a.monthly_usd)
             .then(a.volume_id.cmp(&b.volume_id))
     });
+    volumes
+}
+
+/// Per-volume timelines of the kept snapshots, each dot coloured by the
+/// rule that keeps it (the costliest volumes, at most [`TIMELINES`]).
+fn timelines(report: &Report) -> String {
+    let mut volumes = costliest_first(report);
     volumes.truncate(TIMELINES);
     let times: Vec<i64> = volumes
         .iter()
@@ -324,12 +331,7 @@ fn timelines(report: &Report) -> String {
 }
 
 fn cost_rows(report: &Report) -> String {
-    let mut volumes: Vec<&VolumeCost> = report.cost.volumes.iter().collect();
-    volumes.sort_by(|a, b| {
-        b.monthly_usd
-            .total_cmp(&a.monthly_usd)
-            .then(a.volume_id.cmp(&b.volume_id))
-    });
+    let volumes = costliest_first(report);
     volumes
         .iter()
         .map(|v| {

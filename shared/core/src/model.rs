@@ -133,6 +133,12 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// In the archive tier, or restored from it for a while: what the
+    /// archive tier's rules (restores, early deletion) concern.
+    pub fn in_archive_tier(&self) -> bool {
+        self.archived || self.restore_expiry.is_some()
+    }
+
     /// For an encrypted copy check-encryption made: the original it replaces.
     pub fn encrypted_copy_of(&self) -> Option<&str> {
         self.tags

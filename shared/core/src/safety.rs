@@ -201,24 +201,34 @@ impl DeletionGate {
         if self.newest_completed.get(volume) == Some(&snapshot.id) {
             return Err(Protection::NewestCompleted);
         }
-        if self.facts.ami_snapshot_ids.contains(&snapshot.id) {
-            return Err(Protection::UsedByAmi);
-        }
-        if tags::is_held(&snapshot.tags) {
-            return Err(Protection::Held);
-        }
-        if self.facts.locked_snapshot_ids.contains(&snapshot.id) {
-            return Err(Protection::Locked);
-        }
-        if self.facts.copying.contains(&snapshot.id) {
-            return Err(Protection::CopyInProgress);
-        }
-        if self.facts.restoring.contains(&snapshot.id) {
-            return Err(Protection::BeingRestored);
+        if let Some(protection) = self.protection(snapshot) {
+            return Err(protection);
         }
         match kept {
             Some(reasons) if !reasons.is_empty() => Err(Protection::KeptByPolicy(reasons.to_vec())),
             _ => Ok(()),
+        }
+    }
+
+    /// What protects a snapshot from being touched whatever its rules say:
+    /// held for review, an AMI, a hold, a lock, a copy or a restore in
+    /// progress. (Archiving asks this too: `crate::archive`.)
+    pub fn protection(&self, snapshot: &Snapshot) -> Option<Protection> {
+        let id = &snapshot.id;
+        if self.facts.held_for_review.contains(id) {
+            Some(Protection::TamperingSuspected)
+        } else if self.facts.ami_snapshot_ids.contains(id) {
+            Some(Protection::UsedByAmi)
+        } else if tags::is_held(&snapshot.tags) {
+            Some(Protection::Held)
+        } else if self.facts.locked_snapshot_ids.contains(id) {
+            Some(Protection::Locked)
+        } else if self.facts.copying.contains(id) {
+            Some(Protection::CopyInProgress)
+        } else if self.facts.restoring.contains(id) {
+            Some(Protection::BeingRestored)
+        } else {
+            None
         }
     }
 

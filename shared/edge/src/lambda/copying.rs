@@ -382,7 +382,7 @@ pub async fn keep(
         // (this path does not read the tier status).
         restoring: copies
             .iter()
-            .filter(|c| c.archived || c.restore_expiry.is_some())
+            .filter(|c| c.in_archive_tier())
             .map(|c| c.id.clone())
             .collect(),
         now: keeping.now,
