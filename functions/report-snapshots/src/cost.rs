@@ -101,29 +101,7 @@ pub struct CostSummary {
     pub volumes: Vec<VolumeCost>,
 }
 
-/// A volume's lineage as EC2 keeps it: its completed standard-tier
-/// snapshots (anyone's: a hand-made snapshot shares blocks with ours),
-/// oldest first. Copies are not in it (their blocks are their own).
-pub fn lineages(snapshots: &[Snapshot]) -> BTreeMap<String, Vec<&Snapshot>> {
-    let mut out: BTreeMap<String, Vec<&Snapshot>> = BTreeMap::new();
-    for s in snapshots {
-        let in_lineage = s.state == SnapshotState::Completed
-            && !s.archived
-            && s.start_time.is_some()
-            && s.encrypted_copy_of().is_none()
-            && s.copy_of().is_none();
-        match s.volume_id.as_deref() {
-            Some(v) if in_lineage && v != "vol-ffffffff" => {
-                out.entry(v.to_string()).or_default().push(s)
-            }
-            _ => {}
-        }
-    }
-    for l in out.values_mut() {
-        l.sort_by(|a, b| (a.start_time, &a.id).cmp(&(b.start_time, &b.id)));
-    }
-    out
-}
+pub use ebs_lifecycle_core::cost::lineages;
 
 /// Compute what is stale among `ours` in every lineage and cache it on the
 /// snapshot. Returns every snapshot's current figures.
@@ -313,8 +291,9 @@ pub fn price(
             .get(policy_name)
             .map(|p| tagging::projections(p, &group, deployment, !existing.contains(volume_id)))
             .unwrap_or_default();
-        let mut completed: Vec<&&Snapshot> = group
+        let mut completed: Vec<&Snapshot> = group
             .iter()
+            .copied()
             .filter(|s| s.state == SnapshotState::Completed && s.start_time.is_some())
             .collect();
         if completed.is_empty() {
@@ -329,28 +308,19 @@ pub fn price(
             let rule = policy
                 .and_then(|p| p.archive.clone())
                 .unwrap_or_else(default_archive_rule);
-            let candidates: Vec<archive::Candidate> = completed
-                .iter()
-                .filter_map(|s| {
-                    let projection = projections.get(&s.id);
-                    Some(archive::Candidate {
-                        id: s.id.clone(),
-                        time: s.start_time?,
-                        reasons: projection
-                            .map(|p| p.decision.reasons.clone())
-                            .unwrap_or_default(),
-                        expiry: projection.map_or(Expiry::Due, |p| p.expiry),
-                        tier: if s.archived {
-                            archive::Tier::Archived
-                        } else {
-                            archive::Tier::Standard
-                        },
-                        full_bytes: s.full_size_bytes,
-                        unique_bytes: figures.get(&s.id).map(|z| z.unique_bytes),
-                        protected: gate.protection(s).map(|p| p.kind()),
-                    })
-                })
-                .collect();
+            let candidates = archive::candidates(
+                &completed,
+                &projections,
+                |s| {
+                    if s.archived {
+                        archive::Tier::Archived
+                    } else {
+                        archive::Tier::Standard
+                    }
+                },
+                |id| figures.get(id).map(|z| z.unique_bytes),
+                |s| gate.protection(s).map(|p| p.kind()),
+            );
             let tz = policy.map_or(chrono_tz::Tz::UTC, |p| p.schedule.timezone());
             archive::judge(&rule, tz, &candidates, prices, now)
                 .into_iter()

@@ -13,13 +13,16 @@
 //! archivals in progress per account; when the account's budget is short,
 //! the largest savings go first.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use serde::Serialize;
 
 use crate::cost::{self, Prices, ARCHIVE_MINIMUM_DAYS, DAYS_PER_MONTH, GB};
+use crate::model::Snapshot;
 use crate::policy::ArchiveRule;
-use crate::retention::{Expiry, KeepReason};
+use crate::retention::{Expiry, KeepReason, Projection};
 
 /// EC2: archived snapshots per volume.
 pub const MAX_ARCHIVED_PER_VOLUME: usize = 25;
@@ -75,6 +78,37 @@ pub struct Candidate {
     pub protected: Option<&'static str>,
 }
 
+/// One retention group's completed snapshots (a volume under one policy,
+/// oldest first) as [`judge`] sees them: reasons and expiry from the
+/// retention projection (`lifecycle:expires-at`'s), the tier as the caller
+/// knows it, the unique bytes it measured, what protects each one.
+pub fn candidates(
+    completed: &[&Snapshot],
+    projections: &BTreeMap<String, Projection>,
+    tier: impl Fn(&Snapshot) -> Tier,
+    unique_bytes: impl Fn(&str) -> Option<u64>,
+    protected: impl Fn(&Snapshot) -> Option<&'static str>,
+) -> Vec<Candidate> {
+    completed
+        .iter()
+        .filter_map(|s| {
+            let projection = projections.get(&s.id);
+            Some(Candidate {
+                id: s.id.clone(),
+                time: s.start_time?,
+                reasons: projection
+                    .map(|p| p.decision.reasons.clone())
+                    .unwrap_or_default(),
+                expiry: projection.map_or(Expiry::Due, |p| p.expiry),
+                tier: tier(s),
+                full_bytes: s.full_size_bytes,
+                unique_bytes: unique_bytes(&s.id),
+                protected: protected(s),
+            })
+        })
+        .collect()
+}
+
 /// Why a snapshot stays where it is.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "kebab-case", tag = "why")]
@@ -104,6 +138,26 @@ pub enum Stay {
     VolumeQuota,
     /// The account has 25 archivals in progress (this run's included).
     AccountQuota,
+}
+
+impl Stay {
+    /// A short stable name, for counts in summaries.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::AlreadyArchived => "already-archived",
+            Self::Archiving => "archiving",
+            Self::TooYoung => "too-young",
+            Self::NotKept => "not-kept",
+            Self::KeptBy { .. } => "kept-by-other-rule",
+            Self::Oldest => "oldest",
+            Self::Newest => "newest",
+            Self::Protected { .. } => "protected",
+            Self::SizesUnknown => "sizes-unknown",
+            Self::CostsMore { .. } => "costs-more",
+            Self::VolumeQuota => "volume-quota",
+            Self::AccountQuota => "account-quota",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

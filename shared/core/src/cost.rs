@@ -15,11 +15,13 @@
 //! (`lifecycle:unique-bytes`, `lifecycle:unique-basis`) and computed again
 //! only when a neighbour changes ([`Sizes::is_current`]).
 
+use std::collections::BTreeMap;
+
 use roaring::RoaringBitmap;
 use serde::Serialize;
 
 use crate::keys;
-use crate::model::Tags;
+use crate::model::{Snapshot, SnapshotState, Tags};
 
 /// EBS snapshot blocks are 512 KiB.
 pub const BLOCK_BYTES: u64 = 512 * 1024;
@@ -184,6 +186,32 @@ pub fn archive_saving(full_bytes: u64, unique_bytes: u64, remaining_days: f64, p
     let archive =
         full_bytes as f64 / GB * p.archive * months(remaining_days.max(ARCHIVE_MINIMUM_DAYS));
     standard - archive
+}
+
+/// A volume's lineage as EC2 keeps it: its completed standard-tier
+/// snapshots (anyone's: a hand-made snapshot shares blocks with ours),
+/// oldest first. Copies are not in it (their blocks are their own), nor
+/// archived snapshots (their blocks left the standard tier; what they shared
+/// stays with their neighbours).
+pub fn lineages(snapshots: &[Snapshot]) -> BTreeMap<String, Vec<&Snapshot>> {
+    let mut out: BTreeMap<String, Vec<&Snapshot>> = BTreeMap::new();
+    for s in snapshots {
+        let in_lineage = s.state == SnapshotState::Completed
+            && !s.archived
+            && s.start_time.is_some()
+            && s.encrypted_copy_of().is_none()
+            && s.copy_of().is_none();
+        match s.volume_id.as_deref() {
+            Some(v) if in_lineage && v != crate::model::COPY_VOLUME_ID => {
+                out.entry(v.to_string()).or_default().push(s)
+            }
+            _ => {}
+        }
+    }
+    for l in out.values_mut() {
+        l.sort_by(|a, b| (a.start_time, &a.id).cmp(&(b.start_time, &b.id)));
+    }
+    out
 }
 
 #[cfg(test)]

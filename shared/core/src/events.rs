@@ -186,9 +186,8 @@ pub const MULTI_VOLUME_COMPLETION: &str = "EBS Multi-Volume Snapshots Completion
 /// documented name spelt differently, like `restoryExpiry`) is ignored too,
 /// never rejected: rejecting would fail the invocation and fill the failure
 /// queue with events nobody can act on.
-const IGNORED_SNAPSHOT_EVENTS: [&str; 8] = [
+const IGNORED_SNAPSHOT_EVENTS: [&str; 7] = [
     "shareSnapshot",
-    "archiveSnapshot",
     "restoreSnapshot",
     "permanentRestoreSnapshot",
     "temporaryRestoreSnapshot",
@@ -203,6 +202,8 @@ pub enum SnapshotOperation {
     CreateSnapshot,
     CopySnapshot,
     CreateSnapshots,
+    /// A move to the archive tier finished (ModifySnapshotTier).
+    ArchiveSnapshot,
 }
 
 impl SnapshotOperation {
@@ -211,6 +212,7 @@ impl SnapshotOperation {
             Self::CreateSnapshot => "createSnapshot",
             Self::CopySnapshot => "copySnapshot",
             Self::CreateSnapshots => "createSnapshots",
+            Self::ArchiveSnapshot => "archiveSnapshot",
         }
     }
 }
@@ -330,6 +332,10 @@ impl SnapshotEvent {
                 operation: SnapshotOperation::CopySnapshot,
                 results: vec![single(&detail, SnapshotOperation::CopySnapshot)?],
             }),
+            (SNAPSHOT_NOTIFICATION, "archiveSnapshot") => Ok(Self::Results {
+                operation: SnapshotOperation::ArchiveSnapshot,
+                results: vec![single(&detail, SnapshotOperation::ArchiveSnapshot)?],
+            }),
             (SNAPSHOT_NOTIFICATION, other) if IGNORED_SNAPSHOT_EVENTS.contains(&other) => {
                 Ok(Self::Ignored {
                     detail_type: detail_type.into(),
@@ -375,6 +381,16 @@ impl Trigger {
             return Tick::parse(event).map(Self::Tick);
         }
         Ok(match SnapshotEvent::parse(event)? {
+            // Only archive-snapshots acts on archival results, and it reads
+            // them with `SnapshotEvent::parse`; for every other function the
+            // snapshot's creation is what an event reports.
+            SnapshotEvent::Results {
+                operation: SnapshotOperation::ArchiveSnapshot,
+                ..
+            } => Self::Ignored {
+                detail_type: SNAPSHOT_NOTIFICATION.into(),
+                event: SnapshotOperation::ArchiveSnapshot.as_str().into(),
+            },
             SnapshotEvent::Results { operation, results } => Self::Snapshots { operation, results },
             SnapshotEvent::Ignored { detail_type, event } => Self::Ignored { detail_type, event },
         })
@@ -475,7 +491,7 @@ fn single(detail: &Fields<'_>, operation: SnapshotOperation) -> Result<SnapshotR
     );
     let source = detail.optional_string("source")?.filter(|s| !s.is_empty());
     let (volume_id, source_snapshot_id) = match (operation, source) {
-        (_, None) => (None, None),
+        (_, None) | (SnapshotOperation::ArchiveSnapshot, _) => (None, None),
         (SnapshotOperation::CopySnapshot, Some(s)) => {
             (None, Some(resource_id(&detail.name("source"), s, "snap-")?))
         }
@@ -704,5 +720,43 @@ mod tests {
             SnapshotEvent::parse(&other).unwrap_err().field(),
             Some("detail-type")
         );
+    }
+
+    /// AWS's documented archive events (EC2 user guide, "Monitor snapshot
+    /// archiving"): archive-snapshots reads them; every other function's
+    /// trigger ignores them.
+    #[test]
+    fn archive_results_reach_the_archive_function_only() {
+        let event = |result: &str, cause: &str| {
+            json!({
+                "version": "0", "id": "01234567-0123-0123-0123-012345678901",
+                "detail-type": "EBS Snapshot Notification", "source": "aws.ec2",
+                "account": "123456789012", "time": "2021-05-25T13:12:22Z", "region": "us-east-1",
+                "resources": ["arn:aws:ec2:us-east-1::snapshot/snap-01234567890abcdef"],
+                "detail": {
+                    "event": "archiveSnapshot", "result": result, "cause": cause,
+                    "request-id": "123456789",
+                    "snapshot_id": "arn:aws:ec2:us-east-1::snapshot/snap-01234567890abcdef",
+                    "startTime": "2021-05-25T13:12:22Z", "endTime": "2021-05-26T15:30:00Z"
+                }
+            })
+        };
+        let Ok(SnapshotEvent::Results { operation, results }) =
+            SnapshotEvent::parse(&event("failed", "Source snapshot ID is not valid"))
+        else {
+            panic!("an archive result");
+        };
+        assert_eq!(operation, SnapshotOperation::ArchiveSnapshot);
+        assert_eq!(results[0].snapshot_id, "snap-01234567890abcdef");
+        assert_eq!(results[0].reported, Reported::Failed);
+        assert_eq!(results[0].cause, "Source snapshot ID is not valid");
+        assert_eq!(
+            results[0].end_time,
+            crate::keys::parse_time("2021-05-26T15:30:00Z")
+        );
+        assert!(matches!(
+            Trigger::parse(&event("succeeded", "")),
+            Ok(Trigger::Ignored { .. })
+        ));
     }
 }

@@ -41,6 +41,12 @@ pub const UNIQUE_BYTES: &str = "lifecycle:unique-bytes";
 /// What `lifecycle:unique-bytes` was computed from: `<added bytes>
 /// <previous snapshot|-> <next snapshot|->`.
 pub const UNIQUE_BASIS: &str = "lifecycle:unique-basis";
+/// Where archive-snapshots last saw the snapshot: `archiving` (asked),
+/// `archive` (EC2 finished), `standard` (failed or restored for good).
+/// Describes only: every decision reads EC2's `StorageTier` and tier status.
+pub const TIER: &str = "lifecycle:tier";
+/// When EC2 finished moving the snapshot to the archive tier (RFC 3339).
+pub const ARCHIVED_AT: &str = "lifecycle:archived-at";
 pub const HOLD: &str = "lifecycle:hold";
 /// Set by the user on an instance (`true`): permits the `stopped` consistency mode.
 pub const ALLOW_STOP: &str = "lifecycle:allow-stop";

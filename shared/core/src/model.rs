@@ -104,6 +104,9 @@ impl SnapshotState {
     }
 }
 
+/// EC2 places a volume's copies at this placeholder volume id.
+pub const COPY_VOLUME_ID: &str = "vol-ffffffff";
+
 /// An EBS snapshot owned by the account.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Snapshot {

@@ -33,6 +33,8 @@ pub enum NotificationKind {
     CoverageGap,
     /// The weekly pointer to the coverage report.
     ReportReady,
+    /// EC2 could not move a snapshot to the archive tier.
+    ArchiveFailed,
 }
 
 impl NotificationKind {
@@ -49,6 +51,7 @@ impl NotificationKind {
             Self::CopyFailed => "copy-failed",
             Self::CoverageGap => "coverage-gap",
             Self::ReportReady => "report-ready",
+            Self::ArchiveFailed => "archive-failed",
         }
     }
 }

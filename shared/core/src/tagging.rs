@@ -35,8 +35,7 @@ pub const RETAINED_BY_NONE: &str = "none";
 pub const EXPIRES_NEVER: &str = "never";
 /// The word `lifecycle:retained-by` lists for a user's `lifecycle:hold`.
 pub const RETAINED_BY_HOLD: &str = "hold";
-/// EC2 places a volume's copies at this placeholder volume id.
-const PLACEHOLDER_VOLUME: &str = "vol-ffffffff";
+use crate::model::COPY_VOLUME_ID as PLACEHOLDER_VOLUME;
 
 /// The tags one snapshot should get, split so batches can form across
 /// snapshots: labels are shared by snapshots of one slot across volumes,

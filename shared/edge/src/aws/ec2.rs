@@ -528,6 +528,8 @@ impl SnapshotProtections for Ec2Adapter {
                                 .map(|o| o.as_str().to_string()),
                             archived_at: time_of(s.archival_complete_time()),
                             restore_expiry: time_of(s.restore_expiry_time()),
+                            started_at: time_of(s.last_tiering_start_time()),
+                            detail: s.last_tiering_operation_status_detail().map(str::to_string),
                         })
                     }),
             );
@@ -723,6 +725,20 @@ impl SnapshotLocker for Ec2Adapter {
             .send()
             .await
             .map_err(|e| Ec2Error::from_sdk("LockSnapshot", e))?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl SnapshotArchiver for Ec2Adapter {
+    async fn archive_snapshot(&self, snapshot_id: &str) -> Result<(), Ec2Error> {
+        self.client
+            .modify_snapshot_tier()
+            .snapshot_id(snapshot_id)
+            .storage_tier(aws_sdk_ec2::types::TargetStorageTier::Archive)
+            .send()
+            .await
+            .map_err(|e| Ec2Error::from_sdk("ModifySnapshotTier", e))?;
         Ok(())
     }
 }

@@ -38,7 +38,7 @@ pub enum Ec2Error {
     IncorrectState { message: String },
     /// Too many copies in progress into the region (EC2's quota, 20 by
     /// default): nothing started, wait for a later run.
-    #[error("too many copies in progress into the region (ResourceLimitExceeded)")]
+    #[error("an EC2 quota is reached, e.g. copies in progress into the region or archivals in progress (ResourceLimitExceeded)")]
     ResourceLimitExceeded,
     /// The KMS key named cannot be used (disabled, pending deletion, no
     /// grant, wrong region): nothing started, and nothing will until a
@@ -192,6 +192,29 @@ pub struct TierStatus {
     pub archived_at: Option<DateTime<Utc>>,
     /// `RestoreExpiryTime`.
     pub restore_expiry: Option<DateTime<Utc>>,
+    /// `LastTieringStartTime`.
+    pub started_at: Option<DateTime<Utc>>,
+    /// `LastTieringOperationStatusDetail`: EC2's words, e.g. why it failed.
+    pub detail: Option<String>,
+}
+
+impl TierStatus {
+    /// An archival EC2 has not finished.
+    pub fn archiving(&self) -> bool {
+        self.last_operation.as_deref() == Some("archival-in-progress")
+    }
+    /// An archival that failed (the snapshot stays in the standard tier).
+    pub fn archival_failed(&self) -> bool {
+        self.last_operation.as_deref() == Some("archival-failed")
+    }
+}
+
+/// Moving snapshots to the archive tier.
+#[async_trait]
+pub trait SnapshotArchiver: Send + Sync {
+    /// ModifySnapshotTier to `archive`: EC2 starts the move and finishes it
+    /// within hours (the `archiveSnapshot` event, the tier status).
+    async fn archive_snapshot(&self, snapshot_id: &str) -> Result<(), Ec2Error>;
 }
 
 /// Who may create volumes from a snapshot, and taking that away.

@@ -1,0 +1,724 @@
+//! archive-snapshots: daily, move to the archive tier the long-kept
+//! snapshots whose numbers say it pays, and follow every move to its end
+//! (docs/functions.md, "archive-snapshots"; docs/policies-and-tags.md,
+//! "Archive").
+//!
+//! One daily run:
+//! 1. list the deployment's snapshots and keep what it provably made
+//!    (`ebs_lifecycle::lambda::ownership`); read EC2's tier status of the
+//!    account's tiered snapshots;
+//! 2. reconcile ([`reconcile`]): an archival EC2 finished is tagged
+//!    `lifecycle:tier=archive` with `lifecycle:archived-at`; one that failed
+//!    is tagged `standard` and notified once (`archive-failed`); a
+//!    permanent restore is tagged `standard`;
+//! 3. plan, for policies with an `archive` rule: per volume and policy the
+//!    retention projection (`lifecycle:expires-at`'s) and what protects each
+//!    snapshot; the snapshots that pass every other rule are measured here,
+//!    from the EBS direct APIs (never from the report's cache tags, which
+//!    anyone can write), then judged (`ebs_lifecycle_core::archive::judge`)
+//!    and held to EC2's quotas across runs (25 archived per volume, 25
+//!    archivals in progress per account; the largest savings first);
+//! 4. ModifySnapshotTier each one (`DRY_RUN`: none), tagged
+//!    `lifecycle:tier=archiving`;
+//! 5. the summary (what moved, what it saves, why the others stay),
+//!    notifications.
+//!
+//! An `archiveSnapshot` event (EC2's word that a move ended) runs step 2
+//! for its snapshot only.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Utc};
+use lambda_runtime::Diagnostic;
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use ebs_lifecycle::config::Config;
+use ebs_lifecycle::lambda::deadline::Deadline;
+use ebs_lifecycle::lambda::ownership;
+use ebs_lifecycle::lambda::run::{self, RunHeader};
+use ebs_lifecycle::ports::blocks::{BlocksError, SnapshotBlocks};
+use ebs_lifecycle::ports::ec2::{
+    Ec2Error, SnapshotArchiver, SnapshotCatalog, SnapshotProtections, SnapshotTagger, TierStatus,
+    VolumeInventory,
+};
+use ebs_lifecycle::ports::ledger::{Ledger, LedgerError};
+use ebs_lifecycle::ports::notifier::Notifier;
+use ebs_lifecycle_core::archive::{self, Decision, Stay, Tier};
+use ebs_lifecycle_core::cost;
+use ebs_lifecycle_core::events::{EventError, SnapshotEvent, SnapshotOperation, Tick};
+use ebs_lifecycle_core::expiry;
+use ebs_lifecycle_core::model::{Snapshot, SnapshotState, Tags};
+use ebs_lifecycle_core::notify::{Notification, NotificationKind, Severity};
+use ebs_lifecycle_core::ownership::Scope;
+use ebs_lifecycle_core::safety::{AccountFacts, DeletionGate};
+use ebs_lifecycle_core::{tagging, tags};
+
+pub const FUNCTION: &str = "archive-snapshots";
+
+/// `lifecycle:tier` values (describing only; decisions read EC2).
+pub const TIER_ARCHIVING: &str = "archiving";
+pub const TIER_ARCHIVE: &str = "archive";
+pub const TIER_STANDARD: &str = "standard";
+
+/// Snapshots that stay listed in the summary with their reason, at most
+/// (the counts per reason are whole).
+const STAYS_LISTED: usize = 50;
+/// Errors listed in the summary, at most.
+const ERRORS_LISTED: usize = 20;
+
+#[derive(Clone, Copy)]
+pub struct Ports<'a> {
+    pub catalog: &'a dyn SnapshotCatalog,
+    /// Which volumes still exist (a deleted volume's snapshots follow the
+    /// orphan rule).
+    pub inventory: &'a dyn VolumeInventory,
+    /// AMIs, locks and EC2's tier status.
+    pub protections: &'a dyn SnapshotProtections,
+    /// The EBS direct APIs: unique bytes, measured here.
+    pub blocks: &'a dyn SnapshotBlocks,
+    pub archiver: &'a dyn SnapshotArchiver,
+    pub tagger: &'a dyn SnapshotTagger,
+    pub notifier: &'a dyn Notifier,
+    /// Copy records (ownership), copies in flight, failures reported.
+    pub ledger: &'a dyn Ledger,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    #[error("rejected event: {0}")]
+    InvalidEvent(#[from] EventError),
+    /// Without the full picture (snapshots, tier status, AMIs, locks)
+    /// nothing is archived.
+    #[error("could not gather the snapshots and what protects them, nothing archived: {0}")]
+    FactsUnavailable(#[from] Ec2Error),
+    #[error("could not use the stack's ledger, nothing archived: {0}")]
+    LedgerUnavailable(#[from] LedgerError),
+}
+
+impl From<ArchiveError> for Diagnostic {
+    fn from(error: ArchiveError) -> Self {
+        let error_type = match error {
+            ArchiveError::InvalidEvent(_) => "InvalidEvent",
+            ArchiveError::FactsUnavailable(_) => "FactsUnavailable",
+            ArchiveError::LedgerUnavailable(_) => "LedgerUnavailable",
+        };
+        Diagnostic {
+            error_type: error_type.into(),
+            error_message: error.to_string(),
+        }
+    }
+}
+
+/// A snapshot moved (or, in a dry run, that would be).
+#[derive(Debug, Clone, Serialize)]
+pub struct Moved {
+    pub snapshot_id: String,
+    pub volume_id: String,
+    pub policy: String,
+    /// What archiving saves over its projected remaining life (USD).
+    pub saving_usd: f64,
+    pub full_bytes: u64,
+    pub unique_bytes: u64,
+}
+
+/// A snapshot that stays in the standard tier, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct Stayed {
+    pub snapshot_id: String,
+    pub volume_id: String,
+    #[serde(flatten)]
+    pub why: Stay,
+}
+
+/// An archival EC2 could not finish.
+#[derive(Debug, Clone, Serialize)]
+pub struct Failed {
+    pub snapshot_id: String,
+    pub cause: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ArchiveSummary {
+    #[serde(flatten)]
+    pub header: RunHeader,
+    pub dry_run: bool,
+    /// Completed snapshots under a policy with an `archive` rule.
+    pub considered: usize,
+    /// Unique bytes measured this run (only what passed every other rule).
+    pub measured: usize,
+    /// ListChangedBlocks and ListSnapshotBlocks requests.
+    pub block_requests: u32,
+    /// Candidates not measured: out of time, or the APIs throttled. The
+    /// next run measures them.
+    pub left: usize,
+    /// Moves started this run (or, dry, that would be).
+    pub archive_started: Vec<Moved>,
+    /// Their savings over their projected remaining lives (USD).
+    pub saving_usd: f64,
+    /// Moves EC2 finished, seen this run.
+    pub archive_completed: Vec<String>,
+    /// Moves EC2 could not finish, seen this run.
+    pub archive_failed: Vec<Failed>,
+    /// Snapshots restored to the standard tier for good, seen this run.
+    pub restored: Vec<String>,
+    /// The account's archivals in progress after this run.
+    pub in_progress: usize,
+    /// Why the others stay, counted (`too-young`, `kept-by-other-rule`,
+    /// `costs-more`, `volume-quota`...).
+    pub stays: BTreeMap<&'static str, usize>,
+    /// The snapshots archiving would cost more for, the quotas held back
+    /// and the protected, with their reasons (at most 50).
+    pub refused: Vec<Stayed>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
+    /// Failures not reported before (notified).
+    #[serde(skip)]
+    pub new_failures: Vec<Failed>,
+}
+
+impl ArchiveSummary {
+    fn note(&mut self, error: String) {
+        tracing::warn!(%error, "archive-snapshots");
+        if self.errors.len() < ERRORS_LISTED {
+            self.errors.push(error);
+        }
+    }
+}
+
+pub async fn handle(
+    ports: Ports<'_>,
+    config: &Config,
+    event: &Value,
+    now: DateTime<Utc>,
+    deadline: Deadline,
+) -> Result<Value, ArchiveError> {
+    let mut summary = ArchiveSummary {
+        dry_run: config.dry_run,
+        ..ArchiveSummary::default()
+    };
+    let only: Option<BTreeMap<String, String>> = if Tick::is_tick(event) {
+        Tick::parse(event)?;
+        summary.header = RunHeader::new(FUNCTION, config, now, "daily");
+        None
+    } else {
+        summary.header = RunHeader::new(FUNCTION, config, now, "event");
+        match SnapshotEvent::parse(event)? {
+            SnapshotEvent::Results {
+                operation: SnapshotOperation::ArchiveSnapshot,
+                results,
+            } => {
+                summary.header.event = Some(SnapshotOperation::ArchiveSnapshot.as_str().into());
+                Some(
+                    results
+                        .into_iter()
+                        .map(|r| (r.snapshot_id, r.cause))
+                        .collect(),
+                )
+            }
+            SnapshotEvent::Results { operation, .. } => {
+                summary.header.event = Some(format!("ignored: {}", operation.as_str()));
+                return Ok(run::response(&summary));
+            }
+            SnapshotEvent::Ignored { detail_type, event } => {
+                summary.header.event = Some(format!("ignored: {detail_type} / {event}"));
+                return Ok(run::response(&summary));
+            }
+        }
+    };
+
+    let managed = match &only {
+        Some(ids) => {
+            let ids: Vec<String> = ids.keys().cloned().collect();
+            ports
+                .catalog
+                .snapshots_by_id(&ids)
+                .await?
+                .into_iter()
+                .filter(|s| tags::is_managed_by(&s.tags, &config.deployment_name))
+                .collect()
+        }
+        None => {
+            ports
+                .catalog
+                .managed_snapshots(&config.deployment_name)
+                .await?
+        }
+    };
+    let sifted = ownership::sift(ports.ledger, config, managed, Scope::WholeVolumes).await?;
+    let statuses: BTreeMap<String, TierStatus> = ports
+        .protections
+        .tier_statuses()
+        .await?
+        .into_iter()
+        .map(|s| (s.snapshot_id.clone(), s))
+        .collect();
+
+    reconcile(
+        ports,
+        &sifted.owned,
+        &statuses,
+        only.as_ref(),
+        now,
+        &mut summary,
+    )
+    .await;
+
+    let archives = config.policies.iter().any(|p| p.archive.is_some());
+    if only.is_none() && archives {
+        plan_and_archive(
+            ports,
+            config,
+            &sifted,
+            &statuses,
+            now,
+            &deadline,
+            &mut summary,
+        )
+        .await?;
+    }
+    summary.in_progress = statuses.values().filter(|s| s.archiving()).count()
+        + if config.dry_run {
+            0
+        } else {
+            summary.archive_started.len()
+        };
+
+    tracing::info!(summary = %run::for_log(&summary), "{}", headline(&summary));
+    let mut notes = ownership::report(
+        ports.ledger,
+        config,
+        &sifted.suspects,
+        now,
+        &mut summary.header,
+    )
+    .await;
+    notes.extend(notifications(config, &summary));
+    run::publish(ports.notifier, &notes, &mut summary.header).await;
+    Ok(run::response(&summary))
+}
+
+/// Bring the `lifecycle:tier` tags of the deployment's snapshots in line
+/// with EC2's tier status, and report each failed archival once. `only`:
+/// an event's snapshots, with EC2's words on each (a failure's cause).
+pub async fn reconcile(
+    ports: Ports<'_>,
+    owned: &[Snapshot],
+    statuses: &BTreeMap<String, TierStatus>,
+    only: Option<&BTreeMap<String, String>>,
+    now: DateTime<Utc>,
+    summary: &mut ArchiveSummary,
+) {
+    let mut archiving = Vec::new();
+    let mut standard = Vec::new();
+    for s in owned {
+        let tag = s.tags.get(tags::TIER).map(String::as_str);
+        let status = statuses.get(&s.id);
+        let operation = status.and_then(|t| t.last_operation.as_deref());
+        match operation {
+            Some(
+                "archival-completed"
+                | "temporary-restore-in-progress"
+                | "temporary-restore-completed"
+                | "temporary-restore-failed"
+                | "permanent-restore-in-progress"
+                | "permanent-restore-failed",
+            ) if s.archived && tag != Some(TIER_ARCHIVE) => {
+                let at = status.and_then(|t| t.archived_at).unwrap_or(now);
+                let labels = Tags::from([
+                    (tags::TIER.to_string(), TIER_ARCHIVE.to_string()),
+                    (tags::ARCHIVED_AT.to_string(), tags::format_time(at)),
+                ]);
+                match ports.tagger.tag_snapshots(&[s.id.clone()], &labels).await {
+                    Ok(()) => summary.archive_completed.push(s.id.clone()),
+                    Err(e) => summary.note(format!("could not tag {} archived: {e}", s.id)),
+                }
+            }
+            Some("archival-in-progress") if tag != Some(TIER_ARCHIVING) => {
+                archiving.push(s.id.clone())
+            }
+            Some("archival-failed") if tag != Some(TIER_STANDARD) => {
+                let cause = status
+                    .and_then(|t| t.detail.clone())
+                    .filter(|d| !d.is_empty())
+                    .or_else(|| only.and_then(|o| o.get(&s.id)).cloned())
+                    .filter(|c| !c.is_empty())
+                    .unwrap_or_else(|| "EC2 gave no reason".to_string());
+                let failure = Failed {
+                    snapshot_id: s.id.clone(),
+                    cause,
+                };
+                // Once per snapshot: a later run tries it again, and a
+                // snapshot that keeps failing is not reported every day.
+                let key = format!("archive-failed/{}", s.id);
+                if ports.ledger.first_report(&key, now).await.unwrap_or(true) {
+                    summary.new_failures.push(failure.clone());
+                }
+                summary.archive_failed.push(failure);
+                standard.push(s.id.clone());
+            }
+            Some("permanent-restore-completed") if !s.archived && tag == Some(TIER_ARCHIVE) => {
+                summary.restored.push(s.id.clone());
+                standard.push(s.id.clone());
+            }
+            _ => {}
+        }
+    }
+    for (ids, tier) in [(archiving, TIER_ARCHIVING), (standard, TIER_STANDARD)] {
+        if ids.is_empty() {
+            continue;
+        }
+        let labels = Tags::from([(tags::TIER.to_string(), tier.to_string())]);
+        if let Err(e) = ports.tagger.tag_snapshots(&ids, &labels).await {
+            summary.note(format!("could not tag {} snapshots {tier}: {e}", ids.len()));
+        }
+    }
+}
+
+/// Steps 3 and 4 of a daily run.
+async fn plan_and_archive(
+    ports: Ports<'_>,
+    config: &Config,
+    sifted: &ebs_lifecycle_core::ownership::Sifted,
+    statuses: &BTreeMap<String, TierStatus>,
+    now: DateTime<Utc>,
+    deadline: &Deadline,
+    summary: &mut ArchiveSummary,
+) -> Result<(), ArchiveError> {
+    let owned = &sifted.owned;
+    let volume_ids: Vec<String> = owned
+        .iter()
+        .filter_map(|s| s.source_volume_id().map(str::to_string))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let owned_ids: Vec<String> = owned.iter().map(|s| s.id.clone()).collect();
+    let (existing, amis, locked, everything) = tokio::try_join!(
+        ports.inventory.volumes_by_id(&volume_ids),
+        ports.protections.ami_snapshot_ids(),
+        ports.protections.locked_snapshot_ids(&owned_ids),
+        // Anyone's snapshots of the volumes: they share blocks with ours,
+        // and EC2's 25 archived per volume counts them all.
+        ports.catalog.owned_snapshots(),
+    )?;
+    let existing: BTreeSet<String> = existing.into_iter().map(|v| v.id).collect();
+    let facts = AccountFacts {
+        deployment: config.deployment_name.clone(),
+        ami_snapshot_ids: amis,
+        locked_snapshot_ids: locked,
+        held_for_review: sifted.held_for_review(),
+        restoring: owned
+            .iter()
+            .filter(|s| {
+                let t = statuses.get(&s.id);
+                archive::is_being_restored(
+                    t.and_then(|t| t.last_operation.as_deref()),
+                    t.and_then(|t| t.restore_expiry).or(s.restore_expiry),
+                    now,
+                )
+            })
+            .map(|s| s.id.clone())
+            .collect(),
+        copying: ports
+            .ledger
+            .copies_in_flight()
+            .await?
+            .into_iter()
+            .map(|c| c.source_snapshot_id)
+            .collect(),
+        now,
+    };
+    let gate = DeletionGate::new(facts, owned, config.max_deletions);
+    let tier = |s: &Snapshot| {
+        if s.archived {
+            Tier::Archived
+        } else if statuses.get(&s.id).is_some_and(TierStatus::archiving) {
+            Tier::Archiving
+        } else {
+            Tier::Standard
+        }
+    };
+    // EC2's per-volume count: archived or archiving, anyone's.
+    let mut held: BTreeMap<&str, usize> = BTreeMap::new();
+    for s in &everything {
+        if let (Some(v), Tier::Archived | Tier::Archiving) = (s.volume_id.as_deref(), tier(s)) {
+            *held.entry(v).or_default() += 1;
+        }
+    }
+    let lineages = cost::lineages(&everything);
+    let mut measured: BTreeMap<String, u64> = BTreeMap::new();
+    let mut stop = false;
+    // (volume, policy, decisions) per retention group, and each volume's
+    // decisions with what it holds already, for the quotas.
+    let mut groups: Vec<(String, String, Vec<Decision>)> = Vec::new();
+    let mut full: BTreeMap<String, u64> = BTreeMap::new();
+    for ((volume_id, policy_name), group) in
+        expiry::retention_groups(owned, &config.deployment_name)
+    {
+        let (Some(volume_id), Some(policy_name)) = (volume_id, policy_name) else {
+            continue;
+        };
+        let Some(policy) = config.policies.get(policy_name) else {
+            continue;
+        };
+        let Some(rule) = &policy.archive else {
+            continue;
+        };
+        let projections = tagging::projections(
+            policy,
+            &group,
+            &config.deployment_name,
+            !existing.contains(volume_id),
+        );
+        let mut completed: Vec<&Snapshot> = group
+            .iter()
+            .copied()
+            .filter(|s| s.state == SnapshotState::Completed && s.start_time.is_some())
+            .collect();
+        completed.sort_by_key(|s| (s.start_time, &s.id));
+        summary.considered += completed.len();
+        let tz = policy.schedule.timezone();
+        let protected = |s: &Snapshot| gate.protection(s).map(|p| p.kind());
+        // First without sizes: only what passes every other rule is measured.
+        let first = archive::judge(
+            rule,
+            tz,
+            &archive::candidates(&completed, &projections, tier, |_| None, protected),
+            &config.prices,
+            now,
+        );
+        for d in first
+            .iter()
+            .filter(|d| d.verdict == Err(Stay::SizesUnknown))
+        {
+            let Some(s) = completed.iter().find(|s| s.id == d.id) else {
+                continue;
+            };
+            if stop || deadline.is_near() {
+                stop = true;
+                summary.left += 1;
+                continue;
+            }
+            match measure(ports.blocks, &lineages, s, summary).await {
+                Ok(Some(unique)) => {
+                    summary.measured += 1;
+                    measured.insert(s.id.clone(), unique);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    summary.note(e.to_string());
+                    summary.left += 1;
+                    stop = true;
+                }
+            }
+        }
+        for s in &completed {
+            full.insert(s.id.clone(), s.full_size_bytes.unwrap_or(0));
+        }
+        let decisions = archive::judge(
+            rule,
+            tz,
+            &archive::candidates(
+                &completed,
+                &projections,
+                tier,
+                |id| measured.get(id).copied(),
+                protected,
+            ),
+            &config.prices,
+            now,
+        );
+        groups.push((volume_id.to_string(), policy_name.to_string(), decisions));
+    }
+
+    // Quotas per EC2 volume (a volume's groups together) and per account.
+    let mut by_volume: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for (i, (volume_id, _, _)) in groups.iter().enumerate() {
+        by_volume.entry(volume_id.clone()).or_default().push(i);
+    }
+    let mut quota_input: Vec<(Vec<Decision>, usize)> = by_volume
+        .iter()
+        .map(|(v, members)| {
+            let decisions = members
+                .iter()
+                .flat_map(|i| groups[*i].2.iter().cloned())
+                .collect();
+            (decisions, held.get(v.as_str()).copied().unwrap_or(0))
+        })
+        .collect();
+    let in_progress = statuses.values().filter(|s| s.archiving()).count();
+    archive::apply_quotas(&mut quota_input, in_progress);
+    let mut chosen: Vec<Moved> = Vec::new();
+    for ((volume_id, members), (decisions, _)) in by_volume.iter().zip(quota_input) {
+        let policy_of: BTreeMap<&str, &str> = members
+            .iter()
+            .flat_map(|i| {
+                groups[*i]
+                    .2
+                    .iter()
+                    .map(|d| (d.id.as_str(), groups[*i].1.as_str()))
+            })
+            .collect();
+        for d in decisions {
+            match d.verdict {
+                Ok(saving_usd) => {
+                    let policy = policy_of.get(d.id.as_str()).copied().unwrap_or_default();
+                    chosen.push(Moved {
+                        snapshot_id: d.id.clone(),
+                        volume_id: volume_id.clone(),
+                        policy: policy.to_string(),
+                        saving_usd,
+                        full_bytes: full.get(&d.id).copied().unwrap_or(0),
+                        unique_bytes: measured.get(&d.id).copied().unwrap_or(0),
+                    });
+                }
+                Err(why) => {
+                    *summary.stays.entry(why.kind()).or_default() += 1;
+                    let listed = matches!(
+                        why,
+                        Stay::CostsMore { .. }
+                            | Stay::VolumeQuota
+                            | Stay::AccountQuota
+                            | Stay::Protected { .. }
+                    );
+                    if listed && summary.refused.len() < STAYS_LISTED {
+                        summary.refused.push(Stayed {
+                            snapshot_id: d.id,
+                            volume_id: volume_id.clone(),
+                            why,
+                        });
+                    }
+                }
+            }
+        }
+    }
+    // The largest savings first: if EC2 refuses part way, the best went.
+    chosen.sort_by(|a, b| b.saving_usd.total_cmp(&a.saving_usd));
+    let mut started = Vec::new();
+    for moved in chosen {
+        if config.dry_run {
+            summary.saving_usd += moved.saving_usd;
+            summary.archive_started.push(moved);
+            continue;
+        }
+        match ports.archiver.archive_snapshot(&moved.snapshot_id).await {
+            Ok(()) => {
+                started.push(moved.snapshot_id.clone());
+                summary.saving_usd += moved.saving_usd;
+                summary.archive_started.push(moved);
+            }
+            // The account's quota, reached by someone else meanwhile: the
+            // rest waits for a later run.
+            Err(Ec2Error::ResourceLimitExceeded) => {
+                summary.note(format!(
+                    "EC2's archival quota is reached; {} and the rest wait for a later run",
+                    moved.snapshot_id
+                ));
+                *summary.stays.entry(Stay::AccountQuota.kind()).or_default() += 1;
+                break;
+            }
+            Err(e) => summary.note(format!("could not archive {}: {e}", moved.snapshot_id)),
+        }
+    }
+    if !started.is_empty() {
+        let labels = Tags::from([(tags::TIER.to_string(), TIER_ARCHIVING.to_string())]);
+        if let Err(e) = ports.tagger.tag_snapshots(&started, &labels).await {
+            summary.note(format!(
+                "could not tag {} snapshots archiving: {e}",
+                started.len()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// One snapshot's unique bytes: the blocks it holds that changed both from
+/// the previous snapshot of its volume and to the next (two walks).
+/// `Ok(None)`: it cannot be measured (not in a lineage: a copy; a pair
+/// unreadable). `Err`: stop measuring this run (throttled, refused).
+async fn measure(
+    blocks: &dyn SnapshotBlocks,
+    lineages: &BTreeMap<String, Vec<&Snapshot>>,
+    snapshot: &Snapshot,
+    summary: &mut ArchiveSummary,
+) -> Result<Option<u64>, BlocksError> {
+    let Some(lineage) = snapshot.volume_id.as_deref().and_then(|v| lineages.get(v)) else {
+        return Ok(None);
+    };
+    let Some(i) = lineage.iter().position(|s| s.id == snapshot.id) else {
+        return Ok(None);
+    };
+    let previous = i.checked_sub(1).map(|p| lineage[p].id.as_str());
+    let walk = |older: Option<&str>, newer: &str| {
+        let (older, newer) = (older.map(str::to_string), newer.to_string());
+        async move { blocks.diff(older.as_deref(), &newer).await }
+    };
+    let from_previous = match walk(previous, &snapshot.id).await {
+        Ok(w) => w,
+        Err(e @ (BlocksError::Throttled(_) | BlocksError::AccessDenied(_))) => return Err(e),
+        Err(e) => {
+            summary.note(e.to_string());
+            return Ok(None);
+        }
+    };
+    summary.block_requests += from_previous.requests;
+    let to_next = match lineage.get(i + 1) {
+        None => None,
+        Some(next) => match walk(Some(&snapshot.id), &next.id).await {
+            Ok(w) => Some(w),
+            Err(e @ (BlocksError::Throttled(_) | BlocksError::AccessDenied(_))) => return Err(e),
+            Err(e) => {
+                summary.note(e.to_string());
+                return Ok(None);
+            }
+        },
+    };
+    if let Some(w) = &to_next {
+        summary.block_requests += w.requests;
+    }
+    let (unique, _) = cost::sizes(&from_previous.diff, to_next.as_ref().map(|w| &w.diff));
+    Ok(Some(unique))
+}
+
+fn headline(s: &ArchiveSummary) -> String {
+    format!(
+        "{FUNCTION}: {} archival{} {} (saving {:.2} USD over their remaining lives), {} completed, {} failed; {} considered, {} measured, {} left",
+        s.archive_started.len(),
+        if s.archive_started.len() == 1 { "" } else { "s" },
+        if s.dry_run { "planned (dry run)" } else { "started" },
+        s.saving_usd,
+        s.archive_completed.len(),
+        s.archive_failed.len(),
+        s.considered,
+        s.measured,
+        s.left,
+    )
+}
+
+/// One `archive-failed` per failed archival not reported before.
+pub fn notifications(config: &Config, s: &ArchiveSummary) -> Vec<Notification> {
+    if s.new_failures.is_empty() {
+        return Vec::new();
+    }
+    let ids: Vec<&str> = s
+        .new_failures
+        .iter()
+        .map(|f| f.snapshot_id.as_str())
+        .collect();
+    vec![Notification {
+        kind: NotificationKind::ArchiveFailed,
+        severity: Severity::Warning,
+        deployment: config.deployment_name.clone(),
+        summary: format!(
+            "{} snapshot{} could not be moved to the archive tier: {}",
+            ids.len(),
+            if ids.len() == 1 { "" } else { "s" },
+            ids.iter().take(5).copied().collect::<Vec<_>>().join(", ")
+        ),
+        details: json!({
+            "failures": s.new_failures.iter().take(ownership::LISTED).collect::<Vec<_>>(),
+            "count": s.new_failures.len(),
+            "next": "They stay in the standard tier (tagged lifecycle:tier=standard); the next daily run considers them again. EC2's cause is given per snapshot.",
+        }),
+    }]
+}
