@@ -422,7 +422,8 @@ _ENTRY = {}  # snapshot id -> entry
 
 
 class _Entry:
-    __slots__ = ("snapshot_id", "volume_id", "position", "extents", "blocks", "volume_gib", "full", "created")
+    __slots__ = ("snapshot_id", "volume_id", "position", "extents", "blocks", "volume_gib", "full", "created",
+                 "snapshot")
 
     def __init__(self, snapshot_id, volume_id, position, extents, blocks, volume_gib):  # type: ignore[no-untyped-def]
         self.snapshot_id = snapshot_id
@@ -477,6 +478,7 @@ def _record_lineage(snapshot):  # type: ignore[no-untyped-def]
         extents = _seeded_writes(volume.id, lineage, blocks, now)
     entry = _Entry(snapshot.id, volume.id, len(lineage), extents, blocks, int(volume.size))
     entry.created = now
+    entry.snapshot = snapshot
     lineage.append(entry)
     _ENTRY[snapshot.id] = entry
 
@@ -584,6 +586,8 @@ def _list_snapshot_blocks_synthetic(self):  # type: ignore[no-untyped-def]
     entry = _ENTRY.get(snapshot_id)
     if entry is None:
         return _ebs_originals["list_snapshot_blocks"](self)
+    if _archived(entry):
+        raise _ebs_validation("The snapshot is in the archive tier")
     lineage = _LINEAGES[entry.volume_id]
     held = _merge([e for earlier in lineage[:entry.position + 1] for e in earlier.extents])
     picked, more = _page(self, held)
@@ -606,6 +610,8 @@ def _list_changed_blocks_synthetic(self):  # type: ignore[no-untyped-def]
             raise _ebs_validation("The snapshot has no block map in this emulator (a copy)")
         return _ebs_originals["list_changed_blocks"](self)
     lineage = _LINEAGES[second.volume_id]
+    if _archived(second) or (first_id and _ENTRY.get(first_id) and _archived(_ENTRY[first_id])):
+        raise _ebs_validation("The snapshot is in the archive tier")
     if first_id:
         first = _ENTRY.get(first_id)
         if first is None or first.volume_id != second.volume_id:
@@ -661,3 +667,130 @@ def _install_block_maps():  # type: ignore[no-untyped-def]
 
 _ebs_originals = {}
 _install_block_maps()
+
+
+def _archived(entry):  # type: ignore[no-untyped-def]
+    return getattr(entry.snapshot, "storage_tier", "standard") == "archive"
+
+
+# ---------------------------------------------------------------------------
+# The archive tier as EC2 documents it. moto moves a snapshot to the archive
+# tier at once and checks nothing. Here ModifySnapshotTier starts an archival
+# that is ``archival-in-progress`` (StorageTier still ``standard``) for
+# ``ARCHIVE_HOURS`` hours of moto's clock, then ``archival-completed``
+# (StorageTier ``archive``, ArchivalCompleteTime the end), or
+# ``archival-failed`` if the snapshot carries the tag ``moto:archive-fails``
+# (a test's way to see a failure). It is refused (codes as EC2 names them
+# where documented, else an assumption: ``ResourceLimitExceeded`` for the
+# quotas) for a snapshot not ``completed`` or already archived or archiving
+# (IncorrectState), behind a registered AMI (InvalidSnapshot.InUse), when
+# its volume has 25 snapshots archived or archiving, or the account 25
+# archivals in progress (ResourceLimitExceeded). An archived snapshot
+# cannot be copied or shared (IncorrectState) nor read by the EBS direct
+# APIs (ValidationException). The 90-day minimum is billing, which moto
+# does not do; the functions compute it.
+# ---------------------------------------------------------------------------
+
+ARCHIVE_HOURS = 6
+ARCHIVED_PER_VOLUME = 25
+ARCHIVALS_IN_PROGRESS = 25
+
+
+def _settle_archivals(backend):  # type: ignore[no-untyped-def]
+    now = utcnow()
+    for snapshot in list(backend.snapshots.values()):
+        ends = getattr(snapshot, "archive_completes_at", None)
+        if ends is None or now < ends:
+            continue
+        snapshot.archive_completes_at = None
+        snapshot.last_tiering_progress = 100
+        if "moto:archive-fails" in backend.tags.get(snapshot.id, {}):
+            snapshot.last_tiering_operation_status = "archival-failed"
+            snapshot.last_tiering_operation_status_detail = "Archival failed (moto:archive-fails)"
+            continue
+        snapshot.storage_tier = "archive"
+        snapshot.last_tiering_operation_status = "archival-completed"
+        snapshot.last_tiering_operation_status_detail = "Archival completed successfully"
+        snapshot.archival_complete_time = ends
+        snapshot.restore_expiry_time = None
+
+
+def _archiving(snapshot):  # type: ignore[no-untyped-def]
+    return getattr(snapshot, "archive_completes_at", None) is not None
+
+
+def _modify_snapshot_tier_as_ec2(self, snapshot_id, storage_tier):  # type: ignore[no-untyped-def]
+    _settle_archivals(self)
+    snapshot = self.get_snapshot(snapshot_id)
+    if storage_tier != "archive":
+        raise _client_error("InvalidParameterValue", f"StorageTier {storage_tier!r}")
+    if snapshot.status != "completed":
+        raise _client_error("IncorrectState", f"The snapshot {snapshot_id} is not completed")
+    if snapshot.storage_tier == "archive" or _archiving(snapshot):
+        raise _client_error("IncorrectState", f"The snapshot {snapshot_id} is archived or being archived")
+    ami = getattr(snapshot, "from_ami", None)
+    if ami and ami in getattr(self, "amis", {}):
+        raise _client_error("InvalidSnapshot.InUse", f"The snapshot {snapshot_id} is used by {ami}")
+    if sum(1 for s in self.snapshots.values() if _archiving(s)) >= ARCHIVALS_IN_PROGRESS:
+        raise _client_error("ResourceLimitExceeded", "25 archivals are in progress in the account")
+    volume = snapshot.volume.id
+    held = sum(1 for s in self.snapshots.values()
+               if s.volume.id == volume and (s.storage_tier == "archive" or _archiving(s)))
+    if held >= ARCHIVED_PER_VOLUME:
+        raise _client_error("ResourceLimitExceeded", f"The volume {volume} has 25 archived snapshots")
+    now = utcnow()
+    snapshot.last_tiering_start_time = now
+    snapshot.last_tiering_progress = 0
+    snapshot.last_tiering_operation_status = "archival-in-progress"
+    snapshot.last_tiering_operation_status_detail = "Archival in progress"
+    snapshot.archive_completes_at = now + datetime.timedelta(hours=ARCHIVE_HOURS)
+    return snapshot
+
+
+_backend_describe_tier_status = EBSBackend.describe_snapshot_tier_status
+
+
+def _describe_snapshot_tier_status_settling(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+    _settle_archivals(self)
+    return _backend_describe_tier_status(self, *args, **kwargs)
+
+
+def _refuse_archived(backend, snapshot_id, what):  # type: ignore[no-untyped-def]
+    _settle_archivals(backend)
+    snapshot = backend.snapshots.get(snapshot_id)
+    if snapshot is not None and snapshot.storage_tier == "archive":
+        raise _client_error("IncorrectState", f"The snapshot {snapshot_id} is archived and cannot be {what}")
+
+
+_copy_honouring = ElasticBlockStore.copy_snapshot
+
+
+def _copy_snapshot_unless_archived(self):  # type: ignore[no-untyped-def]
+    source_region = self._get_param("SourceRegion") or self.ec2_backend.region_name
+    for _, backend in _created_backends(source_region):
+        _refuse_archived(backend, self._get_param("SourceSnapshotId"), "copied")
+    return _copy_honouring(self)
+
+
+_modify_snapshot_attribute = ElasticBlockStore.modify_snapshot_attribute
+
+
+def _modify_snapshot_attribute_unless_archived(self):  # type: ignore[no-untyped-def]
+    if self._get_param("OperationType") == "add":
+        _refuse_archived(self.ec2_backend, self._get_param("SnapshotId"), "shared")
+    return _modify_snapshot_attribute(self)
+
+
+_describe_settling_copies = EBSBackend.describe_snapshots
+
+
+def _describe_snapshots_settling(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+    _settle_archivals(self)
+    return _describe_settling_copies(self, *args, **kwargs)
+
+
+EBSBackend.modify_snapshot_tier = _modify_snapshot_tier_as_ec2
+EBSBackend.describe_snapshot_tier_status = _describe_snapshot_tier_status_settling
+EBSBackend.describe_snapshots = _describe_snapshots_settling
+ElasticBlockStore.copy_snapshot = _copy_snapshot_unless_archived
+ElasticBlockStore.modify_snapshot_attribute = _modify_snapshot_attribute_unless_archived

@@ -381,8 +381,9 @@ async fn an_archived_snapshot_being_restored_stays_and_early_deletion_is_charged
     for _ in 0..3 {
         ids.push(snapshot(&moto, &volume, Some("itest"), &[]).await);
     }
-    // `last 1` keeps the newest; the two older are due. Both archived (moto
-    // archives at once, on its clock: today), one restored for three days.
+    // `last 1` keeps the newest; the two older are due. Both archived
+    // (archivals take hours: moto's clock goes there, and comes back after),
+    // one restored for three days.
     for id in &ids[..2] {
         ec2.modify_snapshot_tier()
             .snapshot_id(id)
@@ -391,12 +392,15 @@ async fn an_archived_snapshot_being_restored_stays_and_early_deletion_is_charged
             .await
             .unwrap();
     }
+    moto.set_clock(Some(chrono::Utc::now() + chrono::Duration::hours(7)));
+    assert!(snapshots(&ec2).await.iter().filter(|s| s.archived).count() == 2);
     ec2.restore_snapshot_tier()
         .snapshot_id(&ids[1])
         .temporary_restore_days(3)
         .send()
         .await
         .unwrap();
+    moto.set_clock(None);
     let full = snapshots(&ec2)
         .await
         .into_iter()
@@ -411,7 +415,7 @@ async fn an_archived_snapshot_being_restored_stays_and_early_deletion_is_charged
     assert_eq!(deleted, [ids[0].as_str()]);
     let restoring = v.kept.iter().find(|k| k.snapshot_id == ids[1]).unwrap();
     assert_eq!(restoring.why, "being-restored");
-    // Archived today (moto's clock is after the run's): all 90 days short,
+    // Archived hours from now (moto's clock was ahead): all 90 days short,
     // three months of its full size at 0.0125 USD per GB-month.
     let want = full as f64 / (1u64 << 30) as f64 * 0.0125 * 3.0;
     let charged = v.deleted[0].early_deletion_usd.unwrap();

@@ -192,7 +192,7 @@ pub async fn handle(
     event: &Value,
     now: DateTime<Utc>,
     deadline: Deadline,
-) -> Result<Value, ArchiveError> {
+) -> Result<ArchiveSummary, ArchiveError> {
     let mut summary = ArchiveSummary {
         dry_run: config.dry_run,
         ..ArchiveSummary::default()
@@ -218,11 +218,11 @@ pub async fn handle(
             }
             SnapshotEvent::Results { operation, .. } => {
                 summary.header.event = Some(format!("ignored: {}", operation.as_str()));
-                return Ok(run::response(&summary));
+                return Ok(summary);
             }
             SnapshotEvent::Ignored { detail_type, event } => {
                 summary.header.event = Some(format!("ignored: {detail_type} / {event}"));
-                return Ok(run::response(&summary));
+                return Ok(summary);
             }
         }
     };
@@ -295,7 +295,7 @@ pub async fn handle(
     .await;
     notes.extend(notifications(config, &summary));
     run::publish(ports.notifier, &notes, &mut summary.header).await;
-    Ok(run::response(&summary))
+    Ok(summary)
 }
 
 /// Bring the `lifecycle:tier` tags of the deployment's snapshots in line
@@ -329,7 +329,11 @@ pub async fn reconcile(
                     (tags::TIER.to_string(), TIER_ARCHIVE.to_string()),
                     (tags::ARCHIVED_AT.to_string(), tags::format_time(at)),
                 ]);
-                match ports.tagger.tag_snapshots(&[s.id.clone()], &labels).await {
+                match ports
+                    .tagger
+                    .tag_snapshots(std::slice::from_ref(&s.id), &labels)
+                    .await
+                {
                     Ok(()) => summary.archive_completed.push(s.id.clone()),
                     Err(e) => summary.note(format!("could not tag {} archived: {e}", s.id)),
                 }
