@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use ebs_lifecycle_core::events::{Reported, SnapshotEvent, Tick};
+use ebs_lifecycle_core::events::{Reported, SnapshotEvent, SnapshotOperation, Tick};
 use integration_tests::workspace_root;
 use serde_json::{json, Value};
 
@@ -158,7 +158,8 @@ fn each_function_receives_exactly_the_events_of_the_routing_table() {
         ("createSnapshots all failed", vec![COMPLETE, TAG, CHECK]),
         // A vault stack's vault-snapshots reconciles on every share.
         ("shareSnapshot", vec!["VaultSnapshotsFunction"]),
-        ("archiveSnapshot", vec![]),
+        // archive-snapshots follows its moves to the archive tier.
+        ("archiveSnapshot", vec!["ArchiveSnapshotsFunction"]),
         ("EBS Volume Notification", vec![]),
         ("EC2 instance state change", vec![]),
         ("createSnapshot from another source", vec![]),
@@ -182,6 +183,14 @@ fn deliveries_agree_with_the_handlers_event_parser() {
         let got = deliveries(&matcher, &event);
         let parsed = SnapshotEvent::parse(&event);
         match parsed {
+            // An archival's end reaches archive-snapshots, and only it.
+            Ok(SnapshotEvent::Results {
+                operation: SnapshotOperation::ArchiveSnapshot,
+                ..
+            }) => {
+                let archive = BTreeSet::from(["ArchiveSnapshotsFunction".to_string()]);
+                assert_eq!(got, archive, "{what}");
+            }
             // An event the handlers act on reaches complete-snapshots (every
             // outcome), and tag-snapshots and check-encryption whenever one
             // snapshot in it succeeded.
@@ -256,8 +265,16 @@ fn aws_documented_samples() {
             vec![COMPLETE],
         ),
         ("share-snapshot.json", None, vec!["VaultSnapshotsFunction"]),
-        ("archive-snapshot-succeeded.json", None, vec![]),
-        ("archive-snapshot-failed.json", None, vec![]),
+        (
+            "archive-snapshot-succeeded.json",
+            Some(("archiveSnapshot", vec![ok])),
+            vec!["ArchiveSnapshotsFunction"],
+        ),
+        (
+            "archive-snapshot-failed.json",
+            Some(("archiveSnapshot", vec![failed])),
+            vec!["ArchiveSnapshotsFunction"],
+        ),
         ("restore-snapshot-permanent-succeeded.json", None, vec![]),
         ("restore-snapshot-permanent-failed.json", None, vec![]),
         ("restore-snapshot-temporary-succeeded.json", None, vec![]),
@@ -358,6 +375,7 @@ fn every_function_has_its_schedule_and_each_schedule_sends_a_tick() {
         ("CopySnapshotsFunction", "Tick"),
         ("VaultSnapshotsFunction", "Hourly"),
         ("ReportSnapshotsFunction", "Daily"),
+        ("ArchiveSnapshotsFunction", "Daily"),
     ]);
     let names: Vec<&str> = functions.keys().map(String::as_str).collect();
     assert_eq!(names, expected.keys().copied().collect::<Vec<_>>());
@@ -675,8 +693,8 @@ fn logs_and_their_key_survive_the_stack() {
         .collect();
     assert_eq!(
         kept.len(),
-        9,
-        "eight log groups and the stack key: {kept:?}"
+        10,
+        "nine log groups and the stack key: {kept:?}"
     );
 }
 
@@ -778,7 +796,7 @@ fn each_function_reads_and_writes_only_its_own_ledger_records() {
         ledger["Properties"]["TimeToLiveSpecification"]["AttributeName"],
         "expires_at"
     );
-    let expected: [(&str, &[&str], &[&str]); 7] = [
+    let expected: [(&str, &[&str], &[&str]); 8] = [
         (
             "CreateSnapshotsFunction",
             &["Query", "PutItem", "DeleteItem"],
@@ -813,6 +831,11 @@ fn each_function_reads_and_writes_only_its_own_ledger_records() {
             "ReportSnapshotsFunction",
             &["BatchGetItem", "PutItem", "Query"],
             &["copy", "report", "seen", "inflight"],
+        ),
+        (
+            "ArchiveSnapshotsFunction",
+            &["BatchGetItem", "GetItem", "PutItem", "DeleteItem", "Query"],
+            &["copy", "report", "inflight", "cursor"],
         ),
     ];
     for (function, actions, keys) in expected {
@@ -870,8 +893,8 @@ fn functions_admit_only_the_stacks_own_rules() {
         .collect();
     assert_eq!(
         permissions.len(),
-        7,
-        "two completion rules for each of three functions, a vault's share rule"
+        8,
+        "two completion rules for each of three functions, a vault's share rule, archive-snapshots' archival rule"
     );
     for (name, permission) in permissions {
         let p = &permission["Properties"];
@@ -1112,7 +1135,10 @@ fn the_dashboard_shows_every_function_and_the_stacks_metrics() {
         "fn-Expire",
         "fn-Copy",
         "fn-Report",
+        "fn-Archive",
         "fn-QueueName",
+        "SnapshotsArchiveStarted",
+        "SnapshotsArchiveFailed",
         "SnapshotsCreateFailed",
         "CrossRegionCopyFailed",
         "VolumesUnprotected",
@@ -1167,8 +1193,9 @@ fn the_report_lists_blocks_never_reads_them_and_tags_only_its_cache() {
         tags[0]["Condition"]["ForAllValues:StringEquals"]["aws:TagKeys"],
         json!(["lifecycle:unique-bytes", "lifecycle:unique-basis"])
     );
-    let env =
-        &template["Resources"]["ReportSnapshotsFunction"]["Properties"]["Environment"]["Variables"];
+    // Every function prices alike (the report, archiving, expiry's
+    // early-deletion charge).
+    let env = &template["Globals"]["Function"]["Environment"]["Variables"];
     for (variable, parameter) in [
         ("STANDARD_PRICE_GB_MONTH", "StandardPricePerGbMonth"),
         ("ARCHIVE_PRICE_GB_MONTH", "ArchivePricePerGbMonth"),
@@ -1177,4 +1204,59 @@ fn the_report_lists_blocks_never_reads_them_and_tags_only_its_cache() {
         assert_eq!(env[variable], json!({"!Ref": parameter}), "{variable}");
         assert!(template["Parameters"][parameter]["Default"].is_string());
     }
+}
+
+/// archive-snapshots moves only this deployment's snapshots, can neither
+/// restore nor delete, lists blocks without reading them, and tags only
+/// where each move stands.
+#[test]
+fn archiving_moves_only_the_deployments_snapshots_and_tags_only_the_tier() {
+    let template = template_json();
+    let statements: Vec<Value> = template["Resources"]["ArchiveSnapshotsFunction"]["Properties"]
+        ["Policies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["Statement"].as_array())
+        .flatten()
+        .cloned()
+        .collect();
+    let text = serde_json::to_string(&statements).unwrap();
+    for never in [
+        "ec2:RestoreSnapshotTier",
+        "ec2:DeleteSnapshot",
+        "ec2:ModifySnapshotAttribute",
+        "ec2:CopySnapshot",
+        "ebs:GetSnapshotBlock",
+    ] {
+        assert!(!text.contains(never), "archive-snapshots may not {never}");
+    }
+    let with = |action: &str| -> Vec<&Value> {
+        statements
+            .iter()
+            .filter(|s| s["Action"].to_string().contains(action))
+            .collect()
+    };
+    let moves = with("ec2:ModifySnapshotTier");
+    assert_eq!(moves.len(), 1);
+    assert_eq!(moves[0]["Action"], "ec2:ModifySnapshotTier");
+    let own = json!({"!Ref": "AWS::StackName"});
+    assert_eq!(
+        moves[0]["Condition"]["StringEquals"]["aws:ResourceTag/lifecycle:managed-by"],
+        own
+    );
+    let tags = with("ec2:CreateTags");
+    assert_eq!(tags.len(), 1);
+    assert_eq!(
+        tags[0]["Condition"]["StringEquals"]["aws:ResourceTag/lifecycle:managed-by"],
+        own
+    );
+    assert_eq!(
+        tags[0]["Condition"]["ForAllValues:StringEquals"]["aws:TagKeys"],
+        json!(["lifecycle:tier", "lifecycle:archived-at"])
+    );
+    assert_eq!(
+        with("ebs:")[0]["Action"],
+        json!(["ebs:ListChangedBlocks", "ebs:ListSnapshotBlocks"])
+    );
 }

@@ -35,6 +35,7 @@ use serde_json::{json, Value};
 
 use ebs_lifecycle::config::Config;
 use ebs_lifecycle::lambda::deadline::Deadline;
+use ebs_lifecycle::lambda::metrics::{self, Metric};
 use ebs_lifecycle::lambda::ownership;
 use ebs_lifecycle::lambda::run::{self, RunHeader};
 use ebs_lifecycle::ports::blocks::{BlocksError, SnapshotBlocks};
@@ -284,6 +285,29 @@ pub async fn handle(
             summary.archive_started.len()
         };
 
+    metrics::emit_for_run(
+        config,
+        FUNCTION,
+        &[
+            (
+                Metric::SnapshotsArchiveStarted,
+                if config.dry_run {
+                    0
+                } else {
+                    summary.archive_started.len() as u64
+                },
+            ),
+            (
+                Metric::SnapshotsArchiveCompleted,
+                summary.archive_completed.len() as u64,
+            ),
+            (
+                Metric::SnapshotsArchiveFailed,
+                summary.archive_failed.len() as u64,
+            ),
+            (Metric::TamperingSuspected, sifted.suspects.len() as u64),
+        ],
+    );
     tracing::info!(summary = %run::for_log(&summary), "{}", headline(&summary));
     let mut notes = ownership::report(
         ports.ledger,

@@ -32,6 +32,12 @@ pub enum Metric {
     VolumesUnprotected,
     /// Snapshots a run saw with this deployment's tags and without its proof.
     TamperingSuspected,
+    /// Moves to the archive tier started (archive-snapshots).
+    SnapshotsArchiveStarted,
+    /// Moves to the archive tier EC2 finished, seen this run.
+    SnapshotsArchiveCompleted,
+    /// Moves to the archive tier EC2 could not finish, seen this run.
+    SnapshotsArchiveFailed,
 }
 
 impl Metric {
@@ -50,6 +56,9 @@ impl Metric {
             Self::CrossRegionCopyFailed => "CrossRegionCopyFailed",
             Self::VolumesUnprotected => "VolumesUnprotected",
             Self::TamperingSuspected => "TamperingSuspected",
+            Self::SnapshotsArchiveStarted => "SnapshotsArchiveStarted",
+            Self::SnapshotsArchiveCompleted => "SnapshotsArchiveCompleted",
+            Self::SnapshotsArchiveFailed => "SnapshotsArchiveFailed",
         }
     }
 }
