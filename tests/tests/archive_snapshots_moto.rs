@@ -336,3 +336,104 @@ async fn the_account_quota_holds_across_runs_and_a_failure_is_reported_once() {
         1
     );
 }
+
+/// report-snapshots' cached figures spare the walks of what they say costs
+/// more; a figure that says a snapshot pays is never taken on trust (anyone
+/// may write it): the snapshot is measured anew before it moves.
+#[tokio::test]
+async fn the_reports_figures_spare_walks_but_never_move_a_snapshot() {
+    let moto = Moto::start();
+    let ec2 = moto.ec2();
+    let adapter = Ec2Adapter::new(ec2.clone());
+    let notifier = RecordingNotifier::default();
+    // Three months, so that the sparse history below ends its months as a
+    // monthly history would.
+    let config = config(
+        r#"{"gfs": {"schedule": "@monthly",
+            "keep": {"last": 1, "monthly": 3, "yearly": 3},
+            "archive": {"after": "90d", "rules": ["monthly", "yearly"]}}}"#,
+    );
+    let volume = create_volume(&ec2, 1, &[("Backup", "gfs")]).await;
+    // Yearly `pays` (700 of its blocks rewritten next), monthly `short`
+    // (30 days left) and `shared` (10 blocks alone), the newest.
+    let ids = history(
+        &moto,
+        &volume,
+        "gfs",
+        &[
+            ("2025-06-01T00:00:00Z", "0-1023"),
+            ("2025-12-01T00:00:00Z", "0-899"),
+            ("2026-01-01T00:00:00Z", "0-699"),
+            ("2026-02-01T00:00:00Z", "0-699"),
+            ("2026-12-01T00:00:00Z", "0-9"),
+        ],
+    )
+    .await;
+    let (pays, short, shared) = (&ids[1], &ids[2], &ids[3]);
+    let (blocks, counter) = moto.ebs_blocks();
+    let now = t("2026-12-02T00:00:00Z");
+    moto.set_clock(Some(now));
+    report_snapshots::handle(
+        report_snapshots::Ports {
+            catalog: &adapter,
+            inventory: &adapter,
+            protections: &adapter,
+            blocks: &blocks,
+            tagger: &adapter,
+            notifier: &notifier,
+            ledger: moto.ledger(),
+            reports: None,
+        },
+        &config,
+        &json!({"kind": "tick"}),
+        now,
+        Deadline::after(std::time::Duration::from_secs(600)),
+    )
+    .await
+    .unwrap();
+    // Someone writes `shared` a figure that says it pays: every block its own.
+    let basis = snapshots(&ec2)
+        .await
+        .into_iter()
+        .find(|s| &s.id == shared)
+        .unwrap()
+        .tags[tags::UNIQUE_BASIS]
+        .clone();
+    let forged_basis = format!("{} {}", 1024 * 512 * 1024, basis.split_once(' ').unwrap().1);
+    put_tags(
+        &ec2,
+        shared,
+        &[
+            (tags::UNIQUE_BYTES, &(1024u64 * 512 * 1024).to_string()),
+            (tags::UNIQUE_BASIS, &forged_basis),
+        ],
+    )
+    .await;
+    counter.reset();
+    let world = World {
+        moto: &moto,
+        adapter: &adapter,
+        blocks: &blocks,
+        notifier: &notifier,
+        config: &config,
+    };
+    let run = world.daily(now).await;
+    let started: Vec<&str> = run
+        .archive_started
+        .iter()
+        .map(|m| m.snapshot_id.as_str())
+        .collect();
+    assert_eq!(started, [pays.as_str()]);
+    // `short`: the report's figure turns it down, no walk. `pays` and the
+    // forged `shared`: two walks each.
+    assert_eq!(run.from_report, 1);
+    assert_eq!(run.measured, 2);
+    assert_eq!(counter.all().values().sum::<usize>(), 4);
+    let stays: BTreeMap<&str, &str> = run
+        .refused
+        .iter()
+        .map(|r| (r.snapshot_id.as_str(), r.why.kind()))
+        .collect();
+    assert_eq!(stays[short.as_str()], "costs-more");
+    assert_eq!(stays[shared.as_str()], "costs-more");
+}

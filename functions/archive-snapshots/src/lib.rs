@@ -151,8 +151,11 @@ pub struct ArchiveSummary {
     /// ListChangedBlocks and ListSnapshotBlocks requests.
     pub block_requests: u32,
     /// Candidates not measured: out of time, or the APIs throttled. The
-    /// next run measures them.
+    /// next run starts with them.
     pub left: usize,
+    /// Candidates the report's current figures say cost more: not walked
+    /// again (a figure that says a snapshot pays is always measured anew).
+    pub from_report: usize,
     /// Moves started this run (or, dry, that would be).
     pub archive_started: Vec<Moved>,
     /// Their savings over their projected remaining lives (USD).
@@ -474,15 +477,40 @@ async fn plan_and_archive(
         }
     }
     let lineages = cost::lineages(&everything);
+    // The report's figures, where current, spare walks for what they say
+    // costs more (a forged figure can only keep a snapshot in the standard
+    // tier); what may pay is measured here before it moves.
+    let cached = |s: &Snapshot| -> Option<u64> {
+        let lineage = lineages.get(s.volume_id.as_deref()?)?;
+        let i = lineage.iter().position(|l| l.id == s.id)?;
+        let sizes = cost::Sizes::from_tags(&s.tags)?;
+        let previous = i.checked_sub(1).map(|p| lineage[p].id.as_str());
+        let next = lineage.get(i + 1).map(|n| n.id.as_str());
+        sizes
+            .is_current(previous, next)
+            .then_some(sizes.unique_bytes)
+    };
     let mut measured: BTreeMap<String, u64> = BTreeMap::new();
     let mut stop = false;
     // (volume, policy, decisions) per retention group, and each volume's
     // decisions with what it holds already, for the quotas.
     let mut groups: Vec<(String, String, Vec<Decision>)> = Vec::new();
     let mut full: BTreeMap<String, u64> = BTreeMap::new();
-    for ((volume_id, policy_name), group) in
-        expiry::retention_groups(owned, &config.deployment_name)
-    {
+    // A run that ran out of time resumes at the volume where it stopped,
+    // so every volume is measured within a few days at any size.
+    let cursor = ports.ledger.cursor(FUNCTION).await.unwrap_or_else(|e| {
+        summary.note(format!("where the last run stopped is not known: {e}"));
+        None
+    });
+    let mut ordered: Vec<_> = expiry::retention_groups(owned, &config.deployment_name)
+        .into_iter()
+        .collect();
+    if let Some(cursor) = cursor.as_deref() {
+        let at = ordered.partition_point(|((v, _), _)| v.unwrap_or_default() < cursor);
+        ordered.rotate_left(at);
+    }
+    let mut stopped_at: Option<String> = None;
+    for ((volume_id, policy_name), group) in ordered {
         let (Some(volume_id), Some(policy_name)) = (volume_id, policy_name) else {
             continue;
         };
@@ -507,23 +535,41 @@ async fn plan_and_archive(
         summary.considered += completed.len();
         let tz = policy.schedule.timezone();
         let protected = |s: &Snapshot| gate.protection(s).map(|p| p.kind());
-        // First without sizes: only what passes every other rule is measured.
-        let first = archive::judge(
-            rule,
-            tz,
-            &archive::candidates(&completed, &projections, tier, |_| None, protected),
-            &config.prices,
-            now,
-        );
-        for d in first
-            .iter()
+        let judge = |unique: &dyn Fn(&str) -> Option<u64>| {
+            archive::judge(
+                rule,
+                tz,
+                &archive::candidates(&completed, &projections, tier, unique, protected),
+                &config.prices,
+                now,
+            )
+        };
+        // First without sizes: only what passes every other rule is
+        // measured; then with the report's figures: only what they do not
+        // turn down.
+        let unmeasured: BTreeSet<String> = judge(&|_| None)
+            .into_iter()
             .filter(|d| d.verdict == Err(Stay::SizesUnknown))
+            .map(|d| d.id)
+            .collect();
+        let by_cache: BTreeMap<String, u64> = completed
+            .iter()
+            .filter(|s| unmeasured.contains(&s.id))
+            .filter_map(|s| Some((s.id.clone(), cached(s)?)))
+            .collect();
+        let turned_down: BTreeMap<String, u64> = judge(&|id| by_cache.get(id).copied())
+            .into_iter()
+            .filter(|d| matches!(d.verdict, Err(Stay::CostsMore { .. })))
+            .filter_map(|d| Some((d.id.clone(), *by_cache.get(&d.id)?)))
+            .collect();
+        summary.from_report += turned_down.len();
+        for s in completed
+            .iter()
+            .filter(|s| unmeasured.contains(&s.id) && !turned_down.contains_key(&s.id))
         {
-            let Some(s) = completed.iter().find(|s| s.id == d.id) else {
-                continue;
-            };
             if stop || deadline.is_near() {
                 stop = true;
+                stopped_at.get_or_insert_with(|| volume_id.to_string());
                 summary.left += 1;
                 continue;
             }
@@ -535,6 +581,7 @@ async fn plan_and_archive(
                 Ok(None) => {}
                 Err(e) => {
                     summary.note(e.to_string());
+                    stopped_at.get_or_insert_with(|| volume_id.to_string());
                     summary.left += 1;
                     stop = true;
                 }
@@ -543,20 +590,17 @@ async fn plan_and_archive(
         for s in &completed {
             full.insert(s.id.clone(), s.full_size_bytes.unwrap_or(0));
         }
-        let decisions = archive::judge(
-            rule,
-            tz,
-            &archive::candidates(
-                &completed,
-                &projections,
-                tier,
-                |id| measured.get(id).copied(),
-                protected,
-            ),
-            &config.prices,
-            now,
-        );
+        let decisions = judge(&|id| measured.get(id).or_else(|| turned_down.get(id)).copied());
         groups.push((volume_id.to_string(), policy_name.to_string(), decisions));
+    }
+    if stopped_at != cursor {
+        if let Err(e) = ports
+            .ledger
+            .set_cursor(FUNCTION, stopped_at.as_deref())
+            .await
+        {
+            summary.note(format!("could not record where this run stopped: {e}"));
+        }
     }
 
     // Quotas per EC2 volume (a volume's groups together) and per account.

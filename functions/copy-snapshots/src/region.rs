@@ -222,8 +222,11 @@ impl Region<'_> {
                 by_volume.get(&key).into_iter().flatten().copied(),
                 busy.contains(&key),
             );
+            // EC2 copies nothing from the archive tier: an archived snapshot
+            // is skipped (a copy newer than it goes on).
             let candidates: Vec<Source> = snapshots
                 .iter()
+                .filter(|s| !s.archived)
                 .filter_map(|s| {
                     Some(Source {
                         id: s.id.clone(),

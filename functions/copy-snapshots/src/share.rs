@@ -112,8 +112,10 @@ pub(crate) async fn share(
             newest_copied: here.iter().filter_map(|s| s.retention_time()).max(),
             in_progress: false,
         };
+        // EC2 shares nothing from the archive tier.
         let all: Vec<Source> = scheduled
             .iter()
+            .filter(|s| !s.archived)
             .filter_map(|s| {
                 Some(Source {
                     id: s.id.clone(),
