@@ -55,7 +55,7 @@ org-template: venv
 	$(VENV)/bin/cfn-lint --ignore-checks W3037 -- dist/org-template.json dist/org-artifact-buckets.yaml
 
 ## make demo: a year in the life of a seeded account on moto (127.0.0.1): the
-## five function binaries, each under a local Lambda Runtime API with the
+## nine function binaries, each under a local Lambda Runtime API with the
 ## template's environment, driven by ticks, EC2's completion events and the
 ## daily runs in simulated time (see docs/development.md, "The demo").
 ## Built with --all-targets, as make test builds: the dependencies resolve to

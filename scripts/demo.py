@@ -9,7 +9,7 @@
    is not encrypted, one that is deleted part-way through the year, one that
    is not opted in, and a snapshot made by hand; an SNS topic with an SQS
    queue subscribed, so every notification can be read back.
-3. Starts the five real function binaries, each under a local Lambda Runtime
+3. Starts the nine real function binaries, each under a local Lambda Runtime
    API, with the environment template.yaml sets. They run as Lambda runs
    them, warm, one invocation at a time.
 4. Walks a simulated year: at each slot a scheduler tick to create-snapshots,
@@ -71,8 +71,17 @@ POLICIES = {
         "keep": {"last": 3, "daily": 7, "weekly": 4, "monthly": 12, "yearly": 3},
         "copy_tags": ["Owner", "CostCenter"],
         "tags": {"Tier": "standard"},
+        # Monthly and yearly snapshots older than 90 days go to the archive
+        # tier where that saves money (archive-snapshots weighs each one).
+        "archive": {"after": "90d", "rules": ["monthly", "yearly"]},
     },
 }
+# warehouse is reloaded every night: each snapshot rewrites the same 24 GiB
+# (blocks 0-49151 of its 40 GiB), so what a snapshot holds is its own and
+# archiving its monthly snapshots pays. The other volumes change a little a
+# day (moto's seeded writes); their snapshots share most blocks, and
+# archiving them would cost more.
+WAREHOUSE_WRITES = "0-49151"
 # The slots of `fleet` open at 00:00, 06:00, 12:00 and 18:00 UTC. The template
 # ticks every 15 minutes; a tick inside a slot that is already fulfilled does
 # nothing, so the demo ticks once per slot, 15 minutes after it opens.
@@ -87,7 +96,11 @@ DAILY = [("04:15", "complete-snapshots"), ("04:30", "tag-snapshots"),
          # A vault stack reconciles hourly and on every share; once a day
          # after the source shared does the same work here.
          ("05:40", "vault-snapshots"),
-         ("06:00", "report-snapshots")]
+         ("06:00", "report-snapshots"),
+         ("06:30", "archive-snapshots")]
+# When the demo delivers EC2's archiveSnapshot events for the moves that
+# ended (moto's archivals take six hours).
+ARCHIVE_EVENTS = "13:00"
 # The disaster-recovery region of gfs's copies (its key is made at seeding).
 DR_REGION = "eu-west-1"
 DR_KEEP = {"daily": 7, "weekly": 4, "monthly": 6}
@@ -222,6 +235,7 @@ def seed(ec2, sns, sqs) -> dict:
     ids["web-1 cache"] = cache["VolumeId"]
     for name, size, encrypted, extra in [
         ("db-data", 200, True, {"Backup": "gfs", "Owner": "ana", "CostCenter": "4711"}),
+        ("warehouse", 40, True, {"Backup": "gfs", "Owner": "ana", "moto:writes": WAREHOUSE_WRITES}),
         ("reports", 20, False, {"Backup": "gfs", "Owner": "li"}),
         ("old-app", 30, True, {"Backup": "gfs", "Owner": "sam"}),
         ("typo", 8, True, {"Backup": "dialy"}),
@@ -272,6 +286,15 @@ class Year:
         self.last_coverage: dict = {}
         # Per report run: (EBS direct API requests, figures computed, snapshots priced).
         self.cost_runs: list[tuple[int, int, int]] = []
+        # Per day: (standard bytes, archive bytes, USD a month) as the report
+        # priced them, and the unique bytes of what is archived (what the
+        # standard tier would hold without archiving, at least).
+        self.storage_days: list[tuple[int, int, float, int]] = []
+        self.archived_unique: dict[str, int] = {}
+        self.archive = collections.Counter()   # started / completed / failed / events
+        self.archive_refused: list[dict] = []
+        self.archive_saving = 0.0
+        self.pending_archivals: set[str] = set()
         # Copies the last copy-snapshots run started: they complete after it,
         # and the next run (after the year) would tag them.
         self.last_started: set[str] = set()
@@ -344,6 +367,11 @@ class Year:
             self.note(when, f"old-app {ids['old-app']} is deleted: its snapshots now follow the orphan rules (keep the last 1)", "33")
 
     def create(self, n: int, day: datetime.datetime, hour: int) -> None:
+        if hour == 0:
+            # warehouse's nightly reload (moto writes the next snapshot's
+            # blocks from this tag, and consumes it).
+            self.ec2.create_tags(Resources=[self.ids["warehouse"]],
+                                 Tags=[{"Key": "moto:writes", "Value": WAREHOUSE_WRITES}])
         when = self.at(day, f"{hour:02d}:15")
         summary = self.fns["create-snapshots"].invoke(self.tick())
         ran_at = datetime.datetime.fromisoformat(summary["time"].replace("Z", "+00:00"))
@@ -402,10 +430,60 @@ class Year:
                 self.after_vault(when, result)
             elif name == "report-snapshots":
                 self.after_report(when, result)
+            elif name == "archive-snapshots":
+                self.after_archive(when, result)
+        if self.pending_archivals:
+            self.archive_events(day)
+
+    def after_archive(self, when: datetime.datetime, result: dict) -> None:
+        for m in result["archive_started"]:
+            self.archived_unique[m["snapshot_id"]] = m["unique_bytes"]
+            self.pending_archivals.add(m["snapshot_id"])
+            self.archive_saving += m["saving_usd"]
+        self.archive["started"] += len(result["archive_started"])
+        self.archive["completed"] += len(result["archive_completed"])
+        self.archive["failed"] += len(result["archive_failed"])
+        for f in result["archive_failed"]:
+            self.problems.append(f"an archival failed on {iso(when)}: {f}")
+        for e in result.get("errors", []):
+            self.problems.append(f"archive-snapshots on {iso(when)}: {e}")
+        for r in result["refused"]:
+            if r["why"] == "costs-more" and not any(x["snapshot_id"] == r["snapshot_id"] for x in self.archive_refused):
+                self.archive_refused.append({**r, "when": iso(when)})
+        if result["archive_started"] and not self.archive["noted"]:
+            self.archive["noted"] = 1
+            m = result["archive_started"][0]
+            self.note(when, f"archive-snapshots: first move to the archive tier, {m['snapshot_id']} ({m['volume_id']}): "
+                            f"{m['unique_bytes'] / 2**30:.1f} GiB its own of {m['full_bytes'] / 2**30:.1f} GiB, "
+                            f"saves {m['saving_usd']:.2f} USD over its remaining life", "32")
+
+    def archive_events(self, day: datetime.datetime) -> None:
+        """EC2's archiveSnapshot event for each move that ended, as
+        EventBridge delivers it to archive-snapshots."""
+        when = self.at(day, ARCHIVE_EVENTS)
+        statuses = self.ec2.describe_snapshot_tier_status()["SnapshotTierStatuses"]
+        for st in statuses:
+            status = st.get("LastTieringOperationStatus")
+            if st["SnapshotId"] not in self.pending_archivals or status == "archival-in-progress":
+                continue
+            self.pending_archivals.discard(st["SnapshotId"])
+            arn = snapshot_arn(st["SnapshotId"])
+            event = envelope("EBS Snapshot Notification", [arn], {
+                "event": "archiveSnapshot", "result": "succeeded" if status == "archival-completed" else "failed",
+                "cause": "" if status == "archival-completed" else st.get("LastTieringOperationStatusDetail", ""),
+                "request-id": "", "snapshot_id": arn,
+                "startTime": iso(st["LastTieringStartTime"]), "endTime": iso(when),
+            })
+            result = self.fns["archive-snapshots"].invoke(event)
+            self.archive["events"] += 1
+            self.archive["completed"] += len(result["archive_completed"])
 
     def after_report(self, when: datetime.datetime, result: dict) -> None:
         self.last_coverage = result
         cost = result.get("cost", {})
+        self.storage_days.append((cost.get("standard_bytes", 0), cost.get("archive_bytes", 0),
+                                  cost.get("monthly_usd", 0.0),
+                                  sum(u for i, u in self.archived_unique.items() if i not in self.pending_archivals)))
         self.cost_runs.append((cost.get("requests", 0), cost.get("computed", 0), cost.get("snapshots", 0)))
         # Every opted-in volume is snapshotted on time all year: a gap
         # would be a failure of the year, not a finding.
@@ -499,7 +577,8 @@ def report(year: Year, ec2, sqs, ids: dict) -> list[str]:
     """The end of the year: what is kept and why, per volume; findings;
     notifications. Returns what is not as a user would expect."""
     problems = list(year.problems)
-    names = {v: k for k, v in ids.items() if k in ("web-1 root", "web-1 cache", "db-data", "reports", "old-app", "typo", "scratch")}
+    names = {v: k for k, v in ids.items() if k in ("web-1 root", "web-1 cache", "db-data", "warehouse", "reports", "old-app",
+                                                   "typo", "scratch")}
     snaps = ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"]
     managed = [s for s in snaps if tags_of(s).get("lifecycle:managed-by") == DEPLOYMENT]
     by_volume: dict[str, list[dict]] = collections.defaultdict(list)
@@ -668,7 +747,8 @@ def report_page(year: Year, session: dict, bucket: str, work: Path) -> list[str]
         print(f"    requests: first run {first[0]} for {first[1]} snapshots measured; then "
               f"{sum(r[0] for r in rest)} in {len(rest)} runs for {sum(r[1] for r in rest)} measured "
               f"({sum(r[0] for r in rest) / max(1, sum(r[1] for r in rest)):.2f} per snapshot measured)")
-    if cost["left"] or any(c.get("unique_bytes") is None for v in cost["volumes"] for c in v["snapshots"]):
+    if cost["left"] or any(c.get("unique_bytes") is None and c["tier"] != "archive"
+                           for v in cost["volumes"] for c in v["snapshots"]):
         problems.append("the last report left snapshots unmeasured")
     if year.days >= 2 and not cost["standard_bytes"]:
         problems.append("the report priced no storage")
@@ -678,6 +758,55 @@ def report_page(year: Year, session: dict, bucket: str, work: Path) -> list[str]
     if checked.returncode != 0:
         problems.append("the report page does not show the JSON's numbers in chromium")
     print(f"    the report: {year.last_coverage.get('location')} (a copy: open {page}; screenshot {shot})")
+    return problems
+
+
+def report_archive(year: Year, ec2, ids: dict) -> list[str]:
+    """What archive-snapshots did over the year, and what it saved."""
+    problems = []
+    print()
+    step("the archive tier: what archive-snapshots moved, and what it saved (gfs: monthly and yearly, after 90 days)")
+    snaps = ec2.describe_snapshots(OwnerIds=["self"], Filters=[{"Name": "volume-id", "Values": [ids["warehouse"]]}])["Snapshots"]
+    rows = [[s["SnapshotId"], s["StartTime"].strftime("%Y-%m-%d"), tags_of(s).get("lifecycle:retained-by", ""),
+             s.get("StorageTier", ""), tags_of(s).get("lifecycle:tier", "-"), tags_of(s).get("lifecycle:archived-at", "-")[:16]]
+            for s in sorted(snaps, key=lambda s: s["StartTime"], reverse=True)
+            if tags_of(s).get("lifecycle:managed-by") == DEPLOYMENT]
+    print("    warehouse (reloaded nightly: every snapshot's 24 GiB its own), newest first:")
+    print_table(rows, ["snapshot", "taken", "retained-by", "EC2 tier", "lifecycle:tier", "archived-at"])
+    standard_price, archive_price, gb = 0.05, 0.0125, 2**30
+    with_gbm = sum((st + ar) / gb / 30 for st, ar, _, _ in year.storage_days)
+    without_gbm = sum((st + unique) / gb / 30 for st, _, _, unique in year.storage_days)
+    with_usd = sum(usd / 30 for _, _, usd, _ in year.storage_days)
+    without_usd = sum((st + unique) / gb * standard_price / 30 for st, _, _, unique in year.storage_days)
+    archived_gbm = sum(ar / gb / 30 for _, ar, _, _ in year.storage_days)
+    print(f"    moves started {year.archive['started']}, completed {year.archive['completed']} "
+          f"({year.archive['events']} archiveSnapshot events), failed {year.archive['failed']}; "
+          f"projected saving of the moves over their remaining lives {year.archive_saving:.2f} USD")
+    print(f"    over the year (report-snapshots' daily figures, {len(year.storage_days)} days): "
+          f"{with_gbm:.0f} GB-months stored with archiving ({archived_gbm:.0f} of them in the archive tier at "
+          f"{archive_price} USD), {without_gbm:.0f} without; {with_usd:.2f} USD with, at least "
+          f"{without_usd:.2f} USD without (at {standard_price} USD per GB-month; each archived snapshot counted at "
+          f"its unique bytes when it moved)")
+    if year.archive_refused:
+        r = year.archive_refused[0]
+        name = {v: k for k, v in ids.items()}.get(r["volume_id"], r["volume_id"])
+        print(f"    refused because it would cost more: {len(year.archive_refused)} snapshots, e.g. {r['snapshot_id']} "
+              f"({name}) on {r['when'][:10]}: {r['usd']:.2f} USD more over its remaining life "
+              f"(its blocks are mostly shared with its neighbours)")
+    if year.days >= 150:
+        if not any(s.get("StorageTier") == "archive" for s in snaps):
+            problems.append("no warehouse snapshot is in the archive tier")
+        if not year.archive_refused:
+            problems.append("archive-snapshots never refused a move that would cost more")
+        if with_usd >= without_usd:
+            problems.append(f"archiving saved nothing: {with_usd:.2f} USD with, {without_usd:.2f} without")
+    for s in snaps:
+        if s.get("StorageTier") == "archive" and tags_of(s).get("lifecycle:tier") != "archive" \
+                and s["SnapshotId"] not in year.pending_archivals:
+            problems.append(f"{s['SnapshotId']} is archived but tagged lifecycle:tier={tags_of(s).get('lifecycle:tier')}")
+    db = ec2.describe_snapshots(OwnerIds=["self"], Filters=[{"Name": "volume-id", "Values": [ids["db-data"]]}])["Snapshots"]
+    if any(s.get("StorageTier") == "archive" for s in db):
+        problems.append("a db-data snapshot was archived, though its blocks are shared")
     return problems
 
 
@@ -752,7 +881,7 @@ def main() -> int:
     args = parser.parse_args()
     bin_dir = Path(args.bin_dir)
     names = ("create-snapshots", "complete-snapshots", "tag-snapshots", "check-encryption", "expire-snapshots",
-             "copy-snapshots", "vault-snapshots", "report-snapshots")
+             "copy-snapshots", "vault-snapshots", "report-snapshots", "archive-snapshots")
     for name in names:
         if not (bin_dir / name).exists():
             print(f"{bin_dir / name} is missing: run `cargo build --workspace --bins` (make demo does)", file=sys.stderr)
@@ -798,7 +927,7 @@ def main() -> int:
               f"hand-made snapshot {ids['hand-made']}")
         print(f"    policies: {json.dumps(policies)}")
 
-        step("starting the six functions, each under its own Lambda Runtime API, clock from libfaketime")
+        step("starting the nine functions, each under its own Lambda Runtime API, clock from libfaketime")
         # The template's environment with the demo's parameters (the demo
         # account's policies, public snapshots made private by itself).
         parameters = {"Policies": json.dumps(policies), "DryRun": "false", "Remediate": "public"}
@@ -828,6 +957,7 @@ def main() -> int:
         problems = (report(year, ec2, sqs, ids) + report_copies(year, dr_ec2, ids)
                     + report_vault(year, vault["ec2"], ids) + report_coverage(year, ids))
         problems += report_page(year, session, report_bucket, work)
+        problems += report_archive(year, ec2, ids)
         calls = ", ".join(f"{n} {f.invocations} ({1000 * f.seconds / max(f.invocations, 1):.0f} ms each)" for n, f in fns.items())
         print()
         print(f"    invocations: {calls}; wall time {time.monotonic() - started:.0f} s")
