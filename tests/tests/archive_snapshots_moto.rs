@@ -14,6 +14,7 @@ use archive_snapshots::ArchiveSummary;
 use ebs_lifecycle::aws::ebs::EbsBlocks;
 use ebs_lifecycle::aws::ec2::Ec2Adapter;
 use ebs_lifecycle::lambda::deadline::Deadline;
+use ebs_lifecycle::ports::ledger::Ledger;
 use ebs_lifecycle_core::notify::NotificationKind;
 use ebs_lifecycle_core::tags;
 use integration_tests::*;
@@ -35,6 +36,20 @@ struct World<'a> {
 
 impl World<'_> {
     async fn run(&self, event: serde_json::Value, now: DateTime<Utc>) -> ArchiveSummary {
+        self.run_until(
+            event,
+            now,
+            Deadline::after(std::time::Duration::from_secs(600)),
+        )
+        .await
+    }
+
+    async fn run_until(
+        &self,
+        event: serde_json::Value,
+        now: DateTime<Utc>,
+        deadline: Deadline,
+    ) -> ArchiveSummary {
         archive_snapshots::handle(
             archive_snapshots::Ports {
                 catalog: self.adapter,
@@ -49,7 +64,7 @@ impl World<'_> {
             self.config,
             &event,
             now,
-            Deadline::after(std::time::Duration::from_secs(600)),
+            deadline,
         )
         .await
         .unwrap()
@@ -436,4 +451,80 @@ async fn the_reports_figures_spare_walks_but_never_move_a_snapshot() {
         .collect();
     assert_eq!(stays[short.as_str()], "costs-more");
     assert_eq!(stays[shared.as_str()], "costs-more");
+}
+
+/// Out of time before the walks: nothing is measured or moved, and the
+/// next run starts where this one stopped; a dry run plans the same moves
+/// and makes none.
+#[tokio::test]
+async fn a_run_out_of_time_resumes_and_a_dry_run_moves_nothing() {
+    let moto = Moto::start();
+    let ec2 = moto.ec2();
+    let adapter = Ec2Adapter::new(ec2.clone());
+    let notifier = RecordingNotifier::default();
+    let mut volumes = Vec::new();
+    for _ in 0..2 {
+        let volume = create_volume(&ec2, 1, &[("Backup", "gfs")]).await;
+        for (slot, writes) in [
+            ("2025-06-01T00:00:00Z", "0-1023"),
+            ("2025-12-01T00:00:00Z", "0-899"),
+            ("2026-12-01T00:00:00Z", "0-899"),
+        ] {
+            put_tags(&ec2, &volume, &[("moto:writes", writes)]).await;
+            let labels = labels_for(&volume, "itest", "gfs", t(slot));
+            snapshot_as_created(&moto, &volume, &labels, &[]).await;
+        }
+        volumes.push(volume);
+    }
+    volumes.sort();
+    let (blocks, counter) = moto.ebs_blocks();
+    let now = t("2026-12-02T00:00:00Z");
+    moto.set_clock(Some(now));
+
+    let dry = config_with(GFS, &[("DRY_RUN", "true")]);
+    let world = World {
+        moto: &moto,
+        adapter: &adapter,
+        blocks: &blocks,
+        notifier: &notifier,
+        config: &dry,
+    };
+    let planned = world.daily(now).await;
+    assert!(planned.dry_run);
+    assert_eq!(planned.archive_started.len(), 2);
+    assert_eq!(planned.in_progress, 0);
+    let tiers = ec2.describe_snapshot_tier_status().send().await.unwrap();
+    assert!(tiers
+        .snapshot_tier_statuses()
+        .iter()
+        .all(|s| s.last_tiering_operation_status().is_none()));
+    assert!(tier_tags(&ec2).await.is_empty());
+
+    let config = config(GFS);
+    let world = World {
+        config: &config,
+        ..world
+    };
+    counter.reset();
+    let out_of_time = world
+        .run_until(
+            json!({"kind": "tick"}),
+            now,
+            Deadline::after(std::time::Duration::ZERO),
+        )
+        .await;
+    assert!(out_of_time.archive_started.is_empty());
+    assert_eq!((out_of_time.measured, out_of_time.left), (0, 2));
+    assert_eq!(counter.all().values().sum::<usize>(), 0);
+    assert_eq!(
+        moto.ledger().cursor("archive-snapshots").await.unwrap(),
+        Some(volumes[0].clone())
+    );
+    let next = world.daily(now).await;
+    assert_eq!((next.measured, next.left), (2, 0));
+    assert_eq!(next.archive_started.len(), 2);
+    assert_eq!(
+        moto.ledger().cursor("archive-snapshots").await.unwrap(),
+        None
+    );
 }
