@@ -2,19 +2,24 @@
 //! longer keeps, under the safety rules.
 //!
 //! One run:
-//! 1. list the deployment's snapshots (server-side filter, paginated) and
-//!    keep only what the deployment provably made
-//!    (`ebs_lifecycle::lambda::ownership`; the suspects are reported once);
-//! 2. gather, once, what protects snapshots beyond their tags: the snapshots
-//!    behind AMIs the account owns, snapshot locks, which volumes still exist;
-//! 3. plan per volume and policy (`ebs_lifecycle_core::expiry`): restic-`forget`
-//!    retention, then every safety rule (`ebs_lifecycle_core::safety`);
-//! 4. delete the deletable ones, oldest first, paced under EC2's
-//!    DeleteSnapshot token bucket, each one authorized by the safety gate
-//!    within the grant the stack's ledger gives (`MAX_DELETIONS` over 24
-//!    hours, across runs), never a source whose copy to another region
-//!    is in flight (the ledger's record); `DRY_RUN` walks the same plan and deletes nothing;
-//! 5. log and return a plan users can read, emit metrics, notify.
+//! 1. list the source volumes of the deployment's snapshots (ids only, page
+//!    by page) and gather, once, what protects snapshots beyond their tags:
+//!    the snapshots behind AMIs the account owns, snapshot locks, copies to
+//!    another region in flight (the ledger), EC2's tier status when an
+//!    archived snapshot shows up;
+//! 2. then 200 volumes at a time ([`VOLUMES_PER_BATCH`]: all a run holds,
+//!    whatever the account's size): list their snapshots, keep only what
+//!    the deployment provably made (`ebs_lifecycle::lambda::ownership`; the
+//!    suspects are reported once), plan per volume and policy
+//!    (`ebs_lifecycle_core::expiry`: restic-`forget` retention, then every
+//!    safety rule, `ebs_lifecycle_core::safety`), and delete the deletable
+//!    ones, oldest first, paced under EC2's DeleteSnapshot token bucket,
+//!    each one authorized by the safety gate within the grant the stack's
+//!    ledger gives (`MAX_DELETIONS` over 24 hours, across runs and
+//!    batches), never a source whose copy to another region is in flight;
+//!    `DRY_RUN` walks the same plan and deletes nothing;
+//! 3. log each volume's plan (a line each), return the counts and the first
+//!    [`VOLUMES_LISTED`] volumes' plans, emit metrics, notify.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -40,6 +45,7 @@ use ebs_lifecycle_core::archive;
 use ebs_lifecycle_core::cost::Prices;
 use ebs_lifecycle_core::events::{EventError, Tick};
 use ebs_lifecycle_core::expiry::{self, VolumePlan};
+use ebs_lifecycle_core::model::Snapshot;
 use ebs_lifecycle_core::notify::{Notification, NotificationKind, Severity};
 use ebs_lifecycle_core::ownership::Scope;
 use ebs_lifecycle_core::safety::{AccountFacts, DeletionGate, Protection};
@@ -170,8 +176,23 @@ pub struct RunSummary {
     /// emulator lacks it); EC2 itself refuses to delete a locked snapshot.
     pub locks_checked: bool,
     pub counts: Counts,
+    /// The first 100 volumes' plans (each volume's is in the log, a line
+    /// each).
     pub volumes: Vec<VolumeReport>,
+    /// Volumes planned but not listed above.
+    pub volumes_not_listed: usize,
+    /// Volumes the run did not reach before its deadline (the next run
+    /// starts on them).
+    pub volumes_not_reached: usize,
 }
+
+/// Volumes planned together: the deployment's snapshots of 200 volumes
+/// (two DescribeSnapshots, EC2's filters take 200 values) are all a run
+/// holds at once, whatever the account's size.
+pub const VOLUMES_PER_BATCH: usize = 200;
+/// Volume reports kept in the summary; past them only counts (every
+/// volume's plan is in the log, a line each).
+pub const VOLUMES_LISTED: usize = 100;
 
 /// Run one daily tick: gather the facts, plan, delete what the plan and the
 /// gate allow, summarise, notify.
@@ -184,24 +205,23 @@ pub async fn handle(
 ) -> Result<RunSummary, ExpireError> {
     Tick::parse(event)?;
     let facts_error = ExpireError::FactsUnavailable;
-    let listed = ports
+    // The volumes first (ids only), then their snapshots 200 volumes at a
+    // time: memory bounded by a batch, not by the account.
+    let volume_ids: Vec<String> = ports
         .catalog
-        .managed_snapshots(&config.deployment_name)
+        .managed_volume_ids(&config.deployment_name)
         .await
-        .map_err(facts_error)?;
-    let listed_count = listed.len();
-    let sifted = ownership::sift(ports.ledger, config, listed, Scope::WholeVolumes).await?;
-    let held_for_review = sifted.held_for_review();
-    let (snapshots, suspects) = (sifted.owned, sifted.suspects);
+        .map_err(facts_error)?
+        .into_iter()
+        .collect();
     let ami_snapshot_ids = ports
         .protections
         .ami_snapshot_ids()
         .await
         .map_err(facts_error)?;
-    let ids: Vec<String> = snapshots.iter().map(|s| s.id.clone()).collect();
     let (locked_snapshot_ids, locks_checked) = match ports
         .protections
-        .locked_snapshot_ids(&ids)
+        .all_locked_snapshot_ids()
         .await
     {
         Ok(locked) => (locked, true),
@@ -210,45 +230,153 @@ pub async fn handle(
             (BTreeSet::new(), false)
         }
     };
-    let volume_ids: Vec<String> = snapshots
-        .iter()
-        .filter_map(|s| s.source_volume_id().map(String::from))
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    let existing: BTreeSet<String> = ports
-        .inventory
-        .volumes_by_id(&volume_ids)
-        .await
-        .map_err(facts_error)?
-        .into_iter()
-        .map(|v| v.id)
-        .collect();
-
     // A copy to another region reads its source until it completes.
-    let copying = ports
+    let copying: BTreeSet<String> = ports
         .ledger
         .copies_in_flight()
         .await?
         .into_iter()
         .map(|c| c.source_snapshot_id)
         .collect();
-    // Archived snapshots: a restore in progress or in effect protects one
-    // (someone means to use it), and deleting one within 90 days of its
-    // archival is charged. Asked only when there are archived snapshots;
-    // if EC2's tier status cannot be read, every archived one is kept.
-    let tiered: Vec<&ebs_lifecycle_core::model::Snapshot> =
-        snapshots.iter().filter(|s| s.in_archive_tier()).collect();
-    let (restoring, archived_at) = if tiered.is_empty() {
-        (BTreeSet::new(), BTreeMap::new())
-    } else {
+
+    let mut summary = RunSummary {
+        header: RunHeader::new(FUNCTION, config, now, "daily"),
+        dry_run: config.dry_run,
+        max_deletions: config.max_deletions,
+        locks_checked,
+        ..RunSummary::default()
+    };
+    let mut pacer = Pacer::new(ports.pacing);
+    let mut suspects = Vec::new();
+    // EC2's tier status, read once, the first time a batch holds an
+    // archived snapshot.
+    let mut tiers: Option<Tiers> = None;
+    let mut cap_reached = false;
+    for (i, batch) in volume_ids.chunks(VOLUMES_PER_BATCH).enumerate() {
+        if deadline.is_near() {
+            // Nothing of these volumes was looked at: the next run starts
+            // on them (the volumes before have nothing left to do).
+            summary.volumes_not_reached = volume_ids.len() - i * VOLUMES_PER_BATCH;
+            break;
+        }
+        let listed = ports
+            .catalog
+            .managed_snapshots_of_volumes(&config.deployment_name, batch)
+            .await
+            .map_err(facts_error)?;
+        summary.counts.snapshots += listed.len();
+        let sifted = ownership::sift(ports.ledger, config, listed, Scope::WholeVolumes).await?;
+        let held_for_review = sifted.held_for_review();
+        suspects.extend(sifted.suspects);
+        // Each snapshot in the batch of the volume its proof names (a tag
+        // that names another volume does not bring it here twice).
+        let in_batch: BTreeSet<&str> = batch.iter().map(String::as_str).collect();
+        let snapshots: Vec<Snapshot> = sifted
+            .owned
+            .into_iter()
+            .filter(|s| s.source_volume_id().is_none_or(|v| in_batch.contains(v)))
+            .collect();
+        let existing: BTreeSet<String> = ports
+            .inventory
+            .volumes_by_id(batch)
+            .await
+            .map_err(facts_error)?
+            .into_iter()
+            .map(|v| v.id)
+            .collect();
+        if tiers.is_none() && snapshots.iter().any(Snapshot::in_archive_tier) {
+            tiers = Some(Tiers::read(ports, now).await);
+        }
+        let (restoring, archived_at) = match &tiers {
+            Some(t) => t.for_batch(&snapshots, now),
+            None => (BTreeSet::new(), BTreeMap::new()),
+        };
+        let facts = AccountFacts {
+            restoring,
+            deployment: config.deployment_name.clone(),
+            ami_snapshot_ids: ami_snapshot_ids.clone(),
+            locked_snapshot_ids: locked_snapshot_ids.clone(),
+            held_for_review,
+            copying: copying.clone(),
+            now,
+        };
+        let planning = DeletionGate::new(facts.clone(), &snapshots, config.max_deletions);
+        let plans = expiry::plan(&snapshots, &config.policies, &existing, &planning);
+        // MAX_DELETIONS is a budget over 24 hours shared by every run: ask
+        // the ledger for this batch's part before deleting anything.
+        let deletable = plans
+            .iter()
+            .flat_map(|p| &p.snapshots)
+            .filter(|p| p.deletable())
+            .count();
+        let wanted = u32::try_from(deletable).unwrap_or(u32::MAX);
+        let granted = if cap_reached || wanted == 0 {
+            0
+        } else {
+            ports
+                .ledger
+                .reserve_deletions(now, wanted, config.max_deletions)
+                .await?
+        };
+        summary.deletions_granted += granted;
+        let gate = DeletionGate::new(facts, &snapshots, granted);
+        let mut execution = Execution {
+            ports,
+            dry_run: config.dry_run,
+            gate,
+            deadline,
+            pacer: &mut pacer,
+            cap_reached: false,
+            attempted: 0,
+            archived_at,
+            prices: config.prices,
+            now,
+        };
+        for plan in &plans {
+            let report = execution.volume(plan).await;
+            add(&mut summary, report);
+        }
+        cap_reached |= execution.cap_reached || granted < wanted;
+        // What was granted and not deleted goes back (a dry run deletes nothing).
+        let used = if config.dry_run {
+            0
+        } else {
+            execution.attempted
+        };
+        if granted > used {
+            if let Err(e) = ports
+                .ledger
+                .release_deletions(now, now, granted - used)
+                .await
+            {
+                tracing::warn!(error = %e, "could not give back the unused deletions; they count against the next 24 hours");
+            }
+        }
+    }
+    summary.cap_reached = cap_reached;
+    emit_metrics(config, &summary, suspects.len());
+    log(&summary);
+    let mut notifications =
+        ownership::report(ports.ledger, config, &suspects, now, &mut summary.header).await;
+    notifications.extend(self::notifications(config, &summary));
+    run::publish(ports.notifier, &notifications, &mut summary.header).await;
+    Ok(summary)
+}
+
+/// EC2's tier status of the account's archived snapshots: which are being
+/// restored (kept), when each was archived (the early-deletion charge).
+/// If it cannot be read, every archived snapshot is kept.
+struct Tiers {
+    restoring: BTreeSet<String>,
+    archived_at: BTreeMap<String, DateTime<Utc>>,
+    unreadable: bool,
+}
+
+impl Tiers {
+    async fn read(ports: Ports<'_>, now: DateTime<Utc>) -> Self {
         match ports.protections.tier_statuses().await {
             Ok(statuses) => {
-                let mut restoring: BTreeSet<String> = tiered
-                    .iter()
-                    .filter(|s| archive::is_being_restored(None, s.restore_expiry, now))
-                    .map(|s| s.id.clone())
-                    .collect();
+                let mut restoring = BTreeSet::new();
                 let mut archived_at = BTreeMap::new();
                 for t in statuses {
                     if archive::is_being_restored(
@@ -262,98 +390,87 @@ pub async fn handle(
                         archived_at.insert(t.snapshot_id, at);
                     }
                 }
-                (restoring, archived_at)
+                Self {
+                    restoring,
+                    archived_at,
+                    unreadable: false,
+                }
             }
             Err(e) => {
                 tracing::warn!(error = %e, "the archive tier status could not be read; every archived snapshot is kept this run");
-                (
-                    tiered.iter().map(|s| s.id.clone()).collect(),
-                    BTreeMap::new(),
-                )
+                Self {
+                    restoring: BTreeSet::new(),
+                    archived_at: BTreeMap::new(),
+                    unreadable: true,
+                }
             }
         }
-    };
-    let facts = AccountFacts {
-        restoring,
-        deployment: config.deployment_name.clone(),
-        ami_snapshot_ids,
-        locked_snapshot_ids,
-        held_for_review,
-        copying,
-        now,
-    };
-    let planning = DeletionGate::new(facts.clone(), &snapshots, config.max_deletions);
-    let plans = expiry::plan(&snapshots, &config.policies, &existing, &planning);
-    // MAX_DELETIONS is a budget over 24 hours shared by every run: ask the
-    // ledger for this run's part before deleting anything.
-    let deletable = plans
-        .iter()
-        .flat_map(|p| &p.snapshots)
-        .filter(|p| p.deletable())
-        .count();
-    let wanted = u32::try_from(deletable).unwrap_or(u32::MAX);
-    let granted = ports
-        .ledger
-        .reserve_deletions(now, wanted, config.max_deletions)
-        .await?;
-    let gate = DeletionGate::new(facts, &snapshots, granted);
+    }
 
-    let mut summary = RunSummary {
-        header: RunHeader::new(FUNCTION, config, now, "daily"),
-        dry_run: config.dry_run,
-        max_deletions: config.max_deletions,
-        deletions_granted: granted,
-        locks_checked,
-        ..RunSummary::default()
-    };
-    summary.counts.snapshots = listed_count;
-    let mut execution = Execution {
-        ports,
-        dry_run: config.dry_run,
-        gate,
-        deadline,
-        pacer: Pacer::new(ports.pacing),
-        cap_reached: false,
-        attempted: 0,
-        archived_at,
-        prices: config.prices,
-        now,
-    };
-    for plan in &plans {
-        let report = execution.volume(plan).await;
-        summary.volumes.push(report);
+    /// What protects a batch's archived snapshots, and when each was archived.
+    fn for_batch(
+        &self,
+        snapshots: &[Snapshot],
+        now: DateTime<Utc>,
+    ) -> (BTreeSet<String>, BTreeMap<String, DateTime<Utc>>) {
+        let tiered = snapshots.iter().filter(|s| s.in_archive_tier());
+        let restoring = tiered
+            .clone()
+            .filter(|s| {
+                self.unreadable
+                    || self.restoring.contains(&s.id)
+                    || archive::is_being_restored(None, s.restore_expiry, now)
+            })
+            .map(|s| s.id.clone())
+            .collect();
+        let archived_at = tiered
+            .filter_map(|s| Some((s.id.clone(), *self.archived_at.get(&s.id)?)))
+            .collect();
+        (restoring, archived_at)
     }
-    summary.cap_reached = execution.cap_reached || (granted < wanted);
-    // What was granted and not deleted goes back (a dry run deletes nothing).
-    let used = if config.dry_run {
-        0
-    } else {
-        execution.attempted
-    };
-    if let Err(e) = ports
-        .ledger
-        .release_deletions(now, now, granted.saturating_sub(used))
-        .await
-    {
-        tracing::warn!(error = %e, "could not give back the unused deletions; they count against the next 24 hours");
-    }
-    count(&mut summary);
-    emit_metrics(config, &summary, suspects.len());
-    log(&summary);
-    let mut notifications =
-        ownership::report(ports.ledger, config, &suspects, now, &mut summary.header).await;
-    notifications.extend(self::notifications(config, &summary));
-    run::publish(ports.notifier, &notifications, &mut summary.header).await;
-    Ok(summary)
 }
 
-/// What one run carries from volume to volume while it deletes.
-struct Execution<'p> {
+/// Count one volume's report, and keep it in the summary while there is
+/// room; its whole plan is logged either way.
+fn add(summary: &mut RunSummary, report: VolumeReport) {
+    let c = &mut summary.counts;
+    c.kept += report.kept.len();
+    c.deleted += report.deleted.len();
+    c.failed += report.failed.len();
+    c.left_for_later += report.left_for_later.len();
+    c.source_volume_gib_of_deleted += report
+        .deleted
+        .iter()
+        .map(|d| i64::from(d.volume_size_gib))
+        .sum::<i64>();
+    c.early_deletion_usd += report
+        .deleted
+        .iter()
+        .filter_map(|d| d.early_deletion_usd)
+        .sum::<f64>();
+    tracing::info!(
+        volume_id = report.volume_id.as_deref().unwrap_or_default(),
+        policy = report.policy.as_deref().unwrap_or_default(),
+        deleted = report.deleted.len(),
+        kept = report.kept.len(),
+        report = %run::for_log(&report),
+        "expire-snapshots: volume plan"
+    );
+    if summary.volumes.len() < VOLUMES_LISTED {
+        summary.volumes.push(report);
+    } else {
+        summary.volumes_not_listed += 1;
+    }
+}
+
+/// What one batch carries from volume to volume while it deletes.
+struct Execution<'p, 'r> {
     ports: Ports<'p>,
     dry_run: bool,
     gate: DeletionGate,
     deadline: Deadline,
-    pacer: Pacer,
+    /// The run's: deletions keep their pace across batches.
+    pacer: &'r mut Pacer,
     /// MAX_DELETIONS was reached: nothing more is deleted this run.
     cap_reached: bool,
     /// DeleteSnapshot calls made: what the grant was used for.
@@ -364,7 +481,7 @@ struct Execution<'p> {
     now: DateTime<Utc>,
 }
 
-impl Execution<'_> {
+impl Execution<'_, '_> {
     /// Carry out one volume's plan.
     async fn volume(&mut self, plan: &VolumePlan<'_>) -> VolumeReport {
         let mut report = VolumeReport {
@@ -468,27 +585,6 @@ impl Execution<'_> {
     }
 }
 
-/// The counts, from the volume reports.
-fn count(summary: &mut RunSummary) {
-    let c = &mut summary.counts;
-    for v in &summary.volumes {
-        c.kept += v.kept.len();
-        c.deleted += v.deleted.len();
-        c.failed += v.failed.len();
-        c.left_for_later += v.left_for_later.len();
-        c.source_volume_gib_of_deleted += v
-            .deleted
-            .iter()
-            .map(|d| i64::from(d.volume_size_gib))
-            .sum::<i64>();
-        c.early_deletion_usd += v
-            .deleted
-            .iter()
-            .filter_map(|d| d.early_deletion_usd)
-            .sum::<f64>();
-    }
-}
-
 fn headline(summary: &RunSummary) -> String {
     let counts = &summary.counts;
     let verb = if summary.dry_run {
@@ -577,16 +673,4 @@ fn log(summary: &RunSummary) {
         "{}",
         headline(summary)
     );
-    // The whole plan, a line per volume: the summary above (and the
-    // invocation's response) keep a sample of volumes on a large account.
-    for volume in &summary.volumes {
-        tracing::info!(
-            volume_id = volume.volume_id.as_deref().unwrap_or_default(),
-            policy = volume.policy.as_deref().unwrap_or_default(),
-            deleted = volume.deleted.len(),
-            kept = volume.kept.len(),
-            report = %run::for_log(volume),
-            "expire-snapshots: volume plan"
-        );
-    }
 }

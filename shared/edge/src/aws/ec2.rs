@@ -420,6 +420,34 @@ impl SnapshotCatalog for Ec2Adapter {
         .await
     }
 
+    async fn managed_volume_ids(&self, deployment: &str) -> Result<BTreeSet<String>, Ec2Error> {
+        let mut pages = self
+            .client
+            .describe_snapshots()
+            .owner_ids("self")
+            .filters(tag_filter(tags::MANAGED_BY, deployment))
+            .max_results(SNAPSHOT_PAGE)
+            .into_paginator()
+            .send();
+        let mut out = BTreeSet::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| Ec2Error::from_sdk("DescribeSnapshots", e))?;
+            for s in page.snapshots() {
+                let tagged = s
+                    .tags()
+                    .iter()
+                    .find(|t| t.key() == Some(tags::VOLUME_ID))
+                    .and_then(|t| t.value());
+                if let Some(v) = tagged.or(s.volume_id()) {
+                    if !out.contains(v) {
+                        out.insert(v.to_string());
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
     async fn managed_snapshots_of_volumes(
         &self,
         deployment: &str,
@@ -546,6 +574,15 @@ impl SnapshotProtections for Ec2Adapter {
             return Ok(BTreeSet::new());
         }
         let wanted: BTreeSet<&str> = ids.iter().map(String::as_str).collect();
+        Ok(self
+            .all_locked_snapshot_ids()
+            .await?
+            .into_iter()
+            .filter(|id| wanted.contains(id.as_str()))
+            .collect())
+    }
+
+    async fn all_locked_snapshot_ids(&self) -> Result<BTreeSet<String>, Ec2Error> {
         // One unfiltered, paged listing of the account's locked snapshots
         // (usually few: one call), where asking for the ids 200 at a time
         // cost a call per 200 snapshots (110 calls at 22,000).
@@ -572,7 +609,6 @@ impl SnapshotProtections for Ec2Adapter {
                     // An expired lock no longer protects anything.
                     .filter(|s| s.lock_state() != Some(&aws_sdk_ec2::types::LockState::Expired))
                     .filter_map(|s| s.snapshot_id())
-                    .filter(|id| wanted.contains(id))
                     .map(String::from),
             );
             match page.next_token() {

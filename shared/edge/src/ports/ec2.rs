@@ -115,6 +115,20 @@ pub trait SnapshotCatalog: Send + Sync {
     /// Every snapshot of the deployment (server-side filter on `lifecycle:managed-by`).
     async fn managed_snapshots(&self, deployment: &str) -> Result<Vec<Snapshot>, Ec2Error>;
 
+    /// The source volumes of the deployment's snapshots (`lifecycle:volume-id`,
+    /// else EC2's VolumeId), deleted volumes included: what a run walks in
+    /// batches ([`Self::managed_snapshots_of_volumes`]) so that it never
+    /// holds the whole account's snapshots. The adapter keeps only the ids
+    /// of each page.
+    async fn managed_volume_ids(&self, deployment: &str) -> Result<BTreeSet<String>, Ec2Error> {
+        Ok(self
+            .managed_snapshots(deployment)
+            .await?
+            .iter()
+            .filter_map(|s| s.source_volume_id().map(str::to_string))
+            .collect())
+    }
+
     /// The deployment's snapshots of these source volumes: by the
     /// `lifecycle:volume-id` tag or, for snapshots created without it
     /// (multi-volume sets), by EC2's `VolumeId`. Two describes per 200
@@ -176,6 +190,9 @@ pub trait SnapshotProtections: Send + Sync {
     async fn ami_snapshot_ids(&self) -> Result<BTreeSet<String>, Ec2Error>;
     /// Which of these snapshots carry a snapshot lock.
     async fn locked_snapshot_ids(&self, ids: &[String]) -> Result<BTreeSet<String>, Ec2Error>;
+    /// Every locked snapshot of the account (usually few: one call), for a
+    /// run that asks before it knows which snapshots it will meet.
+    async fn all_locked_snapshot_ids(&self) -> Result<BTreeSet<String>, Ec2Error>;
     /// EC2's tier status of every snapshot that was ever archived or
     /// restored (DescribeSnapshotTierStatus).
     async fn tier_statuses(&self) -> Result<Vec<TierStatus>, Ec2Error>;
