@@ -6,9 +6,12 @@
 //!   `createSnapshots`): the snapshots named are looked up in one call (which
 //!   also drops foreign ones); then every managed snapshot of their volumes is
 //!   re-planned, because a new snapshot changes why the older ones are kept;
-//! - **a daily tick** (backfill): every managed snapshot of the deployment.
+//! - **a daily tick** (backfill): every managed snapshot of the deployment,
+//!   200 volumes at a time ([`VOLUMES_PER_BATCH`]): the volumes' ids first,
+//!   then each batch's snapshots, so a run holds one batch, never the
+//!   account; a run out of time leaves the rest to the next.
 //!
-//! Either way: volumes and instances are described once per run, the pure
+//! Either way: volumes and instances are described once per set, the pure
 //! plan ([`ebs_lifecycle_core::tagging`]) says which tags differ, and CreateTags
 //! writes them in batches of many snapshots per call, paced under EC2's
 //! CreateTags rate. A run that writes the plan and a second run right after
@@ -95,6 +98,27 @@ pub struct RunSummary {
     /// Snapshots not written because the deadline came near: the next run
     /// writes them.
     pub left_for_later: usize,
+    /// Volumes the backfill did not reach before its deadline (the next
+    /// run labels them).
+    pub volumes_not_reached: usize,
+    /// The whole counts of the plan's lists (each listed up to 100).
+    pub totals: Totals,
+}
+
+/// Volumes labelled together by the daily backfill: their snapshots (two
+/// DescribeSnapshots, EC2's filters take 200 values) are all a run holds.
+pub const VOLUMES_PER_BATCH: usize = 200;
+/// Snapshots listed by name in each of the summary's lists (skipped tags,
+/// orphans, unknown policies, missing instances); the totals are whole.
+pub const LISTED: usize = 100;
+
+/// The whole counts of the summary's bounded lists.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Totals {
+    pub skipped: usize,
+    pub orphaned: usize,
+    pub missing_instances: usize,
+    pub unknown_policy: usize,
 }
 
 /// Handle one invocation: a daily backfill tick or a completion event.
@@ -111,24 +135,103 @@ pub async fn handle(
         ..RunSummary::default()
     };
     let deployment = config.deployment_name.as_str();
-    let snapshots = match trigger {
-        Trigger::Tick(_) => ports.catalog.managed_snapshots(deployment).await?,
+    let mut pacer = Pacer::new(ports.pacing);
+    let mut suspects = Vec::new();
+    match trigger {
+        // The backfill: 200 volumes at a time, so a run holds one batch's
+        // snapshots, never the account's.
+        Trigger::Tick(_) => {
+            let volume_ids: Vec<String> = ports
+                .catalog
+                .managed_volume_ids(deployment)
+                .await?
+                .into_iter()
+                .collect();
+            for (i, batch) in volume_ids.chunks(VOLUMES_PER_BATCH).enumerate() {
+                if deadline.is_near() || summary.left_for_later > 0 {
+                    summary.volumes_not_reached = volume_ids.len() - i * VOLUMES_PER_BATCH;
+                    break;
+                }
+                let listed = ports
+                    .catalog
+                    .managed_snapshots_of_volumes(deployment, batch)
+                    .await?;
+                let in_batch: BTreeSet<&str> = batch.iter().map(String::as_str).collect();
+                label(
+                    ports,
+                    config,
+                    listed,
+                    Some(&in_batch),
+                    now,
+                    deadline,
+                    &mut pacer,
+                    &mut summary,
+                    &mut suspects,
+                )
+                .await?;
+            }
+        }
         // A failed snapshot has nothing to label; complete-snapshots reports it.
         Trigger::Snapshots { results, .. } if events::succeeded_ids(&results).is_empty() => {
             return Ok(summary)
         }
         Trigger::Snapshots { results, .. } => {
-            snapshots_of_event(ports, deployment, &results, &mut summary).await?
+            let snapshots = snapshots_of_event(ports, deployment, &results, &mut summary).await?;
+            label(
+                ports,
+                config,
+                snapshots,
+                None,
+                now,
+                deadline,
+                &mut pacer,
+                &mut summary,
+                &mut suspects,
+            )
+            .await?;
         }
         // The run header logged it.
         Trigger::Ignored { .. } => return Ok(summary),
-    };
+    }
 
+    log(&summary);
+    let mut notifications =
+        ownership::report(ports.ledger, config, &suspects, now, &mut summary.header).await;
+    notifications.extend(self::notifications(config, &summary));
+    metrics::emit_for_run(
+        config,
+        FUNCTION,
+        &[(Metric::TamperingSuspected, suspects.len() as u64)],
+    );
+    run::publish(ports.notifier, &notifications, &mut summary.header).await;
+    Ok(summary)
+}
+
+/// Plan and write the tags of `snapshots` (whole volumes), adding to the
+/// summary. `in_batch`: the volumes of a backfill batch; a snapshot whose
+/// proof names another volume is labelled with that volume's batch.
+#[allow(clippy::too_many_arguments)]
+async fn label(
+    ports: Ports<'_>,
+    config: &Config,
+    snapshots: Vec<Snapshot>,
+    in_batch: Option<&BTreeSet<&str>>,
+    now: DateTime<Utc>,
+    deadline: Deadline,
+    pacer: &mut Pacer,
+    summary: &mut RunSummary,
+    suspects: &mut Vec<ebs_lifecycle_core::ownership::Suspect>,
+) -> Result<(), InvocationError> {
     // Only what the deployment provably made is labelled or counted.
     let sifted = ownership::sift(ports.ledger, config, snapshots, Scope::WholeVolumes).await?;
-    let snapshots = sifted.owned;
+    suspects.extend(sifted.suspects);
+    let snapshots: Vec<Snapshot> = sifted
+        .owned
+        .into_iter()
+        .filter(|s| in_batch.is_none_or(|b| s.source_volume_id().is_none_or(|v| b.contains(v))))
+        .collect();
 
-    // Volumes and instances: described once for the whole run.
+    // Volumes and instances: described once for the set.
     let volume_ids: BTreeSet<String> = snapshots
         .iter()
         .filter_map(|s| s.source_volume_id().map(String::from))
@@ -156,9 +259,9 @@ pub async fn handle(
             .collect()
     };
 
-    summary.plan = tagging::plan(
+    let plan = tagging::plan(
         &Sources {
-            deployment,
+            deployment: &config.deployment_name,
             policies: &config.policies,
             volumes: &volumes,
             instances: &instances,
@@ -166,25 +269,42 @@ pub async fn handle(
         },
         &snapshots,
     );
-    let batches = tagging::batches(&summary.plan.changes, TAG_BATCH);
-    write(ports, batches, deadline, &mut summary).await;
-    log(&summary);
-    let mut notifications = ownership::report(
-        ports.ledger,
-        config,
-        &sifted.suspects,
-        now,
-        &mut summary.header,
-    )
-    .await;
-    notifications.extend(self::notifications(config, &summary));
-    metrics::emit_for_run(
-        config,
-        FUNCTION,
-        &[(Metric::TamperingSuspected, sifted.suspects.len() as u64)],
-    );
-    run::publish(ports.notifier, &notifications, &mut summary.header).await;
-    Ok(summary)
+    let batches = tagging::batches(&plan.changes, TAG_BATCH);
+    merge(summary, plan);
+    write(ports, batches, deadline, pacer, summary).await;
+    Ok(())
+}
+
+/// Add one set's plan to the summary: counts whole, lists bounded.
+fn merge(summary: &mut RunSummary, plan: TagPlan) {
+    let TagPlan {
+        changes: _,
+        examined,
+        unchanged,
+        skipped,
+        orphaned,
+        missing_instances,
+        unknown_policy,
+    } = plan;
+    let into = &mut summary.plan;
+    into.examined += examined;
+    into.unchanged += unchanged;
+    let totals = &mut summary.totals;
+    for s in &skipped {
+        tracing::warn!(snapshot = %s.snapshot_id, key = %s.tag.key, reason = %s.tag.reason, "tag not written");
+    }
+    totals.skipped += skipped.len();
+    totals.orphaned += orphaned.len();
+    totals.missing_instances += missing_instances.len();
+    totals.unknown_policy += unknown_policy.len();
+    fn bounded<T>(into: &mut Vec<T>, from: Vec<T>) {
+        let room = LISTED.saturating_sub(into.len());
+        into.extend(from.into_iter().take(room));
+    }
+    bounded(&mut into.skipped, skipped);
+    bounded(&mut into.orphaned, orphaned);
+    bounded(&mut into.missing_instances, missing_instances);
+    bounded(&mut into.unknown_policy, unknown_policy);
 }
 
 /// The event's snapshots, if this deployment manages them, and every other
@@ -266,11 +386,11 @@ async fn write(
     ports: Ports<'_>,
     batches: Vec<TagBatch>,
     deadline: Deadline,
+    pacer: &mut Pacer,
     summary: &mut RunSummary,
 ) {
     let mut tagged = BTreeSet::new();
     let mut queue: VecDeque<TagBatch> = batches.into();
-    let mut pacer = Pacer::new(ports.pacing);
     while let Some(batch) = queue.pop_front() {
         if deadline.is_near() {
             queue.push_front(batch);
@@ -313,7 +433,9 @@ async fn write(
                 for s in &skipped {
                     tracing::warn!(snapshot = %s.snapshot_id, key = %s.tag.key, error = %error, "EC2 refused a tag; skipped");
                 }
-                summary.plan.skipped.extend(skipped);
+                summary.totals.skipped += skipped.len();
+                let room = LISTED.saturating_sub(summary.plan.skipped.len());
+                summary.plan.skipped.extend(skipped.into_iter().take(room));
             }
             // EC2 kept throttling through every retry: more calls now would
             // only be throttled too. The next run writes the rest.
@@ -329,7 +451,7 @@ async fn write(
             }
         }
     }
-    summary.tagged = tagged.len();
+    summary.tagged += tagged.len();
 }
 
 /// Distinct snapshots in the batches not yet written.
@@ -426,7 +548,7 @@ fn log(summary: &RunSummary) {
         tagged = summary.tagged,
         unchanged = summary.plan.unchanged,
         calls = summary.create_tags_calls,
-        skipped = summary.plan.skipped.len(),
+        skipped = summary.totals.skipped,
         failed = summary.failed.len(),
         summary = %run::for_log(summary),
         "tag-snapshots: {} snapshots tagged in {} CreateTags calls, {} already right",
@@ -434,9 +556,6 @@ fn log(summary: &RunSummary) {
         summary.create_tags_calls,
         summary.plan.unchanged
     );
-    for skipped in &summary.plan.skipped {
-        tracing::warn!(snapshot = %skipped.snapshot_id, key = %skipped.tag.key, reason = %skipped.tag.reason, "tag not written");
-    }
 }
 
 /// What the run tells people, from its summary alone.
