@@ -2,7 +2,7 @@
 
     python scripts/bench_functions.py [--bin-dir DIR] [--volumes 2000]
 
-For each of the five functions, as Lambda runs it (the demo's local Runtime
+For each function, as Lambda runs it (the demo's local Runtime
 API, the template's environment, moto on 127.0.0.1):
 
 - start to ready: from process start to its first request for an event
@@ -47,11 +47,23 @@ FUNCTIONS = {
     "expire-snapshots": "ExpireSnapshotsFunction",
     "check-encryption": "CheckEncryptionFunction",
     "report-snapshots": "ReportSnapshotsFunction",
+    "archive-snapshots": "ArchiveSnapshotsFunction",
+    "copy-snapshots": "CopySnapshotsFunction",
+    "vault-snapshots": "VaultSnapshotsFunction",
 }
 # report-snapshots runs as long as Lambda lets it (its first run over a large
 # account measures what it can and leaves the rest for the next).
-TIMEOUT_S = {"report-snapshots": 900}
-POLICIES = {"scale": {"schedule": "@daily", "keep": {"last": 7}, "copy_tags": ["*"]}}
+TIMEOUT_S = {"report-snapshots": 900, "archive-snapshots": 900}
+# The archive rule makes archive-snapshots judge every kept snapshot but
+# each volume's newest and oldest (the report's figures spare the walks of
+# those they say cost more: all of them here, a little written a day).
+POLICIES = {"scale": {"schedule": "@daily", "keep": {"last": 7}, "copy_tags": ["*"],
+                      "archive": {"after": "7d", "rules": ["last"]}}}
+# vault-snapshots runs in a vault stack only: a vault for another account,
+# which shares nothing here (its listing and planning, nothing to copy).
+VAULT_ENV = {"VAULT_FOR_ACCOUNTS": "210987654321", "VAULT_POLICIES": json.dumps({"scale": {"daily": 7}}),
+             "VAULT_KMS_KEY_ID": f"arn:aws:kms:{REGION}:{ACCOUNT}:key/00000000-0000-0000-0000-000000000000",
+             "VAULT_LOCK_DAYS": "0"}
 
 
 def binary(bin_dir: Path | None, name: str) -> Path:
@@ -139,11 +151,14 @@ def main() -> int:
                # 50: at the production pace, 8,000 deletions take 27 minutes.
                "MAX_DELETIONS": "50", "REPORT_BUCKET": "bench-reports"}
 
+        def env_of(name: str) -> dict[str, str]:
+            return {**env, **VAULT_ENV} if name == "vault-snapshots" else env
+
         starts: dict[str, float] = {}
         for name in functions:
             times = []
             for attempt in range(5):
-                fn = LambdaFunction(name, binary(args.bin_dir, name), env, work / f"{name}-start{attempt}.log")
+                fn = LambdaFunction(name, binary(args.bin_dir, name), env_of(name), work / f"{name}-start{attempt}.log")
                 while fn.api.first_poll_at is None:
                     if fn.process.poll() is not None:
                         raise SystemExit(f"{name} exited during start-up; see {work}")
@@ -158,7 +173,7 @@ def main() -> int:
               flush=True)
         tick = {"kind": "tick", "scheduled_time": "2026-03-01T00:15:00Z"}
         for name in functions:
-            fn = LambdaFunction(name, binary(args.bin_dir, name), env, work / f"{name}.log")
+            fn = LambdaFunction(name, binary(args.bin_dir, name), env_of(name), work / f"{name}.log")
             # The report: its first run over the account, the next (what the
             # first left), and a third with everything measured (a day with
             # nothing new: listing, pricing, the files).
@@ -167,10 +182,17 @@ def main() -> int:
                 begun = time.monotonic()
                 result = fn.invoke(tick, TIMEOUT_S.get(name, 300))
                 took = time.monotonic() - begun
+                response_bytes = len(json.dumps(result))
                 label = name if run == 0 else f"{name} (run {run + 1})"
                 if name == "report-snapshots" and isinstance(result, dict):
                     cost = result.get("cost", {})
                     result = {"counts": {k: cost.get(k) for k in ("snapshots", "computed", "left", "requests")}}
+                if name == "archive-snapshots" and isinstance(result, dict):
+                    result = {"counts": {k: result.get(k) for k in ("considered", "measured", "from_report", "left",
+                                                                    "block_requests")}
+                              | {"started": len(result.get("archive_started", []))}}
+                if isinstance(result, dict):
+                    result["response_bytes"] = response_bytes
                 rows.append((label, starts[name], peak_rss_mib(fn.process.pid), took, result))
             fn.stop()
         sizes = {o["Key"]: o["Size"] for o in s3.list_objects_v2(Bucket="bench-reports", Prefix="coverage/latest/")
@@ -179,11 +201,12 @@ def main() -> int:
         moto.terminate()
         moto.wait(timeout=10)
 
-    print(f"\n{'function':20} {'start to ready':>15} {'peak RSS':>10} {'invocation':>11}  what it did")
+    print(f"\n{'function':20} {'start to ready':>15} {'peak RSS':>10} {'invocation':>11} {'response':>11}  what it did")
     for name, start_ms, rss, took, result in rows:
         did = {k: v for k, v in result.items() if isinstance(v, (int, bool)) and v} if isinstance(result, dict) else result
         counts = result.get("counts") if isinstance(result, dict) else None
-        print(f"{name:20} {start_ms:12.1f} ms {rss:7.1f} MiB {took:9.1f} s  {counts or did}")
+        size = result.get("response_bytes", 0) / 1024 if isinstance(result, dict) else 0
+        print(f"{name:20} {start_ms:12.1f} ms {rss:7.1f} MiB {took:9.1f} s {size:8.1f} KiB  {counts or did}")
     if "sizes" in locals():
         print("\nthe report's files: " + ", ".join(f"{k.rsplit('/', 1)[-1]} {v / 1024:.0f} KiB" for k, v in sizes.items()))
     print(f"\nlogs: {work}")
