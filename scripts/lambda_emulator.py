@@ -222,7 +222,11 @@ class LambdaFunction:
             "AWS_LAMBDA_FUNCTION_NAME": f"{deployment}-{name}",
         }
         self.started_at = time.monotonic()
-        self.process = subprocess.Popen([str(binary)], env=full_env, stdout=log_path.open("w"), stderr=subprocess.STDOUT)
+        # LAMBDA_EMULATOR_WRAP (e.g. `heaptrack -o /tmp/ht`): a profiler to
+        # run the binary under (bench_functions.py's memory investigations).
+        wrap = os.environ.get("LAMBDA_EMULATOR_WRAP", "").split()
+        self.process = subprocess.Popen([*wrap, str(binary)], env=full_env, stdout=log_path.open("w"),
+                                        stderr=subprocess.STDOUT)
 
     def invoke(self, payload: dict, timeout_s: int = 300) -> dict:
         self.invocations += 1
