@@ -65,10 +65,12 @@ demo: venv
 	$(CARGO) build --workspace --all-targets
 	$(VENV)/bin/python scripts/demo.py --bin-dir target/debug
 
-## make scale: the large-account scenario (tests/tests/scale.rs) at 2,000
-## volumes and 20,000 snapshots; make test runs it at 200 volumes.
+## make scale: the large-account scenario (tests/tests/scale.rs) at 10,000
+## volumes and 100,000 snapshots (SCALE_VOLUMES=2000 for the smaller
+## account); make test runs it at 200 volumes.
+SCALE_VOLUMES ?= 10000
 scale: venv
-	SCALE_VOLUMES=2000 $(CARGO) test -p integration-tests --test scale -- --nocapture
+	SCALE_VOLUMES=$(SCALE_VOLUMES) $(CARGO) test -p integration-tests --test scale -- --nocapture
 
 ## make bench: criterion benchmarks of the pure core (retention planner,
 ## policy and event parsing), then peak memory and start-to-ready time of

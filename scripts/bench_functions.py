@@ -149,7 +149,9 @@ def main() -> int:
                "DEPLOYMENT_NAME": "bench", "REMEDIATE": "off",
                # Expiry plans every snapshot (what costs memory) but deletes
                # 50: at the production pace, 8,000 deletions take 27 minutes.
-               "MAX_DELETIONS": "50", "REPORT_BUCKET": "bench-reports"}
+               "MAX_DELETIONS": "50", "REPORT_BUCKET": "bench-reports",
+               # glibc's allocator settings, passed through for comparisons.
+               **{k: v for k, v in os.environ.items() if k.startswith("MALLOC_")}}
 
         def env_of(name: str) -> dict[str, str]:
             return {**env, **VAULT_ENV} if name == "vault-snapshots" else env

@@ -5,7 +5,8 @@
 //! describe pages per 1,000 resources, no per-snapshot describe anywhere.
 //!
 //! `make test` runs it at 200 volumes (2,000 snapshots); `make scale` at
-//! 2,000 volumes (20,000 snapshots): `SCALE_VOLUMES=2000`.
+//! 10,000 volumes (100,000 snapshots), `make scale SCALE_VOLUMES=2000` at
+//! 2,000 (20,000).
 //!
 //! moto pages DescribeSnapshots at `MaxResults` (scripts/moto_ebs_fixes.py)
 //! but returns every volume and instance at once; the bounds asserted are
