@@ -312,7 +312,9 @@ async fn a_large_account_holds_every_invariant_at_a_bounded_request_cost() {
     timings.push(("check-encryption", started.elapsed(), counter.all()));
     let owned = n * KEEP + account.foreign.len();
     assert_eq!(checked.snapshots_checked, owned);
-    assert!(counter.count("DescribeSnapshots") <= pages(owned, 1000));
+    // Two passes a page at a time (what could be shared, then judging):
+    // never the account's snapshots at once.
+    assert!(counter.count("DescribeSnapshots") <= 2 * pages(owned, 1000));
     assert!(
         counter.count("DescribeSnapshotAttribute") <= account.foreign.len(),
         "permissions are read only for snapshots that can be shared: {:?}",

@@ -4,9 +4,13 @@
 //! Two triggers:
 //! - **a daily tick**: every snapshot the account owns (managed or not), the
 //!   opted-in volumes, and the region's settings (EBS encryption by default,
-//!   snapshot block public access). One `encryption-findings` notification
-//!   carries every finding; the metrics `UnencryptedSnapshots` and
-//!   `PublicSnapshots` count them.
+//!   snapshot block public access). The snapshots are read a page (1,000)
+//!   at a time, twice: first only what could be shared (ids) and the
+//!   deployment's encrypted copies, then each page is judged and its
+//!   remedies carried out; a run never holds the account's snapshots. One
+//!   `encryption-findings` notification counts every finding by kind and
+//!   lists the first [`FINDINGS_LISTED`] (every finding is logged); the
+//!   metrics `UnencryptedSnapshots` and `PublicSnapshots` count them.
 //! - **completion events**: only the snapshots that just completed, so a
 //!   finding already in yesterday's summary is not alerted again on every
 //!   completion; a notification goes out only if they have findings.
@@ -42,7 +46,7 @@ use ebs_lifecycle_core::encryption::{
 };
 use ebs_lifecycle_core::events::{self, Trigger};
 use ebs_lifecycle_core::model::{Snapshot, Tags, Volume};
-use ebs_lifecycle_core::notify::{DailyMemo, Notification, NotificationKind};
+use ebs_lifecycle_core::notify::{DailyMemo, Notification, NotificationKind, Severity};
 use ebs_lifecycle_core::ownership::Scope;
 use ebs_lifecycle_core::ownership::{CopyRecord, Suspect};
 use ebs_lifecycle_core::tags;
@@ -87,7 +91,18 @@ pub struct RunSummary {
     pub permissions_read: usize,
     /// Snapshots whose permissions were not read because the deadline came near.
     pub left_for_later: usize,
+    /// The first 200 findings ([`FINDINGS_LISTED`]; every one is logged).
     pub findings: Vec<Finding>,
+    pub findings_total: usize,
+    /// Findings per kind, whole.
+    pub by_kind: BTreeMap<String, usize>,
+    /// The worst finding's severity.
+    #[serde(skip)]
+    pub worst: Option<Severity>,
+    #[serde(skip)]
+    pub unencrypted: u64,
+    #[serde(skip)]
+    pub public: u64,
     /// Encrypted copies started by this run.
     pub copies_started: Vec<String>,
     /// Event runs: findings not notified because the same condition was
@@ -99,6 +114,10 @@ pub struct RunSummary {
 fn is_zero(n: &usize) -> bool {
     *n == 0
 }
+
+/// Findings listed in the summary and the notification, at most (the
+/// counts per kind are whole; every finding is logged, a line each).
+pub const FINDINGS_LISTED: usize = 200;
 
 pub async fn handle(
     ports: Ports<'_>,
@@ -114,54 +133,150 @@ pub async fn handle(
         ..RunSummary::default()
     };
     let daily = matches!(trigger, Trigger::Tick(_));
-    let snapshots = match trigger {
-        Trigger::Tick(_) => ports.catalog.owned_snapshots().await?,
+    let suspects = match trigger {
+        Trigger::Tick(_) => daily_run(ports, config, now, deadline, &mut summary).await?,
         Trigger::Snapshots { results, .. } => {
             let ids = events::succeeded_ids(&results);
             if ids.is_empty() {
                 return Ok(summary);
             }
-            invocation::snapshots_named(ports.catalog, &ids).await?
+            let named = invocation::snapshots_named(ports.catalog, &ids).await?;
+            event_run(ports, config, named, now, deadline, &mut summary).await?
         }
         Trigger::Ignored { .. } => return Ok(summary),
     };
+    log(&summary);
+    if daily {
+        emit_metrics(config, &summary, suspects.len());
+    }
+    let mut notifications =
+        ownership::report(ports.ledger, config, &suspects, now, &mut summary.header).await;
+    notifications.extend(self::notifications(config, &mut summary, ports.memo, now));
+    run::publish(ports.notifier, &notifications, &mut summary.header).await;
+    Ok(summary)
+}
+
+/// The daily run, in two passes over the account's snapshots a page at a
+/// time (it never holds them all): the first keeps only the ids of what
+/// could be shared and the deployment's encrypted copies; then the
+/// permissions are read (from where the last run stopped); the second pass
+/// judges each page and carries out its remedies.
+async fn daily_run(
+    ports: Ports<'_>,
+    config: &Config,
+    now: DateTime<Utc>,
+    deadline: Deadline,
+    summary: &mut RunSummary,
+) -> Result<Vec<Suspect>, InvocationError> {
+    let Keys {
+        aws_managed,
+        allowed: allowed_keys,
+        resolved,
+        findings: key_findings,
+    } = keys(ports, config).await;
+    summary.add(key_findings, ports.memo, true, now);
+
+    let mut shareable: Vec<String> = Vec::new();
+    let mut copy_candidates: Vec<Snapshot> = Vec::new();
+    let mut pages = ports.catalog.owned_snapshot_pages();
+    while let Some(page) = pages.next().await {
+        for s in page? {
+            if encryption::can_be_shared(&s, aws_managed.as_deref()) {
+                shareable.push(s.id.clone());
+            }
+            if tags::is_managed_by(&s.tags, &config.deployment_name)
+                && s.encrypted_copy_of().is_some()
+            {
+                copy_candidates.push(s);
+            }
+        }
+    }
+    drop(pages);
+    // Only the copies the deployment provably made (their suspects are
+    // found again, and reported, in the second pass).
+    let (copy_snapshots, _) = sift(ports, config, copy_candidates).await?;
+    let copies_listed: Vec<Snapshot> = copy_snapshots
+        .into_iter()
+        .filter(|s| tags::is_managed_by(&s.tags, &config.deployment_name))
+        .filter(|s| s.encrypted_copy_of().is_some())
+        .collect();
+    let mut copies = Copies::new(&copies_listed);
+    drop(copies_listed);
+
+    // The run goes on where the last one stopped.
+    let cursor = ports.ledger.cursor(FUNCTION).await.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "could not read where the last run stopped; reading from the start");
+        None
+    });
+    let mut unread = Vec::new();
+    let (permissions, next) = read_permissions(
+        ports,
+        shareable.iter().map(String::as_str).collect(),
+        cursor.as_deref(),
+        deadline,
+        summary,
+        &mut unread,
+    )
+    .await;
+    drop(shareable);
+    summary.add(unread, ports.memo, true, now);
+    if let Some(next) = next {
+        if let Err(e) = ports.ledger.set_cursor(FUNCTION, next.as_deref()).await {
+            tracing::warn!(error = %e, "could not record where this run stopped; the next run starts from the start");
+        }
+    }
+    let rules = Rules {
+        deployment: &config.deployment_name,
+        remediate: config.remediate,
+        allowed_keys: &allowed_keys,
+        resolved_aliases: &resolved,
+        allowed_accounts: &config.allowed_share_accounts,
+    };
+    let mut suspects = Vec::new();
+    let mut pages = ports.catalog.owned_snapshot_pages();
+    while let Some(page) = pages.next().await {
+        let page = page?;
+        summary.snapshots_checked += page.len();
+        let (page, page_suspects) = sift(ports, config, page).await?;
+        suspects.extend(page_suspects);
+        let (mut findings, remedies) =
+            encryption::assess_snapshots(&rules, &page, &permissions, &copies);
+        let started = summary.copies_started.len();
+        apply(ports, config, remedies, 0, &mut findings, summary).await;
+        // Copies started count against the next pages' budget.
+        copies.in_flight += summary.copies_started.len() - started;
+        summary.add(findings, ports.memo, true, now);
+    }
+    let wider = volume_and_account_findings(ports, config).await?;
+    summary.add(wider, ports.memo, true, now);
+    Ok(suspects)
+}
+
+/// An event's few snapshots.
+async fn event_run(
+    ports: Ports<'_>,
+    config: &Config,
+    snapshots: Vec<Snapshot>,
+    now: DateTime<Utc>,
+    deadline: Deadline,
+    summary: &mut RunSummary,
+) -> Result<Vec<Suspect>, InvocationError> {
     summary.snapshots_checked = snapshots.len();
     let (snapshots, suspects) = sift(ports, config, snapshots).await?;
-
-    let copies = Copies::new(&copies_of(ports, config, &snapshots, daily).await?);
+    let copies = Copies::new(&copies_of(ports, config, &snapshots).await?);
     let Keys {
         aws_managed,
         allowed: allowed_keys,
         resolved,
         mut findings,
     } = keys(ports, config).await;
-
-    // A daily run goes on where the last one stopped (events read a few).
-    let cursor = if daily {
-        ports.ledger.cursor(FUNCTION).await.unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "could not read where the last run stopped; reading from the start");
-            None
-        })
-    } else {
-        None
-    };
-    let (permissions, next) = read_permissions(
-        ports,
-        &snapshots,
-        aws_managed.as_deref(),
-        cursor.as_deref(),
-        deadline,
-        &mut summary,
-        &mut findings,
-    )
-    .await;
-    if daily {
-        if let Some(next) = next {
-            if let Err(e) = ports.ledger.set_cursor(FUNCTION, next.as_deref()).await {
-                tracing::warn!(error = %e, "could not record where this run stopped; the next run starts from the start");
-            }
-        }
-    }
+    let shareable: Vec<&str> = snapshots
+        .iter()
+        .filter(|s| encryption::can_be_shared(s, aws_managed.as_deref()))
+        .map(|s| s.id.as_str())
+        .collect();
+    let (permissions, _) =
+        read_permissions(ports, shareable, None, deadline, summary, &mut findings).await;
     let rules = Rules {
         deployment: &config.deployment_name,
         remediate: config.remediate,
@@ -173,21 +288,53 @@ pub async fn handle(
         encryption::assess_snapshots(&rules, &snapshots, &permissions, &copies);
     let offset = findings.len();
     findings.extend(snapshot_findings);
-    apply(ports, config, remedies, offset, &mut findings, &mut summary).await;
+    apply(ports, config, remedies, offset, &mut findings, summary).await;
+    summary.add(findings, ports.memo, false, now);
+    Ok(suspects)
+}
 
-    if daily {
-        findings.extend(volume_and_account_findings(ports, config).await?);
+impl RunSummary {
+    /// Count, log and (up to [`FINDINGS_LISTED`]) keep findings. A daily
+    /// run's findings are remembered as notified as they come (the daily
+    /// notification reports them all, by count).
+    fn add(&mut self, findings: Vec<Finding>, memo: &DailyMemo, daily: bool, now: DateTime<Utc>) {
+        if findings.is_empty() {
+            return;
+        }
+        if daily {
+            memo.notified(
+                findings
+                    .iter()
+                    .filter(|f| !f.in_hand())
+                    .map(Finding::condition),
+                now,
+            );
+        }
+        let (unencrypted, public) = encryption::counts(&findings);
+        self.unencrypted += unencrypted;
+        self.public += public;
+        self.worst = self.worst.max(encryption::worst(&findings));
+        for finding in findings {
+            tracing::warn!(
+                kind = ?finding.kind,
+                severity = finding.severity.as_str(),
+                snapshot = finding.snapshot_id.as_deref().unwrap_or(""),
+                volume = finding.volume_id.as_deref().unwrap_or(""),
+                policy = finding.policy.as_deref().unwrap_or(""),
+                finding = %json!(finding),
+                "{}",
+                finding.detail
+            );
+            *self
+                .by_kind
+                .entry(json!(finding.kind).as_str().unwrap_or_default().to_string())
+                .or_default() += 1;
+            self.findings_total += 1;
+            if self.findings.len() < FINDINGS_LISTED {
+                self.findings.push(finding);
+            }
+        }
     }
-    summary.findings = findings;
-    log(&summary);
-    if daily {
-        emit_metrics(config, &summary, suspects.len());
-    }
-    let mut notifications =
-        ownership::report(ports.ledger, config, &suspects, now, &mut summary.header).await;
-    notifications.extend(self::notifications(config, &mut summary, ports.memo, now));
-    run::publish(ports.notifier, &notifications, &mut summary.header).await;
-    Ok(summary)
 }
 
 /// Every snapshot is checked, but only what the deployment provably made is
@@ -216,24 +363,15 @@ async fn sift(
     Ok((owned, sifted.suspects))
 }
 
-/// The encrypted copies this deployment made that the snapshots may have:
-/// a daily run has them in its listing already; an event asks EC2 only if
-/// one of its snapshots is unencrypted (an event about encrypted ones costs
-/// no second describe).
+/// The encrypted copies this deployment made that an event's snapshots may
+/// have: EC2 is asked only if one of them is unencrypted (an event about
+/// encrypted ones costs no second describe).
 async fn copies_of(
     ports: Ports<'_>,
     config: &Config,
     snapshots: &[Snapshot],
-    daily: bool,
 ) -> Result<Vec<Snapshot>, InvocationError> {
-    Ok(if daily {
-        snapshots
-            .iter()
-            .filter(|s| tags::is_managed_by(&s.tags, &config.deployment_name))
-            .filter(|s| s.encrypted_copy_of().is_some())
-            .cloned()
-            .collect()
-    } else if snapshots.iter().any(|s| !s.encrypted) {
+    Ok(if snapshots.iter().any(|s| !s.encrypted) {
         let listed = ports
             .catalog
             .encrypted_copies(&config.deployment_name)
@@ -337,18 +475,12 @@ fn not_checked(detail: String) -> Finding {
 /// `None` to keep the cursor (nothing was read).
 async fn read_permissions(
     ports: Ports<'_>,
-    snapshots: &[Snapshot],
-    aws_managed_key: Option<&str>,
+    shareable: Vec<&str>,
     cursor: Option<&str>,
     deadline: Deadline,
     summary: &mut RunSummary,
     unread: &mut Vec<Finding>,
 ) -> (BTreeMap<String, Permissions>, Option<Option<String>>) {
-    let shareable: Vec<&str> = snapshots
-        .iter()
-        .filter(|s| encryption::can_be_shared(s, aws_managed_key))
-        .map(|s| s.id.as_str())
-        .collect();
     let order = encryption::reading_order(shareable, cursor);
     let results: Vec<Option<(String, Result<Permissions, Ec2Error>)>> = stream::iter(order.iter())
         .map(|id| async move {
@@ -521,32 +653,20 @@ async fn opted_in_volumes(
 }
 
 fn log(summary: &RunSummary) {
-    for finding in &summary.findings {
-        tracing::warn!(
-            kind = ?finding.kind,
-            severity = finding.severity.as_str(),
-            snapshot = finding.snapshot_id.as_deref().unwrap_or(""),
-            volume = finding.volume_id.as_deref().unwrap_or(""),
-            policy = finding.policy.as_deref().unwrap_or(""),
-            finding = %json!(finding),
-            "{}",
-            finding.detail
-        );
-    }
     tracing::info!(
         trigger = summary.header.trigger,
         checked = summary.snapshots_checked,
-        findings = summary.findings.len(),
+        findings = summary.findings_total,
         summary = %run::for_log(summary),
         "check-encryption: {} findings over {} snapshots",
-        summary.findings.len(),
+        summary.findings_total,
         summary.snapshots_checked
     );
 }
 
 /// Account-wide counts: one data point per day (daily runs only).
 fn emit_metrics(config: &Config, summary: &RunSummary, suspects: usize) {
-    let (unencrypted, public) = encryption::counts(&summary.findings);
+    let (unencrypted, public) = (summary.unencrypted, summary.public);
     // Account-wide counts: one data point per day.
     metrics::emit_for_run(
         config,
@@ -572,31 +692,27 @@ pub fn notifications(
     memo: &DailyMemo,
     now: DateTime<Utc>,
 ) -> Vec<Notification> {
-    let Some(severity) = encryption::worst(&summary.findings) else {
+    let Some(severity) = summary.worst else {
         return Vec::new();
     };
-    let daily = summary.header.trigger == "daily";
-    let conditions = summary
-        .findings
-        .iter()
-        .filter(|f| !f.in_hand())
-        .map(Finding::condition);
-    if daily {
-        memo.notified(conditions, now);
-    } else {
+    // A daily run's findings were remembered as notified as they came.
+    if summary.header.trigger != "daily" {
+        let conditions = summary
+            .findings
+            .iter()
+            .filter(|f| !f.in_hand())
+            .map(Finding::condition);
         let (new, repeats) = memo.sort_out(conditions, now);
         summary.repeats_not_notified = repeats;
         if new == 0 {
             return Vec::new();
         }
     }
-    let mut by_kind: BTreeMap<String, usize> = BTreeMap::new();
-    for f in &summary.findings {
-        *by_kind
-            .entry(json!(f.kind).as_str().unwrap_or_default().to_string())
-            .or_default() += 1;
-    }
-    let listed: Vec<String> = by_kind.iter().map(|(k, n)| format!("{n} {k}")).collect();
+    let listed: Vec<String> = summary
+        .by_kind
+        .iter()
+        .map(|(k, n)| format!("{n} {k}"))
+        .collect();
     vec![Notification {
         kind: NotificationKind::EncryptionFindings,
         severity,
@@ -606,8 +722,45 @@ pub fn notifications(
             "trigger": summary.header.trigger,
             "remediate": summary.remediate,
             "snapshots_checked": summary.snapshots_checked,
+            "findings_total": summary.findings_total,
+            "by_kind": summary.by_kind,
             "findings": summary.findings,
             "copies_started": summary.copies_started,
         }),
     }]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ebs_lifecycle_core::encryption::FindingKind;
+
+    fn unencrypted(i: usize) -> Finding {
+        let mut f = Finding::new(
+            FindingKind::UnencryptedSnapshot,
+            format!("snap-{i:017x} is not encrypted"),
+            Fix::Advised("copy it encrypted".into()),
+        );
+        f.snapshot_id = Some(format!("snap-{i:017x}"));
+        f
+    }
+
+    /// A large account's findings: counted whole, listed up to the bound,
+    /// the response under its limit.
+    #[test]
+    fn findings_are_counted_whole_and_listed_up_to_the_bound() {
+        let memo = DailyMemo::default();
+        let now = Utc::now();
+        let mut summary = RunSummary::default();
+        for page in 0..50 {
+            let findings = (0..1_000).map(|i| unencrypted(page * 1_000 + i)).collect();
+            summary.add(findings, &memo, true, now);
+        }
+        assert_eq!(summary.findings_total, 50_000);
+        assert_eq!(summary.findings.len(), FINDINGS_LISTED);
+        assert_eq!(summary.by_kind.values().sum::<usize>(), 50_000);
+        assert_eq!(summary.unencrypted, 50_000);
+        let response = serde_json::to_vec(&run::response(&summary)).unwrap();
+        assert!(response.len() < run::RESPONSE_LIMIT, "{}", response.len());
+    }
 }

@@ -412,6 +412,25 @@ impl SnapshotCatalog for Ec2Adapter {
         self.describe_snapshots(Vec::new()).await
     }
 
+    fn owned_snapshot_pages(
+        &self,
+    ) -> futures::stream::BoxStream<'_, Result<Vec<Snapshot>, Ec2Error>> {
+        let pages = self
+            .client
+            .describe_snapshots()
+            .owner_ids("self")
+            .max_results(SNAPSHOT_PAGE)
+            .into_paginator()
+            .send();
+        Box::pin(futures::stream::unfold(pages, |mut pages| async move {
+            let page = pages.next().await?;
+            let converted = page
+                .map(|p| p.snapshots().iter().filter_map(snapshot_of).collect())
+                .map_err(|e| Ec2Error::from_sdk("DescribeSnapshots", e));
+            Some((converted, pages))
+        }))
+    }
+
     async fn encrypted_copies(&self, deployment: &str) -> Result<Vec<Snapshot>, Ec2Error> {
         self.describe_snapshots(vec![
             tag_filter(tags::MANAGED_BY, deployment),

@@ -8,6 +8,7 @@ use std::collections::BTreeSet;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use futures::stream::BoxStream;
 
 use ebs_lifecycle_core::encryption::Permissions;
 use ebs_lifecycle_core::model::{Instance, Snapshot, Tags, Volume};
@@ -170,6 +171,12 @@ pub trait SnapshotCatalog: Send + Sync {
 
     /// Every snapshot the account owns, managed or not.
     async fn owned_snapshots(&self) -> Result<Vec<Snapshot>, Ec2Error>;
+
+    /// [`Self::owned_snapshots`] a page (up to 1,000) at a time, for a run
+    /// that looks at every snapshot without holding them all.
+    fn owned_snapshot_pages(&self) -> BoxStream<'_, Result<Vec<Snapshot>, Ec2Error>> {
+        Box::pin(futures::stream::once(self.owned_snapshots()))
+    }
 
     /// The deployment's encrypted copies (those tagged `lifecycle:encrypted-copy-of`).
     async fn encrypted_copies(&self, deployment: &str) -> Result<Vec<Snapshot>, Ec2Error>;
