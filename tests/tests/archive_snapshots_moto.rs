@@ -514,7 +514,10 @@ async fn a_run_out_of_time_resumes_and_a_dry_run_moves_nothing() {
         )
         .await;
     assert!(out_of_time.archive_started.is_empty());
-    assert_eq!((out_of_time.measured, out_of_time.left), (0, 2));
+    assert_eq!(
+        (out_of_time.measured, out_of_time.volumes_not_reached),
+        (0, 2)
+    );
     assert_eq!(counter.all().values().sum::<usize>(), 0);
     assert_eq!(
         moto.ledger().cursor("archive-snapshots").await.unwrap(),

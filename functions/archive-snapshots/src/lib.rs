@@ -4,14 +4,17 @@
 //! "Archive").
 //!
 //! One daily run:
-//! 1. list the deployment's snapshots and keep what it provably made
-//!    (`ebs_lifecycle::lambda::ownership`); read EC2's tier status of the
-//!    account's tiered snapshots;
+//! 1. read EC2's tier status of the account's tiered snapshots, and of
+//!    those the deployment's, proven by their Description
+//!    (`ebs_lifecycle::lambda::ownership`);
 //! 2. reconcile ([`reconcile`]): an archival EC2 finished is tagged
 //!    `lifecycle:tier=archive` with `lifecycle:archived-at`; one that failed
 //!    is tagged `standard` and notified once (`archive-failed`); a
 //!    permanent restore is tagged `standard`;
-//! 3. plan, for policies with an `archive` rule: per volume and policy the
+//! 3. plan, for policies with an `archive` rule, 200 volumes at a time
+//!    ([`VOLUMES_PER_BATCH`]: the deployment's snapshots of the batch and
+//!    anyone's, for the lineages; a run never holds the account), from the
+//!    volume the last run stopped at: per volume and policy the
 //!    retention projection (`lifecycle:expires-at`'s) and what protects each
 //!    snapshot; the snapshots that pass every other rule are measured here,
 //!    from the EBS direct APIs (never from the report's cache tags, which
@@ -153,6 +156,8 @@ pub struct ArchiveSummary {
     /// Candidates not measured: out of time, or the APIs throttled. The
     /// next run starts with them.
     pub left: usize,
+    /// Volumes not reached before the deadline: the next run starts there.
+    pub volumes_not_reached: usize,
     /// Candidates the report's current figures say cost more: not walked
     /// again (a figure that says a snapshot pays is always measured anew).
     pub from_report: usize,
@@ -231,25 +236,6 @@ pub async fn handle(
         }
     };
 
-    let managed = match &only {
-        Some(ids) => {
-            let ids: Vec<String> = ids.keys().cloned().collect();
-            ports
-                .catalog
-                .snapshots_by_id(&ids)
-                .await?
-                .into_iter()
-                .filter(|s| tags::is_managed_by(&s.tags, &config.deployment_name))
-                .collect()
-        }
-        None => {
-            ports
-                .catalog
-                .managed_snapshots(&config.deployment_name)
-                .await?
-        }
-    };
-    let sifted = ownership::sift(ports.ledger, config, managed, Scope::WholeVolumes).await?;
     let statuses: BTreeMap<String, TierStatus> = ports
         .protections
         .tier_statuses()
@@ -257,7 +243,25 @@ pub async fn handle(
         .into_iter()
         .map(|s| (s.snapshot_id.clone(), s))
         .collect();
-
+    // What to reconcile: the event's snapshots, or every snapshot EC2 has
+    // a tier status for (the account's tiered ones, not the account).
+    let ids: Vec<String> = match &only {
+        Some(ids) => ids.keys().cloned().collect(),
+        None => statuses.keys().cloned().collect(),
+    };
+    let managed = if ids.is_empty() {
+        Vec::new()
+    } else {
+        ports
+            .catalog
+            .snapshots_by_id(&ids)
+            .await?
+            .into_iter()
+            .filter(|s| tags::is_managed_by(&s.tags, &config.deployment_name))
+            .collect()
+    };
+    let sifted = ownership::sift(ports.ledger, config, managed, Scope::SomeSnapshots).await?;
+    let mut suspects = sifted.suspects;
     reconcile(
         ports,
         &sifted.owned,
@@ -270,16 +274,9 @@ pub async fn handle(
 
     let archives = config.policies.iter().any(|p| p.archive.is_some());
     if only.is_none() && archives {
-        plan_and_archive(
-            ports,
-            config,
-            &sifted,
-            &statuses,
-            now,
-            &deadline,
-            &mut summary,
-        )
-        .await?;
+        suspects.extend(
+            plan_and_archive(ports, config, &statuses, now, &deadline, &mut summary).await?,
+        );
     }
     summary.in_progress = statuses.values().filter(|s| s.archiving()).count()
         + if config.dry_run {
@@ -308,18 +305,12 @@ pub async fn handle(
                 Metric::SnapshotsArchiveFailed,
                 summary.archive_failed.len() as u64,
             ),
-            (Metric::TamperingSuspected, sifted.suspects.len() as u64),
+            (Metric::TamperingSuspected, suspects.len() as u64),
         ],
     );
     tracing::info!(summary = %run::for_log(&summary), "{}", headline(&summary));
-    let mut notes = ownership::report(
-        ports.ledger,
-        config,
-        &sifted.suspects,
-        now,
-        &mut summary.header,
-    )
-    .await;
+    let mut notes =
+        ownership::report(ports.ledger, config, &suspects, now, &mut summary.header).await;
     notes.extend(notifications(config, &summary));
     run::publish(ports.notifier, &notes, &mut summary.header).await;
     Ok(summary)
@@ -406,38 +397,166 @@ pub async fn reconcile(
     }
 }
 
-/// Steps 3 and 4 of a daily run.
+/// Volumes planned together: all a run holds at once (the deployment's
+/// snapshots of 200 volumes and anyone's snapshots of them).
+pub const VOLUMES_PER_BATCH: usize = 200;
+
+/// What every batch of a run shares.
+struct Shared {
+    amis: BTreeSet<String>,
+    locked: BTreeSet<String>,
+    copying: BTreeSet<String>,
+}
+
+/// Where the walks of a run stand, across batches.
+struct Walk {
+    /// No more walks this run (deadline, throttling, refused).
+    stop: bool,
+    /// The volume the walks stopped at: the next run starts there.
+    stopped_at: Option<String>,
+    /// The account's moves in progress, this run's included.
+    in_progress: usize,
+}
+
+/// Steps 3 and 4 of a daily run, 200 volumes at a time (from the volume
+/// the last run stopped at). Returns the suspects the batches met.
 async fn plan_and_archive(
     ports: Ports<'_>,
     config: &Config,
-    sifted: &ebs_lifecycle_core::ownership::Sifted,
     statuses: &BTreeMap<String, TierStatus>,
     now: DateTime<Utc>,
     deadline: &Deadline,
     summary: &mut ArchiveSummary,
-) -> Result<(), ArchiveError> {
-    let owned = &sifted.owned;
-    let volume_ids: Vec<String> = owned
-        .iter()
-        .filter_map(|s| s.source_volume_id().map(str::to_string))
-        .collect::<BTreeSet<_>>()
+) -> Result<Vec<ebs_lifecycle_core::ownership::Suspect>, ArchiveError> {
+    let deployment = config.deployment_name.as_str();
+    let mut volume_ids: Vec<String> = ports
+        .catalog
+        .managed_volume_ids(deployment)
+        .await?
         .into_iter()
         .collect();
-    let owned_ids: Vec<String> = owned.iter().map(|s| s.id.clone()).collect();
-    let (existing, amis, locked, everything) = tokio::try_join!(
-        ports.inventory.volumes_by_id(&volume_ids),
+    // A run that ran out of time resumes at the volume where it stopped,
+    // so every volume is measured within a few days at any size.
+    let cursor = ports.ledger.cursor(FUNCTION).await.unwrap_or_else(|e| {
+        summary.note(format!("where the last run stopped is not known: {e}"));
+        None
+    });
+    if let Some(cursor) = cursor.as_deref() {
+        let at = volume_ids.partition_point(|v| v.as_str() < cursor);
+        volume_ids.rotate_left(at);
+    }
+    let (amis, locked) = tokio::try_join!(
         ports.protections.ami_snapshot_ids(),
-        ports.protections.locked_snapshot_ids(&owned_ids),
-        // Anyone's snapshots of the volumes: they share blocks with ours,
-        // and EC2's 25 archived per volume counts them all.
-        ports.catalog.owned_snapshots(),
+        ports.protections.all_locked_snapshot_ids(),
     )?;
-    let existing: BTreeSet<String> = existing.into_iter().map(|v| v.id).collect();
+    let shared = Shared {
+        amis,
+        locked,
+        copying: ports
+            .ledger
+            .copies_in_flight()
+            .await?
+            .into_iter()
+            .map(|c| c.source_snapshot_id)
+            .collect(),
+    };
+    let mut walk = Walk {
+        stop: false,
+        stopped_at: None,
+        in_progress: statuses.values().filter(|s| s.archiving()).count(),
+    };
+    let mut suspects = Vec::new();
+    for batch in volume_ids.chunks(VOLUMES_PER_BATCH) {
+        if walk.stop || deadline.is_near() {
+            walk.stopped_at.get_or_insert_with(|| batch[0].clone());
+            summary.volumes_not_reached += batch.len();
+            continue;
+        }
+        let (listed, everything, existing) = tokio::try_join!(
+            ports
+                .catalog
+                .managed_snapshots_of_volumes(deployment, batch),
+            // Anyone's snapshots of the volumes: they share blocks with
+            // ours, and EC2's 25 archived per volume counts them all.
+            ports.catalog.owned_snapshots_of_volumes(batch),
+            ports.inventory.volumes_by_id(batch),
+        )?;
+        let sifted = ownership::sift(ports.ledger, config, listed, Scope::WholeVolumes).await?;
+        let held_for_review = sifted.held_for_review();
+        suspects.extend(sifted.suspects);
+        let in_batch: BTreeSet<&str> = batch.iter().map(String::as_str).collect();
+        let owned: Vec<Snapshot> = sifted
+            .owned
+            .into_iter()
+            .filter(|s| s.source_volume_id().is_none_or(|v| in_batch.contains(v)))
+            .collect();
+        let existing: BTreeSet<String> = existing.into_iter().map(|v| v.id).collect();
+        plan_batch(
+            ports,
+            config,
+            Batch {
+                shared: &shared,
+                owned: &owned,
+                held_for_review,
+                everything: &everything,
+                existing: &existing,
+                statuses,
+            },
+            now,
+            deadline,
+            &mut walk,
+            summary,
+        )
+        .await;
+    }
+    if walk.stopped_at != cursor {
+        if let Err(e) = ports
+            .ledger
+            .set_cursor(FUNCTION, walk.stopped_at.as_deref())
+            .await
+        {
+            summary.note(format!("could not record where this run stopped: {e}"));
+        }
+    }
+    Ok(suspects)
+}
+
+/// What one batch is planned from.
+struct Batch<'b> {
+    shared: &'b Shared,
+    /// The deployment's proven snapshots of the batch's volumes.
+    owned: &'b [Snapshot],
+    held_for_review: BTreeSet<String>,
+    /// Anyone's snapshots of the batch's volumes.
+    everything: &'b [Snapshot],
+    /// Which of the batch's volumes still exist.
+    existing: &'b BTreeSet<String>,
+    statuses: &'b BTreeMap<String, TierStatus>,
+}
+
+/// Plan, measure and move one batch's snapshots.
+async fn plan_batch(
+    ports: Ports<'_>,
+    config: &Config,
+    batch: Batch<'_>,
+    now: DateTime<Utc>,
+    deadline: &Deadline,
+    walk: &mut Walk,
+    summary: &mut ArchiveSummary,
+) {
+    let Batch {
+        shared,
+        owned,
+        held_for_review,
+        everything,
+        existing,
+        statuses,
+    } = batch;
     let facts = AccountFacts {
         deployment: config.deployment_name.clone(),
-        ami_snapshot_ids: amis,
-        locked_snapshot_ids: locked,
-        held_for_review: sifted.held_for_review(),
+        ami_snapshot_ids: shared.amis.clone(),
+        locked_snapshot_ids: shared.locked.clone(),
+        held_for_review,
         restoring: owned
             .iter()
             .filter(|s| {
@@ -450,13 +569,7 @@ async fn plan_and_archive(
             })
             .map(|s| s.id.clone())
             .collect(),
-        copying: ports
-            .ledger
-            .copies_in_flight()
-            .await?
-            .into_iter()
-            .map(|c| c.source_snapshot_id)
-            .collect(),
+        copying: shared.copying.clone(),
         now,
     };
     let gate = DeletionGate::new(facts, owned, config.max_deletions);
@@ -471,12 +584,12 @@ async fn plan_and_archive(
     };
     // EC2's per-volume count: archived or archiving, anyone's.
     let mut held: BTreeMap<&str, usize> = BTreeMap::new();
-    for s in &everything {
+    for s in everything {
         if let (Some(v), Tier::Archived | Tier::Archiving) = (s.volume_id.as_deref(), tier(s)) {
             *held.entry(v).or_default() += 1;
         }
     }
-    let lineages = cost::lineages(&everything);
+    let lineages = cost::lineages(everything);
     // The report's figures, where current, spare walks for what they say
     // costs more (a forged figure can only keep a snapshot in the standard
     // tier); what may pay is measured here before it moves.
@@ -491,26 +604,13 @@ async fn plan_and_archive(
             .then_some(sizes.unique_bytes)
     };
     let mut measured: BTreeMap<String, u64> = BTreeMap::new();
-    let mut stop = false;
     // (volume, policy, decisions) per retention group, and each volume's
     // decisions with what it holds already, for the quotas.
     let mut groups: Vec<(String, String, Vec<Decision>)> = Vec::new();
     let mut full: BTreeMap<String, u64> = BTreeMap::new();
-    // A run that ran out of time resumes at the volume where it stopped,
-    // so every volume is measured within a few days at any size.
-    let cursor = ports.ledger.cursor(FUNCTION).await.unwrap_or_else(|e| {
-        summary.note(format!("where the last run stopped is not known: {e}"));
-        None
-    });
-    let mut ordered: Vec<_> = expiry::retention_groups(owned, &config.deployment_name)
-        .into_iter()
-        .collect();
-    if let Some(cursor) = cursor.as_deref() {
-        let at = ordered.partition_point(|((v, _), _)| v.unwrap_or_default() < cursor);
-        ordered.rotate_left(at);
-    }
-    let mut stopped_at: Option<String> = None;
-    for ((volume_id, policy_name), group) in ordered {
+    for ((volume_id, policy_name), group) in
+        expiry::retention_groups(owned, &config.deployment_name)
+    {
         let (Some(volume_id), Some(policy_name)) = (volume_id, policy_name) else {
             continue;
         };
@@ -567,9 +667,9 @@ async fn plan_and_archive(
             .iter()
             .filter(|s| unmeasured.contains(&s.id) && !turned_down.contains_key(&s.id))
         {
-            if stop || deadline.is_near() {
-                stop = true;
-                stopped_at.get_or_insert_with(|| volume_id.to_string());
+            if walk.stop || deadline.is_near() {
+                walk.stop = true;
+                walk.stopped_at.get_or_insert_with(|| volume_id.to_string());
                 summary.left += 1;
                 continue;
             }
@@ -581,9 +681,9 @@ async fn plan_and_archive(
                 Ok(None) => {}
                 Err(e) => {
                     summary.note(e.to_string());
-                    stopped_at.get_or_insert_with(|| volume_id.to_string());
+                    walk.stopped_at.get_or_insert_with(|| volume_id.to_string());
                     summary.left += 1;
-                    stop = true;
+                    walk.stop = true;
                 }
             }
         }
@@ -593,16 +693,6 @@ async fn plan_and_archive(
         let decisions = judge(&|id| measured.get(id).or_else(|| turned_down.get(id)).copied());
         groups.push((volume_id.to_string(), policy_name.to_string(), decisions));
     }
-    if stopped_at != cursor {
-        if let Err(e) = ports
-            .ledger
-            .set_cursor(FUNCTION, stopped_at.as_deref())
-            .await
-        {
-            summary.note(format!("could not record where this run stopped: {e}"));
-        }
-    }
-
     // Quotas per EC2 volume (a volume's groups together) and per account.
     let mut by_volume: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     for (i, (volume_id, _, _)) in groups.iter().enumerate() {
@@ -618,8 +708,7 @@ async fn plan_and_archive(
             (decisions, held.get(v.as_str()).copied().unwrap_or(0))
         })
         .collect();
-    let in_progress = statuses.values().filter(|s| s.archiving()).count();
-    archive::apply_quotas(&mut quota_input, in_progress);
+    archive::apply_quotas(&mut quota_input, walk.in_progress);
     let mut chosen: Vec<Moved> = Vec::new();
     for ((volume_id, members), (decisions, _)) in by_volume.iter().zip(quota_input) {
         let policy_of: BTreeMap<&str, &str> = members
@@ -669,12 +758,16 @@ async fn plan_and_archive(
     let mut started = Vec::new();
     for moved in chosen {
         if config.dry_run {
+            // Counted as moving, so the quotas of the later batches are
+            // what a real run would meet.
+            walk.in_progress += 1;
             summary.saving_usd += moved.saving_usd;
             summary.archive_started.push(moved);
             continue;
         }
         match ports.archiver.archive_snapshot(&moved.snapshot_id).await {
             Ok(()) => {
+                walk.in_progress += 1;
                 started.push(moved.snapshot_id.clone());
                 summary.saving_usd += moved.saving_usd;
                 summary.archive_started.push(moved);
@@ -687,6 +780,7 @@ async fn plan_and_archive(
                     moved.snapshot_id
                 ));
                 *summary.stays.entry(Stay::AccountQuota.kind()).or_default() += 1;
+                walk.in_progress = walk.in_progress.max(archive::MAX_ARCHIVALS_IN_PROGRESS);
                 break;
             }
             Err(e) => summary.note(format!("could not archive {}: {e}", moved.snapshot_id)),
@@ -701,7 +795,6 @@ async fn plan_and_archive(
             ));
         }
     }
-    Ok(())
 }
 
 /// One snapshot's unique bytes: the blocks it holds that changed both from

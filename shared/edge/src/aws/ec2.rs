@@ -412,6 +412,20 @@ impl SnapshotCatalog for Ec2Adapter {
         self.describe_snapshots(Vec::new()).await
     }
 
+    async fn owned_snapshots_of_volumes(
+        &self,
+        volume_ids: &[String],
+    ) -> Result<Vec<Snapshot>, Ec2Error> {
+        let mut out = Vec::new();
+        for chunk in volume_ids.chunks(FILTER_VALUES) {
+            out.extend(
+                self.describe_snapshots(vec![filter("volume-id", chunk.iter().cloned())])
+                    .await?,
+            );
+        }
+        Ok(out)
+    }
+
     fn owned_snapshot_pages(
         &self,
     ) -> futures::stream::BoxStream<'_, Result<Vec<Snapshot>, Ec2Error>> {

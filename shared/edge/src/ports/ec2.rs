@@ -172,6 +172,21 @@ pub trait SnapshotCatalog: Send + Sync {
     /// Every snapshot the account owns, managed or not.
     async fn owned_snapshots(&self) -> Result<Vec<Snapshot>, Ec2Error>;
 
+    /// The account's snapshots (anyone's) of these volumes, by EC2's
+    /// VolumeId: a volume's lineage, 200 volumes a call.
+    async fn owned_snapshots_of_volumes(
+        &self,
+        volume_ids: &[String],
+    ) -> Result<Vec<Snapshot>, Ec2Error> {
+        let wanted: BTreeSet<&str> = volume_ids.iter().map(String::as_str).collect();
+        Ok(self
+            .owned_snapshots()
+            .await?
+            .into_iter()
+            .filter(|s| s.volume_id.as_deref().is_some_and(|v| wanted.contains(v)))
+            .collect())
+    }
+
     /// [`Self::owned_snapshots`] a page (up to 1,000) at a time, for a run
     /// that looks at every snapshot without holding them all.
     fn owned_snapshot_pages(&self) -> BoxStream<'_, Result<Vec<Snapshot>, Ec2Error>> {
