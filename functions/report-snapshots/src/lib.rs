@@ -3,11 +3,15 @@
 //! docs/report.md).
 //!
 //! One run:
-//! 1. list every volume of the region, the opted-in instances, and every
-//!    snapshot the account owns;
-//! 2. resolve which volumes this deployment's policies cover (the opt-in
-//!    tags, as create-snapshots does) and prove which snapshots it made
-//!    (the ownership check: a forged tag makes nothing look protected);
+//! 1. list every volume of the region and the opted-in instances, and
+//!    resolve which volumes this deployment's policies cover (the opt-in
+//!    tags, as create-snapshots does);
+//! 2. then 200 volumes at a time ([`VOLUMES_PER_BATCH`]: a run holds one
+//!    batch's snapshots, never the account's), the volumes of the region
+//!    and the deleted ones the deployment's snapshots name: anyone's
+//!    snapshots of them and the deployment's, proving which it made (the
+//!    ownership check: a forged tag makes nothing look protected), and
+//!    steps 3 and 4 for the batch;
 //! 3. class each volume (`ebs_lifecycle_core::coverage`): this deployment,
 //!    Data Lifecycle Manager, AWS Backup, by hand, or nothing; a volume of
 //!    this deployment whose newest snapshot (or, with none, its first
@@ -50,6 +54,7 @@ use ebs_lifecycle::ports::reports::ReportStore;
 use ebs_lifecycle_core::coverage::{self, VolumeCoverage};
 use ebs_lifecycle_core::events::{EventError, Tick};
 use ebs_lifecycle_core::expiry;
+use ebs_lifecycle_core::model::Snapshot;
 use ebs_lifecycle_core::notify::{Notification, NotificationKind, Severity};
 use ebs_lifecycle_core::ownership::Scope;
 use ebs_lifecycle_core::safety::{AccountFacts, DeletionGate};
@@ -57,6 +62,9 @@ use ebs_lifecycle_core::tags;
 use ebs_lifecycle_core::targets;
 
 pub const FUNCTION: &str = "report-snapshots";
+
+/// Volumes reported together: their snapshots are all a run holds at once.
+pub const VOLUMES_PER_BATCH: usize = 200;
 
 #[derive(Clone, Copy)]
 pub struct Ports<'a> {
@@ -133,10 +141,11 @@ pub async fn handle(
 ) -> Result<Report, ReportError> {
     Tick::parse(event)?;
     let key = config.selector_tag_key.as_str();
-    let (volumes, instances, snapshots) = tokio::try_join!(
+    let deployment = config.deployment_name.as_str();
+    let (volumes, instances, managed_volumes) = tokio::try_join!(
         ports.inventory.all_volumes(),
         ports.inventory.instances_tagged(key),
-        ports.catalog.owned_snapshots(),
+        ports.catalog.managed_volume_ids(deployment),
     )?;
     // Which volumes the deployment's policies cover, as create-snapshots
     // resolves them.
@@ -156,6 +165,7 @@ pub async fn handle(
         .cloned()
         .collect();
     let resolution = targets::resolve(key, &config.policies, &tagged, &instances, &attached);
+    drop((tagged, attached));
     let covered: BTreeMap<String, String> = resolution
         .targets
         .iter()
@@ -165,31 +175,12 @@ pub async fn handle(
                 .map(|v| (v.to_string(), t.policy().to_string()))
         })
         .collect();
-
-    // Only what the deployment provably made counts as its protection.
-    let managed: Vec<_> = snapshots
-        .iter()
-        .filter(|s| tags::is_managed_by(&s.tags, &config.deployment_name))
-        .cloned()
-        .collect();
-    let sifted = ownership::sift(ports.ledger, config, managed, Scope::WholeVolumes).await?;
-    let ours: BTreeSet<String> = sifted.owned.iter().map(|s| s.id.clone()).collect();
-    let facts = coverage::fold(&snapshots, &ours);
-
-    // Cost: the figures of what changed since the last run, then prices.
-    let mut cost = cost::CostSummary::default();
-    let figures = {
-        let lineages = cost::lineages(&snapshots);
-        let cost_ports = cost::CostPorts {
-            blocks: ports.blocks,
-            tagger: ports.tagger,
-        };
-        cost::figures(cost_ports, &lineages, &ours, &deadline, &mut cost).await
-    };
-    drop(snapshots);
     let existing: BTreeSet<String> = volumes.iter().map(|v| v.id.clone()).collect();
-    // The dry expiry plan needs what protects snapshots; without it the
-    // report stands and says the next expiry's figure is missing.
+
+    // What protects snapshots, once for the run (the dry expiry plan); if
+    // the AMIs cannot be read the report stands and says the next
+    // expiry's figure is missing.
+    let mut cost = cost::CostSummary::default();
     let (ami_snapshot_ids, amis_known) = match ports.protections.ami_snapshot_ids().await {
         Ok(ids) => (ids, true),
         Err(e) => {
@@ -199,53 +190,108 @@ pub async fn handle(
             (BTreeSet::new(), false)
         }
     };
-    let plans_facts = AccountFacts {
-        deployment: config.deployment_name.clone(),
-        ami_snapshot_ids,
-        locked_snapshot_ids: ports
-            .protections
-            .locked_snapshot_ids(&ours.iter().cloned().collect::<Vec<_>>())
-            .await
-            .unwrap_or_default(),
-        held_for_review: sifted.held_for_review(),
-        // As the copies' keeping does: archived snapshots are not counted
-        // as freed (their restore state is not read here).
-        restoring: sifted
-            .owned
+    let locked = ports
+        .protections
+        .all_locked_snapshot_ids()
+        .await
+        .unwrap_or_default();
+    let copying: BTreeSet<String> = ports
+        .ledger
+        .copies_in_flight()
+        .await?
+        .into_iter()
+        .map(|c| c.source_snapshot_id)
+        .collect();
+
+    // Then 200 volumes at a time (every volume of the region, and the
+    // deleted ones the deployment's snapshots name): anyone's snapshots of
+    // them and the deployment's, coverage, unique bytes, prices. A run
+    // holds one batch's snapshots, never the account's.
+    let volume_ids: Vec<String> = existing
+        .iter()
+        .cloned()
+        .chain(managed_volumes)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let mut facts = BTreeMap::new();
+    let mut suspects = Vec::new();
+    let cost_ports = cost::CostPorts {
+        blocks: ports.blocks,
+        tagger: ports.tagger,
+    };
+    for batch in volume_ids.chunks(VOLUMES_PER_BATCH) {
+        let (anyones, mine) = tokio::try_join!(
+            ports.catalog.owned_snapshots_of_volumes(batch),
+            ports
+                .catalog
+                .managed_snapshots_of_volumes(deployment, batch),
+        )?;
+        let mut snapshots: BTreeMap<String, Snapshot> =
+            anyones.into_iter().map(|s| (s.id.clone(), s)).collect();
+        for s in mine {
+            snapshots.entry(s.id.clone()).or_insert(s);
+        }
+        let snapshots: Vec<Snapshot> = snapshots.into_values().collect();
+        // Only what the deployment provably made counts as its protection.
+        let managed: Vec<_> = snapshots
             .iter()
-            .filter(|s| s.in_archive_tier())
-            .map(|s| s.id.clone())
-            .collect(),
-        copying: ports
-            .ledger
-            .copies_in_flight()
-            .await?
+            .filter(|s| tags::is_managed_by(&s.tags, deployment))
+            .cloned()
+            .collect();
+        let sifted = ownership::sift(ports.ledger, config, managed, Scope::WholeVolumes).await?;
+        let held_for_review = sifted.held_for_review();
+        suspects.extend(sifted.suspects);
+        let in_batch: BTreeSet<&str> = batch.iter().map(String::as_str).collect();
+        let owned: Vec<Snapshot> = sifted
+            .owned
             .into_iter()
-            .map(|c| c.source_snapshot_id)
-            .collect(),
-        now,
-    };
-    let gate = DeletionGate::new(plans_facts, &sifted.owned, config.max_deletions);
-    let plans = if amis_known {
-        expiry::plan(&sifted.owned, &config.policies, &existing, &gate)
-    } else {
-        Vec::new()
-    };
-    cost::price(
-        &sifted.owned,
-        &figures,
-        &plans,
-        &cost::Pricing {
-            policies: &config.policies,
-            deployment: &config.deployment_name,
-            existing: &existing,
-            prices: &config.prices,
+            .filter(|s| s.source_volume_id().is_none_or(|v| in_batch.contains(v)))
+            .collect();
+        let ours: BTreeSet<String> = owned.iter().map(|s| s.id.clone()).collect();
+        facts.extend(coverage::fold(&snapshots, &ours));
+        // Cost: the figures of what changed since the last run, then prices.
+        let figures = {
+            let lineages = cost::lineages(&snapshots);
+            cost::figures(cost_ports, &lineages, &ours, &deadline, &mut cost).await
+        };
+        drop(snapshots);
+        let plans_facts = AccountFacts {
+            deployment: config.deployment_name.clone(),
+            ami_snapshot_ids: ami_snapshot_ids.clone(),
+            locked_snapshot_ids: locked.clone(),
+            held_for_review,
+            // As the copies' keeping does: archived snapshots are not
+            // counted as freed (their restore state is not read here).
+            restoring: owned
+                .iter()
+                .filter(|s| s.in_archive_tier())
+                .map(|s| s.id.clone())
+                .collect(),
+            copying: copying.clone(),
             now,
-            gate: &gate,
-        },
-        &mut cost,
-    );
-    drop(plans);
+        };
+        let gate = DeletionGate::new(plans_facts, &owned, config.max_deletions);
+        let plans = if amis_known {
+            expiry::plan(&owned, &config.policies, &existing, &gate)
+        } else {
+            Vec::new()
+        };
+        cost::price(
+            &owned,
+            &figures,
+            &plans,
+            &cost::Pricing {
+                policies: &config.policies,
+                deployment,
+                existing: &existing,
+                prices: &config.prices,
+                now,
+                gate: &gate,
+            },
+            &mut cost,
+        );
+    }
 
     let covered_ids: Vec<String> = covered.keys().cloned().collect();
     let first_seen = ports.ledger.first_seen(&covered_ids, now).await?;
@@ -286,7 +332,7 @@ pub async fn handle(
         FUNCTION,
         &[
             (Metric::VolumesUnprotected, unprotected as u64),
-            (Metric::TamperingSuspected, sifted.suspects.len() as u64),
+            (Metric::TamperingSuspected, suspects.len() as u64),
         ],
     );
     metrics::emit_cost_for_run(
@@ -297,14 +343,8 @@ pub async fn handle(
         report.cost.monthly_usd,
     );
     tracing::info!(report = %run::for_log(&report), "{}", headline(&report));
-    let mut notes = ownership::report(
-        ports.ledger,
-        config,
-        &sifted.suspects,
-        now,
-        &mut report.header,
-    )
-    .await;
+    let mut notes =
+        ownership::report(ports.ledger, config, &suspects, now, &mut report.header).await;
     notes.extend(notifications(config, &report));
     run::publish(ports.notifier, &notes, &mut report.header).await;
     Ok(report)
