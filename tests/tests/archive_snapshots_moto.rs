@@ -105,6 +105,32 @@ async fn history(moto: &Moto, volume: &str, policy: &str, slots: &[(&str, &str)]
     ids
 }
 
+/// `n` volumes under `gfs`, each with three snapshots: the oldest, one of
+/// 2025-12-01 whose 900 blocks the newest writes again (archiving it pays),
+/// the newest. Returns each volume with its paying snapshot.
+async fn volumes_that_pay(moto: &Moto, n: usize) -> Vec<(String, String)> {
+    let ec2 = moto.ec2();
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let volume = create_volume(&ec2, 1, &[("Backup", "gfs")]).await;
+        let mut middle = String::new();
+        for (slot, writes) in [
+            ("2025-06-01T00:00:00Z", "0-1023"),
+            ("2025-12-01T00:00:00Z", "0-899"),
+            ("2026-12-01T00:00:00Z", "0-899"),
+        ] {
+            put_tags(&ec2, &volume, &[("moto:writes", writes)]).await;
+            let labels = labels_for(&volume, "itest", "gfs", t(slot));
+            let id = snapshot_as_created(moto, &volume, &labels, &[]).await;
+            if slot.starts_with("2025-12") {
+                middle = id;
+            }
+        }
+        out.push((volume, middle));
+    }
+    out
+}
+
 async fn tier_tags(ec2: &aws_sdk_ec2::Client) -> BTreeMap<String, (String, Option<String>)> {
     snapshots(ec2)
         .await
@@ -282,22 +308,11 @@ async fn the_account_quota_holds_across_runs_and_a_failure_is_reported_once() {
     let adapter = Ec2Adapter::new(ec2.clone());
     let notifier = RecordingNotifier::default();
     let config = config(GFS);
-    let mut middles = Vec::new();
-    for _ in 0..26 {
-        let volume = create_volume(&ec2, 1, &[("Backup", "gfs")]).await;
-        for (slot, writes) in [
-            ("2025-06-01T00:00:00Z", "0-1023"),
-            ("2025-12-01T00:00:00Z", "0-899"),
-            ("2026-12-01T00:00:00Z", "0-899"),
-        ] {
-            put_tags(&ec2, &volume, &[("moto:writes", writes)]).await;
-            let labels = labels_for(&volume, "itest", "gfs", t(slot));
-            let id = snapshot_as_created(&moto, &volume, &labels, &[]).await;
-            if slot.starts_with("2025-12") {
-                middles.push(id);
-            }
-        }
-    }
+    let middles: Vec<String> = volumes_that_pay(&moto, 26)
+        .await
+        .into_iter()
+        .map(|(_, middle)| middle)
+        .collect();
     let (blocks, _) = moto.ebs_blocks();
     let world = World {
         moto: &moto,
@@ -462,20 +477,11 @@ async fn a_run_out_of_time_resumes_and_a_dry_run_moves_nothing() {
     let ec2 = moto.ec2();
     let adapter = Ec2Adapter::new(ec2.clone());
     let notifier = RecordingNotifier::default();
-    let mut volumes = Vec::new();
-    for _ in 0..2 {
-        let volume = create_volume(&ec2, 1, &[("Backup", "gfs")]).await;
-        for (slot, writes) in [
-            ("2025-06-01T00:00:00Z", "0-1023"),
-            ("2025-12-01T00:00:00Z", "0-899"),
-            ("2026-12-01T00:00:00Z", "0-899"),
-        ] {
-            put_tags(&ec2, &volume, &[("moto:writes", writes)]).await;
-            let labels = labels_for(&volume, "itest", "gfs", t(slot));
-            snapshot_as_created(&moto, &volume, &labels, &[]).await;
-        }
-        volumes.push(volume);
-    }
+    let mut volumes: Vec<String> = volumes_that_pay(&moto, 2)
+        .await
+        .into_iter()
+        .map(|(volume, _)| volume)
+        .collect();
     volumes.sort();
     let (blocks, counter) = moto.ebs_blocks();
     let now = t("2026-12-02T00:00:00Z");
