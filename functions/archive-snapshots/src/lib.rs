@@ -814,33 +814,30 @@ async fn measure(
         return Ok(None);
     };
     let previous = i.checked_sub(1).map(|p| lineage[p].id.as_str());
-    let walk = |older: Option<&str>, newer: &str| {
-        let (older, newer) = (older.map(str::to_string), newer.to_string());
-        async move { blocks.diff(older.as_deref(), &newer).await }
-    };
-    let from_previous = match walk(previous, &snapshot.id).await {
-        Ok(w) => w,
-        Err(e @ (BlocksError::Throttled(_) | BlocksError::AccessDenied(_))) => return Err(e),
+    let next = lineage.get(i + 1).map(|n| n.id.as_str());
+    // A pair that cannot be compared leaves this snapshot unmeasured; the
+    // account's limits stop every walk.
+    let mut walk = async |older: Option<&str>, newer: &str| match blocks.diff(older, newer).await {
+        Ok(w) => {
+            summary.block_requests += w.requests;
+            Ok(Some(w))
+        }
+        Err(e) if e.stops_the_walks() => Err(e),
         Err(e) => {
             summary.note(e.to_string());
-            return Ok(None);
+            Ok(None)
         }
     };
-    summary.block_requests += from_previous.requests;
-    let to_next = match lineage.get(i + 1) {
+    let Some(from_previous) = walk(previous, &snapshot.id).await? else {
+        return Ok(None);
+    };
+    let to_next = match next {
         None => None,
-        Some(next) => match walk(Some(&snapshot.id), &next.id).await {
-            Ok(w) => Some(w),
-            Err(e @ (BlocksError::Throttled(_) | BlocksError::AccessDenied(_))) => return Err(e),
-            Err(e) => {
-                summary.note(e.to_string());
-                return Ok(None);
-            }
+        Some(next) => match walk(Some(&snapshot.id), next).await? {
+            Some(w) => Some(w),
+            None => return Ok(None),
         },
     };
-    if let Some(w) = &to_next {
-        summary.block_requests += w.requests;
-    }
     let (unique, _) = cost::sizes(&from_previous.diff, to_next.as_ref().map(|w| &w.diff));
     Ok(Some(unique))
 }

@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use ebs_lifecycle::lambda::deadline::Deadline;
-use ebs_lifecycle::ports::blocks::{BlocksError, SnapshotBlocks, Walked};
+use ebs_lifecycle::ports::blocks::{SnapshotBlocks, Walked};
 use ebs_lifecycle::ports::ec2::SnapshotTagger;
 use ebs_lifecycle_core::cost::{self, Prices, Sizes};
 use ebs_lifecycle_core::expiry::VolumePlan;
@@ -164,7 +164,7 @@ pub async fn figures(
                     }
                     // The account's limits or permissions: no more walks this
                     // run; what needed this pair is left for the next.
-                    Err(e @ (BlocksError::Throttled(_) | BlocksError::AccessDenied(_))) => {
+                    Err(e) if e.stops_the_walks() => {
                         note(summary, e.to_string());
                         stop = true;
                     }
@@ -394,6 +394,7 @@ pub fn price(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ebs_lifecycle::ports::blocks::BlocksError;
     use ebs_lifecycle::ports::ec2::Ec2Error;
     use ebs_lifecycle_core::cost::{Diff, BLOCK_BYTES};
     use ebs_lifecycle_core::model::Tags;

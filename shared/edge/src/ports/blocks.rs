@@ -22,6 +22,14 @@ pub enum BlocksError {
     Other(String),
 }
 
+impl BlocksError {
+    /// The account's limits or permissions, not this pair: no more walks
+    /// this run (what needed them is left for the next).
+    pub fn stops_the_walks(&self) -> bool {
+        matches!(self, Self::Throttled(_) | Self::AccessDenied(_))
+    }
+}
+
 /// A diff and the requests it took.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Walked {

@@ -242,10 +242,6 @@ impl TierStatus {
     pub fn archiving(&self) -> bool {
         self.last_operation.as_deref() == Some("archival-in-progress")
     }
-    /// An archival that failed (the snapshot stays in the standard tier).
-    pub fn archival_failed(&self) -> bool {
-        self.last_operation.as_deref() == Some("archival-failed")
-    }
 }
 
 /// Moving snapshots to the archive tier.
