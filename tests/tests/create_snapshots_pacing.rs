@@ -234,7 +234,10 @@ async fn every_volume_due_in_one_slot_is_snapshotted_at_the_buckets_pace() {
     );
     assert_eq!(created, n);
     let snapshots = snapshots(&direct).await;
-    let mut volumes: Vec<_> = snapshots.iter().filter_map(|s| s.volume_id.clone()).collect();
+    let mut volumes: Vec<_> = snapshots
+        .iter()
+        .filter_map(|s| s.volume_id.clone())
+        .collect();
     volumes.sort_unstable();
     volumes.dedup();
     assert_eq!(snapshots.len(), n, "one snapshot per volume, none twice");

@@ -16,6 +16,7 @@ use serde_json::json;
 use ebs_lifecycle::aws::ec2::Ec2Adapter;
 use ebs_lifecycle::config::Config;
 use ebs_lifecycle::lambda::deadline::Deadline;
+use ebs_lifecycle::ports::ledger::Ledger;
 use ebs_lifecycle_core::model::Snapshot;
 use ebs_lifecycle_core::notify::NotificationKind;
 use ebs_lifecycle_core::tags;
@@ -363,7 +364,35 @@ async fn a_deadline_mid_run_leaves_the_rest_for_the_next_run() {
         "nothing started after the deadline"
     );
 
-    let next = expire(&moto, &config(POLICIES), &notifier).await;
+    // Where it stopped is in the ledger; the next run starts there and,
+    // going all the way round, clears it.
+    let stopped_at = first
+        .stopped_at
+        .clone()
+        .expect("the run records where it stopped");
+    assert_eq!(
+        moto.ledger().cursor("expire-snapshots").await.unwrap(),
+        Some(stopped_at.clone())
+    );
+    let adapter = Ec2Adapter::new(moto.ec2());
+    let next = handle(
+        Ports {
+            pacing: Pacing::NONE,
+            ..expire_ports(&adapter, &notifier, moto.ledger())
+        },
+        &config(POLICIES),
+        &json!({"kind": "tick"}),
+        now,
+        Deadline::after(Duration::from_secs(600)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(next.resumed_at, Some(stopped_at));
+    assert_eq!(next.stopped_at, None);
+    assert_eq!(
+        moto.ledger().cursor("expire-snapshots").await.unwrap(),
+        None
+    );
     assert_eq!(next.counts.deleted, first.counts.left_for_later);
     let expected: BTreeSet<String> = account.all.difference(&account.may_go).cloned().collect();
     assert_eq!(remaining(&moto).await, expected);

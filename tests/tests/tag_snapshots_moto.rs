@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -479,6 +479,13 @@ async fn a_deadline_mid_backfill_leaves_the_rest_for_the_next_run() {
     assert!(first.left_for_later <= 12);
     assert!(first.failed.is_empty());
     assert_eq!(proxy.requests("CreateTags"), first.create_tags_calls);
+    // The one batch was cut short: the next run starts at its first volume.
+    let volumes: BTreeSet<String> = snapshots(&ec2)
+        .await
+        .into_iter()
+        .filter_map(|s| s.volume_id)
+        .collect();
+    assert_eq!(first.stopped_at.as_ref(), volumes.first());
 
     let next = backfill(ec2.clone()).await;
     assert_eq!(next.tagged, first.left_for_later);

@@ -809,8 +809,8 @@ fn each_function_reads_and_writes_only_its_own_ledger_records() {
         ),
         (
             "TagSnapshotsFunction",
-            &["BatchGetItem", "PutItem"],
-            &["copy", "report"],
+            &["BatchGetItem", "GetItem", "PutItem", "DeleteItem"],
+            &["copy", "report", "cursor"],
         ),
         (
             "CheckEncryptionFunction",
@@ -820,7 +820,7 @@ fn each_function_reads_and_writes_only_its_own_ledger_records() {
         (
             "ExpireSnapshotsFunction",
             &["BatchGetItem", "GetItem", "PutItem", "DeleteItem", "Query"],
-            &["copy", "deletions", "report", "inflight"],
+            &["copy", "deletions", "report", "inflight", "cursor"],
         ),
         (
             "CopySnapshotsFunction",

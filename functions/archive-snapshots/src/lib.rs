@@ -40,6 +40,7 @@ use ebs_lifecycle::config::Config;
 use ebs_lifecycle::lambda::deadline::Deadline;
 use ebs_lifecycle::lambda::metrics::{self, Metric};
 use ebs_lifecycle::lambda::ownership;
+use ebs_lifecycle::lambda::resume::Resume;
 use ebs_lifecycle::lambda::run::{self, RunHeader};
 use ebs_lifecycle::ports::blocks::{BlocksError, SnapshotBlocks};
 use ebs_lifecycle::ports::ec2::{
@@ -437,14 +438,7 @@ async fn plan_and_archive(
         .collect();
     // A run that ran out of time resumes at the volume where it stopped,
     // so every volume is measured within a few days at any size.
-    let cursor = ports.ledger.cursor(FUNCTION).await.unwrap_or_else(|e| {
-        summary.note(format!("where the last run stopped is not known: {e}"));
-        None
-    });
-    if let Some(cursor) = cursor.as_deref() {
-        let at = volume_ids.partition_point(|v| v.as_str() < cursor);
-        volume_ids.rotate_left(at);
-    }
+    let mut resume = Resume::start(ports.ledger, FUNCTION, &mut volume_ids).await;
     let (amis, locked) = tokio::try_join!(
         ports.protections.ami_snapshot_ids(),
         ports.protections.all_locked_snapshot_ids(),
@@ -509,14 +503,11 @@ async fn plan_and_archive(
         )
         .await;
     }
-    if walk.stopped_at != cursor {
-        if let Err(e) = ports
-            .ledger
-            .set_cursor(FUNCTION, walk.stopped_at.as_deref())
-            .await
-        {
-            summary.note(format!("could not record where this run stopped: {e}"));
-        }
+    if let Some(v) = walk.stopped_at.as_deref() {
+        resume.stop_at(v);
+    }
+    if let Err(e) = resume.finish(ports.ledger).await {
+        summary.note(format!("could not record where this run stopped: {e}"));
     }
     Ok(suspects)
 }

@@ -17,7 +17,9 @@
 //!    each one authorized by the safety gate within the grant the stack's
 //!    ledger gives (`MAX_DELETIONS` over 24 hours, across runs and
 //!    batches), never a source whose copy to another region is in flight;
-//!    `DRY_RUN` walks the same plan and deletes nothing;
+//!    `DRY_RUN` walks the same plan and deletes nothing; a run its deadline
+//!    stops records where (`ebs_lifecycle::lambda::resume`) and the next
+//!    run starts there;
 //! 3. log each volume's plan (a line each), return the counts and the first
 //!    [`VOLUMES_LISTED`] volumes' plans, emit metrics, notify.
 
@@ -35,6 +37,7 @@ use ebs_lifecycle::lambda::metrics::{self, Metric};
 use ebs_lifecycle::lambda::ownership;
 use ebs_lifecycle::lambda::pacing::Pacer;
 pub use ebs_lifecycle::lambda::pacing::Pacing;
+use ebs_lifecycle::lambda::resume::Resume;
 use ebs_lifecycle::lambda::run::{self, RunHeader};
 use ebs_lifecycle::ports::ec2::{
     Ec2Error, SnapshotCatalog, SnapshotDeleter, SnapshotProtections, VolumeInventory,
@@ -184,6 +187,12 @@ pub struct RunSummary {
     /// Volumes the run did not reach before its deadline (the next run
     /// starts on them).
     pub volumes_not_reached: usize,
+    /// The volume this run started at: where the last run stopped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resumed_at: Option<String>,
+    /// The volume the next run starts at (None: this run went round).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped_at: Option<String>,
 }
 
 /// Volumes planned together: the deployment's snapshots of 200 volumes
@@ -207,13 +216,16 @@ pub async fn handle(
     let facts_error = ExpireError::FactsUnavailable;
     // The volumes first (ids only), then their snapshots 200 volumes at a
     // time: memory bounded by a batch, not by the account.
-    let volume_ids: Vec<String> = ports
+    let mut volume_ids: Vec<String> = ports
         .catalog
         .managed_volume_ids(&config.deployment_name)
         .await
         .map_err(facts_error)?
         .into_iter()
         .collect();
+    // A run its deadline stopped is resumed where it stopped, wrapping
+    // round: every volume is visited within a few runs at any size.
+    let mut resume = Resume::start(ports.ledger, FUNCTION, &mut volume_ids).await;
     let ami_snapshot_ids = ports
         .protections
         .ami_snapshot_ids()
@@ -252,10 +264,14 @@ pub async fn handle(
     // archived snapshot.
     let mut tiers: Option<Tiers> = None;
     let mut cap_reached = false;
+    // The first volume of the batch before, if its deletions were cut
+    // short by the deadline: the next run starts there.
+    let mut cut_short: Option<&str> = None;
     for (i, batch) in volume_ids.chunks(VOLUMES_PER_BATCH).enumerate() {
         if deadline.is_near() {
             // Nothing of these volumes was looked at: the next run starts
-            // on them (the volumes before have nothing left to do).
+            // on them, or on the batch before if it was cut short.
+            resume.stop_at(cut_short.unwrap_or(&batch[0]));
             summary.volumes_not_reached = volume_ids.len() - i * VOLUMES_PER_BATCH;
             break;
         }
@@ -332,10 +348,15 @@ pub async fn handle(
             prices: config.prices,
             now,
         };
+        let mut left = false;
         for plan in &plans {
             let report = execution.volume(plan).await;
+            left |= !report.left_for_later.is_empty();
             add(&mut summary, report);
         }
+        // Left by the deadline (the cap's leftovers wait for the budget,
+        // not for this batch to come round again).
+        cut_short = (left && execution.deadline.is_near()).then_some(batch[0].as_str());
         cap_reached |= execution.cap_reached || granted < wanted;
         // What was granted and not deleted goes back (a dry run deletes nothing).
         let used = if config.dry_run {
@@ -354,6 +375,14 @@ pub async fn handle(
         }
     }
     summary.cap_reached = cap_reached;
+    if let Some(v) = cut_short {
+        resume.stop_at(v);
+    }
+    summary.resumed_at = resume.resumed_at().map(String::from);
+    summary.stopped_at = resume.stopped_at().map(String::from);
+    if let Err(e) = resume.finish(ports.ledger).await {
+        tracing::warn!(error = %e, "could not record where this run stopped; the next run starts at the first volume");
+    }
     emit_metrics(config, &summary, suspects.len());
     log(&summary);
     let mut notifications =

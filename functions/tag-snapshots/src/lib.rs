@@ -32,6 +32,7 @@ use ebs_lifecycle::lambda::metrics::{self, Metric};
 use ebs_lifecycle::lambda::ownership;
 use ebs_lifecycle::lambda::pacing::Pacer;
 pub use ebs_lifecycle::lambda::pacing::Pacing;
+use ebs_lifecycle::lambda::resume::Resume;
 use ebs_lifecycle::lambda::run::{self, RunHeader};
 use ebs_lifecycle::ports::ec2::{
     Ec2Error, SnapshotCatalog, SnapshotTagger, VolumeInventory, TAG_BATCH,
@@ -101,6 +102,12 @@ pub struct RunSummary {
     /// Volumes the backfill did not reach before its deadline (the next
     /// run labels them).
     pub volumes_not_reached: usize,
+    /// The volume the backfill started at: where the last run stopped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resumed_at: Option<String>,
+    /// The volume the next backfill starts at (None: this run went round).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped_at: Option<String>,
     /// The whole counts of the plan's lists (each listed up to 100).
     pub totals: Totals,
 }
@@ -141,17 +148,28 @@ pub async fn handle(
         // The backfill: 200 volumes at a time, so a run holds one batch's
         // snapshots, never the account's.
         Trigger::Tick(_) => {
-            let volume_ids: Vec<String> = ports
+            let mut volume_ids: Vec<String> = ports
                 .catalog
                 .managed_volume_ids(deployment)
                 .await?
                 .into_iter()
                 .collect();
+            // Resumed where the last run stopped, wrapping round: every
+            // volume is labelled within a few runs at any size.
+            let mut resume = Resume::start(ports.ledger, FUNCTION, &mut volume_ids).await;
+            let mut previous: Option<&str> = None;
             for (i, batch) in volume_ids.chunks(VOLUMES_PER_BATCH).enumerate() {
                 if deadline.is_near() || summary.left_for_later > 0 {
+                    // The batch before if its writes were cut short.
+                    let at = match previous {
+                        Some(p) if summary.left_for_later > 0 => p,
+                        _ => batch[0].as_str(),
+                    };
+                    resume.stop_at(at);
                     summary.volumes_not_reached = volume_ids.len() - i * VOLUMES_PER_BATCH;
                     break;
                 }
+                previous = Some(batch[0].as_str());
                 let listed = ports
                     .catalog
                     .managed_snapshots_of_volumes(deployment, batch)
@@ -169,6 +187,16 @@ pub async fn handle(
                     &mut suspects,
                 )
                 .await?;
+            }
+            if summary.left_for_later > 0 {
+                if let Some(p) = previous {
+                    resume.stop_at(p);
+                }
+            }
+            summary.resumed_at = resume.resumed_at().map(String::from);
+            summary.stopped_at = resume.stopped_at().map(String::from);
+            if let Err(e) = resume.finish(ports.ledger).await {
+                tracing::warn!(error = %e, "could not record where this run stopped; the next run starts at the first volume");
             }
         }
         // A failed snapshot has nothing to label; complete-snapshots reports it.

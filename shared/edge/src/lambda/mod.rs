@@ -7,5 +7,6 @@ pub mod invocation;
 pub mod metrics;
 pub mod ownership;
 pub mod pacing;
+pub mod resume;
 pub mod run;
 pub mod runtime;

@@ -1,0 +1,130 @@
+//! Where a daily run over the account's volumes resumes.
+//!
+//! expire-snapshots, tag-snapshots' backfill and archive-snapshots work
+//! through the deployment's volumes 200 at a time, in volume-id order. A run
+//! that its deadline (or throttling) stops records the first volume it did
+//! not finish in the stack's ledger (`cursor` / the function's name); the
+//! next run starts there and wraps round to the first volume, so every
+//! volume is visited within `ceil(volumes / volumes per run)` runs however
+//! large the account (docs/operations.md, "The ledger"). A run that goes
+//! all the way round clears the record.
+
+use crate::ports::ledger::{Ledger, LedgerError};
+
+/// One run's resume point: read at the start, written at the end.
+#[derive(Debug)]
+pub struct Resume {
+    name: &'static str,
+    /// Where the previous run stopped (None: it finished).
+    was: Option<String>,
+    /// Where this run stopped (None: it finished).
+    stopped_at: Option<String>,
+}
+
+impl Resume {
+    /// Read where the last run stopped and put the volumes from there first.
+    /// `volume_ids` must be sorted (they come from a `BTreeSet`). If the
+    /// ledger cannot be read the run starts at the first volume: it only
+    /// revisits volumes, never skips one.
+    pub async fn start(ledger: &dyn Ledger, name: &'static str, volume_ids: &mut [String]) -> Self {
+        let was = match ledger.cursor(name).await {
+            Ok(was) => was,
+            Err(e) => {
+                tracing::warn!(error = %e, function = name, "where the last run stopped is not known; this run starts at the first volume");
+                None
+            }
+        };
+        if let Some(cursor) = was.as_deref() {
+            rotate_to(volume_ids, cursor);
+        }
+        Self {
+            name,
+            was,
+            stopped_at: None,
+        }
+    }
+
+    /// Where the previous run stopped, if it did.
+    pub fn resumed_at(&self) -> Option<&str> {
+        self.was.as_deref()
+    }
+
+    /// The run stops before finishing `volume_id` (the first call counts).
+    pub fn stop_at(&mut self, volume_id: &str) {
+        self.stopped_at.get_or_insert_with(|| volume_id.to_owned());
+    }
+
+    /// Where this run stopped, if it did.
+    pub fn stopped_at(&self) -> Option<&str> {
+        self.stopped_at.as_deref()
+    }
+
+    /// Record where this run stopped (or that it finished) for the next one.
+    pub async fn finish(self, ledger: &dyn Ledger) -> Result<(), LedgerError> {
+        if self.stopped_at == self.was {
+            return Ok(());
+        }
+        ledger
+            .set_cursor(self.name, self.stopped_at.as_deref())
+            .await
+    }
+}
+
+/// Rotate sorted `volume_ids` so that the first one at or after `cursor`
+/// comes first (the cursor's volume may be gone since).
+pub fn rotate_to(volume_ids: &mut [String], cursor: &str) {
+    let at = volume_ids.partition_point(|v| v.as_str() < cursor);
+    volume_ids.rotate_left(at);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn the_run_starts_where_the_last_stopped_and_wraps_round() {
+        let mut v = ids(&["vol-1", "vol-2", "vol-3", "vol-4"]);
+        rotate_to(&mut v, "vol-3");
+        assert_eq!(v, ids(&["vol-3", "vol-4", "vol-1", "vol-2"]));
+    }
+
+    #[test]
+    fn a_deleted_cursor_volume_resumes_at_the_next() {
+        let mut v = ids(&["vol-1", "vol-2", "vol-4"]);
+        rotate_to(&mut v, "vol-3");
+        assert_eq!(v, ids(&["vol-4", "vol-1", "vol-2"]));
+        let mut v = ids(&["vol-1", "vol-2"]);
+        rotate_to(&mut v, "vol-9");
+        assert_eq!(v, ids(&["vol-1", "vol-2"]), "past the last: from the first");
+    }
+
+    proptest::proptest! {
+        /// Runs that each finish `per_run` volumes (the deadline stops them
+        /// there) visit every volume within ceil(n / per_run) runs, whatever
+        /// volume the first run started at.
+        #[test]
+        fn every_volume_is_visited_within_the_runs_it_takes(
+            n in 1usize..300,
+            per_run in 1usize..50,
+            first in 0usize..300,
+        ) {
+            let all: Vec<String> = (0..n).map(|i| format!("vol-{i:05}")).collect();
+            let mut cursor = Some(all[first % n].clone());
+            let mut visited = std::collections::BTreeSet::new();
+            let runs = n.div_ceil(per_run);
+            for _ in 0..runs {
+                let mut order = all.clone();
+                if let Some(c) = cursor.as_deref() {
+                    rotate_to(&mut order, c);
+                }
+                visited.extend(order.iter().take(per_run).cloned());
+                cursor = order.get(per_run).cloned();
+            }
+            proptest::prop_assert_eq!(visited.len(), n);
+        }
+    }
+}
