@@ -239,8 +239,12 @@ impl Run<'_> {
             .shared_with_me(&self.settings.for_accounts)
             .await
             .map_err(VaultError::Ec2Unavailable)?;
+        // Each listed snapshot is read into a `Share` (ids, times, the
+        // source's volume) and dropped: the run keeps the shares, not
+        // EC2's descriptions of them.
         let mut shares: Vec<Share> = Vec::new();
-        for s in &listed {
+        for s in listed {
+            let s = &s;
             match vault::read_share(s, &identity.region, &self.settings.for_accounts) {
                 Ok(share) => shares.push(share),
                 Err(why) => {

@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::Client;
 
-use crate::ports::reports::{ReportStore, StoreError};
+use crate::ports::reports::{Bytes, ReportStore, StoreError};
 
 #[derive(Debug, Clone)]
 pub struct S3ReportStore {
@@ -33,7 +33,7 @@ impl S3ReportStore {
 
 #[async_trait]
 impl ReportStore for S3ReportStore {
-    async fn put(&self, key: &str, body: Vec<u8>, content_type: &str) -> Result<(), StoreError> {
+    async fn put(&self, key: &str, body: Bytes, content_type: &str) -> Result<(), StoreError> {
         self.client
             .put_object()
             .bucket(&self.bucket)

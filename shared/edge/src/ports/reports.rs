@@ -3,6 +3,9 @@
 //! ([`crate::aws::s3`]).
 
 use async_trait::async_trait;
+/// A file's body: cloned without copying, so one rendering serves both
+/// the dated and the latest key.
+pub use bytes::Bytes;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("the report could not be stored at {key}: {message}")]
@@ -14,7 +17,7 @@ pub struct StoreError {
 #[async_trait]
 pub trait ReportStore: Send + Sync {
     /// Write `body` at `key`, replacing what was there.
-    async fn put(&self, key: &str, body: Vec<u8>, content_type: &str) -> Result<(), StoreError>;
+    async fn put(&self, key: &str, body: Bytes, content_type: &str) -> Result<(), StoreError>;
     /// Where `key` is, for people (`s3://bucket/key`).
     fn location(&self, key: &str) -> String;
 }
