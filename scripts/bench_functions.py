@@ -123,6 +123,10 @@ def main() -> int:
     parser.add_argument("--bin-dir", type=Path)
     parser.add_argument("--volumes", type=int, default=2000)
     parser.add_argument("--only", nargs="*", choices=sorted(FUNCTIONS), help="these functions only")
+    parser.add_argument("--long-timeout", type=int, default=900,
+                        help="seconds for report-snapshots' and archive-snapshots' invocations (Lambda's 900 by default)")
+    parser.add_argument("--report-runs", type=int, default=3,
+                        help="report-snapshots' runs (3: the first over the account, what it left, a day with nothing new)")
     args = parser.parse_args()
     functions = [name for name in FUNCTIONS if not args.only or name in args.only]
     work = Path(tempfile.mkdtemp(prefix="bench-functions-"))
@@ -179,10 +183,11 @@ def main() -> int:
             # The report: its first run over the account, the next (what the
             # first left), and a third with everything measured (a day with
             # nothing new: listing, pricing, the files).
-            runs = 3 if name == "report-snapshots" else 1
+            runs = args.report_runs if name == "report-snapshots" else 1
             for run in range(runs):
                 begun = time.monotonic()
-                result = fn.invoke(tick, TIMEOUT_S.get(name, 300))
+                timeout = args.long_timeout if name in TIMEOUT_S else 300
+                result = fn.invoke(tick, timeout)
                 took = time.monotonic() - begun
                 response_bytes = len(json.dumps(result))
                 label = name if run == 0 else f"{name} (run {run + 1})"
