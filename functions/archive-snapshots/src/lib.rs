@@ -466,13 +466,10 @@ async fn plan_and_archive(
             summary.volumes_not_reached += batch.len();
             continue;
         }
-        let (listed, everything, existing) = tokio::try_join!(
-            ports
-                .catalog
-                .managed_snapshots_of_volumes(deployment, batch),
-            // Anyone's snapshots of the volumes: they share blocks with
-            // ours, and EC2's 25 archived per volume counts them all.
-            ports.catalog.owned_snapshots_of_volumes(batch),
+        // Anyone's snapshots of the volumes (they share blocks with ours,
+        // and EC2's 25 archived per volume counts them all) and ours.
+        let ((everything, listed), existing) = tokio::try_join!(
+            ports.catalog.snapshots_of_volumes(deployment, batch),
             ports.inventory.volumes_by_id(batch),
         )?;
         let sifted = ownership::sift(ports.ledger, config, listed, Scope::WholeVolumes).await?;

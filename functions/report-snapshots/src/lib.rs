@@ -221,12 +221,10 @@ pub async fn handle(
         tagger: ports.tagger,
     };
     for batch in volume_ids.chunks(VOLUMES_PER_BATCH) {
-        let (anyones, mine) = tokio::try_join!(
-            ports.catalog.owned_snapshots_of_volumes(batch),
-            ports
-                .catalog
-                .managed_snapshots_of_volumes(deployment, batch),
-        )?;
+        let (anyones, mine) = ports
+            .catalog
+            .snapshots_of_volumes(deployment, batch)
+            .await?;
         let mut snapshots: BTreeMap<String, Snapshot> =
             anyones.into_iter().map(|s| (s.id.clone(), s)).collect();
         for s in mine {

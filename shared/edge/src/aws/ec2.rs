@@ -334,6 +334,46 @@ fn tag_filter(key: &str, value: &str) -> Filter {
     filter(&format!("tag:{key}"), [value])
 }
 
+/// The deployment's snapshots of `chunk` (up to 200 volumes): those its
+/// `lifecycle:volume-id` tag names, then those EC2's `VolumeId` names
+/// unless their tag names a volume elsewhere (it belongs there).
+fn merge_managed(
+    out: &mut BTreeMap<String, Snapshot>,
+    chunk: &[String],
+    by_tag: Vec<Snapshot>,
+    by_attribute: Vec<Snapshot>,
+) {
+    let requested: BTreeSet<&str> = chunk.iter().map(String::as_str).collect();
+    for s in by_tag {
+        out.insert(s.id.clone(), s);
+    }
+    for s in by_attribute {
+        let tagged_elsewhere = s
+            .tags
+            .get(tags::VOLUME_ID)
+            .is_some_and(|v| !requested.contains(v.as_str()));
+        if !tagged_elsewhere {
+            out.entry(s.id.clone()).or_insert(s);
+        }
+    }
+}
+
+impl Ec2Adapter {
+    /// The deployment's snapshots whose `lifecycle:volume-id` names one of
+    /// `chunk` (up to 200 volumes).
+    async fn managed_by_volume_tag(
+        &self,
+        deployment: &str,
+        chunk: &[String],
+    ) -> Result<Vec<Snapshot>, Ec2Error> {
+        self.describe_snapshots(vec![
+            tag_filter(tags::MANAGED_BY, deployment),
+            filter(&format!("tag:{}", tags::VOLUME_ID), chunk.iter().cloned()),
+        ])
+        .await
+    }
+}
+
 #[async_trait]
 impl SnapshotCatalog for Ec2Adapter {
     async fn snapshots_for_slot(
@@ -486,37 +526,43 @@ impl SnapshotCatalog for Ec2Adapter {
         deployment: &str,
         volume_ids: &[String],
     ) -> Result<Vec<Snapshot>, Ec2Error> {
-        let requested: BTreeSet<&str> = volume_ids.iter().map(String::as_str).collect();
-        let mut out: BTreeMap<String, Snapshot> = BTreeMap::new();
+        let mut out = BTreeMap::new();
         for chunk in volume_ids.chunks(FILTER_VALUES) {
             // EC2 ANDs different filters, so "tag or attribute" takes two calls.
-            let by_tag = self
-                .describe_snapshots(vec![
-                    tag_filter(tags::MANAGED_BY, deployment),
-                    filter(&format!("tag:{}", tags::VOLUME_ID), chunk.iter().cloned()),
-                ])
-                .await?;
+            let by_tag = self.managed_by_volume_tag(deployment, chunk).await?;
             let by_attribute = self
                 .describe_snapshots(vec![
                     tag_filter(tags::MANAGED_BY, deployment),
                     filter("volume-id", chunk.iter().cloned()),
                 ])
                 .await?;
-            for s in by_tag {
-                out.insert(s.id.clone(), s);
-            }
-            for s in by_attribute {
-                // A snapshot whose tag names another volume belongs there.
-                let tagged_elsewhere = s
-                    .tags
-                    .get(tags::VOLUME_ID)
-                    .is_some_and(|v| !requested.contains(v.as_str()));
-                if !tagged_elsewhere {
-                    out.entry(s.id.clone()).or_insert(s);
-                }
-            }
+            merge_managed(&mut out, chunk, by_tag, by_attribute);
         }
         Ok(out.into_values().collect())
+    }
+
+    async fn snapshots_of_volumes(
+        &self,
+        deployment: &str,
+        volume_ids: &[String],
+    ) -> Result<(Vec<Snapshot>, Vec<Snapshot>), Ec2Error> {
+        let mut anyones = Vec::new();
+        let mut managed = BTreeMap::new();
+        for chunk in volume_ids.chunks(FILTER_VALUES) {
+            let (of_volumes, by_tag) = tokio::try_join!(
+                self.describe_snapshots(vec![filter("volume-id", chunk.iter().cloned())]),
+                self.managed_by_volume_tag(deployment, chunk),
+            )?;
+            // The deployment's by VolumeId are among anyone's.
+            let by_attribute: Vec<Snapshot> = of_volumes
+                .iter()
+                .filter(|s| tags::is_managed_by(&s.tags, deployment))
+                .cloned()
+                .collect();
+            merge_managed(&mut managed, chunk, by_tag, by_attribute);
+            anyones.extend(of_volumes);
+        }
+        Ok((anyones, managed.into_values().collect()))
     }
 
     async fn managed_snapshots_in_state(

@@ -187,6 +187,21 @@ pub trait SnapshotCatalog: Send + Sync {
             .collect())
     }
 
+    /// Both of the above for the same volumes: (anyone's snapshots of them,
+    /// the deployment's). The EC2 adapter takes the deployment's by
+    /// `VolumeId` from the first answer: two describes per 200 volumes
+    /// instead of three.
+    async fn snapshots_of_volumes(
+        &self,
+        deployment: &str,
+        volume_ids: &[String],
+    ) -> Result<(Vec<Snapshot>, Vec<Snapshot>), Ec2Error> {
+        futures::try_join!(
+            self.owned_snapshots_of_volumes(volume_ids),
+            self.managed_snapshots_of_volumes(deployment, volume_ids),
+        )
+    }
+
     /// [`Self::owned_snapshots`] a page (up to 1,000) at a time, for a run
     /// that looks at every snapshot without holding them all.
     fn owned_snapshot_pages(&self) -> BoxStream<'_, Result<Vec<Snapshot>, Ec2Error>> {
