@@ -201,6 +201,9 @@ def main() -> int:
                 if isinstance(result, dict):
                     result["response_bytes"] = response_bytes
                 rows.append((label, starts[name], peak_rss_mib(fn.process.pid), took, result))
+                # Each row as it comes: a later invocation that times out
+                # does not lose the figures before it.
+                print(f"{label}: peak RSS {rows[-1][2]:.1f} MiB, {took:.1f} s, {json.dumps(result)[:300]}", flush=True)
             fn.stop()
         sizes = {o["Key"]: o["Size"] for o in s3.list_objects_v2(Bucket="bench-reports", Prefix="coverage/latest/")
                  .get("Contents", [])}
