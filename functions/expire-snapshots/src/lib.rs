@@ -378,11 +378,7 @@ pub async fn handle(
     if let Some(v) = cut_short {
         resume.stop_at(v);
     }
-    summary.resumed_at = resume.resumed_at().map(String::from);
-    summary.stopped_at = resume.stopped_at().map(String::from);
-    if let Err(e) = resume.finish(ports.ledger).await {
-        tracing::warn!(error = %e, "could not record where this run stopped; the next run starts at the first volume");
-    }
+    (summary.resumed_at, summary.stopped_at) = resume.conclude(ports.ledger).await;
     emit_metrics(config, &summary, suspects.len());
     log(&summary);
     let mut notifications =

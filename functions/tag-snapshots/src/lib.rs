@@ -193,11 +193,7 @@ pub async fn handle(
                     resume.stop_at(p);
                 }
             }
-            summary.resumed_at = resume.resumed_at().map(String::from);
-            summary.stopped_at = resume.stopped_at().map(String::from);
-            if let Err(e) = resume.finish(ports.ledger).await {
-                tracing::warn!(error = %e, "could not record where this run stopped; the next run starts at the first volume");
-            }
+            (summary.resumed_at, summary.stopped_at) = resume.conclude(ports.ledger).await;
         }
         // A failed snapshot has nothing to label; complete-snapshots reports it.
         Trigger::Snapshots { results, .. } if events::succeeded_ids(&results).is_empty() => {

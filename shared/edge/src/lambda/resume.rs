@@ -44,19 +44,20 @@ impl Resume {
         }
     }
 
-    /// Where the previous run stopped, if it did.
-    pub fn resumed_at(&self) -> Option<&str> {
-        self.was.as_deref()
-    }
-
     /// The run stops before finishing `volume_id` (the first call counts).
     pub fn stop_at(&mut self, volume_id: &str) {
         self.stopped_at.get_or_insert_with(|| volume_id.to_owned());
     }
 
-    /// Where this run stopped, if it did.
-    pub fn stopped_at(&self) -> Option<&str> {
-        self.stopped_at.as_deref()
+    /// [`Self::finish`], a warning if it cannot be recorded (the next run
+    /// then starts at the first volume: it revisits, never skips), and what
+    /// the summary says: (`resumed_at`, `stopped_at`).
+    pub async fn conclude(self, ledger: &dyn Ledger) -> (Option<String>, Option<String>) {
+        let said = (self.was.clone(), self.stopped_at.clone());
+        if let Err(e) = self.finish(ledger).await {
+            tracing::warn!(error = %e, "could not record where this run stopped; the next run starts at the first volume");
+        }
+        said
     }
 
     /// Record where this run stopped (or that it finished) for the next one.
