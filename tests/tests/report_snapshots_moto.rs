@@ -10,6 +10,7 @@ use ebs_lifecycle::aws::ebs::EbsBlocks;
 use ebs_lifecycle::aws::ec2::Ec2Adapter;
 use ebs_lifecycle::aws::s3::S3ReportStore;
 use ebs_lifecycle::lambda::deadline::Deadline;
+use ebs_lifecycle::ports::ledger::Ledger;
 use ebs_lifecycle_core::coverage::Cover;
 use ebs_lifecycle_core::notify::{NotificationKind, Severity};
 use ebs_lifecycle_core::tags;
@@ -375,4 +376,128 @@ async fn unique_bytes_follow_the_hand_computed_block_map_and_are_cached() {
     );
     // Stored: 100 + 20 + 5 blocks; deleting B freed its 5.
     assert_eq!(fifth.cost.standard_bytes, 125 * BLOCK);
+}
+
+/// A run its deadline stops between batches says which volumes it did not
+/// read ("not-checked", never "unprotected", no gap claimed), records where
+/// it stopped, and the next run starts there: the volume in a gap that the
+/// first run did not reach is reported by the second.
+#[tokio::test]
+async fn a_run_out_of_time_marks_the_rest_not_checked_and_the_next_run_starts_there() {
+    use integration_tests::fault_proxy::{Fault, FaultProxy};
+    use std::time::Duration as StdDuration;
+    let moto = Moto::start();
+    let ec2 = moto.ec2();
+    let config = config(r#"{"daily": {"schedule": "@daily", "keep": {"last": 5}}}"#);
+    // Two batches (200 volumes each).
+    let mut volumes = Vec::new();
+    for _ in 0..report_snapshots::VOLUMES_PER_BATCH + 5 {
+        volumes.push(create_volume(&ec2, 8, &[]).await);
+    }
+    volumes.sort();
+    // The last in volume-id order is in the second batch: opted in, its
+    // last snapshot four days old (a gap).
+    let late = volumes.last().unwrap().clone();
+    put_tags(&ec2, &late, &[("Backup", "daily")]).await;
+    let labels = labels_for(&late, "itest", "daily", t("2026-03-01T00:00:00Z"));
+    snapshot_as_created(&moto, &late, &labels, &[]).await;
+
+    // Every DescribeSnapshots takes a second: the listing at the start (one
+    // second), the first batch (its two describes at once: one more); a
+    // deadline at 1.5 s is passed when the second batch would begin.
+    let proxy = FaultProxy::start(&moto.endpoint).await;
+    proxy.inject(
+        "DescribeSnapshots",
+        1000,
+        Fault::Delay(StdDuration::from_secs(1)),
+    );
+    let slow = Ec2Adapter::new(aws_sdk_ec2::Client::new(
+        &proxy.sdk_config(StdDuration::from_secs(10)),
+    ));
+    let (blocks, _) = moto.ebs_blocks();
+    let notifier = RecordingNotifier::default();
+    let slow_ports = report_snapshots::Ports {
+        catalog: &slow,
+        inventory: &slow,
+        protections: &slow,
+        blocks: &blocks,
+        tagger: &slow,
+        notifier: &notifier,
+        ledger: moto.ledger(),
+        reports: None,
+    };
+    let now = t("2026-03-05T12:00:00Z");
+    let first = report_snapshots::handle(
+        slow_ports,
+        &config,
+        &json!({"kind": "tick"}),
+        now,
+        Deadline::after(StdDuration::from_millis(1500)).with_margin(StdDuration::ZERO),
+    )
+    .await
+    .unwrap();
+
+    let second_batch = &volumes[report_snapshots::VOLUMES_PER_BATCH..];
+    assert_eq!(
+        first.not_checked,
+        second_batch.len(),
+        "{:?}",
+        first.by_cover
+    );
+    assert_eq!(first.stopped_at.as_deref(), Some(second_batch[0].as_str()));
+    assert_eq!(
+        moto.ledger().cursor("report-snapshots").await.unwrap(),
+        first.stopped_at
+    );
+    for c in &first.coverage {
+        let reached = !second_batch.contains(&c.volume_id);
+        assert_eq!(c.cover == Cover::NotChecked, !reached, "{c:?}");
+        if reached {
+            assert_eq!(c.cover, Cover::Unprotected, "{c:?}");
+        }
+    }
+    let late_cover = first.coverage.iter().find(|c| c.volume_id == late).unwrap();
+    assert_eq!(
+        (late_cover.policy.as_deref(), &late_cover.gap),
+        (Some("daily"), &None),
+        "not read: no gap claimed"
+    );
+    assert_eq!(first.gaps, 0);
+    assert!(notifier
+        .sent()
+        .iter()
+        .all(|n| n.kind != NotificationKind::CoverageGap));
+
+    // The next run, with time: starts at the second batch, reads everything,
+    // clears the cursor and reports the gap.
+    let adapter = Ec2Adapter::new(ec2.clone());
+    let next = report_snapshots::handle(
+        report_snapshots::Ports {
+            catalog: &adapter,
+            inventory: &adapter,
+            protections: &adapter,
+            tagger: &adapter,
+            ..slow_ports
+        },
+        &config,
+        &json!({"kind": "tick"}),
+        now,
+        Deadline::after(StdDuration::from_secs(600)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(next.resumed_at, first.stopped_at);
+    assert_eq!((next.stopped_at.as_deref(), next.not_checked), (None, 0));
+    assert_eq!(
+        moto.ledger().cursor("report-snapshots").await.unwrap(),
+        None
+    );
+    assert_eq!(next.gaps, 1);
+    let gaps: Vec<_> = notifier
+        .sent()
+        .iter()
+        .filter(|n| n.kind == NotificationKind::CoverageGap)
+        .map(|n| n.details["volume_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(gaps, vec![late]);
 }

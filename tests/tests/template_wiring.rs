@@ -829,8 +829,8 @@ fn each_function_reads_and_writes_only_its_own_ledger_records() {
         ),
         (
             "ReportSnapshotsFunction",
-            &["BatchGetItem", "PutItem", "Query"],
-            &["copy", "report", "seen", "inflight"],
+            &["BatchGetItem", "GetItem", "PutItem", "DeleteItem", "Query"],
+            &["copy", "report", "seen", "inflight", "cursor"],
         ),
         (
             "ArchiveSnapshotsFunction",

@@ -43,6 +43,7 @@ use ebs_lifecycle::config::Config;
 use ebs_lifecycle::lambda::deadline::Deadline;
 use ebs_lifecycle::lambda::metrics::{self, Metric};
 use ebs_lifecycle::lambda::ownership;
+use ebs_lifecycle::lambda::resume::Resume;
 use ebs_lifecycle::lambda::run::{self, RunHeader};
 use ebs_lifecycle::ports::blocks::SnapshotBlocks;
 use ebs_lifecycle::ports::ec2::{
@@ -117,6 +118,15 @@ pub struct Report {
     pub by_cover: BTreeMap<&'static str, usize>,
     /// This deployment's volumes in a gap.
     pub gaps: usize,
+    /// Volumes the run's deadline left unread (`not-checked` in the
+    /// coverage; the cost counts only the rest). The next run starts there.
+    pub not_checked: usize,
+    /// The volume this run started at, where the last one stopped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resumed_at: Option<String>,
+    /// The first volume this run did not reach.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped_at: Option<String>,
     /// Gaps reported this run (each gap once).
     #[serde(skip)]
     pub new_gaps: Vec<String>,
@@ -207,20 +217,35 @@ pub async fn handle(
     // deleted ones the deployment's snapshots name): anyone's snapshots of
     // them and the deployment's, coverage, unique bytes, prices. A run
     // holds one batch's snapshots, never the account's.
-    let volume_ids: Vec<String> = existing
+    let mut volume_ids: Vec<String> = existing
         .iter()
         .cloned()
         .chain(managed_volumes)
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
+    // A run its deadline stopped is resumed where it stopped, wrapping
+    // round: every volume is checked within a few runs at any size.
+    let mut resume = Resume::start(ports.ledger, FUNCTION, &mut volume_ids).await;
     let mut facts = BTreeMap::new();
     let mut suspects = Vec::new();
+    let mut not_checked = BTreeSet::new();
     let cost_ports = cost::CostPorts {
         blocks: ports.blocks,
         tagger: ports.tagger,
     };
-    for batch in volume_ids.chunks(VOLUMES_PER_BATCH) {
+    let batches: Vec<&[String]> = volume_ids.chunks(VOLUMES_PER_BATCH).collect();
+    // The time a batch takes besides its walks (describes, ownership,
+    // pricing): the walks leave that much for each batch still to come, so
+    // the coverage of every volume comes before the cost of some.
+    let mut besides_walks = BatchTimes::default();
+    for (done, batch) in batches.iter().enumerate() {
+        if deadline.is_near() {
+            resume.stop_at(&batch[0]);
+            not_checked.extend(batches[done..].iter().flat_map(|b| b.iter().cloned()));
+            break;
+        }
+        let began = tokio::time::Instant::now();
         let (anyones, mine) = ports
             .catalog
             .snapshots_of_volumes(deployment, batch)
@@ -249,10 +274,15 @@ pub async fn handle(
         let ours: BTreeSet<String> = owned.iter().map(|s| s.id.clone()).collect();
         facts.extend(coverage::fold(&snapshots, &ours));
         // Cost: the figures of what changed since the last run, then prices.
+        let walks_began = tokio::time::Instant::now();
         let figures = {
             let lineages = cost::lineages(&snapshots);
-            cost::figures(cost_ports, &lineages, &ours, &deadline, &mut cost).await
+            let walks_deadline = deadline.reserving(
+                besides_walks.reserve_for(batches.len() - done - 1, walks_began - began),
+            );
+            cost::figures(cost_ports, &lineages, &ours, &walks_deadline, &mut cost).await
         };
+        let walks_took = walks_began.elapsed();
         drop(snapshots);
         let plans_facts = AccountFacts {
             deployment: config.deployment_name.clone(),
@@ -289,7 +319,9 @@ pub async fn handle(
             },
             &mut cost,
         );
+        besides_walks.add(began.elapsed().saturating_sub(walks_took));
     }
+    let (resumed_at, stopped_at) = resume.conclude(ports.ledger).await;
 
     let covered_ids: Vec<String> = covered.keys().cloned().collect();
     let first_seen = ports.ledger.first_seen(&covered_ids, now).await?;
@@ -299,6 +331,7 @@ pub async fn handle(
         &facts,
         &config.policies,
         &first_seen,
+        &not_checked,
         now,
     );
     let (by_cover, gaps) = coverage::counts(&classed);
@@ -307,6 +340,9 @@ pub async fn handle(
         volumes: classed.len(),
         by_cover,
         gaps,
+        not_checked: not_checked.len(),
+        resumed_at,
+        stopped_at,
         cost,
         ..Report::default()
     };
@@ -333,13 +369,17 @@ pub async fn handle(
             (Metric::TamperingSuspected, suspects.len() as u64),
         ],
     );
-    metrics::emit_cost_for_run(
-        config,
-        FUNCTION,
-        report.cost.standard_bytes,
-        report.cost.archive_bytes,
-        report.cost.monthly_usd,
-    );
+    // A run that did not reach every volume priced only some: its sums
+    // would draw a false dip in the cost graphs, so they are not emitted.
+    if report.not_checked == 0 {
+        metrics::emit_cost_for_run(
+            config,
+            FUNCTION,
+            report.cost.standard_bytes,
+            report.cost.archive_bytes,
+            report.cost.monthly_usd,
+        );
+    }
     tracing::info!(report = %run::for_log(&report), "{}", headline(&report));
     let mut notes =
         ownership::report(ports.ledger, config, &suspects, now, &mut report.header).await;
@@ -400,6 +440,28 @@ async fn store_report(store: &dyn ReportStore, report: &mut Report, now: DateTim
     report.location = Some(store.location(&format!("coverage/{day}/report.html")));
 }
 
+/// How long batches take besides their walks, to reserve for those left.
+#[derive(Default)]
+struct BatchTimes {
+    total: std::time::Duration,
+    batches: u32,
+}
+
+impl BatchTimes {
+    fn add(&mut self, took: std::time::Duration) {
+        self.total += took;
+        self.batches += 1;
+    }
+
+    /// Half again the mean so far for each batch left; before any batch
+    /// is done, what the current one took before its walks (its describes,
+    /// most of a batch's time) stands for the mean.
+    fn reserve_for(&self, left: usize, this_batch: std::time::Duration) -> std::time::Duration {
+        let mean = self.total.checked_div(self.batches).unwrap_or(this_batch);
+        mean.mul_f64(1.5 * left as f64)
+    }
+}
+
 fn headline(r: &Report) -> String {
     let counts: Vec<String> = r.by_cover.iter().map(|(k, n)| format!("{k} {n}")).collect();
     format!(
@@ -454,4 +516,32 @@ pub fn notifications(config: &Config, r: &Report) -> Vec<Notification> {
         })
         .chain(weekly)
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn the_walks_leave_half_again_the_mean_batch_for_each_batch_left() {
+        let mut times = BatchTimes::default();
+        // Nothing done yet: the current batch's describes stand for the mean.
+        assert_eq!(
+            times.reserve_for(4, Duration::from_secs(2)),
+            Duration::from_secs(12)
+        );
+        times.add(Duration::from_secs(1));
+        times.add(Duration::from_secs(3));
+        assert_eq!(
+            times.reserve_for(2, Duration::from_secs(9)),
+            Duration::from_secs(6),
+            "the mean of those done, not the current batch"
+        );
+        assert_eq!(
+            times.reserve_for(0, Duration::from_secs(9)),
+            Duration::ZERO,
+            "the last batch's walks may use the run's time"
+        );
+    }
 }

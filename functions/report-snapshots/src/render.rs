@@ -26,7 +26,7 @@ const RULE_COLOURS: [(&str, &str); 7] = [
 ];
 
 /// The classes in the order the chart shows them, with their colours.
-const CLASSES: [(&str, &str, &str); 5] = [
+const CLASSES: [(&str, &str, &str); 6] = [
     ("deployment", "this deployment", "#2e7d32"),
     (
         "data-lifecycle-manager",
@@ -36,6 +36,9 @@ const CLASSES: [(&str, &str, &str); 5] = [
     ("aws-backup", "AWS Backup", "#6a1b9a"),
     ("hand-made", "by hand only", "#ef6c00"),
     ("unprotected", "not at all", "#c62828"),
+    // The run ran out of time before it read these volumes' snapshots; the
+    // next run starts with them.
+    ("not-checked", "not checked this run", "#9e9e9e"),
 ];
 
 fn escape(text: &str) -> String {
@@ -425,6 +428,7 @@ table {{ border-collapse: collapse; margin-top: 1em; }}
 td, th {{ border: 1px solid #ccc; padding: 4px 8px; font-size: 13px; text-align: left; }}
 tr.gap td {{ background: #ffebee; }}
 tr.unprotected td {{ background: #fff3e0; }}
+tr.not-checked td {{ color: #757575; }}
 </style></head>
 <body>
 <h1>EBS snapshot coverage</h1>

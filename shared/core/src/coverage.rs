@@ -15,9 +15,12 @@
 //!   carries their `aws:dlm:` / `aws:backup:` tags (only those services can
 //!   write `aws:` tags);
 //! - otherwise by hand when it has any snapshot the account owns;
-//! - otherwise not at all.
+//! - otherwise not at all;
+//! - or it was not checked: a run its deadline stopped before it reached
+//!   the volume says so (never "unprotected", never "no gap": it does not
+//!   know), and the next run starts there.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
@@ -35,6 +38,8 @@ pub enum Cover {
     AwsBackup,
     HandMade,
     Unprotected,
+    /// The run ran out of time before it read the volume's snapshots.
+    NotChecked,
 }
 
 impl Cover {
@@ -45,6 +50,7 @@ impl Cover {
             Self::AwsBackup => "aws-backup",
             Self::HandMade => "hand-made",
             Self::Unprotected => "unprotected",
+            Self::NotChecked => "not-checked",
         }
     }
 }
@@ -137,13 +143,15 @@ pub fn interval(policies: &Policies, policy: &str, now: DateTime<Utc>) -> Option
 
 /// Classify every volume. `covered`: the volumes a policy of this
 /// deployment covers, with the policy; `first_seen`: when each was first
-/// seen opted in (for a volume with no snapshot of ours yet).
+/// seen opted in (for a volume with no snapshot of ours yet);
+/// `not_checked`: the volumes whose snapshots the run did not read.
 pub fn classify(
     volumes: &[Volume],
     covered: &BTreeMap<String, String>,
     snapshots: &BTreeMap<String, VolumeSnapshots>,
     policies: &Policies,
     first_seen: &BTreeMap<String, DateTime<Utc>>,
+    not_checked: &BTreeSet<String>,
     now: DateTime<Utc>,
 ) -> Vec<VolumeCoverage> {
     let none = VolumeSnapshots::default();
@@ -152,6 +160,16 @@ pub fn classify(
         .map(|v| {
             let facts = snapshots.get(&v.id).unwrap_or(&none);
             let name = v.name().map(String::from);
+            if not_checked.contains(&v.id) {
+                return VolumeCoverage {
+                    volume_id: v.id.clone(),
+                    name,
+                    cover: Cover::NotChecked,
+                    policy: covered.get(&v.id).cloned(),
+                    newest: None,
+                    gap: None,
+                };
+            }
             if let Some(policy) = covered.get(&v.id) {
                 let since = facts.ours.or_else(|| first_seen.get(&v.id).copied());
                 let gap = match (since, interval(policies, policy, now)) {
@@ -267,6 +285,8 @@ mod tests {
             "vol-backup",
             "vol-hand",
             "vol-none",
+            "vol-unread",
+            "vol-unread-ours",
         ]
         .iter()
         .map(|v| volume(v))
@@ -301,17 +321,28 @@ mod tests {
             .iter()
             .map(|s| s.to_string())
             .collect();
-        let covered: BTreeMap<String, String> = ["vol-ok", "vol-late", "vol-stopped", "vol-new"]
-            .iter()
-            .map(|v| (v.to_string(), "daily".to_string()))
-            .collect();
-        let first_seen = BTreeMap::from([("vol-new".to_string(), t("2026-03-07T00:00:00Z"))]);
+        let covered: BTreeMap<String, String> = [
+            "vol-ok",
+            "vol-late",
+            "vol-stopped",
+            "vol-new",
+            "vol-unread-ours",
+        ]
+        .iter()
+        .map(|v| (v.to_string(), "daily".to_string()))
+        .collect();
+        // vol-unread-ours would be in a gap, were it read.
+        let first_seen = BTreeMap::from([
+            ("vol-new".to_string(), t("2026-03-07T00:00:00Z")),
+            ("vol-unread-ours".to_string(), t("2026-03-01T00:00:00Z")),
+        ]);
         let coverage = classify(
             &volumes,
             &covered,
             &fold(&snapshots, &ours),
             &policies(),
             &first_seen,
+            &BTreeSet::from(["vol-unread".to_string(), "vol-unread-ours".to_string()]),
             now,
         );
         let by_id: BTreeMap<&str, &VolumeCoverage> =
@@ -334,10 +365,23 @@ mod tests {
         assert_eq!(by_id["vol-backup"].cover, Cover::AwsBackup);
         assert_eq!(by_id["vol-hand"].cover, Cover::HandMade);
         assert_eq!(by_id["vol-none"].cover, Cover::Unprotected);
+        // Not reached this run: said so, whether or not a policy covers it,
+        // and no gap claimed either way.
+        let unread = by_id["vol-unread"];
+        assert_eq!(
+            (unread.cover, unread.policy.as_deref()),
+            (Cover::NotChecked, None)
+        );
+        let unread = by_id["vol-unread-ours"];
+        assert_eq!(
+            (unread.cover, unread.policy.as_deref(), &unread.gap),
+            (Cover::NotChecked, Some("daily"), &None)
+        );
 
         let (by_cover, gaps) = counts(&coverage);
-        assert_eq!(by_cover["deployment"], 4);
+        assert_eq!(by_cover["deployment"], 4, "not-checked ones apart");
         assert_eq!(by_cover["unprotected"], 1);
+        assert_eq!(by_cover["not-checked"], 2);
         assert_eq!(gaps, 3);
     }
 

@@ -39,6 +39,12 @@ impl Deadline {
         self
     }
 
+    /// The same deadline, near `extra` sooner: work that must leave time
+    /// for other work after it (the report's walks leave the batches left).
+    pub fn reserving(self, extra: Duration) -> Self {
+        self.with_margin(self.margin.saturating_add(extra))
+    }
+
     pub fn remaining(&self) -> Duration {
         self.at.saturating_duration_since(Instant::now())
     }
