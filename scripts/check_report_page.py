@@ -70,7 +70,7 @@ def check(page, report):  # type: ignore[no-untyped-def]
     expect(page.locator("#stored-gib").inner_text() == f"{gib:.2f}", "stored GiB")
 
     # Timelines: one dot per priced snapshot of each volume drawn.
-    by_volume = {(v["volume_id"]): len(v["snapshots"]) for v in cost["volumes"]}
+    by_volume = {(v["volume_id"]): len(v.get("snapshots", [])) for v in cost["volumes"]}
     rows = page.locator("svg#timelines g").all()
     expect(len(rows) == min(40, len(by_volume)), f"timelines: {len(rows)} rows for {len(by_volume)} volumes")
     for row in rows:

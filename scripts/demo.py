@@ -732,7 +732,7 @@ def report_page(year: Year, session: dict, bucket: str, work: Path) -> list[str]
     per_policy: dict = {}
     for v in cost["volumes"]:
         row = per_policy.setdefault(v["policy"], [0, 0, 0.0, 0, 0.0])
-        row[0] += len(v["snapshots"])
+        row[0] += len(v.get("snapshots", []))
         row[1] += v["standard_bytes"] + v["archive_bytes"]
         row[2] += v["monthly_usd"]
         row[3] += v["expiry_frees_bytes"]
@@ -748,7 +748,7 @@ def report_page(year: Year, session: dict, bucket: str, work: Path) -> list[str]
               f"{sum(r[0] for r in rest)} in {len(rest)} runs for {sum(r[1] for r in rest)} measured "
               f"({sum(r[0] for r in rest) / max(1, sum(r[1] for r in rest)):.2f} per snapshot measured)")
     if cost["left"] or any(c.get("unique_bytes") is None and c["tier"] != "archive"
-                           for v in cost["volumes"] for c in v["snapshots"]):
+                           for v in cost["volumes"] for c in v.get("snapshots", [])):
         problems.append("the last report left snapshots unmeasured")
     if year.days >= 2 and not cost["standard_bytes"]:
         problems.append("the report priced no storage")

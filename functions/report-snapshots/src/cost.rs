@@ -69,7 +69,8 @@ pub struct VolumeCost {
     pub expiry_frees_bytes: u64,
     /// Positive savings of the archive candidates, summed.
     pub archive_saves_usd: f64,
-    /// Oldest first.
+    /// Oldest first (none in the run summary: the files have them).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub snapshots: Vec<SnapshotCost>,
 }
 
@@ -99,6 +100,29 @@ pub struct CostSummary {
     pub errors: Vec<String>,
     /// Per volume and policy (the report's files; the response keeps a sample).
     pub volumes: Vec<VolumeCost>,
+}
+
+impl CostSummary {
+    /// The totals, and the `costliest` volumes without their snapshots.
+    pub fn totals(&self, costliest: usize) -> CostSummary {
+        let mut volumes: Vec<&VolumeCost> = self.volumes.iter().collect();
+        volumes.sort_by(|a, b| b.monthly_usd.total_cmp(&a.monthly_usd));
+        CostSummary {
+            prices: self.prices,
+            errors: self.errors.clone(),
+            volumes: volumes
+                .into_iter()
+                .take(costliest)
+                .map(|v| VolumeCost {
+                    snapshots: Vec::new(),
+                    volume_id: v.volume_id.clone(),
+                    policy: v.policy.clone(),
+                    ..*v
+                })
+                .collect(),
+            ..*self
+        }
+    }
 }
 
 pub use ebs_lifecycle_core::cost::lineages;

@@ -142,6 +142,62 @@ pub struct Report {
     pub cost: cost::CostSummary,
 }
 
+/// Volumes the summary lists (the gaps first), at most; the files list all.
+pub const COVERAGE_SAMPLE: usize = 100;
+/// Volumes whose cost the summary lists (the costliest), at most.
+pub const COST_SAMPLE: usize = 20;
+
+/// What the invocation returns and the log line carries: the counts, the
+/// gaps and the costliest volumes, never every volume and snapshot (those
+/// are in the files). Built from the report without serialising it whole:
+/// at 20,000 snapshots the whole as a JSON tree was tens of megabytes.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReportSummary {
+    #[serde(flatten)]
+    pub header: RunHeader,
+    pub volumes: usize,
+    pub by_cover: BTreeMap<&'static str, usize>,
+    pub gaps: usize,
+    pub not_checked: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resumed_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store_error: Option<String>,
+    /// The volumes in a gap first, then the unprotected, then the rest.
+    pub coverage: Vec<VolumeCoverage>,
+    pub coverage_omitted: usize,
+    /// The cost's totals; `volumes`: the costliest, without their snapshots.
+    pub cost: cost::CostSummary,
+    pub cost_volumes_omitted: usize,
+}
+
+impl Report {
+    pub fn summary(&self) -> ReportSummary {
+        let mut coverage: Vec<&VolumeCoverage> = self.coverage.iter().collect();
+        coverage.sort_by_key(|c| (c.gap.is_none(), c.cover != coverage::Cover::Unprotected));
+        coverage.truncate(COVERAGE_SAMPLE);
+        ReportSummary {
+            header: self.header.clone(),
+            volumes: self.volumes,
+            by_cover: self.by_cover.clone(),
+            gaps: self.gaps,
+            not_checked: self.not_checked,
+            resumed_at: self.resumed_at.clone(),
+            stopped_at: self.stopped_at.clone(),
+            location: self.location.clone(),
+            store_error: self.store_error.clone(),
+            coverage: coverage.into_iter().cloned().collect(),
+            coverage_omitted: self.coverage.len().saturating_sub(COVERAGE_SAMPLE),
+            cost: self.cost.totals(COST_SAMPLE),
+            cost_volumes_omitted: self.cost.volumes.len().saturating_sub(COST_SAMPLE),
+        }
+    }
+}
+
 pub async fn handle(
     ports: Ports<'_>,
     config: &Config,
@@ -380,7 +436,7 @@ pub async fn handle(
             report.cost.monthly_usd,
         );
     }
-    tracing::info!(report = %run::for_log(&report), "{}", headline(&report));
+    tracing::info!(report = %run::for_log(&report.summary()), "{}", headline(&report));
     let mut notes =
         ownership::report(ports.ledger, config, &suspects, now, &mut report.header).await;
     notes.extend(notifications(config, &report));
@@ -522,6 +578,75 @@ pub fn notifications(config: &Config, r: &Report) -> Vec<Notification> {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn the_summary_lists_the_gaps_first_and_the_costliest_without_their_snapshots() {
+        use ebs_lifecycle_core::coverage::{Cover, Gap};
+        let volume = |i: usize, cover: Cover, gap: bool| VolumeCoverage {
+            volume_id: format!("vol-{i:04}"),
+            name: None,
+            cover,
+            policy: None,
+            newest: None,
+            gap: gap.then(|| Gap {
+                since: chrono::DateTime::UNIX_EPOCH,
+                intervals: 3,
+                severity: Severity::Warning,
+            }),
+        };
+        let mut coverage: Vec<VolumeCoverage> = (0..500)
+            .map(|i| volume(i, Cover::HandMade, false))
+            .collect();
+        coverage.push(volume(600, Cover::Deployment, true));
+        coverage.push(volume(601, Cover::Unprotected, false));
+        let priced = |i: usize, usd: f64| cost::VolumeCost {
+            volume_id: format!("vol-{i:04}"),
+            policy: "daily".into(),
+            standard_bytes: 1,
+            archive_bytes: 0,
+            monthly_usd: usd,
+            expiry_frees_bytes: 0,
+            archive_saves_usd: 0.0,
+            snapshots: vec![cost::SnapshotCost {
+                id: "snap-1".into(),
+                time: "2026-03-01T00:00:00Z".into(),
+                tier: "standard",
+                full_bytes: None,
+                unique_bytes: None,
+                added_bytes: None,
+                retained_by: vec!["daily"],
+                expires: "never".into(),
+                expiry_deletes: false,
+                archive_saving_usd: None,
+            }],
+        };
+        let report = Report {
+            volumes: coverage.len(),
+            coverage,
+            cost: cost::CostSummary {
+                volumes: (0..50).map(|i| priced(i, i as f64)).collect(),
+                ..cost::CostSummary::default()
+            },
+            ..Report::default()
+        };
+        let summary = report.summary();
+        assert_eq!(summary.coverage.len(), COVERAGE_SAMPLE);
+        assert_eq!(summary.coverage_omitted, 502 - COVERAGE_SAMPLE);
+        assert_eq!(summary.coverage[0].volume_id, "vol-0600", "the gap first");
+        assert_eq!(
+            summary.coverage[1].volume_id, "vol-0601",
+            "then the unprotected"
+        );
+        assert_eq!(summary.cost.volumes.len(), COST_SAMPLE);
+        assert_eq!(summary.cost_volumes_omitted, 30);
+        assert_eq!(
+            summary.cost.volumes[0].monthly_usd, 49.0,
+            "the costliest first"
+        );
+        assert!(summary.cost.volumes.iter().all(|v| v.snapshots.is_empty()));
+        // The report itself is untouched: the files have every snapshot.
+        assert_eq!(report.cost.volumes[0].snapshots.len(), 1);
+    }
 
     #[test]
     fn the_walks_leave_half_again_the_mean_batch_for_each_batch_left() {
