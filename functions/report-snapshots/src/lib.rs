@@ -588,7 +588,7 @@ mod tests {
             cover,
             policy: None,
             newest: None,
-            gap: gap.then(|| Gap {
+            gap: gap.then_some(Gap {
                 since: chrono::DateTime::UNIX_EPOCH,
                 intervals: 3,
                 severity: Severity::Warning,
