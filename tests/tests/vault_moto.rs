@@ -343,3 +343,88 @@ async fn share(ec2: &aws_sdk_ec2::Client, snapshot: &str, account: &str) {
         .await
         .unwrap();
 }
+
+/// More source volumes than a batch: the vault works through them 200 at
+/// a time, and its 20 copies in flight go to the oldest shares of the
+/// whole vault (here the last volume's, in the second batch), not to the
+/// first batch's.
+#[tokio::test]
+async fn the_copies_in_flight_go_to_the_oldest_shares_across_batches() {
+    let moto = Moto::start();
+    let ec2 = moto.ec2();
+    let mut volumes = Vec::new();
+    for _ in 0..vault_snapshots::VOLUMES_PER_BATCH + 5 {
+        volumes.push(create_volume(&ec2, 8, &[("Backup", "gold")]).await);
+    }
+    volumes.sort();
+    let day0 = t("2026-03-01T00:00:00Z");
+    let oldest_volume = volumes.last().unwrap().clone();
+    // Every share of the same slot but the last volume's, a day older.
+    for volume in &volumes {
+        let slot = if *volume == oldest_volume {
+            day0 - Duration::days(1)
+        } else {
+            day0
+        };
+        let labels = labels_for(volume, "itest", "gold", slot);
+        let id = snapshot_as_created(&moto, volume, &labels, &[]).await;
+        share(&ec2, &id, VAULT).await;
+    }
+
+    let vault_sdk = moto.sdk_config_as(VAULT).await;
+    create_ledger_table(&vault_sdk);
+    let vault_key = aws_sdk_kms::Client::new(&vault_sdk)
+        .create_key()
+        .send()
+        .await
+        .unwrap()
+        .key_metadata()
+        .unwrap()
+        .arn()
+        .unwrap()
+        .to_string();
+    let client = aws_sdk_ec2::Client::new(&vault_sdk);
+    let vault = Vault {
+        ec2: Ec2Adapter::new(client.clone()),
+        client,
+        ledger: Box::leak(Box::new(DynamoLedger::new(
+            aws_sdk_dynamodb::Client::new(&vault_sdk),
+            LEDGER_TABLE,
+        ))),
+        config: config_with(
+            "{\"gold\": {\"schedule\": \"@daily\", \"keep\": {\"last\": 1}}}",
+            &[
+                ("DEPLOYMENT_NAME", "vault"),
+                ("ACCOUNT_ID", VAULT),
+                ("VAULT_FOR_ACCOUNTS", ACCOUNT),
+                ("VAULT_POLICIES", r#"{"gold": {"daily": 3}}"#),
+                ("VAULT_KMS_KEY_ID", &vault_key),
+                ("VAULT_LOCK_DAYS", "0"),
+            ],
+        ),
+        notifier: RecordingNotifier::default(),
+        counter: moto.counted_ec2().1,
+    };
+
+    let first = vault_run(&moto, &vault, day0 + Duration::hours(2)).await;
+    assert_eq!(first.shares, volumes.len());
+    assert_eq!(first.started.len(), 20, "{first:?}");
+    assert_eq!(first.waiting, volumes.len() - 20);
+    let copied_volumes: BTreeSet<String> = snapshots(&vault.client)
+        .await
+        .into_iter()
+        .filter_map(|s| s.tags.get(tags::VOLUME_ID).cloned())
+        .collect();
+    assert_eq!(copied_volumes.len(), 20);
+    assert!(
+        copied_volumes.contains(&oldest_volume),
+        "the oldest share, in the second batch, is among the first copied"
+    );
+
+    // The next run proves and counts the copies of both batches, and
+    // copies 20 more (moto completes copies at once).
+    let second = vault_run(&moto, &vault, day0 + Duration::hours(3)).await;
+    assert_eq!(second.copies, 20, "{second:?}");
+    assert_eq!(second.started.len(), 20);
+    assert_eq!(snapshots(&vault.client).await.len(), 40);
+}

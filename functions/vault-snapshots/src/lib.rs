@@ -10,6 +10,11 @@
 //!    accounts). A share from an account not accepted is never listed; a
 //!    forged one (an accepted account's snapshot whose Description is not a
 //!    deployment's own) is ignored and reported once;
+//!
+//! Then 200 source volumes at a time ([`VOLUMES_PER_BATCH`]: the volumes
+//! the vault's copies, the shares and the copies in flight name; a run
+//! holds one batch's copies, never the vault's), steps 2, 3, 5 and 6; step
+//! 4 after the last batch, over every batch's candidates:
 //! 2. **prove** the vault's copies (the ledger's records; a copy whose
 //!    CopySnapshot answer was lost is found again by its Description);
 //! 3. **track** them pending -> completed (tagged, then locked in
@@ -68,6 +73,9 @@ pub const DELETE_PACING: Pacing = Pacing {
     burst: 50,
     interval: Duration::from_millis(200),
 };
+
+/// Source volumes whose copies a run holds at once.
+pub const VOLUMES_PER_BATCH: usize = 200;
 
 /// A share not copied this long after its source snapshot started is
 /// reported (`copy-failed`, once).
@@ -231,24 +239,77 @@ struct Run<'a> {
 
 impl Run<'_> {
     async fn go(&self, summary: &mut VaultSummary) -> Result<(), VaultError> {
-        let identity = &self.config.identity;
         let ledger = self.ports.ledger;
+        let shares = self.shares(summary).await?;
+        summary.shares = shares.len();
+        let in_flight: Vec<CopyInFlight> = ledger
+            .copies_in_flight()
+            .await?
+            .into_iter()
+            .filter(|c| c.target == self.target)
+            .collect();
+        // Every source volume the vault knows of: its copies', the shares',
+        // the copies in flight's. Worked through [`VOLUMES_PER_BATCH`] at a
+        // time: a run holds one batch's copies, never the vault's.
+        let mut by_volume: BTreeMap<&str, Vec<&Share>> = BTreeMap::new();
+        for share in &shares {
+            by_volume.entry(&share.volume_id).or_default().push(share);
+        }
+        let mut volumes: BTreeSet<String> = self
+            .ports
+            .catalog
+            .managed_volume_ids(&self.config.deployment_name)
+            .await
+            .map_err(VaultError::Ec2Unavailable)?;
+        volumes.extend(by_volume.keys().map(|v| v.to_string()));
+        volumes.extend(in_flight.iter().map(|f| f.volume_id.clone()));
+        let volumes: Vec<String> = volumes.into_iter().collect();
+
+        let mut candidates: Vec<(Source, &Share)> = Vec::new();
+        let mut pending = 0;
+        for batch in volumes.chunks(VOLUMES_PER_BATCH) {
+            let in_batch: BTreeSet<&str> = batch.iter().map(String::as_str).collect();
+            let shares: Vec<&Share> = batch
+                .iter()
+                .filter_map(|v| by_volume.get(v.as_str()))
+                .flatten()
+                .copied()
+                .collect();
+            let in_flight: Vec<CopyInFlight> = in_flight
+                .iter()
+                .filter(|f| in_batch.contains(f.volume_id.as_str()))
+                .cloned()
+                .collect();
+            let found = self
+                .batch(batch, &in_batch, &shares, in_flight, summary)
+                .await?;
+            candidates.extend(found.candidates);
+            pending += found.pending;
+        }
+        // The 20 copies in flight go to the oldest shares of the whole
+        // vault, not of the first batches.
+        let chosen = self.plan(candidates, pending, summary);
+        self.start(chosen, summary).await
+    }
+
+    /// What the accepted accounts share (each read into a `Share` and
+    /// EC2's description of it dropped); forged or refused ones reported.
+    async fn shares(&self, summary: &mut VaultSummary) -> Result<Vec<Share>, VaultError> {
         let listed = self
             .ports
             .catalog
             .shared_with_me(&self.settings.for_accounts)
             .await
             .map_err(VaultError::Ec2Unavailable)?;
-        // Each listed snapshot is read into a `Share` (ids, times, the
-        // source's volume) and dropped: the run keeps the shares, not
-        // EC2's descriptions of them.
         let mut shares: Vec<Share> = Vec::new();
         for s in listed {
             let s = &s;
-            match vault::read_share(s, &identity.region, &self.settings.for_accounts) {
+            match vault::read_share(s, &self.config.identity.region, &self.settings.for_accounts) {
                 Ok(share) => shares.push(share),
                 Err(why) => {
-                    let first_report = ledger
+                    let first_report = self
+                        .ports
+                        .ledger
                         .first_report(&format!("share/{}", s.id), self.now)
                         .await
                         .unwrap_or(true);
@@ -261,20 +322,31 @@ impl Run<'_> {
                 }
             }
         }
-        summary.shares = shares.len();
+        Ok(shares)
+    }
 
-        // The vault's copies, proven by its ledger.
-        let own = self
+    /// One batch of source volumes: prove, track, lock, keep and label
+    /// their copies, report their late shares; returns the shares that
+    /// could be copied now and how many copies of theirs are in flight.
+    async fn batch<'s>(
+        &self,
+        batch: &[String],
+        in_batch: &BTreeSet<&str>,
+        shares: &[&'s Share],
+        in_flight: Vec<CopyInFlight>,
+        summary: &mut VaultSummary,
+    ) -> Result<Found<'s>, VaultError> {
+        let identity = &self.config.identity;
+        let ledger = self.ports.ledger;
+        // The vault's copies of these volumes, proven by its ledger.
+        let own: Vec<Snapshot> = self
             .ports
             .catalog
-            .managed_snapshots(&self.config.deployment_name)
+            .managed_snapshots_of_volumes(&self.config.deployment_name, batch)
             .await
-            .map_err(VaultError::Ec2Unavailable)?;
-        let in_flight: Vec<CopyInFlight> = ledger
-            .copies_in_flight()
-            .await?
+            .map_err(VaultError::Ec2Unavailable)?
             .into_iter()
-            .filter(|c| c.target == self.target)
+            .filter(|s| s.source_volume_id().is_none_or(|v| in_batch.contains(v)))
             .collect();
         let ids: Vec<String> = own.iter().map(|s| s.id.clone()).collect();
         let mut recorded: BTreeSet<String> = if ids.is_empty() {
@@ -287,6 +359,7 @@ impl Run<'_> {
                 .map(|r| r.copy_id)
                 .collect()
         };
+        drop(ids);
         let resolved = copying::resolve_lost_answers(
             ledger,
             identity,
@@ -296,21 +369,20 @@ impl Run<'_> {
             self.now,
         )
         .await?;
-        summary.adopted = resolved.adopted;
-        summary.unknown = resolved.unknown;
+        summary.adopted.extend(resolved.adopted);
+        summary.unknown.extend(resolved.unknown);
         let in_flight = resolved.in_flight;
         let sifted = ownership::sift(ledger, self.config, own, Scope::SomeSnapshots).await?;
         let held = sifted.held_for_review();
         let mut copies: Vec<Snapshot> = sifted.owned;
-        summary.copies = copies.len();
+        summary.copies += copies.len();
 
         let tracked = copying::track(self.ports.tagger, &mut copies, self.now).await;
-        summary.completed = tracked.completed;
+        summary.completed.extend(tracked.completed);
         summary.failed.extend(tracked.failed);
         let in_flight = copying::settle(ledger, &copies, in_flight, self.now).await;
         self.lock(&copies, summary).await;
-        let chosen = self.choose(&shares, &copies, &in_flight, summary);
-        self.start(chosen, summary).await?;
+        let found = self.candidates(shares, &copies, &in_flight, summary);
         let kept = copying::keep(
             self.copy_ports(),
             &copies,
@@ -328,13 +400,15 @@ impl Run<'_> {
         )
         .await
         .map_err(VaultError::KeepFailed)?;
-        summary.left_for_later = kept.left_for_later;
-        summary.delete_failed = kept.failed.into_iter().map(|(id, _)| id).collect();
+        summary.left_for_later += kept.left_for_later;
+        summary
+            .delete_failed
+            .extend(kept.failed.into_iter().map(|(id, _)| id));
         if !self.config.dry_run {
             let deleted: BTreeSet<&String> = kept.deleted.iter().collect();
             copies.retain(|c| !deleted.contains(&c.id));
         }
-        summary.deleted = kept.deleted;
+        summary.deleted.extend(kept.deleted);
 
         // Shared more than a day ago and still not copied (older than
         // what the vault copied of its volume, it was copied and let go).
@@ -344,7 +418,7 @@ impl Run<'_> {
             .filter(|c| c.state == SnapshotState::Completed)
             .filter_map(|c| c.copy_of())
             .collect();
-        for share in &shares {
+        for share in shares {
             if share.completed
                 && newer_than_copied(share, &marks)
                 && self.now - share.start_time > LATE_AFTER
@@ -361,7 +435,7 @@ impl Run<'_> {
             }
         }
 
-        summary.labelled = copying::label(
+        summary.labelled += copying::label(
             self.ports.tagger,
             &self.config.deployment_name,
             &self.settings.policies,
@@ -370,7 +444,7 @@ impl Run<'_> {
             self.deadline,
         )
         .await;
-        Ok(())
+        Ok(found)
     }
 
     fn copy_ports(&self) -> CopyPorts<'_> {
@@ -436,16 +510,16 @@ impl Run<'_> {
         }
     }
 
-    /// Every accepted, completed share not copied yet: per source volume
-    /// the oldest, none for a volume with a copy in flight, oldest first
-    /// within the 20 copies in flight.
-    fn choose<'s>(
+    /// Of one batch's shares, every accepted, completed one not copied
+    /// yet: per source volume the oldest, none for a volume with a copy in
+    /// flight; and how many of the batch's copies are in flight.
+    fn candidates<'s>(
         &self,
-        shares: &'s [Share],
+        shares: &[&'s Share],
         copies: &[Snapshot],
         in_flight: &[CopyInFlight],
         summary: &mut VaultSummary,
-    ) -> Vec<&'s Share> {
+    ) -> Found<'s> {
         let copied: BTreeSet<&str> = copies
             .iter()
             .filter(|c| c.state != SnapshotState::Error)
@@ -460,7 +534,7 @@ impl Run<'_> {
         );
         let marks = watermarks(copies);
         let mut oldest: BTreeMap<&str, &Share> = BTreeMap::new();
-        for share in shares {
+        for &share in shares {
             if !share.completed
                 || !newer_than_copied(share, &marks)
                 || copied.contains(share.snapshot_id.as_str())
@@ -475,17 +549,17 @@ impl Run<'_> {
                 *entry = share;
             }
         }
-        let waiting_volumes = oldest.keys().filter(|v| busy.contains(*v)).count();
-        let sources: Vec<(Source, &Share)> = oldest
-            .values()
-            .filter(|s| !busy.contains(s.volume_id.as_str()))
-            .map(|s| {
+        summary.waiting += oldest.keys().filter(|v| busy.contains(*v)).count();
+        let candidates = oldest
+            .into_iter()
+            .filter(|(v, _)| !busy.contains(v))
+            .map(|(_, s)| {
                 (
                     Source {
                         id: s.snapshot_id.clone(),
                         time: s.start_time,
                     },
-                    *s,
+                    s,
                 )
             })
             .collect();
@@ -494,6 +568,20 @@ impl Run<'_> {
             .filter(|c| c.state == SnapshotState::Pending)
             .count()
             + in_flight.iter().filter(|f| f.copy_id.is_none()).count();
+        Found {
+            candidates,
+            pending,
+        }
+    }
+
+    /// The oldest candidates of the whole vault within the 20 copies in
+    /// flight (`pending` of them already), oldest first.
+    fn plan<'s>(
+        &self,
+        sources: Vec<(Source, &'s Share)>,
+        pending: usize,
+        summary: &mut VaultSummary,
+    ) -> Vec<&'s Share> {
         let candidates: Vec<Candidate> = sources
             .iter()
             .map(|(source, share)| Candidate {
@@ -505,7 +593,7 @@ impl Run<'_> {
             .into_iter()
             .map(|c| c.source.id.as_str())
             .collect();
-        summary.waiting += waiting_volumes + sources.len() - planned.len();
+        summary.waiting += sources.len() - planned.len();
         let mut out: Vec<&Share> = sources
             .iter()
             .filter(|(s, _)| planned.contains(s.id.as_str()))
@@ -561,6 +649,14 @@ impl Run<'_> {
         }
         Ok(())
     }
+}
+
+/// What one batch offers the run's copying.
+struct Found<'s> {
+    /// Per source volume not busy, its oldest share not copied yet.
+    candidates: Vec<(Source, &'s Share)>,
+    /// The batch's copies in flight.
+    pending: usize,
 }
 
 /// Per source volume, the source time of the vault's newest copy (done or
