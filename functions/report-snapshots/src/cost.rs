@@ -21,6 +21,9 @@ use ebs_lifecycle_core::retention::{Expiry, KeepReason};
 use ebs_lifecycle_core::safety::DeletionGate;
 use ebs_lifecycle_core::{archive, expiry, tagging, tags};
 
+use crate::render;
+pub use crate::spool::CostVolumes;
+
 /// Errors listed in the summary, at most.
 const ERRORS_LISTED: usize = 10;
 
@@ -69,9 +72,22 @@ pub struct VolumeCost {
     pub expiry_frees_bytes: u64,
     /// Positive savings of the archive candidates, summed.
     pub archive_saves_usd: f64,
+    /// How many snapshots it has (they leave memory once spooled).
+    pub snapshot_count: usize,
     /// Oldest first (none in the run summary: the files have them).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub snapshots: Vec<SnapshotCost>,
+}
+
+impl VolumeCost {
+    /// The costliest first, then by volume and policy: the page's order.
+    pub fn costliest_first(&self, other: &Self) -> std::cmp::Ordering {
+        other
+            .monthly_usd
+            .total_cmp(&self.monthly_usd)
+            .then_with(|| self.volume_id.cmp(&other.volume_id))
+            .then_with(|| self.policy.cmp(&other.policy))
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -98,18 +114,61 @@ pub struct CostSummary {
     pub archive_candidates: usize,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<String>,
-    /// Per volume and policy (the report's files; the response keeps a sample).
-    pub volumes: Vec<VolumeCost>,
+    /// Per volume and policy (the report's files; the response keeps a
+    /// sample). Their snapshots are spooled to files batch by batch.
+    pub volumes: CostVolumes,
+    /// Per policy, what its kept snapshots added, per day (UTC, as Unix
+    /// seconds): the page's storage chart, bounded by the kept history.
+    #[serde(skip)]
+    pub storage: BTreeMap<String, BTreeMap<i64, u64>>,
+    /// The costliest volumes with their snapshots, at most
+    /// [`render::TIMELINES`]: the page's timelines.
+    #[serde(skip)]
+    pub timelines: Vec<VolumeCost>,
 }
 
 impl CostSummary {
+    /// Count `volume` in: the totals, its snapshots' count, the storage
+    /// chart's days and, if it is among the costliest, the timelines.
+    pub fn add(&mut self, mut volume: VolumeCost) {
+        volume.snapshot_count = volume.snapshots.len();
+        self.snapshots += volume.snapshot_count;
+        self.standard_bytes += volume.standard_bytes;
+        self.archive_bytes += volume.archive_bytes;
+        self.expiry_frees_bytes += volume.expiry_frees_bytes;
+        self.archive_saves_usd += volume.archive_saves_usd;
+        const DAY: i64 = 86_400;
+        for c in &volume.snapshots {
+            let (Some(t), Some(added)) = (tags::parse_time(&c.time), c.added_bytes) else {
+                continue;
+            };
+            let day = t.timestamp().div_euclid(DAY) * DAY;
+            *self
+                .storage
+                .entry(volume.policy.clone())
+                .or_default()
+                .entry(day)
+                .or_default() += added;
+        }
+        let at = self
+            .timelines
+            .partition_point(|t| t.costliest_first(&volume).is_le());
+        if at < render::TIMELINES {
+            self.timelines.insert(at, volume.clone());
+            self.timelines.truncate(render::TIMELINES);
+        }
+        self.volumes.push(volume);
+    }
+
     /// The totals, and the `costliest` volumes without their snapshots.
     pub fn totals(&self, costliest: usize) -> CostSummary {
         let mut volumes: Vec<&VolumeCost> = self.volumes.iter().collect();
-        volumes.sort_by(|a, b| b.monthly_usd.total_cmp(&a.monthly_usd));
+        volumes.sort_by(|a, b| a.costliest_first(b));
         CostSummary {
             prices: self.prices,
             errors: self.errors.clone(),
+            storage: BTreeMap::new(),
+            timelines: Vec::new(),
             volumes: volumes
                 .into_iter()
                 .take(costliest)
@@ -363,6 +422,7 @@ pub fn price(
             monthly_usd: 0.0,
             expiry_frees_bytes: 0,
             archive_saves_usd: 0.0,
+            snapshot_count: 0,
             snapshots: Vec::new(),
         };
         for s in completed {
@@ -405,12 +465,7 @@ pub fn price(
             });
         }
         volume.monthly_usd = prices.monthly(volume.standard_bytes, volume.archive_bytes);
-        summary.snapshots += volume.snapshots.len();
-        summary.standard_bytes += volume.standard_bytes;
-        summary.archive_bytes += volume.archive_bytes;
-        summary.expiry_frees_bytes += volume.expiry_frees_bytes;
-        summary.archive_saves_usd += volume.archive_saves_usd;
-        summary.volumes.push(volume);
+        summary.add(volume);
     }
     summary.monthly_usd = prices.monthly(summary.standard_bytes, summary.archive_bytes);
 }

@@ -23,7 +23,9 @@
 //!    with the dry expiry plan and the archive arithmetic;
 //! 5. store the report in the stack's bucket (`REPORT_BUCKET`): JSON,
 //!    CSV and a self-contained HTML page ([`render`]), dated and as
-//!    `latest`;
+//!    `latest`, each written to a temporary file and streamed from there;
+//!    the per-snapshot rows were spooled to files as each batch was priced
+//!    ([`spool`]), so the run never holds every snapshot's row;
 //! 6. notify each gap once (`coverage-gap`, warning; critical past four
 //!    intervals), on Mondays where the report is (`report-ready`), emit
 //!    `VolumesUnprotected`, `SnapshotStorageBytes` per tier and
@@ -31,6 +33,7 @@
 
 pub mod cost;
 pub mod render;
+pub mod spool;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -51,7 +54,7 @@ use ebs_lifecycle::ports::ec2::{
 };
 use ebs_lifecycle::ports::ledger::{Ledger, LedgerError};
 use ebs_lifecycle::ports::notifier::Notifier;
-use ebs_lifecycle::ports::reports::{Bytes, ReportStore};
+use ebs_lifecycle::ports::reports::ReportStore;
 use ebs_lifecycle_core::coverage::{self, VolumeCoverage};
 use ebs_lifecycle_core::events::{EventError, Tick};
 use ebs_lifecycle_core::expiry;
@@ -290,6 +293,17 @@ pub async fn handle(
         blocks: ports.blocks,
         tagger: ports.tagger,
     };
+    // Each batch's priced snapshots go to files, not memory; without a
+    // temporary directory they stay in memory (and the run says so).
+    let mut spool = match spool::Spool::new() {
+        Ok(spool) => Some(spool),
+        Err(e) => {
+            cost.errors.push(format!(
+                "the snapshots' rows are held in memory: no temporary file: {e}"
+            ));
+            None
+        }
+    };
     let batches: Vec<&[String]> = volume_ids.chunks(VOLUMES_PER_BATCH).collect();
     // The time a batch takes besides its walks (describes, ownership,
     // pricing): the walks leave that much for each batch still to come, so
@@ -361,6 +375,7 @@ pub async fn handle(
         } else {
             Vec::new()
         };
+        let priced_before = cost.volumes.len();
         cost::price(
             &owned,
             &figures,
@@ -375,7 +390,23 @@ pub async fn handle(
             },
             &mut cost,
         );
+        if let Some(writing) = spool.as_mut() {
+            if let Err(e) = writing.take(&mut cost.volumes[priced_before..]) {
+                cost.errors.push(format!(
+                    "the snapshots' rows are held in memory from here on: the temporary file failed: {e}"
+                ));
+                spool = None;
+            }
+        }
         besides_walks.add(began.elapsed().saturating_sub(walks_took));
+    }
+    if let Some(spool) = spool {
+        match spool.finish() {
+            Ok(spooled) => cost.volumes.spooled(spooled),
+            Err(e) => cost
+                .errors
+                .push(format!("the snapshots' rows could not be written: {e}")),
+        }
     }
     let (resumed_at, stopped_at) = resume.conclude(ports.ledger).await;
 
@@ -445,55 +476,79 @@ pub async fn handle(
 }
 
 /// The report as JSON, CSV and HTML, under `coverage/<date>/` and
-/// `coverage/latest/`, one file at a time (each rendered, stored twice from
-/// the same bytes, then dropped: the run holds the report and one file). A
+/// `coverage/latest/`, one file at a time: each written to a temporary file
+/// (report.json with the spooled volumes read back one at a time; cost.csv
+/// is the spooled file itself), stored twice from there, then deleted. A
 /// failed write is reported in the summary (and the log); the coverage and
 /// its notifications stand.
 async fn store_report(store: &dyn ReportStore, report: &mut Report, now: DateTime<Utc>) {
-    type Render = fn(&Report) -> Result<Vec<u8>, String>;
-    let files: [(&str, Render, &str); 4] = [
-        (
-            "report.json",
-            // Compact: a third smaller than pretty-printed at 20,000
-            // snapshots; `jq .` prints it for people.
-            |r| serde_json::to_vec(r).map_err(|e| e.to_string()),
-            "application/json",
-        ),
-        (
-            "report.csv",
-            |r| Ok(render::csv(r).into_bytes()),
-            "text/csv; charset=utf-8",
-        ),
-        (
-            "cost.csv",
-            |r| Ok(render::cost_csv(r).into_bytes()),
-            "text/csv; charset=utf-8",
-        ),
-        (
-            "report.html",
-            |r| Ok(render::html(r).into_bytes()),
-            "text/html; charset=utf-8",
-        ),
-    ];
     let day = now.format("%Y-%m-%d");
-    for (name, render, content_type) in files {
-        let body = match render(report) {
-            Ok(body) => Bytes::from(body),
-            Err(e) => {
-                report.store_error = Some(e);
-                return;
-            }
-        };
-        for prefix in [format!("coverage/{day}"), "coverage/latest".to_string()] {
-            let key = format!("{prefix}/{name}");
-            if let Err(e) = store.put(&key, body.clone(), content_type).await {
-                tracing::warn!(error = %e, "could not store the report");
-                report.store_error = Some(e.to_string());
-                return;
-            }
+    match store_files(store, report, &day.to_string()).await {
+        Ok(()) => report.location = Some(store.location(&format!("coverage/{day}/report.html"))),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not store the report");
+            report.store_error = Some(e);
         }
     }
-    report.location = Some(store.location(&format!("coverage/{day}/report.html")));
+}
+
+async fn store_files(store: &dyn ReportStore, report: &Report, day: &str) -> Result<(), String> {
+    const FILES: [(&str, &str); 4] = [
+        ("report.json", "application/json"),
+        ("report.csv", "text/csv; charset=utf-8"),
+        ("cost.csv", "text/csv; charset=utf-8"),
+        ("report.html", "text/html; charset=utf-8"),
+    ];
+    for (name, content_type) in FILES {
+        let body = file(name, report).map_err(|e| format!("could not write {name}: {e}"))?;
+        for prefix in [format!("coverage/{day}"), "coverage/latest".to_string()] {
+            let key = format!("{prefix}/{name}");
+            store
+                .put(&key, body.path(), content_type)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(())
+}
+
+/// A file of the report, on disk.
+enum Body<'a> {
+    /// Written for the upload; deleted when dropped.
+    Written(tempfile::NamedTempFile),
+    /// The spool's cost.csv, written as the batches were priced.
+    Spooled(&'a std::path::Path),
+}
+
+impl Body<'_> {
+    fn path(&self) -> &std::path::Path {
+        match self {
+            Body::Written(file) => file.path(),
+            Body::Spooled(path) => path,
+        }
+    }
+}
+
+fn file<'a>(name: &str, report: &'a Report) -> std::io::Result<Body<'a>> {
+    use std::io::Write;
+    let written = |render: &dyn Fn(&mut dyn Write) -> std::io::Result<()>| {
+        let mut file = std::io::BufWriter::new(tempfile::NamedTempFile::new()?);
+        render(&mut file)?;
+        Ok(Body::Written(
+            file.into_inner().map_err(|e| e.into_error())?,
+        ))
+    };
+    match name {
+        // Compact: a third smaller than pretty-printed at 20,000 snapshots;
+        // `jq .` prints it for people.
+        "report.json" => written(&|w| Ok(serde_json::to_writer(w, report)?)),
+        "report.csv" => written(&|w| w.write_all(render::csv(report).as_bytes())),
+        "cost.csv" => match report.cost.volumes.spooled_files() {
+            Some(spooled) => Ok(Body::Spooled(spooled.cost_csv())),
+            None => written(&|w| w.write_all(render::cost_csv(report).as_bytes())),
+        },
+        _ => written(&|w| w.write_all(render::html(report).as_bytes())),
+    }
 }
 
 /// How long batches take besides their walks, to reserve for those left.
@@ -607,6 +662,7 @@ mod tests {
             monthly_usd: usd,
             expiry_frees_bytes: 0,
             archive_saves_usd: 0.0,
+            snapshot_count: 1,
             snapshots: vec![cost::SnapshotCost {
                 id: "snap-1".into(),
                 time: "2026-03-01T00:00:00Z".into(),

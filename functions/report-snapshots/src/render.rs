@@ -82,34 +82,41 @@ pub fn csv(report: &Report) -> String {
     out
 }
 
-/// One row per snapshot of this deployment, with what it costs.
-pub fn cost_csv(report: &Report) -> String {
-    let mut out = String::from(
-        "volume_id,policy,snapshot_id,time,tier,full_bytes,unique_bytes,added_bytes,retained_by,expires,expiry_deletes,archive_saving_usd\n",
-    );
+/// cost.csv's first line.
+pub const COST_CSV_HEADER: &str = "volume_id,policy,snapshot_id,time,tier,full_bytes,unique_bytes,added_bytes,retained_by,expires,expiry_deletes,archive_saving_usd\n";
+
+/// cost.csv's rows of one volume: one per snapshot, with what it costs.
+pub fn cost_csv_rows(v: &VolumeCost, out: &mut String) {
     let opt = |n: Option<u64>| n.map(|n| n.to_string()).unwrap_or_default();
-    for v in &report.cost.volumes {
-        for c in &v.snapshots {
-            let fields = [
-                v.volume_id.clone(),
-                v.policy.clone(),
-                c.id.clone(),
-                c.time.clone(),
-                c.tier.to_string(),
-                opt(c.full_bytes),
-                opt(c.unique_bytes),
-                opt(c.added_bytes),
-                c.retained_by.join(" "),
-                c.expires.clone(),
-                c.expiry_deletes.to_string(),
-                c.archive_saving_usd
-                    .map(|u| format!("{u:.4}"))
-                    .unwrap_or_default(),
-            ];
-            let row: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
-            out.push_str(&row.join(","));
-            out.push('\n');
-        }
+    for c in &v.snapshots {
+        let fields = [
+            v.volume_id.clone(),
+            v.policy.clone(),
+            c.id.clone(),
+            c.time.clone(),
+            c.tier.to_string(),
+            opt(c.full_bytes),
+            opt(c.unique_bytes),
+            opt(c.added_bytes),
+            c.retained_by.join(" "),
+            c.expires.clone(),
+            c.expiry_deletes.to_string(),
+            c.archive_saving_usd
+                .map(|u| format!("{u:.4}"))
+                .unwrap_or_default(),
+        ];
+        let row: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
+        out.push_str(&row.join(","));
+        out.push('\n');
+    }
+}
+
+/// cost.csv from the snapshots in memory (the run spools them instead:
+/// `crate::spool`).
+pub fn cost_csv(report: &Report) -> String {
+    let mut out = String::from(COST_CSV_HEADER);
+    for v in report.cost.volumes.iter() {
+        cost_csv_rows(v, &mut out);
     }
     out
 }
@@ -158,38 +165,21 @@ fn cost_chart(report: &Report) -> String {
 }
 
 /// Storage over the kept history: per policy, what its kept snapshots
-/// store, accumulated by snapshot time (each adds what it added).
+/// store, accumulated by day (each adds what it added).
 fn storage_chart(report: &Report) -> String {
-    let mut series: std::collections::BTreeMap<&str, Vec<(i64, u64)>> = Default::default();
-    for v in &report.cost.volumes {
-        for c in &v.snapshots {
-            let (Some(t), Some(added)) = (tags::parse_time(&c.time), c.added_bytes) else {
-                continue;
-            };
-            series
-                .entry(v.policy.as_str())
-                .or_default()
-                .push((t.timestamp(), added));
-        }
-    }
+    let series = &report.cost.storage;
     let (w, h, left) = (720.0, 220.0, 60.0);
     let mut svg = format!(
         r#"<svg id="storage" role="img" aria-label="storage per policy over the kept history" width="{}" height="{}" xmlns="http://www.w3.org/2000/svg">"#,
         w + left + 160.0,
         h + 30.0
     );
-    let points: Vec<(i64, u64)> = series.values().flatten().copied().collect();
-    let (Some(t0), Some(t1)) = (
-        points.iter().map(|p| p.0).min(),
-        points.iter().map(|p| p.0).max(),
-    ) else {
+    let days = || series.values().flat_map(|s| s.keys().copied());
+    let (Some(t0), Some(t1)) = (days().min(), days().max()) else {
         svg.push_str("</svg>");
         return svg;
     };
-    let totals: Vec<u64> = series
-        .values()
-        .map(|s| s.iter().map(|p| p.1).sum())
-        .collect();
+    let totals: Vec<u64> = series.values().map(|s| s.values().sum()).collect();
     let top = totals.iter().copied().max().unwrap_or(1).max(1) as f64;
     let span = (t1 - t0).max(1) as f64;
     let colours = [
@@ -210,8 +200,7 @@ fn storage_chart(report: &Report) -> String {
             .get(..10)
             .unwrap_or(""),
     );
-    for (i, (policy, mut points)) in series.into_iter().enumerate() {
-        points.sort();
+    for (i, (policy, points)) in series.iter().enumerate() {
         let mut sum = 0u64;
         let path: Vec<String> = points
             .iter()
@@ -243,19 +232,15 @@ fn storage_chart(report: &Report) -> String {
 /// volume id): the timelines' order and the table's.
 fn costliest_first(report: &Report) -> Vec<&VolumeCost> {
     let mut volumes: Vec<&VolumeCost> = report.cost.volumes.iter().collect();
-    volumes.sort_by(|a, b| {
-        b.monthly_usd
-            .total_cmp(&a.monthly_usd)
-            .then(a.volume_id.cmp(&b.volume_id))
-    });
+    volumes.sort_by(|a, b| a.costliest_first(b));
     volumes
 }
 
 /// Per-volume timelines of the kept snapshots, each dot coloured by the
-/// rule that keeps it (the costliest volumes, at most [`TIMELINES`]).
+/// rule that keeps it (the costliest volumes, at most [`TIMELINES`], kept
+/// with their snapshots as the run priced them).
 fn timelines(report: &Report) -> String {
-    let mut volumes = costliest_first(report);
-    volumes.truncate(TIMELINES);
+    let volumes = &report.cost.timelines;
     let times: Vec<i64> = volumes
         .iter()
         .flat_map(|v| &v.snapshots)
@@ -342,7 +327,7 @@ fn cost_rows(report: &Report) -> String {
                 "<tr><td>{}</td><td>{}</td><td>{}</td><td>{:.2}</td><td>{:.2}</td><td>{:.4}</td><td>{:.2}</td><td>{:.4}</td></tr>",
                 escape(&v.volume_id),
                 escape(&v.policy),
-                v.snapshots.len(),
+                v.snapshot_count,
                 v.standard_bytes as f64 / GIB,
                 v.archive_bytes as f64 / GIB,
                 v.monthly_usd,
@@ -576,7 +561,7 @@ mod tests {
             archive_saving_usd: None,
         };
         let mut r = report();
-        r.cost.volumes.push(VolumeCost {
+        r.cost.add(VolumeCost {
             volume_id: "vol-1".into(),
             policy: "gold".into(),
             standard_bytes: 1 << 20,
@@ -584,6 +569,7 @@ mod tests {
             monthly_usd: 0.1,
             expiry_frees_bytes: 0,
             archive_saves_usd: 0.0,
+            snapshot_count: 0,
             snapshots: vec![
                 snapshot("snap-a", "2026-01-31T00:00:00Z", "archive"),
                 snapshot("snap-b", "2026-02-28T00:00:00Z", "standard"),

@@ -1,10 +1,12 @@
 //! The report bucket: [`ReportStore`] on the S3 client.
 
+use std::path::Path;
+
 use async_trait::async_trait;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::Client;
 
-use crate::ports::reports::{Bytes, ReportStore, StoreError};
+use crate::ports::reports::{ReportStore, StoreError};
 
 #[derive(Debug, Clone)]
 pub struct S3ReportStore {
@@ -33,19 +35,24 @@ impl S3ReportStore {
 
 #[async_trait]
 impl ReportStore for S3ReportStore {
-    async fn put(&self, key: &str, body: Bytes, content_type: &str) -> Result<(), StoreError> {
+    async fn put(&self, key: &str, file: &Path, content_type: &str) -> Result<(), StoreError> {
+        let failed = |message: String| StoreError {
+            key: key.to_string(),
+            message,
+        };
+        // Read as it is sent, never whole in memory.
+        let body = ByteStream::from_path(file)
+            .await
+            .map_err(|e| failed(format!("could not read {}: {e}", file.display())))?;
         self.client
             .put_object()
             .bucket(&self.bucket)
             .key(key)
             .content_type(content_type)
-            .body(ByteStream::from(body))
+            .body(body)
             .send()
             .await
-            .map_err(|e| StoreError {
-                key: key.to_string(),
-                message: aws_sdk_s3::error::DisplayErrorContext(&e).to_string(),
-            })?;
+            .map_err(|e| failed(aws_sdk_s3::error::DisplayErrorContext(&e).to_string()))?;
         Ok(())
     }
 

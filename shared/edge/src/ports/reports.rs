@@ -2,10 +2,9 @@
 //! "report-snapshots"): the stack's report bucket. S3 implements it
 //! ([`crate::aws::s3`]).
 
+use std::path::Path;
+
 use async_trait::async_trait;
-/// A file's body: cloned without copying, so one rendering serves both
-/// the dated and the latest key.
-pub use bytes::Bytes;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("the report could not be stored at {key}: {message}")]
@@ -16,8 +15,10 @@ pub struct StoreError {
 
 #[async_trait]
 pub trait ReportStore: Send + Sync {
-    /// Write `body` at `key`, replacing what was there.
-    async fn put(&self, key: &str, body: Bytes, content_type: &str) -> Result<(), StoreError>;
+    /// Write the file at `file` to `key`, replacing what was there. A file,
+    /// not bytes in memory: the report's files grow with the account and
+    /// are written to the function's temporary storage, then streamed.
+    async fn put(&self, key: &str, file: &Path, content_type: &str) -> Result<(), StoreError>;
     /// Where `key` is, for people (`s3://bucket/key`).
     fn location(&self, key: &str) -> String;
 }
