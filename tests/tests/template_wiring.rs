@@ -796,7 +796,7 @@ fn each_function_reads_and_writes_only_its_own_ledger_records() {
         ledger["Properties"]["TimeToLiveSpecification"]["AttributeName"],
         "expires_at"
     );
-    let expected: [(&str, &[&str], &[&str]); 8] = [
+    let expected: [(&str, &[&str], &[&str]); 9] = [
         (
             "CreateSnapshotsFunction",
             &["Query", "PutItem", "DeleteItem"],
@@ -836,6 +836,11 @@ fn each_function_reads_and_writes_only_its_own_ledger_records() {
             "ArchiveSnapshotsFunction",
             &["BatchGetItem", "GetItem", "PutItem", "DeleteItem", "Query"],
             &["copy", "report", "inflight", "cursor"],
+        ),
+        (
+            "VaultSnapshotsFunction",
+            &["BatchGetItem", "GetItem", "PutItem", "DeleteItem", "Query"],
+            &["copy", "inflight", "deletions", "report", "cursor"],
         ),
     ];
     for (function, actions, keys) in expected {

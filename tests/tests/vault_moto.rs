@@ -75,6 +75,21 @@ async fn vault_run(
     vault: &Vault,
     now: DateTime<Utc>,
 ) -> vault_snapshots::VaultSummary {
+    vault_run_until(
+        moto,
+        vault,
+        now,
+        Deadline::after(std::time::Duration::from_secs(600)),
+    )
+    .await
+}
+
+async fn vault_run_until(
+    moto: &Moto,
+    vault: &Vault,
+    now: DateTime<Utc>,
+    deadline: Deadline,
+) -> vault_snapshots::VaultSummary {
     moto.set_clock(Some(now));
     let ports = vault_snapshots::Ports {
         catalog: &vault.ec2,
@@ -93,7 +108,7 @@ async fn vault_run(
         &vault.config,
         &json!({"kind": "tick"}),
         now,
-        Deadline::after(std::time::Duration::from_secs(600)),
+        deadline,
     )
     .await
     .unwrap();
@@ -406,7 +421,23 @@ async fn the_copies_in_flight_go_to_the_oldest_shares_across_batches() {
         counter: moto.counted_ec2().1,
     };
 
+    // A run whose deadline leaves no time for a batch reaches no volume,
+    // starts nothing and records where the next run starts.
+    let cut = vault_run_until(
+        &moto,
+        &vault,
+        day0 + Duration::hours(1),
+        Deadline::after(vault_snapshots::START_RESERVE),
+    )
+    .await;
+    assert_eq!(cut.volumes_not_reached, volumes.len(), "{cut:?}");
+    assert_eq!(cut.stopped_at.as_deref(), Some(volumes[0].as_str()));
+    assert!(cut.started.is_empty());
+
     let first = vault_run(&moto, &vault, day0 + Duration::hours(2)).await;
+    assert_eq!(first.resumed_at.as_deref(), Some(volumes[0].as_str()));
+    assert_eq!(first.stopped_at, None);
+    assert_eq!(first.volumes_not_reached, 0);
     assert_eq!(first.shares, volumes.len());
     assert_eq!(first.started.len(), 20, "{first:?}");
     assert_eq!(first.waiting, volumes.len() - 20);

@@ -47,6 +47,7 @@ use ebs_lifecycle::lambda::metrics::{self, Metric};
 use ebs_lifecycle::lambda::ownership;
 use ebs_lifecycle::lambda::pacing::Pacer;
 pub use ebs_lifecycle::lambda::pacing::Pacing;
+use ebs_lifecycle::lambda::resume::Resume;
 use ebs_lifecycle::lambda::run::{self, RunHeader};
 use ebs_lifecycle::ports::ec2::{
     CopySnapshotRequest, Ec2Error, SnapshotCatalog, SnapshotCopier, SnapshotDeleter,
@@ -76,6 +77,8 @@ pub const DELETE_PACING: Pacing = Pacing {
 
 /// Source volumes whose copies a run holds at once.
 pub const VOLUMES_PER_BATCH: usize = 200;
+/// What the batches leave of the run for starting the chosen copies.
+pub const START_RESERVE: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// A share not copied this long after its source snapshot started is
 /// reported (`copy-failed`, once).
@@ -163,6 +166,15 @@ pub struct VaultSummary {
     #[serde(skip)]
     pub late_first: Vec<String>,
     pub labelled: usize,
+    /// The source volume this run started at, where the last one stopped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resumed_at: Option<String>,
+    /// The first source volume this run did not reach (its deadline); the
+    /// next run starts there.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped_at: Option<String>,
+    /// Source volumes this run did not reach.
+    pub volumes_not_reached: usize,
 }
 
 pub async fn handle(
@@ -263,11 +275,21 @@ impl Run<'_> {
             .map_err(VaultError::Ec2Unavailable)?;
         volumes.extend(by_volume.keys().map(|v| v.to_string()));
         volumes.extend(in_flight.iter().map(|f| f.volume_id.clone()));
-        let volumes: Vec<String> = volumes.into_iter().collect();
+        let mut volumes: Vec<String> = volumes.into_iter().collect();
+        // A run its deadline stopped resumes where it stopped, wrapping
+        // round: every copy is kept and labelled within a few runs at any
+        // size. The batches leave time for the chosen copies to start.
+        let mut resume = Resume::start(ledger, FUNCTION, &mut volumes).await;
+        let batches_deadline = self.deadline.reserving(START_RESERVE);
 
         let mut candidates: Vec<(Source, &Share)> = Vec::new();
         let mut pending = 0;
-        for batch in volumes.chunks(VOLUMES_PER_BATCH) {
+        for (done, batch) in volumes.chunks(VOLUMES_PER_BATCH).enumerate() {
+            if batches_deadline.is_near() {
+                resume.stop_at(&batch[0]);
+                summary.volumes_not_reached = volumes.len() - done * VOLUMES_PER_BATCH;
+                break;
+            }
             let in_batch: BTreeSet<&str> = batch.iter().map(String::as_str).collect();
             let shares: Vec<&Share> = batch
                 .iter()
@@ -286,6 +308,7 @@ impl Run<'_> {
             candidates.extend(found.candidates);
             pending += found.pending;
         }
+        (summary.resumed_at, summary.stopped_at) = resume.conclude(ledger).await;
         // The 20 copies in flight go to the oldest shares of the whole
         // vault, not of the first batches.
         let chosen = self.plan(candidates, pending, summary);

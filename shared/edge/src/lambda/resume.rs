@@ -1,8 +1,8 @@
 //! Where a daily run over the account's volumes resumes.
 //!
-//! expire-snapshots, tag-snapshots' backfill, report-snapshots and
-//! archive-snapshots work through the volumes 200 at a time, in volume-id
-//! order. A run
+//! expire-snapshots, tag-snapshots' backfill, report-snapshots,
+//! archive-snapshots and vault-snapshots work through the volumes 200 at a
+//! time, in volume-id order. A run
 //! that its deadline (or throttling) stops records the first volume it did
 //! not finish in the stack's ledger (`cursor` / the function's name); the
 //! next run starts there and wraps round to the first volume, so every
