@@ -205,16 +205,7 @@ impl Moto {
 
     /// A customer managed KMS key in `region`; returns its ARN.
     pub async fn kms_key_in(&self, region: &str) -> String {
-        aws_sdk_kms::Client::new(&self.sdk_config_in(region))
-            .create_key()
-            .send()
-            .await
-            .unwrap()
-            .key_metadata()
-            .unwrap()
-            .arn()
-            .unwrap()
-            .to_string()
+        create_kms_key(&self.sdk_config_in(region)).await
     }
 
     pub fn dynamodb(&self) -> aws_sdk_dynamodb::Client {
@@ -834,6 +825,21 @@ pub async fn hand_made_snapshot(ec2: &aws_sdk_ec2::Client, volume: &str) -> Stri
         .await
         .unwrap()
         .snapshot_id()
+        .unwrap()
+        .to_string()
+}
+
+/// A customer managed KMS key where `sdk` acts (its account and region);
+/// returns its ARN.
+pub async fn create_kms_key(sdk: &aws_config::SdkConfig) -> String {
+    aws_sdk_kms::Client::new(sdk)
+        .create_key()
+        .send()
+        .await
+        .unwrap()
+        .key_metadata()
+        .unwrap()
+        .arn()
         .unwrap()
         .to_string()
 }

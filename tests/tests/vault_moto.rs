@@ -70,6 +70,19 @@ async fn share_run(moto: &Moto, source: &Source, now: DateTime<Utc>) -> copy_sna
     summary
 }
 
+/// The vault account's credentials, its ledger (table made) and a
+/// customer managed key (ARN) for its copies.
+async fn vault_account(moto: &Moto) -> (aws_config::SdkConfig, String, &'static DynamoLedger) {
+    let sdk = moto.sdk_config_as(VAULT).await;
+    create_ledger_table(&sdk);
+    let key = create_kms_key(&sdk).await;
+    let ledger = Box::leak(Box::new(DynamoLedger::new(
+        aws_sdk_dynamodb::Client::new(&sdk),
+        LEDGER_TABLE,
+    )));
+    (sdk, key, ledger)
+}
+
 async fn vault_run(
     moto: &Moto,
     vault: &Vault,
@@ -163,18 +176,7 @@ async fn ten_days_of_life_the_vault_keeps_what_its_rules_keep_and_nothing_in_the
         notifier: RecordingNotifier::default(),
     };
 
-    let vault_sdk = moto.sdk_config_as(VAULT).await;
-    create_ledger_table(&vault_sdk);
-    let vault_key = aws_sdk_kms::Client::new(&vault_sdk)
-        .create_key()
-        .send()
-        .await
-        .unwrap()
-        .key_metadata()
-        .unwrap()
-        .arn()
-        .unwrap()
-        .to_string();
+    let (vault_sdk, vault_key, vault_ledger) = vault_account(&moto).await;
     let (counted, counter) = {
         let (client, counter) = moto.counted_ec2();
         // The counted client, acting as the vault.
@@ -190,10 +192,7 @@ async fn ten_days_of_life_the_vault_keeps_what_its_rules_keep_and_nothing_in_the
     let vault = Vault {
         ec2: Ec2Adapter::new(counted),
         client: aws_sdk_ec2::Client::new(&vault_sdk),
-        ledger: Box::leak(Box::new(DynamoLedger::new(
-            aws_sdk_dynamodb::Client::new(&vault_sdk),
-            LEDGER_TABLE,
-        ))),
+        ledger: vault_ledger,
         config: config_with(
             "{\"gold\": {\"schedule\": \"@daily\", \"keep\": {\"last\": 1}}}",
             &[
@@ -386,26 +385,12 @@ async fn the_copies_in_flight_go_to_the_oldest_shares_across_batches() {
         share(&ec2, &id, VAULT).await;
     }
 
-    let vault_sdk = moto.sdk_config_as(VAULT).await;
-    create_ledger_table(&vault_sdk);
-    let vault_key = aws_sdk_kms::Client::new(&vault_sdk)
-        .create_key()
-        .send()
-        .await
-        .unwrap()
-        .key_metadata()
-        .unwrap()
-        .arn()
-        .unwrap()
-        .to_string();
+    let (vault_sdk, vault_key, vault_ledger) = vault_account(&moto).await;
     let client = aws_sdk_ec2::Client::new(&vault_sdk);
     let vault = Vault {
         ec2: Ec2Adapter::new(client.clone()),
         client,
-        ledger: Box::leak(Box::new(DynamoLedger::new(
-            aws_sdk_dynamodb::Client::new(&vault_sdk),
-            LEDGER_TABLE,
-        ))),
+        ledger: vault_ledger,
         config: config_with(
             "{\"gold\": {\"schedule\": \"@daily\", \"keep\": {\"last\": 1}}}",
             &[
