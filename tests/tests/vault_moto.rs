@@ -137,16 +137,7 @@ async fn ten_days_of_life_the_vault_keeps_what_its_rules_keep_and_nothing_in_the
     let kms = aws_sdk_kms::Client::new(&moto.sdk_config());
     // The source's volumes are under a customer managed key; its policy
     // does not name the vault yet.
-    let key = kms
-        .create_key()
-        .send()
-        .await
-        .unwrap()
-        .key_metadata()
-        .unwrap()
-        .arn()
-        .unwrap()
-        .to_string();
+    let key = create_kms_key(&moto.sdk_config()).await;
     let volume = ec2
         .create_volume()
         .availability_zone("us-east-1a")
