@@ -75,6 +75,11 @@ And one for speed, not behaviour:
 - Each request lists moto's package directory (about 150 stat calls) to
   find its service; the list never changes while the server runs, so it is
   read once.
+- A filter's values are matched as shell patterns, one ``fnmatch`` per value
+  per resource: a 200-value ``volume-id`` filter over 100,000 snapshots is
+  20 million calls, 9-10 s a page, so the report's batch describes passed
+  the SDK's 20 s attempt timeout. Values without a pattern character
+  (``*``, ``?``, ``[``) are compared as a set; the result is the same.
 
 Everything else is moto as released (moto[server] pinned in requirements-dev.txt).
 """
@@ -82,6 +87,8 @@ Everything else is moto as released (moto[server] pinned in requirements-dev.txt
 import datetime
 
 import moto.backends
+import moto.ec2.models.elastic_block_store
+import moto.ec2.utils
 from moto.core.utils import utcnow
 from moto.ec2.models.elastic_block_store import Snapshot
 from moto.core.responses import ActionResult
@@ -372,6 +379,31 @@ def _describe_snapshots_paged(self):  # type: ignore[no-untyped-def]
 
 
 ElasticBlockStore.describe_snapshots = _describe_snapshots_paged
+
+def _generic_filter_literal_sets(filters, objects):  # type: ignore[no-untyped-def]
+    from moto.ec2.utils import is_filter_matching
+
+    for name, values in (filters or {}).items():
+        literal = isinstance(values, list) and all(
+            isinstance(v, str) and not any(c in v for c in "*?[") for v in values
+        )
+        if not literal:
+            objects = [obj for obj in objects if is_filter_matching(obj, name, values)]
+            continue
+        wanted = frozenset(values)
+
+        def matches(obj, name=name, values=values):  # type: ignore[no-untyped-def]
+            value = obj.get_filter_value(name)
+            if isinstance(value, str):
+                return value in wanted
+            return is_filter_matching(obj, name, values)
+
+        objects = [obj for obj in objects if matches(obj)]
+    return objects
+
+
+moto.ec2.utils.generic_filter = _generic_filter_literal_sets
+moto.ec2.models.elastic_block_store.generic_filter = _generic_filter_literal_sets
 
 _MOTO_MODULES = tuple(moto.backends.list_of_moto_modules())
 moto.backends.list_of_moto_modules = lambda: _MOTO_MODULES
