@@ -308,3 +308,84 @@ async fn a_locked_snapshot_is_kept_from_one_paged_listing() {
         .collect();
     assert!(kept.contains(&("snap-1", "locked")), "{kept:?}");
 }
+
+/// Whether a DescribeSnapshots asks for a batch's volumes (`volume-id` or
+/// `tag:lifecycle:volume-id`), and for `volume` if given.
+fn asks_for_volumes(
+    r: &aws_sdk_ec2::operation::describe_snapshots::DescribeSnapshotsInput,
+    volume: Option<&str>,
+) -> bool {
+    r.filters().iter().any(|f| {
+        f.name().is_some_and(|n| n.ends_with("volume-id"))
+            && volume.is_none_or(|v| f.values().iter().any(|x| x == v))
+    })
+}
+
+/// 201 volumes of the deployment (two batches: vol-000..vol-199 and
+/// vol-200), named by the listing at the start; the batches' describes find
+/// nothing, except that those of the batch holding `failing` fail (503, on
+/// every attempt).
+fn two_batches(failing: &'static str) -> [Rule; 3] {
+    let failed_batch = mock!(Client::describe_snapshots)
+        .match_requests(move |r| asks_for_volumes(r, Some(failing)))
+        .sequence()
+        .http_response(|| ec2_error(503, "Unavailable"))
+        .repeatedly()
+        .build();
+    let batches = mock!(Client::describe_snapshots)
+        .match_requests(|r| asks_for_volumes(r, None))
+        .then_output(|| DescribeSnapshotsOutput::builder().build());
+    let listing = mock!(Client::describe_snapshots).then_output(|| {
+        let tag = |k: &str, v: &str| Tag::builder().key(k).value(v).build();
+        DescribeSnapshotsOutput::builder()
+            .set_snapshots(Some(
+                (0..201)
+                    .map(|i| {
+                        let volume = format!("vol-{i:03}");
+                        Snapshot::builder()
+                            .snapshot_id(format!("snap-{i:03}"))
+                            .volume_id(&volume)
+                            .state(SnapshotState::Completed)
+                            .tags(tag("lifecycle:managed-by", "itest"))
+                            .tags(tag("lifecycle:volume-id", &volume))
+                            .build()
+                    })
+                    .collect(),
+            ))
+            .build()
+    });
+    [failed_batch, batches, listing]
+}
+
+/// A batch EC2 will not list stops the run there, as the deadline does:
+/// the next run starts at it, and the summary says why. On the run's first
+/// batch there is nothing to show, so the run fails.
+#[tokio::test]
+async fn a_batch_ec2_will_not_list_stops_the_run_unless_it_is_the_first() {
+    let none =
+        mock!(Client::describe_volumes).then_output(|| DescribeVolumesOutput::builder().build());
+    for (failing, stopped) in [("vol-200", true), ("vol-000", false)] {
+        let [failed_batch, batches, listing] = two_batches(failing);
+        let (images, locks) = (no_images(), no_locks());
+        let client = mocked_ec2(
+            RuleMode::MatchAny,
+            &[&failed_batch, &batches, &listing, &images, &locks, &none],
+        );
+        let result = run(client, &RecordingNotifier::default()).await;
+        assert!(
+            failed_batch.num_calls() >= MAX_ATTEMPTS as usize,
+            "retried first: {}",
+            failed_batch.num_calls()
+        );
+        if stopped {
+            let summary = result.unwrap();
+            assert_eq!(summary.stopped_at.as_deref(), Some("vol-200"));
+            assert_eq!(summary.volumes_not_reached, 1);
+            let why = summary.stopped_by_error.unwrap_or_default();
+            assert!(why.starts_with("stopped at vol-200: "), "{why}");
+        } else {
+            let err = result.unwrap_err();
+            assert!(matches!(err, ExpireError::FactsUnavailable(_)), "{err}");
+        }
+    }
+}

@@ -508,3 +508,121 @@ async fn a_run_out_of_time_marks_the_rest_not_checked_and_the_next_run_starts_th
         .collect();
     assert_eq!(gaps, vec![late]);
 }
+
+/// EC2 failing a batch's listing (after the SDK's retries) stops the run
+/// there as the deadline does: the report of what was read stands, the rest
+/// is `not-checked`, the summary says why, and the next run starts at the
+/// failed batch. A run that fails on its first batch has nothing to show:
+/// it fails, and the resume point stays where it was.
+#[tokio::test]
+async fn a_batch_ec2_will_not_list_stops_the_run_there_and_the_next_starts_at_it() {
+    use integration_tests::fault_proxy::{Fault, FaultProxy};
+    use std::time::Duration as StdDuration;
+    let moto = Moto::start();
+    let ec2 = moto.ec2();
+    let config = config(r#"{"daily": {"schedule": "@daily", "keep": {"last": 5}}}"#);
+    let mut volumes = Vec::new();
+    for _ in 0..report_snapshots::VOLUMES_PER_BATCH + 5 {
+        volumes.push(create_volume(&ec2, 8, &[]).await);
+    }
+    volumes.sort();
+    let second_batch = &volumes[report_snapshots::VOLUMES_PER_BATCH..];
+
+    // The listing at the start and the first batch's two describes pass;
+    // every describe after them fails with a 500, retries included.
+    let proxy = FaultProxy::start(&moto.endpoint).await;
+    proxy.inject("DescribeSnapshots", 3, Fault::Pass);
+    proxy.inject("DescribeSnapshots", 1000, Fault::InternalError);
+    let failing = Ec2Adapter::new(aws_sdk_ec2::Client::new(
+        &proxy.sdk_config(StdDuration::from_secs(10)),
+    ));
+    let (blocks, _) = moto.ebs_blocks();
+    let notifier = RecordingNotifier::default();
+    let ports = report_snapshots::Ports {
+        catalog: &failing,
+        inventory: &failing,
+        protections: &failing,
+        blocks: &blocks,
+        tagger: &failing,
+        notifier: &notifier,
+        ledger: moto.ledger(),
+        reports: None,
+    };
+    let now = t("2026-03-05T12:00:00Z");
+    let tick = json!({"kind": "tick"});
+    let run = |ports| {
+        report_snapshots::handle(
+            ports,
+            &config,
+            &tick,
+            now,
+            Deadline::after(StdDuration::from_secs(600)),
+        )
+    };
+    let cut = run(ports).await.unwrap();
+    assert_eq!(cut.stopped_at.as_deref(), Some(second_batch[0].as_str()));
+    assert!(
+        cut.stopped_by_error
+            .as_deref()
+            .is_some_and(|e| e.contains(&second_batch[0]) && e.contains("DescribeSnapshots")),
+        "{:?}",
+        cut.stopped_by_error
+    );
+    assert_eq!(cut.not_checked, second_batch.len());
+    assert_eq!(
+        cut.by_cover.get("unprotected"),
+        Some(&report_snapshots::VOLUMES_PER_BATCH),
+        "the first batch is reported"
+    );
+    assert_eq!(
+        moto.ledger().cursor("report-snapshots").await.unwrap(),
+        cut.stopped_at
+    );
+    let said = serde_json::to_value(cut.summary()).unwrap();
+    assert_eq!(said["stopped_by_error"], json!(cut.stopped_by_error));
+
+    // Starting at the failed batch, EC2 still failing: nothing to show, so
+    // the run fails and the resume point stays.
+    let proxy = FaultProxy::start(&moto.endpoint).await;
+    proxy.inject("DescribeSnapshots", 1, Fault::Pass);
+    proxy.inject("DescribeSnapshots", 1000, Fault::InternalError);
+    let failing = Ec2Adapter::new(aws_sdk_ec2::Client::new(
+        &proxy.sdk_config(StdDuration::from_secs(10)),
+    ));
+    let failed = run(report_snapshots::Ports {
+        catalog: &failing,
+        inventory: &failing,
+        protections: &failing,
+        tagger: &failing,
+        ..ports
+    })
+    .await;
+    assert!(
+        matches!(
+            failed,
+            Err(report_snapshots::ReportError::Ec2Unavailable(_))
+        ),
+        "{failed:?}"
+    );
+    assert_eq!(
+        moto.ledger().cursor("report-snapshots").await.unwrap(),
+        cut.stopped_at
+    );
+
+    // EC2 back: the next run starts at the failed batch and goes round.
+    let adapter = Ec2Adapter::new(ec2.clone());
+    let next = run(report_snapshots::Ports {
+        catalog: &adapter,
+        inventory: &adapter,
+        protections: &adapter,
+        tagger: &adapter,
+        ..ports
+    })
+    .await
+    .unwrap();
+    assert_eq!(next.resumed_at, cut.stopped_at);
+    assert_eq!(
+        (next.stopped_at, next.stopped_by_error, next.not_checked),
+        (None, None, 0)
+    );
+}

@@ -460,7 +460,7 @@ async fn plan_and_archive(
         in_progress: statuses.values().filter(|s| s.archiving()).count(),
     };
     let mut suspects = Vec::new();
-    for batch in volume_ids.chunks(VOLUMES_PER_BATCH) {
+    for (done, batch) in volume_ids.chunks(VOLUMES_PER_BATCH).enumerate() {
         if walk.stop || deadline.is_near() {
             walk.stopped_at.get_or_insert_with(|| batch[0].clone());
             summary.volumes_not_reached += batch.len();
@@ -468,10 +468,20 @@ async fn plan_and_archive(
         }
         // Anyone's snapshots of the volumes (they share blocks with ours,
         // and EC2's 25 archived per volume counts them all) and ours.
-        let ((everything, listed), existing) = tokio::try_join!(
+        let ((everything, listed), existing) = match tokio::try_join!(
             ports.catalog.snapshots_of_volumes(deployment, batch),
             ports.inventory.volumes_by_id(batch),
-        )?;
+        ) {
+            Ok(read) => read,
+            // After a batch or more, the run stops here as at its deadline.
+            Err(e) => {
+                summary.note(resume.stop_on_failure(done, &batch[0], e)?);
+                walk.stop = true;
+                walk.stopped_at.get_or_insert_with(|| batch[0].clone());
+                summary.volumes_not_reached += batch.len();
+                continue;
+            }
+        };
         let sifted = ownership::sift(ports.ledger, config, listed, Scope::WholeVolumes).await?;
         let held_for_review = sifted.held_for_review();
         suspects.extend(sifted.suspects);

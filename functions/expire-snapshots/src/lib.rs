@@ -193,6 +193,10 @@ pub struct RunSummary {
     /// The volume the next run starts at (None: this run went round).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stopped_at: Option<String>,
+    /// Why the run stopped there before its deadline: EC2 would not list
+    /// that batch (after the SDK's retries).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped_by_error: Option<String>,
 }
 
 /// Volumes planned together: the deployment's snapshots of 200 volumes
@@ -275,11 +279,23 @@ pub async fn handle(
             summary.volumes_not_reached = volume_ids.len() - i * VOLUMES_PER_BATCH;
             break;
         }
-        let listed = ports
-            .catalog
-            .managed_snapshots_of_volumes(&config.deployment_name, batch)
-            .await
-            .map_err(facts_error)?;
+        let (listed, existing) = match tokio::try_join!(
+            ports
+                .catalog
+                .managed_snapshots_of_volumes(&config.deployment_name, batch),
+            ports.inventory.volumes_by_id(batch),
+        ) {
+            Ok(read) => read,
+            // After a batch or more, the run stops here as at its deadline.
+            Err(e) => {
+                let said = resume
+                    .stop_on_failure(i, cut_short.unwrap_or(&batch[0]), e)
+                    .map_err(facts_error)?;
+                summary.stopped_by_error = Some(said);
+                summary.volumes_not_reached = volume_ids.len() - i * VOLUMES_PER_BATCH;
+                break;
+            }
+        };
         summary.counts.snapshots += listed.len();
         let sifted = ownership::sift(ports.ledger, config, listed, Scope::WholeVolumes).await?;
         let held_for_review = sifted.held_for_review();
@@ -292,14 +308,7 @@ pub async fn handle(
             .into_iter()
             .filter(|s| s.source_volume_id().is_none_or(|v| in_batch.contains(v)))
             .collect();
-        let existing: BTreeSet<String> = ports
-            .inventory
-            .volumes_by_id(batch)
-            .await
-            .map_err(facts_error)?
-            .into_iter()
-            .map(|v| v.id)
-            .collect();
+        let existing: BTreeSet<String> = existing.into_iter().map(|v| v.id).collect();
         if tiers.is_none() && snapshots.iter().any(Snapshot::in_archive_tier) {
             tiers = Some(Tiers::read(ports, now).await);
         }

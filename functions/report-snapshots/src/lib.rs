@@ -130,6 +130,10 @@ pub struct Report {
     /// The first volume this run did not reach.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stopped_at: Option<String>,
+    /// Why the run stopped there before its deadline: EC2 would not list
+    /// that batch's snapshots (after the SDK's retries).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped_by_error: Option<String>,
     /// Gaps reported this run (each gap once).
     #[serde(skip)]
     pub new_gaps: Vec<String>,
@@ -167,6 +171,8 @@ pub struct ReportSummary {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stopped_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped_by_error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub location: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub store_error: Option<String>,
@@ -191,6 +197,7 @@ impl Report {
             not_checked: self.not_checked,
             resumed_at: self.resumed_at.clone(),
             stopped_at: self.stopped_at.clone(),
+            stopped_by_error: self.stopped_by_error.clone(),
             location: self.location.clone(),
             store_error: self.store_error.clone(),
             coverage: coverage.into_iter().cloned().collect(),
@@ -309,6 +316,7 @@ pub async fn handle(
     // pricing): the walks leave that much for each batch still to come, so
     // the coverage of every volume comes before the cost of some.
     let mut besides_walks = BatchTimes::default();
+    let mut stopped_by_error = None;
     for (done, batch) in batches.iter().enumerate() {
         if deadline.is_near() {
             resume.stop_at(&batch[0]);
@@ -316,10 +324,16 @@ pub async fn handle(
             break;
         }
         let began = tokio::time::Instant::now();
-        let (anyones, mine) = ports
-            .catalog
-            .snapshots_of_volumes(deployment, batch)
-            .await?;
+        let (anyones, mine) = match ports.catalog.snapshots_of_volumes(deployment, batch).await {
+            Ok(listed) => listed,
+            // After a batch or more, the run stops here as at its deadline
+            // and stores what it has.
+            Err(e) => {
+                stopped_by_error = Some(resume.stop_on_failure(done, &batch[0], e)?);
+                not_checked.extend(batches[done..].iter().flat_map(|b| b.iter().cloned()));
+                break;
+            }
+        };
         let mut snapshots: BTreeMap<String, Snapshot> =
             anyones.into_iter().map(|s| (s.id.clone(), s)).collect();
         for s in mine {
@@ -430,6 +444,7 @@ pub async fn handle(
         not_checked: not_checked.len(),
         resumed_at,
         stopped_at,
+        stopped_by_error,
         cost,
         ..Report::default()
     };

@@ -108,6 +108,10 @@ pub struct RunSummary {
     /// The volume the next backfill starts at (None: this run went round).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stopped_at: Option<String>,
+    /// Why the backfill stopped there before its deadline: EC2 would not
+    /// list that batch (after the SDK's retries).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped_by_error: Option<String>,
     /// The whole counts of the plan's lists (each listed up to 100).
     pub totals: Totals,
 }
@@ -170,10 +174,20 @@ pub async fn handle(
                     break;
                 }
                 previous = Some(batch[0].as_str());
-                let listed = ports
+                let listed = match ports
                     .catalog
                     .managed_snapshots_of_volumes(deployment, batch)
-                    .await?;
+                    .await
+                {
+                    Ok(listed) => listed,
+                    // After a batch or more, the run stops here as at its
+                    // deadline.
+                    Err(e) => {
+                        summary.stopped_by_error = Some(resume.stop_on_failure(i, &batch[0], e)?);
+                        summary.volumes_not_reached = volume_ids.len() - i * VOLUMES_PER_BATCH;
+                        break;
+                    }
+                };
                 let in_batch: BTreeSet<&str> = batch.iter().map(String::as_str).collect();
                 label(
                     ports,

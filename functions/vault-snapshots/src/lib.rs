@@ -173,6 +173,10 @@ pub struct VaultSummary {
     /// next run starts there.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stopped_at: Option<String>,
+    /// Why the run stopped there before its deadline: EC2 would not list
+    /// that batch (after the SDK's retries).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped_by_error: Option<String>,
     /// Source volumes this run did not reach.
     pub volumes_not_reached: usize,
 }
@@ -302,8 +306,26 @@ impl Run<'_> {
                 .filter(|f| in_batch.contains(f.volume_id.as_str()))
                 .cloned()
                 .collect();
+            let listed = match self
+                .ports
+                .catalog
+                .managed_snapshots_of_volumes(&self.config.deployment_name, batch)
+                .await
+            {
+                Ok(listed) => listed,
+                // After a batch or more, the run stops here as at its
+                // deadline, and starts the copies it chose.
+                Err(e) => {
+                    let said = resume
+                        .stop_on_failure(done, &batch[0], e)
+                        .map_err(VaultError::Ec2Unavailable)?;
+                    summary.stopped_by_error = Some(said);
+                    summary.volumes_not_reached = volumes.len() - done * VOLUMES_PER_BATCH;
+                    break;
+                }
+            };
             let found = self
-                .batch(batch, &in_batch, &shares, in_flight, summary)
+                .batch(listed, &in_batch, &shares, in_flight, summary)
                 .await?;
             candidates.extend(found.candidates);
             pending += found.pending;
@@ -353,7 +375,7 @@ impl Run<'_> {
     /// could be copied now and how many copies of theirs are in flight.
     async fn batch<'s>(
         &self,
-        batch: &[String],
+        listed: Vec<Snapshot>,
         in_batch: &BTreeSet<&str>,
         shares: &[&'s Share],
         in_flight: Vec<CopyInFlight>,
@@ -362,12 +384,7 @@ impl Run<'_> {
         let identity = &self.config.identity;
         let ledger = self.ports.ledger;
         // The vault's copies of these volumes, proven by its ledger.
-        let own: Vec<Snapshot> = self
-            .ports
-            .catalog
-            .managed_snapshots_of_volumes(&self.config.deployment_name, batch)
-            .await
-            .map_err(VaultError::Ec2Unavailable)?
+        let own: Vec<Snapshot> = listed
             .into_iter()
             .filter(|s| s.source_volume_id().is_none_or(|v| in_batch.contains(v)))
             .collect();

@@ -2,13 +2,13 @@
 //!
 //! expire-snapshots, tag-snapshots' backfill, report-snapshots,
 //! archive-snapshots and vault-snapshots work through the volumes 200 at a
-//! time, in volume-id order. A run
-//! that its deadline (or throttling) stops records the first volume it did
-//! not finish in the stack's ledger (`cursor` / the function's name); the
-//! next run starts there and wraps round to the first volume, so every
-//! volume is visited within `ceil(volumes / volumes per run)` runs however
-//! large the account (docs/operations.md, "The ledger"). A run that goes
-//! all the way round clears the record.
+//! time, in volume-id order. A run that its deadline (or throttling, or a
+//! batch EC2 would not list) stops records the first volume it did not
+//! finish in the stack's ledger (`cursor` / the function's name); the next
+//! run starts there and wraps round to the first volume, so every volume is
+//! visited within `ceil(volumes / volumes per run)` runs however large the
+//! account (docs/operations.md, "The ledger"). A run that goes all the way
+//! round clears the record.
 
 use crate::ports::ledger::{Ledger, LedgerError};
 
@@ -50,6 +50,27 @@ impl Resume {
         self.stopped_at.get_or_insert_with(|| volume_id.to_owned());
     }
 
+    /// A batch's listing failed (EC2, after the SDK's retries) at
+    /// `volume_id`, the batch's first volume, after `done` batches of this
+    /// run. With batches done, the run stops there as at its deadline: what
+    /// it did stands and the next run starts at the failed batch; `Ok` is
+    /// what the summary says (`stopped_by_error`). With none done it fails
+    /// (`Err`, the error given back): it would have nothing to show, and an
+    /// invocation's error is what Lambda's retry and the errors alarm see.
+    pub fn stop_on_failure<E: std::fmt::Display>(
+        &mut self,
+        done: usize,
+        volume_id: &str,
+        error: E,
+    ) -> Result<String, E> {
+        if done == 0 {
+            return Err(error);
+        }
+        tracing::warn!(%error, volume_id, function = self.name, "a batch could not be listed; the run stops here and the next one starts at it");
+        self.stop_at(volume_id);
+        Ok(format!("stopped at {volume_id}: {error}"))
+    }
+
     /// [`Self::finish`], a warning if it cannot be recorded (the next run
     /// then starts at the first volume: it revisits, never skips), and what
     /// the summary says: (`resumed_at`, `stopped_at`).
@@ -85,6 +106,24 @@ mod tests {
 
     fn ids(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn a_failed_batch_stops_the_run_there_unless_it_was_the_first() {
+        let mut resume = Resume {
+            name: "test",
+            was: Some("vol-1".into()),
+            stopped_at: None,
+        };
+        assert_eq!(
+            resume.stop_on_failure(0, "vol-1", "EC2 is down"),
+            Err("EC2 is down"),
+            "nothing done: the run fails"
+        );
+        assert_eq!(resume.stopped_at, None, "and records nothing");
+        let said = resume.stop_on_failure(3, "vol-7", "EC2 is down");
+        assert_eq!(said.as_deref(), Ok("stopped at vol-7: EC2 is down"));
+        assert_eq!(resume.stopped_at.as_deref(), Some("vol-7"));
     }
 
     #[test]
