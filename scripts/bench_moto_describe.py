@@ -5,6 +5,10 @@ In-process (moto's mock, no HTTP): VOLUMES volumes with ten managed snapshots
 each, then one 1,000-snapshot page of each call, timed.
 
     .venv/bin/python scripts/bench_moto_describe.py 10000
+    .venv/bin/python scripts/bench_moto_describe.py 10000 --moto-filters
+
+``--moto-filters``: moto's own filter matching (one ``fnmatch`` per value
+per snapshot) instead of the fix's, for the comparison in README.md.
 """
 
 import os
@@ -13,6 +17,11 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault("MOTO_EC2_LOAD_DEFAULT_AMIS", "false")
+
+import moto.ec2.models.elastic_block_store  # noqa: E402
+import moto.ec2.utils  # noqa: E402
+
+_MOTO_GENERIC_FILTER = moto.ec2.utils.generic_filter
 
 import moto_ebs_fixes  # noqa: E402,F401  (applies the fixes on import)
 import boto3  # noqa: E402
@@ -24,7 +33,11 @@ REGION = "us-east-1"
 
 
 def main() -> None:
-    volumes = int(sys.argv[1]) if len(sys.argv) > 1 else 10000
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    volumes = int(args[0]) if args else 10000
+    if "--moto-filters" in sys.argv:
+        moto.ec2.utils.generic_filter = _MOTO_GENERIC_FILTER
+        moto.ec2.models.elastic_block_store.generic_filter = _MOTO_GENERIC_FILTER
     with mock_aws():
         ec2 = boto3.client("ec2", region_name=REGION, aws_access_key_id="bench", aws_secret_access_key="bench")
         backend = ec2_backends[ACCOUNT][REGION]
