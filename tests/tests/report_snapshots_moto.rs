@@ -389,6 +389,36 @@ async fn unique_bytes_follow_the_hand_computed_block_map_and_are_cached() {
 /// read ("not-checked", never "unprotected", no gap claimed), records where
 /// it stopped, and the next run starts there: the volume in a gap that the
 /// first run did not reach is reported by the second.
+/// Volumes enough for two batches (the second of 5), in volume-id order.
+async fn two_batches_of_volumes(ec2: &aws_sdk_ec2::Client) -> Vec<String> {
+    let mut volumes = Vec::new();
+    for _ in 0..report_snapshots::VOLUMES_PER_BATCH + 5 {
+        volumes.push(create_volume(ec2, 8, &[]).await);
+    }
+    volumes.sort();
+    volumes
+}
+
+/// A report run's ports with `ec2` for every EC2 call, the report kept in
+/// the log only.
+fn ports_over<'a>(
+    ec2: &'a Ec2Adapter,
+    blocks: &'a EbsBlocks,
+    notifier: &'a RecordingNotifier,
+    moto: &'a Moto,
+) -> report_snapshots::Ports<'a> {
+    report_snapshots::Ports {
+        catalog: ec2,
+        inventory: ec2,
+        protections: ec2,
+        blocks,
+        tagger: ec2,
+        notifier,
+        ledger: moto.ledger(),
+        reports: None,
+    }
+}
+
 #[tokio::test]
 async fn a_run_out_of_time_marks_the_rest_not_checked_and_the_next_run_starts_there() {
     use integration_tests::fault_proxy::{Fault, FaultProxy};
@@ -396,12 +426,7 @@ async fn a_run_out_of_time_marks_the_rest_not_checked_and_the_next_run_starts_th
     let moto = Moto::start();
     let ec2 = moto.ec2();
     let config = config(r#"{"daily": {"schedule": "@daily", "keep": {"last": 5}}}"#);
-    // Two batches (200 volumes each).
-    let mut volumes = Vec::new();
-    for _ in 0..report_snapshots::VOLUMES_PER_BATCH + 5 {
-        volumes.push(create_volume(&ec2, 8, &[]).await);
-    }
-    volumes.sort();
+    let volumes = two_batches_of_volumes(&ec2).await;
     // The last in volume-id order is in the second batch: opted in, its
     // last snapshot four days old (a gap).
     let late = volumes.last().unwrap().clone();
@@ -423,16 +448,7 @@ async fn a_run_out_of_time_marks_the_rest_not_checked_and_the_next_run_starts_th
     ));
     let (blocks, _) = moto.ebs_blocks();
     let notifier = RecordingNotifier::default();
-    let slow_ports = report_snapshots::Ports {
-        catalog: &slow,
-        inventory: &slow,
-        protections: &slow,
-        blocks: &blocks,
-        tagger: &slow,
-        notifier: &notifier,
-        ledger: moto.ledger(),
-        reports: None,
-    };
+    let slow_ports = ports_over(&slow, &blocks, &notifier, &moto);
     let now = t("2026-03-05T12:00:00Z");
     let first = report_snapshots::handle(
         slow_ports,
@@ -479,13 +495,7 @@ async fn a_run_out_of_time_marks_the_rest_not_checked_and_the_next_run_starts_th
     // clears the cursor and reports the gap.
     let adapter = Ec2Adapter::new(ec2.clone());
     let next = report_snapshots::handle(
-        report_snapshots::Ports {
-            catalog: &adapter,
-            inventory: &adapter,
-            protections: &adapter,
-            tagger: &adapter,
-            ..slow_ports
-        },
+        ports_over(&adapter, &blocks, &notifier, &moto),
         &config,
         &json!({"kind": "tick"}),
         now,
@@ -521,11 +531,7 @@ async fn a_batch_ec2_will_not_list_stops_the_run_there_and_the_next_starts_at_it
     let moto = Moto::start();
     let ec2 = moto.ec2();
     let config = config(r#"{"daily": {"schedule": "@daily", "keep": {"last": 5}}}"#);
-    let mut volumes = Vec::new();
-    for _ in 0..report_snapshots::VOLUMES_PER_BATCH + 5 {
-        volumes.push(create_volume(&ec2, 8, &[]).await);
-    }
-    volumes.sort();
+    let volumes = two_batches_of_volumes(&ec2).await;
     let second_batch = &volumes[report_snapshots::VOLUMES_PER_BATCH..];
 
     // The listing at the start and the first batch's two describes pass;
@@ -538,16 +544,7 @@ async fn a_batch_ec2_will_not_list_stops_the_run_there_and_the_next_starts_at_it
     ));
     let (blocks, _) = moto.ebs_blocks();
     let notifier = RecordingNotifier::default();
-    let ports = report_snapshots::Ports {
-        catalog: &failing,
-        inventory: &failing,
-        protections: &failing,
-        blocks: &blocks,
-        tagger: &failing,
-        notifier: &notifier,
-        ledger: moto.ledger(),
-        reports: None,
-    };
+    let ports = ports_over(&failing, &blocks, &notifier, &moto);
     let now = t("2026-03-05T12:00:00Z");
     let tick = json!({"kind": "tick"});
     let run = |ports| {
@@ -589,14 +586,7 @@ async fn a_batch_ec2_will_not_list_stops_the_run_there_and_the_next_starts_at_it
     let failing = Ec2Adapter::new(aws_sdk_ec2::Client::new(
         &proxy.sdk_config(StdDuration::from_secs(10)),
     ));
-    let failed = run(report_snapshots::Ports {
-        catalog: &failing,
-        inventory: &failing,
-        protections: &failing,
-        tagger: &failing,
-        ..ports
-    })
-    .await;
+    let failed = run(ports_over(&failing, &blocks, &notifier, &moto)).await;
     assert!(
         matches!(
             failed,
@@ -611,15 +601,9 @@ async fn a_batch_ec2_will_not_list_stops_the_run_there_and_the_next_starts_at_it
 
     // EC2 back: the next run starts at the failed batch and goes round.
     let adapter = Ec2Adapter::new(ec2.clone());
-    let next = run(report_snapshots::Ports {
-        catalog: &adapter,
-        inventory: &adapter,
-        protections: &adapter,
-        tagger: &adapter,
-        ..ports
-    })
-    .await
-    .unwrap();
+    let next = run(ports_over(&adapter, &blocks, &notifier, &moto))
+        .await
+        .unwrap();
     assert_eq!(next.resumed_at, cut.stopped_at);
     assert_eq!(
         (next.stopped_at, next.stopped_by_error, next.not_checked),
