@@ -379,9 +379,9 @@ async fn a_batch_ec2_will_not_list_stops_the_run_unless_it_is_the_first() {
         );
         if stopped {
             let summary = result.unwrap();
-            assert_eq!(summary.stopped_at.as_deref(), Some("vol-200"));
+            assert_eq!(summary.progress.stopped_at.as_deref(), Some("vol-200"));
             assert_eq!(summary.volumes_not_reached, 1);
-            let why = summary.stopped_by_error.unwrap_or_default();
+            let why = summary.progress.stopped_by_error.unwrap_or_default();
             assert!(why.starts_with("stopped at vol-200: "), "{why}");
         } else {
             let err = result.unwrap_err();

@@ -367,6 +367,7 @@ async fn a_deadline_mid_run_leaves_the_rest_for_the_next_run() {
     // Where it stopped is in the ledger; the next run starts there and,
     // going all the way round, clears it.
     let stopped_at = first
+        .progress
         .stopped_at
         .clone()
         .expect("the run records where it stopped");
@@ -387,8 +388,8 @@ async fn a_deadline_mid_run_leaves_the_rest_for_the_next_run() {
     )
     .await
     .unwrap();
-    assert_eq!(next.resumed_at, Some(stopped_at));
-    assert_eq!(next.stopped_at, None);
+    assert_eq!(next.progress.resumed_at, Some(stopped_at));
+    assert_eq!(next.progress.stopped_at, None);
     assert_eq!(
         moto.ledger().cursor("expire-snapshots").await.unwrap(),
         None

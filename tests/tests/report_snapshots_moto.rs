@@ -467,10 +467,13 @@ async fn a_run_out_of_time_marks_the_rest_not_checked_and_the_next_run_starts_th
         "{:?}",
         first.by_cover
     );
-    assert_eq!(first.stopped_at.as_deref(), Some(second_batch[0].as_str()));
+    assert_eq!(
+        first.progress.stopped_at.as_deref(),
+        Some(second_batch[0].as_str())
+    );
     assert_eq!(
         moto.ledger().cursor("report-snapshots").await.unwrap(),
-        first.stopped_at
+        first.progress.stopped_at
     );
     for c in &first.coverage {
         let reached = !second_batch.contains(&c.volume_id);
@@ -503,8 +506,11 @@ async fn a_run_out_of_time_marks_the_rest_not_checked_and_the_next_run_starts_th
     )
     .await
     .unwrap();
-    assert_eq!(next.resumed_at, first.stopped_at);
-    assert_eq!((next.stopped_at.as_deref(), next.not_checked), (None, 0));
+    assert_eq!(next.progress.resumed_at, first.progress.stopped_at);
+    assert_eq!(
+        (next.progress.stopped_at.as_deref(), next.not_checked),
+        (None, 0)
+    );
     assert_eq!(
         moto.ledger().cursor("report-snapshots").await.unwrap(),
         None
@@ -557,13 +563,17 @@ async fn a_batch_ec2_will_not_list_stops_the_run_there_and_the_next_starts_at_it
         )
     };
     let cut = run(ports).await.unwrap();
-    assert_eq!(cut.stopped_at.as_deref(), Some(second_batch[0].as_str()));
+    assert_eq!(
+        cut.progress.stopped_at.as_deref(),
+        Some(second_batch[0].as_str())
+    );
     assert!(
-        cut.stopped_by_error
+        cut.progress
+            .stopped_by_error
             .as_deref()
             .is_some_and(|e| e.contains(&second_batch[0]) && e.contains("DescribeSnapshots")),
         "{:?}",
-        cut.stopped_by_error
+        cut.progress.stopped_by_error
     );
     assert_eq!(cut.not_checked, second_batch.len());
     assert_eq!(
@@ -573,10 +583,13 @@ async fn a_batch_ec2_will_not_list_stops_the_run_there_and_the_next_starts_at_it
     );
     assert_eq!(
         moto.ledger().cursor("report-snapshots").await.unwrap(),
-        cut.stopped_at
+        cut.progress.stopped_at
     );
     let said = serde_json::to_value(cut.summary()).unwrap();
-    assert_eq!(said["stopped_by_error"], json!(cut.stopped_by_error));
+    assert_eq!(
+        said["stopped_by_error"],
+        json!(cut.progress.stopped_by_error)
+    );
 
     // Starting at the failed batch, EC2 still failing: nothing to show, so
     // the run fails and the resume point stays.
@@ -596,7 +609,7 @@ async fn a_batch_ec2_will_not_list_stops_the_run_there_and_the_next_starts_at_it
     );
     assert_eq!(
         moto.ledger().cursor("report-snapshots").await.unwrap(),
-        cut.stopped_at
+        cut.progress.stopped_at
     );
 
     // EC2 back: the next run starts at the failed batch and goes round.
@@ -604,9 +617,13 @@ async fn a_batch_ec2_will_not_list_stops_the_run_there_and_the_next_starts_at_it
     let next = run(ports_over(&adapter, &blocks, &notifier, &moto))
         .await
         .unwrap();
-    assert_eq!(next.resumed_at, cut.stopped_at);
+    assert_eq!(next.progress.resumed_at, cut.progress.stopped_at);
     assert_eq!(
-        (next.stopped_at, next.stopped_by_error, next.not_checked),
+        (
+            next.progress.stopped_at,
+            next.progress.stopped_by_error,
+            next.not_checked
+        ),
         (None, None, 0)
     );
 }

@@ -485,7 +485,7 @@ async fn a_deadline_mid_backfill_leaves_the_rest_for_the_next_run() {
         .into_iter()
         .filter_map(|s| s.volume_id)
         .collect();
-    assert_eq!(first.stopped_at.as_ref(), volumes.first());
+    assert_eq!(first.progress.stopped_at.as_ref(), volumes.first());
 
     let next = backfill(ec2.clone()).await;
     assert_eq!(next.tagged, first.left_for_later);

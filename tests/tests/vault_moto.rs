@@ -407,12 +407,18 @@ async fn the_copies_in_flight_go_to_the_oldest_shares_across_batches() {
     )
     .await;
     assert_eq!(cut.volumes_not_reached, volumes.len(), "{cut:?}");
-    assert_eq!(cut.stopped_at.as_deref(), Some(volumes[0].as_str()));
+    assert_eq!(
+        cut.progress.stopped_at.as_deref(),
+        Some(volumes[0].as_str())
+    );
     assert!(cut.started.is_empty());
 
     let first = vault_run(&moto, &vault, day0 + Duration::hours(2)).await;
-    assert_eq!(first.resumed_at.as_deref(), Some(volumes[0].as_str()));
-    assert_eq!(first.stopped_at, None);
+    assert_eq!(
+        first.progress.resumed_at.as_deref(),
+        Some(volumes[0].as_str())
+    );
+    assert_eq!(first.progress.stopped_at, None);
     assert_eq!(first.volumes_not_reached, 0);
     assert_eq!(first.shares, volumes.len());
     assert_eq!(first.started.len(), 20, "{first:?}");

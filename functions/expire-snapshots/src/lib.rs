@@ -37,7 +37,7 @@ use ebs_lifecycle::lambda::metrics::{self, Metric};
 use ebs_lifecycle::lambda::ownership;
 use ebs_lifecycle::lambda::pacing::Pacer;
 pub use ebs_lifecycle::lambda::pacing::Pacing;
-use ebs_lifecycle::lambda::resume::Resume;
+use ebs_lifecycle::lambda::resume::{Progress, Resume};
 use ebs_lifecycle::lambda::run::{self, RunHeader};
 use ebs_lifecycle::ports::ec2::{
     Ec2Error, SnapshotCatalog, SnapshotDeleter, SnapshotProtections, VolumeInventory,
@@ -187,16 +187,8 @@ pub struct RunSummary {
     /// Volumes the run did not reach before its deadline (the next run
     /// starts on them).
     pub volumes_not_reached: usize,
-    /// The volume this run started at: where the last run stopped.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub resumed_at: Option<String>,
-    /// The volume the next run starts at (None: this run went round).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub stopped_at: Option<String>,
-    /// Why the run stopped there before its deadline: EC2 would not list
-    /// that batch (after the SDK's retries).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub stopped_by_error: Option<String>,
+    #[serde(flatten)]
+    pub progress: Progress,
 }
 
 /// Volumes planned together: the deployment's snapshots of 200 volumes
@@ -288,10 +280,9 @@ pub async fn handle(
             Ok(read) => read,
             // After a batch or more, the run stops here as at its deadline.
             Err(e) => {
-                let said = resume
+                resume
                     .stop_on_failure(i, cut_short.unwrap_or(&batch[0]), e)
                     .map_err(facts_error)?;
-                summary.stopped_by_error = Some(said);
                 summary.volumes_not_reached = volume_ids.len() - i * VOLUMES_PER_BATCH;
                 break;
             }
@@ -387,7 +378,7 @@ pub async fn handle(
     if let Some(v) = cut_short {
         resume.stop_at(v);
     }
-    (summary.resumed_at, summary.stopped_at) = resume.conclude(ports.ledger).await;
+    summary.progress = resume.conclude(ports.ledger).await;
     emit_metrics(config, &summary, suspects.len());
     log(&summary);
     let mut notifications =

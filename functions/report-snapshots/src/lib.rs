@@ -46,7 +46,7 @@ use ebs_lifecycle::config::Config;
 use ebs_lifecycle::lambda::deadline::Deadline;
 use ebs_lifecycle::lambda::metrics::{self, Metric};
 use ebs_lifecycle::lambda::ownership;
-use ebs_lifecycle::lambda::resume::Resume;
+use ebs_lifecycle::lambda::resume::{Progress, Resume};
 use ebs_lifecycle::lambda::run::{self, RunHeader};
 use ebs_lifecycle::ports::blocks::SnapshotBlocks;
 use ebs_lifecycle::ports::ec2::{
@@ -124,16 +124,8 @@ pub struct Report {
     /// Volumes the run's deadline left unread (`not-checked` in the
     /// coverage; the cost counts only the rest). The next run starts there.
     pub not_checked: usize,
-    /// The volume this run started at, where the last one stopped.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub resumed_at: Option<String>,
-    /// The first volume this run did not reach.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub stopped_at: Option<String>,
-    /// Why the run stopped there before its deadline: EC2 would not list
-    /// that batch's snapshots (after the SDK's retries).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub stopped_by_error: Option<String>,
+    #[serde(flatten)]
+    pub progress: Progress,
     /// Gaps reported this run (each gap once).
     #[serde(skip)]
     pub new_gaps: Vec<String>,
@@ -166,12 +158,8 @@ pub struct ReportSummary {
     pub by_cover: BTreeMap<&'static str, usize>,
     pub gaps: usize,
     pub not_checked: usize,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub resumed_at: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub stopped_at: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub stopped_by_error: Option<String>,
+    #[serde(flatten)]
+    pub progress: Progress,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub location: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -195,9 +183,7 @@ impl Report {
             by_cover: self.by_cover.clone(),
             gaps: self.gaps,
             not_checked: self.not_checked,
-            resumed_at: self.resumed_at.clone(),
-            stopped_at: self.stopped_at.clone(),
-            stopped_by_error: self.stopped_by_error.clone(),
+            progress: self.progress.clone(),
             location: self.location.clone(),
             store_error: self.store_error.clone(),
             coverage: coverage.into_iter().cloned().collect(),
@@ -316,7 +302,6 @@ pub async fn handle(
     // pricing): the walks leave that much for each batch still to come, so
     // the coverage of every volume comes before the cost of some.
     let mut besides_walks = BatchTimes::default();
-    let mut stopped_by_error = None;
     for (done, batch) in batches.iter().enumerate() {
         if deadline.is_near() {
             resume.stop_at(&batch[0]);
@@ -329,7 +314,7 @@ pub async fn handle(
             // After a batch or more, the run stops here as at its deadline
             // and stores what it has.
             Err(e) => {
-                stopped_by_error = Some(resume.stop_on_failure(done, &batch[0], e)?);
+                resume.stop_on_failure(done, &batch[0], e)?;
                 not_checked.extend(batches[done..].iter().flat_map(|b| b.iter().cloned()));
                 break;
             }
@@ -422,7 +407,7 @@ pub async fn handle(
                 .push(format!("the snapshots' rows could not be written: {e}")),
         }
     }
-    let (resumed_at, stopped_at) = resume.conclude(ports.ledger).await;
+    let progress = resume.conclude(ports.ledger).await;
 
     let covered_ids: Vec<String> = covered.keys().cloned().collect();
     let first_seen = ports.ledger.first_seen(&covered_ids, now).await?;
@@ -442,9 +427,7 @@ pub async fn handle(
         by_cover,
         gaps,
         not_checked: not_checked.len(),
-        resumed_at,
-        stopped_at,
-        stopped_by_error,
+        progress,
         cost,
         ..Report::default()
     };

@@ -32,7 +32,7 @@ use ebs_lifecycle::lambda::metrics::{self, Metric};
 use ebs_lifecycle::lambda::ownership;
 use ebs_lifecycle::lambda::pacing::Pacer;
 pub use ebs_lifecycle::lambda::pacing::Pacing;
-use ebs_lifecycle::lambda::resume::Resume;
+use ebs_lifecycle::lambda::resume::{Progress, Resume};
 use ebs_lifecycle::lambda::run::{self, RunHeader};
 use ebs_lifecycle::ports::ec2::{
     Ec2Error, SnapshotCatalog, SnapshotTagger, VolumeInventory, TAG_BATCH,
@@ -102,16 +102,8 @@ pub struct RunSummary {
     /// Volumes the backfill did not reach before its deadline (the next
     /// run labels them).
     pub volumes_not_reached: usize,
-    /// The volume the backfill started at: where the last run stopped.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub resumed_at: Option<String>,
-    /// The volume the next backfill starts at (None: this run went round).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub stopped_at: Option<String>,
-    /// Why the backfill stopped there before its deadline: EC2 would not
-    /// list that batch (after the SDK's retries).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub stopped_by_error: Option<String>,
+    #[serde(flatten)]
+    pub progress: Progress,
     /// The whole counts of the plan's lists (each listed up to 100).
     pub totals: Totals,
 }
@@ -183,7 +175,7 @@ pub async fn handle(
                     // After a batch or more, the run stops here as at its
                     // deadline.
                     Err(e) => {
-                        summary.stopped_by_error = Some(resume.stop_on_failure(i, &batch[0], e)?);
+                        resume.stop_on_failure(i, &batch[0], e)?;
                         summary.volumes_not_reached = volume_ids.len() - i * VOLUMES_PER_BATCH;
                         break;
                     }
@@ -207,7 +199,7 @@ pub async fn handle(
                     resume.stop_at(p);
                 }
             }
-            (summary.resumed_at, summary.stopped_at) = resume.conclude(ports.ledger).await;
+            summary.progress = resume.conclude(ports.ledger).await;
         }
         // A failed snapshot has nothing to label; complete-snapshots reports it.
         Trigger::Snapshots { results, .. } if events::succeeded_ids(&results).is_empty() => {

@@ -47,7 +47,7 @@ use ebs_lifecycle::lambda::metrics::{self, Metric};
 use ebs_lifecycle::lambda::ownership;
 use ebs_lifecycle::lambda::pacing::Pacer;
 pub use ebs_lifecycle::lambda::pacing::Pacing;
-use ebs_lifecycle::lambda::resume::Resume;
+use ebs_lifecycle::lambda::resume::{Progress, Resume};
 use ebs_lifecycle::lambda::run::{self, RunHeader};
 use ebs_lifecycle::ports::ec2::{
     CopySnapshotRequest, Ec2Error, SnapshotCatalog, SnapshotCopier, SnapshotDeleter,
@@ -166,17 +166,8 @@ pub struct VaultSummary {
     #[serde(skip)]
     pub late_first: Vec<String>,
     pub labelled: usize,
-    /// The source volume this run started at, where the last one stopped.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub resumed_at: Option<String>,
-    /// The first source volume this run did not reach (its deadline); the
-    /// next run starts there.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub stopped_at: Option<String>,
-    /// Why the run stopped there before its deadline: EC2 would not list
-    /// that batch (after the SDK's retries).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub stopped_by_error: Option<String>,
+    #[serde(flatten)]
+    pub progress: Progress,
     /// Source volumes this run did not reach.
     pub volumes_not_reached: usize,
 }
@@ -316,10 +307,9 @@ impl Run<'_> {
                 // After a batch or more, the run stops here as at its
                 // deadline, and starts the copies it chose.
                 Err(e) => {
-                    let said = resume
+                    resume
                         .stop_on_failure(done, &batch[0], e)
                         .map_err(VaultError::Ec2Unavailable)?;
-                    summary.stopped_by_error = Some(said);
                     summary.volumes_not_reached = volumes.len() - done * VOLUMES_PER_BATCH;
                     break;
                 }
@@ -330,7 +320,7 @@ impl Run<'_> {
             candidates.extend(found.candidates);
             pending += found.pending;
         }
-        (summary.resumed_at, summary.stopped_at) = resume.conclude(ledger).await;
+        summary.progress = resume.conclude(ledger).await;
         // The 20 copies in flight go to the oldest shares of the whole
         // vault, not of the first batches.
         let chosen = self.plan(candidates, pending, summary);

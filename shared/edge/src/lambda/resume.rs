@@ -10,7 +10,26 @@
 //! account (docs/operations.md, "The ledger"). A run that goes all the way
 //! round clears the record.
 
+use serde::Serialize;
+
 use crate::ports::ledger::{Ledger, LedgerError};
+
+/// Where a run started and stopped, as its summary says it (flattened into
+/// expire-snapshots', tag-snapshots', report-snapshots' and
+/// vault-snapshots' summaries).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Progress {
+    /// The volume this run started at: where the last run stopped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resumed_at: Option<String>,
+    /// The volume the next run starts at (None: this run went round).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped_at: Option<String>,
+    /// Why the run stopped there before its deadline: EC2 would not list
+    /// that batch (after the SDK's retries).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped_by_error: Option<String>,
+}
 
 /// One run's resume point: read at the start, written at the end.
 #[derive(Debug)]
@@ -20,6 +39,8 @@ pub struct Resume {
     was: Option<String>,
     /// Where this run stopped (None: it finished).
     stopped_at: Option<String>,
+    /// Why, if a batch EC2 would not list stopped it.
+    stopped_by_error: Option<String>,
 }
 
 impl Resume {
@@ -42,6 +63,7 @@ impl Resume {
             name,
             was,
             stopped_at: None,
+            stopped_by_error: None,
         }
     }
 
@@ -53,10 +75,10 @@ impl Resume {
     /// A batch's listing failed (EC2, after the SDK's retries) at
     /// `volume_id`, the batch's first volume, after `done` batches of this
     /// run. With batches done, the run stops there as at its deadline: what
-    /// it did stands and the next run starts at the failed batch; `Ok` is
-    /// what the summary says (`stopped_by_error`). With none done it fails
-    /// (`Err`, the error given back): it would have nothing to show, and an
-    /// invocation's error is what Lambda's retry and the errors alarm see.
+    /// it did stands, the next run starts at the failed batch, and `Ok` is
+    /// why (`stopped_by_error`). With none done it fails (`Err`, the error
+    /// given back): it would have nothing to show, and an invocation's error
+    /// is what Lambda's retry and the errors alarm see.
     pub fn stop_on_failure<E: std::fmt::Display>(
         &mut self,
         done: usize,
@@ -68,14 +90,19 @@ impl Resume {
         }
         tracing::warn!(%error, volume_id, function = self.name, "a batch could not be listed; the run stops here and the next one starts at it");
         self.stop_at(volume_id);
-        Ok(format!("stopped at {volume_id}: {error}"))
+        let why = format!("stopped at {volume_id}: {error}");
+        Ok(self.stopped_by_error.get_or_insert(why).clone())
     }
 
     /// [`Self::finish`], a warning if it cannot be recorded (the next run
     /// then starts at the first volume: it revisits, never skips), and what
-    /// the summary says: (`resumed_at`, `stopped_at`).
-    pub async fn conclude(self, ledger: &dyn Ledger) -> (Option<String>, Option<String>) {
-        let said = (self.was.clone(), self.stopped_at.clone());
+    /// the summary says.
+    pub async fn conclude(self, ledger: &dyn Ledger) -> Progress {
+        let said = Progress {
+            resumed_at: self.was.clone(),
+            stopped_at: self.stopped_at.clone(),
+            stopped_by_error: self.stopped_by_error.clone(),
+        };
         if let Err(e) = self.finish(ledger).await {
             tracing::warn!(error = %e, "could not record where this run stopped; the next run starts at the first volume");
         }
@@ -114,6 +141,7 @@ mod tests {
             name: "test",
             was: Some("vol-1".into()),
             stopped_at: None,
+            stopped_by_error: None,
         };
         assert_eq!(
             resume.stop_on_failure(0, "vol-1", "EC2 is down"),
