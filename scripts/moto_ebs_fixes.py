@@ -380,6 +380,7 @@ def _describe_snapshots_paged(self):  # type: ignore[no-untyped-def]
 
 ElasticBlockStore.describe_snapshots = _describe_snapshots_paged
 
+
 def _generic_filter_literal_sets(filters, objects):  # type: ignore[no-untyped-def]
     from moto.ec2.utils import is_filter_matching
 
@@ -392,7 +393,7 @@ def _generic_filter_literal_sets(filters, objects):  # type: ignore[no-untyped-d
             continue
         wanted = frozenset(values)
 
-        def matches(obj, name=name, values=values):  # type: ignore[no-untyped-def]
+        def matches(obj, name=name, values=values, wanted=wanted):  # type: ignore[no-untyped-def]
             value = obj.get_filter_value(name)
             if isinstance(value, str):
                 return value in wanted
