@@ -140,8 +140,9 @@ pub async fn handle(
             if ids.is_empty() {
                 return Ok(summary);
             }
-            let named = invocation::snapshots_named(ports.catalog, &ids).await?;
-            event_run(ports, config, named, now, deadline, &mut summary).await?
+            let named = invocation::snapshots_named(ports.catalog, &results, &ids, now).await?;
+            summary.header.snapshots_gone = named.gone;
+            event_run(ports, config, named.found, now, deadline, &mut summary).await?
         }
         Trigger::Ignored { .. } => return Ok(summary),
     };

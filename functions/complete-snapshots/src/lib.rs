@@ -207,7 +207,11 @@ async fn apply_results(
             continue;
         }
         let Some(snapshot) = found.get(&result.snapshot_id) else {
-            not_visible.push(result.snapshot_id.clone());
+            if result.gone_if_missing(now) {
+                summary.header.snapshots_gone.push(result.snapshot_id.clone());
+            } else {
+                not_visible.push(result.snapshot_id.clone());
+            }
             continue;
         };
         let labels = match ownership(snapshot, &config.deployment_name) {

@@ -39,7 +39,7 @@ struct Ec2Model {
 impl SnapshotCatalog for Ec2Model {
     async fn snapshots_for_slot(
         &self,
-        _: &str,
+        _: &ebs_lifecycle_core::ownership::Identity,
         _: &str,
         _: DateTime<Utc>,
     ) -> Result<Vec<Snapshot>, Ec2Error> {

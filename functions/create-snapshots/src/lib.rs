@@ -415,7 +415,7 @@ async fn plan<'p>(
             continue;
         };
         let covered: BTreeSet<String> = match catalog
-            .snapshots_for_slot(&config.deployment_name, &name, slot)
+            .snapshots_for_slot(&config.identity, &name, slot)
             .await
         {
             // An `error` snapshot does not fulfil the slot: the volume stays

@@ -206,7 +206,7 @@ pub async fn handle(
             return Ok(summary)
         }
         Trigger::Snapshots { results, .. } => {
-            let snapshots = snapshots_of_event(ports, deployment, &results, &mut summary).await?;
+            let snapshots = snapshots_of_event(ports, deployment, &results, now, &mut summary).await?;
             label(
                 ports,
                 config,
@@ -348,6 +348,7 @@ async fn snapshots_of_event(
     ports: Ports<'_>,
     deployment: &str,
     results: &[SnapshotResult],
+    now: DateTime<Utc>,
     summary: &mut RunSummary,
 ) -> Result<Vec<Snapshot>, InvocationError> {
     let ids = events::succeeded_ids(results);
@@ -375,7 +376,9 @@ async fn snapshots_of_event(
     if unseen.is_empty() {
         return Ok(all.into_values().collect());
     }
-    let found = invocation::snapshots_named(ports.catalog, &unseen).await?;
+    let named = invocation::snapshots_named(ports.catalog, results, &unseen, now).await?;
+    summary.header.snapshots_gone.extend(named.gone);
+    let found = named.found;
     let (ours, foreign): (Vec<Snapshot>, Vec<Snapshot>) = found
         .into_iter()
         .partition(|s| tags::is_managed_by(&s.tags, deployment));

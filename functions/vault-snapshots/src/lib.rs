@@ -509,24 +509,19 @@ impl Run<'_> {
                 return;
             }
         };
-        // Locked for `days` from completion: a copy whose lock ended is not
-        // locked again (its rules may then let it go), one whose lock
-        // failed is locked for what is left of its days.
-        let completed_at: BTreeMap<&str, DateTime<Utc>> = copies
+        // Locked for `days` from the copy's start, as EC2 stamps it (never
+        // from a tag: a `completed-at` anyone can write or remove would
+        // decide whether a copy is locked at all), rounded up to whole
+        // days, which covers the copy's own duration: a copy whose lock
+        // ended is not locked again (its rules may then let it go), one
+        // whose lock failed is locked for what is left of its days.
+        let started: BTreeMap<&str, DateTime<Utc>> = copies
             .iter()
-            .filter_map(|c| {
-                let at = c
-                    .tags
-                    .get(tags::COMPLETED_AT)
-                    .and_then(|v| tags::parse_time(v))?;
-                Some((c.id.as_str(), at))
-            })
+            .filter_map(|c| Some((c.id.as_str(), c.start_time?)))
             .collect();
         for id in completed.iter().filter(|id| !locked.contains(*id)) {
-            let Some(done) = completed_at.get(id.as_str()) else {
-                continue;
-            };
-            let left = chrono::Duration::days(i64::from(days)) - (self.now - *done);
+            let done = started.get(id.as_str()).copied().unwrap_or(self.now);
+            let left = chrono::Duration::days(i64::from(days)) - (self.now - done);
             if left <= chrono::Duration::zero() {
                 continue;
             }

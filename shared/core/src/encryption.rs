@@ -411,11 +411,7 @@ pub fn assess_snapshots(
                 fix,
             )
             .on_snapshot(s, managed);
-            finding.encrypted_copy = s
-                .tags
-                .get(tags::SUPERSEDED_BY)
-                .or_else(|| copies.by_original.get(&s.id))
-                .cloned();
+            finding.encrypted_copy = copies.by_original.get(&s.id).cloned();
             findings.push(finding);
         } else if let Some(key) = s.kms_key_id.as_deref() {
             if !rules.allowed_keys.allows(key, rules.resolved_aliases) {
@@ -441,7 +437,11 @@ fn unencrypted_fix(
     copies: &Copies,
     budget: &mut usize,
 ) -> (Fix, Option<Remedy>) {
-    if let Some(copy) = s.tags.get(tags::SUPERSEDED_BY) {
+    // Replaced only if the deployment's own copy of it says so: a
+    // `superseded-by` tag alone (anyone can write one) neither claims a
+    // remediation nor stops the copy being made.
+    let proven_copy = copies.by_original.get(&s.id);
+    if let Some(copy) = s.tags.get(tags::SUPERSEDED_BY).filter(|c| Some(*c) == proven_copy) {
         return (
             Fix::Applied(format!("replaced by the encrypted copy {copy}; expiry deletes this one when no other rule protects it")),
             None,
@@ -524,10 +524,13 @@ pub fn copy_tags(original: &Snapshot) -> crate::model::Tags {
         t.entry(tags::VOLUME_ID.into())
             .or_insert_with(|| v.to_string());
     }
-    // The original's start time, when it lacks a created-at (made by hand and
-    // adopted): the copy must still sort at the original's time.
-    if let (false, Some(start)) = (t.contains_key(tags::CREATED_AT), original.start_time) {
-        t.insert(tags::CREATED_AT.into(), tags::format_time(start));
+    // The copy sorts at the original's proven time (EC2's StartTime, or
+    // a copy's ledger record, as the ownership check set it), never at the
+    // original's `created-at` tag: anyone can write that, and the ledger's
+    // record of the copy takes its time from here.
+    t.remove(tags::CREATED_AT);
+    if let Some(time) = original.retention_time() {
+        t.insert(tags::CREATED_AT.into(), tags::format_time(time));
     }
     t
 }
@@ -797,11 +800,20 @@ mod tests {
 
     #[test]
     fn a_copy_carries_the_originals_labels_at_the_originals_time() {
-        let original = snapshot("snap-o", true, false, None);
+        let mut original = snapshot("snap-o", true, false, None);
+        // Whatever the original's created-at tag says (anyone can write
+        // it), the copy sits at EC2's StartTime of the original.
+        for forged in ["1990-01-01T00:00:00Z", "2199-01-01T00:00:00Z"] {
+            original
+                .tags
+                .insert(tags::CREATED_AT.into(), forged.into());
+            assert_eq!(copy_tags(&original)[tags::CREATED_AT], "2026-01-01T00:00:07Z");
+        }
+        original.tags.remove(tags::CREATED_AT);
         let t = copy_tags(&original);
         assert_eq!(t[tags::ENCRYPTED_COPY_OF], "snap-o");
         assert_eq!(t[tags::STATE], "pending");
-        assert_eq!(t[tags::CREATED_AT], "2026-01-01T00:00:05Z");
+        assert_eq!(t[tags::CREATED_AT], "2026-01-01T00:00:07Z");
         assert_eq!(t["Name"], "db");
         for gone in [tags::COMPLETED_AT, tags::RETAINED_BY, "aws:backup:source"] {
             assert!(!t.contains_key(gone), "{gone}");
@@ -815,7 +827,7 @@ mod tests {
         };
         assert_eq!(
             copy.retention_time(),
-            tags::parse_time("2026-01-01T00:00:05Z")
+            tags::parse_time("2026-01-01T00:00:07Z")
         );
     }
 

@@ -237,7 +237,21 @@ pub struct SnapshotResult {
     pub notes: Vec<String>,
 }
 
+/// How long after EC2 reports a snapshot done it may still be missing from
+/// DescribeSnapshots (EC2's eventual consistency): an event handled within
+/// this of its snapshot's end is retried; later, the snapshot is gone.
+pub const VISIBLE_WITHIN: chrono::Duration = chrono::Duration::minutes(5);
+
 impl SnapshotResult {
+    /// The event's snapshot, which EC2 does not list, is gone (deleted
+    /// before the event was handled) rather than not visible yet: EC2
+    /// reported it done more than [`VISIBLE_WITHIN`] ago, or the event
+    /// gives no end time to wait from (AWS's documented samples).
+    pub fn gone_if_missing(&self, now: DateTime<Utc>) -> bool {
+        self.end_time
+            .is_none_or(|end| now.signed_duration_since(end) >= VISIBLE_WITHIN)
+    }
+
     /// Succeeded, or a status not recognised (EC2's state then decides):
     /// what the functions that act on completed snapshots look at.
     pub fn not_failed(&self) -> bool {

@@ -104,6 +104,18 @@ impl Identity {
         )
     }
 
+    /// An EC2 filter pattern (`*` the one wildcard) matching the
+    /// Description of every scheduled snapshot of one policy and slot,
+    /// whatever its subject. Deployment, account, region and policy are
+    /// tokens (no `*`, `?` or `\`), so the pattern has no other wildcard.
+    pub fn slot_pattern(&self, policy: &str, slot: DateTime<Utc>) -> String {
+        format!(
+            "{}* policy {policy} slot {}",
+            self.prefix(),
+            keys::format_time(slot)
+        )
+    }
+
     /// The Description of any copy this deployment makes.
     pub fn copy(&self, source_region: &str, source_snapshot_id: &str) -> String {
         format!(
@@ -545,14 +557,33 @@ fn check_scheduled(
             expect(&mut s.tags, keys::INSTANCE_ID, instance);
         }
     }
-    if let Some(value) = s.tags.remove(keys::ENCRYPTED_COPY_OF) {
-        findings.push(Tampering::ForgedLink {
-            key: keys::ENCRYPTED_COPY_OF.into(),
-            value: crate::text::excerpt(&value),
-        });
+    // A scheduled snapshot is no copy, whatever its tags say: a copy's
+    // tags would make retention place it at its `created-at` (any date the
+    // attacker writes) and link it to a source. Its time is EC2's StartTime.
+    for key in COPY_IDENTITY {
+        if let Some(value) = s.tags.remove(*key) {
+            findings.push(Tampering::ForgedLink {
+                key: (*key).into(),
+                value: crate::text::excerpt(&value),
+            });
+        }
     }
     Ok(findings)
 }
+
+/// The tags that make a snapshot a copy ([`Snapshot::is_copy`]) or name
+/// where it came from: only a copy's Description and its ledger record can
+/// give them (`check_copy`), so a scheduled snapshot carrying one was
+/// tampered with.
+///
+/// [`Snapshot::is_copy`]: crate::model::Snapshot::is_copy
+const COPY_IDENTITY: &[&str] = &[
+    keys::ENCRYPTED_COPY_OF,
+    keys::COPY_OF,
+    keys::SOURCE_REGION,
+    keys::SOURCE_ACCOUNT,
+    keys::TARGET,
+];
 
 /// Set `key` to the proven `value`; a different value there was tampering.
 fn set_to_proof(
@@ -592,22 +623,36 @@ fn check_copy(
         set_to_proof(tags, &mut findings, key, value)
     };
     let tags = &mut s.tags;
-    match &record.target {
-        None => expect(
-            tags,
-            keys::ENCRYPTED_COPY_OF,
-            record.source_snapshot_id.clone(),
-        ),
+    // The record says which kind of copy it is; the other kind's links
+    // are forged.
+    let foreign_links: &[&str] = match &record.target {
+        None => {
+            expect(
+                tags,
+                keys::ENCRYPTED_COPY_OF,
+                record.source_snapshot_id.clone(),
+            );
+            &[keys::COPY_OF, keys::SOURCE_REGION, keys::TARGET]
+        }
         Some(target) => {
             expect(tags, keys::COPY_OF, record.source_snapshot_id.clone());
             expect(tags, keys::SOURCE_REGION, identity.region.clone());
             expect(tags, keys::TARGET, target.clone());
+            &[keys::ENCRYPTED_COPY_OF]
         }
-    }
+    };
     expect(tags, keys::VOLUME_ID, record.volume_id.clone());
     expect(tags, keys::POLICY, record.policy.clone());
     expect(tags, keys::SLOT, keys::format_time(record.slot));
     expect(tags, keys::CREATED_AT, keys::format_time(record.created_at));
+    for key in foreign_links {
+        if let Some(value) = s.tags.remove(*key) {
+            findings.push(Tampering::ForgedLink {
+                key: (*key).into(),
+                value: crate::text::excerpt(&value),
+            });
+        }
+    }
     if let Some(value) = s.tags.remove(keys::SUPERSEDED_BY) {
         findings.push(Tampering::ForgedLink {
             key: keys::SUPERSEDED_BY.into(),

@@ -97,12 +97,36 @@ impl Ec2Adapter {
     }
 }
 
+/// An EC2 filter on literal values. EC2 reads `*` and `?` in a filter
+/// value as wildcards (and `\\` as their escape), and some values reach a
+/// filter from tags anyone can write (a `lifecycle:volume-id` of `*` would
+/// list the whole account in one batch): no id, name or time this code
+/// looks for contains one, so a value that does is dropped, never sent.
+/// A filter left with no value matches nothing ([`NO_MATCH`]).
 fn filter(name: &str, values: impl IntoIterator<Item = impl Into<String>>) -> Filter {
+    let mut literal: Vec<String> = values
+        .into_iter()
+        .map(Into::into)
+        .filter(|v: &String| {
+            let wild = v.contains(['*', '?', '\\']);
+            if wild {
+                tracing::warn!(filter = name, value = %ebs_lifecycle_core::text::excerpt(v), "a wildcard value in a filter dropped");
+            }
+            !wild
+        })
+        .collect();
+    if literal.is_empty() {
+        literal.push(NO_MATCH.into());
+    }
     Filter::builder()
         .name(name)
-        .set_values(Some(values.into_iter().map(Into::into).collect()))
+        .set_values(Some(literal))
         .build()
 }
+
+/// A filter value that no id and no tag value can equal: EC2 allows
+/// letters, digits, spaces and `_ . : / = + - @` in tag values, never `~`.
+const NO_MATCH: &str = "~no-literal-value~";
 
 fn tag_specification(tags: &Tags) -> TagSpecification {
     TagSpecification::builder()
@@ -392,16 +416,17 @@ impl Ec2Adapter {
 impl SnapshotCatalog for Ec2Adapter {
     async fn snapshots_for_slot(
         &self,
-        deployment: &str,
+        identity: &Identity,
         policy: &str,
         slot: DateTime<Utc>,
     ) -> Result<Vec<Snapshot>, Ec2Error> {
-        self.describe_snapshots(vec![
-            tag_filter(tags::MANAGED_BY, deployment),
-            tag_filter(tags::POLICY, policy),
-            tag_filter(tags::SLOT, &tags::format_time(slot)),
-        ])
-        .await
+        // The one wildcard this adapter sends, made of the configuration's
+        // names and a time, never of a tag.
+        let pattern = Filter::builder()
+            .name("description")
+            .values(identity.slot_pattern(policy, slot))
+            .build();
+        self.describe_snapshots(vec![pattern]).await
     }
 
     async fn managed_snapshots_of_policies(
@@ -1028,5 +1053,22 @@ impl InstanceControl for Ec2Adapter {
             .await
             .map_err(|e| Ec2Error::from_sdk("DeleteTags", e))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod filter_tests {
+    use super::*;
+
+    #[test]
+    fn a_wildcard_from_a_tag_never_reaches_a_filter() {
+        let values = |f: Filter| f.values().to_vec();
+        assert_eq!(
+            values(filter("tag:lifecycle:volume-id", ["vol-1", "*", "vol-?", "a\\*", "vol-2"])),
+            ["vol-1", "vol-2"]
+        );
+        // Nothing left: a value nothing equals, never an empty (or no) filter.
+        assert_eq!(values(filter("volume-id", ["*"])), [NO_MATCH]);
+        assert_eq!(values(filter("volume-id", Vec::<String>::new())), [NO_MATCH]);
     }
 }

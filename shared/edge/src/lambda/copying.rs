@@ -239,8 +239,16 @@ pub async fn track(
     now: DateTime<Utc>,
 ) -> Tracked {
     let mut out = Tracked::default();
+    // Done only when both labels are there: a copy that someone tagged
+    // `completed` while EC2 still had it pending was never given its
+    // `completed-at`, and gets it now.
     let tagged = |s: &Snapshot, state: LifecycleState| {
         s.tags.get(tags::STATE).map(String::as_str) == Some(state.as_str())
+            && (state != LifecycleState::Completed
+                || s.tags
+                    .get(tags::COMPLETED_AT)
+                    .and_then(|v| tags::parse_time(v))
+                    .is_some())
     };
     for (ec2_state, state) in [
         (SnapshotState::Completed, LifecycleState::Completed),

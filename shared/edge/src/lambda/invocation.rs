@@ -5,7 +5,9 @@
 
 use lambda_runtime::Diagnostic;
 
-use ebs_lifecycle_core::events::EventError;
+use chrono::{DateTime, Utc};
+
+use ebs_lifecycle_core::events::{EventError, SnapshotResult};
 use ebs_lifecycle_core::model::Snapshot;
 
 use crate::ports::ec2::{Ec2Error, SnapshotCatalog};
@@ -48,21 +50,49 @@ impl From<InvocationError> for Diagnostic {
     }
 }
 
-/// The snapshots an event names, in one DescribeSnapshots call; every one
-/// must be visible (else [`InvocationError::SnapshotNotVisible`]).
+/// The snapshots an event names, in one DescribeSnapshots call, and the
+/// ids of those EC2 no longer has. A missing snapshot whose event is recent
+/// may not be visible yet: the invocation fails
+/// ([`InvocationError::SnapshotNotVisible`]) so that Lambda delivers it
+/// again; one reported done longer ago is gone, an outcome
+/// ([`SnapshotResult::gone_if_missing`]).
 pub async fn snapshots_named(
     catalog: &dyn SnapshotCatalog,
+    results: &[SnapshotResult],
     ids: &[String],
-) -> Result<Vec<Snapshot>, InvocationError> {
+    now: DateTime<Utc>,
+) -> Result<Named, InvocationError> {
     let found = catalog.snapshots_by_id(ids).await?;
-    let missing: Vec<String> = ids
-        .iter()
+    let (gone, not_visible) = missing(results, ids, &found, now);
+    if not_visible.is_empty() {
+        Ok(Named { found, gone })
+    } else {
+        Err(InvocationError::SnapshotNotVisible(not_visible))
+    }
+}
+
+/// What [`snapshots_named`] found.
+#[derive(Debug, Default)]
+pub struct Named {
+    pub found: Vec<Snapshot>,
+    /// Deleted before the event was handled.
+    pub gone: Vec<String>,
+}
+
+/// Of `ids`, those not in `found`: (gone, maybe not visible yet).
+pub fn missing(
+    results: &[SnapshotResult],
+    ids: &[String],
+    found: &[Snapshot],
+    now: DateTime<Utc>,
+) -> (Vec<String>, Vec<String>) {
+    ids.iter()
         .filter(|id| !found.iter().any(|s| &s.id == *id))
         .cloned()
-        .collect();
-    if missing.is_empty() {
-        Ok(found)
-    } else {
-        Err(InvocationError::SnapshotNotVisible(missing))
-    }
+        .partition(|id| {
+            results
+                .iter()
+                .find(|r| &r.snapshot_id == id)
+                .is_none_or(|r| r.gone_if_missing(now))
+        })
 }

@@ -39,6 +39,11 @@ pub struct RunHeader {
     /// deleted, never linked.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tampering_suspected: Vec<Suspect>,
+    /// Snapshots an event named that EC2 no longer has (deleted before the
+    /// event was handled): an outcome, not an error (docs/functions.md,
+    /// "Events about snapshots that are gone").
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub snapshots_gone: Vec<String>,
 }
 
 impl RunHeader {
@@ -56,6 +61,7 @@ impl RunHeader {
             event: None,
             notification_errors: Vec::new(),
             tampering_suspected: Vec::new(),
+            snapshots_gone: Vec::new(),
         }
     }
 

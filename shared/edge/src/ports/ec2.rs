@@ -12,6 +12,7 @@ use futures::stream::BoxStream;
 
 use ebs_lifecycle_core::encryption::Permissions;
 use ebs_lifecycle_core::model::{Instance, Snapshot, Tags, Volume};
+use ebs_lifecycle_core::ownership::Identity;
 use ebs_lifecycle_core::safety::Authorized;
 use ebs_lifecycle_core::tags::LifecycleState;
 
@@ -101,10 +102,14 @@ pub trait VolumeInventory: Send + Sync {
 /// Looking up snapshots the account owns.
 #[async_trait]
 pub trait SnapshotCatalog: Send + Sync {
-    /// The managed snapshots of one policy and slot.
+    /// The snapshots whose Description claims one policy and slot of this
+    /// deployment ([`Identity::slot_pattern`]), whatever their tags: a
+    /// slot's snapshot stripped of its tags still fills the slot.
+    ///
+    /// [`Identity::slot_pattern`]: ebs_lifecycle_core::ownership::Identity::slot_pattern
     async fn snapshots_for_slot(
         &self,
-        deployment: &str,
+        identity: &Identity,
         policy: &str,
         slot: DateTime<Utc>,
     ) -> Result<Vec<Snapshot>, Ec2Error>;
