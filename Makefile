@@ -7,7 +7,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 VENV := .venv
 
-.PHONY: org-template all test demo venv fmt-check clippy lint-template package build clean scale slot-scale bench
+.PHONY: org-template all test demo venv fmt-check clippy lint-template package build clean scale slot-scale bench adversary
 
 all: test
 
@@ -71,6 +71,18 @@ demo: venv
 SCALE_VOLUMES ?= 10000
 scale: venv
 	SCALE_VOLUMES=$(SCALE_VOLUMES) $(CARGO) test -p integration-tests --test scale -- --nocapture
+
+## make adversary: the attacker at length (docs/development.md, "The
+## adversary"): the pure rules' property test at ADVERSARY_CASES cases, then
+## the functions on moto for ADVERSARY_SEEDS attacks of ADVERSARY_DAYS
+## simulated days each. make test runs both short.
+ADVERSARY_CASES ?= 20000
+ADVERSARY_SEEDS ?= 30
+ADVERSARY_DAYS ?= 20
+adversary: venv
+	ADVERSARY_CASES=$(ADVERSARY_CASES) $(CARGO) test -p ebs-lifecycle-core --test adversary
+	ADVERSARY_SEEDS=$(ADVERSARY_SEEDS) ADVERSARY_DAYS=$(ADVERSARY_DAYS) \
+		$(CARGO) test -p integration-tests --test adversary -- --nocapture
 
 ## make slot-scale: 10,000 volumes due in one slot under EC2's emulated
 ## CreateSnapshot bucket (burst 100, 5 a second), 15-minute ticks back to

@@ -963,6 +963,35 @@ mod tests {
         );
     }
 
+    /// The critical finding of the adversary suite: a real scheduled
+    /// snapshot given a copy's tags was a copy, placed at its forged
+    /// `created-at`, and the volume's newest could be expired.
+    #[test]
+    fn a_scheduled_snapshot_with_a_copys_tags_is_no_copy_and_keeps_its_start_time() {
+        for forged in ["1990-01-01T00:00:00Z", "2199-01-01T00:00:00Z"] {
+            let mut s = made(
+                "snap-1",
+                "vol-1",
+                "2026-11-30T03:00:00Z",
+                "2026-11-30T03:00:12Z",
+            );
+            s.tags.insert(keys::STATE.into(), "completed".into());
+            s.tags.insert(keys::COPY_OF.into(), "snap-0".into());
+            s.tags.insert(keys::SOURCE_REGION.into(), "us-east-1".into());
+            s.tags.insert(keys::TARGET.into(), "eu-west-1".into());
+            s.tags.insert(keys::CREATED_AT.into(), forged.into());
+            let sifted = sift_all(vec![s], &[]);
+            let owned = &sifted.owned[0];
+            assert!(!owned.is_copy());
+            assert_eq!(owned.retention_time(), Some(t("2026-11-30T03:00:12Z")));
+            assert_eq!(
+                findings(&sifted, "snap-1"),
+                ["forged-link", "forged-link", "forged-link"]
+            );
+            assert!(sifted.held_for_review().contains("snap-1"));
+        }
+    }
+
     fn copy_of(original: &Snapshot, copy_id: &str) -> (Snapshot, CopyRecord) {
         let mut copy = original.clone();
         copy.id = copy_id.into();

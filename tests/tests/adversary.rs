@@ -1,0 +1,508 @@
+//! The adversary against the real functions on moto (docs/development.md,
+//! "The adversary"): simulated days of create, complete, tag,
+//! check-encryption and expiry, as production runs them, while an attacker
+//! holding `ec2:CreateTags`, `ec2:DeleteTags`, `ec2:CreateSnapshot` and
+//! `ec2:CopySnapshot` acts between any two invocations: any tag key the
+//! stack reads (and a few it does not), with any value (wildcards, other
+//! snapshots' ids, times far in the past and future, other deployments'
+//! names), written onto or removed from any snapshot or volume, and
+//! snapshots made by hand with a real snapshot's Description or the
+//! deployment's copy Description.
+//!
+//! After every day, whatever the attacker did:
+//! - every run completed (no invocation error);
+//! - nothing the deployment did not make was deleted;
+//! - the newest completed snapshot of every volume (by EC2's StartTime)
+//!   exists;
+//! - every snapshot the volume's rules keep, judged from what the
+//!   deployment made (EC2's StartTime), exists: the kept history never
+//!   shrinks;
+//! - create-snapshots made at most one snapshot per volume and slot;
+//! - notifications per run stay bounded.
+//!
+//! Each seed is a different attack, reproducible: a failure names its seed
+//! and its steps; `ADVERSARY_SEED=<n>` runs that one again. `make test`
+//! runs [`SEEDS`] seeds of [`DAYS`] days; `make adversary` runs many more
+//! (`ADVERSARY_SEEDS`, `ADVERSARY_DAYS`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use proptest::prelude::RngExt;
+use proptest::test_runner::{RngAlgorithm, TestRng};
+use serde_json::{json, Value};
+
+use ebs_lifecycle::aws::ec2::Ec2Adapter;
+use ebs_lifecycle::aws::kms::KmsAdapter;
+use ebs_lifecycle::config::Config;
+use ebs_lifecycle::lambda::deadline::Deadline;
+use ebs_lifecycle_core::model::{Snapshot, SnapshotState};
+use ebs_lifecycle_core::policy::Policies;
+use ebs_lifecycle_core::retention::{self, Candidate};
+use ebs_lifecycle_core::tags;
+use integration_tests::*;
+
+const DEPLOYMENT: &str = "itest";
+const POLICIES: &str =
+    r#"{"lean": {"schedule": "@daily", "keep": {"last": 2, "daily": 3, "weekly": 2}}}"#;
+/// Seeds and days `make test` runs.
+const SEEDS: u64 = 3;
+const DAYS: i64 = 8;
+/// More notifications than one run could honestly need: a forged snapshot
+/// is reported once, in one notification per run.
+const NOTIFICATIONS_PER_RUN: usize = 6;
+
+/// Every key the stack reads, and a few it does not.
+const KEYS: &[&str] = &[
+    tags::MANAGED_BY,
+    tags::POLICY,
+    tags::SLOT,
+    tags::STATE,
+    tags::VOLUME_ID,
+    tags::INSTANCE_ID,
+    tags::CREATED_AT,
+    tags::COMPLETED_AT,
+    tags::RETAINED_BY,
+    tags::EXPIRES_AT,
+    tags::ENCRYPTED_COPY_OF,
+    tags::COPY_OF,
+    tags::SOURCE_REGION,
+    tags::TARGET,
+    tags::SUPERSEDED_BY,
+    tags::HOLD,
+    tags::STUCK_NOTIFIED_AT,
+    "Backup",
+    "Name",
+];
+
+fn day(n: i64) -> DateTime<Utc> {
+    tags::parse_time("2026-03-01T00:05:00Z").unwrap() + chrono::Duration::days(n)
+}
+
+fn tick() -> Value {
+    json!({"kind": "tick"})
+}
+
+fn plenty() -> Deadline {
+    Deadline::after(Duration::from_secs(600))
+}
+
+fn config() -> Config {
+    config_with(POLICIES, &[("DRY_RUN", "false"), ("MAX_DELETIONS", "50")])
+}
+
+fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// One attack: the world as the attacker sees it, and what it did.
+struct Attacker {
+    rng: TestRng,
+    log: Vec<String>,
+    /// Snapshots the attacker made: never the deployment's to delete.
+    made: BTreeSet<String>,
+}
+
+impl Attacker {
+    fn new(seed: u64) -> Self {
+        let mut bytes = [0u8; 32];
+        bytes[..8].copy_from_slice(&seed.to_le_bytes());
+        Self {
+            rng: TestRng::from_seed(RngAlgorithm::ChaCha, &bytes),
+            log: Vec::new(),
+            made: BTreeSet::new(),
+        }
+    }
+
+    fn pick<'a, T>(&mut self, from: &'a [T]) -> Option<&'a T> {
+        if from.is_empty() {
+            None
+        } else {
+            Some(&from[self.rng.random_range(0..from.len())])
+        }
+    }
+
+    fn value(&mut self, ids: &[String], volumes: &[String], now: DateTime<Utc>) -> String {
+        let texts = [
+            "*",
+            "vol-*",
+            "snap-*",
+            "completed",
+            "pending",
+            "",
+            "true",
+            DEPLOYMENT,
+            "other-deployment",
+            "lean",
+            "no-such-policy",
+            "us-west-2",
+        ];
+        match self.rng.random_range(0..4) {
+            0 => self.pick(ids).cloned().unwrap_or_default(),
+            1 => self.pick(volumes).cloned().unwrap_or_default(),
+            2 => {
+                let days = [-20_000i64, 40_000, -3, -1, 0, 1, 7];
+                let d = *self.pick(&days).unwrap();
+                tags::format_time(now + chrono::Duration::days(d))
+            }
+            _ => (*self.pick(&texts).unwrap()).to_string(),
+        }
+    }
+
+    /// Up to three moves between two invocations.
+    async fn moves(&mut self, moto: &Moto, volumes: &[String], now: DateTime<Utc>) {
+        let ec2 = moto.ec2();
+        let snapshots = snapshots(&ec2).await;
+        let ids: Vec<String> = snapshots.iter().map(|s| s.id.clone()).collect();
+        let mut targets = ids.clone();
+        targets.extend(volumes.iter().cloned());
+        for _ in 0..self.rng.random_range(0..=3) {
+            match self.rng.random_range(0..10) {
+                0 => {
+                    // A snapshot by hand with a real snapshot's Description.
+                    let Some(real) = self.pick(&snapshots).cloned() else {
+                        continue;
+                    };
+                    let (Some(volume), Some(description)) =
+                        (real.volume_id.clone(), real.description.clone())
+                    else {
+                        continue;
+                    };
+                    if !volumes.contains(&volume) {
+                        continue;
+                    }
+                    moto.set_clock(Some(now));
+                    let made = ec2
+                        .create_snapshot()
+                        .volume_id(&volume)
+                        .description(&description)
+                        .send()
+                        .await;
+                    moto.set_clock(None);
+                    if let Some(id) = made.ok().and_then(|m| m.snapshot_id) {
+                        for (k, v) in &real.tags {
+                            put_tags(&ec2, &id, &[(k.as_str(), v.as_str())]).await;
+                        }
+                        self.log.push(format!("{id}: by hand as {}", real.id));
+                        self.made.insert(id);
+                    }
+                }
+                1 => {
+                    // A copy of a real snapshot with the deployment's copy Description.
+                    let Some(real) = self.pick(&snapshots).cloned() else {
+                        continue;
+                    };
+                    moto.set_clock(Some(now));
+                    let made = ec2
+                        .copy_snapshot()
+                        .source_region(REGION)
+                        .source_snapshot_id(&real.id)
+                        .description(identity(DEPLOYMENT).copy(REGION, &real.id))
+                        .send()
+                        .await;
+                    moto.set_clock(None);
+                    if let Some(id) = made.ok().and_then(|m| m.snapshot_id) {
+                        put_tags(
+                            &ec2,
+                            &id,
+                            &[
+                                (tags::MANAGED_BY, DEPLOYMENT),
+                                (tags::ENCRYPTED_COPY_OF, &real.id),
+                                (tags::STATE, "completed"),
+                            ],
+                        )
+                        .await;
+                        self.log.push(format!("{id}: copy of {}", real.id));
+                        self.made.insert(id);
+                    }
+                }
+                2..=3 => {
+                    let Some(target) = self.pick(&targets).cloned() else {
+                        continue;
+                    };
+                    let key = *self.pick(KEYS).unwrap();
+                    self.log.push(format!("{target}: remove {key}"));
+                    ec2.delete_tags()
+                        .resources(&target)
+                        .tags(aws_sdk_ec2::types::Tag::builder().key(key).build())
+                        .send()
+                        .await
+                        .unwrap();
+                }
+                _ => {
+                    let Some(target) = self.pick(&targets).cloned() else {
+                        continue;
+                    };
+                    let key = *self.pick(KEYS).unwrap();
+                    let value = self.value(&ids, volumes, now);
+                    self.log.push(format!("{target}: {key}={value}"));
+                    put_tags(&ec2, &target, &[(key, &value)]).await;
+                }
+            }
+        }
+    }
+}
+
+/// The functions of one stack on one moto, and what they reported.
+struct Stack {
+    adapter: Ec2Adapter,
+    kms: KmsAdapter,
+    notifier: RecordingNotifier,
+    config: Config,
+}
+
+impl Stack {
+    fn notifications(&self) -> usize {
+        self.notifier.sent().len()
+    }
+}
+
+/// Runs one function; the error (the invariant "every run completes"), if any.
+macro_rules! run {
+    ($stack:expr, $seed:expr, $attacker:expr, $what:literal, $call:expr) => {{
+        let before = $stack.notifications();
+        let result = $call.await;
+        let sent = $stack.notifications() - before;
+        assert!(
+            sent <= NOTIFICATIONS_PER_RUN,
+            "seed {}: {} sent {sent} notifications\n{}",
+            $seed,
+            $what,
+            $attacker.log.join("\n")
+        );
+        match result {
+            Ok(summary) => summary,
+            Err(e) => panic!(
+                "seed {}: {} failed: {e}\n{}",
+                $seed,
+                $what,
+                $attacker.log.join("\n")
+            ),
+        }
+    }};
+}
+
+async fn attack(seed: u64, days: i64) -> usize {
+    let moto = Moto::start();
+    let ec2 = moto.ec2();
+    let stack = Stack {
+        adapter: Ec2Adapter::new(moto.ec2()),
+        kms: KmsAdapter::new(aws_sdk_kms::Client::new(&moto.sdk_config())),
+        notifier: RecordingNotifier::default(),
+        config: config(),
+    };
+    let mut volumes = Vec::new();
+    for _ in 0..2 {
+        volumes.push(create_volume(&ec2, 8, &[("Backup", "lean")]).await);
+    }
+    volumes.push(create_volume(&ec2, 8, &[("Name", "not opted in")]).await);
+    let golden = hand_made_snapshot(&ec2, &volumes[2]).await;
+    let mut attacker = Attacker::new(seed);
+    attacker.made.insert(golden);
+    let policy = Policies::parse(POLICIES).unwrap();
+    let rules = &policy.get("lean").unwrap().keep;
+    // Every snapshot create-snapshots made: (volume, slot) -> (id, StartTime).
+    let mut created: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+    let mut steps = 0;
+
+    for d in 0..days {
+        let now = day(d);
+        attacker.log.push(format!("-- day {d}"));
+        attacker.moves(&moto, &volumes, now).await;
+        moto.set_clock(Some(now));
+        let made = run!(
+            stack,
+            seed,
+            attacker,
+            "create-snapshots",
+            create_snapshots::handle(
+                create_ports(&stack.adapter, &no_commands(), &stack.notifier, moto.ledger()),
+                &stack.config,
+                &tick(),
+                now,
+                plenty(),
+            )
+        );
+        moto.set_clock(None);
+        for c in made.created {
+            created
+                .entry((c.volume_id.clone(), c.slot.clone()))
+                .or_default()
+                .push(c.snapshot_id);
+        }
+        // A second tick in the same slot, after the attacker: nothing new.
+        attacker.moves(&moto, &volumes, now).await;
+        let later = now + chrono::Duration::minutes(15);
+        moto.set_clock(Some(later));
+        let again = run!(
+            stack,
+            seed,
+            attacker,
+            "create-snapshots (same slot)",
+            create_snapshots::handle(
+                create_ports(&stack.adapter, &no_commands(), &stack.notifier, moto.ledger()),
+                &stack.config,
+                &tick(),
+                later,
+                plenty(),
+            )
+        );
+        moto.set_clock(None);
+        for c in again.created {
+            created
+                .entry((c.volume_id.clone(), c.slot.clone()))
+                .or_default()
+                .push(c.snapshot_id);
+        }
+        for ((volume, slot), ids) in &created {
+            assert!(
+                ids.len() <= 1,
+                "seed {seed}: {volume} snapshotted {} times in slot {slot}: {ids:?}\n{}",
+                ids.len(),
+                attacker.log.join("\n")
+            );
+        }
+
+        attacker.moves(&moto, &volumes, now).await;
+        run!(
+            stack,
+            seed,
+            attacker,
+            "complete-snapshots",
+            complete_snapshots::handle(
+                complete_ports(&stack.adapter, &stack.notifier, moto.ledger()),
+                &stack.config,
+                &tick(),
+                now + chrono::Duration::hours(1),
+                plenty(),
+            )
+        );
+        attacker.moves(&moto, &volumes, now).await;
+        run!(
+            stack,
+            seed,
+            attacker,
+            "tag-snapshots",
+            tag_snapshots::handle(
+                tag_snapshots::Ports {
+                    pacing: tag_snapshots::Pacing::NONE,
+                    ..tag_ports(&stack.adapter, &stack.notifier, moto.ledger())
+                },
+                &stack.config,
+                &tick(),
+                now + chrono::Duration::hours(2),
+                plenty(),
+            )
+        );
+        attacker.moves(&moto, &volumes, now).await;
+        run!(
+            stack,
+            seed,
+            attacker,
+            "check-encryption",
+            check_encryption::handle(
+                check_ports(&stack.adapter, &stack.kms, &stack.notifier, moto.ledger()),
+                &stack.config,
+                &tick(),
+                now + chrono::Duration::hours(3),
+                plenty(),
+            )
+        );
+        attacker.moves(&moto, &volumes, now).await;
+        let before: BTreeMap<String, Snapshot> = snapshots(&ec2)
+            .await
+            .into_iter()
+            .map(|s| (s.id.clone(), s))
+            .collect();
+        run!(
+            stack,
+            seed,
+            attacker,
+            "expire-snapshots",
+            expire_snapshots::handle(
+                expire_snapshots::Ports {
+                    pacing: expire_snapshots::Pacing::NONE,
+                    ..expire_ports(&stack.adapter, &stack.notifier, moto.ledger())
+                },
+                &stack.config,
+                &tick(),
+                now + chrono::Duration::hours(4),
+                plenty(),
+            )
+        );
+        steps += 6;
+        let after: BTreeSet<String> = snapshots(&ec2).await.into_iter().map(|s| s.id).collect();
+        let fail = |what: String| -> ! {
+            panic!("seed {seed}, day {d}: {what}\n{}", attacker.log.join("\n"))
+        };
+
+        // Nothing the deployment did not make is deleted.
+        let ours: BTreeSet<&String> = created.values().flatten().collect();
+        for id in before.keys().filter(|id| !ours.contains(id)) {
+            if !after.contains(id) {
+                fail(format!("{id}, not made by the deployment, was deleted"));
+            }
+        }
+        // Per volume: what the deployment made and EC2 completed, by StartTime.
+        for volume in &volumes {
+            let mut history: Vec<&Snapshot> = before
+                .values()
+                .filter(|s| ours.contains(&s.id))
+                .filter(|s| s.volume_id.as_deref() == Some(volume.as_str()))
+                .filter(|s| s.state == SnapshotState::Completed)
+                .collect();
+            history.sort_by_key(|s| (s.start_time, s.id.clone()));
+            if let Some(newest) = history.last() {
+                if !after.contains(&newest.id) {
+                    fail(format!("{volume}'s newest snapshot {} was deleted", newest.id));
+                }
+            }
+            let candidates: Vec<Candidate> = history
+                .iter()
+                .map(|s| Candidate {
+                    id: s.id.clone(),
+                    time: s.start_time.unwrap(),
+                    tags: Vec::new(),
+                })
+                .collect();
+            for decision in retention::plan(rules, chrono_tz::UTC, &candidates) {
+                if !decision.reasons.is_empty() && !after.contains(&decision.id) {
+                    fail(format!(
+                        "{volume}'s {} was deleted although its rules keep it ({:?})",
+                        decision.id, decision.reasons
+                    ));
+                }
+            }
+        }
+    }
+    steps
+}
+
+#[tokio::test]
+async fn no_tag_write_or_forged_snapshot_makes_the_stack_do_harm() {
+    let days = env_number("ADVERSARY_DAYS", DAYS as u64) as i64;
+    let seeds: Vec<u64> = match std::env::var("ADVERSARY_SEED") {
+        Ok(one) => vec![one.parse().unwrap()],
+        Err(_) => {
+            let first = env_number("ADVERSARY_FIRST_SEED", 1);
+            (first..first + env_number("ADVERSARY_SEEDS", SEEDS)).collect()
+        }
+    };
+    let started = std::time::Instant::now();
+    let mut steps = 0;
+    for seed in &seeds {
+        steps += attack(*seed, days).await;
+    }
+    eprintln!(
+        "adversary: {} seeds ({:?}..), {days} days each, {steps} invocations, {:.1} s",
+        seeds.len(),
+        seeds.first(),
+        started.elapsed().as_secs_f64()
+    );
+}
