@@ -322,7 +322,12 @@ async fn attack(seed: u64, days: i64) -> usize {
             attacker,
             "create-snapshots",
             create_snapshots::handle(
-                create_ports(&stack.adapter, &no_commands(), &stack.notifier, moto.ledger()),
+                create_ports(
+                    &stack.adapter,
+                    &no_commands(),
+                    &stack.notifier,
+                    moto.ledger()
+                ),
                 &stack.config,
                 &tick(),
                 now,
@@ -346,7 +351,12 @@ async fn attack(seed: u64, days: i64) -> usize {
             attacker,
             "create-snapshots (same slot)",
             create_snapshots::handle(
-                create_ports(&stack.adapter, &no_commands(), &stack.notifier, moto.ledger()),
+                create_ports(
+                    &stack.adapter,
+                    &no_commands(),
+                    &stack.notifier,
+                    moto.ledger()
+                ),
                 &stack.config,
                 &tick(),
                 later,
@@ -460,7 +470,10 @@ async fn attack(seed: u64, days: i64) -> usize {
             history.sort_by_key(|s| (s.start_time, s.id.clone()));
             if let Some(newest) = history.last() {
                 if !after.contains(&newest.id) {
-                    fail(format!("{volume}'s newest snapshot {} was deleted", newest.id));
+                    fail(format!(
+                        "{volume}'s newest snapshot {} was deleted",
+                        newest.id
+                    ));
                 }
             }
             let candidates: Vec<Candidate> = history

@@ -208,7 +208,10 @@ async fn apply_results(
         }
         let Some(snapshot) = found.get(&result.snapshot_id) else {
             if result.gone_if_missing(now) {
-                summary.header.snapshots_gone.push(result.snapshot_id.clone());
+                summary
+                    .header
+                    .snapshots_gone
+                    .push(result.snapshot_id.clone());
             } else {
                 not_visible.push(result.snapshot_id.clone());
             }

@@ -206,7 +206,8 @@ pub async fn handle(
             return Ok(summary)
         }
         Trigger::Snapshots { results, .. } => {
-            let snapshots = snapshots_of_event(ports, deployment, &results, now, &mut summary).await?;
+            let snapshots =
+                snapshots_of_event(ports, deployment, &results, now, &mut summary).await?;
             label(
                 ports,
                 config,

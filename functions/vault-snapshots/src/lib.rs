@@ -60,7 +60,6 @@ use ebs_lifecycle_core::events::{EventError, Trigger};
 use ebs_lifecycle_core::model::{Snapshot, SnapshotState};
 use ebs_lifecycle_core::notify::{Notification, NotificationKind, Severity};
 use ebs_lifecycle_core::ownership::Scope;
-use ebs_lifecycle_core::tags;
 use ebs_lifecycle_core::vault::{self, Share};
 
 pub const FUNCTION: &str = "vault-snapshots";

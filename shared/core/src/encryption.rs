@@ -441,7 +441,11 @@ fn unencrypted_fix(
     // `superseded-by` tag alone (anyone can write one) neither claims a
     // remediation nor stops the copy being made.
     let proven_copy = copies.by_original.get(&s.id);
-    if let Some(copy) = s.tags.get(tags::SUPERSEDED_BY).filter(|c| Some(*c) == proven_copy) {
+    if let Some(copy) = s
+        .tags
+        .get(tags::SUPERSEDED_BY)
+        .filter(|c| Some(*c) == proven_copy)
+    {
         return (
             Fix::Applied(format!("replaced by the encrypted copy {copy}; expiry deletes this one when no other rule protects it")),
             None,
@@ -804,10 +808,11 @@ mod tests {
         // Whatever the original's created-at tag says (anyone can write
         // it), the copy sits at EC2's StartTime of the original.
         for forged in ["1990-01-01T00:00:00Z", "2199-01-01T00:00:00Z"] {
-            original
-                .tags
-                .insert(tags::CREATED_AT.into(), forged.into());
-            assert_eq!(copy_tags(&original)[tags::CREATED_AT], "2026-01-01T00:00:07Z");
+            original.tags.insert(tags::CREATED_AT.into(), forged.into());
+            assert_eq!(
+                copy_tags(&original)[tags::CREATED_AT],
+                "2026-01-01T00:00:07Z"
+            );
         }
         original.tags.remove(tags::CREATED_AT);
         let t = copy_tags(&original);

@@ -977,7 +977,8 @@ mod tests {
             );
             s.tags.insert(keys::STATE.into(), "completed".into());
             s.tags.insert(keys::COPY_OF.into(), "snap-0".into());
-            s.tags.insert(keys::SOURCE_REGION.into(), "us-east-1".into());
+            s.tags
+                .insert(keys::SOURCE_REGION.into(), "us-east-1".into());
             s.tags.insert(keys::TARGET.into(), "eu-west-1".into());
             s.tags.insert(keys::CREATED_AT.into(), forged.into());
             let sifted = sift_all(vec![s], &[]);

@@ -21,8 +21,14 @@
 //! - every proven snapshot keeps its proven identity: whether it is a copy,
 //!   its volume, policy, slot and the time retention places it at.
 //!
-//! proptest shrinks a failure to the fewest writes; the seeds that found the
-//! bugs fixed with this suite are kept in `adversary.proptest-regressions`.
+//! The one thing a forgery may do by design: a snapshot made by hand with a
+//! scheduled Description, in its slot's window, for a slot nothing filled,
+//! stands in for the slot as the deployment's own would have; the model
+//! counts it in the untouched history.
+//!
+//! proptest shrinks a failure to the fewest writes; each shrunk failure
+//! found became a unit test (`shared/core/src/ownership.rs`,
+//! `shared/core/src/encryption.rs`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
@@ -121,7 +127,10 @@ enum Forgery {
     /// One with the deployment's copy Description naming the n-th snapshot.
     CopyDescription(usize),
     /// One with a scheduled Description for a volume and a made-up slot.
-    MadeUp { volume: usize, slot_day: i64 },
+    MadeUp {
+        volume: usize,
+        slot_day: i64,
+    },
     Foreign,
 }
 
@@ -251,7 +260,8 @@ fn history(volumes: &[Vec<Day>]) -> World {
                 );
                 copy.tags = s.tags.clone();
                 copy.tags.insert(tags::ENCRYPTED_COPY_OF.into(), id.clone());
-                copy.tags.insert(tags::CREATED_AT.into(), format_time(start));
+                copy.tags
+                    .insert(tags::CREATED_AT.into(), format_time(start));
                 world.copies.insert(
                     copy_id.clone(),
                     CopyRecord {
@@ -286,8 +296,19 @@ fn resolve(world: &World, value: &Value) -> String {
     }
 }
 
-fn forge(world: &mut World, forgeries: &[Forgery]) {
+/// Adds the forged snapshots; returns those the rules accept by design: a
+/// snapshot made by hand with a scheduled Description, in its slot's window,
+/// for a slot nothing filled, is a real snapshot of the volume and stands
+/// in for the slot (docs/policies-and-tags.md, "Ownership"), as the
+/// deployment's own would have.
+fn forge(world: &mut World, forgeries: &[Forgery]) -> Vec<Snapshot> {
     let me = me();
+    let mut filled: BTreeSet<(String, String)> = world
+        .snapshots
+        .iter()
+        .filter_map(|s| Some((s.volume_id.clone()?, s.tags.get(tags::SLOT)?.clone())))
+        .collect();
+    let mut stand_ins = Vec::new();
     for (n, f) in forgeries.iter().enumerate() {
         let pick = |i: usize| world.snapshots[i % world.snapshots.len()].clone();
         let id = format!("snap-f{n:04}");
@@ -308,7 +329,8 @@ fn forge(world: &mut World, forgeries: &[Forgery]) {
                 let real = pick(*i);
                 let mut s = snapshot(id, COPY_VOLUME_ID, at, me.copy(REGION, &real.id));
                 s.tags = real.tags.clone();
-                s.tags.insert(tags::ENCRYPTED_COPY_OF.into(), real.id.clone());
+                s.tags
+                    .insert(tags::ENCRYPTED_COPY_OF.into(), real.id.clone());
                 s
             }
             Forgery::MadeUp { volume, slot_day } => {
@@ -320,6 +342,10 @@ fn forge(world: &mut World, forgeries: &[Forgery]) {
                 s.tags.insert(tags::POLICY.into(), "daily".into());
                 s.tags.insert(tags::SLOT.into(), format_time(slot));
                 s.tags.insert(tags::STATE.into(), "completed".into());
+                let in_window = slot <= at && at < slot + Duration::days(1);
+                if in_window && filled.insert((volume, format_time(slot))) {
+                    stand_ins.push(s.clone());
+                }
                 s
             }
             Forgery::Foreign => {
@@ -330,6 +356,7 @@ fn forge(world: &mut World, forgeries: &[Forgery]) {
         };
         world.snapshots.push(forged);
     }
+    stand_ins
 }
 
 fn attack(world: &mut World, writes: &[Write]) {
@@ -358,13 +385,7 @@ fn expire(world: &World, snapshots: &[Snapshot]) -> (BTreeSet<String>, Vec<Snaps
         .filter(|s| tags::is_managed_by(&s.tags, DEPLOYMENT))
         .cloned()
         .collect();
-    let sifted = ownership::sift(
-        &me(),
-        &policies,
-        &world.copies,
-        listed,
-        Scope::WholeVolumes,
-    );
+    let sifted = ownership::sift(&me(), &policies, &world.copies, listed, Scope::WholeVolumes);
     let facts = AccountFacts {
         deployment: DEPLOYMENT.into(),
         held_for_review: sifted.held_for_review(),
@@ -383,7 +404,15 @@ fn expire(world: &World, snapshots: &[Snapshot]) -> (BTreeSet<String>, Vec<Snaps
 }
 
 /// What retention reads of a proven snapshot.
-fn identity_of(s: &Snapshot) -> (bool, Option<String>, Option<String>, Option<String>, Option<DateTime<Utc>>) {
+fn identity_of(
+    s: &Snapshot,
+) -> (
+    bool,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<DateTime<Utc>>,
+) {
     (
         s.is_copy(),
         s.source_volume_id().map(String::from),
@@ -400,7 +429,6 @@ fn newest_by_start_time(world: &World, snapshots: &[Snapshot]) -> BTreeSet<Strin
     for s in snapshots {
         let (volume, time) = match world.copies.get(&s.id) {
             Some(r) => (r.volume_id.clone(), r.created_at),
-            None if s.id.starts_with("snap-f") => continue,
             None => (s.volume_id.clone().unwrap(), s.start_time.unwrap()),
         };
         let superseded = snapshots.iter().any(|c| {
@@ -434,12 +462,12 @@ proptest! {
     ) {
         let mut world = history(&volumes);
         prop_assume!(!world.snapshots.is_empty());
-        let untouched = world.snapshots.clone();
+        let mut untouched = world.snapshots.clone();
+        untouched.extend(forge(&mut world, &forgeries));
         let (deleted_before, proven_before) = expire(&world, &untouched);
         let made: BTreeSet<String> = untouched.iter().map(|s| s.id.clone()).collect();
         let newest = newest_by_start_time(&world, &untouched);
 
-        forge(&mut world, &forgeries);
         attack(&mut world, &writes);
         let (deleted, proven) = expire(&world, &world.snapshots);
 

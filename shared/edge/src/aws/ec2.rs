@@ -20,6 +20,7 @@ use ebs_lifecycle_core::encryption::Permissions;
 use ebs_lifecycle_core::model::{
     Attachment, BlockDevice, Instance, Snapshot, SnapshotState, Tags, Volume,
 };
+use ebs_lifecycle_core::ownership::Identity;
 use ebs_lifecycle_core::safety::Authorized;
 use ebs_lifecycle_core::tags::{self, LifecycleState};
 
@@ -1064,11 +1065,17 @@ mod filter_tests {
     fn a_wildcard_from_a_tag_never_reaches_a_filter() {
         let values = |f: Filter| f.values().to_vec();
         assert_eq!(
-            values(filter("tag:lifecycle:volume-id", ["vol-1", "*", "vol-?", "a\\*", "vol-2"])),
+            values(filter(
+                "tag:lifecycle:volume-id",
+                ["vol-1", "*", "vol-?", "a\\*", "vol-2"]
+            )),
             ["vol-1", "vol-2"]
         );
         // Nothing left: a value nothing equals, never an empty (or no) filter.
         assert_eq!(values(filter("volume-id", ["*"])), [NO_MATCH]);
-        assert_eq!(values(filter("volume-id", Vec::<String>::new())), [NO_MATCH]);
+        assert_eq!(
+            values(filter("volume-id", Vec::<String>::new())),
+            [NO_MATCH]
+        );
     }
 }
