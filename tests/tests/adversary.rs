@@ -90,8 +90,19 @@ fn plenty() -> Deadline {
     Deadline::after(Duration::from_secs(600))
 }
 
-fn config() -> Config {
-    config_with(POLICIES, &[("DRY_RUN", "false"), ("MAX_DELETIONS", "50")])
+fn config(key: &str) -> Config {
+    // Remediation on: the unencrypted volumes' snapshots are replaced by
+    // encrypted copies, so the copies' ledger records and the supersede
+    // links are under attack too.
+    config_with(
+        POLICIES,
+        &[
+            ("DRY_RUN", "false"),
+            ("MAX_DELETIONS", "50"),
+            ("REMEDIATE", "all"),
+            ("ENCRYPTION_KMS_KEY_ID", key),
+        ],
+    )
 }
 
 fn env_number(name: &str, default: u64) -> u64 {
@@ -288,14 +299,16 @@ macro_rules! run {
     }};
 }
 
-async fn attack(seed: u64, days: i64) -> usize {
+/// What one attack ran: (invocations, deletions, encrypted copies).
+async fn attack(seed: u64, days: i64) -> (usize, usize, usize) {
     let moto = Moto::start();
     let ec2 = moto.ec2();
+    let key = moto.kms_key_in(REGION).await;
     let stack = Stack {
         adapter: Ec2Adapter::new(moto.ec2()),
         kms: KmsAdapter::new(aws_sdk_kms::Client::new(&moto.sdk_config())),
         notifier: RecordingNotifier::default(),
-        config: config(),
+        config: config(&key),
     };
     let mut volumes = Vec::new();
     for _ in 0..2 {
@@ -309,7 +322,14 @@ async fn attack(seed: u64, days: i64) -> usize {
     let rules = &policy.get("lean").unwrap().keep;
     // Every snapshot create-snapshots made: (volume, slot) -> (id, StartTime).
     let mut created: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+    // The encrypted copies check-encryption made (its summary), and which
+    // original each stands for (its Description, which nobody can change).
+    let mut encrypted_copies: Vec<String> = Vec::new();
+    // Every snapshot as last seen: an original replaced and deleted still
+    // counts in its volume's history, through its copy.
+    let mut known: BTreeMap<String, Snapshot> = BTreeMap::new();
     let mut steps = 0;
+    let mut deletions = 0;
 
     for d in 0..days {
         let now = day(d);
@@ -411,7 +431,7 @@ async fn attack(seed: u64, days: i64) -> usize {
             )
         );
         attacker.moves(&moto, &volumes, now).await;
-        run!(
+        let checked = run!(
             stack,
             seed,
             attacker,
@@ -424,13 +444,28 @@ async fn attack(seed: u64, days: i64) -> usize {
                 plenty(),
             )
         );
+        encrypted_copies.extend(checked.copies_started);
+        // The copies' completion, as the reconcile sees it, then the attacker.
+        run!(
+            stack,
+            seed,
+            attacker,
+            "complete-snapshots (copies)",
+            complete_snapshots::handle(
+                complete_ports(&stack.adapter, &stack.notifier, moto.ledger()),
+                &stack.config,
+                &tick(),
+                now + chrono::Duration::hours(3) + chrono::Duration::minutes(30),
+                plenty(),
+            )
+        );
         attacker.moves(&moto, &volumes, now).await;
         let before: BTreeMap<String, Snapshot> = snapshots(&ec2)
             .await
             .into_iter()
             .map(|s| (s.id.clone(), s))
             .collect();
-        run!(
+        let expired = run!(
             stack,
             seed,
             attacker,
@@ -446,22 +481,46 @@ async fn attack(seed: u64, days: i64) -> usize {
                 plenty(),
             )
         );
-        steps += 6;
+        steps += 9;
+        deletions += expired
+            .volumes
+            .iter()
+            .map(|v| v.deleted.len())
+            .sum::<usize>();
         let after: BTreeSet<String> = snapshots(&ec2).await.into_iter().map(|s| s.id).collect();
+        // An original is restorable while it or its completed encrypted copy is there.
+        let copy_prefix = identity(DEPLOYMENT).copy(REGION, "");
+        for (id, s) in &before {
+            known.insert(id.clone(), s.clone());
+        }
+        let replaced_by: BTreeMap<String, String> = encrypted_copies
+            .iter()
+            .filter_map(|c| {
+                let copy = known.get(c)?;
+                let original = copy.description.as_deref()?.strip_prefix(&copy_prefix)?;
+                (copy.state == SnapshotState::Completed).then(|| (original.to_string(), c.clone()))
+            })
+            .collect();
+        let restorable = |id: &String| {
+            after.contains(id) || replaced_by.get(id).is_some_and(|c| after.contains(c))
+        };
         let fail = |what: String| -> ! {
             panic!("seed {seed}, day {d}: {what}\n{}", attacker.log.join("\n"))
         };
 
         // Nothing the deployment did not make is deleted.
         let ours: BTreeSet<&String> = created.values().flatten().collect();
-        for id in before.keys().filter(|id| !ours.contains(id)) {
+        for id in before
+            .keys()
+            .filter(|id| !ours.contains(id) && !encrypted_copies.contains(id))
+        {
             if !after.contains(id) {
                 fail(format!("{id}, not made by the deployment, was deleted"));
             }
         }
         // Per volume: what the deployment made and EC2 completed, by StartTime.
         for volume in &volumes {
-            let mut history: Vec<&Snapshot> = before
+            let mut history: Vec<&Snapshot> = known
                 .values()
                 .filter(|s| ours.contains(&s.id))
                 .filter(|s| s.volume_id.as_deref() == Some(volume.as_str()))
@@ -469,7 +528,7 @@ async fn attack(seed: u64, days: i64) -> usize {
                 .collect();
             history.sort_by_key(|s| (s.start_time, s.id.clone()));
             if let Some(newest) = history.last() {
-                if !after.contains(&newest.id) {
+                if !restorable(&newest.id) {
                     fail(format!(
                         "{volume}'s newest snapshot {} was deleted",
                         newest.id
@@ -485,7 +544,7 @@ async fn attack(seed: u64, days: i64) -> usize {
                 })
                 .collect();
             for decision in retention::plan(rules, chrono_tz::UTC, &candidates) {
-                if !decision.reasons.is_empty() && !after.contains(&decision.id) {
+                if !decision.reasons.is_empty() && !restorable(&decision.id) {
                     fail(format!(
                         "{volume}'s {} was deleted although its rules keep it ({:?})",
                         decision.id, decision.reasons
@@ -494,7 +553,7 @@ async fn attack(seed: u64, days: i64) -> usize {
             }
         }
     }
-    steps
+    (steps, deletions, encrypted_copies.len())
 }
 
 #[tokio::test]
@@ -508,14 +567,26 @@ async fn no_tag_write_or_forged_snapshot_makes_the_stack_do_harm() {
         }
     };
     let started = std::time::Instant::now();
-    let mut steps = 0;
+    // The encrypted copies check-encryption made (its summary), and which
+    // original each stands for (its Description, which nobody can change).
+    let mut encrypted_copies: Vec<String> = Vec::new();
+    // Every snapshot as last seen: an original replaced and deleted still
+    // counts in its volume's history, through its copy.
+    let mut known: BTreeMap<String, Snapshot> = BTreeMap::new();
+    let (mut steps, mut deletions, mut copies) = (0, 0, 0);
     for seed in &seeds {
-        steps += attack(*seed, days).await;
+        let (s, d, c) = attack(*seed, days).await;
+        (steps, deletions, copies) = (steps + s, deletions + d, copies + c);
     }
     eprintln!(
-        "adversary: {} seeds ({:?}..), {days} days each, {steps} invocations, {:.1} s",
+        "adversary: {} seeds from {:?}, {days} days each, {steps} invocations, {deletions} deletions, {copies} encrypted copies, {:.1} s",
         seeds.len(),
         seeds.first(),
         started.elapsed().as_secs_f64()
+    );
+    // The invariants were put to the test: expiry deleted, copies replaced.
+    assert!(
+        deletions > 0 && copies > 0,
+        "{deletions} deletions, {copies} copies"
     );
 }
