@@ -212,6 +212,26 @@ impl Moto {
         aws_sdk_dynamodb::Client::new(&self.sdk_config())
     }
 
+    /// Seed moto's random ids (its `/moto-api/seed`): the same calls then
+    /// get the same snapshot and volume ids, so a generated test that picks
+    /// by position in a listing replays exactly.
+    pub fn seed_ids(&self, seed: u64) {
+        use std::io::{Read, Write};
+        let address = self.endpoint.trim_start_matches("http://");
+        let mut stream = TcpStream::connect(address).unwrap();
+        write!(
+            stream,
+            "POST /moto-api/seed?a={seed} HTTP/1.1\r\nHost: {address}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        assert!(
+            answer.starts_with("HTTP/1.1 200") || answer.starts_with("HTTP/1.0 200"),
+            "{answer}"
+        );
+    }
+
     /// Set moto's clock to `t` (it runs on from there); `None`: real time.
     pub fn set_clock(&self, t: Option<chrono::DateTime<chrono::Utc>>) {
         let offset = t.map_or(0, |t| (t - chrono::Utc::now()).num_seconds());

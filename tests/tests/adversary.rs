@@ -302,6 +302,7 @@ macro_rules! run {
 /// What one attack ran: (invocations, deletions, encrypted copies).
 async fn attack(seed: u64, days: i64) -> (usize, usize, usize) {
     let moto = Moto::start();
+    moto.seed_ids(seed);
     let ec2 = moto.ec2();
     let key = moto.kms_key_in(REGION).await;
     let stack = Stack {
@@ -333,8 +334,11 @@ async fn attack(seed: u64, days: i64) -> (usize, usize, usize) {
 
     for d in 0..days {
         let now = day(d);
+        // The attacker acts a minute before each invocation: never in the
+        // same instant as the stack (EC2's StartTime would tie).
+        let minute = chrono::Duration::minutes(1);
         attacker.log.push(format!("-- day {d}"));
-        attacker.moves(&moto, &volumes, now).await;
+        attacker.moves(&moto, &volumes, now - minute).await;
         moto.set_clock(Some(now));
         let made = run!(
             stack,
@@ -362,8 +366,8 @@ async fn attack(seed: u64, days: i64) -> (usize, usize, usize) {
                 .push(c.snapshot_id);
         }
         // A second tick in the same slot, after the attacker: nothing new.
-        attacker.moves(&moto, &volumes, now).await;
         let later = now + chrono::Duration::minutes(15);
+        attacker.moves(&moto, &volumes, later - minute).await;
         moto.set_clock(Some(later));
         let again = run!(
             stack,
@@ -399,7 +403,10 @@ async fn attack(seed: u64, days: i64) -> (usize, usize, usize) {
             );
         }
 
-        attacker.moves(&moto, &volumes, now).await;
+        attacker
+            .moves(&moto, &volumes, now + chrono::Duration::hours(1) - minute)
+            .await;
+        moto.set_clock(Some(now + chrono::Duration::hours(1)));
         run!(
             stack,
             seed,
@@ -413,7 +420,11 @@ async fn attack(seed: u64, days: i64) -> (usize, usize, usize) {
                 plenty(),
             )
         );
-        attacker.moves(&moto, &volumes, now).await;
+        moto.set_clock(None);
+        attacker
+            .moves(&moto, &volumes, now + chrono::Duration::hours(2) - minute)
+            .await;
+        moto.set_clock(Some(now + chrono::Duration::hours(2)));
         run!(
             stack,
             seed,
@@ -430,7 +441,11 @@ async fn attack(seed: u64, days: i64) -> (usize, usize, usize) {
                 plenty(),
             )
         );
-        attacker.moves(&moto, &volumes, now).await;
+        moto.set_clock(None);
+        attacker
+            .moves(&moto, &volumes, now + chrono::Duration::hours(3) - minute)
+            .await;
+        moto.set_clock(Some(now + chrono::Duration::hours(3)));
         let checked = run!(
             stack,
             seed,
@@ -444,8 +459,12 @@ async fn attack(seed: u64, days: i64) -> (usize, usize, usize) {
                 plenty(),
             )
         );
+        moto.set_clock(None);
         encrypted_copies.extend(checked.copies_started);
         // The copies' completion, as the reconcile sees it, then the attacker.
+        moto.set_clock(Some(
+            now + chrono::Duration::hours(3) + chrono::Duration::minutes(30),
+        ));
         run!(
             stack,
             seed,
@@ -459,12 +478,16 @@ async fn attack(seed: u64, days: i64) -> (usize, usize, usize) {
                 plenty(),
             )
         );
-        attacker.moves(&moto, &volumes, now).await;
+        moto.set_clock(None);
+        attacker
+            .moves(&moto, &volumes, now + chrono::Duration::hours(4) - minute)
+            .await;
         let before: BTreeMap<String, Snapshot> = snapshots(&ec2)
             .await
             .into_iter()
             .map(|s| (s.id.clone(), s))
             .collect();
+        moto.set_clock(Some(now + chrono::Duration::hours(4)));
         let expired = run!(
             stack,
             seed,
@@ -481,6 +504,7 @@ async fn attack(seed: u64, days: i64) -> (usize, usize, usize) {
                 plenty(),
             )
         );
+        moto.set_clock(None);
         steps += 9;
         deletions += expired
             .volumes
@@ -515,7 +539,11 @@ async fn attack(seed: u64, days: i64) -> (usize, usize, usize) {
             .filter(|id| !ours.contains(id) && !encrypted_copies.contains(id))
         {
             if !after.contains(id) {
-                fail(format!("{id}, not made by the deployment, was deleted"));
+                let s = &before[id];
+                fail(format!(
+                    "{id}, not made by the deployment, was deleted: {:?} started {:?}, tags {:?}; the run: {:?}",
+                    s.description, s.start_time, s.tags, expired.volumes
+                ));
             }
         }
         // Per volume: what the deployment made and EC2 completed, by StartTime.
@@ -567,12 +595,6 @@ async fn no_tag_write_or_forged_snapshot_makes_the_stack_do_harm() {
         }
     };
     let started = std::time::Instant::now();
-    // The encrypted copies check-encryption made (its summary), and which
-    // original each stands for (its Description, which nobody can change).
-    let mut encrypted_copies: Vec<String> = Vec::new();
-    // Every snapshot as last seen: an original replaced and deleted still
-    // counts in its volume's history, through its copy.
-    let mut known: BTreeMap<String, Snapshot> = BTreeMap::new();
     let (mut steps, mut deletions, mut copies) = (0, 0, 0);
     for seed in &seeds {
         let (s, d, c) = attack(*seed, days).await;

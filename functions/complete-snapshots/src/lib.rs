@@ -18,7 +18,7 @@
 //! `pending` to `failed`; the template runs this function one invocation at a
 //! time so two deliveries of one event cannot both see `pending`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Duration as TimeDelta, Utc};
 use serde::Serialize;
@@ -449,12 +449,26 @@ async fn reconcile(
     }
     apply_changes(ports, config, changes, summary).await?;
 
+    // Whether a stuck snapshot was alerted already is the stack's own
+    // record (the ledger), never the `stuck-notified-at` tag: anyone who
+    // can write that tag could silence the alert.
+    let stuck_keys: Vec<String> = stuck.iter().map(|(s, _, _)| stuck_key(&s.id)).collect();
+    let alerted: BTreeSet<String> = if stuck_keys.is_empty() {
+        BTreeSet::new()
+    } else {
+        ports
+            .ledger
+            .reported(&stuck_keys)
+            .await?
+            .into_iter()
+            .collect()
+    };
     for (snapshot, labels, since) in stuck {
         if deadline.is_near() {
             summary.left_for_later += 1;
             continue;
         }
-        let already = snapshot.tags.contains_key(tags::STUCK_NOTIFIED_AT);
+        let already = alerted.contains(&stuck_key(&snapshot.id));
         let entry = Stuck {
             snapshot_id: snapshot.id.clone(),
             volume_id: snapshot.source_volume_id().map(String::from),
@@ -480,6 +494,10 @@ async fn reconcile(
             };
             match ports.notifier.publish(&notification).await {
                 Ok(()) => {
+                    ports
+                        .ledger
+                        .first_report(&stuck_key(&snapshot.id), now)
+                        .await?;
                     let marker =
                         Tags::from([(tags::STUCK_NOTIFIED_AT.to_string(), tags::format_time(now))]);
                     ports
@@ -493,6 +511,11 @@ async fn reconcile(
         summary.stuck.push(entry);
     }
     Ok(suspects)
+}
+
+/// The ledger's record that a snapshot's `snapshot-stuck` alert was sent.
+fn stuck_key(snapshot_id: &str) -> String {
+    format!("stuck/{snapshot_id}")
 }
 
 fn finish(config: &Config, summary: &RunSummary, suspects: usize) {

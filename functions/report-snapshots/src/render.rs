@@ -49,11 +49,22 @@ fn escape(text: &str) -> String {
         .replace('\'', "&#39;")
 }
 
+/// A CSV cell. A text a spreadsheet would read as a formula (a volume's
+/// `Name` tag is anyone's to write: `=HYPERLINK(...)`) is given a leading
+/// `'`, which spreadsheets show as text; numbers, negative ones included,
+/// stay numbers.
 fn csv_field(text: &str) -> String {
+    let formula = text.starts_with(['=', '+', '@', '\t', '\r'])
+        || (text.starts_with('-') && text.parse::<f64>().is_err());
+    let text = if formula {
+        format!("'{text}")
+    } else {
+        text.to_string()
+    };
     if text.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", text.replace('"', "\"\""))
     } else {
-        text.to_string()
+        text
     }
 }
 
@@ -514,6 +525,24 @@ mod tests {
             gaps,
             coverage,
             ..Report::default()
+        }
+    }
+
+    #[test]
+    fn a_cell_a_spreadsheet_would_run_as_a_formula_is_text() {
+        assert_eq!(
+            csv_field("=HYPERLINK(\"http://x\")"),
+            "\"'=HYPERLINK(\"\"http://x\"\")\""
+        );
+        for (given, written) in [
+            ("+1+cmd", "'+1+cmd"),
+            ("@SUM(A1)", "'@SUM(A1)"),
+            ("-2+3", "'-2+3"),
+            ("\t=1", "'\t=1"),
+            ("-12.5", "-12.5"),
+            ("db-main", "db-main"),
+        ] {
+            assert_eq!(csv_field(given), written, "{given}");
         }
     }
 

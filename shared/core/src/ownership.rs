@@ -481,7 +481,7 @@ fn check(
             owner: owner.into(),
         }]);
     }
-    match claim {
+    let mut findings = match claim {
         Claim::Scheduled {
             subject,
             policy,
@@ -491,7 +491,26 @@ fn check(
             source_region,
             source_snapshot_id,
         } => check_copy(identity, copies, s, source_region, source_snapshot_id),
+    }?;
+    // Listed by its Description although its `managed-by` is gone or
+    // rewritten: still the deployment's (it fills its slot, so a snapshot
+    // made by hand with the same Description cannot take its place), held
+    // for review and reported. The tag is not set back: what lacks it stays
+    // out of retention and is never deleted, as the tag's owner asked.
+    if let Some(found) = s
+        .tags
+        .get(keys::MANAGED_BY)
+        .filter(|v| **v != identity.deployment)
+        .cloned()
+        .or_else(|| (!s.tags.contains_key(keys::MANAGED_BY)).then(String::new))
+    {
+        findings.push(Tampering::TagMismatch {
+            key: keys::MANAGED_BY.into(),
+            claimed: identity.deployment.clone(),
+            found: crate::text::excerpt(&found),
+        });
     }
+    Ok(findings)
 }
 
 fn check_scheduled(

@@ -6,15 +6,18 @@
 //! use. Retries, repeated schedules and direct invocations all draw on the
 //! same 24 hours. Bounded: at most 25 hours are ever kept.
 //!
-//! Counting by whole hours errs on the safe side: a deletion made at 10:59
-//! still counts until 11:00 the next day.
+//! Counting by whole hours errs on the safe side: the window is the current
+//! hour and the 24 before it, so a deletion made at 10:00 or at 10:59 still
+//! counts until 11:00 the next day, and two full budgets never fit in less
+//! than 24 hours.
 
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 
 const HOUR: i64 = 3600;
-const WINDOW_HOURS: i64 = 24;
+/// The current hour and the 24 before it: never less than 24 hours back.
+const WINDOW_HOURS: i64 = 25;
 
 /// Deletions granted per hour (key: seconds since the epoch at the hour's start).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -33,7 +36,7 @@ impl DeletionWindow {
         self.hours.retain(|hour, _| *hour >= oldest);
     }
 
-    /// Deletions granted within the last 24 hours (this hour included).
+    /// Deletions granted within the window (this hour and the 24 before).
     pub fn used(&self, now: DateTime<Utc>) -> u32 {
         let oldest = hour_of(now) - (WINDOW_HOURS - 1) * HOUR;
         self.hours
@@ -80,9 +83,12 @@ mod tests {
         // A retry an hour later, a direct invocation: the same budget.
         assert_eq!(w.reserve(t0() + Duration::hours(1), 30, 50), 20);
         assert_eq!(w.reserve(t0() + Duration::hours(2), 30, 50), 0);
-        // The first grant's hour (10:00) leaves the window at 10:00 the next day.
+        // 23 hours and a minute later (10:00 the next day) the first grant
+        // still counts: two budgets never fit in less than 24 hours.
+        assert_eq!(w.reserve(t0() + Duration::minutes(23 * 60 + 1), 100, 50), 0);
+        // Its hour (10:00) leaves the window at 11:00 the next day.
         assert_eq!(
-            w.reserve(t0() + Duration::minutes(23 * 60 + 1), 100, 50),
+            w.reserve(t0() + Duration::minutes(24 * 60 + 1), 100, 50),
             30
         );
         assert_eq!(w.hours.len(), 2);
@@ -100,7 +106,7 @@ mod tests {
     proptest! {
         /// Whatever runs happen, when, with whatever they give back, the
         /// grants of any 24 hours never exceed the cap, and the window
-        /// never keeps more than 24 hours.
+        /// never keeps more than 25 hours.
         #[test]
         fn never_more_than_the_cap_in_any_24_hours(
             runs in prop::collection::vec((0i64..200, 0u32..80, 0u32..80), 1..60),
@@ -116,11 +122,11 @@ mod tests {
                 let back = unused.min(granted);
                 w.release(now, now, back);
                 grants.push((now, granted - back));
-                prop_assert!(w.hours.len() <= 24);
+                prop_assert!(w.hours.len() <= 25);
                 // Any 24 hours ending now, measured exactly.
                 let in_window: u32 = grants
                     .iter()
-                    .filter(|(t, _)| now - *t < Duration::hours(23))
+                    .filter(|(t, _)| now - *t < Duration::hours(24))
                     .map(|(_, n)| n)
                     .sum();
                 prop_assert!(in_window <= max, "{in_window} > {max}");

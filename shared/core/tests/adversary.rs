@@ -403,16 +403,18 @@ fn expire(world: &World, snapshots: &[Snapshot]) -> (BTreeSet<String>, Vec<Snaps
     (deleted, sifted.owned)
 }
 
-/// What retention reads of a proven snapshot.
-fn identity_of(
-    s: &Snapshot,
-) -> (
+/// What retention reads of a proven snapshot: whether it is a copy, its
+/// volume, policy, slot and retention time.
+type ProvenIdentity = (
     bool,
     Option<String>,
     Option<String>,
     Option<String>,
     Option<DateTime<Utc>>,
-) {
+);
+
+/// What retention reads of a proven snapshot.
+fn identity_of(s: &Snapshot) -> ProvenIdentity {
     (
         s.is_copy(),
         s.source_volume_id().map(String::from),

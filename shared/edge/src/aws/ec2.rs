@@ -369,6 +369,20 @@ impl VolumeInventory for Ec2Adapter {
     }
 }
 
+/// A snapshot of a volume that claims to be the deployment's: by its tag,
+/// or by its Description (ownership::Identity; a slot's snapshot whose
+/// `managed-by` was removed still fills its slot). The ownership check
+/// decides.
+fn claims(s: &Snapshot, deployment: &str) -> bool {
+    tags::is_managed_by(&s.tags, deployment)
+        || s.description.as_deref().is_some_and(|d| {
+            d.strip_prefix(ebs_lifecycle_core::ownership::MARKER)
+                .and_then(|rest| rest.strip_prefix(' '))
+                .and_then(|rest| rest.strip_prefix(deployment))
+                .is_some_and(|rest| rest.starts_with(' '))
+        })
+}
+
 fn tag_filter(key: &str, value: &str) -> Filter {
     filter(&format!("tag:{key}"), [value])
 }
@@ -571,11 +585,11 @@ impl SnapshotCatalog for Ec2Adapter {
             // EC2 ANDs different filters, so "tag or attribute" takes two calls.
             let by_tag = self.managed_by_volume_tag(deployment, chunk).await?;
             let by_attribute = self
-                .describe_snapshots(vec![
-                    tag_filter(tags::MANAGED_BY, deployment),
-                    filter("volume-id", chunk.iter().cloned()),
-                ])
-                .await?;
+                .describe_snapshots(vec![filter("volume-id", chunk.iter().cloned())])
+                .await?
+                .into_iter()
+                .filter(|s| claims(s, deployment))
+                .collect();
             merge_managed(&mut out, chunk, by_tag, by_attribute);
         }
         Ok(out.into_values().collect())
@@ -596,7 +610,7 @@ impl SnapshotCatalog for Ec2Adapter {
             // The deployment's by VolumeId are among anyone's.
             let by_attribute: Vec<Snapshot> = of_volumes
                 .iter()
-                .filter(|s| tags::is_managed_by(&s.tags, deployment))
+                .filter(|s| claims(s, deployment))
                 .cloned()
                 .collect();
             merge_managed(&mut managed, chunk, by_tag, by_attribute);
