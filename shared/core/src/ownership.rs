@@ -368,7 +368,7 @@ pub fn sift(
         .collect();
 
     if scope == Scope::WholeVolumes {
-        first_of_each_slot(&mut checked);
+        first_of_each_slot(copies, &mut checked);
     }
     sort_links(copies, &mut checked);
 
@@ -401,12 +401,14 @@ type SlotKey = (String, String, String);
 
 /// The first snapshot of each volume, policy and slot counts; a later one
 /// with the same claim is somebody else's (a retry that raced is too: it is
-/// reported, and left for a person to delete).
-fn first_of_each_slot(checked: &mut [Checked]) {
+/// reported, and left for a person to delete). A copy holds its original's
+/// place (its ledger record: the original's slot and time), so once the
+/// original has given way to its copy, a snapshot made by hand with the
+/// original's Description still finds the slot filled.
+fn first_of_each_slot(copies: &BTreeMap<String, CopyRecord>, checked: &mut [Checked]) {
     let mut first: BTreeMap<SlotKey, (Option<DateTime<Utc>>, String)> = BTreeMap::new();
     for (s, _, made) in checked.iter() {
-        if let (true, Some(key)) = (*made, slot_key(s)) {
-            let candidate = (s.start_time, s.id.clone());
+        if let (true, Some((key, candidate))) = (*made, slot_claim(copies, s)) {
             let entry = first.entry(key).or_insert_with(|| candidate.clone());
             if candidate < *entry {
                 *entry = candidate;
@@ -414,13 +416,33 @@ fn first_of_each_slot(checked: &mut [Checked]) {
         }
     }
     for (s, findings, made) in checked.iter_mut() {
-        if let (true, Some(key)) = (*made, slot_key(s)) {
-            if let Some((_, id)) = first.get(&key).filter(|(_, id)| *id != s.id) {
+        if let (true, Some((key, (_, own)))) = (*made, slot_claim(copies, s)) {
+            if let Some((_, id)) = first.get(&key).filter(|(_, id)| *id != own) {
                 findings.push(Tampering::DuplicateOfSlot { first: id.clone() });
                 *made = false;
             }
         }
     }
+}
+
+/// What a snapshot claims to fill, and its place there: (StartTime, id)
+/// for a scheduled snapshot, its original's for a recorded copy.
+fn slot_claim(
+    copies: &BTreeMap<String, CopyRecord>,
+    s: &Snapshot,
+) -> Option<(SlotKey, (Option<DateTime<Utc>>, String))> {
+    if s.is_copy() {
+        let r = copies.get(&s.id)?;
+        return Some((
+            (
+                r.volume_id.clone(),
+                r.policy.clone(),
+                keys::format_time(r.slot),
+            ),
+            (Some(r.created_at), r.source_snapshot_id.clone()),
+        ));
+    }
+    Some((slot_key(s)?, (s.start_time, s.id.clone())))
 }
 
 /// A superseded-by link stands only if it names a copy the deployment made

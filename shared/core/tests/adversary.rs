@@ -308,6 +308,13 @@ fn forge(world: &mut World, forgeries: &[Forgery]) -> Vec<Snapshot> {
         .iter()
         .filter_map(|s| Some((s.volume_id.clone()?, s.tags.get(tags::SLOT)?.clone())))
         .collect();
+    // A copy holds its original's slot, the original gone or not.
+    filled.extend(
+        world
+            .copies
+            .values()
+            .map(|r| (r.volume_id.clone(), format_time(r.slot))),
+    );
     let mut stand_ins = Vec::new();
     for (n, f) in forgeries.iter().enumerate() {
         let pick = |i: usize| world.snapshots[i % world.snapshots.len()].clone();
