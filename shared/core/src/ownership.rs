@@ -396,6 +396,9 @@ pub fn sift(
 }
 
 type Checked = (Snapshot, Vec<Tampering>, bool);
+/// A snapshot's place in its slot: (StartTime, id) of the snapshot, or of
+/// the original a copy stands for. The earliest fills the slot.
+type Place = (Option<DateTime<Utc>>, String);
 /// (EC2 volume, policy, slot): what a scheduled snapshot claims to fill.
 type SlotKey = (String, String, String);
 
@@ -406,7 +409,7 @@ type SlotKey = (String, String, String);
 /// original has given way to its copy, a snapshot made by hand with the
 /// original's Description still finds the slot filled.
 fn first_of_each_slot(copies: &BTreeMap<String, CopyRecord>, checked: &mut [Checked]) {
-    let mut first: BTreeMap<SlotKey, (Option<DateTime<Utc>>, String)> = BTreeMap::new();
+    let mut first: BTreeMap<SlotKey, Place> = BTreeMap::new();
     for (s, _, made) in checked.iter() {
         if let (true, Some((key, candidate))) = (*made, slot_claim(copies, s)) {
             let entry = first.entry(key).or_insert_with(|| candidate.clone());
@@ -430,7 +433,7 @@ fn first_of_each_slot(copies: &BTreeMap<String, CopyRecord>, checked: &mut [Chec
 fn slot_claim(
     copies: &BTreeMap<String, CopyRecord>,
     s: &Snapshot,
-) -> Option<(SlotKey, (Option<DateTime<Utc>>, String))> {
+) -> Option<(SlotKey, Place)> {
     if s.is_copy() {
         let r = copies.get(&s.id)?;
         return Some((
