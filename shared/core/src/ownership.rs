@@ -430,10 +430,7 @@ fn first_of_each_slot(copies: &BTreeMap<String, CopyRecord>, checked: &mut [Chec
 
 /// What a snapshot claims to fill, and its place there: (StartTime, id)
 /// for a scheduled snapshot, its original's for a recorded copy.
-fn slot_claim(
-    copies: &BTreeMap<String, CopyRecord>,
-    s: &Snapshot,
-) -> Option<(SlotKey, Place)> {
+fn slot_claim(copies: &BTreeMap<String, CopyRecord>, s: &Snapshot) -> Option<(SlotKey, Place)> {
     if s.is_copy() {
         let r = copies.get(&s.id)?;
         return Some((
