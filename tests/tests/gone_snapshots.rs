@@ -154,7 +154,12 @@ async fn a_snapshot_deleted_before_its_event_is_gone_not_an_error() {
     .await
     .unwrap();
     for header in &headers {
-        assert_eq!(header.snapshots_gone, [id.clone()], "{}", header.function);
+        assert_eq!(
+            header.snapshots_gone,
+            std::slice::from_ref(&id),
+            "{}",
+            header.function
+        );
     }
     // Reported done a minute ago: EC2 may not show it yet, so the event is
     // retried (Lambda delivers it again; the daily runs are the backstop).
@@ -167,7 +172,7 @@ async fn a_snapshot_deleted_before_its_event_is_gone_not_an_error() {
     .await
     .unwrap_err();
     assert!(
-        matches!(err, InvocationError::SnapshotNotVisible(ref ids) if ids == &[id.clone()]),
+        matches!(err, InvocationError::SnapshotNotVisible(ref ids) if ids == std::slice::from_ref(&id)),
         "{err}"
     );
 }
