@@ -115,8 +115,18 @@ async fn run(
     event: &Value,
     now: &str,
 ) -> Result<RunSummary, InvocationError> {
+    run_with_ledger(client, notifier, event, now, mocked_ledger()).await
+}
+
+async fn run_with_ledger(
+    client: Client,
+    notifier: &dyn Notifier,
+    event: &Value,
+    now: &str,
+    ledger: &'static ebs_lifecycle::aws::ledger::DynamoLedger,
+) -> Result<RunSummary, InvocationError> {
     let adapter = Ec2Adapter::new(client);
-    let ports = complete_ports(&adapter, notifier, mocked_ledger());
+    let ports = complete_ports(&adapter, notifier, ledger);
     let now = ebs_lifecycle_core::tags::parse_time(now).unwrap();
     handle(
         ports,
@@ -270,7 +280,29 @@ async fn reconcile_marks_errors_failed_and_alerts_a_stuck_snapshot_once() {
     assert_eq!(sent.len(), 1);
     assert_eq!(sent[0].kind, NotificationKind::SnapshotStuck);
 
-    // Next day, still stuck, already alerted: reported in the summary, not re-alerted.
+    // A `stuck-notified-at` written by someone else silences nothing: the
+    // stack's ledger has no record of the alert, so it is sent.
+    let forged = describing(vec![snapshot(
+        SnapshotState::Pending,
+        "pending",
+        "2026-03-01T03:00:00Z",
+        &[("lifecycle:stuck-notified-at", "2026-03-02T00:00:00Z")],
+    )]);
+    let marker = tag_write("lifecycle:stuck-notified-at", Some("2026-03-02T04:00:00Z"));
+    let silenced = RecordingNotifier::default();
+    let summary = run(
+        mocked_ec2(RuleMode::MatchAny, &[&forged, &marker]),
+        &silenced,
+        &json!({"kind": "tick"}),
+        "2026-03-02T04:00:00Z",
+    )
+    .await
+    .unwrap();
+    assert!(summary.stuck[0].notified_now);
+    assert_eq!(silenced.sent().len(), 1);
+
+    // Next day, still stuck, already alerted (the ledger's record):
+    // reported in the summary, not re-alerted.
     let still = describing(vec![snapshot(
         SnapshotState::Pending,
         "pending",
@@ -278,11 +310,36 @@ async fn reconcile_marks_errors_failed_and_alerts_a_stuck_snapshot_once() {
         &[("lifecycle:stuck-notified-at", "2026-03-02T04:00:00Z")],
     )]);
     let marker = tag_write("lifecycle:stuck-notified-at", None);
-    let summary = run(
+    let stuck_id = snapshot(
+        SnapshotState::Pending,
+        "pending",
+        "2026-03-01T03:00:00Z",
+        &[],
+    )
+    .snapshot_id()
+    .unwrap()
+    .to_string();
+    let alerted = mock!(aws_sdk_dynamodb::Client::batch_get_item).then_output(move || {
+        use aws_sdk_dynamodb::types::AttributeValue;
+        aws_sdk_dynamodb::operation::batch_get_item::BatchGetItemOutput::builder()
+            .responses(
+                integration_tests::LEDGER_TABLE,
+                vec![std::collections::HashMap::from([
+                    ("pk".to_string(), AttributeValue::S("report".into())),
+                    (
+                        "sk".to_string(),
+                        AttributeValue::S(format!("stuck/{stuck_id}")),
+                    ),
+                ])],
+            )
+            .build()
+    });
+    let summary = run_with_ledger(
         mocked_ec2(RuleMode::MatchAny, &[&still, &marker]),
         &notifier,
         &json!({"kind": "tick"}),
         "2026-03-03T04:00:00Z",
+        integration_tests::mocked_ledger_with(&[&alerted]),
     )
     .await
     .unwrap();
