@@ -172,7 +172,8 @@ async fn a_failure_is_tagged_and_notified_once_with_volume_policy_cause_and_what
         .unwrap()
         .contains("next create-snapshots tick"));
 
-    // The same event again: the tag already says failed, nobody is paged twice.
+    // The same event again: the stack's ledger holds the alert, nobody is
+    // paged twice.
     let describe = describing(vec![snapshot(
         SnapshotState::Error,
         "failed",
@@ -180,17 +181,57 @@ async fn a_failure_is_tagged_and_notified_once_with_volume_policy_cause_and_what
         &[],
     )]);
     let write = tag_write("lifecycle:state", None);
-    let again = run(
+    let again = run_with_ledger(
         mocked_ec2(RuleMode::MatchAny, &[&describe, &write]),
         &notifier,
         &failed_event(),
         "2026-03-01T03:20:00Z",
+        ledger_holding("failed/snap-0aaa"),
     )
     .await
     .unwrap();
     assert_eq!(again.unchanged, 1);
     assert_eq!(write.num_calls(), 0);
     assert_eq!(notifier.sent().len(), 1);
+
+    // A `lifecycle:state` someone set to `completed` before the event
+    // silences nothing: EC2 says error and the ledger has no alert.
+    let forged = describing(vec![snapshot(
+        SnapshotState::Error,
+        "completed",
+        "2026-03-01T03:00:13Z",
+        &[],
+    )]);
+    let write = tag_write("lifecycle:state", Some("failed"));
+    let paged = RecordingNotifier::default();
+    run(
+        mocked_ec2(RuleMode::MatchAny, &[&forged, &write]),
+        &paged,
+        &failed_event(),
+        "2026-03-01T03:10:00Z",
+    )
+    .await
+    .unwrap();
+    assert_eq!(write.num_calls(), 1);
+    assert_eq!(paged.sent().len(), 1);
+    assert_eq!(paged.sent()[0].kind, NotificationKind::SnapshotFailed);
+}
+
+/// A mocked ledger that holds one report (`failed/<id>`, `stuck/<id>`).
+fn ledger_holding(key: &'static str) -> &'static ebs_lifecycle::aws::ledger::DynamoLedger {
+    let rule = mock!(aws_sdk_dynamodb::Client::batch_get_item).then_output(move || {
+        use aws_sdk_dynamodb::types::AttributeValue;
+        aws_sdk_dynamodb::operation::batch_get_item::BatchGetItemOutput::builder()
+            .responses(
+                integration_tests::LEDGER_TABLE,
+                vec![std::collections::HashMap::from([
+                    ("pk".to_string(), AttributeValue::S("report".into())),
+                    ("sk".to_string(), AttributeValue::S(key.into())),
+                ])],
+            )
+            .build()
+    });
+    integration_tests::mocked_ledger_with(&[Box::leak(Box::new(rule))])
 }
 
 struct FailingNotifier;
@@ -310,36 +351,12 @@ async fn reconcile_marks_errors_failed_and_alerts_a_stuck_snapshot_once() {
         &[("lifecycle:stuck-notified-at", "2026-03-02T04:00:00Z")],
     )]);
     let marker = tag_write("lifecycle:stuck-notified-at", None);
-    let stuck_id = snapshot(
-        SnapshotState::Pending,
-        "pending",
-        "2026-03-01T03:00:00Z",
-        &[],
-    )
-    .snapshot_id()
-    .unwrap()
-    .to_string();
-    let alerted = mock!(aws_sdk_dynamodb::Client::batch_get_item).then_output(move || {
-        use aws_sdk_dynamodb::types::AttributeValue;
-        aws_sdk_dynamodb::operation::batch_get_item::BatchGetItemOutput::builder()
-            .responses(
-                integration_tests::LEDGER_TABLE,
-                vec![std::collections::HashMap::from([
-                    ("pk".to_string(), AttributeValue::S("report".into())),
-                    (
-                        "sk".to_string(),
-                        AttributeValue::S(format!("stuck/{stuck_id}")),
-                    ),
-                ])],
-            )
-            .build()
-    });
     let summary = run_with_ledger(
         mocked_ec2(RuleMode::MatchAny, &[&still, &marker]),
         &notifier,
         &json!({"kind": "tick"}),
         "2026-03-03T04:00:00Z",
-        integration_tests::mocked_ledger_with(&[&alerted]),
+        ledger_holding("stuck/snap-0aaa"),
     )
     .await
     .unwrap();

@@ -228,7 +228,11 @@ async fn apply_results(
                 continue;
             }
         };
-        if labels.state != LifecycleState::Pending {
+        // A tag that already says done decides nothing when EC2 says the
+        // snapshot failed: anyone can write `lifecycle:state`, and a
+        // failure must still be alerted (once: the ledger remembers).
+        let failed_in_ec2 = snapshot.state == SnapshotState::Error;
+        if labels.state != LifecycleState::Pending && !failed_in_ec2 {
             summary.unchanged += 1;
             continue;
         }
@@ -287,6 +291,23 @@ async fn apply_changes(
 ) -> Result<(), InvocationError> {
     let mut completed_batches: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut supersessions: Vec<(String, String)> = Vec::new();
+    // Which failures were alerted already: the stack's ledger, never the
+    // `lifecycle:state` tag, decides.
+    let failure_keys: Vec<String> = changes
+        .iter()
+        .filter(|c| c.state == LifecycleState::Failed)
+        .map(|c| failed_key(&c.snapshot.id))
+        .collect();
+    let alerted: BTreeSet<String> = if failure_keys.is_empty() {
+        BTreeSet::new()
+    } else {
+        ports
+            .ledger
+            .reported(&failure_keys)
+            .await?
+            .into_iter()
+            .collect()
+    };
     for change in changes {
         let transition = Transition {
             snapshot_id: change.snapshot.id.clone(),
@@ -307,12 +328,21 @@ async fn apply_changes(
                 summary.completed.push(transition);
             }
             LifecycleState::Failed => {
-                let notification = failed_notification(config, &change, &transition);
-                ports
-                    .notifier
-                    .publish(&notification)
-                    .await
-                    .map_err(|e| InvocationError::NotificationFailed(e.to_string()))?;
+                let key = failed_key(&change.snapshot.id);
+                let already = alerted.contains(&key);
+                if already && change.labels.state == LifecycleState::Failed {
+                    summary.unchanged += 1;
+                    continue;
+                }
+                if !already {
+                    let notification = failed_notification(config, &change, &transition);
+                    ports
+                        .notifier
+                        .publish(&notification)
+                        .await
+                        .map_err(|e| InvocationError::NotificationFailed(e.to_string()))?;
+                    ports.ledger.first_report(&key, change.completed_at).await?;
+                }
                 let tags = Tags::from([(
                     tags::STATE.to_string(),
                     LifecycleState::Failed.as_str().to_string(),
@@ -511,6 +541,11 @@ async fn reconcile(
         summary.stuck.push(entry);
     }
     Ok(suspects)
+}
+
+/// The ledger's record that a snapshot's `snapshot-failed` alert was sent.
+fn failed_key(snapshot_id: &str) -> String {
+    format!("failed/{snapshot_id}")
 }
 
 /// The ledger's record that a snapshot's `snapshot-stuck` alert was sent.

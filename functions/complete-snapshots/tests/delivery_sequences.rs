@@ -33,6 +33,8 @@ use ebs_lifecycle_core::tags::{self, ConsistencyLabel, LifecycleLabels, Lifecycl
 struct Ec2Model {
     snapshots: Mutex<BTreeMap<String, Snapshot>>,
     failures_notified: Mutex<Vec<String>>,
+    /// The ledger's reports (alerts sent), as the stack's table keeps them.
+    reports: Mutex<std::collections::BTreeSet<String>>,
 }
 
 #[async_trait]
@@ -179,11 +181,16 @@ impl Ledger for Ec2Model {
     async fn set_cursor(&self, _: &str, _: Option<&str>) -> Result<(), LedgerError> {
         Ok(())
     }
-    async fn reported(&self, _: &[String]) -> Result<Vec<String>, LedgerError> {
-        Ok(Vec::new())
+    async fn reported(&self, ids: &[String]) -> Result<Vec<String>, LedgerError> {
+        let reports = self.reports.lock().unwrap();
+        Ok(ids
+            .iter()
+            .filter(|id| reports.contains(*id))
+            .cloned()
+            .collect())
     }
-    async fn first_report(&self, _: &str, _: DateTime<Utc>) -> Result<bool, LedgerError> {
-        Ok(true)
+    async fn first_report(&self, id: &str, _: DateTime<Utc>) -> Result<bool, LedgerError> {
+        Ok(self.reports.lock().unwrap().insert(id.to_string()))
     }
 }
 
