@@ -56,28 +56,12 @@ const DAYS: i64 = 8;
 /// is reported once, in one notification per run.
 const NOTIFICATIONS_PER_RUN: usize = 6;
 
-/// Every key the stack reads, and a few it does not.
-const KEYS: &[&str] = &[
-    tags::MANAGED_BY,
-    tags::POLICY,
-    tags::SLOT,
-    tags::STATE,
-    tags::VOLUME_ID,
-    tags::INSTANCE_ID,
-    tags::CREATED_AT,
-    tags::COMPLETED_AT,
-    tags::RETAINED_BY,
-    tags::EXPIRES_AT,
-    tags::ENCRYPTED_COPY_OF,
-    tags::COPY_OF,
-    tags::SOURCE_REGION,
-    tags::TARGET,
-    tags::SUPERSEDED_BY,
-    tags::HOLD,
-    tags::STUCK_NOTIFIED_AT,
-    "Backup",
-    "Name",
-];
+/// Every `lifecycle:` key, the selector and a key the stack only copies.
+fn keys() -> Vec<&'static str> {
+    let mut all = tags::ALL.to_vec();
+    all.extend(["Backup", "Name"]);
+    all
+}
 
 fn day(n: i64) -> DateTime<Utc> {
     tags::parse_time("2026-03-01T00:05:00Z").unwrap() + chrono::Duration::days(n)
@@ -255,7 +239,7 @@ impl Attacker {
                     let Some(target) = self.pick(&targets).cloned() else {
                         continue;
                     };
-                    let key = *self.pick(KEYS).unwrap();
+                    let key = *self.pick(&keys()).unwrap();
                     self.log.push(format!("{target}: remove {key}"));
                     ec2.delete_tags()
                         .resources(&target)
@@ -268,7 +252,7 @@ impl Attacker {
                     let Some(target) = self.pick(&targets).cloned() else {
                         continue;
                     };
-                    let key = *self.pick(KEYS).unwrap();
+                    let key = *self.pick(&keys()).unwrap();
                     let value = self.value(&ids, volumes, now);
                     self.log.push(format!("{target}: {key}={value}"));
                     put_tags(&ec2, &target, &[(key, &value)]).await;
@@ -292,26 +276,41 @@ impl Stack {
     }
 }
 
-/// Runs one function; the error (the invariant "every run completes"), if any.
-macro_rules! run {
-    ($stack:expr, $seed:expr, $attacker:expr, $what:literal, $call:expr) => {{
-        let before = $stack.notifications();
+/// One step: the attacker's moves a minute before `$at` (never the same
+/// instant as the stack: EC2's StartTime would tie), then one invocation at
+/// `$at`, moto's clock there too. Its summary; a run that fails, or sends
+/// more than [`NOTIFICATIONS_PER_RUN`], fails the test naming the seed and
+/// every move.
+macro_rules! step {
+    ($world:expr, $at:expr, $what:literal, $call:expr) => {{
+        let (stack, moto, volumes, seed, attacker) = $world;
+        let at: DateTime<Utc> = $at;
+        attacker
+            .moves(moto, volumes, at - chrono::Duration::minutes(1))
+            .await;
+        step!(@run (stack, moto, seed, attacker), at, $what, $call)
+    }};
+    // The invocation alone, the attacker's moves made already.
+    (@run $world:expr, $at:expr, $what:literal, $call:expr) => {{
+        let (stack, moto, seed, attacker) = $world;
+        let at: DateTime<Utc> = $at;
+        moto.set_clock(Some(at));
+        let before = stack.notifications();
         let result = $call.await;
-        let sent = $stack.notifications() - before;
+        moto.set_clock(None);
+        let sent = stack.notifications() - before;
         assert!(
             sent <= NOTIFICATIONS_PER_RUN,
-            "seed {}: {} sent {sent} notifications\n{}",
-            $seed,
+            "seed {seed}: {} sent {sent} notifications\n{}",
             $what,
-            $attacker.log.join("\n")
+            attacker.log.join("\n")
         );
         match result {
             Ok(summary) => summary,
             Err(e) => panic!(
-                "seed {}: {} failed: {e}\n{}",
-                $seed,
+                "seed {seed}: {} failed: {e}\n{}",
                 $what,
-                $attacker.log.join("\n")
+                attacker.log.join("\n")
             ),
         }
     }};
@@ -362,65 +361,34 @@ async fn attack(seed: u64, days: i64) -> Ran {
 
     for d in 0..days {
         let now = day(d);
-        // The attacker acts a minute before each invocation: never in the
-        // same instant as the stack (EC2's StartTime would tie).
-        let minute = chrono::Duration::minutes(1);
+        let minutes = |m: i64| now + chrono::Duration::minutes(m);
         attacker.log.push(format!("-- day {d}"));
-        attacker.moves(&moto, &volumes, now - minute).await;
-        moto.set_clock(Some(now));
-        let made = run!(
-            stack,
-            seed,
-            attacker,
-            "create-snapshots",
-            create_snapshots::handle(
-                create_ports(
-                    &stack.adapter,
-                    &no_commands(),
-                    &stack.notifier,
-                    moto.ledger()
-                ),
-                &stack.config,
-                &tick(),
-                now,
-                plenty(),
-            )
-        );
-        moto.set_clock(None);
-        for c in made.created {
-            created
-                .entry((c.volume_id.clone(), c.slot.clone()))
-                .or_default()
-                .push(c.snapshot_id);
-        }
-        // A second tick in the same slot, after the attacker: nothing new.
-        let later = now + chrono::Duration::minutes(15);
-        attacker.moves(&moto, &volumes, later - minute).await;
-        moto.set_clock(Some(later));
-        let again = run!(
-            stack,
-            seed,
-            attacker,
-            "create-snapshots (same slot)",
-            create_snapshots::handle(
-                create_ports(
-                    &stack.adapter,
-                    &no_commands(),
-                    &stack.notifier,
-                    moto.ledger()
-                ),
-                &stack.config,
-                &tick(),
-                later,
-                plenty(),
-            )
-        );
-        moto.set_clock(None);
-        for c in again.created {
-            created
-                .entry((c.volume_id.clone(), c.slot.clone()))
-                .or_default()
-                .push(c.snapshot_id);
+        // Two ticks in the slot: the second, after the attacker, makes nothing new.
+        for at in [now, minutes(15)] {
+            let world = (&stack, &moto, &volumes, seed, &mut attacker);
+            let made = step!(
+                world,
+                at,
+                "create-snapshots",
+                create_snapshots::handle(
+                    create_ports(
+                        &stack.adapter,
+                        &no_commands(),
+                        &stack.notifier,
+                        moto.ledger()
+                    ),
+                    &stack.config,
+                    &tick(),
+                    at,
+                    plenty(),
+                )
+            );
+            for c in made.created {
+                created
+                    .entry((c.volume_id.clone(), c.slot.clone()))
+                    .or_default()
+                    .push(c.snapshot_id);
+            }
         }
         for ((volume, slot), ids) in &created {
             assert!(
@@ -430,96 +398,66 @@ async fn attack(seed: u64, days: i64) -> Ran {
                 attacker.log.join("\n")
             );
         }
-
-        attacker
-            .moves(&moto, &volumes, now + chrono::Duration::hours(1) - minute)
-            .await;
-        moto.set_clock(Some(now + chrono::Duration::hours(1)));
-        run!(
-            stack,
-            seed,
-            attacker,
-            "complete-snapshots",
-            complete_snapshots::handle(
-                complete_ports(&stack.adapter, &stack.notifier, moto.ledger()),
-                &stack.config,
-                &tick(),
-                now + chrono::Duration::hours(1),
-                plenty(),
-            )
-        );
-        moto.set_clock(None);
-        attacker
-            .moves(&moto, &volumes, now + chrono::Duration::hours(2) - minute)
-            .await;
-        moto.set_clock(Some(now + chrono::Duration::hours(2)));
-        run!(
-            stack,
-            seed,
-            attacker,
-            "tag-snapshots",
-            tag_snapshots::handle(
-                tag_snapshots::Ports {
-                    pacing: tag_snapshots::Pacing::NONE,
-                    ..tag_ports(&stack.adapter, &stack.notifier, moto.ledger())
-                },
-                &stack.config,
-                &tick(),
-                now + chrono::Duration::hours(2),
-                plenty(),
-            )
-        );
-        moto.set_clock(None);
-        attacker
-            .moves(&moto, &volumes, now + chrono::Duration::hours(3) - minute)
-            .await;
-        moto.set_clock(Some(now + chrono::Duration::hours(3)));
-        let checked = run!(
-            stack,
-            seed,
-            attacker,
-            "check-encryption",
-            check_encryption::handle(
-                check_ports(&stack.adapter, &stack.kms, &stack.notifier, moto.ledger()),
-                &stack.config,
-                &tick(),
-                now + chrono::Duration::hours(3),
-                plenty(),
-            )
-        );
-        moto.set_clock(None);
-        encrypted_copies.extend(checked.copies_started);
-        // The copies' completion, as the reconcile sees it, then the attacker.
-        moto.set_clock(Some(
-            now + chrono::Duration::hours(3) + chrono::Duration::minutes(30),
-        ));
-        run!(
-            stack,
-            seed,
-            attacker,
-            "complete-snapshots (copies)",
-            complete_snapshots::handle(
-                complete_ports(&stack.adapter, &stack.notifier, moto.ledger()),
-                &stack.config,
-                &tick(),
-                now + chrono::Duration::hours(3) + chrono::Duration::minutes(30),
-                plenty(),
-            )
-        );
-        moto.set_clock(None);
-        attacker
-            .moves(&moto, &volumes, now + chrono::Duration::hours(4) - minute)
-            .await;
+        // complete (the reconcile), tag, check-encryption (its copies
+        // completed by a second reconcile), then expiry.
+        for at in [minutes(60), minutes(210)] {
+            let world = (&stack, &moto, &volumes, seed, &mut attacker);
+            step!(
+                world,
+                at,
+                "complete-snapshots",
+                complete_snapshots::handle(
+                    complete_ports(&stack.adapter, &stack.notifier, moto.ledger()),
+                    &stack.config,
+                    &tick(),
+                    at,
+                    plenty(),
+                )
+            );
+            if at == minutes(60) {
+                let world = (&stack, &moto, &volumes, seed, &mut attacker);
+                step!(
+                    world,
+                    minutes(120),
+                    "tag-snapshots",
+                    tag_snapshots::handle(
+                        tag_snapshots::Ports {
+                            pacing: tag_snapshots::Pacing::NONE,
+                            ..tag_ports(&stack.adapter, &stack.notifier, moto.ledger())
+                        },
+                        &stack.config,
+                        &tick(),
+                        minutes(120),
+                        plenty(),
+                    )
+                );
+                let world = (&stack, &moto, &volumes, seed, &mut attacker);
+                let checked = step!(
+                    world,
+                    minutes(180),
+                    "check-encryption",
+                    check_encryption::handle(
+                        check_ports(&stack.adapter, &stack.kms, &stack.notifier, moto.ledger()),
+                        &stack.config,
+                        &tick(),
+                        minutes(180),
+                        plenty(),
+                    )
+                );
+                encrypted_copies.extend(checked.copies_started);
+            }
+        }
+        // The attacker's last moves, then what exists before expiry runs.
+        attacker.moves(&moto, &volumes, minutes(239)).await;
         let before: BTreeMap<String, Snapshot> = snapshots(&ec2)
             .await
             .into_iter()
             .map(|s| (s.id.clone(), s))
             .collect();
-        moto.set_clock(Some(now + chrono::Duration::hours(4)));
-        let expired = run!(
-            stack,
-            seed,
-            attacker,
+        let world = (&stack, &moto, seed, &mut attacker);
+        let expired = step!(
+            @run world,
+            minutes(240),
             "expire-snapshots",
             expire_snapshots::handle(
                 expire_snapshots::Ports {
@@ -528,11 +466,10 @@ async fn attack(seed: u64, days: i64) -> Ran {
                 },
                 &stack.config,
                 &tick(),
-                now + chrono::Duration::hours(4),
+                minutes(240),
                 plenty(),
             )
         );
-        moto.set_clock(None);
         steps += 9;
         deletions += expired
             .volumes

@@ -298,16 +298,7 @@ async fn apply_changes(
         .filter(|c| c.state == LifecycleState::Failed)
         .map(|c| failed_key(&c.snapshot.id))
         .collect();
-    let alerted: BTreeSet<String> = if failure_keys.is_empty() {
-        BTreeSet::new()
-    } else {
-        ports
-            .ledger
-            .reported(&failure_keys)
-            .await?
-            .into_iter()
-            .collect()
-    };
+    let alerted = alerted(ports, &failure_keys).await?;
     for change in changes {
         let transition = Transition {
             snapshot_id: change.snapshot.id.clone(),
@@ -483,16 +474,7 @@ async fn reconcile(
     // record (the ledger), never the `stuck-notified-at` tag: anyone who
     // can write that tag could silence the alert.
     let stuck_keys: Vec<String> = stuck.iter().map(|(s, _, _)| stuck_key(&s.id)).collect();
-    let alerted: BTreeSet<String> = if stuck_keys.is_empty() {
-        BTreeSet::new()
-    } else {
-        ports
-            .ledger
-            .reported(&stuck_keys)
-            .await?
-            .into_iter()
-            .collect()
-    };
+    let alerted = alerted(ports, &stuck_keys).await?;
     for (snapshot, labels, since) in stuck {
         if deadline.is_near() {
             summary.left_for_later += 1;
@@ -541,6 +523,15 @@ async fn reconcile(
         summary.stuck.push(entry);
     }
     Ok(suspects)
+}
+
+/// Which of these alerts (`failed/<id>`, `stuck/<id>`) the ledger says
+/// were sent: no read when there are none to ask about.
+async fn alerted(ports: Ports<'_>, keys: &[String]) -> Result<BTreeSet<String>, InvocationError> {
+    if keys.is_empty() {
+        return Ok(BTreeSet::new());
+    }
+    Ok(ports.ledger.reported(keys).await?.into_iter().collect())
 }
 
 /// The ledger's record that a snapshot's `snapshot-failed` alert was sent.

@@ -55,6 +55,37 @@ pub const ALLOW_STOP: &str = "lifecycle:allow-stop";
 /// A marker for people only: anyone can write it, so what a later run
 /// restarts is what the stack's ledger recorded, never what carries it.
 pub const STOPPED_FOR_SNAPSHOT: &str = "lifecycle:stopped-for-snapshot";
+/// Every `lifecycle:` key above: what the adversary suites write and
+/// remove, and what a check of a tag vocabulary walks.
+pub const ALL: &[&str] = &[
+    MANAGED_BY,
+    POLICY,
+    SLOT,
+    STATE,
+    VOLUME_ID,
+    INSTANCE_ID,
+    DEVICE,
+    CREATED_AT,
+    COMPLETED_AT,
+    RETAINED_BY,
+    EXPIRES_AT,
+    CONSISTENCY,
+    STUCK_NOTIFIED_AT,
+    ENCRYPTED_COPY_OF,
+    COPY_OF,
+    SOURCE_REGION,
+    SOURCE_ACCOUNT,
+    TARGET,
+    SUPERSEDED_BY,
+    UNIQUE_BYTES,
+    UNIQUE_BASIS,
+    TIER,
+    ARCHIVED_AT,
+    HOLD,
+    ALLOW_STOP,
+    STOPPED_FOR_SNAPSHOT,
+];
+
 /// Prefix of every key this project owns.
 pub const LIFECYCLE_PREFIX: &str = "lifecycle:";
 /// Prefix EC2 reserves; such keys are never copied or written.
@@ -139,5 +170,28 @@ impl ConsistencyLabel {
             "stopped" => Some(Self::Stopped),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// A key added above and forgotten in [`super::ALL`] would be a key no
+    /// adversary ever writes.
+    #[test]
+    fn all_lists_every_lifecycle_key_once() {
+        let declared: Vec<&str> = include_str!("keys.rs")
+            .lines()
+            .filter(|l| l.starts_with("pub const ") && !l.contains("LIFECYCLE_PREFIX"))
+            .filter_map(|l| l.split_once("= \"lifecycle:"))
+            .filter_map(|(_, rest)| rest.strip_suffix("\";"))
+            .collect();
+        let mut all: Vec<&str> = super::ALL
+            .iter()
+            .map(|k| k.trim_start_matches(super::LIFECYCLE_PREFIX))
+            .collect();
+        let mut declared = declared;
+        all.sort_unstable();
+        declared.sort_unstable();
+        assert_eq!(all, declared);
     }
 }

@@ -62,29 +62,12 @@ fn t0() -> DateTime<Utc> {
     parse_time("2026-01-01T03:00:00Z").unwrap()
 }
 
-/// Every key the functions read, and a few they do not.
-const KEYS: &[&str] = &[
-    tags::MANAGED_BY,
-    tags::POLICY,
-    tags::SLOT,
-    tags::STATE,
-    tags::VOLUME_ID,
-    tags::INSTANCE_ID,
-    tags::CREATED_AT,
-    tags::COMPLETED_AT,
-    tags::RETAINED_BY,
-    tags::EXPIRES_AT,
-    tags::ENCRYPTED_COPY_OF,
-    tags::COPY_OF,
-    tags::SOURCE_REGION,
-    tags::SOURCE_ACCOUNT,
-    tags::TARGET,
-    tags::SUPERSEDED_BY,
-    tags::HOLD,
-    tags::TIER,
-    "Backup",
-    "Name",
-];
+/// Every `lifecycle:` key, the selector and a key the stack only copies.
+fn keys() -> Vec<&'static str> {
+    let mut all = tags::ALL.to_vec();
+    all.extend(["Backup", "Name"]);
+    all
+}
 
 /// One volume's history: for each day, whether the day's snapshot was
 /// taken, whether it has an encrypted copy, and whether the original is
@@ -162,9 +145,9 @@ fn value() -> impl Strategy<Value = Value> {
 
 fn write() -> impl Strategy<Value = Write> {
     prop_oneof![
-        3 => (0usize..64, 0..KEYS.len(), value())
+        3 => (0usize..64, 0..keys().len(), value())
             .prop_map(|(target, key, value)| Write::Set { target, key, value }),
-        1 => (0usize..64, 0..KEYS.len()).prop_map(|(target, key)| Write::Remove { target, key }),
+        1 => (0usize..64, 0..keys().len()).prop_map(|(target, key)| Write::Remove { target, key }),
     ]
 }
 
@@ -374,10 +357,10 @@ fn attack(world: &mut World, writes: &[Write]) {
                 let value = resolve(world, value);
                 world.snapshots[target % len]
                     .tags
-                    .insert(KEYS[*key].into(), value);
+                    .insert(keys()[*key].into(), value);
             }
             Write::Remove { target, key } => {
-                world.snapshots[target % len].tags.remove(KEYS[*key]);
+                world.snapshots[target % len].tags.remove(keys()[*key]);
             }
         }
     }
