@@ -9,7 +9,7 @@
 use std::collections::BTreeSet;
 
 use chrono::{DateTime, Duration, Utc};
-use serde_json::json;
+use serde_json::{json, Value};
 
 use ebs_lifecycle::aws::ec2::Ec2Adapter;
 use ebs_lifecycle::aws::kms::KmsAdapter;
@@ -440,4 +440,87 @@ async fn the_copies_in_flight_go_to_the_oldest_shares_across_batches() {
     assert_eq!(second.copies, 20, "{second:?}");
     assert_eq!(second.started.len(), 20);
     assert_eq!(snapshots(&vault.client).await.len(), 40);
+}
+
+/// Any account can share with the vault: a share event from one the vault
+/// does not accept starts no run; one from an accepted account does (AWS
+/// writes `detail.source` as a number).
+#[tokio::test]
+async fn a_share_event_from_an_account_the_vault_does_not_accept_starts_no_run() {
+    let moto = Moto::start();
+    let ec2 = moto.ec2();
+    let volume = create_volume(&ec2, 8, &[("Backup", "gold")]).await;
+    let day0 = t("2026-03-01T00:00:00Z");
+    let id = snapshot_as_created(
+        &moto,
+        &volume,
+        &labels_for(&volume, "itest", "gold", day0),
+        &[],
+    )
+    .await;
+    share(&ec2, &id, VAULT).await;
+    let (vault_sdk, vault_key, vault_ledger) = vault_account(&moto).await;
+    let (counted, counter) = {
+        let counter = RequestCounter::default();
+        let counted = aws_sdk_ec2::Client::from_conf(
+            aws_sdk_ec2::config::Builder::from(&vault_sdk)
+                .interceptor(counter.clone())
+                .build(),
+        );
+        (counted, counter)
+    };
+    let config = config_with(
+        "{\"gold\": {\"schedule\": \"@daily\", \"keep\": {\"last\": 1}}}",
+        &[
+            ("DEPLOYMENT_NAME", "vault"),
+            ("ACCOUNT_ID", VAULT),
+            ("VAULT_FOR_ACCOUNTS", ACCOUNT),
+            ("VAULT_POLICIES", r#"{"gold": {"daily": 3}}"#),
+            ("VAULT_KMS_KEY_ID", &vault_key),
+            ("VAULT_LOCK_DAYS", "0"),
+        ],
+    );
+    let adapter = Ec2Adapter::new(counted);
+    let notifier = RecordingNotifier::default();
+    let deliver = |source: Value| {
+        let (adapter, notifier, config) = (&adapter, &notifier, &config);
+        let mut event: Value = serde_json::from_str(
+            &std::fs::read_to_string(
+                workspace_root().join("tests/fixtures/events/aws-docs/share-snapshot.json"),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        event["detail"]["source"] = source;
+        async move {
+            vault_snapshots::handle(
+                vault_snapshots::Ports {
+                    catalog: adapter,
+                    protections: adapter,
+                    copier: adapter,
+                    deleter: adapter,
+                    tagger: adapter,
+                    locker: adapter,
+                    notifier,
+                    ledger: vault_ledger,
+                    copy_pacing: vault_snapshots::COPY_PACING,
+                    delete_pacing: vault_snapshots::DELETE_PACING,
+                },
+                config,
+                &event,
+                day0 + Duration::hours(1),
+                Deadline::after(std::time::Duration::from_secs(600)),
+            )
+            .await
+            .unwrap()
+        }
+    };
+
+    let refused = deliver(json!(999_999_999_999u64)).await;
+    assert!(!refused.vault && refused.started.is_empty(), "{refused:?}");
+    assert_eq!(counter.all().values().sum::<usize>(), 0, "no EC2 call");
+
+    let accepted = deliver(json!(ACCOUNT.parse::<u64>().unwrap())).await;
+    assert!(accepted.vault, "{accepted:?}");
+    assert_eq!(accepted.started.len(), 1, "{accepted:?}");
 }

@@ -194,6 +194,19 @@ pub async fn handle(
         tracing::info!("vault-snapshots: not a vault stack (VAULT_FOR_ACCOUNTS is empty)");
         return Ok(summary);
     };
+    // Any account can share a snapshot with the vault, and each share is an
+    // event: one from an account the vault does not accept starts no run
+    // (its shares would be refused anyway). One whose account cannot be
+    // read reconciles, as the schedule does.
+    if summary.header.event.as_deref() == Some("shareSnapshot") {
+        if let Some(source) = vault::share_source(event) {
+            if !settings.for_accounts.contains(&source) {
+                tracing::info!(source = %source, "a share from an account this vault does not accept: no run");
+                summary.header.event = Some(format!("shareSnapshot from {source}, not accepted"));
+                return Ok(summary);
+            }
+        }
+    }
     summary.vault = true;
     let run = Run {
         ports,

@@ -180,6 +180,21 @@ pub fn parse_policies(document: &str) -> Result<Policies, PolicyError> {
     Policies::parse(&serde_json::Value::Object(as_policies).to_string())
 }
 
+/// The account a `shareSnapshot` event says shared the snapshot
+/// (`detail.source`), as 12 digits. AWS documents it as a JSON number (its
+/// leading zeros lost), and a string is accepted too; `None` when it is
+/// neither, or not an account id.
+pub fn share_source(event: &serde_json::Value) -> Option<String> {
+    let source = event.get("detail")?.get("source")?;
+    let digits = match source {
+        serde_json::Value::Number(n) => n.as_u64()?.to_string(),
+        serde_json::Value::String(s) => s.trim().to_string(),
+        _ => return None,
+    };
+    (!digits.is_empty() && digits.len() <= 12 && digits.chars().all(|c| c.is_ascii_digit()))
+        .then(|| format!("{digits:0>12}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -317,5 +332,30 @@ mod tests {
         assert_eq!(tags[keys::SOURCE_ACCOUNT], SOURCE);
         assert_eq!(tags[keys::CREATED_AT], "2026-03-01T03:00:12Z");
         assert_eq!(tags[keys::STATE], "pending");
+    }
+
+    #[test]
+    fn the_account_that_shared_as_aws_writes_it() {
+        use serde_json::json;
+        let event = |source: serde_json::Value| json!({"detail": {"event": "shareSnapshot", "source": source}});
+        // AWS's documented sample: a number, its leading zero lost.
+        assert_eq!(
+            share_source(&event(json!(12345678901u64))).as_deref(),
+            Some("012345678901")
+        );
+        assert_eq!(
+            share_source(&event(json!("210987654321"))).as_deref(),
+            Some("210987654321")
+        );
+        for bad in [
+            json!("arn:aws:iam::1:root"),
+            json!(-1),
+            json!(1.5),
+            json!(null),
+            json!("1234567890123"),
+        ] {
+            assert_eq!(share_source(&event(bad.clone())), None, "{bad}");
+        }
+        assert_eq!(share_source(&json!({"detail": {}})), None);
     }
 }
