@@ -256,9 +256,13 @@ async fn label(
     // Only what the deployment provably made is labelled or counted.
     let sifted = ownership::sift(ports.ledger, config, snapshots, Scope::WholeVolumes).await?;
     suspects.extend(sifted.suspects);
+    // One listed by its Description whose `managed-by` is gone is held and
+    // reported by the sift; its role may not tag it (the condition on its
+    // `CreateTags`), so it is not labelled either.
     let snapshots: Vec<Snapshot> = sifted
         .owned
         .into_iter()
+        .filter(|s| tags::is_managed_by(&s.tags, &config.deployment_name))
         .filter(|s| in_batch.is_none_or(|b| s.source_volume_id().is_none_or(|v| b.contains(v))))
         .collect();
 
