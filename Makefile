@@ -76,8 +76,8 @@ scale: venv
 ## adversary"): the pure rules' property test at ADVERSARY_CASES cases, then
 ## the functions on moto for ADVERSARY_SEEDS attacks of ADVERSARY_DAYS
 ## simulated days each. make test runs both short.
-## Measured: 5,000 cases in about 4 s; 12 seeds of 20 days (2,160
-## invocations) in 318 s.
+## Measured (`time make adversary`, 4 min 30 s): 5,000 cases in 3.5 s;
+## 12 seeds of 20 days (2,160 invocations, 636 deletions) in 253 s.
 ADVERSARY_CASES ?= 5000
 ADVERSARY_SEEDS ?= 12
 ADVERSARY_DAYS ?= 20
