@@ -60,6 +60,7 @@ use ebs_lifecycle_core::events::{EventError, Trigger};
 use ebs_lifecycle_core::model::{Snapshot, SnapshotState};
 use ebs_lifecycle_core::notify::{Notification, NotificationKind, Severity};
 use ebs_lifecycle_core::ownership::Scope;
+use ebs_lifecycle_core::tags;
 use ebs_lifecycle_core::vault::{self, Share};
 
 pub const FUNCTION: &str = "vault-snapshots";
@@ -521,18 +522,27 @@ impl Run<'_> {
                 return;
             }
         };
-        // Locked for `days` from the copy's start, as EC2 stamps it (never
-        // from a tag: a `completed-at` anyone can write or remove would
-        // decide whether a copy is locked at all), rounded up to whole
-        // days, which covers the copy's own duration: a copy whose lock
-        // ended is not locked again (its rules may then let it go), one
-        // whose lock failed is locked for what is left of its days.
-        let started: BTreeMap<&str, DateTime<Utc>> = copies
+        // Locked for `days` from completion: a copy whose lock ended is not
+        // locked again (its rules may then let it go), one whose lock failed
+        // is locked for what is left of its days. Completion is the later of
+        // EC2's StartTime and the `completed-at` label (never after now): a
+        // tag may only lengthen the lock (up to `days` from now), never
+        // shorten it below `days` from the start or stop a copy being
+        // locked by being removed or moved into the past.
+        let done: BTreeMap<&str, DateTime<Utc>> = copies
             .iter()
-            .filter_map(|c| Some((c.id.as_str(), c.start_time?)))
+            .filter_map(|c| {
+                let start = c.start_time?;
+                let labelled = c
+                    .tags
+                    .get(tags::COMPLETED_AT)
+                    .and_then(|v| tags::parse_time(v))
+                    .map(|t| t.min(self.now));
+                Some((c.id.as_str(), labelled.map_or(start, |t| t.max(start))))
+            })
             .collect();
         for id in completed.iter().filter(|id| !locked.contains(*id)) {
-            let done = started.get(id.as_str()).copied().unwrap_or(self.now);
+            let done = done.get(id.as_str()).copied().unwrap_or(self.now);
             let left = chrono::Duration::days(i64::from(days)) - (self.now - done);
             if left <= chrono::Duration::zero() {
                 continue;

@@ -125,9 +125,9 @@ fn filter(name: &str, values: impl IntoIterator<Item = impl Into<String>>) -> Fi
         .build()
 }
 
-/// A filter value that no id and no tag value can equal: EC2 allows
-/// letters, digits, spaces and `_ . : / = + - @` in tag values, never `~`.
-const NO_MATCH: &str = "~no-literal-value~";
+/// A filter value that no id and no tag value can equal: 257 characters,
+/// one more than EC2 allows in a tag value (and far longer than any id).
+const NO_MATCH: &str = "no-literal-value-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
 fn tag_specification(tags: &Tags) -> TagSpecification {
     TagSpecification::builder()
@@ -1086,6 +1086,7 @@ mod filter_tests {
             ["vol-1", "vol-2"]
         );
         // Nothing left: a value nothing equals, never an empty (or no) filter.
+        assert_eq!(NO_MATCH.chars().count(), 257);
         assert_eq!(values(filter("volume-id", ["*"])), [NO_MATCH]);
         assert_eq!(
             values(filter("volume-id", Vec::<String>::new())),
