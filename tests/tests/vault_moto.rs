@@ -382,17 +382,7 @@ async fn the_copies_in_flight_go_to_the_oldest_shares_across_batches() {
         ec2: Ec2Adapter::new(client.clone()),
         client,
         ledger: vault_ledger,
-        config: config_with(
-            "{\"gold\": {\"schedule\": \"@daily\", \"keep\": {\"last\": 1}}}",
-            &[
-                ("DEPLOYMENT_NAME", "vault"),
-                ("ACCOUNT_ID", VAULT),
-                ("VAULT_FOR_ACCOUNTS", ACCOUNT),
-                ("VAULT_POLICIES", r#"{"gold": {"daily": 3}}"#),
-                ("VAULT_KMS_KEY_ID", &vault_key),
-                ("VAULT_LOCK_DAYS", "0"),
-            ],
-        ),
+        config: gold_vault_config(&vault_key),
         notifier: RecordingNotifier::default(),
         counter: moto.counted_ec2().1,
     };
@@ -469,17 +459,7 @@ async fn a_share_event_from_an_account_the_vault_does_not_accept_starts_no_run()
         );
         (counted, counter)
     };
-    let config = config_with(
-        "{\"gold\": {\"schedule\": \"@daily\", \"keep\": {\"last\": 1}}}",
-        &[
-            ("DEPLOYMENT_NAME", "vault"),
-            ("ACCOUNT_ID", VAULT),
-            ("VAULT_FOR_ACCOUNTS", ACCOUNT),
-            ("VAULT_POLICIES", r#"{"gold": {"daily": 3}}"#),
-            ("VAULT_KMS_KEY_ID", &vault_key),
-            ("VAULT_LOCK_DAYS", "0"),
-        ],
-    );
+    let config = gold_vault_config(&vault_key);
     let adapter = Ec2Adapter::new(counted);
     let notifier = RecordingNotifier::default();
     let deliver = |source: Value| {
@@ -523,4 +503,19 @@ async fn a_share_event_from_an_account_the_vault_does_not_accept_starts_no_run()
     let accepted = deliver(json!(ACCOUNT.parse::<u64>().unwrap())).await;
     assert!(accepted.vault, "{accepted:?}");
     assert_eq!(accepted.started.len(), 1, "{accepted:?}");
+}
+
+/// A vault for the source account's `gold` policy (3 daily), unlocked.
+fn gold_vault_config(vault_key: &str) -> Config {
+    config_with(
+        "{\"gold\": {\"schedule\": \"@daily\", \"keep\": {\"last\": 1}}}",
+        &[
+            ("DEPLOYMENT_NAME", "vault"),
+            ("ACCOUNT_ID", VAULT),
+            ("VAULT_FOR_ACCOUNTS", ACCOUNT),
+            ("VAULT_POLICIES", r#"{"gold": {"daily": 3}}"#),
+            ("VAULT_KMS_KEY_ID", vault_key),
+            ("VAULT_LOCK_DAYS", "0"),
+        ],
+    )
 }

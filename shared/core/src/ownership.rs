@@ -71,6 +71,17 @@ impl Subject {
     }
 }
 
+/// True when `description` is in this product's format and names
+/// `deployment`, in any account or region: what a listing may hand to
+/// [`sift`], which decides. The format is known here only.
+pub fn names_deployment(description: &str, deployment: &str) -> bool {
+    description
+        .strip_prefix(MARKER)
+        .and_then(|rest| rest.strip_prefix(' '))
+        .and_then(|rest| rest.strip_prefix(deployment))
+        .is_some_and(|rest| rest.starts_with(' '))
+}
+
 /// What a Description in this deployment's format says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claim {
@@ -805,6 +816,22 @@ mod tests {
         };
         assert_eq!(longest.longest_scheduled(&"p".repeat(64)), 291);
         assert!(longest.longest_scheduled(&"p".repeat(20)) <= DESCRIPTION_LIMIT);
+    }
+
+    #[test]
+    fn a_description_names_its_deployment_and_no_other() {
+        let me = me();
+        let slot = t("2026-11-30T03:00:00Z");
+        let scheduled = me.scheduled(&Subject::Volume("vol-1".into()), "daily", slot);
+        assert!(names_deployment(&scheduled, "prod-backups"));
+        assert!(names_deployment(
+            &me.copy("us-east-1", "snap-1"),
+            "prod-backups"
+        ));
+        for other in ["prod", "prod-backups-2", "backups", ""] {
+            assert!(!names_deployment(&scheduled, other), "{other}");
+        }
+        assert!(!names_deployment("golden image", "prod-backups"));
     }
 
     #[test]

@@ -20,7 +20,7 @@ use ebs_lifecycle_core::encryption::Permissions;
 use ebs_lifecycle_core::model::{
     Attachment, BlockDevice, Instance, Snapshot, SnapshotState, Tags, Volume,
 };
-use ebs_lifecycle_core::ownership::Identity;
+use ebs_lifecycle_core::ownership::{self, Identity};
 use ebs_lifecycle_core::safety::Authorized;
 use ebs_lifecycle_core::tags::{self, LifecycleState};
 
@@ -370,17 +370,13 @@ impl VolumeInventory for Ec2Adapter {
 }
 
 /// A snapshot of a volume that claims to be the deployment's: by its tag,
-/// or by its Description (ownership::Identity; a slot's snapshot whose
-/// `managed-by` was removed still fills its slot). The ownership check
-/// decides.
+/// or by its Description (a slot's snapshot whose `managed-by` was removed
+/// still fills its slot). The ownership check decides.
 fn claims(s: &Snapshot, deployment: &str) -> bool {
     tags::is_managed_by(&s.tags, deployment)
-        || s.description.as_deref().is_some_and(|d| {
-            d.strip_prefix(ebs_lifecycle_core::ownership::MARKER)
-                .and_then(|rest| rest.strip_prefix(' '))
-                .and_then(|rest| rest.strip_prefix(deployment))
-                .is_some_and(|rest| rest.starts_with(' '))
-        })
+        || s.description
+            .as_deref()
+            .is_some_and(|d| ownership::names_deployment(d, deployment))
 }
 
 fn tag_filter(key: &str, value: &str) -> Filter {

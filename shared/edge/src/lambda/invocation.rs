@@ -80,7 +80,7 @@ pub struct Named {
 }
 
 /// Of `ids`, those not in `found`: (gone, maybe not visible yet).
-pub fn missing(
+fn missing(
     results: &[SnapshotResult],
     ids: &[String],
     found: &[Snapshot],
