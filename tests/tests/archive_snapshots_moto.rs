@@ -321,14 +321,20 @@ async fn the_account_quota_holds_across_runs_and_a_failure_is_reported_once() {
         notifier: &notifier,
         config: &config,
     };
-    // One of them will fail (moto's test hook).
-    put_tags(&ec2, &middles[0], &[("moto:archive-fails", "yes")]).await;
     let now = t("2026-12-02T00:00:00Z");
     moto.set_clock(Some(now));
     let first = world.daily(now).await;
     assert_eq!(first.archive_started.len(), 25, "{:?}", first.errors);
     assert_eq!(first.stays.get("account-quota"), Some(&1));
     assert_eq!(first.in_progress, 25);
+    // One of the 25 moving will fail (moto's test hook, read when the move
+    // ends). Which 25 start follows the candidates' order (moto's random
+    // ids), so the failing one is picked among those that did: tagging one
+    // chosen beforehand made this test fail whenever it was the one left
+    // waiting.
+    let failing = first.archive_started[0].snapshot_id.clone();
+    assert!(middles.contains(&failing));
+    put_tags(&ec2, &failing, &[("moto:archive-fails", "yes")]).await;
 
     // Still moving: no room.
     let second = world.daily(now + Duration::hours(2)).await;
@@ -342,7 +348,7 @@ async fn the_account_quota_holds_across_runs_and_a_failure_is_reported_once() {
     let third = world.daily(later).await;
     assert_eq!(third.archive_completed.len(), 24);
     assert_eq!(third.archive_failed.len(), 1);
-    assert_eq!(third.archive_failed[0].snapshot_id, middles[0]);
+    assert_eq!(third.archive_failed[0].snapshot_id, failing);
     assert_eq!(third.archive_started.len(), 2);
     let failures: Vec<_> = notifier
         .sent()
@@ -350,7 +356,7 @@ async fn the_account_quota_holds_across_runs_and_a_failure_is_reported_once() {
         .filter(|n| n.kind == NotificationKind::ArchiveFailed)
         .collect();
     assert_eq!(failures.len(), 1);
-    assert!(failures[0].summary.contains(&middles[0]));
+    assert!(failures[0].summary.contains(&failing));
 
     // It fails again: seen, not reported again.
     let last = later + Duration::hours(7);

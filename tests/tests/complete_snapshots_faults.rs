@@ -383,6 +383,189 @@ async fn reconcile_marks_errors_failed_and_alerts_a_stuck_snapshot_once() {
     assert_eq!((summary.still_pending, summary.stuck.len()), (1, 0));
 }
 
+/// `snapshot` with these tags removed (the attacker's other move).
+fn without(snapshot: Snapshot, keys: &[&str]) -> Snapshot {
+    let tags: Vec<Tag> = snapshot
+        .tags()
+        .iter()
+        .filter(|t| !keys.contains(&t.key().unwrap_or_default()))
+        .cloned()
+        .collect();
+    Snapshot::builder()
+        .snapshot_id(snapshot.snapshot_id().unwrap())
+        .volume_id(snapshot.volume_id().unwrap())
+        .description(snapshot.description().unwrap())
+        .state(snapshot.state().unwrap().clone())
+        .set_start_time(snapshot.start_time().cloned())
+        .set_tags(Some(tags))
+        .build()
+}
+
+/// The failure and stuck alerts sent (a removed `managed-by` is also
+/// reported as `tampering-suspected`, by the ownership check).
+fn alerts(notifier: &RecordingNotifier) -> Vec<Notification> {
+    notifier
+        .sent()
+        .into_iter()
+        .filter(|n| n.kind != NotificationKind::TamperingSuspected)
+        .collect()
+}
+
+/// Any tag write at all (none may happen here).
+fn any_tag_write() -> Rule {
+    mock!(Client::create_tags).then_output(|| CreateTagsOutput::builder().build())
+}
+
+/// Removing `lifecycle:managed-by` (or every lifecycle label) from a
+/// snapshot the deployment made silences no alert: its Description proves
+/// it, EC2's state decides, the ledger makes it once. Its tags are not
+/// written (the roles may tag only what carries the deployment's tag).
+#[tokio::test]
+async fn removing_the_labels_silences_no_failure_or_stuck_alert() {
+    let labels = [
+        "lifecycle:managed-by",
+        "lifecycle:state",
+        "lifecycle:policy",
+        "lifecycle:slot",
+        "lifecycle:volume-id",
+        "lifecycle:created-at",
+        "lifecycle:consistency",
+    ];
+    // The event path: the failure event for a snapshot without managed-by.
+    for removed in [&labels[..1], &labels[..]] {
+        let describe = describing(vec![without(
+            snapshot(SnapshotState::Error, "pending", "2026-03-01T03:00:13Z", &[]),
+            removed,
+        )]);
+        let writes = any_tag_write();
+        let notifier = RecordingNotifier::default();
+        let summary = run(
+            mocked_ec2(RuleMode::MatchAny, &[&describe, &writes]),
+            &notifier,
+            &failed_event(),
+            "2026-03-01T03:10:00Z",
+        )
+        .await
+        .unwrap();
+        let sent = alerts(&notifier);
+        assert_eq!(sent.len(), 1, "{removed:?}");
+        assert_eq!(sent[0].kind, NotificationKind::SnapshotFailed);
+        assert_eq!(sent[0].details["volume_id"], "vol-0aaa", "from the proof");
+        assert_eq!(sent[0].details["policy"], "default", "from the proof");
+        assert_eq!(summary.failed.len(), 1);
+        assert_eq!(writes.num_calls(), 0, "no tag written");
+
+        // Alerted already (the ledger): not again.
+        let describe = describing(vec![without(
+            snapshot(SnapshotState::Error, "pending", "2026-03-01T03:00:13Z", &[]),
+            removed,
+        )]);
+        let again = run_with_ledger(
+            mocked_ec2(RuleMode::MatchAny, &[&describe]),
+            &notifier,
+            &failed_event(),
+            "2026-03-01T03:20:00Z",
+            ledger_holding("failed/snap-0aaa"),
+        )
+        .await
+        .unwrap();
+        assert!(again.failed.is_empty());
+        assert_eq!(alerts(&notifier).len(), 1);
+    }
+
+    // The daily reconcile finds them by Description and EC2's state.
+    let errored = describing(vec![without(
+        snapshot(SnapshotState::Error, "pending", "2026-03-01T03:00:00Z", &[]),
+        &labels,
+    )]);
+    let writes = any_tag_write();
+    let notifier = RecordingNotifier::default();
+    run(
+        mocked_ec2(RuleMode::MatchAny, &[&errored, &writes]),
+        &notifier,
+        &json!({"kind": "tick"}),
+        "2026-03-02T04:00:00Z",
+    )
+    .await
+    .unwrap();
+    assert_eq!(alerts(&notifier).len(), 1);
+    assert_eq!(alerts(&notifier)[0].kind, NotificationKind::SnapshotFailed);
+    assert_eq!(writes.num_calls(), 0);
+
+    let stuck = describing(vec![without(
+        snapshot(
+            SnapshotState::Pending,
+            "pending",
+            "2026-03-01T03:00:00Z",
+            &[],
+        ),
+        &labels,
+    )]);
+    let writes = any_tag_write();
+    let notifier = RecordingNotifier::default();
+    let summary = run(
+        mocked_ec2(RuleMode::MatchAny, &[&stuck, &writes]),
+        &notifier,
+        &json!({"kind": "tick"}),
+        "2026-03-02T04:00:00Z",
+    )
+    .await
+    .unwrap();
+    assert_eq!(summary.stuck.len(), 1);
+    assert!(summary.stuck[0].notified_now);
+    assert_eq!(summary.stuck[0].volume_id.as_deref(), Some("vol-0aaa"));
+    assert_eq!(alerts(&notifier).len(), 1);
+    assert_eq!(alerts(&notifier)[0].kind, NotificationKind::SnapshotStuck);
+    assert_eq!(
+        writes.num_calls(),
+        0,
+        "no marker on a snapshot without its labels"
+    );
+
+    // `lifecycle:state=completed` written on a snapshot EC2 still says is
+    // pending: still stuck, alerted, and marked (it carries the deployment's tag).
+    let forged = describing(vec![snapshot(
+        SnapshotState::Pending,
+        "completed",
+        "2026-03-01T03:00:00Z",
+        &[],
+    )]);
+    let marker = tag_write("lifecycle:stuck-notified-at", Some("2026-03-02T04:00:00Z"));
+    let notifier = RecordingNotifier::default();
+    let summary = run(
+        mocked_ec2(RuleMode::MatchAny, &[&forged, &marker]),
+        &notifier,
+        &json!({"kind": "tick"}),
+        "2026-03-02T04:00:00Z",
+    )
+    .await
+    .unwrap();
+    assert_eq!(summary.stuck.len(), 1);
+    assert_eq!(alerts(&notifier).len(), 1);
+    assert_eq!(marker.num_calls(), 1);
+
+    // And one tagged `completed` that EC2 says failed: alerted, tag set true.
+    let forged = describing(vec![snapshot(
+        SnapshotState::Error,
+        "completed",
+        "2026-03-01T03:00:00Z",
+        &[],
+    )]);
+    let write = tag_write("lifecycle:state", Some("failed"));
+    let notifier = RecordingNotifier::default();
+    let summary = run(
+        mocked_ec2(RuleMode::MatchAny, &[&forged, &write]),
+        &notifier,
+        &json!({"kind": "tick"}),
+        "2026-03-02T04:00:00Z",
+    )
+    .await
+    .unwrap();
+    assert_eq!(summary.failed.len(), 1);
+    assert_eq!(alerts(&notifier).len(), 1);
+    assert_eq!(write.num_calls(), 1);
+}
+
 #[tokio::test]
 async fn every_malformed_event_is_rejected_naming_its_field_with_no_aws_call() {
     let text =

@@ -8,7 +8,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use serde_json::json;
@@ -17,6 +17,7 @@ use ebs_lifecycle::aws::ec2::Ec2Adapter;
 use ebs_lifecycle::config::Config;
 use ebs_lifecycle::lambda::deadline::Deadline;
 use ebs_lifecycle::ports::ledger::Ledger;
+use ebs_lifecycle_core::holds::Hold;
 use ebs_lifecycle_core::model::Snapshot;
 use ebs_lifecycle_core::notify::NotificationKind;
 use ebs_lifecycle_core::tags;
@@ -58,6 +59,10 @@ struct Account {
     all: BTreeSet<String>,
     /// Protected whatever their age: held, AMI-backed, another deployment's, untagged.
     protected: Vec<String>,
+    /// The deleted volume whose snapshots are orphans, and those of them
+    /// that may go.
+    doomed: String,
+    orphans_may_go: BTreeSet<String>,
 }
 
 async fn seed(moto: &Moto) -> Account {
@@ -130,10 +135,17 @@ async fn seed(moto: &Moto) -> Account {
         .cloned()
         .collect();
     let all = all_snaps.iter().map(|s| s.id.clone()).collect();
+    let orphans_may_go = orphans
+        .iter()
+        .filter(|id| **id != keep_orphan)
+        .cloned()
+        .collect();
     Account {
         may_go,
         all,
         protected: vec![held, ami_backed, theirs, untagged],
+        doomed,
+        orphans_may_go,
     }
 }
 
@@ -141,15 +153,28 @@ async fn expire(moto: &Moto, config: &Config, notifier: &RecordingNotifier) -> R
     expire_on(moto.ec2(), config, notifier).await
 }
 
+/// The time of every run here.
+const NOW: &str = "2026-11-21T04:00:00Z";
+
 /// [`expire`] with the EC2 client given (one behind the fault proxy, say).
 async fn expire_on(
     ec2: aws_sdk_ec2::Client,
     config: &Config,
     notifier: &RecordingNotifier,
 ) -> RunSummary {
+    expire_with_ledger(ec2, config, notifier, mocked_ledger()).await
+}
+
+/// [`expire_on`] with the ledger given (moto's DynamoDB, say).
+async fn expire_with_ledger(
+    ec2: aws_sdk_ec2::Client,
+    config: &Config,
+    notifier: &RecordingNotifier,
+    ledger: &dyn Ledger,
+) -> RunSummary {
     let adapter = Ec2Adapter::new(ec2);
-    let ports = expire_ports(&adapter, notifier, mocked_ledger());
-    let now = tags::parse_time("2026-11-21T04:00:00Z").unwrap();
+    let ports = expire_ports(&adapter, notifier, ledger);
+    let now = tags::parse_time(NOW).unwrap();
     handle(
         Ports {
             pacing: Pacing {
@@ -208,6 +233,101 @@ async fn only_what_may_go_goes() {
     let again = expire(&moto, &config(POLICIES), &notifier).await;
     assert_eq!(again.counts.deleted, 0);
     assert_eq!(notifier.sent().len(), 1, "nothing deleted, nobody notified");
+}
+
+/// A hold in the stack's ledger keeps a snapshot, or every snapshot of a
+/// volume, whatever its tags say (its `lifecycle:hold` tag removed, here)
+/// until it ends or is released; an ended hold keeps nothing; the summary
+/// says why each stays.
+#[tokio::test]
+async fn a_ledger_hold_keeps_what_removing_a_tag_cannot_lift() {
+    let moto = Moto::start();
+    let ec2 = moto.ec2();
+    let account = seed(&moto).await;
+    let ledger = moto.ledger();
+    let now = tags::parse_time(NOW).unwrap();
+    let live_may_go: Vec<String> = account
+        .may_go
+        .difference(&account.orphans_may_go)
+        .cloned()
+        .collect();
+    assert!(live_may_go.len() >= 2 && !account.orphans_may_go.is_empty());
+    let (held, ended) = (&live_may_go[0], &live_may_go[1]);
+    let hold = |id: &str, until: chrono::DateTime<chrono::Utc>| {
+        Hold::new(
+            id,
+            until,
+            "incident 42",
+            "arn:aws:iam::123456789012:user/ann",
+            now - chrono::Duration::days(2),
+        )
+        .unwrap()
+    };
+    ledger
+        .set_hold(&hold(held, now + chrono::Duration::days(30)))
+        .await
+        .unwrap();
+    ledger
+        .set_hold(&hold(&account.doomed, now + chrono::Duration::days(30)))
+        .await
+        .unwrap();
+    ledger
+        .set_hold(&hold(ended, now - chrono::Duration::days(1)))
+        .await
+        .unwrap();
+    // The attacker's move: the tag hold lifted.
+    let tag_held = &account.protected[0];
+    ec2.delete_tags()
+        .resources(tag_held)
+        .tags(
+            aws_sdk_ec2::types::Tag::builder()
+                .key("lifecycle:hold")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    ledger
+        .set_hold(&hold(tag_held, now + chrono::Duration::days(30)))
+        .await
+        .unwrap();
+
+    let notifier = RecordingNotifier::default();
+    let summary = expire_with_ledger(ec2.clone(), &config(POLICIES), &notifier, ledger).await;
+
+    let left = remaining(&moto).await;
+    for id in [held, tag_held].into_iter().chain(&account.orphans_may_go) {
+        assert!(left.contains(id), "{id} is held in the ledger");
+    }
+    assert!(!left.contains(ended), "an ended hold keeps nothing");
+    let why: BTreeMap<&str, &str> = summary
+        .volumes
+        .iter()
+        .flat_map(|v| &v.kept)
+        .map(|k| (k.snapshot_id.as_str(), k.why.as_str()))
+        .collect();
+    assert_eq!(why.get(held.as_str()), Some(&"held-in-ledger"));
+    assert_eq!(why.get(tag_held.as_str()), Some(&"held-in-ledger"));
+    for id in &account.orphans_may_go {
+        assert_eq!(
+            why.get(id.as_str()),
+            Some(&"held-in-ledger"),
+            "{id}: its volume is held"
+        );
+    }
+    let deleted_first = summary.counts.deleted;
+    assert_eq!(
+        deleted_first,
+        account.may_go.len() - 1 - account.orphans_may_go.len()
+    );
+
+    // Released: the next run lets it go; the volume's hold still keeps the orphans.
+    ledger.release_hold(held).await.unwrap();
+    let again = expire_with_ledger(ec2, &config(POLICIES), &notifier, ledger).await;
+    assert_eq!(again.counts.deleted, 1);
+    let left = remaining(&moto).await;
+    assert!(!left.contains(held));
+    assert!(account.orphans_may_go.iter().all(|id| left.contains(id)));
 }
 
 #[tokio::test]

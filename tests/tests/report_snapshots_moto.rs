@@ -240,6 +240,87 @@ async fn every_volume_is_classed_and_a_stopped_schedule_is_a_gap_reported_once()
         .contains("s3://itest-reports/coverage/2026-03-09/report.html"));
 }
 
+/// A volume the deployment backed up whose selector tag is removed is
+/// reported once (`opted-out`, info, with where CloudTrail says who), and
+/// again only after it was opted in and backed up anew; a volume never
+/// backed up by the deployment is not.
+#[tokio::test]
+async fn a_volume_whose_selector_tag_is_removed_is_reported_once() {
+    let moto = Moto::start();
+    let ec2 = moto.ec2();
+    let adapter = Ec2Adapter::new(ec2.clone());
+    let notifier = RecordingNotifier::default();
+    let config = config(r#"{"daily": {"schedule": "@daily", "keep": {"last": 5}}}"#);
+    let left = create_volume(&ec2, 8, &[("Backup", "daily"), ("Name", "left")]).await;
+    let stays = create_volume(&ec2, 8, &[("Backup", "daily")]).await;
+    let never = create_volume(&ec2, 8, &[("Name", "never")]).await;
+    for volume in [&left, &stays] {
+        let labels = labels_for(volume, "itest", "daily", t("2026-03-05T00:00:00Z"));
+        snapshot_as_created(&moto, volume, &labels, &[]).await;
+    }
+    let (blocks, _) = moto.ebs_blocks();
+    let world = World {
+        moto: &moto,
+        adapter: &adapter,
+        blocks: &blocks,
+        notifier: &notifier,
+        config: &config,
+        store: None,
+    };
+    let opted_out = |n: &RecordingNotifier| -> Vec<ebs_lifecycle_core::notify::Notification> {
+        n.sent()
+            .into_iter()
+            .filter(|n| n.kind == NotificationKind::OptedOut)
+            .collect()
+    };
+    let now = t("2026-03-05T12:00:00Z");
+    assert!(world.run(now).await.opted_out.is_empty());
+
+    ec2.delete_tags()
+        .resources(&left)
+        .tags(aws_sdk_ec2::types::Tag::builder().key("Backup").build())
+        .send()
+        .await
+        .unwrap();
+    let report = world.run(now + Duration::hours(1)).await;
+    let ids: Vec<&str> = report
+        .opted_out
+        .iter()
+        .map(|o| o.volume_id.as_str())
+        .collect();
+    assert_eq!(ids, [left.as_str()], "{never} was never backed up");
+    let sent = opted_out(&notifier);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].severity, Severity::Info);
+    assert!(sent[0].summary.contains(&left) && sent[0].summary.contains("left"));
+    assert!(sent[0].details["next"]
+        .as_str()
+        .unwrap()
+        .contains("CloudTrail"));
+
+    // Seen: not again.
+    assert!(world
+        .run(now + Duration::hours(2))
+        .await
+        .opted_out
+        .is_empty());
+    assert_eq!(opted_out(&notifier).len(), 1);
+
+    // Opted in again and backed up anew, then out again: reported again.
+    put_tags(&ec2, &left, &[("Backup", "daily")]).await;
+    let labels = labels_for(&left, "itest", "daily", t("2026-03-06T00:00:00Z"));
+    snapshot_as_created(&moto, &left, &labels, &[]).await;
+    ec2.delete_tags()
+        .resources(&left)
+        .tags(aws_sdk_ec2::types::Tag::builder().key("Backup").build())
+        .send()
+        .await
+        .unwrap();
+    let report = world.run(t("2026-03-06T12:00:00Z")).await;
+    assert_eq!(report.opted_out.len(), 1);
+    assert_eq!(opted_out(&notifier).len(), 2);
+}
+
 /// One volume whose block map is written by hand (moto's `moto:writes`, see
 /// scripts/moto_ebs_fixes.py): A writes blocks 0-99, B rewrites 50-59, C
 /// rewrites 55-69, D (later) 60-64. By AWS's recipe (blocks changed both from

@@ -778,6 +778,13 @@ fn the_freeze_document_is_the_codes_and_its_parameters_take_no_shell() {
 /// the calls its code makes, and the table outlives the stack.
 #[test]
 fn each_function_reads_and_writes_only_its_own_ledger_records() {
+    const HOLD_READERS: [&str; 5] = [
+        "ExpireSnapshotsFunction",
+        "CopySnapshotsFunction",
+        "VaultSnapshotsFunction",
+        "ReportSnapshotsFunction",
+        "ArchiveSnapshotsFunction",
+    ];
     let template = template_json();
     let globals = &template["Globals"]["Function"]["Environment"]["Variables"];
     assert_eq!(globals["ACCOUNT_ID"], json!({"!Ref": "AWS::AccountId"}));
@@ -846,6 +853,7 @@ fn each_function_reads_and_writes_only_its_own_ledger_records() {
     for (function, actions, keys) in expected {
         let policies = &template["Resources"][function]["Properties"]["Policies"];
         let mut on_ledger = Vec::new();
+        let mut reads_holds = false;
         for statement in policies
             .as_array()
             .unwrap()
@@ -854,10 +862,32 @@ fn each_function_reads_and_writes_only_its_own_ledger_records() {
             .flatten()
         {
             let actions_text = statement["Action"].to_string();
-            if actions_text.contains("dynamodb:") {
+            if statement["Sid"] == "LedgerReadHolds" {
+                // The operators' holds: read only, and only them.
+                assert_eq!(statement["Action"], "dynamodb:Query", "{function}");
+                assert_eq!(
+                    statement["Resource"],
+                    json!({"!GetAtt": "Ledger.Arn"}),
+                    "{function}"
+                );
+                assert_eq!(
+                    statement["Condition"]["ForAllValues:StringEquals"]["dynamodb:LeadingKeys"],
+                    json!(["hold"]),
+                    "{function}"
+                );
+                reads_holds = true;
+            } else if actions_text.contains("dynamodb:") {
                 on_ledger.push(statement.clone());
             }
         }
+        // Every function that deletes or archives, or plans what the next
+        // expiry frees, honours the holds; none can write one.
+        assert_eq!(
+            reads_holds,
+            HOLD_READERS.contains(&function),
+            "{function}: reads the holds"
+        );
+        assert!(!keys.contains(&"hold"), "{function}: writes no hold");
         assert_eq!(on_ledger.len(), 1, "{function}: one ledger statement");
         let s = &on_ledger[0];
         assert_eq!(
@@ -873,6 +903,49 @@ fn each_function_reads_and_writes_only_its_own_ledger_records() {
             "{function}"
         );
     }
+}
+
+/// Holds are written only through `HoldSnapshotsPolicy`: the ledger's
+/// `hold` items and nothing else, attached to no function's role, its ARN
+/// an output for operators.
+#[test]
+fn holds_are_set_only_by_their_own_permission() {
+    let template = template_json();
+    let policy = &template["Resources"]["HoldSnapshotsPolicy"];
+    assert_eq!(policy["Type"], "AWS::IAM::ManagedPolicy");
+    let statements = policy["Properties"]["PolicyDocument"]["Statement"]
+        .as_array()
+        .unwrap();
+    assert_eq!(statements.len(), 1);
+    let s = &statements[0];
+    assert_eq!(s["Resource"], json!({"!GetAtt": "Ledger.Arn"}));
+    assert_eq!(
+        s["Condition"]["ForAllValues:StringEquals"]["dynamodb:LeadingKeys"],
+        json!(["hold"])
+    );
+    assert_eq!(
+        s["Action"],
+        json!([
+            "dynamodb:Query",
+            "dynamodb:GetItem",
+            "dynamodb:PutItem",
+            "dynamodb:DeleteItem"
+        ])
+    );
+    let resources = template["Resources"].as_object().unwrap();
+    for (name, resource) in resources {
+        if resource["Type"] == "AWS::Serverless::Function" {
+            let policies = resource["Properties"]["Policies"].to_string();
+            assert!(
+                !policies.contains("HoldSnapshotsPolicy"),
+                "{name} must not be able to set holds"
+            );
+        }
+    }
+    assert_eq!(
+        template["Outputs"]["HoldSnapshotsPolicyArn"]["Value"],
+        json!({"!Ref": "HoldSnapshotsPolicy"})
+    );
 }
 
 /// The functions' resource policies, as SAM generates them: each admits

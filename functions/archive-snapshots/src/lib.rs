@@ -53,6 +53,7 @@ use ebs_lifecycle_core::archive::{self, Decision, Stay, Tier};
 use ebs_lifecycle_core::cost;
 use ebs_lifecycle_core::events::{EventError, SnapshotEvent, SnapshotOperation, Tick};
 use ebs_lifecycle_core::expiry;
+use ebs_lifecycle_core::holds::Holds;
 use ebs_lifecycle_core::model::{Snapshot, SnapshotState, Tags};
 use ebs_lifecycle_core::notify::{Notification, NotificationKind, Severity};
 use ebs_lifecycle_core::ownership::Scope;
@@ -407,6 +408,8 @@ struct Shared {
     amis: BTreeSet<String>,
     locked: BTreeSet<String>,
     copying: BTreeSet<String>,
+    /// Ledger holds: a held snapshot stays where it is, in the tier it is.
+    holds: Holds,
 }
 
 /// Where the walks of a run stand, across batches.
@@ -453,6 +456,7 @@ async fn plan_and_archive(
             .into_iter()
             .map(|c| c.source_snapshot_id)
             .collect(),
+        holds: Holds::in_effect(ports.ledger.holds().await?, now),
     };
     let mut walk = Walk {
         stop: false,
@@ -554,6 +558,7 @@ async fn plan_batch(
         deployment: config.deployment_name.clone(),
         ami_snapshot_ids: shared.amis.clone(),
         locked_snapshot_ids: shared.locked.clone(),
+        holds: shared.holds.clone(),
         held_for_review,
         restoring: owned
             .iter()

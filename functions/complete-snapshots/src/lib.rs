@@ -182,11 +182,14 @@ async fn apply_results(
         .snapshots_by_id(&ids)
         .await?
         .into_iter()
-        .partition(|s| tags::is_managed_by(&s.tags, &config.deployment_name));
+        .partition(|s| claims_deployment(s, &config.deployment_name));
     // Only what the deployment provably made has its state tag kept true;
-    // a suspect is as foreign as a snapshot without the tag.
+    // a suspect is as foreign as a snapshot without the tag. One it made
+    // whose `managed-by` was removed is still proven by its Description:
+    // its failure is alerted, its tags are not written.
     let sifted = ownership::sift(ports.ledger, config, tagged, Scope::SomeSnapshots).await?;
     let suspects: Vec<Suspect> = sifted.suspects;
+    let proven: BTreeSet<String> = sifted.owned.iter().map(|s| s.id.clone()).collect();
     let found: BTreeMap<String, Snapshot> = sifted
         .owned
         .into_iter()
@@ -201,6 +204,7 @@ async fn apply_results(
 
     let mut not_visible = Vec::new();
     let mut changes = Vec::new();
+    let mut unlabelled = Vec::new();
     for result in results {
         if suspected.contains(&result.snapshot_id.as_str()) {
             summary.foreign += 1;
@@ -219,12 +223,14 @@ async fn apply_results(
         };
         let labels = match ownership(snapshot, &config.deployment_name) {
             Ownership::Ours(labels) => labels,
-            Ownership::Foreign => {
-                summary.foreign += 1;
-                continue;
-            }
-            Ownership::Unreadable => {
-                summary.unreadable.push(snapshot.id.clone());
+            other => {
+                if proven.contains(&snapshot.id) && snapshot.state == SnapshotState::Error {
+                    unlabelled.push((snapshot.clone(), failure_cause(&result.cause, snapshot)));
+                }
+                match other {
+                    Ownership::Unreadable => summary.unreadable.push(snapshot.id.clone()),
+                    _ => summary.foreign += 1,
+                }
                 continue;
             }
         };
@@ -252,6 +258,7 @@ async fn apply_results(
         }
     }
     apply_changes(ports, config, changes, summary).await?;
+    alert_unlabelled_failures(ports, config, unlabelled, now, summary).await?;
     if not_visible.is_empty() {
         Ok(suspects)
     } else {
@@ -397,6 +404,20 @@ async fn may_supersede(
 }
 
 fn failed_notification(config: &Config, change: &Change, t: &Transition) -> Notification {
+    failure_notification(
+        config,
+        t,
+        change.labels.instance_id.as_deref(),
+        Some(change.labels.slot),
+    )
+}
+
+fn failure_notification(
+    config: &Config,
+    t: &Transition,
+    instance_id: Option<&str>,
+    slot: Option<DateTime<Utc>>,
+) -> Notification {
     let volume = t.volume_id.as_deref().unwrap_or("an unknown volume");
     Notification {
         kind: NotificationKind::SnapshotFailed,
@@ -406,13 +427,75 @@ fn failed_notification(config: &Config, change: &Change, t: &Transition) -> Noti
         details: json!({
             "snapshot_id": t.snapshot_id,
             "volume_id": t.volume_id,
-            "instance_id": change.labels.instance_id,
+            "instance_id": instance_id,
             "policy": t.policy,
-            "slot": tags::format_time(change.labels.slot),
+            "slot": slot.map(tags::format_time),
             "cause": t.cause,
             "next": "The volume is still due in this slot: the next create-snapshots tick takes a new snapshot. The failed snapshot is cleaned up by expiry after its grace period.",
         }),
     }
+}
+
+/// A snapshot the deployment provably made (its Description) that EC2 says
+/// failed, whose lifecycle labels were removed, made unreadable or set to
+/// a final state by someone: nobody's tag may silence its failure. It is alerted once (the ledger's `failed/<id>`)
+/// and reported in the summary; its tags are not written (the stack's
+/// roles may tag only what carries its `managed-by`).
+async fn alert_unlabelled_failures(
+    ports: Ports<'_>,
+    config: &Config,
+    failures: Vec<(Snapshot, String)>,
+    now: DateTime<Utc>,
+    summary: &mut RunSummary,
+) -> Result<(), InvocationError> {
+    let keys: Vec<String> = failures.iter().map(|(s, _)| failed_key(&s.id)).collect();
+    let alerted = alerted(ports, &keys).await?;
+    for (snapshot, cause) in failures {
+        let transition = proven_transition(&snapshot, LifecycleState::Failed, cause);
+        if !alerted.contains(&failed_key(&snapshot.id)) {
+            let notification = failure_notification(
+                config,
+                &transition,
+                snapshot.tags.get(tags::INSTANCE_ID).map(String::as_str),
+                snapshot
+                    .tags
+                    .get(tags::SLOT)
+                    .and_then(|v| tags::parse_time(v)),
+            );
+            ports
+                .notifier
+                .publish(&notification)
+                .await
+                .map_err(|e| InvocationError::NotificationFailed(e.to_string()))?;
+            ports
+                .ledger
+                .first_report(&failed_key(&snapshot.id), now)
+                .await?;
+            summary.failed.push(transition);
+        }
+    }
+    Ok(())
+}
+
+/// A transition of a snapshot from what its proof says (the ownership
+/// check set its volume and policy tags from its Description).
+fn proven_transition(snapshot: &Snapshot, state: LifecycleState, cause: String) -> Transition {
+    Transition {
+        snapshot_id: snapshot.id.clone(),
+        volume_id: snapshot.source_volume_id().map(String::from),
+        policy: snapshot.tags.get(tags::POLICY).cloned().unwrap_or_default(),
+        state: state.as_str(),
+        cause,
+    }
+}
+
+/// Listed as the deployment's by its tag or by its Description; the
+/// ownership check decides which it is.
+fn claims_deployment(s: &Snapshot, deployment: &str) -> bool {
+    tags::is_managed_by(&s.tags, deployment)
+        || s.description
+            .as_deref()
+            .is_some_and(|d| ebs_lifecycle_core::ownership::names_deployment(d, deployment))
 }
 
 /// The daily backstop: every snapshot still tagged `pending` is compared with EC2.
@@ -423,21 +506,61 @@ async fn reconcile(
     deadline: Deadline,
     summary: &mut RunSummary,
 ) -> Result<Vec<Suspect>, InvocationError> {
-    let listed = ports
-        .catalog
-        .managed_snapshots_in_state(&config.deployment_name, LifecycleState::Pending)
-        .await?;
+    // Tagged `pending` (EC2 may have finished: the tag is set true), and
+    // what EC2 itself says is unfinished among the snapshots whose
+    // Description names the deployment: removing `managed-by` or
+    // `lifecycle:state` hides neither a failure nor a stuck snapshot.
+    let (by_tag, by_ec2) = tokio::try_join!(
+        ports
+            .catalog
+            .managed_snapshots_in_state(&config.deployment_name, LifecycleState::Pending),
+        ports.catalog.unfinished_snapshots(&config.identity),
+    )?;
+    let mut listed: BTreeMap<String, Snapshot> = BTreeMap::new();
+    for s in by_tag.into_iter().chain(by_ec2) {
+        listed.entry(s.id.clone()).or_insert(s);
+    }
+    let listed: Vec<Snapshot> = listed.into_values().collect();
     let sifted = ownership::sift(ports.ledger, config, listed, Scope::SomeSnapshots).await?;
     let (pending, suspects) = (sifted.owned, sifted.suspects);
     let stuck_after = TimeDelta::minutes(i64::from(config.stuck_after_minutes));
     let mut changes = Vec::new();
     let mut stuck = Vec::new();
+    let mut unlabelled = Vec::new();
     for snapshot in pending {
         let labels = match ownership(&snapshot, &config.deployment_name) {
-            Ownership::Ours(labels) => labels,
-            Ownership::Foreign => continue,
-            Ownership::Unreadable => {
-                summary.unreadable.push(snapshot.id.clone());
+            // Tagged pending, or failed in EC2 whatever its state tag says
+            // (the tag is set true; the alert goes once, by the ledger).
+            Ownership::Ours(labels)
+                if labels.state == LifecycleState::Pending
+                    || snapshot.state == SnapshotState::Error =>
+            {
+                labels
+            }
+            // Its state tag says done (written by us, or by anyone), its
+            // labels are gone or unreadable: what EC2 says still decides
+            // the alerts, once each (the ledger); only a snapshot that
+            // carries the deployment's `managed-by` gets the stuck marker.
+            other => {
+                let taggable = matches!(other, Ownership::Ours(_));
+                if matches!(other, Ownership::Unreadable) {
+                    summary.unreadable.push(snapshot.id.clone());
+                }
+                match snapshot.state {
+                    SnapshotState::Error => {
+                        let cause = failure_cause("", &snapshot);
+                        unlabelled.push((snapshot, cause));
+                    }
+                    SnapshotState::Pending => {
+                        if let Some(since) = snapshot.start_time.filter(|t| now - *t > stuck_after)
+                        {
+                            let policy =
+                                snapshot.tags.get(tags::POLICY).cloned().unwrap_or_default();
+                            stuck.push((snapshot, policy, since, taggable));
+                        }
+                    }
+                    _ => {}
+                }
                 continue;
             }
         };
@@ -461,7 +584,7 @@ async fn reconcile(
             None => {
                 let since = snapshot.start_time.unwrap_or(labels.created_at);
                 if now - since > stuck_after {
-                    stuck.push((snapshot, labels, since));
+                    stuck.push((snapshot, labels.policy.clone(), since, true));
                 } else {
                     summary.still_pending += 1;
                 }
@@ -469,13 +592,14 @@ async fn reconcile(
         }
     }
     apply_changes(ports, config, changes, summary).await?;
+    alert_unlabelled_failures(ports, config, unlabelled, now, summary).await?;
 
     // Whether a stuck snapshot was alerted already is the stack's own
     // record (the ledger), never the `stuck-notified-at` tag: anyone who
     // can write that tag could silence the alert.
-    let stuck_keys: Vec<String> = stuck.iter().map(|(s, _, _)| stuck_key(&s.id)).collect();
+    let stuck_keys: Vec<String> = stuck.iter().map(|(s, ..)| stuck_key(&s.id)).collect();
     let alerted = alerted(ports, &stuck_keys).await?;
-    for (snapshot, labels, since) in stuck {
+    for (snapshot, policy, since, taggable) in stuck {
         if deadline.is_near() {
             summary.left_for_later += 1;
             continue;
@@ -484,7 +608,7 @@ async fn reconcile(
         let entry = Stuck {
             snapshot_id: snapshot.id.clone(),
             volume_id: snapshot.source_volume_id().map(String::from),
-            policy: labels.policy.clone(),
+            policy,
             pending_since: tags::format_time(since),
             notified_now: !already,
         };
@@ -510,6 +634,11 @@ async fn reconcile(
                         .ledger
                         .first_report(&stuck_key(&snapshot.id), now)
                         .await?;
+                    if !taggable {
+                        // Its labels are gone: the ledger alone remembers.
+                        summary.stuck.push(entry);
+                        continue;
+                    }
                     let marker =
                         Tags::from([(tags::STUCK_NOTIFIED_AT.to_string(), tags::format_time(now))]);
                     ports

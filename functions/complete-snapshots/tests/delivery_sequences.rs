@@ -23,6 +23,7 @@ use ebs_lifecycle::lambda::deadline::Deadline;
 use ebs_lifecycle::ports::ec2::{Ec2Error, SnapshotCatalog, SnapshotTagger};
 use ebs_lifecycle::ports::ledger::{CopyInFlight, Ledger, LedgerError, StopRecord};
 use ebs_lifecycle::ports::notifier::{Notifier, NotifyError};
+use ebs_lifecycle_core::holds::Hold;
 use ebs_lifecycle_core::model::{Snapshot, SnapshotState, Tags};
 use ebs_lifecycle_core::notify::{Notification, NotificationKind};
 use ebs_lifecycle_core::ownership::{CopyRecord, Identity, Subject};
@@ -104,6 +105,25 @@ impl SnapshotCatalog for Ec2Model {
             .filter(|s| {
                 s.tags.get(tags::MANAGED_BY).map(String::as_str) == Some(deployment)
                     && s.tags.get(tags::STATE).map(String::as_str) == Some(state.as_str())
+            })
+            .cloned()
+            .collect())
+    }
+
+    async fn unfinished_snapshots(
+        &self,
+        identity: &ebs_lifecycle_core::ownership::Identity,
+    ) -> Result<Vec<Snapshot>, Ec2Error> {
+        let all = self.snapshots.lock().unwrap();
+        let prefix = identity.any_pattern();
+        let prefix = prefix.trim_end_matches('*');
+        Ok(all
+            .values()
+            .filter(|s| {
+                matches!(s.state, SnapshotState::Pending | SnapshotState::Error)
+                    && s.description
+                        .as_deref()
+                        .is_some_and(|d| d.starts_with(prefix))
             })
             .cloned()
             .collect())
@@ -191,6 +211,15 @@ impl Ledger for Ec2Model {
     }
     async fn first_report(&self, id: &str, _: DateTime<Utc>) -> Result<bool, LedgerError> {
         Ok(self.reports.lock().unwrap().insert(id.to_string()))
+    }
+    async fn holds(&self) -> Result<Vec<Hold>, LedgerError> {
+        Ok(Vec::new())
+    }
+    async fn set_hold(&self, _: &Hold) -> Result<(), LedgerError> {
+        unreachable!("complete-snapshots never holds")
+    }
+    async fn release_hold(&self, _: &str) -> Result<(), LedgerError> {
+        unreachable!("complete-snapshots never releases")
     }
 }
 

@@ -48,6 +48,7 @@ use ebs_lifecycle_core::archive;
 use ebs_lifecycle_core::cost::Prices;
 use ebs_lifecycle_core::events::{EventError, Tick};
 use ebs_lifecycle_core::expiry::{self, VolumePlan};
+use ebs_lifecycle_core::holds::Holds;
 use ebs_lifecycle_core::model::Snapshot;
 use ebs_lifecycle_core::notify::{Notification, NotificationKind, Severity};
 use ebs_lifecycle_core::ownership::Scope;
@@ -246,6 +247,8 @@ pub async fn handle(
         .into_iter()
         .map(|c| c.source_snapshot_id)
         .collect();
+    // Holds an operator set in the ledger: unread, nothing is deleted.
+    let holds = Holds::in_effect(ports.ledger.holds().await?, now);
 
     let mut summary = RunSummary {
         header: RunHeader::new(FUNCTION, config, now, "daily"),
@@ -312,6 +315,7 @@ pub async fn handle(
             deployment: config.deployment_name.clone(),
             ami_snapshot_ids: ami_snapshot_ids.clone(),
             locked_snapshot_ids: locked_snapshot_ids.clone(),
+            holds: holds.clone(),
             held_for_review,
             copying: copying.clone(),
             now,

@@ -58,6 +58,7 @@ use ebs_lifecycle::ports::reports::ReportStore;
 use ebs_lifecycle_core::coverage::{self, VolumeCoverage};
 use ebs_lifecycle_core::events::{EventError, Tick};
 use ebs_lifecycle_core::expiry;
+use ebs_lifecycle_core::holds::{Hold, Holds};
 use ebs_lifecycle_core::model::Snapshot;
 use ebs_lifecycle_core::notify::{Notification, NotificationKind, Severity};
 use ebs_lifecycle_core::ownership::Scope;
@@ -139,12 +140,30 @@ pub struct Report {
     pub coverage: Vec<VolumeCoverage>,
     /// What the deployment's snapshots store and cost.
     pub cost: cost::CostSummary,
+    /// The holds in the stack's ledger in effect now (at most
+    /// `holds::MAX_HOLDS`), soonest to end first.
+    pub holds: Vec<Hold>,
+    /// Volumes this run found opted out for the first time: the deployment
+    /// made snapshots of them, and no selector tag covers them now.
+    pub opted_out: Vec<OptedOut>,
+}
+
+/// A volume whose backups stopped because nothing opts it in any more.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OptedOut {
+    pub volume_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The newest snapshot the deployment provably made of it.
+    pub last_snapshot: String,
 }
 
 /// Volumes the summary lists (the gaps first), at most; the files list all.
 pub const COVERAGE_SAMPLE: usize = 100;
 /// Volumes whose cost the summary lists (the costliest), at most.
 pub const COST_SAMPLE: usize = 20;
+/// Holds the summary lists (the soonest to end), at most; the page lists all.
+pub const HOLDS_SAMPLE: usize = 20;
 
 /// What the invocation returns and the log line carries: the counts, the
 /// gaps and the costliest volumes, never every volume and snapshot (those
@@ -170,6 +189,12 @@ pub struct ReportSummary {
     /// The cost's totals; `volumes`: the costliest, without their snapshots.
     pub cost: cost::CostSummary,
     pub cost_volumes_omitted: usize,
+    /// The first [`HOLDS_SAMPLE`] holds, soonest to end first.
+    pub holds: Vec<Hold>,
+    pub holds_omitted: usize,
+    /// The first [`HOLDS_SAMPLE`] volumes newly opted out.
+    pub opted_out: Vec<OptedOut>,
+    pub opted_out_omitted: usize,
 }
 
 impl Report {
@@ -190,6 +215,10 @@ impl Report {
             coverage_omitted: self.coverage.len().saturating_sub(COVERAGE_SAMPLE),
             cost: self.cost.totals(COST_SAMPLE),
             cost_volumes_omitted: self.cost.volumes.len().saturating_sub(COST_SAMPLE),
+            holds: self.holds.iter().take(HOLDS_SAMPLE).cloned().collect(),
+            holds_omitted: self.holds.len().saturating_sub(HOLDS_SAMPLE),
+            opted_out: self.opted_out.iter().take(HOLDS_SAMPLE).cloned().collect(),
+            opted_out_omitted: self.opted_out.len().saturating_sub(HOLDS_SAMPLE),
         }
     }
 }
@@ -264,6 +293,8 @@ pub async fn handle(
         .into_iter()
         .map(|c| c.source_snapshot_id)
         .collect();
+    // The ledger's holds: shown, and kept out of what the next expiry frees.
+    let holds = Holds::in_effect(ports.ledger.holds().await?, now);
 
     // Then 200 volumes at a time (every volume of the region, and the
     // deleted ones the deployment's snapshots name): anyone's snapshots of
@@ -357,6 +388,7 @@ pub async fn handle(
             deployment: config.deployment_name.clone(),
             ami_snapshot_ids: ami_snapshot_ids.clone(),
             locked_snapshot_ids: locked.clone(),
+            holds: holds.clone(),
             held_for_review,
             // As the copies' keeping does: archived snapshots are not
             // counted as freed (their restore state is not read here).
@@ -429,6 +461,11 @@ pub async fn handle(
         not_checked: not_checked.len(),
         progress,
         cost,
+        holds: {
+            let mut listed: Vec<Hold> = holds.iter().cloned().collect();
+            listed.sort_by(|a, b| (a.until, &a.resource_id).cmp(&(b.until, &b.resource_id)));
+            listed
+        },
         ..Report::default()
     };
     // Each gap is reported once: the ledger remembers (volume, since).
@@ -440,6 +477,7 @@ pub async fn handle(
             }
         }
     }
+    report.opted_out = newly_opted_out(ports.ledger, &classed, &facts, now).await;
     report.coverage = classed;
     if let Some(store) = ports.reports {
         store_report(store, &mut report, now).await;
@@ -571,6 +609,63 @@ impl BatchTimes {
     }
 }
 
+/// Volumes the deployment provably backed up (its newest snapshot of
+/// them) that no selector tag covers now, not yet reported for that
+/// snapshot: each is reported once, and again only after it was opted in
+/// and backed up anew. One batch read for those seen before; a write only
+/// for a new one. A ledger that cannot be read reports none this run.
+async fn newly_opted_out(
+    ledger: &dyn Ledger,
+    classed: &[VolumeCoverage],
+    facts: &BTreeMap<String, coverage::VolumeSnapshots>,
+    now: DateTime<Utc>,
+) -> Vec<OptedOut> {
+    let candidates: Vec<(&VolumeCoverage, String)> = classed
+        .iter()
+        .filter(|c| {
+            !matches!(
+                c.cover,
+                coverage::Cover::Deployment | coverage::Cover::NotChecked
+            )
+        })
+        .filter_map(|c| {
+            let last = facts.get(&c.volume_id)?.ours?;
+            Some((c, tags::format_time(last)))
+        })
+        .collect();
+    let key = |c: &VolumeCoverage, last: &str| format!("opted-out/{}/{last}", c.volume_id);
+    let keys: Vec<String> = candidates.iter().map(|(c, last)| key(c, last)).collect();
+    if keys.is_empty() {
+        return Vec::new();
+    }
+    let seen: BTreeSet<String> = match ledger.reported(&keys).await {
+        Ok(seen) => seen.into_iter().collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "which opted-out volumes were reported is unknown; none reported this run");
+            return Vec::new();
+        }
+    };
+    let mut out = Vec::new();
+    for (c, last) in candidates {
+        let k = key(c, &last);
+        if seen.contains(&k) {
+            continue;
+        }
+        match ledger.first_report(&k, now).await {
+            Ok(true) => out.push(OptedOut {
+                volume_id: c.volume_id.clone(),
+                name: c.name.clone(),
+                last_snapshot: last,
+            }),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(volume = %c.volume_id, error = %e, "an opted-out volume could not be recorded; reported next run");
+            }
+        }
+    }
+    out
+}
+
 fn headline(r: &Report) -> String {
     let counts: Vec<String> = r.by_cover.iter().map(|(k, n)| format!("{k} {n}")).collect();
     format!(
@@ -624,7 +719,38 @@ pub fn notifications(config: &Config, r: &Report) -> Vec<Notification> {
             })
         })
         .chain(weekly)
+        .chain(opted_out_notification(config, r))
         .collect()
+}
+
+/// One `opted-out` (info) per run for the volumes newly opted out, listed
+/// up to [`HOLDS_SAMPLE`]; whoever removed the tag is in CloudTrail.
+fn opted_out_notification(config: &Config, r: &Report) -> Option<Notification> {
+    let first = r.opted_out.first()?;
+    let listed: Vec<&OptedOut> = r.opted_out.iter().take(HOLDS_SAMPLE).collect();
+    Some(Notification {
+        kind: NotificationKind::OptedOut,
+        severity: Severity::Info,
+        deployment: config.deployment_name.clone(),
+        summary: if r.opted_out.len() == 1 {
+            format!(
+                "{} ({}) is no longer opted in: its backups have stopped (last snapshot {})",
+                first.volume_id,
+                first.name.as_deref().unwrap_or("no name"),
+                first.last_snapshot
+            )
+        } else {
+            format!(
+                "{} volumes are no longer opted in: their backups have stopped",
+                r.opted_out.len()
+            )
+        },
+        details: json!({
+            "volumes": listed,
+            "volumes_omitted": r.opted_out.len() - listed.len(),
+            "next": "If this was not meant, put the selector tag back (on the volume or its instance). CloudTrail says who removed it: Event history, event name DeleteTags or CreateTags, resource name the volume (or instance) id. Its snapshots stay, kept by their policy's rules as of the last one (expiry never deletes a volume's newest).",
+        }),
+    })
 }
 
 #[cfg(test)]

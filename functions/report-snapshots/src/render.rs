@@ -411,6 +411,35 @@ fn row(c: &VolumeCoverage) -> String {
 }
 
 /// The page people open: the chart, the gaps first, then every volume.
+/// The ledger's holds in effect, soonest to end first: what keeps a
+/// snapshot that removing a tag cannot lift (docs/policies-and-tags.md,
+/// "Holds").
+fn holds(report: &Report) -> String {
+    if report.holds.is_empty() {
+        return r#"<h2>Holds</h2><p id="holds">No hold in the stack's ledger.</p>"#.to_string();
+    }
+    let rows: String = report
+        .holds
+        .iter()
+        .map(|h| {
+            format!(
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                escape(&h.resource_id),
+                tags::format_time(h.until),
+                escape(&h.reason),
+                escape(&h.by),
+                tags::format_time(h.at),
+            )
+        })
+        .collect();
+    format!(
+        r#"<h2>Holds</h2><p id="holds"><b>{}</b> holds in the stack's ledger keep these snapshots and volumes' snapshots from deletion, whatever their tags say.</p>
+<table><thead><tr><th>snapshot or volume</th><th>until</th><th>reason</th><th>set by</th><th>set at</th></tr></thead>
+<tbody>{rows}</tbody></table>"#,
+        report.holds.len()
+    )
+}
+
 pub fn html(report: &Report) -> String {
     let mut volumes: Vec<&VolumeCoverage> = report.coverage.iter().collect();
     volumes.sort_by_key(|c| (c.gap.is_none(), c.cover, c.volume_id.clone()));
@@ -433,6 +462,7 @@ tr.not-checked td {{ color: #757575; }}
 {chart}
 <table><thead><tr><th>volume</th><th>name</th><th>protected by</th><th>policy</th><th>newest snapshot</th><th>gap</th></tr></thead>
 <tbody>{rows}</tbody></table>
+{holds}
 <h2>What the snapshots cost</h2>
 <p><b id="snapshots">{snapshots}</b> snapshots of this deployment store <b id="stored-gib">{stored:.2}</b> GiB
 (standard {standard:.2} GiB, archive {archive:.2} GiB): about <b id="monthly-usd">{monthly:.2}</b> USD a month
@@ -454,6 +484,7 @@ archiving the {candidates} snapshots the policies' archive rules pick (monthly a
         volumes_n = report.volumes,
         gaps = report.gaps,
         chart = chart(report),
+        holds = holds(report),
         snapshots = report.cost.snapshots,
         stored = (report.cost.standard_bytes + report.cost.archive_bytes) as f64 / GIB,
         standard = report.cost.standard_bytes as f64 / GIB,
@@ -526,6 +557,25 @@ mod tests {
             coverage,
             ..Report::default()
         }
+    }
+
+    #[test]
+    fn the_page_lists_the_ledger_holds_escaped() {
+        let t = |s: &str| tags::parse_time(s).unwrap();
+        let mut report = report();
+        assert!(html(&report).contains("No hold in the stack's ledger."));
+        report.holds = vec![ebs_lifecycle_core::holds::Hold {
+            resource_id: "vol-0123456789abcdef0".into(),
+            until: t("2027-03-01T00:00:00Z"),
+            reason: "<script>legal</script>".into(),
+            by: "arn:aws:iam::111111111111:user/ann".into(),
+            at: t("2026-12-01T00:00:00Z"),
+        }];
+        let page = html(&report);
+        assert!(page.contains("<b>1</b> holds"));
+        assert!(page.contains("<td>vol-0123456789abcdef0</td><td>2027-03-01T00:00:00Z</td>"));
+        assert!(page.contains("&lt;script&gt;legal&lt;/script&gt;"));
+        assert!(!page.contains("<script>legal"));
     }
 
     #[test]

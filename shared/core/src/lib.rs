@@ -22,6 +22,8 @@
 //! - [`ownership`]: the Description that proves a snapshot is this
 //!   deployment's, and the check every snapshot passes before it is
 //!   deleted, linked or counted.
+//! - [`holds`]: holds kept in the stack's ledger, which removing a tag
+//!   cannot lift.
 //! - [`safety`]: the deletion safety rules, the one gate every deletion passes.
 //! - [`copies`]: disaster-recovery copies: which snapshot a target copies
 //!   next, a copy's tags, a lost CopySnapshot answer found again.
@@ -52,6 +54,7 @@ pub mod encryption;
 pub mod events;
 pub mod expiry;
 pub mod fuzzing;
+pub mod holds;
 pub(crate) mod keys;
 pub mod model;
 pub mod notify;

@@ -35,6 +35,9 @@ pub enum NotificationKind {
     ReportReady,
     /// EC2 could not move a snapshot to the archive tier.
     ArchiveFailed,
+    /// A volume the deployment backed up is no longer covered by any
+    /// selector tag: its backups have stopped.
+    OptedOut,
 }
 
 impl NotificationKind {
@@ -52,6 +55,7 @@ impl NotificationKind {
             Self::CoverageGap => "coverage-gap",
             Self::ReportReady => "report-ready",
             Self::ArchiveFailed => "archive-failed",
+            Self::OptedOut => "opted-out",
         }
     }
 }

@@ -127,6 +127,13 @@ impl Identity {
         )
     }
 
+    /// Description of every snapshot this deployment makes here
+    /// (scheduled, copies, on demand): its prefix, then anything. The
+    /// prefix's names are tokens (no `*`, `?` or `\`).
+    pub fn any_pattern(&self) -> String {
+        format!("{}*", self.prefix())
+    }
+
     /// The Description of any copy this deployment makes.
     pub fn copy(&self, source_region: &str, source_snapshot_id: &str) -> String {
         format!(

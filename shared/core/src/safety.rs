@@ -10,7 +10,9 @@
 //! 3. it is not the newest completed snapshot of its volume (an encrypted
 //!    copy, once completed, stands in for its original);
 //! 4. no AMI the account owns references it (disabled, deprecated included);
-//! 5. it has no `lifecycle:hold` tag and no snapshot lock;
+//! 5. it has no `lifecycle:hold` tag, no hold in the stack's ledger (on it
+//!    or its volume: `crate::holds`, which removing a tag cannot lift) and
+//!    no snapshot lock;
 //! 6. the retention plan does not keep it;
 //! 7. the run has authorized fewer than its grant: what is left of
 //!    `MAX_DELETIONS` over 24 hours, across runs (`crate::window`).
@@ -20,6 +22,7 @@ use std::fmt;
 
 use chrono::{DateTime, Duration, Utc};
 
+use crate::holds::Holds;
 use crate::model::{completed_copies, Snapshot, SnapshotState};
 use crate::retention::KeepReason;
 use crate::tags;
@@ -36,6 +39,8 @@ pub struct AccountFacts {
     pub ami_snapshot_ids: BTreeSet<String>,
     /// Snapshots with a snapshot lock.
     pub locked_snapshot_ids: BTreeSet<String>,
+    /// Holds in the stack's ledger, in effect now.
+    pub holds: Holds,
     /// Made by the deployment, tags tampered with since
     /// (`crate::ownership::Sifted::held_for_review`): kept until a person looks.
     pub held_for_review: BTreeSet<String>,
@@ -57,7 +62,10 @@ pub enum Protection {
     FailedWithinGrace,
     NewestCompleted,
     UsedByAmi,
+    /// A `lifecycle:hold` tag.
     Held,
+    /// A hold in the stack's ledger, on it or its volume.
+    HeldInLedger,
     Locked,
     /// A copy of it to another region is in progress.
     CopyInProgress,
@@ -86,6 +94,7 @@ impl Protection {
             Self::NewestCompleted => "newest-completed",
             Self::UsedByAmi => "used-by-ami",
             Self::Held => "held",
+            Self::HeldInLedger => "held-in-ledger",
             Self::Locked => "locked",
             Self::CopyInProgress => "copy-in-progress",
             Self::BeingRestored => "being-restored",
@@ -219,6 +228,8 @@ impl DeletionGate {
             Some(Protection::TamperingSuspected)
         } else if self.facts.ami_snapshot_ids.contains(id) {
             Some(Protection::UsedByAmi)
+        } else if self.facts.holds.on(snapshot).is_some() {
+            Some(Protection::HeldInLedger)
         } else if tags::is_held(&snapshot.tags) {
             Some(Protection::Held)
         } else if self.facts.locked_snapshot_ids.contains(id) {

@@ -38,6 +38,7 @@ use chrono::{DateTime, Duration, Utc};
 use proptest::prelude::*;
 
 use ebs_lifecycle_core::expiry;
+use ebs_lifecycle_core::holds::{Hold, Holds};
 use ebs_lifecycle_core::model::{Snapshot, SnapshotState, Tags, COPY_VOLUME_ID};
 use ebs_lifecycle_core::ownership::{self, CopyRecord, Identity, Scope, Subject};
 use ebs_lifecycle_core::policy::Policies;
@@ -368,7 +369,11 @@ fn attack(world: &mut World, writes: &[Write]) {
 
 /// What expire-snapshots decides over `snapshots`: (the deletable ids, the
 /// owned snapshots as the ownership check proved them).
-fn expire(world: &World, snapshots: &[Snapshot]) -> (BTreeSet<String>, Vec<Snapshot>) {
+fn expire(
+    world: &World,
+    snapshots: &[Snapshot],
+    holds: &Holds,
+) -> (BTreeSet<String>, Vec<Snapshot>) {
     let policies = Policies::parse(POLICIES).unwrap();
     let listed: Vec<Snapshot> = snapshots
         .iter()
@@ -379,6 +384,7 @@ fn expire(world: &World, snapshots: &[Snapshot]) -> (BTreeSet<String>, Vec<Snaps
     let facts = AccountFacts {
         deployment: DEPLOYMENT.into(),
         held_for_review: sifted.held_for_review(),
+        holds: holds.clone(),
         now: world.now,
         ..AccountFacts::default()
     };
@@ -451,17 +457,44 @@ proptest! {
         volumes in prop::collection::vec(prop::collection::vec(day(), 1..16), 1..4),
         forgeries in prop::collection::vec(forgery(), 0..4),
         writes in prop::collection::vec(write(), 0..24),
+        held in prop::collection::vec((any::<bool>(), any::<usize>()), 0..3),
     ) {
         let mut world = history(&volumes);
         prop_assume!(!world.snapshots.is_empty());
+        // Ledger holds an operator set (on a snapshot or a volume): no tag
+        // write or removal may lift them.
+        let holds = Holds::in_effect(
+            held.iter().map(|&(on_volume, i)| Hold {
+                resource_id: if on_volume {
+                    world.volumes[i % world.volumes.len()].clone()
+                } else {
+                    world.snapshots[i % world.snapshots.len()].id.clone()
+                },
+                until: world.now + Duration::days(1),
+                reason: "audit".into(),
+                by: "operator".into(),
+                at: t0(),
+            }),
+            world.now,
+        );
         let mut untouched = world.snapshots.clone();
         untouched.extend(forge(&mut world, &forgeries));
-        let (deleted_before, proven_before) = expire(&world, &untouched);
+        let (deleted_before, proven_before) = expire(&world, &untouched, &holds);
+        let kept_by_holds: BTreeSet<String> = proven_before
+            .iter()
+            .filter(|s| {
+                holds.get(&s.id).is_some()
+                    || s.source_volume_id().is_some_and(|v| holds.get(v).is_some())
+            })
+            .map(|s| s.id.clone())
+            .collect();
         let made: BTreeSet<String> = untouched.iter().map(|s| s.id.clone()).collect();
         let newest = newest_by_start_time(&world, &untouched);
 
         attack(&mut world, &writes);
-        let (deleted, proven) = expire(&world, &world.snapshots);
+        let (deleted, proven) = expire(&world, &world.snapshots, &holds);
+        let lifted: Vec<&String> = deleted.intersection(&kept_by_holds).collect();
+        prop_assert!(lifted.is_empty(), "deleted what a ledger hold keeps: {lifted:?}");
 
         let foreign: Vec<&String> = deleted.difference(&made).collect();
         prop_assert!(foreign.is_empty(), "deleted what the deployment did not make: {foreign:?}");

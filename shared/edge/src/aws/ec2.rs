@@ -615,6 +615,16 @@ impl SnapshotCatalog for Ec2Adapter {
         Ok((anyones, managed.into_values().collect()))
     }
 
+    async fn unfinished_snapshots(&self, identity: &Identity) -> Result<Vec<Snapshot>, Ec2Error> {
+        // The configuration's names, never a tag, make the pattern.
+        let pattern = Filter::builder()
+            .name("description")
+            .values(identity.any_pattern())
+            .build();
+        self.describe_snapshots(vec![pattern, filter("status", ["pending", "error"])])
+            .await
+    }
+
     async fn managed_snapshots_in_state(
         &self,
         deployment: &str,

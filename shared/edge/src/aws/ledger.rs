@@ -12,10 +12,13 @@
 //! | `deletions` | `window` | `hours` (hour start -> deletions granted), `version` |
 //! | `report` | snapshot id | `reported_at`, `expires_at` (the table's TTL) |
 //! | `cursor` | function | `value`: where its last daily run stopped |
+//! | `hold` | snapshot or volume id | `until`, `reason`, `by`, `at`, `expires_at` (30 days after `until`); written only by the hold permission, never by a function |
 //!
 //! Every kind is bounded by what exists: instances stopped now, copies not
 //! yet deleted, copies in flight (20 per destination region, and a record
-//! lives 30 days at most), 24 hours of deletions, suspects reported in the last 400 days.
+//! lives 30 days at most), 24 hours of deletions, suspects reported in the
+//! last 400 days; holds are read up to `MAX_HOLDS` (more: nothing is
+//! deleted).
 
 use std::collections::HashMap;
 
@@ -25,6 +28,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
 use aws_sdk_dynamodb::Client;
 use chrono::{DateTime, Duration, Utc};
 
+use ebs_lifecycle_core::holds::{Hold, MAX_HOLDS};
 use ebs_lifecycle_core::ownership::CopyRecord;
 use ebs_lifecycle_core::tags::{format_time, parse_time};
 use ebs_lifecycle_core::window::DeletionWindow;
@@ -46,6 +50,9 @@ const IN_FLIGHT_TTL: Duration = Duration::days(30);
 /// How long a `seen` record lives: a volume deleted leaves its record for
 /// a year, then it goes.
 const SEEN_TTL: Duration = Duration::days(365);
+
+/// How long an ended hold stays in the table for people to read.
+const HOLD_TTL_AFTER: Duration = Duration::days(30);
 
 fn unavailable<E, R>(operation: &'static str, err: SdkError<E, R>) -> LedgerError
 where
@@ -250,6 +257,17 @@ impl DynamoLedger {
         pk: &str,
         read: impl Fn(&HashMap<String, AttributeValue>) -> Option<T>,
     ) -> Result<Vec<T>, LedgerError> {
+        self.query_at_most(pk, usize::MAX, read).await
+    }
+
+    /// [`Self::query`], refused as unavailable past `max` items: what a
+    /// run holds stays bounded whatever was written.
+    async fn query_at_most<T>(
+        &self,
+        pk: &str,
+        max: usize,
+        read: impl Fn(&HashMap<String, AttributeValue>) -> Option<T>,
+    ) -> Result<Vec<T>, LedgerError> {
         let mut pages = self
             .client
             .query()
@@ -263,6 +281,12 @@ impl DynamoLedger {
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| unavailable("Query", e))?;
             out.extend(page.items().iter().filter_map(&read));
+            if out.len() > max {
+                return Err(LedgerError::Unavailable {
+                    operation: "Query",
+                    message: format!("more than {max} `{pk}` records"),
+                });
+            }
         }
         Ok(out)
     }
@@ -448,6 +472,38 @@ impl Ledger for DynamoLedger {
         let mut item = key("cursor", name);
         item.insert("value".into(), s(value));
         self.put(item).await
+    }
+
+    async fn holds(&self) -> Result<Vec<Hold>, LedgerError> {
+        self.query_at_most("hold", MAX_HOLDS, |item| {
+            Some(Hold {
+                resource_id: text(item, "sk")?.into(),
+                until: time(item, "until")?,
+                reason: text(item, "reason").unwrap_or_default().into(),
+                by: text(item, "by").unwrap_or_default().into(),
+                at: time(item, "at")?,
+            })
+        })
+        .await
+    }
+
+    async fn set_hold(&self, hold: &Hold) -> Result<(), LedgerError> {
+        let mut item = key("hold", &hold.resource_id);
+        item.insert("until".into(), s(&format_time(hold.until)));
+        item.insert("reason".into(), s(&hold.reason));
+        item.insert("by".into(), s(&hold.by));
+        item.insert("at".into(), s(&format_time(hold.at)));
+        // DynamoDB forgets it a while after it ends (runs ignore it from
+        // its end on).
+        item.insert(
+            "expires_at".into(),
+            AttributeValue::N((hold.until + HOLD_TTL_AFTER).timestamp().to_string()),
+        );
+        self.put(item).await
+    }
+
+    async fn release_hold(&self, resource_id: &str) -> Result<(), LedgerError> {
+        self.delete("hold", resource_id).await
     }
 
     async fn reported(&self, snapshot_ids: &[String]) -> Result<Vec<String>, LedgerError> {

@@ -13,6 +13,7 @@ use chrono::{DateTime, Utc};
 
 use ebs_lifecycle_core::copies::{self, LostAnswer};
 use ebs_lifecycle_core::expiry;
+use ebs_lifecycle_core::holds::Holds;
 use ebs_lifecycle_core::model::{Snapshot, SnapshotState, Tags};
 use ebs_lifecycle_core::ownership::{CopyRecord, Identity};
 use ebs_lifecycle_core::policy::Policies;
@@ -379,11 +380,18 @@ pub async fn keep(
             BTreeSet::new()
         }
     };
+    // Holds an operator set in this stack's ledger: unread, nothing is deleted.
+    let holds = ports
+        .ledger
+        .holds()
+        .await
+        .map_err(|e| format!("reading the holds, nothing deleted: {e}"))?;
     let config = keeping.config;
     let facts = AccountFacts {
         deployment: config.deployment_name.clone(),
         ami_snapshot_ids,
         locked_snapshot_ids,
+        holds: Holds::in_effect(holds, keeping.now),
         held_for_review: keeping.held,
         copying: BTreeSet::new(),
         // Copies in the archive tier: kept whatever their restore state

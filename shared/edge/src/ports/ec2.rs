@@ -216,6 +216,13 @@ pub trait SnapshotCatalog: Send + Sync {
     /// The deployment's encrypted copies (those tagged `lifecycle:encrypted-copy-of`).
     async fn encrypted_copies(&self, deployment: &str) -> Result<Vec<Snapshot>, Ec2Error>;
 
+    /// Snapshots whose Description is in the deployment's format (any
+    /// tags) and that EC2 says are `pending` or `error`: what a removed
+    /// or rewritten tag must not hide from complete-snapshots' alerts.
+    /// Bounded by what is unfinished now (failed ones are cleaned up by
+    /// expiry after their grace period).
+    async fn unfinished_snapshots(&self, identity: &Identity) -> Result<Vec<Snapshot>, Ec2Error>;
+
     /// The deployment's snapshots whose `lifecycle:state` tag has this value.
     async fn managed_snapshots_in_state(
         &self,

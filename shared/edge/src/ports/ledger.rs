@@ -6,6 +6,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+use ebs_lifecycle_core::holds::Hold;
 use ebs_lifecycle_core::ownership::CopyRecord;
 
 /// A failed ledger call. Every caller treats it as "not proven": nothing
@@ -107,6 +108,17 @@ pub trait Ledger: Send + Sync {
     /// function), for the next run to go on from; `None`: from the start.
     async fn cursor(&self, name: &str) -> Result<Option<String>, LedgerError>;
     async fn set_cursor(&self, name: &str, value: Option<&str>) -> Result<(), LedgerError>;
+
+    /// Every hold recorded (ended ones included; `Holds::in_effect` keeps
+    /// those in effect). Refused as unavailable past
+    /// [`ebs_lifecycle_core::holds::MAX_HOLDS`]: a run that cannot read the
+    /// holds deletes nothing.
+    async fn holds(&self) -> Result<Vec<Hold>, LedgerError>;
+    /// Write a hold (replacing one on the same id). Only the hold
+    /// permission may: no function's role has it.
+    async fn set_hold(&self, hold: &Hold) -> Result<(), LedgerError>;
+    /// End a hold now.
+    async fn release_hold(&self, resource_id: &str) -> Result<(), LedgerError>;
 
     /// Which of these snapshots were reported already (one batch read per
     /// 100): a run asks this first, so a suspect seen again costs a read,
