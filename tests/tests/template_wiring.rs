@@ -807,7 +807,7 @@ fn each_function_reads_and_writes_only_its_own_ledger_records() {
         (
             "CreateSnapshotsFunction",
             &["Query", "PutItem", "DeleteItem"],
-            &["stop"],
+            &["stop", "schedule"],
         ),
         (
             "CompleteSnapshotsFunction",
@@ -854,6 +854,7 @@ fn each_function_reads_and_writes_only_its_own_ledger_records() {
         let policies = &template["Resources"][function]["Properties"]["Policies"];
         let mut on_ledger = Vec::new();
         let mut reads_holds = false;
+        let mut reads_schedules = false;
         for statement in policies
             .as_array()
             .unwrap()
@@ -862,7 +863,16 @@ fn each_function_reads_and_writes_only_its_own_ledger_records() {
             .flatten()
         {
             let actions_text = statement["Action"].to_string();
-            if statement["Sid"] == "LedgerReadHolds" {
+            if statement["Sid"] == "LedgerReadSchedules" {
+                // The schedules the policies had: read only, and only them.
+                assert_eq!(statement["Action"], "dynamodb:Query", "{function}");
+                assert_eq!(
+                    statement["Condition"]["ForAllValues:StringEquals"]["dynamodb:LeadingKeys"],
+                    json!(["schedule"]),
+                    "{function}"
+                );
+                reads_schedules = true;
+            } else if statement["Sid"] == "LedgerReadHolds" {
                 // The operators' holds: read only, and only them.
                 assert_eq!(statement["Action"], "dynamodb:Query", "{function}");
                 assert_eq!(
@@ -888,6 +898,18 @@ fn each_function_reads_and_writes_only_its_own_ledger_records() {
             "{function}: reads the holds"
         );
         assert!(!keys.contains(&"hold"), "{function}: writes no hold");
+        // Every function that proves a scheduled snapshot reads the
+        // schedules; only create-snapshots, which runs them, writes them.
+        assert_eq!(
+            reads_schedules || keys.contains(&"schedule"),
+            function != "VaultSnapshotsFunction",
+            "{function}: reads the schedules"
+        );
+        assert_eq!(
+            keys.contains(&"schedule"),
+            function == "CreateSnapshotsFunction",
+            "{function}: writes the schedules"
+        );
         assert_eq!(on_ledger.len(), 1, "{function}: one ledger statement");
         let s = &on_ledger[0];
         assert_eq!(

@@ -27,6 +27,7 @@ use ebs_lifecycle_core::holds::Hold;
 use ebs_lifecycle_core::model::{Snapshot, SnapshotState, Tags};
 use ebs_lifecycle_core::notify::{Notification, NotificationKind};
 use ebs_lifecycle_core::ownership::{CopyRecord, Identity, Subject};
+use ebs_lifecycle_core::schedule::ScheduleRecord;
 use ebs_lifecycle_core::tags::{self, ConsistencyLabel, LifecycleLabels, LifecycleState};
 
 /// EC2 as far as this function sees it.
@@ -211,6 +212,12 @@ impl Ledger for Ec2Model {
     }
     async fn first_report(&self, id: &str, _: DateTime<Utc>) -> Result<bool, LedgerError> {
         Ok(self.reports.lock().unwrap().insert(id.to_string()))
+    }
+    async fn schedules(&self) -> Result<Vec<ScheduleRecord>, LedgerError> {
+        Ok(Vec::new())
+    }
+    async fn record_schedule(&self, _: &ScheduleRecord) -> Result<(), LedgerError> {
+        unreachable!("complete-snapshots never records a schedule")
     }
     async fn holds(&self) -> Result<Vec<Hold>, LedgerError> {
         Ok(Vec::new())

@@ -586,11 +586,14 @@ fn check_scheduled(
         }]);
     };
     let mut window_end = None;
-    if let Some(p) = policies.get(&policy) {
-        if p.schedule.slot_at(slot) != Some(slot) {
+    if policies.get(&policy).is_some() {
+        // A slot of the policy's schedule, or of one it had then (the
+        // ledger's records): a changed schedule or time zone leaves its
+        // history proven, and the window is that schedule's.
+        let Some(schedule) = policies.schedule_of(&policy, slot) else {
             return Err(vec![Tampering::NotOnSchedule { slot: slot_text }]);
-        }
-        window_end = p.schedule.next_slot_after(slot).map(|n| n + CLOCK_SKEW);
+        };
+        window_end = schedule.next_slot_after(slot).map(|n| n + CLOCK_SKEW);
     }
     if start < slot || window_end.is_some_and(|end| start >= end) {
         return Err(vec![Tampering::OutsideSlot {
@@ -782,6 +785,82 @@ mod tests {
             .filter(|s| s.snapshot_id == id)
             .flat_map(|s| s.findings.iter().map(Tampering::kind))
             .collect()
+    }
+
+    /// The schedule changed (03:00 UTC to 01:00 in Berlin) and the stack
+    /// recorded both: the history made under the old one stays proven,
+    /// each snapshot in its old window; without the records it would all
+    /// be suspect. A hand-made snapshot claiming an old slot now, outside
+    /// the old schedule's window, is still refused.
+    #[test]
+    fn a_changed_schedule_leaves_its_history_proven_by_the_ledgers_records() {
+        use crate::schedule::{PastSchedules, ScheduleRecord};
+        let changed =
+            Policies::parse(r#"{"daily": {"schedule": "0 1 * * *", "timezone": "Europe/Berlin", "keep": {"last": 2}}}"#)
+                .unwrap();
+        let history = vec![
+            made(
+                "snap-old1",
+                "vol-1",
+                "2026-12-04T03:00:00Z",
+                "2026-12-04T03:00:09Z",
+            ),
+            made(
+                "snap-old2",
+                "vol-1",
+                "2026-12-05T03:00:00Z",
+                "2026-12-05T03:00:09Z",
+            ),
+            // The new schedule's first slot (01:00 Berlin is 00:00 UTC).
+            made(
+                "snap-new1",
+                "vol-1",
+                "2026-12-07T00:00:00Z",
+                "2026-12-07T00:00:05Z",
+            ),
+            // Made by hand now, claiming an old-schedule slot long gone.
+            made(
+                "snap-late",
+                "vol-2",
+                "2026-12-05T03:00:00Z",
+                "2026-12-07T00:10:00Z",
+            ),
+        ];
+        let unrecorded = sift(
+            &me(),
+            &changed,
+            &BTreeMap::new(),
+            history.clone(),
+            Scope::WholeVolumes,
+        );
+        assert_eq!(findings(&unrecorded, "snap-old1"), ["not-on-schedule"]);
+
+        let records = vec![
+            ScheduleRecord {
+                policy: "daily".into(),
+                expression: "0 3 * * *".into(),
+                time_zone: "UTC".into(),
+                from: t("2026-11-01T00:00:00Z"),
+            },
+            ScheduleRecord {
+                policy: "daily".into(),
+                expression: "0 1 * * *".into(),
+                time_zone: "Europe/Berlin".into(),
+                from: t("2026-12-06T12:00:00Z"),
+            },
+        ];
+        let recorded = changed.with_past(PastSchedules::from_records(records));
+        let sifted = sift(
+            &me(),
+            &recorded,
+            &BTreeMap::new(),
+            history,
+            Scope::WholeVolumes,
+        );
+        let owned: Vec<&str> = sifted.owned.iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(owned, ["snap-old1", "snap-old2", "snap-new1"]);
+        assert!(findings(&sifted, "snap-old1").is_empty());
+        assert_eq!(findings(&sifted, "snap-late"), ["outside-slot"]);
     }
 
     #[test]

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use crate::consistency::OnCommandFailure;
 use crate::keys;
 use crate::model::Tags;
-use crate::schedule::Schedule;
+use crate::schedule::{PastSchedules, Schedule};
 
 /// The document used when `POLICIES` is unset (docs/policies-and-tags.md).
 pub const DEFAULT_POLICIES: &str = r#"{
@@ -29,11 +29,41 @@ pub const DEFAULT_POLICY_NAME: &str = "default";
 #[derive(Debug, Clone)]
 pub struct Policies {
     by_name: BTreeMap<String, Policy>,
+    /// The schedules the policies had before (the stack's ledger): what
+    /// proves a slot of the history made under an earlier schedule.
+    past: PastSchedules,
 }
 
 impl Policies {
     pub fn get(&self, name: &str) -> Option<&Policy> {
         self.by_name.get(name)
+    }
+
+    /// These policies, knowing the schedules they had before.
+    pub fn with_past(&self, past: PastSchedules) -> Self {
+        Self {
+            by_name: self.by_name.clone(),
+            past,
+        }
+    }
+
+    /// The schedule under which `slot` is a slot of `policy` (the current
+    /// one, or one it had then); `None` if the policy is not configured or
+    /// never had such a slot.
+    pub fn schedule_of(
+        &self,
+        policy: &str,
+        slot: chrono::DateTime<chrono::Utc>,
+    ) -> Option<&Schedule> {
+        let p = self.by_name.get(policy)?;
+        self.past.schedule_of(policy, &p.schedule, slot)
+    }
+
+    /// The policies whose current schedule is not the latest recorded.
+    pub fn schedules_to_record(&self) -> impl Iterator<Item = &Policy> {
+        self.by_name
+            .values()
+            .filter(|p| self.past.must_record(&p.name, &p.schedule))
     }
 
     pub fn names(&self) -> impl Iterator<Item = &str> {
@@ -58,7 +88,10 @@ impl Policies {
             let policy = Policy::from_json(&name, value)?;
             by_name.insert(name, policy);
         }
-        Ok(Self { by_name })
+        Ok(Self {
+            by_name,
+            past: PastSchedules::default(),
+        })
     }
 
     /// Every region some policy copies to (vault accounts apart).
@@ -95,7 +128,10 @@ impl Policies {
                 Some((name.clone(), policy))
             })
             .collect();
-        Self { by_name }
+        Self {
+            by_name,
+            past: self.past.clone(),
+        }
     }
 
     /// The built-in default (docs/policies-and-tags.md).
@@ -103,6 +139,7 @@ impl Policies {
         let policy = Policy::builtin_default();
         Self {
             by_name: BTreeMap::from([(policy.name.clone(), policy)]),
+            past: PastSchedules::default(),
         }
     }
 }

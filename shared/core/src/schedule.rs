@@ -111,6 +111,96 @@ impl Schedule {
     }
 }
 
+/// One schedule a policy had, as the stack's ledger records it when
+/// create-snapshots first runs with it (docs/policies-and-tags.md,
+/// "Changing a schedule"). Only the stack writes these records, so a slot on
+/// one of them, while it was in effect, is proof a tag cannot give.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduleRecord {
+    pub policy: String,
+    pub expression: String,
+    pub time_zone: String,
+    /// When create-snapshots first ran with it.
+    pub from: DateTime<Utc>,
+}
+
+/// The schedules each policy had before, from the ledger's records: each
+/// in effect from its record's time until the next record's (the first
+/// from the beginning: it is the schedule the history before the records
+/// was made under).
+#[derive(Debug, Clone, Default)]
+pub struct PastSchedules {
+    by_policy: std::collections::BTreeMap<String, Vec<Past>>,
+}
+
+#[derive(Debug, Clone)]
+struct Past {
+    /// `None`: from the beginning.
+    from: Option<DateTime<Utc>>,
+    /// `None`: still the latest record.
+    until: Option<DateTime<Utc>>,
+    expression: String,
+    time_zone: String,
+    schedule: Schedule,
+}
+
+impl PastSchedules {
+    /// A record that does not parse (a ledger written by hand) is left out.
+    pub fn from_records(mut records: Vec<ScheduleRecord>) -> Self {
+        records.sort_by(|a, b| (&a.policy, a.from).cmp(&(&b.policy, b.from)));
+        let mut by_policy: std::collections::BTreeMap<String, Vec<Past>> = Default::default();
+        for r in records {
+            let Ok(schedule) = Schedule::parse(&r.expression, &r.time_zone) else {
+                continue;
+            };
+            let list = by_policy.entry(r.policy).or_default();
+            if let Some(last) = list.last_mut() {
+                last.until = Some(r.from);
+            }
+            let from = (!list.is_empty()).then_some(r.from);
+            list.push(Past {
+                from,
+                until: None,
+                expression: r.expression,
+                time_zone: r.time_zone,
+                schedule,
+            });
+        }
+        Self { by_policy }
+    }
+
+    /// The schedule under which `slot` is a slot of `policy`: `current` if
+    /// it is one of its slots, else a recorded schedule in effect at `slot`
+    /// of which it is one. `None`: a slot the policy never had.
+    pub fn schedule_of<'a>(
+        &'a self,
+        policy: &str,
+        current: &'a Schedule,
+        slot: DateTime<Utc>,
+    ) -> Option<&'a Schedule> {
+        if current.slot_at(slot) == Some(slot) {
+            return Some(current);
+        }
+        self.by_policy
+            .get(policy)?
+            .iter()
+            .filter(|p| p.from.is_none_or(|f| f <= slot) && p.until.is_none_or(|u| slot < u))
+            .map(|p| &p.schedule)
+            .find(|s| s.slot_at(slot) == Some(slot))
+    }
+
+    /// Whether `current` differs from the latest recorded schedule of
+    /// `policy` (or none is recorded): create-snapshots then records it.
+    pub fn must_record(&self, policy: &str, current: &Schedule) -> bool {
+        self.by_policy
+            .get(policy)
+            .and_then(|list| list.last())
+            .is_none_or(|p| {
+                p.expression != current.expression() || p.time_zone != current.timezone().name()
+            })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -299,5 +389,81 @@ mod tests {
             let (early, late) = if a <= b { (a, b) } else { (b, a) };
             prop_assert!(s.slot_at(early) <= s.slot_at(late));
         }
+    }
+}
+
+#[cfg(test)]
+mod past_tests {
+    use super::*;
+
+    fn utc(s: &str) -> DateTime<Utc> {
+        crate::keys::parse_time(s).unwrap()
+    }
+
+    fn record(expression: &str, time_zone: &str, from: &str) -> ScheduleRecord {
+        ScheduleRecord {
+            policy: "p".into(),
+            expression: expression.into(),
+            time_zone: time_zone.into(),
+            from: utc(from),
+        }
+    }
+
+    #[test]
+    fn a_slot_of_an_earlier_schedule_is_one_while_that_schedule_was_in_effect() {
+        // 03:00 UTC daily until Dec 7, then 02:00 in Berlin.
+        let current = Schedule::parse("0 2 * * *", "Europe/Berlin").unwrap();
+        let past = PastSchedules::from_records(vec![
+            record("0 2 * * *", "Europe/Berlin", "2026-12-07T10:00:00Z"),
+            record("0 3 * * *", "UTC", "2026-11-01T00:00:00Z"),
+        ]);
+        let old_slot = utc("2026-12-05T03:00:00Z");
+        let on = past.schedule_of("p", &current, old_slot).unwrap();
+        assert_eq!(on.expression(), "0 3 * * *");
+        // Its window is the old schedule's.
+        assert_eq!(
+            on.next_slot_after(old_slot),
+            Some(utc("2026-12-06T03:00:00Z"))
+        );
+        // Before the first record too: the history was made under it.
+        assert!(past
+            .schedule_of("p", &current, utc("2025-01-01T03:00:00Z"))
+            .is_some());
+        // Not after it ended, nor off any schedule, nor for another policy.
+        assert!(past
+            .schedule_of("p", &current, utc("2026-12-08T03:00:00Z"))
+            .is_none());
+        assert!(past
+            .schedule_of("p", &current, utc("2026-12-05T03:30:00Z"))
+            .is_none());
+        assert!(past.schedule_of("q", &current, old_slot).is_none());
+        // The current schedule's slots, always.
+        let new_slot = utc("2026-12-08T01:00:00Z");
+        assert_eq!(
+            past.schedule_of("p", &current, new_slot)
+                .map(Schedule::expression),
+            Some("0 2 * * *")
+        );
+        assert!(PastSchedules::default()
+            .schedule_of("p", &current, new_slot)
+            .is_some());
+    }
+
+    #[test]
+    fn a_schedule_is_recorded_when_it_differs_from_the_latest_record() {
+        let current = Schedule::parse("0 2 * * *", "Europe/Berlin").unwrap();
+        assert!(PastSchedules::default().must_record("p", &current));
+        let same = PastSchedules::from_records(vec![
+            record("0 3 * * *", "UTC", "2026-11-01T00:00:00Z"),
+            record("0 2 * * *", "Europe/Berlin", "2026-12-07T10:00:00Z"),
+        ]);
+        assert!(!same.must_record("p", &current));
+        assert!(same.must_record("q", &current));
+        let zone = Schedule::parse("0 2 * * *", "UTC").unwrap();
+        assert!(same.must_record("p", &zone));
+        // A record that does not parse is left out.
+        let bad =
+            PastSchedules::from_records(vec![record("nonsense", "UTC", "2026-11-01T00:00:00Z")]);
+        assert!(bad.must_record("p", &current));
     }
 }

@@ -50,6 +50,11 @@ pub struct Config {
     pub prices: ebs_lifecycle_core::cost::Prices,
     /// Set on a vault stack (`VAULT_FOR_ACCOUNTS` not empty).
     pub vault: Option<VaultConfig>,
+    /// `policies` with the schedules they had before, read from the ledger
+    /// the first time a run meets a slot off the current schedule, then
+    /// kept for the life of the process (a new schedule means a new
+    /// deployment, so new processes): `crate::lambda::ownership`.
+    pub(crate) policies_with_past: std::sync::OnceLock<Policies>,
 }
 
 /// A vault stack's settings (docs/operations.md, "A vault account").
@@ -404,6 +409,7 @@ impl Config {
             metrics_namespace,
             consistency_document,
             allow_shell_commands,
+            policies_with_past: std::sync::OnceLock::new(),
         })
     }
 }

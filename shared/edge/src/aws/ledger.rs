@@ -12,6 +12,7 @@
 //! | `deletions` | `window` | `hours` (hour start -> deletions granted), `version` |
 //! | `report` | snapshot id | `reported_at`, `expires_at` (the table's TTL) |
 //! | `cursor` | function | `value`: where its last daily run stopped |
+//! | `schedule` | `<policy>/<from>` | `policy`, `expression`, `time_zone`, `from`: a schedule the policy had, from create-snapshots' first run with it |
 //! | `hold` | snapshot or volume id | `until`, `reason`, `by`, `at`, `expires_at` (30 days after `until`); written only by the hold permission, never by a function |
 //!
 //! Every kind is bounded by what exists: instances stopped now, copies not
@@ -30,6 +31,7 @@ use chrono::{DateTime, Duration, Utc};
 
 use ebs_lifecycle_core::holds::{Hold, MAX_HOLDS};
 use ebs_lifecycle_core::ownership::CopyRecord;
+use ebs_lifecycle_core::schedule::ScheduleRecord;
 use ebs_lifecycle_core::tags::{format_time, parse_time};
 use ebs_lifecycle_core::window::DeletionWindow;
 
@@ -50,6 +52,10 @@ const IN_FLIGHT_TTL: Duration = Duration::days(30);
 /// How long a `seen` record lives: a volume deleted leaves its record for
 /// a year, then it goes.
 const SEEN_TTL: Duration = Duration::days(365);
+
+/// The most schedule records read: a policy's schedule changes by a
+/// deployment, a few times a year.
+const MAX_SCHEDULE_RECORDS: usize = 1_000;
 
 /// How long an ended hold stays in the table for people to read.
 const HOLD_TTL_AFTER: Duration = Duration::days(30);
@@ -471,6 +477,30 @@ impl Ledger for DynamoLedger {
         };
         let mut item = key("cursor", name);
         item.insert("value".into(), s(value));
+        self.put(item).await
+    }
+
+    async fn schedules(&self) -> Result<Vec<ScheduleRecord>, LedgerError> {
+        self.query_at_most("schedule", MAX_SCHEDULE_RECORDS, |item| {
+            Some(ScheduleRecord {
+                policy: text(item, "policy")?.into(),
+                expression: text(item, "expression")?.into(),
+                time_zone: text(item, "time_zone")?.into(),
+                from: time(item, "from")?,
+            })
+        })
+        .await
+    }
+
+    async fn record_schedule(&self, record: &ScheduleRecord) -> Result<(), LedgerError> {
+        let mut item = key(
+            "schedule",
+            &format!("{}/{}", record.policy, format_time(record.from)),
+        );
+        item.insert("policy".into(), s(&record.policy));
+        item.insert("expression".into(), s(&record.expression));
+        item.insert("time_zone".into(), s(&record.time_zone));
+        item.insert("from".into(), s(&format_time(record.from)));
         self.put(item).await
     }
 

@@ -9,6 +9,8 @@ use serde_json::json;
 use ebs_lifecycle_core::model::Snapshot;
 use ebs_lifecycle_core::notify::{Notification, NotificationKind, Severity};
 use ebs_lifecycle_core::ownership::{self, Claim, Scope, Sifted, Suspect};
+use ebs_lifecycle_core::policy::Policies;
+use ebs_lifecycle_core::schedule::{PastSchedules, ScheduleRecord};
 
 use crate::config::Config;
 use crate::lambda::run::RunHeader;
@@ -46,13 +48,81 @@ pub async fn sift(
         .into_iter()
         .map(|r| (r.copy_id.clone(), r))
         .collect();
+    let policies = if snapshots.iter().any(|s| off_schedule(config, s)) {
+        policies_with_past(ledger, config).await?
+    } else {
+        &config.policies
+    };
     Ok(ownership::sift(
         &config.identity,
-        &config.policies,
+        policies,
         &records,
         snapshots,
         scope,
     ))
+}
+
+/// A scheduled snapshot whose slot is not one of its policy's current
+/// schedule: made under an earlier one (or forged), which the ledger's
+/// schedule records decide.
+fn off_schedule(config: &Config, s: &Snapshot) -> bool {
+    match s
+        .description
+        .as_deref()
+        .and_then(|d| config.identity.read(d))
+    {
+        Some(Claim::Scheduled { policy, slot, .. }) => config
+            .policies
+            .get(&policy)
+            .is_some_and(|p| p.schedule.slot_at(slot) != Some(slot)),
+        _ => false,
+    }
+}
+
+/// The policies with the schedules they had before: one ledger read per
+/// process (docs/policies-and-tags.md, "Changing a schedule").
+async fn policies_with_past<'c>(
+    ledger: &dyn Ledger,
+    config: &'c Config,
+) -> Result<&'c Policies, LedgerError> {
+    if let Some(known) = config.policies_with_past.get() {
+        return Ok(known);
+    }
+    let past = PastSchedules::from_records(ledger.schedules().await?);
+    Ok(config
+        .policies_with_past
+        .get_or_init(|| config.policies.with_past(past)))
+}
+
+/// Record each policy's schedule the first time create-snapshots runs with
+/// it, so that the history made under it stays proven after a change
+/// (docs/policies-and-tags.md, "Changing a schedule"). A failure is only
+/// logged: the next tick records it.
+pub async fn record_schedules(ledger: &dyn Ledger, config: &Config, now: DateTime<Utc>) {
+    let past = match ledger.schedules().await {
+        Ok(records) => PastSchedules::from_records(records),
+        Err(e) => {
+            tracing::warn!(error = %e, "the recorded schedules could not be read; recorded next tick");
+            return;
+        }
+    };
+    let policies = config.policies.with_past(past);
+    for policy in policies.schedules_to_record() {
+        let record = ScheduleRecord {
+            policy: policy.name.clone(),
+            expression: policy.schedule.expression().to_string(),
+            time_zone: policy.schedule.timezone().name().to_string(),
+            from: now,
+        };
+        match ledger.record_schedule(&record).await {
+            Ok(()) => {
+                tracing::info!(policy = %record.policy, schedule = %record.expression, time_zone = %record.time_zone, "schedule recorded")
+            }
+            Err(e) => {
+                tracing::warn!(policy = %record.policy, error = %e, "the schedule could not be recorded; recorded next tick")
+            }
+        }
+    }
 }
 
 /// Record the run's suspects in its header and return the notification for

@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 
 use ebs_lifecycle_core::holds::Hold;
 use ebs_lifecycle_core::ownership::CopyRecord;
+use ebs_lifecycle_core::schedule::ScheduleRecord;
 
 /// A failed ledger call. Every caller treats it as "not proven": nothing
 /// is deleted, started or linked on a guess.
@@ -108,6 +109,12 @@ pub trait Ledger: Send + Sync {
     /// function), for the next run to go on from; `None`: from the start.
     async fn cursor(&self, name: &str) -> Result<Option<String>, LedgerError>;
     async fn set_cursor(&self, name: &str, value: Option<&str>) -> Result<(), LedgerError>;
+
+    /// Every schedule the policies had, as create-snapshots recorded them
+    /// (at most 1,000: more is refused as unavailable).
+    async fn schedules(&self) -> Result<Vec<ScheduleRecord>, LedgerError>;
+    /// Record a policy's schedule, from the first run that has it.
+    async fn record_schedule(&self, record: &ScheduleRecord) -> Result<(), LedgerError>;
 
     /// Every hold recorded (ended ones included; `Holds::in_effect` keeps
     /// those in effect). Refused as unavailable past
