@@ -847,7 +847,14 @@ fn each_function_reads_and_writes_only_its_own_ledger_records() {
         (
             "VaultSnapshotsFunction",
             &["BatchGetItem", "GetItem", "PutItem", "DeleteItem", "Query"],
-            &["copy", "inflight", "deletions", "report", "cursor"],
+            &[
+                "copy",
+                "inflight",
+                "deletions",
+                "report",
+                "cursor",
+                "vaultcopies",
+            ],
         ),
     ];
     for (function, actions, keys) in expected {

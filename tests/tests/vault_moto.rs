@@ -519,3 +519,104 @@ fn gold_vault_config(vault_key: &str) -> Config {
         ],
     )
 }
+
+/// What one accepted source account can make the vault do is bounded: only
+/// the policies the vault keeps and the deployments it accepts are copied
+/// (the rest refused, reported once, in one message a run), at most
+/// `VAULT_MAX_COPIES_PER_VOLUME_PER_DAY` copies of a source volume and
+/// `VAULT_MAX_COPIES_PER_ACCOUNT_PER_DAY` of the account in 24 hours
+/// (the account's counted in the vault's ledger, across runs).
+#[tokio::test]
+async fn a_source_account_makes_the_vault_copy_only_within_its_bounds() {
+    let moto = Moto::start();
+    let ec2 = moto.ec2();
+    let day0 = t("2026-03-01T00:00:00Z");
+    // Three volumes, two gold shares each (a day apart); one share of a
+    // policy the vault keeps no rules for; one of another deployment.
+    for hour in [0, 1, 2] {
+        let volume = create_volume(&ec2, 8, &[("Backup", "gold")]).await;
+        for day in [0, 1] {
+            let slot = day0 - Duration::days(2) + Duration::days(day) + Duration::hours(hour);
+            let id = snapshot_as_created(
+                &moto,
+                &volume,
+                &labels_for(&volume, "itest", "gold", slot),
+                &[],
+            )
+            .await;
+            share(&ec2, &id, VAULT).await;
+        }
+    }
+    let other = create_volume(&ec2, 8, &[("Backup", "silver")]).await;
+    let silver = snapshot_as_created(
+        &moto,
+        &other,
+        &labels_for(&other, "itest", "silver", day0),
+        &[],
+    )
+    .await;
+    share(&ec2, &silver, VAULT).await;
+    let stranger = snapshot_as_created(
+        &moto,
+        &other,
+        &labels_for(&other, "staging", "gold", day0),
+        &[],
+    )
+    .await;
+    share(&ec2, &stranger, VAULT).await;
+
+    let (vault_sdk, vault_key, vault_ledger) = vault_account(&moto).await;
+    let client = aws_sdk_ec2::Client::new(&vault_sdk);
+    let vault = Vault {
+        ec2: Ec2Adapter::new(client.clone()),
+        client,
+        ledger: vault_ledger,
+        config: config_with(
+            "{\"gold\": {\"schedule\": \"@daily\", \"keep\": {\"last\": 1}}}",
+            &[
+                ("DEPLOYMENT_NAME", "vault"),
+                ("ACCOUNT_ID", VAULT),
+                ("VAULT_FOR_ACCOUNTS", ACCOUNT),
+                ("VAULT_FOR_DEPLOYMENTS", "itest"),
+                ("VAULT_POLICIES", r#"{"gold": {"daily": 3}}"#),
+                ("VAULT_KMS_KEY_ID", &vault_key),
+                ("VAULT_LOCK_DAYS", "0"),
+                ("VAULT_MAX_COPIES_PER_VOLUME_PER_DAY", "1"),
+                ("VAULT_MAX_COPIES_PER_ACCOUNT_PER_DAY", "2"),
+            ],
+        ),
+        notifier: RecordingNotifier::default(),
+        counter: moto.counted_ec2().1,
+    };
+    let refusals = |n: &RecordingNotifier| -> Vec<ebs_lifecycle_core::notify::Notification> {
+        n.sent()
+            .into_iter()
+            .filter(|n| n.kind == NotificationKind::TamperingSuspected)
+            .collect()
+    };
+
+    // Three volumes' oldest shares wanted, two the account's day allows.
+    let first = vault_run(&moto, &vault, day0 + Duration::hours(1)).await;
+    assert_eq!(first.started.len(), 2, "{first:?}");
+    assert_eq!(first.over_account_quota, 1);
+    let mut kinds: Vec<&str> = first.refused.iter().map(|r| r.why.kind()).collect();
+    kinds.sort();
+    assert_eq!(kinds, ["deployment-not-accepted", "policy-not-kept"]);
+    let sent = refusals(&vault.notifier);
+    assert_eq!(sent.len(), 1, "one message for both refusals");
+    assert_eq!(sent[0].details["refused"].as_array().unwrap().len(), 2);
+
+    // An hour later: the two volumes copied have had their copy today,
+    // the third waits for the account's quota; refusals not reported again.
+    let second = vault_run(&moto, &vault, day0 + Duration::hours(2)).await;
+    assert_eq!(second.started.len(), 0, "{second:?}");
+    assert_eq!(second.over_daily_quota, 2);
+    assert_eq!(second.over_account_quota, 1);
+    assert_eq!(second.refused.len(), 2);
+    assert_eq!(refusals(&vault.notifier).len(), 1);
+
+    // The next day both quotas have room again.
+    let third = vault_run(&moto, &vault, day0 + Duration::hours(27)).await;
+    assert_eq!(third.started.len(), 2, "{third:?}");
+    assert_eq!(snapshots(&vault.client).await.len(), 4);
+}

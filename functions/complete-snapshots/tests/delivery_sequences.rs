@@ -213,6 +213,24 @@ impl Ledger for Ec2Model {
     async fn first_report(&self, id: &str, _: DateTime<Utc>) -> Result<bool, LedgerError> {
         Ok(self.reports.lock().unwrap().insert(id.to_string()))
     }
+    async fn reserve_copies(
+        &self,
+        _: &str,
+        _: DateTime<Utc>,
+        _: u32,
+        _: u32,
+    ) -> Result<u32, LedgerError> {
+        unreachable!("complete-snapshots never copies")
+    }
+    async fn release_copies(
+        &self,
+        _: &str,
+        _: DateTime<Utc>,
+        _: DateTime<Utc>,
+        _: u32,
+    ) -> Result<(), LedgerError> {
+        unreachable!("complete-snapshots never copies")
+    }
     async fn schedules(&self) -> Result<Vec<ScheduleRecord>, LedgerError> {
         Ok(Vec::new())
     }

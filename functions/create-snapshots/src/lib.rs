@@ -267,6 +267,11 @@ pub async fn handle(
         ..RunSummary::default()
     };
 
+    // Before a snapshot is made on a schedule, the stack records that
+    // schedule: after a change, the history made under the old one stays
+    // proven by this record.
+    ebs_lifecycle::lambda::ownership::record_schedules(ports.ledger, config, now).await;
+
     let resolution = discover(ports.inventory, config).await?;
     summary.counts.targeted = resolution.volume_count();
     summary.unknown_policies = resolution.unknown_policies;

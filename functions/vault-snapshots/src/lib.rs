@@ -9,7 +9,9 @@
 //!    Description its maker wrote, never tags (they do not cross
 //!    accounts). A share from an account not accepted is never listed; a
 //!    forged one (an accepted account's snapshot whose Description is not a
-//!    deployment's own) is ignored and reported once;
+//!    deployment's own), or one of a policy `VAULT_POLICIES` does not name
+//!    or a deployment `VAULT_FOR_DEPLOYMENTS` does not, is ignored and
+//!    reported once (`ebs_lifecycle_core::vault::admit`);
 //!
 //! Then 200 source volumes at a time ([`VOLUMES_PER_BATCH`]: the volumes
 //! the vault's copies, the shares and the copies in flight name; a run
@@ -20,8 +22,10 @@
 //! 3. **track** them pending -> completed (tagged, then locked in
 //!    compliance mode for `VAULT_LOCK_DAYS`) or failed (`copy-failed` once);
 //! 4. **copy** every accepted, completed share not copied yet, oldest first,
-//!    one in flight per source volume, at most 20 in flight, under the
-//!    vault's own key, tagged from the Description;
+//!    one in flight per source volume, at most 20 in flight, within the
+//!    24-hour quotas per source volume and per source account (the
+//!    latter in the ledger), under the vault's own key, tagged from the
+//!    Description;
 //! 5. **keep** the copies by `VAULT_POLICIES` (keep rules per source
 //!    policy name, per source volume) under every safety rule: a locked
 //!    copy is never deleted, nor the newest of a volume;
@@ -158,6 +162,12 @@ pub struct VaultSummary {
     pub adopted: Vec<String>,
     pub unknown: Vec<String>,
     pub waiting: usize,
+    /// Source volumes whose next share waits for their 24-hour quota
+    /// (`VAULT_MAX_COPIES_PER_VOLUME_PER_DAY`).
+    pub over_daily_quota: usize,
+    /// Shares that wait for their account's 24-hour quota
+    /// (`VAULT_MAX_COPIES_PER_ACCOUNT_PER_DAY`).
+    pub over_account_quota: usize,
     pub deleted: Vec<String>,
     pub delete_failed: Vec<String>,
     pub left_for_later: usize,
@@ -350,27 +360,65 @@ impl Run<'_> {
             .await
             .map_err(VaultError::Ec2Unavailable)?;
         let mut shares: Vec<Share> = Vec::new();
+        let mut refused: Vec<Refused> = Vec::new();
         for s in listed {
             let s = &s;
-            match vault::read_share(s, &self.config.identity.region, &self.settings.for_accounts) {
-                Ok(share) => shares.push(share),
-                Err(why) => {
-                    let first_report = self
-                        .ports
-                        .ledger
-                        .first_report(&format!("share/{}", s.id), self.now)
-                        .await
-                        .unwrap_or(true);
-                    summary.refused.push(Refused {
-                        snapshot_id: s.id.clone(),
-                        owner: s.owner_id.clone(),
-                        why,
-                        first_report,
+            let read =
+                vault::read_share(s, &self.config.identity.region, &self.settings.for_accounts)
+                    .and_then(|share| {
+                        vault::admit(
+                            &share,
+                            &self.settings.policies,
+                            &self.settings.for_deployments,
+                        )
+                        .map(|()| share)
                     });
-                }
+            match read {
+                Ok(share) => shares.push(share),
+                Err(why) => refused.push(Refused {
+                    snapshot_id: s.id.clone(),
+                    owner: s.owner_id.clone(),
+                    why,
+                    first_report: false,
+                }),
             }
         }
+        // Each refusal is reported once: one batch read for those seen
+        // before, a write only for a new one (a source sharing the same
+        // refused snapshots every day costs reads, not writes).
+        let keys: Vec<String> = refused
+            .iter()
+            .map(|r| format!("share/{}", r.snapshot_id))
+            .collect();
+        let seen = self.reported(&keys).await;
+        for (r, key) in refused.iter_mut().zip(&keys) {
+            if !seen.contains(key) {
+                r.first_report = self
+                    .ports
+                    .ledger
+                    .first_report(key, self.now)
+                    .await
+                    .unwrap_or(true);
+            }
+        }
+        summary.refused.extend(refused);
         Ok(shares)
+    }
+
+    /// Which of these report keys the ledger holds (none when it cannot be
+    /// read: each is then asked for one by one, and reported rather than
+    /// not at all).
+    async fn reported(&self, keys: &[String]) -> BTreeSet<String> {
+        if keys.is_empty() {
+            return BTreeSet::new();
+        }
+        match self.ports.ledger.reported(keys).await {
+            Ok(seen) => seen.into_iter().collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "which refusals were reported is unknown; asking one by one");
+                BTreeSet::new()
+            }
+        }
     }
 
     /// One batch of source volumes: prove, track, lock, keep and label
@@ -461,20 +509,22 @@ impl Run<'_> {
             .filter(|c| c.state == SnapshotState::Completed)
             .filter_map(|c| c.copy_of())
             .collect();
-        for share in shares {
-            if share.completed
-                && newer_than_copied(share, &marks)
-                && self.now - share.start_time > LATE_AFTER
-                && !copied.contains(share.snapshot_id.as_str())
-            {
-                summary.late.push(share.snapshot_id.clone());
-                if ledger
-                    .first_report(&format!("late/{}", share.snapshot_id), self.now)
-                    .await
-                    .unwrap_or(true)
-                {
-                    summary.late_first.push(share.snapshot_id.clone());
-                }
+        let late: Vec<&str> = shares
+            .iter()
+            .filter(|share| {
+                share.completed
+                    && newer_than_copied(share, &marks)
+                    && self.now - share.start_time > LATE_AFTER
+                    && !copied.contains(share.snapshot_id.as_str())
+            })
+            .map(|share| share.snapshot_id.as_str())
+            .collect();
+        let keys: Vec<String> = late.iter().map(|id| format!("late/{id}")).collect();
+        let seen = self.reported(&keys).await;
+        for (id, key) in late.into_iter().zip(&keys) {
+            summary.late.push(id.to_string());
+            if !seen.contains(key) && ledger.first_report(key, self.now).await.unwrap_or(true) {
+                summary.late_first.push(id.to_string());
             }
         }
 
@@ -580,6 +630,27 @@ impl Run<'_> {
                 .filter_map(|c| c.source_volume_id()),
         );
         let marks = watermarks(copies);
+        // What each source volume had copied in the last 24 hours (copies
+        // in flight count as started now): a source account, even
+        // compromised, makes the vault copy at most so many a day.
+        let mut started: BTreeMap<&str, Vec<DateTime<Utc>>> = BTreeMap::new();
+        for c in copies.iter().filter(|c| c.state != SnapshotState::Error) {
+            if let (Some(v), Some(t)) = (c.source_volume_id(), c.start_time) {
+                started.entry(v).or_default().push(t);
+            }
+        }
+        for f in in_flight.iter().filter(|f| f.copy_id.is_none()) {
+            started
+                .entry(f.volume_id.as_str())
+                .or_default()
+                .push(self.now);
+        }
+        let max = self.settings.max_copies_per_volume_per_day;
+        let full: BTreeSet<&str> = started
+            .into_iter()
+            .filter(|(_, times)| !vault::volume_has_room(times.iter().copied(), self.now, max))
+            .map(|(v, _)| v)
+            .collect();
         let mut oldest: BTreeMap<&str, &Share> = BTreeMap::new();
         for &share in shares {
             if !share.completed
@@ -597,9 +668,13 @@ impl Run<'_> {
             }
         }
         summary.waiting += oldest.keys().filter(|v| busy.contains(*v)).count();
+        summary.over_daily_quota += oldest
+            .keys()
+            .filter(|v| !busy.contains(*v) && full.contains(*v))
+            .count();
         let candidates = oldest
             .into_iter()
-            .filter(|(v, _)| !busy.contains(v))
+            .filter(|(v, _)| !busy.contains(v) && !full.contains(v))
             .map(|(_, s)| {
                 (
                     Source {
@@ -658,11 +733,42 @@ impl Run<'_> {
         let identity = &self.config.identity;
         let mut pacer = Pacer::new(self.ports.copy_pacing);
         let mut stopped = false;
+        // Each source account's part of its 24-hour quota, from the
+        // ledger, before any copy of it starts (a dry run asks nothing).
+        let mut wanted: BTreeMap<&str, u32> = BTreeMap::new();
+        for share in &chosen {
+            *wanted.entry(share.account.as_str()).or_default() += 1;
+        }
+        let mut granted: BTreeMap<&str, u32> = BTreeMap::new();
+        for (&account, &n) in &wanted {
+            let grant = if self.config.dry_run {
+                n
+            } else {
+                self.ports
+                    .ledger
+                    .reserve_copies(
+                        account,
+                        self.now,
+                        n,
+                        self.settings.max_copies_per_account_per_day,
+                    )
+                    .await?
+            };
+            granted.insert(account, grant);
+        }
+        let mut used: BTreeMap<&str, u32> = BTreeMap::new();
         for share in chosen {
             if stopped || self.deadline.is_near() {
                 summary.waiting += 1;
                 continue;
             }
+            let account = share.account.as_str();
+            let spent = used.entry(account).or_default();
+            if *spent >= granted.get(account).copied().unwrap_or(0) {
+                summary.over_account_quota += 1;
+                continue;
+            }
+            *spent += 1;
             let flight = CopyInFlight {
                 source_snapshot_id: share.snapshot_id.clone(),
                 target: self.target.clone(),
@@ -691,6 +797,20 @@ impl Run<'_> {
                 copying::Started::Refused { failure, stop } => {
                     stopped = stop;
                     summary.failed.push(failure);
+                }
+            }
+        }
+        // What was granted and not asked of EC2 goes back.
+        if !self.config.dry_run {
+            for (account, grant) in granted {
+                let unused = grant.saturating_sub(used.get(account).copied().unwrap_or(0));
+                if let Err(e) = self
+                    .ports
+                    .ledger
+                    .release_copies(account, self.now, self.now, unused)
+                    .await
+                {
+                    tracing::warn!(account, error = %e, "could not give back the unused copies; they count against the next 24 hours");
                 }
             }
         }
@@ -744,9 +864,14 @@ fn headline(s: &VaultSummary) -> String {
     )
 }
 
-/// What the run tells people: a failed vault copy, a share not copied
-/// within a day (`copy-failed`, once each), a refused share
-/// (`tampering-suspected`, once each), a warning when deletions failed.
+/// Failures, late shares and refusals listed in one notification of each
+/// kind, at most.
+pub const LISTED: usize = 20;
+
+/// What the run tells people: failed vault copies, shares not copied
+/// within a day (`copy-failed`, each reported once), refused shares
+/// (`tampering-suspected`, each once), a warning when deletions failed:
+/// at most four notifications a run.
 pub fn notifications(config: &Config, s: &VaultSummary) -> Vec<Notification> {
     let mut out = Vec::new();
     let notify = |kind, severity, summary: String, details: Value| Notification {
@@ -756,35 +881,49 @@ pub fn notifications(config: &Config, s: &VaultSummary) -> Vec<Notification> {
         summary,
         details,
     };
-    for f in s.failed.iter().filter(|f| f.first_report) {
+    // One message a kind a run, whatever a source shares: the first
+    // LISTED of each are in it, the rest counted (all are in the summary).
+    let failed: Vec<&Failed> = s.failed.iter().filter(|f| f.first_report).collect();
+    if let Some(first) = failed.first() {
         out.push(notify(
             NotificationKind::CopyFailed,
             Severity::Warning,
-            format!(
-                "vault copy of {} failed: {}",
-                f.source_snapshot_id, f.error_kind
-            ),
-            json!(f),
+            match failed.len() {
+                1 => format!(
+                    "vault copy of {} failed: {}",
+                    first.source_snapshot_id, first.error_kind
+                ),
+                n => format!("{n} vault copies failed"),
+            },
+            json!({"failed": &failed[..failed.len().min(LISTED)], "failed_omitted": failed.len().saturating_sub(LISTED)}),
         ));
     }
-    for id in &s.late_first {
+    if let Some(first) = s.late_first.first() {
+        let n = s.late_first.len();
         out.push(notify(
             NotificationKind::CopyFailed,
             Severity::Warning,
-            format!("{id} was shared with the vault more than a day ago and is not copied"),
-            json!({"source_snapshot_id": id, "error_kind": "not-copied-within-a-day"}),
+            match n {
+                1 => format!("{first} was shared with the vault more than a day ago and is not copied"),
+                n => format!("{n} snapshots were shared with the vault more than a day ago and are not copied"),
+            },
+            json!({"source_snapshot_ids": &s.late_first[..n.min(LISTED)], "omitted": n.saturating_sub(LISTED), "error_kind": "not-copied-within-a-day"}),
         ));
     }
-    for r in s.refused.iter().filter(|r| r.first_report) {
+    let refused: Vec<&Refused> = s.refused.iter().filter(|r| r.first_report).collect();
+    if let Some(first) = refused.first() {
         out.push(notify(
             NotificationKind::TamperingSuspected,
             Severity::Warning,
-            format!(
-                "a snapshot shared with the vault is ignored: {} ({})",
-                r.snapshot_id,
-                r.why.kind()
-            ),
-            json!(r),
+            match refused.len() {
+                1 => format!(
+                    "a snapshot shared with the vault is ignored: {} ({})",
+                    first.snapshot_id,
+                    first.why.kind()
+                ),
+                n => format!("{n} snapshots shared with the vault are ignored"),
+            },
+            json!({"refused": &refused[..refused.len().min(LISTED)], "refused_omitted": refused.len().saturating_sub(LISTED)}),
         ));
     }
     if !s.delete_failed.is_empty() {

@@ -55,6 +55,11 @@ pub enum Refusal {
     VolumeMismatch { claimed: String, found: String },
     /// EC2 gave no start time.
     NoStartTime,
+    /// Its policy has no keep rules in the vault (`VAULT_POLICIES` is the
+    /// allow-list of source policy names): a copy nothing would ever let go.
+    PolicyNotKept { policy: String },
+    /// Its deployment is not one the vault accepts (`VAULT_FOR_DEPLOYMENTS`).
+    DeploymentNotAccepted { deployment: String },
 }
 
 impl Refusal {
@@ -66,6 +71,8 @@ impl Refusal {
             Self::OtherRegion { .. } => "other-region",
             Self::VolumeMismatch { .. } => "volume-mismatch",
             Self::NoStartTime => "no-start-time",
+            Self::PolicyNotKept { .. } => "policy-not-kept",
+            Self::DeploymentNotAccepted { .. } => "deployment-not-accepted",
         }
     }
 }
@@ -130,6 +137,45 @@ pub fn read_share(s: &Snapshot, region: &str, accepted: &[String]) -> Result<Sha
         start_time,
         completed: s.state == SnapshotState::Completed,
     })
+}
+
+/// What the vault admits of a well-formed share: its policy has keep rules
+/// here, and its deployment is one of `deployments` (empty: any deployment
+/// of an accepted account). A compromised source account can then make the
+/// vault keep only what the vault's own rules will let go.
+pub fn admit(share: &Share, policies: &Policies, deployments: &[String]) -> Result<(), Refusal> {
+    if policies.get(&share.policy).is_none() {
+        return Err(Refusal::PolicyNotKept {
+            policy: crate::text::excerpt(&share.policy),
+        });
+    }
+    if !deployments.is_empty() && !deployments.contains(&share.deployment) {
+        return Err(Refusal::DeploymentNotAccepted {
+            deployment: crate::text::excerpt(&share.deployment),
+        });
+    }
+    Ok(())
+}
+
+/// The most copies of one source volume a vault starts in 24 hours unless
+/// configured (`VAULT_MAX_COPIES_PER_VOLUME_PER_DAY`): an hourly policy's.
+pub const DEFAULT_COPIES_PER_VOLUME_PER_DAY: u32 = 24;
+
+/// The most copies of one source account a vault starts in 24 hours
+/// unless configured (`VAULT_MAX_COPIES_PER_ACCOUNT_PER_DAY`).
+pub const DEFAULT_COPIES_PER_ACCOUNT_PER_DAY: u32 = 2_000;
+
+/// Whether a source volume may have another copy started now: fewer than
+/// `max` of the vault's copies of it started in the last 24 hours
+/// (`started`: those copies' EC2 start times, in flight included as now).
+pub fn volume_has_room(
+    started: impl IntoIterator<Item = DateTime<Utc>>,
+    now: DateTime<Utc>,
+    max: u32,
+) -> bool {
+    let day = chrono::Duration::hours(24);
+    let recent = started.into_iter().filter(|t| now - *t < day).count();
+    u32::try_from(recent).unwrap_or(u32::MAX) < max
 }
 
 /// The vault's copy of a share: its tags at creation (the source's
@@ -234,6 +280,45 @@ mod tests {
             "gold",
             t("2026-03-01T03:00:00Z"),
         )
+    }
+
+    #[test]
+    fn the_vault_admits_only_policies_it_keeps_and_deployments_it_accepts() {
+        let accepted = vec![SOURCE.to_string()];
+        let share = read_share(
+            &shared(&scheduled(SOURCE, "eu-west-1", "vol-1"), SOURCE, "vol-1"),
+            "eu-west-1",
+            &accepted,
+        )
+        .unwrap();
+        let gold = parse_policies(r#"{"gold": {"daily": 7}}"#).unwrap();
+        let silver = parse_policies(r#"{"silver": {"daily": 7}}"#).unwrap();
+        assert_eq!(admit(&share, &gold, &[]), Ok(()));
+        assert_eq!(admit(&share, &gold, &["prod".to_string()]), Ok(()));
+        assert_eq!(
+            admit(&share, &silver, &[]),
+            Err(Refusal::PolicyNotKept {
+                policy: "gold".into()
+            })
+        );
+        assert_eq!(
+            admit(&share, &gold, &["staging".to_string()]),
+            Err(Refusal::DeploymentNotAccepted {
+                deployment: "prod".into()
+            })
+        );
+    }
+
+    #[test]
+    fn a_source_volume_gets_at_most_its_copies_a_day() {
+        let now = t("2026-03-02T12:00:00Z");
+        let hours_ago = |h: i64| now - chrono::Duration::hours(h);
+        assert!(volume_has_room([], now, 1));
+        assert!(!volume_has_room([hours_ago(23)], now, 1));
+        assert!(volume_has_room([hours_ago(24), hours_ago(30)], now, 1));
+        assert!(volume_has_room((1..24).map(hours_ago), now, 24));
+        assert!(!volume_has_room((0..24).map(hours_ago), now, 24));
+        assert!(!volume_has_room([], now, 0), "0 copies a day: none");
     }
 
     #[test]

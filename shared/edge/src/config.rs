@@ -69,6 +69,16 @@ pub struct VaultConfig {
     /// Compliance-mode lock of every copy, in days; 0: no lock
     /// (`VAULT_LOCK_DAYS`).
     pub lock_days: u32,
+    /// The source deployments whose shares it copies; empty: any of the
+    /// accepted accounts (`VAULT_FOR_DEPLOYMENTS`).
+    pub for_deployments: Vec<String>,
+    /// At most this many copies of one source volume started in 24 hours
+    /// (`VAULT_MAX_COPIES_PER_VOLUME_PER_DAY`, default 24).
+    pub max_copies_per_volume_per_day: u32,
+    /// At most this many copies of one source account started in 24 hours,
+    /// counted across runs in the ledger
+    /// (`VAULT_MAX_COPIES_PER_ACCOUNT_PER_DAY`, default 2,000).
+    pub max_copies_per_account_per_day: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -457,11 +467,33 @@ fn vault_config(get: &impl Fn(&str) -> Option<String>) -> Result<Option<VaultCon
             .filter(|d| *d <= 36_500)
             .ok_or_else(|| invalid("VAULT_LOCK_DAYS", &v, "whole days, 0 to 36500"))?,
     };
+    let count = |variable: &'static str, default: u32| -> Result<u32, ConfigError> {
+        match get(variable) {
+            None => Ok(default),
+            Some(v) if v.trim().is_empty() => Ok(default),
+            Some(v) => v
+                .trim()
+                .parse::<u32>()
+                .ok()
+                .filter(|n| (1..=1_000_000).contains(n))
+                .ok_or_else(|| invalid(variable, &v, "a whole number, 1 to 1000000")),
+        }
+    };
+    let for_deployments = list(get("VAULT_FOR_DEPLOYMENTS"));
     Ok(Some(VaultConfig {
         for_accounts,
         policies,
         kms_key_id,
         lock_days,
+        for_deployments,
+        max_copies_per_volume_per_day: count(
+            "VAULT_MAX_COPIES_PER_VOLUME_PER_DAY",
+            ebs_lifecycle_core::vault::DEFAULT_COPIES_PER_VOLUME_PER_DAY,
+        )?,
+        max_copies_per_account_per_day: count(
+            "VAULT_MAX_COPIES_PER_ACCOUNT_PER_DAY",
+            ebs_lifecycle_core::vault::DEFAULT_COPIES_PER_ACCOUNT_PER_DAY,
+        )?,
     }))
 }
 

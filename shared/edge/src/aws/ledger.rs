@@ -10,6 +10,7 @@
 //! | `inflight` | `<target>/<source id>` | `source`, `target`, `volume`, `policy`, `slot`, `created_at`, `asked_at`, `copy` (once known), `expires_at` |
 //! | `seen` | volume id | `seen_at`: when the report first saw it opted in, `expires_at` |
 //! | `deletions` | `window` | `hours` (hour start -> deletions granted), `version` |
+//! | `vaultcopies` | source account | `hours` (hour start -> copies granted), `version` (a vault stack's) |
 //! | `report` | snapshot id | `reported_at`, `expires_at` (the table's TTL) |
 //! | `cursor` | function | `value`: where its last daily run stopped |
 //! | `schedule` | `<policy>/<from>` | `policy`, `expression`, `time_zone`, `from`: a schedule the policy had, from create-snapshots' first run with it |
@@ -52,6 +53,9 @@ const IN_FLIGHT_TTL: Duration = Duration::days(30);
 /// How long a `seen` record lives: a volume deleted leaves its record for
 /// a year, then it goes.
 const SEEN_TTL: Duration = Duration::days(365);
+
+/// The deletion budget's item.
+const DELETIONS: (&str, &str) = ("deletions", "window");
 
 /// The most schedule records read: a policy's schedule changes by a
 /// deployment, a few times a year.
@@ -121,9 +125,10 @@ impl DynamoLedger {
         }
     }
 
-    /// The deletion window and its version (0: none yet).
-    async fn window(&self) -> Result<(DeletionWindow, u64), LedgerError> {
-        let Some(item) = self.get("deletions", "window").await? else {
+    /// A 24-hour budget window (`deletions`/`window`, or a vault's
+    /// `vaultcopies`/<account>) and its version (0: none yet).
+    async fn window(&self, pk: &str, sk: &str) -> Result<(DeletionWindow, u64), LedgerError> {
+        let Some(item) = self.get(pk, sk).await? else {
             return Ok((DeletionWindow::default(), 0));
         };
         let version = item
@@ -146,13 +151,18 @@ impl DynamoLedger {
     }
 
     /// Write the window if nobody changed it since `version`.
-    async fn put_window(&self, window: &DeletionWindow, version: u64) -> Result<bool, LedgerError> {
+    async fn put_window(
+        &self,
+        (pk, sk): (&str, &str),
+        window: &DeletionWindow,
+        version: u64,
+    ) -> Result<bool, LedgerError> {
         let hours: HashMap<String, AttributeValue> = window
             .hours
             .iter()
             .map(|(hour, n)| (hour.to_string(), AttributeValue::N(n.to_string())))
             .collect();
-        let mut item = key("deletions", "window");
+        let mut item = key(pk, sk);
         item.insert("hours".into(), AttributeValue::M(hours));
         item.insert(
             "version".into(),
@@ -177,13 +187,14 @@ impl DynamoLedger {
     /// Read, change, write back unless someone else wrote in between.
     async fn update_window<T>(
         &self,
+        (pk, sk): (&str, &str),
         operation: &'static str,
         change: impl Fn(&mut DeletionWindow) -> T,
     ) -> Result<T, LedgerError> {
         for _ in 0..ATTEMPTS {
-            let (mut window, version) = self.window().await?;
+            let (mut window, version) = self.window(pk, sk).await?;
             let result = change(&mut window);
-            if self.put_window(&window, version).await? {
+            if self.put_window((pk, sk), &window, version).await? {
                 return Ok(result);
             }
         }
@@ -446,8 +457,10 @@ impl Ledger for DynamoLedger {
         if wanted == 0 {
             return Ok(0);
         }
-        self.update_window("reserve deletions", |w| w.reserve(now, wanted, max))
-            .await
+        self.update_window(DELETIONS, "reserve deletions", |w| {
+            w.reserve(now, wanted, max)
+        })
+        .await
     }
 
     async fn release_deletions(
@@ -459,8 +472,42 @@ impl Ledger for DynamoLedger {
         if unused == 0 {
             return Ok(());
         }
-        self.update_window("release deletions", |w| w.release(granted_at, now, unused))
-            .await
+        self.update_window(DELETIONS, "release deletions", |w| {
+            w.release(granted_at, now, unused)
+        })
+        .await
+    }
+
+    async fn reserve_copies(
+        &self,
+        account: &str,
+        now: DateTime<Utc>,
+        wanted: u32,
+        max: u32,
+    ) -> Result<u32, LedgerError> {
+        if wanted == 0 {
+            return Ok(0);
+        }
+        self.update_window(("vaultcopies", account), "reserve copies", |w| {
+            w.reserve(now, wanted, max)
+        })
+        .await
+    }
+
+    async fn release_copies(
+        &self,
+        account: &str,
+        granted_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+        unused: u32,
+    ) -> Result<(), LedgerError> {
+        if unused == 0 {
+            return Ok(());
+        }
+        self.update_window(("vaultcopies", account), "release copies", |w| {
+            w.release(granted_at, now, unused)
+        })
+        .await
     }
 
     async fn cursor(&self, name: &str) -> Result<Option<String>, LedgerError> {

@@ -105,6 +105,24 @@ pub trait Ledger: Send + Sync {
         unused: u32,
     ) -> Result<(), LedgerError>;
 
+    /// A vault's budget of copies per source account: grant up to `wanted`
+    /// copies without exceeding `max` within 24 hours, across runs.
+    async fn reserve_copies(
+        &self,
+        account: &str,
+        now: DateTime<Utc>,
+        wanted: u32,
+        max: u32,
+    ) -> Result<u32, LedgerError>;
+    /// Give back the part of a copy grant that was not used.
+    async fn release_copies(
+        &self,
+        account: &str,
+        granted_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+        unused: u32,
+    ) -> Result<(), LedgerError>;
+
     /// Where a daily run that could not finish stopped (`name`: the
     /// function), for the next run to go on from; `None`: from the start.
     async fn cursor(&self, name: &str) -> Result<Option<String>, LedgerError>;
