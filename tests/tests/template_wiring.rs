@@ -773,9 +773,20 @@ fn the_freeze_document_is_the_codes_and_its_parameters_take_no_shell() {
     );
 }
 
+/// The ledger's ARN in every statement: the stack's own table, or the one
+/// an earlier stack left (`ExistingLedgerTableName`).
+fn ledger_arn() -> Value {
+    json!({"!If": [
+        "CreatesLedger",
+        {"!GetAtt": "Ledger.Arn"},
+        {"!Sub": "arn:${AWS::Partition}:dynamodb:${AWS::Region}:${AWS::AccountId}:table/${ExistingLedgerTableName}"}
+    ]})
+}
+
 /// The stack's ledger is the authority a tag cannot be: each function may
 /// touch only its own kinds of record there (the leading key), with only
-/// the calls its code makes, and the table outlives the stack.
+/// the calls its code makes, and the table outlives the stack (and a
+/// stack re-created over it finds it).
 #[test]
 fn each_function_reads_and_writes_only_its_own_ledger_records() {
     const HOLD_READERS: [&str; 5] = [
@@ -788,7 +799,24 @@ fn each_function_reads_and_writes_only_its_own_ledger_records() {
     let template = template_json();
     let globals = &template["Globals"]["Function"]["Environment"]["Variables"];
     assert_eq!(globals["ACCOUNT_ID"], json!({"!Ref": "AWS::AccountId"}));
-    assert_eq!(globals["LEDGER_TABLE"], json!({"!Ref": "Ledger"}));
+    assert_eq!(
+        globals["LEDGER_TABLE"],
+        json!({"!If": ["CreatesLedger", {"!Ref": "Ledger"}, {"!Ref": "ExistingLedgerTableName"}]})
+    );
+    // Made only when no earlier stack's retained ledger is named; the
+    // table name an operator re-creating the stack needs is an output.
+    assert_eq!(
+        template["Conditions"]["CreatesLedger"],
+        json!({"!Equals": [{"!Ref": "ExistingLedgerTableName"}, ""]})
+    );
+    assert_eq!(
+        template["Resources"]["Ledger"]["Condition"],
+        "CreatesLedger"
+    );
+    assert_eq!(
+        template["Outputs"]["LedgerTableName"]["Value"],
+        globals["LEDGER_TABLE"]
+    );
     let ledger = &template["Resources"]["Ledger"];
     assert_eq!(ledger["Type"], "AWS::DynamoDB::Table");
     assert_eq!(ledger["DeletionPolicy"], "Retain");
@@ -882,11 +910,7 @@ fn each_function_reads_and_writes_only_its_own_ledger_records() {
             } else if statement["Sid"] == "LedgerReadHolds" {
                 // The operators' holds: read only, and only them.
                 assert_eq!(statement["Action"], "dynamodb:Query", "{function}");
-                assert_eq!(
-                    statement["Resource"],
-                    json!({"!GetAtt": "Ledger.Arn"}),
-                    "{function}"
-                );
+                assert_eq!(statement["Resource"], ledger_arn(), "{function}");
                 assert_eq!(
                     statement["Condition"]["ForAllValues:StringEquals"]["dynamodb:LeadingKeys"],
                     json!(["hold"]),
@@ -919,11 +943,7 @@ fn each_function_reads_and_writes_only_its_own_ledger_records() {
         );
         assert_eq!(on_ledger.len(), 1, "{function}: one ledger statement");
         let s = &on_ledger[0];
-        assert_eq!(
-            s["Resource"],
-            json!({"!GetAtt": "Ledger.Arn"}),
-            "{function}"
-        );
+        assert_eq!(s["Resource"], ledger_arn(), "{function}");
         let want: Vec<String> = actions.iter().map(|a| format!("dynamodb:{a}")).collect();
         assert_eq!(s["Action"], json!(want), "{function}");
         assert_eq!(
@@ -947,7 +967,7 @@ fn holds_are_set_only_by_their_own_permission() {
         .unwrap();
     assert_eq!(statements.len(), 1);
     let s = &statements[0];
-    assert_eq!(s["Resource"], json!({"!GetAtt": "Ledger.Arn"}));
+    assert_eq!(s["Resource"], ledger_arn());
     assert_eq!(
         s["Condition"]["ForAllValues:StringEquals"]["dynamodb:LeadingKeys"],
         json!(["hold"])
