@@ -142,3 +142,51 @@ async fn every_answer_to_a_copy_ends_as_a_clear_outcome_and_leaves_the_ledger_ri
     );
     assert!(in_flight().await.is_empty());
 }
+
+/// A copy EC2 failed is reported once, by the ledger's record: a
+/// `lifecycle:state=failed` someone wrote on it while it was pending
+/// silences nothing, and a second run reports nothing new.
+#[tokio::test]
+async fn a_failed_copy_is_reported_once_whatever_its_state_tag_says() {
+    let moto = Moto::start();
+    let adapter = Ec2Adapter::new(moto.ec2());
+    let copy = |id: &str, state: &str| ebs_lifecycle_core::model::Snapshot {
+        id: id.into(),
+        volume_id: Some(ebs_lifecycle_core::model::COPY_VOLUME_ID.into()),
+        state: ebs_lifecycle_core::model::SnapshotState::Error,
+        start_time: Some(t("2026-03-01T00:20:05Z")),
+        volume_size_gib: Some(8),
+        full_size_bytes: None,
+        archived: false,
+        restore_expiry: None,
+        encrypted: true,
+        kms_key_id: None,
+        description: None,
+        owner_id: None,
+        tags: Tags::from([
+            (tags::MANAGED_BY.to_string(), "itest".to_string()),
+            (tags::STATE.to_string(), state.to_string()),
+            (tags::COPY_OF.to_string(), "snap-0source".to_string()),
+        ]),
+    };
+    let mut copies = vec![
+        copy("snap-0forged", "failed"),
+        copy("snap-0plain", "pending"),
+    ];
+    let now = t("2026-03-01T02:00:00Z");
+    let first = copying::track(&adapter, moto.ledger(), &mut copies, now).await;
+    let mut failed: Vec<String> = first
+        .failed
+        .iter()
+        .filter_map(|f| f.copy_id.clone())
+        .collect();
+    failed.sort();
+    assert_eq!(failed, ["snap-0forged", "snap-0plain"]);
+    assert!(first
+        .failed
+        .iter()
+        .all(|f| f.source_snapshot_id == "snap-0source"));
+
+    let again = copying::track(&adapter, moto.ledger(), &mut copies, now).await;
+    assert!(again.failed.is_empty(), "{:?}", again.failed);
+}

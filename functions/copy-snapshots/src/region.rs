@@ -51,7 +51,13 @@ impl Region<'_> {
     ) -> Result<(), String> {
         let (mut copies, held, in_flight) = self.prove(in_flight, report, suspects).await?;
 
-        let tracked = copying::track(self.destination.tagger, &mut copies, self.now).await;
+        let tracked = copying::track(
+            self.destination.tagger,
+            self.ports.ledger,
+            &mut copies,
+            self.now,
+        )
+        .await;
         report.completed = tracked.completed;
         report.failed.extend(tracked.failed);
         let in_flight = copying::settle(self.ports.ledger, &copies, in_flight, self.now).await;

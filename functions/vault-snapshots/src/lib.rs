@@ -468,7 +468,7 @@ impl Run<'_> {
         let mut copies: Vec<Snapshot> = sifted.owned;
         summary.copies += copies.len();
 
-        let tracked = copying::track(self.ports.tagger, &mut copies, self.now).await;
+        let tracked = copying::track(self.ports.tagger, ledger, &mut copies, self.now).await;
         summary.completed.extend(tracked.completed);
         summary.failed.extend(tracked.failed);
         let in_flight = copying::settle(ledger, &copies, in_flight, self.now).await;

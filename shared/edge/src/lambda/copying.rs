@@ -232,14 +232,18 @@ pub struct Tracked {
 
 /// Pending -> completed or failed, as EC2 says: the tags say so (and the
 /// copies in memory with them). A tag write that fails leaves it for the
-/// next run: untagged, a completed copy does not count yet and a failed
-/// one is not reported yet.
+/// next run: untagged, a completed copy does not count yet. A failure is
+/// reported once by the ledger's record (`copy-failed/<copy id>`), never
+/// by the state tag: anyone who can write `lifecycle:state=failed` on a
+/// pending copy would otherwise silence it.
 pub async fn track(
     tagger: &dyn SnapshotTagger,
+    ledger: &dyn Ledger,
     copies: &mut [Snapshot],
     now: DateTime<Utc>,
 ) -> Tracked {
     let mut out = Tracked::default();
+    out.failed = failures_not_reported(ledger, copies, now).await;
     // Done only when both labels are there: a copy that someone tagged
     // `completed` while EC2 still had it pending was never given its
     // `completed-at`, and gets it now.
@@ -276,16 +280,50 @@ pub async fn track(
             copy.tags.extend(new_tags.clone());
             if state == LifecycleState::Completed {
                 out.completed.push(copy.id.clone());
-            } else {
-                out.failed.push(CopyFailure {
-                    source_snapshot_id: copy.copy_of().unwrap_or_default().to_string(),
-                    copy_id: Some(copy.id.clone()),
-                    error_kind: "copy-error".into(),
-                    error: "EC2 reports the copy in state error".into(),
-                    first_report: true,
-                });
             }
         }
+    }
+    out
+}
+
+/// The copies EC2 says failed whose failure the ledger has no record of:
+/// recorded now, each reported this once. One batch read for all (a
+/// failed copy stays until its rules let it go); a write per new one. A
+/// ledger that cannot be read reports them again rather than not at all.
+async fn failures_not_reported(
+    ledger: &dyn Ledger,
+    copies: &[Snapshot],
+    now: DateTime<Utc>,
+) -> Vec<CopyFailure> {
+    let failed: Vec<&Snapshot> = copies
+        .iter()
+        .filter(|c| c.state == SnapshotState::Error)
+        .collect();
+    if failed.is_empty() {
+        return Vec::new();
+    }
+    let key = |c: &Snapshot| format!("copy-failed/{}", c.id);
+    let keys: Vec<String> = failed.iter().map(|c| key(c)).collect();
+    let seen: BTreeSet<String> = match ledger.reported(&keys).await {
+        Ok(seen) => seen.into_iter().collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "which copy failures were reported is unknown; asking one by one");
+            BTreeSet::new()
+        }
+    };
+    let mut out = Vec::new();
+    for copy in failed {
+        let k = key(copy);
+        if seen.contains(&k) || !ledger.first_report(&k, now).await.unwrap_or(true) {
+            continue;
+        }
+        out.push(CopyFailure {
+            source_snapshot_id: copy.copy_of().unwrap_or_default().to_string(),
+            copy_id: Some(copy.id.clone()),
+            error_kind: "copy-error".into(),
+            error: "EC2 reports the copy in state error".into(),
+            first_report: true,
+        });
     }
     out
 }
