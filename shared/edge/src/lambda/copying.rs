@@ -242,8 +242,10 @@ pub async fn track(
     copies: &mut [Snapshot],
     now: DateTime<Utc>,
 ) -> Tracked {
-    let mut out = Tracked::default();
-    out.failed = failures_not_reported(ledger, copies, now).await;
+    let mut out = Tracked {
+        failed: failures_not_reported(ledger, copies, now).await,
+        ..Tracked::default()
+    };
     // Done only when both labels are there: a copy that someone tagged
     // `completed` while EC2 still had it pending was never given its
     // `completed-at`, and gets it now.
