@@ -113,16 +113,31 @@ def function_env(endpoint: str, topic: str, deployment: str, parameters: dict[st
         "Ledger": ledger_table(deployment),
     }
     variables = t["Globals"]["Function"]["Environment"]["Variables"]
-    env: dict[str, str] = {}
-    for key, value in variables.items():
+    conditions = t.get("Conditions", {})
+
+    def resolve(key: str, value: object) -> str:
+        # `!Ref`, plain values, and `!If` on a condition made of
+        # `!Equals`/`!Not` over those: what the Globals use.
         if isinstance(value, dict) and "Ref" in value:
             if value["Ref"] not in given:
                 raise SystemExit(f"template.yaml: {key} refers to {value['Ref']}, which the emulator cannot resolve")
-            env[key] = given[value["Ref"]]
-        elif isinstance(value, (str, int, bool)):
-            env[key] = str(value)
-        else:
-            raise SystemExit(f"template.yaml: {key} is {value!r}, which the emulator cannot resolve")
+            return given[value["Ref"]]
+        if isinstance(value, dict) and "Fn::If" in value:
+            name, then, otherwise = value["Fn::If"]
+            return resolve(key, then if holds(key, conditions[name]) else otherwise)
+        if isinstance(value, (str, int, bool)):
+            return str(value)
+        raise SystemExit(f"template.yaml: {key} is {value!r}, which the emulator cannot resolve")
+
+    def holds(key: str, condition: object) -> bool:
+        if isinstance(condition, dict) and "Fn::Equals" in condition:
+            left, right = condition["Fn::Equals"]
+            return resolve(key, left) == resolve(key, right)
+        if isinstance(condition, dict) and "Fn::Not" in condition:
+            return not holds(key, condition["Fn::Not"][0])
+        raise SystemExit(f"template.yaml: {key} depends on {condition!r}, which the emulator cannot resolve")
+
+    env: dict[str, str] = {key: resolve(key, value) for key, value in variables.items()}
     return {
         "PATH": os.environ.get("PATH", ""),
         "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(t["Globals"]["Function"].get("MemorySize", 128)),

@@ -330,6 +330,54 @@ async fn a_ledger_hold_keeps_what_removing_a_tag_cannot_lift() {
     assert!(account.orphans_may_go.iter().all(|id| left.contains(id)));
 }
 
+/// A hold item written by hand that does not read (an id in capitals, a
+/// date that is not one) is not skipped: reading the holds fails, and
+/// expiry deletes nothing until it is put right.
+#[tokio::test]
+async fn a_hold_that_does_not_read_stops_deletions_rather_than_being_skipped() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let moto = Moto::start();
+    let account = seed(&moto).await;
+    let dynamo = aws_sdk_dynamodb::Client::new(&moto.sdk_config());
+    for (sk, until) in [
+        ("SNAP-0123456789abcdef0", "2027-01-01T00:00:00Z"),
+        ("vol-0123456789abcdef0", "next tuesday"),
+    ] {
+        dynamo
+            .put_item()
+            .table_name(LEDGER_TABLE)
+            .item("pk", AttributeValue::S("hold".into()))
+            .item("sk", AttributeValue::S(sk.into()))
+            .item("until", AttributeValue::S(until.into()))
+            .send()
+            .await
+            .unwrap();
+        let err = moto.ledger().holds().await.unwrap_err();
+        assert!(err.to_string().contains(sk), "{err}");
+        let adapter = Ec2Adapter::new(moto.ec2());
+        let notifier = RecordingNotifier::default();
+        let run = handle(
+            expire_ports(&adapter, &notifier, moto.ledger()),
+            &config(POLICIES),
+            &json!({"kind": "tick"}),
+            tags::parse_time(NOW).unwrap(),
+            Deadline::after(Duration::from_secs(600)),
+        )
+        .await;
+        assert!(run.is_err(), "the run stops");
+        assert_eq!(remaining(&moto).await, account.all, "nothing deleted");
+        dynamo
+            .delete_item()
+            .table_name(LEDGER_TABLE)
+            .key("pk", AttributeValue::S("hold".into()))
+            .key("sk", AttributeValue::S(sk.into()))
+            .send()
+            .await
+            .unwrap();
+    }
+    assert!(moto.ledger().holds().await.unwrap().is_empty());
+}
+
 #[tokio::test]
 async fn a_dry_run_plans_the_same_and_deletes_nothing() {
     let moto = Moto::start();

@@ -929,11 +929,12 @@ fn each_function_reads_and_writes_only_its_own_ledger_records() {
             "{function}: reads the holds"
         );
         assert!(!keys.contains(&"hold"), "{function}: writes no hold");
-        // Every function that proves a scheduled snapshot reads the
-        // schedules; only create-snapshots, which runs them, writes them.
-        assert_eq!(
+        // Every function proves snapshots, so every one reads the
+        // schedules (a vault's, against a snapshot made there with a
+        // scheduled Description); only create-snapshots, which runs them,
+        // writes them.
+        assert!(
             reads_schedules || keys.contains(&"schedule"),
-            function != "VaultSnapshotsFunction",
             "{function}: reads the schedules"
         );
         assert_eq!(

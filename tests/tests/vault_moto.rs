@@ -507,16 +507,23 @@ async fn a_share_event_from_an_account_the_vault_does_not_accept_starts_no_run()
 
 /// A vault for the source account's `gold` policy (3 daily), unlocked.
 fn gold_vault_config(vault_key: &str) -> Config {
+    gold_vault_config_with(vault_key, &[])
+}
+
+/// [`gold_vault_config`] with more of the vault's settings.
+fn gold_vault_config_with(vault_key: &str, more: &[(&str, &str)]) -> Config {
+    let mut settings = vec![
+        ("DEPLOYMENT_NAME", "vault"),
+        ("ACCOUNT_ID", VAULT),
+        ("VAULT_FOR_ACCOUNTS", ACCOUNT),
+        ("VAULT_POLICIES", r#"{"gold": {"daily": 3}}"#),
+        ("VAULT_KMS_KEY_ID", vault_key),
+        ("VAULT_LOCK_DAYS", "0"),
+    ];
+    settings.extend_from_slice(more);
     config_with(
         "{\"gold\": {\"schedule\": \"@daily\", \"keep\": {\"last\": 1}}}",
-        &[
-            ("DEPLOYMENT_NAME", "vault"),
-            ("ACCOUNT_ID", VAULT),
-            ("VAULT_FOR_ACCOUNTS", ACCOUNT),
-            ("VAULT_POLICIES", r#"{"gold": {"daily": 3}}"#),
-            ("VAULT_KMS_KEY_ID", vault_key),
-            ("VAULT_LOCK_DAYS", "0"),
-        ],
+        &settings,
     )
 }
 
@@ -571,16 +578,10 @@ async fn a_source_account_makes_the_vault_copy_only_within_its_bounds() {
         ec2: Ec2Adapter::new(client.clone()),
         client,
         ledger: vault_ledger,
-        config: config_with(
-            "{\"gold\": {\"schedule\": \"@daily\", \"keep\": {\"last\": 1}}}",
+        config: gold_vault_config_with(
+            &vault_key,
             &[
-                ("DEPLOYMENT_NAME", "vault"),
-                ("ACCOUNT_ID", VAULT),
-                ("VAULT_FOR_ACCOUNTS", ACCOUNT),
                 ("VAULT_FOR_DEPLOYMENTS", "itest"),
-                ("VAULT_POLICIES", r#"{"gold": {"daily": 3}}"#),
-                ("VAULT_KMS_KEY_ID", &vault_key),
-                ("VAULT_LOCK_DAYS", "0"),
                 ("VAULT_MAX_COPIES_PER_VOLUME_PER_DAY", "1"),
                 ("VAULT_MAX_COPIES_PER_ACCOUNT_PER_DAY", "2"),
             ],

@@ -262,7 +262,7 @@ pub async fn handle(
             .filter(|s| tags::is_managed_by(&s.tags, &config.deployment_name))
             .collect()
     };
-    let sifted = ownership::sift(ports.ledger, config, managed, Scope::SomeSnapshots).await?;
+    let sifted = ownership::sift(ports.ledger, config, managed, Scope::SomeSnapshots, now).await?;
     let mut suspects = sifted.suspects;
     reconcile(
         ports,
@@ -486,7 +486,8 @@ async fn plan_and_archive(
                 continue;
             }
         };
-        let sifted = ownership::sift(ports.ledger, config, listed, Scope::WholeVolumes).await?;
+        let sifted =
+            ownership::sift(ports.ledger, config, listed, Scope::WholeVolumes, now).await?;
         let held_for_review = sifted.held_for_review();
         suspects.extend(sifted.suspects);
         let in_batch: BTreeSet<&str> = batch.iter().map(String::as_str).collect();

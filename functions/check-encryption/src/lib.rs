@@ -195,7 +195,7 @@ async fn daily_run(
     drop(pages);
     // Only the copies the deployment provably made (their suspects are
     // found again, and reported, in the second pass).
-    let (copy_snapshots, _) = sift(ports, config, copy_candidates).await?;
+    let (copy_snapshots, _) = sift(ports, config, copy_candidates, now).await?;
     let copies_listed: Vec<Snapshot> = copy_snapshots
         .into_iter()
         .filter(|s| tags::is_managed_by(&s.tags, &config.deployment_name))
@@ -238,7 +238,7 @@ async fn daily_run(
     while let Some(page) = pages.next().await {
         let page = page?;
         summary.snapshots_checked += page.len();
-        let (page, page_suspects) = sift(ports, config, page).await?;
+        let (page, page_suspects) = sift(ports, config, page, now).await?;
         suspects.extend(page_suspects);
         let (mut findings, remedies) =
             encryption::assess_snapshots(&rules, &page, &permissions, &copies);
@@ -263,8 +263,8 @@ async fn event_run(
     summary: &mut RunSummary,
 ) -> Result<Vec<Suspect>, InvocationError> {
     summary.snapshots_checked = snapshots.len();
-    let (snapshots, suspects) = sift(ports, config, snapshots).await?;
-    let copies = Copies::new(&copies_of(ports, config, &snapshots).await?);
+    let (snapshots, suspects) = sift(ports, config, snapshots, now).await?;
+    let copies = Copies::new(&copies_of(ports, config, &snapshots, now).await?);
     let Keys {
         aws_managed,
         allowed: allowed_keys,
@@ -346,11 +346,12 @@ async fn sift(
     ports: Ports<'_>,
     config: &Config,
     snapshots: Vec<Snapshot>,
+    now: DateTime<Utc>,
 ) -> Result<(Vec<Snapshot>, Vec<Suspect>), InvocationError> {
     let (tagged, others): (Vec<Snapshot>, Vec<Snapshot>) = snapshots
         .into_iter()
         .partition(|s| tags::is_managed_by(&s.tags, &config.deployment_name));
-    let sifted = ownership::sift(ports.ledger, config, tagged, Scope::SomeSnapshots).await?;
+    let sifted = ownership::sift(ports.ledger, config, tagged, Scope::SomeSnapshots, now).await?;
     let held = sifted.held_for_review();
     let (owned, rejected) = (sifted.owned, sifted.rejected);
     let foreign = |mut s: Snapshot| {
@@ -371,13 +372,15 @@ async fn copies_of(
     ports: Ports<'_>,
     config: &Config,
     snapshots: &[Snapshot],
+    now: DateTime<Utc>,
 ) -> Result<Vec<Snapshot>, InvocationError> {
     Ok(if snapshots.iter().any(|s| !s.encrypted) {
         let listed = ports
             .catalog
             .encrypted_copies(&config.deployment_name)
             .await?;
-        let sifted = ownership::sift(ports.ledger, config, listed, Scope::SomeSnapshots).await?;
+        let sifted =
+            ownership::sift(ports.ledger, config, listed, Scope::SomeSnapshots, now).await?;
         let held = sifted.held_for_review();
         sifted
             .owned

@@ -187,7 +187,7 @@ async fn apply_results(
     // a suspect is as foreign as a snapshot without the tag. One it made
     // whose `managed-by` was removed is still proven by its Description:
     // its failure is alerted, its tags are not written.
-    let sifted = ownership::sift(ports.ledger, config, tagged, Scope::SomeSnapshots).await?;
+    let sifted = ownership::sift(ports.ledger, config, tagged, Scope::SomeSnapshots, now).await?;
     let suspects: Vec<Suspect> = sifted.suspects;
     let proven: BTreeSet<String> = sifted.owned.iter().map(|s| s.id.clone()).collect();
     let found: BTreeMap<String, Snapshot> = sifted
@@ -257,7 +257,7 @@ async fn apply_results(
             });
         }
     }
-    apply_changes(ports, config, changes, summary).await?;
+    apply_changes(ports, config, changes, now, summary).await?;
     alert_unlabelled_failures(ports, config, unlabelled, now, summary).await?;
     if not_visible.is_empty() {
         Ok(suspects)
@@ -294,6 +294,7 @@ async fn apply_changes(
     ports: Ports<'_>,
     config: &Config,
     changes: Vec<Change>,
+    now: DateTime<Utc>,
     summary: &mut RunSummary,
 ) -> Result<(), InvocationError> {
     let mut completed_batches: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -368,7 +369,7 @@ async fn apply_changes(
     // superseded. Written after the copy's tag, so a crash in between leaves
     // both counted by retention, never neither.
     for (original, copy) in supersessions {
-        if !may_supersede(ports, config, &original).await? {
+        if !may_supersede(ports, config, &original, now).await? {
             tracing::warn!(original = %original, copy = %copy, "the copy's original is not provably this deployment's, or its tags were tampered with: not linked");
             continue;
         }
@@ -394,12 +395,13 @@ async fn may_supersede(
     ports: Ports<'_>,
     config: &Config,
     original: &str,
+    now: DateTime<Utc>,
 ) -> Result<bool, InvocationError> {
     let found = ports
         .catalog
         .snapshots_by_id(&[original.to_string()])
         .await?;
-    let sifted = ownership::sift(ports.ledger, config, found, Scope::SomeSnapshots).await?;
+    let sifted = ownership::sift(ports.ledger, config, found, Scope::SomeSnapshots, now).await?;
     Ok(sifted.suspects.is_empty() && sifted.owned.iter().any(|s| s.id == original))
 }
 
@@ -521,7 +523,7 @@ async fn reconcile(
         listed.entry(s.id.clone()).or_insert(s);
     }
     let listed: Vec<Snapshot> = listed.into_values().collect();
-    let sifted = ownership::sift(ports.ledger, config, listed, Scope::SomeSnapshots).await?;
+    let sifted = ownership::sift(ports.ledger, config, listed, Scope::SomeSnapshots, now).await?;
     let (pending, suspects) = (sifted.owned, sifted.suspects);
     let stuck_after = TimeDelta::minutes(i64::from(config.stuck_after_minutes));
     let mut changes = Vec::new();
@@ -591,7 +593,7 @@ async fn reconcile(
             }
         }
     }
-    apply_changes(ports, config, changes, summary).await?;
+    apply_changes(ports, config, changes, now, summary).await?;
     alert_unlabelled_failures(ports, config, unlabelled, now, summary).await?;
 
     // Whether a stuck snapshot was alerted already is the stack's own

@@ -236,7 +236,7 @@ pub async fn handle(
         .managed_snapshots_of_policies(&config.deployment_name, &copying)
         .await
         .map_err(CopyError::SourceUnavailable)?;
-    let sifted = ownership::sift(ports.ledger, config, listed, Scope::WholeVolumes).await?;
+    let sifted = ownership::sift(ports.ledger, config, listed, Scope::WholeVolumes, now).await?;
     let mut suspects: Vec<Suspect> = sifted.suspects;
     let sources = sources(config, sifted.owned);
     summary.counts.sources = sources.values().map(Vec::len).sum();

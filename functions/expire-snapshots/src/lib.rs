@@ -291,7 +291,8 @@ pub async fn handle(
             }
         };
         summary.counts.snapshots += listed.len();
-        let sifted = ownership::sift(ports.ledger, config, listed, Scope::WholeVolumes).await?;
+        let sifted =
+            ownership::sift(ports.ledger, config, listed, Scope::WholeVolumes, now).await?;
         let held_for_review = sifted.held_for_review();
         suspects.extend(sifted.suspects);
         // Each snapshot in the batch of the volume its proof names (a tag

@@ -362,7 +362,8 @@ pub async fn handle(
             .filter(|s| tags::is_managed_by(&s.tags, deployment))
             .cloned()
             .collect();
-        let sifted = ownership::sift(ports.ledger, config, managed, Scope::WholeVolumes).await?;
+        let sifted =
+            ownership::sift(ports.ledger, config, managed, Scope::WholeVolumes, now).await?;
         let held_for_review = sifted.held_for_review();
         suspects.extend(sifted.suspects);
         let in_batch: BTreeSet<&str> = batch.iter().map(String::as_str).collect();

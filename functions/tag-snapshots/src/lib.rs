@@ -254,7 +254,7 @@ async fn label(
     suspects: &mut Vec<ebs_lifecycle_core::ownership::Suspect>,
 ) -> Result<(), InvocationError> {
     // Only what the deployment provably made is labelled or counted.
-    let sifted = ownership::sift(ports.ledger, config, snapshots, Scope::WholeVolumes).await?;
+    let sifted = ownership::sift(ports.ledger, config, snapshots, Scope::WholeVolumes, now).await?;
     suspects.extend(sifted.suspects);
     // One listed by its Description whose `managed-by` is gone is held and
     // reported by the sift; its role may not tag it (the condition on its

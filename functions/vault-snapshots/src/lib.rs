@@ -227,7 +227,14 @@ pub async fn handle(
         now,
         deadline,
     };
-    run.go(&mut summary).await?;
+    if let Err(e) = run.go(&mut summary).await {
+        // What the run recorded as reported (failures, refusals, late
+        // shares) is sent before the error ends it: a record with no
+        // message would silence it for good.
+        let notifications = notifications(config, &summary);
+        run::publish(ports.notifier, &notifications, &mut summary.header).await;
+        return Err(e);
+    }
     metrics::emit_for_run(
         config,
         FUNCTION,
@@ -463,7 +470,8 @@ impl Run<'_> {
         summary.adopted.extend(resolved.adopted);
         summary.unknown.extend(resolved.unknown);
         let in_flight = resolved.in_flight;
-        let sifted = ownership::sift(ledger, self.config, own, Scope::SomeSnapshots).await?;
+        let sifted =
+            ownership::sift(ledger, self.config, own, Scope::SomeSnapshots, self.now).await?;
         let held = sifted.held_for_review();
         let mut copies: Vec<Snapshot> = sifted.owned;
         summary.copies += copies.len();
@@ -634,7 +642,9 @@ impl Run<'_> {
         // in flight count as started now): a source account, even
         // compromised, makes the vault copy at most so many a day.
         let mut started: BTreeMap<&str, Vec<DateTime<Utc>>> = BTreeMap::new();
-        for c in copies.iter().filter(|c| c.state != SnapshotState::Error) {
+        // Failed copies count too: a source that makes copies fail (a key
+        // grant taken back) must not make the vault retry without bound.
+        for c in copies {
             if let (Some(v), Some(t)) = (c.source_volume_id(), c.start_time) {
                 started.entry(v).or_default().push(t);
             }
@@ -730,9 +740,7 @@ impl Run<'_> {
         chosen: Vec<&Share>,
         summary: &mut VaultSummary,
     ) -> Result<(), VaultError> {
-        let identity = &self.config.identity;
         let mut pacer = Pacer::new(self.ports.copy_pacing);
-        let mut stopped = false;
         // Each source account's part of its 24-hour quota, from the
         // ledger, before any copy of it starts (a dry run asks nothing).
         let mut wanted: BTreeMap<&str, u32> = BTreeMap::new();
@@ -740,9 +748,10 @@ impl Run<'_> {
             *wanted.entry(share.account.as_str()).or_default() += 1;
         }
         let mut granted: BTreeMap<&str, u32> = BTreeMap::new();
+        let mut used: BTreeMap<&str, u32> = BTreeMap::new();
         for (&account, &n) in &wanted {
             let grant = if self.config.dry_run {
-                n
+                Ok(n)
             } else {
                 self.ports
                     .ledger
@@ -752,23 +761,67 @@ impl Run<'_> {
                         n,
                         self.settings.max_copies_per_account_per_day,
                     )
-                    .await?
+                    .await
             };
-            granted.insert(account, grant);
+            match grant {
+                Ok(grant) => {
+                    granted.insert(account, grant);
+                }
+                Err(e) => {
+                    self.give_back(&granted, &used).await;
+                    return Err(e.into());
+                }
+            }
         }
-        let mut used: BTreeMap<&str, u32> = BTreeMap::new();
+        let result = self
+            .start_granted(chosen, &granted, &mut used, &mut pacer, summary)
+            .await;
+        self.give_back(&granted, &used).await;
+        result
+    }
+
+    /// Give back to each account's 24-hour quota what was granted and not
+    /// asked of EC2 (a dry run asked the ledger nothing).
+    async fn give_back(&self, granted: &BTreeMap<&str, u32>, used: &BTreeMap<&str, u32>) {
+        if self.config.dry_run {
+            return;
+        }
+        for (&account, &grant) in granted {
+            let unused = grant.saturating_sub(used.get(account).copied().unwrap_or(0));
+            if let Err(e) = self
+                .ports
+                .ledger
+                .release_copies(account, self.now, self.now, unused)
+                .await
+            {
+                tracing::warn!(account, error = %e, "could not give back the unused copies; they count against the next 24 hours");
+            }
+        }
+    }
+
+    /// Start the chosen copies within each account's grant; `used` counts
+    /// the asks that may have made a copy (started, or an answer lost).
+    async fn start_granted<'c>(
+        &self,
+        chosen: Vec<&'c Share>,
+        granted: &BTreeMap<&str, u32>,
+        used: &mut BTreeMap<&'c str, u32>,
+        pacer: &mut Pacer,
+        summary: &mut VaultSummary,
+    ) -> Result<(), VaultError> {
+        let identity = &self.config.identity;
+        let mut stopped = false;
         for share in chosen {
             if stopped || self.deadline.is_near() {
                 summary.waiting += 1;
                 continue;
             }
             let account = share.account.as_str();
-            let spent = used.entry(account).or_default();
-            if *spent >= granted.get(account).copied().unwrap_or(0) {
+            let spent = used.get(account).copied().unwrap_or(0);
+            if spent >= granted.get(account).copied().unwrap_or(0) {
                 summary.over_account_quota += 1;
                 continue;
             }
-            *spent += 1;
             let flight = CopyInFlight {
                 source_snapshot_id: share.snapshot_id.clone(),
                 target: self.target.clone(),
@@ -786,31 +839,23 @@ impl Run<'_> {
                 description: identity.copy(&identity.region, &share.snapshot_id),
                 tags: vault::copy_tags(share, identity),
             };
-            match copying::start(self.copy_ports(), flight, &request, &mut pacer, self.now).await? {
-                copying::Started::Copy(copy_id) => summary.started.push(copy_id),
+            match copying::start(self.copy_ports(), flight, &request, pacer, self.now).await? {
+                copying::Started::Copy(copy_id) => {
+                    *used.entry(account).or_default() += 1;
+                    summary.started.push(copy_id);
+                }
                 copying::Started::Wait => {
                     summary.waiting += 1;
                     stopped = true;
                 }
                 copying::Started::SourceGone => {}
-                copying::Started::Unknown => summary.unknown.push(share.snapshot_id.clone()),
+                copying::Started::Unknown => {
+                    *used.entry(account).or_default() += 1;
+                    summary.unknown.push(share.snapshot_id.clone());
+                }
                 copying::Started::Refused { failure, stop } => {
                     stopped = stop;
                     summary.failed.push(failure);
-                }
-            }
-        }
-        // What was granted and not asked of EC2 goes back.
-        if !self.config.dry_run {
-            for (account, grant) in granted {
-                let unused = grant.saturating_sub(used.get(account).copied().unwrap_or(0));
-                if let Err(e) = self
-                    .ports
-                    .ledger
-                    .release_copies(account, self.now, self.now, unused)
-                    .await
-                {
-                    tracing::warn!(account, error = %e, "could not give back the unused copies; they count against the next 24 hours");
                 }
             }
         }

@@ -849,7 +849,10 @@ mod tests {
                 from: t("2026-12-06T12:00:00Z"),
             },
         ];
-        let recorded = changed.with_past(PastSchedules::from_records(records));
+        let recorded = changed.with_past(PastSchedules::from_records(
+            records,
+            t("2026-12-07T06:00:00Z"),
+        ));
         let sifted = sift(
             &me(),
             &recorded,

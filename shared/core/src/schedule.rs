@@ -125,12 +125,17 @@ pub struct ScheduleRecord {
 }
 
 /// The schedules each policy had before, from the ledger's records: each
-/// in effect from its record's time until the next record's (the first
-/// from the beginning: it is the schedule the history before the records
-/// was made under).
+/// in effect from the start of its slot that contains its record's time
+/// (create-snapshots takes that slot in the run that records it) until the
+/// next record's time; the first from the beginning (the history before
+/// the records was made under it). The latest record, when it is not the
+/// policy's current schedule (a change not recorded yet), ends when the
+/// records were read: its slots to come are nobody's.
 #[derive(Debug, Clone, Default)]
 pub struct PastSchedules {
     by_policy: std::collections::BTreeMap<String, Vec<Past>>,
+    /// When the records were read.
+    read_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone)]
@@ -146,7 +151,7 @@ struct Past {
 
 impl PastSchedules {
     /// A record that does not parse (a ledger written by hand) is left out.
-    pub fn from_records(mut records: Vec<ScheduleRecord>) -> Self {
+    pub fn from_records(mut records: Vec<ScheduleRecord>, read_at: DateTime<Utc>) -> Self {
         records.sort_by(|a, b| (&a.policy, a.from).cmp(&(&b.policy, b.from)));
         let mut by_policy: std::collections::BTreeMap<String, Vec<Past>> = Default::default();
         for r in records {
@@ -157,7 +162,7 @@ impl PastSchedules {
             if let Some(last) = list.last_mut() {
                 last.until = Some(r.from);
             }
-            let from = (!list.is_empty()).then_some(r.from);
+            let from = (!list.is_empty()).then(|| schedule.slot_at(r.from).unwrap_or(r.from));
             list.push(Past {
                 from,
                 until: None,
@@ -166,7 +171,10 @@ impl PastSchedules {
                 schedule,
             });
         }
-        Self { by_policy }
+        Self {
+            by_policy,
+            read_at: Some(read_at),
+        }
     }
 
     /// The schedule under which `slot` is a slot of `policy`: `current` if
@@ -181,11 +189,21 @@ impl PastSchedules {
         if current.slot_at(slot) == Some(slot) {
             return Some(current);
         }
-        self.by_policy
-            .get(policy)?
-            .iter()
-            .filter(|p| p.from.is_none_or(|f| f <= slot) && p.until.is_none_or(|u| slot < u))
-            .map(|p| &p.schedule)
+        let list = self.by_policy.get(policy)?;
+        let last = list.len().checked_sub(1)?;
+        list.iter()
+            .enumerate()
+            .filter(|(i, p)| {
+                // The latest record, not the current schedule: a change
+                // not recorded yet; it ended by the time of the reading.
+                let until = p.until.or_else(|| {
+                    (*i == last && !p.is(current))
+                        .then_some(self.read_at)
+                        .flatten()
+                });
+                p.from.is_none_or(|f| f <= slot) && until.is_none_or(|u| slot < u)
+            })
+            .map(|(_, p)| &p.schedule)
             .find(|s| s.slot_at(slot) == Some(slot))
     }
 
@@ -195,9 +213,13 @@ impl PastSchedules {
         self.by_policy
             .get(policy)
             .and_then(|list| list.last())
-            .is_none_or(|p| {
-                p.expression != current.expression() || p.time_zone != current.timezone().name()
-            })
+            .is_none_or(|p| !p.is(current))
+    }
+}
+
+impl Past {
+    fn is(&self, schedule: &Schedule) -> bool {
+        self.expression == schedule.expression() && self.time_zone == schedule.timezone().name()
     }
 }
 
@@ -413,10 +435,13 @@ mod past_tests {
     fn a_slot_of_an_earlier_schedule_is_one_while_that_schedule_was_in_effect() {
         // 03:00 UTC daily until Dec 7, then 02:00 in Berlin.
         let current = Schedule::parse("0 2 * * *", "Europe/Berlin").unwrap();
-        let past = PastSchedules::from_records(vec![
-            record("0 2 * * *", "Europe/Berlin", "2026-12-07T10:00:00Z"),
-            record("0 3 * * *", "UTC", "2026-11-01T00:00:00Z"),
-        ]);
+        let past = PastSchedules::from_records(
+            vec![
+                record("0 2 * * *", "Europe/Berlin", "2026-12-07T10:00:00Z"),
+                record("0 3 * * *", "UTC", "2026-11-01T00:00:00Z"),
+            ],
+            utc("2026-12-07T12:00:00Z"),
+        );
         let old_slot = utc("2026-12-05T03:00:00Z");
         let on = past.schedule_of("p", &current, old_slot).unwrap();
         assert_eq!(on.expression(), "0 3 * * *");
@@ -449,21 +474,91 @@ mod past_tests {
             .is_some());
     }
 
+    /// Changed twice (A, then B, then C): B's slots stay proven from the
+    /// first one create-snapshots took, which started before B was
+    /// recorded in that very run.
+    #[test]
+    fn a_schedule_changed_twice_proves_the_middle_ones_first_slot() {
+        let a = record("0 3 * * *", "UTC", "2026-11-01T00:00:00Z");
+        // B (00:00 UTC daily) recorded by the run at 00:05 that took its
+        // first slot, 00:00.
+        let b = record("0 0 * * *", "UTC", "2026-12-07T00:05:00Z");
+        let c = record("0 12 * * *", "UTC", "2026-12-10T12:05:00Z");
+        let current = Schedule::parse("0 12 * * *", "UTC").unwrap();
+        let past = PastSchedules::from_records(vec![a, b, c], utc("2026-12-11T00:00:00Z"));
+        for slot in ["2026-12-07T00:00:00Z", "2026-12-10T00:00:00Z"] {
+            assert_eq!(
+                past.schedule_of("p", &current, utc(slot))
+                    .map(Schedule::expression),
+                Some("0 0 * * *"),
+                "{slot}"
+            );
+        }
+        // Not B's slot before its first, nor after C was recorded.
+        assert!(past
+            .schedule_of("p", &current, utc("2026-12-06T00:00:00Z"))
+            .is_none());
+        assert!(past
+            .schedule_of("p", &current, utc("2026-12-11T00:00:00Z"))
+            .is_none());
+        // A's, before B.
+        assert!(past
+            .schedule_of("p", &current, utc("2026-12-06T03:00:00Z"))
+            .is_some());
+    }
+
+    /// Deployed with a new schedule that create-snapshots has not recorded
+    /// yet: the old schedule's slots up to the reading are proven, none
+    /// after it (a snapshot made by hand later, claiming one, is not).
+    #[test]
+    fn a_change_not_recorded_yet_ends_the_old_schedule_at_the_reading() {
+        let current = Schedule::parse("0 1 * * *", "Europe/Berlin").unwrap();
+        let past = PastSchedules::from_records(
+            vec![record("0 3 * * *", "UTC", "2026-11-01T00:00:00Z")],
+            utc("2026-12-07T10:00:00Z"),
+        );
+        assert!(past
+            .schedule_of("p", &current, utc("2026-12-07T03:00:00Z"))
+            .is_some());
+        assert!(past
+            .schedule_of("p", &current, utc("2026-12-08T03:00:00Z"))
+            .is_none());
+        // Once recorded as current, the old one ended at the record's time.
+        let recorded = PastSchedules::from_records(
+            vec![
+                record("0 3 * * *", "UTC", "2026-11-01T00:00:00Z"),
+                record("0 1 * * *", "Europe/Berlin", "2026-12-07T10:05:00Z"),
+            ],
+            utc("2026-12-09T00:00:00Z"),
+        );
+        assert!(recorded
+            .schedule_of("p", &current, utc("2026-12-07T03:00:00Z"))
+            .is_some());
+        assert!(recorded
+            .schedule_of("p", &current, utc("2026-12-08T03:00:00Z"))
+            .is_none());
+    }
+
     #[test]
     fn a_schedule_is_recorded_when_it_differs_from_the_latest_record() {
         let current = Schedule::parse("0 2 * * *", "Europe/Berlin").unwrap();
         assert!(PastSchedules::default().must_record("p", &current));
-        let same = PastSchedules::from_records(vec![
-            record("0 3 * * *", "UTC", "2026-11-01T00:00:00Z"),
-            record("0 2 * * *", "Europe/Berlin", "2026-12-07T10:00:00Z"),
-        ]);
+        let same = PastSchedules::from_records(
+            vec![
+                record("0 3 * * *", "UTC", "2026-11-01T00:00:00Z"),
+                record("0 2 * * *", "Europe/Berlin", "2026-12-07T10:00:00Z"),
+            ],
+            utc("2026-12-07T12:00:00Z"),
+        );
         assert!(!same.must_record("p", &current));
         assert!(same.must_record("q", &current));
         let zone = Schedule::parse("0 2 * * *", "UTC").unwrap();
         assert!(same.must_record("p", &zone));
         // A record that does not parse is left out.
-        let bad =
-            PastSchedules::from_records(vec![record("nonsense", "UTC", "2026-11-01T00:00:00Z")]);
+        let bad = PastSchedules::from_records(
+            vec![record("nonsense", "UTC", "2026-11-01T00:00:00Z")],
+            utc("2026-12-07T12:00:00Z"),
+        );
         assert!(bad.must_record("p", &current));
     }
 }

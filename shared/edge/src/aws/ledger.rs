@@ -30,10 +30,11 @@ use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
 use aws_sdk_dynamodb::Client;
 use chrono::{DateTime, Duration, Utc};
 
-use ebs_lifecycle_core::holds::{Hold, MAX_HOLDS};
+use ebs_lifecycle_core::holds::{is_resource_id, Hold, MAX_HOLDS};
 use ebs_lifecycle_core::ownership::CopyRecord;
 use ebs_lifecycle_core::schedule::ScheduleRecord;
 use ebs_lifecycle_core::tags::{format_time, parse_time};
+use ebs_lifecycle_core::text::excerpt;
 use ebs_lifecycle_core::window::DeletionWindow;
 
 use crate::ports::ledger::{CopyInFlight, Ledger, LedgerError, StopRecord};
@@ -199,6 +200,39 @@ impl DynamoLedger {
             }
         }
         Err(LedgerError::Contended { operation })
+    }
+
+    /// Grant up to `wanted` from the 24-hour budget `window` without
+    /// exceeding `max` (nothing asked: no call).
+    async fn reserve(
+        &self,
+        window: (&str, &str),
+        operation: &'static str,
+        now: DateTime<Utc>,
+        wanted: u32,
+        max: u32,
+    ) -> Result<u32, LedgerError> {
+        if wanted == 0 {
+            return Ok(0);
+        }
+        self.update_window(window, operation, |w| w.reserve(now, wanted, max))
+            .await
+    }
+
+    /// Give back to `window` what a grant made at `granted_at` did not use.
+    async fn release(
+        &self,
+        window: (&str, &str),
+        operation: &'static str,
+        granted_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+        unused: u32,
+    ) -> Result<(), LedgerError> {
+        if unused == 0 {
+            return Ok(());
+        }
+        self.update_window(window, operation, |w| w.release(granted_at, now, unused))
+            .await
     }
 
     /// The items of kind `pk` with these ids, 100 keys per BatchGetItem,
@@ -454,13 +488,8 @@ impl Ledger for DynamoLedger {
         wanted: u32,
         max: u32,
     ) -> Result<u32, LedgerError> {
-        if wanted == 0 {
-            return Ok(0);
-        }
-        self.update_window(DELETIONS, "reserve deletions", |w| {
-            w.reserve(now, wanted, max)
-        })
-        .await
+        self.reserve(DELETIONS, "reserve deletions", now, wanted, max)
+            .await
     }
 
     async fn release_deletions(
@@ -469,13 +498,8 @@ impl Ledger for DynamoLedger {
         now: DateTime<Utc>,
         unused: u32,
     ) -> Result<(), LedgerError> {
-        if unused == 0 {
-            return Ok(());
-        }
-        self.update_window(DELETIONS, "release deletions", |w| {
-            w.release(granted_at, now, unused)
-        })
-        .await
+        self.release(DELETIONS, "release deletions", granted_at, now, unused)
+            .await
     }
 
     async fn reserve_copies(
@@ -485,13 +509,8 @@ impl Ledger for DynamoLedger {
         wanted: u32,
         max: u32,
     ) -> Result<u32, LedgerError> {
-        if wanted == 0 {
-            return Ok(0);
-        }
-        self.update_window(("vaultcopies", account), "reserve copies", |w| {
-            w.reserve(now, wanted, max)
-        })
-        .await
+        self.reserve(("vaultcopies", account), "reserve copies", now, wanted, max)
+            .await
     }
 
     async fn release_copies(
@@ -501,12 +520,13 @@ impl Ledger for DynamoLedger {
         now: DateTime<Utc>,
         unused: u32,
     ) -> Result<(), LedgerError> {
-        if unused == 0 {
-            return Ok(());
-        }
-        self.update_window(("vaultcopies", account), "release copies", |w| {
-            w.release(granted_at, now, unused)
-        })
+        self.release(
+            ("vaultcopies", account),
+            "release copies",
+            granted_at,
+            now,
+            unused,
+        )
         .await
     }
 
@@ -552,16 +572,34 @@ impl Ledger for DynamoLedger {
     }
 
     async fn holds(&self) -> Result<Vec<Hold>, LedgerError> {
-        self.query_at_most("hold", MAX_HOLDS, |item| {
-            Some(Hold {
-                resource_id: text(item, "sk")?.into(),
-                until: time(item, "until")?,
-                reason: text(item, "reason").unwrap_or_default().into(),
-                by: text(item, "by").unwrap_or_default().into(),
-                at: time(item, "at")?,
+        // A hold that does not read (written by hand: a mistyped id or
+        // time) is not skipped: the read fails, and nothing is deleted
+        // until it is put right, rather than what it meant to keep.
+        let read: Vec<Result<Hold, String>> = self
+            .query_at_most("hold", MAX_HOLDS, |item| {
+                let id = text(item, "sk").unwrap_or_default();
+                Some(match time(item, "until") {
+                    Some(until) if is_resource_id(id) => Ok(Hold {
+                        resource_id: id.into(),
+                        until,
+                        reason: text(item, "reason").unwrap_or_default().into(),
+                        by: text(item, "by").unwrap_or_default().into(),
+                        at: time(item, "at").unwrap_or(until),
+                    }),
+                    _ => Err(excerpt(id)),
+                })
             })
-        })
-        .await
+            .await?;
+        read.into_iter()
+            .map(|r| {
+                r.map_err(|id| LedgerError::Unavailable {
+                    operation: "Query",
+                    message: format!(
+                        "the hold item `{id}` does not read (its sk must be a snapshot or volume id, its until an RFC 3339 time)"
+                    ),
+                })
+            })
+            .collect()
     }
 
     async fn set_hold(&self, hold: &Hold) -> Result<(), LedgerError> {

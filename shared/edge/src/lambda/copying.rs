@@ -420,12 +420,15 @@ pub async fn keep(
             BTreeSet::new()
         }
     };
-    // Holds an operator set in this stack's ledger: unread, nothing is deleted.
-    let holds = ports
-        .ledger
-        .holds()
-        .await
-        .map_err(|e| format!("reading the holds, nothing deleted: {e}"))?;
+    // Holds an operator set in this stack's ledger: unread, nothing is
+    // deleted this run (the rest of the run goes on).
+    let holds = match ports.ledger.holds().await {
+        Ok(holds) => holds,
+        Err(e) => {
+            tracing::warn!(error = %e, "the holds could not be read; nothing deleted this run");
+            return Ok(out);
+        }
+    };
     let config = keeping.config;
     let facts = AccountFacts {
         deployment: config.deployment_name.clone(),

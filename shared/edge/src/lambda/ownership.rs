@@ -28,6 +28,7 @@ pub async fn sift(
     config: &Config,
     snapshots: Vec<Snapshot>,
     scope: Scope,
+    now: DateTime<Utc>,
 ) -> Result<Sifted, LedgerError> {
     let copy_ids: Vec<String> = snapshots
         .iter()
@@ -49,7 +50,7 @@ pub async fn sift(
         .map(|r| (r.copy_id.clone(), r))
         .collect();
     let policies = if snapshots.iter().any(|s| off_schedule(config, s)) {
-        policies_with_past(ledger, config).await?
+        policies_with_past(ledger, config, now).await?
     } else {
         &config.policies
     };
@@ -84,11 +85,12 @@ fn off_schedule(config: &Config, s: &Snapshot) -> bool {
 async fn policies_with_past<'c>(
     ledger: &dyn Ledger,
     config: &'c Config,
+    now: DateTime<Utc>,
 ) -> Result<&'c Policies, LedgerError> {
     if let Some(known) = config.policies_with_past.get() {
         return Ok(known);
     }
-    let past = PastSchedules::from_records(ledger.schedules().await?);
+    let past = PastSchedules::from_records(ledger.schedules().await?, now);
     Ok(config
         .policies_with_past
         .get_or_init(|| config.policies.with_past(past)))
@@ -100,7 +102,7 @@ async fn policies_with_past<'c>(
 /// logged: the next tick records it.
 pub async fn record_schedules(ledger: &dyn Ledger, config: &Config, now: DateTime<Utc>) {
     let past = match ledger.schedules().await {
-        Ok(records) => PastSchedules::from_records(records),
+        Ok(records) => PastSchedules::from_records(records, now),
         Err(e) => {
             tracing::warn!(error = %e, "the recorded schedules could not be read; recorded next tick");
             return;

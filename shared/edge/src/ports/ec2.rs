@@ -219,8 +219,9 @@ pub trait SnapshotCatalog: Send + Sync {
     /// Snapshots whose Description is in the deployment's format (any
     /// tags) and that EC2 says are `pending` or `error`: what a removed
     /// or rewritten tag must not hide from complete-snapshots' alerts.
-    /// Bounded by what is unfinished now (failed ones are cleaned up by
-    /// expiry after their grace period).
+    /// Bounded by what is unfinished now: failed ones are cleaned up by
+    /// expiry after their grace period, except one whose `managed-by` was
+    /// removed (expiry never deletes it; its alert was sent once).
     async fn unfinished_snapshots(&self, identity: &Identity) -> Result<Vec<Snapshot>, Ec2Error>;
 
     /// The deployment's snapshots whose `lifecycle:state` tag has this value.
