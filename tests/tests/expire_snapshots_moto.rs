@@ -378,6 +378,48 @@ async fn a_hold_that_does_not_read_stops_deletions_rather_than_being_skipped() {
     assert!(moto.ledger().holds().await.unwrap().is_empty());
 }
 
+/// A policy renamed in the document: its snapshots are deleted on no
+/// guess, and the run says so once (`config-error`, naming the policy and
+/// how many snapshots it keeps), not every day.
+#[tokio::test]
+async fn a_renamed_policy_keeps_its_snapshots_and_is_reported_once() {
+    let moto = Moto::start();
+    let account = seed(&moto).await;
+    let notifier = RecordingNotifier::default();
+    let renamed = config(r#"{"slim": {"schedule": "@daily", "keep": {"last": 1}}}"#);
+    let adapter = Ec2Adapter::new(moto.ec2());
+    let run = || async {
+        handle(
+            expire_ports(&adapter, &notifier, moto.ledger()),
+            &renamed,
+            &json!({"kind": "tick"}),
+            tags::parse_time(NOW).unwrap(),
+            Deadline::after(Duration::from_secs(600)),
+        )
+        .await
+        .unwrap()
+    };
+    let first = run().await;
+    assert_eq!(remaining(&moto).await, account.all, "nothing deleted");
+    assert!(first
+        .unknown_policies
+        .get("lean")
+        .is_some_and(|n| *n >= account.may_go.len()));
+    let reported = |n: &RecordingNotifier| -> Vec<String> {
+        n.sent()
+            .into_iter()
+            .filter(|n| n.kind == NotificationKind::ConfigError)
+            .map(|n| n.summary)
+            .collect()
+    };
+    let sent = reported(&notifier);
+    assert_eq!(sent.len(), 1);
+    assert!(sent[0].contains("`lean`"), "{}", sent[0]);
+
+    run().await;
+    assert_eq!(reported(&notifier).len(), 1, "once");
+}
+
 #[tokio::test]
 async fn a_dry_run_plans_the_same_and_deletes_nothing() {
     let moto = Moto::start();

@@ -54,6 +54,7 @@ use ebs_lifecycle_core::notify::{Notification, NotificationKind, Severity};
 use ebs_lifecycle_core::ownership::Scope;
 use ebs_lifecycle_core::safety::{AccountFacts, DeletionGate, Protection};
 use ebs_lifecycle_core::tags;
+use ebs_lifecycle_core::text;
 
 pub const FUNCTION: &str = "expire-snapshots";
 
@@ -188,6 +189,14 @@ pub struct RunSummary {
     /// Volumes the run did not reach before its deadline (the next run
     /// starts on them).
     pub volumes_not_reached: usize,
+    /// Policies the deployment's snapshots name that the policy document
+    /// does not (renamed or removed), with how many of their snapshots
+    /// stay for that reason: nothing is deleted on a guess.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub unknown_policies: BTreeMap<String, usize>,
+    /// Those of them not reported before (each is reported once).
+    #[serde(skip)]
+    pub unknown_policies_new: Vec<String>,
     #[serde(flatten)]
     pub progress: Progress,
 }
@@ -384,6 +393,18 @@ pub async fn handle(
         resume.stop_at(v);
     }
     summary.progress = resume.conclude(ports.ledger).await;
+    summary.unknown_policies_new = not_reported_before(
+        ports.ledger,
+        summary
+            .unknown_policies
+            .keys()
+            .map(|p| format!("unknown-policy/{p}")),
+        now,
+    )
+    .await
+    .into_iter()
+    .filter_map(|k| k.strip_prefix("unknown-policy/").map(String::from))
+    .collect();
     emit_metrics(config, &summary, suspects.len());
     log(&summary);
     let mut notifications =
@@ -391,6 +412,32 @@ pub async fn handle(
     notifications.extend(self::notifications(config, &summary));
     run::publish(ports.notifier, &notifications, &mut summary.header).await;
     Ok(summary)
+}
+
+/// Of these report keys, those the ledger has no record of, recorded now:
+/// one batch read, a write only for a new one. A ledger that cannot be
+/// read makes them all new (reported again rather than not at all).
+async fn not_reported_before(
+    ledger: &dyn Ledger,
+    keys: impl Iterator<Item = String>,
+    now: DateTime<Utc>,
+) -> Vec<String> {
+    let keys: Vec<String> = keys.collect();
+    if keys.is_empty() {
+        return keys;
+    }
+    let seen: BTreeSet<String> = ledger
+        .reported(&keys)
+        .await
+        .map(|r| r.into_iter().collect())
+        .unwrap_or_default();
+    let mut new = Vec::new();
+    for key in keys.into_iter().filter(|k| !seen.contains(k)) {
+        if ledger.first_report(&key, now).await.unwrap_or(true) {
+            new.push(key);
+        }
+    }
+    new
 }
 
 /// EC2's tier status of the account's archived snapshots: which are being
@@ -463,6 +510,18 @@ impl Tiers {
 /// Count one volume's report, and keep it in the summary while there is
 /// room; its whole plan is logged either way.
 fn add(summary: &mut RunSummary, report: VolumeReport) {
+    let unknown_policy = Protection::UnknownPolicy(String::new());
+    let unknown = report
+        .kept
+        .iter()
+        .filter(|k| k.why == unknown_policy.kind())
+        .count();
+    if unknown > 0 {
+        *summary
+            .unknown_policies
+            .entry(report.policy.clone().unwrap_or_default())
+            .or_default() += unknown;
+    }
     let c = &mut summary.counts;
     c.kept += report.kept.len();
     c.deleted += report.deleted.len();
@@ -672,6 +731,33 @@ pub fn notifications(config: &Config, summary: &RunSummary) -> Vec<Notification>
                 "deletions_granted": summary.deletions_granted,
                 "left_for_later": counts.left_for_later,
                 "next": "The next daily run continues. If this is expected (a new, stricter policy), raise MaxDeletions; if not, check the policy before it runs again.",
+            }),
+        });
+    }
+    if !summary.unknown_policies_new.is_empty() {
+        let named: Vec<String> = summary
+            .unknown_policies_new
+            .iter()
+            .map(|p| {
+                format!(
+                    "`{}` ({} snapshots)",
+                    text::excerpt(p),
+                    summary.unknown_policies.get(p).copied().unwrap_or(0)
+                )
+            })
+            .collect();
+        notifications.push(Notification {
+            kind: NotificationKind::ConfigError,
+            severity: Severity::Warning,
+            deployment: config.deployment_name.clone(),
+            summary: format!(
+                "snapshots of policies not in the policy document are kept by no rule: {}",
+                named.join(", ")
+            ),
+            details: json!({
+                "policies": summary.unknown_policies_new,
+                "snapshots_kept": summary.unknown_policies,
+                "next": "A policy renamed or removed: its snapshots are never deleted on a guess. Put it back in the document (same name) with the keep rules they should age out by, or delete them by hand (docs/policies-and-tags.md, \"Changing a schedule\").",
             }),
         });
     }
