@@ -383,6 +383,18 @@ async fn reconcile_marks_errors_failed_and_alerts_a_stuck_snapshot_once() {
     assert_eq!((summary.still_pending, summary.stuck.len()), (1, 0));
 }
 
+/// The daily reconcile on 2026-03-02 at 04:00, EC2 answered by `rules`.
+async fn reconcile(rules: &[&Rule], notifier: &RecordingNotifier) -> RunSummary {
+    run(
+        mocked_ec2(RuleMode::MatchAny, rules),
+        notifier,
+        &json!({"kind": "tick"}),
+        "2026-03-02T04:00:00Z",
+    )
+    .await
+    .unwrap()
+}
+
 /// `snapshot` with these tags removed (the attacker's other move).
 fn without(snapshot: Snapshot, keys: &[&str]) -> Snapshot {
     let tags: Vec<Tag> = snapshot
@@ -480,14 +492,7 @@ async fn removing_the_labels_silences_no_failure_or_stuck_alert() {
     )]);
     let writes = any_tag_write();
     let notifier = RecordingNotifier::default();
-    run(
-        mocked_ec2(RuleMode::MatchAny, &[&errored, &writes]),
-        &notifier,
-        &json!({"kind": "tick"}),
-        "2026-03-02T04:00:00Z",
-    )
-    .await
-    .unwrap();
+    reconcile(&[&errored, &writes], &notifier).await;
     assert_eq!(alerts(&notifier).len(), 1);
     assert_eq!(alerts(&notifier)[0].kind, NotificationKind::SnapshotFailed);
     assert_eq!(writes.num_calls(), 0);
@@ -503,14 +508,7 @@ async fn removing_the_labels_silences_no_failure_or_stuck_alert() {
     )]);
     let writes = any_tag_write();
     let notifier = RecordingNotifier::default();
-    let summary = run(
-        mocked_ec2(RuleMode::MatchAny, &[&stuck, &writes]),
-        &notifier,
-        &json!({"kind": "tick"}),
-        "2026-03-02T04:00:00Z",
-    )
-    .await
-    .unwrap();
+    let summary = reconcile(&[&stuck, &writes], &notifier).await;
     assert_eq!(summary.stuck.len(), 1);
     assert!(summary.stuck[0].notified_now);
     assert_eq!(summary.stuck[0].volume_id.as_deref(), Some("vol-0aaa"));
@@ -532,14 +530,7 @@ async fn removing_the_labels_silences_no_failure_or_stuck_alert() {
     )]);
     let marker = tag_write("lifecycle:stuck-notified-at", Some("2026-03-02T04:00:00Z"));
     let notifier = RecordingNotifier::default();
-    let summary = run(
-        mocked_ec2(RuleMode::MatchAny, &[&forged, &marker]),
-        &notifier,
-        &json!({"kind": "tick"}),
-        "2026-03-02T04:00:00Z",
-    )
-    .await
-    .unwrap();
+    let summary = reconcile(&[&forged, &marker], &notifier).await;
     assert_eq!(summary.stuck.len(), 1);
     assert_eq!(alerts(&notifier).len(), 1);
     assert_eq!(marker.num_calls(), 1);
@@ -553,14 +544,7 @@ async fn removing_the_labels_silences_no_failure_or_stuck_alert() {
     )]);
     let write = tag_write("lifecycle:state", Some("failed"));
     let notifier = RecordingNotifier::default();
-    let summary = run(
-        mocked_ec2(RuleMode::MatchAny, &[&forged, &write]),
-        &notifier,
-        &json!({"kind": "tick"}),
-        "2026-03-02T04:00:00Z",
-    )
-    .await
-    .unwrap();
+    let summary = reconcile(&[&forged, &write], &notifier).await;
     assert_eq!(summary.failed.len(), 1);
     assert_eq!(alerts(&notifier).len(), 1);
     assert_eq!(write.num_calls(), 1);
