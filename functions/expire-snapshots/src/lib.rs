@@ -393,7 +393,7 @@ pub async fn handle(
         resume.stop_at(v);
     }
     summary.progress = resume.conclude(ports.ledger).await;
-    summary.unknown_policies_new = not_reported_before(
+    summary.unknown_policies_new = ownership::not_reported_before(
         ports.ledger,
         summary
             .unknown_policies
@@ -412,32 +412,6 @@ pub async fn handle(
     notifications.extend(self::notifications(config, &summary));
     run::publish(ports.notifier, &notifications, &mut summary.header).await;
     Ok(summary)
-}
-
-/// Of these report keys, those the ledger has no record of, recorded now:
-/// one batch read, a write only for a new one. A ledger that cannot be
-/// read makes them all new (reported again rather than not at all).
-async fn not_reported_before(
-    ledger: &dyn Ledger,
-    keys: impl Iterator<Item = String>,
-    now: DateTime<Utc>,
-) -> Vec<String> {
-    let keys: Vec<String> = keys.collect();
-    if keys.is_empty() {
-        return keys;
-    }
-    let seen: BTreeSet<String> = ledger
-        .reported(&keys)
-        .await
-        .map(|r| r.into_iter().collect())
-        .unwrap_or_default();
-    let mut new = Vec::new();
-    for key in keys.into_iter().filter(|k| !seen.contains(k)) {
-        if ledger.first_report(&key, now).await.unwrap_or(true) {
-            new.push(key);
-        }
-    }
-    new
 }
 
 /// EC2's tier status of the account's archived snapshots: which are being

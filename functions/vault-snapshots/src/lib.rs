@@ -397,35 +397,16 @@ impl Run<'_> {
             .iter()
             .map(|r| format!("share/{}", r.snapshot_id))
             .collect();
-        let seen = self.reported(&keys).await;
+        let new: BTreeSet<String> =
+            ownership::not_reported_before(self.ports.ledger, keys.iter().cloned(), self.now)
+                .await
+                .into_iter()
+                .collect();
         for (r, key) in refused.iter_mut().zip(&keys) {
-            if !seen.contains(key) {
-                r.first_report = self
-                    .ports
-                    .ledger
-                    .first_report(key, self.now)
-                    .await
-                    .unwrap_or(true);
-            }
+            r.first_report = new.contains(key);
         }
         summary.refused.extend(refused);
         Ok(shares)
-    }
-
-    /// Which of these report keys the ledger holds (none when it cannot be
-    /// read: each is then asked for one by one, and reported rather than
-    /// not at all).
-    async fn reported(&self, keys: &[String]) -> BTreeSet<String> {
-        if keys.is_empty() {
-            return BTreeSet::new();
-        }
-        match self.ports.ledger.reported(keys).await {
-            Ok(seen) => seen.into_iter().collect(),
-            Err(e) => {
-                tracing::warn!(error = %e, "which refusals were reported is unknown; asking one by one");
-                BTreeSet::new()
-            }
-        }
     }
 
     /// One batch of source volumes: prove, track, lock, keep and label
@@ -528,10 +509,14 @@ impl Run<'_> {
             .map(|share| share.snapshot_id.as_str())
             .collect();
         let keys: Vec<String> = late.iter().map(|id| format!("late/{id}")).collect();
-        let seen = self.reported(&keys).await;
+        let new: BTreeSet<String> =
+            ownership::not_reported_before(ledger, keys.iter().cloned(), self.now)
+                .await
+                .into_iter()
+                .collect();
         for (id, key) in late.into_iter().zip(&keys) {
             summary.late.push(id.to_string());
-            if !seen.contains(key) && ledger.first_report(key, self.now).await.unwrap_or(true) {
+            if new.contains(key) {
                 summary.late_first.push(id.to_string());
             }
         }

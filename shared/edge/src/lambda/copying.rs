@@ -305,18 +305,14 @@ async fn failures_not_reported(
         return Vec::new();
     }
     let key = |c: &Snapshot| format!("copy-failed/{}", c.id);
-    let keys: Vec<String> = failed.iter().map(|c| key(c)).collect();
-    let seen: BTreeSet<String> = match ledger.reported(&keys).await {
-        Ok(seen) => seen.into_iter().collect(),
-        Err(e) => {
-            tracing::warn!(error = %e, "which copy failures were reported is unknown; asking one by one");
-            BTreeSet::new()
-        }
-    };
+    let new: BTreeSet<String> =
+        crate::lambda::ownership::not_reported_before(ledger, failed.iter().map(|c| key(c)), now)
+            .await
+            .into_iter()
+            .collect();
     let mut out = Vec::new();
     for copy in failed {
-        let k = key(copy);
-        if seen.contains(&k) || !ledger.first_report(&k, now).await.unwrap_or(true) {
+        if !new.contains(&key(copy)) {
             continue;
         }
         out.push(CopyFailure {

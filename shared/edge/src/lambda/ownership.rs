@@ -200,3 +200,29 @@ pub async fn report(
         }),
     }]
 }
+
+/// Of these report keys, those the ledger has no record of, recorded now:
+/// one batch read, a write only for a new one. A ledger that cannot be
+/// read makes them all new (reported again rather than not at all).
+pub async fn not_reported_before(
+    ledger: &dyn Ledger,
+    keys: impl Iterator<Item = String>,
+    now: DateTime<Utc>,
+) -> Vec<String> {
+    let keys: Vec<String> = keys.collect();
+    if keys.is_empty() {
+        return keys;
+    }
+    let seen: std::collections::BTreeSet<String> = ledger
+        .reported(&keys)
+        .await
+        .map(|r| r.into_iter().collect())
+        .unwrap_or_default();
+    let mut new = Vec::new();
+    for key in keys.into_iter().filter(|k| !seen.contains(k)) {
+        if ledger.first_report(&key, now).await.unwrap_or(true) {
+            new.push(key);
+        }
+    }
+    new
+}
