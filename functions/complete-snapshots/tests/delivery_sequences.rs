@@ -21,7 +21,7 @@ use complete_snapshots::{handle, Ports};
 use ebs_lifecycle::config::Config;
 use ebs_lifecycle::lambda::deadline::Deadline;
 use ebs_lifecycle::ports::ec2::{Ec2Error, SnapshotCatalog, SnapshotTagger};
-use ebs_lifecycle::ports::ledger::{CopyInFlight, Ledger, LedgerError, StopRecord};
+use ebs_lifecycle::ports::ledger::{CopyInFlight, CreationRecord, Ledger, LedgerError, StopRecord};
 use ebs_lifecycle::ports::notifier::{Notifier, NotifyError};
 use ebs_lifecycle_core::holds::Hold;
 use ebs_lifecycle_core::model::{Snapshot, SnapshotState, Tags};
@@ -153,6 +153,21 @@ impl Ledger for Ec2Model {
         Ok(Vec::new())
     }
     async fn forget_stop(&self, _: &str) -> Result<(), LedgerError> {
+        Ok(())
+    }
+    async fn creations_since(&self) -> Result<Option<DateTime<Utc>>, LedgerError> {
+        Ok(None)
+    }
+    async fn begin_creations(&self, _: DateTime<Utc>) -> Result<(), LedgerError> {
+        Ok(())
+    }
+    async fn record_creation(&self, _: &CreationRecord) -> Result<(), LedgerError> {
+        Ok(())
+    }
+    async fn creations(&self, _: &[String]) -> Result<Vec<String>, LedgerError> {
+        Ok(Vec::new())
+    }
+    async fn forget_creation(&self, _: &str) -> Result<(), LedgerError> {
         Ok(())
     }
     async fn record_copy(&self, _: &CopyRecord) -> Result<(), LedgerError> {

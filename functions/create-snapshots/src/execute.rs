@@ -13,7 +13,7 @@ use ebs_lifecycle::lambda::deadline::Deadline;
 use ebs_lifecycle::ports::ec2::{
     CreateInstanceSnapshotsRequest, CreateSnapshotRequest, Ec2Error, StartedSnapshot,
 };
-use ebs_lifecycle::ports::ledger::StopRecord;
+use ebs_lifecycle::ports::ledger::{CreationRecord, StopRecord};
 use ebs_lifecycle_core::model::Tags;
 use ebs_lifecycle_core::ownership::Subject;
 use ebs_lifecycle_core::policy::{Consistency, Policy};
@@ -77,6 +77,42 @@ pub(crate) struct Run<'a> {
     pub(crate) commands: PacedRunner<'a>,
     /// At most [`CONSISTENCY_CONCURRENCY`] instances frozen or stopped at once.
     pub(crate) consistency_slots: tokio::sync::Semaphore,
+    /// Snapshots started whose creation the ledger could not record.
+    pub(crate) unrecorded: std::sync::Mutex<Vec<Failed>>,
+}
+
+/// Record what EC2 started the moment it answers: from the first record on,
+/// a scheduled snapshot without one is not the deployment's
+/// (docs/policies-and-tags.md, "Ownership"), so a completion event must find
+/// it. One the ledger could not record is never deleted by the stack and
+/// does not fill its slot: the run says so (`creation-not-recorded`), and
+/// the next tick takes the slot again.
+async fn record(run: &Run<'_>, created: Vec<Created>, slot: DateTime<Utc>) -> Vec<Created> {
+    for c in &created {
+        let record = CreationRecord {
+            snapshot_id: c.snapshot_id.clone(),
+            volume_id: c.volume_id.clone(),
+            policy: c.policy.clone(),
+            slot,
+            created_at: run.now,
+        };
+        if let Err(e) = run.ports.ledger.record_creation(&record).await {
+            tracing::error!(snapshot_id = %c.snapshot_id, error = %e, "the snapshot started but its creation could not be recorded");
+            if let Ok(mut unrecorded) = run.unrecorded.lock() {
+                unrecorded.push(Failed {
+                    volume_id: c.volume_id.clone(),
+                    policy: c.policy.clone(),
+                    instance_id: c.instance_id.clone(),
+                    error_kind: "creation-not-recorded".into(),
+                    error: format!(
+                        "{} started, but the ledger could not record it, so it is not counted as this deployment's: the next tick takes the slot again; delete it by hand ({e})",
+                        c.snapshot_id
+                    ),
+                });
+            }
+        }
+    }
+    created
 }
 
 /// One creation call under the run's bucket. A call EC2 throttled past the
@@ -175,13 +211,10 @@ pub(crate) async fn execute(run: &Run<'_>, work: Work<'_>) -> Done {
                 tags: set.tags,
             };
             let outcome = match paced(run, || run.ports.creator.create_snapshot(&request)).await {
-                Ok(started) => Outcome::Created(vec![created(
-                    started,
-                    policy,
-                    slot,
-                    l.instance_id,
-                    consistency,
-                )]),
+                Ok(started) => {
+                    let made = vec![created(started, policy, slot, l.instance_id, consistency)];
+                    Outcome::Created(record(run, made, slot).await)
+                }
                 // Throttled with no time left: the next tick takes it.
                 Err(Ec2Error::Throttled { .. }) => left(std::slice::from_ref(&volume.id), policy),
                 Err(e) => Outcome::Failed(vec![failed(&volume.id, policy, l.instance_id, &e)]),
@@ -272,12 +305,13 @@ pub(crate) async fn take_instance_snapshots(
     })
     .await
     {
-        Ok(started) => Outcome::Created(
-            started
+        Ok(started) => {
+            let made = started
                 .into_iter()
                 .map(|s| created(s, policy, slot, Some(instance.id.clone()), consistency))
-                .collect(),
-        ),
+                .collect();
+            Outcome::Created(record(run, made, slot).await)
+        }
         Err(Ec2Error::Throttled { .. }) => left(due, policy),
         Err(e) => Outcome::Failed(
             due.iter()

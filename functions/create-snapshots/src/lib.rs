@@ -271,6 +271,12 @@ pub async fn handle(
     // schedule: after a change, the history made under the old one stays
     // proven by this record.
     ebs_lifecycle::lambda::ownership::record_schedules(ports.ledger, config, now).await;
+    // And every snapshot it makes is recorded as it is made, from the
+    // first run on: a snapshot made by hand with a slot's Description then
+    // proves nothing (docs/policies-and-tags.md, "Ownership").
+    if let Err(e) = ports.ledger.begin_creations(now).await {
+        tracing::warn!(error = %e, "could not mark when creation records began; marked next tick");
+    }
 
     let resolution = discover(ports.inventory, config).await?;
     summary.counts.targeted = resolution.volume_count();
@@ -278,6 +284,7 @@ pub async fn handle(
 
     let work = plan(
         ports.catalog,
+        ports.ledger,
         config,
         resolution.targets,
         now,
@@ -302,6 +309,7 @@ pub async fn handle(
         stops,
         commands: PacedRunner::new(ports.commands, ports.waits.ssm_spacing),
         consistency_slots: tokio::sync::Semaphore::new(CONSISTENCY_CONCURRENCY),
+        unrecorded: std::sync::Mutex::new(Vec::new()),
     };
 
     // Instances this run will stop and start itself are left to that work.
@@ -333,6 +341,9 @@ pub async fn handle(
         }
     }
     drop(outcomes);
+    if let Ok(unrecorded) = run.unrecorded.into_inner() {
+        summary.failed.extend(unrecorded);
+    }
 
     count(&mut summary);
     emit_metrics(config, &summary);
@@ -374,6 +385,7 @@ async fn discover(
 /// Step 3: one DescribeSnapshots per policy and slot decides what is due.
 async fn plan<'p>(
     catalog: &dyn SnapshotCatalog,
+    ledger: &dyn Ledger,
     config: &'p Config,
     targets: Vec<Target>,
     now: DateTime<Utc>,
@@ -419,33 +431,40 @@ async fn plan<'p>(
             }));
             continue;
         };
-        let covered: BTreeSet<String> = match catalog
+        // An `error` snapshot does not fulfil the slot: the volume stays
+        // due. Nor does one the deployment did not make, whatever its tags
+        // or Description say: a forged tag or a snapshot made by hand must
+        // not cancel a backup.
+        let sifted = match catalog
             .snapshots_for_slot(&config.identity, &name, slot)
             .await
         {
-            // An `error` snapshot does not fulfil the slot: the volume stays
-            // due. Nor does one the deployment did not make, whatever its
-            // tags say: a forged tag must not cancel a backup.
-            Ok(snapshots) => ownership::sift(
-                &config.identity,
-                &config.policies,
-                &BTreeMap::new(),
+            Ok(snapshots) => ebs_lifecycle::lambda::ownership::sift(
+                ledger,
+                config,
                 snapshots,
                 ownership::Scope::SomeSnapshots,
+                now,
             )
-            .owned
-            .into_iter()
-            .filter(|s| s.state != SnapshotState::Error)
-            .filter(|s| s.tags.get(tags::SLOT) == Some(&tags::format_time(slot)))
-            .filter_map(|s| s.source_volume_id().map(String::from))
-            .collect(),
-            Err(e) => {
+            .await
+            .map_err(|e| ("ledger-unavailable", e.to_string())),
+            Err(e) => Err((e.kind(), e.to_string())),
+        };
+        let covered: BTreeSet<String> = match sifted {
+            Ok(sifted) => sifted
+                .owned
+                .into_iter()
+                .filter(|s| s.state != SnapshotState::Error)
+                .filter(|s| s.tags.get(tags::SLOT) == Some(&tags::format_time(slot)))
+                .filter_map(|s| s.source_volume_id().map(String::from))
+                .collect(),
+            Err((kind, e)) => {
                 // Without knowing what exists, creating could duplicate: skip, retry next tick.
                 summary.failed.extend(all_volumes().map(|volume_id| Failed {
                     volume_id,
                     policy: name.clone(),
                     instance_id: None,
-                    error_kind: e.kind().into(),
+                    error_kind: kind.into(),
                     error: format!("could not check existing snapshots: {e}"),
                 }));
                 continue;

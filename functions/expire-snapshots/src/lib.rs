@@ -627,13 +627,18 @@ impl Execution<'_, '_> {
             self.attempted += 1;
             match self.ports.deleter.delete_snapshot(&authorized).await {
                 // Gone (now, or by hand, or by an earlier attempt whose
-                // answer was lost): the goal is reached. A copy's record
-                // goes with it.
+                // answer was lost): the goal is reached. A copy's record,
+                // or a scheduled snapshot's creation record, goes with it.
                 Ok(()) | Err(Ec2Error::SnapshotNotFound) => {
-                    if s.encrypted_copy_of().is_some() {
-                        if let Err(e) = self.ports.ledger.forget_copy(&s.id).await {
-                            tracing::warn!(snapshot_id = %s.id, error = %e, "could not forget a deleted copy's record (harmless: its id is never reused)");
-                        }
+                    let forgotten = if s.encrypted_copy_of().is_some() {
+                        self.ports.ledger.forget_copy(&s.id).await
+                    } else if s.is_copy() {
+                        Ok(())
+                    } else {
+                        self.ports.ledger.forget_creation(&s.id).await
+                    };
+                    if let Err(e) = forgotten {
+                        tracing::warn!(snapshot_id = %s.id, error = %e, "could not forget a deleted snapshot's record (harmless: its id is never reused)");
                     }
                     report.deleted.push(deleted);
                 }

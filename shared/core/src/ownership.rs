@@ -229,6 +229,37 @@ pub struct CopyRecord {
     pub target: Option<String>,
 }
 
+/// The ledger's record of the scheduled snapshots create-snapshots made
+/// (docs/policies-and-tags.md, "Ownership"): from `since` (when it first
+/// ran with these records) a scheduled Description proves nothing on its
+/// own. Anyone allowed to create a snapshot can write the Description of a
+/// slot the deployment has not filled yet; only the record, which the
+/// stack alone writes right after EC2 answers, says the deployment made it.
+/// Snapshots started before `since` are judged as they were before (the
+/// first of each slot counts).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Creations {
+    /// `None`: the ledger holds no creation records yet (a deployment whose
+    /// create-snapshots has not run with them).
+    pub since: Option<DateTime<Utc>>,
+    /// The recorded snapshots among those asked about.
+    pub recorded: BTreeSet<String>,
+}
+
+impl Creations {
+    /// True when a scheduled snapshot started at `start` is proven only by
+    /// a record: from `since`, plus the skew between Lambda's clock (which
+    /// wrote `since`) and EC2's (which stamps StartTime), so that no
+    /// snapshot made before the records began is asked for one.
+    pub fn required_at(&self, start: DateTime<Utc>) -> bool {
+        self.since.is_some_and(|since| start >= since + CLOCK_SKEW)
+    }
+
+    fn proves(&self, snapshot_id: &str, start: DateTime<Utc>) -> bool {
+        !self.required_at(start) || self.recorded.contains(snapshot_id)
+    }
+}
+
 /// Why a snapshot carrying this deployment's tag is suspected.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case", tag = "kind")]
@@ -267,6 +298,10 @@ pub enum Tampering {
     DuplicateOfSlot {
         first: String,
     },
+    /// A scheduled snapshot started after the ledger began recording
+    /// creations, which it does not record: made by someone else with a
+    /// slot's Description.
+    CreationNotRecorded,
     /// A copy the stack's ledger does not know.
     CopyNotRecorded,
     /// A copy whose ledger record names another source.
@@ -294,6 +329,7 @@ impl Tampering {
             Self::NotOnSchedule { .. } => "not-on-schedule",
             Self::OutsideSlot { .. } => "outside-slot",
             Self::DuplicateOfSlot { .. } => "duplicate-of-slot",
+            Self::CreationNotRecorded => "creation-not-recorded",
             Self::CopyNotRecorded => "copy-not-recorded",
             Self::CopySourceMismatch { .. } => "copy-source-mismatch",
             Self::ForgedLink { .. } => "forged-link",
@@ -353,13 +389,14 @@ pub enum Scope {
 /// Sort `snapshots` (those carrying this deployment's `lifecycle:managed-by`)
 /// into what the deployment made and the suspects.
 ///
-/// `copies`: the ledger's records of the copies among them, by copy id.
-/// A scheduled snapshot's policy, when configured, bounds its slot: on the
-/// schedule, StartTime in `[slot, next slot + CLOCK_SKEW)`.
+/// `copies`: the ledger's records of the copies among them, by copy id;
+/// `creations`: its records of the scheduled ones. A scheduled snapshot's
+/// policy, when configured, bounds its slot: on the schedule, StartTime in `[slot, next slot + CLOCK_SKEW)`.
 pub fn sift(
     identity: &Identity,
     policies: &Policies,
     copies: &BTreeMap<String, CopyRecord>,
+    creations: &Creations,
     snapshots: Vec<Snapshot>,
     scope: Scope,
 ) -> Sifted {
@@ -377,7 +414,7 @@ pub fn sift(
     let mut checked: Vec<Checked> = snapshots
         .into_iter()
         .map(|mut s| {
-            let verdict = check(identity, policies, copies, &mut s);
+            let verdict = check(identity, policies, copies, creations, &mut s);
             match verdict {
                 Ok(findings) => (s, findings, true),
                 Err(findings) => (s, findings, false),
@@ -511,6 +548,7 @@ fn check(
     identity: &Identity,
     policies: &Policies,
     copies: &BTreeMap<String, CopyRecord>,
+    creations: &Creations,
     s: &mut Snapshot,
 ) -> Result<Vec<Tampering>, Vec<Tampering>> {
     let Some(claim) = s.description.as_deref().and_then(|d| identity.read(d)) else {
@@ -526,7 +564,7 @@ fn check(
             subject,
             policy,
             slot,
-        } => check_scheduled(policies, s, subject, policy, slot),
+        } => check_scheduled(policies, creations, s, subject, policy, slot),
         Claim::Copy {
             source_region,
             source_snapshot_id,
@@ -555,6 +593,7 @@ fn check(
 
 fn check_scheduled(
     policies: &Policies,
+    creations: &Creations,
     s: &mut Snapshot,
     subject: Subject,
     policy: String,
@@ -600,6 +639,9 @@ fn check_scheduled(
             slot: slot_text,
             start_time: keys::format_time(start),
         }]);
+    }
+    if !creations.proves(&s.id, start) {
+        return Err(vec![Tampering::CreationNotRecorded]);
     }
 
     // Made by the deployment. Tags that disagree are set back to the proof.
@@ -775,7 +817,14 @@ mod tests {
             .iter()
             .map(|r| (r.copy_id.clone(), r.clone()))
             .collect();
-        sift(&me(), &policies(), &copies, snapshots, Scope::WholeVolumes)
+        sift(
+            &me(),
+            &policies(),
+            &copies,
+            &Creations::default(),
+            snapshots,
+            Scope::WholeVolumes,
+        )
     }
 
     fn findings(sifted: &Sifted, id: &str) -> Vec<&'static str> {
@@ -830,6 +879,7 @@ mod tests {
             &me(),
             &changed,
             &BTreeMap::new(),
+            &Creations::default(),
             history.clone(),
             Scope::WholeVolumes,
         );
@@ -857,6 +907,7 @@ mod tests {
             &me(),
             &recorded,
             &BTreeMap::new(),
+            &Creations::default(),
             history,
             Scope::WholeVolumes,
         );
@@ -864,6 +915,47 @@ mod tests {
         assert_eq!(owned, ["snap-old1", "snap-old2", "snap-new1"]);
         assert!(findings(&sifted, "snap-old1").is_empty());
         assert_eq!(findings(&sifted, "snap-late"), ["outside-slot"]);
+    }
+
+    /// Once the ledger records creations, a snapshot made by hand with the
+    /// Description of a slot the deployment has not filled (or fills later:
+    /// pre-empting it by starting first) proves nothing: the deployment's
+    /// recorded snapshot is the slot's, even though it started later, and
+    /// the impersonation is refused. What was made before the records began
+    /// is judged as before (the first of the slot), clock skew allowed.
+    #[test]
+    fn from_the_first_creation_record_only_a_recorded_snapshot_fills_a_slot() {
+        let history = vec![
+            // Before the records began (and within the clock skew of it).
+            made("snap-old", "vol-1", "2026-12-05T03:00:00Z", "2026-12-05T03:00:09Z"),
+            made("snap-edge", "vol-2", "2026-12-05T03:00:00Z", "2026-12-06T02:04:00Z"),
+            // The attacker starts first in the slot; the deployment's follows.
+            made("snap-hand", "vol-1", "2026-12-06T03:00:00Z", "2026-12-06T03:00:01Z"),
+            made("snap-ours", "vol-1", "2026-12-06T03:00:00Z", "2026-12-06T03:00:30Z"),
+            // A slot the deployment never filled.
+            made("snap-alone", "vol-3", "2026-12-06T03:00:00Z", "2026-12-06T03:10:00Z"),
+        ];
+        let creations = Creations {
+            since: Some(t("2026-12-06T02:00:00Z")),
+            recorded: ["snap-ours".to_string()].into(),
+        };
+        let sifted = sift(
+            &me(),
+            &policies(),
+            &BTreeMap::new(),
+            &creations,
+            history.clone(),
+            Scope::WholeVolumes,
+        );
+        let owned: Vec<&str> = sifted.owned.iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(owned, ["snap-old", "snap-edge", "snap-ours"]);
+        for impostor in ["snap-hand", "snap-alone"] {
+            assert_eq!(findings(&sifted, impostor), ["creation-not-recorded"]);
+            assert!(sifted.rejected.iter().any(|s| s.id == impostor));
+        }
+        // Without records the first started fills the slot, as before.
+        let before = sift_all(history, &[]);
+        assert_eq!(findings(&before, "snap-ours"), ["duplicate-of-slot"]);
     }
 
     #[test]

@@ -21,7 +21,10 @@
 //! - every proven snapshot keeps its proven identity: whether it is a copy,
 //!   its volume, policy, slot and the time retention places it at.
 //!
-//! The one thing a forgery may do by design: a snapshot made by hand with a
+//! Half the cases run with the ledger's creation records (a deployment
+//! whose create-snapshots records what it makes): then no snapshot made by
+//! hand counts. In the other half (history made before the records began)
+//! the one thing a forgery may do by design: a snapshot made by hand with a
 //! scheduled Description, in its slot's window, for a slot nothing filled,
 //! stands in for the slot as the deployment's own would have; the model
 //! counts it in the untouched history.
@@ -40,7 +43,7 @@ use proptest::prelude::*;
 use ebs_lifecycle_core::expiry;
 use ebs_lifecycle_core::holds::{Hold, Holds};
 use ebs_lifecycle_core::model::{Snapshot, SnapshotState, Tags, COPY_VOLUME_ID};
-use ebs_lifecycle_core::ownership::{self, CopyRecord, Identity, Scope, Subject};
+use ebs_lifecycle_core::ownership::{self, CopyRecord, Creations, Identity, Scope, Subject};
 use ebs_lifecycle_core::policy::Policies;
 use ebs_lifecycle_core::safety::{AccountFacts, DeletionGate};
 use ebs_lifecycle_core::tags::{self, format_time, parse_time};
@@ -179,6 +182,7 @@ fn day() -> impl Strategy<Value = Day> {
 struct World {
     snapshots: Vec<Snapshot>,
     copies: BTreeMap<String, CopyRecord>,
+    creations: Creations,
     volumes: Vec<String>,
     now: DateTime<Utc>,
 }
@@ -201,12 +205,17 @@ fn snapshot(id: String, volume: &str, start: DateTime<Utc>, description: String)
     }
 }
 
-/// What create-snapshots, complete-snapshots and check-encryption made.
-fn history(volumes: &[Vec<Day>]) -> World {
+/// What create-snapshots, complete-snapshots and check-encryption made;
+/// `recorded`: create-snapshots recorded each creation in the ledger.
+fn history(volumes: &[Vec<Day>], recorded: bool) -> World {
     let me = me();
     let mut world = World {
         snapshots: Vec::new(),
         copies: BTreeMap::new(),
+        creations: Creations {
+            since: recorded.then(|| t0() - Duration::days(1)),
+            recorded: BTreeSet::new(),
+        },
         volumes: (0..volumes.len()).map(|v| format!("vol-{v:04}")).collect(),
         now: t0(),
     };
@@ -222,6 +231,9 @@ fn history(volumes: &[Vec<Day>]) -> World {
             }
             n += 1;
             let id = format!("snap-{n:04}");
+            if recorded {
+                world.creations.recorded.insert(id.clone());
+            }
             let description = me.scheduled(&Subject::Volume(volume.clone()), "daily", slot);
             let mut s = snapshot(id.clone(), &volume, start, description);
             for (k, val) in [
@@ -284,7 +296,7 @@ fn resolve(world: &World, value: &Value) -> String {
 /// snapshot made by hand with a scheduled Description, in its slot's window,
 /// for a slot nothing filled, is a real snapshot of the volume and stands
 /// in for the slot (docs/policies-and-tags.md, "Ownership"), as the
-/// deployment's own would have.
+/// deployment's own would have; none once the ledger records creations.
 fn forge(world: &mut World, forgeries: &[Forgery]) -> Vec<Snapshot> {
     let me = me();
     let mut filled: BTreeSet<(String, String)> = world
@@ -334,7 +346,8 @@ fn forge(world: &mut World, forgeries: &[Forgery]) -> Vec<Snapshot> {
                 s.tags.insert(tags::SLOT.into(), format_time(slot));
                 s.tags.insert(tags::STATE.into(), "completed".into());
                 let in_window = slot <= at && at < slot + Duration::days(1);
-                if in_window && filled.insert((volume, format_time(slot))) {
+                let unrecorded = world.creations.since.is_none();
+                if unrecorded && in_window && filled.insert((volume, format_time(slot))) {
                     stand_ins.push(s.clone());
                 }
                 s
@@ -380,7 +393,14 @@ fn expire(
         .filter(|s| tags::is_managed_by(&s.tags, DEPLOYMENT))
         .cloned()
         .collect();
-    let sifted = ownership::sift(&me(), &policies, &world.copies, listed, Scope::WholeVolumes);
+    let sifted = ownership::sift(
+        &me(),
+        &policies,
+        &world.copies,
+        &world.creations,
+        listed,
+        Scope::WholeVolumes,
+    );
     let facts = AccountFacts {
         deployment: DEPLOYMENT.into(),
         held_for_review: sifted.held_for_review(),
@@ -458,8 +478,9 @@ proptest! {
         forgeries in prop::collection::vec(forgery(), 0..4),
         writes in prop::collection::vec(write(), 0..24),
         held in prop::collection::vec((any::<bool>(), any::<usize>()), 0..3),
+        recorded in any::<bool>(),
     ) {
-        let mut world = history(&volumes);
+        let mut world = history(&volumes, recorded);
         prop_assume!(!world.snapshots.is_empty());
         // Ledger holds an operator set (on a snapshot or a volume): no tag
         // write or removal may lift them.

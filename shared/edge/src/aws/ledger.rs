@@ -6,6 +6,8 @@
 //! | pk | sk | attributes |
 //! |---|---|---|
 //! | `stop` | instance id | `policy`, `stopped_at` |
+//! | `made` | snapshot id | `volume`, `policy`, `slot`, `created_at`: a scheduled snapshot create-snapshots made, written as soon as EC2 answers, deleted with the snapshot |
+//! | `made` | `since` | `at`: when create-snapshots began recording what it makes |
 //! | `copy` | copy id | `source`, `volume`, `policy`, `slot`, `created_at` |
 //! | `inflight` | `<target>/<source id>` | `source`, `target`, `volume`, `policy`, `slot`, `created_at`, `asked_at`, `copy` (once known), `expires_at` |
 //! | `seen` | volume id | `seen_at`: when the report first saw it opted in, `expires_at` |
@@ -16,8 +18,8 @@
 //! | `schedule` | `<policy>/<from>` | `policy`, `expression`, `time_zone`, `from`: a schedule the policy had, from create-snapshots' first run with it |
 //! | `hold` | snapshot or volume id | `until`, `reason`, `by`, `at`, `expires_at` (30 days after `until`); written only by the hold permission, never by a function |
 //!
-//! Every kind is bounded by what exists: instances stopped now, copies not
-//! yet deleted, copies in flight (20 per destination region, and a record
+//! Every kind is bounded by what exists: instances stopped now, scheduled
+//! snapshots and copies not yet deleted (read by id, never listed), copies in flight (20 per destination region, and a record
 //! lives 30 days at most), 24 hours of deletions, suspects reported in the
 //! last 400 days; holds are read up to `MAX_HOLDS` (more: nothing is
 //! deleted).
@@ -37,7 +39,7 @@ use ebs_lifecycle_core::tags::{format_time, parse_time};
 use ebs_lifecycle_core::text::excerpt;
 use ebs_lifecycle_core::window::DeletionWindow;
 
-use crate::ports::ledger::{CopyInFlight, Ledger, LedgerError, StopRecord};
+use crate::ports::ledger::{CopyInFlight, CreationRecord, Ledger, LedgerError, StopRecord};
 
 /// BatchGetItem takes up to 100 keys.
 const BATCH_GET: usize = 100;
@@ -388,6 +390,68 @@ impl Ledger for DynamoLedger {
 
     async fn forget_stop(&self, instance_id: &str) -> Result<(), LedgerError> {
         self.delete("stop", instance_id).await
+    }
+
+    async fn creations_since(&self) -> Result<Option<DateTime<Utc>>, LedgerError> {
+        let answer = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key("made", "since")))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| unavailable("GetItem", e))?;
+        match answer.item() {
+            None => Ok(None),
+            // Written only by create-snapshots: one that does not read is
+            // a broken ledger, not a reason to prove less.
+            Some(item) => time(item, "at")
+                .map(Some)
+                .ok_or_else(|| LedgerError::Unavailable {
+                    operation: "GetItem",
+                    message: "the `made/since` item has no readable `at`".into(),
+                }),
+        }
+    }
+
+    async fn begin_creations(&self, now: DateTime<Utc>) -> Result<(), LedgerError> {
+        let mut item = key("made", "since");
+        item.insert("at".into(), s(&format_time(now)));
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await;
+        match put {
+            Ok(_) => Ok(()),
+            Err(e) if is_condition_failure(&e) => Ok(()),
+            Err(e) => Err(unavailable("PutItem", e)),
+        }
+    }
+
+    async fn record_creation(&self, record: &CreationRecord) -> Result<(), LedgerError> {
+        let mut item = key("made", &record.snapshot_id);
+        item.insert("volume".into(), s(&record.volume_id));
+        item.insert("policy".into(), s(&record.policy));
+        item.insert("slot".into(), s(&format_time(record.slot)));
+        item.insert("created_at".into(), s(&format_time(record.created_at)));
+        self.put(item).await
+    }
+
+    async fn creations(&self, snapshot_ids: &[String]) -> Result<Vec<String>, LedgerError> {
+        let items = self.batch_get("made", snapshot_ids).await?;
+        Ok(items
+            .iter()
+            .filter_map(|item| text(item, "sk").map(String::from))
+            .collect())
+    }
+
+    async fn forget_creation(&self, snapshot_id: &str) -> Result<(), LedgerError> {
+        self.delete("made", snapshot_id).await
     }
 
     async fn record_copy(&self, record: &CopyRecord) -> Result<(), LedgerError> {

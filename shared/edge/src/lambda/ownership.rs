@@ -1,14 +1,15 @@
 //! The ownership check every run makes before it deletes, links or counts
-//! a snapshot (docs/policies-and-tags.md, "Ownership"): the copy records
-//! from the stack's ledger, [`ebs_lifecycle_core::ownership::sift`], and
-//! the `tampering-suspected` notification, once per snapshot.
+//! a snapshot (docs/policies-and-tags.md, "Ownership"): the copy and
+//! creation records from the stack's ledger,
+//! [`ebs_lifecycle_core::ownership::sift`], and the `tampering-suspected`
+//! notification, once per snapshot.
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
 use ebs_lifecycle_core::model::Snapshot;
 use ebs_lifecycle_core::notify::{Notification, NotificationKind, Severity};
-use ebs_lifecycle_core::ownership::{self, Claim, Scope, Sifted, Suspect};
+use ebs_lifecycle_core::ownership::{self, Claim, Creations, Scope, Sifted, Suspect};
 use ebs_lifecycle_core::policy::Policies;
 use ebs_lifecycle_core::schedule::{PastSchedules, ScheduleRecord};
 
@@ -21,8 +22,10 @@ use crate::ports::ledger::{Ledger, LedgerError};
 pub const LISTED: usize = 100;
 
 /// Sort `snapshots` (carrying this deployment's tag) into what the
-/// deployment made and the suspects. One ledger read for the copies among
-/// them, none when there are none.
+/// deployment made and the suspects. One batch read per 100 for the copies
+/// among them, and for the scheduled ones one read of when creations began
+/// to be recorded and one batch read per 100 of those started since; none
+/// when there are none.
 pub async fn sift(
     ledger: &dyn Ledger,
     config: &Config,
@@ -54,13 +57,49 @@ pub async fn sift(
     } else {
         &config.policies
     };
+    let creations = creations(ledger, config, &snapshots).await?;
     Ok(ownership::sift(
         &config.identity,
         policies,
         &records,
+        &creations,
         snapshots,
         scope,
     ))
+}
+
+/// The ledger's creation records of the scheduled snapshots among
+/// `snapshots` that need one (started since the records began).
+async fn creations(
+    ledger: &dyn Ledger,
+    config: &Config,
+    snapshots: &[Snapshot],
+) -> Result<Creations, LedgerError> {
+    let scheduled: Vec<&Snapshot> = snapshots
+        .iter()
+        .filter(|s| {
+            s.description
+                .as_deref()
+                .and_then(|d| config.identity.read(d))
+                .is_some_and(|claim| matches!(claim, Claim::Scheduled { .. }))
+        })
+        .collect();
+    if scheduled.is_empty() {
+        return Ok(Creations::default());
+    }
+    let mut creations = Creations {
+        since: ledger.creations_since().await?,
+        ..Creations::default()
+    };
+    let ids: Vec<String> = scheduled
+        .iter()
+        .filter(|s| s.start_time.is_some_and(|t| creations.required_at(t)))
+        .map(|s| s.id.clone())
+        .collect();
+    if !ids.is_empty() {
+        creations.recorded = ledger.creations(&ids).await?.into_iter().collect();
+    }
+    Ok(creations)
 }
 
 /// A scheduled snapshot whose slot is not one of its policy's current

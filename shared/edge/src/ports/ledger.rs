@@ -34,6 +34,19 @@ pub struct StopRecord {
     pub stopped_at: DateTime<Utc>,
 }
 
+/// A scheduled snapshot create-snapshots made: the proof that a snapshot
+/// with a slot's Description is the deployment's and not one made by hand
+/// (docs/policies-and-tags.md, "Ownership").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreationRecord {
+    pub snapshot_id: String,
+    pub volume_id: String,
+    pub policy: String,
+    pub slot: DateTime<Utc>,
+    /// When EC2 answered.
+    pub created_at: DateTime<Utc>,
+}
+
 /// A copy to another region, from the moment it is asked for until it
 /// completes or fails (or is proven never started). Written before
 /// CopySnapshot is called: CopySnapshot has no idempotency token, so this
@@ -64,6 +77,23 @@ pub trait Ledger: Send + Sync {
     async fn stops(&self) -> Result<Vec<StopRecord>, LedgerError>;
     /// The instance runs again (or never stopped): forget it.
     async fn forget_stop(&self, instance_id: &str) -> Result<(), LedgerError>;
+
+    /// From when create-snapshots records every scheduled snapshot it
+    /// makes (`None`: it has not yet run with the records): from then on
+    /// a scheduled Description proves nothing without its record
+    /// (docs/policies-and-tags.md, "Ownership").
+    async fn creations_since(&self) -> Result<Option<DateTime<Utc>>, LedgerError>;
+    /// Start recording creations at `now`, unless started before (the
+    /// first start stands).
+    async fn begin_creations(&self, now: DateTime<Utc>) -> Result<(), LedgerError>;
+    /// Record a scheduled snapshot create-snapshots made, as soon as EC2
+    /// gives its id.
+    async fn record_creation(&self, record: &CreationRecord) -> Result<(), LedgerError>;
+    /// Which of these snapshots create-snapshots recorded (one batch read
+    /// per 100).
+    async fn creations(&self, snapshot_ids: &[String]) -> Result<Vec<String>, LedgerError>;
+    /// The snapshot is deleted: forget its creation.
+    async fn forget_creation(&self, snapshot_id: &str) -> Result<(), LedgerError>;
 
     /// Record a copy this deployment made, as soon as EC2 gives its id.
     async fn record_copy(&self, record: &CopyRecord) -> Result<(), LedgerError>;
