@@ -834,8 +834,8 @@ fn each_function_reads_and_writes_only_its_own_ledger_records() {
     let expected: [(&str, &[&str], &[&str]); 9] = [
         (
             "CreateSnapshotsFunction",
-            &["Query", "PutItem", "DeleteItem"],
-            &["stop", "schedule"],
+            &["Query", "GetItem", "BatchGetItem", "PutItem", "DeleteItem"],
+            &["stop", "schedule", "made"],
         ),
         (
             "CompleteSnapshotsFunction",
@@ -855,7 +855,7 @@ fn each_function_reads_and_writes_only_its_own_ledger_records() {
         (
             "ExpireSnapshotsFunction",
             &["BatchGetItem", "GetItem", "PutItem", "DeleteItem", "Query"],
-            &["copy", "deletions", "report", "inflight", "cursor"],
+            &["copy", "deletions", "report", "inflight", "cursor", "made"],
         ),
         (
             "CopySnapshotsFunction",
@@ -890,6 +890,7 @@ fn each_function_reads_and_writes_only_its_own_ledger_records() {
         let mut on_ledger = Vec::new();
         let mut reads_holds = false;
         let mut reads_schedules = false;
+        let mut reads_creations = false;
         for statement in policies
             .as_array()
             .unwrap()
@@ -907,6 +908,20 @@ fn each_function_reads_and_writes_only_its_own_ledger_records() {
                     "{function}"
                 );
                 reads_schedules = true;
+            } else if statement["Sid"] == "LedgerReadCreations" {
+                // The creation records: read only, and only them.
+                assert_eq!(
+                    statement["Action"],
+                    json!(["dynamodb:GetItem", "dynamodb:BatchGetItem"]),
+                    "{function}"
+                );
+                assert_eq!(statement["Resource"], ledger_arn(), "{function}");
+                assert_eq!(
+                    statement["Condition"]["ForAllValues:StringEquals"]["dynamodb:LeadingKeys"],
+                    json!(["made"]),
+                    "{function}"
+                );
+                reads_creations = true;
             } else if statement["Sid"] == "LedgerReadHolds" {
                 // The operators' holds: read only, and only them.
                 assert_eq!(statement["Action"], "dynamodb:Query", "{function}");
@@ -941,6 +956,18 @@ fn each_function_reads_and_writes_only_its_own_ledger_records() {
             keys.contains(&"schedule"),
             function == "CreateSnapshotsFunction",
             "{function}: writes the schedules"
+        );
+        // Every function proves scheduled snapshots by their creation
+        // records; only create-snapshots writes them, and expire-snapshots
+        // deletes a deleted snapshot's.
+        assert!(
+            reads_creations || keys.contains(&"made"),
+            "{function}: reads the creation records"
+        );
+        assert_eq!(
+            keys.contains(&"made"),
+            matches!(function, "CreateSnapshotsFunction" | "ExpireSnapshotsFunction"),
+            "{function}: writes creation records"
         );
         assert_eq!(on_ledger.len(), 1, "{function}: one ledger statement");
         let s = &on_ledger[0];

@@ -172,10 +172,13 @@ impl Region<'_> {
         report.adopted = resolved.adopted;
         report.unknown = resolved.unknown;
 
+        // Listed by the copy Description: no scheduled snapshot among them,
+        // so no creation record to read.
         let sifted = ownership::sift(
             identity,
             &self.config.policies,
             &records,
+            &ownership::Creations::default(),
             listed,
             Scope::SomeSnapshots,
         );
