@@ -471,3 +471,49 @@ async fn a_start_that_falls_back_to_stopped_is_critical_and_keeps_the_mark() {
         ebs_lifecycle_core::notify::Severity::Critical
     );
 }
+
+/// The ledger refuses a snapshot's creation record: EC2 started it, but
+/// without the record it is not the deployment's (it would never be
+/// deleted, and does not fill the slot). The run says so, naming the
+/// snapshot, rather than losing it silently.
+#[tokio::test]
+async fn a_snapshot_whose_creation_cannot_be_recorded_is_said_not_lost() {
+    use aws_sdk_dynamodb::operation::put_item::PutItemError;
+    use aws_sdk_dynamodb::types::error::ResourceNotFoundException;
+    let volumes = volumes_rule(&["vol-a"]);
+    let (instances, snaps) = (no_instances(), no_snapshots());
+    let create = create_for("vol-a").then_output(|| created("vol-a"));
+    let client = mocked_ec2(RuleMode::MatchAny, &[&volumes, &instances, &snaps, &create]);
+    let refused = mock!(aws_sdk_dynamodb::Client::put_item)
+        .match_requests(|r| {
+            r.item()
+                .and_then(|i| i.get("sk"))
+                .and_then(|v| v.as_s().ok())
+                .is_some_and(|sk| sk.starts_with("snap-"))
+        })
+        .then_error(|| {
+            PutItemError::ResourceNotFoundException(
+                ResourceNotFoundException::builder()
+                    .message("Requested resource not found")
+                    .build(),
+            )
+        });
+    let notifier = RecordingNotifier::default();
+
+    let ledger = mocked_ledger_with(&[&refused]);
+    let summary = run_with_ledger(client, &notifier, ledger).await.unwrap();
+
+    assert_eq!(refused.num_calls(), 1, "one record asked for");
+    assert_eq!(summary.counts.created, 1, "EC2 started it");
+    assert_eq!(summary.failed.len(), 1);
+    let failed = &summary.failed[0];
+    assert_eq!(failed.error_kind, "creation-not-recorded");
+    assert!(failed.error.contains("snap-for-vol-a"), "{}", failed.error);
+    let sent = notifier.sent();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert!(
+        sent[0].details.to_string().contains("creation-not-recorded"),
+        "{:?}",
+        sent[0].details
+    );
+}

@@ -529,3 +529,86 @@ async fn forged_snapshots_cost_an_expiry_run_one_batch_read_and_a_write_only_whe
         "one notification for the ten, none on the next run"
     );
 }
+
+/// The pre-emption (issue of the adversary): a snapshot made by hand with
+/// the Description of the slot about to be taken, started before the tick,
+/// used to fill the slot, so no backup was taken (no freeze, a set split).
+/// From the deployment's first run its creation records decide: the tick
+/// takes the slot as if nothing was there, the hand-made snapshot is
+/// reported once (`creation-not-recorded`), and expiry, keeping the last
+/// three of the deployment's, never deletes it.
+#[tokio::test]
+async fn a_snapshot_made_by_hand_for_the_slot_about_to_be_taken_neither_cancels_nor_replaces_it() {
+    let moto = Moto::start();
+    let ec2 = moto.ec2();
+    let stack = Stack::new(&moto);
+    let volume = create_volume(&ec2, 8, &[("Backup", "lean")]).await;
+    let me = ebs_lifecycle_core::ownership::Identity {
+        deployment: "itest".into(),
+        account: ACCOUNT.into(),
+        region: REGION.into(),
+    };
+    let mut ours = Vec::new();
+    let mut by_hand = Vec::new();
+    for d in 0..6 {
+        if d > 0 {
+            // A minute before the tick, in the slot's window.
+            let slot = day(d) - chrono::Duration::minutes(5);
+            let description = me.scheduled(
+                &ebs_lifecycle_core::ownership::Subject::Volume(volume.clone()),
+                "lean",
+                slot,
+            );
+            let id = snapshot_by_hand(
+                &moto,
+                &volume,
+                &description,
+                day(d) - chrono::Duration::minutes(1),
+            )
+            .await;
+            let copied: Vec<(String, String)> = [
+                (tags::MANAGED_BY, "itest".to_string()),
+                (tags::POLICY, "lean".into()),
+                (tags::SLOT, tags::format_time(slot)),
+                (tags::VOLUME_ID, volume.clone()),
+                (tags::STATE, "completed".into()),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+            tag_with(&moto, &id, &copied).await;
+            by_hand.push(id);
+        }
+        let created = stack.create(day(d)).await;
+        assert_eq!(created.created.len(), 1, "day {d}: the slot is taken");
+        ours.push(created.created[0].snapshot_id.clone());
+        stack
+            .complete(&tick(), day(d) + chrono::Duration::hours(1))
+            .await;
+    }
+    let expired = stack.expire(day(6), false).await;
+    let (deleted, kept) = plan(&expired);
+    assert_eq!(deleted, ours[..3].iter().cloned().collect());
+    assert_eq!(kept, ours[3..].iter().cloned().collect());
+    let left = all_snapshots(&moto).await;
+    for id in &by_hand {
+        assert!(left.contains_key(id), "{id}, made by hand, is never deleted");
+    }
+    let reported = stack.reported();
+    for id in &by_hand {
+        assert_eq!(reported.get(id), Some(&1), "{id} reported once: {reported:?}");
+    }
+    let findings: Vec<String> = stack
+        .notifier
+        .sent()
+        .iter()
+        .filter(|n| n.kind == NotificationKind::TamperingSuspected)
+        .flat_map(|n| n.details["snapshots"].as_array().unwrap().clone())
+        .flat_map(|s| s["findings"].as_array().unwrap().clone())
+        .map(|f| f["kind"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        findings.iter().all(|k| k == "creation-not-recorded"),
+        "{findings:?}"
+    );
+}
