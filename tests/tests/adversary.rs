@@ -262,8 +262,11 @@ impl Attacker {
                         continue;
                     };
                     let slot = now.date_naive().and_time(chrono::NaiveTime::MIN).and_utc();
-                    let description =
-                        identity(DEPLOYMENT).scheduled(&Subject::Volume(volume.clone()), "lean", slot);
+                    let description = identity(DEPLOYMENT).scheduled(
+                        &Subject::Volume(volume.clone()),
+                        "lean",
+                        slot,
+                    );
                     moto.set_clock(Some(now));
                     let made = ec2
                         .create_snapshot()
@@ -285,7 +288,8 @@ impl Attacker {
                             ],
                         )
                         .await;
-                        self.log.push(format!("{id}: by hand for {volume}'s slot {slot}"));
+                        self.log
+                            .push(format!("{id}: by hand for {volume}'s slot {slot}"));
                         self.impersonations.insert(id.clone());
                         self.made.insert(id);
                     }

@@ -512,7 +512,10 @@ async fn a_snapshot_whose_creation_cannot_be_recorded_is_said_not_lost() {
     let sent = notifier.sent();
     assert_eq!(sent.len(), 1, "{sent:?}");
     assert!(
-        sent[0].details.to_string().contains("creation-not-recorded"),
+        sent[0]
+            .details
+            .to_string()
+            .contains("creation-not-recorded"),
         "{:?}",
         sent[0].details
     );

@@ -592,11 +592,18 @@ async fn a_snapshot_made_by_hand_for_the_slot_about_to_be_taken_neither_cancels_
     assert_eq!(kept, ours[3..].iter().cloned().collect());
     let left = all_snapshots(&moto).await;
     for id in &by_hand {
-        assert!(left.contains_key(id), "{id}, made by hand, is never deleted");
+        assert!(
+            left.contains_key(id),
+            "{id}, made by hand, is never deleted"
+        );
     }
     let reported = stack.reported();
     for id in &by_hand {
-        assert_eq!(reported.get(id), Some(&1), "{id} reported once: {reported:?}");
+        assert_eq!(
+            reported.get(id),
+            Some(&1),
+            "{id} reported once: {reported:?}"
+        );
     }
     let findings: Vec<String> = stack
         .notifier

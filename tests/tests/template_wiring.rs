@@ -966,7 +966,10 @@ fn each_function_reads_and_writes_only_its_own_ledger_records() {
         );
         assert_eq!(
             keys.contains(&"made"),
-            matches!(function, "CreateSnapshotsFunction" | "ExpireSnapshotsFunction"),
+            matches!(
+                function,
+                "CreateSnapshotsFunction" | "ExpireSnapshotsFunction"
+            ),
             "{function}: writes creation records"
         );
         assert_eq!(on_ledger.len(), 1, "{function}: one ledger statement");

@@ -927,13 +927,38 @@ mod tests {
     fn from_the_first_creation_record_only_a_recorded_snapshot_fills_a_slot() {
         let history = vec![
             // Before the records began (and within the clock skew of it).
-            made("snap-old", "vol-1", "2026-12-05T03:00:00Z", "2026-12-05T03:00:09Z"),
-            made("snap-edge", "vol-2", "2026-12-05T03:00:00Z", "2026-12-06T02:04:00Z"),
+            made(
+                "snap-old",
+                "vol-1",
+                "2026-12-05T03:00:00Z",
+                "2026-12-05T03:00:09Z",
+            ),
+            made(
+                "snap-edge",
+                "vol-2",
+                "2026-12-05T03:00:00Z",
+                "2026-12-06T02:04:00Z",
+            ),
             // The attacker starts first in the slot; the deployment's follows.
-            made("snap-hand", "vol-1", "2026-12-06T03:00:00Z", "2026-12-06T03:00:01Z"),
-            made("snap-ours", "vol-1", "2026-12-06T03:00:00Z", "2026-12-06T03:00:30Z"),
+            made(
+                "snap-hand",
+                "vol-1",
+                "2026-12-06T03:00:00Z",
+                "2026-12-06T03:00:01Z",
+            ),
+            made(
+                "snap-ours",
+                "vol-1",
+                "2026-12-06T03:00:00Z",
+                "2026-12-06T03:00:30Z",
+            ),
             // A slot the deployment never filled.
-            made("snap-alone", "vol-3", "2026-12-06T03:00:00Z", "2026-12-06T03:10:00Z"),
+            made(
+                "snap-alone",
+                "vol-3",
+                "2026-12-06T03:00:00Z",
+                "2026-12-06T03:10:00Z",
+            ),
         ];
         let creations = Creations {
             since: Some(t("2026-12-06T02:00:00Z")),
