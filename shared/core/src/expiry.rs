@@ -10,6 +10,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use chrono::{DateTime, Utc};
+
 use crate::model::{completed_copies, Snapshot, SnapshotState};
 use crate::policy::{KeepRules, Policies};
 use crate::retention::{self, Candidate, KeepReason};
@@ -99,6 +101,23 @@ pub fn candidates(group: &[&Snapshot], deployment: &str, rules: &KeepRules) -> V
         .collect()
 }
 
+/// True while `s`'s slot is its policy's current one (the next has not
+/// begun): create-snapshots looks for a slot's snapshots by their
+/// Description, which an encrypted copy does not carry, so an original
+/// deleted before then would have the next tick take the slot again. Its
+/// slot and policy are the proven ones (the ownership check sets them).
+fn slot_open(s: &Snapshot, policies: &Policies, now: DateTime<Utc>) -> bool {
+    let policy = s.tags.get(tags::POLICY).and_then(|p| policies.get(p));
+    let slot = s.tags.get(tags::SLOT).and_then(|t| tags::parse_time(t));
+    match (policy, slot) {
+        (Some(policy), Some(slot)) => policy
+            .schedule
+            .next_slot_after(slot)
+            .is_some_and(|next| now < next),
+        _ => false,
+    }
+}
+
 /// Plan every volume. `snapshots` are the deployment's snapshots; `existing`
 /// the ids of volumes that still exist.
 pub fn plan<'a>(
@@ -145,9 +164,12 @@ pub fn plan<'a>(
                     let verdict = match (&rules, s.state) {
                         _ if !ours(s) => Err(Protection::NotManaged),
                         // Its completed encrypted copy stands in for it: no
-                        // rule keeps the original, the other rules still apply.
+                        // rule keeps the original, the other rules still
+                        // apply, and it stays while its slot is open.
                         (_, SnapshotState::Completed) if s.is_superseded(&copies) => {
+                            let open = slot_open(s, policies, gate.now());
                             gate.check(s, Some(&[]))
+                                .and(if open { Err(Protection::SlotOpen) } else { Ok(()) })
                         }
                         (None, _) => gate.check(s, Some(&[])).and(Err(Protection::UnknownPolicy(
                             policy_name.clone().unwrap_or_default(),
@@ -512,5 +534,54 @@ mod tests {
         // A superseded original whose copy is gone is kept again.
         w.snapshots.pop();
         assert!(deleted_ids(&run(&w)).is_empty());
+    }
+
+    /// A superseded original stays until its slot closes: the next tick
+    /// finds the slot's snapshots by their Description, which the copy
+    /// does not carry, and would otherwise take the slot again.
+    #[test]
+    fn a_superseded_original_stays_while_its_slot_is_open() {
+        let spec = Spec {
+            volume: 0,
+            hours: 10,
+            state: SnapshotState::Completed,
+            owner: 0,
+            policy: 2,
+            held: false,
+            ami: false,
+            locked: false,
+        };
+        let mut w = world(&[spec], &[]);
+        // `lean` is @daily in UTC: the original's slot is t0's midnight.
+        w.snapshots[0]
+            .tags
+            .insert(crate::tags::SLOT.into(), crate::tags::format_time(t0()));
+        let mut copy = Snapshot {
+            id: "snap-copy".into(),
+            start_time: Some(t0() + Duration::hours(11)),
+            tags: crate::encryption::copy_tags(&w.snapshots[0]),
+            ..w.snapshots[0].clone()
+        };
+        copy.tags
+            .insert(crate::tags::STATE.into(), "completed".into());
+        w.snapshots[0]
+            .tags
+            .insert(crate::tags::SUPERSEDED_BY.into(), "snap-copy".into());
+        w.snapshots.push(copy);
+
+        w.facts.now = t0() + Duration::hours(23);
+        let plans = run(&w);
+        let original = plans
+            .iter()
+            .flat_map(|p| &p.snapshots)
+            .find(|s| s.snapshot.id == "snap-00000")
+            .unwrap();
+        assert_eq!(original.verdict, Err(Protection::SlotOpen));
+
+        w.facts.now = t0() + Duration::hours(24);
+        assert_eq!(
+            deleted_ids(&run(&w)),
+            BTreeSet::from(["snap-00000".to_string()])
+        );
     }
 }

@@ -69,6 +69,11 @@ pub enum Protection {
     Locked,
     /// A copy of it to another region is in progress.
     CopyInProgress,
+    /// Superseded by its encrypted copy, but its slot is still the current
+    /// one: create-snapshots finds a slot's snapshots by their Description,
+    /// which the copy does not carry, so deleting it now would have the
+    /// next tick take the slot again.
+    SlotOpen,
     /// Archived, and a restore of it is in progress or in effect.
     BeingRestored,
     /// Its tags were changed by someone other than the deployment.
@@ -97,6 +102,7 @@ impl Protection {
             Self::HeldInLedger => "held-in-ledger",
             Self::Locked => "locked",
             Self::CopyInProgress => "copy-in-progress",
+            Self::SlotOpen => "slot-open",
             Self::BeingRestored => "being-restored",
             Self::TamperingSuspected => "tampering-suspected",
             Self::KeptByPolicy(_) => "kept-by-policy",
@@ -257,6 +263,11 @@ impl DeletionGate {
         Ok(Authorized {
             snapshot_id: snapshot.id.clone(),
         })
+    }
+
+    /// The run's clock reading.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.facts.now
     }
 
     /// The deployment whose snapshots this gate may authorize.
