@@ -22,7 +22,8 @@
 //! - every snapshot the volume's rules keep, judged from what the
 //!   deployment made (EC2's StartTime), exists: the kept history never
 //!   shrinks;
-//! - create-snapshots made at most one snapshot per volume and slot;
+//! - create-snapshots made at most one snapshot per volume and slot, a
+//!   tick after expiry included;
 //! - notifications per run stay bounded.
 //!
 //! Each seed is a different attack, reproducible: a failure names its seed
@@ -621,6 +622,41 @@ async fn attack(seed: u64, days: i64) -> Ran {
                     ));
                 }
             }
+        }
+        // A tick after expiry, the slot still open: it takes nothing again
+        // (an original that gave way to its encrypted copy stays until its
+        // slot closes, or the tick would not see the slot filled).
+        let world = (&stack, &moto, &volumes, seed, &mut attacker);
+        let late = step!(
+            world,
+            minutes(300),
+            "create-snapshots",
+            create_snapshots::handle(
+                create_ports(
+                    &stack.adapter,
+                    &no_commands(),
+                    &stack.notifier,
+                    moto.ledger()
+                ),
+                &stack.config,
+                &tick(),
+                minutes(300),
+                plenty(),
+            )
+        );
+        steps += 1;
+        for c in late.created {
+            let ids = created
+                .entry((c.volume_id.clone(), c.slot.clone()))
+                .or_default();
+            ids.push(c.snapshot_id);
+            assert!(
+                ids.len() <= 1,
+                "seed {seed}, day {d}: {} snapshotted again after expiry in slot {}: {ids:?}\n{}",
+                c.volume_id,
+                c.slot,
+                attacker.log.join("\n")
+            );
         }
     }
     Ran {
