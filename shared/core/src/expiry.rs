@@ -168,8 +168,11 @@ pub fn plan<'a>(
                         // apply, and it stays while its slot is open.
                         (_, SnapshotState::Completed) if s.is_superseded(&copies) => {
                             let open = slot_open(s, policies, gate.now());
-                            gate.check(s, Some(&[]))
-                                .and(if open { Err(Protection::SlotOpen) } else { Ok(()) })
+                            gate.check(s, Some(&[])).and(if open {
+                                Err(Protection::SlotOpen)
+                            } else {
+                                Ok(())
+                            })
                         }
                         (None, _) => gate.check(s, Some(&[])).and(Err(Protection::UnknownPolicy(
                             policy_name.clone().unwrap_or_default(),
