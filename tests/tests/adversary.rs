@@ -617,8 +617,8 @@ async fn attack(seed: u64, days: i64) -> Ran {
             for decision in retention::plan(rules, chrono_tz::UTC, &candidates) {
                 if !decision.reasons.is_empty() && !restorable(&decision.id) {
                     fail(format!(
-                        "{volume}'s {} was deleted although its rules keep it ({:?})",
-                        decision.id, decision.reasons
+                        "{volume}'s {} was deleted although its rules keep it ({:?}); the run: {:?}",
+                        decision.id, decision.reasons, expired.volumes
                     ));
                 }
             }
