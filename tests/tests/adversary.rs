@@ -555,21 +555,32 @@ async fn attack(seed: u64, days: i64) -> Ran {
             .map(|v| v.deleted.len())
             .sum::<usize>();
         let after: BTreeSet<String> = snapshots(&ec2).await.into_iter().map(|s| s.id).collect();
-        // An original is restorable while it or its completed encrypted copy is there.
+        // An original is restorable while it or one of its completed
+        // encrypted copies is there (a copy held for review after its tags
+        // were tampered with does not stop another being made).
         let copy_prefix = identity(DEPLOYMENT).copy(REGION, "");
         for (id, s) in &before {
             known.insert(id.clone(), s.clone());
         }
-        let replaced_by: BTreeMap<String, String> = encrypted_copies
-            .iter()
-            .filter_map(|c| {
-                let copy = known.get(c)?;
-                let original = copy.description.as_deref()?.strip_prefix(&copy_prefix)?;
-                (copy.state == SnapshotState::Completed).then(|| (original.to_string(), c.clone()))
-            })
-            .collect();
+        let mut replaced_by: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for c in &encrypted_copies {
+            let Some(copy) = known.get(c) else { continue };
+            let original = copy
+                .description
+                .as_deref()
+                .and_then(|d| d.strip_prefix(&copy_prefix));
+            if let (Some(original), SnapshotState::Completed) = (original, copy.state) {
+                replaced_by
+                    .entry(original.to_string())
+                    .or_default()
+                    .push(c.clone());
+            }
+        }
         let restorable = |id: &String| {
-            after.contains(id) || replaced_by.get(id).is_some_and(|c| after.contains(c))
+            after.contains(id)
+                || replaced_by
+                    .get(id)
+                    .is_some_and(|copies| copies.iter().any(|c| after.contains(c)))
         };
         let fail = |what: String| -> ! {
             panic!("seed {seed}, day {d}: {what}\n{}", attacker.log.join("\n"))
