@@ -376,6 +376,23 @@ macro_rules! step {
     }};
 }
 
+/// One create-snapshots run of the stack at `at`.
+async fn create(
+    stack: &Stack,
+    moto: &Moto,
+    at: DateTime<Utc>,
+) -> Result<create_snapshots::RunSummary, create_snapshots::CreateError> {
+    let commands = no_commands();
+    create_snapshots::handle(
+        create_ports(&stack.adapter, &commands, &stack.notifier, moto.ledger()),
+        &stack.config,
+        &tick(),
+        at,
+        plenty(),
+    )
+    .await
+}
+
 /// What one attack ran.
 #[derive(Debug, Default)]
 struct Ran {
@@ -431,23 +448,7 @@ async fn attack(seed: u64, days: i64) -> Ran {
         // Two ticks in the slot: the second, after the attacker, makes nothing new.
         for at in [now, minutes(15)] {
             let world = (&stack, &moto, &volumes, seed, &mut attacker);
-            let made = step!(
-                world,
-                at,
-                "create-snapshots",
-                create_snapshots::handle(
-                    create_ports(
-                        &stack.adapter,
-                        &no_commands(),
-                        &stack.notifier,
-                        moto.ledger()
-                    ),
-                    &stack.config,
-                    &tick(),
-                    at,
-                    plenty(),
-                )
-            );
+            let made = step!(world, at, "create-snapshots", create(&stack, &moto, at));
             for c in made.created {
                 created
                     .entry((c.volume_id.clone(), c.slot.clone()))
@@ -642,18 +643,7 @@ async fn attack(seed: u64, days: i64) -> Ran {
             world,
             minutes(300),
             "create-snapshots",
-            create_snapshots::handle(
-                create_ports(
-                    &stack.adapter,
-                    &no_commands(),
-                    &stack.notifier,
-                    moto.ledger()
-                ),
-                &stack.config,
-                &tick(),
-                minutes(300),
-                plenty(),
-            )
+            create(&stack, &moto, minutes(300))
         );
         steps += 1;
         for c in late.created {

@@ -356,6 +356,26 @@ impl DynamoLedger {
         Ok(())
     }
 
+    /// Write `item` unless one with its key exists: true if written.
+    async fn put_if_absent(
+        &self,
+        item: HashMap<String, AttributeValue>,
+    ) -> Result<bool, LedgerError> {
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await;
+        match put {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failure(&e) => Ok(false),
+            Err(e) => Err(unavailable("PutItem", e)),
+        }
+    }
+
     async fn delete(&self, pk: &str, sk: &str) -> Result<(), LedgerError> {
         self.client
             .delete_item()
@@ -418,19 +438,7 @@ impl Ledger for DynamoLedger {
     async fn begin_creations(&self, now: DateTime<Utc>) -> Result<(), LedgerError> {
         let mut item = key("made", "since");
         item.insert("at".into(), s(&format_time(now)));
-        let put = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(pk)")
-            .send()
-            .await;
-        match put {
-            Ok(_) => Ok(()),
-            Err(e) if is_condition_failure(&e) => Ok(()),
-            Err(e) => Err(unavailable("PutItem", e)),
-        }
+        self.put_if_absent(item).await.map(|_| ())
     }
 
     async fn record_creation(&self, record: &CreationRecord) -> Result<(), LedgerError> {
@@ -704,18 +712,6 @@ impl Ledger for DynamoLedger {
             "expires_at".into(),
             AttributeValue::N((now + REPORT_TTL).timestamp().to_string()),
         );
-        let put = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(pk)")
-            .send()
-            .await;
-        match put {
-            Ok(_) => Ok(true),
-            Err(e) if is_condition_failure(&e) => Ok(false),
-            Err(e) => Err(unavailable("PutItem", e)),
-        }
+        self.put_if_absent(item).await
     }
 }

@@ -35,12 +35,7 @@ pub async fn sift(
 ) -> Result<Sifted, LedgerError> {
     let copy_ids: Vec<String> = snapshots
         .iter()
-        .filter(|s| {
-            s.description
-                .as_deref()
-                .and_then(|d| config.identity.read(d))
-                .is_some_and(|claim| matches!(claim, Claim::Copy { .. }))
-        })
+        .filter(|s| matches!(claim(config, s), Some(Claim::Copy { .. })))
         .map(|s| s.id.clone())
         .collect();
     let records = if copy_ids.is_empty() {
@@ -77,12 +72,7 @@ async fn creations(
 ) -> Result<Creations, LedgerError> {
     let scheduled: Vec<&Snapshot> = snapshots
         .iter()
-        .filter(|s| {
-            s.description
-                .as_deref()
-                .and_then(|d| config.identity.read(d))
-                .is_some_and(|claim| matches!(claim, Claim::Scheduled { .. }))
-        })
+        .filter(|s| matches!(claim(config, s), Some(Claim::Scheduled { .. })))
         .collect();
     if scheduled.is_empty() {
         return Ok(Creations::default());
@@ -102,15 +92,18 @@ async fn creations(
     Ok(creations)
 }
 
+/// What a snapshot's Description claims, if it is this deployment's format.
+fn claim(config: &Config, s: &Snapshot) -> Option<Claim> {
+    s.description
+        .as_deref()
+        .and_then(|d| config.identity.read(d))
+}
+
 /// A scheduled snapshot whose slot is not one of its policy's current
 /// schedule: made under an earlier one (or forged), which the ledger's
 /// schedule records decide.
 fn off_schedule(config: &Config, s: &Snapshot) -> bool {
-    match s
-        .description
-        .as_deref()
-        .and_then(|d| config.identity.read(d))
-    {
+    match claim(config, s) {
         Some(Claim::Scheduled { policy, slot, .. }) => config
             .policies
             .get(&policy)
