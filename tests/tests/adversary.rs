@@ -104,6 +104,25 @@ fn env_number(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+/// A snapshot the attacker makes of `volume` at `now` with `description`.
+async fn by_hand(
+    moto: &Moto,
+    volume: &str,
+    description: &str,
+    now: DateTime<Utc>,
+) -> Option<String> {
+    moto.set_clock(Some(now));
+    let made = moto
+        .ec2()
+        .create_snapshot()
+        .volume_id(volume)
+        .description(description)
+        .send()
+        .await;
+    moto.set_clock(None);
+    made.ok().and_then(|m| m.snapshot_id)
+}
+
 /// A volume's tag, as EC2 has it now.
 async fn volume_tag(ec2: &aws_sdk_ec2::Client, volume: &str, key: &str) -> Option<String> {
     let answer = ec2
@@ -202,15 +221,7 @@ impl Attacker {
                     if !volumes.contains(&volume) {
                         continue;
                     }
-                    moto.set_clock(Some(now));
-                    let made = ec2
-                        .create_snapshot()
-                        .volume_id(&volume)
-                        .description(&description)
-                        .send()
-                        .await;
-                    moto.set_clock(None);
-                    if let Some(id) = made.ok().and_then(|m| m.snapshot_id) {
+                    if let Some(id) = by_hand(moto, &volume, &description, now).await {
                         for (k, v) in &real.tags {
                             put_tags(&ec2, &id, &[(k.as_str(), v.as_str())]).await;
                         }
@@ -268,15 +279,7 @@ impl Attacker {
                         "lean",
                         slot,
                     );
-                    moto.set_clock(Some(now));
-                    let made = ec2
-                        .create_snapshot()
-                        .volume_id(&volume)
-                        .description(&description)
-                        .send()
-                        .await;
-                    moto.set_clock(None);
-                    if let Some(id) = made.ok().and_then(|m| m.snapshot_id) {
+                    if let Some(id) = by_hand(moto, &volume, &description, now).await {
                         let slot = tags::format_time(slot);
                         put_tags(
                             &ec2,
