@@ -172,8 +172,11 @@ impl Region<'_> {
         report.adopted = resolved.adopted;
         report.unknown = resolved.unknown;
 
-        // Listed by the copy Description: no scheduled snapshot among them,
-        // so no creation record to read.
+        // The destination's copies (listed by their tags): a scheduled
+        // Description among them is no copy of ours whatever its tags say
+        // (the check strips a scheduled claim's copy tags, `lifecycle:target`
+        // included, so the filter below drops it); no creation record is
+        // read in a destination region.
         let sifted = ownership::sift(
             identity,
             &self.config.policies,
