@@ -472,51 +472,57 @@ async fn a_start_that_falls_back_to_stopped_is_critical_and_keeps_the_mark() {
     );
 }
 
-/// The ledger refuses a snapshot's creation record: EC2 started it, but
-/// without the record it is not the deployment's (it would never be
-/// deleted, and does not fill the slot). The run says so, naming the
-/// snapshot, rather than losing it silently.
+/// The stack's ledger refuses to write. Refusing the intent: no snapshot
+/// is asked for (one made then could never be proven), the volume is
+/// reported and stays due. Refusing the record after EC2 answered: the
+/// snapshot counts, and its intent stays to prove it (it is not removed).
 #[tokio::test]
-async fn a_snapshot_whose_creation_cannot_be_recorded_is_said_not_lost() {
+async fn no_snapshot_is_asked_for_without_its_intent_and_an_unrecorded_one_keeps_it() {
+    use aws_sdk_dynamodb::operation::delete_item::DeleteItemOutput;
     use aws_sdk_dynamodb::operation::put_item::PutItemError;
     use aws_sdk_dynamodb::types::error::ResourceNotFoundException;
-    let volumes = volumes_rule(&["vol-a"]);
-    let (instances, snaps) = (no_instances(), no_snapshots());
-    let create = create_for("vol-a").then_output(|| created("vol-a"));
-    let client = mocked_ec2(RuleMode::MatchAny, &[&volumes, &instances, &snaps, &create]);
-    let refused = mock!(aws_sdk_dynamodb::Client::put_item)
-        .match_requests(|r| {
-            r.item()
-                .and_then(|i| i.get("sk"))
-                .and_then(|v| v.as_s().ok())
-                .is_some_and(|sk| sk.starts_with("snap-"))
-        })
-        .then_error(|| {
-            PutItemError::ResourceNotFoundException(
-                ResourceNotFoundException::builder()
-                    .message("Requested resource not found")
-                    .build(),
-            )
-        });
-    let notifier = RecordingNotifier::default();
+    fn sk_starts(
+        item: Option<&std::collections::HashMap<String, AttributeValue>>,
+        prefix: &str,
+    ) -> bool {
+        item.and_then(|i| i.get("sk"))
+            .and_then(|v| v.as_s().ok())
+            .is_some_and(|sk| sk.starts_with(prefix))
+    }
+    let refusal = || {
+        PutItemError::ResourceNotFoundException(
+            ResourceNotFoundException::builder()
+                .message("Requested resource not found")
+                .build(),
+        )
+    };
+    for refused_prefix in ["intent/", "snap-"] {
+        let volumes = volumes_rule(&["vol-a"]);
+        let (instances, snaps) = (no_instances(), no_snapshots());
+        let create = create_for("vol-a").then_output(|| created("vol-a"));
+        let client = mocked_ec2(RuleMode::MatchAny, &[&volumes, &instances, &snaps, &create]);
+        let refused = mock!(aws_sdk_dynamodb::Client::put_item)
+            .match_requests(move |r| sk_starts(r.item(), refused_prefix))
+            .then_error(refusal);
+        let forgotten = mock!(aws_sdk_dynamodb::Client::delete_item)
+            .match_requests(|r| sk_starts(r.key(), "intent/"))
+            .then_output(|| DeleteItemOutput::builder().build());
+        let notifier = RecordingNotifier::default();
 
-    let ledger = mocked_ledger_with(&[&refused]);
-    let summary = run_with_ledger(client, &notifier, ledger).await.unwrap();
+        let ledger = mocked_ledger_with(&[&refused, &forgotten]);
+        let summary = run_with_ledger(client, &notifier, ledger).await.unwrap();
 
-    assert_eq!(refused.num_calls(), 1, "one record asked for");
-    assert_eq!(summary.counts.created, 1, "EC2 started it");
-    assert_eq!(summary.failed.len(), 1);
-    let failed = &summary.failed[0];
-    assert_eq!(failed.error_kind, "creation-not-recorded");
-    assert!(failed.error.contains("snap-for-vol-a"), "{}", failed.error);
-    let sent = notifier.sent();
-    assert_eq!(sent.len(), 1, "{sent:?}");
-    assert!(
-        sent[0]
-            .details
-            .to_string()
-            .contains("creation-not-recorded"),
-        "{:?}",
-        sent[0].details
-    );
+        assert_eq!(refused.num_calls(), 1, "{refused_prefix}");
+        if refused_prefix == "intent/" {
+            assert_eq!(create.num_calls(), 0, "no call without the intent");
+            assert_eq!(summary.counts.created, 0);
+            assert_eq!(summary.failed.len(), 1);
+            assert_eq!(summary.failed[0].error_kind, "ledger-unavailable");
+        } else {
+            assert_eq!(create.num_calls(), 1);
+            assert_eq!(summary.counts.created, 1, "EC2 started it");
+            assert!(summary.failed.is_empty(), "{:?}", summary.failed);
+            assert_eq!(forgotten.num_calls(), 0, "the intent stays and proves it");
+        }
+    }
 }

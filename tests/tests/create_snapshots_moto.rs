@@ -472,6 +472,14 @@ async fn faults_never_make_a_second_snapshot_and_never_drop_a_volume() {
     ));
     let notifier = RecordingNotifier::default();
     let now = at("2026-03-01T00:05:00Z");
+    // A deployment that ran before: its creation records began a day ago,
+    // so the lost answer's snapshot needs more than its Description.
+    ebs_lifecycle::ports::ledger::Ledger::begin_creations(
+        moto.ledger(),
+        now - chrono::Duration::days(1),
+    )
+    .await
+    .unwrap();
 
     let first = run_with(
         &moto,
@@ -528,6 +536,13 @@ async fn faults_never_make_a_second_snapshot_and_never_drop_a_volume() {
     }
     assert_eq!(per_volume.len(), 4);
     assert!(per_volume.values().all(|n| *n == 1), "{per_volume:?}");
+    // And none of them is taken for someone else's.
+    let suspected: Vec<_> = notifier
+        .sent()
+        .into_iter()
+        .filter(|n| n.kind == NotificationKind::TamperingSuspected)
+        .collect();
+    assert!(suspected.is_empty(), "{suspected:?}");
 }
 
 /// The deadline comes while calls are in flight: those finish, nothing new

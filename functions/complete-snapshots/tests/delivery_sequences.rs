@@ -21,12 +21,14 @@ use complete_snapshots::{handle, Ports};
 use ebs_lifecycle::config::Config;
 use ebs_lifecycle::lambda::deadline::Deadline;
 use ebs_lifecycle::ports::ec2::{Ec2Error, SnapshotCatalog, SnapshotTagger};
-use ebs_lifecycle::ports::ledger::{CopyInFlight, CreationRecord, Ledger, LedgerError, StopRecord};
+use ebs_lifecycle::ports::ledger::{
+    CopyInFlight, CreationIntent, CreationRecord, Ledger, LedgerError, StopRecord,
+};
 use ebs_lifecycle::ports::notifier::{Notifier, NotifyError};
 use ebs_lifecycle_core::holds::Hold;
 use ebs_lifecycle_core::model::{Snapshot, SnapshotState, Tags};
 use ebs_lifecycle_core::notify::{Notification, NotificationKind};
-use ebs_lifecycle_core::ownership::{CopyRecord, Identity, Subject};
+use ebs_lifecycle_core::ownership::{AskedKey, CopyRecord, Identity, Subject};
 use ebs_lifecycle_core::schedule::ScheduleRecord;
 use ebs_lifecycle_core::tags::{self, ConsistencyLabel, LifecycleLabels, LifecycleState};
 
@@ -162,6 +164,15 @@ impl Ledger for Ec2Model {
         Ok(())
     }
     async fn record_creation(&self, _: &CreationRecord) -> Result<(), LedgerError> {
+        Ok(())
+    }
+    async fn ask_creation(&self, _: &CreationIntent) -> Result<(), LedgerError> {
+        Ok(())
+    }
+    async fn asked(&self, _: &[AskedKey]) -> Result<Vec<CreationIntent>, LedgerError> {
+        Ok(Vec::new())
+    }
+    async fn forget_ask(&self, _: &AskedKey) -> Result<(), LedgerError> {
         Ok(())
     }
     async fn creations(&self, _: &[String]) -> Result<Vec<String>, LedgerError> {

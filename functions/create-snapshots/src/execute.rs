@@ -13,7 +13,7 @@ use ebs_lifecycle::lambda::deadline::Deadline;
 use ebs_lifecycle::ports::ec2::{
     CreateInstanceSnapshotsRequest, CreateSnapshotRequest, Ec2Error, StartedSnapshot,
 };
-use ebs_lifecycle::ports::ledger::{CreationRecord, StopRecord};
+use ebs_lifecycle::ports::ledger::{CreationIntent, CreationRecord, StopRecord};
 use ebs_lifecycle_core::model::Tags;
 use ebs_lifecycle_core::ownership::Subject;
 use ebs_lifecycle_core::policy::{Consistency, Policy};
@@ -77,42 +77,116 @@ pub(crate) struct Run<'a> {
     pub(crate) commands: PacedRunner<'a>,
     /// At most [`CONSISTENCY_CONCURRENCY`] instances frozen or stopped at once.
     pub(crate) consistency_slots: tokio::sync::Semaphore,
-    /// Snapshots started whose creation the ledger could not record.
-    pub(crate) unrecorded: std::sync::Mutex<Vec<Failed>>,
 }
 
-/// Record what EC2 started the moment it answers: from the first record on,
-/// a scheduled snapshot without one is not the deployment's
-/// (docs/policies-and-tags.md, "Ownership"), so a completion event must find
-/// it. One the ledger could not record is never deleted by the stack and
-/// does not fill its slot: the run says so (`creation-not-recorded`), and
-/// the next tick takes the slot again.
-async fn record(run: &Run<'_>, created: Vec<Created>, slot: DateTime<Utc>) -> Vec<Created> {
-    for c in &created {
-        let record = CreationRecord {
-            snapshot_id: c.snapshot_id.clone(),
-            volume_id: c.volume_id.clone(),
-            policy: c.policy.clone(),
-            slot,
-            created_at: run.now,
+/// One creation, as the ledger must see it (docs/policies-and-tags.md,
+/// "Ownership"): from the first record on, a scheduled snapshot without its
+/// record is not the deployment's. So the intent is written first (no call
+/// without it: a ledger that cannot be written would otherwise leave a
+/// snapshot no later run can prove), then the call, then a record per
+/// snapshot EC2 started, the moment it answers, so that a completion event
+/// finds it. The intent goes once every answer is recorded or when nothing
+/// was started; it stays when the answer was lost (a timeout, a reset, a
+/// 5xx after EC2 may have acted), and proves that snapshot.
+struct Creation<'c> {
+    subject: Subject,
+    policy: &'c Policy,
+    slot: DateTime<Utc>,
+    /// The volumes the call snapshots.
+    due: &'c [String],
+    instance_id: Option<String>,
+    consistency: ConsistencyLabel,
+}
+
+impl Creation<'_> {
+    async fn make<F, Fut>(&self, run: &Run<'_>, call: F) -> Outcome
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<Vec<StartedSnapshot>, Ec2Error>>,
+    {
+        let ledger = run.ports.ledger;
+        let intent = CreationIntent {
+            claim: (
+                self.subject.as_str().to_string(),
+                self.policy.name.clone(),
+                self.slot,
+            ),
+            asked_at: run.now,
         };
-        if let Err(e) = run.ports.ledger.record_creation(&record).await {
-            tracing::error!(snapshot_id = %c.snapshot_id, error = %e, "the snapshot started but its creation could not be recorded");
-            if let Ok(mut unrecorded) = run.unrecorded.lock() {
-                unrecorded.push(Failed {
-                    volume_id: c.volume_id.clone(),
-                    policy: c.policy.clone(),
-                    instance_id: c.instance_id.clone(),
-                    error_kind: "creation-not-recorded".into(),
-                    error: format!(
-                        "{} started, but the ledger could not record it, so it is not counted as this deployment's: the next tick takes the slot again; delete it by hand ({e})",
-                        c.snapshot_id
-                    ),
-                });
+        if let Err(e) = ledger.ask_creation(&intent).await {
+            return Outcome::Failed(
+                self.due
+                    .iter()
+                    .map(|volume_id| Failed {
+                        volume_id: volume_id.clone(),
+                        policy: self.policy.name.clone(),
+                        instance_id: self.instance_id.clone(),
+                        error_kind: "ledger-unavailable".into(),
+                        error: format!("the ledger could not record the intent to snapshot, so none was asked for: {e}"),
+                    })
+                    .collect(),
+            );
+        }
+        match paced(run, call).await {
+            Ok(started) => {
+                let made: Vec<Created> = started.into_iter().map(|s| self.created(s)).collect();
+                if self.record(run, &made).await {
+                    forget(run, &intent).await;
+                }
+                Outcome::Created(made)
             }
+            // Throttled with no time left: nothing started, the next tick takes it.
+            Err(Ec2Error::Throttled { .. }) => {
+                forget(run, &intent).await;
+                left(self.due, self.policy)
+            }
+            Err(e) => Outcome::Failed(
+                self.due
+                    .iter()
+                    .map(|v| failed(v, self.policy, self.instance_id.clone(), &e))
+                    .collect(),
+            ),
         }
     }
-    created
+
+    fn created(&self, s: StartedSnapshot) -> Created {
+        Created {
+            volume_id: s.volume_id,
+            snapshot_id: s.snapshot_id,
+            policy: self.policy.name.clone(),
+            slot: tags::format_time(self.slot),
+            instance_id: self.instance_id.clone(),
+            consistency: self.consistency.as_str(),
+        }
+    }
+
+    /// True when every snapshot is recorded. One that is not stays proven by
+    /// the intent, which then stays too.
+    async fn record(&self, run: &Run<'_>, made: &[Created]) -> bool {
+        let mut all = true;
+        for c in made {
+            let record = CreationRecord {
+                snapshot_id: c.snapshot_id.clone(),
+                volume_id: c.volume_id.clone(),
+                policy: c.policy.clone(),
+                slot: self.slot,
+                created_at: run.now,
+            };
+            if let Err(e) = run.ports.ledger.record_creation(&record).await {
+                tracing::warn!(snapshot_id = %c.snapshot_id, error = %e, "the snapshot started but its creation could not be recorded; its intent stays and proves it");
+                all = false;
+            }
+        }
+        all
+    }
+}
+
+/// The intent is no longer needed. Left behind, it only proves what its
+/// claim's run could have started, and expires with the table's TTL.
+async fn forget(run: &Run<'_>, intent: &CreationIntent) {
+    if let Err(e) = run.ports.ledger.forget_ask(&intent.claim).await {
+        tracing::warn!(error = %e, "could not remove a creation intent (harmless)");
+    }
 }
 
 /// One creation call under the run's bucket. A call EC2 throttled past the
@@ -210,15 +284,23 @@ pub(crate) async fn execute(run: &Run<'_>, work: Work<'_>) -> Done {
                 ),
                 tags: set.tags,
             };
-            let outcome = match paced(run, || run.ports.creator.create_snapshot(&request)).await {
-                Ok(started) => {
-                    let made = vec![created(started, policy, slot, l.instance_id, consistency)];
-                    Outcome::Created(record(run, made, slot).await)
-                }
-                // Throttled with no time left: the next tick takes it.
-                Err(Ec2Error::Throttled { .. }) => left(std::slice::from_ref(&volume.id), policy),
-                Err(e) => Outcome::Failed(vec![failed(&volume.id, policy, l.instance_id, &e)]),
+            let creation = Creation {
+                subject: Subject::Volume(volume.id.clone()),
+                policy,
+                slot,
+                due: std::slice::from_ref(&volume.id),
+                instance_id: l.instance_id,
+                consistency,
             };
+            let outcome = creation
+                .make(run, || async {
+                    run.ports
+                        .creator
+                        .create_snapshot(&request)
+                        .await
+                        .map(|s| vec![s])
+                })
+                .await;
             (outcome, skipped).into()
         }
         Work::Instance {
@@ -300,25 +382,19 @@ pub(crate) async fn take_instance_snapshots(
         slot,
     );
     let request = instance_request(target, due, description, set.tags);
-    let outcome = match paced(run, || {
-        run.ports.creator.create_instance_snapshots(&request)
-    })
-    .await
-    {
-        Ok(started) => {
-            let made = started
-                .into_iter()
-                .map(|s| created(s, policy, slot, Some(instance.id.clone()), consistency))
-                .collect();
-            Outcome::Created(record(run, made, slot).await)
-        }
-        Err(Ec2Error::Throttled { .. }) => left(due, policy),
-        Err(e) => Outcome::Failed(
-            due.iter()
-                .map(|v| failed(v, policy, Some(instance.id.clone()), &e))
-                .collect(),
-        ),
+    let creation = Creation {
+        subject: Subject::Instance(instance.id.clone()),
+        policy,
+        slot,
+        due,
+        instance_id: Some(instance.id.clone()),
+        consistency,
     };
+    let outcome = creation
+        .make(run, || {
+            run.ports.creator.create_instance_snapshots(&request)
+        })
+        .await;
     (outcome, skipped)
 }
 
@@ -356,23 +432,6 @@ fn instance_request(
             .collect(),
         description,
         tags,
-    }
-}
-
-fn created(
-    s: StartedSnapshot,
-    policy: &Policy,
-    slot: DateTime<Utc>,
-    instance_id: Option<String>,
-    consistency: ConsistencyLabel,
-) -> Created {
-    Created {
-        volume_id: s.volume_id,
-        snapshot_id: s.snapshot_id,
-        policy: policy.name.clone(),
-        slot: tags::format_time(slot),
-        instance_id,
-        consistency: consistency.as_str(),
     }
 }
 

@@ -309,7 +309,6 @@ pub async fn handle(
         stops,
         commands: PacedRunner::new(ports.commands, ports.waits.ssm_spacing),
         consistency_slots: tokio::sync::Semaphore::new(CONSISTENCY_CONCURRENCY),
-        unrecorded: std::sync::Mutex::new(Vec::new()),
     };
 
     // Instances this run will stop and start itself are left to that work.
@@ -341,9 +340,6 @@ pub async fn handle(
         }
     }
     drop(outcomes);
-    if let Ok(unrecorded) = run.unrecorded.into_inner() {
-        summary.failed.extend(unrecorded);
-    }
 
     count(&mut summary);
     emit_metrics(config, &summary);

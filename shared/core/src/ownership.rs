@@ -64,7 +64,8 @@ pub enum Subject {
 }
 
 impl Subject {
-    fn as_str(&self) -> &str {
+    /// The id a Description names: the volume, or the instance of a set.
+    pub fn as_str(&self) -> &str {
         match self {
             Self::Volume(id) | Self::Instance(id) => id,
         }
@@ -237,6 +238,13 @@ pub struct CopyRecord {
 /// stack alone writes right after EC2 answers, says the deployment made it.
 /// Snapshots started before `since` are judged as they were before (the
 /// first of each slot counts).
+///
+/// CreateSnapshot has no idempotency token: an answer lost on the way (a
+/// timeout, a reset, a 5xx after EC2 acted) leaves a snapshot nobody could
+/// record. So create-snapshots writes an intent before each call and removes
+/// it once the answer is recorded; a snapshot whose answer was lost is
+/// proven by its claim's intent, if it started while that run could have
+/// made it ([`ASKED_WINDOW`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Creations {
     /// `None`: the ledger holds no creation records yet (a deployment whose
@@ -244,7 +252,19 @@ pub struct Creations {
     pub since: Option<DateTime<Utc>>,
     /// The recorded snapshots among those asked about.
     pub recorded: BTreeSet<String>,
+    /// The intents left behind (answers never recorded), by what they
+    /// claim: when the run that asked began.
+    pub asked: BTreeMap<AskedKey, DateTime<Utc>>,
 }
+
+/// What an intent claims: (subject id: the volume, or the instance of a
+/// set; policy; slot).
+pub type AskedKey = (String, String, DateTime<Utc>);
+
+/// How long after its run began a snapshot asked for may start: a
+/// create-snapshots run lasts at most 15 minutes (Lambda's limit), plus
+/// the clocks' skew.
+pub const ASKED_WINDOW: Duration = Duration::minutes(20);
 
 impl Creations {
     /// True when a scheduled snapshot started at `start` is proven only by
@@ -255,8 +275,13 @@ impl Creations {
         self.since.is_some_and(|since| start >= since + CLOCK_SKEW)
     }
 
-    fn proves(&self, snapshot_id: &str, start: DateTime<Utc>) -> bool {
-        !self.required_at(start) || self.recorded.contains(snapshot_id)
+    fn proves(&self, snapshot_id: &str, claim: &AskedKey, start: DateTime<Utc>) -> bool {
+        !self.required_at(start)
+            || self.recorded.contains(snapshot_id)
+            || self
+                .asked
+                .get(claim)
+                .is_some_and(|at| start >= *at - CLOCK_SKEW && start < *at + ASKED_WINDOW)
     }
 }
 
@@ -640,7 +665,8 @@ fn check_scheduled(
             start_time: keys::format_time(start),
         }]);
     }
-    if !creations.proves(&s.id, start) {
+    let asked = (subject.as_str().to_string(), policy.clone(), slot);
+    if !creations.proves(&s.id, &asked, start) {
         return Err(vec![Tampering::CreationNotRecorded]);
     }
 
@@ -963,6 +989,7 @@ mod tests {
         let creations = Creations {
             since: Some(t("2026-12-06T02:00:00Z")),
             recorded: ["snap-ours".to_string()].into(),
+            ..Creations::default()
         };
         let sifted = sift(
             &me(),
@@ -978,6 +1005,35 @@ mod tests {
             assert_eq!(findings(&sifted, impostor), ["creation-not-recorded"]);
             assert!(sifted.rejected.iter().any(|s| s.id == impostor));
         }
+        // The deployment's answer for vol-3 was lost: its intent (the run
+        // began at 03:00) proves what started while that run could have
+        // made it, nothing later and nothing of another volume.
+        let mut lost = creations.clone();
+        lost.asked.insert(
+            ("vol-3".into(), "daily".into(), t("2026-12-06T03:00:00Z")),
+            t("2026-12-06T03:00:00Z"),
+        );
+        let late = made(
+            "snap-late",
+            "vol-3",
+            "2026-12-06T03:00:00Z",
+            "2026-12-06T03:25:00Z",
+        );
+        let mut with_late = history.clone();
+        with_late.push(late);
+        let sifted = sift(
+            &me(),
+            &policies(),
+            &BTreeMap::new(),
+            &lost,
+            with_late,
+            Scope::WholeVolumes,
+        );
+        let owned: Vec<&str> = sifted.owned.iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(owned, ["snap-old", "snap-edge", "snap-ours", "snap-alone"]);
+        assert_eq!(findings(&sifted, "snap-hand"), ["creation-not-recorded"]);
+        assert_eq!(findings(&sifted, "snap-late"), ["creation-not-recorded"]);
+
         // Without records the first started fills the slot, as before.
         let before = sift_all(history, &[]);
         assert_eq!(findings(&before, "snap-ours"), ["duplicate-of-slot"]);

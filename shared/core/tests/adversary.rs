@@ -214,7 +214,7 @@ fn history(volumes: &[Vec<Day>], recorded: bool) -> World {
         copies: BTreeMap::new(),
         creations: Creations {
             since: recorded.then(|| t0() - Duration::days(1)),
-            recorded: BTreeSet::new(),
+            ..Creations::default()
         },
         volumes: (0..volumes.len()).map(|v| format!("vol-{v:04}")).collect(),
         now: t0(),

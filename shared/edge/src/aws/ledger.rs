@@ -8,6 +8,7 @@
 //! | `stop` | instance id | `policy`, `stopped_at` |
 //! | `made` | snapshot id | `volume`, `policy`, `slot`, `created_at`: a scheduled snapshot create-snapshots made, written as soon as EC2 answers, deleted with the snapshot |
 //! | `made` | `since` | `at`: when create-snapshots began recording what it makes |
+//! | `made` | `intent/<volume or instance>/<policy>/<slot>` | `asked_at`, `expires_at` (400 days): written before CreateSnapshot(s), deleted once its answer is recorded; left only by a lost answer |
 //! | `copy` | copy id | `source`, `volume`, `policy`, `slot`, `created_at` |
 //! | `inflight` | `<target>/<source id>` | `source`, `target`, `volume`, `policy`, `slot`, `created_at`, `asked_at`, `copy` (once known), `expires_at` |
 //! | `seen` | volume id | `seen_at`: when the report first saw it opted in, `expires_at` |
@@ -39,7 +40,10 @@ use ebs_lifecycle_core::tags::{format_time, parse_time};
 use ebs_lifecycle_core::text::excerpt;
 use ebs_lifecycle_core::window::DeletionWindow;
 
-use crate::ports::ledger::{CopyInFlight, CreationRecord, Ledger, LedgerError, StopRecord};
+use crate::ports::ledger::{
+    CopyInFlight, CreationIntent, CreationRecord, Ledger, LedgerError, StopRecord,
+};
+use ebs_lifecycle_core::ownership::AskedKey;
 
 /// BatchGetItem takes up to 100 keys.
 const BATCH_GET: usize = 100;
@@ -49,6 +53,10 @@ const ATTEMPTS: usize = 5;
 /// How long a `report` record lives: a suspect still there after this is
 /// reported again.
 const REPORT_TTL: Duration = Duration::days(400);
+/// How long an intent left by a lost answer lives: it proves that
+/// snapshot until then (a lost answer is rare; what outlives this is
+/// reported once and kept, never deleted).
+const INTENT_TTL: Duration = Duration::days(400);
 /// How long an `inflight` record lives if nothing ends it: a copy still
 /// pending after a month is EC2's problem, not a reason to protect its
 /// source for ever.
@@ -100,6 +108,11 @@ fn text<'a>(item: &'a HashMap<String, AttributeValue>, name: &str) -> Option<&'a
 
 fn time(item: &HashMap<String, AttributeValue>, name: &str) -> Option<DateTime<Utc>> {
     parse_time(text(item, name)?)
+}
+
+/// An intent's sort key: apart from snapshot ids (`snap-…`) and `since`.
+fn intent_key((subject, policy, slot): &AskedKey) -> String {
+    format!("intent/{subject}/{policy}/{}", format_time(*slot))
 }
 
 fn copy_of_item(item: &HashMap<String, AttributeValue>) -> Option<CopyRecord> {
@@ -448,6 +461,36 @@ impl Ledger for DynamoLedger {
         item.insert("slot".into(), s(&format_time(record.slot)));
         item.insert("created_at".into(), s(&format_time(record.created_at)));
         self.put(item).await
+    }
+
+    async fn ask_creation(&self, intent: &CreationIntent) -> Result<(), LedgerError> {
+        let mut item = key("made", &intent_key(&intent.claim));
+        item.insert("asked_at".into(), s(&format_time(intent.asked_at)));
+        item.insert(
+            "expires_at".into(),
+            AttributeValue::N((intent.asked_at + INTENT_TTL).timestamp().to_string()),
+        );
+        self.put(item).await
+    }
+
+    async fn asked(&self, claims: &[AskedKey]) -> Result<Vec<CreationIntent>, LedgerError> {
+        let by_key: std::collections::BTreeMap<String, &AskedKey> =
+            claims.iter().map(|c| (intent_key(c), c)).collect();
+        let keys: Vec<String> = by_key.keys().cloned().collect();
+        let items = self.batch_get("made", &keys).await?;
+        Ok(items
+            .iter()
+            .filter_map(|item| {
+                Some(CreationIntent {
+                    claim: (*by_key.get(text(item, "sk")?)?).clone(),
+                    asked_at: time(item, "asked_at")?,
+                })
+            })
+            .collect())
+    }
+
+    async fn forget_ask(&self, claim: &AskedKey) -> Result<(), LedgerError> {
+        self.delete("made", &intent_key(claim)).await
     }
 
     async fn creations(&self, snapshot_ids: &[String]) -> Result<Vec<String>, LedgerError> {

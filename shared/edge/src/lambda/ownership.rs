@@ -9,7 +9,7 @@ use serde_json::json;
 
 use ebs_lifecycle_core::model::Snapshot;
 use ebs_lifecycle_core::notify::{Notification, NotificationKind, Severity};
-use ebs_lifecycle_core::ownership::{self, Claim, Creations, Scope, Sifted, Suspect};
+use ebs_lifecycle_core::ownership::{self, AskedKey, Claim, Creations, Scope, Sifted, Suspect};
 use ebs_lifecycle_core::policy::Policies;
 use ebs_lifecycle_core::schedule::{PastSchedules, ScheduleRecord};
 
@@ -64,15 +64,25 @@ pub async fn sift(
 }
 
 /// The ledger's creation records of the scheduled snapshots among
-/// `snapshots` that need one (started since the records began).
+/// `snapshots` that need one (started since the records began), and the
+/// intents left for the claims of those not recorded (a lost answer): one
+/// read, then a batch read per 100 of each, the second only when some are
+/// not recorded.
 async fn creations(
     ledger: &dyn Ledger,
     config: &Config,
     snapshots: &[Snapshot],
 ) -> Result<Creations, LedgerError> {
-    let scheduled: Vec<&Snapshot> = snapshots
+    let scheduled: Vec<(&Snapshot, AskedKey)> = snapshots
         .iter()
-        .filter(|s| matches!(claim(config, s), Some(Claim::Scheduled { .. })))
+        .filter_map(|s| match claim(config, s) {
+            Some(Claim::Scheduled {
+                subject,
+                policy,
+                slot,
+            }) => Some((s, (subject.as_str().to_string(), policy, slot))),
+            _ => None,
+        })
         .collect();
     if scheduled.is_empty() {
         return Ok(Creations::default());
@@ -81,13 +91,27 @@ async fn creations(
         since: ledger.creations_since().await?,
         ..Creations::default()
     };
-    let ids: Vec<String> = scheduled
+    let needed: Vec<&(&Snapshot, AskedKey)> = scheduled
         .iter()
-        .filter(|s| s.start_time.is_some_and(|t| creations.required_at(t)))
-        .map(|s| s.id.clone())
+        .filter(|(s, _)| s.start_time.is_some_and(|t| creations.required_at(t)))
         .collect();
-    if !ids.is_empty() {
-        creations.recorded = ledger.creations(&ids).await?.into_iter().collect();
+    if needed.is_empty() {
+        return Ok(creations);
+    }
+    let ids: Vec<String> = needed.iter().map(|(s, _)| s.id.clone()).collect();
+    creations.recorded = ledger.creations(&ids).await?.into_iter().collect();
+    let claims: Vec<AskedKey> = needed
+        .iter()
+        .filter(|(s, _)| !creations.recorded.contains(&s.id))
+        .map(|(_, claim)| claim.clone())
+        .collect();
+    if !claims.is_empty() {
+        creations.asked = ledger
+            .asked(&claims)
+            .await?
+            .into_iter()
+            .map(|intent| (intent.claim, intent.asked_at))
+            .collect();
     }
     Ok(creations)
 }

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use ebs_lifecycle_core::holds::Hold;
-use ebs_lifecycle_core::ownership::CopyRecord;
+use ebs_lifecycle_core::ownership::{AskedKey, CopyRecord};
 use ebs_lifecycle_core::schedule::ScheduleRecord;
 
 /// A failed ledger call. Every caller treats it as "not proven": nothing
@@ -45,6 +45,14 @@ pub struct CreationRecord {
     pub slot: DateTime<Utc>,
     /// When EC2 answered.
     pub created_at: DateTime<Utc>,
+}
+
+/// A CreateSnapshot(s) about to be asked for: what it claims (the volume,
+/// or the instance of a set; policy; slot) and when its run began.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreationIntent {
+    pub claim: AskedKey,
+    pub asked_at: DateTime<Utc>,
 }
 
 /// A copy to another region, from the moment it is asked for until it
@@ -89,6 +97,13 @@ pub trait Ledger: Send + Sync {
     /// Record a scheduled snapshot create-snapshots made, as soon as EC2
     /// gives its id.
     async fn record_creation(&self, record: &CreationRecord) -> Result<(), LedgerError>;
+    /// Before CreateSnapshot(s) is called: the intent that proves the
+    /// snapshot if the answer is lost ([`ebs_lifecycle_core::ownership::Creations`]).
+    async fn ask_creation(&self, intent: &CreationIntent) -> Result<(), LedgerError>;
+    /// The intents left for these claims (one batch read per 100).
+    async fn asked(&self, claims: &[AskedKey]) -> Result<Vec<CreationIntent>, LedgerError>;
+    /// The answer is recorded (or nothing was made): the intent goes.
+    async fn forget_ask(&self, claim: &AskedKey) -> Result<(), LedgerError>;
     /// Which of these snapshots create-snapshots recorded (one batch read
     /// per 100).
     async fn creations(&self, snapshot_ids: &[String]) -> Result<Vec<String>, LedgerError>;
