@@ -110,10 +110,8 @@ fn slot_open(s: &Snapshot, policies: &Policies, now: DateTime<Utc>) -> bool {
     let policy = s.tags.get(tags::POLICY).and_then(|p| policies.get(p));
     let slot = s.tags.get(tags::SLOT).and_then(|t| tags::parse_time(t));
     match (policy, slot) {
-        (Some(policy), Some(slot)) => policy
-            .schedule
-            .next_slot_after(slot)
-            .is_some_and(|next| now < next),
+        // The slot create-snapshots fills now, exactly.
+        (Some(policy), Some(slot)) => policy.schedule.slot_at(now) == Some(slot),
         _ => false,
     }
 }
