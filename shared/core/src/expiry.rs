@@ -492,10 +492,9 @@ mod tests {
         assert_eq!(kept, ["snap-00009", "snap-00008"]);
     }
 
-    #[test]
-    fn an_encrypted_copy_replaces_its_original_only_once_completed() {
-        // `lean` keeps the last 1: the original is vol-0's only snapshot.
-        let spec = Spec {
+    /// vol-0's one snapshot, ours, completed, under `lean` (keeps the last 1).
+    fn only_lean_snapshot() -> Spec {
+        Spec {
             volume: 0,
             hours: 10,
             state: SnapshotState::Completed,
@@ -504,8 +503,13 @@ mod tests {
             held: false,
             ami: false,
             locked: false,
-        };
-        let mut w = world(&[spec], &[]);
+        }
+    }
+
+    #[test]
+    fn an_encrypted_copy_replaces_its_original_only_once_completed() {
+        // `lean` keeps the last 1: the original is vol-0's only snapshot.
+        let mut w = world(&[only_lean_snapshot()], &[]);
         let original = w.snapshots[0].clone();
         let mut copy = Snapshot {
             id: "snap-copy".into(),
@@ -542,17 +546,7 @@ mod tests {
     /// does not carry, and would otherwise take the slot again.
     #[test]
     fn a_superseded_original_stays_while_its_slot_is_open() {
-        let spec = Spec {
-            volume: 0,
-            hours: 10,
-            state: SnapshotState::Completed,
-            owner: 0,
-            policy: 2,
-            held: false,
-            ami: false,
-            locked: false,
-        };
-        let mut w = world(&[spec], &[]);
+        let mut w = world(&[only_lean_snapshot()], &[]);
         // `lean` is @daily in UTC: the original's slot is t0's midnight.
         w.snapshots[0]
             .tags
