@@ -39,8 +39,7 @@ use ebs_lifecycle_core::policy::{ApplicationCommands, Policy};
 use ebs_lifecycle_core::tags::{self, ConsistencyLabel};
 use ebs_lifecycle_core::targets::InstanceTarget;
 
-use crate::execute::{left, take_instance_snapshots, Done, Outcome, Run};
-use crate::Failed;
+use crate::execute::{failed_all, left, take_instance_snapshots, Done, Outcome, Run};
 
 /// `Failed.error_kind` of volumes a policy with `on_command_failure: skip`
 /// did not snapshot.
@@ -125,26 +124,6 @@ fn failure(
         output,
         outcome,
     }
-}
-
-fn failed_all(
-    due: &[String],
-    policy: &Policy,
-    instance_id: &str,
-    kind: &str,
-    error: String,
-) -> Outcome {
-    Outcome::Failed(
-        due.iter()
-            .map(|volume_id| Failed {
-                volume_id: volume_id.clone(),
-                policy: policy.name.clone(),
-                instance_id: Some(instance_id.to_string()),
-                error_kind: kind.to_string(),
-                error: error.clone(),
-            })
-            .collect(),
-    )
 }
 
 /// The pre and post commands of a policy for this set of volumes.
@@ -291,7 +270,7 @@ pub(crate) async fn application(
             failed_all(
                 due,
                 policy,
-                &instance.id,
+                Some(&instance.id),
                 SKIPPED_KIND,
                 format!(
                     "the pre command {} and the policy says skip",
@@ -402,9 +381,19 @@ pub(crate) async fn stopped(
         Ok(Some(instance)) => instance.state,
         Ok(None) => {
             let e = Ec2Error::InstanceNotFound;
-            return (failed_all(due, policy, id, e.kind(), e.to_string()), None).into();
+            return (
+                failed_all(due, policy, Some(id), e.kind(), e.to_string()),
+                None,
+            )
+                .into();
         }
-        Err(e) => return (failed_all(due, policy, id, e.kind(), e.to_string()), None).into(),
+        Err(e) => {
+            return (
+                failed_all(due, policy, Some(id), e.kind(), e.to_string()),
+                None,
+            )
+                .into()
+        }
     };
 
     match stop_plan(&state, tags::allows_stop(&instance.tags), ours) {
@@ -417,7 +406,7 @@ pub(crate) async fn stopped(
             failed_all(
                 due,
                 policy,
-                id,
+                Some(id),
                 "instance-busy",
                 format!("the instance is {state}; the next tick tries again"),
             ),
@@ -497,8 +486,8 @@ async fn stop_snapshot_start(
                 failed_all(
                     due,
                     policy,
-                    id,
-                    "ledger-unavailable",
+                    Some(id),
+                    e.kind(),
                     format!("not stopped: could not record the stop first: {e}"),
                 ),
                 None,
@@ -511,7 +500,13 @@ async fn stop_snapshot_start(
         }
         if let Err(e) = control.stop_instance(id).await {
             forget_stop(run, id).await;
-            let outcome = failed_all(due, policy, id, e.kind(), format!("could not stop it: {e}"));
+            let outcome = failed_all(
+                due,
+                policy,
+                Some(id),
+                e.kind(),
+                format!("could not stop it: {e}"),
+            );
             failures.push(failure(
                 target,
                 "stop",
@@ -532,7 +527,7 @@ async fn stop_snapshot_start(
         let outcome = failed_all(
             due,
             policy,
-            id,
+            Some(id),
             "not-stopped-in-time",
             format!("still {last} after {} s", waits.stop_timeout.as_secs()),
         );

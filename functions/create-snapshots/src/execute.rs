@@ -114,17 +114,12 @@ impl Creation<'_> {
             asked_at: run.now,
         };
         if let Err(e) = ledger.ask_creation(&intent).await {
-            return Outcome::Failed(
-                self.due
-                    .iter()
-                    .map(|volume_id| Failed {
-                        volume_id: volume_id.clone(),
-                        policy: self.policy.name.clone(),
-                        instance_id: self.instance_id.clone(),
-                        error_kind: "ledger-unavailable".into(),
-                        error: format!("the ledger could not record the intent to snapshot, so none was asked for: {e}"),
-                    })
-                    .collect(),
+            return failed_all(
+                self.due,
+                self.policy,
+                self.instance_id.as_deref(),
+                e.kind(),
+                format!("the ledger could not record the intent to snapshot, so none was asked for: {e}"),
             );
         }
         match paced(run, call).await {
@@ -140,11 +135,12 @@ impl Creation<'_> {
                 forget(run, &intent).await;
                 left(self.due, self.policy)
             }
-            Err(e) => Outcome::Failed(
-                self.due
-                    .iter()
-                    .map(|v| failed(v, self.policy, self.instance_id.clone(), &e))
-                    .collect(),
+            Err(e) => failed_all(
+                self.due,
+                self.policy,
+                self.instance_id.as_deref(),
+                e.kind(),
+                e.to_string(),
             ),
         }
     }
@@ -435,14 +431,25 @@ fn instance_request(
     }
 }
 
-fn failed(volume_id: &str, policy: &Policy, instance_id: Option<String>, e: &Ec2Error) -> Failed {
-    Failed {
-        volume_id: volume_id.to_string(),
-        policy: policy.name.clone(),
-        instance_id,
-        error_kind: e.kind().into(),
-        error: e.to_string(),
-    }
+/// Every due volume failed for one reason: they stay due.
+pub(crate) fn failed_all(
+    due: &[String],
+    policy: &Policy,
+    instance_id: Option<&str>,
+    kind: &str,
+    error: String,
+) -> Outcome {
+    Outcome::Failed(
+        due.iter()
+            .map(|volume_id| Failed {
+                volume_id: volume_id.clone(),
+                policy: policy.name.clone(),
+                instance_id: instance_id.map(String::from),
+                error_kind: kind.to_string(),
+                error: error.clone(),
+            })
+            .collect(),
+    )
 }
 
 fn skipped(resource_id: &str, skipped: &[tags::SkippedTag]) -> Option<SkippedTags> {

@@ -443,7 +443,7 @@ async fn plan<'p>(
                 now,
             )
             .await
-            .map_err(|e| ("ledger-unavailable", e.to_string())),
+            .map_err(|e| (e.kind(), e.to_string())),
             Err(e) => Err((e.kind(), e.to_string())),
         };
         let covered: BTreeSet<String> = match sifted {

@@ -25,6 +25,16 @@ pub enum LedgerError {
     Contended { operation: &'static str },
 }
 
+impl LedgerError {
+    /// Short stable name for run summaries.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Unavailable { .. } => "ledger-unavailable",
+            Self::Contended { .. } => "ledger-contended",
+        }
+    }
+}
+
 /// An instance create-snapshots stopped for a `stopped` snapshot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StopRecord {
