@@ -150,6 +150,13 @@ struct Attacker {
     /// own (docs/policies-and-tags.md, "Ownership"). Counted for the
     /// figures; held to the same invariants as the rest.
     impersonations: BTreeSet<String>,
+    /// Snapshots the attacker made in the disaster-recovery region and in
+    /// the vault account.
+    made_dr: BTreeSet<String>,
+    made_vault: BTreeSet<String>,
+    /// Instances someone stopped by hand (incident response): the stack
+    /// must leave them stopped whatever their tags say.
+    stopped_by_hand: BTreeSet<String>,
 }
 
 impl Attacker {
@@ -161,6 +168,9 @@ impl Attacker {
             log: Vec::new(),
             made: BTreeSet::new(),
             impersonations: BTreeSet::new(),
+            made_dr: BTreeSet::new(),
+            made_vault: BTreeSet::new(),
+            stopped_by_hand: BTreeSet::new(),
         }
     }
 
@@ -184,6 +194,8 @@ impl Attacker {
             DEPLOYMENT,
             "other-deployment",
             "lean",
+            "gold",
+            "batch",
             "no-such-policy",
             "us-west-2",
         ];
@@ -298,30 +310,45 @@ impl Attacker {
                         self.made.insert(id);
                     }
                 }
-                2..=3 => {
-                    let Some(target) = self.pick(&targets).cloned() else {
-                        continue;
-                    };
-                    let key = *self.pick(&keys()).unwrap();
-                    self.log.push(format!("{target}: remove {key}"));
-                    ec2.delete_tags()
-                        .resources(&target)
-                        .tags(aws_sdk_ec2::types::Tag::builder().key(key).build())
-                        .send()
-                        .await
-                        .unwrap();
-                }
-                _ => {
-                    let Some(target) = self.pick(&targets).cloned() else {
-                        continue;
-                    };
-                    let key = *self.pick(&keys()).unwrap();
-                    let value = self.value(&ids, volumes, now);
-                    self.log.push(format!("{target}: {key}={value}"));
-                    put_tags(&ec2, &target, &[(key, &value)]).await;
-                }
+                2..=3 => self.untag(&ec2, "", &targets).await,
+                _ => self.retag(&ec2, "", &targets, &ids, volumes, now).await,
             }
         }
+    }
+
+    /// Removes a tag the stack reads from one of `targets` (`place` names
+    /// where, in the log).
+    async fn untag(&mut self, ec2: &aws_sdk_ec2::Client, place: &str, targets: &[String]) {
+        let Some(target) = self.pick(targets).cloned() else {
+            return;
+        };
+        let key = *self.pick(&keys()).unwrap();
+        self.log.push(format!("{place}{target}: remove {key}"));
+        ec2.delete_tags()
+            .resources(&target)
+            .tags(aws_sdk_ec2::types::Tag::builder().key(key).build())
+            .send()
+            .await
+            .unwrap();
+    }
+
+    /// Writes any value onto a tag the stack reads, on one of `targets`.
+    async fn retag(
+        &mut self,
+        ec2: &aws_sdk_ec2::Client,
+        place: &str,
+        targets: &[String],
+        ids: &[String],
+        volumes: &[String],
+        now: DateTime<Utc>,
+    ) {
+        let Some(target) = self.pick(targets).cloned() else {
+            return;
+        };
+        let key = *self.pick(&keys()).unwrap();
+        let value = self.value(ids, volumes, now);
+        self.log.push(format!("{place}{target}: {key}={value}"));
+        put_tags(ec2, &target, &[(key, &value)]).await;
     }
 }
 
@@ -403,6 +430,8 @@ struct Ran {
     deletions: usize,
     encrypted_copies: usize,
     impersonations: usize,
+    /// Vault copies seen completed and checked locked.
+    locks_checked: usize,
 }
 
 async fn attack(seed: u64, days: i64) -> Ran {
@@ -668,6 +697,7 @@ async fn attack(seed: u64, days: i64) -> Ran {
         deletions,
         encrypted_copies: encrypted_copies.len(),
         impersonations: attacker.impersonations.len(),
+        ..Ran::default()
     }
 }
 
@@ -701,4 +731,744 @@ async fn no_tag_write_or_forged_snapshot_makes_the_stack_do_harm() {
         total.deletions > 0 && total.encrypted_copies > 0,
         "{total:?}"
     );
+}
+
+// ---------------------------------------------------------------------
+// Beyond the source region: the disaster-recovery region, the vault
+// account and an instance a `stopped` policy may stop.
+// ---------------------------------------------------------------------
+
+const DR: &str = "us-west-2";
+const VAULT: &str = "210987654321";
+const STRANGER: &str = "333333333333";
+/// Days the beyond attack runs in `make test` (and seeds).
+const BEYOND_DAYS: i64 = 6;
+const BEYOND_SEEDS: u64 = 2;
+
+/// `gold` copies to the DR region and shares with the vault; `batch`
+/// stops its instances for the snapshot.
+fn beyond_policies(key: &str, dr_key: &str) -> String {
+    json!({
+        "gold": {"schedule": "@daily", "keep": {"last": 2, "daily": 3},
+                 "copies": [
+                     {"region": DR, "kms_key": dr_key, "keep": {"daily": 2}},
+                     {"account": VAULT, "region": REGION, "kms_key": key, "keep": {"daily": 3}}
+                 ]},
+        "batch": {"schedule": "@daily", "keep": {"last": 2}, "consistency": "stopped"}
+    })
+    .to_string()
+}
+
+/// Where the attacker acts beyond the source region.
+struct Places {
+    /// The source account in the DR region.
+    dr: aws_sdk_ec2::Client,
+    /// The vault account (someone there with `ec2:CreateTags` and
+    /// `ec2:CopySnapshot`).
+    vault: aws_sdk_ec2::Client,
+    /// An account the vault does not accept.
+    stranger: aws_sdk_ec2::Client,
+    stranger_volume: String,
+    instance: String,
+}
+
+fn vault_identity() -> ebs_lifecycle_core::ownership::Identity {
+    ebs_lifecycle_core::ownership::Identity {
+        deployment: "vault".into(),
+        account: VAULT.into(),
+        region: REGION.into(),
+    }
+}
+
+async fn share_with(ec2: &aws_sdk_ec2::Client, snapshot: &str, account: &str) -> bool {
+    ec2.modify_snapshot_attribute()
+        .snapshot_id(snapshot)
+        .attribute(aws_sdk_ec2::types::SnapshotAttributeName::CreateVolumePermission)
+        .operation_type(aws_sdk_ec2::types::OperationType::Add)
+        .user_ids(account)
+        .send()
+        .await
+        .is_ok()
+}
+
+/// An instance's state name, as EC2 has it now.
+async fn instance_state(ec2: &aws_sdk_ec2::Client, instance: &str) -> String {
+    let answer = ec2
+        .describe_instances()
+        .instance_ids(instance)
+        .send()
+        .await
+        .unwrap();
+    answer
+        .reservations()
+        .iter()
+        .flat_map(|r| r.instances())
+        .find_map(|i| i.state().and_then(|s| s.name()))
+        .map(|n| n.as_str().to_string())
+        .unwrap_or_default()
+}
+
+async fn instance_tag(ec2: &aws_sdk_ec2::Client, instance: &str, key: &str) -> Option<String> {
+    let answer = ec2
+        .describe_instances()
+        .instance_ids(instance)
+        .send()
+        .await
+        .unwrap();
+    answer
+        .reservations()
+        .iter()
+        .flat_map(|r| r.instances())
+        .flat_map(|i| i.tags())
+        .find(|t| t.key() == Some(key))
+        .and_then(|t| t.value().map(String::from))
+}
+
+impl Attacker {
+    /// Up to three moves in the DR region, the vault account or on the
+    /// instance, between two invocations.
+    async fn moves_beyond(
+        &mut self,
+        moto: &Moto,
+        places: &Places,
+        volumes: &[String],
+        now: DateTime<Utc>,
+    ) {
+        let ec2 = moto.ec2();
+        let sources = snapshots(&ec2).await;
+        let dr: Vec<String> = snapshots(&places.dr).await.into_iter().map(|s| s.id).collect();
+        let vault: Vec<String> = snapshots(&places.vault)
+            .await
+            .into_iter()
+            .map(|s| s.id)
+            .collect();
+        let mut ids: Vec<String> = sources.iter().map(|s| s.id.clone()).collect();
+        ids.extend(dr.iter().cloned());
+        ids.extend(vault.iter().cloned());
+        let instance = std::slice::from_ref(&places.instance);
+        for _ in 0..self.rng.random_range(0..=3) {
+            match self.rng.random_range(0..12) {
+                0 => self.untag(&places.dr, "dr ", &dr).await,
+                1 | 2 => self.retag(&places.dr, "dr ", &dr, &ids, volumes, now).await,
+                3 => self.untag(&places.vault, "vault ", &vault).await,
+                4 | 5 => {
+                    self.retag(&places.vault, "vault ", &vault, &ids, volumes, now)
+                        .await
+                }
+                6 => {
+                    // A copy into the DR region with the deployment's copy
+                    // Description and labels.
+                    let Some(real) = self.pick(&sources).cloned() else {
+                        continue;
+                    };
+                    moto.set_clock(Some(now));
+                    let made = places
+                        .dr
+                        .copy_snapshot()
+                        .source_region(REGION)
+                        .source_snapshot_id(&real.id)
+                        .description(identity(DEPLOYMENT).copy(REGION, &real.id))
+                        .send()
+                        .await;
+                    moto.set_clock(None);
+                    if let Some(id) = made.ok().and_then(|m| m.snapshot_id) {
+                        put_tags(
+                            &places.dr,
+                            &id,
+                            &[
+                                (tags::MANAGED_BY, DEPLOYMENT),
+                                (tags::COPY_OF, &real.id),
+                                (tags::SOURCE_REGION, REGION),
+                                (tags::STATE, "completed"),
+                            ],
+                        )
+                        .await;
+                        self.log.push(format!("dr {id}: copy of {} by hand", real.id));
+                        self.made_dr.insert(id);
+                    }
+                }
+                7 => {
+                    // The source account (compromised, accepted by the
+                    // vault) shares a snapshot made by hand with a real
+                    // one's Description and tags.
+                    let Some(real) = self.pick(&sources).cloned() else {
+                        continue;
+                    };
+                    let (Some(volume), Some(description)) =
+                        (real.volume_id.clone(), real.description.clone())
+                    else {
+                        continue;
+                    };
+                    if !volumes.contains(&volume) {
+                        continue;
+                    }
+                    if let Some(id) = by_hand(moto, &volume, &description, now).await {
+                        for (k, v) in &real.tags {
+                            put_tags(&ec2, &id, &[(k.as_str(), v.as_str())]).await;
+                        }
+                        share_with(&ec2, &id, VAULT).await;
+                        self.log
+                            .push(format!("{id}: by hand as {}, shared with the vault", real.id));
+                        self.made.insert(id);
+                    }
+                }
+                8 => {
+                    // A stranger shares a snapshot that claims to be ours.
+                    let Some(real) = self.pick(&sources).cloned() else {
+                        continue;
+                    };
+                    moto.set_clock(Some(now));
+                    let made = places
+                        .stranger
+                        .create_snapshot()
+                        .volume_id(&places.stranger_volume)
+                        .description(real.description.clone().unwrap_or_default())
+                        .send()
+                        .await;
+                    moto.set_clock(None);
+                    if let Some(id) = made.ok().and_then(|m| m.snapshot_id) {
+                        for (k, v) in &real.tags {
+                            put_tags(&places.stranger, &id, &[(k.as_str(), v.as_str())]).await;
+                        }
+                        share_with(&places.stranger, &id, VAULT).await;
+                        self.log.push(format!("stranger {id}: as {}, shared", real.id));
+                    }
+                }
+                9 => {
+                    // Someone in the vault copies a share with the vault's
+                    // copy Description and labels.
+                    let Some(real) = self.pick(&sources).cloned() else {
+                        continue;
+                    };
+                    moto.set_clock(Some(now));
+                    let made = places
+                        .vault
+                        .copy_snapshot()
+                        .source_region(REGION)
+                        .source_snapshot_id(&real.id)
+                        .description(vault_identity().copy(REGION, &real.id))
+                        .send()
+                        .await;
+                    moto.set_clock(None);
+                    if let Some(id) = made.ok().and_then(|m| m.snapshot_id) {
+                        put_tags(
+                            &places.vault,
+                            &id,
+                            &[
+                                (tags::MANAGED_BY, "vault"),
+                                (tags::COPY_OF, &real.id),
+                                (tags::SOURCE_ACCOUNT, ACCOUNT),
+                                (tags::STATE, "completed"),
+                            ],
+                        )
+                        .await;
+                        self.log
+                            .push(format!("vault {id}: copy of {} by hand", real.id));
+                        self.made_vault.insert(id);
+                    }
+                }
+                10 => {
+                    // Incident response stops the instance, or starts
+                    // again the one it stopped.
+                    let id = places.instance.clone();
+                    if self.stopped_by_hand.remove(&id) {
+                        ec2.start_instances().instance_ids(&id).send().await.unwrap();
+                        self.log.push(format!("{id}: started by hand"));
+                    } else if instance_state(&ec2, &id).await == "running" {
+                        ec2.stop_instances().instance_ids(&id).send().await.unwrap();
+                        self.stopped_by_hand.insert(id.clone());
+                        self.log.push(format!("{id}: stopped by hand"));
+                    }
+                }
+                _ => {
+                    if self.rng.random_bool(0.3) {
+                        self.untag(&ec2, "", instance).await;
+                    } else {
+                        self.retag(&ec2, "", instance, &ids, volumes, now).await;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The vault stack: its own account, ledger, key and notifications.
+struct VaultStack {
+    adapter: Ec2Adapter,
+    ledger: &'static ebs_lifecycle::aws::ledger::DynamoLedger,
+    notifier: RecordingNotifier,
+    config: Config,
+}
+
+/// The source stack's run of copy-snapshots at `at`: DR copies and shares.
+async fn copy_run(
+    stack: &Stack,
+    dr: &Ec2Adapter,
+    moto: &Moto,
+    at: DateTime<Utc>,
+) -> Result<copy_snapshots::RunSummary, copy_snapshots::CopyError> {
+    let destinations = BTreeMap::from([(
+        DR.to_string(),
+        copy_snapshots::Destination {
+            catalog: dr,
+            protections: dr,
+            copier: dr,
+            deleter: dr,
+            tagger: dr,
+        },
+    )]);
+    copy_snapshots::handle(
+        copy_snapshots::Ports {
+            catalog: &stack.adapter,
+            sharing: &stack.adapter,
+            keys: &stack.kms,
+            destinations: &destinations,
+            notifier: &stack.notifier,
+            ledger: moto.ledger(),
+            copy_pacing: copy_snapshots::COPY_PACING,
+            delete_pacing: copy_snapshots::DELETE_PACING,
+        },
+        &stack.config,
+        &tick(),
+        at,
+        plenty(),
+    )
+    .await
+}
+
+async fn vault_run(
+    vault: &VaultStack,
+    at: DateTime<Utc>,
+) -> Result<vault_snapshots::VaultSummary, vault_snapshots::VaultError> {
+    vault_snapshots::handle(
+        vault_snapshots::Ports {
+            catalog: &vault.adapter,
+            protections: &vault.adapter,
+            copier: &vault.adapter,
+            deleter: &vault.adapter,
+            tagger: &vault.adapter,
+            locker: &vault.adapter,
+            notifier: &vault.notifier,
+            ledger: vault.ledger,
+            copy_pacing: vault_snapshots::COPY_PACING,
+            delete_pacing: vault_snapshots::DELETE_PACING,
+        },
+        &vault.config,
+        &tick(),
+        at,
+        plenty(),
+    )
+    .await
+}
+
+/// What the deployment made in one place (the source region, the DR
+/// region, the vault): each of its snapshots -> the source snapshot it
+/// stands for (itself in the source region), and every id ever seen there.
+#[derive(Default)]
+struct Place {
+    ours: BTreeMap<String, String>,
+    completed: BTreeSet<String>,
+    seen: BTreeSet<String>,
+}
+
+impl Place {
+    /// Records what EC2 lists there now; returns the ids present.
+    fn observe(&mut self, listed: &[Snapshot]) -> BTreeSet<String> {
+        for s in listed {
+            self.seen.insert(s.id.clone());
+            if s.state == SnapshotState::Completed && self.ours.contains_key(&s.id) {
+                self.completed.insert(s.id.clone());
+            }
+        }
+        listed.iter().map(|s| s.id.clone()).collect()
+    }
+
+    /// The invariants of a place: nothing the deployment did not make is
+    /// gone; per source volume and policy, the newest completed snapshot
+    /// and every one its rules keep (judged by the source's StartTime, as
+    /// EC2 recorded it) is there.
+    fn check(
+        &self,
+        present: &BTreeSet<String>,
+        made_by_hand: &BTreeSet<String>,
+        sources: &BTreeMap<String, Snapshot>,
+        rules: impl Fn(&str) -> (String, ebs_lifecycle_core::policy::KeepRules),
+    ) -> Result<(), String> {
+        for id in self.seen.iter().chain(made_by_hand) {
+            if !self.ours.contains_key(id) && !present.contains(id) {
+                return Err(format!("{id}, not made by the deployment, was deleted"));
+            }
+        }
+        let mut groups: BTreeMap<(String, String), Vec<Candidate>> = BTreeMap::new();
+        for id in &self.completed {
+            let Some(source) = sources.get(&self.ours[id]) else {
+                return Err(format!("{id} stands for {}, never seen", self.ours[id]));
+            };
+            let (policy, _) = rules(id);
+            let volume = source.volume_id.clone().unwrap_or_default();
+            groups.entry((volume, policy)).or_default().push(Candidate {
+                id: id.clone(),
+                time: source.start_time.unwrap(),
+                tags: Vec::new(),
+            });
+        }
+        for ((volume, _), mut candidates) in groups {
+            candidates.sort_by_key(|c| (c.time, c.id.clone()));
+            let newest = candidates.last().unwrap();
+            if !present.contains(&newest.id) {
+                return Err(format!("{volume}'s newest {} was deleted", newest.id));
+            }
+            let (_, keep) = rules(&newest.id);
+            for decision in retention::plan(&keep, chrono_tz::UTC, &candidates) {
+                if !decision.reasons.is_empty() && !present.contains(&decision.id) {
+                    return Err(format!(
+                        "{volume}'s {} was deleted although its rules keep it ({:?})",
+                        decision.id, decision.reasons
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn attack_beyond(seed: u64, days: i64) -> Ran {
+    let moto = Moto::start();
+    moto.seed_ids(seed);
+    let ec2 = moto.ec2();
+    let kms = aws_sdk_kms::Client::new(&moto.sdk_config());
+    // The source's volumes are under a key the vault may use.
+    let key = create_kms_key(&moto.sdk_config()).await;
+    let key_policy = json!({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": {"AWS": format!("arn:aws:iam::{ACCOUNT}:root")}, "Action": "kms:*", "Resource": "*"},
+        {"Effect": "Allow", "Principal": {"AWS": format!("arn:aws:iam::{VAULT}:root")},
+         "Action": ["kms:Decrypt", "kms:DescribeKey", "kms:CreateGrant", "kms:ReEncrypt*"], "Resource": "*"}
+    ]});
+    kms.put_key_policy()
+        .key_id(key.rsplit('/').next().unwrap())
+        .policy_name("default")
+        .policy(key_policy.to_string())
+        .send()
+        .await
+        .unwrap();
+    let dr_key = moto.kms_key_in(DR).await;
+    let policies = beyond_policies(&key, &dr_key);
+    let (counted, counter) = moto.counted_ec2();
+    let stack = Stack {
+        adapter: Ec2Adapter::new(counted),
+        kms: KmsAdapter::new(kms.clone()),
+        notifier: RecordingNotifier::default(),
+        config: config_with(&policies, &[("DRY_RUN", "false"), ("MAX_DELETIONS", "50")]),
+    };
+    let dr = Ec2Adapter::new(moto.ec2_in(DR));
+    let vault_sdk = moto.sdk_config_as(VAULT).await;
+    create_ledger_table(&vault_sdk);
+    let vault_key = create_kms_key(&vault_sdk).await;
+    let vault_policies = r#"{"gold": {"daily": 2}}"#;
+    let vault = VaultStack {
+        adapter: Ec2Adapter::new(aws_sdk_ec2::Client::new(&vault_sdk)),
+        ledger: Box::leak(Box::new(ebs_lifecycle::aws::ledger::DynamoLedger::new(
+            aws_sdk_dynamodb::Client::new(&vault_sdk),
+            LEDGER_TABLE,
+        ))),
+        notifier: RecordingNotifier::default(),
+        config: config_with(
+            r#"{"gold": {"schedule": "@daily", "keep": {"last": 1}}}"#,
+            &[
+                ("DEPLOYMENT_NAME", "vault"),
+                ("ACCOUNT_ID", VAULT),
+                ("DRY_RUN", "false"),
+                ("VAULT_FOR_ACCOUNTS", ACCOUNT),
+                ("VAULT_POLICIES", vault_policies),
+                ("VAULT_KMS_KEY_ID", &vault_key),
+                ("VAULT_LOCK_DAYS", "2"),
+            ],
+        ),
+    };
+    let stranger = aws_sdk_ec2::Client::new(&moto.sdk_config_as(STRANGER).await);
+    let stranger_volume = create_volume(&stranger, 8, &[]).await;
+    let mut volumes = Vec::new();
+    for _ in 0..2 {
+        let id = ec2
+            .create_volume()
+            .availability_zone("us-east-1a")
+            .size(8)
+            .encrypted(true)
+            .kms_key_id(&key)
+            .tag_specifications(tag_spec(
+                aws_sdk_ec2::types::ResourceType::Volume,
+                &[("Backup", "gold")],
+            ))
+            .send()
+            .await
+            .unwrap()
+            .volume_id()
+            .unwrap()
+            .to_string();
+        volumes.push(id);
+    }
+    let (instance, root) =
+        run_instance(&ec2, &[("Backup", "batch"), (tags::ALLOW_STOP, "true")]).await;
+    volumes.push(root);
+    let places = Places {
+        dr: moto.ec2_in(DR),
+        vault: aws_sdk_ec2::Client::new(&vault_sdk),
+        stranger,
+        stranger_volume,
+        instance: instance.clone(),
+    };
+    moto.ledger()
+        .begin_creations(day(0) - chrono::Duration::hours(1))
+        .await
+        .unwrap();
+    let all = Policies::parse(&policies).unwrap();
+    let dr_keep = all.get("gold").unwrap().copies[0].keep.clone();
+    let vault_keep = Policies::parse(&format!(
+        r#"{{"gold": {{"schedule": "@daily", "keep": {}}}}}"#,
+        &vault_policies[9..vault_policies.len() - 1]
+    ))
+    .unwrap()
+    .get("gold")
+    .unwrap()
+    .keep
+    .clone();
+    let mut attacker = Attacker::new(seed);
+    // (volume, policy, slot) -> what create-snapshots made there.
+    let mut created: BTreeMap<(String, String, String), Vec<String>> = BTreeMap::new();
+    let mut policy_of: BTreeMap<String, String> = BTreeMap::new();
+    let mut source = Place::default();
+    let mut dr_place = Place::default();
+    let mut vault_place = Place::default();
+    // Every source snapshot as last seen (a deleted one still stands
+    // behind its copies).
+    let mut known: BTreeMap<String, Snapshot> = BTreeMap::new();
+    let mut ran = Ran::default();
+    let mut locks_checked = 0;
+
+    for d in 0..days {
+        let now = day(d);
+        let minutes = |m: i64| now + chrono::Duration::minutes(m);
+        attacker.log.push(format!("-- day {d}"));
+        let fail = |attacker: &Attacker, what: String| -> ! {
+            panic!("seed {seed}, day {d}: {what}\n{}", attacker.log.join("\n"))
+        };
+        for at in [now, minutes(15)] {
+            attacker
+                .moves_beyond(&moto, &places, &volumes, at - chrono::Duration::minutes(2))
+                .await;
+            // The instance as this run will read it.
+            let state = instance_state(&ec2, &instance).await;
+            let may_stop = state == "running"
+                && instance_tag(&ec2, &instance, "Backup").await.as_deref() == Some("batch")
+                && instance_tag(&ec2, &instance, tags::ALLOW_STOP)
+                    .await
+                    .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+            let stops = counter.count("StopInstances");
+            let world = (&stack, &moto, &volumes, seed, &mut attacker);
+            let made = step!(world, at, "create-snapshots", create(&stack, &moto, at));
+            ran.invocations += 1;
+            let stopped = counter.count("StopInstances") - stops;
+            let after = instance_state(&ec2, &instance).await;
+            if stopped > usize::from(may_stop) {
+                fail(
+                    &attacker,
+                    format!("{instance} stopped {stopped} times ({state}, may stop: {may_stop})"),
+                );
+            }
+            if after != state {
+                fail(
+                    &attacker,
+                    format!("{instance} was {state}, left {after}: {:?}", made.restarted),
+                );
+            }
+            for c in made.created {
+                source.ours.insert(c.snapshot_id.clone(), c.snapshot_id.clone());
+                policy_of.insert(c.snapshot_id.clone(), c.policy.clone());
+                let ids = created.entry((c.volume_id, c.policy, c.slot)).or_default();
+                ids.push(c.snapshot_id);
+                if ids.len() > 1 {
+                    fail(&attacker, format!("snapshotted twice in one slot: {ids:?}"));
+                }
+            }
+        }
+        let world = (&stack, &moto, &volumes, seed, &mut attacker);
+        step!(
+            world,
+            minutes(60),
+            "complete-snapshots",
+            complete_snapshots::handle(
+                complete_ports(&stack.adapter, &stack.notifier, moto.ledger()),
+                &stack.config,
+                &tick(),
+                minutes(60),
+                plenty(),
+            )
+        );
+        ran.invocations += 1;
+        // Copies and shares, the vault copies; an hour and a half later
+        // both again (copies complete after 30 minutes of moto's clock):
+        // copies tracked, the vault's completed and locked.
+        for (copy_at, vault_at) in [(minutes(70), minutes(120)), (minutes(150), minutes(190))] {
+            attacker
+                .moves_beyond(&moto, &places, &volumes, copy_at - chrono::Duration::minutes(2))
+                .await;
+            let world = (&stack, &moto, &volumes, seed, &mut attacker);
+            let copied = step!(
+                world,
+                copy_at,
+                "copy-snapshots",
+                copy_run(&stack, &dr, &moto, copy_at)
+            );
+            for region in &copied.regions {
+                for s in &region.started {
+                    dr_place
+                        .ours
+                        .insert(s.copy_id.clone(), s.source_snapshot_id.clone());
+                }
+                ran.deletions += region.deleted.len();
+            }
+            attacker
+                .moves_beyond(&moto, &places, &volumes, vault_at - chrono::Duration::minutes(2))
+                .await;
+            let world = (&stack, &moto, &volumes, seed, &mut attacker);
+            let vaulted = step!(world, vault_at, "vault-snapshots", vault_run(&vault, vault_at));
+            ran.invocations += 2;
+            ran.deletions += vaulted.deleted.len();
+            for id in vaulted.started.iter().chain(&vaulted.adopted) {
+                vault_place.ours.insert(id.clone(), String::new());
+            }
+        }
+        // The vault's copies stand for the source snapshot their
+        // Description names (nobody can change it).
+        let listed_vault = snapshots(&places.vault).await;
+        for s in &listed_vault {
+            if let Some(source_id) = vault_place.ours.get_mut(&s.id) {
+                if let Some(ebs_lifecycle_core::ownership::Claim::Copy {
+                    source_snapshot_id, ..
+                }) = s
+                    .description
+                    .as_deref()
+                    .and_then(|d| vault_identity().read(d))
+                {
+                    *source_id = source_snapshot_id;
+                }
+            }
+        }
+        // Every completed vault copy completed today is locked now.
+        let completed_before = vault_place.completed.clone();
+        let present_vault = vault_place.observe(&listed_vault);
+        let fresh: Vec<&String> = vault_place.completed.difference(&completed_before).collect();
+        if !fresh.is_empty() {
+            let locked: BTreeSet<String> = places
+                .vault
+                .describe_locked_snapshots()
+                .set_snapshot_ids(Some(fresh.iter().map(|s| s.to_string()).collect()))
+                .send()
+                .await
+                .unwrap()
+                .snapshots()
+                .iter()
+                .filter_map(|l| l.snapshot_id().map(String::from))
+                .collect();
+            for id in &fresh {
+                if !locked.contains(*id) {
+                    fail(&attacker, format!("vault copy {id} completed and not locked"));
+                }
+                locks_checked += 1;
+            }
+        }
+        // Expiry in the source, then the DR region's retention.
+        attacker
+            .moves_beyond(&moto, &places, &volumes, minutes(238))
+            .await;
+        let listed = snapshots(&ec2).await;
+        for s in &listed {
+            known.insert(s.id.clone(), s.clone());
+        }
+        source.observe(&listed);
+        let world = (&stack, &moto, seed, &mut attacker);
+        let expired = step!(
+            @run world,
+            minutes(240),
+            "expire-snapshots",
+            expire_snapshots::handle(
+                expire_snapshots::Ports {
+                    pacing: expire_snapshots::Pacing::NONE,
+                    ..expire_ports(&stack.adapter, &stack.notifier, moto.ledger())
+                },
+                &stack.config,
+                &tick(),
+                minutes(240),
+                plenty(),
+            )
+        );
+        ran.deletions += expired.volumes.iter().map(|v| v.deleted.len()).sum::<usize>();
+        let world = (&stack, &moto, &volumes, seed, &mut attacker);
+        let copied = step!(
+            world,
+            minutes(270),
+            "copy-snapshots",
+            copy_run(&stack, &dr, &moto, minutes(270))
+        );
+        ran.invocations += 2;
+        for region in &copied.regions {
+            for s in &region.started {
+                dr_place
+                    .ours
+                    .insert(s.copy_id.clone(), s.source_snapshot_id.clone());
+            }
+            ran.deletions += region.deleted.len();
+        }
+
+        // The invariants, in every place.
+        let present = source.observe(&snapshots(&ec2).await);
+        let rules_of = |id: &str| {
+            let policy = policy_of.get(id).cloned().unwrap_or_default();
+            let keep = all.get(&policy).unwrap().keep.clone();
+            (policy, keep)
+        };
+        if let Err(e) = source.check(&present, &attacker.made, &known, rules_of) {
+            fail(&attacker, format!("source region: {e}"));
+        }
+        let present_dr = dr_place.observe(&snapshots(&places.dr).await);
+        let dr_rules = |_: &str| ("gold".to_string(), dr_keep.clone());
+        if let Err(e) = dr_place.check(&present_dr, &attacker.made_dr, &known, dr_rules) {
+            fail(&attacker, format!("DR region: {e}"));
+        }
+        let vault_rules = |_: &str| ("gold".to_string(), vault_keep.clone());
+        let now_vault = vault_place.observe(&snapshots(&places.vault).await);
+        let _ = present_vault;
+        if let Err(e) = vault_place.check(&now_vault, &attacker.made_vault, &known, vault_rules) {
+            fail(&attacker, format!("vault: {e}"));
+        }
+    }
+    ran.locks_checked = locks_checked;
+    ran
+}
+
+#[tokio::test]
+async fn no_attack_in_the_dr_region_the_vault_or_on_an_instance_makes_the_stack_do_harm() {
+    let days = env_number("ADVERSARY_DAYS", BEYOND_DAYS as u64) as i64;
+    let seeds: Vec<u64> = match std::env::var("ADVERSARY_SEED") {
+        Ok(one) => vec![one.parse().unwrap()],
+        Err(_) => {
+            let first = env_number("ADVERSARY_FIRST_SEED", 1);
+            (first..first + env_number("ADVERSARY_SEEDS", BEYOND_SEEDS)).collect()
+        }
+    };
+    let started = std::time::Instant::now();
+    let mut total = Ran::default();
+    for seed in &seeds {
+        let ran = attack_beyond(*seed, days).await;
+        total.invocations += ran.invocations;
+        total.deletions += ran.deletions;
+        total.locks_checked += ran.locks_checked;
+    }
+    eprintln!(
+        "adversary beyond: {} seeds from {:?}, {days} days each, {:.1} s: {total:?}",
+        seeds.len(),
+        seeds.first(),
+        started.elapsed().as_secs_f64()
+    );
+    assert!(total.deletions > 0 && total.locks_checked > 0, "{total:?}");
 }
