@@ -432,6 +432,10 @@ struct Ran {
     impersonations: usize,
     /// Vault copies seen completed and checked locked.
     locks_checked: usize,
+    /// Copies the deployment made in the DR region, seen completed.
+    dr_copies: usize,
+    /// Times create-snapshots stopped an instance (and started it again).
+    instance_stops: usize,
 }
 
 async fn attack(seed: u64, days: i64) -> Ran {
@@ -836,7 +840,11 @@ impl Attacker {
     ) {
         let ec2 = moto.ec2();
         let sources = snapshots(&ec2).await;
-        let dr: Vec<String> = snapshots(&places.dr).await.into_iter().map(|s| s.id).collect();
+        let dr: Vec<String> = snapshots(&places.dr)
+            .await
+            .into_iter()
+            .map(|s| s.id)
+            .collect();
         let vault: Vec<String> = snapshots(&places.vault)
             .await
             .into_iter()
@@ -883,7 +891,8 @@ impl Attacker {
                             ],
                         )
                         .await;
-                        self.log.push(format!("dr {id}: copy of {} by hand", real.id));
+                        self.log
+                            .push(format!("dr {id}: copy of {} by hand", real.id));
                         self.made_dr.insert(id);
                     }
                 }
@@ -907,8 +916,10 @@ impl Attacker {
                             put_tags(&ec2, &id, &[(k.as_str(), v.as_str())]).await;
                         }
                         share_with(&ec2, &id, VAULT).await;
-                        self.log
-                            .push(format!("{id}: by hand as {}, shared with the vault", real.id));
+                        self.log.push(format!(
+                            "{id}: by hand as {}, shared with the vault",
+                            real.id
+                        ));
                         self.made.insert(id);
                     }
                 }
@@ -931,7 +942,8 @@ impl Attacker {
                             put_tags(&places.stranger, &id, &[(k.as_str(), v.as_str())]).await;
                         }
                         share_with(&places.stranger, &id, VAULT).await;
-                        self.log.push(format!("stranger {id}: as {}, shared", real.id));
+                        self.log
+                            .push(format!("stranger {id}: as {}, shared", real.id));
                     }
                 }
                 9 => {
@@ -972,7 +984,11 @@ impl Attacker {
                     // again the one it stopped.
                     let id = places.instance.clone();
                     if self.stopped_by_hand.remove(&id) {
-                        ec2.start_instances().instance_ids(&id).send().await.unwrap();
+                        ec2.start_instances()
+                            .instance_ids(&id)
+                            .send()
+                            .await
+                            .unwrap();
                         self.log.push(format!("{id}: started by hand"));
                     } else if instance_state(&ec2, &id).await == "running" {
                         ec2.stop_instances().instance_ids(&id).send().await.unwrap();
@@ -1282,7 +1298,9 @@ async fn attack_beyond(seed: u64, days: i64) -> Ran {
                 );
             }
             for c in made.created {
-                source.ours.insert(c.snapshot_id.clone(), c.snapshot_id.clone());
+                source
+                    .ours
+                    .insert(c.snapshot_id.clone(), c.snapshot_id.clone());
                 policy_of.insert(c.snapshot_id.clone(), c.policy.clone());
                 let ids = created.entry((c.volume_id, c.policy, c.slot)).or_default();
                 ids.push(c.snapshot_id);
@@ -1310,7 +1328,12 @@ async fn attack_beyond(seed: u64, days: i64) -> Ran {
         // copies tracked, the vault's completed and locked.
         for (copy_at, vault_at) in [(minutes(70), minutes(120)), (minutes(150), minutes(190))] {
             attacker
-                .moves_beyond(&moto, &places, &volumes, copy_at - chrono::Duration::minutes(2))
+                .moves_beyond(
+                    &moto,
+                    &places,
+                    &volumes,
+                    copy_at - chrono::Duration::minutes(2),
+                )
                 .await;
             let world = (&stack, &moto, &volumes, seed, &mut attacker);
             let copied = step!(
@@ -1328,10 +1351,20 @@ async fn attack_beyond(seed: u64, days: i64) -> Ran {
                 ran.deletions += region.deleted.len();
             }
             attacker
-                .moves_beyond(&moto, &places, &volumes, vault_at - chrono::Duration::minutes(2))
+                .moves_beyond(
+                    &moto,
+                    &places,
+                    &volumes,
+                    vault_at - chrono::Duration::minutes(2),
+                )
                 .await;
             let world = (&stack, &moto, &volumes, seed, &mut attacker);
-            let vaulted = step!(world, vault_at, "vault-snapshots", vault_run(&vault, vault_at));
+            let vaulted = step!(
+                world,
+                vault_at,
+                "vault-snapshots",
+                vault_run(&vault, vault_at)
+            );
             ran.invocations += 2;
             ran.deletions += vaulted.deleted.len();
             for id in vaulted.started.iter().chain(&vaulted.adopted) {
@@ -1340,7 +1373,11 @@ async fn attack_beyond(seed: u64, days: i64) -> Ran {
         }
         // The vault's copies stand for the source snapshot their
         // Description names (nobody can change it).
+        // Listed at the simulated time (moto completes a copy 30 minutes
+        // of its clock after the start).
+        moto.set_clock(Some(minutes(195)));
         let listed_vault = snapshots(&places.vault).await;
+        moto.set_clock(None);
         for s in &listed_vault {
             if let Some(source_id) = vault_place.ours.get_mut(&s.id) {
                 if let Some(ebs_lifecycle_core::ownership::Claim::Copy {
@@ -1357,7 +1394,10 @@ async fn attack_beyond(seed: u64, days: i64) -> Ran {
         // Every completed vault copy completed today is locked now.
         let completed_before = vault_place.completed.clone();
         let present_vault = vault_place.observe(&listed_vault);
-        let fresh: Vec<&String> = vault_place.completed.difference(&completed_before).collect();
+        let fresh: Vec<&String> = vault_place
+            .completed
+            .difference(&completed_before)
+            .collect();
         if !fresh.is_empty() {
             let locked: BTreeSet<String> = places
                 .vault
@@ -1372,7 +1412,10 @@ async fn attack_beyond(seed: u64, days: i64) -> Ran {
                 .collect();
             for id in &fresh {
                 if !locked.contains(*id) {
-                    fail(&attacker, format!("vault copy {id} completed and not locked"));
+                    fail(
+                        &attacker,
+                        format!("vault copy {id} completed and not locked"),
+                    );
                 }
                 locks_checked += 1;
             }
@@ -1402,7 +1445,11 @@ async fn attack_beyond(seed: u64, days: i64) -> Ran {
                 plenty(),
             )
         );
-        ran.deletions += expired.volumes.iter().map(|v| v.deleted.len()).sum::<usize>();
+        ran.deletions += expired
+            .volumes
+            .iter()
+            .map(|v| v.deleted.len())
+            .sum::<usize>();
         let world = (&stack, &moto, &volumes, seed, &mut attacker);
         let copied = step!(
             world,
@@ -1420,8 +1467,12 @@ async fn attack_beyond(seed: u64, days: i64) -> Ran {
             ran.deletions += region.deleted.len();
         }
 
-        // The invariants, in every place.
+        // The invariants, in every place, at the simulated time.
+        moto.set_clock(Some(minutes(275)));
         let present = source.observe(&snapshots(&ec2).await);
+        let listed_dr = snapshots(&places.dr).await;
+        let listed_vault = snapshots(&places.vault).await;
+        moto.set_clock(None);
         let rules_of = |id: &str| {
             let policy = policy_of.get(id).cloned().unwrap_or_default();
             let keep = all.get(&policy).unwrap().keep.clone();
@@ -1430,19 +1481,21 @@ async fn attack_beyond(seed: u64, days: i64) -> Ran {
         if let Err(e) = source.check(&present, &attacker.made, &known, rules_of) {
             fail(&attacker, format!("source region: {e}"));
         }
-        let present_dr = dr_place.observe(&snapshots(&places.dr).await);
+        let present_dr = dr_place.observe(&listed_dr);
         let dr_rules = |_: &str| ("gold".to_string(), dr_keep.clone());
         if let Err(e) = dr_place.check(&present_dr, &attacker.made_dr, &known, dr_rules) {
             fail(&attacker, format!("DR region: {e}"));
         }
         let vault_rules = |_: &str| ("gold".to_string(), vault_keep.clone());
-        let now_vault = vault_place.observe(&snapshots(&places.vault).await);
+        let now_vault = vault_place.observe(&listed_vault);
         let _ = present_vault;
         if let Err(e) = vault_place.check(&now_vault, &attacker.made_vault, &known, vault_rules) {
             fail(&attacker, format!("vault: {e}"));
         }
     }
     ran.locks_checked = locks_checked;
+    ran.dr_copies = dr_place.completed.len();
+    ran.instance_stops = counter.count("StopInstances");
     ran
 }
 
@@ -1463,6 +1516,8 @@ async fn no_attack_in_the_dr_region_the_vault_or_on_an_instance_makes_the_stack_
         total.invocations += ran.invocations;
         total.deletions += ran.deletions;
         total.locks_checked += ran.locks_checked;
+        total.dr_copies += ran.dr_copies;
+        total.instance_stops += ran.instance_stops;
     }
     eprintln!(
         "adversary beyond: {} seeds from {:?}, {days} days each, {:.1} s: {total:?}",
@@ -1470,5 +1525,12 @@ async fn no_attack_in_the_dr_region_the_vault_or_on_an_instance_makes_the_stack_
         seeds.first(),
         started.elapsed().as_secs_f64()
     );
-    assert!(total.deletions > 0 && total.locks_checked > 0, "{total:?}");
+    // The invariants were put to the test in every place.
+    assert!(
+        total.deletions > 0
+            && total.locks_checked > 0
+            && total.dr_copies > 0
+            && total.instance_stops > 0,
+        "{total:?}"
+    );
 }
