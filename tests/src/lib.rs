@@ -189,6 +189,17 @@ impl Moto {
         )))
     }
 
+    /// The stack's ledger on this moto, every request counted (leaked as
+    /// [`Moto::ledger`]).
+    pub fn counted_ledger(
+        &self,
+    ) -> (
+        &'static ebs_lifecycle::aws::ledger::DynamoLedger,
+        RequestCounter,
+    ) {
+        counted_ledger_in(&self.sdk_config())
+    }
+
     /// SDK configuration for another region of this server (moto keeps
     /// regions apart).
     pub fn sdk_config_in(&self, region: &str) -> aws_config::SdkConfig {
@@ -394,6 +405,40 @@ impl aws_smithy_runtime_api::client::interceptors::Intercept for RequestCounter 
         self.sequence.lock().unwrap().push(operation.clone());
         *self.counts.lock().unwrap().entry(operation).or_default() += 1;
         Ok(())
+    }
+}
+
+/// A ledger in the account `sdk` acts as, every request counted.
+pub fn counted_ledger_in(
+    sdk: &aws_config::SdkConfig,
+) -> (
+    &'static ebs_lifecycle::aws::ledger::DynamoLedger,
+    RequestCounter,
+) {
+    let counter = RequestCounter::default();
+    let config = aws_sdk_dynamodb::config::Builder::from(sdk)
+        .interceptor(counter.clone())
+        .build();
+    let ledger = Box::leak(Box::new(ebs_lifecycle::aws::ledger::DynamoLedger::new(
+        aws_sdk_dynamodb::Client::from_conf(config),
+        LEDGER_TABLE,
+    )));
+    (ledger, counter)
+}
+
+impl RequestCounter {
+    /// Writes sent to DynamoDB (each retry counted).
+    pub fn ledger_writes(&self) -> usize {
+        [
+            "PutItem",
+            "DeleteItem",
+            "UpdateItem",
+            "BatchWriteItem",
+            "TransactWriteItems",
+        ]
+        .iter()
+        .map(|op| self.count(op))
+        .sum()
     }
 }
 

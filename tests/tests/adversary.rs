@@ -26,9 +26,31 @@
 //!   tick after expiry included;
 //! - notifications per run stay bounded.
 //!
+//! A second attack goes beyond the source region
+//! ([`no_attack_in_the_dr_region_the_vault_or_on_an_instance_makes_the_stack_do_harm`]):
+//! a policy that copies to a disaster-recovery region and shares with a
+//! vault account, another that stops its instance for the snapshot, and
+//! create, complete, copy, the vault and expiry run as production runs
+//! them. Between any two invocations the attacker also writes and removes
+//! tags on the DR copies, the vault's copies and the instance; copies into
+//! the DR region and into the vault with the deployment's copy
+//! Descriptions; shares with the vault from the accepted source account
+//! (snapshots made by hand with a real one's Description and tags) and
+//! from an account it does not accept; and stops the instance by hand
+//! (incident response) or starts it again. After every day, in each of the
+//! three places: nothing the deployment did not make was deleted; per
+//! source volume, the newest completed copy and every copy the target's
+//! rules keep (judged by the source's StartTime) is there; every vault
+//! copy completed that day is locked. Around every create-snapshots run:
+//! the instance is stopped only when it was running, opted in to the
+//! stopped policy and tagged `lifecycle:allow-stop=true` when the run read
+//! it, and the run leaves it as it found it (one stopped by hand stays
+//! stopped).
+//!
 //! Each seed is a different attack, reproducible: a failure names its seed
 //! and its steps; `ADVERSARY_SEED=<n>` runs that one again. `make test`
-//! runs [`SEEDS`] seeds of [`DAYS`] days; `make adversary` runs many more
+//! runs [`SEEDS`] seeds of [`DAYS`] days (and [`BEYOND_SEEDS`] of
+//! [`BEYOND_DAYS`] beyond); `make adversary` runs many more of both
 //! (`ADVERSARY_SEEDS`, `ADVERSARY_DAYS`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
@@ -43,6 +65,7 @@ use serde_json::{json, Value};
 
 use ebs_lifecycle::aws::ec2::Ec2Adapter;
 use ebs_lifecycle::aws::kms::KmsAdapter;
+use ebs_lifecycle::aws::ledger::DynamoLedger;
 use ebs_lifecycle::config::Config;
 use ebs_lifecycle::lambda::deadline::Deadline;
 use ebs_lifecycle::ports::ledger::Ledger;
@@ -62,6 +85,10 @@ const DAYS: i64 = 8;
 /// More notifications than one run could honestly need: a forged snapshot
 /// is reported once, in one notification per run.
 const NOTIFICATIONS_PER_RUN: usize = 6;
+/// Ledger writes one run may make: what a handful of volumes need (records,
+/// copies, reports; 14 at most measured), however many moves the
+/// attacker made before it.
+const LEDGER_WRITES_PER_RUN: usize = 24;
 
 /// Every `lifecycle:` key, the selector and a key the stack only copies.
 fn keys() -> Vec<&'static str> {
@@ -358,11 +385,19 @@ struct Stack {
     kms: KmsAdapter,
     notifier: RecordingNotifier,
     config: Config,
+    ledger: &'static DynamoLedger,
+    ledger_requests: RequestCounter,
+    /// The most ledger writes one run made.
+    most_writes: std::cell::Cell<usize>,
 }
 
 impl Stack {
     fn notifications(&self) -> usize {
         self.notifier.sent().len()
+    }
+
+    fn ledger_writes(&self) -> usize {
+        self.ledger_requests.ledger_writes()
     }
 }
 
@@ -386,12 +421,21 @@ macro_rules! step {
         let at: DateTime<Utc> = $at;
         moto.set_clock(Some(at));
         let before = stack.notifications();
+        let writes = stack.ledger_writes();
         let result = $call.await;
         moto.set_clock(None);
         let sent = stack.notifications() - before;
         assert!(
             sent <= NOTIFICATIONS_PER_RUN,
             "seed {seed}: {} sent {sent} notifications\n{}",
+            $what,
+            attacker.log.join("\n")
+        );
+        let writes = stack.ledger_writes() - writes;
+        stack.most_writes.set(stack.most_writes.get().max(writes));
+        assert!(
+            writes <= LEDGER_WRITES_PER_RUN,
+            "seed {seed}: {} wrote the ledger {writes} times\n{}",
             $what,
             attacker.log.join("\n")
         );
@@ -409,12 +453,11 @@ macro_rules! step {
 /// One create-snapshots run of the stack at `at`.
 async fn create(
     stack: &Stack,
-    moto: &Moto,
     at: DateTime<Utc>,
 ) -> Result<create_snapshots::RunSummary, create_snapshots::CreateError> {
     let commands = no_commands();
     create_snapshots::handle(
-        create_ports(&stack.adapter, &commands, &stack.notifier, moto.ledger()),
+        create_ports(&stack.adapter, &commands, &stack.notifier, stack.ledger),
         &stack.config,
         &tick(),
         at,
@@ -436,6 +479,8 @@ struct Ran {
     dr_copies: usize,
     /// Times create-snapshots stopped an instance (and started it again).
     instance_stops: usize,
+    /// The most ledger writes one run made.
+    most_writes: usize,
 }
 
 async fn attack(seed: u64, days: i64) -> Ran {
@@ -443,11 +488,15 @@ async fn attack(seed: u64, days: i64) -> Ran {
     moto.seed_ids(seed);
     let ec2 = moto.ec2();
     let key = moto.kms_key_in(REGION).await;
+    let (ledger, ledger_requests) = moto.counted_ledger();
     let stack = Stack {
         adapter: Ec2Adapter::new(moto.ec2()),
         kms: KmsAdapter::new(aws_sdk_kms::Client::new(&moto.sdk_config())),
         notifier: RecordingNotifier::default(),
         config: config(&key),
+        ledger,
+        ledger_requests,
+        most_writes: Default::default(),
     };
     let mut volumes = Vec::new();
     for _ in 0..2 {
@@ -484,7 +533,7 @@ async fn attack(seed: u64, days: i64) -> Ran {
         // Two ticks in the slot: the second, after the attacker, makes nothing new.
         for at in [now, minutes(15)] {
             let world = (&stack, &moto, &volumes, seed, &mut attacker);
-            let made = step!(world, at, "create-snapshots", create(&stack, &moto, at));
+            let made = step!(world, at, "create-snapshots", create(&stack, at));
             for c in made.created {
                 created
                     .entry((c.volume_id.clone(), c.slot.clone()))
@@ -522,7 +571,7 @@ async fn attack(seed: u64, days: i64) -> Ran {
                 at,
                 "complete-snapshots",
                 complete_snapshots::handle(
-                    complete_ports(&stack.adapter, &stack.notifier, moto.ledger()),
+                    complete_ports(&stack.adapter, &stack.notifier, stack.ledger),
                     &stack.config,
                     &tick(),
                     at,
@@ -538,7 +587,7 @@ async fn attack(seed: u64, days: i64) -> Ran {
                     tag_snapshots::handle(
                         tag_snapshots::Ports {
                             pacing: tag_snapshots::Pacing::NONE,
-                            ..tag_ports(&stack.adapter, &stack.notifier, moto.ledger())
+                            ..tag_ports(&stack.adapter, &stack.notifier, stack.ledger)
                         },
                         &stack.config,
                         &tick(),
@@ -552,7 +601,7 @@ async fn attack(seed: u64, days: i64) -> Ran {
                     minutes(180),
                     "check-encryption",
                     check_encryption::handle(
-                        check_ports(&stack.adapter, &stack.kms, &stack.notifier, moto.ledger()),
+                        check_ports(&stack.adapter, &stack.kms, &stack.notifier, stack.ledger),
                         &stack.config,
                         &tick(),
                         minutes(180),
@@ -577,7 +626,7 @@ async fn attack(seed: u64, days: i64) -> Ran {
             expire_snapshots::handle(
                 expire_snapshots::Ports {
                     pacing: expire_snapshots::Pacing::NONE,
-                    ..expire_ports(&stack.adapter, &stack.notifier, moto.ledger())
+                    ..expire_ports(&stack.adapter, &stack.notifier, stack.ledger)
                 },
                 &stack.config,
                 &tick(),
@@ -679,7 +728,7 @@ async fn attack(seed: u64, days: i64) -> Ran {
             world,
             minutes(300),
             "create-snapshots",
-            create(&stack, &moto, minutes(300))
+            create(&stack, minutes(300))
         );
         steps += 1;
         for c in late.created {
@@ -701,6 +750,7 @@ async fn attack(seed: u64, days: i64) -> Ran {
         deletions,
         encrypted_copies: encrypted_copies.len(),
         impersonations: attacker.impersonations.len(),
+        most_writes: stack.most_writes.get(),
         ..Ran::default()
     }
 }
@@ -723,6 +773,7 @@ async fn no_tag_write_or_forged_snapshot_makes_the_stack_do_harm() {
         total.deletions += ran.deletions;
         total.encrypted_copies += ran.encrypted_copies;
         total.impersonations += ran.impersonations;
+        total.most_writes = total.most_writes.max(ran.most_writes);
     }
     eprintln!(
         "adversary: {} seeds from {:?}, {days} days each, {:.1} s: {total:?}",
@@ -1011,16 +1062,27 @@ impl Attacker {
 /// The vault stack: its own account, ledger, key and notifications.
 struct VaultStack {
     adapter: Ec2Adapter,
-    ledger: &'static ebs_lifecycle::aws::ledger::DynamoLedger,
+    ledger: &'static DynamoLedger,
+    ledger_requests: RequestCounter,
+    most_writes: std::cell::Cell<usize>,
     notifier: RecordingNotifier,
     config: Config,
+}
+
+impl VaultStack {
+    fn notifications(&self) -> usize {
+        self.notifier.sent().len()
+    }
+
+    fn ledger_writes(&self) -> usize {
+        self.ledger_requests.ledger_writes()
+    }
 }
 
 /// The source stack's run of copy-snapshots at `at`: DR copies and shares.
 async fn copy_run(
     stack: &Stack,
     dr: &Ec2Adapter,
-    moto: &Moto,
     at: DateTime<Utc>,
 ) -> Result<copy_snapshots::RunSummary, copy_snapshots::CopyError> {
     let destinations = BTreeMap::from([(
@@ -1040,7 +1102,7 @@ async fn copy_run(
             keys: &stack.kms,
             destinations: &destinations,
             notifier: &stack.notifier,
-            ledger: moto.ledger(),
+            ledger: stack.ledger,
             copy_pacing: copy_snapshots::COPY_PACING,
             delete_pacing: copy_snapshots::DELETE_PACING,
         },
@@ -1170,23 +1232,27 @@ async fn attack_beyond(seed: u64, days: i64) -> Ran {
     let dr_key = moto.kms_key_in(DR).await;
     let policies = beyond_policies(&key, &dr_key);
     let (counted, counter) = moto.counted_ec2();
+    let (ledger, ledger_requests) = moto.counted_ledger();
     let stack = Stack {
         adapter: Ec2Adapter::new(counted),
         kms: KmsAdapter::new(kms.clone()),
         notifier: RecordingNotifier::default(),
         config: config_with(&policies, &[("DRY_RUN", "false"), ("MAX_DELETIONS", "50")]),
+        ledger,
+        ledger_requests,
+        most_writes: Default::default(),
     };
     let dr = Ec2Adapter::new(moto.ec2_in(DR));
     let vault_sdk = moto.sdk_config_as(VAULT).await;
     create_ledger_table(&vault_sdk);
     let vault_key = create_kms_key(&vault_sdk).await;
     let vault_policies = r#"{"gold": {"daily": 2}}"#;
+    let (vault_ledger, vault_requests) = counted_ledger_in(&vault_sdk);
     let vault = VaultStack {
         adapter: Ec2Adapter::new(aws_sdk_ec2::Client::new(&vault_sdk)),
-        ledger: Box::leak(Box::new(ebs_lifecycle::aws::ledger::DynamoLedger::new(
-            aws_sdk_dynamodb::Client::new(&vault_sdk),
-            LEDGER_TABLE,
-        ))),
+        ledger: vault_ledger,
+        ledger_requests: vault_requests,
+        most_writes: Default::default(),
         notifier: RecordingNotifier::default(),
         config: config_with(
             r#"{"gold": {"schedule": "@daily", "keep": {"last": 1}}}"#,
@@ -1281,7 +1347,7 @@ async fn attack_beyond(seed: u64, days: i64) -> Ran {
                     .is_some_and(|v| v.eq_ignore_ascii_case("true"));
             let stops = counter.count("StopInstances");
             let world = (&stack, &moto, &volumes, seed, &mut attacker);
-            let made = step!(world, at, "create-snapshots", create(&stack, &moto, at));
+            let made = step!(world, at, "create-snapshots", create(&stack, at));
             ran.invocations += 1;
             let stopped = counter.count("StopInstances") - stops;
             let after = instance_state(&ec2, &instance).await;
@@ -1315,7 +1381,7 @@ async fn attack_beyond(seed: u64, days: i64) -> Ran {
             minutes(60),
             "complete-snapshots",
             complete_snapshots::handle(
-                complete_ports(&stack.adapter, &stack.notifier, moto.ledger()),
+                complete_ports(&stack.adapter, &stack.notifier, stack.ledger),
                 &stack.config,
                 &tick(),
                 minutes(60),
@@ -1340,7 +1406,7 @@ async fn attack_beyond(seed: u64, days: i64) -> Ran {
                 world,
                 copy_at,
                 "copy-snapshots",
-                copy_run(&stack, &dr, &moto, copy_at)
+                copy_run(&stack, &dr, copy_at)
             );
             for region in &copied.regions {
                 for s in &region.started {
@@ -1358,7 +1424,7 @@ async fn attack_beyond(seed: u64, days: i64) -> Ran {
                     vault_at - chrono::Duration::minutes(2),
                 )
                 .await;
-            let world = (&stack, &moto, &volumes, seed, &mut attacker);
+            let world = (&vault, &moto, &volumes, seed, &mut attacker);
             let vaulted = step!(
                 world,
                 vault_at,
@@ -1437,7 +1503,7 @@ async fn attack_beyond(seed: u64, days: i64) -> Ran {
             expire_snapshots::handle(
                 expire_snapshots::Ports {
                     pacing: expire_snapshots::Pacing::NONE,
-                    ..expire_ports(&stack.adapter, &stack.notifier, moto.ledger())
+                    ..expire_ports(&stack.adapter, &stack.notifier, stack.ledger)
                 },
                 &stack.config,
                 &tick(),
@@ -1455,7 +1521,7 @@ async fn attack_beyond(seed: u64, days: i64) -> Ran {
             world,
             minutes(270),
             "copy-snapshots",
-            copy_run(&stack, &dr, &moto, minutes(270))
+            copy_run(&stack, &dr, minutes(270))
         );
         ran.invocations += 2;
         for region in &copied.regions {
@@ -1496,6 +1562,7 @@ async fn attack_beyond(seed: u64, days: i64) -> Ran {
     ran.locks_checked = locks_checked;
     ran.dr_copies = dr_place.completed.len();
     ran.instance_stops = counter.count("StopInstances");
+    ran.most_writes = stack.most_writes.get().max(vault.most_writes.get());
     ran
 }
 
@@ -1518,6 +1585,7 @@ async fn no_attack_in_the_dr_region_the_vault_or_on_an_instance_makes_the_stack_
         total.locks_checked += ran.locks_checked;
         total.dr_copies += ran.dr_copies;
         total.instance_stops += ran.instance_stops;
+        total.most_writes = total.most_writes.max(ran.most_writes);
     }
     eprintln!(
         "adversary beyond: {} seeds from {:?}, {days} days each, {:.1} s: {total:?}",
