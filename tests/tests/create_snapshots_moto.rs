@@ -509,11 +509,40 @@ async fn faults_never_make_a_second_snapshot_and_never_drop_a_volume() {
         .failed
         .iter()
         .all(|f| f.error_kind == "transport-error"));
-    assert_eq!(
-        snapshots(&ec2).await.len(),
-        3,
-        "the lost answer's snapshot exists, once"
+    let listed = snapshots(&ec2).await;
+    assert_eq!(listed.len(), 3, "the lost answer's snapshot exists, once");
+    let lost = listed
+        .iter()
+        .find(|s| !first.created.iter().any(|c| c.snapshot_id == s.id))
+        .unwrap()
+        .id
+        .clone();
+    let claim = (
+        listed
+            .iter()
+            .find(|s| s.id == lost)
+            .unwrap()
+            .volume_id
+            .clone()
+            .unwrap(),
+        "default".to_string(),
+        at("2026-03-01T00:00:00Z"),
     );
+    let ledger = moto.ledger();
+    use ebs_lifecycle::ports::ledger::Ledger as _;
+    assert_eq!(
+        ledger
+            .asked(std::slice::from_ref(&claim))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(ledger
+        .creations(std::slice::from_ref(&lost))
+        .await
+        .unwrap()
+        .is_empty());
 
     // The next tick in the slot: the lost-answer volume is covered, the
     // reset one is snapshotted now; every volume ends with exactly one.
@@ -543,6 +572,51 @@ async fn faults_never_make_a_second_snapshot_and_never_drop_a_volume() {
         .filter(|n| n.kind == NotificationKind::TamperingSuspected)
         .collect();
     assert!(suspected.is_empty(), "{suspected:?}");
+    assert_eq!(
+        next.lost_answers_recorded, 0,
+        "the lost call's window is open"
+    );
+
+    // Once the lost call's window has passed, a tick records the snapshot
+    // its intent proved and forgets the intent: the proof now lasts as
+    // long as the snapshot, not as long as the intent's TTL.
+    let later = run_with(
+        &moto,
+        &adapter,
+        &adapter,
+        &notifier,
+        &config(POLICIES),
+        at("2026-03-01T00:35:00Z"),
+        plenty(),
+    )
+    .await;
+    assert_eq!(later.lost_answers_recorded, 1, "{later:?}");
+    assert_eq!(later.counts.created, 0);
+    assert!(ledger
+        .asked(std::slice::from_ref(&claim))
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        ledger.creations(std::slice::from_ref(&lost)).await.unwrap(),
+        std::slice::from_ref(&lost)
+    );
+    // And it stays the volume's, proven by its record alone.
+    let last = run_with(
+        &moto,
+        &adapter,
+        &adapter,
+        &notifier,
+        &config(POLICIES),
+        at("2026-03-01T00:50:00Z"),
+        plenty(),
+    )
+    .await;
+    assert_eq!((last.counts.created, last.lost_answers_recorded), (0, 0));
+    assert!(notifier
+        .sent()
+        .iter()
+        .all(|n| n.kind != NotificationKind::TamperingSuspected));
 }
 
 /// The deadline comes while calls are in flight: those finish, nothing new

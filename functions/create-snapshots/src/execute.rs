@@ -3,7 +3,7 @@
 //! [`crate::consistent`] builds on [`take_instance_snapshots`] for the
 //! instances that are frozen or stopped first.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 
@@ -13,9 +13,9 @@ use ebs_lifecycle::lambda::deadline::Deadline;
 use ebs_lifecycle::ports::ec2::{
     CreateInstanceSnapshotsRequest, CreateSnapshotRequest, Ec2Error, StartedSnapshot,
 };
-use ebs_lifecycle::ports::ledger::{CreationIntent, CreationRecord, StopRecord};
-use ebs_lifecycle_core::model::Tags;
-use ebs_lifecycle_core::ownership::Subject;
+use ebs_lifecycle::ports::ledger::{CreationIntent, CreationRecord, Ledger, StopRecord};
+use ebs_lifecycle_core::model::{Snapshot, Tags};
+use ebs_lifecycle_core::ownership::{AskedKey, LostAnswer, Subject};
 use ebs_lifecycle_core::policy::{Consistency, Policy};
 use ebs_lifecycle_core::tags::{
     self, compose_snapshot_tags, copied_tags, snapshot_name, ConsistencyLabel, LifecycleLabels,
@@ -175,6 +175,60 @@ impl Creation<'_> {
         }
         all
     }
+}
+
+/// Records the snapshots an earlier run's lost answers made (proven by
+/// their intents alone, found in the slot check), then forgets each intent
+/// whose snapshots are all recorded: the proof then lasts as long as the
+/// snapshot, however long its rules keep it, not as long as the intent's
+/// TTL. Only once the lost call's window has passed (every snapshot it can
+/// have made started and listed). A failed write leaves the intent, which
+/// still proves them; the next tick tries again. Returns how many were
+/// recorded.
+pub(crate) async fn record_lost_answers(
+    ledger: &dyn Ledger,
+    owned: &[Snapshot],
+    lost: Vec<LostAnswer>,
+    now: DateTime<Utc>,
+) -> usize {
+    let mut by_claim: BTreeMap<AskedKey, Vec<LostAnswer>> = BTreeMap::new();
+    for l in lost.into_iter().filter(|l| l.settled(now)) {
+        by_claim.entry(l.claim.clone()).or_default().push(l);
+    }
+    let mut recorded = 0;
+    for (claim, answers) in by_claim {
+        let mut all = true;
+        for l in &answers {
+            let Some(s) = owned.iter().find(|s| s.id == l.snapshot_id) else {
+                all = false;
+                continue;
+            };
+            let (Some(volume_id), Some(started)) = (s.volume_id.clone(), s.start_time) else {
+                all = false;
+                continue;
+            };
+            let record = CreationRecord {
+                snapshot_id: s.id.clone(),
+                volume_id,
+                policy: claim.1.clone(),
+                slot: claim.2,
+                created_at: started,
+            };
+            match ledger.record_creation(&record).await {
+                Ok(()) => recorded += 1,
+                Err(e) => {
+                    tracing::warn!(snapshot_id = %s.id, error = %e, "could not record a lost answer's snapshot; its intent stays and proves it");
+                    all = false;
+                }
+            }
+        }
+        if all {
+            if let Err(e) = ledger.forget_ask(&claim).await {
+                tracing::warn!(error = %e, "could not remove a creation intent (harmless)");
+            }
+        }
+    }
+    recorded
 }
 
 /// The intent is no longer needed. Left behind, it only proves what its

@@ -242,6 +242,10 @@ pub struct RunSummary {
     pub consistency_failures: Vec<ConsistencyFailure>,
     /// Instances an earlier run stopped for a snapshot and left stopped.
     pub restarted: Vec<String>,
+    /// Snapshots whose CreateSnapshot(s) answer an earlier run lost, proven
+    /// by its intent alone until this run recorded them.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub lost_answers_recorded: usize,
     /// Failed volumes and unknown policy names not notified because the
     /// same condition was notified in the last 24 hours (they are in this summary).
     #[serde(skip_serializing_if = "is_zero")]
@@ -447,13 +451,18 @@ async fn plan<'p>(
             Err(e) => Err((e.kind(), e.to_string())),
         };
         let covered: BTreeSet<String> = match sifted {
-            Ok(sifted) => sifted
-                .owned
-                .into_iter()
-                .filter(|s| s.state != SnapshotState::Error)
-                .filter(|s| s.tags.get(tags::SLOT) == Some(&tags::format_time(slot)))
-                .filter_map(|s| s.source_volume_id().map(String::from))
-                .collect(),
+            Ok(mut sifted) => {
+                let lost = std::mem::take(&mut sifted.lost_answers);
+                summary.lost_answers_recorded +=
+                    execute::record_lost_answers(ledger, &sifted.owned, lost, now).await;
+                sifted
+                    .owned
+                    .into_iter()
+                    .filter(|s| s.state != SnapshotState::Error)
+                    .filter(|s| s.tags.get(tags::SLOT) == Some(&tags::format_time(slot)))
+                    .filter_map(|s| s.source_volume_id().map(String::from))
+                    .collect()
+            }
             Err((kind, e)) => {
                 // Without knowing what exists, creating could duplicate: skip, retry next tick.
                 summary.failed.extend(all_volumes().map(|volume_id| Failed {

@@ -278,10 +278,42 @@ impl Creations {
     fn proves(&self, snapshot_id: &str, claim: &AskedKey, start: DateTime<Utc>) -> bool {
         !self.required_at(start)
             || self.recorded.contains(snapshot_id)
-            || self
-                .asked
-                .get(claim)
-                .is_some_and(|at| start >= *at - CLOCK_SKEW && start < *at + ASKED_WINDOW)
+            || self.asked_for(snapshot_id, claim, start).is_some()
+    }
+
+    /// When the run began whose intent alone proves this snapshot (its
+    /// answer was lost: required, not recorded, started in the window).
+    fn asked_for(
+        &self,
+        snapshot_id: &str,
+        claim: &AskedKey,
+        start: DateTime<Utc>,
+    ) -> Option<DateTime<Utc>> {
+        let at = *self.asked.get(claim)?;
+        (self.required_at(start)
+            && !self.recorded.contains(snapshot_id)
+            && start >= at - CLOCK_SKEW
+            && start < at + ASKED_WINDOW)
+            .then_some(at)
+    }
+}
+
+/// A snapshot proven by its claim's intent alone: create-snapshots' answer
+/// was lost. Recording it (and then forgetting the intent) makes the proof
+/// last as long as the snapshot, not as long as the intent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LostAnswer {
+    pub snapshot_id: String,
+    pub claim: AskedKey,
+    /// When the run that asked began.
+    pub asked_at: DateTime<Utc>,
+}
+
+impl LostAnswer {
+    /// True once every snapshot the lost call can have made has started
+    /// and is listed: only then may the intent give way to records.
+    pub fn settled(&self, now: DateTime<Utc>) -> bool {
+        now >= self.asked_at + ASKED_WINDOW + CLOCK_SKEW
     }
 }
 
@@ -385,6 +417,8 @@ pub struct Sifted {
     /// still judges them, as foreign).
     pub rejected: Vec<Snapshot>,
     pub suspects: Vec<Suspect>,
+    /// Owned snapshots proven by an intent alone (a lost answer).
+    pub lost_answers: Vec<LostAnswer>,
 }
 
 impl Sifted {
@@ -456,6 +490,11 @@ pub fn sift(
     // growth that overshoots by up to half (megabytes at 20,000).
     sifted.owned.reserve_exact(checked.len());
     for (mut s, findings, made) in checked {
+        if made {
+            if let Some(lost) = lost_answer(identity, creations, &s) {
+                sifted.lost_answers.push(lost);
+            }
+        }
         // Proven (or not): nothing downstream reads it, and on a large
         // account its text is a good part of a snapshot's memory.
         s.description = None;
@@ -473,6 +512,26 @@ pub fn sift(
         }
     }
     sifted
+}
+
+/// The lost answer a proven scheduled snapshot stands for, if its intent
+/// alone proves it.
+fn lost_answer(identity: &Identity, creations: &Creations, s: &Snapshot) -> Option<LostAnswer> {
+    let Claim::Scheduled {
+        subject,
+        policy,
+        slot,
+    } = identity.read(s.description.as_deref()?)?
+    else {
+        return None;
+    };
+    let claim = (subject.as_str().to_string(), policy, slot);
+    let asked_at = creations.asked_for(&s.id, &claim, s.start_time?)?;
+    Some(LostAnswer {
+        snapshot_id: s.id.clone(),
+        claim,
+        asked_at,
+    })
 }
 
 type Checked = (Snapshot, Vec<Tampering>, bool);
@@ -1033,6 +1092,16 @@ mod tests {
         assert_eq!(owned, ["snap-old", "snap-edge", "snap-ours", "snap-alone"]);
         assert_eq!(findings(&sifted, "snap-hand"), ["creation-not-recorded"]);
         assert_eq!(findings(&sifted, "snap-late"), ["creation-not-recorded"]);
+        // It is named as a lost answer (to be recorded), once the lost
+        // call's window has passed; the recorded one is not.
+        let lost_answer = LostAnswer {
+            snapshot_id: "snap-alone".into(),
+            claim: ("vol-3".into(), "daily".into(), t("2026-12-06T03:00:00Z")),
+            asked_at: t("2026-12-06T03:00:00Z"),
+        };
+        assert_eq!(sifted.lost_answers, std::slice::from_ref(&lost_answer));
+        assert!(!lost_answer.settled(t("2026-12-06T03:15:00Z")));
+        assert!(lost_answer.settled(t("2026-12-06T03:30:00Z")));
 
         // Without records the first started fills the slot, as before.
         let before = sift_all(history, &[]);
