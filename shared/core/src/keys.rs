@@ -55,6 +55,14 @@ pub const ALLOW_STOP: &str = "lifecycle:allow-stop";
 /// A marker for people only: anyone can write it, so what a later run
 /// restarts is what the stack's ledger recorded, never what carries it.
 pub const STOPPED_FOR_SNAPSHOT: &str = "lifecycle:stopped-for-snapshot";
+/// On a volume `ebs-lifecycle restore` made: the snapshot it was made
+/// from, and when. Written once at creation, read by nothing: a label for
+/// people.
+pub const RESTORED_FROM: &str = "lifecycle:restored-from";
+pub const RESTORED_AT: &str = "lifecycle:restored-at";
+/// On a volume `restore instance --replace` detached: the volume restored
+/// in its place.
+pub const REPLACED_BY: &str = "lifecycle:replaced-by";
 /// Every `lifecycle:` key above: what the adversary suites write and
 /// remove, and what a check of a tag vocabulary walks.
 pub const ALL: &[&str] = &[
@@ -84,6 +92,9 @@ pub const ALL: &[&str] = &[
     HOLD,
     ALLOW_STOP,
     STOPPED_FOR_SNAPSHOT,
+    RESTORED_FROM,
+    RESTORED_AT,
+    REPLACED_BY,
 ];
 
 /// Prefix of every key this project owns.

@@ -36,6 +36,8 @@
 //!   in this deployment's protection (the report's first part).
 //! - [`vault`]: a vault account: which shares it accepts, its copies' tags, its keep rules.
 //! - [`expiry`]: a run's plan per volume: retention and safety together.
+//! - [`restore`]: which proven snapshot brings a volume back to a moment,
+//!   and the volume to make from it (the command-line tool's restore).
 //! - [`tagging`]: which tags each managed snapshot lacks, batched.
 //! - [`encryption`]: check-encryption's findings and the remedies `REMEDIATE`
 //!   allows.
@@ -60,6 +62,7 @@ pub mod model;
 pub mod notify;
 pub mod ownership;
 pub mod policy;
+pub mod restore;
 pub mod retention;
 pub mod safety;
 pub mod schedule;

@@ -21,6 +21,7 @@ use ebs_lifecycle_core::model::{
     Attachment, BlockDevice, Instance, Snapshot, SnapshotState, Tags, Volume,
 };
 use ebs_lifecycle_core::ownership::{self, Identity};
+use ebs_lifecycle_core::restore::{SourceVolume, VolumeSpec};
 use ebs_lifecycle_core::safety::Authorized;
 use ebs_lifecycle_core::tags::{self, LifecycleState};
 
@@ -1073,6 +1074,105 @@ impl InstanceControl for Ec2Adapter {
             .send()
             .await
             .map_err(|e| Ec2Error::from_sdk("DeleteTags", e))?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl VolumeRestorer for Ec2Adapter {
+    async fn source_volume(&self, volume_id: &str) -> Result<Option<SourceVolume>, Ec2Error> {
+        let answer = self
+            .client
+            .describe_volumes()
+            .filters(filter("volume-id", [volume_id]))
+            .send()
+            .await
+            .map_err(|e| Ec2Error::from_sdk("DescribeVolumes", e))?;
+        Ok(answer
+            .volumes()
+            .iter()
+            .find(|v| v.volume_id() == Some(volume_id))
+            .map(|v| SourceVolume {
+                id: volume_id.to_string(),
+                availability_zone: v.availability_zone().unwrap_or_default().to_string(),
+                volume_type: v
+                    .volume_type()
+                    .map(|t| t.as_str().to_string())
+                    .unwrap_or_default(),
+                size_gib: v.size().unwrap_or_default(),
+                iops: v.iops(),
+                throughput: v.throughput(),
+                tags: tags_of(Some(v.tags())),
+            }))
+    }
+
+    async fn create_volume(&self, spec: &VolumeSpec) -> Result<String, Ec2Error> {
+        let tags = TagSpecification::builder()
+            .resource_type(ResourceType::Volume)
+            .set_tags(Some(
+                spec.tags
+                    .iter()
+                    .map(|(k, v)| Tag::builder().key(k).value(v).build())
+                    .collect(),
+            ))
+            .build();
+        let mut request = self
+            .client
+            .create_volume()
+            .snapshot_id(&spec.snapshot_id)
+            .availability_zone(&spec.availability_zone)
+            .volume_type(aws_sdk_ec2::types::VolumeType::from(
+                spec.volume_type.as_str(),
+            ))
+            .size(spec.size_gib)
+            .set_iops(spec.iops)
+            .set_throughput(spec.throughput)
+            .tag_specifications(tags);
+        if let Some(key) = &spec.kms_key {
+            request = request.encrypted(true).kms_key_id(key);
+        }
+        let out = request
+            .send()
+            .await
+            .map_err(|e| Ec2Error::from_sdk("CreateVolume", e))?;
+        out.volume_id()
+            .map(str::to_string)
+            .ok_or_else(|| Ec2Error::Service {
+                operation: "CreateVolume",
+                code: "NoVolumeId".into(),
+                message: "EC2 answered without a volume id".into(),
+            })
+    }
+
+    async fn volume_state(&self, volume_id: &str) -> Result<Option<String>, Ec2Error> {
+        let answer = self
+            .client
+            .describe_volumes()
+            .filters(filter("volume-id", [volume_id]))
+            .send()
+            .await
+            .map_err(|e| Ec2Error::from_sdk("DescribeVolumes", e))?;
+        Ok(answer
+            .volumes()
+            .iter()
+            .find(|v| v.volume_id() == Some(volume_id))
+            .and_then(|v| v.state().map(|s| s.as_str().to_string())))
+    }
+
+    async fn attach_volume(
+        &self,
+        volume_id: &str,
+        instance_id: &str,
+        device: &str,
+    ) -> Result<(), Ec2Error> {
+        self.client
+            .attach_volume()
+            .volume_id(volume_id)
+            .instance_id(instance_id)
+            .device(device)
+            .send()
+            .await
+            .map_err(|e| Ec2Error::from_sdk("AttachVolume", e))?;
         Ok(())
     }
 }

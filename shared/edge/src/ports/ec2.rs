@@ -13,6 +13,7 @@ use futures::stream::BoxStream;
 use ebs_lifecycle_core::encryption::Permissions;
 use ebs_lifecycle_core::model::{Instance, Snapshot, Tags, Volume};
 use ebs_lifecycle_core::ownership::Identity;
+use ebs_lifecycle_core::restore::{SourceVolume, VolumeSpec};
 use ebs_lifecycle_core::safety::Authorized;
 use ebs_lifecycle_core::tags::LifecycleState;
 
@@ -400,4 +401,24 @@ pub trait InstanceControl: Send + Sync {
     /// people; the stack's ledger, not the mark, says what it stopped.
     async fn mark_stopped(&self, instance_id: &str, deployment: &str) -> Result<(), Ec2Error>;
     async fn clear_stopped_mark(&self, instance_id: &str) -> Result<(), Ec2Error>;
+}
+
+/// Making volumes from snapshots (the command-line tool's restore).
+#[async_trait]
+pub trait VolumeRestorer: Send + Sync {
+    /// The volume as EC2 describes it now (zone, type, size, IOPS,
+    /// throughput, tags); `None` once it is gone.
+    async fn source_volume(&self, volume_id: &str) -> Result<Option<SourceVolume>, Ec2Error>;
+    /// CreateVolume from the spec's snapshot, tagged at creation. EC2's
+    /// client token makes the SDK's retries of one call create one volume.
+    async fn create_volume(&self, spec: &VolumeSpec) -> Result<String, Ec2Error>;
+    /// EC2's state of the volume (`creating`, `available`, `error`...);
+    /// `None` once it is gone.
+    async fn volume_state(&self, volume_id: &str) -> Result<Option<String>, Ec2Error>;
+    async fn attach_volume(
+        &self,
+        volume_id: &str,
+        instance_id: &str,
+        device: &str,
+    ) -> Result<(), Ec2Error>;
 }

@@ -1,0 +1,112 @@
+//! The command line (docs/restore.md, "The command-line tool"). clap
+//! refuses bad arguments with exit code 2; a command that is refused or
+//! fails exits 1 with one line saying why.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ebs-lifecycle",
+    version,
+    about = "Restore volumes from the snapshots an ebs-lifecycle stack made, hold snapshots no tag can release, check a policy document.",
+    after_help = "Credentials: the default AWS chain. AWS_ENDPOINT_URL is honoured (the local emulator).\nExit codes: 0 done, 1 refused or failed (one line says why), 2 bad arguments."
+)]
+pub struct Cli {
+    /// The deployment (its stack name), as its Descriptions and ledger name it.
+    #[arg(long, env = "EBS_LIFECYCLE_STACK", global = true)]
+    pub stack: Option<String>,
+    /// The region of the stack (default: the AWS configuration's).
+    #[arg(long, global = true)]
+    pub region: Option<String>,
+    /// The stack's ledger table (its `LedgerTableName` output).
+    #[arg(long, env = "EBS_LIFECYCLE_LEDGER_TABLE", global = true)]
+    pub ledger_table: Option<String>,
+    /// The stack's policy document (a file): with it, a snapshot's slot is
+    /// also checked against its policy's schedule, as the functions do.
+    #[arg(long, env = "EBS_LIFECYCLE_POLICIES", global = true)]
+    pub policies: Option<std::path::PathBuf>,
+    #[arg(long, value_enum, default_value_t = Output::Text, global = true)]
+    pub output: Output,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Make a volume from the snapshot the stack provably made.
+    #[command(subcommand)]
+    Restore(Restore),
+    /// Keep a snapshot, or every snapshot of a volume, until a date: a
+    /// ledger hold, which no tag writer can lift.
+    Hold(HoldArgs),
+    /// End a ledger hold now.
+    Release {
+        /// The snapshot (snap-…) or volume (vol-…) held.
+        id: String,
+    },
+    /// Check a policy document exactly as the functions do at start-up.
+    Validate {
+        /// The policy document (JSON).
+        file: std::path::PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Restore {
+    /// One volume: the newest completed snapshot of it, at or before --at.
+    Volume(RestoreVolume),
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreVolume {
+    /// The volume to bring back (vol-…), or the snapshot to restore (snap-…).
+    pub id: String,
+    /// The moment to restore (RFC 3339; default now).
+    #[arg(long)]
+    pub at: Option<String>,
+    /// Restore from the stack's disaster-recovery copies in this region.
+    #[arg(long)]
+    pub from: Option<String>,
+    /// The new volume's zone (default: the source volume's).
+    #[arg(long)]
+    pub az: Option<String>,
+    /// The new volume's type (default: the source volume's, else gp3).
+    #[arg(long = "type")]
+    pub volume_type: Option<String>,
+    #[arg(long)]
+    pub iops: Option<i32>,
+    #[arg(long)]
+    pub throughput: Option<i32>,
+    /// Encrypt under this KMS key (default: the snapshot's).
+    #[arg(long)]
+    pub kms_key: Option<String>,
+    /// Attach the new volume to this instance (with --device).
+    #[arg(long, requires = "device")]
+    pub attach: Option<String>,
+    #[arg(long, requires = "attach")]
+    pub device: Option<String>,
+    /// Print the choice and the volume it would make; make nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Give up waiting for the volume after this many minutes.
+    #[arg(long, default_value_t = 30)]
+    pub wait_minutes: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct HoldArgs {
+    /// The snapshot (snap-…) or volume (vol-…) to keep.
+    pub id: String,
+    /// When the hold ends (RFC 3339), at most ten years from now.
+    #[arg(long)]
+    pub until: String,
+    /// Why (shown on the report).
+    #[arg(long)]
+    pub reason: String,
+}

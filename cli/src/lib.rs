@@ -1,0 +1,230 @@
+//! `ebs-lifecycle`, the operator's command-line tool (docs/restore.md).
+//! It acts on what a deployment made with the same proof the functions
+//! use (`ebs_lifecycle_core::ownership`): a tag never decides what it
+//! restores.
+//!
+//! Layout:
+//! - [`args`]: the command line (clap).
+//! - [`restore`]: `restore volume`: choose the proven snapshot, make the
+//!   volume, wait for it, attach it.
+//! - [`holds`]: `hold` and `release`: ledger holds.
+//! - `run` (here): the stack's configuration from the arguments and STS,
+//!   the adapters, the command, its output.
+
+pub mod args;
+pub mod holds;
+pub mod restore;
+
+use chrono::{DateTime, Utc};
+
+use ebs_lifecycle::aws::ec2::Ec2Adapter;
+use ebs_lifecycle::aws::ledger::DynamoLedger;
+use ebs_lifecycle::config::{Config, ConfigError};
+use ebs_lifecycle_core::policy::Policies;
+
+use args::{Cli, Command, Output, Restore};
+
+/// Why a command did not do what it was asked (exit code 1).
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("{0}")]
+    Usage(String),
+    #[error("the stack's configuration: {0}")]
+    Config(#[from] ConfigError),
+    #[error("who am I (STS GetCallerIdentity): {0}")]
+    Identity(String),
+    #[error(transparent)]
+    Restore(#[from] restore::RestoreError),
+    #[error(transparent)]
+    Hold(#[from] holds::HoldCommandError),
+    #[error("{0}")]
+    Io(String),
+}
+
+/// The AWS configuration: the default chain and `AWS_ENDPOINT_URL`, the
+/// project's retries and timeouts, `--region` if given.
+pub async fn aws_config(region: Option<String>) -> aws_config::SdkConfig {
+    let sdk = ebs_lifecycle::aws::load_sdk_config().await;
+    match region {
+        Some(r) => sdk
+            .into_builder()
+            .region(aws_config::Region::new(r))
+            .build(),
+        None => sdk,
+    }
+}
+
+/// Run the command; its result as it is printed (text or JSON).
+/// `progress` gets lines for people while it waits.
+pub async fn run(
+    cli: &Cli,
+    sdk: &aws_config::SdkConfig,
+    progress: &mut (dyn FnMut(String) + Send),
+) -> Result<String, CliError> {
+    let now = Utc::now();
+    match &cli.command {
+        Command::Validate { file } => validate(cli, file),
+        Command::Restore(Restore::Volume(args)) => {
+            let stack = Stack::connect(cli, sdk).await?;
+            let request = restore::VolumeRequest::from_args(args, now)?;
+            let elsewhere = args.from.as_ref().map(|region| {
+                let conf = aws_sdk_ec2::config::Builder::from(sdk)
+                    .region(aws_config::Region::new(region.clone()))
+                    .build();
+                Ec2Adapter::new(aws_sdk_ec2::Client::from_conf(conf))
+            });
+            let there = elsewhere.as_ref().unwrap_or(&stack.ec2);
+            let ports = restore::Ports {
+                catalog: there,
+                restorer: there,
+                home: &stack.ec2,
+                ledger: &stack.ledger,
+            };
+            let restored = restore::volume(ports, &stack.config, &request, now, progress).await?;
+            Ok(match cli.output {
+                Output::Json => restored.json().to_string(),
+                Output::Text => restored.text(),
+            })
+        }
+        Command::Hold(args) => {
+            let stack = Stack::connect(cli, sdk).await?;
+            let until = parse_time("--until", &args.until)?;
+            let hold = holds::hold(
+                &stack.ledger,
+                &args.id,
+                until,
+                &args.reason,
+                &stack.caller_arn,
+                now,
+            )
+            .await?;
+            Ok(match cli.output {
+                Output::Json => serde_json::to_string(&hold).unwrap_or_default(),
+                Output::Text => format!(
+                    "held {} until {} ({})",
+                    hold.resource_id,
+                    ebs_lifecycle_core::tags::format_time(hold.until),
+                    hold.reason
+                ),
+            })
+        }
+        Command::Release { id } => {
+            let stack = Stack::connect(cli, sdk).await?;
+            holds::release(&stack.ledger, id).await?;
+            Ok(match cli.output {
+                Output::Json => serde_json::json!({"released": id}).to_string(),
+                Output::Text => format!("released {id}"),
+            })
+        }
+    }
+}
+
+/// The deployment the command acts on: its configuration (as its
+/// functions read it), its ledger, EC2 in its region, and who is asking.
+struct Stack {
+    config: Config,
+    ledger: DynamoLedger,
+    ec2: Ec2Adapter,
+    caller_arn: String,
+}
+
+impl Stack {
+    async fn connect(cli: &Cli, sdk: &aws_config::SdkConfig) -> Result<Self, CliError> {
+        let me = aws_sdk_sts::Client::new(sdk)
+            .get_caller_identity()
+            .send()
+            .await
+            .map_err(|e| {
+                CliError::Identity(aws_sdk_sts::error::DisplayErrorContext(e).to_string())
+            })?;
+        let config = stack_config(cli, sdk, me.account().unwrap_or_default())?;
+        Ok(Self {
+            ledger: DynamoLedger::new(
+                aws_sdk_dynamodb::Client::new(sdk),
+                config.ledger_table.clone(),
+            ),
+            ec2: Ec2Adapter::new(aws_sdk_ec2::Client::new(sdk)),
+            config,
+            caller_arn: me.arn().unwrap_or_default().to_string(),
+        })
+    }
+}
+
+/// An RFC 3339 time given on the command line.
+pub(crate) fn parse_time(flag: &str, value: &str) -> Result<DateTime<Utc>, CliError> {
+    DateTime::parse_from_rfc3339(value)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| CliError::Usage(format!("{flag} {value}: not an RFC 3339 time ({e})")))
+}
+
+/// The stack's configuration as its functions read it, from the
+/// arguments: the same checks, the same error text.
+fn stack_config(cli: &Cli, sdk: &aws_config::SdkConfig, account: &str) -> Result<Config, CliError> {
+    let stack = cli
+        .stack
+        .clone()
+        .ok_or_else(|| CliError::Usage("--stack (or EBS_LIFECYCLE_STACK) is needed".into()))?;
+    let table = cli.ledger_table.clone().ok_or_else(|| {
+        CliError::Usage(
+            "--ledger-table (or EBS_LIFECYCLE_LEDGER_TABLE: the stack's LedgerTableName output) is needed"
+                .into(),
+        )
+    })?;
+    let region = sdk
+        .region()
+        .map(|r| r.to_string())
+        .ok_or_else(|| CliError::Usage("no region: give --region or AWS_REGION".into()))?;
+    let policies = match &cli.policies {
+        Some(path) => Some(read(path)?),
+        None => None,
+    };
+    let vars = [
+        ("DEPLOYMENT_NAME", Some(stack)),
+        ("ACCOUNT_ID", Some(account.to_string())),
+        ("AWS_REGION", Some(region)),
+        ("LEDGER_TABLE", Some(table)),
+        ("POLICIES", policies),
+    ];
+    Ok(Config::from_lookup(|name| {
+        vars.iter()
+            .find(|(k, _)| *k == name)
+            .and_then(|(_, v)| v.clone())
+    })?)
+}
+
+fn read(path: &std::path::Path) -> Result<String, CliError> {
+    std::fs::read_to_string(path)
+        .map_err(|e| CliError::Io(format!("cannot read {}: {e}", path.display())))
+}
+
+/// `validate <file>`: the document parsed and checked as every function
+/// checks `POLICIES` at start-up (the same error text), and the
+/// Descriptions its policies give the stack checked against EC2's limit.
+fn validate(cli: &Cli, file: &std::path::Path) -> Result<String, CliError> {
+    let document = read(file)?;
+    let stack = cli.stack.clone().unwrap_or_else(|| "ebs-lifecycle".into());
+    let vars = [
+        ("DEPLOYMENT_NAME", stack),
+        ("ACCOUNT_ID", "000000000000".to_string()),
+        (
+            "AWS_REGION",
+            cli.region.clone().unwrap_or_else(|| "us-east-1".into()),
+        ),
+        ("LEDGER_TABLE", "-".to_string()),
+        ("POLICIES", document),
+    ];
+    let config = Config::from_lookup(|name| {
+        vars.iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.clone())
+    })?;
+    let names: Vec<&str> = policy_names(&config.policies);
+    Ok(match cli.output {
+        Output::Json => serde_json::json!({"valid": true, "policies": names}).to_string(),
+        Output::Text => format!("valid: {} ({})", file.display(), names.join(", ")),
+    })
+}
+
+fn policy_names(policies: &Policies) -> Vec<&str> {
+    policies.names().collect()
+}

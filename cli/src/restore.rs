@@ -1,0 +1,337 @@
+//! `restore volume` (docs/restore.md): the newest completed snapshot the
+//! deployment provably made of a volume at or before a moment (the same
+//! ownership proof expiry uses, `lambda::ownership::sift`), a new volume
+//! made from it as `ebs_lifecycle_core::restore::volume_spec` says, waited
+//! for until `available`, attached if asked.
+
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+
+use ebs_lifecycle::config::Config;
+use ebs_lifecycle::lambda::ownership::sift;
+use ebs_lifecycle::ports::ec2::{Ec2Error, SnapshotCatalog, VolumeRestorer};
+use ebs_lifecycle::ports::ledger::{Ledger, LedgerError};
+use ebs_lifecycle_core::model::{Snapshot, SnapshotState};
+use ebs_lifecycle_core::ownership::Scope;
+use ebs_lifecycle_core::restore::{self, Overrides, SpecError, VolumeSpec};
+use ebs_lifecycle_core::tags as keys;
+
+use crate::args::RestoreVolume;
+use crate::CliError;
+
+/// Where the command looks and acts.
+pub struct Ports<'a> {
+    /// The snapshots: the stack's region, or the region of `--from`.
+    pub catalog: &'a dyn SnapshotCatalog,
+    /// Where the new volume is made (the catalog's region).
+    pub restorer: &'a dyn VolumeRestorer,
+    /// The stack's region, where the source volume is described.
+    pub home: &'a dyn VolumeRestorer,
+    pub ledger: &'a dyn Ledger,
+}
+
+/// What to restore, checked.
+#[derive(Debug, Clone)]
+pub struct VolumeRequest {
+    /// `vol-…` (the newest at or before `at`) or `snap-…` (that one).
+    pub id: String,
+    pub at: DateTime<Utc>,
+    /// Restoring in another region (from disaster-recovery copies).
+    pub from: Option<String>,
+    pub overrides: Overrides,
+    pub attach: Option<(String, String)>,
+    pub dry_run: bool,
+    pub wait: Duration,
+    /// Between two looks at the new volume's state.
+    pub poll: Duration,
+}
+
+impl VolumeRequest {
+    pub fn from_args(args: &RestoreVolume, now: DateTime<Utc>) -> Result<Self, CliError> {
+        let at = match &args.at {
+            Some(t) => crate::parse_time("--at", t)?,
+            None => now,
+        };
+        if !(args.id.starts_with("vol-") || args.id.starts_with("snap-")) {
+            return Err(CliError::Usage(format!(
+                "{}: give a volume id (vol-…) or a snapshot id (snap-…)",
+                args.id
+            )));
+        }
+        if args.from.is_some() && args.az.is_none() {
+            return Err(CliError::Usage(
+                "--from restores in another region: give the zone there with --az".into(),
+            ));
+        }
+        Ok(Self {
+            id: args.id.clone(),
+            at,
+            from: args.from.clone(),
+            overrides: Overrides {
+                availability_zone: args.az.clone(),
+                volume_type: args.volume_type.clone(),
+                iops: args.iops,
+                throughput: args.throughput,
+                kms_key: args.kms_key.clone(),
+            },
+            attach: args.attach.clone().zip(args.device.clone()),
+            dry_run: args.dry_run,
+            wait: Duration::from_secs(args.wait_minutes.saturating_mul(60)),
+            poll: Duration::from_secs(2),
+        })
+    }
+}
+
+/// Why nothing was restored (or what went wrong after the volume was made).
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error("{id} is not a snapshot this deployment made ({why}): nothing restored")]
+    NotOurs { id: String, why: String },
+    #[error("{0} does not exist (or is not this account's)")]
+    NotFound(String),
+    #[error("{id} is {state}, not completed: nothing restored")]
+    NotCompleted { id: String, state: String },
+    #[error("no completed snapshot this deployment made of {volume} at or before {at}")]
+    NothingToRestore { volume: String, at: String },
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error("EC2: {0}")]
+    Ec2(#[from] Ec2Error),
+    #[error("the stack's ledger: {0}")]
+    Ledger(#[from] LedgerError),
+    #[error(
+        "{volume_id} went to state {state} (made from {snapshot_id}); delete it and try again"
+    )]
+    Failed {
+        volume_id: String,
+        snapshot_id: String,
+        state: String,
+    },
+    #[error("{volume_id} was not available after {minutes} minutes; it is still being made (EC2 goes on), look again with `aws ec2 describe-volumes --volume-ids {volume_id}`")]
+    StillCreating { volume_id: String, minutes: u64 },
+    #[error("{volume_id} is available but could not be attached: {error}")]
+    NotAttached { volume_id: String, error: Ec2Error },
+}
+
+/// What was restored (or, in a dry run, would be).
+#[derive(Debug, Clone)]
+pub struct Restored {
+    pub source_volume_id: String,
+    pub snapshot_id: String,
+    /// The moment the snapshot holds (a copy: its original's).
+    pub snapshot_time: DateTime<Utc>,
+    pub spec: VolumeSpec,
+    /// `None` in a dry run.
+    pub volume_id: Option<String>,
+    pub seconds: f64,
+    pub attached: Option<(String, String)>,
+}
+
+impl Restored {
+    /// docs/restore.md's JSON: `volume_id`, `snapshot_id`, `snapshot_time`,
+    /// `availability_zone`, `seconds`, and what a dry run would do.
+    pub fn json(&self) -> serde_json::Value {
+        json!({
+            "volume_id": self.volume_id,
+            "snapshot_id": self.snapshot_id,
+            "snapshot_time": keys::format_time(self.snapshot_time),
+            "source_volume_id": self.source_volume_id,
+            "availability_zone": self.spec.availability_zone,
+            "volume_type": self.spec.volume_type,
+            "size_gib": self.spec.size_gib,
+            "iops": self.spec.iops,
+            "throughput": self.spec.throughput,
+            "kms_key": self.spec.kms_key,
+            "seconds": (self.seconds * 10.0).round() / 10.0,
+            "attached": self.attached.as_ref().map(|(i, d)| json!({"instance_id": i, "device": d})),
+            "dry_run": self.volume_id.is_none(),
+        })
+    }
+
+    pub fn text(&self) -> String {
+        let spec = &self.spec;
+        let what = format!(
+            "{} of {} ({}), {} GiB {} in {}",
+            self.snapshot_id,
+            self.source_volume_id,
+            keys::format_time(self.snapshot_time),
+            spec.size_gib,
+            spec.volume_type,
+            spec.availability_zone
+        );
+        match &self.volume_id {
+            None => format!("dry run: would restore {what}"),
+            Some(id) => {
+                let mut line = format!("restored {id} from {what} in {:.0} s", self.seconds);
+                if let Some((instance, device)) = &self.attached {
+                    line.push_str(&format!(", attached to {instance} at {device}"));
+                }
+                line
+            }
+        }
+    }
+}
+
+/// Restore one volume. Refuses (nothing made) when the snapshot is not
+/// provably the deployment's, is not completed, or none fits the moment.
+pub async fn volume(
+    ports: Ports<'_>,
+    config: &Config,
+    request: &VolumeRequest,
+    now: DateTime<Utc>,
+    progress: &mut (dyn FnMut(String) + Send),
+) -> Result<Restored, RestoreError> {
+    let (volume_id, snapshot) = choose(&ports, config, request, now).await?;
+    // The source volume (if it still exists) gives the zone, type, size
+    // and tags; restoring in another region takes its zone from --az.
+    let source = ports.home.source_volume(&volume_id).await?;
+    let spec = restore::volume_spec(
+        &snapshot,
+        &volume_id,
+        source.as_ref(),
+        &request.overrides,
+        &config.selector_tag_key,
+        now,
+    )?;
+    let mut restored = Restored {
+        source_volume_id: volume_id,
+        snapshot_id: snapshot.id.clone(),
+        snapshot_time: restore::data_time(&snapshot).unwrap_or(now),
+        spec,
+        volume_id: None,
+        seconds: 0.0,
+        attached: None,
+    };
+    if request.dry_run {
+        return Ok(restored);
+    }
+    let started = Instant::now();
+    let id = ports.restorer.create_volume(&restored.spec).await?;
+    progress(format!(
+        "creating {id} from {} in {}",
+        restored.snapshot_id, restored.spec.availability_zone
+    ));
+    loop {
+        match ports.restorer.volume_state(&id).await? {
+            Some(state) if state == "available" => break,
+            Some(state) if state == "creating" => {}
+            state => {
+                return Err(RestoreError::Failed {
+                    volume_id: id,
+                    snapshot_id: restored.snapshot_id,
+                    state: state.unwrap_or_else(|| "gone".into()),
+                })
+            }
+        }
+        if started.elapsed() >= request.wait {
+            return Err(RestoreError::StillCreating {
+                volume_id: id,
+                minutes: request.wait.as_secs() / 60,
+            });
+        }
+        progress(format!("{id}: creating, {} s", started.elapsed().as_secs()));
+        tokio::time::sleep(request.poll).await;
+    }
+    restored.seconds = started.elapsed().as_secs_f64();
+    restored.volume_id = Some(id.clone());
+    if let Some((instance, device)) = &request.attach {
+        ports
+            .restorer
+            .attach_volume(&id, instance, device)
+            .await
+            .map_err(|error| RestoreError::NotAttached {
+                volume_id: id.clone(),
+                error,
+            })?;
+        restored.attached = Some((instance.clone(), device.clone()));
+    }
+    Ok(restored)
+}
+
+/// The source volume and the snapshot to restore, proven.
+async fn choose(
+    ports: &Ports<'_>,
+    config: &Config,
+    request: &VolumeRequest,
+    now: DateTime<Utc>,
+) -> Result<(String, Snapshot), RestoreError> {
+    if request.id.starts_with("snap-") {
+        let found = ports
+            .catalog
+            .snapshots_by_id(std::slice::from_ref(&request.id))
+            .await?;
+        if found.is_empty() {
+            return Err(RestoreError::NotFound(request.id.clone()));
+        }
+        let sifted = sift(ports.ledger, config, found, Scope::SomeSnapshots, now).await?;
+        let Some(snapshot) = sifted.owned.into_iter().next() else {
+            let why = sifted
+                .suspects
+                .iter()
+                .flat_map(|s| s.findings.iter())
+                .map(|f| {
+                    serde_json::to_value(f)
+                        .ok()
+                        .and_then(|v| v["kind"].as_str().map(String::from))
+                        .unwrap_or_default()
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            return Err(RestoreError::NotOurs {
+                id: request.id.clone(),
+                why: if why.is_empty() {
+                    "no proof".into()
+                } else {
+                    why
+                },
+            });
+        };
+        if snapshot.state != SnapshotState::Completed {
+            return Err(RestoreError::NotCompleted {
+                id: snapshot.id.clone(),
+                state: format!("{:?}", snapshot.state).to_lowercase(),
+            });
+        }
+        let volume = snapshot.source_volume_id().unwrap_or_default().to_string();
+        return Ok((volume, snapshot));
+    }
+    let volume = request.id.clone();
+    let deployment = &config.identity.deployment;
+    let volumes = std::slice::from_ref(&volume);
+    // Every snapshot of the volume by EC2's VolumeId (tags cannot hide
+    // one), and those the deployment's tags name (copies, whose VolumeId
+    // is EC2's placeholder); in another region, the deployment's copies
+    // from here. The proof then decides; tags only found candidates.
+    let mut listed = ports.catalog.owned_snapshots_of_volumes(volumes).await?;
+    listed.extend(
+        ports
+            .catalog
+            .managed_snapshots_of_volumes(deployment, volumes)
+            .await?,
+    );
+    if request.from.is_some() {
+        listed.extend(
+            ports
+                .catalog
+                .copies_from(deployment, &config.identity.region)
+                .await?,
+        );
+    }
+    listed.sort_by(|a, b| a.id.cmp(&b.id));
+    listed.dedup_by(|a, b| a.id == b.id);
+    let scope = if request.from.is_some() {
+        Scope::SomeSnapshots
+    } else {
+        Scope::WholeVolumes
+    };
+    let sifted = sift(ports.ledger, config, listed, scope, now).await?;
+    let chosen = restore::choose(&sifted.owned, &volume, request.at).cloned();
+    chosen
+        .map(|s| (volume.clone(), s))
+        .ok_or_else(|| RestoreError::NothingToRestore {
+            volume,
+            at: keys::format_time(request.at),
+        })
+}
