@@ -210,7 +210,7 @@ fn validate(cli: &Cli, file: &std::path::Path) -> Result<String, CliError> {
             "AWS_REGION",
             cli.region.clone().unwrap_or_else(|| "us-east-1".into()),
         ),
-        ("LEDGER_TABLE", "-".to_string()),
+        ("LEDGER_TABLE", "validate-only".to_string()),
         ("POLICIES", document),
     ];
     let config = Config::from_lookup(|name| {

@@ -262,20 +262,26 @@ async fn choose(
             .catalog
             .snapshots_by_id(std::slice::from_ref(&request.id))
             .await?;
-        if found.is_empty() {
+        let Some(named) = found.into_iter().next() else {
             return Err(RestoreError::NotFound(request.id.clone()));
+        };
+        // Judged with its volume's whole history, as expiry judges it: of
+        // two claiming one slot, only the one the proof picks is ours.
+        let mut listed = vec![named.clone()];
+        if let Some(volume) = named.source_volume_id() {
+            listed.extend(history(ports, config, request, volume).await?);
         }
-        let sifted = sift(ports.ledger, config, found, Scope::SomeSnapshots, now).await?;
-        let Some(snapshot) = sifted.owned.into_iter().next() else {
+        let sifted = sift(ports.ledger, config, dedup(listed), scope(request), now).await?;
+        let Some(snapshot) = sifted.owned.into_iter().find(|s| s.id == request.id) else {
             let why = sifted
                 .suspects
                 .iter()
+                .filter(|s| s.snapshot_id == request.id)
                 .flat_map(|s| s.findings.iter())
-                .map(|f| {
+                .filter_map(|f| {
                     serde_json::to_value(f)
                         .ok()
                         .and_then(|v| v["kind"].as_str().map(String::from))
-                        .unwrap_or_default()
                 })
                 .collect::<Vec<_>>()
                 .join(", ");
@@ -298,17 +304,34 @@ async fn choose(
         return Ok((volume, snapshot));
     }
     let volume = request.id.clone();
+    let listed = history(ports, config, request, &volume).await?;
+    let sifted = sift(ports.ledger, config, listed, scope(request), now).await?;
+    let chosen = restore::choose(&sifted.owned, &volume, request.at).cloned();
+    chosen
+        .map(|s| (volume.clone(), s))
+        .ok_or_else(|| RestoreError::NothingToRestore {
+            volume,
+            at: keys::format_time(request.at),
+        })
+}
+
+/// Every snapshot of the volume by EC2's VolumeId (tags cannot hide one),
+/// and those the deployment's tags name (copies, whose VolumeId is EC2's
+/// placeholder); in another region, the deployment's copies from here.
+/// The proof then decides; tags only find candidates.
+async fn history(
+    ports: &Ports<'_>,
+    config: &Config,
+    request: &VolumeRequest,
+    volume: &str,
+) -> Result<Vec<Snapshot>, RestoreError> {
     let deployment = &config.identity.deployment;
-    let volumes = std::slice::from_ref(&volume);
-    // Every snapshot of the volume by EC2's VolumeId (tags cannot hide
-    // one), and those the deployment's tags name (copies, whose VolumeId
-    // is EC2's placeholder); in another region, the deployment's copies
-    // from here. The proof then decides; tags only found candidates.
-    let mut listed = ports.catalog.owned_snapshots_of_volumes(volumes).await?;
+    let volumes = [volume.to_string()];
+    let mut listed = ports.catalog.owned_snapshots_of_volumes(&volumes).await?;
     listed.extend(
         ports
             .catalog
-            .managed_snapshots_of_volumes(deployment, volumes)
+            .managed_snapshots_of_volumes(deployment, &volumes)
             .await?,
     );
     if request.from.is_some() {
@@ -319,19 +342,21 @@ async fn choose(
                 .await?,
         );
     }
+    Ok(dedup(listed))
+}
+
+fn dedup(mut listed: Vec<Snapshot>) -> Vec<Snapshot> {
     listed.sort_by(|a, b| a.id.cmp(&b.id));
     listed.dedup_by(|a, b| a.id == b.id);
-    let scope = if request.from.is_some() {
+    listed
+}
+
+/// Home: the volume's whole history (the first of a slot counts).
+/// Elsewhere: copies, each proven by its ledger record.
+fn scope(request: &VolumeRequest) -> Scope {
+    if request.from.is_some() {
         Scope::SomeSnapshots
     } else {
         Scope::WholeVolumes
-    };
-    let sifted = sift(ports.ledger, config, listed, scope, now).await?;
-    let chosen = restore::choose(&sifted.owned, &volume, request.at).cloned();
-    chosen
-        .map(|s| (volume.clone(), s))
-        .ok_or_else(|| RestoreError::NothingToRestore {
-            volume,
-            at: keys::format_time(request.at),
-        })
+    }
 }

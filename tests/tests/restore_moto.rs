@@ -1,0 +1,405 @@
+//! `ebs-lifecycle restore volume`, `hold` and `release` against moto
+//! (docs/restore.md): the command line parsed as the binary parses it, the
+//! stack's configuration from its arguments and STS, then EC2 and the
+//! ledger on moto. What a user would see: which snapshot is chosen (never a
+//! forged, foreign or pending one), the volume made from it (zone, type,
+//! IOPS, tags; never the selector tag), a dry run making nothing, a DR copy
+//! restored in its region, a hold written to the ledger.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
+use chrono::{DateTime, Duration, Utc};
+use clap::Parser;
+use serde_json::Value;
+
+use ebs_lifecycle::ports::ledger::Ledger;
+use ebs_lifecycle_cli::args::Cli;
+use ebs_lifecycle_core::ownership::CopyRecord;
+use ebs_lifecycle_core::tags;
+use integration_tests::*;
+
+const DR: &str = "us-west-2";
+
+fn t(s: &str) -> DateTime<Utc> {
+    tags::parse_time(s).unwrap()
+}
+
+/// `ebs-lifecycle <args>` against moto, as the stack `itest`: its result
+/// (JSON parsed) or its error's line, and the progress lines.
+async fn cli(moto: &Moto, args: &[&str]) -> (Result<Value, String>, Vec<String>) {
+    let mut argv = vec![
+        "ebs-lifecycle",
+        "--stack",
+        "itest",
+        "--ledger-table",
+        LEDGER_TABLE,
+        "--region",
+        REGION,
+        "--output",
+        "json",
+    ];
+    argv.extend_from_slice(args);
+    let parsed = Cli::try_parse_from(argv).unwrap();
+    let sdk = moto.sdk_config();
+    let mut lines = Vec::new();
+    let out = ebs_lifecycle_cli::run(&parsed, &sdk, &mut |l| lines.push(l)).await;
+    (
+        out.map(|o| serde_json::from_str(&o).unwrap())
+            .map_err(|e| e.to_string()),
+        lines,
+    )
+}
+
+async fn volume_count(ec2: &aws_sdk_ec2::Client) -> usize {
+    ec2.describe_volumes().send().await.unwrap().volumes().len()
+}
+
+#[tokio::test]
+async fn restore_volume_makes_the_newest_proven_snapshot_at_the_moment_into_a_volume_like_its_source(
+) {
+    let moto = Moto::start();
+    let ec2 = moto.ec2();
+    let volume = ec2
+        .create_volume()
+        .availability_zone("us-east-1b")
+        .size(20)
+        .volume_type(aws_sdk_ec2::types::VolumeType::Io1)
+        .iops(3000)
+        .tag_specifications(tag_spec(
+            aws_sdk_ec2::types::ResourceType::Volume,
+            &[("Backup", "gold"), ("Name", "db"), ("Owner", "team-a")],
+        ))
+        .send()
+        .await
+        .unwrap()
+        .volume_id()
+        .unwrap()
+        .to_string();
+    // Three days of the deployment's snapshots (slots 2026-03-01..03).
+    let mut days = Vec::new();
+    for _ in 0..3 {
+        days.push(managed_snapshot(&moto, &volume, "itest", "gold", &[]).await);
+    }
+    // Someone copies the newest one's Description and tags onto a snapshot
+    // made later, by hand; another carries the tags only.
+    let newest = snapshots(&ec2)
+        .await
+        .into_iter()
+        .find(|s| s.id == days[2])
+        .unwrap();
+    moto.set_clock(Some(t("2026-03-03T06:00:00Z")));
+    let forged = ec2
+        .create_snapshot()
+        .volume_id(&volume)
+        .description(newest.description.clone().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .snapshot_id()
+        .unwrap()
+        .to_string();
+    moto.set_clock(Some(t("2026-03-04T06:00:00Z")));
+    let tagged = hand_made_snapshot(&ec2, &volume).await;
+    moto.set_clock(None);
+    for id in [&forged, &tagged] {
+        let pairs: Vec<(&str, &str)> = newest
+            .tags
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        put_tags(&ec2, id, &pairs).await;
+    }
+
+    // A dry run: the choice, nothing made.
+    let before = volume_count(&ec2).await;
+    let (dry, _) = cli(&moto, &["restore", "volume", &volume, "--dry-run"]).await;
+    let dry = dry.unwrap();
+    assert_eq!(dry["snapshot_id"], days[2].as_str(), "{dry}");
+    assert_eq!(dry["dry_run"], true);
+    assert_eq!(dry["volume_id"], Value::Null);
+    assert_eq!(volume_count(&ec2).await, before, "a dry run makes nothing");
+
+    // Now, and at a moment in the past.
+    let (now, _) = cli(&moto, &["restore", "volume", &volume]).await;
+    let now = now.unwrap();
+    assert_eq!(
+        now["snapshot_id"],
+        days[2].as_str(),
+        "never the forged ones: {now}"
+    );
+    let (past, _) = cli(
+        &moto,
+        &["restore", "volume", &volume, "--at", "2026-03-02T12:00:00Z"],
+    )
+    .await;
+    let past = past.unwrap();
+    assert_eq!(past["snapshot_id"], days[1].as_str());
+    assert_eq!(past["snapshot_time"], "2026-03-02T00:00:12Z");
+    let (before_any, _) = cli(
+        &moto,
+        &["restore", "volume", &volume, "--at", "2026-02-01T00:00:00Z"],
+    )
+    .await;
+    assert!(before_any
+        .unwrap_err()
+        .contains("no completed snapshot this deployment made"),);
+
+    // The volume made: the source's zone, type, IOPS and size, its tags
+    // but the selector, labelled with what it came from; available.
+    let made = now["volume_id"].as_str().unwrap();
+    let answer = ec2
+        .describe_volumes()
+        .volume_ids(made)
+        .send()
+        .await
+        .unwrap();
+    let v = &answer.volumes()[0];
+    assert_eq!(v.availability_zone(), Some("us-east-1b"));
+    assert_eq!(v.volume_type().map(|t| t.as_str()), Some("io1"));
+    assert_eq!((v.iops(), v.size()), (Some(3000), Some(20)));
+    assert_eq!(v.snapshot_id(), Some(days[2].as_str()));
+    assert_eq!(v.state().map(|s| s.as_str()), Some("available"));
+    let tag = |k: &str| {
+        v.tags()
+            .iter()
+            .find(|t| t.key() == Some(k))
+            .and_then(|t| t.value())
+            .map(String::from)
+    };
+    assert_eq!(
+        tag("Backup"),
+        None,
+        "a restored volume does not opt in by itself"
+    );
+    assert_eq!(tag("Owner").as_deref(), Some("team-a"));
+    assert_eq!(tag("Name").as_deref(), Some("db"));
+    assert_eq!(tag(tags::RESTORED_FROM).as_deref(), Some(days[2].as_str()));
+
+    // A snapshot named directly: the deployment's is restored, attached
+    // where asked; the forged one is refused, naming why.
+    let (instance, _) = run_instance(&ec2, &[]).await;
+    let (one, _) = cli(
+        &moto,
+        &[
+            "restore",
+            "volume",
+            &days[0],
+            "--az",
+            "us-east-1a",
+            "--type",
+            "gp3",
+            "--attach",
+            &instance,
+            "--device",
+            "/dev/sdf",
+        ],
+    )
+    .await;
+    let one = one.unwrap();
+    assert_eq!(one["snapshot_id"], days[0].as_str());
+    assert_eq!(one["volume_type"], "gp3");
+    assert_eq!(
+        one["iops"],
+        Value::Null,
+        "io1's IOPS do not carry over to gp3"
+    );
+    assert_eq!(one["attached"]["instance_id"], instance.as_str());
+    for id in [&forged, &tagged] {
+        let (refused, _) = cli(&moto, &["restore", "volume", id]).await;
+        let refused = refused.unwrap_err();
+        assert!(
+            refused.contains("is not a snapshot this deployment made"),
+            "{refused}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn restore_from_the_dr_region_takes_the_newest_completed_copy_never_a_pending_one() {
+    let moto = Moto::start();
+    let ec2 = moto.ec2();
+    let volume = create_volume(&ec2, 8, &[("Backup", "gold")]).await;
+    let dr = moto.ec2_in(DR);
+    let mut copies = Vec::new();
+    for day in 0..2 {
+        let source = managed_snapshot(&moto, &volume, "itest", "gold", &[]).await;
+        let slot = t("2026-03-01T00:00:00Z") + Duration::days(day);
+        // Copied an hour after the slot, as copy-snapshots does.
+        moto.set_clock(Some(slot + Duration::hours(1)));
+        let copy = dr
+            .copy_snapshot()
+            .source_region(REGION)
+            .source_snapshot_id(&source)
+            .description(identity("itest").copy(REGION, &source))
+            .send()
+            .await
+            .unwrap()
+            .snapshot_id()
+            .unwrap()
+            .to_string();
+        put_tags(
+            &dr,
+            &copy,
+            &[
+                (tags::MANAGED_BY, "itest"),
+                (tags::COPY_OF, source.as_str()),
+                (tags::SOURCE_REGION, REGION),
+                (tags::VOLUME_ID, volume.as_str()),
+            ],
+        )
+        .await;
+        moto.ledger()
+            .record_copy(&CopyRecord {
+                copy_id: copy.clone(),
+                source_snapshot_id: source.clone(),
+                volume_id: volume.clone(),
+                policy: "gold".into(),
+                slot,
+                created_at: slot + Duration::seconds(12),
+                target: Some(DR.into()),
+            })
+            .await
+            .unwrap();
+        copies.push(copy);
+    }
+    // Ten minutes after the second copy began, it is still pending (moto,
+    // as EC2, takes 30 minutes): the first is restored.
+    moto.set_clock(Some(t("2026-03-02T01:10:00Z")));
+    let (pending, _) = cli(
+        &moto,
+        &[
+            "restore",
+            "volume",
+            &volume,
+            "--from",
+            DR,
+            "--az",
+            "us-west-2a",
+            "--dry-run",
+        ],
+    )
+    .await;
+    let pending = pending.unwrap();
+    assert_eq!(pending["snapshot_id"], copies[0].as_str(), "{pending}");
+    // It stands for its original's moment, not the copy's.
+    assert_eq!(pending["snapshot_time"], "2026-03-01T00:00:12Z");
+    moto.set_clock(Some(t("2026-03-02T02:00:00Z")));
+    let (done, _) = cli(
+        &moto,
+        &[
+            "restore",
+            "volume",
+            &volume,
+            "--from",
+            DR,
+            "--az",
+            "us-west-2a",
+        ],
+    )
+    .await;
+    let done = done.unwrap();
+    moto.set_clock(None);
+    assert_eq!(done["snapshot_id"], copies[1].as_str(), "{done}");
+    let made = done["volume_id"].as_str().unwrap();
+    let answer = dr.describe_volumes().volume_ids(made).send().await.unwrap();
+    assert_eq!(answer.volumes()[0].availability_zone(), Some("us-west-2a"));
+    // Without the zone there, it refuses before anything.
+    let (no_zone, _) = cli(&moto, &["restore", "volume", &volume, "--from", DR]).await;
+    assert!(no_zone.unwrap_err().contains("--az"));
+}
+
+#[tokio::test]
+async fn hold_and_release_write_the_ledger_hold_every_deleting_function_honours() {
+    let moto = Moto::start();
+    let (held, _) = cli(
+        &moto,
+        &[
+            "hold",
+            "vol-0123456789abcdef0",
+            "--until",
+            "2036-01-01T00:00:00Z",
+            "--reason",
+            "legal case 42",
+        ],
+    )
+    .await;
+    let held = held.unwrap();
+    assert_eq!(held["resource_id"], "vol-0123456789abcdef0");
+    let holds = moto.ledger().holds().await.unwrap();
+    assert_eq!(holds.len(), 1);
+    assert_eq!(holds[0].reason, "legal case 42");
+    assert!(
+        holds[0].by.contains("arn:aws"),
+        "who set it: {:?}",
+        holds[0].by
+    );
+    let (too_long, _) = cli(
+        &moto,
+        &[
+            "hold",
+            "vol-0123456789abcdef0",
+            "--until",
+            "2099-01-01T00:00:00Z",
+            "--reason",
+            "forever",
+        ],
+    )
+    .await;
+    assert!(too_long.unwrap_err().contains("more than ten years"));
+    let (released, _) = cli(&moto, &["release", "vol-0123456789abcdef0"]).await;
+    released.unwrap();
+    let now = Utc::now();
+    assert!(moto
+        .ledger()
+        .holds()
+        .await
+        .unwrap()
+        .iter()
+        .all(|h| !h.in_effect(now)));
+}
+
+#[test]
+fn validate_checks_a_policy_document_as_the_functions_do_and_bad_arguments_exit_2() {
+    let dir = std::env::temp_dir().join(format!("ebs-lifecycle-validate-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let good = dir.join("good.json");
+    std::fs::write(
+        &good,
+        r#"{"gold": {"schedule": "@daily", "keep": {"daily": 7}}}"#,
+    )
+    .unwrap();
+    let bad = dir.join("bad.json");
+    std::fs::write(
+        &bad,
+        r#"{"gold": {"schedule": "@daily", "keep": {"dayly": 7}}}"#,
+    )
+    .unwrap();
+    let run = |file: &std::path::Path| {
+        let parsed =
+            Cli::try_parse_from(["ebs-lifecycle", "validate", file.to_str().unwrap()]).unwrap();
+        let sdk = aws_config::SdkConfig::builder().build();
+        futures_lite(ebs_lifecycle_cli::run(&parsed, &sdk, &mut |_| {}))
+    };
+    assert!(run(&good).unwrap().starts_with("valid:"));
+    let error = run(&bad).unwrap_err().to_string();
+    assert!(error.contains("dayly"), "{error}");
+    // clap refuses bad arguments (the binary exits 2 on them).
+    let refused = Cli::try_parse_from([
+        "ebs-lifecycle",
+        "restore",
+        "volume",
+        "vol-1",
+        "--attach",
+        "i-1",
+    ])
+    .unwrap_err();
+    assert_eq!(refused.exit_code(), 2);
+}
+
+/// Runs a future that needs no I/O to completion.
+fn futures_lite<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
