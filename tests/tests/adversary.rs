@@ -466,6 +466,24 @@ async fn create(
     .await
 }
 
+/// One expire-snapshots run of the stack at `at`.
+async fn expire(
+    stack: &Stack,
+    at: DateTime<Utc>,
+) -> Result<expire_snapshots::RunSummary, expire_snapshots::ExpireError> {
+    expire_snapshots::handle(
+        expire_snapshots::Ports {
+            pacing: expire_snapshots::Pacing::NONE,
+            ..expire_ports(&stack.adapter, &stack.notifier, stack.ledger)
+        },
+        &stack.config,
+        &tick(),
+        at,
+        plenty(),
+    )
+    .await
+}
+
 /// What one attack ran.
 #[derive(Debug, Default)]
 struct Ran {
@@ -623,16 +641,7 @@ async fn attack(seed: u64, days: i64) -> Ran {
             @run world,
             minutes(240),
             "expire-snapshots",
-            expire_snapshots::handle(
-                expire_snapshots::Ports {
-                    pacing: expire_snapshots::Pacing::NONE,
-                    ..expire_ports(&stack.adapter, &stack.notifier, stack.ledger)
-                },
-                &stack.config,
-                &tick(),
-                minutes(240),
-                plenty(),
-            )
+            expire(&stack, minutes(240))
         );
         steps += 9;
         deletions += expired
@@ -755,25 +764,40 @@ async fn attack(seed: u64, days: i64) -> Ran {
     }
 }
 
-#[tokio::test]
-async fn no_tag_write_or_forged_snapshot_makes_the_stack_do_harm() {
-    let days = env_number("ADVERSARY_DAYS", DAYS as u64) as i64;
-    let seeds: Vec<u64> = match std::env::var("ADVERSARY_SEED") {
+/// The seeds and days to run: one seed (`ADVERSARY_SEED`), or
+/// `ADVERSARY_SEEDS` from `ADVERSARY_FIRST_SEED`; `ADVERSARY_DAYS` each.
+fn seeds_and_days(seeds: u64, days: i64) -> (Vec<u64>, i64) {
+    let days = env_number("ADVERSARY_DAYS", days as u64) as i64;
+    let seeds = match std::env::var("ADVERSARY_SEED") {
         Ok(one) => vec![one.parse().unwrap()],
         Err(_) => {
             let first = env_number("ADVERSARY_FIRST_SEED", 1);
-            (first..first + env_number("ADVERSARY_SEEDS", SEEDS)).collect()
+            (first..first + env_number("ADVERSARY_SEEDS", seeds)).collect()
         }
     };
+    (seeds, days)
+}
+
+impl Ran {
+    fn add(&mut self, other: Ran) {
+        self.invocations += other.invocations;
+        self.deletions += other.deletions;
+        self.encrypted_copies += other.encrypted_copies;
+        self.impersonations += other.impersonations;
+        self.locks_checked += other.locks_checked;
+        self.dr_copies += other.dr_copies;
+        self.instance_stops += other.instance_stops;
+        self.most_writes = self.most_writes.max(other.most_writes);
+    }
+}
+
+#[tokio::test]
+async fn no_tag_write_or_forged_snapshot_makes_the_stack_do_harm() {
+    let (seeds, days) = seeds_and_days(SEEDS, DAYS);
     let started = std::time::Instant::now();
     let mut total = Ran::default();
     for seed in &seeds {
-        let ran = attack(*seed, days).await;
-        total.invocations += ran.invocations;
-        total.deletions += ran.deletions;
-        total.encrypted_copies += ran.encrypted_copies;
-        total.impersonations += ran.impersonations;
-        total.most_writes = total.most_writes.max(ran.most_writes);
+        total.add(attack(*seed, days).await);
     }
     eprintln!(
         "adversary: {} seeds from {:?}, {days} days each, {:.1} s: {total:?}",
@@ -1500,16 +1524,7 @@ async fn attack_beyond(seed: u64, days: i64) -> Ran {
             @run world,
             minutes(240),
             "expire-snapshots",
-            expire_snapshots::handle(
-                expire_snapshots::Ports {
-                    pacing: expire_snapshots::Pacing::NONE,
-                    ..expire_ports(&stack.adapter, &stack.notifier, stack.ledger)
-                },
-                &stack.config,
-                &tick(),
-                minutes(240),
-                plenty(),
-            )
+            expire(&stack, minutes(240))
         );
         ran.deletions += expired
             .volumes
@@ -1568,24 +1583,11 @@ async fn attack_beyond(seed: u64, days: i64) -> Ran {
 
 #[tokio::test]
 async fn no_attack_in_the_dr_region_the_vault_or_on_an_instance_makes_the_stack_do_harm() {
-    let days = env_number("ADVERSARY_DAYS", BEYOND_DAYS as u64) as i64;
-    let seeds: Vec<u64> = match std::env::var("ADVERSARY_SEED") {
-        Ok(one) => vec![one.parse().unwrap()],
-        Err(_) => {
-            let first = env_number("ADVERSARY_FIRST_SEED", 1);
-            (first..first + env_number("ADVERSARY_SEEDS", BEYOND_SEEDS)).collect()
-        }
-    };
+    let (seeds, days) = seeds_and_days(BEYOND_SEEDS, BEYOND_DAYS);
     let started = std::time::Instant::now();
     let mut total = Ran::default();
     for seed in &seeds {
-        let ran = attack_beyond(*seed, days).await;
-        total.invocations += ran.invocations;
-        total.deletions += ran.deletions;
-        total.locks_checked += ran.locks_checked;
-        total.dr_copies += ran.dr_copies;
-        total.instance_stops += ran.instance_stops;
-        total.most_writes = total.most_writes.max(ran.most_writes);
+        total.add(attack_beyond(*seed, days).await);
     }
     eprintln!(
         "adversary beyond: {} seeds from {:?}, {days} days each, {:.1} s: {total:?}",

@@ -1078,9 +1078,13 @@ impl InstanceControl for Ec2Adapter {
     }
 }
 
-#[async_trait]
-impl VolumeRestorer for Ec2Adapter {
-    async fn source_volume(&self, volume_id: &str) -> Result<Option<SourceVolume>, Ec2Error> {
+impl Ec2Adapter {
+    /// One volume as EC2 describes it (a filter, so a volume that is gone
+    /// is an empty answer rather than an error).
+    async fn describe_volume(
+        &self,
+        volume_id: &str,
+    ) -> Result<Option<aws_sdk_ec2::types::Volume>, Ec2Error> {
         let answer = self
             .client
             .describe_volumes()
@@ -1092,6 +1096,16 @@ impl VolumeRestorer for Ec2Adapter {
             .volumes()
             .iter()
             .find(|v| v.volume_id() == Some(volume_id))
+            .cloned())
+    }
+}
+
+#[async_trait]
+impl VolumeRestorer for Ec2Adapter {
+    async fn source_volume(&self, volume_id: &str) -> Result<Option<SourceVolume>, Ec2Error> {
+        Ok(self
+            .describe_volume(volume_id)
+            .await?
             .map(|v| SourceVolume {
                 id: volume_id.to_string(),
                 availability_zone: v.availability_zone().unwrap_or_default().to_string(),
@@ -1145,17 +1159,9 @@ impl VolumeRestorer for Ec2Adapter {
     }
 
     async fn volume_state(&self, volume_id: &str) -> Result<Option<String>, Ec2Error> {
-        let answer = self
-            .client
-            .describe_volumes()
-            .filters(filter("volume-id", [volume_id]))
-            .send()
-            .await
-            .map_err(|e| Ec2Error::from_sdk("DescribeVolumes", e))?;
-        Ok(answer
-            .volumes()
-            .iter()
-            .find(|v| v.volume_id() == Some(volume_id))
+        Ok(self
+            .describe_volume(volume_id)
+            .await?
             .and_then(|v| v.state().map(|s| s.as_str().to_string())))
     }
 
