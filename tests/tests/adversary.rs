@@ -150,6 +150,22 @@ async fn by_hand(
     made.ok().and_then(|m| m.snapshot_id)
 }
 
+/// A snapshot made by hand of `real`'s volume (one of `volumes`) with
+/// `real`'s Description and tags.
+async fn imitation(
+    moto: &Moto,
+    real: &Snapshot,
+    volumes: &[String],
+    now: DateTime<Utc>,
+) -> Option<String> {
+    let volume = real.volume_id.as_ref().filter(|v| volumes.contains(v))?;
+    let id = by_hand(moto, volume, real.description.as_deref()?, now).await?;
+    for (k, v) in &real.tags {
+        put_tags(&moto.ec2(), &id, &[(k.as_str(), v.as_str())]).await;
+    }
+    Some(id)
+}
+
 /// A volume's tag, as EC2 has it now.
 async fn volume_tag(ec2: &aws_sdk_ec2::Client, volume: &str, key: &str) -> Option<String> {
     let answer = ec2
@@ -252,19 +268,9 @@ impl Attacker {
                     let Some(real) = self.pick(&snapshots).cloned() else {
                         continue;
                     };
-                    let (Some(volume), Some(description)) =
-                        (real.volume_id.clone(), real.description.clone())
-                    else {
-                        continue;
-                    };
-                    if !volumes.contains(&volume) {
-                        continue;
-                    }
-                    if let Some(id) = by_hand(moto, &volume, &description, now).await {
-                        for (k, v) in &real.tags {
-                            put_tags(&ec2, &id, &[(k.as_str(), v.as_str())]).await;
-                        }
+                    if let Some(id) = imitation(moto, &real, volumes, now).await {
                         self.log.push(format!("{id}: by hand as {}", real.id));
+                        let description = real.description.clone().unwrap_or_default();
                         let in_window = match identity(DEPLOYMENT).read(&description) {
                             Some(Claim::Scheduled { slot, .. }) => {
                                 slot <= now && now < slot + chrono::Duration::days(1)
@@ -978,18 +984,7 @@ impl Attacker {
                     let Some(real) = self.pick(&sources).cloned() else {
                         continue;
                     };
-                    let (Some(volume), Some(description)) =
-                        (real.volume_id.clone(), real.description.clone())
-                    else {
-                        continue;
-                    };
-                    if !volumes.contains(&volume) {
-                        continue;
-                    }
-                    if let Some(id) = by_hand(moto, &volume, &description, now).await {
-                        for (k, v) in &real.tags {
-                            put_tags(&ec2, &id, &[(k.as_str(), v.as_str())]).await;
-                        }
+                    if let Some(id) = imitation(moto, &real, volumes, now).await {
                         share_with(&ec2, &id, VAULT).await;
                         self.log.push(format!(
                             "{id}: by hand as {}, shared with the vault",
