@@ -93,6 +93,8 @@ pub enum RestoreError {
     NotFound(String),
     #[error("{id} is {state}, not completed: nothing restored")]
     NotCompleted { id: String, state: String },
+    #[error("{id} is in the archive tier: restore its tier first (hours), then run this again: aws ec2 restore-snapshot-tier --snapshot-id {id} --temporary-restore-days 7")]
+    Archived { id: String },
     #[error("no completed snapshot this deployment made of {volume} at or before {at}")]
     NothingToRestore { volume: String, at: String },
     #[error(transparent)]
@@ -184,6 +186,9 @@ pub async fn volume(
     progress: &mut (dyn FnMut(String) + Send),
 ) -> Result<Restored, RestoreError> {
     let (volume_id, snapshot) = choose(&ports, config, request, now).await?;
+    if restore::needs_tier_restore(&snapshot) {
+        return Err(RestoreError::Archived { id: snapshot.id });
+    }
     // The source volume (if it still exists) gives the zone, type, size
     // and tags; restoring in another region takes its zone from --az.
     let source = ports.home.source_volume(&volume_id).await?;

@@ -22,17 +22,118 @@ pub fn data_time(s: &Snapshot) -> Option<DateTime<Utc>> {
 /// The newest snapshot of `volume` among `owned` that EC2 says is completed
 /// and holds the data of `at` or earlier (ties: the larger id, so the
 /// choice does not depend on listing order). A pending or failed snapshot
-/// is never chosen, nor one in the archive tier that is not restored for
-/// now (EC2 refuses CreateVolume from it).
+/// is never chosen. One in the archive tier is chosen all the same (it is
+/// the right moment); [`needs_tier_restore`] says whether EC2 will refuse
+/// a volume from it until its tier is restored.
 pub fn choose<'a>(owned: &'a [Snapshot], volume: &str, at: DateTime<Utc>) -> Option<&'a Snapshot> {
     owned
         .iter()
         .filter(|s| s.source_volume_id() == Some(volume))
         .filter(|s| s.state == SnapshotState::Completed)
-        .filter(|s| !s.archived || s.restore_expiry.is_some())
         .filter_map(|s| data_time(s).filter(|t| *t <= at).map(|t| (t, s)))
         .max_by(|(a, x), (b, y)| a.cmp(b).then_with(|| x.id.cmp(&y.id)))
         .map(|(_, s)| s)
+}
+
+/// True for a snapshot in the archive tier that is not restored for now:
+/// CreateVolume refuses it until RestoreSnapshotTier has run (hours).
+pub fn needs_tier_restore(s: &Snapshot) -> bool {
+    s.archived && s.restore_expiry.is_none()
+}
+
+/// What `restore instance` brings back: one snapshot per volume, from one
+/// slot when the deployment has one that covers every volume.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceChoice<'a> {
+    /// (volume, its snapshot), in the order the volumes were given.
+    pub chosen: Vec<(String, &'a Snapshot)>,
+    /// Every snapshot is of one policy's slot.
+    pub one_slot: bool,
+    /// ... and they were taken together as one multi-volume set
+    /// (CreateSnapshots): crash-consistent across the volumes.
+    pub consistent_set: bool,
+    /// Between the oldest and the newest data moment chosen.
+    pub spread: chrono::Duration,
+}
+
+/// The snapshots that bring `volumes` (an instance's) back to `at`: the
+/// newest slot (policy and slot, as the proof set them) at or before `at`
+/// in which every volume has a completed snapshot; failing that, each
+/// volume's newest ([`choose`]), the spread between them said. `sets`
+/// names the snapshots proven to be of this instance's multi-volume sets.
+/// `Err` lists the volumes with no snapshot at all.
+pub fn choose_for_instance<'a>(
+    owned: &'a [Snapshot],
+    sets: &std::collections::BTreeSet<String>,
+    volumes: &[String],
+    at: DateTime<Utc>,
+) -> Result<InstanceChoice<'a>, Vec<String>> {
+    use std::collections::BTreeMap;
+    let slot_of = |s: &Snapshot| -> Option<(DateTime<Utc>, String)> {
+        let slot = keys::parse_time(s.tags.get(keys::SLOT)?)?;
+        Some((slot, s.tags.get(keys::POLICY)?.clone()))
+    };
+    // (slot, policy) -> volume -> its snapshot of that slot.
+    let mut slots: BTreeMap<(DateTime<Utc>, String), BTreeMap<&str, &'a Snapshot>> =
+        BTreeMap::new();
+    for volume in volumes {
+        let eligible = owned
+            .iter()
+            .filter(|s| s.source_volume_id() == Some(volume.as_str()))
+            .filter(|s| s.state == SnapshotState::Completed)
+            .filter(|s| data_time(s).is_some_and(|t| t <= at));
+        for s in eligible {
+            if let Some(key) = slot_of(s) {
+                let entry = slots
+                    .entry(key)
+                    .or_default()
+                    .entry(volume.as_str())
+                    .or_insert(s);
+                if s.id > entry.id {
+                    *entry = s;
+                }
+            }
+        }
+    }
+    let full = slots
+        .iter()
+        .rev()
+        .find(|(_, by_volume)| volumes.iter().all(|v| by_volume.contains_key(v.as_str())));
+    let (chosen, one_slot): (Vec<(String, &'a Snapshot)>, bool) = match full {
+        Some((_, by_volume)) => (
+            volumes
+                .iter()
+                .map(|v| (v.clone(), by_volume[v.as_str()]))
+                .collect(),
+            true,
+        ),
+        None => {
+            let mut chosen = Vec::new();
+            let mut missing = Vec::new();
+            for v in volumes {
+                match choose(owned, v, at) {
+                    Some(s) => chosen.push((v.clone(), s)),
+                    None => missing.push(v.clone()),
+                }
+            }
+            if !missing.is_empty() {
+                return Err(missing);
+            }
+            (chosen, false)
+        }
+    };
+    let times: Vec<DateTime<Utc>> = chosen.iter().filter_map(|(_, s)| data_time(s)).collect();
+    let spread = match (times.iter().min(), times.iter().max()) {
+        (Some(a), Some(b)) => *b - *a,
+        _ => chrono::Duration::zero(),
+    };
+    let consistent_set = one_slot && chosen.iter().all(|(_, s)| sets.contains(&s.id));
+    Ok(InstanceChoice {
+        chosen,
+        one_slot,
+        consistent_set,
+        spread,
+    })
 }
 
 /// The volume a restore starts from, as EC2 describes it (if it still
@@ -250,7 +351,7 @@ mod tests {
     }
 
     #[test]
-    fn an_archived_snapshot_is_chosen_only_while_restored() {
+    fn an_archived_snapshot_is_chosen_for_its_moment_and_needs_its_tier_restored_first() {
         let mut archived = snap(
             "snap-a",
             "vol-1",
@@ -268,10 +369,14 @@ mod tests {
             archived.clone(),
         ];
         let now = t("2026-04-01T00:00:00Z");
-        assert_eq!(choose(&owned, "vol-1", now).unwrap().id, "snap-1");
+        let chosen = choose(&owned, "vol-1", now).unwrap();
+        assert_eq!(
+            chosen.id, "snap-a",
+            "an older one is not silently taken instead"
+        );
+        assert!(needs_tier_restore(chosen));
         archived.restore_expiry = Some(now);
-        let owned = vec![owned[0].clone(), archived];
-        assert_eq!(choose(&owned, "vol-1", now).unwrap().id, "snap-a");
+        assert!(!needs_tier_restore(&archived));
     }
 
     #[test]
@@ -369,6 +474,66 @@ mod tests {
         let spec = volume_spec(&s, "vol-1", None, &zone, "Backup", now).unwrap();
         assert_eq!((spec.volume_type.as_str(), spec.size_gib), ("gp3", 50));
         assert_eq!(spec.tags["Name"], "restored vol-1");
+    }
+
+    fn of_slot(id: &str, volume: &str, slot: &str, start: &str) -> Snapshot {
+        let mut s = snap(id, volume, start, SnapshotState::Completed);
+        s.tags.insert(keys::POLICY.into(), "gold".into());
+        s.tags.insert(keys::SLOT.into(), slot.into());
+        s
+    }
+
+    #[test]
+    fn an_instance_comes_back_from_the_newest_slot_that_covers_every_volume() {
+        let volumes = vec!["vol-root".to_string(), "vol-data".to_string()];
+        let owned = vec![
+            of_slot(
+                "snap-r1",
+                "vol-root",
+                "2026-03-01T00:00:00Z",
+                "2026-03-01T00:00:10Z",
+            ),
+            of_slot(
+                "snap-d1",
+                "vol-data",
+                "2026-03-01T00:00:00Z",
+                "2026-03-01T00:00:10Z",
+            ),
+            of_slot(
+                "snap-r2",
+                "vol-root",
+                "2026-03-02T00:00:00Z",
+                "2026-03-02T00:00:10Z",
+            ),
+            // The data volume's snapshot of the 2nd failed; its 3rd is there.
+            of_slot(
+                "snap-d3",
+                "vol-data",
+                "2026-03-03T00:00:00Z",
+                "2026-03-03T00:00:10Z",
+            ),
+        ];
+        let sets: std::collections::BTreeSet<String> = ["snap-r1", "snap-d1"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let now = t("2026-03-04T00:00:00Z");
+        let c = choose_for_instance(&owned, &sets, &volumes, now).unwrap();
+        let ids: Vec<&str> = c.chosen.iter().map(|(_, s)| s.id.as_str()).collect();
+        assert_eq!(ids, ["snap-r1", "snap-d1"]);
+        assert!(c.one_slot && c.consistent_set);
+        assert_eq!(c.spread, chrono::Duration::zero());
+        // Before the 1st: nothing for either volume.
+        assert_eq!(
+            choose_for_instance(&owned, &sets, &volumes, t("2026-02-01T00:00:00Z")),
+            Err(volumes.clone())
+        );
+        // Without the 1st's set: each volume's newest, the spread said.
+        let c = choose_for_instance(&owned[2..], &sets, &volumes, now).unwrap();
+        let ids: Vec<&str> = c.chosen.iter().map(|(_, s)| s.id.as_str()).collect();
+        assert_eq!(ids, ["snap-r2", "snap-d3"]);
+        assert!(!c.one_slot && !c.consistent_set);
+        assert_eq!(c.spread, chrono::Duration::days(1));
     }
 
     proptest! {
