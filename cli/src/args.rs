@@ -61,6 +61,32 @@ pub enum Command {
 pub enum Restore {
     /// One volume: the newest completed snapshot of it, at or before --at.
     Volume(RestoreVolume),
+    /// Every volume of an instance, from one moment (one slot when the
+    /// stack has one covering them all); --replace swaps them in.
+    Instance(RestoreInstance),
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreInstance {
+    /// The instance (i-…).
+    pub id: String,
+    /// The moment to restore (RFC 3339; default now).
+    #[arg(long)]
+    pub at: Option<String>,
+    /// Swap the restored volumes in at the same devices (root included);
+    /// the current ones are detached and kept. The instance must be
+    /// stopped, or give --stop.
+    #[arg(long)]
+    pub replace: bool,
+    /// Stop the instance for the swap, and start it again after.
+    #[arg(long, requires = "replace")]
+    pub stop: bool,
+    /// Print the device map it would make; make nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Give up waiting after this many minutes (per step).
+    #[arg(long, default_value_t = 30)]
+    pub wait_minutes: u64,
 }
 
 #[derive(Debug, Args)]

@@ -7,12 +7,16 @@
 //! - [`args`]: the command line (clap).
 //! - [`restore`]: `restore volume`: choose the proven snapshot, make the
 //!   volume, wait for it, attach it.
+//! - [`instance`]: `restore instance`: every volume of an instance from
+//!   one moment, swapped in at the same devices with `--replace`, all or
+//!   nothing.
 //! - [`holds`]: `hold` and `release`: ledger holds.
 //! - `run` (here): the stack's configuration from the arguments and STS,
 //!   the adapters, the command, its output.
 
 pub mod args;
 pub mod holds;
+pub mod instance;
 pub mod restore;
 
 use chrono::{DateTime, Utc};
@@ -81,6 +85,43 @@ pub async fn run(
                 ledger: &stack.ledger,
             };
             let restored = restore::volume(ports, &stack.config, &request, now, progress).await?;
+            Ok(match cli.output {
+                Output::Json => restored.json().to_string(),
+                Output::Text => restored.text(),
+            })
+        }
+        Command::Restore(Restore::Instance(args)) => {
+            let stack = Stack::connect(cli, sdk).await?;
+            if !args.id.starts_with("i-") {
+                return Err(CliError::Usage(format!(
+                    "{}: give an instance id (i-…)",
+                    args.id
+                )));
+            }
+            let request = instance::InstanceRequest {
+                instance_id: args.id.clone(),
+                at: match &args.at {
+                    Some(t) => parse_time("--at", t)?,
+                    None => now,
+                },
+                replace: args.replace,
+                stop: args.stop,
+                dry_run: args.dry_run,
+                wait: std::time::Duration::from_secs(args.wait_minutes.saturating_mul(60)),
+                poll: std::time::Duration::from_secs(2),
+            };
+            let ports = instance::InstancePorts {
+                volumes: restore::Ports {
+                    catalog: &stack.ec2,
+                    restorer: &stack.ec2,
+                    home: &stack.ec2,
+                    ledger: &stack.ledger,
+                },
+                inventory: &stack.ec2,
+                instances: &stack.ec2,
+            };
+            let restored =
+                instance::instance(ports, &stack.config, &request, now, progress).await?;
             Ok(match cli.output {
                 Output::Json => restored.json().to_string(),
                 Output::Text => restored.text(),

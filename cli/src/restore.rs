@@ -89,6 +89,8 @@ impl VolumeRequest {
 pub enum RestoreError {
     #[error("{id} is not a snapshot this deployment made ({why}): nothing restored")]
     NotOurs { id: String, why: String },
+    #[error("{0}")]
+    Refused(String),
     #[error("{0} does not exist (or is not this account's)")]
     NotFound(String),
     #[error("{id} is {state}, not completed: nothing restored")]
@@ -218,27 +220,15 @@ pub async fn volume(
         "creating {id} from {} in {}",
         restored.snapshot_id, restored.spec.availability_zone
     ));
-    loop {
-        match ports.restorer.volume_state(&id).await? {
-            Some(state) if state == "available" => break,
-            Some(state) if state == "creating" => {}
-            state => {
-                return Err(RestoreError::Failed {
-                    volume_id: id,
-                    snapshot_id: restored.snapshot_id,
-                    state: state.unwrap_or_else(|| "gone".into()),
-                })
-            }
-        }
-        if started.elapsed() >= request.wait {
-            return Err(RestoreError::StillCreating {
-                volume_id: id,
-                minutes: request.wait.as_secs() / 60,
-            });
-        }
-        progress(format!("{id}: creating, {} s", started.elapsed().as_secs()));
-        tokio::time::sleep(request.poll).await;
-    }
+    let waiting = Waiting {
+        restorer: ports.restorer,
+        started,
+        wait: request.wait,
+        poll: request.poll,
+    };
+    waiting
+        .until_available(&id, &restored.snapshot_id, progress)
+        .await?;
     restored.seconds = started.elapsed().as_secs_f64();
     restored.volume_id = Some(id.clone());
     if let Some((instance, device)) = &request.attach {
@@ -253,6 +243,52 @@ pub async fn volume(
         restored.attached = Some((instance.clone(), device.clone()));
     }
     Ok(restored)
+}
+
+/// Waiting for a volume EC2 is making (or detaching) to become
+/// `available`, saying so while it waits.
+pub(crate) struct Waiting<'a> {
+    pub(crate) restorer: &'a dyn VolumeRestorer,
+    pub(crate) started: Instant,
+    pub(crate) wait: Duration,
+    pub(crate) poll: Duration,
+}
+
+impl Waiting<'_> {
+    /// Until `volume_id` (made from `snapshot_id`) is `available`; a state
+    /// other than `creating` (or `in-use`, a detach under way) fails.
+    pub(crate) async fn until_available(
+        &self,
+        volume_id: &str,
+        snapshot_id: &str,
+        progress: &mut (dyn FnMut(String) + Send),
+    ) -> Result<(), RestoreError> {
+        loop {
+            match self.restorer.volume_state(volume_id).await? {
+                Some(state) if state == "available" => return Ok(()),
+                Some(state) if state == "creating" || state == "in-use" => {
+                    progress(format!(
+                        "{volume_id}: {state}, {} s",
+                        self.started.elapsed().as_secs()
+                    ));
+                }
+                state => {
+                    return Err(RestoreError::Failed {
+                        volume_id: volume_id.to_string(),
+                        snapshot_id: snapshot_id.to_string(),
+                        state: state.unwrap_or_else(|| "gone".into()),
+                    })
+                }
+            }
+            if self.started.elapsed() >= self.wait {
+                return Err(RestoreError::StillCreating {
+                    volume_id: volume_id.to_string(),
+                    minutes: self.wait.as_secs() / 60,
+                });
+            }
+            tokio::time::sleep(self.poll).await;
+        }
+    }
 }
 
 /// The source volume and the snapshot to restore, proven.
@@ -274,7 +310,7 @@ async fn choose(
         // two claiming one slot, only the one the proof picks is ours.
         let mut listed = vec![named.clone()];
         if let Some(volume) = named.source_volume_id() {
-            listed.extend(history(ports, config, request, volume).await?);
+            listed.extend(history(ports, config, request.from.is_some(), volume).await?);
         }
         let sifted = sift(ports.ledger, config, dedup(listed), scope(request), now).await?;
         let Some(snapshot) = sifted.owned.into_iter().find(|s| s.id == request.id) else {
@@ -309,7 +345,7 @@ async fn choose(
         return Ok((volume, snapshot));
     }
     let volume = request.id.clone();
-    let listed = history(ports, config, request, &volume).await?;
+    let listed = history(ports, config, request.from.is_some(), &volume).await?;
     let sifted = sift(ports.ledger, config, listed, scope(request), now).await?;
     let chosen = restore::choose(&sifted.owned, &volume, request.at).cloned();
     chosen
@@ -324,10 +360,10 @@ async fn choose(
 /// and those the deployment's tags name (copies, whose VolumeId is EC2's
 /// placeholder); in another region, the deployment's copies from here.
 /// The proof then decides; tags only find candidates.
-async fn history(
+pub(crate) async fn history(
     ports: &Ports<'_>,
     config: &Config,
-    request: &VolumeRequest,
+    elsewhere: bool,
     volume: &str,
 ) -> Result<Vec<Snapshot>, RestoreError> {
     let deployment = &config.identity.deployment;
@@ -339,7 +375,7 @@ async fn history(
             .managed_snapshots_of_volumes(deployment, &volumes)
             .await?,
     );
-    if request.from.is_some() {
+    if elsewhere {
         listed.extend(
             ports
                 .catalog
@@ -350,7 +386,7 @@ async fn history(
     Ok(dedup(listed))
 }
 
-fn dedup(mut listed: Vec<Snapshot>) -> Vec<Snapshot> {
+pub(crate) fn dedup(mut listed: Vec<Snapshot>) -> Vec<Snapshot> {
     listed.sort_by(|a, b| a.id.cmp(&b.id));
     listed.dedup_by(|a, b| a.id == b.id);
     listed

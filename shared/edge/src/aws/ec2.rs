@@ -1181,6 +1181,38 @@ impl VolumeRestorer for Ec2Adapter {
             .map_err(|e| Ec2Error::from_sdk("AttachVolume", e))?;
         Ok(())
     }
+
+    async fn detach_volume(&self, volume_id: &str, instance_id: &str) -> Result<(), Ec2Error> {
+        self.client
+            .detach_volume()
+            .volume_id(volume_id)
+            .instance_id(instance_id)
+            .send()
+            .await
+            .map_err(|e| Ec2Error::from_sdk("DetachVolume", e))?;
+        Ok(())
+    }
+
+    async fn delete_volume(&self, volume_id: &str) -> Result<(), Ec2Error> {
+        self.client
+            .delete_volume()
+            .volume_id(volume_id)
+            .send()
+            .await
+            .map_err(|e| Ec2Error::from_sdk("DeleteVolume", e))?;
+        Ok(())
+    }
+
+    async fn tag_volume(&self, volume_id: &str, key: &str, value: &str) -> Result<(), Ec2Error> {
+        self.client
+            .create_tags()
+            .resources(volume_id)
+            .tags(Tag::builder().key(key).value(value).build())
+            .send()
+            .await
+            .map_err(|e| Ec2Error::from_sdk("CreateTags", e))?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -421,4 +421,8 @@ pub trait VolumeRestorer: Send + Sync {
         instance_id: &str,
         device: &str,
     ) -> Result<(), Ec2Error>;
+    async fn detach_volume(&self, volume_id: &str, instance_id: &str) -> Result<(), Ec2Error>;
+    /// Only volumes this restore made (rolling back) are ever deleted.
+    async fn delete_volume(&self, volume_id: &str) -> Result<(), Ec2Error>;
+    async fn tag_volume(&self, volume_id: &str, key: &str, value: &str) -> Result<(), Ec2Error>;
 }
