@@ -27,6 +27,14 @@ fn t(s: &str) -> DateTime<Utc> {
 /// `ebs-lifecycle <args>` against moto, as the stack `itest`: its result
 /// (JSON parsed) or its error's line, and the progress lines.
 async fn cli(moto: &Moto, args: &[&str]) -> (Result<Value, String>, Vec<String>) {
+    cli_with(&moto.sdk_config(), args).await
+}
+
+/// [`cli`] through another SDK configuration (the fault proxy's).
+async fn cli_with(
+    sdk: &aws_config::SdkConfig,
+    args: &[&str],
+) -> (Result<Value, String>, Vec<String>) {
     let mut argv = vec![
         "ebs-lifecycle",
         "--stack",
@@ -40,9 +48,8 @@ async fn cli(moto: &Moto, args: &[&str]) -> (Result<Value, String>, Vec<String>)
     ];
     argv.extend_from_slice(args);
     let parsed = Cli::try_parse_from(argv).unwrap();
-    let sdk = moto.sdk_config();
     let mut lines = Vec::new();
-    let out = ebs_lifecycle_cli::run(&parsed, &sdk, &mut |l| lines.push(l)).await;
+    let out = ebs_lifecycle_cli::run(&parsed, sdk, &mut |l| lines.push(l)).await;
     (
         out.map(|o| serde_json::from_str(&o).unwrap())
             .map_err(|e| e.to_string()),
@@ -402,4 +409,182 @@ fn futures_lite<F: std::future::Future>(f: F) -> F::Output {
         .build()
         .unwrap()
         .block_on(f)
+}
+
+/// An instance with a root and a data volume whose policy takes them as
+/// one multi-volume set, snapshotted by create-snapshots on two days.
+async fn instance_with_two_days(moto: &Moto) -> (String, Vec<(String, String)>) {
+    let ec2 = moto.ec2();
+    let (instance, root) = run_instance(&ec2, &[("Backup", "web")]).await;
+    let data = create_volume(&ec2, 16, &[("Name", "data")]).await;
+    attach(&ec2, &data, &instance, "/dev/sdf").await;
+    let config = config(
+        r#"{"web": {"schedule": "@daily", "keep": {"last": 5}, "consistency": "instance"}}"#,
+    );
+    let adapter = ebs_lifecycle::aws::ec2::Ec2Adapter::new(ec2.clone());
+    let commands = no_commands();
+    let notifier = RecordingNotifier::default();
+    for day in ["2026-03-01T00:05:00Z", "2026-03-02T00:05:00Z"] {
+        moto.set_clock(Some(t(day)));
+        let made = create_snapshots::handle(
+            create_ports(&adapter, &commands, &notifier, moto.ledger()),
+            &config,
+            &serde_json::json!({"kind": "tick"}),
+            t(day),
+            ebs_lifecycle::lambda::deadline::Deadline::after(std::time::Duration::from_secs(60)),
+        )
+        .await
+        .unwrap();
+        assert_eq!(made.created.len(), 2, "{made:?}");
+    }
+    moto.set_clock(None);
+    let devices = devices_of(&ec2, &instance).await;
+    assert!(devices.iter().any(|(_, v)| *v == root));
+    (instance, devices)
+}
+
+/// (device, volume) of what is attached to the instance now, by device.
+async fn devices_of(ec2: &aws_sdk_ec2::Client, instance: &str) -> Vec<(String, String)> {
+    let answer = ec2
+        .describe_volumes()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("attachment.instance-id")
+                .values(instance)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let mut devices: Vec<(String, String)> = answer
+        .volumes()
+        .iter()
+        .flat_map(|v| {
+            v.attachments()
+                .iter()
+                .filter(|a| a.instance_id() == Some(instance))
+                .map(|a| {
+                    (
+                        a.device().unwrap().to_string(),
+                        v.volume_id().unwrap().to_string(),
+                    )
+                })
+        })
+        .collect();
+    devices.sort();
+    devices
+}
+
+async fn state_of(ec2: &aws_sdk_ec2::Client, instance: &str) -> String {
+    let answer = ec2
+        .describe_instances()
+        .instance_ids(instance)
+        .send()
+        .await
+        .unwrap();
+    answer.reservations()[0].instances()[0]
+        .state()
+        .unwrap()
+        .name()
+        .unwrap()
+        .as_str()
+        .to_string()
+}
+
+#[tokio::test]
+async fn restore_instance_brings_every_volume_back_from_one_set_and_replace_swaps_them_in() {
+    let moto = Moto::start();
+    let ec2 = moto.ec2();
+    let (instance, before) = instance_with_two_days(&moto).await;
+
+    let (dry, _) = cli(&moto, &["restore", "instance", &instance, "--dry-run"]).await;
+    let dry = dry.unwrap();
+    assert_eq!(dry["consistent_set"], true, "{dry}");
+    assert_eq!(dry["spread_seconds"], 0);
+    let map = dry["devices"].as_object().unwrap();
+    let devices: Vec<&String> = map.keys().collect();
+    let expected: Vec<&String> = before.iter().map(|(d, _)| d).collect();
+    assert_eq!(devices, expected, "every device, root included");
+    for (device, _) in &before {
+        assert!(
+            map[device]["snapshot_time"]
+                .as_str()
+                .unwrap()
+                .starts_with("2026-03-02"),
+            "{dry}"
+        );
+    }
+    assert_eq!(
+        devices_of(&ec2, &instance).await,
+        before,
+        "a dry run touches nothing"
+    );
+
+    // --replace on a running instance needs --stop.
+    let (refused, _) = cli(&moto, &["restore", "instance", &instance, "--replace"]).await;
+    assert!(refused.unwrap_err().contains("--stop"));
+
+    // Back to the 1st, swapped in: stopped, swapped, started again.
+    let (done, _) = cli(
+        &moto,
+        &[
+            "restore",
+            "instance",
+            &instance,
+            "--at",
+            "2026-03-01T12:00:00Z",
+            "--replace",
+            "--stop",
+        ],
+    )
+    .await;
+    let done = done.unwrap();
+    assert_eq!(done["replaced"], true, "{done}");
+    assert_eq!(state_of(&ec2, &instance).await, "running");
+    let after = devices_of(&ec2, &instance).await;
+    assert_eq!(after.len(), before.len());
+    for ((device, old), (device_after, new)) in before.iter().zip(&after) {
+        assert_eq!(device, device_after);
+        assert_ne!(old, new, "{device} swapped");
+        assert_eq!(done["devices"][device]["volume_id"], new.as_str());
+        assert!(done["devices"][device]["snapshot_time"]
+            .as_str()
+            .unwrap()
+            .starts_with("2026-03-01"));
+        // The old one is kept, detached, saying what replaced it.
+        let answer = ec2.describe_volumes().volume_ids(old).send().await.unwrap();
+        let v = &answer.volumes()[0];
+        assert_eq!(v.state().map(|s| s.as_str()), Some("available"));
+        let replaced_by = v
+            .tags()
+            .iter()
+            .find(|t| t.key() == Some(tags::REPLACED_BY))
+            .and_then(|t| t.value());
+        assert_eq!(replaced_by, Some(new.as_str()));
+    }
+}
+
+#[tokio::test]
+async fn restore_instance_is_all_or_nothing_when_an_attach_fails() {
+    use integration_tests::fault_proxy::{Fault, FaultProxy};
+    let moto = Moto::start();
+    let ec2 = moto.ec2();
+    let (instance, before) = instance_with_two_days(&moto).await;
+    let volumes_before = volume_count(&ec2).await;
+    let proxy = FaultProxy::start(&moto.endpoint).await;
+    // Every attempt of the first attach fails (the SDK retries 5 times).
+    proxy.inject("AttachVolume", 5, Fault::InternalError);
+    let sdk = proxy.sdk_config(std::time::Duration::from_secs(5));
+    let (failed, lines) = cli_with(
+        &sdk,
+        &["restore", "instance", &instance, "--replace", "--stop"],
+    )
+    .await;
+    let failed = failed.unwrap_err();
+    assert!(failed.contains("AttachVolume"), "{failed}");
+    // As it was: the same volumes at the same devices, running, and the
+    // volumes it made deleted.
+    assert_eq!(devices_of(&ec2, &instance).await, before, "{lines:?}");
+    assert_eq!(state_of(&ec2, &instance).await, "running");
+    assert_eq!(volume_count(&ec2).await, volumes_before, "{lines:?}");
 }
