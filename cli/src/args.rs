@@ -25,6 +25,7 @@ pub struct Cli {
     /// also checked against its policy's schedule, as the functions do.
     #[arg(long, env = "EBS_LIFECYCLE_POLICIES", global = true)]
     pub policies: Option<std::path::PathBuf>,
+    /// `json` prints one JSON object (docs/restore.md gives its fields).
     #[arg(long, value_enum, default_value_t = Output::Text, global = true)]
     pub output: Output,
     #[command(subcommand)]
@@ -105,8 +106,11 @@ pub struct RestoreVolume {
     /// The new volume's type (default: the source volume's, else gp3).
     #[arg(long = "type")]
     pub volume_type: Option<String>,
+    /// IOPS of the new volume (io1, io2, gp3; default: the source's if the
+    /// type is the same).
     #[arg(long)]
     pub iops: Option<i32>,
+    /// Throughput of the new volume in MiB/s (gp3; default: the source's).
     #[arg(long)]
     pub throughput: Option<i32>,
     /// Encrypt under this KMS key (default: the snapshot's).
@@ -115,6 +119,7 @@ pub struct RestoreVolume {
     /// Attach the new volume to this instance (with --device).
     #[arg(long, requires = "device")]
     pub attach: Option<String>,
+    /// The device name to attach it at (e.g. /dev/sdf).
     #[arg(long, requires = "attach")]
     pub device: Option<String>,
     /// Print the choice and the volume it would make; make nothing.

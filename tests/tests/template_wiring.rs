@@ -1030,6 +1030,70 @@ fn holds_are_set_only_by_their_own_permission() {
     );
 }
 
+/// Restores go through `RestoreVolumesPolicy`: it reads the proof (never
+/// writes the ledger), creates only volumes tagged as restores at creation,
+/// deletes only such volumes, and is attached to no function.
+#[test]
+fn restores_have_their_own_permission_that_deletes_only_restored_volumes() {
+    let template = template_json();
+    let policy = &template["Resources"]["RestoreVolumesPolicy"];
+    assert_eq!(policy["Type"], "AWS::IAM::ManagedPolicy");
+    let statements = policy["Properties"]["PolicyDocument"]["Statement"]
+        .as_array()
+        .unwrap();
+    let by_sid = |sid: &str| {
+        statements
+            .iter()
+            .find(|s| s["Sid"] == sid)
+            .unwrap_or_else(|| panic!("{sid}"))
+    };
+    let ledger = by_sid("LedgerReadProof");
+    assert_eq!(ledger["Resource"], ledger_arn());
+    assert_eq!(
+        ledger["Action"],
+        json!([
+            "dynamodb:Query",
+            "dynamodb:GetItem",
+            "dynamodb:BatchGetItem"
+        ])
+    );
+    assert_eq!(
+        ledger["Condition"]["ForAllValues:StringEquals"]["dynamodb:LeadingKeys"],
+        json!(["copy", "made", "schedule"])
+    );
+    assert_eq!(
+        by_sid("CreateRestoredVolumes")["Condition"]["Null"]
+            ["aws:RequestTag/lifecycle:restored-from"],
+        "false"
+    );
+    assert_eq!(
+        by_sid("DeleteOnlyRestoredVolumes")["Condition"]["Null"]
+            ["aws:ResourceTag/lifecycle:restored-from"],
+        "false"
+    );
+    // Nothing in it writes the ledger or touches a snapshot.
+    let all = serde_json::to_string(statements).unwrap();
+    for forbidden in [
+        "PutItem",
+        "DeleteItem",
+        "DeleteSnapshot",
+        "CreateSnapshot",
+        "ModifySnapshotAttribute",
+    ] {
+        assert!(!all.contains(forbidden), "{forbidden}");
+    }
+    for (name, resource) in template["Resources"].as_object().unwrap() {
+        if resource["Type"] == "AWS::Serverless::Function" {
+            let policies = resource["Properties"]["Policies"].to_string();
+            assert!(!policies.contains("RestoreVolumesPolicy"), "{name}");
+        }
+    }
+    assert_eq!(
+        template["Outputs"]["RestoreVolumesPolicyArn"]["Value"],
+        json!({"!Ref": "RestoreVolumesPolicy"})
+    );
+}
+
 /// The functions' resource policies, as SAM generates them: each admits
 /// only EventBridge, and only from one of the stack's own rules (the
 /// schedules invoke through their own role instead), so nothing else in the
