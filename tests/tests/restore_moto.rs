@@ -35,10 +35,19 @@ async fn cli_with(
     sdk: &aws_config::SdkConfig,
     args: &[&str],
 ) -> (Result<Value, String>, Vec<String>) {
+    cli_as(sdk, "itest", args).await
+}
+
+/// [`cli_with`] for the stack `stack`.
+async fn cli_as(
+    sdk: &aws_config::SdkConfig,
+    stack: &str,
+    args: &[&str],
+) -> (Result<Value, String>, Vec<String>) {
     let mut argv = vec![
         "ebs-lifecycle",
         "--stack",
-        "itest",
+        stack,
         "--ledger-table",
         LEDGER_TABLE,
         "--region",
@@ -587,4 +596,89 @@ async fn restore_instance_is_all_or_nothing_when_an_attach_fails() {
     assert_eq!(devices_of(&ec2, &instance).await, before, "{lines:?}");
     assert_eq!(state_of(&ec2, &instance).await, "running");
     assert_eq!(volume_count(&ec2).await, volumes_before, "{lines:?}");
+}
+
+/// A vault account's copies are the vault stack's: restored there, with the
+/// vault's credentials, stack and ledger (docs/restore.md, "From another
+/// region or the vault"). A copy is proven by the vault's ledger record; a
+/// snapshot carrying the same tags without it is refused.
+#[tokio::test]
+async fn a_vault_copy_is_restored_in_the_vault_account_on_the_vault_ledger_proof() {
+    const VAULT: &str = "210987654321";
+    let moto = Moto::start();
+    let vault_sdk = moto.sdk_config_as(VAULT).await;
+    create_ledger_table(&vault_sdk);
+    let vault = aws_sdk_ec2::Client::new(&vault_sdk);
+    let ledger = ebs_lifecycle::aws::ledger::DynamoLedger::new(
+        aws_sdk_dynamodb::Client::new(&vault_sdk),
+        LEDGER_TABLE,
+    );
+    // What the vault's copy of a source snapshot looks like (a volume of
+    // the vault account stands in for the shared source).
+    let stand_in = create_volume(&vault, 8, &[]).await;
+    let vault_identity = ebs_lifecycle_core::ownership::Identity {
+        deployment: "vault".into(),
+        account: VAULT.into(),
+        region: REGION.into(),
+    };
+    let source_volume = "vol-0a1b2c3d4e5f60718";
+    let mut made = Vec::new();
+    for (source, day) in [("snap-0aaaaaaaaaaaaaaa1", 1), ("snap-0aaaaaaaaaaaaaaa2", 2)] {
+        moto.set_clock(Some(t(&format!("2026-03-0{day}T02:00:00Z"))));
+        let copy = vault
+            .create_snapshot()
+            .volume_id(&stand_in)
+            .description(vault_identity.copy(REGION, source))
+            .send()
+            .await
+            .unwrap()
+            .snapshot_id()
+            .unwrap()
+            .to_string();
+        moto.set_clock(None);
+        put_tags(
+            &vault,
+            &copy,
+            &[
+                (tags::MANAGED_BY, "vault"),
+                (tags::COPY_OF, source),
+                (tags::VOLUME_ID, source_volume),
+            ],
+        )
+        .await;
+        made.push(copy);
+    }
+    // Only the first is recorded: the second's tags and Description are
+    // a forgery the vault's ledger does not back.
+    let slot = t("2026-03-01T00:00:00Z");
+    ledger
+        .record_copy(&CopyRecord {
+            copy_id: made[0].clone(),
+            source_snapshot_id: "snap-0aaaaaaaaaaaaaaa1".into(),
+            volume_id: source_volume.into(),
+            policy: "gold".into(),
+            slot,
+            created_at: slot + Duration::seconds(12),
+            target: Some(REGION.into()),
+        })
+        .await
+        .unwrap();
+    let (restored, _) = cli_as(
+        &vault_sdk,
+        "vault",
+        &["restore", "volume", source_volume, "--az", "us-east-1a"],
+    )
+    .await;
+    let restored = restored.unwrap();
+    assert_eq!(restored["snapshot_id"], made[0].as_str(), "{restored}");
+    assert_eq!(restored["snapshot_time"], "2026-03-01T00:00:12Z");
+    let (forged, _) = cli_as(
+        &vault_sdk,
+        "vault",
+        &["restore", "volume", &made[1], "--az", "us-east-1a"],
+    )
+    .await;
+    assert!(forged
+        .unwrap_err()
+        .contains("is not a snapshot this deployment made"));
 }
