@@ -226,11 +226,19 @@ fn stack_config(cli: &Cli, sdk: &aws_config::SdkConfig, account: &str) -> Result
         ("LEDGER_TABLE", Some(table)),
         ("POLICIES", policies),
     ];
-    Ok(Config::from_lookup(|name| {
+    let given = cli.policies.is_some();
+    let mut config = Config::from_lookup(|name| {
         vars.iter()
             .find(|(k, _)| *k == name)
             .and_then(|(_, v)| v.clone())
-    })?)
+    })?;
+    if !given {
+        // Not the built-in default the functions fall back to: the stack's
+        // own policies may differ, and a wrong schedule would refuse its
+        // snapshots. Without the document, no schedule is checked.
+        config.policies = Policies::none();
+    }
+    Ok(config)
 }
 
 fn read(path: &std::path::Path) -> Result<String, CliError> {

@@ -682,3 +682,38 @@ async fn a_vault_copy_is_restored_in_the_vault_account_on_the_vault_ledger_proof
         .unwrap_err()
         .contains("is not a snapshot this deployment made"));
 }
+
+/// Without `--policies` the tool knows no schedule, so it does not judge
+/// the stack's snapshots against the built-in default's: a stack whose own
+/// `default` policy runs every six hours restores its 06:00 snapshot. With
+/// the stack's document it checks the schedule as the functions do.
+#[tokio::test]
+async fn without_the_policy_document_no_wrong_schedule_refuses_a_snapshot() {
+    let moto = Moto::start();
+    let ec2 = moto.ec2();
+    let volume = create_volume(&ec2, 8, &[("Backup", "default")]).await;
+    let slot = t("2026-03-01T06:00:00Z");
+    let labels = labels_for(&volume, "itest", "default", slot);
+    let id = snapshot_as_created(&moto, &volume, &labels, &[]).await;
+    let (restored, _) = cli(&moto, &["restore", "volume", &volume, "--dry-run"]).await;
+    assert_eq!(restored.unwrap()["snapshot_id"], id.as_str());
+    let document = std::env::temp_dir().join(format!("six-hourly-{}.json", std::process::id()));
+    std::fs::write(
+        &document,
+        r#"{"default": {"schedule": "0 */6 * * *", "keep": {"last": 4}}}"#,
+    )
+    .unwrap();
+    let (with_document, _) = cli(
+        &moto,
+        &[
+            "--policies",
+            document.to_str().unwrap(),
+            "restore",
+            "volume",
+            &volume,
+            "--dry-run",
+        ],
+    )
+    .await;
+    assert_eq!(with_document.unwrap()["snapshot_id"], id.as_str());
+}
