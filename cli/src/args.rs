@@ -25,6 +25,15 @@ pub struct Cli {
     /// also checked against its policy's schedule, as the functions do.
     #[arg(long, env = "EBS_LIFECYCLE_POLICIES", global = true)]
     pub policies: Option<std::path::PathBuf>,
+    /// The stack's selector tag key (its `SelectorTagKey` parameter): a
+    /// restored volume never carries it, unless it replaces its source.
+    #[arg(
+        long,
+        env = "EBS_LIFECYCLE_SELECTOR_TAG_KEY",
+        default_value = "Backup",
+        global = true
+    )]
+    pub selector_tag_key: String,
     /// `json` prints one JSON object (docs/restore.md gives its fields).
     #[arg(long, value_enum, default_value_t = Output::Text, global = true)]
     pub output: Output,
@@ -82,6 +91,10 @@ pub struct RestoreInstance {
     /// Stop the instance for the swap, and start it again after.
     #[arg(long, requires = "replace")]
     pub stop: bool,
+    /// With --replace: swap in each volume's newest even when no slot has
+    /// a snapshot of every volume (they come from different moments).
+    #[arg(long, requires = "replace")]
+    pub allow_spread: bool,
     /// Print the device map it would make; make nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -140,4 +153,7 @@ pub struct HoldArgs {
     /// Why (shown on the report).
     #[arg(long)]
     pub reason: String,
+    /// Replace a hold that would otherwise end later.
+    #[arg(long)]
+    pub force: bool,
 }

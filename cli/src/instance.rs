@@ -17,7 +17,7 @@ use ebs_lifecycle::lambda::ownership::sift;
 use ebs_lifecycle::ports::ec2::{InstanceControl, VolumeInventory};
 use ebs_lifecycle_core::model::Snapshot;
 use ebs_lifecycle_core::ownership::{Claim, Scope, Subject};
-use ebs_lifecycle_core::restore::{self, Overrides, VolumeSpec};
+use ebs_lifecycle_core::restore::{self, Overrides, Placement, VolumeSpec};
 use ebs_lifecycle_core::tags as keys;
 
 use crate::restore::{dedup, history, Ports, RestoreError, Waiting};
@@ -36,6 +36,8 @@ pub struct InstanceRequest {
     pub replace: bool,
     /// Stop a running instance for the swap (and start it again after).
     pub stop: bool,
+    /// Swap in volumes from different moments when no slot covers them all.
+    pub allow_spread: bool,
     pub dry_run: bool,
     pub wait: Duration,
     pub poll: Duration,
@@ -64,6 +66,8 @@ pub struct RestoredInstance {
     pub replaced: bool,
     pub seconds: f64,
     pub dry_run: bool,
+    /// What went wrong after the restore succeeded (it still did).
+    pub warnings: Vec<String>,
 }
 
 impl RestoredInstance {
@@ -94,6 +98,7 @@ impl RestoredInstance {
             "replaced": self.replaced,
             "seconds": (self.seconds * 10.0).round() / 10.0,
             "dry_run": self.dry_run,
+            "warnings": self.warnings,
         })
     }
 
@@ -154,41 +159,40 @@ pub async fn instance(
         .instance(id)
         .await?
         .ok_or_else(|| RestoreError::NotFound(id.clone()))?;
-    let running = found.state != "stopped";
+    let running = match found.state.as_str() {
+        "running" => true,
+        "stopped" => false,
+        other => {
+            return Err(RestoreError::Refused(format!(
+                "{id} is {other}: wait until it is running or stopped"
+            )))
+        }
+    };
     if request.replace && running && !request.stop {
         return Err(RestoreError::Refused(format!(
-            "{id} is {}: --replace swaps volumes of a stopped instance; stop it first or add --stop",
-            found.state
+            "{id} is running: --replace swaps volumes of a stopped instance; stop it first or add --stop"
         )));
     }
-    let mut attached: Vec<(String, String)> = ports
-        .inventory
-        .volumes_attached_to(std::slice::from_ref(id))
-        .await?
-        .into_iter()
-        .filter_map(|v| {
-            let a = v.attachment?;
-            (a.instance_id == *id).then_some((a.device, v.id))
-        })
-        .collect();
-    attached.sort();
-    if attached.is_empty() {
-        return Err(RestoreError::Refused(format!(
-            "{id} has no volume attached"
-        )));
-    }
+    let attached = attached_volumes(&ports, id).await?;
     let volume_ids: Vec<String> = attached.iter().map(|(_, v)| v.clone()).collect();
-    let mut devices = plan(&ports.volumes, config, request, &attached, &volume_ids, now).await?;
-    let (one_slot, consistent_set, spread) = devices.1;
+    let (devices, (one_slot, consistent_set, spread)) =
+        plan(&ports.volumes, config, request, &attached, &volume_ids, now).await?;
+    if request.replace && !one_slot && !request.allow_spread {
+        return Err(RestoreError::Refused(format!(
+            "no slot has a snapshot of every volume of {id} at or before {}: each volume's newest would be swapped in, {spread} s apart; add --allow-spread to do it anyway, or choose --at",
+            keys::format_time(request.at)
+        )));
+    }
     let mut restored = RestoredInstance {
         instance_id: id.clone(),
-        devices: std::mem::take(&mut devices.0),
+        devices,
         one_slot,
         consistent_set,
         spread_seconds: spread,
         replaced: false,
         seconds: 0.0,
         dry_run: request.dry_run,
+        warnings: Vec::new(),
     };
     if request.dry_run {
         return Ok(restored);
@@ -196,7 +200,6 @@ pub async fn instance(
     let started = Instant::now();
     let waiting = Waiting {
         restorer: ports.volumes.restorer,
-        started,
         wait: request.wait,
         poll: request.poll,
     };
@@ -206,44 +209,114 @@ pub async fn instance(
         return Err(e);
     }
     if request.replace {
-        let stopped_by_us = running;
-        if stopped_by_us {
+        if running {
             if let Err(e) = stop(&ports, request, id, progress).await {
                 delete_made(&ports, &restored.devices, progress).await;
                 return Err(e);
             }
         }
-        let swapped = swap(&ports, &waiting, id, &restored.devices, progress).await;
-        if let Err(e) = swapped {
-            delete_made(&ports, &restored.devices, progress).await;
-            if stopped_by_us {
-                let _ = ports.instances.start_instance(id).await;
+        for d in &restored.devices {
+            progress(format!(
+                "{}: {} replaces {}",
+                d.device,
+                d.volume_id.as_deref().unwrap_or("-"),
+                d.current_volume_id
+            ));
+        }
+        if let Err(e) = swap(&ports, &waiting, id, &restored.devices, progress).await {
+            let back = undo(&ports, &waiting, id, &restored.devices, progress).await;
+            if back {
+                delete_made(&ports, &restored.devices, progress).await;
+                if running {
+                    if let Err(start) = ports.instances.start_instance(id).await {
+                        progress(format!("{id}: could not start it again ({start}): aws ec2 start-instances --instance-ids {id}"));
+                    }
+                }
+                return Err(e);
             }
-            return Err(e);
+            // Not every device is as it was: leave the instance stopped and
+            // the volumes where they are, and say how to finish by hand.
+            return Err(RestoreError::Refused(format!(
+                "{e}; the rollback could not put every volume back, so {id} is left stopped: {}",
+                by_hand(id, &restored.devices)
+            )));
         }
         for d in &restored.devices {
             if let Some(new) = &d.volume_id {
-                if let Err(e) = ports
-                    .volumes
-                    .restorer
-                    .tag_volume(&d.current_volume_id, keys::REPLACED_BY, new)
-                    .await
-                {
-                    progress(format!(
-                        "{}: could not tag it replaced-by {new}: {e}",
-                        d.current_volume_id
-                    ));
-                }
+                crate::restore::done_with(ports.volumes.restorer, new, &mut restored.warnings)
+                    .await;
             }
         }
-        if stopped_by_us {
-            ports.instances.start_instance(id).await?;
-            progress(format!("{id}: started again"));
+        if running {
+            match ports.instances.start_instance(id).await {
+                Ok(()) => progress(format!("{id}: started again")),
+                Err(e) => restored.warnings.push(format!(
+                    "{id}: swapped but could not start it again ({e}): aws ec2 start-instances --instance-ids {id}"
+                )),
+            }
         }
         restored.replaced = true;
+    } else {
+        for d in &restored.devices {
+            if let Some(new) = &d.volume_id {
+                crate::restore::done_with(ports.volumes.restorer, new, &mut restored.warnings)
+                    .await;
+            }
+        }
     }
     restored.seconds = started.elapsed().as_secs_f64();
     Ok(restored)
+}
+
+/// (device, volume) of every volume attached to the instance, by device.
+/// A volume attached to more than one instance (Multi-Attach) is refused:
+/// swapping it here would leave the other instance on the old data.
+async fn attached_volumes(
+    ports: &InstancePorts<'_>,
+    id: &str,
+) -> Result<Vec<(String, String)>, RestoreError> {
+    let mut attached = Vec::new();
+    for v in ports
+        .inventory
+        .volumes_attached_to(&[id.to_string()])
+        .await?
+    {
+        let everywhere = ports.volumes.restorer.attachments(&v.id).await?;
+        if everywhere.iter().any(|(instance, _)| instance != id) {
+            return Err(RestoreError::Refused(format!(
+                "{} is attached to more than one instance (Multi-Attach): restore it with `restore volume`",
+                v.id
+            )));
+        }
+        if let Some((_, device)) = everywhere.into_iter().find(|(instance, _)| instance == id) {
+            attached.push((device, v.id));
+        }
+    }
+    attached.sort();
+    if attached.is_empty() {
+        return Err(RestoreError::Refused(format!(
+            "{id} has no volume attached"
+        )));
+    }
+    Ok(attached)
+}
+
+/// The commands that finish a swap by hand: each device's restored volume
+/// detached if there, its previous volume attached back.
+fn by_hand(instance: &str, devices: &[DeviceRestore]) -> String {
+    devices
+        .iter()
+        .map(|d| {
+            format!(
+                "{}: aws ec2 attach-volume --instance-id {instance} --volume-id {} --device {} (detach {} first if it is there)",
+                d.device,
+                d.current_volume_id,
+                d.device,
+                d.volume_id.as_deref().unwrap_or("-")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 type Planned = (Vec<DeviceRestore>, (bool, bool, i64));
@@ -295,6 +368,11 @@ async fn plan(
             source.as_ref(),
             &Overrides::default(),
             &config.selector_tag_key,
+            if request.replace {
+                Placement::Replacing
+            } else {
+                Placement::Beside
+            },
             now,
         )?;
         devices.push(DeviceRestore {
@@ -371,7 +449,7 @@ async fn stop(
         }
         if started.elapsed() >= request.wait {
             return Err(RestoreError::Refused(format!(
-                "{id} did not stop within {} minutes",
+                "{id} did not stop within {} minutes (it may still be stopping); nothing was swapped: start it again once it has stopped (aws ec2 start-instances --instance-ids {id})",
                 request.wait.as_secs() / 60
             )));
         }
@@ -381,8 +459,9 @@ async fn stop(
 }
 
 /// Detach each current volume and attach its restored one at the same
-/// device; on any failure, undo what was swapped (the current volumes back
-/// at their devices) before returning the error.
+/// device. The current volume is tagged `lifecycle:replaced-by` before it
+/// is detached, so a run that dies midway leaves the record. Stops at the
+/// first failure (the caller undoes).
 async fn swap(
     ports: &InstancePorts<'_>,
     waiting: &Waiting<'_>,
@@ -391,59 +470,81 @@ async fn swap(
     progress: &mut (dyn FnMut(String) + Send),
 ) -> Result<(), RestoreError> {
     let restorer = ports.volumes.restorer;
-    // Devices whose current volume is detached, and whether the new one
-    // was attached there.
-    let mut done: Vec<(&DeviceRestore, bool)> = Vec::new();
-    let mut outcome = Ok(());
     for d in devices {
         let Some(new) = &d.volume_id else { continue };
-        if let Err(e) = restorer.detach_volume(&d.current_volume_id, instance).await {
-            outcome = Err(e.into());
-            break;
-        }
-        done.push((d, false));
-        if let Err(e) = waiting
+        restorer
+            .tag_volume(&d.current_volume_id, keys::REPLACED_BY, new)
+            .await?;
+        restorer
+            .detach_volume(&d.current_volume_id, instance)
+            .await?;
+        waiting
             .until_available(&d.current_volume_id, &d.snapshot_id, progress)
-            .await
-        {
-            outcome = Err(e);
-            break;
-        }
-        if let Err(e) = restorer.attach_volume(new, instance, &d.device).await {
-            outcome = Err(e.into());
-            break;
-        }
-        if let Some(last) = done.last_mut() {
-            last.1 = true;
-        }
+            .await?;
+        restorer.attach_volume(new, instance, &d.device).await?;
+        waiting.until_attached(new, instance, progress).await?;
         progress(format!(
             "{}: {new} attached (was {})",
             d.device, d.current_volume_id
         ));
     }
-    if outcome.is_ok() {
-        return outcome;
-    }
-    for (d, new_attached) in done.into_iter().rev() {
-        if new_attached {
-            if let Some(new) = &d.volume_id {
+    Ok(())
+}
+
+/// Put every device back as it was, from what EC2 says now (a step whose
+/// answer was lost may have happened): a restored volume attached here is
+/// detached, the previous volume attached back at its device. True when
+/// every device has its previous volume again.
+async fn undo(
+    ports: &InstancePorts<'_>,
+    waiting: &Waiting<'_>,
+    instance: &str,
+    devices: &[DeviceRestore],
+    progress: &mut (dyn FnMut(String) + Send),
+) -> bool {
+    let restorer = ports.volumes.restorer;
+    let mut all_back = true;
+    for d in devices.iter().rev() {
+        let here = |attachments: &[(String, String)]| {
+            attachments
+                .iter()
+                .any(|(i, device)| i == instance && *device == d.device)
+        };
+        if let Some(new) = &d.volume_id {
+            if matches!(restorer.attachments(new).await, Ok(a) if !a.is_empty()) {
                 let _ = restorer.detach_volume(new, instance).await;
-                let _ = waiting.until_available(new, &d.snapshot_id, progress).await;
+                if let Err(e) = waiting.until_available(new, &d.snapshot_id, progress).await {
+                    progress(format!("rolling back: {new} did not detach ({e})"));
+                    all_back = false;
+                    continue;
+                }
             }
         }
-        match restorer
-            .attach_volume(&d.current_volume_id, instance, &d.device)
-            .await
-        {
-            Ok(()) => progress(format!(
-                "rolled back: {} at {} again",
-                d.current_volume_id, d.device
-            )),
-            Err(e) => progress(format!(
-                "rolling back: could not attach {} at {} again ({e}); do it by hand",
-                d.current_volume_id, d.device
-            )),
+        let old = &d.current_volume_id;
+        let back = match restorer.attachments(old).await {
+            Ok(a) if here(&a) => true,
+            Ok(a) if a.is_empty() => {
+                // Detached (or detaching): wait for it, then attach it back.
+                let ready = waiting.until_available(old, &d.snapshot_id, progress).await;
+                ready.is_ok()
+                    && restorer
+                        .attach_volume(old, instance, &d.device)
+                        .await
+                        .is_ok()
+                    && waiting
+                        .until_attached(old, instance, progress)
+                        .await
+                        .is_ok()
+            }
+            _ => false,
+        };
+        if back {
+            let _ = restorer.untag_volume(old, keys::REPLACED_BY).await;
+            progress(format!("rolled back: {old} at {}", d.device));
+        } else {
+            progress(format!("rolling back: {old} is not at {} again", d.device));
+            all_back = false;
         }
     }
-    outcome
+    all_back
 }

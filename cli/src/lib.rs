@@ -106,6 +106,7 @@ pub async fn run(
                 },
                 replace: args.replace,
                 stop: args.stop,
+                allow_spread: args.allow_spread,
                 dry_run: args.dry_run,
                 wait: std::time::Duration::from_secs(args.wait_minutes.saturating_mul(60)),
                 poll: std::time::Duration::from_secs(2),
@@ -136,6 +137,7 @@ pub async fn run(
                 until,
                 &args.reason,
                 &stack.caller_arn,
+                args.force,
                 now,
             )
             .await?;
@@ -225,6 +227,7 @@ fn stack_config(cli: &Cli, sdk: &aws_config::SdkConfig, account: &str) -> Result
         ("AWS_REGION", Some(region)),
         ("LEDGER_TABLE", Some(table)),
         ("POLICIES", policies),
+        ("SELECTOR_TAG_KEY", Some(cli.selector_tag_key.clone())),
     ];
     let given = cli.policies.is_some();
     let mut config = Config::from_lookup(|name| {

@@ -15,7 +15,7 @@ use ebs_lifecycle::ports::ec2::{Ec2Error, SnapshotCatalog, VolumeRestorer};
 use ebs_lifecycle::ports::ledger::{Ledger, LedgerError};
 use ebs_lifecycle_core::model::{Snapshot, SnapshotState};
 use ebs_lifecycle_core::ownership::Scope;
-use ebs_lifecycle_core::restore::{self, Overrides, SpecError, VolumeSpec};
+use ebs_lifecycle_core::restore::{self, Overrides, Placement, SpecError, VolumeSpec};
 use ebs_lifecycle_core::tags as keys;
 
 use crate::args::RestoreVolume;
@@ -131,6 +131,8 @@ pub struct Restored {
     pub volume_id: Option<String>,
     pub seconds: f64,
     pub attached: Option<(String, String)>,
+    /// What went wrong after the volume was restored (it still is).
+    pub warnings: Vec<String>,
 }
 
 impl Restored {
@@ -150,6 +152,7 @@ impl Restored {
             "kms_key": self.spec.kms_key,
             "seconds": (self.seconds * 10.0).round() / 10.0,
             "attached": self.attached.as_ref().map(|(i, d)| json!({"instance_id": i, "device": d})),
+            "warnings": self.warnings,
             "dry_run": self.volume_id.is_none(),
         })
     }
@@ -171,6 +174,9 @@ impl Restored {
                 let mut line = format!("restored {id} from {what} in {:.0} s", self.seconds);
                 if let Some((instance, device)) = &self.attached {
                     line.push_str(&format!(", attached to {instance} at {device}"));
+                }
+                for w in &self.warnings {
+                    line.push_str(&format!("\nwarning: {w}"));
                 }
                 line
             }
@@ -200,6 +206,7 @@ pub async fn volume(
         source.as_ref(),
         &request.overrides,
         &config.selector_tag_key,
+        Placement::Beside,
         now,
     )?;
     let mut restored = Restored {
@@ -210,6 +217,7 @@ pub async fn volume(
         volume_id: None,
         seconds: 0.0,
         attached: None,
+        warnings: Vec::new(),
     };
     if request.dry_run {
         return Ok(restored);
@@ -222,7 +230,6 @@ pub async fn volume(
     ));
     let waiting = Waiting {
         restorer: ports.restorer,
-        started,
         wait: request.wait,
         poll: request.poll,
     };
@@ -242,14 +249,33 @@ pub async fn volume(
             })?;
         restored.attached = Some((instance.clone(), device.clone()));
     }
+    done_with(ports.restorer, &id, &mut restored.warnings).await;
     Ok(restored)
 }
 
-/// Waiting for a volume EC2 is making (or detaching) to become
-/// `available`, saying so while it waits.
+/// The restore of `volume_id` is done: its `lifecycle:restore-pending`
+/// goes, so the restore permission can no longer delete it. A failure is
+/// said, not fatal (the volume is restored).
+pub(crate) async fn done_with(
+    restorer: &dyn VolumeRestorer,
+    volume_id: &str,
+    warnings: &mut Vec<String>,
+) {
+    if let Err(e) = restorer
+        .untag_volume(volume_id, keys::RESTORE_PENDING)
+        .await
+    {
+        warnings.push(format!(
+            "{volume_id}: could not remove {} ({e}); remove it by hand",
+            keys::RESTORE_PENDING
+        ));
+    }
+}
+
+/// Waiting for EC2 to finish a step on a volume, saying so while it
+/// waits; each wait has the whole `wait` to itself.
 pub(crate) struct Waiting<'a> {
     pub(crate) restorer: &'a dyn VolumeRestorer,
-    pub(crate) started: Instant,
     pub(crate) wait: Duration,
     pub(crate) poll: Duration,
 }
@@ -263,13 +289,14 @@ impl Waiting<'_> {
         snapshot_id: &str,
         progress: &mut (dyn FnMut(String) + Send),
     ) -> Result<(), RestoreError> {
+        let started = Instant::now();
         loop {
             match self.restorer.volume_state(volume_id).await? {
                 Some(state) if state == "available" => return Ok(()),
                 Some(state) if state == "creating" || state == "in-use" => {
                     progress(format!(
                         "{volume_id}: {state}, {} s",
-                        self.started.elapsed().as_secs()
+                        started.elapsed().as_secs()
                     ));
                 }
                 state => {
@@ -280,12 +307,47 @@ impl Waiting<'_> {
                     })
                 }
             }
-            if self.started.elapsed() >= self.wait {
+            if started.elapsed() >= self.wait {
                 return Err(RestoreError::StillCreating {
                     volume_id: volume_id.to_string(),
                     minutes: self.wait.as_secs() / 60,
                 });
             }
+            tokio::time::sleep(self.poll).await;
+        }
+    }
+}
+
+impl Waiting<'_> {
+    /// Until EC2 says `volume_id` is attached to `instance` and in use.
+    pub(crate) async fn until_attached(
+        &self,
+        volume_id: &str,
+        instance: &str,
+        progress: &mut (dyn FnMut(String) + Send),
+    ) -> Result<(), RestoreError> {
+        let started = Instant::now();
+        loop {
+            let attached = self
+                .restorer
+                .attachments(volume_id)
+                .await?
+                .iter()
+                .any(|(i, _)| i == instance);
+            let state = self.restorer.volume_state(volume_id).await?;
+            if attached && state.as_deref() == Some("in-use") {
+                return Ok(());
+            }
+            if started.elapsed() >= self.wait {
+                return Err(RestoreError::Refused(format!(
+                    "{volume_id} was not attached to {instance} after {} minutes",
+                    self.wait.as_secs() / 60
+                )));
+            }
+            progress(format!(
+                "{volume_id}: attaching, {} s",
+                started.elapsed().as_secs()
+            ));
             tokio::time::sleep(self.poll).await;
         }
     }

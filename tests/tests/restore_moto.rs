@@ -190,6 +190,11 @@ async fn restore_volume_makes_the_newest_proven_snapshot_at_the_moment_into_a_vo
     assert_eq!(tag("Owner").as_deref(), Some("team-a"));
     assert_eq!(tag("Name").as_deref(), Some("db"));
     assert_eq!(tag(tags::RESTORED_FROM).as_deref(), Some(days[2].as_str()));
+    assert_eq!(
+        tag(tags::RESTORE_PENDING),
+        None,
+        "a finished restore drops its pending mark (the rollback's only DeleteVolume key)"
+    );
 
     // A snapshot named directly: the deployment's is restored, attached
     // where asked; the forged one is refused, naming why.
@@ -362,6 +367,26 @@ async fn hold_and_release_write_the_ledger_hold_every_deleting_function_honours(
     )
     .await;
     assert!(too_long.unwrap_err().contains("more than ten years"));
+    // A shorter hold on the same volume does not cut the longer one...
+    let shorter = [
+        "hold",
+        "vol-0123456789abcdef0",
+        "--until",
+        "2030-01-01T00:00:00Z",
+        "--reason",
+        "incident 7",
+    ];
+    let (cut, _) = cli(&moto, &shorter).await;
+    assert!(cut.unwrap_err().contains("--force"));
+    assert_eq!(
+        tags::format_time(moto.ledger().holds().await.unwrap()[0].until),
+        "2036-01-01T00:00:00Z"
+    );
+    // ... unless asked to.
+    let mut forced = shorter.to_vec();
+    forced.push("--force");
+    cli(&moto, &forced).await.0.unwrap();
+    assert_eq!(moto.ledger().holds().await.unwrap()[0].reason, "incident 7");
     let (released, _) = cli(&moto, &["release", "vol-0123456789abcdef0"]).await;
     released.unwrap();
     let now = Utc::now();
@@ -697,6 +722,12 @@ async fn without_the_policy_document_no_wrong_schedule_refuses_a_snapshot() {
     let id = snapshot_as_created(&moto, &volume, &labels, &[]).await;
     let (restored, _) = cli(&moto, &["restore", "volume", &volume, "--dry-run"]).await;
     assert_eq!(restored.unwrap()["snapshot_id"], id.as_str());
+    // A later one claiming 07:00, a slot the stack's schedule never had:
+    // without the document nothing says so; with it, it is refused.
+    let off = labels_for(&volume, "itest", "default", t("2026-03-01T07:00:00Z"));
+    let off = snapshot_as_created(&moto, &volume, &off, &[]).await;
+    let (unchecked, _) = cli(&moto, &["restore", "volume", &volume, "--dry-run"]).await;
+    assert_eq!(unchecked.unwrap()["snapshot_id"], off.as_str());
     let document = std::env::temp_dir().join(format!("six-hourly-{}.json", std::process::id()));
     std::fs::write(
         &document,
@@ -716,4 +747,102 @@ async fn without_the_policy_document_no_wrong_schedule_refuses_a_snapshot() {
     )
     .await;
     assert_eq!(with_document.unwrap()["snapshot_id"], id.as_str());
+}
+
+/// The first device is swapped, the second's attach fails on every retry:
+/// the first is undone too, and the instance is as it was.
+#[tokio::test]
+async fn a_swap_that_fails_on_the_second_device_undoes_the_first() {
+    use integration_tests::fault_proxy::{Fault, FaultProxy};
+    let moto = Moto::start();
+    let ec2 = moto.ec2();
+    let (instance, before) = instance_with_two_days(&moto).await;
+    let volumes_before = volume_count(&ec2).await;
+    let proxy = FaultProxy::start(&moto.endpoint).await;
+    proxy.inject("AttachVolume", 1, Fault::Pass);
+    proxy.inject("AttachVolume", 5, Fault::InternalError);
+    let sdk = proxy.sdk_config(std::time::Duration::from_secs(5));
+    let (failed, lines) = cli_with(
+        &sdk,
+        &["restore", "instance", &instance, "--replace", "--stop"],
+    )
+    .await;
+    assert!(failed.unwrap_err().contains("AttachVolume"));
+    assert!(
+        lines.iter().any(|l| l.contains("attached (was")),
+        "the first device was swapped before the failure: {lines:?}"
+    );
+    assert_eq!(devices_of(&ec2, &instance).await, before, "{lines:?}");
+    assert_eq!(state_of(&ec2, &instance).await, "running");
+    assert_eq!(volume_count(&ec2).await, volumes_before, "{lines:?}");
+}
+
+/// EC2 attaches the restored volume but the answer is lost (the
+/// connection reset after it acted): the rollback reads where the volume
+/// is rather than trusting the error, detaches it and puts the previous
+/// one back.
+#[tokio::test]
+async fn an_attach_whose_answer_is_lost_is_undone_from_what_ec2_says() {
+    use integration_tests::fault_proxy::{Fault, FaultProxy};
+    let moto = Moto::start();
+    let ec2 = moto.ec2();
+    let (instance, before) = instance_with_two_days(&moto).await;
+    let volumes_before = volume_count(&ec2).await;
+    let proxy = FaultProxy::start(&moto.endpoint).await;
+    // The attach happens, its answer is lost; the SDK's four retries then
+    // hear only errors, so the tool believes it failed.
+    proxy.inject("AttachVolume", 1, Fault::ResetAfterForward);
+    proxy.inject("AttachVolume", 4, Fault::InternalError);
+    let sdk = proxy.sdk_config(std::time::Duration::from_secs(5));
+    let (failed, lines) = cli_with(
+        &sdk,
+        &["restore", "instance", &instance, "--replace", "--stop"],
+    )
+    .await;
+    let failed = failed.unwrap_err();
+    assert!(failed.contains("AttachVolume"), "{failed}");
+    assert_eq!(devices_of(&ec2, &instance).await, before, "{lines:?}");
+    assert_eq!(state_of(&ec2, &instance).await, "running");
+    assert_eq!(volume_count(&ec2).await, volumes_before, "{lines:?}");
+}
+
+/// No slot has a snapshot of every volume: --replace refuses to swap in
+/// volumes from different moments unless told to.
+#[tokio::test]
+async fn replace_refuses_volumes_from_different_moments_without_allow_spread() {
+    let moto = Moto::start();
+    let ec2 = moto.ec2();
+    let (instance, root) = run_instance(&ec2, &[]).await;
+    let data = create_volume(&ec2, 16, &[]).await;
+    attach(&ec2, &data, &instance, "/dev/sdf").await;
+    let day1 = labels_for(&root, "itest", "gold", t("2026-03-01T00:00:00Z"));
+    snapshot_as_created(&moto, &root, &day1, &[]).await;
+    let day2 = labels_for(&data, "itest", "gold", t("2026-03-02T00:00:00Z"));
+    snapshot_as_created(&moto, &data, &day2, &[]).await;
+    let before = devices_of(&ec2, &instance).await;
+    let (dry, _) = cli(&moto, &["restore", "instance", &instance, "--dry-run"]).await;
+    let dry = dry.unwrap();
+    assert_eq!(dry["one_slot"], false);
+    assert_eq!(dry["spread_seconds"], 86400);
+    let (refused, _) = cli(
+        &moto,
+        &["restore", "instance", &instance, "--replace", "--stop"],
+    )
+    .await;
+    assert!(refused.unwrap_err().contains("--allow-spread"));
+    assert_eq!(devices_of(&ec2, &instance).await, before);
+    let (done, _) = cli(
+        &moto,
+        &[
+            "restore",
+            "instance",
+            &instance,
+            "--replace",
+            "--stop",
+            "--allow-spread",
+        ],
+    )
+    .await;
+    assert_eq!(done.unwrap()["replaced"], true);
+    assert_ne!(devices_of(&ec2, &instance).await, before);
 }

@@ -1032,7 +1032,8 @@ fn holds_are_set_only_by_their_own_permission() {
 
 /// Restores go through `RestoreVolumesPolicy`: it reads the proof (never
 /// writes the ledger), creates only volumes tagged as restores at creation,
-/// deletes only such volumes, and is attached to no function.
+/// deletes only volumes a restore still marks pending, and is attached to
+/// no function.
 #[test]
 fn restores_have_their_own_permission_that_deletes_only_restored_volumes() {
     let template = template_json();
@@ -1067,9 +1068,17 @@ fn restores_have_their_own_permission_that_deletes_only_restored_volumes() {
         "false"
     );
     assert_eq!(
-        by_sid("DeleteOnlyRestoredVolumes")["Condition"]["Null"]
-            ["aws:ResourceTag/lifecycle:restored-from"],
+        by_sid("DeleteOnlyPendingRestores")["Condition"]["Null"]
+            ["aws:ResourceTag/lifecycle:restore-pending"],
         "false"
+    );
+    assert_eq!(
+        by_sid("UnmarkVolumes")["Condition"]["ForAllValues:StringEquals"]["aws:TagKeys"],
+        json!(["lifecycle:restore-pending", "lifecycle:replaced-by"])
+    );
+    assert_eq!(
+        by_sid("GrantsForEc2")["Condition"]["Bool"]["kms:GrantIsForAWSResource"],
+        "true"
     );
     // Nothing in it writes the ledger or touches a snapshot.
     let all = serde_json::to_string(statements).unwrap();

@@ -60,9 +60,13 @@ pub const STOPPED_FOR_SNAPSHOT: &str = "lifecycle:stopped-for-snapshot";
 /// people.
 pub const RESTORED_FROM: &str = "lifecycle:restored-from";
 pub const RESTORED_AT: &str = "lifecycle:restored-at";
-/// On a volume `restore instance --replace` detached: the volume restored
-/// in its place.
+/// On a volume `restore instance --replace` detaches (written before the
+/// detach): the volume restored in its place.
 pub const REPLACED_BY: &str = "lifecycle:replaced-by";
+/// On a volume a restore made, until the restore is done (its start
+/// time): the one tag a rollback's DeleteVolume is allowed on, so the
+/// restore permission cannot delete a volume a finished restore made.
+pub const RESTORE_PENDING: &str = "lifecycle:restore-pending";
 /// Every `lifecycle:` key above: what the adversary suites write and
 /// remove, and what a check of a tag vocabulary walks.
 pub const ALL: &[&str] = &[
@@ -95,6 +99,7 @@ pub const ALL: &[&str] = &[
     RESTORED_FROM,
     RESTORED_AT,
     REPLACED_BY,
+    RESTORE_PENDING,
 ];
 
 /// Prefix of every key this project owns.

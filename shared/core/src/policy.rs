@@ -134,7 +134,6 @@ impl Policies {
         }
     }
 
-    /// The built-in default (docs/policies-and-tags.md).
     /// No policy known: what a reader of the snapshots has that was not
     /// given the stack's document (the command-line tool without
     /// `--policies`). The ownership check then skips what needs a
@@ -146,6 +145,7 @@ impl Policies {
         }
     }
 
+    /// The built-in default (docs/policies-and-tags.md).
     pub fn builtin_default() -> Self {
         let policy = Policy::builtin_default();
         Self {

@@ -190,18 +190,29 @@ pub enum SpecError {
 /// general-purpose default.
 pub const DEFAULT_TYPE: &str = "gp3";
 
+/// Whether the new volume takes the source's place (`restore instance
+/// --replace`: it carries the source's selector tag, so its backups go on)
+/// or stands beside it (it does not opt in by itself).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    Beside,
+    Replacing,
+}
+
 /// The new volume for `snapshot` of `volume_id`: the source's zone, type,
 /// size, IOPS and throughput unless overridden (IOPS and throughput only
 /// where the type takes them), at least the snapshot's size; tagged
-/// `lifecycle:restored-from`/`-at`, `Name` and the source's own tags, never
-/// the selector tag (a restored volume does not opt in by itself) nor any
-/// `lifecycle:` or `aws:` key.
+/// `lifecycle:restored-from`/`-at`, `lifecycle:restore-pending` (removed
+/// when the restore is done), `Name` and the source's own tags, never a
+/// `lifecycle:` or `aws:` key, nor the selector tag unless it replaces the
+/// source.
 pub fn volume_spec(
     snapshot: &Snapshot,
     volume_id: &str,
     source: Option<&SourceVolume>,
     overrides: &Overrides,
     selector_tag_key: &str,
+    placement: Placement,
     now: DateTime<Utc>,
 ) -> Result<VolumeSpec, SpecError> {
     let availability_zone = overrides
@@ -246,7 +257,7 @@ pub fn volume_spec(
     if let Some(source) = source {
         for (k, v) in &source.tags {
             let ours = k.starts_with(keys::LIFECYCLE_PREFIX) || k.starts_with(keys::AWS_PREFIX);
-            if !ours && k != selector_tag_key {
+            if !ours && (k != selector_tag_key || placement == Placement::Replacing) {
                 tags.insert(k.clone(), v.clone());
             }
         }
@@ -255,6 +266,7 @@ pub fn volume_spec(
         .or_insert_with(|| format!("restored {volume_id}"));
     tags.insert(keys::RESTORED_FROM.into(), snapshot.id.clone());
     tags.insert(keys::RESTORED_AT.into(), keys::format_time(now));
+    tags.insert(keys::RESTORE_PENDING.into(), keys::format_time(now));
     Ok(VolumeSpec {
         snapshot_id: snapshot.id.clone(),
         availability_zone,
@@ -394,6 +406,7 @@ mod tests {
             Some(&source()),
             &Overrides::default(),
             "Backup",
+            Placement::Beside,
             now,
         )
         .unwrap();
@@ -413,9 +426,25 @@ mod tests {
             [
                 ("Name", "db"),
                 ("Owner", "team-a"),
+                ("lifecycle:restore-pending", "2026-04-01T10:00:00Z"),
                 ("lifecycle:restored-at", "2026-04-01T10:00:00Z"),
                 ("lifecycle:restored-from", "snap-1"),
             ]
+        );
+        // Taking the source's place, it carries the selector on.
+        let replacing = volume_spec(
+            &s,
+            "vol-1",
+            Some(&source()),
+            &Overrides::default(),
+            "Backup",
+            Placement::Replacing,
+            now,
+        )
+        .unwrap();
+        assert_eq!(
+            replacing.tags.get("Backup").map(String::as_str),
+            Some("gold")
         );
     }
 
@@ -436,7 +465,16 @@ mod tests {
             ..Overrides::default()
         };
         let now = t("2026-04-01T10:00:00Z");
-        let spec = volume_spec(&s, "vol-1", Some(&source()), &gp3, "Backup", now).unwrap();
+        let spec = volume_spec(
+            &s,
+            "vol-1",
+            Some(&source()),
+            &gp3,
+            "Backup",
+            Placement::Beside,
+            now,
+        )
+        .unwrap();
         // io2's IOPS do not carry over to gp3; the snapshot is larger than
         // the source volume is now.
         assert_eq!(
@@ -459,19 +497,35 @@ mod tests {
             ..Overrides::default()
         };
         assert_eq!(
-            volume_spec(&s, "vol-1", Some(&source()), &st1, "Backup", now),
+            volume_spec(
+                &s,
+                "vol-1",
+                Some(&source()),
+                &st1,
+                "Backup",
+                Placement::Beside,
+                now
+            ),
             Err(SpecError::IopsNotAllowed("st1".into()))
         );
         // The source volume is gone: the zone must be given; gp3 by default.
         assert_eq!(
-            volume_spec(&s, "vol-1", None, &Overrides::default(), "Backup", now),
+            volume_spec(
+                &s,
+                "vol-1",
+                None,
+                &Overrides::default(),
+                "Backup",
+                Placement::Beside,
+                now
+            ),
             Err(SpecError::NoZone("vol-1".into()))
         );
         let zone = Overrides {
             availability_zone: Some("eu-west-1c".into()),
             ..Overrides::default()
         };
-        let spec = volume_spec(&s, "vol-1", None, &zone, "Backup", now).unwrap();
+        let spec = volume_spec(&s, "vol-1", None, &zone, "Backup", Placement::Beside, now).unwrap();
         assert_eq!((spec.volume_type.as_str(), spec.size_gib), ("gp3", 50));
         assert_eq!(spec.tags["Name"], "restored vol-1");
     }

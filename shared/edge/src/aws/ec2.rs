@@ -1193,6 +1193,41 @@ impl VolumeRestorer for Ec2Adapter {
         Ok(())
     }
 
+    async fn attachments(&self, volume_id: &str) -> Result<Vec<(String, String)>, Ec2Error> {
+        Ok(self
+            .describe_volume(volume_id)
+            .await?
+            .map(|v| {
+                v.attachments()
+                    .iter()
+                    .filter(|a| {
+                        matches!(
+                            a.state().map(|s| s.as_str()),
+                            Some("attaching") | Some("attached") | None
+                        )
+                    })
+                    .filter_map(|a| {
+                        Some((
+                            a.instance_id()?.to_string(),
+                            a.device().unwrap_or_default().to_string(),
+                        ))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    async fn untag_volume(&self, volume_id: &str, key: &str) -> Result<(), Ec2Error> {
+        self.client
+            .delete_tags()
+            .resources(volume_id)
+            .tags(Tag::builder().key(key).build())
+            .send()
+            .await
+            .map_err(|e| Ec2Error::from_sdk("DeleteTags", e))?;
+        Ok(())
+    }
+
     async fn delete_volume(&self, volume_id: &str) -> Result<(), Ec2Error> {
         self.client
             .delete_volume()

@@ -422,7 +422,12 @@ pub trait VolumeRestorer: Send + Sync {
         device: &str,
     ) -> Result<(), Ec2Error>;
     async fn detach_volume(&self, volume_id: &str, instance_id: &str) -> Result<(), Ec2Error>;
+    /// Where the volume is attached (or being attached) now, as EC2 says:
+    /// (instance, device) pairs. What a rollback reads before it undoes a
+    /// step whose answer it may not have heard.
+    async fn attachments(&self, volume_id: &str) -> Result<Vec<(String, String)>, Ec2Error>;
     /// Only volumes this restore made (rolling back) are ever deleted.
     async fn delete_volume(&self, volume_id: &str) -> Result<(), Ec2Error>;
     async fn tag_volume(&self, volume_id: &str, key: &str, value: &str) -> Result<(), Ec2Error>;
+    async fn untag_volume(&self, volume_id: &str, key: &str) -> Result<(), Ec2Error>;
 }
