@@ -20,7 +20,7 @@ use ebs_lifecycle_core::ownership::{Claim, Scope, Subject};
 use ebs_lifecycle_core::restore::{self, Overrides, Placement, VolumeSpec};
 use ebs_lifecycle_core::tags as keys;
 
-use crate::restore::{dedup, history, Ports, RestoreError, Waiting};
+use crate::restore::{dedup, history, lineage, Ports, RestoreError, Waiting};
 
 /// What `restore instance` needs beyond `restore volume`'s ports.
 pub struct InstancePorts<'a> {
@@ -331,8 +331,13 @@ async fn plan(
     now: DateTime<Utc>,
 ) -> Result<Planned, RestoreError> {
     let mut listed = Vec::new();
+    let mut lineages = Vec::new();
     for v in volume_ids {
-        listed.extend(history(ports, config, false, v).await?);
+        let lineage = lineage(ports, v).await?;
+        for l in &lineage {
+            listed.extend(history(ports, config, false, l).await?);
+        }
+        lineages.push(lineage);
     }
     let listed = dedup(listed);
     // Which of them claim to be this instance's multi-volume sets (the
@@ -348,7 +353,7 @@ async fn plan(
         .map(|s| s.id.clone())
         .collect();
     let sifted = sift(ports.ledger, config, listed, Scope::WholeVolumes, now).await?;
-    let choice = restore::choose_for_instance(&sifted.owned, &claimed_sets, volume_ids, request.at)
+    let choice = restore::choose_for_instance(&sifted.owned, &claimed_sets, &lineages, request.at)
         .map_err(|missing| RestoreError::NothingToRestore {
             volume: missing.join(", "),
             at: keys::format_time(request.at),

@@ -407,9 +407,19 @@ async fn choose(
         return Ok((volume, snapshot));
     }
     let volume = request.id.clone();
-    let listed = history(ports, config, request.from.is_some(), &volume).await?;
-    let sifted = sift(ports.ledger, config, listed, scope(request), now).await?;
-    let chosen = restore::choose(&sifted.owned, &volume, request.at).cloned();
+    // At home, a volume restored before has its original's history too.
+    let elsewhere = request.from.is_some();
+    let lineage = if elsewhere {
+        vec![volume.clone()]
+    } else {
+        lineage(ports, &volume).await?
+    };
+    let mut listed = Vec::new();
+    for v in &lineage {
+        listed.extend(history(ports, config, elsewhere, v).await?);
+    }
+    let sifted = sift(ports.ledger, config, dedup(listed), scope(request), now).await?;
+    let chosen = restore::choose(&sifted.owned, &lineage, request.at).cloned();
     chosen
         .map(|s| (volume.clone(), s))
         .ok_or_else(|| RestoreError::NothingToRestore {
@@ -417,6 +427,38 @@ async fn choose(
             at: keys::format_time(request.at),
         })
 }
+
+/// The volume and the volumes its data came from, by EC2's fields only:
+/// the volume's `SnapshotId` (the snapshot it was made from), that
+/// snapshot's `VolumeId`, and so on, at most [`LINEAGE_HOPS`] back. A
+/// volume restored once and restored again has its original's history; a
+/// tag (`lifecycle:restored-from`) is never followed, since anyone can
+/// write one.
+pub(crate) async fn lineage(ports: &Ports<'_>, volume: &str) -> Result<Vec<String>, RestoreError> {
+    let mut lineage = vec![volume.to_string()];
+    let mut current = volume.to_string();
+    for _ in 0..LINEAGE_HOPS {
+        let Some(source) = ports.home.source_volume(&current).await? else {
+            break;
+        };
+        let Some(snapshot_id) = source.snapshot_id else {
+            break;
+        };
+        let found = ports.catalog.snapshots_by_id(&[snapshot_id]).await?;
+        let Some(from) = found.into_iter().find_map(|s| s.volume_id) else {
+            break;
+        };
+        if lineage.contains(&from) {
+            break;
+        }
+        lineage.push(from.clone());
+        current = from;
+    }
+    Ok(lineage)
+}
+
+/// How far back a lineage is followed.
+pub(crate) const LINEAGE_HOPS: usize = 4;
 
 /// Every snapshot of the volume by EC2's VolumeId (tags cannot hide one),
 /// and those the deployment's tags name (copies, whose VolumeId is EC2's

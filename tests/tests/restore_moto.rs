@@ -596,6 +596,23 @@ async fn restore_instance_brings_every_volume_back_from_one_set_and_replace_swap
             .and_then(|t| t.value());
         assert_eq!(replaced_by, Some(new.as_str()));
     }
+
+    // Restored again, to now: the volumes there now were made from the
+    // 1st's snapshots (EC2's SnapshotId), so their history is their
+    // originals' and the 2nd's set comes back.
+    let (again, lines) = cli(
+        &moto,
+        &["restore", "instance", &instance, "--replace", "--stop"],
+    )
+    .await;
+    let again = again.unwrap_or_else(|e| panic!("{e}: {lines:?}"));
+    assert_eq!(again["consistent_set"], true, "{again}");
+    for (device, _) in &before {
+        assert!(again["devices"][device]["snapshot_time"]
+            .as_str()
+            .unwrap()
+            .starts_with("2026-03-02"));
+    }
 }
 
 #[tokio::test]

@@ -19,20 +19,35 @@ pub fn data_time(s: &Snapshot) -> Option<DateTime<Utc>> {
     s.retention_time()
 }
 
-/// The newest snapshot of `volume` among `owned` that EC2 says is completed
-/// and holds the data of `at` or earlier (ties: the larger id, so the
-/// choice does not depend on listing order). A pending or failed snapshot
-/// is never chosen. One in the archive tier is chosen all the same (it is
-/// the right moment); [`needs_tier_restore`] says whether EC2 will refuse
-/// a volume from it until its tier is restored.
-pub fn choose<'a>(owned: &'a [Snapshot], volume: &str, at: DateTime<Utc>) -> Option<&'a Snapshot> {
+/// A volume and the volumes its data came from: `[0]` is the volume now,
+/// then, if EC2 says it was created from a snapshot (its `SnapshotId`),
+/// that snapshot's volume, and so on (a volume restored once, and restored
+/// again). Its history is theirs.
+pub type Lineage = [String];
+
+/// The newest snapshot of the lineage's volumes among `owned` that EC2
+/// says is completed and holds the data of `at` or earlier (ties: the
+/// larger id, so the choice does not depend on listing order). A pending
+/// or failed snapshot is never chosen. One in the archive tier is chosen
+/// all the same (it is the right moment); [`needs_tier_restore`] says
+/// whether EC2 will refuse a volume from it until its tier is restored.
+pub fn choose<'a>(
+    owned: &'a [Snapshot],
+    lineage: &Lineage,
+    at: DateTime<Utc>,
+) -> Option<&'a Snapshot> {
     owned
         .iter()
-        .filter(|s| s.source_volume_id() == Some(volume))
+        .filter(|s| of_lineage(s, lineage))
         .filter(|s| s.state == SnapshotState::Completed)
         .filter_map(|s| data_time(s).filter(|t| *t <= at).map(|t| (t, s)))
         .max_by(|(a, x), (b, y)| a.cmp(b).then_with(|| x.id.cmp(&y.id)))
         .map(|(_, s)| s)
+}
+
+fn of_lineage(s: &Snapshot, lineage: &Lineage) -> bool {
+    s.source_volume_id()
+        .is_some_and(|v| lineage.iter().any(|l| l == v))
 }
 
 /// True for a snapshot in the archive tier that is not restored for now:
@@ -56,16 +71,17 @@ pub struct InstanceChoice<'a> {
     pub spread: chrono::Duration,
 }
 
-/// The snapshots that bring `volumes` (an instance's) back to `at`: the
-/// newest slot (policy and slot, as the proof set them) at or before `at`
-/// in which every volume has a completed snapshot; failing that, each
-/// volume's newest ([`choose`]), the spread between them said. `sets`
-/// names the snapshots proven to be of this instance's multi-volume sets.
-/// `Err` lists the volumes with no snapshot at all.
+/// The snapshots that bring an instance's volumes (each with its
+/// [`Lineage`]) back to `at`: the newest slot (policy and slot, as the
+/// proof set them) at or before `at` in which every volume has a completed
+/// snapshot; failing that, each volume's newest ([`choose`]), the spread
+/// between them said. `sets` names the snapshots proven to be of this
+/// instance's multi-volume sets. `Err` lists the volumes with no snapshot
+/// at all.
 pub fn choose_for_instance<'a>(
     owned: &'a [Snapshot],
     sets: &std::collections::BTreeSet<String>,
-    volumes: &[String],
+    volumes: &[Vec<String>],
     at: DateTime<Utc>,
 ) -> Result<InstanceChoice<'a>, Vec<String>> {
     use std::collections::BTreeMap;
@@ -73,22 +89,19 @@ pub fn choose_for_instance<'a>(
         let slot = keys::parse_time(s.tags.get(keys::SLOT)?)?;
         Some((slot, s.tags.get(keys::POLICY)?.clone()))
     };
-    // (slot, policy) -> volume -> its snapshot of that slot.
-    let mut slots: BTreeMap<(DateTime<Utc>, String), BTreeMap<&str, &'a Snapshot>> =
+    let now_id = |lineage: &Vec<String>| lineage.first().cloned().unwrap_or_default();
+    // (slot, policy) -> volume (its index) -> its snapshot of that slot.
+    let mut slots: BTreeMap<(DateTime<Utc>, String), BTreeMap<usize, &'a Snapshot>> =
         BTreeMap::new();
-    for volume in volumes {
+    for (i, lineage) in volumes.iter().enumerate() {
         let eligible = owned
             .iter()
-            .filter(|s| s.source_volume_id() == Some(volume.as_str()))
+            .filter(|s| of_lineage(s, lineage))
             .filter(|s| s.state == SnapshotState::Completed)
             .filter(|s| data_time(s).is_some_and(|t| t <= at));
         for s in eligible {
             if let Some(key) = slot_of(s) {
-                let entry = slots
-                    .entry(key)
-                    .or_default()
-                    .entry(volume.as_str())
-                    .or_insert(s);
+                let entry = slots.entry(key).or_default().entry(i).or_insert(s);
                 if s.id > entry.id {
                     *entry = s;
                 }
@@ -98,12 +111,13 @@ pub fn choose_for_instance<'a>(
     let full = slots
         .iter()
         .rev()
-        .find(|(_, by_volume)| volumes.iter().all(|v| by_volume.contains_key(v.as_str())));
+        .find(|(_, by_volume)| (0..volumes.len()).all(|i| by_volume.contains_key(&i)));
     let (chosen, one_slot): (Vec<(String, &'a Snapshot)>, bool) = match full {
         Some((_, by_volume)) => (
             volumes
                 .iter()
-                .map(|v| (v.clone(), by_volume[v.as_str()]))
+                .enumerate()
+                .map(|(i, v)| (now_id(v), by_volume[&i]))
                 .collect(),
             true,
         ),
@@ -112,8 +126,8 @@ pub fn choose_for_instance<'a>(
             let mut missing = Vec::new();
             for v in volumes {
                 match choose(owned, v, at) {
-                    Some(s) => chosen.push((v.clone(), s)),
-                    None => missing.push(v.clone()),
+                    Some(s) => chosen.push((now_id(v), s)),
+                    None => missing.push(now_id(v)),
                 }
             }
             if !missing.is_empty() {
@@ -147,6 +161,9 @@ pub struct SourceVolume {
     pub iops: Option<i32>,
     pub throughput: Option<i32>,
     pub tags: Tags,
+    /// EC2's `SnapshotId`: the snapshot the volume was created from (EC2
+    /// records it; no call changes it). What a [`Lineage`] follows.
+    pub snapshot_id: Option<String>,
 }
 
 /// What the operator asked to differ from the source.
@@ -324,6 +341,7 @@ mod tests {
             .into_iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
+            snapshot_id: None,
         }
     }
 
@@ -349,7 +367,8 @@ mod tests {
             snap("snap-other", "vol-2", "2026-03-03T12:00:00Z", Completed),
             copy,
         ];
-        let at = |s: &str| choose(&owned, "vol-1", t(s)).map(|s| s.id.as_str());
+        let one = ["vol-1".to_string()];
+        let at = |s: &str| choose(&owned, &one, t(s)).map(|s| s.id.as_str());
         assert_eq!(at("2026-02-28T00:00:00Z"), None);
         assert_eq!(
             at("2026-03-01T00:01:00Z"),
@@ -359,7 +378,16 @@ mod tests {
         // Pending and failed ones are passed over; the copy stands for the 2nd.
         assert_eq!(at("2026-03-04T12:00:00Z"), Some("snap-copy"));
         assert_eq!(at("2026-03-02T00:00:59Z"), Some("snap-1"));
-        assert_eq!(choose(&owned, "vol-3", t("2027-01-01T00:00:00Z")), None);
+        assert_eq!(
+            choose(&owned, &["vol-3".to_string()], t("2027-01-01T00:00:00Z")),
+            None
+        );
+        // A volume restored from vol-1's snapshot has vol-1's history.
+        let lineage = ["vol-restored".to_string(), "vol-1".to_string()];
+        assert_eq!(
+            choose(&owned, &lineage, t("2026-03-04T12:00:00Z")).map(|s| s.id.as_str()),
+            Some("snap-copy")
+        );
     }
 
     #[test]
@@ -381,7 +409,7 @@ mod tests {
             archived.clone(),
         ];
         let now = t("2026-04-01T00:00:00Z");
-        let chosen = choose(&owned, "vol-1", now).unwrap();
+        let chosen = choose(&owned, &["vol-1".to_string()], now).unwrap();
         assert_eq!(
             chosen.id, "snap-a",
             "an older one is not silently taken instead"
@@ -539,7 +567,7 @@ mod tests {
 
     #[test]
     fn an_instance_comes_back_from_the_newest_slot_that_covers_every_volume() {
-        let volumes = vec!["vol-root".to_string(), "vol-data".to_string()];
+        let volumes = vec![vec!["vol-root".to_string()], vec!["vol-data".to_string()]];
         let owned = vec![
             of_slot(
                 "snap-r1",
@@ -580,7 +608,7 @@ mod tests {
         // Before the 1st: nothing for either volume.
         assert_eq!(
             choose_for_instance(&owned, &sets, &volumes, t("2026-02-01T00:00:00Z")),
-            Err(volumes.clone())
+            Err(vec!["vol-root".to_string(), "vol-data".to_string()])
         );
         // Without the 1st's set: each volume's newest, the spread said.
         let c = choose_for_instance(&owned[2..], &sets, &volumes, now).unwrap();
@@ -619,7 +647,7 @@ mod tests {
                 .filter(|s| s.volume_id.as_deref() == Some("vol-0"))
                 .filter(|s| s.state == SnapshotState::Completed && s.start_time.unwrap() <= at)
                 .collect();
-            match choose(&owned, "vol-0", at) {
+            match choose(&owned, &["vol-0".to_string()], at) {
                 None => prop_assert!(eligible.is_empty()),
                 Some(c) => {
                     prop_assert!(eligible.iter().any(|e| e.id == c.id));

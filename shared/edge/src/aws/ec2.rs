@@ -1117,6 +1117,7 @@ impl VolumeRestorer for Ec2Adapter {
                 iops: v.iops(),
                 throughput: v.throughput(),
                 tags: tags_of(Some(v.tags())),
+                snapshot_id: v.snapshot_id().filter(|s| !s.is_empty()).map(String::from),
             }))
     }
 
