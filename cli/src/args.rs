@@ -95,6 +95,10 @@ pub struct RestoreInstance {
     /// a snapshot of every volume (they come from different moments).
     #[arg(long, requires = "replace")]
     pub allow_spread: bool,
+    /// Leave this device as it is (repeatable): a scratch volume nobody
+    /// backs up, say.
+    #[arg(long = "exclude", value_name = "DEVICE")]
+    pub exclude: Vec<String>,
     /// Print the device map it would make; make nothing.
     #[arg(long)]
     pub dry_run: bool,

@@ -38,6 +38,8 @@ pub struct InstanceRequest {
     pub stop: bool,
     /// Swap in volumes from different moments when no slot covers them all.
     pub allow_spread: bool,
+    /// Devices left as they are.
+    pub exclude: Vec<String>,
     pub dry_run: bool,
     pub wait: Duration,
     pub poll: Duration,
@@ -173,7 +175,20 @@ pub async fn instance(
             "{id} is running: --replace swaps volumes of a stopped instance; stop it first or add --stop"
         )));
     }
-    let attached = attached_volumes(&ports, id).await?;
+    let mut attached = attached_volumes(&ports, id).await?;
+    for device in &request.exclude {
+        if !attached.iter().any(|(d, _)| d == device) {
+            return Err(RestoreError::Refused(format!(
+                "--exclude {device}: {id} has no volume at {device}"
+            )));
+        }
+    }
+    attached.retain(|(d, _)| !request.exclude.contains(d));
+    if attached.is_empty() {
+        return Err(RestoreError::Refused(format!(
+            "every device of {id} is excluded"
+        )));
+    }
     let volume_ids: Vec<String> = attached.iter().map(|(_, v)| v.clone()).collect();
     let (devices, (one_slot, consistent_set, spread)) =
         plan(&ports.volumes, config, request, &attached, &volume_ids, now).await?;

@@ -107,6 +107,7 @@ pub async fn run(
                 replace: args.replace,
                 stop: args.stop,
                 allow_spread: args.allow_spread,
+                exclude: args.exclude.clone(),
                 dry_run: args.dry_run,
                 wait: std::time::Duration::from_secs(args.wait_minutes.saturating_mul(60)),
                 poll: std::time::Duration::from_secs(2),

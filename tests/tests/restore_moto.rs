@@ -847,6 +847,28 @@ async fn replace_refuses_volumes_from_different_moments_without_allow_spread() {
     )
     .await;
     assert!(refused.unwrap_err().contains("--allow-spread"));
+    // Leaving the data volume out, the root alone is one slot.
+    let (root_only, _) = cli(
+        &moto,
+        &[
+            "restore",
+            "instance",
+            &instance,
+            "--exclude",
+            "/dev/sdf",
+            "--dry-run",
+        ],
+    )
+    .await;
+    let root_only = root_only.unwrap();
+    assert_eq!(root_only["one_slot"], true, "{root_only}");
+    assert_eq!(root_only["devices"].as_object().unwrap().len(), 1);
+    let (no_such, _) = cli(
+        &moto,
+        &["restore", "instance", &instance, "--exclude", "/dev/sdz"],
+    )
+    .await;
+    assert!(no_such.unwrap_err().contains("no volume at /dev/sdz"));
     assert_eq!(devices_of(&ec2, &instance).await, before);
     let (done, _) = cli(
         &moto,
