@@ -615,31 +615,6 @@ async fn restore_instance_brings_every_volume_back_from_one_set_and_replace_swap
     }
 }
 
-#[tokio::test]
-async fn restore_instance_is_all_or_nothing_when_an_attach_fails() {
-    use integration_tests::fault_proxy::{Fault, FaultProxy};
-    let moto = Moto::start();
-    let ec2 = moto.ec2();
-    let (instance, before) = instance_with_two_days(&moto).await;
-    let volumes_before = volume_count(&ec2).await;
-    let proxy = FaultProxy::start(&moto.endpoint).await;
-    // Every attempt of the first attach fails (the SDK retries 5 times).
-    proxy.inject("AttachVolume", 5, Fault::InternalError);
-    let sdk = proxy.sdk_config(std::time::Duration::from_secs(5));
-    let (failed, lines) = cli_with(
-        &sdk,
-        &["restore", "instance", &instance, "--replace", "--stop"],
-    )
-    .await;
-    let failed = failed.unwrap_err();
-    assert!(failed.contains("AttachVolume"), "{failed}");
-    // As it was: the same volumes at the same devices, running, and the
-    // volumes it made deleted.
-    assert_eq!(devices_of(&ec2, &instance).await, before, "{lines:?}");
-    assert_eq!(state_of(&ec2, &instance).await, "running");
-    assert_eq!(volume_count(&ec2).await, volumes_before, "{lines:?}");
-}
-
 /// A vault account's copies are the vault stack's: restored there, with the
 /// vault's credentials, stack and ledger (docs/restore.md, "From another
 /// region or the vault"). A copy is proven by the vault's ledger record; a
@@ -766,63 +741,6 @@ async fn without_the_policy_document_no_wrong_schedule_refuses_a_snapshot() {
     assert_eq!(with_document.unwrap()["snapshot_id"], id.as_str());
 }
 
-/// The first device is swapped, the second's attach fails on every retry:
-/// the first is undone too, and the instance is as it was.
-#[tokio::test]
-async fn a_swap_that_fails_on_the_second_device_undoes_the_first() {
-    use integration_tests::fault_proxy::{Fault, FaultProxy};
-    let moto = Moto::start();
-    let ec2 = moto.ec2();
-    let (instance, before) = instance_with_two_days(&moto).await;
-    let volumes_before = volume_count(&ec2).await;
-    let proxy = FaultProxy::start(&moto.endpoint).await;
-    proxy.inject("AttachVolume", 1, Fault::Pass);
-    proxy.inject("AttachVolume", 5, Fault::InternalError);
-    let sdk = proxy.sdk_config(std::time::Duration::from_secs(5));
-    let (failed, lines) = cli_with(
-        &sdk,
-        &["restore", "instance", &instance, "--replace", "--stop"],
-    )
-    .await;
-    assert!(failed.unwrap_err().contains("AttachVolume"));
-    assert!(
-        lines.iter().any(|l| l.contains("attached (was")),
-        "the first device was swapped before the failure: {lines:?}"
-    );
-    assert_eq!(devices_of(&ec2, &instance).await, before, "{lines:?}");
-    assert_eq!(state_of(&ec2, &instance).await, "running");
-    assert_eq!(volume_count(&ec2).await, volumes_before, "{lines:?}");
-}
-
-/// EC2 attaches the restored volume but the answer is lost (the
-/// connection reset after it acted): the rollback reads where the volume
-/// is rather than trusting the error, detaches it and puts the previous
-/// one back.
-#[tokio::test]
-async fn an_attach_whose_answer_is_lost_is_undone_from_what_ec2_says() {
-    use integration_tests::fault_proxy::{Fault, FaultProxy};
-    let moto = Moto::start();
-    let ec2 = moto.ec2();
-    let (instance, before) = instance_with_two_days(&moto).await;
-    let volumes_before = volume_count(&ec2).await;
-    let proxy = FaultProxy::start(&moto.endpoint).await;
-    // The attach happens, its answer is lost; the SDK's four retries then
-    // hear only errors, so the tool believes it failed.
-    proxy.inject("AttachVolume", 1, Fault::ResetAfterForward);
-    proxy.inject("AttachVolume", 4, Fault::InternalError);
-    let sdk = proxy.sdk_config(std::time::Duration::from_secs(5));
-    let (failed, lines) = cli_with(
-        &sdk,
-        &["restore", "instance", &instance, "--replace", "--stop"],
-    )
-    .await;
-    let failed = failed.unwrap_err();
-    assert!(failed.contains("AttachVolume"), "{failed}");
-    assert_eq!(devices_of(&ec2, &instance).await, before, "{lines:?}");
-    assert_eq!(state_of(&ec2, &instance).await, "running");
-    assert_eq!(volume_count(&ec2).await, volumes_before, "{lines:?}");
-}
-
 /// No slot has a snapshot of every volume: --replace refuses to swap in
 /// volumes from different moments unless told to.
 #[tokio::test]
@@ -884,4 +802,69 @@ async fn replace_refuses_volumes_from_different_moments_without_allow_spread() {
     .await;
     assert_eq!(done.unwrap()["replaced"], true);
     assert_ne!(devices_of(&ec2, &instance).await, before);
+}
+
+/// `restore instance --replace --stop` through the fault proxy with
+/// `faults` planned on AttachVolume: it fails naming AttachVolume and
+/// leaves the instance as it was (the same volumes at the same devices,
+/// running, the volumes it made deleted). Its progress lines.
+async fn a_failed_swap_leaves_the_instance_as_it_was(
+    faults: &[(usize, integration_tests::fault_proxy::Fault)],
+) -> Vec<String> {
+    use integration_tests::fault_proxy::FaultProxy;
+    let moto = Moto::start();
+    let ec2 = moto.ec2();
+    let (instance, before) = instance_with_two_days(&moto).await;
+    let volumes_before = volume_count(&ec2).await;
+    let proxy = FaultProxy::start(&moto.endpoint).await;
+    for (times, fault) in faults {
+        proxy.inject("AttachVolume", *times, *fault);
+    }
+    let sdk = proxy.sdk_config(std::time::Duration::from_secs(5));
+    let (failed, lines) = cli_with(
+        &sdk,
+        &["restore", "instance", &instance, "--replace", "--stop"],
+    )
+    .await;
+    let failed = failed.unwrap_err();
+    assert!(failed.contains("AttachVolume"), "{failed}");
+    assert_eq!(devices_of(&ec2, &instance).await, before, "{lines:?}");
+    assert_eq!(state_of(&ec2, &instance).await, "running");
+    assert_eq!(volume_count(&ec2).await, volumes_before, "{lines:?}");
+    lines
+}
+
+/// Every attempt of the first attach fails (the SDK tries 5 times).
+#[tokio::test]
+async fn restore_instance_is_all_or_nothing_when_an_attach_fails() {
+    use integration_tests::fault_proxy::Fault;
+    a_failed_swap_leaves_the_instance_as_it_was(&[(5, Fault::InternalError)]).await;
+}
+
+/// The first device is swapped, the second's attach fails on every retry:
+/// the first is undone too.
+#[tokio::test]
+async fn a_swap_that_fails_on_the_second_device_undoes_the_first() {
+    use integration_tests::fault_proxy::Fault;
+    let lines =
+        a_failed_swap_leaves_the_instance_as_it_was(&[(1, Fault::Pass), (5, Fault::InternalError)])
+            .await;
+    assert!(
+        lines.iter().any(|l| l.contains("attached (was")),
+        "the first device was swapped before the failure: {lines:?}"
+    );
+}
+
+/// EC2 attaches the restored volume but the answer is lost (the connection
+/// reset after it acted) and the SDK's four retries hear only errors: the
+/// rollback reads where the volume is rather than trusting the error,
+/// detaches it and puts the previous one back.
+#[tokio::test]
+async fn an_attach_whose_answer_is_lost_is_undone_from_what_ec2_says() {
+    use integration_tests::fault_proxy::Fault;
+    a_failed_swap_leaves_the_instance_as_it_was(&[
+        (1, Fault::ResetAfterForward),
+        (4, Fault::InternalError),
+    ])
+    .await;
 }
