@@ -23,7 +23,8 @@
 //!    shares; `DRY_RUN` deletes nothing;
 //! 6. **label**: `lifecycle:retained-by` and `lifecycle:expires-at`.
 //!
-//! Then one summary, metrics and notifications, as every function.
+//! Then one summary, metrics and notifications, as every function. Vault
+//! account targets are shared, not copied ([`share`]): the vault copies.
 
 mod region;
 mod share;

@@ -1,0 +1,217 @@
+//! Maps that cannot drift (docs/development.md, "Layout"): every `//!`
+//! map atop a crate root or a `mod.rs` names every module declared there,
+//! and each entry of its list names a module that exists; the README's
+//! table of functions, docs/functions.md and the workspace list exactly the
+//! functions template.yaml deploys. A module or function added without its
+//! map fails here.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use integration_tests::workspace_root;
+
+/// Every file that carries a map: crate roots and the edge's module
+/// directories.
+fn mapped_files() -> Vec<PathBuf> {
+    let root = workspace_root();
+    let mut files = vec![
+        root.join("shared/core/src/lib.rs"),
+        root.join("shared/edge/src/lib.rs"),
+        root.join("shared/edge/src/ports/mod.rs"),
+        root.join("shared/edge/src/aws/mod.rs"),
+        root.join("shared/edge/src/lambda/mod.rs"),
+        root.join("cli/src/lib.rs"),
+    ];
+    for f in functions() {
+        files.push(root.join("functions").join(f).join("src/lib.rs"));
+    }
+    files
+}
+
+/// The functions: the directories under functions/.
+fn functions() -> BTreeSet<String> {
+    std::fs::read_dir(workspace_root().join("functions"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().join("Cargo.toml").exists())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// The modules a file declares (`mod x;`, `pub mod x;`, `pub(crate) mod x;`),
+/// not inline ones (`mod tests { … }`).
+fn declared(source: &str) -> BTreeSet<String> {
+    source
+        .lines()
+        .map(str::trim)
+        .filter_map(|l| {
+            let l = l
+                .strip_prefix("pub(crate) ")
+                .or_else(|| l.strip_prefix("pub "))
+                .unwrap_or(l);
+            l.strip_prefix("mod ")?.strip_suffix(';').map(String::from)
+        })
+        .collect()
+}
+
+/// The file's `//!` text.
+fn map(source: &str) -> String {
+    source
+        .lines()
+        .take_while(|l| l.starts_with("//!") || l.trim().is_empty())
+        .filter_map(|l| l.strip_prefix("//!"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// True when the map names `module`: as `` `module` ``, `` [`module`] ``,
+/// or a path ending in it (`` [`lambda::module`] ``, `` `crate::module` ``).
+fn names(map: &str, module: &str) -> bool {
+    map.split('`').skip(1).step_by(2).any(|quoted| {
+        quoted == module
+            || quoted.rsplit("::").next() == Some(module)
+            || quoted.trim_end_matches(".rs") == module
+    })
+}
+
+/// The first link of each entry of the map's list (`- [`x`]: …`).
+fn entries(map: &str) -> Vec<String> {
+    map.lines()
+        .filter_map(|l| l.trim_start().strip_prefix("- [`"))
+        .filter_map(|rest| rest.split_once("`]").map(|(name, _)| name.to_string()))
+        .collect()
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[test]
+fn every_map_names_every_module_and_only_modules_that_exist() {
+    let mut problems = Vec::new();
+    for file in mapped_files() {
+        let source = read(&file);
+        let map = map(&source);
+        let modules = declared(&source);
+        let shown = file
+            .strip_prefix(workspace_root())
+            .unwrap()
+            .display()
+            .to_string();
+        if map.trim().is_empty() {
+            problems.push(format!("{shown}: no //! map"));
+            continue;
+        }
+        for m in &modules {
+            if !names(&map, m) {
+                problems.push(format!("{shown}: the map does not name module `{m}`"));
+            }
+        }
+        for entry in entries(&map) {
+            let module = entry.split("::").next().unwrap_or_default();
+            if !modules.contains(module) {
+                problems.push(format!(
+                    "{shown}: the map lists `{entry}`, which is not a module declared there"
+                ));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "\n{}", problems.join("\n"));
+}
+
+/// The functions template.yaml deploys, by the binary each is built from
+/// (`Metadata.BuildProperties.Binary`).
+fn deployed() -> BTreeSet<String> {
+    let template = read(&workspace_root().join("template.yaml"));
+    template
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("Binary: "))
+        .map(|name| name.trim().to_string())
+        .collect()
+}
+
+#[test]
+fn the_readme_the_docs_and_the_workspace_list_the_functions_the_template_deploys() {
+    let deployed = deployed();
+    assert!(deployed.len() >= 9, "{deployed:?}");
+    assert_eq!(functions(), deployed, "functions/ against template.yaml");
+
+    let readme = read(&workspace_root().join("README.md"));
+    let in_readme: BTreeSet<String> = readme
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `"))
+        .filter_map(|rest| rest.split_once("` |").map(|(name, _)| name.to_string()))
+        .filter(|name| name.ends_with("-snapshots") || deployed.contains(name))
+        .collect();
+    assert_eq!(in_readme, deployed, "README's table of functions");
+
+    let docs = read(&workspace_root().join("docs/functions.md"));
+    for f in &deployed {
+        assert!(
+            docs.lines()
+                .any(|l| l.starts_with('#') && l.contains(f.as_str())),
+            "docs/functions.md has no section for {f}"
+        );
+    }
+
+    let cargo = read(&workspace_root().join("Cargo.toml"));
+    for f in &deployed {
+        assert!(
+            cargo.contains(&format!("\"functions/{f}\"")),
+            "Cargo.toml's workspace lacks functions/{f}"
+        );
+    }
+}
+
+/// No text that counts the functions by a number that is no longer true
+/// ("five functions", "the eight Lambda zips"): the count is the
+/// template's.
+#[test]
+fn no_map_or_doc_counts_the_functions_wrongly() {
+    let count = deployed().len();
+    let words = [
+        "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
+    ];
+    // A stack that is not a vault deploys one fewer (vault-snapshots has
+    // a condition): both counts are true.
+    let right = [count, count - 1].map(|n| words.get(n.wrapping_sub(2)).copied().unwrap_or(""));
+    let mut files: Vec<PathBuf> = mapped_files();
+    let root = workspace_root();
+    for doc in [
+        "README.md",
+        "docs/functions.md",
+        "docs/operations.md",
+        "docs/development.md",
+        "template.yaml",
+        "scripts/package.sh",
+    ] {
+        files.push(root.join(doc));
+    }
+    let mut problems = Vec::new();
+    for file in files {
+        let text = read(&file).to_lowercase();
+        for word in words {
+            if right.contains(&word) {
+                continue;
+            }
+            for noun in [
+                "functions",
+                "lambda functions",
+                "binaries",
+                "lambda zips",
+                "zips",
+            ] {
+                let phrase = format!("{word} {noun}");
+                if text.contains(&phrase) {
+                    problems.push(format!(
+                        "{}: \"{phrase}\" ({count} deployed)",
+                        file.strip_prefix(&root).unwrap().display(),
+                    ));
+                }
+            }
+        }
+    }
+    assert!(problems.is_empty(), "\n{}", problems.join("\n"));
+}
