@@ -51,6 +51,19 @@ pub fn workspace_root() -> PathBuf {
 
 /// The account moto acts as (its default), which the test configuration names.
 pub const ACCOUNT: &str = "123456789012";
+
+/// The functions template.yaml builds, by binary name (each function's
+/// `Metadata.BuildProperties.Binary`), in the template's order: the one
+/// list the tests that must cover every function iterate.
+pub fn deployed_functions() -> Vec<String> {
+    let template = std::fs::read_to_string(workspace_root().join("template.yaml"))
+        .expect("template.yaml is readable");
+    template
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("Binary: "))
+        .map(|name| name.trim().to_string())
+        .collect()
+}
 /// The stack's ledger table, created in every test's moto.
 pub const LEDGER_TABLE: &str = "itest-ledger";
 

@@ -188,23 +188,33 @@ async fn run_function(function: &str, event: &Value) -> Result<(), Diagnostic> {
         .await
         .map(drop)
         .map_err(Into::into),
-        other => panic!("unknown function {other}"),
+        "archive-snapshots" => archive_snapshots::handle(
+            archive_snapshots::Ports {
+                catalog: &adapter,
+                inventory: &adapter,
+                protections: &adapter,
+                blocks: &blocks,
+                archiver: &adapter,
+                tagger: &adapter,
+                notifier: &notifier,
+                ledger: mocked_ledger(),
+            },
+            &config,
+            event,
+            now,
+            deadline,
+        )
+        .await
+        .map(drop)
+        .map_err(Into::into),
+        other => {
+            panic!("{other}: a function of template.yaml this test does not run yet: add it here")
+        }
     };
     assert_eq!(counter.all(), BTreeMap::new(), "{function}: no AWS call");
     assert!(notifier.sent().is_empty(), "{function}: nothing published");
     result
 }
-
-const FUNCTIONS: [&str; 8] = [
-    "create-snapshots",
-    "complete-snapshots",
-    "tag-snapshots",
-    "check-encryption",
-    "expire-snapshots",
-    "copy-snapshots",
-    "vault-snapshots",
-    "report-snapshots",
-];
 
 #[tokio::test]
 async fn every_function_rejects_every_malformed_event_without_an_aws_call() {
@@ -212,7 +222,8 @@ async fn every_function_rejects_every_malformed_event_without_an_aws_call() {
     assert!(cases.len() >= 30);
     for case in &cases {
         let why = case["why"].as_str().unwrap();
-        for function in FUNCTIONS {
+        for function in deployed_functions() {
+            let function = function.as_str();
             let error = run_function(function, &case["event"])
                 .await
                 .expect_err(&format!("{function} accepted: {why}"));

@@ -10,7 +10,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use integration_tests::workspace_root;
+use integration_tests::{deployed_functions, workspace_root};
 
 /// Every file that carries a map: crate roots and the edge's module
 /// directories.
@@ -121,15 +121,9 @@ fn every_map_names_every_module_and_only_modules_that_exist() {
     assert!(problems.is_empty(), "\n{}", problems.join("\n"));
 }
 
-/// The functions template.yaml deploys, by the binary each is built from
-/// (`Metadata.BuildProperties.Binary`).
+/// The functions template.yaml deploys ([`deployed_functions`]).
 fn deployed() -> BTreeSet<String> {
-    let template = read(&workspace_root().join("template.yaml"));
-    template
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("Binary: "))
-        .map(|name| name.trim().to_string())
-        .collect()
+    deployed_functions().into_iter().collect()
 }
 
 #[test]
