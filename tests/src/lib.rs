@@ -310,7 +310,7 @@ impl Moto {
             .build();
         let blocks = ebs_lifecycle::aws::ebs::EbsBlocks::new(
             aws_sdk_ebs::Client::from_conf(config),
-            ebs_lifecycle::lambda::pacing::BucketPacing::NONE,
+            ebs_lifecycle::pacing::BucketPacing::NONE,
         );
         (blocks, counter)
     }

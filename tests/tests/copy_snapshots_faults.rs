@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 
 use ebs_lifecycle::aws::ec2::Ec2Adapter;
 use ebs_lifecycle::lambda::copying::{self, CopyPorts, Started};
-use ebs_lifecycle::lambda::pacing::{Pacer, Pacing};
+use ebs_lifecycle::pacing::{Pacer, Pacing};
 use ebs_lifecycle::ports::ec2::CopySnapshotRequest;
 use ebs_lifecycle::ports::ledger::{CopyInFlight, Ledger};
 use ebs_lifecycle_core::model::Tags;

@@ -401,7 +401,7 @@ pub async fn reconcile(
 
 /// Volumes planned together: all a run holds at once (the deployment's
 /// snapshots of 200 volumes and anyone's snapshots of them).
-pub const VOLUMES_PER_BATCH: usize = 200;
+pub const VOLUMES_PER_BATCH: usize = ebs_lifecycle::pacing::VOLUMES_PER_BATCH;
 
 /// What every batch of a run shares.
 struct Shared {

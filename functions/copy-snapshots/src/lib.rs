@@ -32,7 +32,6 @@ mod share;
 pub use share::ShareReport;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use lambda_runtime::Diagnostic;
@@ -43,8 +42,8 @@ use ebs_lifecycle::config::Config;
 use ebs_lifecycle::lambda::deadline::Deadline;
 use ebs_lifecycle::lambda::metrics::{self, Metric};
 use ebs_lifecycle::lambda::ownership;
-pub use ebs_lifecycle::lambda::pacing::Pacing;
 use ebs_lifecycle::lambda::run::{self, RunHeader};
+pub use ebs_lifecycle::pacing::Pacing;
 use ebs_lifecycle::ports::ec2::{
     Ec2Error, SnapshotCatalog, SnapshotCopier, SnapshotDeleter, SnapshotProtections,
     SnapshotSharing, SnapshotTagger,
@@ -60,17 +59,11 @@ use ebs_lifecycle_core::ownership::{Scope, Suspect};
 pub const FUNCTION: &str = "copy-snapshots";
 
 /// CopySnapshot draws on EC2's mutating-action bucket of the destination
-/// region (refilled at 5 a second); a run starts at most 20 per region.
-pub const COPY_PACING: Pacing = Pacing {
-    burst: 20,
-    interval: Duration::from_millis(200),
-};
+/// region; a run starts at most 20 per region (`ebs_lifecycle::pacing`).
+pub const COPY_PACING: Pacing = ebs_lifecycle::pacing::COPY_SNAPSHOT;
 
 /// DeleteSnapshot in a destination, as expire-snapshots paces it.
-pub const DELETE_PACING: Pacing = Pacing {
-    burst: 50,
-    interval: Duration::from_millis(200),
-};
+pub const DELETE_PACING: Pacing = ebs_lifecycle::pacing::DELETE_SNAPSHOT;
 
 /// What the function needs of one destination region: its EC2.
 #[derive(Clone, Copy)]

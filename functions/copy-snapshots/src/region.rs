@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use ebs_lifecycle::config::Config;
 use ebs_lifecycle::lambda::copying::{self, CopyPorts, Keeping};
 use ebs_lifecycle::lambda::deadline::Deadline;
-use ebs_lifecycle::lambda::pacing::Pacer;
+use ebs_lifecycle::pacing::Pacer;
 use ebs_lifecycle::ports::ec2::CopySnapshotRequest;
 use ebs_lifecycle::ports::ledger::CopyInFlight;
 use ebs_lifecycle_core::copies::{self, Candidate, Source};

@@ -42,9 +42,9 @@ use ebs_lifecycle::config::Config;
 use ebs_lifecycle::lambda::commands::PacedRunner;
 use ebs_lifecycle::lambda::deadline::Deadline;
 use ebs_lifecycle::lambda::metrics::{self, Metric};
-pub use ebs_lifecycle::lambda::pacing::Bucket;
-pub use ebs_lifecycle::lambda::pacing::BucketPacing;
 use ebs_lifecycle::lambda::run::{self, RunHeader};
+pub use ebs_lifecycle::pacing::Bucket;
+pub use ebs_lifecycle::pacing::BucketPacing;
 use ebs_lifecycle::ports::commands::CommandRunner;
 use ebs_lifecycle::ports::ec2::{
     Ec2Error, InstanceControl, SnapshotCatalog, SnapshotCreator, VolumeInventory,
@@ -66,17 +66,9 @@ pub const FUNCTION: &str = "create-snapshots";
 /// at 60 ms latency start 100 snapshots in about 0.2 s.
 pub const CONCURRENCY: usize = 32;
 
-/// CreateSnapshot and CreateSnapshots share EC2's bucket of 100 tokens
-/// refilled at 5 a second: the run holds that pace itself, and slows down
-/// when EC2 throttles anyway (the account's other users draw on the same
-/// bucket), instead of relying on the SDK's retries, which give up. Its
-/// burst is 80 of EC2's 100: calls reach EC2 a little later and less evenly
-/// than they leave, and 20 tokens absorb that, so a run alone in the account
-/// is never refused.
-pub const CREATE_PACING: BucketPacing = BucketPacing {
-    burst: 80.0,
-    per_second: 5.0,
-};
+/// CreateSnapshot and CreateSnapshots share EC2's bucket
+/// (`ebs_lifecycle::pacing::CREATE_SNAPSHOT` says how and why).
+pub const CREATE_PACING: BucketPacing = ebs_lifecycle::pacing::CREATE_SNAPSHOT;
 
 /// Instances frozen or stopped at once. Each holds a few SSM or EC2 calls a
 /// second while it waits; four keeps the run's SSM calls inside

@@ -24,7 +24,6 @@
 //!    [`VOLUMES_LISTED`] volumes' plans, emit metrics, notify.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use lambda_runtime::Diagnostic;
@@ -35,10 +34,10 @@ use ebs_lifecycle::config::Config;
 use ebs_lifecycle::lambda::deadline::Deadline;
 use ebs_lifecycle::lambda::metrics::{self, Metric};
 use ebs_lifecycle::lambda::ownership;
-use ebs_lifecycle::lambda::pacing::Pacer;
-pub use ebs_lifecycle::lambda::pacing::Pacing;
 use ebs_lifecycle::lambda::resume::{Progress, Resume};
 use ebs_lifecycle::lambda::run::{self, RunHeader};
+use ebs_lifecycle::pacing::Pacer;
+pub use ebs_lifecycle::pacing::Pacing;
 use ebs_lifecycle::ports::ec2::{
     Ec2Error, SnapshotCatalog, SnapshotDeleter, SnapshotProtections, VolumeInventory,
 };
@@ -58,15 +57,9 @@ use ebs_lifecycle_core::text;
 
 pub const FUNCTION: &str = "expire-snapshots";
 
-/// DeleteSnapshot draws on EC2's mutating-action token bucket (200 tokens,
-/// refilled at 5 per second). A daily run deletes a few snapshots per volume
-/// and spends at most a quarter of the bucket at once; a large catch-up then
-/// goes at the refill rate, one call every 200 ms, which never drains it
-/// whatever else the account is doing.
-pub const DELETE_PACING: Pacing = Pacing {
-    burst: 50,
-    interval: Duration::from_millis(200),
-};
+/// DeleteSnapshot draws on EC2's mutating-action token bucket
+/// (`ebs_lifecycle::pacing::DELETE_SNAPSHOT` says how and why).
+pub const DELETE_PACING: Pacing = ebs_lifecycle::pacing::DELETE_SNAPSHOT;
 
 #[derive(Clone, Copy)]
 pub struct Ports<'a> {
@@ -201,10 +194,9 @@ pub struct RunSummary {
     pub progress: Progress,
 }
 
-/// Volumes planned together: the deployment's snapshots of 200 volumes
-/// (two DescribeSnapshots, EC2's filters take 200 values) are all a run
-/// holds at once, whatever the account's size.
-pub const VOLUMES_PER_BATCH: usize = 200;
+/// Volumes planned together (`ebs_lifecycle::pacing::VOLUMES_PER_BATCH`):
+/// all a run holds at once, whatever the account's size.
+pub const VOLUMES_PER_BATCH: usize = ebs_lifecycle::pacing::VOLUMES_PER_BATCH;
 /// Volume reports kept in the summary; past them only counts (every
 /// volume's plan is in the log, a line each).
 pub const VOLUMES_LISTED: usize = 100;

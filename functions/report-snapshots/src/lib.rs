@@ -69,7 +69,7 @@ use ebs_lifecycle_core::targets;
 pub const FUNCTION: &str = "report-snapshots";
 
 /// Volumes reported together: their snapshots are all a run holds at once.
-pub const VOLUMES_PER_BATCH: usize = 200;
+pub const VOLUMES_PER_BATCH: usize = ebs_lifecycle::pacing::VOLUMES_PER_BATCH;
 
 #[derive(Clone, Copy)]
 pub struct Ports<'a> {

@@ -19,7 +19,6 @@
 //! or one tag EC2 will not take, must not cost the others their tags).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -30,10 +29,10 @@ use ebs_lifecycle::lambda::deadline::Deadline;
 use ebs_lifecycle::lambda::invocation;
 use ebs_lifecycle::lambda::metrics::{self, Metric};
 use ebs_lifecycle::lambda::ownership;
-use ebs_lifecycle::lambda::pacing::Pacer;
-pub use ebs_lifecycle::lambda::pacing::Pacing;
 use ebs_lifecycle::lambda::resume::{Progress, Resume};
 use ebs_lifecycle::lambda::run::{self, RunHeader};
+use ebs_lifecycle::pacing::Pacer;
+pub use ebs_lifecycle::pacing::Pacing;
 use ebs_lifecycle::ports::ec2::{
     Ec2Error, SnapshotCatalog, SnapshotTagger, VolumeInventory, TAG_BATCH,
 };
@@ -48,13 +47,8 @@ use ebs_lifecycle_core::tags::{self, SkipReason, SkippedTag};
 
 pub const FUNCTION: &str = "tag-snapshots";
 
-/// CreateTags draws on EC2's mutating-action bucket, refilled at 10 a
-/// second: an event's few calls go at once; a backfill past the burst goes
-/// one call per 100 ms.
-pub const CREATE_TAGS_PACING: Pacing = Pacing {
-    burst: 20,
-    interval: Duration::from_millis(100),
-};
+/// CreateTags draws on EC2's bucket (`ebs_lifecycle::pacing::CREATE_TAGS`).
+pub const CREATE_TAGS_PACING: Pacing = ebs_lifecycle::pacing::CREATE_TAGS;
 
 #[derive(Clone, Copy)]
 pub struct Ports<'a> {
@@ -110,7 +104,7 @@ pub struct RunSummary {
 
 /// Volumes labelled together by the daily backfill: their snapshots (two
 /// DescribeSnapshots, EC2's filters take 200 values) are all a run holds.
-pub const VOLUMES_PER_BATCH: usize = 200;
+pub const VOLUMES_PER_BATCH: usize = ebs_lifecycle::pacing::VOLUMES_PER_BATCH;
 /// Snapshots listed by name in each of the summary's lists (skipped tags,
 /// orphans, unknown policies, missing instances); the totals are whole.
 pub const LISTED: usize = 100;

@@ -37,7 +37,6 @@
 //! the vault's own roles can delete or unlock them before the lock ends.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use lambda_runtime::Diagnostic;
@@ -49,10 +48,10 @@ use ebs_lifecycle::lambda::copying::{self, CopyPorts, Keeping};
 use ebs_lifecycle::lambda::deadline::Deadline;
 use ebs_lifecycle::lambda::metrics::{self, Metric};
 use ebs_lifecycle::lambda::ownership;
-use ebs_lifecycle::lambda::pacing::Pacer;
-pub use ebs_lifecycle::lambda::pacing::Pacing;
 use ebs_lifecycle::lambda::resume::{Progress, Resume};
 use ebs_lifecycle::lambda::run::{self, RunHeader};
+use ebs_lifecycle::pacing::Pacer;
+pub use ebs_lifecycle::pacing::Pacing;
 use ebs_lifecycle::ports::ec2::{
     CopySnapshotRequest, Ec2Error, SnapshotCatalog, SnapshotCopier, SnapshotDeleter,
     SnapshotLocker, SnapshotProtections, SnapshotTagger,
@@ -69,18 +68,13 @@ use ebs_lifecycle_core::vault::{self, Share};
 
 pub const FUNCTION: &str = "vault-snapshots";
 
-/// CopySnapshot and DeleteSnapshot draw on the mutating-action bucket.
-pub const COPY_PACING: Pacing = Pacing {
-    burst: 20,
-    interval: Duration::from_millis(200),
-};
-pub const DELETE_PACING: Pacing = Pacing {
-    burst: 50,
-    interval: Duration::from_millis(200),
-};
+/// CopySnapshot and DeleteSnapshot draw on the mutating-action bucket
+/// (the edge's one table of paces, `ebs_lifecycle::pacing`).
+pub const COPY_PACING: Pacing = ebs_lifecycle::pacing::COPY_SNAPSHOT;
+pub const DELETE_PACING: Pacing = ebs_lifecycle::pacing::DELETE_SNAPSHOT;
 
 /// Source volumes whose copies a run holds at once.
-pub const VOLUMES_PER_BATCH: usize = 200;
+pub const VOLUMES_PER_BATCH: usize = ebs_lifecycle::pacing::VOLUMES_PER_BATCH;
 /// What the batches leave of the run for starting the chosen copies.
 pub const START_RESERVE: std::time::Duration = std::time::Duration::from_secs(60);
 

@@ -15,12 +15,16 @@
 //!   runtime loop ([`lambda::runtime`]), the invocation error and the
 //!   lookup of the snapshots an event names ([`lambda::invocation`]), the
 //!   run summary's header and the publication of its notifications
-//!   ([`lambda::run`]), the deadline, the pacing of mutating calls, the
-//!   command runner, metrics, and what the two copying functions do alike
-//!   with their copies ([`lambda::copying`]).
+//!   ([`lambda::run`]), the deadline, the command runner, metrics, the
+//!   ownership check, the resumable walk, and what the two copying
+//!   functions do alike with their copies ([`lambda::copying`]).
+//! - [`pacing`]: the pace of calls under EC2's and EBS's token buckets, and
+//!   the one table of pacing and batch constants with the limits they come
+//!   from (used by adapters and functions alike).
 //! - [`config`]: configuration from the environment, validated at start-up.
 
 pub mod aws;
 pub mod config;
 pub mod lambda;
+pub mod pacing;
 pub mod ports;

@@ -5,17 +5,12 @@ use async_trait::async_trait;
 use aws_sdk_ebs::error::ProvideErrorMetadata;
 use aws_sdk_ebs::Client;
 
-use crate::lambda::pacing::{Bucket, BucketPacing};
+use crate::pacing::{Bucket, BucketPacing};
 use crate::ports::blocks::{BlocksError, SnapshotBlocks, Walked};
 
-/// Our own pace for ListChangedBlocks / ListSnapshotBlocks: 20 a second
-/// with a burst of 20, leaving room in the account's EBS direct API request
-/// quota for other backup tools, and halving on throttling (the bucket
-/// adapts, [`Bucket`]).
-pub const PACING: BucketPacing = BucketPacing {
-    burst: 20.0,
-    per_second: 20.0,
-};
+/// Our own pace for ListChangedBlocks / ListSnapshotBlocks
+/// ([`crate::pacing::EBS_DIRECT_LISTS`]).
+pub const PACING: BucketPacing = crate::pacing::EBS_DIRECT_LISTS;
 /// The most a page holds (the APIs' maximum): fewest requests.
 const PAGE: i32 = 10_000;
 

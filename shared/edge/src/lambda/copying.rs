@@ -23,7 +23,7 @@ use ebs_lifecycle_core::tags::{self, LifecycleState};
 
 use crate::config::Config;
 use crate::lambda::deadline::Deadline;
-use crate::lambda::pacing::{Pacer, Pacing};
+use crate::pacing::{Pacer, Pacing};
 use crate::ports::ec2::{
     CopySnapshotRequest, Ec2Error, SnapshotCopier, SnapshotDeleter, SnapshotProtections,
     SnapshotTagger, TAG_BATCH,

@@ -7,7 +7,6 @@
 //! - [`run`]: the run summary's header and the publication of its
 //!   notifications.
 //! - [`deadline`]: the time a run has left.
-//! - [`pacing`]: token buckets for mutating calls.
 //! - [`commands`]: the SSM command runner (freeze, thaw), paced.
 //! - [`metrics`]: CloudWatch metrics in the embedded format.
 //! - [`ownership`]: the ownership check with its ledger reads (copies,
@@ -23,7 +22,6 @@ pub mod deadline;
 pub mod invocation;
 pub mod metrics;
 pub mod ownership;
-pub mod pacing;
 pub mod resume;
 pub mod run;
 pub mod runtime;

@@ -10,8 +10,66 @@
 //! [`Pacer`] spaces one sequence of calls (expiry's deletions, tag writes);
 //! [`Bucket`] is shared by concurrent calls and adapts when EC2 throttles
 //! anyway (create-snapshots' CreateSnapshot and CreateSnapshots).
+//!
+//! The table below is every pace and batch size the functions use, once,
+//! each with the limit it comes from; the functions name these (their own
+//! `*_PACING` and `VOLUMES_PER_BATCH` are aliases of them).
 
 use std::time::Duration;
+
+/// DeleteSnapshot: EC2's mutating-action bucket (200 tokens, refilled at 5
+/// a second). A daily run deletes a few snapshots per volume and spends at
+/// most a quarter of the bucket at once; a large catch-up then goes at the
+/// refill rate, one call every 200 ms, which never drains it whatever else
+/// the account is doing. expire-, copy- and vault-snapshots.
+pub const DELETE_SNAPSHOT: Pacing = Pacing {
+    burst: 50,
+    interval: Duration::from_millis(200),
+};
+
+/// CopySnapshot: the same bucket (refilled at 5 a second); EC2 also allows
+/// 20 copies in flight into a region, so a run starts at most 20 at once.
+/// copy- and vault-snapshots.
+pub const COPY_SNAPSHOT: Pacing = Pacing {
+    burst: 20,
+    interval: Duration::from_millis(200),
+};
+
+/// CreateTags: its bucket refills at 10 a second: an event's few calls go
+/// at once; a backfill past the burst goes one call per 100 ms.
+/// tag-snapshots.
+pub const CREATE_TAGS: Pacing = Pacing {
+    burst: 20,
+    interval: Duration::from_millis(100),
+};
+
+/// CreateSnapshot and CreateSnapshots: EC2's bucket of 100 tokens refilled
+/// at 5 a second. The run holds that pace itself, and slows down when EC2
+/// throttles anyway (the account's other users draw on the same bucket),
+/// instead of relying on the SDK's retries, which give up. Its burst is 80
+/// of EC2's 100: calls reach EC2 a little later and less evenly than they
+/// leave, and 20 tokens absorb that, so a run alone in the account is
+/// never refused. create-snapshots.
+pub const CREATE_SNAPSHOT: BucketPacing = BucketPacing {
+    burst: 80.0,
+    per_second: 5.0,
+};
+
+/// ListChangedBlocks / ListSnapshotBlocks (the EBS direct APIs): 20 a
+/// second with a burst of 20, leaving room in the account's request quota
+/// for other backup tools, halving on throttling. report- and
+/// archive-snapshots.
+pub const EBS_DIRECT_LISTS: BucketPacing = BucketPacing {
+    burst: 20.0,
+    per_second: 20.0,
+};
+
+/// Volumes a run works on together: DescribeSnapshots' filters take 200
+/// values, so the snapshots of 200 volumes are two calls (the account's
+/// and the deployment's) and all a run holds at once, whatever the
+/// account's size. expire-, tag- (backfill), report-, archive- and
+/// vault-snapshots.
+pub const VOLUMES_PER_BATCH: usize = 200;
 
 /// How calls are spaced: the first `burst` go at once, then one every
 /// `interval`.
