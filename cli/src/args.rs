@@ -55,6 +55,13 @@ pub enum Command {
     /// Keep a snapshot, or every snapshot of a volume, until a date: a
     /// ledger hold, which no tag writer can lift.
     Hold(HoldArgs),
+    /// What the stack knows of a snapshot: whether it made it (or why
+    /// not), the rules that keep it, what the next expiry does with it,
+    /// holds and locks.
+    Explain {
+        /// The snapshot (snap-…).
+        id: String,
+    },
     /// End a ledger hold now.
     Release {
         /// The snapshot (snap-…) or volume (vol-…) held.

@@ -10,11 +10,14 @@
 //! - [`instance`]: `restore instance`: every volume of an instance from
 //!   one moment, swapped in at the same devices with `--replace`, all or
 //!   nothing.
+//! - [`explain`]: `explain <snapshot-id>`: the proof, the rules that keep
+//!   it and what the next expiry does with it, holds, locks.
 //! - [`holds`]: `hold` and `release`: ledger holds.
 //! - `run` (here): the stack's configuration from the arguments and STS,
 //!   the adapters, the command, its output.
 
 pub mod args;
+pub mod explain;
 pub mod holds;
 pub mod instance;
 pub mod restore;
@@ -150,6 +153,20 @@ pub async fn run(
                     ebs_lifecycle_core::tags::format_time(hold.until),
                     hold.reason
                 ),
+            })
+        }
+        Command::Explain { id } => {
+            let stack = Stack::connect(cli, sdk).await?;
+            let ports = restore::Ports {
+                catalog: &stack.ec2,
+                restorer: &stack.ec2,
+                home: &stack.ec2,
+                ledger: &stack.ledger,
+            };
+            let explained = explain::explain(ports, &stack.ec2, &stack.config, id, now).await?;
+            Ok(match cli.output {
+                Output::Json => explained.json().to_string(),
+                Output::Text => explained.text(),
             })
         }
         Command::Release { id } => {

@@ -868,3 +868,93 @@ async fn an_attach_whose_answer_is_lost_is_undone_from_what_ec2_says() {
     ])
     .await;
 }
+
+/// `explain` says what the stack knows of a snapshot: whether it made it,
+/// the rules that keep it and what the next expiry does with it (the plan
+/// expire-snapshots makes), a ledger hold, and for a forgery why it is
+/// not the deployment's.
+#[tokio::test]
+async fn explain_tells_what_keeps_a_snapshot_and_what_the_next_expiry_does() {
+    let moto = Moto::start();
+    let ec2 = moto.ec2();
+    let volume = create_volume(&ec2, 8, &[("Backup", "gold")]).await;
+    let mut days = Vec::new();
+    for _ in 0..4 {
+        days.push(managed_snapshot(&moto, &volume, "itest", "gold", &[]).await);
+    }
+    let document = std::env::temp_dir().join(format!("explain-{}.json", std::process::id()));
+    std::fs::write(
+        &document,
+        r#"{"gold": {"schedule": "@daily", "keep": {"last": 2}}}"#,
+    )
+    .unwrap();
+    let policies = document.to_str().unwrap();
+    let explain = |id: String| {
+        let moto = &moto;
+        async move {
+            cli(moto, &["--policies", policies, "explain", &id])
+                .await
+                .0
+                .unwrap()
+        }
+    };
+    // The newest: kept by `last`.
+    let newest = explain(days[3].clone()).await;
+    assert_eq!(newest["ours"], true, "{newest}");
+    assert_eq!(newest["kept_by"], serde_json::json!(["last"]));
+    assert!(newest["next_expiry"].as_str().unwrap().starts_with("kept"));
+    assert_eq!(newest["volume_id"], volume.as_str());
+    assert_eq!(newest["restorable"], true);
+    // The oldest: no rule keeps it, nothing protects it.
+    let oldest = explain(days[0].clone()).await;
+    assert_eq!(oldest["kept_by"], serde_json::json!([]), "{oldest}");
+    assert!(oldest["next_expiry"]
+        .as_str()
+        .unwrap()
+        .starts_with("deleted"));
+    // Held in the ledger: kept, and the hold is shown.
+    cli(
+        &moto,
+        &[
+            "hold",
+            &days[1],
+            "--until",
+            "2036-01-01T00:00:00Z",
+            "--reason",
+            "audit",
+        ],
+    )
+    .await
+    .0
+    .unwrap();
+    let held = explain(days[1].clone()).await;
+    assert_eq!(held["next_expiry"], "kept: held-in-ledger", "{held}");
+    assert_eq!(held["hold"]["reason"], "audit");
+    // A snapshot made by hand with the newest one's Description, later.
+    let description = snapshots(&ec2)
+        .await
+        .into_iter()
+        .find(|s| s.id == days[3])
+        .unwrap()
+        .description
+        .unwrap();
+    moto.set_clock(Some(t("2026-03-04T06:00:00Z")));
+    let forged = ec2
+        .create_snapshot()
+        .volume_id(&volume)
+        .description(description)
+        .send()
+        .await
+        .unwrap()
+        .snapshot_id()
+        .unwrap()
+        .to_string();
+    moto.set_clock(None);
+    let not_ours = explain(forged).await;
+    assert_eq!(not_ours["ours"], false, "{not_ours}");
+    let findings = not_ours["findings"].as_array().unwrap();
+    assert!(
+        findings.iter().any(|f| f == "duplicate-of-slot"),
+        "{not_ours}"
+    );
+}
