@@ -7,7 +7,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 VENV := .venv
 
-.PHONY: org-template all test demo venv fmt-check clippy lint-template package build clean scale slot-scale bench adversary
+.PHONY: org-template all test demo venv fmt-check clippy lint-template package build clean scale slot-scale bench adversary flake-hunt
 
 all: test
 
@@ -88,6 +88,19 @@ adversary: venv
 	ADVERSARY_CASES=$(ADVERSARY_CASES) $(CARGO) test -p ebs-lifecycle-core --test adversary
 	ADVERSARY_SEEDS=$(ADVERSARY_SEEDS) ADVERSARY_DAYS=$(ADVERSARY_DAYS) ADVERSARY_FIRST_SEED=$(ADVERSARY_FIRST_SEED) \
 		$(CARGO) test -p integration-tests --test adversary -- --nocapture
+
+## make flake-hunt: every integration test (the moto-backed suites, the
+## fault proxy, the adversary's short run) FLAKE_RUNS times in a row, built
+## once; stops at the first failure and names the run. Not part of make
+## test: a test that fails now and then is a bug to find here, not a
+## reason to re-run CI.
+FLAKE_RUNS ?= 10
+flake-hunt: venv
+	$(CARGO) test -p integration-tests --no-run
+	for i in $$(seq 1 $(FLAKE_RUNS)); do \
+		echo "== flake hunt: run $$i of $(FLAKE_RUNS)"; \
+		$(CARGO) test -p integration-tests -q || { echo "flake hunt: run $$i failed"; exit 1; }; \
+	done; echo "flake hunt: $(FLAKE_RUNS) runs, 0 failures"
 
 ## make slot-scale: 10,000 volumes due in one slot under EC2's emulated
 ## CreateSnapshot bucket (burst 100, 5 a second), 15-minute ticks back to
