@@ -209,3 +209,32 @@ fn no_map_or_doc_counts_the_functions_wrongly() {
     }
     assert!(problems.is_empty(), "\n{}", problems.join("\n"));
 }
+
+/// Every environment variable the configuration reads is in
+/// docs/operations.md's table ("Environment of the functions").
+#[test]
+fn every_variable_the_configuration_reads_is_documented() {
+    let config = read(&workspace_root().join("shared/edge/src/config.rs"));
+    let docs = read(&workspace_root().join("docs/operations.md"));
+    let table: String = docs
+        .split("## Environment of the functions")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .unwrap_or_default()
+        .to_string();
+    let mut missing = Vec::new();
+    for quoted in config.split('"').skip(1).step_by(2) {
+        let is_variable = quoted.len() > 3
+            && quoted
+                .chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+            && quoted.contains('_');
+        if is_variable && !table.contains(&format!("`{quoted}`")) && !missing.contains(&quoted) {
+            missing.push(quoted);
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "docs/operations.md's environment table lacks {missing:?}"
+    );
+}
