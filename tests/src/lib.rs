@@ -921,3 +921,20 @@ pub async fn create_kms_key(sdk: &aws_config::SdkConfig) -> String {
         .unwrap()
         .to_string()
 }
+
+/// An instance's state name, as EC2 has it now.
+pub async fn instance_state(ec2: &aws_sdk_ec2::Client, instance: &str) -> String {
+    let answer = ec2
+        .describe_instances()
+        .instance_ids(instance)
+        .send()
+        .await
+        .unwrap();
+    answer
+        .reservations()
+        .iter()
+        .flat_map(|r| r.instances())
+        .find_map(|i| i.state().and_then(|s| s.name()))
+        .map(|n| n.as_str().to_string())
+        .unwrap_or_default()
+}

@@ -876,23 +876,6 @@ async fn share_with(ec2: &aws_sdk_ec2::Client, snapshot: &str, account: &str) ->
         .is_ok()
 }
 
-/// An instance's state name, as EC2 has it now.
-async fn instance_state(ec2: &aws_sdk_ec2::Client, instance: &str) -> String {
-    let answer = ec2
-        .describe_instances()
-        .instance_ids(instance)
-        .send()
-        .await
-        .unwrap();
-    answer
-        .reservations()
-        .iter()
-        .flat_map(|r| r.instances())
-        .find_map(|i| i.state().and_then(|s| s.name()))
-        .map(|n| n.as_str().to_string())
-        .unwrap_or_default()
-}
-
 async fn instance_tag(ec2: &aws_sdk_ec2::Client, instance: &str, key: &str) -> Option<String> {
     let answer = ec2
         .describe_instances()

@@ -509,22 +509,6 @@ async fn devices_of(ec2: &aws_sdk_ec2::Client, instance: &str) -> Vec<(String, S
     devices
 }
 
-async fn state_of(ec2: &aws_sdk_ec2::Client, instance: &str) -> String {
-    let answer = ec2
-        .describe_instances()
-        .instance_ids(instance)
-        .send()
-        .await
-        .unwrap();
-    answer.reservations()[0].instances()[0]
-        .state()
-        .unwrap()
-        .name()
-        .unwrap()
-        .as_str()
-        .to_string()
-}
-
 #[tokio::test]
 async fn restore_instance_brings_every_volume_back_from_one_set_and_replace_swaps_them_in() {
     let moto = Moto::start();
@@ -574,7 +558,7 @@ async fn restore_instance_brings_every_volume_back_from_one_set_and_replace_swap
     .await;
     let done = done.unwrap();
     assert_eq!(done["replaced"], true, "{done}");
-    assert_eq!(state_of(&ec2, &instance).await, "running");
+    assert_eq!(instance_state(&ec2, &instance).await, "running");
     let after = devices_of(&ec2, &instance).await;
     assert_eq!(after.len(), before.len());
     for ((device, old), (device_after, new)) in before.iter().zip(&after) {
@@ -829,7 +813,7 @@ async fn a_failed_swap_leaves_the_instance_as_it_was(
     let failed = failed.unwrap_err();
     assert!(failed.contains("AttachVolume"), "{failed}");
     assert_eq!(devices_of(&ec2, &instance).await, before, "{lines:?}");
-    assert_eq!(state_of(&ec2, &instance).await, "running");
+    assert_eq!(instance_state(&ec2, &instance).await, "running");
     assert_eq!(volume_count(&ec2).await, volumes_before, "{lines:?}");
     lines
 }
