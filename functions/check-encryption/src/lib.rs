@@ -31,9 +31,10 @@ use serde_json::{json, Value};
 use ebs_lifecycle::config::Config;
 use ebs_lifecycle::lambda::deadline::Deadline;
 use ebs_lifecycle::lambda::invocation;
-use ebs_lifecycle::lambda::metrics::{self, Metric};
+use ebs_lifecycle::lambda::function::{self, Function, Ran, Run as FunctionRun, Summary};
+use ebs_lifecycle::lambda::metrics::Metric;
 use ebs_lifecycle::lambda::ownership;
-use ebs_lifecycle::lambda::run::{self, RunHeader};
+use ebs_lifecycle::lambda::run::RunHeader;
 use ebs_lifecycle::ports::ec2::{
     AccountSettings, CopySnapshotRequest, Ec2Error, SnapshotCatalog, SnapshotCopier,
     SnapshotSharing, VolumeInventory,
@@ -119,6 +120,67 @@ fn is_zero(n: &usize) -> bool {
 /// counts per kind are whole; every finding is logged, a line each).
 pub const FINDINGS_LISTED: usize = 200;
 
+/// check-encryption, as the skeleton runs it ([`Function`]).
+pub struct CheckEncryption;
+
+impl Function for CheckEncryption {
+    const NAME: &'static str = FUNCTION;
+    type Ports<'p> = Ports<'p>;
+    type Trigger = Trigger;
+    type Summary = RunSummary;
+    type Error = InvocationError;
+
+    fn ledger<'p>(ports: &Self::Ports<'p>) -> &'p dyn Ledger {
+        ports.ledger
+    }
+
+    fn notifier<'p>(ports: &Self::Ports<'p>) -> &'p dyn Notifier {
+        ports.notifier
+    }
+
+    fn open(run: &FunctionRun<'_>, event: &Value) -> Result<(Trigger, RunSummary), InvocationError> {
+        let trigger = Trigger::parse(event)?;
+        let summary = RunSummary {
+            header: RunHeader::for_trigger(FUNCTION, run.config, run.now, &trigger),
+            remediate: run.config.remediate.as_str(),
+            ..RunSummary::default()
+        };
+        Ok((trigger, summary))
+    }
+
+    async fn execute(
+        ports: Self::Ports<'_>,
+        run: &FunctionRun<'_>,
+        trigger: Trigger,
+        summary: &mut RunSummary,
+    ) -> Result<Ran, InvocationError> {
+        let (config, now, deadline) = (run.config, run.now, run.deadline);
+        let suspects = match trigger {
+            Trigger::Tick(_) => daily_run(ports, config, now, deadline, summary).await?,
+            Trigger::Snapshots { results, .. } => {
+                let ids = events::succeeded_ids(&results);
+                if ids.is_empty() {
+                    return Ok(Ran::Nothing);
+                }
+                let named = invocation::snapshots_named(ports.catalog, &results, &ids, now).await?;
+                summary.header.snapshots_gone = named.gone;
+                event_run(ports, config, named.found, now, deadline, summary).await?
+            }
+            Trigger::Ignored { .. } => return Ok(Ran::Nothing),
+        };
+        Ok(Ran::Done { suspects })
+    }
+
+    async fn notifications(
+        ports: Self::Ports<'_>,
+        run: &FunctionRun<'_>,
+        summary: &mut RunSummary,
+    ) -> Vec<Notification> {
+        notifications(run.config, summary, ports.memo, run.now)
+    }
+}
+
+/// Handle one invocation: the daily check or a completion event.
 pub async fn handle(
     ports: Ports<'_>,
     config: &Config,
@@ -126,35 +188,7 @@ pub async fn handle(
     now: DateTime<Utc>,
     deadline: Deadline,
 ) -> Result<RunSummary, InvocationError> {
-    let trigger = Trigger::parse(event)?;
-    let mut summary = RunSummary {
-        header: RunHeader::for_trigger(FUNCTION, config, now, &trigger),
-        remediate: config.remediate.as_str(),
-        ..RunSummary::default()
-    };
-    let daily = matches!(trigger, Trigger::Tick(_));
-    let suspects = match trigger {
-        Trigger::Tick(_) => daily_run(ports, config, now, deadline, &mut summary).await?,
-        Trigger::Snapshots { results, .. } => {
-            let ids = events::succeeded_ids(&results);
-            if ids.is_empty() {
-                return Ok(summary);
-            }
-            let named = invocation::snapshots_named(ports.catalog, &results, &ids, now).await?;
-            summary.header.snapshots_gone = named.gone;
-            event_run(ports, config, named.found, now, deadline, &mut summary).await?
-        }
-        Trigger::Ignored { .. } => return Ok(summary),
-    };
-    log(&summary);
-    if daily {
-        emit_metrics(config, &summary, suspects.len());
-    }
-    let mut notifications =
-        ownership::report(ports.ledger, config, &suspects, now, &mut summary.header).await;
-    notifications.extend(self::notifications(config, &mut summary, ports.memo, now));
-    run::publish(ports.notifier, &notifications, &mut summary.header).await;
-    Ok(summary)
+    function::invoke::<CheckEncryption>(ports, config, event, now, deadline).await
 }
 
 /// The daily run, in two passes over the account's snapshots a page at a
@@ -656,31 +690,29 @@ async fn opted_in_volumes(
     Ok(out.into_values().collect())
 }
 
-fn log(summary: &RunSummary) {
-    tracing::info!(
-        trigger = summary.header.trigger,
-        checked = summary.snapshots_checked,
-        findings = summary.findings_total,
-        summary = %run::for_log(summary),
-        "check-encryption: {} findings over {} snapshots",
-        summary.findings_total,
-        summary.snapshots_checked
-    );
-}
+impl Summary for RunSummary {
+    fn header(&mut self) -> &mut RunHeader {
+        &mut self.header
+    }
 
-/// Account-wide counts: one data point per day (daily runs only).
-fn emit_metrics(config: &Config, summary: &RunSummary, suspects: usize) {
-    let (unencrypted, public) = (summary.unencrypted, summary.public);
-    // Account-wide counts: one data point per day.
-    metrics::emit_for_run(
-        config,
-        FUNCTION,
-        &[
-            (Metric::UnencryptedSnapshots, unencrypted),
-            (Metric::PublicSnapshots, public),
+    fn headline(&self) -> String {
+        format!(
+            "check-encryption ({}): {} findings over {} snapshots",
+            self.header.trigger, self.findings_total, self.snapshots_checked
+        )
+    }
+
+    /// Account-wide counts: one data point per day (daily runs only).
+    fn metrics(&self, suspects: usize) -> Vec<(Metric, u64)> {
+        if self.header.trigger != "daily" {
+            return Vec::new();
+        }
+        vec![
+            (Metric::UnencryptedSnapshots, self.unencrypted),
+            (Metric::PublicSnapshots, self.public),
             (Metric::TamperingSuspected, suspects as u64),
-        ],
-    );
+        ]
+    }
 }
 
 /// What the run tells people: one `encryption-findings` with every finding
@@ -764,7 +796,7 @@ mod tests {
         assert_eq!(summary.findings.len(), FINDINGS_LISTED);
         assert_eq!(summary.by_kind.values().sum::<usize>(), 50_000);
         assert_eq!(summary.unencrypted, 50_000);
-        let response = serde_json::to_vec(&run::response(&summary)).unwrap();
-        assert!(response.len() < run::RESPONSE_LIMIT, "{}", response.len());
+        let response = serde_json::to_vec(&ebs_lifecycle::lambda::run::response(&summary)).unwrap();
+        assert!(response.len() < ebs_lifecycle::lambda::run::RESPONSE_LIMIT, "{}", response.len());
     }
 }

@@ -26,9 +26,10 @@ use serde_json::{json, Value};
 
 use ebs_lifecycle::config::Config;
 use ebs_lifecycle::lambda::deadline::Deadline;
-use ebs_lifecycle::lambda::metrics::{self, Metric};
+use ebs_lifecycle::lambda::function::{self, Function, Ran, Run as FunctionRun, Summary};
+use ebs_lifecycle::lambda::metrics::Metric;
 use ebs_lifecycle::lambda::ownership;
-use ebs_lifecycle::lambda::run::{self, RunHeader};
+use ebs_lifecycle::lambda::run::RunHeader;
 use ebs_lifecycle::ports::ec2::{Ec2Error, SnapshotCatalog, SnapshotTagger};
 use ebs_lifecycle::ports::ledger::Ledger;
 use ebs_lifecycle::ports::notifier::Notifier;
@@ -107,6 +108,62 @@ pub struct RunSummary {
     pub left_for_later: usize,
 }
 
+/// complete-snapshots, as the skeleton runs it ([`Function`]).
+pub struct CompleteSnapshots;
+
+impl Function for CompleteSnapshots {
+    const NAME: &'static str = FUNCTION;
+    type Ports<'p> = Ports<'p>;
+    type Trigger = Trigger;
+    type Summary = RunSummary;
+    type Error = InvocationError;
+
+    fn ledger<'p>(ports: &Self::Ports<'p>) -> &'p dyn Ledger {
+        ports.ledger
+    }
+
+    fn notifier<'p>(ports: &Self::Ports<'p>) -> &'p dyn Notifier {
+        ports.notifier
+    }
+
+    fn open(run: &FunctionRun<'_>, event: &Value) -> Result<(Trigger, RunSummary), InvocationError> {
+        let trigger = Trigger::parse(event)?;
+        let summary = RunSummary {
+            header: RunHeader::for_trigger(FUNCTION, run.config, run.now, &trigger),
+            ..RunSummary::default()
+        };
+        Ok((trigger, summary))
+    }
+
+    async fn execute(
+        ports: Self::Ports<'_>,
+        run: &FunctionRun<'_>,
+        trigger: Trigger,
+        summary: &mut RunSummary,
+    ) -> Result<Ran, InvocationError> {
+        let (config, now) = (run.config, run.now);
+        let suspects = match trigger {
+            Trigger::Tick(_) => reconcile(ports, config, now, run.deadline, summary).await?,
+            Trigger::Snapshots { results, .. } => {
+                apply_results(ports, config, &results, now, summary).await?
+            }
+            // The run header logged it.
+            Trigger::Ignored { .. } => return Ok(Ran::Nothing),
+        };
+        Ok(Ran::Done { suspects })
+    }
+
+    /// The failed and stuck alerts are published as the run finds them
+    /// (they must not be lost); nothing is left for the closing.
+    async fn notifications(
+        _ports: Self::Ports<'_>,
+        _run: &FunctionRun<'_>,
+        _summary: &mut RunSummary,
+    ) -> Vec<Notification> {
+        Vec::new()
+    }
+}
+
 /// Handle one invocation: an EC2 snapshot event or a reconcile tick.
 pub async fn handle(
     ports: Ports<'_>,
@@ -115,24 +172,7 @@ pub async fn handle(
     now: DateTime<Utc>,
     deadline: Deadline,
 ) -> Result<RunSummary, InvocationError> {
-    let trigger = Trigger::parse(event)?;
-    let mut summary = RunSummary {
-        header: RunHeader::for_trigger(FUNCTION, config, now, &trigger),
-        ..RunSummary::default()
-    };
-    let suspects = match trigger {
-        Trigger::Tick(_) => reconcile(ports, config, now, deadline, &mut summary).await?,
-        Trigger::Snapshots { results, .. } => {
-            apply_results(ports, config, &results, now, &mut summary).await?
-        }
-        // The run header logged it.
-        Trigger::Ignored { .. } => return Ok(summary),
-    };
-    let notifications =
-        ownership::report(ports.ledger, config, &suspects, now, &mut summary.header).await;
-    run::publish(ports.notifier, &notifications, &mut summary.header).await;
-    finish(config, &summary, suspects.len());
-    Ok(summary)
+    function::invoke::<CompleteSnapshots>(ports, config, event, now, deadline).await
 }
 
 /// What the tag should become, given EC2's state and (for events) what the
@@ -675,29 +715,32 @@ fn stuck_key(snapshot_id: &str) -> String {
     format!("stuck/{snapshot_id}")
 }
 
-fn finish(config: &Config, summary: &RunSummary, suspects: usize) {
-    let mut values = vec![
-        (Metric::TamperingSuspected, suspects as u64),
-        (
-            Metric::SnapshotsCreateCompleted,
-            summary.completed.len() as u64,
-        ),
-        (Metric::SnapshotsCreateFailed, summary.failed.len() as u64),
-    ];
-    if summary.header.trigger == "daily" {
-        values.push((Metric::StuckSnapshots, summary.stuck.len() as u64));
+impl Summary for RunSummary {
+    fn header(&mut self) -> &mut RunHeader {
+        &mut self.header
     }
-    metrics::emit_for_run(config, FUNCTION, &values);
-    tracing::info!(
-        trigger = summary.header.trigger,
-        completed = summary.completed.len(),
-        failed = summary.failed.len(),
-        unchanged = summary.unchanged,
-        foreign = summary.foreign,
-        stuck = summary.stuck.len(),
-        summary = %run::for_log(summary),
-        "complete-snapshots: {} completed, {} failed",
-        summary.completed.len(),
-        summary.failed.len()
-    );
+
+    fn headline(&self) -> String {
+        format!(
+            "complete-snapshots ({}): {} completed, {} failed, {} unchanged, {} foreign, {} stuck",
+            self.header.trigger,
+            self.completed.len(),
+            self.failed.len(),
+            self.unchanged,
+            self.foreign,
+            self.stuck.len()
+        )
+    }
+
+    fn metrics(&self, suspects: usize) -> Vec<(Metric, u64)> {
+        let mut values = vec![
+            (Metric::TamperingSuspected, suspects as u64),
+            (Metric::SnapshotsCreateCompleted, self.completed.len() as u64),
+            (Metric::SnapshotsCreateFailed, self.failed.len() as u64),
+        ];
+        if self.header.trigger == "daily" {
+            values.push((Metric::StuckSnapshots, self.stuck.len() as u64));
+        }
+        values
+    }
 }

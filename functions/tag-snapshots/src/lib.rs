@@ -27,10 +27,11 @@ use serde_json::{json, Value};
 use ebs_lifecycle::config::Config;
 use ebs_lifecycle::lambda::deadline::Deadline;
 use ebs_lifecycle::lambda::invocation;
-use ebs_lifecycle::lambda::metrics::{self, Metric};
+use ebs_lifecycle::lambda::function::{self, Function, Ran, Run as FunctionRun, Summary};
+use ebs_lifecycle::lambda::metrics::Metric;
 use ebs_lifecycle::lambda::ownership;
-use ebs_lifecycle::lambda::resume::{Progress, Resume};
-use ebs_lifecycle::lambda::run::{self, RunHeader};
+use ebs_lifecycle::lambda::resume::{Progress, Walk};
+use ebs_lifecycle::lambda::run::RunHeader;
 use ebs_lifecycle::pacing::Pacer;
 pub use ebs_lifecycle::pacing::Pacing;
 use ebs_lifecycle::ports::ec2::{
@@ -41,7 +42,7 @@ use ebs_lifecycle::ports::notifier::Notifier;
 use ebs_lifecycle_core::events::{self, SnapshotResult, Trigger};
 use ebs_lifecycle_core::model::{Snapshot, Tags};
 use ebs_lifecycle_core::notify::{Notification, NotificationKind, Severity};
-use ebs_lifecycle_core::ownership::Scope;
+use ebs_lifecycle_core::ownership::{Scope, Suspect};
 use ebs_lifecycle_core::tagging::{self, SkippedOnSnapshot, Sources, TagBatch, TagPlan};
 use ebs_lifecycle_core::tags::{self, SkipReason, SkippedTag};
 
@@ -118,6 +119,79 @@ pub struct Totals {
     pub unknown_policy: usize,
 }
 
+/// tag-snapshots, as the skeleton runs it ([`Function`]).
+pub struct TagSnapshots;
+
+impl Function for TagSnapshots {
+    const NAME: &'static str = FUNCTION;
+    type Ports<'p> = Ports<'p>;
+    type Trigger = Trigger;
+    type Summary = RunSummary;
+    type Error = InvocationError;
+
+    fn ledger<'p>(ports: &Self::Ports<'p>) -> &'p dyn Ledger {
+        ports.ledger
+    }
+
+    fn notifier<'p>(ports: &Self::Ports<'p>) -> &'p dyn Notifier {
+        ports.notifier
+    }
+
+    fn open(run: &FunctionRun<'_>, event: &Value) -> Result<(Trigger, RunSummary), InvocationError> {
+        let trigger = Trigger::parse(event)?;
+        let summary = RunSummary {
+            header: RunHeader::for_trigger(FUNCTION, run.config, run.now, &trigger),
+            ..RunSummary::default()
+        };
+        Ok((trigger, summary))
+    }
+
+    async fn execute(
+        ports: Self::Ports<'_>,
+        run: &FunctionRun<'_>,
+        trigger: Trigger,
+        summary: &mut RunSummary,
+    ) -> Result<Ran, InvocationError> {
+        let mut pacer = Pacer::new(ports.pacing);
+        let mut suspects = Vec::new();
+        let mut labelling = Labelling {
+            ports,
+            run,
+            pacer: &mut pacer,
+            summary,
+            suspects: &mut suspects,
+        };
+        match trigger {
+            // The backfill: 200 volumes at a time, so a run holds one
+            // batch's snapshots, never the account's.
+            Trigger::Tick(_) => backfill(&mut labelling).await?,
+            // A failed snapshot has nothing to label; complete-snapshots
+            // reports it.
+            Trigger::Snapshots { results, .. } if events::succeeded_ids(&results).is_empty() => {
+                return Ok(Ran::Nothing)
+            }
+            Trigger::Snapshots { results, .. } => {
+                let deployment = run.config.deployment_name.as_str();
+                let snapshots =
+                    snapshots_of_event(ports, deployment, &results, run.now, labelling.summary)
+                        .await?;
+                labelling.label(snapshots, None).await?;
+            }
+            // The run header logged it.
+            Trigger::Ignored { .. } => return Ok(Ran::Nothing),
+        }
+        Ok(Ran::Done { suspects })
+    }
+
+    async fn notifications(
+        _ports: Self::Ports<'_>,
+        run: &FunctionRun<'_>,
+        summary: &mut RunSummary,
+    ) -> Vec<Notification> {
+        notifications(run.config, summary)
+    }
+}
+
 /// Handle one invocation: a daily backfill tick or a completion event.
 pub async fn handle(
     ports: Ports<'_>,
@@ -126,110 +200,72 @@ pub async fn handle(
     now: DateTime<Utc>,
     deadline: Deadline,
 ) -> Result<RunSummary, InvocationError> {
-    let trigger = Trigger::parse(event)?;
-    let mut summary = RunSummary {
-        header: RunHeader::for_trigger(FUNCTION, config, now, &trigger),
-        ..RunSummary::default()
-    };
-    let deployment = config.deployment_name.as_str();
-    let mut pacer = Pacer::new(ports.pacing);
-    let mut suspects = Vec::new();
-    match trigger {
-        // The backfill: 200 volumes at a time, so a run holds one batch's
-        // snapshots, never the account's.
-        Trigger::Tick(_) => {
-            let mut volume_ids: Vec<String> = ports
-                .catalog
-                .managed_volume_ids(deployment)
-                .await?
-                .into_iter()
-                .collect();
-            // Resumed where the last run stopped, wrapping round: every
-            // volume is labelled within a few runs at any size.
-            let mut resume = Resume::start(ports.ledger, FUNCTION, &mut volume_ids).await;
-            let mut previous: Option<&str> = None;
-            for (i, batch) in volume_ids.chunks(VOLUMES_PER_BATCH).enumerate() {
-                if deadline.is_near() || summary.left_for_later > 0 {
-                    // The batch before if its writes were cut short.
-                    let at = match previous {
-                        Some(p) if summary.left_for_later > 0 => p,
-                        _ => batch[0].as_str(),
-                    };
-                    resume.stop_at(at);
-                    summary.volumes_not_reached = volume_ids.len() - i * VOLUMES_PER_BATCH;
-                    break;
-                }
-                previous = Some(batch[0].as_str());
-                let listed = match ports
-                    .catalog
-                    .managed_snapshots_of_volumes(deployment, batch)
-                    .await
-                {
-                    Ok(listed) => listed,
-                    // After a batch or more, the run stops here as at its
-                    // deadline.
-                    Err(e) => {
-                        resume.stop_on_failure(i, &batch[0], e)?;
-                        summary.volumes_not_reached = volume_ids.len() - i * VOLUMES_PER_BATCH;
-                        break;
-                    }
-                };
-                let in_batch: BTreeSet<&str> = batch.iter().map(String::as_str).collect();
-                label(
-                    ports,
-                    config,
-                    listed,
-                    Some(&in_batch),
-                    now,
-                    deadline,
-                    &mut pacer,
-                    &mut summary,
-                    &mut suspects,
-                )
-                .await?;
-            }
-            if summary.left_for_later > 0 {
-                if let Some(p) = previous {
-                    resume.stop_at(p);
-                }
-            }
-            summary.progress = resume.conclude(ports.ledger).await;
-        }
-        // A failed snapshot has nothing to label; complete-snapshots reports it.
-        Trigger::Snapshots { results, .. } if events::succeeded_ids(&results).is_empty() => {
-            return Ok(summary)
-        }
-        Trigger::Snapshots { results, .. } => {
-            let snapshots =
-                snapshots_of_event(ports, deployment, &results, now, &mut summary).await?;
-            label(
-                ports,
-                config,
-                snapshots,
-                None,
-                now,
-                deadline,
-                &mut pacer,
-                &mut summary,
-                &mut suspects,
-            )
-            .await?;
-        }
-        // The run header logged it.
-        Trigger::Ignored { .. } => return Ok(summary),
-    }
+    function::invoke::<TagSnapshots>(ports, config, event, now, deadline).await
+}
 
-    log(&summary);
-    let mut notifications =
-        ownership::report(ports.ledger, config, &suspects, now, &mut summary.header).await;
-    notifications.extend(self::notifications(config, &summary));
-    metrics::emit_for_run(
-        config,
-        FUNCTION,
-        &[(Metric::TamperingSuspected, suspects.len() as u64)],
-    );
-    run::publish(ports.notifier, &notifications, &mut summary.header).await;
-    Ok(summary)
+/// One run's labelling: what every batch (or the event's snapshots) is
+/// labelled with, and what it adds to.
+struct Labelling<'l, 'p> {
+    ports: Ports<'p>,
+    run: &'l FunctionRun<'l>,
+    pacer: &'l mut Pacer,
+    summary: &'l mut RunSummary,
+    suspects: &'l mut Vec<Suspect>,
+}
+
+impl Labelling<'_, '_> {
+    async fn label(
+        &mut self,
+        listed: Vec<Snapshot>,
+        in_batch: Option<&BTreeSet<&str>>,
+    ) -> Result<(), InvocationError> {
+        label(
+            self.ports,
+            self.run.config,
+            listed,
+            in_batch,
+            self.run.now,
+            self.run.deadline,
+            self.pacer,
+            self.summary,
+            self.suspects,
+        )
+        .await
+    }
+}
+
+/// The daily backfill: every managed snapshot of the deployment, a batch of
+/// volumes at a time, resumed where the last run stopped (wrapping round:
+/// every volume is labelled within a few runs at any size).
+async fn backfill(labelling: &mut Labelling<'_, '_>) -> Result<(), InvocationError> {
+    let ports = labelling.ports;
+    let deployment = labelling.run.config.deployment_name.as_str();
+    let volume_ids = ports.catalog.managed_volume_ids(deployment).await?;
+    let mut walk = Walk::start(ports.ledger, FUNCTION, volume_ids.into_iter().collect()).await;
+    while let Some(batch) = walk.next_batch(&labelling.run.deadline) {
+        let listed = match ports
+            .catalog
+            .managed_snapshots_of_volumes(deployment, &batch)
+            .await
+        {
+            Ok(listed) => listed,
+            // After a batch or more, the run stops here as at its deadline.
+            Err(e) => {
+                walk.failed(e)?;
+                break;
+            }
+        };
+        let in_batch: BTreeSet<&str> = batch.iter().map(String::as_str).collect();
+        labelling.label(listed, Some(&in_batch)).await?;
+        // Writes cut short by the deadline: the next run starts at this
+        // batch.
+        if labelling.summary.left_for_later > 0 {
+            walk.cut_short();
+        }
+    }
+    labelling.summary.volumes_not_reached = walk.not_reached().len();
+    labelling.summary.progress = walk.conclude(ports.ledger).await;
+    Ok(())
 }
 
 /// Plan and write the tags of `snapshots` (whole volumes), adding to the
@@ -573,21 +609,27 @@ fn refuses_tag(code: &str) -> bool {
         || code == "TagLimitExceeded"
 }
 
-fn log(summary: &RunSummary) {
-    tracing::info!(
-        trigger = summary.header.trigger,
-        examined = summary.plan.examined,
-        tagged = summary.tagged,
-        unchanged = summary.plan.unchanged,
-        calls = summary.create_tags_calls,
-        skipped = summary.totals.skipped,
-        failed = summary.failed.len(),
-        summary = %run::for_log(summary),
-        "tag-snapshots: {} snapshots tagged in {} CreateTags calls, {} already right",
-        summary.tagged,
-        summary.create_tags_calls,
-        summary.plan.unchanged
-    );
+impl Summary for RunSummary {
+    fn header(&mut self) -> &mut RunHeader {
+        &mut self.header
+    }
+
+    fn headline(&self) -> String {
+        format!(
+            "tag-snapshots ({}): {} snapshots tagged in {} CreateTags calls, {} already right, {} examined, {} tags skipped, {} writes failed",
+            self.header.trigger,
+            self.tagged,
+            self.create_tags_calls,
+            self.plan.unchanged,
+            self.plan.examined,
+            self.totals.skipped,
+            self.failed.len()
+        )
+    }
+
+    fn metrics(&self, suspects: usize) -> Vec<(Metric, u64)> {
+        vec![(Metric::TamperingSuspected, suspects as u64)]
+    }
 }
 
 /// What the run tells people, from its summary alone.

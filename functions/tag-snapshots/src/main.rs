@@ -1,29 +1,17 @@
-//! The Lambda binary: wiring only. The logic is in the library (`handle`).
+//! The Lambda binary: wiring only. The function is `TagSnapshots`.
 
-use ebs_lifecycle::lambda::deadline::Deadline;
-use ebs_lifecycle::lambda::runtime::serve;
-use tag_snapshots::{handle, Ports, CREATE_TAGS_PACING, FUNCTION};
+use ebs_lifecycle::lambda::function::serve;
+use tag_snapshots::{Ports, TagSnapshots, CREATE_TAGS_PACING};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    serve(FUNCTION, |env, event| async move {
-        let ports = Ports {
-            catalog: &env.ec2,
-            inventory: &env.ec2,
-            tagger: &env.ec2,
-            notifier: env.notifier.as_ref(),
-            ledger: &env.ledger,
-            pacing: CREATE_TAGS_PACING,
-        };
-        let deadline = Deadline::from_wall_clock(event.context.deadline());
-        handle(
-            ports,
-            &env.config,
-            &event.payload,
-            chrono::Utc::now(),
-            deadline,
-        )
-        .await
+    serve::<TagSnapshots>(|env| Ports {
+        catalog: &env.ec2,
+        inventory: &env.ec2,
+        tagger: &env.ec2,
+        notifier: env.notifier.as_ref(),
+        ledger: &env.ledger,
+        pacing: CREATE_TAGS_PACING,
     })
     .await
 }

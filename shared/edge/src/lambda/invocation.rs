@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use ebs_lifecycle_core::events::{EventError, SnapshotResult};
 use ebs_lifecycle_core::model::Snapshot;
 
+use crate::lambda::function::{diagnostic, ErrorType};
 use crate::ports::ec2::{Ec2Error, SnapshotCatalog};
 use crate::ports::ledger::LedgerError;
 
@@ -34,19 +35,21 @@ pub enum InvocationError {
     NotificationFailed(String),
 }
 
-impl From<InvocationError> for Diagnostic {
-    fn from(error: InvocationError) -> Self {
-        let error_type = match error {
+impl ErrorType for InvocationError {
+    fn error_type(&self) -> &'static str {
+        match self {
             InvocationError::InvalidEvent(_) => "InvalidEvent",
             InvocationError::SnapshotNotVisible(_) => "SnapshotNotVisible",
             InvocationError::Ec2(_) => "Ec2Unavailable",
             InvocationError::Ledger(_) => "LedgerUnavailable",
             InvocationError::NotificationFailed(_) => "NotificationFailed",
-        };
-        Diagnostic {
-            error_type: error_type.into(),
-            error_message: error.to_string(),
         }
+    }
+}
+
+impl From<InvocationError> for Diagnostic {
+    fn from(error: InvocationError) -> Self {
+        diagnostic(&error)
     }
 }
 

@@ -1,6 +1,8 @@
 //! The Lambda plumbing every function shares, and the services the
 //! functions share above the ports.
 //!
+//! - [`function`]: the one shape of a function (the [`function::Function`]
+//!   trait), its opening and closing, and its runtime loop.
 //! - [`runtime`]: start-up (configuration, clients) and the runtime loop.
 //! - [`invocation`]: the invocation error, and the lookup of the snapshots
 //!   an event names.
@@ -19,6 +21,7 @@
 pub mod commands;
 pub mod copying;
 pub mod deadline;
+pub mod function;
 pub mod invocation;
 pub mod metrics;
 pub mod ownership;

@@ -12,6 +12,8 @@
 
 use serde::Serialize;
 
+use crate::lambda::deadline::Deadline;
+use crate::pacing::VOLUMES_PER_BATCH;
 use crate::ports::ledger::{Ledger, LedgerError};
 
 /// Where a run started and stopped, as its summary says it (flattened into
@@ -29,11 +31,15 @@ pub struct Progress {
     /// that batch (after the SDK's retries).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stopped_by_error: Option<String>,
+    /// Where this run stopped could not be recorded (the next run starts at
+    /// the first volume: it revisits, never skips).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unrecorded: Option<String>,
 }
 
 /// One run's resume point: read at the start, written at the end.
 #[derive(Debug)]
-pub struct Resume {
+struct Resume {
     name: &'static str,
     /// Where the previous run stopped (None: it finished).
     was: Option<String>,
@@ -48,7 +54,7 @@ impl Resume {
     /// `volume_ids` must be sorted (they come from a `BTreeSet`). If the
     /// ledger cannot be read the run starts at the first volume: it only
     /// revisits volumes, never skips one.
-    pub async fn start(ledger: &dyn Ledger, name: &'static str, volume_ids: &mut [String]) -> Self {
+    async fn start(ledger: &dyn Ledger, name: &'static str, volume_ids: &mut [String]) -> Self {
         let was = match ledger.cursor(name).await {
             Ok(was) => was,
             Err(e) => {
@@ -68,7 +74,7 @@ impl Resume {
     }
 
     /// The run stops before finishing `volume_id` (the first call counts).
-    pub fn stop_at(&mut self, volume_id: &str) {
+    fn stop_at(&mut self, volume_id: &str) {
         self.stopped_at.get_or_insert_with(|| volume_id.to_owned());
     }
 
@@ -79,7 +85,7 @@ impl Resume {
     /// why (`stopped_by_error`). With none done it fails (`Err`, the error
     /// given back): it would have nothing to show, and an invocation's error
     /// is what Lambda's retry and the errors alarm see.
-    pub fn stop_on_failure<E: std::fmt::Display>(
+    fn stop_on_failure<E: std::fmt::Display>(
         &mut self,
         done: usize,
         volume_id: &str,
@@ -97,26 +103,140 @@ impl Resume {
     /// [`Self::finish`], a warning if it cannot be recorded (the next run
     /// then starts at the first volume: it revisits, never skips), and what
     /// the summary says.
-    pub async fn conclude(self, ledger: &dyn Ledger) -> Progress {
-        let said = Progress {
+    async fn conclude(self, ledger: &dyn Ledger) -> Progress {
+        let mut said = Progress {
             resumed_at: self.was.clone(),
             stopped_at: self.stopped_at.clone(),
             stopped_by_error: self.stopped_by_error.clone(),
+            unrecorded: None,
         };
         if let Err(e) = self.finish(ledger).await {
             tracing::warn!(error = %e, "could not record where this run stopped; the next run starts at the first volume");
+            said.unrecorded = Some(format!("could not record where this run stopped: {e}"));
         }
         said
     }
 
     /// Record where this run stopped (or that it finished) for the next one.
-    pub async fn finish(self, ledger: &dyn Ledger) -> Result<(), LedgerError> {
+    async fn finish(self, ledger: &dyn Ledger) -> Result<(), LedgerError> {
         if self.stopped_at == self.was {
             return Ok(());
         }
         ledger
             .set_cursor(self.name, self.stopped_at.as_deref())
             .await
+    }
+}
+
+/// A daily run's walk over volumes, [`VOLUMES_PER_BATCH`] at a time, from
+/// where the last run stopped. The function asks for each batch
+/// ([`Walk::next_batch`]); the walk ends at the deadline, where the function
+/// stops it ([`Walk::stop_at`], [`Walk::cut_short`]) or at a batch EC2
+/// would not list ([`Walk::failed`]), and [`Walk::conclude`] records where
+/// the next run starts.
+#[derive(Debug)]
+pub struct Walk {
+    resume: Resume,
+    volume_ids: Vec<String>,
+    /// The index of the next batch.
+    next: usize,
+    /// The walk ended (it stopped somewhere, or failed).
+    stopped: bool,
+}
+
+impl Walk {
+    /// Start the walk over `volume_ids` (sorted: they come from a
+    /// `BTreeSet`) where the function `name`'s last run stopped.
+    pub async fn start(ledger: &dyn Ledger, name: &'static str, mut volume_ids: Vec<String>) -> Self {
+        let resume = Resume::start(ledger, name, &mut volume_ids).await;
+        Self {
+            resume,
+            volume_ids,
+            next: 0,
+            stopped: false,
+        }
+    }
+
+    /// How many volumes the walk goes over.
+    pub fn len(&self) -> usize {
+        self.volume_ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.volume_ids.is_empty()
+    }
+
+    /// How many batches come after the one last handed out.
+    pub fn batches_left(&self) -> usize {
+        self.volume_ids
+            .len()
+            .div_ceil(VOLUMES_PER_BATCH)
+            .saturating_sub(self.next)
+    }
+
+    /// The next batch's volume ids, or None: the walk went round, was
+    /// stopped, or `deadline` is near (then the next run starts at this
+    /// batch, unless the walk was stopped earlier).
+    pub fn next_batch(&mut self, deadline: &Deadline) -> Option<Vec<String>> {
+        let start = self.next * VOLUMES_PER_BATCH;
+        let batch = self.volume_ids.get(start..)?.first()?;
+        if !self.stopped && deadline.is_near() {
+            self.resume.stop_at(batch);
+            self.stopped = true;
+        }
+        if self.stopped {
+            return None;
+        }
+        let end = (start + VOLUMES_PER_BATCH).min(self.volume_ids.len());
+        self.next += 1;
+        Some(self.volume_ids[start..end].to_vec())
+    }
+
+    /// The first volume of the batch last handed out.
+    fn current(&self) -> Option<&str> {
+        let start = self.next.checked_sub(1)? * VOLUMES_PER_BATCH;
+        self.volume_ids.get(start).map(String::as_str)
+    }
+
+    /// The run stops before finishing `volume_id`: the next run starts there
+    /// (the first stop counts) and no batch follows.
+    pub fn stop_at(&mut self, volume_id: &str) {
+        self.resume.stop_at(volume_id);
+        self.stopped = true;
+    }
+
+    /// The batch last handed out was not finished (its work was cut short
+    /// by the deadline or a budget): the next run starts at it.
+    pub fn cut_short(&mut self) {
+        if let Some(first) = self.current().map(str::to_owned) {
+            self.stop_at(&first);
+        }
+    }
+
+    /// The batch last handed out could not be listed (EC2, after the SDK's
+    /// retries). After a batch or more, the walk stops there as at its
+    /// deadline and `Ok` says why; with none done it is the run's failure
+    /// (`Err`, the error given back): it would have nothing to show.
+    pub fn failed<E: std::fmt::Display>(&mut self, error: E) -> Result<String, E> {
+        let done = self.next.saturating_sub(1);
+        let first = self.current().unwrap_or_default().to_owned();
+        let why = self.resume.stop_on_failure(done, &first, error)?;
+        self.stopped = true;
+        // Not done: it counts as not reached.
+        self.next = done;
+        Ok(why)
+    }
+
+    /// The volumes of the batches the walk did not reach (a batch that
+    /// failed included; one cut short is counted as reached).
+    pub fn not_reached(&self) -> &[String] {
+        let from = (self.next * VOLUMES_PER_BATCH).min(self.volume_ids.len());
+        &self.volume_ids[from..]
+    }
+
+    /// Record where the next run starts; what the summary says of it.
+    pub async fn conclude(self, ledger: &dyn Ledger) -> Progress {
+        self.resume.conclude(ledger).await
     }
 }
 

@@ -10,7 +10,6 @@
 use std::future::Future;
 
 use lambda_runtime::{service_fn, Diagnostic, LambdaEvent};
-use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::aws::ec2::Ec2Adapter;
@@ -19,7 +18,6 @@ use crate::aws::ledger::DynamoLedger;
 use crate::aws::sns::{LogNotifier, SnsNotifier};
 use crate::aws::ssm::SsmAdapter;
 use crate::config::{Config, ConfigError};
-use crate::lambda::run;
 use crate::ports::notifier::Notifier;
 use ebs_lifecycle_core::notify::{DailyMemo, Notification, NotificationKind, Severity};
 
@@ -64,16 +62,18 @@ fn ec2_in(sdk: &aws_config::SdkConfig, region: &str) -> Ec2Adapter {
     Ec2Adapter::new(aws_sdk_ec2::Client::from_conf(config))
 }
 
-/// Run `handler` for every invocation of the function named `function`.
-pub async fn serve<H, Fut, R, E>(
+/// Run `handler` for every invocation of the function named `function`,
+/// with the ports `ports` takes from the environment once
+/// ([`crate::lambda::function::serve`] is the one caller).
+pub(crate) async fn serve<P, H, Fut>(
     function: &'static str,
+    ports: impl FnOnce(&'static Environment) -> P,
     handler: H,
 ) -> Result<(), lambda_runtime::Error>
 where
-    H: Fn(&'static Environment, LambdaEvent<Value>) -> Fut,
-    Fut: Future<Output = Result<R, E>>,
-    R: Serialize,
-    E: Into<Diagnostic> + std::fmt::Debug,
+    P: Copy + 'static,
+    H: Fn(P, &'static Environment, LambdaEvent<Value>) -> Fut,
+    Fut: Future<Output = Result<Value, Diagnostic>>,
 {
     lambda_runtime::tracing::init_default_subscriber();
     let sdk = crate::aws::load_sdk_config().await;
@@ -106,11 +106,8 @@ where
                 memo: DailyMemo::new(),
                 config,
             }));
-            lambda_runtime::run(service_fn(move |event| {
-                let run = handler(env, event);
-                async move { run.await.map(|summary| run::response(&summary)) }
-            }))
-            .await
+            let ports = ports(env);
+            lambda_runtime::run(service_fn(move |event| handler(ports, env, event))).await
         }
         Err(error) => {
             report_config_error(&sdk, function, &error).await;
