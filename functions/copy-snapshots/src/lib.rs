@@ -40,9 +40,10 @@ use serde_json::{json, Value};
 
 use ebs_lifecycle::config::Config;
 use ebs_lifecycle::lambda::deadline::Deadline;
-use ebs_lifecycle::lambda::metrics::{self, Metric};
+use ebs_lifecycle::lambda::function::{self, ErrorType, Function, Ran, Run as FunctionRun, Summary};
+use ebs_lifecycle::lambda::metrics::Metric;
 use ebs_lifecycle::lambda::ownership;
-use ebs_lifecycle::lambda::run::{self, RunHeader};
+use ebs_lifecycle::lambda::run::RunHeader;
 pub use ebs_lifecycle::pacing::Pacing;
 use ebs_lifecycle::ports::ec2::{
     Ec2Error, SnapshotCatalog, SnapshotCopier, SnapshotDeleter, SnapshotProtections,
@@ -104,17 +105,19 @@ pub enum CopyError {
     LedgerUnavailable(#[from] LedgerError),
 }
 
-impl From<CopyError> for Diagnostic {
-    fn from(error: CopyError) -> Self {
-        let error_type = match error {
+impl ErrorType for CopyError {
+    fn error_type(&self) -> &'static str {
+        match self {
             CopyError::InvalidEvent(_) => "InvalidEvent",
             CopyError::SourceUnavailable(_) => "SourceUnavailable",
             CopyError::LedgerUnavailable(_) => "LedgerUnavailable",
-        };
-        Diagnostic {
-            error_type: error_type.into(),
-            error_message: error.to_string(),
         }
+    }
+}
+
+impl From<CopyError> for Diagnostic {
+    fn from(error: CopyError) -> Self {
+        function::diagnostic(&error)
     }
 }
 
@@ -196,7 +199,125 @@ pub struct RunSummary {
     pub vaults: Vec<ShareReport>,
 }
 
-/// Run one tick: every destination region in turn.
+/// copy-snapshots, as the skeleton runs it ([`Function`]).
+pub struct CopySnapshots;
+
+impl Function for CopySnapshots {
+    const NAME: &'static str = FUNCTION;
+    type Ports<'p> = Ports<'p>;
+    type Trigger = Tick;
+    type Summary = RunSummary;
+    type Error = CopyError;
+
+    fn ledger<'p>(ports: &Self::Ports<'p>) -> &'p dyn Ledger {
+        ports.ledger
+    }
+
+    fn notifier<'p>(ports: &Self::Ports<'p>) -> &'p dyn Notifier {
+        ports.notifier
+    }
+
+    fn open(run: &FunctionRun<'_>, event: &Value) -> Result<(Tick, RunSummary), CopyError> {
+        let tick = Tick::parse(event)?;
+        let summary = RunSummary {
+            header: RunHeader::new(FUNCTION, run.config, run.now, "tick"),
+            dry_run: run.config.dry_run,
+            ..RunSummary::default()
+        };
+        Ok((tick, summary))
+    }
+
+    async fn execute(
+        ports: Self::Ports<'_>,
+        run: &FunctionRun<'_>,
+        _tick: Tick,
+        summary: &mut RunSummary,
+    ) -> Result<Ran, CopyError> {
+        let (config, now, deadline) = (run.config, run.now, run.deadline);
+        let regions = config.policies.copy_regions();
+        let vaults = config.policies.vault_targets();
+        if regions.is_empty() && vaults.is_empty() {
+            tracing::info!("copy-snapshots: no policy has copy targets; nothing to do");
+            return Ok(Ran::Nothing);
+        }
+
+        // Only what a policy with targets made: on an account where a few
+        // policies copy, most snapshots are never listed.
+        let copying: Vec<String> = config
+            .policies
+            .iter()
+            .filter(|p| !p.copies.is_empty())
+            .map(|p| p.name.clone())
+            .collect();
+        let listed = ports
+            .catalog
+            .managed_snapshots_of_policies(&config.deployment_name, &copying)
+            .await
+            .map_err(CopyError::SourceUnavailable)?;
+        let sifted = ownership::sift(ports.ledger, config, listed, Scope::WholeVolumes, now).await?;
+        let mut suspects: Vec<Suspect> = sifted.suspects;
+        let sources = sources(config, sifted.owned);
+        summary.counts.sources = sources.values().map(Vec::len).sum();
+        let in_flight = ports.ledger.copies_in_flight().await?;
+
+        for region_name in regions {
+            let mut report = RegionReport {
+                region: region_name.to_string(),
+                ..RegionReport::default()
+            };
+            let Some(destination) = ports.destinations.get(region_name) else {
+                report.error = Some("no EC2 client for this region (a start-up bug)".into());
+                summary.regions.push(report);
+                continue;
+            };
+            let work = region::Region {
+                ports,
+                destination: *destination,
+                config,
+                name: region_name,
+                now,
+                deadline,
+            };
+            let in_flight_here: Vec<_> = in_flight
+                .iter()
+                .filter(|c| c.target == region_name)
+                .cloned()
+                .collect();
+            if let Err(e) = work
+                .run(&sources, in_flight_here, &mut report, &mut suspects)
+                .await
+            {
+                tracing::warn!(region = region_name, error = %e, "copy-snapshots: region left for the next run");
+                report.error = Some(e);
+            }
+            summary.regions.push(report);
+        }
+        for name in &vaults {
+            let target = config
+                .policies
+                .iter()
+                .flat_map(|p| p.copies.iter())
+                .find(|t| t.name() == *name);
+            if let Some(target) = target {
+                summary
+                    .vaults
+                    .push(share::share(ports, config, &sources, target, now).await);
+            }
+        }
+        count(summary);
+        Ok(Ran::Done { suspects })
+    }
+
+    async fn notifications(
+        _ports: Self::Ports<'_>,
+        run: &FunctionRun<'_>,
+        summary: &mut RunSummary,
+    ) -> Vec<Notification> {
+        notifications(run.config, summary)
+    }
+}
+
+/// Handle one tick: copy, track, keep; summarise, notify.
 pub async fn handle(
     ports: Ports<'_>,
     config: &Config,
@@ -204,91 +325,7 @@ pub async fn handle(
     now: DateTime<Utc>,
     deadline: Deadline,
 ) -> Result<RunSummary, CopyError> {
-    Tick::parse(event)?;
-    let mut summary = RunSummary {
-        header: RunHeader::new(FUNCTION, config, now, "tick"),
-        dry_run: config.dry_run,
-        ..RunSummary::default()
-    };
-    let regions = config.policies.copy_regions();
-    let vaults = config.policies.vault_targets();
-    if regions.is_empty() && vaults.is_empty() {
-        tracing::info!("copy-snapshots: no policy has copy targets; nothing to do");
-        return Ok(summary);
-    }
-
-    // Only what a policy with targets made: on an account where a few
-    // policies copy, most snapshots are never listed.
-    let copying: Vec<String> = config
-        .policies
-        .iter()
-        .filter(|p| !p.copies.is_empty())
-        .map(|p| p.name.clone())
-        .collect();
-    let listed = ports
-        .catalog
-        .managed_snapshots_of_policies(&config.deployment_name, &copying)
-        .await
-        .map_err(CopyError::SourceUnavailable)?;
-    let sifted = ownership::sift(ports.ledger, config, listed, Scope::WholeVolumes, now).await?;
-    let mut suspects: Vec<Suspect> = sifted.suspects;
-    let sources = sources(config, sifted.owned);
-    summary.counts.sources = sources.values().map(Vec::len).sum();
-    let in_flight = ports.ledger.copies_in_flight().await?;
-
-    for region_name in regions {
-        let mut report = RegionReport {
-            region: region_name.to_string(),
-            ..RegionReport::default()
-        };
-        let Some(destination) = ports.destinations.get(region_name) else {
-            report.error = Some("no EC2 client for this region (a start-up bug)".into());
-            summary.regions.push(report);
-            continue;
-        };
-        let work = region::Region {
-            ports,
-            destination: *destination,
-            config,
-            name: region_name,
-            now,
-            deadline,
-        };
-        let in_flight_here: Vec<_> = in_flight
-            .iter()
-            .filter(|c| c.target == region_name)
-            .cloned()
-            .collect();
-        if let Err(e) = work
-            .run(&sources, in_flight_here, &mut report, &mut suspects)
-            .await
-        {
-            tracing::warn!(region = region_name, error = %e, "copy-snapshots: region left for the next run");
-            report.error = Some(e);
-        }
-        summary.regions.push(report);
-    }
-    for name in &vaults {
-        let target = config
-            .policies
-            .iter()
-            .flat_map(|p| p.copies.iter())
-            .find(|t| t.name() == *name);
-        if let Some(target) = target {
-            summary
-                .vaults
-                .push(share::share(ports, config, &sources, target, now).await);
-        }
-    }
-
-    count(&mut summary);
-    emit_metrics(config, &summary, suspects.len());
-    log(&summary);
-    let mut notifications =
-        ownership::report(ports.ledger, config, &suspects, now, &mut summary.header).await;
-    notifications.extend(self::notifications(config, &summary));
-    run::publish(ports.notifier, &notifications, &mut summary.header).await;
-    Ok(summary)
+    function::invoke::<CopySnapshots>(ports, config, event, now, deadline).await
 }
 
 /// A source snapshot worth copying: completed, counted by retention (an
@@ -361,22 +398,28 @@ fn headline(summary: &RunSummary) -> String {
     )
 }
 
-fn emit_metrics(config: &Config, summary: &RunSummary, suspects: usize) {
-    let c = &summary.counts;
-    metrics::emit_for_run(
-        config,
-        FUNCTION,
-        &[
+impl Summary for RunSummary {
+    fn header(&mut self) -> &mut RunHeader {
+        &mut self.header
+    }
+
+    fn headline(&self) -> String {
+        headline(self)
+    }
+
+    fn metrics(&self, suspects: usize) -> Vec<(Metric, u64)> {
+        let c = &self.counts;
+        vec![
             (Metric::CrossRegionCopyCompleted, c.completed as u64),
             (Metric::CrossRegionCopyFailed, c.failed as u64),
             (
                 Metric::SnapshotsDeleteCompleted,
-                if summary.dry_run { 0 } else { c.deleted as u64 },
+                if self.dry_run { 0 } else { c.deleted as u64 },
             ),
             (Metric::SnapshotsDeleteFailed, c.delete_failed as u64),
             (Metric::TamperingSuspected, suspects as u64),
-        ],
-    );
+        ]
+    }
 }
 
 /// What the run tells people, from its summary alone: one `copy-failed`
@@ -453,6 +496,3 @@ pub fn notifications(config: &Config, summary: &RunSummary) -> Vec<Notification>
     out
 }
 
-fn log(summary: &RunSummary) {
-    tracing::info!(summary = %run::for_log(summary), "{}", headline(summary));
-}

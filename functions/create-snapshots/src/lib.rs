@@ -41,8 +41,9 @@ use serde_json::{json, Value};
 use ebs_lifecycle::config::Config;
 use ebs_lifecycle::lambda::commands::PacedRunner;
 use ebs_lifecycle::lambda::deadline::Deadline;
-use ebs_lifecycle::lambda::metrics::{self, Metric};
-use ebs_lifecycle::lambda::run::{self, RunHeader};
+use ebs_lifecycle::lambda::function::{self, ErrorType, Function, Ran, Run as FunctionRun, Summary};
+use ebs_lifecycle::lambda::metrics::Metric;
+use ebs_lifecycle::lambda::run::RunHeader;
 pub use ebs_lifecycle::pacing::Bucket;
 pub use ebs_lifecycle::pacing::BucketPacing;
 use ebs_lifecycle::ports::commands::CommandRunner;
@@ -146,16 +147,18 @@ pub enum CreateError {
     InventoryUnavailable(Ec2Error),
 }
 
-impl From<CreateError> for Diagnostic {
-    fn from(error: CreateError) -> Self {
-        let error_type = match error {
+impl ErrorType for CreateError {
+    fn error_type(&self) -> &'static str {
+        match self {
             CreateError::InvalidEvent(_) => "InvalidEvent",
             CreateError::InventoryUnavailable(_) => "InventoryUnavailable",
-        };
-        Diagnostic {
-            error_type: error_type.into(),
-            error_message: error.to_string(),
         }
+    }
+}
+
+impl From<CreateError> for Diagnostic {
+    fn from(error: CreateError) -> Self {
+        function::diagnostic(&error)
     }
 }
 
@@ -248,47 +251,92 @@ fn is_zero(n: &usize) -> bool {
     *n == 0
 }
 
-/// Run one tick.
-pub async fn handle(
-    ports: Ports<'_>,
-    config: &Config,
-    event: &Value,
-    now: DateTime<Utc>,
-    deadline: Deadline,
-) -> Result<RunSummary, CreateError> {
-    let tick = Tick::parse(event)?;
-    let mut summary = RunSummary {
-        header: RunHeader::new(FUNCTION, config, now, "tick"),
-        scheduled_time: tick.scheduled_time.map(tags::format_time),
-        ..RunSummary::default()
-    };
+/// create-snapshots, as the skeleton runs it ([`Function`]).
+pub struct CreateSnapshots;
 
-    // Before a snapshot is made on a schedule, the stack records that
-    // schedule: after a change, the history made under the old one stays
-    // proven by this record.
-    ebs_lifecycle::lambda::ownership::record_schedules(ports.ledger, config, now).await;
-    // And every snapshot it makes is recorded as it is made, from the
-    // first run on: a snapshot made by hand with a slot's Description then
-    // proves nothing (docs/policies-and-tags.md, "Ownership").
-    if let Err(e) = ports.ledger.begin_creations(now).await {
-        tracing::warn!(error = %e, "could not mark when creation records began; marked next tick");
+impl Function for CreateSnapshots {
+    const NAME: &'static str = FUNCTION;
+    type Ports<'p> = Ports<'p>;
+    type Trigger = Tick;
+    type Summary = RunSummary;
+    type Error = CreateError;
+
+    fn ledger<'p>(ports: &Self::Ports<'p>) -> &'p dyn Ledger {
+        ports.ledger
     }
 
-    let resolution = discover(ports.inventory, config).await?;
-    summary.counts.targeted = resolution.volume_count();
-    summary.unknown_policies = resolution.unknown_policies;
+    fn notifier<'p>(ports: &Self::Ports<'p>) -> &'p dyn Notifier {
+        ports.notifier
+    }
 
-    let work = plan(
-        ports.catalog,
-        ports.ledger,
-        config,
-        resolution.targets,
-        now,
-        deadline,
-        &mut summary,
-    )
-    .await;
+    fn open(run: &FunctionRun<'_>, event: &Value) -> Result<(Tick, RunSummary), CreateError> {
+        let tick = Tick::parse(event)?;
+        let summary = RunSummary {
+            header: RunHeader::new(FUNCTION, run.config, run.now, "tick"),
+            scheduled_time: tick.scheduled_time.map(tags::format_time),
+            ..RunSummary::default()
+        };
+        Ok((tick, summary))
+    }
 
+    async fn execute(
+        ports: Self::Ports<'_>,
+        run: &FunctionRun<'_>,
+        _tick: Tick,
+        summary: &mut RunSummary,
+    ) -> Result<Ran, CreateError> {
+        let (config, now, deadline) = (run.config, run.now, run.deadline);
+        // Before a snapshot is made on a schedule, the stack records that
+        // schedule: after a change, the history made under the old one stays
+        // proven by this record.
+        ebs_lifecycle::lambda::ownership::record_schedules(ports.ledger, config, now).await;
+        // And every snapshot it makes is recorded as it is made, from the
+        // first run on: a snapshot made by hand with a slot's Description then
+        // proves nothing (docs/policies-and-tags.md, "Ownership").
+        if let Err(e) = ports.ledger.begin_creations(now).await {
+            tracing::warn!(error = %e, "could not mark when creation records began; marked next tick");
+        }
+
+        let resolution = discover(ports.inventory, config).await?;
+        summary.counts.targeted = resolution.volume_count();
+        summary.unknown_policies = resolution.unknown_policies;
+
+        let work = plan(
+            ports.catalog,
+            ports.ledger,
+            config,
+            resolution.targets,
+            now,
+            deadline,
+            summary,
+        )
+        .await;
+
+        carry_out(ports, config, now, deadline, work, summary).await;
+        count(summary);
+        Ok(Ran::done())
+    }
+
+    async fn notifications(
+        ports: Self::Ports<'_>,
+        run: &FunctionRun<'_>,
+        summary: &mut RunSummary,
+    ) -> Vec<Notification> {
+        notifications(run.config, summary, ports.memo, run.now)
+    }
+}
+
+/// Carry out the planned work: first restart what this deployment stopped
+/// and left stopped (but for instances this run stops itself), then every
+/// snapshot, [`CONCURRENCY`] at a time.
+async fn carry_out(
+    ports: Ports<'_>,
+    config: &Config,
+    now: DateTime<Utc>,
+    deadline: Deadline,
+    work: Vec<Work<'_>>,
+    summary: &mut RunSummary,
+) {
     // What this deployment stopped, by its own record.
     let stops = match ports.ledger.stops().await {
         Ok(stops) => stops,
@@ -336,13 +384,17 @@ pub async fn handle(
         }
     }
     drop(outcomes);
+}
 
-    count(&mut summary);
-    emit_metrics(config, &summary);
-    log(&summary);
-    let notifications = notifications(config, &mut summary, ports.memo, now);
-    run::publish(ports.notifier, &notifications, &mut summary.header).await;
-    Ok(summary)
+/// Handle one tick: discover, plan, create, summarise, notify.
+pub async fn handle(
+    ports: Ports<'_>,
+    config: &Config,
+    event: &Value,
+    now: DateTime<Utc>,
+    deadline: Deadline,
+) -> Result<RunSummary, CreateError> {
+    function::invoke::<CreateSnapshots>(ports, config, event, now, deadline).await
 }
 
 /// Steps 1 and 2: list what opted in and resolve policies.
@@ -523,14 +575,23 @@ fn count(summary: &mut RunSummary) {
     summary.counts.restarted = summary.restarted.len();
 }
 
-fn emit_metrics(config: &Config, summary: &RunSummary) {
-    let c = summary.counts;
-    let metrics = [
-        (Metric::ResourcesTargeted, c.targeted as u64),
-        (Metric::SnapshotsCreateStarted, c.created as u64),
-        (Metric::SnapshotsCreateFailed, c.failed as u64),
-    ];
-    metrics::emit_for_run(config, FUNCTION, &metrics);
+impl Summary for RunSummary {
+    fn header(&mut self) -> &mut RunHeader {
+        &mut self.header
+    }
+
+    fn headline(&self) -> String {
+        headline(&self.counts)
+    }
+
+    fn metrics(&self, _suspects: usize) -> Vec<(Metric, u64)> {
+        let c = self.counts;
+        vec![
+            (Metric::ResourcesTargeted, c.targeted as u64),
+            (Metric::SnapshotsCreateStarted, c.created as u64),
+            (Metric::SnapshotsCreateFailed, c.failed as u64),
+        ]
+    }
 }
 
 /// What the run tells people, from its summary: one `consistency-failed`
@@ -574,22 +635,6 @@ pub fn notifications(
     out
 }
 
-fn log(summary: &RunSummary) {
-    let c = summary.counts;
-    tracing::info!(
-        targeted = c.targeted,
-        created = c.created,
-        not_due = c.not_due,
-        failed = c.failed,
-        unknown_policy = c.unknown_policy,
-        left_for_later = c.left_for_later,
-        consistency_failed = c.consistency_failed,
-        restarted = c.restarted,
-        summary = %run::for_log(summary),
-        "{}",
-        headline(&c)
-    );
-}
 
 /// One human line: what a person reading the subject needs first.
 pub fn headline(c: &Counts) -> String {

@@ -32,9 +32,10 @@ use serde_json::{json, Value};
 
 use ebs_lifecycle::config::Config;
 use ebs_lifecycle::lambda::deadline::Deadline;
-use ebs_lifecycle::lambda::metrics::{self, Metric};
+use ebs_lifecycle::lambda::function::{self, ErrorType, Function, Ran, Run as FunctionRun, Summary};
+use ebs_lifecycle::lambda::metrics::Metric;
 use ebs_lifecycle::lambda::ownership;
-use ebs_lifecycle::lambda::resume::{Progress, Resume};
+use ebs_lifecycle::lambda::resume::{Progress, Walk};
 use ebs_lifecycle::lambda::run::{self, RunHeader};
 use ebs_lifecycle::pacing::Pacer;
 pub use ebs_lifecycle::pacing::Pacing;
@@ -48,9 +49,9 @@ use ebs_lifecycle_core::cost::Prices;
 use ebs_lifecycle_core::events::{EventError, Tick};
 use ebs_lifecycle_core::expiry::{self, VolumePlan};
 use ebs_lifecycle_core::holds::Holds;
-use ebs_lifecycle_core::model::Snapshot;
+use ebs_lifecycle_core::model::{Snapshot, Volume};
 use ebs_lifecycle_core::notify::{Notification, NotificationKind, Severity};
-use ebs_lifecycle_core::ownership::Scope;
+use ebs_lifecycle_core::ownership::{Scope, Suspect};
 use ebs_lifecycle_core::safety::{AccountFacts, DeletionGate, Protection};
 use ebs_lifecycle_core::tags;
 use ebs_lifecycle_core::text;
@@ -88,17 +89,19 @@ pub enum ExpireError {
     LedgerUnavailable(#[from] LedgerError),
 }
 
-impl From<ExpireError> for Diagnostic {
-    fn from(error: ExpireError) -> Self {
-        let error_type = match error {
+impl ErrorType for ExpireError {
+    fn error_type(&self) -> &'static str {
+        match self {
             ExpireError::InvalidEvent(_) => "InvalidEvent",
             ExpireError::FactsUnavailable(_) => "FactsUnavailable",
             ExpireError::LedgerUnavailable(_) => "LedgerUnavailable",
-        };
-        Diagnostic {
-            error_type: error_type.into(),
-            error_message: error.to_string(),
         }
+    }
+}
+
+impl From<ExpireError> for Diagnostic {
+    fn from(error: ExpireError) -> Self {
+        function::diagnostic(&error)
     }
 }
 
@@ -201,6 +204,110 @@ pub const VOLUMES_PER_BATCH: usize = ebs_lifecycle::pacing::VOLUMES_PER_BATCH;
 /// volume's plan is in the log, a line each).
 pub const VOLUMES_LISTED: usize = 100;
 
+/// expire-snapshots, as the skeleton runs it ([`Function`]).
+pub struct ExpireSnapshots;
+
+impl Function for ExpireSnapshots {
+    const NAME: &'static str = FUNCTION;
+    type Ports<'p> = Ports<'p>;
+    type Trigger = Tick;
+    type Summary = RunSummary;
+    type Error = ExpireError;
+
+    fn ledger<'p>(ports: &Self::Ports<'p>) -> &'p dyn Ledger {
+        ports.ledger
+    }
+
+    fn notifier<'p>(ports: &Self::Ports<'p>) -> &'p dyn Notifier {
+        ports.notifier
+    }
+
+    fn open(run: &FunctionRun<'_>, event: &Value) -> Result<(Tick, RunSummary), ExpireError> {
+        let tick = Tick::parse(event)?;
+        let summary = RunSummary {
+            header: RunHeader::new(FUNCTION, run.config, run.now, "daily"),
+            dry_run: run.config.dry_run,
+            max_deletions: run.config.max_deletions,
+            ..RunSummary::default()
+        };
+        Ok((tick, summary))
+    }
+
+    /// Gather the facts, then plan and delete a batch of volumes at a time
+    /// (memory bounded by a batch, not by the account), resumed where the
+    /// last run stopped (wrapping round: every volume is visited within a
+    /// few runs at any size).
+    async fn execute(
+        ports: Self::Ports<'_>,
+        run: &FunctionRun<'_>,
+        _tick: Tick,
+        summary: &mut RunSummary,
+    ) -> Result<Ran, ExpireError> {
+        let config = run.config;
+        let mut facts = Facts::gather(ports, run).await?;
+        summary.locks_checked = facts.locks_checked;
+        let volume_ids = std::mem::take(&mut facts.volume_ids);
+        let mut walk = Walk::start(ports.ledger, FUNCTION, volume_ids).await;
+        let mut pacer = Pacer::new(ports.pacing);
+        let mut expiry = Expiry {
+            ports,
+            run,
+            facts,
+            pacer: &mut pacer,
+            tiers: None,
+            cap_reached: false,
+            suspects: Vec::new(),
+        };
+        while let Some(batch) = walk.next_batch(&run.deadline) {
+            let listed = match tokio::try_join!(
+                ports
+                    .catalog
+                    .managed_snapshots_of_volumes(&config.deployment_name, &batch),
+                ports.inventory.volumes_by_id(&batch),
+            ) {
+                Ok(read) => read,
+                // After a batch or more, the run stops here as at its deadline.
+                Err(e) => {
+                    walk.failed(e).map_err(ExpireError::FactsUnavailable)?;
+                    break;
+                }
+            };
+            let left = expiry.batch(&batch, listed, summary).await?;
+            // Left by the deadline (the cap's leftovers wait for the budget,
+            // not for this batch to come round again).
+            if left && run.deadline.is_near() {
+                walk.cut_short();
+            }
+        }
+        summary.cap_reached = expiry.cap_reached;
+        summary.volumes_not_reached = walk.not_reached().len();
+        summary.progress = walk.conclude(ports.ledger).await;
+        summary.unknown_policies_new = ownership::not_reported_before(
+            ports.ledger,
+            summary
+                .unknown_policies
+                .keys()
+                .map(|p| format!("unknown-policy/{p}")),
+            run.now,
+        )
+        .await
+        .into_iter()
+        .filter_map(|k| k.strip_prefix("unknown-policy/").map(String::from))
+        .collect();
+        Ok(Ran::Done {
+            suspects: expiry.suspects,
+        })
+    }
+
+    async fn notifications(
+        _ports: Self::Ports<'_>,
+        run: &FunctionRun<'_>,
+        summary: &mut RunSummary,
+    ) -> Vec<Notification> {
+        notifications(run.config, summary)
+    }
+}
+
 /// Run one daily tick: gather the facts, plan, delete what the plan and the
 /// gate allow, summarise, notify.
 pub async fn handle(
@@ -210,92 +317,94 @@ pub async fn handle(
     now: DateTime<Utc>,
     deadline: Deadline,
 ) -> Result<RunSummary, ExpireError> {
-    Tick::parse(event)?;
-    let facts_error = ExpireError::FactsUnavailable;
-    // The volumes first (ids only), then their snapshots 200 volumes at a
-    // time: memory bounded by a batch, not by the account.
-    let mut volume_ids: Vec<String> = ports
-        .catalog
-        .managed_volume_ids(&config.deployment_name)
-        .await
-        .map_err(facts_error)?
-        .into_iter()
-        .collect();
-    // A run its deadline stopped is resumed where it stopped, wrapping
-    // round: every volume is visited within a few runs at any size.
-    let mut resume = Resume::start(ports.ledger, FUNCTION, &mut volume_ids).await;
-    let ami_snapshot_ids = ports
-        .protections
-        .ami_snapshot_ids()
-        .await
-        .map_err(facts_error)?;
-    let (locked_snapshot_ids, locks_checked) = match ports
-        .protections
-        .all_locked_snapshot_ids()
-        .await
-    {
-        Ok(locked) => (locked, true),
-        Err(e) => {
-            tracing::warn!(error = %e, "snapshot locks could not be checked; EC2 still refuses to delete a locked snapshot");
-            (BTreeSet::new(), false)
-        }
-    };
-    // A copy to another region reads its source until it completes.
-    let copying: BTreeSet<String> = ports
-        .ledger
-        .copies_in_flight()
-        .await?
-        .into_iter()
-        .map(|c| c.source_snapshot_id)
-        .collect();
-    // Holds an operator set in the ledger: unread, nothing is deleted.
-    let holds = Holds::in_effect(ports.ledger.holds().await?, now);
+    function::invoke::<ExpireSnapshots>(ports, config, event, now, deadline).await
+}
 
-    let mut summary = RunSummary {
-        header: RunHeader::new(FUNCTION, config, now, "daily"),
-        dry_run: config.dry_run,
-        max_deletions: config.max_deletions,
-        locks_checked,
-        ..RunSummary::default()
-    };
-    let mut pacer = Pacer::new(ports.pacing);
-    let mut suspects = Vec::new();
-    // EC2's tier status, read once, the first time a batch holds an
-    // archived snapshot.
-    let mut tiers: Option<Tiers> = None;
-    let mut cap_reached = false;
-    // The first volume of the batch before, if its deletions were cut
-    // short by the deadline: the next run starts there.
-    let mut cut_short: Option<&str> = None;
-    for (i, batch) in volume_ids.chunks(VOLUMES_PER_BATCH).enumerate() {
-        if deadline.is_near() {
-            // Nothing of these volumes was looked at: the next run starts
-            // on them, or on the batch before if it was cut short.
-            resume.stop_at(cut_short.unwrap_or(&batch[0]));
-            summary.volumes_not_reached = volume_ids.len() - i * VOLUMES_PER_BATCH;
-            break;
-        }
-        let (listed, existing) = match tokio::try_join!(
-            ports
-                .catalog
-                .managed_snapshots_of_volumes(&config.deployment_name, batch),
-            ports.inventory.volumes_by_id(batch),
-        ) {
-            Ok(read) => read,
-            // After a batch or more, the run stops here as at its deadline.
-            Err(e) => {
-                resume
-                    .stop_on_failure(i, cut_short.unwrap_or(&batch[0]), e)
-                    .map_err(facts_error)?;
-                summary.volumes_not_reached = volume_ids.len() - i * VOLUMES_PER_BATCH;
-                break;
-            }
-        };
+/// What protects snapshots across the account, read once a run: without
+/// the AMIs, the copies in flight or the holds nothing is deleted; without
+/// the locks EC2 still refuses to delete a locked snapshot.
+struct Facts {
+    volume_ids: Vec<String>,
+    ami_snapshot_ids: BTreeSet<String>,
+    locked_snapshot_ids: BTreeSet<String>,
+    locks_checked: bool,
+    /// A copy to another region reads its source until it completes.
+    copying: BTreeSet<String>,
+    /// Holds an operator set in the ledger.
+    holds: Holds,
+}
+
+impl Facts {
+    async fn gather(ports: Ports<'_>, run: &FunctionRun<'_>) -> Result<Self, ExpireError> {
+        let facts_error = ExpireError::FactsUnavailable;
+        // The volumes first (ids only), then their snapshots a batch at a time.
+        let volume_ids: Vec<String> = ports
+            .catalog
+            .managed_volume_ids(&run.config.deployment_name)
+            .await
+            .map_err(facts_error)?
+            .into_iter()
+            .collect();
+        let ami_snapshot_ids = ports
+            .protections
+            .ami_snapshot_ids()
+            .await
+            .map_err(facts_error)?;
+        let (locked_snapshot_ids, locks_checked) =
+            match ports.protections.all_locked_snapshot_ids().await {
+                Ok(locked) => (locked, true),
+                Err(e) => {
+                    tracing::warn!(error = %e, "snapshot locks could not be checked; EC2 still refuses to delete a locked snapshot");
+                    (BTreeSet::new(), false)
+                }
+            };
+        let copying: BTreeSet<String> = ports
+            .ledger
+            .copies_in_flight()
+            .await?
+            .into_iter()
+            .map(|c| c.source_snapshot_id)
+            .collect();
+        let holds = Holds::in_effect(ports.ledger.holds().await?, run.now);
+        Ok(Self {
+            volume_ids,
+            ami_snapshot_ids,
+            locked_snapshot_ids,
+            locks_checked,
+            copying,
+            holds,
+        })
+    }
+}
+
+/// One run's expiry across its batches.
+struct Expiry<'e, 'p> {
+    ports: Ports<'p>,
+    run: &'e FunctionRun<'e>,
+    facts: Facts,
+    pacer: &'e mut Pacer,
+    /// EC2's tier status, read once, the first time a batch holds an
+    /// archived snapshot.
+    tiers: Option<Tiers>,
+    cap_reached: bool,
+    suspects: Vec<Suspect>,
+}
+
+impl Expiry<'_, '_> {
+    /// Plan one batch of volumes and delete what the plan and the budget
+    /// allow. True when some deletions were left for later.
+    async fn batch(
+        &mut self,
+        batch: &[String],
+        (listed, existing): (Vec<Snapshot>, Vec<Volume>),
+        summary: &mut RunSummary,
+    ) -> Result<bool, ExpireError> {
+        let (ports, config, now) = (self.ports, self.run.config, self.run.now);
         summary.counts.snapshots += listed.len();
         let sifted =
             ownership::sift(ports.ledger, config, listed, Scope::WholeVolumes, now).await?;
         let held_for_review = sifted.held_for_review();
-        suspects.extend(sifted.suspects);
+        self.suspects.extend(sifted.suspects);
         // Each snapshot in the batch of the volume its proof names (a tag
         // that names another volume does not bring it here twice).
         let in_batch: BTreeSet<&str> = batch.iter().map(String::as_str).collect();
@@ -305,21 +414,21 @@ pub async fn handle(
             .filter(|s| s.source_volume_id().is_none_or(|v| in_batch.contains(v)))
             .collect();
         let existing: BTreeSet<String> = existing.into_iter().map(|v| v.id).collect();
-        if tiers.is_none() && snapshots.iter().any(Snapshot::in_archive_tier) {
-            tiers = Some(Tiers::read(ports, now).await);
+        if self.tiers.is_none() && snapshots.iter().any(Snapshot::in_archive_tier) {
+            self.tiers = Some(Tiers::read(ports, now).await);
         }
-        let (restoring, archived_at) = match &tiers {
+        let (restoring, archived_at) = match &self.tiers {
             Some(t) => t.for_batch(&snapshots, now),
             None => (BTreeSet::new(), BTreeMap::new()),
         };
         let facts = AccountFacts {
             restoring,
             deployment: config.deployment_name.clone(),
-            ami_snapshot_ids: ami_snapshot_ids.clone(),
-            locked_snapshot_ids: locked_snapshot_ids.clone(),
-            holds: holds.clone(),
+            ami_snapshot_ids: self.facts.ami_snapshot_ids.clone(),
+            locked_snapshot_ids: self.facts.locked_snapshot_ids.clone(),
+            holds: self.facts.holds.clone(),
             held_for_review,
-            copying: copying.clone(),
+            copying: self.facts.copying.clone(),
             now,
         };
         let planning = DeletionGate::new(facts.clone(), &snapshots, config.max_deletions);
@@ -332,7 +441,7 @@ pub async fn handle(
             .filter(|p| p.deletable())
             .count();
         let wanted = u32::try_from(deletable).unwrap_or(u32::MAX);
-        let granted = if cap_reached || wanted == 0 {
+        let granted = if self.cap_reached || wanted == 0 {
             0
         } else {
             ports
@@ -346,8 +455,8 @@ pub async fn handle(
             ports,
             dry_run: config.dry_run,
             gate,
-            deadline,
-            pacer: &mut pacer,
+            deadline: self.run.deadline,
+            pacer: &mut *self.pacer,
             cap_reached: false,
             attempted: 0,
             archived_at,
@@ -358,12 +467,9 @@ pub async fn handle(
         for plan in &plans {
             let report = execution.volume(plan).await;
             left |= !report.left_for_later.is_empty();
-            add(&mut summary, report);
+            add(summary, report);
         }
-        // Left by the deadline (the cap's leftovers wait for the budget,
-        // not for this batch to come round again).
-        cut_short = (left && execution.deadline.is_near()).then_some(batch[0].as_str());
-        cap_reached |= execution.cap_reached || granted < wanted;
+        self.cap_reached |= execution.cap_reached || granted < wanted;
         // What was granted and not deleted goes back (a dry run deletes nothing).
         let used = if config.dry_run {
             0
@@ -379,31 +485,8 @@ pub async fn handle(
                 tracing::warn!(error = %e, "could not give back the unused deletions; they count against the next 24 hours");
             }
         }
+        Ok(left)
     }
-    summary.cap_reached = cap_reached;
-    if let Some(v) = cut_short {
-        resume.stop_at(v);
-    }
-    summary.progress = resume.conclude(ports.ledger).await;
-    summary.unknown_policies_new = ownership::not_reported_before(
-        ports.ledger,
-        summary
-            .unknown_policies
-            .keys()
-            .map(|p| format!("unknown-policy/{p}")),
-        now,
-    )
-    .await
-    .into_iter()
-    .filter_map(|k| k.strip_prefix("unknown-policy/").map(String::from))
-    .collect();
-    emit_metrics(config, &summary, suspects.len());
-    log(&summary);
-    let mut notifications =
-        ownership::report(ports.ledger, config, &suspects, now, &mut summary.header).await;
-    notifications.extend(self::notifications(config, &summary));
-    run::publish(ports.notifier, &notifications, &mut summary.header).await;
-    Ok(summary)
 }
 
 /// EC2's tier status of the account's archived snapshots: which are being
@@ -665,23 +748,29 @@ fn headline(summary: &RunSummary) -> String {
     )
 }
 
-fn emit_metrics(config: &Config, summary: &RunSummary, suspects: usize) {
-    let counts = &summary.counts;
-    // In a dry run nothing is deleted, so the metric counts nothing.
-    let deleted_metric = if summary.dry_run {
-        0
-    } else {
-        counts.deleted as u64
-    };
-    metrics::emit_for_run(
-        config,
-        FUNCTION,
-        &[
+impl Summary for RunSummary {
+    fn header(&mut self) -> &mut RunHeader {
+        &mut self.header
+    }
+
+    fn headline(&self) -> String {
+        headline(self)
+    }
+
+    fn metrics(&self, suspects: usize) -> Vec<(Metric, u64)> {
+        let counts = &self.counts;
+        // In a dry run nothing is deleted, so the metric counts nothing.
+        let deleted_metric = if self.dry_run {
+            0
+        } else {
+            counts.deleted as u64
+        };
+        vec![
             (Metric::SnapshotsDeleteCompleted, deleted_metric),
             (Metric::SnapshotsDeleteFailed, counts.failed as u64),
             (Metric::TamperingSuspected, suspects as u64),
-        ],
-    );
+        ]
+    }
 }
 
 /// What the run tells people, from its summary alone.
@@ -748,16 +837,3 @@ pub fn notifications(config: &Config, summary: &RunSummary) -> Vec<Notification>
     notifications
 }
 
-fn log(summary: &RunSummary) {
-    let counts = &summary.counts;
-    tracing::info!(
-        dry_run = summary.dry_run,
-        deleted = counts.deleted,
-        kept = counts.kept,
-        failed = counts.failed,
-        left_for_later = counts.left_for_later,
-        summary = %run::for_log(summary),
-        "{}",
-        headline(summary)
-    );
-}

@@ -1,30 +1,18 @@
-//! The Lambda binary: wiring only. The logic is in the library (`handle`).
+//! The Lambda binary: wiring only. The function is `ExpireSnapshots`.
 
-use ebs_lifecycle::lambda::deadline::Deadline;
-use ebs_lifecycle::lambda::runtime::serve;
-use expire_snapshots::{handle, Ports, DELETE_PACING, FUNCTION};
+use ebs_lifecycle::lambda::function::serve;
+use expire_snapshots::{ExpireSnapshots, Ports, DELETE_PACING};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    serve(FUNCTION, |env, event| async move {
-        let ports = Ports {
-            catalog: &env.ec2,
-            inventory: &env.ec2,
-            protections: &env.ec2,
-            deleter: &env.ec2,
-            notifier: env.notifier.as_ref(),
-            ledger: &env.ledger,
-            pacing: DELETE_PACING,
-        };
-        let deadline = Deadline::from_wall_clock(event.context.deadline());
-        handle(
-            ports,
-            &env.config,
-            &event.payload,
-            chrono::Utc::now(),
-            deadline,
-        )
-        .await
+    serve::<ExpireSnapshots>(|env| Ports {
+        catalog: &env.ec2,
+        inventory: &env.ec2,
+        protections: &env.ec2,
+        deleter: &env.ec2,
+        notifier: env.notifier.as_ref(),
+        ledger: &env.ledger,
+        pacing: DELETE_PACING,
     })
     .await
 }

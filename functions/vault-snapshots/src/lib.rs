@@ -46,9 +46,10 @@ use serde_json::{json, Value};
 use ebs_lifecycle::config::{Config, VaultConfig};
 use ebs_lifecycle::lambda::copying::{self, CopyPorts, Keeping};
 use ebs_lifecycle::lambda::deadline::Deadline;
-use ebs_lifecycle::lambda::metrics::{self, Metric};
+use ebs_lifecycle::lambda::function::{self, ErrorType, Function, Ran, Run as FunctionRun, Summary};
+use ebs_lifecycle::lambda::metrics::Metric;
 use ebs_lifecycle::lambda::ownership;
-use ebs_lifecycle::lambda::resume::{Progress, Resume};
+use ebs_lifecycle::lambda::resume::{Progress, Walk};
 use ebs_lifecycle::lambda::run::{self, RunHeader};
 use ebs_lifecycle::pacing::Pacer;
 pub use ebs_lifecycle::pacing::Pacing;
@@ -109,18 +110,20 @@ pub enum VaultError {
     KeepFailed(String),
 }
 
-impl From<VaultError> for Diagnostic {
-    fn from(error: VaultError) -> Self {
-        let error_type = match error {
+impl ErrorType for VaultError {
+    fn error_type(&self) -> &'static str {
+        match self {
             VaultError::InvalidEvent(_) => "InvalidEvent",
             VaultError::Ec2Unavailable(_) => "Ec2Unavailable",
             VaultError::LedgerUnavailable(_) => "LedgerUnavailable",
             VaultError::KeepFailed(_) => "KeepFailed",
-        };
-        Diagnostic {
-            error_type: error_type.into(),
-            error_message: error.to_string(),
         }
+    }
+}
+
+impl From<VaultError> for Diagnostic {
+    fn from(error: VaultError) -> Self {
+        function::diagnostic(&error)
     }
 }
 
@@ -176,6 +179,110 @@ pub struct VaultSummary {
     pub volumes_not_reached: usize,
 }
 
+/// Whether an invocation starts a run of the vault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VaultTrigger {
+    /// The schedule, a share from an accepted account (or one whose
+    /// account cannot be read: it reconciles, as the schedule does).
+    Run,
+    /// Not a vault stack, an event that is not a share, or a share from an
+    /// account this vault does not accept: the header says which.
+    NotActedOn,
+}
+
+/// vault-snapshots, as the skeleton runs it ([`Function`]).
+pub struct VaultSnapshots;
+
+impl Function for VaultSnapshots {
+    const NAME: &'static str = FUNCTION;
+    type Ports<'p> = Ports<'p>;
+    type Trigger = VaultTrigger;
+    type Summary = VaultSummary;
+    type Error = VaultError;
+
+    fn ledger<'p>(ports: &Self::Ports<'p>) -> &'p dyn Ledger {
+        ports.ledger
+    }
+
+    fn notifier<'p>(ports: &Self::Ports<'p>) -> &'p dyn Notifier {
+        ports.notifier
+    }
+
+    fn open(run: &FunctionRun<'_>, event: &Value) -> Result<(VaultTrigger, VaultSummary), VaultError> {
+        let config = run.config;
+        let trigger = Trigger::parse(event)?;
+        let mut summary = VaultSummary {
+            header: RunHeader::new(FUNCTION, config, run.now, trigger.label()),
+            dry_run: config.dry_run,
+            ..VaultSummary::default()
+        };
+        if let Trigger::Ignored { event, .. } = &trigger {
+            summary.header.event = Some(event.clone());
+            if event != "shareSnapshot" {
+                return Ok((VaultTrigger::NotActedOn, summary));
+            }
+        }
+        let Some(settings) = &config.vault else {
+            tracing::info!("vault-snapshots: not a vault stack (VAULT_FOR_ACCOUNTS is empty)");
+            return Ok((VaultTrigger::NotActedOn, summary));
+        };
+        // Any account can share a snapshot with the vault, and each share is
+        // an event: one from an account the vault does not accept starts no
+        // run (its shares would be refused anyway). One whose account
+        // cannot be read reconciles, as the schedule does.
+        if summary.header.event.as_deref() == Some("shareSnapshot") {
+            if let Some(source) = vault::share_source(event) {
+                if !settings.for_accounts.contains(&source) {
+                    tracing::info!(source = %source, "a share from an account this vault does not accept: no run");
+                    summary.header.event = Some(format!("shareSnapshot from {source}, not accepted"));
+                    return Ok((VaultTrigger::NotActedOn, summary));
+                }
+            }
+        }
+        summary.vault = true;
+        Ok((VaultTrigger::Run, summary))
+    }
+
+    async fn execute(
+        ports: Self::Ports<'_>,
+        run: &FunctionRun<'_>,
+        trigger: VaultTrigger,
+        summary: &mut VaultSummary,
+    ) -> Result<Ran, VaultError> {
+        let config = run.config;
+        let (VaultTrigger::Run, Some(settings)) = (trigger, &config.vault) else {
+            return Ok(Ran::Nothing);
+        };
+        let vault = Run {
+            ports,
+            config,
+            settings,
+            target: vault::target_name(&config.identity),
+            now: run.now,
+            deadline: run.deadline,
+        };
+        vault.go(summary).await?;
+        Ok(Ran::done())
+    }
+
+    async fn notifications(
+        _ports: Self::Ports<'_>,
+        run: &FunctionRun<'_>,
+        summary: &mut VaultSummary,
+    ) -> Vec<Notification> {
+        notifications(run.config, summary)
+    }
+
+    /// What the run recorded as reported (failures, refusals, late shares)
+    /// is sent before the error ends it: a record with no message would
+    /// silence it for good.
+    async fn failing(ports: Self::Ports<'_>, run: &FunctionRun<'_>, summary: &mut VaultSummary) {
+        let notifications = notifications(run.config, summary);
+        run::publish(ports.notifier, &notifications, &mut summary.header).await;
+    }
+}
+
+/// Handle one invocation: the schedule or a share.
 pub async fn handle(
     ports: Ports<'_>,
     config: &Config,
@@ -183,79 +290,7 @@ pub async fn handle(
     now: DateTime<Utc>,
     deadline: Deadline,
 ) -> Result<VaultSummary, VaultError> {
-    let trigger = Trigger::parse(event)?;
-    let mut summary = VaultSummary {
-        header: RunHeader::new(FUNCTION, config, now, trigger.label()),
-        dry_run: config.dry_run,
-        ..VaultSummary::default()
-    };
-    if let Trigger::Ignored { event, .. } = &trigger {
-        summary.header.event = Some(event.clone());
-        if event != "shareSnapshot" {
-            return Ok(summary);
-        }
-    }
-    let Some(settings) = &config.vault else {
-        tracing::info!("vault-snapshots: not a vault stack (VAULT_FOR_ACCOUNTS is empty)");
-        return Ok(summary);
-    };
-    // Any account can share a snapshot with the vault, and each share is an
-    // event: one from an account the vault does not accept starts no run
-    // (its shares would be refused anyway). One whose account cannot be
-    // read reconciles, as the schedule does.
-    if summary.header.event.as_deref() == Some("shareSnapshot") {
-        if let Some(source) = vault::share_source(event) {
-            if !settings.for_accounts.contains(&source) {
-                tracing::info!(source = %source, "a share from an account this vault does not accept: no run");
-                summary.header.event = Some(format!("shareSnapshot from {source}, not accepted"));
-                return Ok(summary);
-            }
-        }
-    }
-    summary.vault = true;
-    let run = Run {
-        ports,
-        config,
-        settings,
-        target: vault::target_name(&config.identity),
-        now,
-        deadline,
-    };
-    if let Err(e) = run.go(&mut summary).await {
-        // What the run recorded as reported (failures, refusals, late
-        // shares) is sent before the error ends it: a record with no
-        // message would silence it for good.
-        let notifications = notifications(config, &summary);
-        run::publish(ports.notifier, &notifications, &mut summary.header).await;
-        return Err(e);
-    }
-    metrics::emit_for_run(
-        config,
-        FUNCTION,
-        &[
-            (
-                Metric::CrossRegionCopyCompleted,
-                summary.completed.len() as u64,
-            ),
-            (Metric::CrossRegionCopyFailed, summary.failed.len() as u64),
-            (
-                Metric::SnapshotsDeleteCompleted,
-                if summary.dry_run {
-                    0
-                } else {
-                    summary.deleted.len() as u64
-                },
-            ),
-            (
-                Metric::SnapshotsDeleteFailed,
-                summary.delete_failed.len() as u64,
-            ),
-        ],
-    );
-    tracing::info!(summary = %run::for_log(&summary), "{}", headline(&summary));
-    let notifications = notifications(config, &summary);
-    run::publish(ports.notifier, &notifications, &mut summary.header).await;
-    Ok(summary)
+    function::invoke::<VaultSnapshots>(ports, config, event, now, deadline).await
 }
 
 struct Run<'a> {
@@ -294,21 +329,16 @@ impl Run<'_> {
             .map_err(VaultError::Ec2Unavailable)?;
         volumes.extend(by_volume.keys().map(|v| v.to_string()));
         volumes.extend(in_flight.iter().map(|f| f.volume_id.clone()));
-        let mut volumes: Vec<String> = volumes.into_iter().collect();
+        let volumes: Vec<String> = volumes.into_iter().collect();
         // A run its deadline stopped resumes where it stopped, wrapping
         // round: every copy is kept and labelled within a few runs at any
         // size. The batches leave time for the chosen copies to start.
-        let mut resume = Resume::start(ledger, FUNCTION, &mut volumes).await;
+        let mut walk = Walk::start(ledger, FUNCTION, volumes).await;
         let batches_deadline = self.deadline.reserving(START_RESERVE);
 
         let mut candidates: Vec<(Source, &Share)> = Vec::new();
         let mut pending = 0;
-        for (done, batch) in volumes.chunks(VOLUMES_PER_BATCH).enumerate() {
-            if batches_deadline.is_near() {
-                resume.stop_at(&batch[0]);
-                summary.volumes_not_reached = volumes.len() - done * VOLUMES_PER_BATCH;
-                break;
-            }
+        while let Some(batch) = walk.next_batch(&batches_deadline) {
             let in_batch: BTreeSet<&str> = batch.iter().map(String::as_str).collect();
             let shares: Vec<&Share> = batch
                 .iter()
@@ -324,17 +354,14 @@ impl Run<'_> {
             let listed = match self
                 .ports
                 .catalog
-                .managed_snapshots_of_volumes(&self.config.deployment_name, batch)
+                .managed_snapshots_of_volumes(&self.config.deployment_name, &batch)
                 .await
             {
                 Ok(listed) => listed,
                 // After a batch or more, the run stops here as at its
                 // deadline, and starts the copies it chose.
                 Err(e) => {
-                    resume
-                        .stop_on_failure(done, &batch[0], e)
-                        .map_err(VaultError::Ec2Unavailable)?;
-                    summary.volumes_not_reached = volumes.len() - done * VOLUMES_PER_BATCH;
+                    walk.failed(e).map_err(VaultError::Ec2Unavailable)?;
                     break;
                 }
             };
@@ -344,7 +371,8 @@ impl Run<'_> {
             candidates.extend(found.candidates);
             pending += found.pending;
         }
-        summary.progress = resume.conclude(ledger).await;
+        summary.volumes_not_reached = walk.not_reached().len();
+        summary.progress = walk.conclude(ledger).await;
         // The 20 copies in flight go to the oldest shares of the whole
         // vault, not of the first batches.
         let chosen = self.plan(candidates, pending, summary);
@@ -871,6 +899,32 @@ fn newer_than_copied(share: &Share, marks: &BTreeMap<String, DateTime<Utc>>) -> 
     marks
         .get(&share.volume_id)
         .is_none_or(|mark| share.start_time > *mark)
+}
+
+impl Summary for VaultSummary {
+    fn header(&mut self) -> &mut RunHeader {
+        &mut self.header
+    }
+
+    fn headline(&self) -> String {
+        headline(self)
+    }
+
+    fn metrics(&self, _suspects: usize) -> Vec<(Metric, u64)> {
+        vec![
+            (Metric::CrossRegionCopyCompleted, self.completed.len() as u64),
+            (Metric::CrossRegionCopyFailed, self.failed.len() as u64),
+            (
+                Metric::SnapshotsDeleteCompleted,
+                if self.dry_run {
+                    0
+                } else {
+                    self.deleted.len() as u64
+                },
+            ),
+            (Metric::SnapshotsDeleteFailed, self.delete_failed.len() as u64),
+        ]
+    }
 }
 
 fn headline(s: &VaultSummary) -> String {
