@@ -38,10 +38,13 @@ use serde_json::{json, Value};
 
 use ebs_lifecycle::config::Config;
 use ebs_lifecycle::lambda::deadline::Deadline;
-use ebs_lifecycle::lambda::metrics::{self, Metric};
+use ebs_lifecycle::lambda::function::{
+    self, ErrorType, Function, Ran, Run as FunctionRun, Summary,
+};
+use ebs_lifecycle::lambda::metrics::Metric;
 use ebs_lifecycle::lambda::ownership;
-use ebs_lifecycle::lambda::resume::Resume;
-use ebs_lifecycle::lambda::run::{self, RunHeader};
+use ebs_lifecycle::lambda::resume::Walk;
+use ebs_lifecycle::lambda::run::RunHeader;
 use ebs_lifecycle::ports::blocks::{BlocksError, SnapshotBlocks};
 use ebs_lifecycle::ports::ec2::{
     Ec2Error, SnapshotArchiver, SnapshotCatalog, SnapshotProtections, SnapshotTagger, TierStatus,
@@ -102,17 +105,19 @@ pub enum ArchiveError {
     LedgerUnavailable(#[from] LedgerError),
 }
 
-impl From<ArchiveError> for Diagnostic {
-    fn from(error: ArchiveError) -> Self {
-        let error_type = match error {
+impl ErrorType for ArchiveError {
+    fn error_type(&self) -> &'static str {
+        match self {
             ArchiveError::InvalidEvent(_) => "InvalidEvent",
             ArchiveError::FactsUnavailable(_) => "FactsUnavailable",
             ArchiveError::LedgerUnavailable(_) => "LedgerUnavailable",
-        };
-        Diagnostic {
-            error_type: error_type.into(),
-            error_message: error.to_string(),
         }
+    }
+}
+
+impl From<ArchiveError> for Diagnostic {
+    fn from(error: ArchiveError) -> Self {
+        function::diagnostic(&error)
     }
 }
 
@@ -197,30 +202,60 @@ impl ArchiveSummary {
     }
 }
 
-pub async fn handle(
-    ports: Ports<'_>,
-    config: &Config,
-    event: &Value,
-    now: DateTime<Utc>,
-    deadline: Deadline,
-) -> Result<ArchiveSummary, ArchiveError> {
-    let mut summary = ArchiveSummary {
-        dry_run: config.dry_run,
-        ..ArchiveSummary::default()
-    };
-    let only: Option<BTreeMap<String, String>> = if Tick::is_tick(event) {
-        Tick::parse(event)?;
-        summary.header = RunHeader::new(FUNCTION, config, now, "daily");
-        None
-    } else {
+/// What starts a run of archive-snapshots.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ArchiveTrigger {
+    /// The daily run: reconcile every tiered snapshot, then plan and archive.
+    Daily,
+    /// `archiveSnapshot` results: reconcile these snapshots (id, cause).
+    Archived(BTreeMap<String, String>),
+    /// Another event: the header says which.
+    NotActedOn,
+}
+
+/// archive-snapshots, as the skeleton runs it ([`Function`]).
+pub struct ArchiveSnapshots;
+
+impl Function for ArchiveSnapshots {
+    const NAME: &'static str = FUNCTION;
+    /// A minute kept for the archivals themselves and the summary once the
+    /// block walks stop.
+    const DEADLINE_MARGIN: std::time::Duration = std::time::Duration::from_secs(60);
+    type Ports<'p> = Ports<'p>;
+    type Trigger = ArchiveTrigger;
+    type Summary = ArchiveSummary;
+    type Error = ArchiveError;
+
+    fn ledger<'p>(ports: &Self::Ports<'p>) -> &'p dyn Ledger {
+        ports.ledger
+    }
+
+    fn notifier<'p>(ports: &Self::Ports<'p>) -> &'p dyn Notifier {
+        ports.notifier
+    }
+
+    fn open(
+        run: &FunctionRun<'_>,
+        event: &Value,
+    ) -> Result<(ArchiveTrigger, ArchiveSummary), ArchiveError> {
+        let (config, now) = (run.config, run.now);
+        let mut summary = ArchiveSummary {
+            dry_run: config.dry_run,
+            ..ArchiveSummary::default()
+        };
+        if Tick::is_tick(event) {
+            Tick::parse(event)?;
+            summary.header = RunHeader::new(FUNCTION, config, now, "daily");
+            return Ok((ArchiveTrigger::Daily, summary));
+        }
         summary.header = RunHeader::new(FUNCTION, config, now, "event");
-        match SnapshotEvent::parse(event)? {
+        let trigger = match SnapshotEvent::parse(event)? {
             SnapshotEvent::Results {
                 operation: SnapshotOperation::ArchiveSnapshot,
                 results,
             } => {
                 summary.header.event = Some(SnapshotOperation::ArchiveSnapshot.as_str().into());
-                Some(
+                ArchiveTrigger::Archived(
                     results
                         .into_iter()
                         .map(|r| (r.snapshot_id, r.cause))
@@ -229,93 +264,89 @@ pub async fn handle(
             }
             SnapshotEvent::Results { operation, .. } => {
                 summary.header.event = Some(format!("ignored: {}", operation.as_str()));
-                return Ok(summary);
+                ArchiveTrigger::NotActedOn
             }
             SnapshotEvent::Ignored { detail_type, event } => {
                 summary.header.event = Some(format!("ignored: {detail_type} / {event}"));
-                return Ok(summary);
+                ArchiveTrigger::NotActedOn
             }
-        }
-    };
+        };
+        Ok((trigger, summary))
+    }
 
-    let statuses: BTreeMap<String, TierStatus> = ports
-        .protections
-        .tier_statuses()
-        .await?
-        .into_iter()
-        .map(|s| (s.snapshot_id.clone(), s))
-        .collect();
-    // What to reconcile: the event's snapshots, or every snapshot EC2 has
-    // a tier status for (the account's tiered ones, not the account).
-    let ids: Vec<String> = match &only {
-        Some(ids) => ids.keys().cloned().collect(),
-        None => statuses.keys().cloned().collect(),
-    };
-    let managed = if ids.is_empty() {
-        Vec::new()
-    } else {
-        ports
-            .catalog
-            .snapshots_by_id(&ids)
+    async fn execute(
+        ports: Self::Ports<'_>,
+        run: &FunctionRun<'_>,
+        trigger: ArchiveTrigger,
+        summary: &mut ArchiveSummary,
+    ) -> Result<Ran, ArchiveError> {
+        let (config, now, deadline) = (run.config, run.now, run.deadline);
+        let only = match trigger {
+            ArchiveTrigger::Daily => None,
+            ArchiveTrigger::Archived(ids) => Some(ids),
+            ArchiveTrigger::NotActedOn => return Ok(Ran::Nothing),
+        };
+        let statuses: BTreeMap<String, TierStatus> = ports
+            .protections
+            .tier_statuses()
             .await?
             .into_iter()
-            .filter(|s| tags::is_managed_by(&s.tags, &config.deployment_name))
-            .collect()
-    };
-    let sifted = ownership::sift(ports.ledger, config, managed, Scope::SomeSnapshots, now).await?;
-    let mut suspects = sifted.suspects;
-    reconcile(
-        ports,
-        &sifted.owned,
-        &statuses,
-        only.as_ref(),
-        now,
-        &mut summary,
-    )
-    .await;
-
-    let archives = config.policies.iter().any(|p| p.archive.is_some());
-    if only.is_none() && archives {
-        suspects.extend(
-            plan_and_archive(ports, config, &statuses, now, &deadline, &mut summary).await?,
-        );
-    }
-    summary.in_progress = statuses.values().filter(|s| s.archiving()).count()
-        + if config.dry_run {
-            0
-        } else {
-            summary.archive_started.len()
+            .map(|s| (s.snapshot_id.clone(), s))
+            .collect();
+        // What to reconcile: the event's snapshots, or every snapshot EC2 has
+        // a tier status for (the account's tiered ones, not the account).
+        let ids: Vec<String> = match &only {
+            Some(ids) => ids.keys().cloned().collect(),
+            None => statuses.keys().cloned().collect(),
         };
+        let managed = if ids.is_empty() {
+            Vec::new()
+        } else {
+            ports
+                .catalog
+                .snapshots_by_id(&ids)
+                .await?
+                .into_iter()
+                .filter(|s| tags::is_managed_by(&s.tags, &config.deployment_name))
+                .collect()
+        };
+        let sifted =
+            ownership::sift(ports.ledger, config, managed, Scope::SomeSnapshots, now).await?;
+        let mut suspects = sifted.suspects;
+        reconcile(ports, &sifted.owned, &statuses, only.as_ref(), now, summary).await;
 
-    metrics::emit_for_run(
-        config,
-        FUNCTION,
-        &[
-            (
-                Metric::SnapshotsArchiveStarted,
-                if config.dry_run {
-                    0
-                } else {
-                    summary.archive_started.len() as u64
-                },
-            ),
-            (
-                Metric::SnapshotsArchiveCompleted,
-                summary.archive_completed.len() as u64,
-            ),
-            (
-                Metric::SnapshotsArchiveFailed,
-                summary.archive_failed.len() as u64,
-            ),
-            (Metric::TamperingSuspected, suspects.len() as u64),
-        ],
-    );
-    tracing::info!(summary = %run::for_log(&summary), "{}", headline(&summary));
-    let mut notes =
-        ownership::report(ports.ledger, config, &suspects, now, &mut summary.header).await;
-    notes.extend(notifications(config, &summary));
-    run::publish(ports.notifier, &notes, &mut summary.header).await;
-    Ok(summary)
+        let archives = config.policies.iter().any(|p| p.archive.is_some());
+        if only.is_none() && archives {
+            suspects
+                .extend(plan_and_archive(ports, config, &statuses, now, &deadline, summary).await?);
+        }
+        summary.in_progress = statuses.values().filter(|s| s.archiving()).count()
+            + if config.dry_run {
+                0
+            } else {
+                summary.archive_started.len()
+            };
+        Ok(Ran::Done { suspects })
+    }
+
+    async fn notifications(
+        _ports: Self::Ports<'_>,
+        run: &FunctionRun<'_>,
+        summary: &mut ArchiveSummary,
+    ) -> Vec<Notification> {
+        notifications(run.config, summary)
+    }
+}
+
+/// Handle one invocation: the daily run or an `archiveSnapshot` event.
+pub async fn handle(
+    ports: Ports<'_>,
+    config: &Config,
+    event: &Value,
+    now: DateTime<Utc>,
+    deadline: Deadline,
+) -> Result<ArchiveSummary, ArchiveError> {
+    function::invoke::<ArchiveSnapshots>(ports, config, event, now, deadline).await
 }
 
 /// Bring the `lifecycle:tier` tags of the deployment's snapshots in line
@@ -413,7 +444,7 @@ struct Shared {
 }
 
 /// Where the walks of a run stand, across batches.
-struct Walk {
+struct BlockWalks {
     /// No more walks this run (deadline, throttling, refused).
     stop: bool,
     /// The volume the walks stopped at: the next run starts there.
@@ -433,15 +464,10 @@ async fn plan_and_archive(
     summary: &mut ArchiveSummary,
 ) -> Result<Vec<ebs_lifecycle_core::ownership::Suspect>, ArchiveError> {
     let deployment = config.deployment_name.as_str();
-    let mut volume_ids: Vec<String> = ports
-        .catalog
-        .managed_volume_ids(deployment)
-        .await?
-        .into_iter()
-        .collect();
+    let volume_ids = ports.catalog.managed_volume_ids(deployment).await?;
     // A run that ran out of time resumes at the volume where it stopped,
     // so every volume is measured within a few days at any size.
-    let mut resume = Resume::start(ports.ledger, FUNCTION, &mut volume_ids).await;
+    let mut walk = Walk::start(ports.ledger, FUNCTION, volume_ids.into_iter().collect()).await;
     let (amis, locked) = tokio::try_join!(
         ports.protections.ami_snapshot_ids(),
         ports.protections.all_locked_snapshot_ids(),
@@ -458,32 +484,24 @@ async fn plan_and_archive(
             .collect(),
         holds: Holds::in_effect(ports.ledger.holds().await?, now),
     };
-    let mut walk = Walk {
+    let mut walks = BlockWalks {
         stop: false,
         stopped_at: None,
         in_progress: statuses.values().filter(|s| s.archiving()).count(),
     };
     let mut suspects = Vec::new();
-    for (done, batch) in volume_ids.chunks(VOLUMES_PER_BATCH).enumerate() {
-        if walk.stop || deadline.is_near() {
-            walk.stopped_at.get_or_insert_with(|| batch[0].clone());
-            summary.volumes_not_reached += batch.len();
-            continue;
-        }
+    while let Some(batch) = walk.next_batch(deadline) {
         // Anyone's snapshots of the volumes (they share blocks with ours,
         // and EC2's 25 archived per volume counts them all) and ours.
         let ((everything, listed), existing) = match tokio::try_join!(
-            ports.catalog.snapshots_of_volumes(deployment, batch),
-            ports.inventory.volumes_by_id(batch),
+            ports.catalog.snapshots_of_volumes(deployment, &batch),
+            ports.inventory.volumes_by_id(&batch),
         ) {
             Ok(read) => read,
             // After a batch or more, the run stops here as at its deadline.
             Err(e) => {
-                summary.note(resume.stop_on_failure(done, &batch[0], e)?);
-                walk.stop = true;
-                walk.stopped_at.get_or_insert_with(|| batch[0].clone());
-                summary.volumes_not_reached += batch.len();
-                continue;
+                summary.note(walk.failed(e)?);
+                break;
             }
         };
         let sifted =
@@ -510,16 +528,19 @@ async fn plan_and_archive(
             },
             now,
             deadline,
-            &mut walk,
+            &mut walks,
             summary,
         )
         .await;
+        // The block walks stopped inside the batch: the next run starts
+        // at the volume they stopped at.
+        if let Some(v) = walks.stopped_at.as_deref() {
+            walk.stop_at(v);
+        }
     }
-    if let Some(v) = walk.stopped_at.as_deref() {
-        resume.stop_at(v);
-    }
-    if let Err(e) = resume.finish(ports.ledger).await {
-        summary.note(format!("could not record where this run stopped: {e}"));
+    summary.volumes_not_reached = walk.not_reached().len();
+    if let Some(unrecorded) = walk.conclude(ports.ledger).await.unrecorded {
+        summary.note(unrecorded);
     }
     Ok(suspects)
 }
@@ -544,7 +565,7 @@ async fn plan_batch(
     batch: Batch<'_>,
     now: DateTime<Utc>,
     deadline: &Deadline,
-    walk: &mut Walk,
+    walk: &mut BlockWalks,
     summary: &mut ArchiveSummary,
 ) {
     let Batch {
@@ -844,6 +865,38 @@ async fn measure(
     };
     let (unique, _) = cost::sizes(&from_previous.diff, to_next.as_ref().map(|w| &w.diff));
     Ok(Some(unique))
+}
+
+impl Summary for ArchiveSummary {
+    fn header(&mut self) -> &mut RunHeader {
+        &mut self.header
+    }
+
+    fn headline(&self) -> String {
+        headline(self)
+    }
+
+    fn metrics(&self, suspects: usize) -> Vec<(Metric, u64)> {
+        vec![
+            (
+                Metric::SnapshotsArchiveStarted,
+                if self.dry_run {
+                    0
+                } else {
+                    self.archive_started.len() as u64
+                },
+            ),
+            (
+                Metric::SnapshotsArchiveCompleted,
+                self.archive_completed.len() as u64,
+            ),
+            (
+                Metric::SnapshotsArchiveFailed,
+                self.archive_failed.len() as u64,
+            ),
+            (Metric::TamperingSuspected, suspects as u64),
+        ]
+    }
 }
 
 fn headline(s: &ArchiveSummary) -> String {

@@ -30,8 +30,8 @@ use serde_json::{json, Value};
 
 use ebs_lifecycle::config::Config;
 use ebs_lifecycle::lambda::deadline::Deadline;
-use ebs_lifecycle::lambda::invocation;
 use ebs_lifecycle::lambda::function::{self, Function, Ran, Run as FunctionRun, Summary};
+use ebs_lifecycle::lambda::invocation;
 use ebs_lifecycle::lambda::metrics::Metric;
 use ebs_lifecycle::lambda::ownership;
 use ebs_lifecycle::lambda::run::RunHeader;
@@ -138,7 +138,10 @@ impl Function for CheckEncryption {
         ports.notifier
     }
 
-    fn open(run: &FunctionRun<'_>, event: &Value) -> Result<(Trigger, RunSummary), InvocationError> {
+    fn open(
+        run: &FunctionRun<'_>,
+        event: &Value,
+    ) -> Result<(Trigger, RunSummary), InvocationError> {
         let trigger = Trigger::parse(event)?;
         let summary = RunSummary {
             header: RunHeader::for_trigger(FUNCTION, run.config, run.now, &trigger),
@@ -797,6 +800,10 @@ mod tests {
         assert_eq!(summary.by_kind.values().sum::<usize>(), 50_000);
         assert_eq!(summary.unencrypted, 50_000);
         let response = serde_json::to_vec(&ebs_lifecycle::lambda::run::response(&summary)).unwrap();
-        assert!(response.len() < ebs_lifecycle::lambda::run::RESPONSE_LIMIT, "{}", response.len());
+        assert!(
+            response.len() < ebs_lifecycle::lambda::run::RESPONSE_LIMIT,
+            "{}",
+            response.len()
+        );
     }
 }

@@ -126,7 +126,10 @@ impl Function for CompleteSnapshots {
         ports.notifier
     }
 
-    fn open(run: &FunctionRun<'_>, event: &Value) -> Result<(Trigger, RunSummary), InvocationError> {
+    fn open(
+        run: &FunctionRun<'_>,
+        event: &Value,
+    ) -> Result<(Trigger, RunSummary), InvocationError> {
         let trigger = Trigger::parse(event)?;
         let summary = RunSummary {
             header: RunHeader::for_trigger(FUNCTION, run.config, run.now, &trigger),
@@ -735,7 +738,10 @@ impl Summary for RunSummary {
     fn metrics(&self, suspects: usize) -> Vec<(Metric, u64)> {
         let mut values = vec![
             (Metric::TamperingSuspected, suspects as u64),
-            (Metric::SnapshotsCreateCompleted, self.completed.len() as u64),
+            (
+                Metric::SnapshotsCreateCompleted,
+                self.completed.len() as u64,
+            ),
             (Metric::SnapshotsCreateFailed, self.failed.len() as u64),
         ];
         if self.header.trigger == "daily" {

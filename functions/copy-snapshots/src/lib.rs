@@ -40,7 +40,9 @@ use serde_json::{json, Value};
 
 use ebs_lifecycle::config::Config;
 use ebs_lifecycle::lambda::deadline::Deadline;
-use ebs_lifecycle::lambda::function::{self, ErrorType, Function, Ran, Run as FunctionRun, Summary};
+use ebs_lifecycle::lambda::function::{
+    self, ErrorType, Function, Ran, Run as FunctionRun, Summary,
+};
 use ebs_lifecycle::lambda::metrics::Metric;
 use ebs_lifecycle::lambda::ownership;
 use ebs_lifecycle::lambda::run::RunHeader;
@@ -254,7 +256,8 @@ impl Function for CopySnapshots {
             .managed_snapshots_of_policies(&config.deployment_name, &copying)
             .await
             .map_err(CopyError::SourceUnavailable)?;
-        let sifted = ownership::sift(ports.ledger, config, listed, Scope::WholeVolumes, now).await?;
+        let sifted =
+            ownership::sift(ports.ledger, config, listed, Scope::WholeVolumes, now).await?;
         let mut suspects: Vec<Suspect> = sifted.suspects;
         let sources = sources(config, sifted.owned);
         summary.counts.sources = sources.values().map(Vec::len).sum();
@@ -495,4 +498,3 @@ pub fn notifications(config: &Config, summary: &RunSummary) -> Vec<Notification>
     // log tell them, not a message every hour.
     out
 }
-

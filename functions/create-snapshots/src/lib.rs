@@ -41,7 +41,9 @@ use serde_json::{json, Value};
 use ebs_lifecycle::config::Config;
 use ebs_lifecycle::lambda::commands::PacedRunner;
 use ebs_lifecycle::lambda::deadline::Deadline;
-use ebs_lifecycle::lambda::function::{self, ErrorType, Function, Ran, Run as FunctionRun, Summary};
+use ebs_lifecycle::lambda::function::{
+    self, ErrorType, Function, Ran, Run as FunctionRun, Summary,
+};
 use ebs_lifecycle::lambda::metrics::Metric;
 use ebs_lifecycle::lambda::run::RunHeader;
 pub use ebs_lifecycle::pacing::Bucket;
@@ -634,7 +636,6 @@ pub fn notifications(
     }
     out
 }
-
 
 /// One human line: what a person reading the subject needs first.
 pub fn headline(c: &Counts) -> String {

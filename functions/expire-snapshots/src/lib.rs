@@ -32,7 +32,9 @@ use serde_json::{json, Value};
 
 use ebs_lifecycle::config::Config;
 use ebs_lifecycle::lambda::deadline::Deadline;
-use ebs_lifecycle::lambda::function::{self, ErrorType, Function, Ran, Run as FunctionRun, Summary};
+use ebs_lifecycle::lambda::function::{
+    self, ErrorType, Function, Ran, Run as FunctionRun, Summary,
+};
 use ebs_lifecycle::lambda::metrics::Metric;
 use ebs_lifecycle::lambda::ownership;
 use ebs_lifecycle::lambda::resume::{Progress, Walk};
@@ -350,14 +352,17 @@ impl Facts {
             .ami_snapshot_ids()
             .await
             .map_err(facts_error)?;
-        let (locked_snapshot_ids, locks_checked) =
-            match ports.protections.all_locked_snapshot_ids().await {
-                Ok(locked) => (locked, true),
-                Err(e) => {
-                    tracing::warn!(error = %e, "snapshot locks could not be checked; EC2 still refuses to delete a locked snapshot");
-                    (BTreeSet::new(), false)
-                }
-            };
+        let (locked_snapshot_ids, locks_checked) = match ports
+            .protections
+            .all_locked_snapshot_ids()
+            .await
+        {
+            Ok(locked) => (locked, true),
+            Err(e) => {
+                tracing::warn!(error = %e, "snapshot locks could not be checked; EC2 still refuses to delete a locked snapshot");
+                (BTreeSet::new(), false)
+            }
+        };
         let copying: BTreeSet<String> = ports
             .ledger
             .copies_in_flight()
@@ -836,4 +841,3 @@ pub fn notifications(config: &Config, summary: &RunSummary) -> Vec<Notification>
     }
     notifications
 }
-

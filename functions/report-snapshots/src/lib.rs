@@ -44,9 +44,12 @@ use serde_json::{json, Value};
 
 use ebs_lifecycle::config::Config;
 use ebs_lifecycle::lambda::deadline::Deadline;
-use ebs_lifecycle::lambda::metrics::{self, Metric};
+use ebs_lifecycle::lambda::function::{
+    self, CostGauges, ErrorType, Function, Ran, Run as FunctionRun, Summary,
+};
+use ebs_lifecycle::lambda::metrics::Metric;
 use ebs_lifecycle::lambda::ownership;
-use ebs_lifecycle::lambda::resume::{Progress, Resume};
+use ebs_lifecycle::lambda::resume::{Progress, Walk};
 use ebs_lifecycle::lambda::run::{self, RunHeader};
 use ebs_lifecycle::ports::blocks::SnapshotBlocks;
 use ebs_lifecycle::ports::ec2::{
@@ -59,9 +62,9 @@ use ebs_lifecycle_core::coverage::{self, VolumeCoverage};
 use ebs_lifecycle_core::events::{EventError, Tick};
 use ebs_lifecycle_core::expiry;
 use ebs_lifecycle_core::holds::{Hold, Holds};
-use ebs_lifecycle_core::model::Snapshot;
+use ebs_lifecycle_core::model::{Snapshot, Volume};
 use ebs_lifecycle_core::notify::{Notification, NotificationKind, Severity};
-use ebs_lifecycle_core::ownership::Scope;
+use ebs_lifecycle_core::ownership::{Scope, Suspect};
 use ebs_lifecycle_core::safety::{AccountFacts, DeletionGate};
 use ebs_lifecycle_core::tags;
 use ebs_lifecycle_core::targets;
@@ -98,17 +101,19 @@ pub enum ReportError {
     LedgerUnavailable(#[from] LedgerError),
 }
 
-impl From<ReportError> for Diagnostic {
-    fn from(error: ReportError) -> Self {
-        let error_type = match error {
+impl ErrorType for ReportError {
+    fn error_type(&self) -> &'static str {
+        match self {
             ReportError::InvalidEvent(_) => "InvalidEvent",
             ReportError::Ec2Unavailable(_) => "Ec2Unavailable",
             ReportError::LedgerUnavailable(_) => "LedgerUnavailable",
-        };
-        Diagnostic {
-            error_type: error_type.into(),
-            error_message: error.to_string(),
         }
+    }
+}
+
+impl From<ReportError> for Diagnostic {
+    fn from(error: ReportError) -> Self {
+        function::diagnostic(&error)
     }
 }
 
@@ -223,6 +228,73 @@ impl Report {
     }
 }
 
+/// report-snapshots, as the skeleton runs it ([`Function`]).
+pub struct ReportSnapshots;
+
+impl Function for ReportSnapshots {
+    const NAME: &'static str = FUNCTION;
+    /// Two minutes kept for what follows the walks: the dry expiry plan,
+    /// the report's files (megabytes on a large account), the notifications.
+    const DEADLINE_MARGIN: std::time::Duration = std::time::Duration::from_secs(120);
+    type Ports<'p> = Ports<'p>;
+    type Trigger = Tick;
+    type Summary = Report;
+    type Error = ReportError;
+
+    fn ledger<'p>(ports: &Self::Ports<'p>) -> &'p dyn Ledger {
+        ports.ledger
+    }
+
+    fn notifier<'p>(ports: &Self::Ports<'p>) -> &'p dyn Notifier {
+        ports.notifier
+    }
+
+    fn open(run: &FunctionRun<'_>, event: &Value) -> Result<(Tick, Report), ReportError> {
+        let tick = Tick::parse(event)?;
+        let report = Report {
+            header: RunHeader::new(FUNCTION, run.config, run.now, "daily"),
+            ..Report::default()
+        };
+        Ok((tick, report))
+    }
+
+    /// The account's volumes and what covers them, what protects
+    /// snapshots, then a batch of volumes at a time (resumed where the last
+    /// run stopped): anyone's snapshots of them and the deployment's,
+    /// coverage, unique bytes, prices. Then the report, stored.
+    async fn execute(
+        ports: Self::Ports<'_>,
+        run: &FunctionRun<'_>,
+        _tick: Tick,
+        report: &mut Report,
+    ) -> Result<Ran, ReportError> {
+        let inventory = Inventory::read(ports, run.config).await?;
+        let mut cost = cost::CostSummary::default();
+        let protection = Protection::read(ports, run.now, &mut cost).await?;
+        let mut walked = Walked::default();
+        report.progress = walk(ports, run, &inventory, &protection, &mut cost, &mut walked).await?;
+        report.cost = cost;
+        report.holds = {
+            let mut listed: Vec<Hold> = protection.holds.iter().cloned().collect();
+            listed.sort_by(|a, b| (a.until, &a.resource_id).cmp(&(b.until, &b.resource_id)));
+            listed
+        };
+        conclude(ports, run, &inventory, &walked, report).await?;
+        Ok(Ran::Done {
+            suspects: walked.suspects,
+        })
+    }
+
+    async fn notifications(
+        _ports: Self::Ports<'_>,
+        run: &FunctionRun<'_>,
+        report: &mut Report,
+    ) -> Vec<Notification> {
+        notifications(run.config, report)
+    }
+}
+
+/// Run one daily report.
 pub async fn handle(
     ports: Ports<'_>,
     config: &Config,
@@ -230,95 +302,145 @@ pub async fn handle(
     now: DateTime<Utc>,
     deadline: Deadline,
 ) -> Result<Report, ReportError> {
-    Tick::parse(event)?;
-    let key = config.selector_tag_key.as_str();
-    let deployment = config.deployment_name.as_str();
-    let (volumes, instances, managed_volumes) = tokio::try_join!(
-        ports.inventory.all_volumes(),
-        ports.inventory.instances_tagged(key),
-        ports.catalog.managed_volume_ids(deployment),
-    )?;
-    // Which volumes the deployment's policies cover, as create-snapshots
-    // resolves them.
-    let instance_ids: BTreeSet<&str> = instances.iter().map(|i| i.id.as_str()).collect();
-    let tagged: Vec<_> = volumes
-        .iter()
-        .filter(|v| v.tags.contains_key(key))
-        .cloned()
-        .collect();
-    let attached: Vec<_> = volumes
-        .iter()
-        .filter(|v| {
-            v.attachment
-                .as_ref()
-                .is_some_and(|a| instance_ids.contains(a.instance_id.as_str()))
-        })
-        .cloned()
-        .collect();
-    let resolution = targets::resolve(key, &config.policies, &tagged, &instances, &attached);
-    drop((tagged, attached));
-    let covered: BTreeMap<String, String> = resolution
-        .targets
-        .iter()
-        .flat_map(|t| {
-            t.volume_ids()
-                .into_iter()
-                .map(|v| (v.to_string(), t.policy().to_string()))
-        })
-        .collect();
-    let existing: BTreeSet<String> = volumes.iter().map(|v| v.id.clone()).collect();
+    function::invoke::<ReportSnapshots>(ports, config, event, now, deadline).await
+}
 
-    // What protects snapshots, once for the run (the dry expiry plan); if
-    // the AMIs cannot be read the report stands and says the next
-    // expiry's figure is missing.
-    let mut cost = cost::CostSummary::default();
-    let (ami_snapshot_ids, amis_known) = match ports.protections.ami_snapshot_ids().await {
-        Ok(ids) => (ids, true),
-        Err(e) => {
-            cost.errors.push(format!(
-                "what the next expiry frees is not known: the AMIs could not be read: {e}"
-            ));
-            (BTreeSet::new(), false)
-        }
-    };
-    let locked = ports
-        .protections
-        .all_locked_snapshot_ids()
-        .await
-        .unwrap_or_default();
-    let copying: BTreeSet<String> = ports
-        .ledger
-        .copies_in_flight()
-        .await?
-        .into_iter()
-        .map(|c| c.source_snapshot_id)
-        .collect();
-    // The ledger's holds: shown, and kept out of what the next expiry frees.
-    let holds = Holds::in_effect(ports.ledger.holds().await?, now);
+/// The region's volumes and which the deployment's policies cover, as
+/// create-snapshots resolves them.
+struct Inventory {
+    volumes: Vec<Volume>,
+    /// Volume id -> the policy that covers it.
+    covered: BTreeMap<String, String>,
+    /// The volumes that exist.
+    existing: BTreeSet<String>,
+    /// Every volume of the region and the deleted ones the deployment's
+    /// snapshots name, in id order: what the walk goes over.
+    walked: Vec<String>,
+}
 
-    // Then 200 volumes at a time (every volume of the region, and the
-    // deleted ones the deployment's snapshots name): anyone's snapshots of
-    // them and the deployment's, coverage, unique bytes, prices. A run
-    // holds one batch's snapshots, never the account's.
-    let mut volume_ids: Vec<String> = existing
-        .iter()
-        .cloned()
-        .chain(managed_volumes)
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    // A run its deadline stopped is resumed where it stopped, wrapping
-    // round: every volume is checked within a few runs at any size.
-    let mut resume = Resume::start(ports.ledger, FUNCTION, &mut volume_ids).await;
-    let mut facts = BTreeMap::new();
-    let mut suspects = Vec::new();
-    let mut not_checked = BTreeSet::new();
-    let cost_ports = cost::CostPorts {
-        blocks: ports.blocks,
-        tagger: ports.tagger,
-    };
-    // Each batch's priced snapshots go to files, not memory; without a
-    // temporary directory they stay in memory (and the run says so).
+impl Inventory {
+    async fn read(ports: Ports<'_>, config: &Config) -> Result<Self, ReportError> {
+        let key = config.selector_tag_key.as_str();
+        let (volumes, instances, managed_volumes) = tokio::try_join!(
+            ports.inventory.all_volumes(),
+            ports.inventory.instances_tagged(key),
+            ports.catalog.managed_volume_ids(&config.deployment_name),
+        )?;
+        let instance_ids: BTreeSet<&str> = instances.iter().map(|i| i.id.as_str()).collect();
+        let tagged: Vec<_> = volumes
+            .iter()
+            .filter(|v| v.tags.contains_key(key))
+            .cloned()
+            .collect();
+        let attached: Vec<_> = volumes
+            .iter()
+            .filter(|v| {
+                v.attachment
+                    .as_ref()
+                    .is_some_and(|a| instance_ids.contains(a.instance_id.as_str()))
+            })
+            .cloned()
+            .collect();
+        let resolution = targets::resolve(key, &config.policies, &tagged, &instances, &attached);
+        drop((tagged, attached));
+        let covered: BTreeMap<String, String> = resolution
+            .targets
+            .iter()
+            .flat_map(|t| {
+                t.volume_ids()
+                    .into_iter()
+                    .map(|v| (v.to_string(), t.policy().to_string()))
+            })
+            .collect();
+        let existing: BTreeSet<String> = volumes.iter().map(|v| v.id.clone()).collect();
+        let walked = existing
+            .iter()
+            .cloned()
+            .chain(managed_volumes)
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        Ok(Self {
+            volumes,
+            covered,
+            existing,
+            walked,
+        })
+    }
+}
+
+/// What protects snapshots, read once for the run (the dry expiry plan).
+struct Protection {
+    ami_snapshot_ids: BTreeSet<String>,
+    /// False: the AMIs could not be read, and the report says the next
+    /// expiry's figure is missing.
+    amis_known: bool,
+    locked: BTreeSet<String>,
+    copying: BTreeSet<String>,
+    /// The ledger's holds: shown, and kept out of what the next expiry frees.
+    holds: Holds,
+}
+
+impl Protection {
+    async fn read(
+        ports: Ports<'_>,
+        now: DateTime<Utc>,
+        cost: &mut cost::CostSummary,
+    ) -> Result<Self, ReportError> {
+        let (ami_snapshot_ids, amis_known) = match ports.protections.ami_snapshot_ids().await {
+            Ok(ids) => (ids, true),
+            Err(e) => {
+                cost.errors.push(format!(
+                    "what the next expiry frees is not known: the AMIs could not be read: {e}"
+                ));
+                (BTreeSet::new(), false)
+            }
+        };
+        let locked = ports
+            .protections
+            .all_locked_snapshot_ids()
+            .await
+            .unwrap_or_default();
+        let copying: BTreeSet<String> = ports
+            .ledger
+            .copies_in_flight()
+            .await?
+            .into_iter()
+            .map(|c| c.source_snapshot_id)
+            .collect();
+        let holds = Holds::in_effect(ports.ledger.holds().await?, now);
+        Ok(Self {
+            ami_snapshot_ids,
+            amis_known,
+            locked,
+            copying,
+            holds,
+        })
+    }
+}
+
+/// What the walk found across its batches.
+#[derive(Default)]
+struct Walked {
+    /// Per volume, what protects it (coverage's fold).
+    facts: BTreeMap<String, coverage::VolumeSnapshots>,
+    suspects: Vec<Suspect>,
+    /// Volumes the deadline left unread.
+    not_checked: BTreeSet<String>,
+}
+
+/// The walk: a batch of volumes at a time, from where the last run stopped.
+/// Each batch's priced snapshots go to files, not memory; without a
+/// temporary directory they stay in memory (and the run says so).
+async fn walk(
+    ports: Ports<'_>,
+    run: &FunctionRun<'_>,
+    inventory: &Inventory,
+    protection: &Protection,
+    cost: &mut cost::CostSummary,
+    walked: &mut Walked,
+) -> Result<Progress, ReportError> {
+    let mut walk = Walk::start(ports.ledger, FUNCTION, inventory.walked.clone()).await;
     let mut spool = match spool::Spool::new() {
         Ok(spool) => Some(spool),
         Err(e) => {
@@ -328,100 +450,37 @@ pub async fn handle(
             None
         }
     };
-    let batches: Vec<&[String]> = volume_ids.chunks(VOLUMES_PER_BATCH).collect();
     // The time a batch takes besides its walks (describes, ownership,
     // pricing): the walks leave that much for each batch still to come, so
     // the coverage of every volume comes before the cost of some.
     let mut besides_walks = BatchTimes::default();
-    for (done, batch) in batches.iter().enumerate() {
-        if deadline.is_near() {
-            resume.stop_at(&batch[0]);
-            not_checked.extend(batches[done..].iter().flat_map(|b| b.iter().cloned()));
-            break;
-        }
+    while let Some(batch) = walk.next_batch(&run.deadline) {
         let began = tokio::time::Instant::now();
-        let (anyones, mine) = match ports.catalog.snapshots_of_volumes(deployment, batch).await {
+        let listed = match ports
+            .catalog
+            .snapshots_of_volumes(&run.config.deployment_name, &batch)
+            .await
+        {
             Ok(listed) => listed,
             // After a batch or more, the run stops here as at its deadline
             // and stores what it has.
             Err(e) => {
-                resume.stop_on_failure(done, &batch[0], e)?;
-                not_checked.extend(batches[done..].iter().flat_map(|b| b.iter().cloned()));
+                walk.failed(e)?;
                 break;
             }
         };
-        let mut snapshots: BTreeMap<String, Snapshot> =
-            anyones.into_iter().map(|s| (s.id.clone(), s)).collect();
-        for s in mine {
-            snapshots.entry(s.id.clone()).or_insert(s);
-        }
-        let snapshots: Vec<Snapshot> = snapshots.into_values().collect();
-        // Only what the deployment provably made counts as its protection.
-        let managed: Vec<_> = snapshots
-            .iter()
-            .filter(|s| tags::is_managed_by(&s.tags, deployment))
-            .cloned()
-            .collect();
-        let sifted =
-            ownership::sift(ports.ledger, config, managed, Scope::WholeVolumes, now).await?;
-        let held_for_review = sifted.held_for_review();
-        suspects.extend(sifted.suspects);
-        let in_batch: BTreeSet<&str> = batch.iter().map(String::as_str).collect();
-        let owned: Vec<Snapshot> = sifted
-            .owned
-            .into_iter()
-            .filter(|s| s.source_volume_id().is_none_or(|v| in_batch.contains(v)))
-            .collect();
-        let ours: BTreeSet<String> = owned.iter().map(|s| s.id.clone()).collect();
-        facts.extend(coverage::fold(&snapshots, &ours));
-        // Cost: the figures of what changed since the last run, then prices.
-        let walks_began = tokio::time::Instant::now();
-        let figures = {
-            let lineages = cost::lineages(&snapshots);
-            let walks_deadline = deadline.reserving(
-                besides_walks.reserve_for(batches.len() - done - 1, walks_began - began),
-            );
-            cost::figures(cost_ports, &lineages, &ours, &walks_deadline, &mut cost).await
-        };
-        let walks_took = walks_began.elapsed();
-        drop(snapshots);
-        let plans_facts = AccountFacts {
-            deployment: config.deployment_name.clone(),
-            ami_snapshot_ids: ami_snapshot_ids.clone(),
-            locked_snapshot_ids: locked.clone(),
-            holds: holds.clone(),
-            held_for_review,
-            // As the copies' keeping does: archived snapshots are not
-            // counted as freed (their restore state is not read here).
-            restoring: owned
-                .iter()
-                .filter(|s| s.in_archive_tier())
-                .map(|s| s.id.clone())
-                .collect(),
-            copying: copying.clone(),
-            now,
-        };
-        let gate = DeletionGate::new(plans_facts, &owned, config.max_deletions);
-        let plans = if amis_known {
-            expiry::plan(&owned, &config.policies, &existing, &gate)
-        } else {
-            Vec::new()
-        };
         let priced_before = cost.volumes.len();
-        cost::price(
-            &owned,
-            &figures,
-            &plans,
-            &cost::Pricing {
-                policies: &config.policies,
-                deployment,
-                existing: &existing,
-                prices: &config.prices,
-                now,
-                gate: &gate,
-            },
-            &mut cost,
-        );
+        let batch = Batch {
+            volume_ids: &batch,
+            listed,
+            began,
+            // The walks leave time for the batches after this one.
+            batches_after: walk.batches_left(),
+            besides_walks: &besides_walks,
+        };
+        let walks_took = batch
+            .report(ports, run, inventory, protection, cost, walked)
+            .await?;
         if let Some(writing) = spool.as_mut() {
             if let Err(e) = writing.take(&mut cost.volumes[priced_before..]) {
                 cost.errors.push(format!(
@@ -432,6 +491,9 @@ pub async fn handle(
         }
         besides_walks.add(began.elapsed().saturating_sub(walks_took));
     }
+    walked
+        .not_checked
+        .extend(walk.not_reached().iter().cloned());
     if let Some(spool) = spool {
         match spool.finish() {
             Ok(spooled) => cost.volumes.spooled(spooled),
@@ -440,76 +502,7 @@ pub async fn handle(
                 .push(format!("the snapshots' rows could not be written: {e}")),
         }
     }
-    let progress = resume.conclude(ports.ledger).await;
-
-    let covered_ids: Vec<String> = covered.keys().cloned().collect();
-    let first_seen = ports.ledger.first_seen(&covered_ids, now).await?;
-    let classed = coverage::classify(
-        &volumes,
-        &covered,
-        &facts,
-        &config.policies,
-        &first_seen,
-        &not_checked,
-        now,
-    );
-    let (by_cover, gaps) = coverage::counts(&classed);
-    let mut report = Report {
-        header: RunHeader::new(FUNCTION, config, now, "daily"),
-        volumes: classed.len(),
-        by_cover,
-        gaps,
-        not_checked: not_checked.len(),
-        progress,
-        cost,
-        holds: {
-            let mut listed: Vec<Hold> = holds.iter().cloned().collect();
-            listed.sort_by(|a, b| (a.until, &a.resource_id).cmp(&(b.until, &b.resource_id)));
-            listed
-        },
-        ..Report::default()
-    };
-    // Each gap is reported once: the ledger remembers (volume, since).
-    for c in &classed {
-        if let Some(gap) = &c.gap {
-            let key = format!("gap/{}/{}", c.volume_id, tags::format_time(gap.since));
-            if ports.ledger.first_report(&key, now).await.unwrap_or(true) {
-                report.new_gaps.push(c.volume_id.clone());
-            }
-        }
-    }
-    report.opted_out = newly_opted_out(ports.ledger, &classed, &facts, now).await;
-    report.coverage = classed;
-    if let Some(store) = ports.reports {
-        store_report(store, &mut report, now).await;
-    }
-
-    let unprotected = report.by_cover.get("unprotected").copied().unwrap_or(0) + report.gaps;
-    metrics::emit_for_run(
-        config,
-        FUNCTION,
-        &[
-            (Metric::VolumesUnprotected, unprotected as u64),
-            (Metric::TamperingSuspected, suspects.len() as u64),
-        ],
-    );
-    // A run that did not reach every volume priced only some: its sums
-    // would draw a false dip in the cost graphs, so they are not emitted.
-    if report.not_checked == 0 {
-        metrics::emit_cost_for_run(
-            config,
-            FUNCTION,
-            report.cost.standard_bytes,
-            report.cost.archive_bytes,
-            report.cost.monthly_usd,
-        );
-    }
-    tracing::info!(report = %run::for_log(&report.summary()), "{}", headline(&report));
-    let mut notes =
-        ownership::report(ports.ledger, config, &suspects, now, &mut report.header).await;
-    notes.extend(notifications(config, &report));
-    run::publish(ports.notifier, &notes, &mut report.header).await;
-    Ok(report)
+    Ok(walk.conclude(ports.ledger).await)
 }
 
 /// The report as JSON, CSV and HTML, under `coverage/<date>/` and
@@ -586,6 +579,154 @@ fn file<'a>(name: &str, report: &'a Report) -> std::io::Result<Body<'a>> {
         },
         _ => written(&|w| w.write_all(render::html(report).as_bytes())),
     }
+}
+
+/// One batch of the walk: its volumes and anyone's snapshots of them.
+struct Batch<'b> {
+    volume_ids: &'b [String],
+    /// Anyone's snapshots of the volumes, and the deployment's.
+    listed: (Vec<Snapshot>, Vec<Snapshot>),
+    began: tokio::time::Instant,
+    batches_after: usize,
+    besides_walks: &'b BatchTimes,
+}
+
+impl Batch<'_> {
+    /// Coverage, the figures of what changed since the last run, the dry
+    /// expiry plan and prices; how long the block walks took.
+    async fn report(
+        self,
+        ports: Ports<'_>,
+        run: &FunctionRun<'_>,
+        inventory: &Inventory,
+        protection: &Protection,
+        cost: &mut cost::CostSummary,
+        walked: &mut Walked,
+    ) -> Result<std::time::Duration, ReportError> {
+        let (config, now) = (run.config, run.now);
+        let deployment = config.deployment_name.as_str();
+        let (anyones, mine) = self.listed;
+        let mut snapshots: BTreeMap<String, Snapshot> =
+            anyones.into_iter().map(|s| (s.id.clone(), s)).collect();
+        for s in mine {
+            snapshots.entry(s.id.clone()).or_insert(s);
+        }
+        let snapshots: Vec<Snapshot> = snapshots.into_values().collect();
+        // Only what the deployment provably made counts as its protection.
+        let managed: Vec<_> = snapshots
+            .iter()
+            .filter(|s| tags::is_managed_by(&s.tags, deployment))
+            .cloned()
+            .collect();
+        let sifted =
+            ownership::sift(ports.ledger, config, managed, Scope::WholeVolumes, now).await?;
+        let held_for_review = sifted.held_for_review();
+        walked.suspects.extend(sifted.suspects);
+        let in_batch: BTreeSet<&str> = self.volume_ids.iter().map(String::as_str).collect();
+        let owned: Vec<Snapshot> = sifted
+            .owned
+            .into_iter()
+            .filter(|s| s.source_volume_id().is_none_or(|v| in_batch.contains(v)))
+            .collect();
+        let ours: BTreeSet<String> = owned.iter().map(|s| s.id.clone()).collect();
+        walked.facts.extend(coverage::fold(&snapshots, &ours));
+        // Cost: the figures of what changed since the last run, then prices.
+        let walks_began = tokio::time::Instant::now();
+        let figures = {
+            let lineages = cost::lineages(&snapshots);
+            let walks_deadline = run.deadline.reserving(
+                self.besides_walks
+                    .reserve_for(self.batches_after, walks_began - self.began),
+            );
+            let cost_ports = cost::CostPorts {
+                blocks: ports.blocks,
+                tagger: ports.tagger,
+            };
+            cost::figures(cost_ports, &lineages, &ours, &walks_deadline, cost).await
+        };
+        let walks_took = walks_began.elapsed();
+        drop(snapshots);
+        let plans_facts = AccountFacts {
+            deployment: config.deployment_name.clone(),
+            ami_snapshot_ids: protection.ami_snapshot_ids.clone(),
+            locked_snapshot_ids: protection.locked.clone(),
+            holds: protection.holds.clone(),
+            held_for_review,
+            // As the copies' keeping does: archived snapshots are not
+            // counted as freed (their restore state is not read here).
+            restoring: owned
+                .iter()
+                .filter(|s| s.in_archive_tier())
+                .map(|s| s.id.clone())
+                .collect(),
+            copying: protection.copying.clone(),
+            now,
+        };
+        let gate = DeletionGate::new(plans_facts, &owned, config.max_deletions);
+        let plans = if protection.amis_known {
+            expiry::plan(&owned, &config.policies, &inventory.existing, &gate)
+        } else {
+            Vec::new()
+        };
+        cost::price(
+            &owned,
+            &figures,
+            &plans,
+            &cost::Pricing {
+                policies: &config.policies,
+                deployment,
+                existing: &inventory.existing,
+                prices: &config.prices,
+                now,
+                gate: &gate,
+            },
+            cost,
+        );
+        Ok(walks_took)
+    }
+}
+
+/// The report from what the walk found: each volume classified, gaps and
+/// newly opted-out volumes reported once, the files stored.
+async fn conclude(
+    ports: Ports<'_>,
+    run: &FunctionRun<'_>,
+    inventory: &Inventory,
+    walked: &Walked,
+    report: &mut Report,
+) -> Result<(), ReportError> {
+    let (config, now) = (run.config, run.now);
+    let covered_ids: Vec<String> = inventory.covered.keys().cloned().collect();
+    let first_seen = ports.ledger.first_seen(&covered_ids, now).await?;
+    let classed = coverage::classify(
+        &inventory.volumes,
+        &inventory.covered,
+        &walked.facts,
+        &config.policies,
+        &first_seen,
+        &walked.not_checked,
+        now,
+    );
+    let (by_cover, gaps) = coverage::counts(&classed);
+    report.volumes = classed.len();
+    report.by_cover = by_cover;
+    report.gaps = gaps;
+    report.not_checked = walked.not_checked.len();
+    // Each gap is reported once: the ledger remembers (volume, since).
+    for c in &classed {
+        if let Some(gap) = &c.gap {
+            let key = format!("gap/{}/{}", c.volume_id, tags::format_time(gap.since));
+            if ports.ledger.first_report(&key, now).await.unwrap_or(true) {
+                report.new_gaps.push(c.volume_id.clone());
+            }
+        }
+    }
+    report.opted_out = newly_opted_out(ports.ledger, &classed, &walked.facts, now).await;
+    report.coverage = classed;
+    if let Some(store) = ports.reports {
+        store_report(store, report, now).await;
+    }
+    Ok(())
 }
 
 /// How long batches take besides their walks, to reserve for those left.
@@ -665,6 +806,43 @@ async fn newly_opted_out(
         }
     }
     out
+}
+
+impl Summary for Report {
+    fn header(&mut self) -> &mut RunHeader {
+        &mut self.header
+    }
+
+    fn headline(&self) -> String {
+        headline(self)
+    }
+
+    fn metrics(&self, suspects: usize) -> Vec<(Metric, u64)> {
+        let unprotected = self.by_cover.get("unprotected").copied().unwrap_or(0) + self.gaps;
+        vec![
+            (Metric::VolumesUnprotected, unprotected as u64),
+            (Metric::TamperingSuspected, suspects as u64),
+        ]
+    }
+
+    /// A run that did not reach every volume priced only some: its sums
+    /// would draw a false dip in the cost graphs, so they are not emitted.
+    fn cost(&self) -> Option<CostGauges> {
+        (self.not_checked == 0).then_some(CostGauges {
+            standard_bytes: self.cost.standard_bytes,
+            archive_bytes: self.cost.archive_bytes,
+            monthly_usd: self.cost.monthly_usd,
+        })
+    }
+
+    fn for_log(&self) -> Value {
+        run::for_log(&self.summary())
+    }
+
+    /// The invocation returns the summary; the files hold the rest.
+    fn response(&self) -> Value {
+        run::response(&self.summary())
+    }
 }
 
 fn headline(r: &Report) -> String {

@@ -26,8 +26,8 @@ use serde_json::{json, Value};
 
 use ebs_lifecycle::config::Config;
 use ebs_lifecycle::lambda::deadline::Deadline;
-use ebs_lifecycle::lambda::invocation;
 use ebs_lifecycle::lambda::function::{self, Function, Ran, Run as FunctionRun, Summary};
+use ebs_lifecycle::lambda::invocation;
 use ebs_lifecycle::lambda::metrics::Metric;
 use ebs_lifecycle::lambda::ownership;
 use ebs_lifecycle::lambda::resume::{Progress, Walk};
@@ -137,7 +137,10 @@ impl Function for TagSnapshots {
         ports.notifier
     }
 
-    fn open(run: &FunctionRun<'_>, event: &Value) -> Result<(Trigger, RunSummary), InvocationError> {
+    fn open(
+        run: &FunctionRun<'_>,
+        event: &Value,
+    ) -> Result<(Trigger, RunSummary), InvocationError> {
         let trigger = Trigger::parse(event)?;
         let summary = RunSummary {
             header: RunHeader::for_trigger(FUNCTION, run.config, run.now, &trigger),

@@ -46,7 +46,9 @@ use serde_json::{json, Value};
 use ebs_lifecycle::config::{Config, VaultConfig};
 use ebs_lifecycle::lambda::copying::{self, CopyPorts, Keeping};
 use ebs_lifecycle::lambda::deadline::Deadline;
-use ebs_lifecycle::lambda::function::{self, ErrorType, Function, Ran, Run as FunctionRun, Summary};
+use ebs_lifecycle::lambda::function::{
+    self, ErrorType, Function, Ran, Run as FunctionRun, Summary,
+};
 use ebs_lifecycle::lambda::metrics::Metric;
 use ebs_lifecycle::lambda::ownership;
 use ebs_lifecycle::lambda::resume::{Progress, Walk};
@@ -208,7 +210,10 @@ impl Function for VaultSnapshots {
         ports.notifier
     }
 
-    fn open(run: &FunctionRun<'_>, event: &Value) -> Result<(VaultTrigger, VaultSummary), VaultError> {
+    fn open(
+        run: &FunctionRun<'_>,
+        event: &Value,
+    ) -> Result<(VaultTrigger, VaultSummary), VaultError> {
         let config = run.config;
         let trigger = Trigger::parse(event)?;
         let mut summary = VaultSummary {
@@ -234,7 +239,8 @@ impl Function for VaultSnapshots {
             if let Some(source) = vault::share_source(event) {
                 if !settings.for_accounts.contains(&source) {
                     tracing::info!(source = %source, "a share from an account this vault does not accept: no run");
-                    summary.header.event = Some(format!("shareSnapshot from {source}, not accepted"));
+                    summary.header.event =
+                        Some(format!("shareSnapshot from {source}, not accepted"));
                     return Ok((VaultTrigger::NotActedOn, summary));
                 }
             }
@@ -912,7 +918,10 @@ impl Summary for VaultSummary {
 
     fn metrics(&self, _suspects: usize) -> Vec<(Metric, u64)> {
         vec![
-            (Metric::CrossRegionCopyCompleted, self.completed.len() as u64),
+            (
+                Metric::CrossRegionCopyCompleted,
+                self.completed.len() as u64,
+            ),
             (Metric::CrossRegionCopyFailed, self.failed.len() as u64),
             (
                 Metric::SnapshotsDeleteCompleted,
@@ -922,7 +931,10 @@ impl Summary for VaultSummary {
                     self.deleted.len() as u64
                 },
             ),
-            (Metric::SnapshotsDeleteFailed, self.delete_failed.len() as u64),
+            (
+                Metric::SnapshotsDeleteFailed,
+                self.delete_failed.len() as u64,
+            ),
         ]
     }
 }

@@ -85,6 +85,10 @@ pub trait Summary: Serialize + Sized {
     fn for_log(&self) -> Value {
         run::for_log(self)
     }
+    /// What the invocation returns, bounded ([`run::response`]).
+    fn response(&self) -> Value {
+        run::response(self)
+    }
 }
 
 /// The stable `errorType` of a failed invocation (for alarms and the failure
@@ -216,20 +220,24 @@ async fn close<F: Function>(
 /// Run `F` for every invocation: the environment built once, `ports` taken
 /// from it once, each invocation [`invoke`]d with the function's clock and
 /// Lambda's deadline, its summary bounded, its error typed.
-pub async fn serve<F: Function>(
+pub async fn serve<F>(
     ports: impl FnOnce(&'static Environment) -> F::Ports<'static>,
 ) -> Result<(), lambda_runtime::Error>
 where
-    F: 'static,
+    F: Function + 'static,
     F::Ports<'static>: 'static,
 {
-    runtime::serve(F::NAME, ports, |ports, env, event: LambdaEvent<Value>| async move {
-        let deadline =
-            Deadline::from_wall_clock(event.context.deadline()).with_margin(F::DEADLINE_MARGIN);
-        invoke::<F>(ports, &env.config, &event.payload, Utc::now(), deadline)
-            .await
-            .map(|summary| run::response(&summary))
-            .map_err(|e| diagnostic(&e))
-    })
+    runtime::serve(
+        F::NAME,
+        ports,
+        |ports, env, event: LambdaEvent<Value>| async move {
+            let deadline =
+                Deadline::from_wall_clock(event.context.deadline()).with_margin(F::DEADLINE_MARGIN);
+            invoke::<F>(ports, &env.config, &event.payload, Utc::now(), deadline)
+                .await
+                .map(|summary| summary.response())
+                .map_err(|e| diagnostic(&e))
+        },
+    )
     .await
 }

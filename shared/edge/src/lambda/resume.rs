@@ -147,7 +147,11 @@ pub struct Walk {
 impl Walk {
     /// Start the walk over `volume_ids` (sorted: they come from a
     /// `BTreeSet`) where the function `name`'s last run stopped.
-    pub async fn start(ledger: &dyn Ledger, name: &'static str, mut volume_ids: Vec<String>) -> Self {
+    pub async fn start(
+        ledger: &dyn Ledger,
+        name: &'static str,
+        mut volume_ids: Vec<String>,
+    ) -> Self {
         let resume = Resume::start(ledger, name, &mut volume_ids).await;
         Self {
             resume,
