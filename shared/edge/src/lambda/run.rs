@@ -4,7 +4,8 @@
 //!
 //! A handler is: trigger -> plan (pure, `ebs-lifecycle-core`) -> execute
 //! (through the ports) -> summary -> notifications (a pure function of the
-//! summary) -> [`publish`]. A sixth function writes its plan and execute and
+//! summary) -> [`publish`], in the one closing sequence of
+//! [`crate::lambda::function`]. A new function writes its plan and execute and
 //! reuses the rest.
 
 use chrono::{DateTime, Utc};
