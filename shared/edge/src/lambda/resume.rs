@@ -62,6 +62,12 @@ impl Resume {
                 None
             }
         };
+        Self::from(name, was, volume_ids)
+    }
+
+    /// The resume point `was` (read from the ledger), the volumes from
+    /// there first.
+    fn from(name: &'static str, was: Option<String>, volume_ids: &mut [String]) -> Self {
         if let Some(cursor) = was.as_deref() {
             rotate_to(volume_ids, cursor);
         }
@@ -153,6 +159,10 @@ impl Walk {
         mut volume_ids: Vec<String>,
     ) -> Self {
         let resume = Resume::start(ledger, name, &mut volume_ids).await;
+        Self::over(resume, volume_ids)
+    }
+
+    fn over(resume: Resume, volume_ids: Vec<String>) -> Self {
         Self {
             resume,
             volume_ids,
@@ -293,6 +303,88 @@ mod tests {
         let mut v = ids(&["vol-1", "vol-2"]);
         rotate_to(&mut v, "vol-9");
         assert_eq!(v, ids(&["vol-1", "vol-2"]), "past the last: from the first");
+    }
+
+    /// A walk over `n` volumes (`vol-00000`...) resumed at `was`.
+    fn walk(n: usize, was: Option<&str>) -> Walk {
+        let mut volume_ids: Vec<String> = (0..n).map(|i| format!("vol-{i:05}")).collect();
+        let resume = Resume::from("test", was.map(str::to_owned), &mut volume_ids);
+        Walk::over(resume, volume_ids)
+    }
+
+    fn far() -> Deadline {
+        Deadline::after(std::time::Duration::from_secs(3600))
+    }
+
+    fn near() -> Deadline {
+        Deadline::after(std::time::Duration::ZERO)
+    }
+
+    #[tokio::test]
+    async fn a_walk_resumes_where_the_last_run_stopped_and_goes_round_once() {
+        let mut walk = walk(450, Some("vol-00300"));
+        let firsts: Vec<String> = std::iter::from_fn(|| walk.next_batch(&far()))
+            .map(|b| b[0].clone())
+            .collect();
+        assert_eq!(
+            firsts,
+            ["vol-00300", "vol-00050", "vol-00250"].map(String::from)
+        );
+        assert!(walk.not_reached().is_empty());
+        assert_eq!(
+            walk.resume.stopped_at, None,
+            "went round: the next run starts at the first"
+        );
+    }
+
+    proptest::proptest! {
+        /// However the walk ends (its deadline before batch `k`, batch `k`
+        /// cut short, or its listing failed), the next run starts at the
+        /// first batch not finished, and what was not reached is exactly
+        /// the batches after the last one done.
+        #[test]
+        fn the_next_run_starts_at_the_first_batch_not_finished(
+            n in 0usize..900,
+            k in 0usize..6,
+            ending in 0u8..3,
+        ) {
+            // Tokio's clock is not needed: a Deadline is an Instant.
+            let batches = n.div_ceil(VOLUMES_PER_BATCH);
+            let mut walk = walk(n, None);
+            let mut handed = 0;
+            let mut failed = None;
+            loop {
+                let deadline = if handed < k || ending != 0 { far() } else { near() };
+                let Some(batch) = walk.next_batch(&deadline) else { break };
+                proptest::prop_assert_eq!(&batch[0], &format!("vol-{:05}", handed * VOLUMES_PER_BATCH));
+                handed += 1;
+                if handed == k + 1 && ending == 1 {
+                    walk.cut_short();
+                }
+                if handed == k + 1 && ending == 2 {
+                    failed = Some(walk.failed("EC2 is down").map_err(str::to_owned));
+                    break;
+                }
+            }
+            let first_of = |b: usize| (b < batches).then(|| format!("vol-{:05}", b * VOLUMES_PER_BATCH));
+            let done = match ending {
+                // The deadline before batch k: k batches done.
+                0 => k.min(batches),
+                // Batch k cut short: done (its rest waits), and the next
+                // run starts at it.
+                1 => (k + 1).min(batches),
+                // Batch k failed: not done, and the run fails when it was
+                // the first.
+                _ if k == 0 && batches > 0 => {
+                    proptest::prop_assert_eq!(failed, Some(Err("EC2 is down".to_string())));
+                    return Ok(());
+                }
+                _ => k.min(batches),
+            };
+            proptest::prop_assert_eq!(walk.resume.stopped_at.clone(), first_of(k));
+            proptest::prop_assert_eq!(walk.not_reached().len(), n - (done * VOLUMES_PER_BATCH).min(n));
+            proptest::prop_assert_eq!(walk.batches_left(), batches - done);
+        }
     }
 
     proptest::proptest! {

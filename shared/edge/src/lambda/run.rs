@@ -1,5 +1,5 @@
 //! The shape every function's run shares: the header of its run summary
-//! (one JSON shape for log queries across the five functions) and the
+//! (one JSON shape for log queries across the functions) and the
 //! publication of the notifications a function computed from its summary.
 //!
 //! A handler is: trigger -> plan (pure, `ebs-lifecycle-core`) -> execute
