@@ -9,10 +9,12 @@
 //!   concern), [`ports::keys`] (KMS), [`ports::notifier`] (SNS or the log),
 //!   [`ports::commands`] (SSM Run Command). No SDK type crosses them.
 //! - [`aws`]: the adapters, the only code that knows the AWS SDK: the ports
-//!   implemented on the SDK clients, and the shared SDK configuration
+//!   implemented on the SDK clients, the clients built once per execution
+//!   environment ([`aws::environment`]), and the shared SDK configuration
 //!   (retries, timeouts).
-//! - [`lambda`]: the plumbing every function shares: start-up and the
-//!   runtime loop ([`lambda::runtime`]), the invocation error and the
+//! - [`lambda`]: the plumbing every function shares: the one shape of a
+//!   function, its opening and closing ([`lambda::function`]), start-up and
+//!   the runtime loop ([`lambda::runtime`]), the invocation error and the
 //!   lookup of the snapshots an event names ([`lambda::invocation`]), the
 //!   run summary's header and the publication of its notifications
 //!   ([`lambda::run`]), the deadline, the command runner, metrics, the

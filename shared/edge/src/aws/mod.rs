@@ -1,11 +1,13 @@
 //! Adapters at the edge: the only place that knows the AWS SDK.
 //!
 //! `ebs` (the EBS direct APIs), `ec2`, `kms`, `ledger` (DynamoDB), `s3` (the report bucket), `sns` and `ssm` implement the ports of [`crate::ports`] on
-//! the SDK clients. This file builds the shared SDK configuration
-//! once per execution environment, with a deliberate retry policy.
+//! the SDK clients; `environment` builds them all once per execution
+//! environment. This file builds the shared SDK configuration, with a
+//! deliberate retry policy.
 
 pub mod ebs;
 pub mod ec2;
+pub mod environment;
 pub mod kms;
 pub mod ledger;
 pub mod s3;

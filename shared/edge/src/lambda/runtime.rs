@@ -1,6 +1,6 @@
-//! Start-up shared by the five binaries: logging, SDK clients built once per
-//! execution environment, configuration validated before the first event,
-//! and the Lambda runtime loop.
+//! Start-up shared by every function: logging, the adapters built once per
+//! execution environment ([`Environment`], in `aws`), configuration
+//! validated before the first event, and the Lambda runtime loop.
 //!
 //! A bad configuration does not crash-loop the function. It is logged and
 //! published once as a `config-error` notification, and every invocation then
@@ -12,55 +12,10 @@ use std::future::Future;
 use lambda_runtime::{service_fn, Diagnostic, LambdaEvent};
 use serde_json::{json, Value};
 
-use crate::aws::ec2::Ec2Adapter;
-use crate::aws::kms::KmsAdapter;
-use crate::aws::ledger::DynamoLedger;
-use crate::aws::sns::{LogNotifier, SnsNotifier};
-use crate::aws::ssm::SsmAdapter;
+use crate::aws::environment::notifier_for;
+pub use crate::aws::environment::Environment;
 use crate::config::{Config, ConfigError};
-use crate::ports::notifier::Notifier;
-use ebs_lifecycle_core::notify::{DailyMemo, Notification, NotificationKind, Severity};
-
-/// What a function needs, built once and reused by every invocation.
-pub struct Environment {
-    pub function: &'static str,
-    pub config: Config,
-    pub ec2: Ec2Adapter,
-    /// The report bucket (report-snapshots, `REPORT_BUCKET`).
-    pub reports: Option<crate::aws::s3::S3ReportStore>,
-    /// The EBS direct APIs (report-snapshots' unique bytes), paced.
-    pub blocks: crate::aws::ebs::EbsBlocks,
-    /// EC2 in each region a policy copies to (copy-snapshots), by region.
-    pub destinations: std::collections::BTreeMap<String, Ec2Adapter>,
-    pub kms: KmsAdapter,
-    /// SSM Run Command (create-snapshots' `application` policies).
-    pub ssm: SsmAdapter,
-    /// The stack's own record (DynamoDB, `LEDGER_TABLE`).
-    pub ledger: DynamoLedger,
-    pub notifier: Box<dyn Notifier>,
-    /// Conditions notified in the last day by this execution environment (a repeating
-    /// condition is notified once a day).
-    pub memo: DailyMemo,
-}
-
-fn notifier_for(sdk: &aws_config::SdkConfig, topic_arn: Option<&str>) -> Box<dyn Notifier> {
-    match topic_arn {
-        Some(arn) => Box::new(SnsNotifier::new(
-            aws_sdk_sns::Client::new(sdk),
-            arn.to_string(),
-        )),
-        None => Box::new(LogNotifier),
-    }
-}
-
-/// EC2 in another region, with everything else (credentials, endpoint,
-/// retries) as the function's own.
-fn ec2_in(sdk: &aws_config::SdkConfig, region: &str) -> Ec2Adapter {
-    let config = aws_sdk_ec2::config::Builder::from(sdk)
-        .region(aws_config::Region::new(region.to_string()))
-        .build();
-    Ec2Adapter::new(aws_sdk_ec2::Client::from_conf(config))
-}
+use ebs_lifecycle_core::notify::{Notification, NotificationKind, Severity};
 
 /// Run `handler` for every invocation of the function named `function`,
 /// with the ports `ports` takes from the environment once
@@ -79,33 +34,8 @@ where
     let sdk = crate::aws::load_sdk_config().await;
     match Config::from_env() {
         Ok(config) => {
-            let env: &'static Environment = Box::leak(Box::new(Environment {
-                function,
-                notifier: notifier_for(&sdk, config.topic_arn.as_deref()),
-                ec2: Ec2Adapter::new(aws_sdk_ec2::Client::new(&sdk)),
-                reports: config
-                    .report_bucket
-                    .as_ref()
-                    .map(|bucket| crate::aws::s3::S3ReportStore::for_bucket(&sdk, bucket)),
-                destinations: config
-                    .policies
-                    .copy_regions()
-                    .into_iter()
-                    .map(|region| (region.to_string(), ec2_in(&sdk, region)))
-                    .collect(),
-                blocks: crate::aws::ebs::EbsBlocks::new(
-                    aws_sdk_ebs::Client::new(&sdk),
-                    crate::aws::ebs::PACING,
-                ),
-                kms: KmsAdapter::new(aws_sdk_kms::Client::new(&sdk)),
-                ssm: SsmAdapter::new(aws_sdk_ssm::Client::new(&sdk)),
-                ledger: DynamoLedger::new(
-                    aws_sdk_dynamodb::Client::new(&sdk),
-                    config.ledger_table.clone(),
-                ),
-                memo: DailyMemo::new(),
-                config,
-            }));
+            let env: &'static Environment =
+                Box::leak(Box::new(Environment::build(function, &sdk, config)));
             let ports = ports(env);
             lambda_runtime::run(service_fn(move |event| handler(ports, env, event))).await
         }
