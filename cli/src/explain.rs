@@ -12,14 +12,15 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 
 use ebs_lifecycle::config::Config;
-use ebs_lifecycle::lambda::ownership::sift;
 use ebs_lifecycle::ports::ec2::SnapshotProtections;
+use ebs_lifecycle::services::deletion::{Locks, Protections, Unread};
+use ebs_lifecycle::services::ownership::sift;
 use ebs_lifecycle_core::expiry;
-use ebs_lifecycle_core::holds::{Hold, Holds};
+use ebs_lifecycle_core::holds::Hold;
 use ebs_lifecycle_core::model::Snapshot;
 use ebs_lifecycle_core::ownership::Scope;
 use ebs_lifecycle_core::restore;
-use ebs_lifecycle_core::safety::{AccountFacts, DeletionGate};
+use ebs_lifecycle_core::safety::DeletionGate;
 use ebs_lifecycle_core::tags as keys;
 
 use crate::restore::{dedup, history, Ports, RestoreError};
@@ -187,26 +188,26 @@ pub async fn explain(
     };
     let owned: &[Snapshot] = &sifted.owned;
     let ids: Vec<String> = owned.iter().map(|s| s.id.clone()).collect();
-    let facts = AccountFacts {
-        deployment: config.identity.deployment.clone(),
-        ami_snapshot_ids: protections.ami_snapshot_ids().await?,
-        locked_snapshot_ids: protections.locked_snapshot_ids(&ids).await?,
-        holds: Holds::in_effect(ports.ledger.holds().await?, now),
-        held_for_review: sifted.held_for_review(),
-        copying: ports
-            .ledger
-            .copies_in_flight()
-            .await?
-            .into_iter()
-            .map(|c| c.source_snapshot_id)
-            .collect(),
-        restoring: owned
-            .iter()
-            .filter(|s| s.restore_expiry.is_some())
-            .map(|s| s.id.clone())
-            .collect(),
+    // The deletion service's facts, every one read (an explanation on a
+    // guess would mislead).
+    let protected = Protections::read(protections, ports.ledger, Locks::Of(&ids), true, now)
+        .await
+        .for_deletion(true)
+        .map_err(|unread| match unread {
+            Unread::Amis(e) | Unread::Locks(e) => RestoreError::Ec2(e),
+            Unread::Copies(e) | Unread::Holds(e) => RestoreError::Ledger(e),
+        })?;
+    let restoring = owned
+        .iter()
+        .filter(|s| s.restore_expiry.is_some())
+        .map(|s| s.id.clone())
+        .collect();
+    let facts = protected.facts(
+        &config.identity.deployment,
+        sifted.held_for_review(),
+        restoring,
         now,
-    };
+    );
     let hold = facts.holds.on(&snapshot).cloned();
     let locked = facts.locked_snapshot_ids.contains(id);
     let used_by_ami = facts.ami_snapshot_ids.contains(id);

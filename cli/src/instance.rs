@@ -13,8 +13,8 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 
 use ebs_lifecycle::config::Config;
-use ebs_lifecycle::lambda::ownership::sift;
 use ebs_lifecycle::ports::ec2::{InstanceControl, VolumeInventory};
+use ebs_lifecycle::services::ownership::sift;
 use ebs_lifecycle_core::model::Snapshot;
 use ebs_lifecycle_core::ownership::{Claim, Scope, Subject};
 use ebs_lifecycle_core::restore::{self, Overrides, Placement, VolumeSpec};

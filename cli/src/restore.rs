@@ -1,6 +1,6 @@
 //! `restore volume` (docs/restore.md): the newest completed snapshot the
 //! deployment provably made of a volume at or before a moment (the same
-//! ownership proof expiry uses, `lambda::ownership::sift`), a new volume
+//! ownership proof expiry uses, `services::ownership::sift`), a new volume
 //! made from it as `ebs_lifecycle_core::restore::volume_spec` says, waited
 //! for until `available`, attached if asked.
 
@@ -10,9 +10,9 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 
 use ebs_lifecycle::config::Config;
-use ebs_lifecycle::lambda::ownership::sift;
 use ebs_lifecycle::ports::ec2::{Ec2Error, SnapshotCatalog, VolumeRestorer};
 use ebs_lifecycle::ports::ledger::{Ledger, LedgerError};
+use ebs_lifecycle::services::ownership::sift;
 use ebs_lifecycle_core::model::{Snapshot, SnapshotState};
 use ebs_lifecycle_core::ownership::Scope;
 use ebs_lifecycle_core::restore::{self, Overrides, Placement, SpecError, VolumeSpec};

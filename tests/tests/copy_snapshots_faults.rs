@@ -11,10 +11,10 @@ use aws_smithy_mocks::{mock, RuleMode};
 use chrono::{DateTime, Utc};
 
 use ebs_lifecycle::aws::ec2::Ec2Adapter;
-use ebs_lifecycle::lambda::copying::{self, CopyPorts, Started};
 use ebs_lifecycle::pacing::{Pacer, Pacing};
 use ebs_lifecycle::ports::ec2::CopySnapshotRequest;
 use ebs_lifecycle::ports::ledger::{CopyInFlight, Ledger};
+use ebs_lifecycle::services::copying::{self, CopyPorts, Started};
 use ebs_lifecycle_core::model::Tags;
 use ebs_lifecycle_core::tags;
 use integration_tests::*;

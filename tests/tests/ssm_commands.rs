@@ -15,7 +15,7 @@ use aws_smithy_mocks::{mock, Rule, RuleMode};
 
 use ebs_lifecycle::aws::ssm::SsmAdapter;
 
-use ebs_lifecycle::lambda::commands::run_command;
+use ebs_lifecycle::services::commands::run_command;
 
 use ebs_lifecycle::lambda::deadline::Deadline;
 use ebs_lifecycle::ports::commands::{CommandRunner, InstanceCommand, SHELL_DOCUMENT};

@@ -6,7 +6,7 @@
 //! One daily run:
 //! 1. read EC2's tier status of the account's tiered snapshots, and of
 //!    those the deployment's, proven by their Description
-//!    (`ebs_lifecycle::lambda::ownership`);
+//!    (`ebs_lifecycle::services::ownership`);
 //! 2. reconcile ([`reconcile`]): an archival EC2 finished is tagged
 //!    `lifecycle:tier=archive` with `lifecycle:archived-at`; one that failed
 //!    is tagged `standard` and notified once (`archive-failed`); a
@@ -42,8 +42,6 @@ use ebs_lifecycle::lambda::function::{
     self, ErrorType, Function, Ran, Run as FunctionRun, Summary,
 };
 use ebs_lifecycle::lambda::metrics::Metric;
-use ebs_lifecycle::lambda::ownership;
-use ebs_lifecycle::lambda::resume::Walk;
 use ebs_lifecycle::lambda::run::RunHeader;
 use ebs_lifecycle::ports::blocks::{BlocksError, SnapshotBlocks};
 use ebs_lifecycle::ports::ec2::{
@@ -52,15 +50,17 @@ use ebs_lifecycle::ports::ec2::{
 };
 use ebs_lifecycle::ports::ledger::{Ledger, LedgerError};
 use ebs_lifecycle::ports::notifier::Notifier;
+use ebs_lifecycle::services::deletion::{Locks, Protected, Protections, Unread};
+use ebs_lifecycle::services::ownership;
+use ebs_lifecycle::services::resume::Walk;
 use ebs_lifecycle_core::archive::{self, Decision, Stay, Tier};
 use ebs_lifecycle_core::cost;
 use ebs_lifecycle_core::events::{EventError, SnapshotEvent, SnapshotOperation, Tick};
 use ebs_lifecycle_core::expiry;
-use ebs_lifecycle_core::holds::Holds;
 use ebs_lifecycle_core::model::{Snapshot, SnapshotState, Tags};
 use ebs_lifecycle_core::notify::{Notification, NotificationKind, Severity};
 use ebs_lifecycle_core::ownership::Scope;
-use ebs_lifecycle_core::safety::{AccountFacts, DeletionGate};
+use ebs_lifecycle_core::safety::DeletionGate;
 use ebs_lifecycle_core::{tagging, tags};
 
 pub const FUNCTION: &str = "archive-snapshots";
@@ -434,15 +434,6 @@ pub async fn reconcile(
 /// snapshots of 200 volumes and anyone's snapshots of them).
 pub const VOLUMES_PER_BATCH: usize = ebs_lifecycle::pacing::VOLUMES_PER_BATCH;
 
-/// What every batch of a run shares.
-struct Shared {
-    amis: BTreeSet<String>,
-    locked: BTreeSet<String>,
-    copying: BTreeSet<String>,
-    /// Ledger holds: a held snapshot stays where it is, in the tier it is.
-    holds: Holds,
-}
-
 /// Where the walks of a run stand, across batches.
 struct BlockWalks {
     /// No more walks this run (deadline, throttling, refused).
@@ -468,22 +459,16 @@ async fn plan_and_archive(
     // A run that ran out of time resumes at the volume where it stopped,
     // so every volume is measured within a few days at any size.
     let mut walk = Walk::start(ports.ledger, FUNCTION, volume_ids.into_iter().collect()).await;
-    let (amis, locked) = tokio::try_join!(
-        ports.protections.ami_snapshot_ids(),
-        ports.protections.all_locked_snapshot_ids(),
-    )?;
-    let shared = Shared {
-        amis,
-        locked,
-        copying: ports
-            .ledger
-            .copies_in_flight()
-            .await?
-            .into_iter()
-            .map(|c| c.source_snapshot_id)
-            .collect(),
-        holds: Holds::in_effect(ports.ledger.holds().await?, now),
-    };
+    // What protects snapshots, by the deletion service's policy: every
+    // fact read, the locks included (archiving moves what a lock or a hold
+    // keeps where it is).
+    let shared = Protections::read(ports.protections, ports.ledger, Locks::All, true, now)
+        .await
+        .for_deletion(true)
+        .map_err(|unread| match unread {
+            Unread::Amis(e) | Unread::Locks(e) => ArchiveError::FactsUnavailable(e),
+            Unread::Copies(e) | Unread::Holds(e) => ArchiveError::LedgerUnavailable(e),
+        })?;
     let mut walks = BlockWalks {
         stop: false,
         stopped_at: None,
@@ -547,7 +532,7 @@ async fn plan_and_archive(
 
 /// What one batch is planned from.
 struct Batch<'b> {
-    shared: &'b Shared,
+    shared: &'b Protected,
     /// The deployment's proven snapshots of the batch's volumes.
     owned: &'b [Snapshot],
     held_for_review: BTreeSet<String>,
@@ -576,27 +561,19 @@ async fn plan_batch(
         existing,
         statuses,
     } = batch;
-    let facts = AccountFacts {
-        deployment: config.deployment_name.clone(),
-        ami_snapshot_ids: shared.amis.clone(),
-        locked_snapshot_ids: shared.locked.clone(),
-        holds: shared.holds.clone(),
-        held_for_review,
-        restoring: owned
-            .iter()
-            .filter(|s| {
-                let t = statuses.get(&s.id);
-                archive::is_being_restored(
-                    t.and_then(|t| t.last_operation.as_deref()),
-                    t.and_then(|t| t.restore_expiry).or(s.restore_expiry),
-                    now,
-                )
-            })
-            .map(|s| s.id.clone())
-            .collect(),
-        copying: shared.copying.clone(),
-        now,
-    };
+    let restoring = owned
+        .iter()
+        .filter(|s| {
+            let t = statuses.get(&s.id);
+            archive::is_being_restored(
+                t.and_then(|t| t.last_operation.as_deref()),
+                t.and_then(|t| t.restore_expiry).or(s.restore_expiry),
+                now,
+            )
+        })
+        .map(|s| s.id.clone())
+        .collect();
+    let facts = shared.facts(&config.deployment_name, held_for_review, restoring, now);
     let gate = DeletionGate::new(facts, owned, config.max_deletions);
     let tier = |s: &Snapshot| {
         if s.archived {

@@ -33,7 +33,6 @@ use ebs_lifecycle::lambda::deadline::Deadline;
 use ebs_lifecycle::lambda::function::{self, Function, Ran, Run as FunctionRun, Summary};
 use ebs_lifecycle::lambda::invocation;
 use ebs_lifecycle::lambda::metrics::Metric;
-use ebs_lifecycle::lambda::ownership;
 use ebs_lifecycle::lambda::run::RunHeader;
 use ebs_lifecycle::ports::ec2::{
     AccountSettings, CopySnapshotRequest, Ec2Error, SnapshotCatalog, SnapshotCopier,
@@ -42,6 +41,7 @@ use ebs_lifecycle::ports::ec2::{
 use ebs_lifecycle::ports::keys::KeyDirectory;
 use ebs_lifecycle::ports::ledger::Ledger;
 use ebs_lifecycle::ports::notifier::Notifier;
+use ebs_lifecycle::services::ownership;
 use ebs_lifecycle_core::encryption::{
     self, AllowedKeys, Checked, Copies, Finding, FindingKind, Fix, Permissions, Remedy, Rules,
 };

@@ -44,7 +44,6 @@ use ebs_lifecycle::lambda::function::{
     self, ErrorType, Function, Ran, Run as FunctionRun, Summary,
 };
 use ebs_lifecycle::lambda::metrics::Metric;
-use ebs_lifecycle::lambda::ownership;
 use ebs_lifecycle::lambda::run::RunHeader;
 pub use ebs_lifecycle::pacing::Pacing;
 use ebs_lifecycle::ports::ec2::{
@@ -54,6 +53,7 @@ use ebs_lifecycle::ports::ec2::{
 use ebs_lifecycle::ports::keys::KeySharing;
 use ebs_lifecycle::ports::ledger::{Ledger, LedgerError};
 use ebs_lifecycle::ports::notifier::Notifier;
+use ebs_lifecycle::services::ownership;
 use ebs_lifecycle_core::events::{EventError, Tick};
 use ebs_lifecycle_core::model::{completed_copies, Snapshot, SnapshotState};
 use ebs_lifecycle_core::notify::{Notification, NotificationKind, Severity};
@@ -134,7 +134,7 @@ pub struct Started {
 
 /// A copy that failed, or that EC2 refused to start (shared with
 /// vault-snapshots).
-pub use ebs_lifecycle::lambda::copying::CopyFailure as Failed;
+pub use ebs_lifecycle::services::copying::CopyFailure as Failed;
 
 /// A copy deleted by the target's retention, or its failure.
 #[derive(Debug, Clone, Serialize)]

@@ -1,6 +1,6 @@
 //! One destination region in one run: prove, track, choose, start, keep,
 //! label (the steps of the crate's map; what a copying function does
-//! alike is `ebs_lifecycle::lambda::copying`). Errors that leave the region
+//! alike is `ebs_lifecycle::services::copying`). Errors that leave the region
 //! for the next run come back as text for its report; the other regions go
 //! on.
 
@@ -9,11 +9,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Utc};
 
 use ebs_lifecycle::config::Config;
-use ebs_lifecycle::lambda::copying::{self, CopyPorts, Keeping};
 use ebs_lifecycle::lambda::deadline::Deadline;
 use ebs_lifecycle::pacing::Pacer;
 use ebs_lifecycle::ports::ec2::CopySnapshotRequest;
 use ebs_lifecycle::ports::ledger::CopyInFlight;
+use ebs_lifecycle::services::copying::{self, CopyPorts, Keeping};
 use ebs_lifecycle_core::copies::{self, Candidate, Source};
 use ebs_lifecycle_core::model::{Snapshot, SnapshotState};
 use ebs_lifecycle_core::ownership::{self, Scope, Suspect};

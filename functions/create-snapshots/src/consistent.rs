@@ -26,10 +26,10 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::json;
 
-use ebs_lifecycle::lambda::commands::run_command;
 use ebs_lifecycle::ports::commands::InstanceCommand;
 use ebs_lifecycle::ports::ec2::Ec2Error;
 use ebs_lifecycle::ports::ledger::StopRecord;
+use ebs_lifecycle::services::commands::run_command;
 use ebs_lifecycle_core::consistency::{
     decide, freeze_script, needs_thaw, stop_plan, thaw_script, CommandOutcome, Decision,
     FreezeParameters, FrozenVolume, StopPlan, FREEZE_WATCHDOG,

@@ -8,12 +8,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Utc};
 
 use ebs_lifecycle::config::Config;
-use ebs_lifecycle::lambda::commands::PacedRunner;
 use ebs_lifecycle::lambda::deadline::Deadline;
 use ebs_lifecycle::ports::ec2::{
     CreateInstanceSnapshotsRequest, CreateSnapshotRequest, Ec2Error, StartedSnapshot,
 };
 use ebs_lifecycle::ports::ledger::{CreationIntent, CreationRecord, Ledger, StopRecord};
+use ebs_lifecycle::services::commands::PacedRunner;
 use ebs_lifecycle_core::model::{Snapshot, Tags};
 use ebs_lifecycle_core::ownership::{AskedKey, LostAnswer, Subject};
 use ebs_lifecycle_core::policy::{Consistency, Policy};

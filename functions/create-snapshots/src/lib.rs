@@ -39,7 +39,6 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use ebs_lifecycle::config::Config;
-use ebs_lifecycle::lambda::commands::PacedRunner;
 use ebs_lifecycle::lambda::deadline::Deadline;
 use ebs_lifecycle::lambda::function::{
     self, ErrorType, Function, Ran, Run as FunctionRun, Summary,
@@ -54,6 +53,7 @@ use ebs_lifecycle::ports::ec2::{
 };
 use ebs_lifecycle::ports::ledger::Ledger;
 use ebs_lifecycle::ports::notifier::Notifier;
+use ebs_lifecycle::services::commands::PacedRunner;
 use ebs_lifecycle_core::events::{EventError, Tick};
 use ebs_lifecycle_core::model::SnapshotState;
 use ebs_lifecycle_core::notify::{DailyMemo, Notification, NotificationKind, Severity};
@@ -291,7 +291,7 @@ impl Function for CreateSnapshots {
         // Before a snapshot is made on a schedule, the stack records that
         // schedule: after a change, the history made under the old one stays
         // proven by this record.
-        ebs_lifecycle::lambda::ownership::record_schedules(ports.ledger, config, now).await;
+        ebs_lifecycle::services::ownership::record_schedules(ports.ledger, config, now).await;
         // And every snapshot it makes is recorded as it is made, from the
         // first run on: a snapshot made by hand with a slot's Description then
         // proves nothing (docs/policies-and-tags.md, "Ownership").
@@ -485,7 +485,7 @@ async fn plan<'p>(
             .snapshots_for_slot(&config.identity, &name, slot)
             .await
         {
-            Ok(snapshots) => ebs_lifecycle::lambda::ownership::sift(
+            Ok(snapshots) => ebs_lifecycle::services::ownership::sift(
                 ledger,
                 config,
                 snapshots,

@@ -9,7 +9,7 @@
 //!    archived snapshot shows up;
 //! 2. then 200 volumes at a time ([`VOLUMES_PER_BATCH`]: all a run holds,
 //!    whatever the account's size): list their snapshots, keep only what
-//!    the deployment provably made (`ebs_lifecycle::lambda::ownership`; the
+//!    the deployment provably made (`ebs_lifecycle::services::ownership`; the
 //!    suspects are reported once), plan per volume and policy
 //!    (`ebs_lifecycle_core::expiry`: restic-`forget` retention, then every
 //!    safety rule, `ebs_lifecycle_core::safety`), and delete the deletable
@@ -18,7 +18,7 @@
 //!    ledger gives (`MAX_DELETIONS` over 24 hours, across runs and
 //!    batches), never a source whose copy to another region is in flight;
 //!    `DRY_RUN` walks the same plan and deletes nothing; a run its deadline
-//!    stops records where (`ebs_lifecycle::lambda::resume`) and the next
+//!    stops records where (`ebs_lifecycle::services::resume`) and the next
 //!    run starts there;
 //! 3. log each volume's plan (a line each), return the counts and the first
 //!    [`VOLUMES_LISTED`] volumes' plans, emit metrics, notify.
@@ -36,8 +36,6 @@ use ebs_lifecycle::lambda::function::{
     self, ErrorType, Function, Ran, Run as FunctionRun, Summary,
 };
 use ebs_lifecycle::lambda::metrics::Metric;
-use ebs_lifecycle::lambda::ownership;
-use ebs_lifecycle::lambda::resume::{Progress, Walk};
 use ebs_lifecycle::lambda::run::{self, RunHeader};
 use ebs_lifecycle::pacing::Pacer;
 pub use ebs_lifecycle::pacing::Pacing;
@@ -46,15 +44,19 @@ use ebs_lifecycle::ports::ec2::{
 };
 use ebs_lifecycle::ports::ledger::{Ledger, LedgerError};
 use ebs_lifecycle::ports::notifier::Notifier;
+use ebs_lifecycle::services::deletion::{
+    Deleter, Deleting, Deletion, Locks, Protected, Protections, Records, Unread,
+};
+use ebs_lifecycle::services::ownership;
+use ebs_lifecycle::services::resume::{Progress, Walk};
 use ebs_lifecycle_core::archive;
 use ebs_lifecycle_core::cost::Prices;
 use ebs_lifecycle_core::events::{EventError, Tick};
 use ebs_lifecycle_core::expiry::{self, VolumePlan};
-use ebs_lifecycle_core::holds::Holds;
 use ebs_lifecycle_core::model::{Snapshot, Volume};
 use ebs_lifecycle_core::notify::{Notification, NotificationKind, Severity};
 use ebs_lifecycle_core::ownership::{Scope, Suspect};
-use ebs_lifecycle_core::safety::{AccountFacts, DeletionGate, Protection};
+use ebs_lifecycle_core::safety::{DeletionGate, Protection};
 use ebs_lifecycle_core::tags;
 use ebs_lifecycle_core::text;
 
@@ -89,6 +91,15 @@ pub enum ExpireError {
     /// budget is known: nothing is deleted.
     #[error("could not use the stack's ledger, nothing deleted: {0}")]
     LedgerUnavailable(#[from] LedgerError),
+}
+
+impl From<Unread> for ExpireError {
+    fn from(unread: Unread) -> Self {
+        match unread {
+            Unread::Amis(e) | Unread::Locks(e) => ExpireError::FactsUnavailable(e),
+            Unread::Copies(e) | Unread::Holds(e) => ExpireError::LedgerUnavailable(e),
+        }
+    }
 }
 
 impl ErrorType for ExpireError {
@@ -246,10 +257,17 @@ impl Function for ExpireSnapshots {
         summary: &mut RunSummary,
     ) -> Result<Ran, ExpireError> {
         let config = run.config;
-        let mut facts = Facts::gather(ports, run).await?;
+        // The volumes first (ids only), then their snapshots a batch at a time.
+        let volume_ids = ports
+            .catalog
+            .managed_volume_ids(&config.deployment_name)
+            .await
+            .map_err(ExpireError::FactsUnavailable)?;
+        let facts = Protections::read(ports.protections, ports.ledger, Locks::All, true, run.now)
+            .await
+            .for_deletion(false)?;
         summary.locks_checked = facts.locks_checked;
-        let volume_ids = std::mem::take(&mut facts.volume_ids);
-        let mut walk = Walk::start(ports.ledger, FUNCTION, volume_ids).await;
+        let mut walk = Walk::start(ports.ledger, FUNCTION, volume_ids.into_iter().collect()).await;
         let mut pacer = Pacer::new(ports.pacing);
         let mut expiry = Expiry {
             ports,
@@ -322,71 +340,11 @@ pub async fn handle(
     function::invoke::<ExpireSnapshots>(ports, config, event, now, deadline).await
 }
 
-/// What protects snapshots across the account, read once a run: without
-/// the AMIs, the copies in flight or the holds nothing is deleted; without
-/// the locks EC2 still refuses to delete a locked snapshot.
-struct Facts {
-    volume_ids: Vec<String>,
-    ami_snapshot_ids: BTreeSet<String>,
-    locked_snapshot_ids: BTreeSet<String>,
-    locks_checked: bool,
-    /// A copy to another region reads its source until it completes.
-    copying: BTreeSet<String>,
-    /// Holds an operator set in the ledger.
-    holds: Holds,
-}
-
-impl Facts {
-    async fn gather(ports: Ports<'_>, run: &FunctionRun<'_>) -> Result<Self, ExpireError> {
-        let facts_error = ExpireError::FactsUnavailable;
-        // The volumes first (ids only), then their snapshots a batch at a time.
-        let volume_ids: Vec<String> = ports
-            .catalog
-            .managed_volume_ids(&run.config.deployment_name)
-            .await
-            .map_err(facts_error)?
-            .into_iter()
-            .collect();
-        let ami_snapshot_ids = ports
-            .protections
-            .ami_snapshot_ids()
-            .await
-            .map_err(facts_error)?;
-        let (locked_snapshot_ids, locks_checked) = match ports
-            .protections
-            .all_locked_snapshot_ids()
-            .await
-        {
-            Ok(locked) => (locked, true),
-            Err(e) => {
-                tracing::warn!(error = %e, "snapshot locks could not be checked; EC2 still refuses to delete a locked snapshot");
-                (BTreeSet::new(), false)
-            }
-        };
-        let copying: BTreeSet<String> = ports
-            .ledger
-            .copies_in_flight()
-            .await?
-            .into_iter()
-            .map(|c| c.source_snapshot_id)
-            .collect();
-        let holds = Holds::in_effect(ports.ledger.holds().await?, run.now);
-        Ok(Self {
-            volume_ids,
-            ami_snapshot_ids,
-            locked_snapshot_ids,
-            locks_checked,
-            copying,
-            holds,
-        })
-    }
-}
-
 /// One run's expiry across its batches.
 struct Expiry<'e, 'p> {
     ports: Ports<'p>,
     run: &'e FunctionRun<'e>,
-    facts: Facts,
+    facts: Protected,
     pacer: &'e mut Pacer,
     /// EC2's tier status, read once, the first time a batch holds an
     /// archived snapshot.
@@ -426,44 +384,28 @@ impl Expiry<'_, '_> {
             Some(t) => t.for_batch(&snapshots, now),
             None => (BTreeSet::new(), BTreeMap::new()),
         };
-        let facts = AccountFacts {
-            restoring,
-            deployment: config.deployment_name.clone(),
-            ami_snapshot_ids: self.facts.ami_snapshot_ids.clone(),
-            locked_snapshot_ids: self.facts.locked_snapshot_ids.clone(),
-            holds: self.facts.holds.clone(),
-            held_for_review,
-            copying: self.facts.copying.clone(),
-            now,
-        };
+        let facts = self
+            .facts
+            .facts(&config.deployment_name, held_for_review, restoring, now);
         let planning = DeletionGate::new(facts.clone(), &snapshots, config.max_deletions);
         let plans = expiry::plan(&snapshots, &config.policies, &existing, &planning);
-        // MAX_DELETIONS is a budget over 24 hours shared by every run: ask
-        // the ledger for this batch's part before deleting anything.
-        let deletable = plans
-            .iter()
-            .flat_map(|p| &p.snapshots)
-            .filter(|p| p.deletable())
-            .count();
-        let wanted = u32::try_from(deletable).unwrap_or(u32::MAX);
-        let granted = if self.cap_reached || wanted == 0 {
-            0
-        } else {
-            ports
-                .ledger
-                .reserve_deletions(now, wanted, config.max_deletions)
-                .await?
-        };
-        summary.deletions_granted += granted;
-        let gate = DeletionGate::new(facts, &snapshots, granted);
-        let mut execution = Execution {
-            ports,
-            dry_run: config.dry_run,
-            gate,
-            deadline: self.run.deadline,
+        // MAX_DELETIONS is a budget over 24 hours shared by every run: the
+        // deleter asks the ledger for this batch's part before deleting.
+        let deleting = Deleting {
+            deleter: ports.deleter,
+            ledger: ports.ledger,
             pacer: &mut *self.pacer,
-            cap_reached: false,
-            attempted: 0,
+            deadline: self.run.deadline,
+            dry_run: config.dry_run,
+            max_deletions: config.max_deletions,
+            records: Records::Source,
+            now,
+        };
+        let mut deleter =
+            Deleter::reserve(deleting, facts, &snapshots, &plans, self.cap_reached).await?;
+        summary.deletions_granted += deleter.granted();
+        let mut execution = Execution {
+            deleter: &mut deleter,
             archived_at,
             prices: config.prices,
             now,
@@ -474,22 +416,8 @@ impl Expiry<'_, '_> {
             left |= !report.left_for_later.is_empty();
             add(summary, report);
         }
-        self.cap_reached |= execution.cap_reached || granted < wanted;
-        // What was granted and not deleted goes back (a dry run deletes nothing).
-        let used = if config.dry_run {
-            0
-        } else {
-            execution.attempted
-        };
-        if granted > used {
-            if let Err(e) = ports
-                .ledger
-                .release_deletions(now, now, granted - used)
-                .await
-            {
-                tracing::warn!(error = %e, "could not give back the unused deletions; they count against the next 24 hours");
-            }
-        }
+        self.cap_reached |= deleter.cap_reached();
+        deleter.give_back().await;
         Ok(left)
     }
 }
@@ -607,17 +535,9 @@ fn add(summary: &mut RunSummary, report: VolumeReport) {
 }
 
 /// What one batch carries from volume to volume while it deletes.
-struct Execution<'p, 'r> {
-    ports: Ports<'p>,
-    dry_run: bool,
-    gate: DeletionGate,
-    deadline: Deadline,
-    /// The run's: deletions keep their pace across batches.
-    pacer: &'r mut Pacer,
-    /// MAX_DELETIONS was reached: nothing more is deleted this run.
-    cap_reached: bool,
-    /// DeleteSnapshot calls made: what the grant was used for.
-    attempted: u32,
+/// One batch's deletions, volume by volume, through the budgeted deleter.
+struct Execution<'x, 'd> {
+    deleter: &'x mut Deleter<'d>,
     /// When each archived snapshot was archived (EC2's tier status).
     archived_at: BTreeMap<String, DateTime<Utc>>,
     prices: Prices,
@@ -658,71 +578,23 @@ impl Execution<'_, '_> {
                 });
                 continue;
             }
-            if self.cap_reached || self.deadline.is_near() {
-                report.left_for_later.push(s.id.clone());
-                continue;
-            }
-            // Every deletion passes the gate again here: it re-checks every rule
+            // Every deletion passes the gate again: it re-checks every rule
             // and counts toward MAX_DELETIONS.
-            let authorized = match self.gate.authorize(s, planned.retention.as_deref()) {
-                Ok(a) => a,
-                Err(Protection::CapReached) => {
-                    self.cap_reached = true;
-                    report.left_for_later.push(s.id.clone());
-                    continue;
-                }
-                Err(other) => {
-                    report.kept.push(Kept {
-                        snapshot_id: s.id.clone(),
-                        start_time,
-                        why: other.kind().into(),
-                        retained_by: None,
-                    });
-                    continue;
-                }
-            };
-            let early_deletion_usd = self
-                .archived_at
-                .get(&s.id)
-                .filter(|_| s.archived)
-                .map(|at| {
-                    // Without EC2's full size, the volume's: an upper bound.
-                    let full = s.full_size_bytes.unwrap_or_else(|| {
-                        u64::try_from(s.volume_size_gib.unwrap_or_default()).unwrap_or(0) << 30
-                    });
-                    archive::early_deletion_charge(full, *at, self.now, &self.prices)
-                })
-                .filter(|usd| *usd > 0.0);
-            let deleted = Deleted {
-                snapshot_id: s.id.clone(),
-                start_time,
-                volume_size_gib: s.volume_size_gib.unwrap_or_default(),
-                early_deletion_usd,
-            };
-            if self.dry_run {
-                report.deleted.push(deleted);
-                continue;
-            }
-            self.pacer.ready().await;
-            self.attempted += 1;
-            match self.ports.deleter.delete_snapshot(&authorized).await {
-                // Gone (now, or by hand, or by an earlier attempt whose
-                // answer was lost): the goal is reached. A copy's record,
-                // or a scheduled snapshot's creation record, goes with it.
-                Ok(()) | Err(Ec2Error::SnapshotNotFound) => {
-                    let forgotten = if s.encrypted_copy_of().is_some() {
-                        self.ports.ledger.forget_copy(&s.id).await
-                    } else if s.is_copy() {
-                        Ok(())
-                    } else {
-                        self.ports.ledger.forget_creation(&s.id).await
-                    };
-                    if let Err(e) = forgotten {
-                        tracing::warn!(snapshot_id = %s.id, error = %e, "could not forget a deleted snapshot's record (harmless: its id is never reused)");
-                    }
-                    report.deleted.push(deleted);
-                }
-                Err(e) => report.failed.push(FailedDeletion {
+            match self.deleter.delete(planned).await {
+                Deletion::Deleted => report.deleted.push(Deleted {
+                    snapshot_id: s.id.clone(),
+                    start_time,
+                    volume_size_gib: s.volume_size_gib.unwrap_or_default(),
+                    early_deletion_usd: self.early_deletion_usd(s),
+                }),
+                Deletion::Left => report.left_for_later.push(s.id.clone()),
+                Deletion::Kept(other) => report.kept.push(Kept {
+                    snapshot_id: s.id.clone(),
+                    start_time,
+                    why: other.kind().into(),
+                    retained_by: None,
+                }),
+                Deletion::Failed(e) => report.failed.push(FailedDeletion {
                     snapshot_id: s.id.clone(),
                     error_kind: e.kind().into(),
                     error: e.to_string(),
@@ -730,6 +602,22 @@ impl Execution<'_, '_> {
             }
         }
         report
+    }
+
+    /// An archived snapshot deleted before its 90 days in the archive tier:
+    /// the days short, charged at deletion.
+    fn early_deletion_usd(&self, s: &Snapshot) -> Option<f64> {
+        self.archived_at
+            .get(&s.id)
+            .filter(|_| s.archived)
+            .map(|at| {
+                // Without EC2's full size, the volume's: an upper bound.
+                let full = s.full_size_bytes.unwrap_or_else(|| {
+                    u64::try_from(s.volume_size_gib.unwrap_or_default()).unwrap_or(0) << 30
+                });
+                archive::early_deletion_charge(full, *at, self.now, &self.prices)
+            })
+            .filter(|usd| *usd > 0.0)
     }
 }
 

@@ -48,8 +48,6 @@ use ebs_lifecycle::lambda::function::{
     self, CostGauges, ErrorType, Function, Ran, Run as FunctionRun, Summary,
 };
 use ebs_lifecycle::lambda::metrics::Metric;
-use ebs_lifecycle::lambda::ownership;
-use ebs_lifecycle::lambda::resume::{Progress, Walk};
 use ebs_lifecycle::lambda::run::{self, RunHeader};
 use ebs_lifecycle::ports::blocks::SnapshotBlocks;
 use ebs_lifecycle::ports::ec2::{
@@ -58,14 +56,17 @@ use ebs_lifecycle::ports::ec2::{
 use ebs_lifecycle::ports::ledger::{Ledger, LedgerError};
 use ebs_lifecycle::ports::notifier::Notifier;
 use ebs_lifecycle::ports::reports::ReportStore;
+use ebs_lifecycle::services::deletion::{Locks, Protected, Protections, Unread};
+use ebs_lifecycle::services::ownership;
+use ebs_lifecycle::services::resume::{Progress, Walk};
 use ebs_lifecycle_core::coverage::{self, VolumeCoverage};
 use ebs_lifecycle_core::events::{EventError, Tick};
 use ebs_lifecycle_core::expiry;
-use ebs_lifecycle_core::holds::{Hold, Holds};
+use ebs_lifecycle_core::holds::Hold;
 use ebs_lifecycle_core::model::{Snapshot, Volume};
 use ebs_lifecycle_core::notify::{Notification, NotificationKind, Severity};
 use ebs_lifecycle_core::ownership::{Scope, Suspect};
-use ebs_lifecycle_core::safety::{AccountFacts, DeletionGate};
+use ebs_lifecycle_core::safety::DeletionGate;
 use ebs_lifecycle_core::tags;
 use ebs_lifecycle_core::targets;
 
@@ -275,7 +276,7 @@ impl Function for ReportSnapshots {
         report.progress = walk(ports, run, &inventory, &protection, &mut cost, &mut walked).await?;
         report.cost = cost;
         report.holds = {
-            let mut listed: Vec<Hold> = protection.holds.iter().cloned().collect();
+            let mut listed: Vec<Hold> = protection.facts.holds.iter().cloned().collect();
             listed.sort_by(|a, b| (a.until, &a.resource_id).cmp(&(b.until, &b.resource_id)));
             listed
         };
@@ -369,16 +370,13 @@ impl Inventory {
     }
 }
 
-/// What protects snapshots, read once for the run (the dry expiry plan).
+/// What protects snapshots, read once for the run (the dry expiry plan):
+/// the deletion service's facts, by its policy for a projection.
 struct Protection {
-    ami_snapshot_ids: BTreeSet<String>,
+    facts: Protected,
     /// False: the AMIs could not be read, and the report says the next
     /// expiry's figure is missing.
     amis_known: bool,
-    locked: BTreeSet<String>,
-    copying: BTreeSet<String>,
-    /// The ledger's holds: shown, and kept out of what the next expiry frees.
-    holds: Holds,
 }
 
 impl Protection {
@@ -387,34 +385,21 @@ impl Protection {
         now: DateTime<Utc>,
         cost: &mut cost::CostSummary,
     ) -> Result<Self, ReportError> {
-        let (ami_snapshot_ids, amis_known) = match ports.protections.ami_snapshot_ids().await {
-            Ok(ids) => (ids, true),
-            Err(e) => {
-                cost.errors.push(format!(
-                    "what the next expiry frees is not known: the AMIs could not be read: {e}"
-                ));
-                (BTreeSet::new(), false)
-            }
-        };
-        let locked = ports
-            .protections
-            .all_locked_snapshot_ids()
+        let projection = Protections::read(ports.protections, ports.ledger, Locks::All, true, now)
             .await
-            .unwrap_or_default();
-        let copying: BTreeSet<String> = ports
-            .ledger
-            .copies_in_flight()
-            .await?
-            .into_iter()
-            .map(|c| c.source_snapshot_id)
-            .collect();
-        let holds = Holds::in_effect(ports.ledger.holds().await?, now);
+            .for_projection()
+            .map_err(|unread| match unread {
+                Unread::Amis(e) | Unread::Locks(e) => ReportError::Ec2Unavailable(e),
+                Unread::Copies(e) | Unread::Holds(e) => ReportError::LedgerUnavailable(e),
+            })?;
+        if let Some(e) = &projection.amis_unread {
+            cost.errors.push(format!(
+                "what the next expiry frees is not known: the AMIs could not be read: {e}"
+            ));
+        }
         Ok(Self {
-            ami_snapshot_ids,
-            amis_known,
-            locked,
-            copying,
-            holds,
+            amis_known: projection.amis_unread.is_none(),
+            facts: projection.protected,
         })
     }
 }
@@ -646,22 +631,16 @@ impl Batch<'_> {
         };
         let walks_took = walks_began.elapsed();
         drop(snapshots);
-        let plans_facts = AccountFacts {
-            deployment: config.deployment_name.clone(),
-            ami_snapshot_ids: protection.ami_snapshot_ids.clone(),
-            locked_snapshot_ids: protection.locked.clone(),
-            holds: protection.holds.clone(),
-            held_for_review,
-            // As the copies' keeping does: archived snapshots are not
-            // counted as freed (their restore state is not read here).
-            restoring: owned
-                .iter()
-                .filter(|s| s.in_archive_tier())
-                .map(|s| s.id.clone())
-                .collect(),
-            copying: protection.copying.clone(),
-            now,
-        };
+        // As the copies' keeping does: archived snapshots are not counted
+        // as freed (their restore state is not read here).
+        let restoring = owned
+            .iter()
+            .filter(|s| s.in_archive_tier())
+            .map(|s| s.id.clone())
+            .collect();
+        let plans_facts = protection
+            .facts
+            .facts(deployment, held_for_review, restoring, now);
         let gate = DeletionGate::new(plans_facts, &owned, config.max_deletions);
         let plans = if protection.amis_known {
             expiry::plan(&owned, &config.policies, &inventory.existing, &gate)

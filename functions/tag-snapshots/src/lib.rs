@@ -29,8 +29,6 @@ use ebs_lifecycle::lambda::deadline::Deadline;
 use ebs_lifecycle::lambda::function::{self, Function, Ran, Run as FunctionRun, Summary};
 use ebs_lifecycle::lambda::invocation;
 use ebs_lifecycle::lambda::metrics::Metric;
-use ebs_lifecycle::lambda::ownership;
-use ebs_lifecycle::lambda::resume::{Progress, Walk};
 use ebs_lifecycle::lambda::run::RunHeader;
 use ebs_lifecycle::pacing::Pacer;
 pub use ebs_lifecycle::pacing::Pacing;
@@ -39,6 +37,8 @@ use ebs_lifecycle::ports::ec2::{
 };
 use ebs_lifecycle::ports::ledger::Ledger;
 use ebs_lifecycle::ports::notifier::Notifier;
+use ebs_lifecycle::services::ownership;
+use ebs_lifecycle::services::resume::{Progress, Walk};
 use ebs_lifecycle_core::events::{self, SnapshotResult, Trigger};
 use ebs_lifecycle_core::model::{Snapshot, Tags};
 use ebs_lifecycle_core::notify::{Notification, NotificationKind, Severity};

@@ -44,14 +44,11 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use ebs_lifecycle::config::{Config, VaultConfig};
-use ebs_lifecycle::lambda::copying::{self, CopyPorts, Keeping};
 use ebs_lifecycle::lambda::deadline::Deadline;
 use ebs_lifecycle::lambda::function::{
     self, ErrorType, Function, Ran, Run as FunctionRun, Summary,
 };
 use ebs_lifecycle::lambda::metrics::Metric;
-use ebs_lifecycle::lambda::ownership;
-use ebs_lifecycle::lambda::resume::{Progress, Walk};
 use ebs_lifecycle::lambda::run::{self, RunHeader};
 use ebs_lifecycle::pacing::Pacer;
 pub use ebs_lifecycle::pacing::Pacing;
@@ -61,6 +58,9 @@ use ebs_lifecycle::ports::ec2::{
 };
 use ebs_lifecycle::ports::ledger::{CopyInFlight, Ledger, LedgerError};
 use ebs_lifecycle::ports::notifier::Notifier;
+use ebs_lifecycle::services::copying::{self, CopyPorts, Keeping};
+use ebs_lifecycle::services::ownership;
+use ebs_lifecycle::services::resume::{Progress, Walk};
 use ebs_lifecycle_core::copies::{self, Candidate, Source};
 use ebs_lifecycle_core::events::{EventError, Trigger};
 use ebs_lifecycle_core::model::{Snapshot, SnapshotState};
@@ -140,7 +140,7 @@ pub struct Refused {
 }
 
 /// A vault copy that failed, or that EC2 refused to start.
-pub use ebs_lifecycle::lambda::copying::CopyFailure as Failed;
+pub use ebs_lifecycle::services::copying::CopyFailure as Failed;
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct VaultSummary {

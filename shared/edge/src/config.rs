@@ -53,7 +53,7 @@ pub struct Config {
     /// `policies` with the schedules they had before, read from the ledger
     /// the first time a run meets a slot off the current schedule, then
     /// kept for the life of the process (a new schedule means a new
-    /// deployment, so new processes): `crate::lambda::ownership`.
+    /// deployment, so new processes): `crate::services::ownership`.
     pub(crate) policies_with_past: std::sync::OnceLock<Policies>,
 }
 

@@ -17,9 +17,11 @@
 //!   the runtime loop ([`lambda::runtime`]), the invocation error and the
 //!   lookup of the snapshots an event names ([`lambda::invocation`]), the
 //!   run summary's header and the publication of its notifications
-//!   ([`lambda::run`]), the deadline, the command runner, metrics, the
-//!   ownership check, the resumable walk, and what the two copying
-//!   functions do alike with their copies ([`lambda::copying`]).
+//!   ([`lambda::run`]), the deadline and metrics.
+//! - [`services`]: what the functions share above the ports: the ownership
+//!   check, deletion (protection facts and the budgeted deleter), what the
+//!   two copying functions do alike with their copies, the resumable walk,
+//!   the paced command runner.
 //! - [`pacing`]: the pace of calls under EC2's and EBS's token buckets, and
 //!   the one table of pacing and batch constants with the limits they come
 //!   from (used by adapters and functions alike).
@@ -30,3 +32,4 @@ pub mod config;
 pub mod lambda;
 pub mod pacing;
 pub mod ports;
+pub mod services;

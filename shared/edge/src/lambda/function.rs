@@ -24,11 +24,11 @@ use ebs_lifecycle_core::ownership::Suspect;
 use crate::config::Config;
 use crate::lambda::deadline::{Deadline, DEFAULT_MARGIN};
 use crate::lambda::metrics::{self, Metric};
-use crate::lambda::ownership;
 use crate::lambda::run::{self, RunHeader};
 use crate::lambda::runtime::{self, Environment};
 use crate::ports::ledger::Ledger;
 use crate::ports::notifier::Notifier;
+use crate::services::ownership;
 
 /// What every run of every function knows: its configuration, the time it
 /// started (by the function's clock) and its deadline.

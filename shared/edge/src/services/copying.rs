@@ -13,11 +13,10 @@ use chrono::{DateTime, Utc};
 
 use ebs_lifecycle_core::copies::{self, LostAnswer};
 use ebs_lifecycle_core::expiry;
-use ebs_lifecycle_core::holds::Holds;
 use ebs_lifecycle_core::model::{Snapshot, SnapshotState, Tags};
 use ebs_lifecycle_core::ownership::{CopyRecord, Identity};
 use ebs_lifecycle_core::policy::Policies;
-use ebs_lifecycle_core::safety::{AccountFacts, DeletionGate, Protection};
+use ebs_lifecycle_core::safety::DeletionGate;
 use ebs_lifecycle_core::tagging;
 use ebs_lifecycle_core::tags::{self, LifecycleState};
 
@@ -29,6 +28,7 @@ use crate::ports::ec2::{
     SnapshotTagger, TAG_BATCH,
 };
 use crate::ports::ledger::{CopyInFlight, Ledger, LedgerError};
+use crate::services::deletion::{Deleter, Deleting, Deletion, Locks, Protections, Records, Unread};
 
 /// EC2 where the copies are, and the stack's ledger.
 #[derive(Clone, Copy)]
@@ -306,7 +306,7 @@ async fn failures_not_reported(
     }
     let key = |c: &Snapshot| format!("copy-failed/{}", c.id);
     let new: BTreeSet<String> =
-        crate::lambda::ownership::not_reported_before(ledger, failed.iter().map(|c| key(c)), now)
+        crate::services::ownership::not_reported_before(ledger, failed.iter().map(|c| key(c)), now)
             .await
             .into_iter()
             .collect();
@@ -399,110 +399,80 @@ pub async fn keep(
     if copies.is_empty() {
         return Ok(out);
     }
-    let ami_snapshot_ids = ports
-        .protections
-        .ami_snapshot_ids()
-        .await
-        .map_err(|e| format!("reading the AMIs, nothing deleted: {e}"))?;
     let ids: Vec<String> = copies.iter().map(|c| c.id.clone()).collect();
-    let locked_snapshot_ids = match ports.protections.locked_snapshot_ids(&ids).await {
-        Ok(locked) => locked,
-        Err(e) if keeping.locks_required => {
-            tracing::warn!(error = %e, "snapshot locks could not be read; nothing deleted this run");
-            return Ok(out);
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "snapshot locks could not be checked; EC2 still refuses to delete a locked snapshot");
-            BTreeSet::new()
-        }
-    };
-    // Holds an operator set in this stack's ledger: unread, nothing is
-    // deleted this run (the rest of the run goes on).
-    let holds = match ports.ledger.holds().await {
-        Ok(holds) => holds,
-        Err(e) => {
-            tracing::warn!(error = %e, "the holds could not be read; nothing deleted this run");
+    // Copies are read by no copy in flight (only sources are).
+    let read = Protections::read(
+        ports.protections,
+        ports.ledger,
+        Locks::Of(&ids),
+        false,
+        keeping.now,
+    )
+    .await;
+    let protected = match read.for_deletion(keeping.locks_required) {
+        Ok(protected) => protected,
+        // Without the AMIs of where the copies are, the run fails there.
+        Err(Unread::Amis(e)) => return Err(format!("reading the AMIs, nothing deleted: {e}")),
+        // Unread locks (where required) or holds: nothing deleted this run
+        // (the rest of the run goes on).
+        Err(unread) => {
+            tracing::warn!(error = %unread, "nothing deleted this run");
             return Ok(out);
         }
     };
     let config = keeping.config;
-    let facts = AccountFacts {
-        deployment: config.deployment_name.clone(),
-        ami_snapshot_ids,
-        locked_snapshot_ids,
-        holds: Holds::in_effect(holds, keeping.now),
-        held_for_review: keeping.held,
-        copying: BTreeSet::new(),
-        // Copies in the archive tier: kept whatever their restore state
-        // (this path does not read the tier status).
-        restoring: copies
-            .iter()
-            .filter(|c| c.in_archive_tier())
-            .map(|c| c.id.clone())
-            .collect(),
-        now: keeping.now,
-    };
+    // Copies in the archive tier: kept whatever their restore state (this
+    // path does not read the tier status).
+    let restoring = copies
+        .iter()
+        .filter(|c| c.in_archive_tier())
+        .map(|c| c.id.clone())
+        .collect();
+    let facts = protected.facts(
+        &config.deployment_name,
+        keeping.held,
+        restoring,
+        keeping.now,
+    );
     // Every copy is judged by its rules whether or not its source volume
     // still exists (the callers' policies set `keep` and `orphans` alike).
     let existing = BTreeSet::new();
     let planning = DeletionGate::new(facts.clone(), copies, config.max_deletions);
     let plans = expiry::plan(copies, keeping.policies, &existing, &planning);
-    let wanted = plans
+    if !plans
         .iter()
         .flat_map(|p| &p.snapshots)
-        .filter(|p| p.deletable())
-        .count();
-    if wanted == 0 {
+        .any(|p| p.deletable())
+    {
         return Ok(out);
     }
-    let ledger = ports.ledger;
-    let wanted = u32::try_from(wanted).unwrap_or(u32::MAX);
-    let granted = ledger
-        .reserve_deletions(keeping.now, wanted, config.max_deletions)
+    let mut pacer = Pacer::new(keeping.pacing);
+    let deleting = Deleting {
+        deleter: ports.deleter,
+        ledger: ports.ledger,
+        pacer: &mut pacer,
+        deadline: keeping.deadline,
+        dry_run: config.dry_run,
+        max_deletions: config.max_deletions,
+        records: Records::Copies,
+        now: keeping.now,
+    };
+    let mut deleter = Deleter::reserve(deleting, facts, copies, &plans, false)
         .await
         .map_err(|e| format!("the deletion budget, nothing deleted: {e}"))?;
-    let mut gate = DeletionGate::new(facts, copies, granted);
-    let mut pacer = Pacer::new(keeping.pacing);
-    let mut attempted = 0u32;
     for planned in plans.iter().flat_map(|p| p.snapshots.iter().rev()) {
         if !planned.deletable() {
             continue;
         }
-        let copy = planned.snapshot;
-        if keeping.deadline.is_near() {
-            out.left_for_later += 1;
-            continue;
-        }
-        let authorized = match gate.authorize(copy, planned.retention.as_deref()) {
-            Ok(a) => a,
-            Err(Protection::CapReached) => {
-                out.left_for_later += 1;
-                continue;
-            }
-            Err(_) => continue,
-        };
-        if config.dry_run {
-            out.deleted.push(copy.id.clone());
-            continue;
-        }
-        pacer.ready().await;
-        attempted += 1;
-        match ports.deleter.delete_snapshot(&authorized).await {
-            Ok(()) | Err(Ec2Error::SnapshotNotFound) => {
-                if let Err(e) = ledger.forget_copy(&copy.id).await {
-                    tracing::warn!(copy_id = copy.id, error = %e, "could not forget a deleted copy's record (harmless: its id is never reused)");
-                }
-                out.deleted.push(copy.id.clone());
-            }
-            Err(e) => out.failed.push((copy.id.clone(), e.to_string())),
+        let id = &planned.snapshot.id;
+        match deleter.delete(planned).await {
+            Deletion::Deleted => out.deleted.push(id.clone()),
+            Deletion::Left => out.left_for_later += 1,
+            Deletion::Kept(_) => {}
+            Deletion::Failed(e) => out.failed.push((id.clone(), e.to_string())),
         }
     }
-    if let Err(e) = ledger
-        .release_deletions(keeping.now, keeping.now, granted.saturating_sub(attempted))
-        .await
-    {
-        tracing::warn!(error = %e, "could not give back the unused deletions; they count against the next 24 hours");
-    }
+    deleter.give_back().await;
     Ok(out)
 }
 
