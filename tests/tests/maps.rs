@@ -22,6 +22,7 @@ fn mapped_files() -> Vec<PathBuf> {
         root.join("shared/edge/src/ports/mod.rs"),
         root.join("shared/edge/src/aws/mod.rs"),
         root.join("shared/edge/src/lambda/mod.rs"),
+        root.join("shared/edge/src/services/mod.rs"),
         root.join("cli/src/lib.rs"),
     ];
     for f in functions() {
@@ -236,5 +237,98 @@ fn every_variable_the_configuration_reads_is_documented() {
     assert!(
         missing.is_empty(),
         "docs/operations.md's environment table lacks {missing:?}"
+    );
+}
+
+/// The modules of one source directory a module uses (`crate::<m>` for a
+/// crate root's directory, `super::<m>` or `crate::<dir>::<m>` below it),
+/// the root excluded: a root uses its modules by design.
+fn module_uses(dir: &Path, prefix: &str) -> Vec<(String, BTreeSet<String>)> {
+    let modules: BTreeSet<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.unwrap().file_name().into_string().unwrap();
+            let stem = name.strip_suffix(".rs")?.to_string();
+            (stem != "lib" && stem != "mod" && stem != "main").then_some(stem)
+        })
+        .collect();
+    modules
+        .iter()
+        .map(|m| {
+            let source = read(&dir.join(format!("{m}.rs")));
+            // Tests may reach anywhere; comments name what they like.
+            let source: String = source
+                .split("#[cfg(test)]")
+                .next()
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| !l.trim_start().starts_with("//"))
+                .collect::<Vec<_>>()
+                .join("\n");
+            // The names a `use <prefix>{a, b::c}` brings, and every
+            // `<prefix>name` path.
+            let mut named: BTreeSet<&str> = BTreeSet::new();
+            for (i, _) in source.match_indices(&format!("{prefix}{{")) {
+                let group = &source[i + prefix.len() + 1..];
+                let group = &group[..group.find('}').unwrap_or(group.len())];
+                named.extend(
+                    group
+                        .split(',')
+                        .map(|n| n.trim().split("::").next().unwrap_or("")),
+                );
+            }
+            for p in [prefix, "super::"] {
+                for (i, _) in source.match_indices(p) {
+                    let rest = &source[i + p.len()..];
+                    let end = rest
+                        .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+                        .unwrap_or(rest.len());
+                    named.insert(&rest[..end]);
+                }
+            }
+            let used = modules
+                .iter()
+                .filter(|other| *other != m && named.contains(other.as_str()))
+                .cloned()
+                .collect();
+            (m.clone(), used)
+        })
+        .collect()
+}
+
+#[test]
+fn no_two_modules_of_a_crate_use_each_other() {
+    let root = workspace_root();
+    let mut dirs: Vec<(PathBuf, String)> = functions()
+        .into_iter()
+        .map(|f| {
+            (
+                root.join("functions").join(f).join("src"),
+                "crate::".to_string(),
+            )
+        })
+        .collect();
+    dirs.push((root.join("cli/src"), "crate::".into()));
+    for sub in ["aws", "lambda", "ports", "services"] {
+        dirs.push((
+            root.join("shared/edge/src").join(sub),
+            format!("crate::{sub}::"),
+        ));
+    }
+    let mut cycles = Vec::new();
+    for (dir, prefix) in dirs {
+        let uses: std::collections::BTreeMap<String, BTreeSet<String>> =
+            module_uses(&dir, &prefix).into_iter().collect();
+        for (m, used) in &uses {
+            for other in used {
+                if m < other && uses.get(other).is_some_and(|u| u.contains(m)) {
+                    cycles.push(format!("{}: {m} <-> {other}", dir.display()));
+                }
+            }
+        }
+    }
+    assert!(
+        cycles.is_empty(),
+        "modules that use each other: {cycles:#?}"
     );
 }

@@ -60,6 +60,7 @@ use ebs_lifecycle_core::expiry;
 use ebs_lifecycle_core::model::{Snapshot, SnapshotState, Tags};
 use ebs_lifecycle_core::notify::{Notification, NotificationKind, Severity};
 use ebs_lifecycle_core::ownership::Scope;
+use ebs_lifecycle_core::policy::{ArchiveRule, Policy};
 use ebs_lifecycle_core::safety::DeletionGate;
 use ebs_lifecycle_core::{tagging, tags};
 
@@ -575,15 +576,7 @@ async fn plan_batch(
         .collect();
     let facts = shared.facts(&config.deployment_name, held_for_review, restoring, now);
     let gate = DeletionGate::new(facts, owned, config.max_deletions);
-    let tier = |s: &Snapshot| {
-        if s.archived {
-            Tier::Archived
-        } else if statuses.get(&s.id).is_some_and(TierStatus::archiving) {
-            Tier::Archiving
-        } else {
-            Tier::Standard
-        }
-    };
+    let tier = |s: &Snapshot| tier_of(s, statuses);
     // EC2's per-volume count: archived or archiving, anyone's.
     let mut held: BTreeMap<&str, usize> = BTreeMap::new();
     for s in everything {
@@ -592,19 +585,6 @@ async fn plan_batch(
         }
     }
     let lineages = cost::lineages(everything);
-    // The report's figures, where current, spare walks for what they say
-    // costs more (a forged figure can only keep a snapshot in the standard
-    // tier); what may pay is measured here before it moves.
-    let cached = |s: &Snapshot| -> Option<u64> {
-        let lineage = lineages.get(s.volume_id.as_deref()?)?;
-        let i = lineage.iter().position(|l| l.id == s.id)?;
-        let sizes = cost::Sizes::from_tags(&s.tags)?;
-        let previous = i.checked_sub(1).map(|p| lineage[p].id.as_str());
-        let next = lineage.get(i + 1).map(|n| n.id.as_str());
-        sizes
-            .is_current(previous, next)
-            .then_some(sizes.unique_bytes)
-    };
     let mut measured: BTreeMap<String, u64> = BTreeMap::new();
     // (volume, policy, decisions) per retention group, and each volume's
     // decisions with what it holds already, for the quotas.
@@ -622,12 +602,95 @@ async fn plan_batch(
         let Some(rule) = &policy.archive else {
             continue;
         };
-        let projections = tagging::projections(
-            policy,
-            &group,
-            &config.deployment_name,
-            !existing.contains(volume_id),
+        let judging = Judging {
+            ports,
+            config,
+            gate: &gate,
+            statuses,
+            lineages: &lineages,
+            now,
+            deadline,
+        };
+        let decisions = judging
+            .group(
+                (volume_id, policy, rule),
+                &group,
+                !existing.contains(volume_id),
+                (walk, &mut measured, &mut full),
+                summary,
+            )
+            .await;
+        groups.push((volume_id.to_string(), policy_name.to_string(), decisions));
+    }
+    let chosen = choose(&groups, &held, &full, &measured, walk.in_progress, summary);
+    start_moves(ports, config, chosen, walk, summary).await;
+}
+
+/// Where a snapshot is: archived, moving, or in the standard tier.
+fn tier_of(s: &Snapshot, statuses: &BTreeMap<String, TierStatus>) -> Tier {
+    if s.archived {
+        Tier::Archived
+    } else if statuses.get(&s.id).is_some_and(TierStatus::archiving) {
+        Tier::Archiving
+    } else {
+        Tier::Standard
+    }
+}
+
+// The report's figures, where current, spare walks for what they say
+// costs more (a forged figure can only keep a snapshot in the standard
+// tier); what may pay is measured here before it moves.
+fn cached_unique(s: &Snapshot, lineages: &BTreeMap<String, Vec<&Snapshot>>) -> Option<u64> {
+    let lineage = lineages.get(s.volume_id.as_deref()?)?;
+    let i = lineage.iter().position(|l| l.id == s.id)?;
+    let sizes = cost::Sizes::from_tags(&s.tags)?;
+    let previous = i.checked_sub(1).map(|p| lineage[p].id.as_str());
+    let next = lineage.get(i + 1).map(|n| n.id.as_str());
+    sizes
+        .is_current(previous, next)
+        .then_some(sizes.unique_bytes)
+}
+
+/// What judging one batch's retention groups needs.
+struct Judging<'j> {
+    ports: Ports<'j>,
+    config: &'j Config,
+    gate: &'j DeletionGate,
+    statuses: &'j BTreeMap<String, TierStatus>,
+    lineages: &'j BTreeMap<String, Vec<&'j Snapshot>>,
+    now: DateTime<Utc>,
+    deadline: &'j Deadline,
+}
+
+impl Judging<'_> {
+    /// One retention group's decisions: judged first without sizes (only
+    /// what passes every other rule is measured), then with the report's
+    /// figures (only what they do not turn down is walked), then with what
+    /// was measured.
+    async fn group(
+        &self,
+        (volume_id, policy, rule): (&str, &Policy, &ArchiveRule),
+        group: &[&Snapshot],
+        orphan: bool,
+        (walk, measured, full): (
+            &mut BlockWalks,
+            &mut BTreeMap<String, u64>,
+            &mut BTreeMap<String, u64>,
+        ),
+        summary: &mut ArchiveSummary,
+    ) -> Vec<Decision> {
+        let (ports, config, gate, lineages, now, deadline) = (
+            self.ports,
+            self.config,
+            self.gate,
+            self.lineages,
+            self.now,
+            self.deadline,
         );
+        let statuses = self.statuses;
+        let tier = |s: &Snapshot| tier_of(s, statuses);
+        let cached = |s: &Snapshot| cached_unique(s, lineages);
+        let projections = tagging::projections(policy, group, &config.deployment_name, orphan);
         let mut completed: Vec<&Snapshot> = group
             .iter()
             .copied()
@@ -675,7 +738,7 @@ async fn plan_batch(
                 summary.left += 1;
                 continue;
             }
-            match measure(ports.blocks, &lineages, s, summary).await {
+            match measure(ports.blocks, lineages, s, summary).await {
                 Ok(Some(unique)) => {
                     summary.measured += 1;
                     measured.insert(s.id.clone(), unique);
@@ -693,8 +756,20 @@ async fn plan_batch(
             full.insert(s.id.clone(), s.full_size_bytes.unwrap_or(0));
         }
         let decisions = judge(&|id| measured.get(id).or_else(|| turned_down.get(id)).copied());
-        groups.push((volume_id.to_string(), policy_name.to_string(), decisions));
+        decisions
     }
+}
+
+/// The moves the quotas allow (EC2's per volume, the account's), each with
+/// its saving; why the others stay, counted (and the notable ones listed).
+fn choose(
+    groups: &[(String, String, Vec<Decision>)],
+    held: &BTreeMap<&str, usize>,
+    full: &BTreeMap<String, u64>,
+    measured: &BTreeMap<String, u64>,
+    in_progress: usize,
+    summary: &mut ArchiveSummary,
+) -> Vec<Moved> {
     // Quotas per EC2 volume (a volume's groups together) and per account.
     let mut by_volume: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     for (i, (volume_id, _, _)) in groups.iter().enumerate() {
@@ -710,7 +785,7 @@ async fn plan_batch(
             (decisions, held.get(v.as_str()).copied().unwrap_or(0))
         })
         .collect();
-    archive::apply_quotas(&mut quota_input, walk.in_progress);
+    archive::apply_quotas(&mut quota_input, in_progress);
     let mut chosen: Vec<Moved> = Vec::new();
     for ((volume_id, members), (decisions, _)) in by_volume.iter().zip(quota_input) {
         let policy_of: BTreeMap<&str, &str> = members
@@ -755,6 +830,18 @@ async fn plan_batch(
             }
         }
     }
+    chosen
+}
+
+/// Start the chosen moves, the largest savings first, and label them
+/// `archiving`.
+async fn start_moves(
+    ports: Ports<'_>,
+    config: &Config,
+    mut chosen: Vec<Moved>,
+    walk: &mut BlockWalks,
+    summary: &mut ArchiveSummary,
+) {
     // The largest savings first: if EC2 refuses part way, the best went.
     chosen.sort_by(|a, b| b.saving_usd.total_cmp(&a.saving_usd));
     let mut started = Vec::new();

@@ -568,6 +568,39 @@ async fn reconcile(
     let listed: Vec<Snapshot> = listed.into_values().collect();
     let sifted = ownership::sift(ports.ledger, config, listed, Scope::SomeSnapshots, now).await?;
     let (pending, suspects) = (sifted.owned, sifted.suspects);
+    let Triage {
+        changes,
+        stuck,
+        unlabelled,
+    } = triage(pending, config, now, summary);
+    apply_changes(ports, config, changes, now, summary).await?;
+    alert_unlabelled_failures(ports, config, unlabelled, now, summary).await?;
+    alert_stuck(ports, config, stuck, now, deadline, summary).await?;
+    Ok(suspects)
+}
+
+/// A snapshot pending too long: its policy, since when, and whether it
+/// carries the deployment's `managed-by` (only then is it marked).
+type StuckSnapshot = (Snapshot, String, DateTime<Utc>, bool);
+
+/// What the reconcile does with each proven snapshot.
+struct Triage {
+    /// State tags to set true.
+    changes: Vec<Change>,
+    stuck: Vec<StuckSnapshot>,
+    /// Failed in EC2, their labels gone or already saying done: alerted,
+    /// not retagged.
+    unlabelled: Vec<(Snapshot, String)>,
+}
+
+/// Sort the proven unfinished snapshots: a state tag to set, a stuck
+/// alert, a failure without labels, or still pending.
+fn triage(
+    pending: Vec<Snapshot>,
+    config: &Config,
+    now: DateTime<Utc>,
+    summary: &mut RunSummary,
+) -> Triage {
     let stuck_after = TimeDelta::minutes(i64::from(config.stuck_after_minutes));
     let mut changes = Vec::new();
     let mut stuck = Vec::new();
@@ -636,9 +669,23 @@ async fn reconcile(
             }
         }
     }
-    apply_changes(ports, config, changes, now, summary).await?;
-    alert_unlabelled_failures(ports, config, unlabelled, now, summary).await?;
+    Triage {
+        changes,
+        stuck,
+        unlabelled,
+    }
+}
 
+/// One `snapshot-stuck` alert per snapshot: sent, then recorded in the
+/// ledger (and marked on the snapshot when it carries our labels).
+async fn alert_stuck(
+    ports: Ports<'_>,
+    config: &Config,
+    stuck: Vec<StuckSnapshot>,
+    now: DateTime<Utc>,
+    deadline: Deadline,
+    summary: &mut RunSummary,
+) -> Result<(), InvocationError> {
     // Whether a stuck snapshot was alerted already is the stack's own
     // record (the ledger), never the `stuck-notified-at` tag: anyone who
     // can write that tag could silence the alert.
@@ -696,7 +743,7 @@ async fn reconcile(
         }
         summary.stuck.push(entry);
     }
-    Ok(suspects)
+    Ok(())
 }
 
 /// Which of these alerts (`failed/<id>`, `stuck/<id>`) the ledger says

@@ -51,7 +51,7 @@ use ebs_lifecycle::ports::ec2::{
     SnapshotSharing, SnapshotTagger,
 };
 use ebs_lifecycle::ports::keys::KeySharing;
-use ebs_lifecycle::ports::ledger::{Ledger, LedgerError};
+use ebs_lifecycle::ports::ledger::{CopyInFlight, Ledger, LedgerError};
 use ebs_lifecycle::ports::notifier::Notifier;
 use ebs_lifecycle::services::ownership;
 use ebs_lifecycle_core::events::{EventError, Tick};
@@ -235,7 +235,7 @@ impl Function for CopySnapshots {
         _tick: Tick,
         summary: &mut RunSummary,
     ) -> Result<Ran, CopyError> {
-        let (config, now, deadline) = (run.config, run.now, run.deadline);
+        let (config, now) = (run.config, run.now);
         let regions = config.policies.copy_regions();
         let vaults = config.policies.vault_targets();
         if regions.is_empty() && vaults.is_empty() {
@@ -264,35 +264,20 @@ impl Function for CopySnapshots {
         let in_flight = ports.ledger.copies_in_flight().await?;
 
         for region_name in regions {
-            let mut report = RegionReport {
-                region: region_name.to_string(),
-                ..RegionReport::default()
-            };
-            let Some(destination) = ports.destinations.get(region_name) else {
-                report.error = Some("no EC2 client for this region (a start-up bug)".into());
-                summary.regions.push(report);
-                continue;
-            };
-            let work = region::Region {
-                ports,
-                destination: *destination,
-                config,
-                name: region_name,
-                now,
-                deadline,
-            };
             let in_flight_here: Vec<_> = in_flight
                 .iter()
                 .filter(|c| c.target == region_name)
                 .cloned()
                 .collect();
-            if let Err(e) = work
-                .run(&sources, in_flight_here, &mut report, &mut suspects)
-                .await
-            {
-                tracing::warn!(region = region_name, error = %e, "copy-snapshots: region left for the next run");
-                report.error = Some(e);
-            }
+            let report = copy_to_region(
+                ports,
+                run,
+                region_name,
+                &sources,
+                in_flight_here,
+                &mut suspects,
+            )
+            .await;
             summary.regions.push(report);
         }
         for name in &vaults {
@@ -304,7 +289,7 @@ impl Function for CopySnapshots {
             if let Some(target) = target {
                 summary
                     .vaults
-                    .push(share::share(ports, config, &sources, target, now).await);
+                    .push(share::share(ports, config, &sources, target, run.now).await);
             }
         }
         count(summary);
@@ -318,6 +303,39 @@ impl Function for CopySnapshots {
     ) -> Vec<Notification> {
         notifications(run.config, summary)
     }
+}
+
+/// One destination region's copies: start, track, keep; a failure there
+/// leaves the region for the next run (the others go on).
+async fn copy_to_region(
+    ports: Ports<'_>,
+    run: &FunctionRun<'_>,
+    region_name: &str,
+    sources: &Sources,
+    in_flight: Vec<CopyInFlight>,
+    suspects: &mut Vec<Suspect>,
+) -> RegionReport {
+    let mut report = RegionReport {
+        region: region_name.to_string(),
+        ..RegionReport::default()
+    };
+    let Some(destination) = ports.destinations.get(region_name) else {
+        report.error = Some("no EC2 client for this region (a start-up bug)".into());
+        return report;
+    };
+    let work = region::Region {
+        ports,
+        destination: *destination,
+        config: run.config,
+        name: region_name,
+        now: run.now,
+        deadline: run.deadline,
+    };
+    if let Err(e) = work.run(sources, in_flight, &mut report, suspects).await {
+        tracing::warn!(region = region_name, error = %e, "copy-snapshots: region left for the next run");
+        report.error = Some(e);
+    }
+    report
 }
 
 /// Handle one tick: copy, track, keep; summarise, notify.

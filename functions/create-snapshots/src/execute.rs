@@ -1,7 +1,8 @@
 //! Step 5 of a run: carrying out the units of work the plan made, one
 //! CreateSnapshot or CreateSnapshots each, with every tag at creation.
 //! [`crate::consistent`] builds on [`take_instance_snapshots`] for the
-//! instances that are frozen or stopped first.
+//! instances that are frozen or stopped first; the crate's root chooses
+//! which does a unit of work.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -23,7 +24,7 @@ use ebs_lifecycle_core::tags::{
 };
 use ebs_lifecycle_core::targets::{InstanceTarget, VolumeTarget};
 
-use crate::{consistent, ConsistencyFailure, Created, Failed, LeftForLater, Ports, SkippedTags};
+use crate::{ConsistencyFailure, Created, Failed, LeftForLater, Ports, SkippedTags};
 
 /// A unit of work: one CreateSnapshot or one CreateSnapshots call.
 pub(crate) enum Work<'p> {
@@ -293,97 +294,59 @@ fn description(config: &Config, subject: Subject, policy: &Policy, slot: DateTim
     config.identity.scheduled(&subject, &policy.name, slot)
 }
 
-/// Step 5: one call to EC2 (around it, for `application` and `stopped`
-/// instances, the commands or the stop and start), unless the deadline is near.
-pub(crate) async fn execute(run: &Run<'_>, work: Work<'_>) -> Done {
-    match work {
-        Work::Volume {
-            target,
-            policy,
-            slot,
-        } => {
-            let volume = &target.volume;
-            if run.deadline.is_near() {
-                return (left(std::slice::from_ref(&volume.id), policy), None).into();
-            }
-            // `application` and `stopped` act on opted-in instances; a volume
-            // opted in on its own is taken crash-consistent, and says so.
-            let consistency = match policy.consistency {
-                Consistency::Application | Consistency::Stopped => ConsistencyLabel::CrashFallback,
-                _ => ConsistencyLabel::Crash,
-            };
-            let mut l = labels(run.config, policy, slot, run.now, consistency);
-            l.volume_id = Some(volume.id.clone());
-            l.instance_id = volume.attachment.as_ref().map(|a| a.instance_id.clone());
-            l.device = volume.attachment.as_ref().map(|a| a.device.clone());
-            let instance_tags = target.instance.as_ref().map(|i| &i.tags);
-            let set = compose_snapshot_tags(
-                &l,
-                &snapshot_name(volume, target.instance.as_ref()),
-                policy,
-                &copied_tags(&policy.copy_tags, &volume.tags, instance_tags),
-            );
-            let skipped = skipped(&volume.id, &set.skipped);
-            let request = CreateSnapshotRequest {
-                volume_id: volume.id.clone(),
-                description: description(
-                    run.config,
-                    Subject::Volume(volume.id.clone()),
-                    policy,
-                    slot,
-                ),
-                tags: set.tags,
-            };
-            let creation = Creation {
-                subject: Subject::Volume(volume.id.clone()),
-                policy,
-                slot,
-                due: std::slice::from_ref(&volume.id),
-                instance_id: l.instance_id,
-                consistency,
-            };
-            let outcome = creation
-                .make(run, || async {
-                    run.ports
-                        .creator
-                        .create_snapshot(&request)
-                        .await
-                        .map(|s| vec![s])
-                })
-                .await;
-            (outcome, skipped).into()
-        }
-        Work::Instance {
-            target,
-            due,
-            policy,
-            slot,
-        } => {
-            // `stopped` watches the deadline itself: an instance an earlier
-            // run left stopped is started even when this one has no time.
-            if run.deadline.is_near() && policy.consistency != Consistency::Stopped {
-                return (left(&due, policy), None).into();
-            }
-            match (policy.consistency, &policy.application) {
-                (Consistency::Application, Some(commands)) => {
-                    consistent::application(run, &target, &due, policy, slot, commands).await
-                }
-                (Consistency::Stopped, _) => {
-                    consistent::stopped(run, &target, &due, policy, slot).await
-                }
-                _ => take_instance_snapshots(
-                    run,
-                    &target,
-                    &due,
-                    policy,
-                    slot,
-                    ConsistencyLabel::Instance,
-                )
-                .await
-                .into(),
-            }
-        }
+/// Step 5 for a volume opted in on its own: one CreateSnapshot, unless the
+/// deadline is near.
+pub(crate) async fn volume(
+    run: &Run<'_>,
+    target: VolumeTarget,
+    policy: &Policy,
+    slot: DateTime<Utc>,
+) -> Done {
+    let volume = &target.volume;
+    if run.deadline.is_near() {
+        return (left(std::slice::from_ref(&volume.id), policy), None).into();
     }
+    // `application` and `stopped` act on opted-in instances; a volume
+    // opted in on its own is taken crash-consistent, and says so.
+    let consistency = match policy.consistency {
+        Consistency::Application | Consistency::Stopped => ConsistencyLabel::CrashFallback,
+        _ => ConsistencyLabel::Crash,
+    };
+    let mut l = labels(run.config, policy, slot, run.now, consistency);
+    l.volume_id = Some(volume.id.clone());
+    l.instance_id = volume.attachment.as_ref().map(|a| a.instance_id.clone());
+    l.device = volume.attachment.as_ref().map(|a| a.device.clone());
+    let instance_tags = target.instance.as_ref().map(|i| &i.tags);
+    let set = compose_snapshot_tags(
+        &l,
+        &snapshot_name(volume, target.instance.as_ref()),
+        policy,
+        &copied_tags(&policy.copy_tags, &volume.tags, instance_tags),
+    );
+    let skipped = skipped(&volume.id, &set.skipped);
+    let request = CreateSnapshotRequest {
+        volume_id: volume.id.clone(),
+        description: description(run.config, Subject::Volume(volume.id.clone()), policy, slot),
+        tags: set.tags,
+    };
+    let creation = Creation {
+        subject: Subject::Volume(volume.id.clone()),
+        policy,
+        slot,
+        due: std::slice::from_ref(&volume.id),
+        instance_id: l.instance_id,
+        consistency,
+    };
+    let outcome = creation
+        .make(run, || async {
+            run.ports
+                .creator
+                .create_snapshot(&request)
+                .await
+                .map(|s| vec![s])
+        })
+        .await;
+    (outcome, skipped).into()
 }
 
 /// The due volumes, left for the next tick.

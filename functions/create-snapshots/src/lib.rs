@@ -25,7 +25,8 @@
 mod consistent;
 mod execute;
 
-use execute::{execute, Outcome, Run, Work};
+use ebs_lifecycle_core::tags::ConsistencyLabel;
+use execute::{take_instance_snapshots, Done, Outcome, Run, Work};
 
 pub use consistent::ConsistencyFailure;
 
@@ -372,7 +373,7 @@ async fn carry_out(
     summary.consistency_failures = failures;
 
     let mut outcomes = stream::iter(work)
-        .map(|w| execute(&run, w))
+        .map(|w| carry(&run, w))
         .buffer_unordered(CONCURRENCY);
     while let Some(done) = outcomes.next().await {
         summary.skipped_tags.extend(done.skipped);
@@ -386,6 +387,49 @@ async fn carry_out(
         }
     }
     drop(outcomes);
+}
+
+/// Step 5: one unit of work, one call to EC2 (around it, for
+/// `application` and `stopped` instances, the commands or the stop and
+/// start), unless the deadline is near.
+async fn carry(run: &Run<'_>, work: Work<'_>) -> Done {
+    match work {
+        Work::Volume {
+            target,
+            policy,
+            slot,
+        } => execute::volume(run, target, policy, slot).await,
+        Work::Instance {
+            target,
+            due,
+            policy,
+            slot,
+        } => {
+            // `stopped` watches the deadline itself: an instance an earlier
+            // run left stopped is started even when this one has no time.
+            if run.deadline.is_near() && policy.consistency != Consistency::Stopped {
+                return (execute::left(&due, policy), None).into();
+            }
+            match (policy.consistency, &policy.application) {
+                (Consistency::Application, Some(commands)) => {
+                    consistent::application(run, &target, &due, policy, slot, commands).await
+                }
+                (Consistency::Stopped, _) => {
+                    consistent::stopped(run, &target, &due, policy, slot).await
+                }
+                _ => take_instance_snapshots(
+                    run,
+                    &target,
+                    &due,
+                    policy,
+                    slot,
+                    ConsistencyLabel::Instance,
+                )
+                .await
+                .into(),
+            }
+        }
+    }
 }
 
 /// Handle one tick: discover, plan, create, summarise, notify.

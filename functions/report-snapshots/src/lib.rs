@@ -20,7 +20,8 @@
 //! 4. the cost ([`cost`]): unique and added bytes of this deployment's
 //!    snapshots from the EBS direct APIs (what is not cached between the
 //!    same neighbours, until the deadline), priced per volume and policy
-//!    with the dry expiry plan and the archive arithmetic;
+//!    with the dry expiry plan and the archive arithmetic, into the
+//!    report's rows ([`rows`]);
 //! 5. store the report in the stack's bucket (`REPORT_BUCKET`): JSON,
 //!    CSV and a self-contained HTML page ([`render`]), dated and as
 //!    `latest`, each written to a temporary file and streamed from there;
@@ -33,6 +34,7 @@
 
 pub mod cost;
 pub mod render;
+pub mod rows;
 pub mod spool;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -7,12 +7,9 @@ use std::fmt::Write;
 use ebs_lifecycle_core::coverage::VolumeCoverage;
 use ebs_lifecycle_core::tags;
 
-use crate::cost::VolumeCost;
+use crate::rows::{VolumeCost, TIMELINES};
 use crate::Report;
 
-/// Volumes drawn as timelines on the page, at most (the costliest first);
-/// the JSON and CSV hold every one.
-pub const TIMELINES: usize = 40;
 const GIB: f64 = 1_073_741_824.0;
 /// Colours of the rules that keep a snapshot, in the timelines.
 const RULE_COLOURS: [(&str, &str); 7] = [
@@ -626,7 +623,7 @@ mod tests {
 
     #[test]
     fn timelines_draw_a_dot_per_standard_snapshot_and_a_square_per_archived_one() {
-        use crate::cost::{SnapshotCost, VolumeCost};
+        use crate::rows::{SnapshotCost, VolumeCost};
         let snapshot = |id: &str, time: &str, tier: &'static str| SnapshotCost {
             id: id.into(),
             time: time.into(),

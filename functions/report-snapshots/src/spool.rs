@@ -15,8 +15,8 @@ use serde::ser::{Error as _, SerializeSeq};
 use serde::{Serialize, Serializer};
 use tempfile::NamedTempFile;
 
-use crate::cost::VolumeCost;
 use crate::render;
+use crate::rows::VolumeCost;
 
 /// The files being written.
 pub struct Spool {
@@ -153,7 +153,7 @@ impl Serialize for CostVolumes {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cost::SnapshotCost;
+    use crate::rows::SnapshotCost;
 
     fn volume(id: &str, snapshots: usize) -> VolumeCost {
         VolumeCost {
