@@ -67,9 +67,9 @@ use ebs_lifecycle_core::{tagging, tags};
 pub const FUNCTION: &str = "archive-snapshots";
 
 /// `lifecycle:tier` values (describing only; decisions read EC2).
-pub const TIER_ARCHIVING: &str = "archiving";
-pub const TIER_ARCHIVE: &str = "archive";
-pub const TIER_STANDARD: &str = "standard";
+pub(crate) const TIER_ARCHIVING: &str = "archiving";
+pub(crate) const TIER_ARCHIVE: &str = "archive";
+pub(crate) const TIER_STANDARD: &str = "standard";
 
 /// Snapshots that stay listed in the summary with their reason, at most
 /// (the counts per reason are whole).

@@ -55,7 +55,7 @@ use ebs_lifecycle_core::tags;
 pub const FUNCTION: &str = "check-encryption";
 
 /// The alias of the AWS managed EBS key.
-pub const AWS_MANAGED_EBS_KEY: &str = "alias/aws/ebs";
+pub(crate) const AWS_MANAGED_EBS_KEY: &str = "alias/aws/ebs";
 
 /// Permission reads in flight at once (DescribeSnapshotAttribute is a
 /// Describe* call: 20/s refill; the SDK retries the odd throttle).
@@ -118,7 +118,7 @@ fn is_zero(n: &usize) -> bool {
 
 /// Findings listed in the summary and the notification, at most (the
 /// counts per kind are whole; every finding is logged, a line each).
-pub const FINDINGS_LISTED: usize = 200;
+pub(crate) const FINDINGS_LISTED: usize = 200;
 
 /// check-encryption, as the skeleton runs it ([`Function`]).
 pub struct CheckEncryption;

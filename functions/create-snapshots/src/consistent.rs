@@ -43,7 +43,7 @@ use crate::execute::{failed_all, left, take_instance_snapshots, Done, Outcome, R
 
 /// `Failed.error_kind` of volumes a policy with `on_command_failure: skip`
 /// did not snapshot.
-pub const SKIPPED_KIND: &str = "consistency-skipped";
+pub(crate) const SKIPPED_KIND: &str = "consistency-skipped";
 
 /// Time kept after a stop for the snapshot and the start.
 const AFTER_STOP: std::time::Duration = std::time::Duration::from_secs(60);

@@ -78,7 +78,7 @@ pub const CREATE_PACING: BucketPacing = ebs_lifecycle::pacing::CREATE_SNAPSHOT;
 /// second while it waits; four keeps the run's SSM calls inside
 /// [`Waits::PRODUCTION`]'s pace and bounds how many applications are held
 /// at once if something goes wrong.
-pub const CONSISTENCY_CONCURRENCY: usize = 4;
+pub(crate) const CONSISTENCY_CONCURRENCY: usize = 4;
 
 /// The ports this function uses.
 #[derive(Clone, Copy)]

@@ -215,7 +215,7 @@ pub struct RunSummary {
 pub const VOLUMES_PER_BATCH: usize = ebs_lifecycle::pacing::VOLUMES_PER_BATCH;
 /// Volume reports kept in the summary; past them only counts (every
 /// volume's plan is in the log, a line each).
-pub const VOLUMES_LISTED: usize = 100;
+pub(crate) const VOLUMES_LISTED: usize = 100;
 
 /// expire-snapshots, as the skeleton runs it ([`Function`]).
 pub struct ExpireSnapshots;

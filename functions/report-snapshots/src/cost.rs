@@ -21,7 +21,8 @@ use ebs_lifecycle_core::retention::{Expiry, KeepReason};
 use ebs_lifecycle_core::safety::DeletionGate;
 use ebs_lifecycle_core::{archive, expiry, tagging, tags};
 
-pub use crate::rows::{SnapshotCost, VolumeCost, TIMELINES};
+use crate::rows::TIMELINES;
+pub use crate::rows::{SnapshotCost, VolumeCost};
 pub use crate::spool::CostVolumes;
 
 /// Errors listed in the summary, at most.

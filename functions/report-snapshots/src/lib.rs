@@ -167,11 +167,11 @@ pub struct OptedOut {
 }
 
 /// Volumes the summary lists (the gaps first), at most; the files list all.
-pub const COVERAGE_SAMPLE: usize = 100;
+pub(crate) const COVERAGE_SAMPLE: usize = 100;
 /// Volumes whose cost the summary lists (the costliest), at most.
-pub const COST_SAMPLE: usize = 20;
+pub(crate) const COST_SAMPLE: usize = 20;
 /// Holds the summary lists (the soonest to end), at most; the page lists all.
-pub const HOLDS_SAMPLE: usize = 20;
+pub(crate) const HOLDS_SAMPLE: usize = 20;
 
 /// What the invocation returns and the log line carries: the counts, the
 /// gaps and the costliest volumes, never every volume and snapshot (those

@@ -91,10 +91,10 @@ pub fn csv(report: &Report) -> String {
 }
 
 /// cost.csv's first line.
-pub const COST_CSV_HEADER: &str = "volume_id,policy,snapshot_id,time,tier,full_bytes,unique_bytes,added_bytes,retained_by,expires,expiry_deletes,archive_saving_usd\n";
+pub(crate) const COST_CSV_HEADER: &str = "volume_id,policy,snapshot_id,time,tier,full_bytes,unique_bytes,added_bytes,retained_by,expires,expiry_deletes,archive_saving_usd\n";
 
 /// cost.csv's rows of one volume: one per snapshot, with what it costs.
-pub fn cost_csv_rows(v: &VolumeCost, out: &mut String) {
+pub(crate) fn cost_csv_rows(v: &VolumeCost, out: &mut String) {
     let opt = |n: Option<u64>| n.map(|n| n.to_string()).unwrap_or_default();
     for c in &v.snapshots {
         let fields = [

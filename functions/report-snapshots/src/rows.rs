@@ -5,7 +5,7 @@ use serde::Serialize;
 
 /// Volumes drawn as timelines on the page, at most (the costliest first);
 /// the JSON and CSV hold every one.
-pub const TIMELINES: usize = 40;
+pub(crate) const TIMELINES: usize = 40;
 
 /// One of this deployment's snapshots, priced.
 #[derive(Debug, Clone, Serialize)]

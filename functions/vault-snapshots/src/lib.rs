@@ -83,7 +83,7 @@ pub const START_RESERVE: std::time::Duration = std::time::Duration::from_secs(60
 
 /// A share not copied this long after its source snapshot started is
 /// reported (`copy-failed`, once).
-pub const LATE_AFTER: chrono::Duration = chrono::Duration::hours(24);
+pub(crate) const LATE_AFTER: chrono::Duration = chrono::Duration::hours(24);
 
 #[derive(Clone, Copy)]
 pub struct Ports<'a> {

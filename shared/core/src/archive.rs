@@ -25,14 +25,14 @@ use crate::policy::ArchiveRule;
 use crate::retention::{Expiry, KeepReason, Projection};
 
 /// EC2: archived snapshots per volume.
-pub const MAX_ARCHIVED_PER_VOLUME: usize = 25;
+pub(crate) const MAX_ARCHIVED_PER_VOLUME: usize = 25;
 /// EC2: archivals in progress per account (and region).
 pub const MAX_ARCHIVALS_IN_PROGRESS: usize = 25;
 /// A projected life with no end is priced over this many days.
-pub const HORIZON_DAYS: f64 = 365.0;
+pub(crate) const HORIZON_DAYS: f64 = 365.0;
 
 /// The `keep` document's name of the rule behind a reason.
-pub fn rule_name(reason: KeepReason) -> &'static str {
+pub(crate) fn rule_name(reason: KeepReason) -> &'static str {
     use KeepReason::*;
     match reason {
         Last => "last",

@@ -39,7 +39,7 @@ pub const FREEZE_WATCHDOG: Duration = Duration::from_secs(90);
 
 /// Where the commands keep their state on the instance (tmpfs: a reboot
 /// thaws everything anyway).
-pub const STATE_DIR: &str = "/run/ebs-lifecycle";
+pub(crate) const STATE_DIR: &str = "/run/ebs-lifecycle";
 
 /// What the pre command freezes: the volumes of the snapshot set.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,7 +62,7 @@ fn safe(word: &str) -> bool {
 /// The file systems the default pre command freezes (by `lsblk` FSTYPE);
 /// anything else (vfat `/boot/efi`, swap, tmpfs) would fail `fsfreeze` with
 /// EOPNOTSUPP and make every slot fall back.
-pub const FREEZABLE: [&str; 3] = ["ext4", "xfs", "btrfs"];
+pub(crate) const FREEZABLE: [&str; 3] = ["ext4", "xfs", "btrfs"];
 
 /// The default pre command (a bash script for `AWS-RunShellScript`): find
 /// the filesystems of `volumes`, start the watchdog, flush, freeze.
@@ -202,7 +202,7 @@ echo "frozen:" $mounts
 
 /// How long the thaw waits for a freeze in progress before thawing anyway
 /// (the watchdog then catches a freeze that completes even later).
-pub const THAW_WAITS_FOR_FREEZE: Duration = Duration::from_secs(300);
+pub(crate) const THAW_WAITS_FOR_FREEZE: Duration = Duration::from_secs(300);
 
 /// The default post command: wait for a freeze in progress, thaw what the
 /// pre command froze, stop its watchdog. Succeeds when nothing is frozen,

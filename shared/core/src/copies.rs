@@ -23,7 +23,7 @@ use crate::policy::KeepRules;
 use crate::retention::{bucket_of, KeepReason};
 
 /// EC2's default quota of concurrent copies into one region.
-pub const IN_FLIGHT_PER_REGION: usize = 20;
+pub(crate) const IN_FLIGHT_PER_REGION: usize = 20;
 
 /// A completed source snapshot.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,7 +43,7 @@ pub struct TargetState {
 
 /// The target's finest calendar rule, the one whose buckets decide which
 /// snapshots are worth a copy; `None` for `last`/`within` only.
-pub fn finest_rule(keep: &KeepRules) -> Option<KeepReason> {
+pub(crate) fn finest_rule(keep: &KeepRules) -> Option<KeepReason> {
     let set = |count: Option<u32>| count.is_some_and(|n| n > 0);
     [
         (
@@ -104,7 +104,7 @@ pub fn next_copy<'a>(
 /// the schedule's first slot in a later bucket of the target's finest rule
 /// (every slot with `last`/`within` only). What the labels of copies
 /// project with, as a source's labels project with every slot.
-pub fn next_copy_after(
+pub(crate) fn next_copy_after(
     schedule: &crate::schedule::Schedule,
     keep: &KeepRules,
     t: DateTime<Utc>,

@@ -28,9 +28,9 @@ pub const BLOCK_BYTES: u64 = 512 * 1024;
 /// Prices are per GB-month; AWS's GB is 2^30 bytes.
 pub const GB: f64 = 1_073_741_824.0;
 /// The archive tier bills at least 90 days.
-pub const ARCHIVE_MINIMUM_DAYS: f64 = 90.0;
+pub(crate) const ARCHIVE_MINIMUM_DAYS: f64 = 90.0;
 /// Days in a billing month, as AWS prorates GB-months.
-pub const DAYS_PER_MONTH: f64 = 30.0;
+pub(crate) const DAYS_PER_MONTH: f64 = 30.0;
 
 /// Prices in USD: storage per GB-month per tier, restore per GB.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -180,7 +180,12 @@ pub fn stale(ids: &[&str], cached: &[Option<Sizes>]) -> Vec<bool> {
 /// its full size for at least 90 days. Archive when
 /// `full x archive x max(90, remaining) < unique x standard x remaining`
 /// (docs/report.md, "What archiving saves").
-pub fn archive_saving(full_bytes: u64, unique_bytes: u64, remaining_days: f64, p: &Prices) -> f64 {
+pub(crate) fn archive_saving(
+    full_bytes: u64,
+    unique_bytes: u64,
+    remaining_days: f64,
+    p: &Prices,
+) -> f64 {
     let months = |days: f64| days / DAYS_PER_MONTH;
     let standard = unique_bytes as f64 / GB * p.standard * months(remaining_days);
     let archive =

@@ -47,7 +47,7 @@ impl Remediate {
 
 /// EC2's default quota of concurrent snapshot copies per destination region.
 /// check-encryption never has more of its own copies in flight than this.
-pub const MAX_COPIES_IN_FLIGHT: usize = 20;
+pub(crate) const MAX_COPIES_IN_FLIGHT: usize = 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -565,7 +565,7 @@ pub enum Checked<T> {
 }
 
 /// Snapshot block public access states (GetSnapshotBlockPublicAccessState).
-pub const BPA_UNBLOCKED: &str = "unblocked";
+pub(crate) const BPA_UNBLOCKED: &str = "unblocked";
 
 /// Findings on the account's settings.
 pub fn assess_account(

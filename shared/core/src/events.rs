@@ -175,9 +175,9 @@ impl Tick {
 }
 
 /// `detail-type` of single-snapshot events.
-pub const SNAPSHOT_NOTIFICATION: &str = "EBS Snapshot Notification";
+pub(crate) const SNAPSHOT_NOTIFICATION: &str = "EBS Snapshot Notification";
 /// `detail-type` of CreateSnapshots (multi-volume) completion events.
-pub const MULTI_VOLUME_COMPLETION: &str = "EBS Multi-Volume Snapshots Completion Status";
+pub(crate) const MULTI_VOLUME_COMPLETION: &str = "EBS Multi-Volume Snapshots Completion Status";
 
 /// `detail.event` values of EBS snapshot events this project does not act on.
 /// They are ignored (and logged at debug), not rejected.
@@ -240,7 +240,7 @@ pub struct SnapshotResult {
 /// How long after EC2 reports a snapshot done it may still be missing from
 /// DescribeSnapshots (EC2's eventual consistency): an event handled within
 /// this of its snapshot's end is retried; later, the snapshot is gone.
-pub const VISIBLE_WITHIN: chrono::Duration = chrono::Duration::minutes(5);
+pub(crate) const VISIBLE_WITHIN: chrono::Duration = chrono::Duration::minutes(5);
 
 impl SnapshotResult {
     /// The event's snapshot, which EC2 does not list, is gone (deleted

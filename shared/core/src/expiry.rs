@@ -49,7 +49,7 @@ pub struct VolumePlan<'a> {
 
 /// A retention group: a source volume (`None`: the snapshot names none) and
 /// the policy its snapshots name (`None`: not this deployment's, or no tag).
-pub type GroupKey<'s> = (Option<&'s str>, Option<&'s str>);
+pub(crate) type GroupKey<'s> = (Option<&'s str>, Option<&'s str>);
 
 /// Snapshots grouped the way retention judges them: by source volume and by
 /// the policy each names, each group newest first. Snapshots of other

@@ -24,11 +24,11 @@ pub const MAX_HOLDS: usize = 10_000;
 
 /// The longest reason kept, in characters (longer ones are refused, so what
 /// the report shows is what was written).
-pub const MAX_REASON_CHARS: usize = 256;
+pub(crate) const MAX_REASON_CHARS: usize = 256;
 
 /// The furthest a hold may reach: ten years. A hold meant for ever is a
 /// decision someone should make again.
-pub const MAX_HOLD: Duration = Duration::days(3653);
+pub(crate) const MAX_HOLD: Duration = Duration::days(3653);
 
 /// One hold, as the ledger records it (and the report shows it).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

@@ -47,7 +47,7 @@ pub const UNIQUE_BASIS: &str = "lifecycle:unique-basis";
 pub const TIER: &str = "lifecycle:tier";
 /// When EC2 finished moving the snapshot to the archive tier (RFC 3339).
 pub const ARCHIVED_AT: &str = "lifecycle:archived-at";
-pub const HOLD: &str = "lifecycle:hold";
+pub(crate) const HOLD: &str = "lifecycle:hold";
 /// Set by the user on an instance (`true`): permits the `stopped` consistency mode.
 pub const ALLOW_STOP: &str = "lifecycle:allow-stop";
 /// Set by create-snapshots on an instance it stopped for a `stopped`
@@ -59,7 +59,7 @@ pub const STOPPED_FOR_SNAPSHOT: &str = "lifecycle:stopped-for-snapshot";
 /// from, and when. Written once at creation, read by nothing: a label for
 /// people.
 pub const RESTORED_FROM: &str = "lifecycle:restored-from";
-pub const RESTORED_AT: &str = "lifecycle:restored-at";
+pub(crate) const RESTORED_AT: &str = "lifecycle:restored-at";
 /// On a volume `restore instance --replace` detaches (written before the
 /// detach): the volume restored in its place.
 pub const REPLACED_BY: &str = "lifecycle:replaced-by";
@@ -105,13 +105,13 @@ pub const ALL: &[&str] = &[
 /// Prefix of every key this project owns.
 pub const LIFECYCLE_PREFIX: &str = "lifecycle:";
 /// Prefix EC2 reserves; such keys are never copied or written.
-pub const AWS_PREFIX: &str = "aws:";
+pub(crate) const AWS_PREFIX: &str = "aws:";
 pub const NAME: &str = "Name";
 
 /// EC2's limits on tags (per resource, per key, per value).
 pub const MAX_TAGS_PER_RESOURCE: usize = 50;
-pub const MAX_KEY_CHARS: usize = 128;
-pub const MAX_VALUE_CHARS: usize = 256;
+pub(crate) const MAX_KEY_CHARS: usize = 128;
+pub(crate) const MAX_VALUE_CHARS: usize = 256;
 
 /// RFC 3339 in UTC with second precision and a `Z`, the format of every time tag.
 pub fn format_time(t: DateTime<Utc>) -> String {

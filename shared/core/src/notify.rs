@@ -103,8 +103,8 @@ pub struct RenderedNotification {
 
 /// SNS limits: subjects are at most 100 ASCII characters with no control
 /// characters; messages at most 256 KiB.
-pub const MAX_SUBJECT_CHARS: usize = 100;
-pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
+pub(crate) const MAX_SUBJECT_CHARS: usize = 100;
+pub(crate) const MAX_MESSAGE_BYTES: usize = 256 * 1024;
 
 impl Notification {
     pub fn render(&self) -> RenderedNotification {
@@ -168,10 +168,10 @@ fn subject(deployment: &str, severity: Severity, summary: &str) -> String {
 
 /// At most this many conditions are remembered; past it every new condition
 /// is notified (an alert is never dropped to save memory).
-pub const MEMO_CAPACITY: usize = 10_000;
+pub(crate) const MEMO_CAPACITY: usize = 10_000;
 
 /// How long a notified condition stays quiet.
-pub const MEMO_WINDOW: chrono::TimeDelta = chrono::TimeDelta::hours(24);
+pub(crate) const MEMO_WINDOW: chrono::TimeDelta = chrono::TimeDelta::hours(24);
 
 /// The conditions notified in the last 24 hours, so a condition that
 /// repeats (an unknown policy name at every tick, an unencrypted volume at

@@ -40,12 +40,12 @@ use crate::policy::Policies;
 pub const DESCRIPTION_LIMIT: usize = 255;
 
 /// The product's marker, first word of every Description.
-pub const MARKER: &str = "ebs-lifecycle";
+pub(crate) const MARKER: &str = "ebs-lifecycle";
 
 /// How late after its slot's window a scheduled snapshot may start: the
 /// clocks of Lambda (which picks the slot) and EC2 (which stamps StartTime)
 /// are not the same clock.
-pub const CLOCK_SKEW: Duration = Duration::minutes(5);
+pub(crate) const CLOCK_SKEW: Duration = Duration::minutes(5);
 
 /// Where a deployment runs: what its Descriptions name.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -264,7 +264,7 @@ pub type AskedKey = (String, String, DateTime<Utc>);
 /// How long after its run began a snapshot asked for may start: a
 /// create-snapshots run lasts at most 15 minutes (Lambda's limit), plus
 /// the clocks' skew.
-pub const ASKED_WINDOW: Duration = Duration::minutes(20);
+pub(crate) const ASKED_WINDOW: Duration = Duration::minutes(20);
 
 impl Creations {
     /// True when a scheduled snapshot started at `start` is proven only by

@@ -17,13 +17,13 @@ use crate::model::Tags;
 use crate::schedule::{PastSchedules, Schedule};
 
 /// The document used when `POLICIES` is unset (docs/policies-and-tags.md).
-pub const DEFAULT_POLICIES: &str = r#"{
+pub(crate) const DEFAULT_POLICIES: &str = r#"{
   "default": { "schedule": "@daily", "timezone": "UTC",
                "keep": { "last": 3, "daily": 7, "weekly": 4, "monthly": 12 } }
 }"#;
 
 /// The name of the policy used by [`DEFAULT_POLICIES`].
-pub const DEFAULT_POLICY_NAME: &str = "default";
+pub(crate) const DEFAULT_POLICY_NAME: &str = "default";
 
 /// All policies of a deployment, by name.
 #[derive(Debug, Clone)]
@@ -189,7 +189,7 @@ pub struct ArchiveRule {
 }
 
 /// The rule names `archive.rules` accepts: the `keep` document's.
-pub const ARCHIVE_RULE_NAMES: [&str; 13] = [
+pub(crate) const ARCHIVE_RULE_NAMES: [&str; 13] = [
     "last",
     "hourly",
     "daily",
@@ -242,7 +242,7 @@ impl ArchiveRule {
 
 /// EC2 lets a policy copy to at most this many targets (as Data Lifecycle
 /// Manager does for cross-region rules, which allows 3).
-pub const MAX_COPY_TARGETS: usize = 5;
+pub(crate) const MAX_COPY_TARGETS: usize = 5;
 
 /// One disaster-recovery target of a policy.
 #[derive(Debug, Clone, PartialEq)]
@@ -271,7 +271,7 @@ impl CopyTarget {
 }
 
 /// An AWS region name: `eu-west-1`, `us-gov-west-1`, `ap-southeast-4`.
-pub fn valid_region(region: &str) -> bool {
+pub(crate) fn valid_region(region: &str) -> bool {
     let parts: Vec<&str> = region.split('-').collect();
     parts.len() >= 3
         && parts.len() <= 4

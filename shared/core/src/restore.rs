@@ -23,7 +23,7 @@ pub fn data_time(s: &Snapshot) -> Option<DateTime<Utc>> {
 /// then, if EC2 says it was created from a snapshot (its `SnapshotId`),
 /// that snapshot's volume, and so on (a volume restored once, and restored
 /// again). Its history is theirs.
-pub type Lineage = [String];
+pub(crate) type Lineage = [String];
 
 /// The newest snapshot of the lineage's volumes among `owned` that EC2
 /// says is completed and holds the data of `at` or earlier (ties: the
@@ -205,7 +205,7 @@ pub enum SpecError {
 
 /// The type a restore uses when the source volume is gone: EC2's current
 /// general-purpose default.
-pub const DEFAULT_TYPE: &str = "gp3";
+pub(crate) const DEFAULT_TYPE: &str = "gp3";
 
 /// Whether the new volume takes the source's place (`restore instance
 /// --replace`: it carries the source's selector tag, so its backups go on)

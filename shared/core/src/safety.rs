@@ -29,7 +29,7 @@ use crate::tags;
 
 /// How long a failed (`error`) snapshot stays for people to look at before
 /// expiry removes it.
-pub const FAILED_GRACE: Duration = Duration::hours(72);
+pub(crate) const FAILED_GRACE: Duration = Duration::hours(72);
 
 /// Facts about the account, gathered once per run.
 #[derive(Debug, Clone, Default)]

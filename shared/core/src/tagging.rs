@@ -30,11 +30,11 @@ use crate::tags::{self, SkipReason, SkippedTag};
 
 /// `lifecycle:retained-by` of a snapshot no rule keeps (expiry deletes it
 /// next, unless a safety rule protects it).
-pub const RETAINED_BY_NONE: &str = "none";
+pub(crate) const RETAINED_BY_NONE: &str = "none";
 /// `lifecycle:expires-at` of a snapshot that is never projected to expire.
-pub const EXPIRES_NEVER: &str = "never";
+pub(crate) const EXPIRES_NEVER: &str = "never";
 /// The word `lifecycle:retained-by` lists for a user's `lifecycle:hold`.
-pub const RETAINED_BY_HOLD: &str = "hold";
+pub(crate) const RETAINED_BY_HOLD: &str = "hold";
 use crate::model::COPY_VOLUME_ID as PLACEHOLDER_VOLUME;
 
 /// The tags one snapshot should get, split so batches can form across

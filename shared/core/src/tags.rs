@@ -15,7 +15,7 @@ pub use crate::keys::*;
 /// Whether a snapshot is held (`lifecycle:hold`, the key in any letter
 /// case, any value): a person who writes `Lifecycle:Hold` means it, and a
 /// hold that fails on a capital letter would delete what was meant to stay.
-pub fn is_held(tags: &Tags) -> bool {
+pub(crate) fn is_held(tags: &Tags) -> bool {
     tags.keys().any(|k| k.eq_ignore_ascii_case(HOLD))
 }
 

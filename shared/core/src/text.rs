@@ -15,7 +15,7 @@ pub fn excerpt(value: &str) -> String {
 }
 
 /// At most this much of a command's output goes into a notification.
-pub const OUTPUT_EXCERPT_CHARS: usize = 1_000;
+pub(crate) const OUTPUT_EXCERPT_CHARS: usize = 1_000;
 
 /// The end of a command's output (errors come last), at most
 /// [`OUTPUT_EXCERPT_CHARS`] characters, without control characters.

@@ -105,10 +105,10 @@ impl ConfigError {
     }
 }
 
-pub const DEFAULT_SELECTOR_TAG_KEY: &str = "Backup";
-pub const DEFAULT_MAX_DELETIONS: u32 = 200;
-pub const DEFAULT_STUCK_AFTER_MINUTES: u32 = 240;
-pub const DEFAULT_METRICS_NAMESPACE: &str = "EbsSnapshotLifecycle";
+pub(crate) const DEFAULT_SELECTOR_TAG_KEY: &str = "Backup";
+pub(crate) const DEFAULT_MAX_DELETIONS: u32 = 200;
+pub(crate) const DEFAULT_STUCK_AFTER_MINUTES: u32 = 240;
+pub(crate) const DEFAULT_METRICS_NAMESPACE: &str = "EbsSnapshotLifecycle";
 
 impl Config {
     /// Read the process environment.

@@ -59,7 +59,7 @@ pub const CREATE_SNAPSHOT: BucketPacing = BucketPacing {
 /// second with a burst of 20, leaving room in the account's request quota
 /// for other backup tools, halving on throttling. report- and
 /// archive-snapshots.
-pub const EBS_DIRECT_LISTS: BucketPacing = BucketPacing {
+pub(crate) const EBS_DIRECT_LISTS: BucketPacing = BucketPacing {
     burst: 20.0,
     per_second: 20.0,
 };

@@ -33,9 +33,9 @@ use aws_smithy_runtime_api::client::retries::classifiers::{ClassifyRetry, RetryA
 /// without eating a large part of the 15-minute invocation.
 pub const MAX_ATTEMPTS: u32 = 5;
 /// One attempt may take this long before it is abandoned and retried.
-pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(20);
+pub(crate) const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(20);
 /// One call, retries included, may take this long.
-pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(90);
+pub(crate) const OPERATION_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// The retry policy every client uses: standard mode (the SDK retries
 /// throttling, 5xx and transient transport errors with exponential backoff
@@ -71,7 +71,7 @@ const THROTTLING_CODES: [&str; 3] = ["RequestLimitExceeded", "Throttling", "Thro
 /// volume is reported instead, and the next tick looks for the slot's
 /// snapshot before creating (see create-snapshots).
 #[derive(Debug, Default, Clone, Copy)]
-pub struct RetryOnlyThrottling;
+pub(crate) struct RetryOnlyThrottling;
 
 impl ClassifyRetry for RetryOnlyThrottling {
     fn classify_retry(&self, ctx: &InterceptorContext) -> RetryAction {

@@ -56,7 +56,7 @@ impl Notifier for SnsNotifier {
 
 /// Used when `TOPIC_ARN` is unset: the notification goes to the log only.
 #[derive(Debug, Clone, Default)]
-pub struct LogNotifier;
+pub(crate) struct LogNotifier;
 
 #[async_trait]
 impl Notifier for LogNotifier {

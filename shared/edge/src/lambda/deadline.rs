@@ -8,7 +8,7 @@ use tokio::time::Instant;
 
 /// Stop starting new AWS work when less than this remains: long enough for a
 /// call in flight to finish (or time out) and for the summary to be published.
-pub const DEFAULT_MARGIN: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_MARGIN: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone, Copy)]
 pub struct Deadline {

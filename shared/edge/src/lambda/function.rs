@@ -183,8 +183,8 @@ pub async fn invoke<F: Function>(
 }
 
 /// The one closing sequence: metrics, notifications (the ownership report,
-/// then the function's), published, then the log line (which so carries
-/// what could not be published).
+/// then the function's), published, then the summary's log line (which so
+/// carries what could not be published).
 async fn close<F: Function>(
     ports: F::Ports<'_>,
     run: &Run<'_>,
@@ -214,7 +214,7 @@ async fn close<F: Function>(
     .await;
     notifications.extend(F::notifications(ports, run, summary).await);
     run::publish(F::notifier(&ports), &notifications, summary.header()).await;
-    tracing::info!(function = F::NAME, summary = %summary.for_log(), "{}", summary.headline());
+    run::log_summary(F::NAME, &summary.headline(), summary.for_log());
 }
 
 /// Run `F` for every invocation: the environment built once, `ports` taken

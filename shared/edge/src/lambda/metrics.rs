@@ -103,7 +103,7 @@ pub fn emit(
 /// Write one EMF document of the report's cost figures: `SnapshotStorageBytes`
 /// per `Tier` (standard, archive) and `EstimatedMonthlyCost` (USD), as
 /// gauges: the figure is the account's now, not a count of this run.
-pub fn emit_cost(
+pub(crate) fn emit_cost(
     namespace: &str,
     deployment: &str,
     function: &str,
@@ -127,7 +127,7 @@ pub fn emit_cost(
 }
 
 /// [`emit_cost`] to stdout, for the configured namespace and deployment.
-pub fn emit_cost_for_run(
+pub(crate) fn emit_cost_for_run(
     config: &crate::config::Config,
     function: &str,
     standard_bytes: u64,
@@ -150,7 +150,11 @@ pub fn emit_cost_for_run(
 /// [`emit`] to stdout (where Lambda's log capture turns it into metrics), for
 /// the configured namespace and deployment. A metrics failure is logged, never
 /// fatal: the run's real work is done by then.
-pub fn emit_for_run(config: &crate::config::Config, function: &str, values: &[(Metric, u64)]) {
+pub(crate) fn emit_for_run(
+    config: &crate::config::Config,
+    function: &str,
+    values: &[(Metric, u64)],
+) {
     if let Err(e) = emit(
         &config.metrics_namespace,
         &config.deployment_name,

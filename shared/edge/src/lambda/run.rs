@@ -98,7 +98,7 @@ pub const RESPONSE_LIMIT: usize = 256 * 1024;
 
 /// The most of a summary one log line carries (CloudWatch Logs takes events
 /// of up to 256 KB, the line's other fields included).
-pub const LOG_LIMIT: usize = 200 * 1024;
+pub(crate) const LOG_LIMIT: usize = 200 * 1024;
 
 /// A run summary as the invocation returns it: whole when it fits
 /// [`RESPONSE_LIMIT`], else its counts with a sample of every list
@@ -117,6 +117,27 @@ fn bounded(summary: &impl Serialize, limit: usize) -> serde_json::Value {
         .unwrap_or_else(|e| serde_json::json!({"unserializable_summary": e.to_string()}));
     ebs_lifecycle_core::text::bounded(&value, limit)
         .unwrap_or_else(|| serde_json::json!({"summary_too_large": true}))
+}
+
+/// The run summary as one JSON log line of its own, `{"level": "INFO",
+/// "type": "run-summary", "function", "message": headline, "summary": {...}}`:
+/// CloudWatch Logs Insights discovers the fields of a JSON log event, so
+/// `filter type = "run-summary" and summary.counts.deleted > 0` works
+/// (docs/operations.md, "Logs"). Written as the metrics are, to stdout,
+/// whole or not at all; a failed write is not the run's failure.
+pub fn log_summary(function: &str, headline: &str, summary: serde_json::Value) {
+    use std::io::Write;
+    let line = serde_json::json!({
+        "level": "INFO",
+        "type": "run-summary",
+        "function": function,
+        "message": headline,
+        "summary": summary,
+    });
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = writeln!(out, "{line}") {
+        tracing::warn!(error = %e, "could not write the run summary's log line");
+    }
 }
 
 /// Publish each notification in order. A failure is logged and recorded in

@@ -479,7 +479,7 @@ pub async fn keep(
 /// Source volumes whose copies are labelled together: the plan of one
 /// chunk's labels is what [`label`] holds, never every copy's (a vault of
 /// 20,000 copies held 11 MB of planned labels at once).
-pub const LABEL_VOLUMES_PER_CHUNK: usize = 200;
+pub(crate) const LABEL_VOLUMES_PER_CHUNK: usize = 200;
 
 /// `lifecycle:retained-by` and `lifecycle:expires-at` on the copies, by
 /// their rules; returns how many copies were labelled.

@@ -256,7 +256,7 @@ impl Walk {
 
 /// Rotate sorted `volume_ids` so that the first one at or after `cursor`
 /// comes first (the cursor's volume may be gone since).
-pub fn rotate_to(volume_ids: &mut [String], cursor: &str) {
+pub(crate) fn rotate_to(volume_ids: &mut [String], cursor: &str) {
     let at = volume_ids.partition_point(|v| v.as_str() < cursor);
     volume_ids.rotate_left(at);
 }
