@@ -308,7 +308,7 @@ impl Function for ArchiveSnapshots {
                 .snapshots_by_id(&ids)
                 .await?
                 .into_iter()
-                .filter(|s| tags::is_managed_by(&s.tags, &config.deployment_name))
+                .filter(|s| tags::is_managed_by(&s.tags, config.deployment_name()))
                 .collect()
         };
         let sifted =
@@ -455,7 +455,7 @@ async fn plan_and_archive(
     deadline: &Deadline,
     summary: &mut ArchiveSummary,
 ) -> Result<Vec<ebs_lifecycle_core::ownership::Suspect>, ArchiveError> {
-    let deployment = config.deployment_name.as_str();
+    let deployment = config.deployment_name();
     let volume_ids = ports.catalog.managed_volume_ids(deployment).await?;
     // A run that ran out of time resumes at the volume where it stopped,
     // so every volume is measured within a few days at any size.
@@ -574,7 +574,7 @@ async fn plan_batch(
         })
         .map(|s| s.id.clone())
         .collect();
-    let facts = shared.facts(&config.deployment_name, held_for_review, restoring, now);
+    let facts = shared.facts(config.deployment_name(), held_for_review, restoring, now);
     let gate = DeletionGate::new(facts, owned, config.max_deletions);
     let tier = |s: &Snapshot| tier_of(s, statuses);
     // EC2's per-volume count: archived or archiving, anyone's.
@@ -591,7 +591,7 @@ async fn plan_batch(
     let mut groups: Vec<(String, String, Vec<Decision>)> = Vec::new();
     let mut full: BTreeMap<String, u64> = BTreeMap::new();
     for ((volume_id, policy_name), group) in
-        expiry::retention_groups(owned, &config.deployment_name)
+        expiry::retention_groups(owned, config.deployment_name())
     {
         let (Some(volume_id), Some(policy_name)) = (volume_id, policy_name) else {
             continue;
@@ -690,7 +690,7 @@ impl Judging<'_> {
         let statuses = self.statuses;
         let tier = |s: &Snapshot| tier_of(s, statuses);
         let cached = |s: &Snapshot| cached_unique(s, lineages);
-        let projections = tagging::projections(policy, group, &config.deployment_name, orphan);
+        let projections = tagging::projections(policy, group, config.deployment_name(), orphan);
         let mut completed: Vec<&Snapshot> = group
             .iter()
             .copied()
@@ -991,7 +991,7 @@ pub fn notifications(config: &Config, s: &ArchiveSummary) -> Vec<Notification> {
     vec![Notification {
         kind: NotificationKind::ArchiveFailed,
         severity: Severity::Warning,
-        deployment: config.deployment_name.clone(),
+        deployment: config.deployment_name().to_string(),
         summary: format!(
             "{} snapshot{} could not be moved to the archive tier: {}",
             ids.len(),

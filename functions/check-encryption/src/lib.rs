@@ -222,7 +222,7 @@ async fn daily_run(
             if encryption::can_be_shared(&s, aws_managed.as_deref()) {
                 shareable.push(s.id.clone());
             }
-            if tags::is_managed_by(&s.tags, &config.deployment_name)
+            if tags::is_managed_by(&s.tags, config.deployment_name())
                 && s.encrypted_copy_of().is_some()
             {
                 copy_candidates.push(s);
@@ -235,7 +235,7 @@ async fn daily_run(
     let (copy_snapshots, _) = sift(ports, config, copy_candidates, now).await?;
     let copies_listed: Vec<Snapshot> = copy_snapshots
         .into_iter()
-        .filter(|s| tags::is_managed_by(&s.tags, &config.deployment_name))
+        .filter(|s| tags::is_managed_by(&s.tags, config.deployment_name()))
         .filter(|s| s.encrypted_copy_of().is_some())
         .collect();
     let mut copies = Copies::new(&copies_listed);
@@ -264,7 +264,7 @@ async fn daily_run(
         }
     }
     let rules = Rules {
-        deployment: &config.deployment_name,
+        deployment: config.deployment_name(),
         remediate: config.remediate,
         allowed_keys: &allowed_keys,
         resolved_aliases: &resolved,
@@ -316,7 +316,7 @@ async fn event_run(
     let (permissions, _) =
         read_permissions(ports, shareable, None, deadline, summary, &mut findings).await;
     let rules = Rules {
-        deployment: &config.deployment_name,
+        deployment: config.deployment_name(),
         remediate: config.remediate,
         allowed_keys: &allowed_keys,
         resolved_aliases: &resolved,
@@ -387,7 +387,7 @@ async fn sift(
 ) -> Result<(Vec<Snapshot>, Vec<Suspect>), InvocationError> {
     let (tagged, others): (Vec<Snapshot>, Vec<Snapshot>) = snapshots
         .into_iter()
-        .partition(|s| tags::is_managed_by(&s.tags, &config.deployment_name));
+        .partition(|s| tags::is_managed_by(&s.tags, config.deployment_name()));
     let sifted = ownership::sift(ports.ledger, config, tagged, Scope::SomeSnapshots, now).await?;
     let held = sifted.held_for_review();
     let (owned, rejected) = (sifted.owned, sifted.rejected);
@@ -414,7 +414,7 @@ async fn copies_of(
     Ok(if snapshots.iter().any(|s| !s.encrypted) {
         let listed = ports
             .catalog
-            .encrypted_copies(&config.deployment_name)
+            .encrypted_copies(config.deployment_name())
             .await?;
         let sifted =
             ownership::sift(ports.ledger, config, listed, Scope::SomeSnapshots, now).await?;
@@ -755,7 +755,7 @@ pub fn notifications(
     vec![Notification {
         kind: NotificationKind::EncryptionFindings,
         severity,
-        deployment: config.deployment_name.clone(),
+        deployment: config.deployment_name().to_string(),
         summary: format!("check-encryption: {}", listed.join(", ")),
         details: json!({
             "trigger": summary.header.trigger,

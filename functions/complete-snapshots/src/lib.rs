@@ -225,7 +225,7 @@ async fn apply_results(
         .snapshots_by_id(&ids)
         .await?
         .into_iter()
-        .partition(|s| claims_deployment(s, &config.deployment_name));
+        .partition(|s| claims_deployment(s, config.deployment_name()));
     // Only what the deployment provably made has its state tag kept true;
     // a suspect is as foreign as a snapshot without the tag. One it made
     // whose `managed-by` was removed is still proven by its Description:
@@ -264,7 +264,7 @@ async fn apply_results(
             }
             continue;
         };
-        let labels = match ownership(snapshot, &config.deployment_name) {
+        let labels = match ownership(snapshot, config.deployment_name()) {
             Ownership::Ours(labels) => labels,
             other => {
                 if proven.contains(&snapshot.id) && snapshot.state == SnapshotState::Error {
@@ -467,7 +467,7 @@ fn failure_notification(
     Notification {
         kind: NotificationKind::SnapshotFailed,
         severity: Severity::Warning,
-        deployment: config.deployment_name.clone(),
+        deployment: config.deployment_name().to_string(),
         summary: format!("snapshot of {volume} failed (policy {})", t.policy),
         details: json!({
             "snapshot_id": t.snapshot_id,
@@ -558,7 +558,7 @@ async fn reconcile(
     let (by_tag, by_ec2) = tokio::try_join!(
         ports
             .catalog
-            .managed_snapshots_in_state(&config.deployment_name, LifecycleState::Pending),
+            .managed_snapshots_in_state(config.deployment_name(), LifecycleState::Pending),
         ports.catalog.unfinished_snapshots(&config.identity),
     )?;
     let mut listed: BTreeMap<String, Snapshot> = BTreeMap::new();
@@ -606,7 +606,7 @@ fn triage(
     let mut stuck = Vec::new();
     let mut unlabelled = Vec::new();
     for snapshot in pending {
-        let labels = match ownership(&snapshot, &config.deployment_name) {
+        let labels = match ownership(&snapshot, config.deployment_name()) {
             // Tagged pending, or failed in EC2 whatever its state tag says
             // (the tag is set true; the alert goes once, by the ledger).
             Ownership::Ours(labels)
@@ -708,7 +708,7 @@ async fn alert_stuck(
             let notification = Notification {
                 kind: NotificationKind::SnapshotStuck,
                 severity: Severity::Warning,
-                deployment: config.deployment_name.clone(),
+                deployment: config.deployment_name().to_string(),
                 summary: format!(
                     "snapshot {} of {} pending for over {} minutes",
                     entry.snapshot_id,

@@ -253,7 +253,7 @@ impl Function for CopySnapshots {
             .collect();
         let listed = ports
             .catalog
-            .managed_snapshots_of_policies(&config.deployment_name, &copying)
+            .managed_snapshots_of_policies(config.deployment_name(), &copying)
             .await
             .map_err(CopyError::SourceUnavailable)?;
         let sifted =
@@ -454,7 +454,7 @@ pub fn notifications(config: &Config, summary: &RunSummary) -> Vec<Notification>
             out.push(Notification {
                 kind: NotificationKind::CopyFailed,
                 severity: Severity::Warning,
-                deployment: config.deployment_name.clone(),
+                deployment: config.deployment_name().to_string(),
                 summary: format!(
                     "copy of {} to {} failed: {}",
                     f.source_snapshot_id, r.region, f.error_kind
@@ -478,7 +478,7 @@ pub fn notifications(config: &Config, summary: &RunSummary) -> Vec<Notification>
             out.push(Notification {
                 kind: NotificationKind::ConfigError,
                 severity: Severity::Critical,
-                deployment: config.deployment_name.clone(),
+                deployment: config.deployment_name().to_string(),
                 summary: format!("vault target {} cannot be shared with: {error}", v.target),
                 details: json!({
                     "target": v.target,
@@ -491,7 +491,7 @@ pub fn notifications(config: &Config, summary: &RunSummary) -> Vec<Notification>
             out.push(Notification {
                 kind: NotificationKind::CopyFailed,
                 severity: Severity::Warning,
-                deployment: config.deployment_name.clone(),
+                deployment: config.deployment_name().to_string(),
                 summary: format!("{id} is not under the key of vault target {}: not shared", v.target),
                 details: json!({
                     "target": v.target,
@@ -507,7 +507,7 @@ pub fn notifications(config: &Config, summary: &RunSummary) -> Vec<Notification>
         out.push(Notification {
             kind: NotificationKind::RunSummary,
             severity: Severity::Warning,
-            deployment: config.deployment_name.clone(),
+            deployment: config.deployment_name().to_string(),
             summary: headline(summary),
             details: json!(summary),
         });

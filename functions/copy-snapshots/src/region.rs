@@ -79,7 +79,8 @@ impl Region<'_> {
                 pacing: self.ports.delete_pacing,
             },
         )
-        .await?;
+        .await
+        .map_err(|e| e.to_string())?;
         report.left_for_later = kept.left_for_later;
         report.delete_failed = kept
             .failed
@@ -104,7 +105,7 @@ impl Region<'_> {
 
         report.labelled = copying::label(
             self.destination.tagger,
-            &self.config.deployment_name,
+            self.config.deployment_name(),
             &kept_there,
             &copies,
             self.now,
@@ -134,7 +135,7 @@ impl Region<'_> {
         let listed = self
             .destination
             .catalog
-            .copies_from(&self.config.deployment_name, &identity.region)
+            .copies_from(self.config.deployment_name(), &identity.region)
             .await
             .map_err(|e| format!("listing the copies: {e}"))?;
         let ids: Vec<String> = listed.iter().map(|s| s.id.clone()).collect();

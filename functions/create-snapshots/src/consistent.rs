@@ -495,7 +495,7 @@ async fn stop_snapshot_start(
                 .into();
         }
         // The tag is for people looking at the instance; it authorises nothing.
-        if let Err(e) = control.mark_stopped(id, &run.config.deployment_name).await {
+        if let Err(e) = control.mark_stopped(id, run.config.deployment_name()).await {
             tracing::warn!(instance = id, error = %e, "could not put the human-readable stop mark");
         }
         if let Err(e) = control.stop_instance(id).await {

@@ -272,7 +272,7 @@ fn labels(
     consistency: ConsistencyLabel,
 ) -> LifecycleLabels {
     LifecycleLabels {
-        managed_by: config.deployment_name.clone(),
+        managed_by: config.deployment_name().to_string(),
         policy: policy.name.clone(),
         slot,
         state: LifecycleState::Pending,

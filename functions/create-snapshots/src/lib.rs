@@ -655,7 +655,7 @@ pub fn notifications(
     let mut out: Vec<Notification> = summary
         .consistency_failures
         .iter()
-        .map(|f| f.notification(&config.deployment_name))
+        .map(|f| f.notification(config.deployment_name()))
         .collect();
     let conditions = summary
         .failed
@@ -673,7 +673,7 @@ pub fn notifications(
         out.push(Notification {
             kind: NotificationKind::RunSummary,
             severity: Severity::Warning,
-            deployment: config.deployment_name.clone(),
+            deployment: config.deployment_name().to_string(),
             summary: headline(&summary.counts),
             details: json!(summary),
         });

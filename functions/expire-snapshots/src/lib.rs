@@ -260,7 +260,7 @@ impl Function for ExpireSnapshots {
         // The volumes first (ids only), then their snapshots a batch at a time.
         let volume_ids = ports
             .catalog
-            .managed_volume_ids(&config.deployment_name)
+            .managed_volume_ids(config.deployment_name())
             .await
             .map_err(ExpireError::FactsUnavailable)?;
         let facts = Protections::read(ports.protections, ports.ledger, Locks::All, true, run.now)
@@ -282,7 +282,7 @@ impl Function for ExpireSnapshots {
             let listed = match tokio::try_join!(
                 ports
                     .catalog
-                    .managed_snapshots_of_volumes(&config.deployment_name, &batch),
+                    .managed_snapshots_of_volumes(config.deployment_name(), &batch),
                 ports.inventory.volumes_by_id(&batch),
             ) {
                 Ok(read) => read,
@@ -386,7 +386,7 @@ impl Expiry<'_, '_> {
         };
         let facts = self
             .facts
-            .facts(&config.deployment_name, held_for_review, restoring, now);
+            .facts(config.deployment_name(), held_for_review, restoring, now);
         let planning = DeletionGate::new(facts.clone(), &snapshots, config.max_deletions);
         let plans = expiry::plan(&snapshots, &config.policies, &existing, &planning);
         // MAX_DELETIONS is a budget over 24 hours shared by every run: the
@@ -674,7 +674,7 @@ pub fn notifications(config: &Config, summary: &RunSummary) -> Vec<Notification>
         notifications.push(Notification {
             kind: NotificationKind::DeletionCapReached,
             severity: Severity::Warning,
-            deployment: config.deployment_name.clone(),
+            deployment: config.deployment_name().to_string(),
             summary: format!(
                 "expire-snapshots stopped at MAX_DELETIONS={} over 24 hours ({} granted to this run); {} left for a later run",
                 summary.max_deletions, summary.deletions_granted, counts.left_for_later
@@ -702,7 +702,7 @@ pub fn notifications(config: &Config, summary: &RunSummary) -> Vec<Notification>
         notifications.push(Notification {
             kind: NotificationKind::ConfigError,
             severity: Severity::Warning,
-            deployment: config.deployment_name.clone(),
+            deployment: config.deployment_name().to_string(),
             summary: format!(
                 "snapshots of policies not in the policy document are kept by no rule: {}",
                 named.join(", ")
@@ -722,7 +722,7 @@ pub fn notifications(config: &Config, summary: &RunSummary) -> Vec<Notification>
             } else {
                 Severity::Info
             },
-            deployment: config.deployment_name.clone(),
+            deployment: config.deployment_name().to_string(),
             summary: headline(summary),
             details: json!(summary),
         });

@@ -327,7 +327,7 @@ impl Inventory {
         let (volumes, instances, managed_volumes) = tokio::try_join!(
             ports.inventory.all_volumes(),
             ports.inventory.instances_tagged(key),
-            ports.catalog.managed_volume_ids(&config.deployment_name),
+            ports.catalog.managed_volume_ids(config.deployment_name()),
         )?;
         let instance_ids: BTreeSet<&str> = instances.iter().map(|i| i.id.as_str()).collect();
         let tagged: Vec<_> = volumes
@@ -445,7 +445,7 @@ async fn walk(
         let began = tokio::time::Instant::now();
         let listed = match ports
             .catalog
-            .snapshots_of_volumes(&run.config.deployment_name, &batch)
+            .snapshots_of_volumes(run.config.deployment_name(), &batch)
             .await
         {
             Ok(listed) => listed,
@@ -591,7 +591,7 @@ impl Batch<'_> {
         walked: &mut Walked,
     ) -> Result<std::time::Duration, ReportError> {
         let (config, now) = (run.config, run.now);
-        let deployment = config.deployment_name.as_str();
+        let deployment = config.deployment_name();
         let (anyones, mine) = self.listed;
         let mut snapshots: BTreeMap<String, Snapshot> =
             anyones.into_iter().map(|s| (s.id.clone(), s)).collect();
@@ -846,7 +846,7 @@ pub fn notifications(config: &Config, r: &Report) -> Vec<Notification> {
             .map(|_| Notification {
                 kind: NotificationKind::ReportReady,
                 severity: Severity::Info,
-                deployment: config.deployment_name.clone(),
+                deployment: config.deployment_name().to_string(),
                 summary: format!("{}: {location}", headline(r)),
                 details: json!({"location": location, "volumes": r.volumes, "by_cover": r.by_cover, "gaps": r.gaps}),
             }),
@@ -860,7 +860,7 @@ pub fn notifications(config: &Config, r: &Report) -> Vec<Notification> {
             Some(Notification {
                 kind: NotificationKind::CoverageGap,
                 severity: gap.severity,
-                deployment: config.deployment_name.clone(),
+                deployment: config.deployment_name().to_string(),
                 summary: format!(
                     "{} ({}) has no snapshot since {} ({} intervals of policy {})",
                     c.volume_id,
@@ -891,7 +891,7 @@ fn opted_out_notification(config: &Config, r: &Report) -> Option<Notification> {
     Some(Notification {
         kind: NotificationKind::OptedOut,
         severity: Severity::Info,
-        deployment: config.deployment_name.clone(),
+        deployment: config.deployment_name().to_string(),
         summary: if r.opted_out.len() == 1 {
             format!(
                 "{} ({}) is no longer opted in: its backups have stopped (last snapshot {})",

@@ -174,7 +174,7 @@ impl Function for TagSnapshots {
                 return Ok(Ran::Nothing)
             }
             Trigger::Snapshots { results, .. } => {
-                let deployment = run.config.deployment_name.as_str();
+                let deployment = run.config.deployment_name();
                 let snapshots =
                     snapshots_of_event(ports, deployment, &results, run.now, labelling.summary)
                         .await?;
@@ -242,7 +242,7 @@ impl Labelling<'_, '_> {
 /// every volume is labelled within a few runs at any size).
 async fn backfill(labelling: &mut Labelling<'_, '_>) -> Result<(), InvocationError> {
     let ports = labelling.ports;
-    let deployment = labelling.run.config.deployment_name.as_str();
+    let deployment = labelling.run.config.deployment_name();
     let volume_ids = ports.catalog.managed_volume_ids(deployment).await?;
     let mut walk = Walk::start(ports.ledger, FUNCTION, volume_ids.into_iter().collect()).await;
     while let Some(batch) = walk.next_batch(&labelling.run.deadline) {
@@ -295,7 +295,7 @@ async fn label(
     let snapshots: Vec<Snapshot> = sifted
         .owned
         .into_iter()
-        .filter(|s| tags::is_managed_by(&s.tags, &config.deployment_name))
+        .filter(|s| tags::is_managed_by(&s.tags, config.deployment_name()))
         .filter(|s| in_batch.is_none_or(|b| s.source_volume_id().is_none_or(|v| b.contains(v))))
         .collect();
 
@@ -329,7 +329,7 @@ async fn label(
 
     let plan = tagging::plan(
         &Sources {
-            deployment: &config.deployment_name,
+            deployment: config.deployment_name(),
             policies: &config.policies,
             volumes: &volumes,
             instances: &instances,
@@ -646,7 +646,7 @@ pub fn notifications(config: &Config, summary: &RunSummary) -> Vec<Notification>
     vec![Notification {
         kind: NotificationKind::RunSummary,
         severity: Severity::Warning,
-        deployment: config.deployment_name.clone(),
+        deployment: config.deployment_name().to_string(),
         summary: format!("tag-snapshots could not tag {failed} snapshots"),
         details: json!({
             "function": FUNCTION,

@@ -330,7 +330,7 @@ impl Run<'_> {
         let mut volumes: BTreeSet<String> = self
             .ports
             .catalog
-            .managed_volume_ids(&self.config.deployment_name)
+            .managed_volume_ids(self.config.deployment_name())
             .await
             .map_err(VaultError::Ec2Unavailable)?;
         volumes.extend(by_volume.keys().map(|v| v.to_string()));
@@ -360,7 +360,7 @@ impl Run<'_> {
             let listed = match self
                 .ports
                 .catalog
-                .managed_snapshots_of_volumes(&self.config.deployment_name, &batch)
+                .managed_snapshots_of_volumes(self.config.deployment_name(), &batch)
                 .await
             {
                 Ok(listed) => listed,
@@ -507,7 +507,7 @@ impl Run<'_> {
             },
         )
         .await
-        .map_err(VaultError::KeepFailed)?;
+        .map_err(|e| VaultError::KeepFailed(e.to_string()))?;
         summary.left_for_later += kept.left_for_later;
         summary
             .delete_failed
@@ -551,7 +551,7 @@ impl Run<'_> {
 
         summary.labelled += copying::label(
             self.ports.tagger,
-            &self.config.deployment_name,
+            self.config.deployment_name(),
             &self.settings.policies,
             &copies,
             self.now,
@@ -967,7 +967,7 @@ pub fn notifications(config: &Config, s: &VaultSummary) -> Vec<Notification> {
     let notify = |kind, severity, summary: String, details: Value| Notification {
         kind,
         severity,
-        deployment: config.deployment_name.clone(),
+        deployment: config.deployment_name().to_string(),
         summary,
         details,
     };

@@ -197,7 +197,10 @@ mod tests {
     fn all_lists_every_lifecycle_key_once() {
         let declared: Vec<&str> = include_str!("keys.rs")
             .lines()
-            .filter(|l| l.starts_with("pub const ") && !l.contains("LIFECYCLE_PREFIX"))
+            .filter(|l| {
+                (l.starts_with("pub const ") || l.starts_with("pub(crate) const "))
+                    && !l.contains("LIFECYCLE_PREFIX")
+            })
             .filter_map(|l| l.split_once("= \"lifecycle:"))
             .filter_map(|(_, rest)| rest.strip_suffix("\";"))
             .collect();

@@ -7,7 +7,7 @@
 
 use ebs_lifecycle_core::encryption::Remediate;
 use ebs_lifecycle_core::ownership::{Identity, DESCRIPTION_LIMIT};
-use ebs_lifecycle_core::policy::{Policies, PolicyError};
+use ebs_lifecycle_core::policy::{Policies, Policy, PolicyError};
 use ebs_lifecycle_core::text::excerpt;
 
 #[derive(Debug, Clone)]
@@ -15,8 +15,6 @@ pub struct Config {
     pub policies: Policies,
     /// The tag key that opts a volume or instance in (`Backup`).
     pub selector_tag_key: String,
-    /// The value of `lifecycle:managed-by`: the stack name.
-    pub deployment_name: String,
     /// Where notifications go; `None` logs them instead (local runs).
     pub topic_arn: Option<String>,
     pub dry_run: bool,
@@ -111,262 +109,95 @@ pub(crate) const DEFAULT_STUCK_AFTER_MINUTES: u32 = 240;
 pub(crate) const DEFAULT_METRICS_NAMESPACE: &str = "EbsSnapshotLifecycle";
 
 impl Config {
+    /// The value of `lifecycle:managed-by`: the stack name (one place: the
+    /// identity its Descriptions carry).
+    pub fn deployment_name(&self) -> &str {
+        &self.identity.deployment
+    }
+
     /// Read the process environment.
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
 
-    /// Read configuration through `lookup` (the environment, or a map in tests).
+    /// Read configuration through `lookup` (the environment, or a map in
+    /// tests). The variables are checked in this order; the first wrong one
+    /// is the error.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
-        let invalid = |variable: &'static str, value: &str, problem: &str| ConfigError::Invalid {
-            variable,
-            value: excerpt(value),
-            problem: problem.to_string(),
+        let env = Env {
+            lookup: &|name| lookup(name).filter(|v| !v.trim().is_empty()),
         };
-
-        let policies = match get("POLICIES") {
+        let policies = match env.get("POLICIES") {
             Some(doc) => Policies::parse(&doc)?,
             None => Policies::builtin_default(),
         };
-
-        let selector_tag_key =
-            get("SELECTOR_TAG_KEY").unwrap_or_else(|| DEFAULT_SELECTOR_TAG_KEY.to_string());
-        if selector_tag_key.chars().count() > 128
-            || selector_tag_key.starts_with("aws:")
-            || selector_tag_key.starts_with("lifecycle:")
-        {
-            return Err(invalid(
-                "SELECTOR_TAG_KEY",
-                &selector_tag_key,
-                "a tag key of at most 128 characters, not starting with aws: or lifecycle:",
-            ));
-        }
-
-        let deployment_name = get("DEPLOYMENT_NAME").ok_or(ConfigError::Missing {
-            variable: "DEPLOYMENT_NAME",
-        })?;
-        let deployment_ok = deployment_name.len() <= 128
-            && deployment_name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-        if !deployment_ok {
-            return Err(invalid(
-                "DEPLOYMENT_NAME",
-                &deployment_name,
-                "1 to 128 of A-Z a-z 0-9 - _ . (the stack name)",
-            ));
-        }
-
-        let topic_arn = get("TOPIC_ARN");
-        if let Some(arn) = &topic_arn {
-            let parts: Vec<&str> = arn.split(':').collect();
-            if parts.len() != 6 || parts[0] != "arn" || parts[2] != "sns" || parts[5].is_empty() {
-                return Err(invalid(
-                    "TOPIC_ARN",
-                    arn,
-                    "an SNS topic ARN (arn:aws:sns:region:account:name)",
-                ));
-            }
-        }
-
-        let flag = |variable: &'static str| -> Result<bool, ConfigError> {
-            match get(variable) {
-                None => Ok(false),
-                Some(v) => parse_bool(&v).ok_or_else(|| invalid(variable, &v, "true or false")),
-            }
-        };
-        let dry_run = flag("DRY_RUN")?;
-
-        let number = |variable: &'static str, default: u32, min: u32| -> Result<u32, ConfigError> {
-            match get(variable) {
-                None => Ok(default),
-                Some(v) => match v.trim().parse::<u32>() {
-                    Ok(n) if n >= min => Ok(n),
-                    _ => Err(invalid(
-                        variable,
-                        &v,
-                        &format!("a whole number, at least {min}"),
-                    )),
+        let selector_tag_key = env.checked(
+            "SELECTOR_TAG_KEY",
+            DEFAULT_SELECTOR_TAG_KEY,
+            |k| !(k.chars().count() > 128 || k.starts_with("aws:") || k.starts_with("lifecycle:")),
+            "a tag key of at most 128 characters, not starting with aws: or lifecycle:",
+        )?;
+        let deployment_name = env.required(
+            "DEPLOYMENT_NAME",
+            |d| {
+                d.len() <= 128
+                    && d.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            },
+            "1 to 128 of A-Z a-z 0-9 - _ . (the stack name)",
+        )?;
+        let topic_arn = env.optional(
+            "TOPIC_ARN",
+            |arn| {
+                let parts: Vec<&str> = arn.split(':').collect();
+                parts.len() == 6 && parts[0] == "arn" && parts[2] == "sns" && !parts[5].is_empty()
+            },
+            "an SNS topic ARN (arn:aws:sns:region:account:name)",
+        )?;
+        let dry_run = env.flag("DRY_RUN")?;
+        let max_deletions = env.number("MAX_DELETIONS", DEFAULT_MAX_DELETIONS, 0)?;
+        let stuck_after_minutes =
+            env.number("STUCK_AFTER_MINUTES", DEFAULT_STUCK_AFTER_MINUTES, 1)?;
+        let encryption = Encryption::read(&env)?;
+        let metrics_namespace = env.checked(
+            "METRICS_NAMESPACE",
+            DEFAULT_METRICS_NAMESPACE,
+            |n| {
+                n.len() <= 255
+                    && !n.starts_with("AWS/")
+                    && n.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || ".-_/#:".contains(c))
+            },
+            "a CloudWatch namespace: up to 255 of A-Z a-z 0-9 . - _ / # :, not starting with AWS/",
+        )?;
+        let consistency_document = env
+            .optional(
+                "CONSISTENCY_DOCUMENT",
+                |d| {
+                    let d = d.trim();
+                    (3..=128).contains(&d.len())
+                        && d.chars()
+                            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
                 },
-            }
-        };
-        let max_deletions = number("MAX_DELETIONS", DEFAULT_MAX_DELETIONS, 0)?;
-        let stuck_after_minutes = number("STUCK_AFTER_MINUTES", DEFAULT_STUCK_AFTER_MINUTES, 1)?;
-
-        let remediate = match get("REMEDIATE").as_deref().map(str::trim) {
-            None | Some("off") => Remediate::Off,
-            Some("public") => Remediate::Public,
-            Some("all") => Remediate::All,
-            Some(other) => return Err(invalid("REMEDIATE", other, "off, public or all")),
-        };
-
-        let encryption_kms_key_id = get("ENCRYPTION_KMS_KEY_ID").map(|v| v.trim().to_string());
-        if let Some(key) = &encryption_kms_key_id {
-            if !is_kms_key_reference(key) {
-                return Err(invalid(
-                    "ENCRYPTION_KMS_KEY_ID",
-                    key,
-                    "a KMS key id, key ARN, alias/name or alias ARN",
-                ));
-            }
-        }
-        let allowed_kms_key_ids = list(get("ALLOWED_KMS_KEY_IDS"));
-        if let Some(bad) = allowed_kms_key_ids
-            .iter()
-            .find(|k| !is_kms_key_reference(k))
-        {
-            return Err(invalid(
-                "ALLOWED_KMS_KEY_IDS",
-                bad,
-                "comma-separated KMS key ids, key ARNs or aliases",
-            ));
-        }
-        let mut allowed_share_accounts = list(get("ALLOWED_SHARE_ACCOUNTS"));
-        if let Some(bad) = allowed_share_accounts
-            .iter()
-            .find(|a| a.len() != 12 || !a.chars().all(|c| c.is_ascii_digit()))
-        {
-            return Err(invalid(
-                "ALLOWED_SHARE_ACCOUNTS",
-                bad,
-                "comma-separated 12-digit AWS account ids",
-            ));
-        }
-        if remediate == Remediate::All && encryption_kms_key_id.is_none() {
-            return Err(invalid(
-                "REMEDIATE",
-                "all",
-                "needs ENCRYPTION_KMS_KEY_ID: the key encrypted copies are made with",
-            ));
-        }
-
-        let metrics_namespace =
-            get("METRICS_NAMESPACE").unwrap_or_else(|| DEFAULT_METRICS_NAMESPACE.to_string());
-        if metrics_namespace.len() > 255
-            || metrics_namespace.starts_with("AWS/")
-            || !metrics_namespace
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || ".-_/#:".contains(c))
-        {
-            return Err(invalid(
-                "METRICS_NAMESPACE",
-                &metrics_namespace,
-                "a CloudWatch namespace: up to 255 of A-Z a-z 0-9 . - _ / # :, not starting with AWS/",
-            ));
-        }
-
-        let consistency_document = get("CONSISTENCY_DOCUMENT").map(|v| v.trim().to_string());
-        if let Some(doc) = &consistency_document {
-            let ok = (3..=128).contains(&doc.len())
-                && doc
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
-            if !ok {
-                return Err(invalid(
-                    "CONSISTENCY_DOCUMENT",
-                    doc,
-                    "an SSM document name (3 to 128 of A-Z a-z 0-9 - _ .)",
-                ));
-            }
-        }
-        let allow_shell_commands = flag("ALLOW_SHELL_COMMANDS")?;
+                "an SSM document name (3 to 128 of A-Z a-z 0-9 - _ .)",
+            )?
+            .map(|d| d.trim().to_string());
+        let allow_shell_commands = env.flag("ALLOW_SHELL_COMMANDS")?;
         if !allow_shell_commands {
-            let with_commands = policies.iter().find(|p| {
-                p.application
-                    .as_ref()
-                    .is_some_and(|a| a.pre_command.is_some() || a.post_command.is_some())
-            });
-            if let Some(p) = with_commands {
-                return Err(invalid(
-                    "POLICIES",
-                    &p.name,
-                    "this policy gives its own pre_command/post_command, which run as root through AWS-RunShellScript: allowed only with ALLOW_SHELL_COMMANDS=true (template parameter AllowShellCommands)",
-                ));
-            }
+            refuse_shell_commands(&policies)?;
         }
-
-        let account = get("ACCOUNT_ID").ok_or(ConfigError::Missing {
-            variable: "ACCOUNT_ID",
-        })?;
-        if account.len() != 12 || !account.chars().all(|c| c.is_ascii_digit()) {
-            return Err(invalid("ACCOUNT_ID", &account, "a 12-digit AWS account id"));
-        }
-        let region = get("AWS_REGION").ok_or(ConfigError::Missing {
-            variable: "AWS_REGION",
-        })?;
-        let region_ok = region.len() <= 32
-            && region
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-        if !region_ok {
-            return Err(invalid(
-                "AWS_REGION",
-                &region,
-                "an AWS region, e.g. eu-west-1",
-            ));
-        }
-        let identity = Identity {
-            deployment: deployment_name.clone(),
-            account,
-            region,
-        };
-        if let Some(p) = policies
-            .iter()
-            .find(|p| identity.longest_scheduled(&p.name) > DESCRIPTION_LIMIT)
-        {
-            return Err(invalid(
-                "POLICIES",
-                &p.name,
-                &format!(
-                    "with this deployment name the snapshots' Description would exceed EC2's {DESCRIPTION_LIMIT} characters: shorten the policy name or the stack name"
-                ),
-            ));
-        }
-        if let Some(p) = policies.iter().find(|p| {
-            p.copies
-                .iter()
-                .any(|t| t.account.is_none() && t.region == identity.region)
-        }) {
-            return Err(invalid(
-                "POLICIES",
-                &p.name,
-                &format!(
-                    "a copy target is {}, the region the stack runs in: a disaster-recovery copy goes to another region",
-                    identity.region
-                ),
-            ));
-        }
-        if let Some(p) = policies.iter().find(|p| {
-            p.copies
-                .iter()
-                .any(|t| t.account.is_some() && t.region != identity.region)
-        }) {
-            return Err(invalid(
-                "POLICIES",
-                &p.name,
-                &format!(
-                    "a vault account target's region must be {}, the stack's: the vault stack copies what is shared with it in its own region",
-                    identity.region
-                ),
-            ));
-        }
-        let ledger_table = get("LEDGER_TABLE").ok_or(ConfigError::Missing {
-            variable: "LEDGER_TABLE",
-        })?;
-        let table_ok = (3..=255).contains(&ledger_table.len())
-            && ledger_table
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
-        if !table_ok {
-            return Err(invalid(
-                "LEDGER_TABLE",
-                &ledger_table,
-                "a DynamoDB table name (3 to 255 of A-Z a-z 0-9 - _ .)",
-            ));
-        }
-
+        let identity = identity(&env, &deployment_name, &policies)?;
+        let ledger_table = env.required(
+            "LEDGER_TABLE",
+            |t| {
+                (3..=255).contains(&t.len())
+                    && t.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            },
+            "a DynamoDB table name (3 to 255 of A-Z a-z 0-9 - _ .)",
+        )?;
         // Sharing with a policy's vault account is what the policy asks for.
+        let mut allowed_share_accounts = encryption.allowed_share_accounts;
         for account in policies
             .iter()
             .flat_map(|p| p.copies.iter().filter_map(|t| t.account.clone()))
@@ -375,46 +206,31 @@ impl Config {
                 allowed_share_accounts.push(account);
             }
         }
-        let vault = vault_config(&get)?;
-        let report_bucket = get("REPORT_BUCKET");
-        if let Some(bucket) = &report_bucket {
-            let ok = (3..=63).contains(&bucket.len())
-                && bucket
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-.".contains(c));
-            if !ok {
-                return Err(invalid("REPORT_BUCKET", bucket, "an S3 bucket name"));
-            }
-        }
-        let mut prices = ebs_lifecycle_core::cost::Prices::default();
-        for (variable, price) in [
-            ("STANDARD_PRICE_GB_MONTH", &mut prices.standard),
-            ("ARCHIVE_PRICE_GB_MONTH", &mut prices.archive),
-            ("RESTORE_PRICE_GB", &mut prices.restore),
-        ] {
-            if let Some(v) = get(variable) {
-                match v.trim().parse::<f64>() {
-                    Ok(p) if p.is_finite() && p >= 0.0 => *price = p,
-                    _ => return Err(invalid(variable, &v, "a price in USD, at least 0")),
-                }
-            }
-        }
+        let vault = vault_config(env.lookup)?;
+        let report_bucket = env.optional(
+            "REPORT_BUCKET",
+            |b| {
+                (3..=63).contains(&b.len())
+                    && b.chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-.".contains(c))
+            },
+            "an S3 bucket name",
+        )?;
         Ok(Self {
             report_bucket,
-            prices,
+            prices: prices(&env)?,
             vault,
             identity,
             ledger_table,
             policies,
             selector_tag_key,
-            deployment_name,
             topic_arn,
             dry_run,
             max_deletions,
             stuck_after_minutes,
-            remediate,
-            encryption_kms_key_id,
-            allowed_kms_key_ids,
+            remediate: encryption.remediate,
+            encryption_kms_key_id: encryption.kms_key_id,
+            allowed_kms_key_ids: encryption.allowed_kms_key_ids,
             allowed_share_accounts,
             metrics_namespace,
             consistency_document,
@@ -424,8 +240,239 @@ impl Config {
     }
 }
 
+/// The variables as [`Config::from_lookup`] reads them: blank is unset,
+/// and each wrong value is an error naming its variable.
+struct Env<'e> {
+    lookup: &'e dyn Fn(&str) -> Option<String>,
+}
+
+impl Env<'_> {
+    fn get(&self, name: &str) -> Option<String> {
+        (self.lookup)(name)
+    }
+
+    fn invalid(&self, variable: &'static str, value: &str, problem: &str) -> ConfigError {
+        ConfigError::Invalid {
+            variable,
+            value: excerpt(value),
+            problem: problem.to_string(),
+        }
+    }
+
+    /// The value if set, which must pass `ok`.
+    fn optional(
+        &self,
+        variable: &'static str,
+        ok: impl Fn(&str) -> bool,
+        problem: &str,
+    ) -> Result<Option<String>, ConfigError> {
+        match self.get(variable) {
+            Some(v) if !ok(&v) => Err(self.invalid(variable, &v, problem)),
+            v => Ok(v),
+        }
+    }
+
+    /// The value, or `default` when unset; a set value must pass `ok`.
+    fn checked(
+        &self,
+        variable: &'static str,
+        default: &str,
+        ok: impl Fn(&str) -> bool,
+        problem: &str,
+    ) -> Result<String, ConfigError> {
+        let value = self.get(variable).unwrap_or_else(|| default.to_string());
+        if ok(&value) {
+            Ok(value)
+        } else {
+            Err(self.invalid(variable, &value, problem))
+        }
+    }
+
+    /// The value, which must be set and pass `ok`.
+    fn required(
+        &self,
+        variable: &'static str,
+        ok: impl Fn(&str) -> bool,
+        problem: &str,
+    ) -> Result<String, ConfigError> {
+        self.optional(variable, ok, problem)?
+            .ok_or(ConfigError::Missing { variable })
+    }
+
+    fn flag(&self, variable: &'static str) -> Result<bool, ConfigError> {
+        match self.get(variable) {
+            None => Ok(false),
+            Some(v) => parse_bool(&v).ok_or_else(|| self.invalid(variable, &v, "true or false")),
+        }
+    }
+
+    fn number(&self, variable: &'static str, default: u32, min: u32) -> Result<u32, ConfigError> {
+        match self.get(variable) {
+            None => Ok(default),
+            Some(v) => match v.trim().parse::<u32>() {
+                Ok(n) if n >= min => Ok(n),
+                _ => Err(self.invalid(variable, &v, &format!("a whole number, at least {min}"))),
+            },
+        }
+    }
+}
+
+/// check-encryption's settings: what it may fix, with which key, and which
+/// keys and accounts are allowed.
+struct Encryption {
+    remediate: Remediate,
+    kms_key_id: Option<String>,
+    allowed_kms_key_ids: Vec<String>,
+    allowed_share_accounts: Vec<String>,
+}
+
+impl Encryption {
+    fn read(env: &Env<'_>) -> Result<Self, ConfigError> {
+        let remediate = match env.get("REMEDIATE").as_deref().map(str::trim) {
+            None | Some("off") => Remediate::Off,
+            Some("public") => Remediate::Public,
+            Some("all") => Remediate::All,
+            Some(other) => return Err(env.invalid("REMEDIATE", other, "off, public or all")),
+        };
+        let kms_key_id = env
+            .optional(
+                "ENCRYPTION_KMS_KEY_ID",
+                |k| is_kms_key_reference(k.trim()),
+                "a KMS key id, key ARN, alias/name or alias ARN",
+            )?
+            .map(|v| v.trim().to_string());
+        let allowed_kms_key_ids = list(env.get("ALLOWED_KMS_KEY_IDS"));
+        if let Some(bad) = allowed_kms_key_ids
+            .iter()
+            .find(|k| !is_kms_key_reference(k))
+        {
+            return Err(env.invalid(
+                "ALLOWED_KMS_KEY_IDS",
+                bad,
+                "comma-separated KMS key ids, key ARNs or aliases",
+            ));
+        }
+        let allowed_share_accounts = list(env.get("ALLOWED_SHARE_ACCOUNTS"));
+        if let Some(bad) = allowed_share_accounts
+            .iter()
+            .find(|a| a.len() != 12 || !a.chars().all(|c| c.is_ascii_digit()))
+        {
+            return Err(env.invalid(
+                "ALLOWED_SHARE_ACCOUNTS",
+                bad,
+                "comma-separated 12-digit AWS account ids",
+            ));
+        }
+        if remediate == Remediate::All && kms_key_id.is_none() {
+            return Err(env.invalid(
+                "REMEDIATE",
+                "all",
+                "needs ENCRYPTION_KMS_KEY_ID: the key encrypted copies are made with",
+            ));
+        }
+        Ok(Self {
+            remediate,
+            kms_key_id,
+            allowed_kms_key_ids,
+            allowed_share_accounts,
+        })
+    }
+}
+
+/// A policy's own pre/post commands run as root: refused unless
+/// `ALLOW_SHELL_COMMANDS` allows them.
+fn refuse_shell_commands(policies: &Policies) -> Result<(), ConfigError> {
+    let with_commands = policies.iter().find(|p| {
+        p.application
+            .as_ref()
+            .is_some_and(|a| a.pre_command.is_some() || a.post_command.is_some())
+    });
+    match with_commands {
+        Some(p) => Err(ConfigError::Invalid {
+            variable: "POLICIES",
+            value: excerpt(&p.name),
+            problem: "this policy gives its own pre_command/post_command, which run as root through AWS-RunShellScript: allowed only with ALLOW_SHELL_COMMANDS=true (template parameter AllowShellCommands)".into(),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Where the stack runs (its account and region) with its name: what its
+/// Descriptions carry, and what its policies' copy targets must differ
+/// from (a disaster-recovery copy) or equal (a vault's region).
+fn identity(env: &Env<'_>, deployment: &str, policies: &Policies) -> Result<Identity, ConfigError> {
+    let account = env.required(
+        "ACCOUNT_ID",
+        |a| a.len() == 12 && a.chars().all(|c| c.is_ascii_digit()),
+        "a 12-digit AWS account id",
+    )?;
+    let region = env.required(
+        "AWS_REGION",
+        |r| {
+            r.len() <= 32
+                && r.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        },
+        "an AWS region, e.g. eu-west-1",
+    )?;
+    let identity = Identity {
+        deployment: deployment.to_string(),
+        account,
+        region,
+    };
+    let refuse = |p: &Policy, problem: String| Err(env.invalid("POLICIES", &p.name, &problem));
+    if let Some(p) = policies
+        .iter()
+        .find(|p| identity.longest_scheduled(&p.name) > DESCRIPTION_LIMIT)
+    {
+        return refuse(p, format!(
+            "with this deployment name the snapshots' Description would exceed EC2's {DESCRIPTION_LIMIT} characters: shorten the policy name or the stack name"
+        ));
+    }
+    if let Some(p) = policies.iter().find(|p| {
+        p.copies
+            .iter()
+            .any(|t| t.account.is_none() && t.region == identity.region)
+    }) {
+        return refuse(p, format!(
+            "a copy target is {}, the region the stack runs in: a disaster-recovery copy goes to another region",
+            identity.region
+        ));
+    }
+    if let Some(p) = policies.iter().find(|p| {
+        p.copies
+            .iter()
+            .any(|t| t.account.is_some() && t.region != identity.region)
+    }) {
+        return refuse(p, format!(
+            "a vault account target's region must be {}, the stack's: the vault stack copies what is shared with it in its own region",
+            identity.region
+        ));
+    }
+    Ok(identity)
+}
+
+/// The prices the report and the archive arithmetic use (USD), each a
+/// default unless set.
+fn prices(env: &Env<'_>) -> Result<ebs_lifecycle_core::cost::Prices, ConfigError> {
+    let mut prices = ebs_lifecycle_core::cost::Prices::default();
+    for (variable, price) in [
+        ("STANDARD_PRICE_GB_MONTH", &mut prices.standard),
+        ("ARCHIVE_PRICE_GB_MONTH", &mut prices.archive),
+        ("RESTORE_PRICE_GB", &mut prices.restore),
+    ] {
+        if let Some(v) = env.get(variable) {
+            match v.trim().parse::<f64>() {
+                Ok(p) if p.is_finite() && p >= 0.0 => *price = p,
+                _ => return Err(env.invalid(variable, &v, "a price in USD, at least 0")),
+            }
+        }
+    }
+    Ok(prices)
+}
+
 /// The vault settings, if `VAULT_FOR_ACCOUNTS` names any account.
-fn vault_config(get: &impl Fn(&str) -> Option<String>) -> Result<Option<VaultConfig>, ConfigError> {
+fn vault_config(get: &dyn Fn(&str) -> Option<String>) -> Result<Option<VaultConfig>, ConfigError> {
     let invalid = |variable: &'static str, value: &str, problem: &str| ConfigError::Invalid {
         variable,
         value: excerpt(value),
@@ -593,7 +640,7 @@ mod tests {
     fn defaults_apply_with_only_the_deployment_name() {
         let c = load(&[("DEPLOYMENT_NAME", "prod-backups")]).unwrap();
         assert_eq!(c.selector_tag_key, "Backup");
-        assert_eq!(c.deployment_name, "prod-backups");
+        assert_eq!(c.deployment_name(), "prod-backups");
         assert!(!c.dry_run);
         assert_eq!(c.max_deletions, DEFAULT_MAX_DELETIONS);
         assert_eq!(c.remediate, Remediate::Off);

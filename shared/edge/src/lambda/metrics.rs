@@ -136,7 +136,7 @@ pub(crate) fn emit_cost_for_run(
 ) {
     if let Err(e) = emit_cost(
         &config.metrics_namespace,
-        &config.deployment_name,
+        config.deployment_name(),
         function,
         standard_bytes,
         archive_bytes,
@@ -157,7 +157,7 @@ pub(crate) fn emit_for_run(
 ) {
     if let Err(e) = emit(
         &config.metrics_namespace,
-        &config.deployment_name,
+        config.deployment_name(),
         function,
         values,
         std::io::stdout().lock(),

@@ -56,7 +56,7 @@ impl RunHeader {
     ) -> Self {
         Self {
             function,
-            deployment: config.deployment_name.clone(),
+            deployment: config.deployment_name().to_string(),
             time: tags::format_time(now),
             trigger,
             event: None,

@@ -370,6 +370,17 @@ pub struct Kept {
     pub left_for_later: usize,
 }
 
+/// Why [`keep`] deleted nothing at all.
+#[derive(Debug, thiserror::Error)]
+pub enum KeepError {
+    /// Without the AMIs of where the copies are, nothing is deleted there.
+    #[error("reading the AMIs, nothing deleted: {0}")]
+    Amis(Ec2Error),
+    /// The 24-hour budget could not be asked for.
+    #[error("the deletion budget, nothing deleted: {0}")]
+    Budget(LedgerError),
+}
+
 /// How [`keep`] runs.
 pub struct Keeping<'a> {
     pub config: &'a Config,
@@ -394,7 +405,7 @@ pub async fn keep(
     ports: CopyPorts<'_>,
     copies: &[Snapshot],
     keeping: Keeping<'_>,
-) -> Result<Kept, String> {
+) -> Result<Kept, KeepError> {
     let mut out = Kept::default();
     if copies.is_empty() {
         return Ok(out);
@@ -412,7 +423,7 @@ pub async fn keep(
     let protected = match read.for_deletion(keeping.locks_required) {
         Ok(protected) => protected,
         // Without the AMIs of where the copies are, the run fails there.
-        Err(Unread::Amis(e)) => return Err(format!("reading the AMIs, nothing deleted: {e}")),
+        Err(Unread::Amis(e)) => return Err(KeepError::Amis(e)),
         // Unread locks (where required) or holds: nothing deleted this run
         // (the rest of the run goes on).
         Err(unread) => {
@@ -429,7 +440,7 @@ pub async fn keep(
         .map(|c| c.id.clone())
         .collect();
     let facts = protected.facts(
-        &config.deployment_name,
+        config.deployment_name(),
         keeping.held,
         restoring,
         keeping.now,
@@ -459,7 +470,7 @@ pub async fn keep(
     };
     let mut deleter = Deleter::reserve(deleting, facts, copies, &plans, false)
         .await
-        .map_err(|e| format!("the deletion budget, nothing deleted: {e}"))?;
+        .map_err(KeepError::Budget)?;
     for planned in plans.iter().flat_map(|p| p.snapshots.iter().rev()) {
         if !planned.deletable() {
             continue;

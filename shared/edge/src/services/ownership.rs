@@ -246,7 +246,7 @@ pub async fn report(
     vec![Notification {
         kind: NotificationKind::TamperingSuspected,
         severity: Severity::Critical,
-        deployment: config.deployment_name.clone(),
+        deployment: config.deployment_name().to_string(),
         summary,
         details: json!({
             "function": header.function,
