@@ -1,4 +1,18 @@
-"""
+"""The archive tier as EC2 documents it. moto moves a snapshot to the archive
+tier at once and checks nothing. Here ModifySnapshotTier starts an archival
+that is ``archival-in-progress`` (StorageTier still ``standard``) for
+``ARCHIVE_HOURS`` hours of moto's clock, then ``archival-completed``
+(StorageTier ``archive``, ArchivalCompleteTime the end), or
+``archival-failed`` if the snapshot carries the tag ``moto:archive-fails``
+(a test's way to see a failure). It is refused (codes as EC2 names them
+where documented, else an assumption: ``ResourceLimitExceeded`` for the
+quotas) for a snapshot not ``completed`` or already archived or archiving
+(IncorrectState), behind a registered AMI (InvalidSnapshot.InUse), when
+its volume has 25 snapshots archived or archiving, or the account 25
+archivals in progress (ResourceLimitExceeded). An archived snapshot
+cannot be copied or shared (IncorrectState) nor read by the EBS direct
+APIs (ValidationException). The 90-day minimum is billing, which moto
+does not do; the functions compute it.
 """
 
 import datetime

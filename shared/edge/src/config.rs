@@ -170,18 +170,15 @@ impl Config {
             },
             "a CloudWatch namespace: up to 255 of A-Z a-z 0-9 . - _ / # :, not starting with AWS/",
         )?;
-        let consistency_document = env
-            .optional(
-                "CONSISTENCY_DOCUMENT",
-                |d| {
-                    let d = d.trim();
-                    (3..=128).contains(&d.len())
-                        && d.chars()
-                            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-                },
-                "an SSM document name (3 to 128 of A-Z a-z 0-9 - _ .)",
-            )?
-            .map(|d| d.trim().to_string());
+        let consistency_document = env.trimmed(
+            "CONSISTENCY_DOCUMENT",
+            |d| {
+                (3..=128).contains(&d.len())
+                    && d.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            },
+            "an SSM document name (3 to 128 of A-Z a-z 0-9 - _ .)",
+        )?;
         let allow_shell_commands = env.flag("ALLOW_SHELL_COMMANDS")?;
         if !allow_shell_commands {
             refuse_shell_commands(&policies)?;
@@ -272,6 +269,19 @@ impl Env<'_> {
         }
     }
 
+    /// The value if set, trimmed, which must pass `ok`.
+    fn trimmed(
+        &self,
+        variable: &'static str,
+        ok: impl Fn(&str) -> bool,
+        problem: &str,
+    ) -> Result<Option<String>, ConfigError> {
+        match self.get(variable).map(|v| v.trim().to_string()) {
+            Some(v) if !ok(&v) => Err(self.invalid(variable, &v, problem)),
+            v => Ok(v),
+        }
+    }
+
     /// The value, or `default` when unset; a set value must pass `ok`.
     fn checked(
         &self,
@@ -334,13 +344,11 @@ impl Encryption {
             Some("all") => Remediate::All,
             Some(other) => return Err(env.invalid("REMEDIATE", other, "off, public or all")),
         };
-        let kms_key_id = env
-            .optional(
-                "ENCRYPTION_KMS_KEY_ID",
-                |k| is_kms_key_reference(k.trim()),
-                "a KMS key id, key ARN, alias/name or alias ARN",
-            )?
-            .map(|v| v.trim().to_string());
+        let kms_key_id = env.trimmed(
+            "ENCRYPTION_KMS_KEY_ID",
+            is_kms_key_reference,
+            "a KMS key id, key ARN, alias/name or alias ARN",
+        )?;
         let allowed_kms_key_ids = list(env.get("ALLOWED_KMS_KEY_IDS"));
         if let Some(bad) = allowed_kms_key_ids
             .iter()
