@@ -61,20 +61,7 @@ pub(crate) async fn share(
     let Some(account) = target.account.as_deref() else {
         return report;
     };
-    let problem = match ports.keys.shareable_with(&target.kms_key, account).await {
-        Ok(Shareable::Yes) => None,
-        Ok(Shareable::AwsManaged) => Some(format!(
-            "{} is an AWS managed key: EC2 never shares its snapshots; encrypt the volumes with a customer managed key",
-            target.kms_key
-        )),
-        Ok(Shareable::NotEnabled(state)) => Some(format!("{} is {state}", target.kms_key)),
-        Ok(Shareable::AccountNotInPolicy) => Some(format!(
-            "the key policy of {} does not name account {account}: the vault could not read what is shared",
-            target.kms_key
-        )),
-        Ok(Shareable::Unknown) => Some(format!("KMS does not know the key {}", target.kms_key)),
-        Err(e) => Some(format!("the key could not be checked: {e}")),
-    };
+    let problem = key_problem(ports, target, account).await;
     if let Some(problem) = problem {
         let day = now.format("%Y-%m-%d");
         report.error_first_today = ports
@@ -127,68 +114,116 @@ pub(crate) async fn share(
         let mut now_shared: Vec<&Snapshot> = here.clone();
         if let Some(next) = copies::next_copy(&all, &state, &target.keep, tz) {
             if let Some(s) = scheduled.iter().find(|s| s.id == next.id) {
-                let under_key = s
-                    .kms_key_id
-                    .as_deref()
-                    .is_some_and(|k| same_key(k, &target.kms_key));
-                if !under_key {
-                    report.wrong_key.push(s.id.clone());
-                    let first = ports
-                        .ledger
-                        .first_report(&format!("{}@{name}", s.id), now)
-                        .await
-                        .unwrap_or(true);
-                    if first {
-                        report.wrong_key_first.push(s.id.clone());
-                    }
-                } else {
-                    match ports.sharing.share_with(&s.id, account).await {
-                        Ok(()) => {
-                            report.shared.push(s.id.clone());
-                            now_shared.push(s);
-                        }
-                        Err(e) => {
-                            tracing::warn!(snapshot_id = s.id, error = %e, "could not share with the vault; the next run tries again");
-                        }
-                    }
+                if share_next(ports, target, account, s, now, &mut report).await {
+                    now_shared.push(s);
                 }
             }
         }
-        // The target's rules over what is shared: what they no longer keep
-        // is taken back (never the newest share).
-        let candidates: Vec<Candidate> = now_shared
-            .iter()
-            .filter_map(|s| {
-                Some(Candidate {
-                    id: s.id.clone(),
-                    time: s.retention_time()?,
-                    tags: Vec::new(),
-                })
+        take_back(ports, target, account, policy, &now_shared, &mut report).await;
+    }
+    report
+}
+
+/// Why the vault could not read what is shared under the target's key, if
+/// it could not.
+async fn key_problem(ports: Ports<'_>, target: &CopyTarget, account: &str) -> Option<String> {
+    match ports.keys.shareable_with(&target.kms_key, account).await {
+        Ok(Shareable::Yes) => None,
+        Ok(Shareable::AwsManaged) => Some(format!(
+            "{} is an AWS managed key: EC2 never shares its snapshots; encrypt the volumes with a customer managed key",
+            target.kms_key
+        )),
+        Ok(Shareable::NotEnabled(state)) => Some(format!("{} is {state}", target.kms_key)),
+        Ok(Shareable::AccountNotInPolicy) => Some(format!(
+            "the key policy of {} does not name account {account}: the vault could not read what is shared",
+            target.kms_key
+        )),
+        Ok(Shareable::Unknown) => Some(format!("KMS does not know the key {}", target.kms_key)),
+        Err(e) => Some(format!("the key could not be checked: {e}")),
+    }
+}
+
+/// Share `s` with the vault if it is under the target's key (else report
+/// it once); true when it is shared now.
+async fn share_next(
+    ports: Ports<'_>,
+    target: &CopyTarget,
+    account: &str,
+    s: &Snapshot,
+    now: chrono::DateTime<chrono::Utc>,
+    report: &mut ShareReport,
+) -> bool {
+    let name = target.name();
+    let under_key = s
+        .kms_key_id
+        .as_deref()
+        .is_some_and(|k| same_key(k, &target.kms_key));
+    if !under_key {
+        report.wrong_key.push(s.id.clone());
+        let first = ports
+            .ledger
+            .first_report(&format!("{}@{name}", s.id), now)
+            .await
+            .unwrap_or(true);
+        if first {
+            report.wrong_key_first.push(s.id.clone());
+        }
+        return false;
+    }
+    match ports.sharing.share_with(&s.id, account).await {
+        Ok(()) => {
+            report.shared.push(s.id.clone());
+            true
+        }
+        Err(e) => {
+            tracing::warn!(snapshot_id = s.id, error = %e, "could not share with the vault; the next run tries again");
+            false
+        }
+    }
+}
+
+/// The target's rules over what is shared: what they no longer keep is
+/// taken back (never the newest share).
+async fn take_back(
+    ports: Ports<'_>,
+    target: &CopyTarget,
+    account: &str,
+    policy: &ebs_lifecycle_core::policy::Policy,
+    now_shared: &[&Snapshot],
+    report: &mut ShareReport,
+) {
+    let tz = policy.schedule.timezone();
+    let candidates: Vec<Candidate> = now_shared
+        .iter()
+        .filter_map(|s| {
+            Some(Candidate {
+                id: s.id.clone(),
+                time: s.retention_time()?,
+                tags: Vec::new(),
             })
-            .collect();
-        let decisions: BTreeMap<String, bool> = retention::plan(&target.keep, tz, &candidates)
-            .into_iter()
-            .map(|d| (d.id.clone(), d.keep()))
-            .collect();
-        let newest = candidates.iter().max_by_key(|c| (c.time, c.id.clone()));
-        for c in &candidates {
-            let keep = decisions.get(&c.id).copied().unwrap_or(true)
-                || newest.is_some_and(|n| n.id == c.id);
-            if keep {
-                report.kept_shared += 1;
-                continue;
-            }
-            match ports
-                .sharing
-                .remove_create_volume_permissions(&c.id, false, &[account.to_string()])
-                .await
-            {
-                Ok(()) => report.unshared.push(c.id.clone()),
-                Err(e) => {
-                    tracing::warn!(snapshot_id = c.id, error = %e, "could not take back a share; the next run tries again");
-                }
+        })
+        .collect();
+    let decisions: BTreeMap<String, bool> = retention::plan(&target.keep, tz, &candidates)
+        .into_iter()
+        .map(|d| (d.id.clone(), d.keep()))
+        .collect();
+    let newest = candidates.iter().max_by_key(|c| (c.time, c.id.clone()));
+    for c in &candidates {
+        let keep =
+            decisions.get(&c.id).copied().unwrap_or(true) || newest.is_some_and(|n| n.id == c.id);
+        if keep {
+            report.kept_shared += 1;
+            continue;
+        }
+        match ports
+            .sharing
+            .remove_create_volume_permissions(&c.id, false, &[account.to_string()])
+            .await
+        {
+            Ok(()) => report.unshared.push(c.id.clone()),
+            Err(e) => {
+                tracing::warn!(snapshot_id = c.id, error = %e, "could not take back a share; the next run tries again");
             }
         }
     }
-    report
 }

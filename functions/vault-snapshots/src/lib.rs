@@ -448,6 +448,66 @@ impl Run<'_> {
         in_flight: Vec<CopyInFlight>,
         summary: &mut VaultSummary,
     ) -> Result<Found<'s>, VaultError> {
+        let ledger = self.ports.ledger;
+        let (mut copies, held, in_flight) = self
+            .proven_copies(listed, in_batch, in_flight, summary)
+            .await?;
+        let tracked = copying::track(self.ports.tagger, ledger, &mut copies, self.now).await;
+        summary.completed.extend(tracked.completed);
+        summary.failed.extend(tracked.failed);
+        let in_flight = copying::settle(ledger, &copies, in_flight, self.now).await;
+        self.lock(&copies, summary).await;
+        let found = self.candidates(shares, &copies, &in_flight, summary);
+        let kept = copying::keep(
+            self.copy_ports(),
+            &copies,
+            Keeping {
+                config: self.config,
+                policies: &self.settings.policies,
+                held,
+                // In a vault the lock is the point: without the locks,
+                // nothing is deleted.
+                locks_required: true,
+                now: self.now,
+                deadline: self.deadline,
+                pacing: self.ports.delete_pacing,
+            },
+        )
+        .await
+        .map_err(|e| VaultError::KeepFailed(e.to_string()))?;
+        summary.left_for_later += kept.left_for_later;
+        summary
+            .delete_failed
+            .extend(kept.failed.into_iter().map(|(id, _)| id));
+        if !self.config.dry_run {
+            let deleted: BTreeSet<&String> = kept.deleted.iter().collect();
+            copies.retain(|c| !deleted.contains(&c.id));
+        }
+        summary.deleted.extend(kept.deleted);
+
+        self.late_shares(shares, &copies, summary).await;
+        summary.labelled += copying::label(
+            self.ports.tagger,
+            self.config.deployment_name(),
+            &self.settings.policies,
+            &copies,
+            self.now,
+            self.deadline,
+        )
+        .await;
+        Ok(found)
+    }
+
+    /// The vault's copies of a batch's volumes, proven by its ledger (lost
+    /// answers resolved first), those held for review, and the copies in
+    /// flight still unresolved.
+    async fn proven_copies(
+        &self,
+        listed: Vec<Snapshot>,
+        in_batch: &BTreeSet<&str>,
+        in_flight: Vec<CopyInFlight>,
+        summary: &mut VaultSummary,
+    ) -> Result<(Vec<Snapshot>, BTreeSet<String>, Vec<CopyInFlight>), VaultError> {
         let identity = &self.config.identity;
         let ledger = self.ports.ledger;
         // The vault's copies of these volumes, proven by its ledger.
@@ -482,45 +542,24 @@ impl Run<'_> {
         let sifted =
             ownership::sift(ledger, self.config, own, Scope::SomeSnapshots, self.now).await?;
         let held = sifted.held_for_review();
-        let mut copies: Vec<Snapshot> = sifted.owned;
+        let copies: Vec<Snapshot> = sifted.owned;
         summary.copies += copies.len();
 
-        let tracked = copying::track(self.ports.tagger, ledger, &mut copies, self.now).await;
-        summary.completed.extend(tracked.completed);
-        summary.failed.extend(tracked.failed);
-        let in_flight = copying::settle(ledger, &copies, in_flight, self.now).await;
-        self.lock(&copies, summary).await;
-        let found = self.candidates(shares, &copies, &in_flight, summary);
-        let kept = copying::keep(
-            self.copy_ports(),
-            &copies,
-            Keeping {
-                config: self.config,
-                policies: &self.settings.policies,
-                held,
-                // In a vault the lock is the point: without the locks,
-                // nothing is deleted.
-                locks_required: true,
-                now: self.now,
-                deadline: self.deadline,
-                pacing: self.ports.delete_pacing,
-            },
-        )
-        .await
-        .map_err(|e| VaultError::KeepFailed(e.to_string()))?;
-        summary.left_for_later += kept.left_for_later;
-        summary
-            .delete_failed
-            .extend(kept.failed.into_iter().map(|(id, _)| id));
-        if !self.config.dry_run {
-            let deleted: BTreeSet<&String> = kept.deleted.iter().collect();
-            copies.retain(|c| !deleted.contains(&c.id));
-        }
-        summary.deleted.extend(kept.deleted);
+        Ok((copies, held, in_flight))
+    }
 
+    /// Shares more than a day old the vault has not copied: listed, and
+    /// each reported once (the ledger remembers).
+    async fn late_shares(
+        &self,
+        shares: &[&Share],
+        copies: &[Snapshot],
+        summary: &mut VaultSummary,
+    ) {
+        let ledger = self.ports.ledger;
         // Shared more than a day ago and still not copied (older than
         // what the vault copied of its volume, it was copied and let go).
-        let marks = watermarks(&copies);
+        let marks = watermarks(copies);
         let copied: BTreeSet<&str> = copies
             .iter()
             .filter(|c| c.state == SnapshotState::Completed)
@@ -548,17 +587,6 @@ impl Run<'_> {
                 summary.late_first.push(id.to_string());
             }
         }
-
-        summary.labelled += copying::label(
-            self.ports.tagger,
-            self.config.deployment_name(),
-            &self.settings.policies,
-            &copies,
-            self.now,
-            self.deadline,
-        )
-        .await;
-        Ok(found)
     }
 
     fn copy_ports(&self) -> CopyPorts<'_> {
