@@ -332,3 +332,55 @@ fn no_two_modules_of_a_crate_use_each_other() {
         "modules that use each other: {cycles:#?}"
     );
 }
+
+/// The template's top-level section `name`: its lines, up to the next
+/// top-level key.
+fn section<'t>(template: &'t str, name: &str) -> Vec<&'t str> {
+    template
+        .lines()
+        .skip_while(|l| *l != format!("{name}:"))
+        .skip(1)
+        .take_while(|l| l.is_empty() || l.starts_with(' ') || l.starts_with('#'))
+        .collect()
+}
+
+#[test]
+fn every_parameter_is_in_one_console_group_and_the_description_names_every_function() {
+    let template = read(&workspace_root().join("template.yaml"));
+    let parameters: Vec<&str> = section(&template, "Parameters")
+        .into_iter()
+        .filter_map(|l| l.strip_prefix("  ")?.strip_suffix(':'))
+        .filter(|name| !name.starts_with(' '))
+        .collect();
+    assert!(parameters.len() > 30, "{parameters:?}");
+    let grouped: Vec<&str> = section(&template, "Metadata")
+        .into_iter()
+        .filter_map(|l| l.trim().strip_prefix("- "))
+        .filter(|l| !l.starts_with("Label"))
+        .collect();
+    let mut problems = Vec::new();
+    for p in &parameters {
+        match grouped.iter().filter(|g| *g == p).count() {
+            1 => {}
+            n => problems.push(format!("{p} is in {n} parameter groups")),
+        }
+    }
+    for g in &grouped {
+        if !parameters.contains(g) {
+            problems.push(format!("the group entry {g} is no parameter"));
+        }
+    }
+    let description = template
+        .lines()
+        .skip_while(|l| !l.starts_with("Description:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .collect::<Vec<_>>()
+        .join(" ");
+    for f in deployed() {
+        if !description.contains(&f) {
+            problems.push(format!("the template's Description does not name {f}"));
+        }
+    }
+    assert!(problems.is_empty(), "{problems:#?}");
+}
