@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aws_sdk_ec2::operation::delete_snapshot::DeleteSnapshotOutput;
 use aws_sdk_ec2::operation::describe_images::DescribeImagesOutput;
@@ -221,8 +221,12 @@ fn deletes_succeed() -> Rule {
     mock!(Client::delete_snapshot).then_output(|| DeleteSnapshotOutput::builder().build())
 }
 
-#[tokio::test]
+// On tokio's paused clock (the mocks answer at once, so only the pacer's
+// sleeps move it): the pauses measured are the pacer's, never the
+// machine's load.
+#[tokio::test(start_paused = true)]
 async fn deletions_burst_then_go_at_the_delete_snapshot_refill_rate() {
+    use tokio::time::Instant;
     // A daily run's few deletions fit the burst: no pause at all.
     const { assert!(DELETE_PACING.burst >= 3) };
     let started = Instant::now();
