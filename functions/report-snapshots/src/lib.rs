@@ -271,11 +271,21 @@ impl Function for ReportSnapshots {
         _tick: Tick,
         report: &mut Report,
     ) -> Result<Ran, ReportError> {
-        let inventory = Inventory::read(ports, run.config).await?;
+        let mut inventory = Inventory::read(ports, run.config).await?;
         let mut cost = cost::CostSummary::default();
         let protection = Protection::read(ports, run.now, &mut cost).await?;
         let mut walked = Walked::default();
-        report.progress = walk(ports, run, &inventory, &protection, &mut cost, &mut walked).await?;
+        let volume_ids = std::mem::take(&mut inventory.walked);
+        report.progress = walk(
+            ports,
+            run,
+            volume_ids,
+            &inventory,
+            &protection,
+            &mut cost,
+            &mut walked,
+        )
+        .await?;
         report.cost = cost;
         report.holds = {
             let mut listed: Vec<Hold> = protection.facts.holds.iter().cloned().collect();
@@ -317,7 +327,7 @@ struct Inventory {
     /// The volumes that exist.
     existing: BTreeSet<String>,
     /// Every volume of the region and the deleted ones the deployment's
-    /// snapshots name, in id order: what the walk goes over.
+    /// snapshots name, in id order: what the walk goes over (it takes them).
     walked: Vec<String>,
 }
 
@@ -422,12 +432,13 @@ struct Walked {
 async fn walk(
     ports: Ports<'_>,
     run: &FunctionRun<'_>,
+    volume_ids: Vec<String>,
     inventory: &Inventory,
     protection: &Protection,
     cost: &mut cost::CostSummary,
     walked: &mut Walked,
 ) -> Result<Progress, ReportError> {
-    let mut walk = Walk::start(ports.ledger, FUNCTION, inventory.walked.clone()).await;
+    let mut walk = Walk::start(ports.ledger, FUNCTION, volume_ids).await;
     let mut spool = match spool::Spool::new() {
         Ok(spool) => Some(spool),
         Err(e) => {
