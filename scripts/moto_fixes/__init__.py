@@ -11,6 +11,8 @@ emulator"). One module per theme:
 - ``images``: an AMI backed by the snapshot RegisterImage names;
 - ``blocks``: synthetic block maps, so the EBS direct APIs read EC2
   snapshots;
+- ``restores``: block data for GetSnapshotBlock, volumes made from
+  encrypted snapshots under their key, and the drills' test hooks;
 - ``tiers``: the archive tier as EC2 documents it;
 - ``missing``: a call moto lacks, answered as EC2 does by default;
 - ``speed``: three for speed, not behaviour.
@@ -32,12 +34,12 @@ import moto.ec2.models.elastic_block_store
 import moto.ec2.utils
 from moto.ebs.responses import EBSResponse
 from moto.ec2.models.core import TaggedEC2Resource
-from moto.ec2.models.elastic_block_store import EBSBackend, Snapshot
+from moto.ec2.models.elastic_block_store import EBSBackend, Snapshot, Volume
 from moto.ec2.responses import EC2Response
 from moto.ec2.responses.amis import AmisResponse
 from moto.ec2.responses.elastic_block_store import ElasticBlockStore
 
-from . import blocks, copies, images, locks, missing, sharing, speed, tiers
+from . import blocks, copies, images, locks, missing, restores, sharing, speed, tiers
 from .common import ORIGINAL, original
 
 
@@ -85,6 +87,10 @@ PATCHES = [
     (EBSResponse, "list_snapshot_blocks", blocks._list_snapshot_blocks_synthetic),
     (EBSResponse, "list_changed_blocks", blocks._list_changed_blocks_synthetic),
     (Snapshot, "full_snapshot_size_in_bytes", property(blocks._full_size)),
+    # restores
+    (EBSResponse, "get_snapshot_block", restores._get_snapshot_block_synthetic),
+    (EBSBackend, "create_volume", restores._create_volume_as_ec2),
+    (Volume, "status", property(restores._volume_status)),
     # tiers
     (EBSBackend, "modify_snapshot_tier", tiers._modify_snapshot_tier_as_ec2),
     (EBSBackend, "describe_snapshot_tier_status", tiers._describe_snapshot_tier_status_settling),

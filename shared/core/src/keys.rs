@@ -67,6 +67,10 @@ pub const REPLACED_BY: &str = "lifecycle:replaced-by";
 /// time): the one tag a rollback's DeleteVolume is allowed on, so the
 /// restore permission cannot delete a volume a finished restore made.
 pub const RESTORE_PENDING: &str = "lifecycle:restore-pending";
+/// On a volume a restore drill made (docs/restore.md, "Restore drills"):
+/// the drill's token, which its ledger record also holds. Written at
+/// creation; the drill role may delete only volumes carrying it.
+pub const DRILL: &str = "lifecycle:drill";
 /// Every `lifecycle:` key above: what the adversary suites write and
 /// remove, and what a check of a tag vocabulary walks.
 pub const ALL: &[&str] = &[
@@ -100,6 +104,7 @@ pub const ALL: &[&str] = &[
     RESTORED_AT,
     REPLACED_BY,
     RESTORE_PENDING,
+    DRILL,
 ];
 
 /// Prefix of every key this project owns.

@@ -38,6 +38,8 @@
 //! - [`expiry`]: a run's plan per volume: retention and safety together.
 //! - [`restore`]: which proven snapshot brings a volume back to a moment,
 //!   and the volume to make from it (the command-line tool's restore).
+//! - [`drills`]: restore drills: which snapshots a run drills, which blocks
+//!   a drill reads, what makes a drill fail.
 //! - [`tagging`]: which tags each managed snapshot lacks, batched.
 //! - [`encryption`]: check-encryption's findings and the remedies `REMEDIATE`
 //!   allows.
@@ -52,6 +54,7 @@ pub mod consistency;
 pub mod copies;
 pub mod cost;
 pub mod coverage;
+pub mod drills;
 pub mod encryption;
 pub mod events;
 pub mod expiry;

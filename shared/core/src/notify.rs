@@ -38,6 +38,9 @@ pub enum NotificationKind {
     /// A volume the deployment backed up is no longer covered by any
     /// selector tag: its backups have stopped.
     OptedOut,
+    /// A restore drill found a snapshot that does not restore as it should
+    /// (once per snapshot).
+    RestoreDrillFailed,
 }
 
 impl NotificationKind {
@@ -56,6 +59,7 @@ impl NotificationKind {
             Self::ReportReady => "report-ready",
             Self::ArchiveFailed => "archive-failed",
             Self::OptedOut => "opted-out",
+            Self::RestoreDrillFailed => "restore-drill-failed",
         }
     }
 }
