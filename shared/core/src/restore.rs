@@ -190,6 +190,10 @@ pub struct VolumeSpec {
     /// unencrypted volume unless the account encrypts by default).
     pub kms_key: Option<String>,
     pub tags: Tags,
+    /// CreateVolume's client token: the same token makes one volume however
+    /// often it is asked (a drill's, across runs). `None`: the SDK's own,
+    /// per call.
+    pub client_token: Option<String>,
 }
 
 /// Why no volume can be specified.
@@ -293,6 +297,7 @@ pub fn volume_spec(
         throughput,
         kms_key: overrides.kms_key.clone(),
         tags,
+        client_token: None,
     })
 }
 

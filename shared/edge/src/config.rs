@@ -48,11 +48,29 @@ pub struct Config {
     pub prices: ebs_lifecycle_core::cost::Prices,
     /// Set on a vault stack (`VAULT_FOR_ACCOUNTS` not empty).
     pub vault: Option<VaultConfig>,
+    /// Restore drills' bounds and zone (verify-restores, the report).
+    pub drills: DrillConfig,
     /// `policies` with the schedules they had before, read from the ledger
     /// the first time a run meets a slot off the current schedule, then
     /// kept for the life of the process (a new schedule means a new
     /// deployment, so new processes): `crate::services::ownership`.
     pub(crate) policies_with_past: std::sync::OnceLock<Policies>,
+}
+
+/// Restore drills (docs/restore.md, "Restore drills").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DrillConfig {
+    /// At most this many drills a run (`RESTORE_DRILLS_PER_RUN`, default 5).
+    pub per_run: u32,
+    /// At most this many GiB of drill volumes a run
+    /// (`RESTORE_DRILL_MAX_GIB`, default 500).
+    pub max_gib: u32,
+    /// Where drill volumes are made (`RESTORE_DRILL_ZONE`, default the
+    /// region's zone `a`).
+    pub zone: String,
+    /// A volume whose last passed drill is older is `restore-unverified`
+    /// (`RESTORE_DRILL_MAX_AGE_DAYS`, default 35).
+    pub max_age_days: u32,
 }
 
 /// A vault stack's settings (docs/operations.md, "A vault account").
@@ -213,8 +231,24 @@ impl Config {
             },
             "an S3 bucket name",
         )?;
+        let drills = DrillConfig {
+            per_run: env.number("RESTORE_DRILLS_PER_RUN", 5, 0)?,
+            max_gib: env.number("RESTORE_DRILL_MAX_GIB", 500, 1)?,
+            zone: env.checked(
+                "RESTORE_DRILL_ZONE",
+                &format!("{}a", identity.region),
+                |z| {
+                    z.starts_with(&identity.region)
+                        && z.len() <= identity.region.len() + 8
+                        && z.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                },
+                "an availability zone of the stack's region (e.g. us-east-1a)",
+            )?,
+            max_age_days: env.number("RESTORE_DRILL_MAX_AGE_DAYS", 35, 1)?,
+        };
         Ok(Self {
             report_bucket,
+            drills,
             prices: prices(&env)?,
             vault,
             identity,

@@ -16,6 +16,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 
+use ebs_lifecycle_core::drills::VolumeFacts;
 use ebs_lifecycle_core::encryption::Permissions;
 use ebs_lifecycle_core::model::{
     Attachment, BlockDevice, Instance, Snapshot, SnapshotState, Tags, Volume,
@@ -1100,8 +1101,44 @@ impl Ec2Adapter {
     }
 }
 
+/// A volume as a drill reads it.
+fn facts_of(v: &aws_sdk_ec2::types::Volume) -> Option<VolumeFacts> {
+    Some(VolumeFacts {
+        volume_id: v.volume_id()?.to_string(),
+        state: v.state().map(|s| s.as_str().to_string()).unwrap_or_default(),
+        size_gib: v.size().unwrap_or_default(),
+        encrypted: v.encrypted().unwrap_or(false),
+        kms_key_id: v.kms_key_id().filter(|k| !k.is_empty()).map(String::from),
+        snapshot_id: v.snapshot_id().filter(|s| !s.is_empty()).map(String::from),
+        attached: v.attachments().iter().any(|a| {
+            !matches!(a.state().map(|s| s.as_str()), Some("detached"))
+        }),
+        drill_token: v
+            .tags()
+            .iter()
+            .find(|t| t.key() == Some(tags::DRILL))
+            .and_then(|t| t.value())
+            .map(String::from),
+    })
+}
+
 #[async_trait]
 impl VolumeRestorer for Ec2Adapter {
+    async fn volume_facts(&self, volume_id: &str) -> Result<Option<VolumeFacts>, Ec2Error> {
+        Ok(self.describe_volume(volume_id).await?.as_ref().and_then(facts_of))
+    }
+
+    async fn drill_volumes(&self, token: &str) -> Result<Vec<VolumeFacts>, Ec2Error> {
+        let answer = self
+            .client
+            .describe_volumes()
+            .filters(filter(&format!("tag:{}", tags::DRILL), [token]))
+            .send()
+            .await
+            .map_err(|e| Ec2Error::from_sdk("DescribeVolumes", e))?;
+        Ok(answer.volumes().iter().filter_map(facts_of).collect())
+    }
+
     async fn source_volume(&self, volume_id: &str) -> Result<Option<SourceVolume>, Ec2Error> {
         Ok(self
             .describe_volume(volume_id)
@@ -1142,6 +1179,7 @@ impl VolumeRestorer for Ec2Adapter {
             .size(spec.size_gib)
             .set_iops(spec.iops)
             .set_throughput(spec.throughput)
+            .set_client_token(spec.client_token.clone())
             .tag_specifications(tags);
         if let Some(key) = &spec.kms_key {
             request = request.encrypted(true).kms_key_id(key);

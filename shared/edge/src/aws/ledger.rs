@@ -17,6 +17,9 @@
 //! | `report` | snapshot id | `reported_at`, `expires_at` (the table's TTL) |
 //! | `cursor` | function | `value`: where its last daily run stopped |
 //! | `schedule` | `<policy>/<from>` | `policy`, `expression`, `time_zone`, `from`: a schedule the policy had, from create-snapshots' first run with it |
+//! | `drill` | token | `snapshot`, `started_at`, `volume` (once known), `expires_at` (30 days): a restore drill from before its CreateVolume until its volume is deleted |
+//! | `verified` | volume id | `at`, `snapshot`, `seconds`, `expires_at` (400 days): the volume's last passed restore drill |
+//! | `drillfail` | snapshot id | `at`, `expires_at` (400 days): a failed drill of the snapshot was notified |
 //! | `hold` | snapshot or volume id | `until`, `reason`, `by`, `at`, `expires_at` (30 days after `until`); written only by the hold permission, never by a function |
 //!
 //! Every kind is bounded by what exists: instances stopped now, scheduled
@@ -33,6 +36,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
 use aws_sdk_dynamodb::Client;
 use chrono::{DateTime, Duration, Utc};
 
+use ebs_lifecycle_core::drills::{DrillRecord, Verification};
 use ebs_lifecycle_core::holds::{is_resource_id, Hold, MAX_HOLDS};
 use ebs_lifecycle_core::ownership::CopyRecord;
 use ebs_lifecycle_core::schedule::ScheduleRecord;
@@ -41,7 +45,7 @@ use ebs_lifecycle_core::text::excerpt;
 use ebs_lifecycle_core::window::DeletionWindow;
 
 use crate::ports::ledger::{
-    CopyInFlight, CreationIntent, CreationRecord, Ledger, LedgerError, StopRecord,
+    CopyInFlight, CreationIntent, CreationRecord, DrillLedger, Ledger, LedgerError, StopRecord,
 };
 use ebs_lifecycle_core::ownership::AskedKey;
 
@@ -64,6 +68,14 @@ const IN_FLIGHT_TTL: Duration = Duration::days(30);
 /// How long a `seen` record lives: a volume deleted leaves its record for
 /// a year, then it goes.
 const SEEN_TTL: Duration = Duration::days(365);
+
+/// How long a `drill` record lives if nothing ends it: longer than any
+/// run, so a killed run's volume is found by the next weekly run.
+const DRILL_TTL: Duration = Duration::days(30);
+/// How long a `verified` or `drillfail` record lives.
+const DRILL_RESULT_TTL: Duration = Duration::days(400);
+/// The most drills in progress read: a run has at most a handful.
+const MAX_OPEN_DRILLS: usize = 100;
 
 /// The deletion budget's item.
 const DELETIONS: (&str, &str) = ("deletions", "window");
@@ -755,6 +767,75 @@ impl Ledger for DynamoLedger {
             "expires_at".into(),
             AttributeValue::N((now + REPORT_TTL).timestamp().to_string()),
         );
+        self.put_if_absent(item).await
+    }
+}
+
+fn expires(now: DateTime<Utc>, ttl: Duration) -> AttributeValue {
+    AttributeValue::N((now + ttl).timestamp().to_string())
+}
+
+#[async_trait]
+impl DrillLedger for DynamoLedger {
+    async fn begin_drill(&self, record: &DrillRecord) -> Result<(), LedgerError> {
+        let mut item = key("drill", &record.token);
+        item.insert("snapshot".into(), s(&record.snapshot_id));
+        item.insert("started_at".into(), s(&format_time(record.started_at)));
+        if let Some(volume) = &record.drill_volume {
+            item.insert("volume".into(), s(volume));
+        }
+        item.insert("expires_at".into(), expires(record.started_at, DRILL_TTL));
+        self.put(item).await
+    }
+
+    async fn open_drills(&self) -> Result<Vec<DrillRecord>, LedgerError> {
+        self.query_at_most("drill", MAX_OPEN_DRILLS, |item| {
+            Some(DrillRecord {
+                token: text(item, "sk")?.into(),
+                snapshot_id: text(item, "snapshot")?.into(),
+                started_at: time(item, "started_at")?,
+                drill_volume: text(item, "volume").map(String::from),
+            })
+        })
+        .await
+    }
+
+    async fn end_drill(&self, token: &str) -> Result<(), LedgerError> {
+        self.delete("drill", token).await
+    }
+
+    async fn record_verification(&self, v: &Verification) -> Result<(), LedgerError> {
+        let mut item = key("verified", &v.volume_id);
+        item.insert("at".into(), s(&format_time(v.at)));
+        item.insert("snapshot".into(), s(&v.snapshot_id));
+        item.insert("seconds".into(), AttributeValue::N(format!("{:.1}", v.seconds)));
+        item.insert("expires_at".into(), expires(v.at, DRILL_RESULT_TTL));
+        self.put(item).await
+    }
+
+    async fn verifications(&self, volume_ids: &[String]) -> Result<Vec<Verification>, LedgerError> {
+        let items = self.batch_get("verified", volume_ids).await?;
+        Ok(items
+            .iter()
+            .filter_map(|item| {
+                Some(Verification {
+                    volume_id: text(item, "sk")?.into(),
+                    at: time(item, "at")?,
+                    snapshot_id: text(item, "snapshot")?.into(),
+                    seconds: item.get("seconds")?.as_n().ok()?.parse().ok()?,
+                })
+            })
+            .collect())
+    }
+
+    async fn first_drill_failure(
+        &self,
+        snapshot_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, LedgerError> {
+        let mut item = key("drillfail", snapshot_id);
+        item.insert("at".into(), s(&format_time(now)));
+        item.insert("expires_at".into(), expires(now, DRILL_RESULT_TTL));
         self.put_if_absent(item).await
     }
 }

@@ -38,6 +38,13 @@ pub enum Metric {
     SnapshotsArchiveCompleted,
     /// Moves to the archive tier EC2 could not finish, seen this run.
     SnapshotsArchiveFailed,
+    /// Restore drills that verified their snapshot (verify-restores).
+    RestoreDrillsPassed,
+    /// Restore drills that found a snapshot that does not restore.
+    RestoreDrillsFailed,
+    /// The slowest restore of the run's drills, in seconds (CreateVolume
+    /// to `available`).
+    RestoreSeconds,
 }
 
 impl Metric {
@@ -59,6 +66,9 @@ impl Metric {
             Self::SnapshotsArchiveStarted => "SnapshotsArchiveStarted",
             Self::SnapshotsArchiveCompleted => "SnapshotsArchiveCompleted",
             Self::SnapshotsArchiveFailed => "SnapshotsArchiveFailed",
+            Self::RestoreDrillsPassed => "RestoreDrillsPassed",
+            Self::RestoreDrillsFailed => "RestoreDrillsFailed",
+            Self::RestoreSeconds => "RestoreSeconds",
         }
     }
 }

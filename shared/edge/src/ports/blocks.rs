@@ -1,6 +1,8 @@
-//! What report-snapshots reads of a snapshot's blocks (docs/report.md,
-//! "Cost"): the blocks that differ between two snapshots of a volume. The
-//! EBS direct APIs implement it ([`crate::aws::ebs`]).
+//! What the functions read of a snapshot's blocks: report-snapshots the
+//! blocks that differ between two snapshots of a volume (docs/report.md,
+//! "Cost"), restore drills a sample of blocks and their data
+//! (docs/restore.md, "Restore drills"). The EBS direct APIs implement both
+//! ([`crate::aws::ebs`]).
 
 use async_trait::async_trait;
 use ebs_lifecycle_core::cost::Diff;
@@ -44,4 +46,47 @@ pub trait SnapshotBlocks: Send + Sync {
     /// every block `newer` holds (as its `newer` side). Every page is read:
     /// the caller bounds the run by how many pairs it asks for.
     async fn diff(&self, older: Option<&str>, newer: &str) -> Result<Walked, BlocksError>;
+}
+
+/// A block of a snapshot and the token that reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockRef {
+    pub index: u32,
+    pub token: String,
+}
+
+/// One page of blocks from a starting index, and the last index it covers
+/// when more pages follow.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Listed {
+    pub blocks: Vec<BlockRef>,
+    pub last_if_more: Option<u32>,
+}
+
+/// A block's data and the checksum EBS returned with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockRead {
+    pub data: Vec<u8>,
+    pub checksum: String,
+    pub algorithm: String,
+}
+
+/// Reading blocks (restore drills). Every call is one request, paced with
+/// the other EBS direct API calls of the run.
+#[async_trait]
+pub trait BlockReader: Send + Sync {
+    /// Up to `max` (100 to 10,000) blocks `snapshot` holds, from block `from`.
+    async fn list_blocks(&self, snapshot: &str, from: u32, max: u32)
+        -> Result<Listed, BlocksError>;
+    /// Up to `max` blocks that differ between `older` and `newer`, from
+    /// block `from`, with `newer`'s token where it holds the block.
+    async fn changed_blocks(
+        &self,
+        older: &str,
+        newer: &str,
+        from: u32,
+        max: u32,
+    ) -> Result<Listed, BlocksError>;
+    /// The block's data and checksum (GetSnapshotBlock).
+    async fn read_block(&self, snapshot: &str, block: &BlockRef) -> Result<BlockRead, BlocksError>;
 }

@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures::stream::BoxStream;
 
+use ebs_lifecycle_core::drills::VolumeFacts;
 use ebs_lifecycle_core::encryption::Permissions;
 use ebs_lifecycle_core::model::{Instance, Snapshot, Tags, Volume};
 use ebs_lifecycle_core::ownership::Identity;
@@ -430,4 +431,11 @@ pub trait VolumeRestorer: Send + Sync {
     async fn delete_volume(&self, volume_id: &str) -> Result<(), Ec2Error>;
     async fn tag_volume(&self, volume_id: &str, key: &str, value: &str) -> Result<(), Ec2Error>;
     async fn untag_volume(&self, volume_id: &str, key: &str) -> Result<(), Ec2Error>;
+    /// The volume as a restore drill checks it (state, size, encryption,
+    /// key, what it was made from, attachments, its drill tag); `None`
+    /// once it is gone.
+    async fn volume_facts(&self, volume_id: &str) -> Result<Option<VolumeFacts>, Ec2Error>;
+    /// The volumes carrying `lifecycle:drill` = `token`: a drill whose
+    /// CreateVolume answer was lost.
+    async fn drill_volumes(&self, token: &str) -> Result<Vec<VolumeFacts>, Ec2Error>;
 }

@@ -6,6 +6,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+use ebs_lifecycle_core::drills::{DrillRecord, Verification};
 use ebs_lifecycle_core::holds::Hold;
 use ebs_lifecycle_core::ownership::{AskedKey, CopyRecord};
 use ebs_lifecycle_core::schedule::ScheduleRecord;
@@ -207,6 +208,33 @@ pub trait Ledger: Send + Sync {
     /// True the first time it is asked for this snapshot: a suspect is
     /// reported once, however many runs see it.
     async fn first_report(
+        &self,
+        snapshot_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, LedgerError>;
+}
+
+/// What restore drills record (docs/restore.md, "Restore drills"): each
+/// drill from before its CreateVolume until its volume is deleted, each
+/// volume's last passed drill, and which failures were notified.
+#[async_trait]
+pub trait DrillLedger: Send + Sync {
+    /// Write (or rewrite, with its volume once known) a drill in progress.
+    async fn begin_drill(&self, record: &DrillRecord) -> Result<(), LedgerError>;
+    /// Every drill in progress: those a killed run left (at most 100;
+    /// more is refused as unavailable).
+    async fn open_drills(&self) -> Result<Vec<DrillRecord>, LedgerError>;
+    /// The drill's volume is deleted (or was never made).
+    async fn end_drill(&self, token: &str) -> Result<(), LedgerError>;
+    /// The volume's last passed drill.
+    async fn record_verification(&self, verification: &Verification) -> Result<(), LedgerError>;
+    /// The last passed drill of each of these volumes that has one (one
+    /// batch read per 100).
+    async fn verifications(&self, volume_ids: &[String])
+        -> Result<Vec<Verification>, LedgerError>;
+    /// True the first time a failed drill of this snapshot is recorded:
+    /// `restore-drill-failed` is sent once per snapshot.
+    async fn first_drill_failure(
         &self,
         snapshot_id: &str,
         now: DateTime<Utc>,

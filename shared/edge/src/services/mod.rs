@@ -10,9 +10,12 @@
 //! - [`resume`]: the walk over volumes that resumes next run, and its
 //!   progress record.
 //! - [`commands`]: the SSM command runner (freeze, thaw), paced.
+//! - [`drills`]: one restore drill, and the cleanup of drill volumes a
+//!   killed run left.
 
 pub mod commands;
 pub mod copying;
 pub mod deletion;
+pub mod drills;
 pub mod ownership;
 pub mod resume;

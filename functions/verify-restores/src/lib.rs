@@ -1,0 +1,303 @@
+//! verify-restores: restore drills (docs/restore.md, "Restore drills"). A
+//! backup never restored is only a promise; each weekly run proves a few.
+//!
+//! A run, on its schedule's tick:
+//! 1. deletes the drill volumes an earlier, killed run left
+//!    (`services::drills::clean_up`);
+//! 2. orders the deployment's volumes by their last passed drill (never
+//!    first), lists the snapshots of the first few only, and proves them
+//!    the deployment's (`services::ownership::sift`, as expiry does);
+//! 3. selects within `RESTORE_DRILLS_PER_RUN` and `RESTORE_DRILL_MAX_GIB`
+//!    the newest completed snapshot of each volume in line and one older
+//!    kept snapshot at random (`ebs_lifecycle_core::drills::select`);
+//! 4. drills each (`services::drills::drill`): a gp3 volume in
+//!    `RESTORE_DRILL_ZONE`, waited for, checked, a sample of blocks read
+//!    against their checksums, the chain to the snapshot before checked,
+//!    the volume deleted;
+//! 5. closes: `RestoreDrillsPassed`, `RestoreDrillsFailed`,
+//!    `RestoreSeconds`, and one critical `restore-drill-failed` per failed
+//!    snapshot, once.
+//!
+//! What a run holds is bounded by its drills: the volume ids of the
+//! deployment, and the snapshots of at most `2 x RESTORE_DRILLS_PER_RUN + 1`
+//! volumes.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use ebs_lifecycle::config::Config;
+use ebs_lifecycle::lambda::deadline::Deadline;
+use ebs_lifecycle::lambda::function::{self, Function, Ran, Run as FunctionRun, Summary};
+pub use ebs_lifecycle::lambda::invocation::InvocationError;
+use ebs_lifecycle::lambda::metrics::Metric;
+use ebs_lifecycle::lambda::run::RunHeader;
+use ebs_lifecycle::ports::blocks::BlockReader;
+use ebs_lifecycle::ports::ec2::{SnapshotCatalog, VolumeRestorer};
+use ebs_lifecycle::ports::ledger::{DrillLedger, Ledger};
+use ebs_lifecycle::ports::notifier::Notifier;
+use ebs_lifecycle::services::drills::{self, Cleanup, DrillOutcome, DrillPorts, DrillSettings};
+use ebs_lifecycle::services::ownership;
+use ebs_lifecycle_core::drills::{select, volume_order, Bounds, Picker};
+use ebs_lifecycle_core::events::Trigger;
+use ebs_lifecycle_core::model::Snapshot;
+use ebs_lifecycle_core::notify::{Notification, NotificationKind, Severity};
+use ebs_lifecycle_core::ownership::Scope;
+
+pub const FUNCTION: &str = "verify-restores";
+
+/// How long a drill volume may take to become available before the drill
+/// fails: EC2 makes a volume from a snapshot in seconds (its blocks load
+/// lazily), so minutes mean the snapshot does not restore as it should.
+pub const DRILL_WAIT: Duration = Duration::from_secs(300);
+/// Kept from the deadline for one more drill: its wait and its reads.
+const DRILL_TIME: Duration = Duration::from_secs(360);
+
+#[derive(Clone, Copy)]
+pub struct Ports<'a> {
+    pub catalog: &'a dyn SnapshotCatalog,
+    pub volumes: &'a dyn VolumeRestorer,
+    pub blocks: &'a dyn BlockReader,
+    pub ledger: &'a dyn Ledger,
+    pub drills: &'a dyn DrillLedger,
+    pub notifier: &'a dyn Notifier,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RunSummary {
+    #[serde(flatten)]
+    pub header: RunHeader,
+    pub volumes: usize,
+    pub passed: usize,
+    pub failed: usize,
+    pub inconclusive: usize,
+    pub drills: Vec<DrillOutcome>,
+    /// Volumes next in line that this run's bounds left for later runs.
+    pub left_for_later: usize,
+    /// Selected drills the deadline left for the next run.
+    pub not_reached: usize,
+    /// Snapshots larger than `RESTORE_DRILL_MAX_GIB` on their own.
+    pub too_large: Vec<String>,
+    /// What the run found of earlier runs' drills.
+    pub cleanup: Cleanup,
+    /// Failed snapshots notified for the first time this run.
+    #[serde(skip)]
+    pub newly_failed: Vec<String>,
+}
+
+impl Summary for RunSummary {
+    fn header(&mut self) -> &mut RunHeader {
+        &mut self.header
+    }
+
+    fn headline(&self) -> String {
+        format!(
+            "verify-restores: {} passed, {} failed, {} inconclusive",
+            self.passed, self.failed, self.inconclusive
+        )
+    }
+
+    fn metrics(&self, suspects: usize) -> Vec<(Metric, u64)> {
+        let slowest = self
+            .drills
+            .iter()
+            .filter(|d| d.passed())
+            .map(|d| d.seconds.ceil() as u64)
+            .max()
+            .unwrap_or(0);
+        vec![
+            (Metric::RestoreDrillsPassed, self.passed as u64),
+            (Metric::RestoreDrillsFailed, self.failed as u64),
+            (Metric::RestoreSeconds, slowest),
+            (Metric::TamperingSuspected, suspects as u64),
+        ]
+    }
+}
+
+/// verify-restores, as the skeleton runs it ([`Function`]).
+pub struct VerifyRestores;
+
+impl Function for VerifyRestores {
+    const NAME: &'static str = FUNCTION;
+    type Ports<'p> = Ports<'p>;
+    type Trigger = Trigger;
+    type Summary = RunSummary;
+    type Error = InvocationError;
+
+    fn ledger<'p>(ports: &Self::Ports<'p>) -> &'p dyn Ledger {
+        ports.ledger
+    }
+
+    fn notifier<'p>(ports: &Self::Ports<'p>) -> &'p dyn Notifier {
+        ports.notifier
+    }
+
+    fn open(
+        run: &FunctionRun<'_>,
+        event: &Value,
+    ) -> Result<(Trigger, RunSummary), InvocationError> {
+        let trigger = Trigger::parse(event)?;
+        let summary = RunSummary {
+            header: RunHeader::for_trigger(FUNCTION, run.config, run.now, &trigger),
+            ..RunSummary::default()
+        };
+        Ok((trigger, summary))
+    }
+
+    async fn execute(
+        ports: Self::Ports<'_>,
+        run: &FunctionRun<'_>,
+        trigger: Trigger,
+        summary: &mut RunSummary,
+    ) -> Result<Ran, InvocationError> {
+        // Drills run on their schedule; a snapshot event is not theirs.
+        if !matches!(trigger, Trigger::Tick(_)) {
+            return Ok(Ran::Nothing);
+        }
+        summary.cleanup = drills::clean_up(ports.volumes, ports.drills, run.now).await;
+        let suspects = run_drills(ports, run, summary).await?;
+        Ok(Ran::Done { suspects })
+    }
+
+    async fn notifications(
+        ports: Self::Ports<'_>,
+        run: &FunctionRun<'_>,
+        summary: &mut RunSummary,
+    ) -> Vec<Notification> {
+        for d in summary.drills.iter().filter(|d| d.failure().is_some()) {
+            match ports.drills.first_drill_failure(&d.snapshot_id, run.now).await {
+                Ok(true) => summary.newly_failed.push(d.snapshot_id.clone()),
+                Ok(false) => {}
+                // Unknown whether it was said: say it (a repeat beats silence).
+                Err(e) => {
+                    tracing::warn!(snapshot = %d.snapshot_id, error = %e, "whether this failure was notified is unknown; notified");
+                    summary.newly_failed.push(d.snapshot_id.clone());
+                }
+            }
+        }
+        notifications(run.config, summary)
+    }
+}
+
+/// Run one invocation: a tick of the drills' schedule.
+pub async fn handle(
+    ports: Ports<'_>,
+    config: &Config,
+    event: &Value,
+    now: DateTime<Utc>,
+    deadline: Deadline,
+) -> Result<RunSummary, InvocationError> {
+    function::invoke::<VerifyRestores>(ports, config, event, now, deadline).await
+}
+
+/// Select and drill; the suspects the ownership check found.
+async fn run_drills(
+    ports: Ports<'_>,
+    run: &FunctionRun<'_>,
+    summary: &mut RunSummary,
+) -> Result<Vec<ebs_lifecycle_core::ownership::Suspect>, InvocationError> {
+    let config = run.config;
+    let bounds = Bounds {
+        drills: config.drills.per_run as usize,
+        max_gib: u64::from(config.drills.max_gib),
+    };
+    let deployment = config.deployment_name();
+    let volumes = ports.catalog.managed_volume_ids(deployment).await?;
+    summary.volumes = volumes.len();
+    if bounds.drills == 0 || volumes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<String> = volumes.iter().cloned().collect();
+    let verified: BTreeMap<String, DateTime<Utc>> = ports
+        .drills
+        .verifications(&ids)
+        .await?
+        .into_iter()
+        .map(|v| (v.volume_id, v.at))
+        .collect();
+    let order = volume_order(&volumes, &verified);
+    // Some volumes in line have nothing to drill (deleted snapshots, all
+    // pending): twice the bound, plus one, is what a run lists.
+    let head: Vec<String> = order.iter().take(bounds.drills * 2 + 1).cloned().collect();
+    let listed = ports
+        .catalog
+        .managed_snapshots_of_volumes(deployment, &head)
+        .await?;
+    let sifted = ownership::sift(ports.ledger, config, listed, Scope::WholeVolumes, run.now).await?;
+    let mut per_volume: BTreeMap<String, Vec<Snapshot>> = BTreeMap::new();
+    for s in sifted.owned.into_iter().filter(|s| !s.is_copy()) {
+        if let Some(v) = s.source_volume_id().map(String::from) {
+            per_volume.entry(v).or_default().push(s);
+        }
+    }
+    let mut picker = Picker::from_time(run.now);
+    let selection = select(&head, &per_volume, bounds, &mut picker);
+    summary.left_for_later = selection.left + (order.len() - head.len());
+    summary.too_large = selection.too_large;
+    let settings = DrillSettings {
+        deployment: deployment.to_string(),
+        zone: config.drills.zone.clone(),
+        wait: DRILL_WAIT,
+        poll: Duration::from_secs(2),
+    };
+    let drill_ports = DrillPorts {
+        volumes: ports.volumes,
+        blocks: ports.blocks,
+        ledger: ports.drills,
+    };
+    for d in &selection.drills {
+        if run.deadline.remaining() < DRILL_TIME {
+            summary.not_reached += 1;
+            continue;
+        }
+        let of_volume = &per_volume[&d.volume_id];
+        let Some(snapshot) = of_volume.iter().find(|s| s.id == d.snapshot_id) else {
+            continue;
+        };
+        let older = d
+            .older_id
+            .as_ref()
+            .and_then(|o| of_volume.iter().find(|s| &s.id == o));
+        let outcome =
+            drills::drill(drill_ports, &settings, snapshot, older, d.pick, run.now, &mut picker).await;
+        match &outcome.verdict {
+            drills::Verdict::Verified => summary.passed += 1,
+            drills::Verdict::Failed { .. } => summary.failed += 1,
+            drills::Verdict::Inconclusive { .. } => summary.inconclusive += 1,
+        }
+        summary.drills.push(outcome);
+    }
+    Ok(sifted.suspects)
+}
+
+/// One critical `restore-drill-failed` per snapshot whose drill failed for
+/// the first time; nothing when every drill passed (the metrics say so).
+pub fn notifications(config: &Config, summary: &RunSummary) -> Vec<Notification> {
+    summary
+        .drills
+        .iter()
+        .filter(|d| summary.newly_failed.contains(&d.snapshot_id))
+        .filter_map(|d| {
+            let failure = d.failure()?;
+            Some(Notification {
+                kind: NotificationKind::RestoreDrillFailed,
+                severity: Severity::Critical,
+                deployment: config.deployment_name().to_string(),
+                summary: format!(
+                    "{} of {} did not restore: {failure}",
+                    d.snapshot_id, d.volume_id
+                ),
+                details: json!({
+                    "snapshot_id": d.snapshot_id,
+                    "volume_id": d.volume_id,
+                    "failure": failure,
+                    "drill_volume": d.drill_volume,
+                    "next": "Do not count on this snapshot: restore from another (ebs-lifecycle restore volume --at ...), hold the snapshots around it (ebs-lifecycle hold), and open a case with AWS support naming the snapshot.",
+                }),
+            })
+        })
+        .collect()
+}
