@@ -207,6 +207,23 @@ async fn run_function(function: &str, event: &Value) -> Result<(), Diagnostic> {
         .await
         .map(drop)
         .map_err(Into::into),
+        "verify-restores" => verify_restores::handle(
+            verify_restores::Ports {
+                catalog: &adapter,
+                volumes: &adapter,
+                blocks: &blocks,
+                ledger: mocked_ledger(),
+                drills: mocked_ledger(),
+                notifier: &notifier,
+            },
+            &config,
+            event,
+            now,
+            deadline,
+        )
+        .await
+        .map(drop)
+        .map_err(Into::into),
         other => {
             panic!("{other}: a function of template.yaml this test does not run yet: add it here")
         }

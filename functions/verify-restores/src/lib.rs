@@ -168,7 +168,11 @@ impl Function for VerifyRestores {
         summary: &mut RunSummary,
     ) -> Vec<Notification> {
         for d in summary.drills.iter().filter(|d| d.failure().is_some()) {
-            match ports.drills.first_drill_failure(&d.snapshot_id, run.now).await {
+            match ports
+                .drills
+                .first_drill_failure(&d.snapshot_id, run.now)
+                .await
+            {
                 Ok(true) => summary.newly_failed.push(d.snapshot_id.clone()),
                 Ok(false) => {}
                 // Unknown whether it was said: say it (a repeat beats silence).
@@ -226,7 +230,8 @@ async fn run_drills(
         .catalog
         .managed_snapshots_of_volumes(deployment, &head)
         .await?;
-    let sifted = ownership::sift(ports.ledger, config, listed, Scope::WholeVolumes, run.now).await?;
+    let sifted =
+        ownership::sift(ports.ledger, config, listed, Scope::WholeVolumes, run.now).await?;
     let mut per_volume: BTreeMap<String, Vec<Snapshot>> = BTreeMap::new();
     for s in sifted.owned.into_iter().filter(|s| !s.is_copy()) {
         if let Some(v) = s.source_volume_id().map(String::from) {
@@ -261,8 +266,16 @@ async fn run_drills(
             .older_id
             .as_ref()
             .and_then(|o| of_volume.iter().find(|s| &s.id == o));
-        let outcome =
-            drills::drill(drill_ports, &settings, snapshot, older, d.pick, run.now, &mut picker).await;
+        let outcome = drills::drill(
+            drill_ports,
+            &settings,
+            snapshot,
+            older,
+            d.pick,
+            run.now,
+            &mut picker,
+        )
+        .await;
         match &outcome.verdict {
             drills::Verdict::Verified => summary.passed += 1,
             drills::Verdict::Failed { .. } => summary.failed += 1,

@@ -133,7 +133,7 @@ impl Picker {
         Self(now.timestamp() as u64 ^ 0x9E37_79B9_7F4A_7C15)
     }
 
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -143,12 +143,12 @@ impl Picker {
 
     /// In `0..n` (`n` > 0).
     pub fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
+        (self.next_u64() % n.max(1) as u64) as usize
     }
 }
 
 /// The snapshots of one volume a drill may use, oldest first.
-fn history<'a>(snapshots: &'a [Snapshot]) -> Vec<&'a Snapshot> {
+fn history(snapshots: &[Snapshot]) -> Vec<&Snapshot> {
     let mut h: Vec<&Snapshot> = snapshots.iter().filter(|s| drillable(s)).collect();
     h.sort_by(|a, b| (a.start_time, &a.id).cmp(&(b.start_time, &b.id)));
     h
@@ -223,12 +223,9 @@ pub fn older_than<'a>(
     snapshot: &Snapshot,
     history_of_volume: &'a [Snapshot],
 ) -> Option<&'a Snapshot> {
-    history(history_of_volume)
-        .into_iter()
-        .filter(|s| {
-            s.id != snapshot.id && (s.start_time, &s.id) < (snapshot.start_time, &snapshot.id)
-        })
-        .next_back()
+    history(history_of_volume).into_iter().rfind(|s| {
+        s.id != snapshot.id && (s.start_time, &s.id) < (snapshot.start_time, &snapshot.id)
+    })
 }
 
 /// Where in the volume a drill reads: the first block index of its window,

@@ -228,11 +228,7 @@ impl BlockReader for EbsBlocks {
         .await
     }
 
-    async fn read_block(
-        &self,
-        snapshot: &str,
-        block: &BlockRef,
-    ) -> Result<BlockRead, BlocksError> {
+    async fn read_block(&self, snapshot: &str, block: &BlockRef) -> Result<BlockRead, BlocksError> {
         self.paced(async {
             let out = self
                 .client

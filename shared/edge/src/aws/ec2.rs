@@ -1105,14 +1105,18 @@ impl Ec2Adapter {
 fn facts_of(v: &aws_sdk_ec2::types::Volume) -> Option<VolumeFacts> {
     Some(VolumeFacts {
         volume_id: v.volume_id()?.to_string(),
-        state: v.state().map(|s| s.as_str().to_string()).unwrap_or_default(),
+        state: v
+            .state()
+            .map(|s| s.as_str().to_string())
+            .unwrap_or_default(),
         size_gib: v.size().unwrap_or_default(),
         encrypted: v.encrypted().unwrap_or(false),
         kms_key_id: v.kms_key_id().filter(|k| !k.is_empty()).map(String::from),
         snapshot_id: v.snapshot_id().filter(|s| !s.is_empty()).map(String::from),
-        attached: v.attachments().iter().any(|a| {
-            !matches!(a.state().map(|s| s.as_str()), Some("detached"))
-        }),
+        attached: v
+            .attachments()
+            .iter()
+            .any(|a| !matches!(a.state().map(|s| s.as_str()), Some("detached"))),
         drill_token: v
             .tags()
             .iter()
@@ -1125,7 +1129,11 @@ fn facts_of(v: &aws_sdk_ec2::types::Volume) -> Option<VolumeFacts> {
 #[async_trait]
 impl VolumeRestorer for Ec2Adapter {
     async fn volume_facts(&self, volume_id: &str) -> Result<Option<VolumeFacts>, Ec2Error> {
-        Ok(self.describe_volume(volume_id).await?.as_ref().and_then(facts_of))
+        Ok(self
+            .describe_volume(volume_id)
+            .await?
+            .as_ref()
+            .and_then(facts_of))
     }
 
     async fn drill_volumes(&self, token: &str) -> Result<Vec<VolumeFacts>, Ec2Error> {

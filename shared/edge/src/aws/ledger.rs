@@ -808,7 +808,10 @@ impl DrillLedger for DynamoLedger {
         let mut item = key("verified", &v.volume_id);
         item.insert("at".into(), s(&format_time(v.at)));
         item.insert("snapshot".into(), s(&v.snapshot_id));
-        item.insert("seconds".into(), AttributeValue::N(format!("{:.1}", v.seconds)));
+        item.insert(
+            "seconds".into(),
+            AttributeValue::N(format!("{:.1}", v.seconds)),
+        );
         item.insert("expires_at".into(), expires(v.at, DRILL_RESULT_TTL));
         self.put(item).await
     }

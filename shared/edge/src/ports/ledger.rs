@@ -230,8 +230,7 @@ pub trait DrillLedger: Send + Sync {
     async fn record_verification(&self, verification: &Verification) -> Result<(), LedgerError>;
     /// The last passed drill of each of these volumes that has one (one
     /// batch read per 100).
-    async fn verifications(&self, volume_ids: &[String])
-        -> Result<Vec<Verification>, LedgerError>;
+    async fn verifications(&self, volume_ids: &[String]) -> Result<Vec<Verification>, LedgerError>;
     /// True the first time a failed drill of this snapshot is recorded:
     /// `restore-drill-failed` is sent once per snapshot.
     async fn first_drill_failure(

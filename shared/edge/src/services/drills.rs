@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use ebs_lifecycle_core::drills::{
-    self, DrillRecord, Failure, Page, Picker, Pick, Verification, VolumeFacts,
+    self, DrillRecord, Failure, Page, Pick, Picker, Verification, VolumeFacts,
 };
 use ebs_lifecycle_core::model::{Snapshot, Tags};
 use ebs_lifecycle_core::restore::VolumeSpec;
@@ -109,7 +109,9 @@ impl From<BlocksError> for Stop {
         match e {
             // A completed snapshot in the standard tier whose blocks EBS
             // will not read is a snapshot that would not restore.
-            BlocksError::Unreadable { message, .. } => Stop::Failed(Failure::Unreadable { message }),
+            BlocksError::Unreadable { message, .. } => {
+                Stop::Failed(Failure::Unreadable { message })
+            }
             other => Stop::Error(other.to_string()),
         }
     }
@@ -155,7 +157,16 @@ pub async fn drill(
         };
         return outcome;
     }
-    outcome.verdict = restore_and_read(ports, settings, snapshot, older, &mut record, picker, &mut outcome).await;
+    outcome.verdict = restore_and_read(
+        ports,
+        settings,
+        snapshot,
+        older,
+        &mut record,
+        picker,
+        &mut outcome,
+    )
+    .await;
     if let Some(id) = &record.drill_volume {
         outcome.requests += 1;
         match ports.volumes.delete_volume(id).await {
@@ -193,7 +204,10 @@ fn drill_spec(settings: &DrillSettings, snapshot: &Snapshot, token: &str) -> Vol
     let mut tags = Tags::new();
     tags.insert(keys::MANAGED_BY.into(), settings.deployment.clone());
     tags.insert(keys::DRILL.into(), token.to_string());
-    tags.insert(keys::NAME.into(), format!("restore drill of {}", snapshot.id));
+    tags.insert(
+        keys::NAME.into(),
+        format!("restore drill of {}", snapshot.id),
+    );
     VolumeSpec {
         snapshot_id: snapshot.id.clone(),
         availability_zone: settings.zone.clone(),
@@ -219,7 +233,11 @@ async fn restore_and_read(
 ) -> Verdict {
     let started = Instant::now();
     outcome.requests += 1;
-    let id = match ports.volumes.create_volume(&drill_spec(settings, snapshot, &record.token)).await {
+    let id = match ports
+        .volumes
+        .create_volume(&drill_spec(settings, snapshot, &record.token))
+        .await
+    {
         Ok(id) => id,
         Err(e) => {
             if matches!(e, Ec2Error::Transport { .. }) {
@@ -325,12 +343,16 @@ async fn check_blocks(
     let size = snapshot.volume_size_gib.unwrap_or(0).max(0) as u64;
     let mut from = drills::window_start(size, picker);
     outcome.requests += 1;
-    let mut listed = blocks.list_blocks(&snapshot.id, from, drills::WINDOW_BLOCKS).await?;
+    let mut listed = blocks
+        .list_blocks(&snapshot.id, from, drills::WINDOW_BLOCKS)
+        .await?;
     if listed.blocks.is_empty() && from > 0 {
         // A sparse volume: its window held nothing; its start holds most.
         from = 0;
         outcome.requests += 1;
-        listed = blocks.list_blocks(&snapshot.id, 0, drills::WINDOW_BLOCKS).await?;
+        listed = blocks
+            .list_blocks(&snapshot.id, 0, drills::WINDOW_BLOCKS)
+            .await?;
     }
     let indexes: Vec<u32> = listed.blocks.iter().map(|b| b.index).collect();
     for index in drills::sample(&indexes, drills::BLOCKS_PER_DRILL, picker) {
@@ -348,11 +370,17 @@ async fn check_blocks(
         return Ok(());
     };
     outcome.requests += 2;
-    let older_listed = blocks.list_blocks(&older.id, from, drills::WINDOW_BLOCKS).await?;
+    let older_listed = blocks
+        .list_blocks(&older.id, from, drills::WINDOW_BLOCKS)
+        .await?;
     let changed = blocks
         .changed_blocks(&older.id, &snapshot.id, from, drills::WINDOW_BLOCKS)
         .await?;
-    let same = drills::unchanged(&page_of(&older_listed), &page_of(&listed), &page_of(&changed));
+    let same = drills::unchanged(
+        &page_of(&older_listed),
+        &page_of(&listed),
+        &page_of(&changed),
+    );
     for index in drills::sample(&same, drills::CHAIN_BLOCKS_PER_DRILL, picker) {
         let (Some(new), Some(old)) = (token_of(&listed, index), token_of(&older_listed, index))
         else {
@@ -413,7 +441,10 @@ pub async fn clean_up(
             return out;
         }
     };
-    for record in records.iter().filter(|r| now - r.started_at >= LEFTOVER_AFTER) {
+    for record in records
+        .iter()
+        .filter(|r| now - r.started_at >= LEFTOVER_AFTER)
+    {
         match leftovers(volumes, record).await {
             Ok(found) => {
                 let mut clear = true;

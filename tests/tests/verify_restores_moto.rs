@@ -1,0 +1,334 @@
+//! verify-restores against moto (docs/restore.md, "Restore drills"): the
+//! emulator's block data (`scripts/moto_fixes/restores.py`) read through the
+//! real EBS client. What a user would notice: the newest proven snapshot of
+//! each volume restored and read (never a forged one), a corrupted block, a
+//! broken chain and a volume that goes to `error` each failing its drill
+//! for the right reason and alerting once, no drill volume ever left
+//! behind (a killed run's cleaned up by the next, a forged drill tag on
+//! another volume never obeyed), the bounds kept and the volumes taken in
+//! turn.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
+use chrono::{DateTime, Duration, Utc};
+use serde_json::json;
+
+use ebs_lifecycle::aws::ec2::Ec2Adapter;
+use ebs_lifecycle::lambda::deadline::Deadline;
+use ebs_lifecycle::ports::ledger::DrillLedger;
+use ebs_lifecycle::services::drills::Verdict;
+use ebs_lifecycle_core::drills::{DrillRecord, Failure, Pick};
+use ebs_lifecycle_core::notify::{NotificationKind, Severity};
+use ebs_lifecycle_core::tags;
+use integration_tests::*;
+use verify_restores::RunSummary;
+
+fn t(s: &str) -> DateTime<Utc> {
+    tags::parse_time(s).unwrap()
+}
+
+/// One verify-restores run at `now` with these settings.
+async fn run(
+    moto: &Moto,
+    settings: &[(&str, &str)],
+    now: DateTime<Utc>,
+) -> (RunSummary, Vec<ebs_lifecycle_core::notify::Notification>) {
+    let adapter = Ec2Adapter::new(moto.ec2());
+    let (blocks, _) = moto.ebs_blocks();
+    let notifier = RecordingNotifier::default();
+    let ledger = moto.ledger();
+    let config = config_with("", settings);
+    let summary = verify_restores::handle(
+        verify_restores::Ports {
+            catalog: &adapter,
+            volumes: &adapter,
+            blocks: &blocks,
+            ledger,
+            drills: ledger,
+            notifier: &notifier,
+        },
+        &config,
+        &json!({"kind": "tick"}),
+        now,
+        Deadline::after(std::time::Duration::from_secs(900)),
+    )
+    .await
+    .unwrap();
+    (summary, notifier.sent())
+}
+
+async fn volume_ids(ec2: &aws_sdk_ec2::Client) -> Vec<String> {
+    let mut ids: Vec<String> = ec2
+        .describe_volumes()
+        .send()
+        .await
+        .unwrap()
+        .volumes()
+        .iter()
+        .filter_map(|v| v.volume_id().map(String::from))
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// `n` volumes of 1 GiB opted in, each with `snapshots` managed snapshots
+/// a day apart; their ids, and each volume's snapshots oldest first.
+async fn account(moto: &Moto, n: usize, snapshots: usize) -> Vec<(String, Vec<String>)> {
+    let ec2 = moto.ec2();
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let volume = create_volume(&ec2, 1, &[("Backup", "default")]).await;
+        let mut ids = Vec::new();
+        for _ in 0..snapshots {
+            ids.push(managed_snapshot(moto, &volume, "itest", "default", &[]).await);
+        }
+        out.push((volume, ids));
+    }
+    out
+}
+
+const NOW: &str = "2026-06-07T05:00:00Z";
+
+#[tokio::test]
+async fn drills_restore_the_newest_proven_snapshot_of_each_volume_read_its_blocks_and_leave_no_volume(
+) {
+    let moto = Moto::start();
+    let ec2 = moto.ec2();
+    let volumes = account(&moto, 3, 3).await;
+    // A hand-made snapshot wearing the deployment's tags, newest of the
+    // first volume: never the one drilled.
+    let forged = hand_made_snapshot(&ec2, &volumes[0].0).await;
+    put_tags(
+        &ec2,
+        &forged,
+        &[
+            ("lifecycle:managed-by", "itest"),
+            ("lifecycle:policy", "default"),
+            ("lifecycle:volume-id", &volumes[0].0),
+        ],
+    )
+    .await;
+    let before = volume_ids(&ec2).await;
+
+    let (summary, sent) = run(&moto, &[("RESTORE_DRILLS_PER_RUN", "4")], t(NOW)).await;
+
+    assert_eq!(
+        (summary.passed, summary.failed, summary.inconclusive),
+        (4, 0, 0),
+        "{summary:#?}"
+    );
+    let newest: Vec<_> = summary
+        .drills
+        .iter()
+        .filter(|d| d.pick == Pick::Newest)
+        .collect();
+    assert_eq!(newest.len(), 3);
+    for (volume, snapshots) in &volumes {
+        let d = newest.iter().find(|d| &d.volume_id == volume).unwrap();
+        assert_eq!(
+            &d.snapshot_id,
+            snapshots.last().unwrap(),
+            "the newest proven, never the forged"
+        );
+        assert_eq!(d.older_id.as_ref(), Some(&snapshots[1]));
+        assert_eq!(d.blocks_read, ebs_lifecycle_core::drills::BLOCKS_PER_DRILL);
+        assert!(d.chain_blocks > 0, "{d:?}");
+        assert!(d.drill_volume.is_some());
+    }
+    let older = summary
+        .drills
+        .iter()
+        .find(|d| d.pick == Pick::Older)
+        .unwrap();
+    assert!(volumes
+        .iter()
+        .any(|(_, s)| s[..2].contains(&older.snapshot_id)));
+    assert!(summary.drills.iter().all(|d| d.snapshot_id != forged));
+    assert_eq!(volume_ids(&ec2).await, before, "every drill volume deleted");
+    assert!(sent
+        .iter()
+        .all(|n| n.kind != NotificationKind::RestoreDrillFailed));
+    let verified = moto
+        .ledger()
+        .verifications(&volumes.iter().map(|(v, _)| v.clone()).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    assert_eq!(
+        verified.len(),
+        3,
+        "each volume's last passed drill recorded"
+    );
+    assert!(moto.ledger().open_drills().await.unwrap().is_empty());
+    for d in &summary.drills {
+        println!(
+            "drill {} ({:?}): {:.1} s to available, {} blocks read, {} chain blocks, {} requests",
+            d.snapshot_id, d.pick, d.seconds, d.blocks_read, d.chain_blocks, d.requests
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_corrupted_block_a_broken_chain_and_a_volume_in_error_fail_their_drills_and_alert_once() {
+    let moto = Moto::start();
+    let ec2 = moto.ec2();
+    let volumes = account(&moto, 3, 2).await;
+    let newest = |i: usize| volumes[i].1.last().unwrap().clone();
+    put_tags(&ec2, &newest(0), &[("moto:corrupt-block", "*")]).await;
+    put_tags(&ec2, &newest(1), &[("moto:break-chain", "1")]).await;
+    put_tags(&ec2, &newest(2), &[("moto:fail-create-volume", "1")]).await;
+    let before = volume_ids(&ec2).await;
+    // Three newest and one older: every volume in line this run.
+    let settings = [("RESTORE_DRILLS_PER_RUN", "4")];
+
+    let (summary, sent) = run(&moto, &settings, t(NOW)).await;
+
+    let failure = |i: usize| {
+        summary
+            .drills
+            .iter()
+            .find(|d| d.snapshot_id == newest(i))
+            .and_then(|d| d.failure().cloned())
+    };
+    assert!(
+        matches!(failure(0), Some(Failure::Checksum { .. })),
+        "{summary:#?}"
+    );
+    assert!(
+        matches!(failure(1), Some(Failure::Chain { ref older, .. }) if older == &volumes[1].1[0])
+    );
+    assert!(matches!(failure(2), Some(Failure::VolumeFailed { ref state }) if state == "error"));
+    assert_eq!(summary.failed, 3);
+    let alerts: Vec<_> = sent
+        .iter()
+        .filter(|n| n.kind == NotificationKind::RestoreDrillFailed)
+        .collect();
+    assert_eq!(alerts.len(), 3);
+    assert!(alerts.iter().all(|n| n.severity == Severity::Critical));
+    assert_eq!(
+        volume_ids(&ec2).await,
+        before,
+        "failed drills delete their volumes too"
+    );
+
+    // A week later the same snapshots fail again (they are still the
+    // volumes' newest, never verified), and nobody is told twice.
+    let later = t(NOW) + Duration::days(7);
+    let (again, sent) = run(&moto, &settings, later).await;
+    assert_eq!(again.failed, 3);
+    assert!(sent
+        .iter()
+        .all(|n| n.kind != NotificationKind::RestoreDrillFailed));
+}
+
+#[tokio::test]
+async fn a_killed_runs_drill_volume_is_deleted_by_the_next_run_and_a_forged_drill_tag_is_not_obeyed(
+) {
+    let moto = Moto::start();
+    let ec2 = moto.ec2();
+    let volumes = account(&moto, 1, 1).await;
+    let snapshot = volumes[0].1[0].clone();
+    let token = "drill-1780000000-".to_string() + &snapshot;
+    let ledger = moto.ledger();
+    ledger
+        .begin_drill(&DrillRecord {
+            token: token.clone(),
+            snapshot_id: snapshot.clone(),
+            started_at: t(NOW) - Duration::days(7),
+            drill_volume: None,
+        })
+        .await
+        .unwrap();
+    // What the killed run made (its CreateVolume answer lost)...
+    let leftover = ec2
+        .create_volume()
+        .availability_zone("us-east-1a")
+        .snapshot_id(&snapshot)
+        .volume_type(aws_sdk_ec2::types::VolumeType::Gp3)
+        .tag_specifications(tag_spec(
+            aws_sdk_ec2::types::ResourceType::Volume,
+            &[
+                ("lifecycle:managed-by", "itest"),
+                ("lifecycle:drill", &token),
+            ],
+        ))
+        .send()
+        .await
+        .unwrap()
+        .volume_id()
+        .unwrap()
+        .to_string();
+    // ...and a production volume somebody tagged with the same token.
+    let production = create_volume(&ec2, 8, &[("lifecycle:drill", &token)]).await;
+    // A drill in progress right now (another run's) is not touched.
+    let recent = "drill-recent-".to_string() + &snapshot;
+    ledger
+        .begin_drill(&DrillRecord {
+            token: recent.clone(),
+            snapshot_id: snapshot.clone(),
+            started_at: t(NOW) - Duration::minutes(2),
+            drill_volume: None,
+        })
+        .await
+        .unwrap();
+
+    let (summary, _) = run(&moto, &[("RESTORE_DRILLS_PER_RUN", "0")], t(NOW)).await;
+
+    assert_eq!(summary.cleanup.deleted, std::slice::from_ref(&leftover));
+    assert_eq!(summary.cleanup.refused, std::slice::from_ref(&production));
+    let left = volume_ids(&ec2).await;
+    assert!(!left.contains(&leftover));
+    assert!(left.contains(&production));
+    let open: Vec<String> = ledger
+        .open_drills()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.token)
+        .collect();
+    assert_eq!(
+        open,
+        [recent],
+        "the killed run's record ended, the running one's kept"
+    );
+    assert!(
+        summary.drills.is_empty(),
+        "RESTORE_DRILLS_PER_RUN=0 drills nothing"
+    );
+}
+
+#[tokio::test]
+async fn the_bounds_hold_and_each_run_takes_the_volumes_verified_longest_ago() {
+    let moto = Moto::start();
+    let volumes = account(&moto, 4, 2).await;
+    // Two drills and 2 GiB a run: two 1 GiB volumes' newest, no room for
+    // an older one.
+    let settings = [
+        ("RESTORE_DRILLS_PER_RUN", "3"),
+        ("RESTORE_DRILL_MAX_GIB", "2"),
+    ];
+    let drilled = |s: &RunSummary| {
+        let mut v: Vec<String> = s.drills.iter().map(|d| d.volume_id.clone()).collect();
+        v.sort();
+        v
+    };
+    let ids: Vec<String> = volumes.iter().map(|(v, _)| v.clone()).collect();
+    let mut sorted = ids.clone();
+    sorted.sort();
+
+    let (first, _) = run(&moto, &settings, t(NOW)).await;
+    assert_eq!(first.drills.len(), 2, "{first:#?}");
+    assert!(first.drills.iter().map(|d| d.size_gib).sum::<u64>() <= 2);
+    assert_eq!(drilled(&first), sorted[..2]);
+    assert_eq!(first.left_for_later, 2);
+
+    let (second, _) = run(&moto, &settings, t(NOW) + Duration::days(7)).await;
+    assert_eq!(
+        drilled(&second),
+        sorted[2..],
+        "never-verified volumes first"
+    );
+
+    let (third, _) = run(&moto, &settings, t(NOW) + Duration::days(14)).await;
+    assert_eq!(drilled(&third), sorted[..2], "then the oldest verification");
+    assert!(third.drills.iter().all(|d| d.verdict == Verdict::Verified));
+}
