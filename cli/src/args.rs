@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[command(
     name = "ebs-lifecycle",
     version,
-    about = "Restore volumes from the snapshots an ebs-lifecycle stack made, hold snapshots no tag can release, check a policy document.",
+    about = "Restore volumes from the snapshots an ebs-lifecycle stack made, prove a snapshot restores, hold snapshots no tag can release, check a policy document.",
     after_help = "Credentials: the default AWS chain. AWS_ENDPOINT_URL is honoured (the local emulator).\nExit codes: 0 done, 1 refused or failed (one line says why), 2 bad arguments."
 )]
 pub struct Cli {
@@ -61,6 +61,21 @@ pub enum Command {
     Explain {
         /// The snapshot (snap-…).
         id: String,
+    },
+    /// One restore drill now, as verify-restores runs it: a volume made
+    /// from the snapshot, checked, a sample of its blocks read against
+    /// their checksums and against the snapshot before it, deleted.
+    Verify {
+        /// The snapshot (snap-…).
+        id: String,
+        /// Where the drill volume is made (default: RESTORE_DRILL_ZONE's
+        /// default, the region's zone a).
+        #[arg(long)]
+        az: Option<String>,
+        /// Fail the drill if the volume is not available after this many
+        /// minutes.
+        #[arg(long, default_value_t = 5)]
+        wait_minutes: u64,
     },
     /// End a ledger hold now.
     Release {

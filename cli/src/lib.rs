@@ -13,6 +13,7 @@
 //! - [`explain`]: `explain <snapshot-id>`: the proof, the rules that keep
 //!   it and what the next expiry does with it, holds, locks.
 //! - [`holds`]: `hold` and `release`: ledger holds.
+//! - [`verify`]: `verify <snapshot-id>`: one restore drill now.
 //! - `run` (here): the stack's configuration from the arguments and STS,
 //!   the adapters, the command, its output.
 
@@ -21,6 +22,7 @@ pub mod explain;
 pub mod holds;
 pub mod instance;
 pub mod restore;
+pub mod verify;
 
 use chrono::{DateTime, Utc};
 
@@ -44,6 +46,8 @@ pub enum CliError {
     Restore(#[from] restore::RestoreError),
     #[error(transparent)]
     Hold(#[from] holds::HoldCommandError),
+    #[error(transparent)]
+    Verify(#[from] verify::VerifyError),
     #[error("{0}")]
     Io(String),
 }
@@ -167,6 +171,39 @@ pub async fn run(
             Ok(match cli.output {
                 Output::Json => explained.json().to_string(),
                 Output::Text => explained.text(),
+            })
+        }
+        Command::Verify {
+            id,
+            az,
+            wait_minutes,
+        } => {
+            let stack = Stack::connect(cli, sdk).await?;
+            if !id.starts_with("snap-") {
+                return Err(CliError::Usage(format!(
+                    "{id}: give a snapshot id (snap-…)"
+                )));
+            }
+            let blocks = ebs_lifecycle::aws::ebs::EbsBlocks::new(
+                aws_sdk_ebs::Client::new(sdk),
+                ebs_lifecycle::aws::ebs::PACING,
+            );
+            let ports = verify::VerifyPorts {
+                restore: restore::Ports {
+                    catalog: &stack.ec2,
+                    restorer: &stack.ec2,
+                    home: &stack.ec2,
+                    ledger: &stack.ledger,
+                },
+                blocks: &blocks,
+                drills: &stack.ledger,
+            };
+            progress(format!("drilling {id}"));
+            let wait = std::time::Duration::from_secs(wait_minutes.saturating_mul(60));
+            let outcome = verify::verify(ports, &stack.config, id, az.clone(), wait, now).await?;
+            Ok(match cli.output {
+                Output::Json => verify::json(&outcome).to_string(),
+                Output::Text => verify::text(&outcome),
             })
         }
         Command::Release { id } => {

@@ -354,7 +354,7 @@ impl Waiting<'_> {
 }
 
 /// The source volume and the snapshot to restore, proven.
-async fn choose(
+pub(crate) async fn choose(
     ports: &Ports<'_>,
     config: &Config,
     request: &VolumeRequest,

@@ -93,6 +93,8 @@ const NOW: &str = "2026-06-07T05:00:00Z";
 async fn drills_restore_the_newest_proven_snapshot_of_each_volume_read_its_blocks_and_leave_no_volume(
 ) {
     let moto = Moto::start();
+    // The block maps follow from the volume ids: the same ones every run.
+    moto.seed_ids(39);
     let ec2 = moto.ec2();
     let volumes = account(&moto, 3, 3).await;
     // A hand-made snapshot wearing the deployment's tags, newest of the
@@ -170,6 +172,7 @@ async fn drills_restore_the_newest_proven_snapshot_of_each_volume_read_its_block
 #[tokio::test]
 async fn a_corrupted_block_a_broken_chain_and_a_volume_in_error_fail_their_drills_and_alert_once() {
     let moto = Moto::start();
+    moto.seed_ids(42);
     let ec2 = moto.ec2();
     let volumes = account(&moto, 3, 2).await;
     let newest = |i: usize| volumes[i].1.last().unwrap().clone();
@@ -214,7 +217,7 @@ async fn a_corrupted_block_a_broken_chain_and_a_volume_in_error_fail_their_drill
     // volumes' newest, never verified), and nobody is told twice.
     let later = t(NOW) + Duration::days(7);
     let (again, sent) = run(&moto, &settings, later).await;
-    assert_eq!(again.failed, 3);
+    assert_eq!(again.failed, 3, "{again:#?}");
     assert!(sent
         .iter()
         .all(|n| n.kind != NotificationKind::RestoreDrillFailed));
@@ -331,4 +334,68 @@ async fn the_bounds_hold_and_each_run_takes_the_volumes_verified_longest_ago() {
     let (third, _) = run(&moto, &settings, t(NOW) + Duration::days(14)).await;
     assert_eq!(drilled(&third), sorted[..2], "then the oldest verification");
     assert!(third.drills.iter().all(|d| d.verdict == Verdict::Verified));
+}
+
+/// `ebs-lifecycle --output json <args>` against moto, as the stack `itest`.
+async fn cli(moto: &Moto, args: &[&str]) -> Result<serde_json::Value, String> {
+    use clap::Parser;
+    let mut argv = vec![
+        "ebs-lifecycle",
+        "--stack",
+        "itest",
+        "--ledger-table",
+        LEDGER_TABLE,
+        "--region",
+        REGION,
+        "--output",
+        "json",
+    ];
+    argv.extend_from_slice(args);
+    let parsed = ebs_lifecycle_cli::args::Cli::try_parse_from(argv).unwrap();
+    ebs_lifecycle_cli::run(&parsed, &moto.sdk_config(), &mut |_| {})
+        .await
+        .map(|o| serde_json::from_str(&o).unwrap())
+        .map_err(|e| e.to_string())
+}
+
+#[tokio::test]
+async fn ebs_lifecycle_verify_drills_one_proven_snapshot_and_refuses_a_forged_one() {
+    let moto = Moto::start();
+    let ec2 = moto.ec2();
+    let volumes = account(&moto, 1, 2).await;
+    let (volume, snapshots) = &volumes[0];
+    let before = volume_ids(&ec2).await;
+
+    let verified = cli(&moto, &["verify", &snapshots[1]]).await.unwrap();
+    assert_eq!(verified["verdict"], "verified");
+    assert_eq!(verified["pick"], "asked");
+    assert_eq!(verified["older_id"], snapshots[0].as_str());
+    assert_eq!(verified["blocks_read"], 16);
+    assert_eq!(volume_ids(&ec2).await, before);
+    let recorded = moto
+        .ledger()
+        .verifications(std::slice::from_ref(volume))
+        .await
+        .unwrap();
+    assert_eq!(recorded[0].snapshot_id, snapshots[1]);
+
+    let forged = hand_made_snapshot(&ec2, volume).await;
+    put_tags(&ec2, &forged, &[("lifecycle:managed-by", "itest")]).await;
+    let refused = cli(&moto, &["verify", &forged]).await.unwrap_err();
+    assert!(
+        refused.contains("not a snapshot this deployment made"),
+        "{refused}"
+    );
+
+    put_tags(&ec2, &snapshots[0], &[("moto:corrupt-block", "*")]).await;
+    let failed = cli(&moto, &["verify", &snapshots[0]]).await.unwrap_err();
+    assert!(
+        failed.contains("did not restore") && failed.contains("checksum"),
+        "{failed}"
+    );
+    assert_eq!(
+        volume_ids(&ec2).await,
+        before,
+        "no drill volume left, failed or not"
+    );
 }

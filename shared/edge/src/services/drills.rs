@@ -346,8 +346,9 @@ async fn check_blocks(
     let mut listed = blocks
         .list_blocks(&snapshot.id, from, drills::WINDOW_BLOCKS)
         .await?;
-    if listed.blocks.is_empty() && from > 0 {
-        // A sparse volume: its window held nothing; its start holds most.
+    if listed.blocks.len() < drills::BLOCKS_PER_DRILL && from > 0 {
+        // A sparse window: the volume's start holds most (a file system's
+        // own structures at least).
         from = 0;
         outcome.requests += 1;
         listed = blocks
@@ -369,18 +370,19 @@ async fn check_blocks(
     let Some(older) = older else {
         return Ok(());
     };
-    outcome.requests += 2;
-    let older_listed = blocks
-        .list_blocks(&older.id, from, drills::WINDOW_BLOCKS)
-        .await?;
-    let changed = blocks
-        .changed_blocks(&older.id, &snapshot.id, from, drills::WINDOW_BLOCKS)
-        .await?;
-    let same = drills::unchanged(
-        &page_of(&older_listed),
-        &page_of(&listed),
-        &page_of(&changed),
-    );
+    let (mut older_listed, mut same) =
+        shared_blocks(blocks, older, snapshot, &listed, from, outcome).await?;
+    if same.is_empty() && from > 0 {
+        // The window holds only what changed since the older snapshot: the
+        // chain is checked where the volume starts.
+        outcome.requests += 1;
+        let listed_from_start = blocks
+            .list_blocks(&snapshot.id, 0, drills::WINDOW_BLOCKS)
+            .await?;
+        (older_listed, same) =
+            shared_blocks(blocks, older, snapshot, &listed_from_start, 0, outcome).await?;
+        listed = listed_from_start;
+    }
     for index in drills::sample(&same, drills::CHAIN_BLOCKS_PER_DRILL, picker) {
         let (Some(new), Some(old)) = (token_of(&listed, index), token_of(&older_listed, index))
         else {
@@ -403,6 +405,31 @@ async fn check_blocks(
         outcome.chain_blocks += 1;
     }
     Ok(())
+}
+
+/// The older snapshot's listing of the window at `from`, and the blocks
+/// EBS says did not change between it and `snapshot` there.
+async fn shared_blocks(
+    blocks: &dyn BlockReader,
+    older: &Snapshot,
+    snapshot: &Snapshot,
+    listed: &Listed,
+    from: u32,
+    outcome: &mut DrillOutcome,
+) -> Result<(Listed, Vec<u32>), Stop> {
+    outcome.requests += 2;
+    let older_listed = blocks
+        .list_blocks(&older.id, from, drills::WINDOW_BLOCKS)
+        .await?;
+    let changed = blocks
+        .changed_blocks(&older.id, &snapshot.id, from, drills::WINDOW_BLOCKS)
+        .await?;
+    let same = drills::unchanged(
+        &page_of(&older_listed),
+        &page_of(listed),
+        &page_of(&changed),
+    );
+    Ok((older_listed, same))
 }
 
 /// What a cleanup did.
