@@ -376,6 +376,7 @@ fn every_function_has_its_schedule_and_each_schedule_sends_a_tick() {
         ("VaultSnapshotsFunction", "Hourly"),
         ("ReportSnapshotsFunction", "Daily"),
         ("ArchiveSnapshotsFunction", "Daily"),
+        ("VerifyRestoresFunction", "Weekly"),
     ]);
     let names: Vec<&str> = functions.keys().map(String::as_str).collect();
     assert_eq!(names, expected.keys().copied().collect::<Vec<_>>());
@@ -691,11 +692,7 @@ fn logs_and_their_key_survive_the_stack() {
             name
         })
         .collect();
-    assert_eq!(
-        kept.len(),
-        10,
-        "nine log groups and the stack key: {kept:?}"
-    );
+    assert_eq!(kept.len(), 11, "ten log groups and the stack key: {kept:?}");
 }
 
 /// Starting an instance with customer-managed-key volumes needs a KMS grant
@@ -1369,7 +1366,11 @@ fn the_dashboard_shows_every_function_and_the_stacks_metrics() {
         "fn-Copy",
         "fn-Report",
         "fn-Archive",
+        "fn-Verify",
         "fn-QueueName",
+        "RestoreDrillsPassed",
+        "RestoreDrillsFailed",
+        "RestoreSeconds",
         "SnapshotsArchiveStarted",
         "SnapshotsArchiveFailed",
         "SnapshotsCreateFailed",
@@ -1392,8 +1393,20 @@ fn the_report_lists_blocks_never_reads_them_and_tags_only_its_cache() {
     let template = template_json();
     let text = template.to_string();
     assert!(
-        !text.contains("ebs:GetSnapshotBlock") && !text.contains("\"ebs:*\""),
-        "no function may read snapshot data"
+        !text.contains("\"ebs:*\""),
+        "no wildcard on the EBS direct APIs"
+    );
+    // Only the restore drills read snapshot data (the next test).
+    let resources = template["Resources"].as_object().unwrap();
+    let readers: Vec<&String> = resources
+        .iter()
+        .filter(|(_, r)| r.to_string().contains("ebs:GetSnapshotBlock"))
+        .map(|(name, _)| name)
+        .collect();
+    assert_eq!(
+        readers,
+        ["VerifyRestoresFunction"],
+        "who may read snapshot data"
     );
     let statements: Vec<Value> = template["Resources"]["ReportSnapshotsFunction"]["Properties"]
         ["Policies"]
@@ -1437,6 +1450,75 @@ fn the_report_lists_blocks_never_reads_them_and_tags_only_its_cache() {
         assert_eq!(env[variable], json!({"!Ref": parameter}), "{variable}");
         assert!(template["Parameters"][parameter]["Default"].is_string());
     }
+}
+
+/// verify-restores reads the blocks of this deployment's snapshots only,
+/// makes only volumes that say at creation they are its drills (from its
+/// own snapshots), and deletes only volumes that carry that tag.
+#[test]
+fn restore_drills_read_only_the_deployments_blocks_and_make_and_delete_only_drill_volumes() {
+    let template = template_json();
+    let statements: Vec<Value> = template["Resources"]["VerifyRestoresFunction"]["Properties"]
+        ["Policies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["Statement"].as_array())
+        .flatten()
+        .cloned()
+        .collect();
+    let with = |action: &str| -> Vec<&Value> {
+        statements
+            .iter()
+            .filter(|s| s["Action"].to_string().contains(action))
+            .collect()
+    };
+    let own = json!({"!Ref": "AWS::StackName"});
+    let reads = with("ebs:GetSnapshotBlock");
+    assert_eq!(reads.len(), 1);
+    assert_eq!(
+        reads[0]["Condition"]["StringEquals"]["aws:ResourceTag/lifecycle:managed-by"],
+        own
+    );
+    let creates = with("ec2:CreateVolume");
+    assert_eq!(
+        creates.len(),
+        2,
+        "the volume and the snapshot it is made from"
+    );
+    for c in &creates {
+        let c = &c["Condition"];
+        let tagged = c["StringEquals"]["aws:RequestTag/lifecycle:managed-by"] == own
+            && c["Null"]["aws:RequestTag/lifecycle:drill"] == "false";
+        let own_snapshot = c["StringEquals"]["aws:ResourceTag/lifecycle:managed-by"] == own;
+        assert!(tagged || own_snapshot, "{c}");
+    }
+    let deletes = with("ec2:DeleteVolume");
+    assert_eq!(deletes.len(), 1);
+    assert_eq!(
+        deletes[0]["Condition"]["Null"]["aws:ResourceTag/lifecycle:drill"],
+        "false"
+    );
+    assert_eq!(
+        deletes[0]["Condition"]["StringEquals"]["aws:ResourceTag/lifecycle:managed-by"],
+        own
+    );
+    let text = serde_json::to_string(&statements).unwrap();
+    for never in [
+        "ec2:DeleteSnapshot",
+        "ec2:AttachVolume",
+        "ec2:ModifySnapshotAttribute",
+        "ebs:PutSnapshotBlock",
+        "\"ec2:*\"",
+    ] {
+        assert!(!text.contains(never), "verify-restores may not {never}");
+    }
+    let tags = with("ec2:CreateTags");
+    assert_eq!(tags.len(), 1, "tags only at creation");
+    assert_eq!(
+        tags[0]["Condition"]["StringEquals"]["ec2:CreateAction"],
+        "CreateVolume"
+    );
 }
 
 /// archive-snapshots moves only this deployment's snapshots, can neither
