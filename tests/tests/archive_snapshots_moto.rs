@@ -418,6 +418,7 @@ async fn the_reports_figures_spare_walks_but_never_move_a_snapshot() {
             tagger: &adapter,
             notifier: &notifier,
             ledger: moto.ledger(),
+            drills: moto.ledger(),
             reports: None,
         },
         &config,

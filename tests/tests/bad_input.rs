@@ -178,6 +178,7 @@ async fn run_function(function: &str, event: &Value) -> Result<(), Diagnostic> {
                 tagger: &adapter,
                 notifier: &notifier,
                 ledger: mocked_ledger(),
+                drills: mocked_ledger(),
                 reports: None,
             },
             &config,

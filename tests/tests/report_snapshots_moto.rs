@@ -41,6 +41,7 @@ impl World<'_> {
                 tagger: self.adapter,
                 notifier: self.notifier,
                 ledger: self.moto.ledger(),
+                drills: self.moto.ledger(),
                 reports: self.store.map(|s| s as _),
             },
             self.config,
@@ -496,6 +497,7 @@ fn ports_over<'a>(
         tagger: ec2,
         notifier,
         ledger: moto.ledger(),
+        drills: moto.ledger(),
         reports: None,
     }
 }

@@ -55,7 +55,7 @@ use ebs_lifecycle::ports::blocks::SnapshotBlocks;
 use ebs_lifecycle::ports::ec2::{
     Ec2Error, SnapshotCatalog, SnapshotProtections, SnapshotTagger, VolumeInventory,
 };
-use ebs_lifecycle::ports::ledger::{Ledger, LedgerError};
+use ebs_lifecycle::ports::ledger::{DrillLedger, Ledger, LedgerError};
 use ebs_lifecycle::ports::notifier::Notifier;
 use ebs_lifecycle::ports::reports::ReportStore;
 use ebs_lifecycle::services::deletion::{Locks, Protected, Protections, Unread};
@@ -90,6 +90,8 @@ pub struct Ports<'a> {
     pub notifier: &'a dyn Notifier,
     /// First sightings, gaps reported, copy records.
     pub ledger: &'a dyn Ledger,
+    /// Each volume's last passed restore drill (`restore-unverified`).
+    pub drills: &'a dyn DrillLedger,
     /// The report bucket; `None`: the report is in the log only.
     pub reports: Option<&'a dyn ReportStore>,
 }
@@ -130,6 +132,15 @@ pub struct Report {
     pub by_cover: BTreeMap<&'static str, usize>,
     /// This deployment's volumes in a gap.
     pub gaps: usize,
+    /// This deployment's volumes never verified by a restore drill, or
+    /// last verified more than `RESTORE_DRILL_MAX_AGE_DAYS` ago (none
+    /// counted when the ledger could not be read: `restore_unknown`).
+    pub restore_unverified: usize,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub restore_unknown: bool,
+    /// `RESTORE_DRILL_MAX_AGE_DAYS`, for the page.
+    #[serde(skip)]
+    pub restore_max_age_days: u32,
     /// Volumes the run's deadline left unread (`not-checked` in the
     /// coverage; the cost counts only the rest). The next run starts there.
     pub not_checked: usize,
@@ -184,6 +195,9 @@ pub struct ReportSummary {
     pub volumes: usize,
     pub by_cover: BTreeMap<&'static str, usize>,
     pub gaps: usize,
+    pub restore_unverified: usize,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub restore_unknown: bool,
     pub not_checked: usize,
     #[serde(flatten)]
     pub progress: Progress,
@@ -215,6 +229,8 @@ impl Report {
             volumes: self.volumes,
             by_cover: self.by_cover.clone(),
             gaps: self.gaps,
+            restore_unverified: self.restore_unverified,
+            restore_unknown: self.restore_unknown,
             not_checked: self.not_checked,
             progress: self.progress.clone(),
             location: self.location.clone(),
@@ -699,6 +715,24 @@ async fn conclude(
         &walked.not_checked,
         now,
     );
+    let mut classed = classed;
+    report.restore_max_age_days = config.drills.max_age_days;
+    match ports.drills.verifications(&covered_ids).await {
+        Ok(verified) => {
+            let verified = verified
+                .into_iter()
+                .map(|v| (v.volume_id, (v.at, v.snapshot_id, v.seconds.ceil() as u64)))
+                .collect();
+            let max_age = chrono::Duration::days(i64::from(config.drills.max_age_days));
+            report.restore_unverified =
+                coverage::with_restores(&mut classed, &verified, max_age, now);
+        }
+        // Unknown is not unverified: the page says it could not tell.
+        Err(e) => {
+            tracing::warn!(error = %e, "the restore drills' records could not be read; restore-unverified not counted");
+            report.restore_unknown = true;
+        }
+    }
     let (by_cover, gaps) = coverage::counts(&classed);
     report.volumes = classed.len();
     report.by_cover = by_cover;
@@ -859,7 +893,7 @@ pub fn notifications(config: &Config, r: &Report) -> Vec<Notification> {
                 severity: Severity::Info,
                 deployment: config.deployment_name().to_string(),
                 summary: format!("{}: {location}", headline(r)),
-                details: json!({"location": location, "volumes": r.volumes, "by_cover": r.by_cover, "gaps": r.gaps}),
+                details: json!({"location": location, "volumes": r.volumes, "by_cover": r.by_cover, "gaps": r.gaps, "restore_unverified": r.restore_unverified}),
             }),
         _ => None,
     };
@@ -943,6 +977,7 @@ mod tests {
                 intervals: 3,
                 severity: Severity::Warning,
             }),
+            restore: None,
         };
         let mut coverage: Vec<VolumeCoverage> = (0..500)
             .map(|i| volume(i, Cover::HandMade, false))

@@ -13,6 +13,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         tagger: &env.ec2,
         notifier: env.notifier.as_ref(),
         ledger: &env.ledger,
+        drills: &env.ledger,
         reports: env.reports.as_ref().map(|r| r as _),
     })
     .await

@@ -68,10 +68,11 @@ fn csv_field(text: &str) -> String {
 /// One row per volume.
 pub fn csv(report: &Report) -> String {
     let mut out = String::from(
-        "volume_id,name,protected_by,policy,newest_snapshot,gap_since,gap_intervals,gap_severity\n",
+        "volume_id,name,protected_by,policy,newest_snapshot,gap_since,gap_intervals,gap_severity,restore_verified_at,restore_snapshot,restore_seconds,restore_unverified\n",
     );
     for c in &report.coverage {
         let gap = c.gap.as_ref();
+        let restore = c.restore.as_ref();
         let fields = [
             c.volume_id.clone(),
             c.name.clone().unwrap_or_default(),
@@ -81,6 +82,20 @@ pub fn csv(report: &Report) -> String {
             gap.map(|g| tags::format_time(g.since)).unwrap_or_default(),
             gap.map(|g| g.intervals.to_string()).unwrap_or_default(),
             gap.map(|g| format!("{:?}", g.severity).to_lowercase())
+                .unwrap_or_default(),
+            restore
+                .and_then(|r| r.verified_at)
+                .map(tags::format_time)
+                .unwrap_or_default(),
+            restore
+                .and_then(|r| r.snapshot_id.clone())
+                .unwrap_or_default(),
+            restore
+                .and_then(|r| r.seconds)
+                .map(|s| s.to_string())
+                .unwrap_or_default(),
+            restore
+                .map(|r| r.unverified.to_string())
                 .unwrap_or_default(),
         ];
         let row: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
@@ -391,10 +406,29 @@ fn row(c: &VolumeCoverage) -> String {
             )
         })
         .unwrap_or_default();
+    let restore = match &c.restore {
+        None => String::new(),
+        Some(r) => match (r.verified_at, &r.snapshot_id) {
+            (Some(at), Some(snapshot)) => format!(
+                "{}{} ({}, {} s)",
+                if r.unverified {
+                    "restore-unverified: last "
+                } else {
+                    ""
+                },
+                tags::format_time(at),
+                snapshot,
+                r.seconds.unwrap_or(0)
+            ),
+            _ => "restore-unverified: never drilled".into(),
+        },
+    };
     format!(
-        "<tr class=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+        "<tr class=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
         if c.gap.is_some() {
             "gap"
+        } else if c.restore.as_ref().is_some_and(|r| r.unverified) {
+            "restore-unverified"
         } else {
             c.cover.as_str()
         },
@@ -403,7 +437,8 @@ fn row(c: &VolumeCoverage) -> String {
         c.cover.as_str(),
         escape(c.policy.as_deref().unwrap_or("")),
         c.newest.map(tags::format_time).unwrap_or_default(),
-        escape(&gap)
+        escape(&gap),
+        escape(&restore)
     )
 }
 
@@ -451,13 +486,15 @@ td, th {{ border: 1px solid #ccc; padding: 4px 8px; font-size: 13px; text-align:
 tr.gap td {{ background: #ffebee; }}
 tr.unprotected td {{ background: #fff3e0; }}
 tr.not-checked td {{ color: #757575; }}
+tr.restore-unverified td {{ background: #fffde7; }}
 </style></head>
 <body>
 <h1>EBS snapshot coverage</h1>
 <p>Deployment <b>{deployment}</b>, {time}: <b id="volumes">{volumes_n}</b> volumes,
-<b id="gaps">{gaps}</b> of this deployment's in a coverage gap.</p>
+<b id="gaps">{gaps}</b> of this deployment's in a coverage gap,
+<b id="restore-unverified">{restore_unverified}</b> restore-unverified (no restore drill passed within the last {max_age} days{restore_unknown}).</p>
 {chart}
-<table><thead><tr><th>volume</th><th>name</th><th>protected by</th><th>policy</th><th>newest snapshot</th><th>gap</th></tr></thead>
+<table><thead><tr><th>volume</th><th>name</th><th>protected by</th><th>policy</th><th>newest snapshot</th><th>gap</th><th>last verified restore</th></tr></thead>
 <tbody>{rows}</tbody></table>
 {holds}
 <h2>What the snapshots cost</h2>
@@ -480,6 +517,13 @@ archiving the {candidates} snapshots the policies' archive rules pick (monthly a
         time = escape(&report.header.time),
         volumes_n = report.volumes,
         gaps = report.gaps,
+        restore_unverified = report.restore_unverified,
+        max_age = report.restore_max_age_days,
+        restore_unknown = if report.restore_unknown {
+            "; the drills' records could not be read this run, so none is counted"
+        } else {
+            ""
+        },
         chart = chart(report),
         holds = holds(report),
         snapshots = report.cost.snapshots,
@@ -536,6 +580,12 @@ mod tests {
                     intervals: 3,
                     severity: Severity::Warning,
                 }),
+                restore: Some(ebs_lifecycle_core::coverage::RestoreStatus {
+                    verified_at: Some(t("2026-02-20T05:00:00Z")),
+                    snapshot_id: Some("snap-1".into()),
+                    seconds: Some(41),
+                    unverified: false,
+                }),
             },
             VolumeCoverage {
                 volume_id: "vol-2".into(),
@@ -544,6 +594,7 @@ mod tests {
                 policy: None,
                 newest: None,
                 gap: None,
+                restore: None,
             },
         ];
         let (by_cover, gaps) = ebs_lifecycle_core::coverage::counts(&coverage);
@@ -599,14 +650,17 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 3);
         assert!(lines[1].starts_with("vol-1,\"db, \"\"main\"\" <prod>\",deployment,gold,"));
-        assert!(lines[1].ends_with(",3,warning"));
-        assert_eq!(lines[2], "vol-2,,unprotected,,,,,");
+        assert!(lines[1].ends_with(",3,warning,2026-02-20T05:00:00Z,snap-1,41,false"));
+        assert_eq!(lines[2], "vol-2,,unprotected,,,,,,,,,");
     }
 
     #[test]
     fn the_page_is_self_contained_escaped_and_charts_the_counts() {
         let page = html(&report());
         assert!(!page.contains("<script"));
+        // The last verified restore of each of the deployment's volumes.
+        assert!(page.contains("<td>2026-02-20T05:00:00Z (snap-1, 41 s)</td>"));
+        assert!(page.contains(r#"<b id="restore-unverified">0</b> restore-unverified"#));
         // The SVG namespace is the only address on the page.
         assert_eq!(
             page.matches("http://").count(),

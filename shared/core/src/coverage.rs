@@ -80,6 +80,50 @@ pub struct VolumeCoverage {
     pub newest: Option<DateTime<Utc>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gap: Option<Gap>,
+    /// For this deployment's volumes: the last verified restore, and
+    /// whether that is too long ago ([`with_restores`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restore: Option<RestoreStatus>,
+}
+
+/// A volume's last passed restore drill (docs/restore.md, "Restore
+/// drills"), and whether it is `restore-unverified`: never drilled, or
+/// last verified more than `RESTORE_DRILL_MAX_AGE_DAYS` ago.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RestoreStatus {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verified_at: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshot_id: Option<String>,
+    /// Seconds the drill's volume took to become available (rounded up).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seconds: Option<u64>,
+    pub unverified: bool,
+}
+
+/// Each of this deployment's volumes gets its restore status from
+/// `verified` (volume id -> (when, snapshot, seconds)): `restore-unverified`
+/// when it has none, or one older than `max_age`. The others get none.
+/// Returns how many are restore-unverified.
+pub fn with_restores(
+    coverage: &mut [VolumeCoverage],
+    verified: &BTreeMap<String, (DateTime<Utc>, String, u64)>,
+    max_age: Duration,
+    now: DateTime<Utc>,
+) -> usize {
+    let mut unverified = 0;
+    for c in coverage.iter_mut().filter(|c| c.cover == Cover::Deployment) {
+        let last = verified.get(&c.volume_id);
+        let stale = last.is_none_or(|(at, _, _)| now - *at > max_age);
+        unverified += usize::from(stale);
+        c.restore = Some(RestoreStatus {
+            verified_at: last.map(|(at, _, _)| *at),
+            snapshot_id: last.map(|(_, s, _)| s.clone()),
+            seconds: last.map(|(_, _, secs)| *secs),
+            unverified: stale,
+        });
+    }
+    unverified
 }
 
 /// What the rules need to know of one volume's snapshots.
@@ -168,6 +212,7 @@ pub fn classify(
                     policy: covered.get(&v.id).cloned(),
                     newest: None,
                     gap: None,
+                    restore: None,
                 };
             }
             if let Some(policy) = covered.get(&v.id) {
@@ -194,6 +239,7 @@ pub fn classify(
                     policy: Some(policy.clone()),
                     newest: facts.ours,
                     gap,
+                    restore: None,
                 };
             }
             let (cover, newest) = if facts.dlm.is_some() {
@@ -212,6 +258,7 @@ pub fn classify(
                 policy: None,
                 newest,
                 gap: None,
+                restore: None,
             }
         })
         .collect()
@@ -393,5 +440,52 @@ mod tests {
             Some(Duration::hours(1))
         );
         assert_eq!(interval(&p, "missing", t("2026-03-10T12:30:00Z")), None);
+    }
+
+    #[test]
+    fn a_volume_of_ours_never_or_long_ago_verified_is_restore_unverified() {
+        let now = t("2026-06-01T00:00:00Z");
+        let ours = |id: &str| VolumeCoverage {
+            volume_id: id.into(),
+            name: None,
+            cover: Cover::Deployment,
+            policy: Some("default".into()),
+            newest: None,
+            gap: None,
+            restore: None,
+        };
+        let mut coverage = vec![ours("vol-never"), ours("vol-fresh"), ours("vol-stale")];
+        coverage.push(VolumeCoverage {
+            cover: Cover::Unprotected,
+            policy: None,
+            ..ours("vol-foreign")
+        });
+        let verified = BTreeMap::from([
+            (
+                "vol-fresh".to_string(),
+                (t("2026-05-20T00:00:00Z"), "snap-f".to_string(), 42),
+            ),
+            (
+                "vol-stale".to_string(),
+                (t("2026-04-01T00:00:00Z"), "snap-s".to_string(), 40),
+            ),
+        ]);
+        assert_eq!(
+            with_restores(&mut coverage, &verified, Duration::days(35), now),
+            2
+        );
+        let by_id: BTreeMap<&str, &VolumeCoverage> =
+            coverage.iter().map(|c| (c.volume_id.as_str(), c)).collect();
+        assert!(by_id["vol-never"].restore.as_ref().unwrap().unverified);
+        assert!(!by_id["vol-fresh"].restore.as_ref().unwrap().unverified);
+        assert_eq!(
+            by_id["vol-fresh"].restore.as_ref().unwrap().seconds,
+            Some(42)
+        );
+        assert!(by_id["vol-stale"].restore.as_ref().unwrap().unverified);
+        assert_eq!(
+            by_id["vol-foreign"].restore, None,
+            "only this deployment's volumes"
+        );
     }
 }
