@@ -98,6 +98,18 @@ DAILY = [("04:15", "complete-snapshots"), ("04:30", "tag-snapshots"),
          ("05:40", "vault-snapshots"),
          ("06:00", "report-snapshots"),
          ("06:30", "archive-snapshots")]
+# verify-restores' weekly drills (RestoreDrillSchedule: Sundays 05:00; here
+# 05:10, after check-encryption), with the template's bounds (5 drills,
+# 500 GiB a run).
+WEEKLY = [("05:10", "verify-restores")]
+# From this day on, the first Sunday breaks one drill on purpose: the
+# newest snapshot of the volume first in line reads a corrupted block
+# (the emulator's test tag), and its drill must fail and alert.
+# The template's Timeout where a run's deadline decides how much it does
+# (verify-restores starts no drill within 6 minutes of it); the others run
+# well inside the emulator's default 300 s.
+TIMEOUTS = {"verify-restores": {"timeout_s": 900}}
+BREAK_DRILL_FROM_DAY = int(os.environ.get("DEMO_BREAK_DRILL_FROM_DAY", "150"))
 # When the demo delivers EC2's archiveSnapshot events for the moves that
 # ended (moto's archivals take six hours).
 ARCHIVE_EVENTS = "13:00"
@@ -299,6 +311,12 @@ class Year:
         # and the next run (after the year) would tag them.
         self.last_started: set[str] = set()
         self.first_copy_seen = False
+        # Restore drills: every drill (day, its summary entry), each
+        # volume's last passed drill, the drill broken on purpose.
+        self.drills: list[tuple[str, dict]] = []
+        self.last_verified: dict[str, str] = {}
+        self.broken: tuple[str, str] | None = None   # (snapshot, volume)
+        self.broken_result: dict | None = None
 
     def note(self, when: datetime.datetime, text: str, colour: str = "0") -> None:
         if PROGRESS:
@@ -415,9 +433,15 @@ class Year:
                 self.problems.append(f"complete-snapshots reported failures: {result['failed']}")
 
     def daily(self, n: int, day: datetime.datetime) -> None:
-        for hhmm, name in DAILY:
+        runs = sorted(DAILY + (WEEKLY if day.weekday() == 6 else []))
+        for hhmm, name in runs:
             when = self.at(day, hhmm)
-            result = self.fns[name].invoke(self.tick())
+            if name == "verify-restores" and n >= BREAK_DRILL_FROM_DAY and self.broken is None:
+                self.break_a_drill(when)
+            result = self.fns[name].invoke(self.tick(), **TIMEOUTS.get(name, {}))
+            if name == "verify-restores":
+                self.after_verify(when, result)
+                continue
             if name == "complete-snapshots" and (result["completed"] or result["stuck"]):
                 self.problems.append(f"the reconcile found work on {iso(when)}: {result}")
             elif name == "expire-snapshots":
@@ -434,6 +458,38 @@ class Year:
                 self.after_archive(when, result)
         if self.pending_archivals:
             self.archive_events(day)
+
+    def break_a_drill(self, when: datetime.datetime) -> None:
+        """Corrupt a block of the newest snapshot of the volume the next
+        drills take first (never verified, else verified longest ago): what
+        a snapshot that no longer restores looks like to a drill."""
+        managed = [s for s in self.ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"]
+                   if tags_of(s).get("lifecycle:managed-by") == DEPLOYMENT and s["State"] == "completed"]
+        volumes = {tags_of(s).get("lifecycle:volume-id", s["VolumeId"]) for s in managed}
+        first = min(volumes, key=lambda v: (v in self.last_verified, self.last_verified.get(v, ""), v))
+        newest = max((s for s in managed if tags_of(s).get("lifecycle:volume-id", s["VolumeId"]) == first),
+                     key=lambda s: s["StartTime"])
+        self.ec2.create_tags(Resources=[newest["SnapshotId"]], Tags=[{"Key": "moto:corrupt-block", "Value": "*"}])
+        self.broken = (newest["SnapshotId"], first)
+        self.note(when, f"a block of {newest['SnapshotId']} (newest of {first}) is corrupted on purpose "
+                        f"(the emulator's moto:corrupt-block): its drill must fail", "33")
+
+    def after_verify(self, when: datetime.datetime, result: dict) -> None:
+        for d in result["drills"]:
+            self.drills.append((f"{when:%Y-%m-%d}", d))
+            if d["verdict"] == "verified":
+                self.last_verified[d["volume_id"]] = f"{when:%Y-%m-%d}"
+            if self.broken and d["snapshot_id"] == self.broken[0]:
+                self.broken_result = d
+                self.note(when, f"verify-restores: the drill of {d['snapshot_id']} {d['verdict']}: "
+                                f"{d.get('failure', {}).get('reason', '-')}", "31" if d["verdict"] == "failed" else "33")
+                self.ec2.delete_tags(Resources=[d["snapshot_id"]], Tags=[{"Key": "moto:corrupt-block"}])
+            elif d["verdict"] != "verified":
+                self.problems.append(f"verify-restores on {iso(when)}: the drill of {d['snapshot_id']} "
+                                     f"{d['verdict']}: {d.get('failure') or d.get('error')}")
+        cleanup = result.get("cleanup", {})
+        if cleanup.get("deleted") or cleanup.get("left") or cleanup.get("error"):
+            self.problems.append(f"verify-restores on {iso(when)}: a drill volume outlived its run: {cleanup}")
 
     def after_archive(self, when: datetime.datetime, result: dict) -> None:
         for m in result["archive_started"]:
@@ -663,6 +719,41 @@ def report(year: Year, ec2, sqs, ids: dict) -> list[str]:
     return problems
 
 
+def report_drills(year: Year, ec2, ids: dict) -> list[str]:
+    """The restore drills of the year: each drill, the one broken on
+    purpose and its alert, no drill volume left."""
+    problems = []
+    names = {v: k for k, v in ids.items() if isinstance(v, str) and v.startswith("vol-")}
+    print()
+    step("restore drills: verify-restores every Sunday (a volume made from the snapshot, checked, 16 blocks read "
+         "against EBS's checksums and 8 against the snapshot before it, the volume deleted)")
+    print_table([[day, d["snapshot_id"], names.get(d["volume_id"], d["volume_id"]), d["pick"], f"{d['seconds']:.1f}",
+                  d["blocks_read"], d["chain_blocks"], d["requests"],
+                  d["verdict"] + (f" ({d['failure']['reason']})" if d.get("failure") else "")]
+                 for day, d in year.drills],
+                ["day", "snapshot", "volume", "pick", "seconds", "blocks read", "chain blocks", "requests", "verdict"])
+    verdicts = collections.Counter(d["verdict"] for _, d in year.drills)
+    print(f"    {len(year.drills)} drills: " + ", ".join(f"{n} {v}" for v, n in sorted(verdicts.items()))
+          + f"; every volume's last verified restore: "
+          + ", ".join(f"{names.get(v, v)} {day}" for v, day in sorted(year.last_verified.items())))
+    if year.days >= 7 and not year.drills:
+        problems.append("verify-restores drilled nothing all year")
+    if year.broken:
+        alerts = [n for n in year.notifications if n["kind"] == "restore-drill-failed"]
+        print(f"    broken on purpose: {year.broken[0]} -> "
+              + (f"{year.broken_result['verdict']} ({year.broken_result.get('failure', {}).get('reason')})"
+                 if year.broken_result else "never drilled")
+              + f"; restore-drill-failed notifications: {len(alerts)}")
+        if not year.broken_result or year.broken_result.get("failure", {}).get("reason") != "checksum":
+            problems.append(f"the corrupted snapshot {year.broken[0]}'s drill did not fail on its checksum: {year.broken_result}")
+        if len(alerts) != 1:
+            problems.append(f"{len(alerts)} restore-drill-failed notifications, expected exactly one")
+    left = ec2.describe_volumes(Filters=[{"Name": "tag-key", "Values": ["lifecycle:drill"]}])["Volumes"]
+    if left:
+        problems.append(f"drill volumes left behind: {[v['VolumeId'] for v in left]}")
+    return problems
+
+
 def seed_vault(session: dict, ec2, ids: dict) -> dict:
     """The vault account (a role of it, as the vault stack's functions act),
     its key and ledger; in the source account, a volume under a customer
@@ -881,7 +972,7 @@ def main() -> int:
     args = parser.parse_args()
     bin_dir = Path(args.bin_dir)
     names = ("create-snapshots", "complete-snapshots", "tag-snapshots", "check-encryption", "expire-snapshots",
-             "copy-snapshots", "vault-snapshots", "report-snapshots", "archive-snapshots")
+             "copy-snapshots", "vault-snapshots", "report-snapshots", "archive-snapshots", "verify-restores")
     for name in names:
         if not (bin_dir / name).exists():
             print(f"{bin_dir / name} is missing: run `cargo build --workspace --bins` (make demo does)", file=sys.stderr)
@@ -927,7 +1018,7 @@ def main() -> int:
               f"hand-made snapshot {ids['hand-made']}")
         print(f"    policies: {json.dumps(policies)}")
 
-        step("starting the nine functions, each under its own Lambda Runtime API, clock from libfaketime")
+        step("starting the ten functions, each under its own Lambda Runtime API, clock from libfaketime")
         # The template's environment with the demo's parameters (the demo
         # account's policies, public snapshots made private by itself).
         parameters = {"Policies": json.dumps(policies), "DryRun": "false", "Remediate": "public"}
@@ -949,7 +1040,8 @@ def main() -> int:
 
         step(f"a year in the life: {args.days} days from {START:%Y-%m-%d}; "
              f"ticks at {', '.join(f'{h:02d}:15' for h in TICK_HOURS)}, daily runs at "
-             + ", ".join(f"{t} {n}" for t, n in DAILY))
+             + ", ".join(f"{t} {n}" for t, n in DAILY)
+             + "; Sundays " + ", ".join(f"{t} {n}" for t, n in WEEKLY))
         year = Year(clock, fns, ec2, sqs, ids, args.days)
         year.run()
         print()
@@ -958,6 +1050,7 @@ def main() -> int:
                     + report_vault(year, vault["ec2"], ids) + report_coverage(year, ids))
         problems += report_page(year, session, report_bucket, work)
         problems += report_archive(year, ec2, ids)
+        problems += report_drills(year, ec2, ids)
         calls = ", ".join(f"{n} {f.invocations} ({1000 * f.seconds / max(f.invocations, 1):.0f} ms each)" for n, f in fns.items())
         print()
         print(f"    invocations: {calls}; wall time {time.monotonic() - started:.0f} s")
