@@ -4,7 +4,9 @@
 //! expiry would do with it and why: the same plan expire-snapshots makes
 //! (`ebs_lifecycle_core::expiry::plan` under `safety::DeletionGate`), on
 //! the same facts (AMIs, locks, ledger holds, copies in flight, restores
-//! from the archive tier), for its volume's whole history. Read only.
+//! from the archive tier), for its volume's whole history; and its
+//! volume's last verified restore (the restore drills' ledger record).
+//! Read only.
 
 use std::collections::BTreeSet;
 
@@ -13,8 +15,10 @@ use serde_json::json;
 
 use ebs_lifecycle::config::Config;
 use ebs_lifecycle::ports::ec2::SnapshotProtections;
+use ebs_lifecycle::ports::ledger::DrillLedger;
 use ebs_lifecycle::services::deletion::{Locks, Protections, Unread};
 use ebs_lifecycle::services::ownership::sift;
+use ebs_lifecycle_core::drills::Verification;
 use ebs_lifecycle_core::expiry;
 use ebs_lifecycle_core::holds::Hold;
 use ebs_lifecycle_core::model::Snapshot;
@@ -49,6 +53,9 @@ pub struct Explained {
     pub used_by_ami: bool,
     /// A volume can be made from it now.
     pub restorable: bool,
+    /// Its volume's last passed restore drill (of this snapshot or
+    /// another); `Err`: the ledger could not say.
+    pub last_restore: Result<Option<Verification>, String>,
 }
 
 impl Explained {
@@ -68,6 +75,10 @@ impl Explained {
             "locked": self.locked,
             "used_by_ami": self.used_by_ami,
             "restorable": self.restorable,
+            "last_verified_restore": match &self.last_restore {
+                Ok(v) => json!(v),
+                Err(e) => json!({"unknown": e}),
+            },
         })
     }
 
@@ -123,6 +134,24 @@ impl Explained {
             "  restorable now: {}",
             if self.restorable { "yes" } else { "no" }
         ));
+        out.push(match &self.last_restore {
+            Ok(Some(v)) => format!(
+                "  its volume's last verified restore: {} ({}{}, {:.0} s to available)",
+                keys::format_time(v.at),
+                v.snapshot_id,
+                if v.snapshot_id == self.snapshot_id {
+                    ", this one"
+                } else {
+                    ""
+                },
+                v.seconds
+            ),
+            Ok(None) => {
+                "  its volume's last verified restore: never (ebs-lifecycle verify drills it now)"
+                    .into()
+            }
+            Err(e) => format!("  its volume's last verified restore: unknown ({e})"),
+        });
         out.join("\n")
     }
 }
@@ -131,6 +160,7 @@ impl Explained {
 pub async fn explain(
     ports: Ports<'_>,
     protections: &dyn SnapshotProtections,
+    drills: &dyn DrillLedger,
     config: &Config,
     id: &str,
     now: DateTime<Utc>,
@@ -184,6 +214,7 @@ pub async fn explain(
             locked: false,
             used_by_ami: false,
             restorable: false,
+            last_restore: Ok(None),
         });
     };
     let owned: &[Snapshot] = &sifted.owned;
@@ -233,7 +264,16 @@ pub async fn explain(
         Some(Err(protection)) => format!("kept: {}", protection.kind()),
         None => "kept: not planned".into(),
     };
+    let last_restore = match &source {
+        Some(v) => drills
+            .verifications(std::slice::from_ref(v))
+            .await
+            .map(|found| found.into_iter().next())
+            .map_err(|e| e.to_string()),
+        None => Ok(None),
+    };
     Ok(Explained {
+        last_restore,
         snapshot_id: id.to_string(),
         ours: true,
         findings,

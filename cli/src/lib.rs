@@ -167,7 +167,8 @@ pub async fn run(
                 home: &stack.ec2,
                 ledger: &stack.ledger,
             };
-            let explained = explain::explain(ports, &stack.ec2, &stack.config, id, now).await?;
+            let explained =
+                explain::explain(ports, &stack.ec2, &stack.ledger, &stack.config, id, now).await?;
             Ok(match cli.output {
                 Output::Json => explained.json().to_string(),
                 Output::Text => explained.text(),

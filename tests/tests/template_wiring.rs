@@ -1057,7 +1057,7 @@ fn restores_have_their_own_permission_that_deletes_only_restored_volumes() {
     );
     assert_eq!(
         ledger["Condition"]["ForAllValues:StringEquals"]["dynamodb:LeadingKeys"],
-        json!(["copy", "made", "schedule", "hold", "inflight"])
+        json!(["copy", "made", "schedule", "hold", "inflight", "verified"])
     );
     assert_eq!(
         by_sid("CreateRestoredVolumes")["Condition"]["Null"]

@@ -378,6 +378,12 @@ async fn ebs_lifecycle_verify_drills_one_proven_snapshot_and_refuses_a_forged_on
         .await
         .unwrap();
     assert_eq!(recorded[0].snapshot_id, snapshots[1]);
+    // explain shows it: the volume's last verified restore.
+    let explained = cli(&moto, &["explain", &snapshots[0]]).await.unwrap();
+    assert_eq!(
+        explained["last_verified_restore"]["snapshot_id"],
+        snapshots[1].as_str()
+    );
 
     let forged = hand_made_snapshot(&ec2, volume).await;
     put_tags(&ec2, &forged, &[("lifecycle:managed-by", "itest")]).await;
