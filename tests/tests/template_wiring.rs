@@ -1408,15 +1408,7 @@ fn the_report_lists_blocks_never_reads_them_and_tags_only_its_cache() {
         ["VerifyRestoresFunction"],
         "who may read snapshot data"
     );
-    let statements: Vec<Value> = template["Resources"]["ReportSnapshotsFunction"]["Properties"]
-        ["Policies"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|p| p["Statement"].as_array())
-        .flatten()
-        .cloned()
-        .collect();
+    let statements = inline_statements(&template, "ReportSnapshotsFunction");
     let with = |action: &str| -> Vec<&Value> {
         statements
             .iter()
@@ -1458,15 +1450,7 @@ fn the_report_lists_blocks_never_reads_them_and_tags_only_its_cache() {
 #[test]
 fn restore_drills_read_only_the_deployments_blocks_and_make_and_delete_only_drill_volumes() {
     let template = template_json();
-    let statements: Vec<Value> = template["Resources"]["VerifyRestoresFunction"]["Properties"]
-        ["Policies"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|p| p["Statement"].as_array())
-        .flatten()
-        .cloned()
-        .collect();
+    let statements = inline_statements(&template, "VerifyRestoresFunction");
     let with = |action: &str| -> Vec<&Value> {
         statements
             .iter()
@@ -1527,15 +1511,7 @@ fn restore_drills_read_only_the_deployments_blocks_and_make_and_delete_only_dril
 #[test]
 fn archiving_moves_only_the_deployments_snapshots_and_tags_only_the_tier() {
     let template = template_json();
-    let statements: Vec<Value> = template["Resources"]["ArchiveSnapshotsFunction"]["Properties"]
-        ["Policies"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|p| p["Statement"].as_array())
-        .flatten()
-        .cloned()
-        .collect();
+    let statements = inline_statements(&template, "ArchiveSnapshotsFunction");
     let text = serde_json::to_string(&statements).unwrap();
     for never in [
         "ec2:RestoreSnapshotTier",
@@ -1574,4 +1550,16 @@ fn archiving_moves_only_the_deployments_snapshots_and_tags_only_the_tier() {
         with("ebs:")[0]["Action"],
         json!(["ebs:ListChangedBlocks", "ebs:ListSnapshotBlocks"])
     );
+}
+
+/// The inline policy statements of a function's role in the template.
+fn inline_statements(template: &Value, function: &str) -> Vec<Value> {
+    template["Resources"][function]["Properties"]["Policies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["Statement"].as_array())
+        .flatten()
+        .cloned()
+        .collect()
 }
