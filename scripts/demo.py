@@ -51,7 +51,7 @@ import boto3  # noqa: E402
 import libfaketime  # noqa: E402
 
 from lambda_emulator import (  # noqa: E402
-    ACCOUNT, REGION, ROOT, LambdaFunction, create_ledger_table, free_port, function_env, wait_for_port,
+    ACCOUNT, REGION, ROOT, LambdaFunction, create_ledger_table, free_port, function_env, ledger_table, wait_for_port,
 )
 
 DEPLOYMENT = "demo-backups"
@@ -754,6 +754,36 @@ def report_drills(year: Year, ec2, ids: dict) -> list[str]:
     return problems
 
 
+def restore_web_1(bin_dir: Path, endpoint: str, ec2, ids: dict, days: int) -> list[str]:
+    """The operator's tool at the end of the year: web-1's two volumes back
+    as they were at a moment of the year (new volumes; the instance is left
+    as it is), the device map printed."""
+    problems = []
+    at = START + datetime.timedelta(days=max(0, days - 10), hours=13)
+    print()
+    step(f"ebs-lifecycle restore instance: web-1's volumes as they were at {iso(at)}")
+    env = {**os.environ, "AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "demo",
+           "AWS_SECRET_ACCESS_KEY": "demo", "AWS_REGION": REGION}
+    command = [str(bin_dir / "ebs-lifecycle"), "--stack", DEPLOYMENT, "--ledger-table", ledger_table(DEPLOYMENT),
+               "--region", REGION, "--output", "json", "restore", "instance", ids["web-1"], "--at", iso(at)]
+    print("    $ ebs-lifecycle --stack " + DEPLOYMENT + " ... restore instance " + ids["web-1"] + " --at " + iso(at))
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    if done.returncode != 0:
+        return [f"ebs-lifecycle restore instance failed ({done.returncode}): {done.stderr.strip()[-300:]}"]
+    result = json.loads(done.stdout)
+    rows = [[device, d["volume_id"], d["snapshot_id"], d["snapshot_time"], d["replaced_volume_id"]]
+            for device, d in sorted(result["devices"].items())]
+    print_table(rows, ["device", "restored volume", "from snapshot", "snapshot time", "volume there now"])
+    print(f"    one crash-consistent set: {result['consistent_set']}; {result['seconds']} s")
+    if len(rows) != 2 or not result["consistent_set"]:
+        problems.append(f"restore instance did not bring web-1's two volumes back as one set: {result}")
+    for _, volume, snapshot, taken, _ in rows:
+        made = ec2.describe_volumes(VolumeIds=[volume])["Volumes"][0]
+        if made["State"] != "available" or made.get("SnapshotId") != snapshot or taken > iso(at):
+            problems.append(f"restored {volume}: {made['State']}, from {made.get('SnapshotId')} taken {taken}")
+    return problems
+
+
 def seed_vault(session: dict, ec2, ids: dict) -> dict:
     """The vault account (a role of it, as the vault stack's functions act),
     its key and ledger; in the source account, a volume under a customer
@@ -973,7 +1003,7 @@ def main() -> int:
     bin_dir = Path(args.bin_dir)
     names = ("create-snapshots", "complete-snapshots", "tag-snapshots", "check-encryption", "expire-snapshots",
              "copy-snapshots", "vault-snapshots", "report-snapshots", "archive-snapshots", "verify-restores")
-    for name in names:
+    for name in names + ("ebs-lifecycle",):
         if not (bin_dir / name).exists():
             print(f"{bin_dir / name} is missing: run `cargo build --workspace --bins` (make demo does)", file=sys.stderr)
             return 2
@@ -1051,6 +1081,7 @@ def main() -> int:
         problems += report_page(year, session, report_bucket, work)
         problems += report_archive(year, ec2, ids)
         problems += report_drills(year, ec2, ids)
+        problems += restore_web_1(bin_dir, endpoint, ec2, ids, args.days)
         calls = ", ".join(f"{n} {f.invocations} ({1000 * f.seconds / max(f.invocations, 1):.0f} ms each)" for n, f in fns.items())
         print()
         print(f"    invocations: {calls}; wall time {time.monotonic() - started:.0f} s")
