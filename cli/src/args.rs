@@ -73,8 +73,9 @@ pub enum Command {
         #[arg(long)]
         az: Option<String>,
         /// Fail the drill if the volume is not available after this many
-        /// minutes.
-        #[arg(long, default_value_t = 5)]
+        /// minutes (at most 15: a drill older than 20 minutes is taken for
+        /// a killed run's by verify-restores' cleanup).
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=15))]
         wait_minutes: u64,
     },
     /// End a ledger hold now.

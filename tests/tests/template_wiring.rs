@@ -1415,6 +1415,13 @@ fn the_report_lists_blocks_never_reads_them_and_tags_only_its_cache() {
             .filter(|s| s["Action"].to_string().contains(action))
             .collect()
     };
+    // The volumes' last verified restores: read only.
+    let verified: Vec<&Value> = statements
+        .iter()
+        .filter(|s| s.to_string().contains("\"verified\""))
+        .collect();
+    assert_eq!(verified.len(), 1);
+    assert_eq!(verified[0]["Action"], "dynamodb:BatchGetItem");
     let lists = with("ebs:");
     assert_eq!(lists.len(), 1);
     assert_eq!(

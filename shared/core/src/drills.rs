@@ -303,6 +303,8 @@ pub struct VolumeFacts {
     pub snapshot_id: Option<String>,
     pub attached: bool,
     pub drill_token: Option<String>,
+    /// EC2's `CreateTime`.
+    pub created: Option<DateTime<Utc>>,
 }
 
 /// Why a drill failed: the snapshot does not restore as it should.
@@ -333,7 +335,9 @@ pub enum Failure {
 }
 
 /// The volume restored from `snapshot` is what it should be: its size at
-/// least the snapshot's, encrypted as the snapshot, under its key.
+/// least the snapshot's, encrypted if the snapshot is, under its key (a
+/// volume from an unencrypted snapshot may be encrypted: the account's
+/// encryption by default).
 pub fn check_volume(snapshot: &Snapshot, volume: &VolumeFacts) -> Result<(), Failure> {
     let snapshot_gib = snapshot.volume_size_gib.unwrap_or(0);
     if volume.size_gib < snapshot_gib {
@@ -342,7 +346,7 @@ pub fn check_volume(snapshot: &Snapshot, volume: &VolumeFacts) -> Result<(), Fai
             snapshot_gib,
         });
     }
-    if volume.encrypted != snapshot.encrypted {
+    if snapshot.encrypted && !volume.encrypted {
         return Err(Failure::Encryption {
             volume: volume.encrypted,
             snapshot: snapshot.encrypted,
@@ -369,14 +373,26 @@ fn same_key(a: Option<&str>, b: Option<&str>) -> bool {
     }
 }
 
+/// How long after its record a drill's CreateVolume can have been made: a
+/// drill older than this is a killed run's (a Lambda run lasts at most 15
+/// minutes, `ebs-lifecycle verify` waits at most 15).
+pub const DRILL_WINDOW_MINUTES: i64 = 20;
+
 /// A volume a cleanup may delete as a drill's leftover: made from the
-/// recorded snapshot, carrying the recorded token, and attached to nothing.
-/// Anything else named by a record or a tag is left alone (a forged tag
-/// on another volume never gets it deleted).
-pub fn is_leftover(record: &DrillRecord, volume: &VolumeFacts) -> bool {
-    volume.snapshot_id.as_deref() == Some(record.snapshot_id.as_str())
-        && volume.drill_token.as_deref() == Some(record.token.as_str())
-        && !volume.attached
+/// recorded snapshot and attached to nothing; and either the volume EC2
+/// named in its answer to the drill's CreateVolume (`recorded`), or one
+/// carrying the recorded token that EC2 says was created within the
+/// drill's window. Anything else a record or a tag names is left alone (a
+/// forged tag on another volume, even an unattached restore of the same
+/// snapshot, never gets it deleted).
+pub fn is_leftover(record: &DrillRecord, volume: &VolumeFacts, recorded: bool) -> bool {
+    let from_snapshot = volume.snapshot_id.as_deref() == Some(record.snapshot_id.as_str());
+    let in_window = volume.created.is_some_and(|c| {
+        c >= record.started_at - chrono::Duration::minutes(1)
+            && c <= record.started_at + chrono::Duration::minutes(DRILL_WINDOW_MINUTES)
+    });
+    let tagged = volume.drill_token.as_deref() == Some(record.token.as_str());
+    from_snapshot && !volume.attached && (recorded || (tagged && in_window))
 }
 
 #[cfg(test)]
@@ -573,6 +589,7 @@ mod tests {
             snapshot_id: Some(snapshot.into()),
             attached: false,
             drill_token: Some(token.into()),
+            created: Some(t(0) + chrono::Duration::minutes(1)),
         }
     }
 
@@ -594,6 +611,11 @@ mod tests {
             check_volume(&s, &v),
             Err(Failure::Encryption { .. })
         ));
+        // An unencrypted snapshot restored under encryption by default.
+        let mut plain = snap("snap-2", "vol-1", 0, 10);
+        plain.encrypted = false;
+        plain.kms_key_id = None;
+        assert_eq!(check_volume(&plain, &facts("snap-2", "x")), Ok(()));
         let mut v = facts("snap-1", "x");
         v.size_gib = 8;
         assert!(matches!(check_volume(&s, &v), Err(Failure::Size { .. })));
@@ -607,12 +629,38 @@ mod tests {
             started_at: t(0),
             drill_volume: None,
         };
-        assert!(is_leftover(&record, &facts("snap-1", "drill-1-snap-1")));
-        assert!(!is_leftover(&record, &facts("snap-2", "drill-1-snap-1")));
-        assert!(!is_leftover(&record, &facts("snap-1", "drill-2-snap-1")));
+        assert!(is_leftover(
+            &record,
+            &facts("snap-1", "drill-1-snap-1"),
+            false
+        ));
+        assert!(!is_leftover(
+            &record,
+            &facts("snap-2", "drill-1-snap-1"),
+            false
+        ));
+        assert!(!is_leftover(
+            &record,
+            &facts("snap-1", "drill-2-snap-1"),
+            false
+        ));
         let mut attached = facts("snap-1", "drill-1-snap-1");
         attached.attached = true;
-        assert!(!is_leftover(&record, &attached));
+        assert!(!is_leftover(&record, &attached, false));
+        assert!(
+            !is_leftover(&record, &attached, true),
+            "never an attached one"
+        );
+        // The token copied onto an operator's restore of the snapshot made
+        // a day later: not the drill's.
+        let mut later = facts("snap-1", "drill-1-snap-1");
+        later.created = Some(t(1));
+        assert!(!is_leftover(&record, &later, false));
+        // The volume EC2 named in its answer needs no tag (one removed).
+        let mut untagged = facts("snap-1", "");
+        untagged.drill_token = None;
+        assert!(is_leftover(&record, &untagged, true));
+        assert!(!is_leftover(&record, &untagged, false));
     }
 
     #[test]

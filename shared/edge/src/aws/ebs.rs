@@ -41,7 +41,11 @@ where
         Some("RequestThrottledException" | "ThrottlingException" | "TooManyRequestsException") => {
             BlocksError::Throttled(message)
         }
-        Some("ValidationException" | "ResourceNotFoundException") => BlocksError::Unreadable {
+        Some("ValidationException") => BlocksError::Unreadable {
+            snapshot: snapshot.to_string(),
+            message,
+        },
+        Some("ResourceNotFoundException") => BlocksError::Gone {
             snapshot: snapshot.to_string(),
             message,
         },

@@ -1117,6 +1117,7 @@ fn facts_of(v: &aws_sdk_ec2::types::Volume) -> Option<VolumeFacts> {
             .attachments()
             .iter()
             .any(|a| !matches!(a.state().map(|s| s.as_str()), Some("detached"))),
+        created: time_of(v.create_time()),
         drill_token: v
             .tags()
             .iter()

@@ -74,7 +74,8 @@ const SEEN_TTL: Duration = Duration::days(365);
 const DRILL_TTL: Duration = Duration::days(30);
 /// How long a `verified` or `drillfail` record lives.
 const DRILL_RESULT_TTL: Duration = Duration::days(400);
-/// The most drills in progress read: a run has at most a handful.
+/// The most drills in progress a run reads (one page): a run makes at
+/// most a handful.
 const MAX_OPEN_DRILLS: usize = 100;
 
 /// The deletion budget's item.
@@ -789,15 +790,31 @@ impl DrillLedger for DynamoLedger {
     }
 
     async fn open_drills(&self) -> Result<Vec<DrillRecord>, LedgerError> {
-        self.query_at_most("drill", MAX_OPEN_DRILLS, |item| {
-            Some(DrillRecord {
-                token: text(item, "sk")?.into(),
-                snapshot_id: text(item, "snapshot")?.into(),
-                started_at: time(item, "started_at")?,
-                drill_volume: text(item, "volume").map(String::from),
+        // One page of at most MAX_OPEN_DRILLS: a run cleans those up, the
+        // next run the next ones (never refused for being many).
+        let page = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", s("drill"))
+            .consistent_read(true)
+            .limit(MAX_OPEN_DRILLS as i32)
+            .send()
+            .await
+            .map_err(|e| unavailable("Query", e))?;
+        Ok(page
+            .items()
+            .iter()
+            .filter_map(|item| {
+                Some(DrillRecord {
+                    token: text(item, "sk")?.into(),
+                    snapshot_id: text(item, "snapshot")?.into(),
+                    started_at: time(item, "started_at")?,
+                    drill_volume: text(item, "volume").map(String::from),
+                })
             })
-        })
-        .await
+            .collect())
     }
 
     async fn end_drill(&self, token: &str) -> Result<(), LedgerError> {

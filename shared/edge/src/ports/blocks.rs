@@ -17,6 +17,10 @@ pub enum BlocksError {
     /// `ResourceNotFoundException`): this pair is skipped.
     #[error("the blocks of {snapshot} cannot be read: {message}")]
     Unreadable { snapshot: String, message: String },
+    /// The snapshot, or the token of a block, is not there any more
+    /// (`ResourceNotFoundException`): deleted meanwhile, or a token expired.
+    #[error("{snapshot} or its block is not found: {message}")]
+    Gone { snapshot: String, message: String },
     /// Permissions (or the snapshot's KMS key) refuse the read.
     #[error("the EBS direct APIs refused the read: {0}")]
     AccessDenied(String),

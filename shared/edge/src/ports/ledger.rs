@@ -221,8 +221,8 @@ pub trait Ledger: Send + Sync {
 pub trait DrillLedger: Send + Sync {
     /// Write (or rewrite, with its volume once known) a drill in progress.
     async fn begin_drill(&self, record: &DrillRecord) -> Result<(), LedgerError>;
-    /// Every drill in progress: those a killed run left (at most 100;
-    /// more is refused as unavailable).
+    /// Drills in progress, those a killed run left among them: at most 100
+    /// a call (the rest on a later run's).
     async fn open_drills(&self) -> Result<Vec<DrillRecord>, LedgerError>;
     /// The drill's volume is deleted (or was never made).
     async fn end_drill(&self, token: &str) -> Result<(), LedgerError>;

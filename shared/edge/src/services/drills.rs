@@ -112,6 +112,8 @@ impl From<BlocksError> for Stop {
             BlocksError::Unreadable { message, .. } => {
                 Stop::Failed(Failure::Unreadable { message })
             }
+            // Deleted meanwhile, a token expired, throttling, permissions:
+            // nothing said of the snapshot.
             other => Stop::Error(other.to_string()),
         }
     }
@@ -170,13 +172,19 @@ pub async fn drill(
     if let Some(id) = &record.drill_volume {
         outcome.requests += 1;
         match ports.volumes.delete_volume(id).await {
-            Ok(()) | Err(Ec2Error::VolumeNotFound) => end(ports, &record, &mut outcome).await,
+            Ok(()) => end(ports, &record, &mut outcome).await,
+            // Not found right after it was made may be EC2's eventual
+            // consistency: the record stays, and the next run's cleanup
+            // ends it once the volume is surely gone.
             Err(e) => outcome.cleanup_error = Some(e.to_string()),
         }
     } else if outcome.cleanup_error.is_none() {
         end(ports, &record, &mut outcome).await;
     }
-    if outcome.passed() {
+    // The volume's "last verified restore" is its newest snapshot's (or
+    // the one asked for): an older snapshot that restores says nothing of
+    // a newest that did not.
+    if outcome.passed() && outcome.pick != Pick::Older {
         let verification = Verification {
             volume_id: outcome.volume_id.clone(),
             at: now,
@@ -240,8 +248,9 @@ async fn restore_and_read(
     {
         Ok(id) => id,
         Err(e) => {
-            if matches!(e, Ec2Error::Transport { .. }) {
-                // It may exist: the record stays for the cleanup to follow.
+            if !definitely_refused(&e) {
+                // It may exist (a lost answer, a 5xx after EC2 acted): the
+                // record stays for the cleanup to follow.
                 outcome.cleanup_error = Some(e.to_string());
             }
             return create_refused(e);
@@ -268,11 +277,25 @@ async fn restore_and_read(
     }
 }
 
+/// EC2 said no before making anything: no volume can exist.
+fn definitely_refused(e: &Ec2Error) -> bool {
+    matches!(
+        e,
+        Ec2Error::KeyUnusable { .. }
+            | Ec2Error::IncorrectState { .. }
+            | Ec2Error::SnapshotNotFound
+            | Ec2Error::ResourceLimitExceeded
+    )
+}
+
 /// EC2 refused CreateVolume: an unusable key is the snapshot's failure (it
-/// would not restore); anything else is the run's.
+/// would not restore: a disabled key or one pending deletion makes the
+/// snapshot useless, which is what a drill exists to find); anything else
+/// (a snapshot deleted or moving meanwhile, a quota, throttling) is the
+/// run's.
 fn create_refused(e: Ec2Error) -> Verdict {
     match e {
-        Ec2Error::KeyUnusable { .. } | Ec2Error::IncorrectState { .. } => Verdict::Failed {
+        Ec2Error::KeyUnusable { .. } => Verdict::Failed {
             failure: Failure::CreateRefused {
                 message: e.to_string(),
             },
@@ -367,6 +390,13 @@ async fn check_blocks(
         }
         outcome.blocks_read += 1;
     }
+    if outcome.blocks_read == 0 {
+        // Nothing read is nothing proven.
+        return Err(Stop::Error(format!(
+            "no block of {} could be listed to read",
+            snapshot.id
+        )));
+    }
     let Some(older) = older else {
         return Ok(());
     };
@@ -448,8 +478,10 @@ pub struct Cleanup {
 }
 
 /// A drill older than this is a killed run's, not one in progress (a
-/// Lambda run lasts at most 15 minutes).
-pub const LEFTOVER_AFTER: chrono::Duration = chrono::Duration::minutes(20);
+/// Lambda run lasts at most 15 minutes, `ebs-lifecycle verify` waits at
+/// most 15).
+pub const LEFTOVER_AFTER: chrono::Duration =
+    chrono::Duration::minutes(drills::DRILL_WINDOW_MINUTES);
 
 /// Delete the drill volumes earlier runs left: each open record older than
 /// [`LEFTOVER_AFTER`], its volume (recorded, or found by its token's tag)
@@ -476,7 +508,11 @@ pub async fn clean_up(
             Ok(found) => {
                 let mut clear = true;
                 for v in found {
-                    if !drills::is_leftover(record, &v) {
+                    let recorded = record.drill_volume.as_deref() == Some(v.volume_id.as_str());
+                    if !drills::is_leftover(record, &v, recorded) {
+                        // The drill's own volume, attached since: kept,
+                        // and its record with it (said every run).
+                        clear &= !recorded;
                         out.refused.push(v.volume_id);
                     } else if v.state == "creating" {
                         clear = false;
