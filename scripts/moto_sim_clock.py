@@ -62,6 +62,9 @@ DomainDispatcherApplication.__call__ = _dispatch_on_simulated_time
 
 server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
 server.start()
+# The port it listens on, for a caller that gave 0 (the OS picks a free
+# one at bind time: no window in which another server can take it).
+print(f"port {server.get_host_and_port()[1]}", flush=True)
 try:
     threading.Event().wait()
 except KeyboardInterrupt:

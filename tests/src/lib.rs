@@ -23,7 +23,7 @@
 pub mod fault_proxy;
 
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -67,6 +67,29 @@ pub fn deployed_functions() -> Vec<String> {
 /// The stack's ledger table, created in every test's moto.
 pub const LEDGER_TABLE: &str = "itest-ledger";
 
+/// The port moto_sim_clock.py says it listens on (its first line), within
+/// 30 seconds.
+fn announced_port(child: &mut std::process::Child) -> u16 {
+    use std::io::BufRead;
+    let stdout = child.stdout.take().expect("moto's stdout is piped");
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut reader = std::io::BufReader::new(stdout);
+        let mut line = String::new();
+        let _ = reader.read_line(&mut line);
+        let _ = sender.send(line);
+        // Drained to the end: the server never writes into a closed pipe.
+        let _ = std::io::copy(&mut reader, &mut std::io::sink());
+    });
+    let line = receiver
+        .recv_timeout(Duration::from_secs(30))
+        .expect("moto did not say its port within 30 s");
+    line.trim()
+        .strip_prefix("port ")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("moto said {line:?}, not its port"))
+}
+
 /// A moto server owned by one test.
 pub struct Moto {
     child: Child,
@@ -86,28 +109,31 @@ impl Moto {
             "{} is missing: run `make venv` (make test does it) to create the project virtualenv",
             python.display()
         );
-        // Ask the OS for a free port, then hand it to moto. A race with another
-        // process is possible but short; the readiness check below catches it.
-        let port = TcpListener::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0))
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
         // moto's own server with the project's documented fixes
         // (scripts/moto_ebs_fixes.py: CopySnapshot honours Encrypted), on a
         // clock tests can set (scripts/moto_sim_clock.py), so a history is
-        // stamped by EC2 as if taken at its slots.
-        let clock =
-            std::env::temp_dir().join(format!("itest-moto-clock-{port}-{}", std::process::id()));
+        // stamped by EC2 as if taken at its slots. Port 0: the server binds
+        // a free port and says which. (Picking a free port here and handing
+        // it over left a window in which two tests could get the same one,
+        // the second then talking to the first's server: seen once as
+        // "Table already exists" under load.)
+        static CLOCKS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let clock = std::env::temp_dir().join(format!(
+            "itest-moto-clock-{}-{}",
+            std::process::id(),
+            CLOCKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
         std::fs::write(&clock, "+0").expect("the clock file is writable");
-        let child = Command::new(python)
+        let mut child = Command::new(python)
             .arg(workspace_root().join("scripts/moto_sim_clock.py"))
             .arg(&clock)
-            .args(["127.0.0.1", &port.to_string()])
+            .args(["127.0.0.1", "0"])
             .env("MOTO_EC2_LOAD_DEFAULT_AMIS", "false")
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .expect("moto_server starts");
+        let port = announced_port(&mut child);
         let moto = Self {
             child,
             endpoint: format!("http://127.0.0.1:{port}"),

@@ -18,9 +18,11 @@
 //!    `RestoreSeconds`, and one critical `restore-drill-failed` per failed
 //!    snapshot, once.
 //!
-//! What a run holds is bounded by its drills: the volume ids of the
-//! deployment, and the snapshots of at most `2 x RESTORE_DRILLS_PER_RUN + 1`
-//! volumes.
+//! What a run holds is bounded: the volume ids of the deployment, and the
+//! snapshots of the first 200 volumes in line (two DescribeSnapshots),
+//! whatever the account's size. 200, not a few more than the drills: the
+//! volumes first in line may have nothing to drill (too large, archived,
+//! or ids a tag writer made up), and they must not starve the rest.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -223,9 +225,14 @@ async fn run_drills(
         .map(|v| (v.volume_id, v.at))
         .collect();
     let order = volume_order(&volumes, &verified);
-    // Some volumes in line have nothing to drill (deleted snapshots, all
-    // pending): twice the bound, plus one, is what a run lists.
-    let head: Vec<String> = order.iter().take(bounds.drills * 2 + 1).cloned().collect();
+    // Some volumes in line have nothing to drill (too large, archived,
+    // pending, or made up by a tag writer): one batch of volumes is what a
+    // run lists.
+    let head: Vec<String> = order
+        .iter()
+        .take(ebs_lifecycle::pacing::VOLUMES_PER_BATCH)
+        .cloned()
+        .collect();
     let listed = ports
         .catalog
         .managed_snapshots_of_volumes(deployment, &head)
