@@ -935,6 +935,16 @@ fn each_function_reads_and_writes_only_its_own_ledger_records() {
                     "{function}"
                 );
                 reads_holds = true;
+            } else if statement["Sid"] == "LedgerReadVerifiedRestores" {
+                // The volumes' last verified restores (report-snapshots'
+                // restore-unverified): read only, and only them.
+                assert_eq!(function, "ReportSnapshotsFunction");
+                assert_eq!(statement["Action"], "dynamodb:BatchGetItem", "{function}");
+                assert_eq!(
+                    statement["Condition"]["ForAllValues:StringEquals"]["dynamodb:LeadingKeys"],
+                    json!(["verified"]),
+                    "{function}"
+                );
             } else if actions_text.contains("dynamodb:") {
                 on_ledger.push(statement.clone());
             }
