@@ -87,6 +87,28 @@ async fn account(moto: &Moto, n: usize, snapshots: usize) -> Vec<(String, Vec<St
     out
 }
 
+/// A gp3 volume made from `snapshot`, tagged as the deployment's drill
+/// `token` (by the drill, or by somebody copying its tags).
+async fn volume_of(ec2: &aws_sdk_ec2::Client, snapshot: &str, token: &str) -> String {
+    ec2.create_volume()
+        .availability_zone("us-east-1a")
+        .snapshot_id(snapshot)
+        .volume_type(aws_sdk_ec2::types::VolumeType::Gp3)
+        .tag_specifications(tag_spec(
+            aws_sdk_ec2::types::ResourceType::Volume,
+            &[
+                ("lifecycle:managed-by", "itest"),
+                ("lifecycle:drill", token),
+            ],
+        ))
+        .send()
+        .await
+        .unwrap()
+        .volume_id()
+        .unwrap()
+        .to_string()
+}
+
 const NOW: &str = "2026-06-07T05:00:00Z";
 
 #[tokio::test]
@@ -244,47 +266,14 @@ async fn a_killed_runs_drill_volume_is_deleted_by_the_next_run_and_a_forged_dril
     // What the killed run made a minute after its record (its CreateVolume
     // answer lost)...
     moto.set_clock(Some(t(NOW) - Duration::days(7) + Duration::minutes(1)));
-    let leftover = ec2
-        .create_volume()
-        .availability_zone("us-east-1a")
-        .snapshot_id(&snapshot)
-        .volume_type(aws_sdk_ec2::types::VolumeType::Gp3)
-        .tag_specifications(tag_spec(
-            aws_sdk_ec2::types::ResourceType::Volume,
-            &[
-                ("lifecycle:managed-by", "itest"),
-                ("lifecycle:drill", &token),
-            ],
-        ))
-        .send()
-        .await
-        .unwrap()
-        .volume_id()
-        .unwrap()
-        .to_string();
+    let leftover = volume_of(&ec2, &snapshot, &token).await;
     // ...and, the same minute, a production volume somebody tagged with
     // the same token.
     let production = create_volume(&ec2, 8, &[("lifecycle:drill", &token)]).await;
     // A day later an operator restores the same snapshot and copies the
     // drill's tags onto it: not the drill's either.
     moto.set_clock(Some(t(NOW) - Duration::days(6)));
-    let restored = ec2
-        .create_volume()
-        .availability_zone("us-east-1a")
-        .snapshot_id(&snapshot)
-        .tag_specifications(tag_spec(
-            aws_sdk_ec2::types::ResourceType::Volume,
-            &[
-                ("lifecycle:managed-by", "itest"),
-                ("lifecycle:drill", &token),
-            ],
-        ))
-        .send()
-        .await
-        .unwrap()
-        .volume_id()
-        .unwrap()
-        .to_string();
+    let restored = volume_of(&ec2, &snapshot, &token).await;
     moto.set_clock(None);
     // A drill in progress right now (another run's) is not touched.
     let recent = "drill-recent-".to_string() + &snapshot;
