@@ -784,6 +784,28 @@ def restore_web_1(bin_dir: Path, endpoint: str, ec2, ids: dict, days: int) -> li
     return problems
 
 
+def plan_next_day(bin_dir: Path, endpoint: str, policies: dict, work: Path, days: int) -> list[str]:
+    """`ebs-lifecycle plan` with the year's policy document: what the next
+    day's first tick and expiry would do, read only."""
+    at = START + datetime.timedelta(days=days, minutes=15)
+    document = work / "policies.json"
+    document.write_text(json.dumps(policies))
+    print()
+    step(f"ebs-lifecycle plan: what create and expire would do at {iso(at)}")
+    env = {**os.environ, "AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "demo",
+           "AWS_SECRET_ACCESS_KEY": "demo", "AWS_REGION": REGION}
+    base = [str(bin_dir / "ebs-lifecycle"), "--stack", DEPLOYMENT, "--ledger-table", ledger_table(DEPLOYMENT),
+            "--region", REGION]
+    print(f"    $ ebs-lifecycle --stack {DEPLOYMENT} ... plan .demo/policies.json --at {iso(at)}")
+    done = subprocess.run(base + ["plan", str(document), "--at", iso(at)], env=env, capture_output=True,
+                          text=True, timeout=600)
+    if done.returncode != 0:
+        return [f"ebs-lifecycle plan failed ({done.returncode}): {done.stderr.strip()[-300:]}"]
+    for line in done.stdout.rstrip().splitlines():
+        print("    " + line)
+    return []
+
+
 def seed_vault(session: dict, ec2, ids: dict) -> dict:
     """The vault account (a role of it, as the vault stack's functions act),
     its key and ledger; in the source account, a volume under a customer
@@ -1082,6 +1104,7 @@ def main() -> int:
         problems += report_archive(year, ec2, ids)
         problems += report_drills(year, ec2, ids)
         problems += restore_web_1(bin_dir, endpoint, ec2, ids, args.days)
+        problems += plan_next_day(bin_dir, endpoint, policies, work, args.days)
         calls = ", ".join(f"{n} {f.invocations} ({1000 * f.seconds / max(f.invocations, 1):.0f} ms each)" for n, f in fns.items())
         print()
         print(f"    invocations: {calls}; wall time {time.monotonic() - started:.0f} s")

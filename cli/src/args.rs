@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[command(
     name = "ebs-lifecycle",
     version,
-    about = "Restore volumes from the snapshots an ebs-lifecycle stack made, prove a snapshot restores, hold snapshots no tag can release, check a policy document.",
+    about = "Restore volumes from the snapshots an ebs-lifecycle stack made, prove a snapshot restores, hold snapshots no tag can release, check a policy document and see what it would do.",
     after_help = "Credentials: the default AWS chain. AWS_ENDPOINT_URL is honoured (the local emulator).\nExit codes: 0 done, 1 refused or failed (one line says why), 2 bad arguments."
 )]
 pub struct Cli {
@@ -82,6 +82,19 @@ pub enum Command {
     Release {
         /// The snapshot (snap-…) or volume (vol-…) held.
         id: String,
+    },
+    /// What create-snapshots and expire-snapshots would do now with this
+    /// policy document, in the account and region the credentials reach:
+    /// the volumes due in each policy's current slot, the snapshots expiry
+    /// would delete. Read only. Before the stack's first snapshot no
+    /// ledger is read.
+    Plan {
+        /// The policy document (JSON), checked as `validate` checks it.
+        file: std::path::PathBuf,
+        /// Plan as of this moment (RFC 3339; default now): the slot due
+        /// then, the snapshots kept then.
+        #[arg(long)]
+        at: Option<String>,
     },
     /// Check a policy document exactly as the functions do at start-up.
     Validate {

@@ -14,6 +14,7 @@
 //!   it and what the next expiry does with it, holds, locks.
 //! - [`holds`]: `hold` and `release`: ledger holds.
 //! - [`verify`]: `verify <snapshot-id>`: one restore drill now.
+//! - [`plan`]: `plan <policy file>`: what create and expire would do now.
 //! - `run` (here): the stack's configuration from the arguments and STS,
 //!   the adapters, the command, its output.
 
@@ -21,6 +22,7 @@ pub mod args;
 pub mod explain;
 pub mod holds;
 pub mod instance;
+pub mod plan;
 pub mod restore;
 pub mod verify;
 
@@ -48,6 +50,8 @@ pub enum CliError {
     Hold(#[from] holds::HoldCommandError),
     #[error(transparent)]
     Verify(#[from] verify::VerifyError),
+    #[error(transparent)]
+    Plan(#[from] plan::PlanError),
     #[error("{0}")]
     Io(String),
 }
@@ -207,6 +211,39 @@ pub async fn run(
                 Output::Text => verify::text(&outcome),
             })
         }
+        Command::Plan { file, at } => {
+            let at = match at {
+                Some(t) => parse_time("--at", t)?,
+                None => now,
+            };
+            let stack = Stack::connect_with(cli, sdk, Some(file)).await?;
+            let ports = plan::PlanPorts {
+                inventory: &stack.ec2,
+                catalog: &stack.ec2,
+                protections: &stack.ec2,
+                ledger: &stack.ledger,
+            };
+            progress(format!(
+                "planning with {} for {} in {}",
+                file.display(),
+                stack.config.deployment_name(),
+                stack.config.identity.region
+            ));
+            let planned = match plan::plan(ports, &stack.config, at).await {
+                Err(plan::PlanError::Ledger(_) | plan::PlanError::Facts(_))
+                    if cli.ledger_table.is_none() =>
+                {
+                    return Err(CliError::Usage(
+                        "the deployment has made snapshots: give --ledger-table (or EBS_LIFECYCLE_LEDGER_TABLE) to plan their expiry".into(),
+                    ))
+                }
+                planned => planned?,
+            };
+            Ok(match cli.output {
+                Output::Json => planned.json().to_string(),
+                Output::Text => planned.text(),
+            })
+        }
         Command::Release { id } => {
             let stack = Stack::connect(cli, sdk).await?;
             holds::release(&stack.ledger, id).await?;
@@ -217,6 +254,10 @@ pub async fn run(
         }
     }
 }
+
+/// The ledger table name a plan without `--ledger-table` stands on: never
+/// read unless the deployment has snapshots, and then refused.
+const NO_LEDGER: &str = "ebs-lifecycle-no-ledger-given";
 
 /// The deployment the command acts on: its configuration (as its
 /// functions read it), its ledger, EC2 in its region, and who is asking.
@@ -229,6 +270,15 @@ struct Stack {
 
 impl Stack {
     async fn connect(cli: &Cli, sdk: &aws_config::SdkConfig) -> Result<Self, CliError> {
+        Self::connect_with(cli, sdk, None).await
+    }
+
+    /// `policies`: a policy document that stands for the stack's.
+    async fn connect_with(
+        cli: &Cli,
+        sdk: &aws_config::SdkConfig,
+        policies: Option<&std::path::Path>,
+    ) -> Result<Self, CliError> {
         let me = aws_sdk_sts::Client::new(sdk)
             .get_caller_identity()
             .send()
@@ -236,7 +286,7 @@ impl Stack {
             .map_err(|e| {
                 CliError::Identity(aws_sdk_sts::error::DisplayErrorContext(e).to_string())
             })?;
-        let config = stack_config(cli, sdk, me.account().unwrap_or_default())?;
+        let config = stack_config(cli, sdk, me.account().unwrap_or_default(), policies)?;
         Ok(Self {
             ledger: DynamoLedger::new(
                 aws_sdk_dynamodb::Client::new(sdk),
@@ -258,12 +308,23 @@ pub(crate) fn parse_time(flag: &str, value: &str) -> Result<DateTime<Utc>, CliEr
 
 /// The stack's configuration as its functions read it, from the
 /// arguments: the same checks, the same error text.
-fn stack_config(cli: &Cli, sdk: &aws_config::SdkConfig, account: &str) -> Result<Config, CliError> {
+fn stack_config(
+    cli: &Cli,
+    sdk: &aws_config::SdkConfig,
+    account: &str,
+    policies: Option<&std::path::Path>,
+) -> Result<Config, CliError> {
     let stack = cli
         .stack
         .clone()
         .ok_or_else(|| CliError::Usage("--stack (or EBS_LIFECYCLE_STACK) is needed".into()))?;
-    let table = cli.ledger_table.clone().ok_or_else(|| {
+    // A plan before the first deployment has no ledger to read (and reads
+    // none while the deployment has no snapshot: `plan` says so if it must).
+    let table = match (&cli.ledger_table, policies) {
+        (None, Some(_)) => Some(NO_LEDGER.to_string()),
+        (table, _) => table.clone(),
+    };
+    let table = table.ok_or_else(|| {
         CliError::Usage(
             "--ledger-table (or EBS_LIFECYCLE_LEDGER_TABLE: the stack's LedgerTableName output) is needed"
                 .into(),
@@ -273,7 +334,8 @@ fn stack_config(cli: &Cli, sdk: &aws_config::SdkConfig, account: &str) -> Result
         .region()
         .map(|r| r.to_string())
         .ok_or_else(|| CliError::Usage("no region: give --region or AWS_REGION".into()))?;
-    let policies = match &cli.policies {
+    let policies_file = policies.or(cli.policies.as_deref());
+    let policies = match policies_file {
         Some(path) => Some(read(path)?),
         None => None,
     };
@@ -285,7 +347,7 @@ fn stack_config(cli: &Cli, sdk: &aws_config::SdkConfig, account: &str) -> Result
         ("POLICIES", policies),
         ("SELECTOR_TAG_KEY", Some(cli.selector_tag_key.clone())),
     ];
-    let given = cli.policies.is_some();
+    let given = policies_file.is_some();
     let mut config = Config::from_lookup(|name| {
         vars.iter()
             .find(|(k, _)| *k == name)

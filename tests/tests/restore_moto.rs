@@ -4,7 +4,8 @@
 //! ledger on moto. What a user would see: which snapshot is chosen (never a
 //! forged, foreign or pending one), the volume made from it (zone, type,
 //! IOPS, tags; never the selector tag), a dry run making nothing, a DR copy
-//! restored in its region, a hold written to the ledger.
+//! restored in its region, a hold written to the ledger; `plan` agreeing
+//! with what create-snapshots and expire-snapshots then do.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
@@ -947,4 +948,212 @@ async fn explain_tells_what_keeps_a_snapshot_and_what_the_next_expiry_does() {
         findings.iter().any(|f| f == "duplicate-of-slot"),
         "{not_ours}"
     );
+}
+
+/// `plan` says what the functions then do: the volumes due in the current
+/// slot (a forged snapshot for the slot does not make a volume look done),
+/// the resources naming a policy the document lacks, the snapshots expiry
+/// deletes. It makes nothing and writes nothing; expire-snapshots and
+/// create-snapshots, run right after at the same moment, delete exactly
+/// the planned snapshots and snapshot exactly the planned volumes.
+#[tokio::test]
+async fn plan_says_what_create_and_expire_then_do_and_changes_nothing() {
+    let moto = Moto::start();
+    let ec2 = moto.ec2();
+    let kept_twice = create_volume(&ec2, 8, &[("Backup", "gold")]).await;
+    let never = create_volume(&ec2, 9, &[("Backup", "gold"), ("Name", "new")]).await;
+    let forged_for = create_volume(&ec2, 10, &[("Backup", "gold")]).await;
+    let unknown = create_volume(&ec2, 11, &[("Backup", "silver")]).await;
+    let mut days = Vec::new();
+    for _ in 0..4 {
+        days.push(managed_snapshot(&moto, &kept_twice, "itest", "gold", &[]).await);
+    }
+    // The stack records what it creates from here on (its first run).
+    moto.ledger()
+        .begin_creations(t("2026-03-05T00:00:00Z"))
+        .await
+        .unwrap();
+    let now = t("2026-03-06T10:00:00Z");
+    let slot = t("2026-03-06T00:00:00Z");
+    // A hand-made snapshot with the slot's Description and labels.
+    let labels = labels_for(&forged_for, "itest", "gold", slot);
+    snapshot_as_created(&moto, &forged_for, &labels, &[]).await;
+    let document = std::env::temp_dir().join(format!("plan-{}.json", std::process::id()));
+    let policies = r#"{"gold": {"schedule": "@daily", "keep": {"last": 2}}}"#;
+    std::fs::write(&document, policies).unwrap();
+    let plan = || {
+        let (moto, document) = (&moto, &document);
+        async move {
+            cli(
+                moto,
+                &[
+                    "plan",
+                    document.to_str().unwrap(),
+                    "--at",
+                    "2026-03-06T10:00:00Z",
+                ],
+            )
+            .await
+            .0
+            .unwrap()
+        }
+    };
+    let ledger_items = || async {
+        moto.dynamodb()
+            .scan()
+            .table_name(LEDGER_TABLE)
+            .send()
+            .await
+            .unwrap()
+            .items()
+            .len()
+    };
+    let (snapshots_before, items_before) = (snapshots(&ec2).await.len(), ledger_items().await);
+
+    let planned = plan().await;
+    let slots = planned["create"]["slots"].as_array().unwrap();
+    assert_eq!(slots.len(), 1, "{planned}");
+    assert_eq!(slots[0]["policy"], "gold");
+    assert_eq!(slots[0]["slot"], "2026-03-06T00:00:00Z");
+    let due: std::collections::BTreeSet<String> = slots[0]["due"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["volume_id"].as_str().unwrap().to_string())
+        .collect();
+    let expected: std::collections::BTreeSet<String> = [&kept_twice, &never, &forged_for]
+        .into_iter()
+        .cloned()
+        .collect();
+    assert_eq!(
+        due, expected,
+        "the forged snapshot fills no slot: {planned}"
+    );
+    assert_eq!(
+        planned["create"]["unknown_policies"][0]["resource_id"],
+        unknown.as_str()
+    );
+    let deleting: std::collections::BTreeSet<String> = planned["expire"]["delete"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["snapshot_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        deleting,
+        [days[0].clone(), days[1].clone()].into(),
+        "`last 2` keeps the two newest: {planned}"
+    );
+    assert_eq!(
+        snapshots(&ec2).await.len(),
+        snapshots_before,
+        "a plan makes nothing"
+    );
+    assert_eq!(ledger_items().await, items_before, "a plan writes nothing");
+
+    // The functions, at the same moment, do what was planned.
+    let config = config(policies);
+    let notifier = RecordingNotifier::default();
+    let adapter = ebs_lifecycle::aws::ec2::Ec2Adapter::new(moto.ec2());
+    let before: std::collections::BTreeSet<String> =
+        snapshots(&ec2).await.into_iter().map(|s| s.id).collect();
+    let deadline =
+        || ebs_lifecycle::lambda::deadline::Deadline::after(std::time::Duration::from_secs(600));
+    expire_snapshots::handle(
+        expire_ports(&adapter, &notifier, moto.ledger()),
+        &config,
+        &serde_json::json!({"kind": "tick"}),
+        now,
+        deadline(),
+    )
+    .await
+    .unwrap();
+    let after: std::collections::BTreeSet<String> =
+        snapshots(&ec2).await.into_iter().map(|s| s.id).collect();
+    assert_eq!(
+        before
+            .difference(&after)
+            .cloned()
+            .collect::<std::collections::BTreeSet<_>>(),
+        deleting
+    );
+    let commands = no_commands();
+    moto.set_clock(Some(now));
+    let created = create_snapshots::handle(
+        create_ports(&adapter, &commands, &notifier, moto.ledger()),
+        &config,
+        &serde_json::json!({"kind": "tick", "scheduled_time": "2026-03-06T10:00:00Z"}),
+        now,
+        deadline(),
+    )
+    .await
+    .unwrap();
+    moto.set_clock(None);
+    let made: std::collections::BTreeSet<String> = created
+        .created
+        .iter()
+        .map(|c| c.volume_id.clone())
+        .collect();
+    assert_eq!(made, due);
+
+    // Planned again: no volume left to snapshot in the slot, and the new
+    // snapshot is one of the two `last 2` keeps, so the third-newest goes.
+    let again = plan().await;
+    assert_eq!(
+        again["create"]["slots"][0]["due"],
+        serde_json::json!([]),
+        "{again}"
+    );
+    assert_eq!(again["create"]["slots"][0]["have_snapshot"], 3);
+    assert_eq!(
+        again["expire"]["delete"][0]["snapshot_id"],
+        days[2].as_str(),
+        "{again}"
+    );
+    assert_eq!(again["expire"]["delete"].as_array().unwrap().len(), 1);
+}
+
+/// Before the first deployment: no ledger table given, none read, every
+/// opted-in volume due; a bad document is refused with `validate`'s text.
+#[tokio::test]
+async fn plan_before_the_first_deployment_needs_no_ledger() {
+    let moto = Moto::start();
+    let ec2 = moto.ec2();
+    let volume = create_volume(&ec2, 8, &[("Backup", "gold")]).await;
+    let document = std::env::temp_dir().join(format!("plan-first-{}.json", std::process::id()));
+    let run = |body: &'static str| {
+        let (moto, document) = (&moto, &document);
+        async move {
+            std::fs::write(document, body).unwrap();
+            let argv = [
+                "ebs-lifecycle",
+                "--stack",
+                "not-yet",
+                "--region",
+                REGION,
+                "--output",
+                "json",
+                "plan",
+                document.to_str().unwrap(),
+            ];
+            let parsed = Cli::try_parse_from(argv).unwrap();
+            ebs_lifecycle_cli::run(&parsed, &moto.sdk_config(), &mut |_| {})
+                .await
+                .map(|o| serde_json::from_str::<Value>(&o).unwrap())
+                .map_err(|e| e.to_string())
+        }
+    };
+    let planned = run(r#"{"gold": {"schedule": "@daily", "keep": {"daily": 7}}}"#)
+        .await
+        .unwrap();
+    assert_eq!(
+        planned["create"]["slots"][0]["due"][0]["volume_id"],
+        volume.as_str(),
+        "{planned}"
+    );
+    assert_eq!(planned["expire"]["delete"], serde_json::json!([]));
+    let refused = run(r#"{"gold": {"schedule": "@daily", "keep": {"daily": 0}}}"#)
+        .await
+        .unwrap_err();
+    assert!(refused.contains("gold"), "{refused}");
 }

@@ -1069,6 +1069,18 @@ fn restores_have_their_own_permission_that_deletes_only_restored_volumes() {
         ledger["Condition"]["ForAllValues:StringEquals"]["dynamodb:LeadingKeys"],
         json!(["copy", "made", "schedule", "hold", "inflight", "verified"])
     );
+    // `plan` reads what expiry reads: the tier status of archived snapshots too.
+    let reads = by_sid("ReadSnapshotsVolumesInstances")["Action"].to_string();
+    for read in [
+        "DescribeSnapshots",
+        "DescribeVolumes",
+        "DescribeInstances",
+        "DescribeImages",
+        "DescribeLockedSnapshots",
+        "DescribeSnapshotTierStatus",
+    ] {
+        assert!(reads.contains(&format!("ec2:{read}\"")), "{read}: {reads}");
+    }
     assert_eq!(
         by_sid("CreateRestoredVolumes")["Condition"]["Null"]
             ["aws:RequestTag/lifecycle:restored-from"],

@@ -7,7 +7,8 @@
 //! 2. resolve each to its policy (`ebs_lifecycle_core::targets`); unknown policies
 //!    are reported;
 //! 3. for each policy, find the current slot and ask EC2 once which volumes
-//!    already have a pending or completed snapshot for it;
+//!    already have a pending or completed snapshot for it (steps 1 to 3 are
+//!    `ebs_lifecycle::services::due`, which `ebs-lifecycle plan` reads too);
 //! 4. restart any instance an earlier run stopped for a `stopped` snapshot
 //!    and did not start again (a crash, a stop slower than the deadline);
 //! 5. start a snapshot for every volume that has none ([`execute`]), with every tag at
@@ -30,7 +31,7 @@ use execute::{take_instance_snapshots, Done, Outcome, Run, Work};
 
 pub use consistent::ConsistencyFailure;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -55,13 +56,12 @@ use ebs_lifecycle::ports::ec2::{
 use ebs_lifecycle::ports::ledger::Ledger;
 use ebs_lifecycle::ports::notifier::Notifier;
 use ebs_lifecycle::services::commands::PacedRunner;
+use ebs_lifecycle::services::due::{self, Due};
 use ebs_lifecycle_core::events::{EventError, Tick};
-use ebs_lifecycle_core::model::SnapshotState;
 use ebs_lifecycle_core::notify::{DailyMemo, Notification, NotificationKind, Severity};
-use ebs_lifecycle_core::ownership;
 use ebs_lifecycle_core::policy::Consistency;
 use ebs_lifecycle_core::tags;
-use ebs_lifecycle_core::targets::{self, Target, UnknownPolicy};
+use ebs_lifecycle_core::targets::{Target, UnknownPolicy};
 
 pub const FUNCTION: &str = "create-snapshots";
 
@@ -300,7 +300,9 @@ impl Function for CreateSnapshots {
             tracing::warn!(error = %e, "could not mark when creation records began; marked next tick");
         }
 
-        let resolution = discover(ports.inventory, config).await?;
+        let resolution = due::discover(ports.inventory, config)
+            .await
+            .map_err(CreateError::InventoryUnavailable)?;
         summary.counts.targeted = resolution.volume_count();
         summary.unknown_policies = resolution.unknown_policies;
 
@@ -444,35 +446,6 @@ pub async fn handle(
 }
 
 /// Steps 1 and 2: list what opted in and resolve policies.
-async fn discover(
-    inventory: &dyn VolumeInventory,
-    config: &Config,
-) -> Result<targets::Resolution, CreateError> {
-    let key = config.selector_tag_key.as_str();
-    let (tagged_volumes, tagged_instances) = tokio::try_join!(
-        inventory.volumes_tagged(key),
-        inventory.instances_tagged(key)
-    )
-    .map_err(CreateError::InventoryUnavailable)?;
-    let instance_ids: Vec<String> = tagged_instances.iter().map(|i| i.id.clone()).collect();
-    let attached = if instance_ids.is_empty() {
-        Vec::new()
-    } else {
-        inventory
-            .volumes_attached_to(&instance_ids)
-            .await
-            .map_err(CreateError::InventoryUnavailable)?
-    };
-    Ok(targets::resolve(
-        key,
-        &config.policies,
-        &tagged_volumes,
-        &tagged_instances,
-        &attached,
-    ))
-}
-
-/// Step 3: one DescribeSnapshots per policy and slot decides what is due.
 async fn plan<'p>(
     catalog: &dyn SnapshotCatalog,
     ledger: &dyn Ledger,
@@ -482,13 +455,8 @@ async fn plan<'p>(
     deadline: Deadline,
     summary: &mut RunSummary,
 ) -> Vec<Work<'p>> {
-    let mut by_policy: BTreeMap<String, Vec<Target>> = BTreeMap::new();
-    for t in targets {
-        by_policy.entry(t.policy().to_string()).or_default().push(t);
-    }
-
     let mut work = Vec::new();
-    for (name, targets) in by_policy {
+    for (name, targets) in due::by_policy(targets) {
         // Resolution only yields targets of known policies.
         let Some(policy) = config.policies.get(&name) else {
             continue;
@@ -521,77 +489,40 @@ async fn plan<'p>(
             }));
             continue;
         };
-        // An `error` snapshot does not fulfil the slot: the volume stays
-        // due. Nor does one the deployment did not make, whatever its tags
-        // or Description say: a forged tag or a snapshot made by hand must
-        // not cancel a backup.
-        let sifted = match catalog
-            .snapshots_for_slot(&config.identity, &name, slot)
-            .await
-        {
-            Ok(snapshots) => ebs_lifecycle::services::ownership::sift(
-                ledger,
-                config,
-                snapshots,
-                ownership::Scope::SomeSnapshots,
-                now,
-            )
-            .await
-            .map_err(|e| (e.kind(), e.to_string())),
-            Err(e) => Err((e.kind(), e.to_string())),
-        };
-        let covered: BTreeSet<String> = match sifted {
-            Ok(mut sifted) => {
-                let lost = std::mem::take(&mut sifted.lost_answers);
+        let filled = match due::filled(catalog, ledger, config, &name, slot, now).await {
+            Ok(mut filled) => {
+                let lost = std::mem::take(&mut filled.lost_answers);
                 summary.lost_answers_recorded +=
-                    execute::record_lost_answers(ledger, &sifted.owned, lost, now).await;
-                sifted
-                    .owned
-                    .into_iter()
-                    .filter(|s| s.state != SnapshotState::Error)
-                    .filter(|s| s.tags.get(tags::SLOT) == Some(&tags::format_time(slot)))
-                    .filter_map(|s| s.source_volume_id().map(String::from))
-                    .collect()
+                    execute::record_lost_answers(ledger, &filled.owned, lost, now).await;
+                filled.volume_ids
             }
-            Err((kind, e)) => {
+            Err(e) => {
                 // Without knowing what exists, creating could duplicate: skip, retry next tick.
                 summary.failed.extend(all_volumes().map(|volume_id| Failed {
                     volume_id,
                     policy: name.clone(),
                     instance_id: None,
-                    error_kind: kind.into(),
-                    error: format!("could not check existing snapshots: {e}"),
+                    error_kind: e.kind().into(),
+                    error: e.to_string(),
                 }));
                 continue;
             }
         };
-        for target in targets {
-            match target {
-                Target::Volume(t) if covered.contains(&t.volume.id) => summary.counts.not_due += 1,
-                Target::Volume(target) => work.push(Work::Volume {
-                    target,
-                    policy,
-                    slot,
-                }),
-                Target::Instance(target) => {
-                    let due: Vec<String> = target
-                        .volumes
-                        .iter()
-                        .map(|v| v.id.clone())
-                        .filter(|id| !covered.contains(id))
-                        .collect();
-                    summary.counts.not_due += target.volumes.len() - due.len();
-                    if !due.is_empty() {
-                        work.push(Work::Instance {
-                            target,
-                            due,
-                            policy,
-                            slot,
-                        });
-                    }
-                }
-            }
-        }
+        let (due, not_due) = due::due(targets, &filled);
+        summary.counts.not_due += not_due;
+        work.extend(due.into_iter().map(|d| match d {
+            Due::Volume(target) => Work::Volume {
+                target,
+                policy,
+                slot,
+            },
+            Due::Instance { target, due } => Work::Instance {
+                target,
+                due,
+                policy,
+                slot,
+            },
+        }));
     }
     work
 }

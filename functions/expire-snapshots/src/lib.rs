@@ -23,7 +23,7 @@
 //! 3. log each volume's plan (a line each), return the counts and the first
 //!    [`VOLUMES_LISTED`] volumes' plans, emit metrics, notify.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use lambda_runtime::Diagnostic;
@@ -45,7 +45,7 @@ use ebs_lifecycle::ports::ec2::{
 use ebs_lifecycle::ports::ledger::{Ledger, LedgerError};
 use ebs_lifecycle::ports::notifier::Notifier;
 use ebs_lifecycle::services::deletion::{
-    Deleter, Deleting, Deletion, Locks, Protected, Protections, Records, Unread,
+    Batch, Deleter, Deleting, Deletion, Locks, Protected, Protections, Records, Tiers, Unread,
 };
 use ebs_lifecycle::services::ownership;
 use ebs_lifecycle::services::resume::{Progress, Walk};
@@ -55,7 +55,7 @@ use ebs_lifecycle_core::events::{EventError, Tick};
 use ebs_lifecycle_core::expiry::{self, VolumePlan};
 use ebs_lifecycle_core::model::{Snapshot, Volume};
 use ebs_lifecycle_core::notify::{Notification, NotificationKind, Severity};
-use ebs_lifecycle_core::ownership::{Scope, Suspect};
+use ebs_lifecycle_core::ownership::Suspect;
 use ebs_lifecycle_core::safety::{DeletionGate, Protection};
 use ebs_lifecycle_core::tags;
 use ebs_lifecycle_core::text;
@@ -364,31 +364,20 @@ impl Expiry<'_, '_> {
     ) -> Result<bool, ExpireError> {
         let (ports, config, now) = (self.ports, self.run.config, self.run.now);
         summary.counts.snapshots += listed.len();
-        let sifted =
-            ownership::sift(ports.ledger, config, listed, Scope::WholeVolumes, now).await?;
-        let held_for_review = sifted.held_for_review();
-        self.suspects.extend(sifted.suspects);
-        // Each snapshot in the batch of the volume its proof names (a tag
-        // that names another volume does not bring it here twice).
-        let in_batch: BTreeSet<&str> = batch.iter().map(String::as_str).collect();
-        let snapshots: Vec<Snapshot> = sifted
-            .owned
-            .into_iter()
-            .filter(|s| s.source_volume_id().is_none_or(|v| in_batch.contains(v)))
-            .collect();
-        let existing: BTreeSet<String> = existing.into_iter().map(|v| v.id).collect();
-        if self.tiers.is_none() && snapshots.iter().any(Snapshot::in_archive_tier) {
-            self.tiers = Some(Tiers::read(ports, now).await);
-        }
-        let (restoring, archived_at) = match &self.tiers {
-            Some(t) => t.for_batch(&snapshots, now),
-            None => (BTreeSet::new(), BTreeMap::new()),
-        };
-        let facts = self
-            .facts
-            .facts(config.deployment_name(), held_for_review, restoring, now);
-        let planning = DeletionGate::new(facts.clone(), &snapshots, config.max_deletions);
-        let plans = expiry::plan(&snapshots, &config.policies, &existing, &planning);
+        let mut read = Batch::read(
+            ports.ledger,
+            ports.protections,
+            config,
+            &self.facts,
+            &mut self.tiers,
+            (batch, listed, existing),
+            now,
+        )
+        .await?;
+        self.suspects.append(&mut read.suspects);
+        let (snapshots, existing, facts) = (&read.snapshots, &read.existing, read.facts);
+        let planning = DeletionGate::new(facts.clone(), snapshots, config.max_deletions);
+        let plans = expiry::plan(snapshots, &config.policies, existing, &planning);
         // MAX_DELETIONS is a budget over 24 hours shared by every run: the
         // deleter asks the ledger for this batch's part before deleting.
         let deleting = Deleting {
@@ -402,11 +391,11 @@ impl Expiry<'_, '_> {
             now,
         };
         let mut deleter =
-            Deleter::reserve(deleting, facts, &snapshots, &plans, self.cap_reached).await?;
+            Deleter::reserve(deleting, facts, snapshots, &plans, self.cap_reached).await?;
         summary.deletions_granted += deleter.granted();
         let mut execution = Execution {
             deleter: &mut deleter,
-            archived_at,
+            archived_at: read.archived_at,
             prices: config.prices,
             now,
         };
@@ -419,73 +408,6 @@ impl Expiry<'_, '_> {
         self.cap_reached |= deleter.cap_reached();
         deleter.give_back().await;
         Ok(left)
-    }
-}
-
-/// EC2's tier status of the account's archived snapshots: which are being
-/// restored (kept), when each was archived (the early-deletion charge).
-/// If it cannot be read, every archived snapshot is kept.
-struct Tiers {
-    restoring: BTreeSet<String>,
-    archived_at: BTreeMap<String, DateTime<Utc>>,
-    unreadable: bool,
-}
-
-impl Tiers {
-    async fn read(ports: Ports<'_>, now: DateTime<Utc>) -> Self {
-        match ports.protections.tier_statuses().await {
-            Ok(statuses) => {
-                let mut restoring = BTreeSet::new();
-                let mut archived_at = BTreeMap::new();
-                for t in statuses {
-                    if archive::is_being_restored(
-                        t.last_operation.as_deref(),
-                        t.restore_expiry,
-                        now,
-                    ) {
-                        restoring.insert(t.snapshot_id.clone());
-                    }
-                    if let Some(at) = t.archived_at {
-                        archived_at.insert(t.snapshot_id, at);
-                    }
-                }
-                Self {
-                    restoring,
-                    archived_at,
-                    unreadable: false,
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "the archive tier status could not be read; every archived snapshot is kept this run");
-                Self {
-                    restoring: BTreeSet::new(),
-                    archived_at: BTreeMap::new(),
-                    unreadable: true,
-                }
-            }
-        }
-    }
-
-    /// What protects a batch's archived snapshots, and when each was archived.
-    fn for_batch(
-        &self,
-        snapshots: &[Snapshot],
-        now: DateTime<Utc>,
-    ) -> (BTreeSet<String>, BTreeMap<String, DateTime<Utc>>) {
-        let tiered = snapshots.iter().filter(|s| s.in_archive_tier());
-        let restoring = tiered
-            .clone()
-            .filter(|s| {
-                self.unreadable
-                    || self.restoring.contains(&s.id)
-                    || archive::is_being_restored(None, s.restore_expiry, now)
-            })
-            .map(|s| s.id.clone())
-            .collect();
-        let archived_at = tiered
-            .filter_map(|s| Some((s.id.clone(), *self.archived_at.get(&s.id)?)))
-            .collect();
-        (restoring, archived_at)
     }
 }
 

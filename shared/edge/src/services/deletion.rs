@@ -5,19 +5,23 @@
 //! expire-snapshots and the copies' keeping (copy-snapshots,
 //! vault-snapshots) use alike.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 
+use ebs_lifecycle_core::archive;
 use ebs_lifecycle_core::expiry::{PlannedSnapshot, VolumePlan};
 use ebs_lifecycle_core::holds::Holds;
-use ebs_lifecycle_core::model::Snapshot;
+use ebs_lifecycle_core::model::{Snapshot, Volume};
+use ebs_lifecycle_core::ownership::{Scope, Suspect};
 use ebs_lifecycle_core::safety::{AccountFacts, DeletionGate, Protection};
 
+use crate::config::Config;
 use crate::lambda::deadline::Deadline;
 use crate::pacing::Pacer;
 use crate::ports::ec2::{Ec2Error, SnapshotDeleter, SnapshotProtections};
 use crate::ports::ledger::{Ledger, LedgerError};
+use crate::services::ownership::sift;
 
 /// Which snapshot locks to read.
 #[derive(Debug, Clone, Copy)]
@@ -179,6 +183,130 @@ impl Protected {
             restoring,
             now,
         }
+    }
+}
+
+/// One batch of volumes as expiry plans it: the snapshots the deployment
+/// provably made of them, the volumes that still exist, the gate's facts.
+/// Read only: expire-snapshots deletes by it, `ebs-lifecycle plan` prints
+/// it.
+#[derive(Debug)]
+pub struct Batch {
+    /// Each snapshot of the volume its proof names, in the batch (a tag
+    /// that names another volume does not bring it here twice).
+    pub snapshots: Vec<Snapshot>,
+    pub existing: BTreeSet<String>,
+    pub facts: AccountFacts,
+    /// Snapshots whose tags were tampered with (reported once by the
+    /// caller; those the deployment made are held for review).
+    pub suspects: Vec<Suspect>,
+    /// When each archived snapshot of the batch was archived.
+    pub archived_at: BTreeMap<String, DateTime<Utc>>,
+}
+
+impl Batch {
+    /// `listed`: the snapshots of the batch's volumes that name the
+    /// deployment; `existing`: those of the volumes that still exist.
+    /// `tiers` is read the first time a batch holds an archived snapshot,
+    /// and kept for the next.
+    pub async fn read(
+        ledger: &dyn Ledger,
+        protections: &dyn SnapshotProtections,
+        config: &Config,
+        protected: &Protected,
+        tiers: &mut Option<Tiers>,
+        (batch, listed, existing): (&[String], Vec<Snapshot>, Vec<Volume>),
+        now: DateTime<Utc>,
+    ) -> Result<Self, LedgerError> {
+        let sifted = sift(ledger, config, listed, Scope::WholeVolumes, now).await?;
+        let held_for_review = sifted.held_for_review();
+        let in_batch: BTreeSet<&str> = batch.iter().map(String::as_str).collect();
+        let snapshots: Vec<Snapshot> = sifted
+            .owned
+            .into_iter()
+            .filter(|s| s.source_volume_id().is_none_or(|v| in_batch.contains(v)))
+            .collect();
+        if tiers.is_none() && snapshots.iter().any(Snapshot::in_archive_tier) {
+            *tiers = Some(Tiers::read(protections, now).await);
+        }
+        let (restoring, archived_at) = match tiers {
+            Some(t) => t.for_batch(&snapshots, now),
+            None => (BTreeSet::new(), BTreeMap::new()),
+        };
+        Ok(Self {
+            facts: protected.facts(config.deployment_name(), held_for_review, restoring, now),
+            existing: existing.into_iter().map(|v| v.id).collect(),
+            snapshots,
+            suspects: sifted.suspects,
+            archived_at,
+        })
+    }
+}
+
+/// EC2's tier status of the account's archived snapshots: which are being
+/// restored (kept), when each was archived (the early-deletion charge).
+/// If it cannot be read, every archived snapshot is kept.
+pub struct Tiers {
+    restoring: BTreeSet<String>,
+    archived_at: BTreeMap<String, DateTime<Utc>>,
+    unreadable: bool,
+}
+
+impl Tiers {
+    pub async fn read(protections: &dyn SnapshotProtections, now: DateTime<Utc>) -> Self {
+        match protections.tier_statuses().await {
+            Ok(statuses) => {
+                let mut restoring = BTreeSet::new();
+                let mut archived_at = BTreeMap::new();
+                for t in statuses {
+                    if archive::is_being_restored(
+                        t.last_operation.as_deref(),
+                        t.restore_expiry,
+                        now,
+                    ) {
+                        restoring.insert(t.snapshot_id.clone());
+                    }
+                    if let Some(at) = t.archived_at {
+                        archived_at.insert(t.snapshot_id, at);
+                    }
+                }
+                Self {
+                    restoring,
+                    archived_at,
+                    unreadable: false,
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the archive tier status could not be read; every archived snapshot is kept this run");
+                Self {
+                    restoring: BTreeSet::new(),
+                    archived_at: BTreeMap::new(),
+                    unreadable: true,
+                }
+            }
+        }
+    }
+
+    /// What protects a batch's archived snapshots, and when each was archived.
+    pub fn for_batch(
+        &self,
+        snapshots: &[Snapshot],
+        now: DateTime<Utc>,
+    ) -> (BTreeSet<String>, BTreeMap<String, DateTime<Utc>>) {
+        let tiered = snapshots.iter().filter(|s| s.in_archive_tier());
+        let restoring = tiered
+            .clone()
+            .filter(|s| {
+                self.unreadable
+                    || self.restoring.contains(&s.id)
+                    || archive::is_being_restored(None, s.restore_expiry, now)
+            })
+            .map(|s| s.id.clone())
+            .collect();
+        let archived_at = tiered
+            .filter_map(|s| Some((s.id.clone(), *self.archived_at.get(&s.id)?)))
+            .collect();
+        (restoring, archived_at)
     }
 }
 

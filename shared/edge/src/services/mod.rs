@@ -1,6 +1,8 @@
 //! The services the functions share above the ports: rules of the stack
 //! that need I/O, written once.
 //!
+//! - [`due`]: which opted-in volumes are due in their policy's current
+//!   slot (create-snapshots makes them, `ebs-lifecycle plan` prints them).
 //! - [`ownership`]: the ownership check with its ledger reads (copies,
 //!   creation records, schedules) and "report once".
 //! - [`deletion`]: the facts that protect snapshots, read with one policy
@@ -17,5 +19,6 @@ pub mod commands;
 pub mod copying;
 pub mod deletion;
 pub mod drills;
+pub mod due;
 pub mod ownership;
 pub mod resume;
