@@ -75,6 +75,7 @@ pub async fn verify(
     let settings = DrillSettings {
         deployment: config.deployment_name().to_string(),
         zone: zone.unwrap_or_else(|| config.drills.zone.clone()),
+        region: None,
         wait,
         poll: Duration::from_secs(2),
     };

@@ -22,8 +22,12 @@ same volume: only blocks that differ, with the token of each side that has
 the block) page by ``MaxResults`` (100-10,000) and ``NextToken`` or
 ``StartingBlockIndex``, in block order; DescribeSnapshots reports
 ``FullSnapshotSizeInBytes`` (blocks held x 512 KiB). Deleted snapshots stay
-in the lineage (their blocks live on in later snapshots, as on EC2). Copies
-have no block map (the direct APIs answer ValidationException).
+in the lineage (their blocks live on in later snapshots, as on EC2). A copy
+made with CopySnapshot in the same account holds its source's blocks (EC2
+copies the data): it reads as its source, and ListChangedBlocks between two
+copies of a volume answers as between their sources ([`record_copy`]).
+Copies from another account (a vault's) have no block map (the direct APIs
+answer ValidationException).
 """
 
 import binascii
@@ -99,6 +103,17 @@ def _record_lineage(snapshot):  # type: ignore[no-untyped-def]
     entry.snapshot = snapshot
     lineage.append(entry)
     _ENTRY[snapshot.id] = entry
+
+
+def record_copy(copy):  # type: ignore[no-untyped-def]
+    """The copy's entry at its source's place in the source volume's lineage."""
+    source = _ENTRY.get(getattr(copy, "copied_from", None) or "")
+    if source is None:
+        return
+    entry = _Entry(copy.id, source.volume_id, source.position, [], source.blocks, source.volume_gib)
+    entry.created = source.created
+    entry.snapshot = copy
+    _ENTRY[copy.id] = entry
 
 
 def _merge(extents):  # type: ignore[no-untyped-def]

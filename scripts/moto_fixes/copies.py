@@ -23,6 +23,7 @@ from moto.core.utils import utcnow
 from moto.ec2.models.elastic_block_store import EBSBackend
 from moto.ec2.responses.elastic_block_store import ElasticBlockStore
 
+from .blocks import record_copy
 from .common import _copied_snapshot_ids, original
 
 COPY_MINUTES = 30
@@ -61,6 +62,7 @@ def _copy_snapshot_honouring_encrypted(self):  # type: ignore[no-untyped-def]
         snapshot = self.ec2_backend.snapshots[snapshot_id]
         snapshot.copied_from = self._get_param("SourceSnapshotId")
         _copied_snapshot_ids.add(snapshot_id)
+        record_copy(snapshot)
         if encrypted:
             snapshot.encrypted = True
             if not snapshot.kms_key_id:

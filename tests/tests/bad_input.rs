@@ -213,6 +213,7 @@ async fn run_function(function: &str, event: &Value) -> Result<(), Diagnostic> {
                 catalog: &adapter,
                 volumes: &adapter,
                 blocks: &blocks,
+                copies: &std::collections::BTreeMap::new(),
                 ledger: mocked_ledger(),
                 drills: mocked_ledger(),
                 notifier: &notifier,

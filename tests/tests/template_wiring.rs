@@ -1534,6 +1534,62 @@ fn restore_drills_read_only_the_deployments_blocks_and_make_and_delete_only_dril
     );
 }
 
+/// The drills of disaster-recovery copies exist only with copy targets,
+/// and act only in `CopyTargetRegions`, with the same tags as at home and
+/// the target keys only through EC2 and EBS.
+#[test]
+fn drills_of_copies_act_only_in_the_copy_regions() {
+    let template = template_json();
+    let conditional: Vec<&Value> = template["Resources"]["VerifyRestoresFunction"]["Properties"]
+        ["Policies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["Statement"].as_array())
+        .flatten()
+        .filter_map(|s| s["!If"].as_array())
+        .map(|branches| {
+            assert_eq!(branches[0], "HasCopyTargets");
+            assert_eq!(branches[2], json!({"!Ref": "AWS::NoValue"}));
+            &branches[1]
+        })
+        .collect();
+    let sids: Vec<&str> = conditional
+        .iter()
+        .map(|s| s["Sid"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        sids,
+        [
+            "CreateDrillVolumesInCopyRegions",
+            "CreateDrillVolumesFromOwnCopies",
+            "TagDrillVolumesAtCreationInCopyRegions",
+            "DeleteOnlyDrillVolumesInCopyRegions",
+            "ReadOwnCopyBlocks",
+            "CopyTargetKeysThroughEc2AndEbs"
+        ]
+    );
+    let own = json!({"!Ref": "AWS::StackName"});
+    for s in &conditional[..5] {
+        let equals = &s["Condition"]["StringEquals"];
+        assert_eq!(
+            equals["aws:RequestedRegion"],
+            json!({"!Ref": "CopyTargetRegions"}),
+            "{s}"
+        );
+        let tagged = equals["aws:RequestTag/lifecycle:managed-by"] == own
+            || equals["aws:ResourceTag/lifecycle:managed-by"] == own
+            || equals["ec2:CreateAction"] == "CreateVolume";
+        assert!(tagged, "{s}");
+    }
+    let keys = conditional[5];
+    assert_eq!(keys["Resource"], json!({"!Ref": "CopyTargetKmsKeyArns"}));
+    assert_eq!(
+        keys["Condition"]["StringLike"]["kms:ViaService"],
+        json!(["ec2.*.amazonaws.com", "ebs.*.amazonaws.com"])
+    );
+}
+
 /// archive-snapshots moves only this deployment's snapshots, can neither
 /// restore nor delete, lists blocks without reading them, and tags only
 /// where each move stands.

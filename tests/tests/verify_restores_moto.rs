@@ -6,7 +6,7 @@
 //! for the right reason and alerting once, no drill volume ever left
 //! behind (a killed run's cleaned up by the next, a forged drill tag on
 //! another volume never obeyed), the bounds kept and the volumes taken in
-//! turn.
+//! turn; the disaster-recovery copies drilled in their region.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
@@ -15,7 +15,7 @@ use serde_json::json;
 
 use ebs_lifecycle::aws::ec2::Ec2Adapter;
 use ebs_lifecycle::lambda::deadline::Deadline;
-use ebs_lifecycle::ports::ledger::DrillLedger;
+use ebs_lifecycle::ports::ledger::{DrillLedger, Ledger};
 use ebs_lifecycle::services::drills::Verdict;
 use ebs_lifecycle_core::drills::{DrillRecord, Failure, Pick};
 use ebs_lifecycle_core::notify::{NotificationKind, Severity};
@@ -33,16 +33,54 @@ async fn run(
     settings: &[(&str, &str)],
     now: DateTime<Utc>,
 ) -> (RunSummary, Vec<ebs_lifecycle_core::notify::Notification>) {
+    run_with(moto, "", settings, &[], now).await
+}
+
+/// [`run`] with a policy document, drilling the copies in `regions` too.
+async fn run_with(
+    moto: &Moto,
+    policies: &str,
+    settings: &[(&str, &str)],
+    regions: &[&str],
+    now: DateTime<Utc>,
+) -> (RunSummary, Vec<ebs_lifecycle_core::notify::Notification>) {
     let adapter = Ec2Adapter::new(moto.ec2());
     let (blocks, _) = moto.ebs_blocks();
     let notifier = RecordingNotifier::default();
     let ledger = moto.ledger();
-    let config = config_with("", settings);
+    let config = config_with(policies, settings);
+    let elsewhere: Vec<(String, Ec2Adapter, ebs_lifecycle::aws::ebs::EbsBlocks)> = regions
+        .iter()
+        .map(|r| {
+            (
+                r.to_string(),
+                Ec2Adapter::new(moto.ec2_in(r)),
+                ebs_lifecycle::aws::ebs::EbsBlocks::new(
+                    aws_sdk_ebs::Client::new(&moto.sdk_config_in(r)),
+                    ebs_lifecycle::pacing::BucketPacing::NONE,
+                ),
+            )
+        })
+        .collect();
+    let copies: std::collections::BTreeMap<String, verify_restores::Place<'_>> = elsewhere
+        .iter()
+        .map(|(r, ec2, blocks)| {
+            (
+                r.clone(),
+                verify_restores::Place {
+                    catalog: ec2,
+                    volumes: ec2,
+                    blocks,
+                },
+            )
+        })
+        .collect();
     let summary = verify_restores::handle(
         verify_restores::Ports {
             catalog: &adapter,
             volumes: &adapter,
             blocks: &blocks,
+            copies: &copies,
             ledger,
             drills: ledger,
             notifier: &notifier,
@@ -260,6 +298,7 @@ async fn a_killed_runs_drill_volume_is_deleted_by_the_next_run_and_a_forged_dril
             snapshot_id: snapshot.clone(),
             started_at: t(NOW) - Duration::days(7),
             drill_volume: None,
+            region: None,
         })
         .await
         .unwrap();
@@ -283,6 +322,7 @@ async fn a_killed_runs_drill_volume_is_deleted_by_the_next_run_and_a_forged_dril
             snapshot_id: snapshot.clone(),
             started_at: t(NOW) - Duration::minutes(2),
             drill_volume: None,
+            region: None,
         })
         .await
         .unwrap();
@@ -421,4 +461,222 @@ async fn ebs_lifecycle_verify_drills_one_proven_snapshot_and_refuses_a_forged_on
         before,
         "no drill volume left, failed or not"
     );
+}
+
+const DR: &str = "us-west-2";
+
+/// Copies in the disaster-recovery region are drilled there, in their
+/// own rotation beside the home snapshots: the newest copy proven by the
+/// ledger's copy record (never a hand-made "copy" wearing the tags), a
+/// volume of that region made and deleted, its pass recorded apart from
+/// the home snapshots'; a corrupted copy fails its drill and alerts; a
+/// killed run's drill volume in that region is deleted by the next run.
+#[tokio::test]
+async fn disaster_recovery_copies_are_drilled_in_their_region_in_turn() {
+    let moto = Moto::start();
+    moto.seed_ids(41);
+    let ec2 = moto.ec2();
+    let dr = moto.ec2_in(DR);
+    let volume = create_volume(&ec2, 1, &[("Backup", "gold")]).await;
+    let mut days = Vec::new();
+    let mut copies = Vec::new();
+    for day in 0..2 {
+        let source = managed_snapshot(&moto, &volume, "itest", "gold", &[]).await;
+        let slot = t("2026-03-01T00:00:00Z") + Duration::days(day);
+        moto.set_clock(Some(slot + Duration::hours(1)));
+        let copy = dr
+            .copy_snapshot()
+            .source_region(REGION)
+            .source_snapshot_id(&source)
+            .description(identity("itest").copy(REGION, &source))
+            .send()
+            .await
+            .unwrap()
+            .snapshot_id()
+            .unwrap()
+            .to_string();
+        let copy_tags = [
+            (tags::MANAGED_BY, "itest"),
+            (tags::COPY_OF, source.as_str()),
+            (tags::SOURCE_REGION, REGION),
+            (tags::VOLUME_ID, volume.as_str()),
+            (tags::TARGET, DR),
+        ];
+        put_tags(&dr, &copy, &copy_tags).await;
+        moto.ledger()
+            .record_copy(&ebs_lifecycle_core::ownership::CopyRecord {
+                copy_id: copy.clone(),
+                source_snapshot_id: source.clone(),
+                volume_id: volume.clone(),
+                policy: "gold".into(),
+                slot,
+                created_at: slot + Duration::seconds(12),
+                target: Some(DR.into()),
+            })
+            .await
+            .unwrap();
+        days.push(source);
+        copies.push(copy);
+    }
+    // A snapshot made by hand in the DR region, later, with a copy's tags
+    // and Description: no copy record, never drilled as the newest copy.
+    moto.set_clock(Some(t("2026-03-02T12:00:00Z")));
+    let home_volume_there = dr
+        .create_volume()
+        .availability_zone("us-west-2a")
+        .size(1)
+        .send()
+        .await
+        .unwrap()
+        .volume_id()
+        .unwrap()
+        .to_string();
+    let forged = dr
+        .create_snapshot()
+        .volume_id(&home_volume_there)
+        .description(identity("itest").copy(REGION, &days[1]))
+        .send()
+        .await
+        .unwrap()
+        .snapshot_id()
+        .unwrap()
+        .to_string();
+    put_tags(
+        &dr,
+        &forged,
+        &[
+            (tags::MANAGED_BY, "itest"),
+            (tags::COPY_OF, days[1].as_str()),
+            (tags::SOURCE_REGION, REGION),
+            (tags::VOLUME_ID, volume.as_str()),
+            (tags::TARGET, DR),
+        ],
+    )
+    .await;
+    moto.set_clock(None);
+    let policies = format!(
+        r#"{{"gold": {{"schedule": "@daily", "keep": {{"last": 7}},
+            "copies": [{{"region": "{DR}", "kms_key": "arn:aws:kms:{DR}:{ACCOUNT}:key/dr", "keep": {{"last": 7}}}}]}}}}"#
+    );
+    // Two drills a run: one home, one copy.
+    let settings = [("RESTORE_DRILLS_PER_RUN", "2")];
+    let now = t("2026-03-08T05:00:00Z");
+    let (summary, sent) = run_with(&moto, &policies, &settings, &[DR], now).await;
+    assert_eq!(summary.copy_regions, [DR.to_string()], "{summary:#?}");
+    let copy_drill = summary
+        .drills
+        .iter()
+        .find(|d| d.region.as_deref() == Some(DR))
+        .unwrap_or_else(|| panic!("no copy drilled: {summary:#?}"));
+    assert_eq!(copy_drill.snapshot_id, copies[1], "the newest proven copy");
+    assert_eq!(copy_drill.volume_id, volume);
+    assert_eq!(copy_drill.verdict, Verdict::Verified, "{copy_drill:#?}");
+    assert!(copy_drill.blocks_read > 0);
+    assert_eq!(copy_drill.older_id.as_deref(), Some(copies[0].as_str()));
+    let home_drill = summary.drills.iter().find(|d| d.region.is_none()).unwrap();
+    assert_eq!(home_drill.snapshot_id, days[1]);
+    // The hand-made "copy" is said to be tampering, never drilled.
+    assert!(
+        sent.iter()
+            .all(|n| n.kind == NotificationKind::TamperingSuspected
+                && n.details.to_string().contains(&forged)),
+        "{sent:?}"
+    );
+    assert!(summary.drills.iter().all(|d| d.snapshot_id != forged));
+    // The drill volume was made in the DR region and is gone again.
+    let drill_volumes = dr
+        .describe_volumes()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("tag-key")
+                .values("lifecycle:drill")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(drill_volumes.volumes().is_empty());
+    // Each pass recorded under its own key.
+    let recorded = moto
+        .ledger()
+        .verifications(&[
+            volume.clone(),
+            ebs_lifecycle_core::drills::copy_key(DR, &volume),
+        ])
+        .await
+        .unwrap();
+    let snapshot_of = |key: &str| {
+        recorded
+            .iter()
+            .find(|v| v.volume_id == key)
+            .map(|v| v.snapshot_id.clone())
+    };
+    assert_eq!(snapshot_of(&volume), Some(days[1].clone()));
+    assert_eq!(
+        snapshot_of(&ebs_lifecycle_core::drills::copy_key(DR, &volume)),
+        Some(copies[1].clone())
+    );
+
+    // The newest copy damaged: its next drill fails, and says so once.
+    put_tags(&dr, &copies[1], &[("moto:corrupt-block", "*")]).await;
+    // And a killed run's drill volume of the older copy, in the DR region.
+    let token = "drill-1780000000-".to_string() + &copies[0];
+    moto.ledger()
+        .begin_drill(&DrillRecord {
+            token: token.clone(),
+            snapshot_id: copies[0].clone(),
+            started_at: now + Duration::days(6),
+            drill_volume: None,
+            region: Some(DR.into()),
+        })
+        .await
+        .unwrap();
+    moto.set_clock(Some(now + Duration::days(6) + Duration::minutes(1)));
+    let leftover = dr
+        .create_volume()
+        .availability_zone("us-west-2a")
+        .snapshot_id(&copies[0])
+        .tag_specifications(tag_spec(
+            aws_sdk_ec2::types::ResourceType::Volume,
+            &[
+                ("lifecycle:managed-by", "itest"),
+                ("lifecycle:drill", &token),
+            ],
+        ))
+        .send()
+        .await
+        .unwrap()
+        .volume_id()
+        .unwrap()
+        .to_string();
+    moto.set_clock(None);
+    let week = now + Duration::days(7);
+    let (again, sent) = run_with(&moto, &policies, &settings, &[DR], week).await;
+    assert_eq!(again.cleanup.deleted, [leftover], "{again:#?}");
+    let failed = again
+        .drills
+        .iter()
+        .find(|d| d.region.as_deref() == Some(DR))
+        .unwrap();
+    assert_eq!(failed.snapshot_id, copies[1]);
+    assert!(
+        matches!(failed.failure(), Some(Failure::Checksum { .. })),
+        "{failed:#?}"
+    );
+    let alerts: Vec<_> = sent
+        .iter()
+        .filter(|n| n.kind == NotificationKind::RestoreDrillFailed)
+        .collect();
+    assert_eq!(alerts.len(), 1, "{sent:?}");
+    // Without a second drill to spare, copies wait: the home snapshots come first.
+    let (one, _) = run_with(
+        &moto,
+        &policies,
+        &[("RESTORE_DRILLS_PER_RUN", "1")],
+        &[DR],
+        week + Duration::days(7),
+    )
+    .await;
+    assert!(one.drills.iter().all(|d| d.region.is_none()), "{one:#?}");
+    assert!(one.copy_regions.is_empty());
 }

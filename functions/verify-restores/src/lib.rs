@@ -9,7 +9,11 @@
 //!    the deployment's (`services::ownership::sift`, as expiry does);
 //! 3. selects within `RESTORE_DRILLS_PER_RUN` and `RESTORE_DRILL_MAX_GIB`
 //!    the newest completed snapshot of each volume in line and one older
-//!    kept snapshot at random (`ebs_lifecycle_core::drills::select`);
+//!    kept snapshot at random (`ebs_lifecycle_core::drills::select`); when
+//!    the policies copy to other regions, up to half the run's drills (one
+//!    per region, the regions in turn week by week) go to the newest copy
+//!    there of the volume whose copies passed a drill longest ago, drilled
+//!    in that region;
 //! 4. drills each (`services::drills::drill`): a gp3 volume in
 //!    `RESTORE_DRILL_ZONE`, waited for, checked, a sample of blocks read
 //!    against their checksums, the chain to the snapshot before checked,
@@ -41,13 +45,16 @@ use ebs_lifecycle::ports::blocks::BlockReader;
 use ebs_lifecycle::ports::ec2::{SnapshotCatalog, VolumeRestorer};
 use ebs_lifecycle::ports::ledger::{DrillLedger, Ledger};
 use ebs_lifecycle::ports::notifier::Notifier;
-use ebs_lifecycle::services::drills::{self, Cleanup, DrillOutcome, DrillPorts, DrillSettings};
+use ebs_lifecycle::services::drills::{
+    self, Cleanup, DrillOutcome, DrillPorts, DrillSettings, DrillVolumes,
+};
 use ebs_lifecycle::services::ownership;
-use ebs_lifecycle_core::drills::{select, volume_order, Bounds, Picker};
+use ebs_lifecycle_core::drills::{copy_key, select, volume_order, Bounds, Picker, Selection};
 use ebs_lifecycle_core::events::Trigger;
 use ebs_lifecycle_core::model::Snapshot;
 use ebs_lifecycle_core::notify::{Notification, NotificationKind, Severity};
 use ebs_lifecycle_core::ownership::Scope;
+use ebs_lifecycle_core::tags;
 
 pub const FUNCTION: &str = "verify-restores";
 
@@ -63,9 +70,19 @@ pub struct Ports<'a> {
     pub catalog: &'a dyn SnapshotCatalog,
     pub volumes: &'a dyn VolumeRestorer,
     pub blocks: &'a dyn BlockReader,
+    /// Each region the policies copy to: where its copies are drilled.
+    pub copies: &'a BTreeMap<String, Place<'a>>,
     pub ledger: &'a dyn Ledger,
     pub drills: &'a dyn DrillLedger,
     pub notifier: &'a dyn Notifier,
+}
+
+/// EC2 and the EBS direct APIs in one region.
+#[derive(Clone, Copy)]
+pub struct Place<'a> {
+    pub catalog: &'a dyn SnapshotCatalog,
+    pub volumes: &'a dyn VolumeRestorer,
+    pub blocks: &'a dyn BlockReader,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -83,6 +100,12 @@ pub struct RunSummary {
     pub not_reached: usize,
     /// Snapshots larger than `RESTORE_DRILL_MAX_GIB` on their own.
     pub too_large: Vec<String>,
+    /// The regions whose copies this run drilled (or tried to).
+    pub copy_regions: Vec<String>,
+    /// A region whose copies could not be listed or proven: its drill
+    /// waits for its next turn.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub copy_errors: Vec<String>,
     /// What the run found of earlier runs' drills.
     pub cleanup: Cleanup,
     /// Failed snapshots notified for the first time this run.
@@ -159,7 +182,15 @@ impl Function for VerifyRestores {
         if !matches!(trigger, Trigger::Tick(_)) {
             return Ok(Ran::Nothing);
         }
-        summary.cleanup = drills::clean_up(ports.volumes, ports.drills, run.now).await;
+        let places = DrillVolumes {
+            home: ports.volumes,
+            regions: ports
+                .copies
+                .iter()
+                .map(|(r, p)| (r.clone(), p.volumes))
+                .collect(),
+        };
+        summary.cleanup = drills::clean_up(&places, ports.drills, run.now).await;
         let suspects = run_drills(ports, run, summary).await?;
         Ok(Ran::Done { suspects })
     }
@@ -206,24 +237,22 @@ async fn run_drills(
     summary: &mut RunSummary,
 ) -> Result<Vec<ebs_lifecycle_core::ownership::Suspect>, InvocationError> {
     let config = run.config;
+    let per_run = config.drills.per_run as usize;
+    // Copies take at most half the drills, one per region: the home
+    // snapshots are what a restore uses first.
+    let regions = turn_of_regions(ports.copies.keys().cloned().collect(), run.now);
+    let copy_drills = regions.len().min(per_run / 2);
     let bounds = Bounds {
-        drills: config.drills.per_run as usize,
+        drills: per_run - copy_drills,
         max_gib: u64::from(config.drills.max_gib),
     };
     let deployment = config.deployment_name();
     let volumes = ports.catalog.managed_volume_ids(deployment).await?;
     summary.volumes = volumes.len();
-    if bounds.drills == 0 || volumes.is_empty() {
+    if per_run == 0 || volumes.is_empty() {
         return Ok(Vec::new());
     }
-    let ids: Vec<String> = volumes.iter().cloned().collect();
-    let verified: BTreeMap<String, DateTime<Utc>> = ports
-        .drills
-        .verifications(&ids)
-        .await?
-        .into_iter()
-        .map(|v| (v.volume_id, v.at))
-        .collect();
+    let verified = last_passed(ports.drills, &volumes, |v| v.to_string()).await?;
     let order = volume_order(&volumes, &verified);
     // Some volumes in line have nothing to drill (too large, archived,
     // pending, or made up by a tag writer): one batch of volumes is what a
@@ -239,58 +268,205 @@ async fn run_drills(
         .await?;
     let sifted =
         ownership::sift(ports.ledger, config, listed, Scope::WholeVolumes, run.now).await?;
+    let mut suspects = sifted.suspects;
+    let per_volume = by_volume(sifted.owned.into_iter().filter(|s| !s.is_copy()));
+    let mut picker = Picker::from_time(run.now);
+    let selection = select(&head, &per_volume, bounds, &mut picker);
+    summary.left_for_later = selection.left + (order.len() - head.len());
+    let mut gib_left = bounds.max_gib;
+    for d in &selection.drills {
+        gib_left = gib_left.saturating_sub(d.size_gib);
+    }
+    summary.too_large = selection.too_large.clone();
+    let home = Place {
+        catalog: ports.catalog,
+        volumes: ports.volumes,
+        blocks: ports.blocks,
+    };
+    let settings = DrillSettings {
+        deployment: deployment.to_string(),
+        zone: config.drills.zone.clone(),
+        region: None,
+        wait: DRILL_WAIT,
+        poll: Duration::from_secs(2),
+    };
+    let drilling = Drilling {
+        ports,
+        run,
+        settings,
+    };
+    drilling
+        .all(home, &selection, &per_volume, &mut picker, summary)
+        .await;
+
+    for region in regions.into_iter().take(copy_drills) {
+        summary.copy_regions.push(region.clone());
+        let Some(place) = ports.copies.get(&region).copied() else {
+            continue;
+        };
+        match drill_copies(ports, run, place, &region, gib_left, &mut picker, summary).await {
+            Ok((found, used)) => {
+                suspects.extend(found);
+                gib_left = gib_left.saturating_sub(used);
+            }
+            Err(e) => summary.copy_errors.push(format!("{region}: {e}")),
+        }
+    }
+    Ok(suspects)
+}
+
+/// The copy regions, this week's first: each region leads in turn, so
+/// with fewer copy drills than regions every region is drilled within as
+/// many weeks as there are regions.
+fn turn_of_regions(regions: Vec<String>, now: DateTime<Utc>) -> Vec<String> {
+    if regions.is_empty() {
+        return regions;
+    }
+    let week = now.timestamp().div_euclid(7 * 86_400) as usize;
+    let first = week % regions.len();
+    regions[first..]
+        .iter()
+        .chain(&regions[..first])
+        .cloned()
+        .collect()
+}
+
+/// Each volume's last passed drill, read under `key` (a copy region's keys
+/// are its own).
+async fn last_passed(
+    ledger: &dyn DrillLedger,
+    volumes: &std::collections::BTreeSet<String>,
+    key: impl Fn(&str) -> String,
+) -> Result<BTreeMap<String, DateTime<Utc>>, InvocationError> {
+    let keys: BTreeMap<String, String> = volumes.iter().map(|v| (key(v), v.clone())).collect();
+    let ids: Vec<String> = keys.keys().cloned().collect();
+    Ok(ledger
+        .verifications(&ids)
+        .await?
+        .into_iter()
+        .filter_map(|v| Some((keys.get(&v.volume_id)?.clone(), v.at)))
+        .collect())
+}
+
+fn by_volume(snapshots: impl Iterator<Item = Snapshot>) -> BTreeMap<String, Vec<Snapshot>> {
     let mut per_volume: BTreeMap<String, Vec<Snapshot>> = BTreeMap::new();
-    for s in sifted.owned.into_iter().filter(|s| !s.is_copy()) {
+    for s in snapshots {
         if let Some(v) = s.source_volume_id().map(String::from) {
             per_volume.entry(v).or_default().push(s);
         }
     }
-    let mut picker = Picker::from_time(run.now);
-    let selection = select(&head, &per_volume, bounds, &mut picker);
-    summary.left_for_later = selection.left + (order.len() - head.len());
-    summary.too_large = selection.too_large;
-    let settings = DrillSettings {
-        deployment: deployment.to_string(),
-        zone: config.drills.zone.clone(),
-        wait: DRILL_WAIT,
-        poll: Duration::from_secs(2),
+    per_volume
+}
+
+/// One drill of the copies in `region`: the newest copy of the volume
+/// whose copies there passed a drill longest ago (never first), proven
+/// the deployment's by the ledger's copy record, drilled in a volume of
+/// that region. Returns the suspects and the GiB used.
+async fn drill_copies(
+    ports: Ports<'_>,
+    run: &FunctionRun<'_>,
+    place: Place<'_>,
+    region: &str,
+    gib_left: u64,
+    picker: &mut Picker,
+    summary: &mut RunSummary,
+) -> Result<(Vec<ebs_lifecycle_core::ownership::Suspect>, u64), String> {
+    let config = run.config;
+    let listed = place
+        .catalog
+        .copies_from(config.deployment_name(), &config.identity.region)
+        .await
+        .map_err(|e| format!("listing the copies: {e}"))?;
+    let sifted = ownership::sift(ports.ledger, config, listed, Scope::SomeSnapshots, run.now)
+        .await
+        .map_err(|e| e.to_string())?;
+    let copies = sifted
+        .owned
+        .into_iter()
+        .filter(|s| s.is_copy() && s.tags.get(tags::TARGET).map(String::as_str) == Some(region));
+    let per_volume = by_volume(copies);
+    let volumes = per_volume.keys().cloned().collect();
+    let verified = last_passed(ports.drills, &volumes, |v| copy_key(region, v))
+        .await
+        .map_err(|e| e.to_string())?;
+    let order = volume_order(&volumes, &verified);
+    let bounds = Bounds {
+        drills: 1,
+        max_gib: gib_left,
     };
-    let drill_ports = DrillPorts {
-        volumes: ports.volumes,
-        blocks: ports.blocks,
-        ledger: ports.drills,
+    let selection = select(&order, &per_volume, bounds, picker);
+    let used = selection.drills.iter().map(|d| d.size_gib).sum();
+    let drilling = Drilling {
+        ports,
+        run,
+        settings: DrillSettings {
+            deployment: config.deployment_name().to_string(),
+            zone: format!("{region}a"),
+            region: Some(region.to_string()),
+            wait: DRILL_WAIT,
+            poll: Duration::from_secs(2),
+        },
     };
-    for d in &selection.drills {
-        if run.deadline.remaining() < DRILL_TIME {
-            summary.not_reached += 1;
-            continue;
-        }
-        let of_volume = &per_volume[&d.volume_id];
-        let Some(snapshot) = of_volume.iter().find(|s| s.id == d.snapshot_id) else {
-            continue;
-        };
-        let older = d
-            .older_id
-            .as_ref()
-            .and_then(|o| of_volume.iter().find(|s| &s.id == o));
-        let outcome = drills::drill(
-            drill_ports,
-            &settings,
-            snapshot,
-            older,
-            d.pick,
-            run.now,
-            &mut picker,
-        )
+    drilling
+        .all(place, &selection, &per_volume, picker, summary)
         .await;
-        match &outcome.verdict {
-            drills::Verdict::Verified => summary.passed += 1,
-            drills::Verdict::Failed { .. } => summary.failed += 1,
-            drills::Verdict::Inconclusive { .. } => summary.inconclusive += 1,
+    Ok((sifted.suspects, used))
+}
+
+/// Drills in one place, within the run's deadline.
+struct Drilling<'r, 'p> {
+    ports: Ports<'p>,
+    run: &'r FunctionRun<'r>,
+    settings: DrillSettings,
+}
+
+impl Drilling<'_, '_> {
+    async fn all(
+        &self,
+        place: Place<'_>,
+        selection: &Selection,
+        per_volume: &BTreeMap<String, Vec<Snapshot>>,
+        picker: &mut Picker,
+        summary: &mut RunSummary,
+    ) {
+        let drill_ports = DrillPorts {
+            volumes: place.volumes,
+            blocks: place.blocks,
+            ledger: self.ports.drills,
+        };
+        for d in &selection.drills {
+            if self.run.deadline.remaining() < DRILL_TIME {
+                summary.not_reached += 1;
+                continue;
+            }
+            let Some(of_volume) = per_volume.get(&d.volume_id) else {
+                continue;
+            };
+            let Some(snapshot) = of_volume.iter().find(|s| s.id == d.snapshot_id) else {
+                continue;
+            };
+            let older = d
+                .older_id
+                .as_ref()
+                .and_then(|o| of_volume.iter().find(|s| &s.id == o));
+            let outcome = drills::drill(
+                drill_ports,
+                &self.settings,
+                snapshot,
+                older,
+                d.pick,
+                self.run.now,
+                picker,
+            )
+            .await;
+            match &outcome.verdict {
+                drills::Verdict::Verified => summary.passed += 1,
+                drills::Verdict::Failed { .. } => summary.failed += 1,
+                drills::Verdict::Inconclusive { .. } => summary.inconclusive += 1,
+            }
+            summary.drills.push(outcome);
         }
-        summary.drills.push(outcome);
     }
-    Ok(sifted.suspects)
 }
 
 /// One critical `restore-drill-failed` per snapshot whose drill failed for

@@ -71,6 +71,10 @@ pub struct Selection {
 /// The volume's last passed drill, as the ledger records it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Verification {
+    /// The volume the snapshot is of; for a disaster-recovery copy, its
+    /// [`copy_key`] (the copies of a volume in a region are drilled in
+    /// their own rotation, and their pass says nothing of the home
+    /// snapshots').
     pub volume_id: String,
     pub at: DateTime<Utc>,
     pub snapshot_id: String,
@@ -88,6 +92,15 @@ pub struct DrillRecord {
     pub started_at: DateTime<Utc>,
     /// The drill volume, once EC2 has answered.
     pub drill_volume: Option<String>,
+    /// Where the drill volume is: `None` the stack's region, else the
+    /// disaster-recovery region of the copy drilled.
+    pub region: Option<String>,
+}
+
+/// The key of a volume's copies in `region` among the verifications:
+/// `<region>/<volume-id>` (no volume id has a `/`).
+pub fn copy_key(region: &str, volume_id: &str) -> String {
+    format!("{region}/{volume_id}")
 }
 
 /// A drill's token: unique per snapshot and run, at most 64 characters
@@ -628,6 +641,7 @@ mod tests {
             snapshot_id: "snap-1".into(),
             started_at: t(0),
             drill_volume: None,
+            region: None,
         };
         assert!(is_leftover(
             &record,

@@ -26,6 +26,9 @@ pub struct Environment {
     pub blocks: EbsBlocks,
     /// EC2 in each region a policy copies to (copy-snapshots), by region.
     pub destinations: BTreeMap<String, Ec2Adapter>,
+    /// The EBS direct APIs in each of those regions (verify-restores'
+    /// drills of the copies there), paced as `blocks`.
+    pub destination_blocks: BTreeMap<String, EbsBlocks>,
     pub kms: KmsAdapter,
     /// SSM Run Command (create-snapshots' `application` policies).
     pub ssm: SsmAdapter,
@@ -59,6 +62,16 @@ fn ec2_in(sdk: &aws_config::SdkConfig, region: &str) -> Ec2Adapter {
     Ec2Adapter::new(aws_sdk_ec2::Client::from_conf(config))
 }
 
+fn ebs_in(sdk: &aws_config::SdkConfig, region: &str) -> EbsBlocks {
+    let config = aws_sdk_ebs::config::Builder::from(sdk)
+        .region(aws_config::Region::new(region.to_string()))
+        .build();
+    EbsBlocks::new(
+        aws_sdk_ebs::Client::from_conf(config),
+        crate::aws::ebs::PACING,
+    )
+}
+
 impl Environment {
     /// The adapters of the function named `function`, on clients built from
     /// `sdk`, for the validated `config`.
@@ -80,6 +93,12 @@ impl Environment {
                 .copy_regions()
                 .into_iter()
                 .map(|region| (region.to_string(), ec2_in(sdk, region)))
+                .collect(),
+            destination_blocks: config
+                .policies
+                .copy_regions()
+                .into_iter()
+                .map(|region| (region.to_string(), ebs_in(sdk, region)))
                 .collect(),
             blocks: EbsBlocks::new(aws_sdk_ebs::Client::new(sdk), crate::aws::ebs::PACING),
             kms: KmsAdapter::new(aws_sdk_kms::Client::new(sdk)),

@@ -785,6 +785,9 @@ impl DrillLedger for DynamoLedger {
         if let Some(volume) = &record.drill_volume {
             item.insert("volume".into(), s(volume));
         }
+        if let Some(region) = &record.region {
+            item.insert("region".into(), s(region));
+        }
         item.insert("expires_at".into(), expires(record.started_at, DRILL_TTL));
         self.put(item).await
     }
@@ -812,6 +815,7 @@ impl DrillLedger for DynamoLedger {
                     snapshot_id: text(item, "snapshot")?.into(),
                     started_at: time(item, "started_at")?,
                     drill_volume: text(item, "volume").map(String::from),
+                    region: text(item, "region").map(String::from),
                 })
             })
             .collect())

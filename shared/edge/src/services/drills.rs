@@ -10,6 +10,7 @@
 //! only once the volume is deleted. A run killed anywhere in between leaves
 //! a record the next run's [`clean_up`] follows to the volume.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -39,8 +40,11 @@ pub struct DrillPorts<'a> {
 pub struct DrillSettings {
     /// The deployment: the drill volume's `lifecycle:managed-by`.
     pub deployment: String,
-    /// `RESTORE_DRILL_ZONE`.
+    /// `RESTORE_DRILL_ZONE` (a copy's: its region's zone `a`).
     pub zone: String,
+    /// `None`: the stack's region; else the disaster-recovery region of
+    /// the copies drilled (its ports are that region's).
+    pub region: Option<String>,
     /// The longest a volume may take to become available before the drill
     /// fails.
     pub wait: Duration,
@@ -65,7 +69,11 @@ pub enum Verdict {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DrillOutcome {
     pub snapshot_id: String,
+    /// The volume the snapshot is of (a copy: its source's).
     pub volume_id: String,
+    /// A disaster-recovery copy's region; absent: the stack's region.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
     pub pick: Pick,
     pub older_id: Option<String>,
     /// The volume the drill made (deleted again unless `cleanup_error`).
@@ -135,6 +143,7 @@ pub async fn drill(
     let mut outcome = DrillOutcome {
         snapshot_id: snapshot.id.clone(),
         volume_id,
+        region: settings.region.clone(),
         pick,
         older_id: older.map(|o| o.id.clone()),
         drill_volume: None,
@@ -151,6 +160,7 @@ pub async fn drill(
         snapshot_id: snapshot.id.clone(),
         started_at: now,
         drill_volume: None,
+        region: settings.region.clone(),
     };
     // No volume without its record: the record is what finds it again.
     if let Err(e) = ports.ledger.begin_drill(&record).await {
@@ -186,7 +196,10 @@ pub async fn drill(
     // a newest that did not.
     if outcome.passed() && outcome.pick != Pick::Older {
         let verification = Verification {
-            volume_id: outcome.volume_id.clone(),
+            volume_id: match &outcome.region {
+                Some(region) => drills::copy_key(region, &outcome.volume_id),
+                None => outcome.volume_id.clone(),
+            },
             at: now,
             snapshot_id: outcome.snapshot_id.clone(),
             seconds: outcome.seconds,
@@ -483,12 +496,30 @@ pub struct Cleanup {
 pub const LEFTOVER_AFTER: chrono::Duration =
     chrono::Duration::minutes(drills::DRILL_WINDOW_MINUTES);
 
+/// Where drill volumes are made: the stack's region, and each region whose
+/// copies are drilled.
+pub struct DrillVolumes<'a> {
+    pub home: &'a dyn VolumeRestorer,
+    pub regions: BTreeMap<String, &'a dyn VolumeRestorer>,
+}
+
+impl DrillVolumes<'_> {
+    /// EC2 where a record says its volume is; `None`: a region the stack
+    /// no longer copies to.
+    pub fn at(&self, region: Option<&str>) -> Option<&dyn VolumeRestorer> {
+        match region {
+            None => Some(self.home),
+            Some(r) => self.regions.get(r).copied(),
+        }
+    }
+}
+
 /// Delete the drill volumes earlier runs left: each open record older than
-/// [`LEFTOVER_AFTER`], its volume (recorded, or found by its token's tag)
-/// deleted only if it is the drill's (the core's `is_leftover`), the record
-/// ended once nothing of it is left.
+/// [`LEFTOVER_AFTER`], its volume (recorded, or found by its token's tag,
+/// in the region the record names) deleted only if it is the drill's (the
+/// core's `is_leftover`), the record ended once nothing of it is left.
 pub async fn clean_up(
-    volumes: &dyn VolumeRestorer,
+    places: &DrillVolumes<'_>,
     ledger: &dyn DrillLedger,
     now: DateTime<Utc>,
 ) -> Cleanup {
@@ -504,6 +535,17 @@ pub async fn clean_up(
         .iter()
         .filter(|r| now - r.started_at >= LEFTOVER_AFTER)
     {
+        let Some(volumes) = places.at(record.region.as_deref()) else {
+            // Kept until the region is copied to again, or the record's
+            // time in the ledger ends: said every run.
+            out.error = Some(format!(
+                "drill {} is in {}, a region the policies no longer copy to: delete its volume there by hand",
+                record.token,
+                record.region.as_deref().unwrap_or_default()
+            ));
+            out.left.push(record.token.clone());
+            continue;
+        };
         match leftovers(volumes, record).await {
             Ok(found) => {
                 let mut clear = true;
