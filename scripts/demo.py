@@ -477,7 +477,7 @@ class Year:
     def after_verify(self, when: datetime.datetime, result: dict) -> None:
         for d in result["drills"]:
             self.drills.append((f"{when:%Y-%m-%d}", d))
-            if d["verdict"] == "verified":
+            if d["verdict"] == "verified" and not d.get("region"):
                 self.last_verified[d["volume_id"]] = f"{when:%Y-%m-%d}"
             if self.broken and d["snapshot_id"] == self.broken[0]:
                 self.broken_result = d
@@ -719,15 +719,17 @@ def report(year: Year, ec2, sqs, ids: dict) -> list[str]:
     return problems
 
 
-def report_drills(year: Year, ec2, ids: dict) -> list[str]:
-    """The restore drills of the year: each drill, the one broken on
-    purpose and its alert, no drill volume left."""
+def report_drills(year: Year, ec2, dr_ec2, ids: dict) -> list[str]:
+    """The restore drills of the year: each drill (the disaster-recovery
+    copies' in their region, in turn), the one broken on purpose and its
+    alert, no drill volume left in either region."""
     problems = []
     names = {v: k for k, v in ids.items() if isinstance(v, str) and v.startswith("vol-")}
     print()
     step("restore drills: verify-restores every Sunday (a volume made from the snapshot, checked, 16 blocks read "
          "against EBS's checksums and 8 against the snapshot before it, the volume deleted)")
-    print_table([[day, d["snapshot_id"], names.get(d["volume_id"], d["volume_id"]), d["pick"], f"{d['seconds']:.1f}",
+    print_table([[day, d["snapshot_id"], names.get(d["volume_id"], d["volume_id"])
+                  + (f" ({d['region']} copy)" if d.get("region") else ""), d["pick"], f"{d['seconds']:.1f}",
                   d["blocks_read"], d["chain_blocks"], d["requests"],
                   d["verdict"] + (f" ({d['failure']['reason']})" if d.get("failure") else "")]
                  for day, d in year.drills],
@@ -748,7 +750,13 @@ def report_drills(year: Year, ec2, ids: dict) -> list[str]:
             problems.append(f"the corrupted snapshot {year.broken[0]}'s drill did not fail on its checksum: {year.broken_result}")
         if len(alerts) != 1:
             problems.append(f"{len(alerts)} restore-drill-failed notifications, expected exactly one")
-    left = ec2.describe_volumes(Filters=[{"Name": "tag-key", "Values": ["lifecycle:drill"]}])["Volumes"]
+    copy_drills = [d for _, d in year.drills if d.get("region")]
+    print(f"    of which {len(copy_drills)} of disaster-recovery copies in {DR_REGION}: "
+          + ", ".join(f"{n} {v}" for v, n in sorted(collections.Counter(d["verdict"] for d in copy_drills).items())))
+    if year.days >= 14 and not copy_drills:
+        problems.append(f"verify-restores drilled no copy in {DR_REGION} all year")
+    left = [v for client in (ec2, dr_ec2)
+            for v in client.describe_volumes(Filters=[{"Name": "tag-key", "Values": ["lifecycle:drill"]}])["Volumes"]]
     if left:
         problems.append(f"drill volumes left behind: {[v['VolumeId'] for v in left]}")
     return problems
@@ -1102,7 +1110,7 @@ def main() -> int:
                     + report_vault(year, vault["ec2"], ids) + report_coverage(year, ids))
         problems += report_page(year, session, report_bucket, work)
         problems += report_archive(year, ec2, ids)
-        problems += report_drills(year, ec2, ids)
+        problems += report_drills(year, ec2, dr_ec2, ids)
         problems += restore_web_1(bin_dir, endpoint, ec2, ids, args.days)
         problems += plan_next_day(bin_dir, endpoint, policies, work, args.days)
         calls = ", ".join(f"{n} {f.invocations} ({1000 * f.seconds / max(f.invocations, 1):.0f} ms each)" for n, f in fns.items())

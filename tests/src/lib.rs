@@ -847,6 +847,61 @@ pub async fn managed_snapshot(
     snapshot_as_created(moto, volume, &labels, extra).await
 }
 
+/// A copy of the deployment's `source` (of `volume`, policy `policy`, made
+/// for `slot`) in `region`, as copy-snapshots makes it: CopySnapshot an
+/// hour after the slot (moto's clock set there for the call; it completes
+/// 30 minutes later), the copy's lifecycle tags, and the ledger's copy
+/// record that proves it. Returns its id.
+pub async fn dr_copy(
+    moto: &Moto,
+    region: &str,
+    (volume, policy): (&str, &str),
+    source: &str,
+    slot: chrono::DateTime<chrono::Utc>,
+) -> String {
+    use ebs_lifecycle::ports::ledger::Ledger;
+    use ebs_lifecycle_core::tags as keys;
+    let there = moto.ec2_in(region);
+    moto.set_clock(Some(slot + chrono::Duration::hours(1)));
+    let copy = there
+        .copy_snapshot()
+        .source_region(REGION)
+        .source_snapshot_id(source)
+        .description(identity("itest").copy(REGION, source))
+        .send()
+        .await
+        .unwrap()
+        .snapshot_id()
+        .unwrap()
+        .to_string();
+    moto.set_clock(None);
+    put_tags(
+        &there,
+        &copy,
+        &[
+            (keys::MANAGED_BY, "itest"),
+            (keys::COPY_OF, source),
+            (keys::SOURCE_REGION, REGION),
+            (keys::VOLUME_ID, volume),
+            (keys::TARGET, region),
+        ],
+    )
+    .await;
+    moto.ledger()
+        .record_copy(&ebs_lifecycle_core::ownership::CopyRecord {
+            copy_id: copy.clone(),
+            source_snapshot_id: source.to_string(),
+            volume_id: volume.to_string(),
+            policy: policy.into(),
+            slot,
+            created_at: slot + chrono::Duration::seconds(12),
+            target: Some(region.into()),
+        })
+        .await
+        .unwrap();
+    copy
+}
+
 /// A DynamoDB client answered by mock rules that hold nothing: no stop, no
 /// copy, every report a first, every deletion granted. The ledger of tests
 /// whose EC2 is mocked too.

@@ -247,41 +247,7 @@ async fn restore_from_the_dr_region_takes_the_newest_completed_copy_never_a_pend
         let source = managed_snapshot(&moto, &volume, "itest", "gold", &[]).await;
         let slot = t("2026-03-01T00:00:00Z") + Duration::days(day);
         // Copied an hour after the slot, as copy-snapshots does.
-        moto.set_clock(Some(slot + Duration::hours(1)));
-        let copy = dr
-            .copy_snapshot()
-            .source_region(REGION)
-            .source_snapshot_id(&source)
-            .description(identity("itest").copy(REGION, &source))
-            .send()
-            .await
-            .unwrap()
-            .snapshot_id()
-            .unwrap()
-            .to_string();
-        put_tags(
-            &dr,
-            &copy,
-            &[
-                (tags::MANAGED_BY, "itest"),
-                (tags::COPY_OF, source.as_str()),
-                (tags::SOURCE_REGION, REGION),
-                (tags::VOLUME_ID, volume.as_str()),
-            ],
-        )
-        .await;
-        moto.ledger()
-            .record_copy(&CopyRecord {
-                copy_id: copy.clone(),
-                source_snapshot_id: source.clone(),
-                volume_id: volume.clone(),
-                policy: "gold".into(),
-                slot,
-                created_at: slot + Duration::seconds(12),
-                target: Some(DR.into()),
-            })
-            .await
-            .unwrap();
+        let copy = dr_copy(&moto, DR, (&volume, "gold"), &source, slot).await;
         copies.push(copy);
     }
     // Ten minutes after the second copy began, it is still pending (moto,

@@ -15,7 +15,7 @@ use serde_json::json;
 
 use ebs_lifecycle::aws::ec2::Ec2Adapter;
 use ebs_lifecycle::lambda::deadline::Deadline;
-use ebs_lifecycle::ports::ledger::{DrillLedger, Ledger};
+use ebs_lifecycle::ports::ledger::DrillLedger;
 use ebs_lifecycle::services::drills::Verdict;
 use ebs_lifecycle_core::drills::{DrillRecord, Failure, Pick};
 use ebs_lifecycle_core::notify::{NotificationKind, Severity};
@@ -483,38 +483,7 @@ async fn disaster_recovery_copies_are_drilled_in_their_region_in_turn() {
     for day in 0..2 {
         let source = managed_snapshot(&moto, &volume, "itest", "gold", &[]).await;
         let slot = t("2026-03-01T00:00:00Z") + Duration::days(day);
-        moto.set_clock(Some(slot + Duration::hours(1)));
-        let copy = dr
-            .copy_snapshot()
-            .source_region(REGION)
-            .source_snapshot_id(&source)
-            .description(identity("itest").copy(REGION, &source))
-            .send()
-            .await
-            .unwrap()
-            .snapshot_id()
-            .unwrap()
-            .to_string();
-        let copy_tags = [
-            (tags::MANAGED_BY, "itest"),
-            (tags::COPY_OF, source.as_str()),
-            (tags::SOURCE_REGION, REGION),
-            (tags::VOLUME_ID, volume.as_str()),
-            (tags::TARGET, DR),
-        ];
-        put_tags(&dr, &copy, &copy_tags).await;
-        moto.ledger()
-            .record_copy(&ebs_lifecycle_core::ownership::CopyRecord {
-                copy_id: copy.clone(),
-                source_snapshot_id: source.clone(),
-                volume_id: volume.clone(),
-                policy: "gold".into(),
-                slot,
-                created_at: slot + Duration::seconds(12),
-                target: Some(DR.into()),
-            })
-            .await
-            .unwrap();
+        let copy = dr_copy(&moto, DR, (&volume, "gold"), &source, slot).await;
         days.push(source);
         copies.push(copy);
     }
