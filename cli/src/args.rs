@@ -72,6 +72,10 @@ pub enum Command {
         /// default, the region's zone a).
         #[arg(long)]
         az: Option<String>,
+        /// The snapshot is the stack's disaster-recovery copy in this
+        /// region: drilled there (its zone a unless --az).
+        #[arg(long)]
+        from: Option<String>,
         /// Fail the drill if the volume is not available after this many
         /// minutes (at most 15: a drill older than 20 minutes is taken for
         /// a killed run's by verify-restores' cleanup).

@@ -4,21 +4,23 @@
 //! expiry would do with it and why: the same plan expire-snapshots makes
 //! (`ebs_lifecycle_core::expiry::plan` under `safety::DeletionGate`), on
 //! the same facts (AMIs, locks, ledger holds, copies in flight, restores
-//! from the archive tier), for its volume's whole history; and its
-//! volume's last verified restore (the restore drills' ledger record).
-//! Read only.
+//! from the archive tier), for its volume's whole history; its volume's
+//! last verified restore (the restore drills' ledger record); its copies in
+//! the policies' other regions (proven by the ledger's copy records), each
+//! region's last passed drill of the volume's copies, and the vault
+//! accounts it is shared with. Read only.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
 use ebs_lifecycle::config::Config;
-use ebs_lifecycle::ports::ec2::SnapshotProtections;
+use ebs_lifecycle::ports::ec2::{SnapshotCatalog, SnapshotProtections, SnapshotSharing};
 use ebs_lifecycle::ports::ledger::DrillLedger;
 use ebs_lifecycle::services::deletion::{Locks, Protections, Unread};
 use ebs_lifecycle::services::ownership::sift;
-use ebs_lifecycle_core::drills::Verification;
+use ebs_lifecycle_core::drills::{copy_key, Verification};
 use ebs_lifecycle_core::expiry;
 use ebs_lifecycle_core::holds::Hold;
 use ebs_lifecycle_core::model::Snapshot;
@@ -56,6 +58,32 @@ pub struct Explained {
     /// Its volume's last passed restore drill (of this snapshot or
     /// another); `Err`: the ledger could not say.
     pub last_restore: Result<Option<Verification>, String>,
+    /// Per region the policies copy to (known with `--policies`).
+    pub elsewhere: Vec<Elsewhere>,
+    /// The vault accounts (of the policies' vault targets) it is shared
+    /// with: their stacks copy it into the vault. `Err`: EC2 could not say.
+    pub vault_shares: Result<Vec<String>, String>,
+}
+
+/// What one disaster-recovery region holds of the snapshot.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Elsewhere {
+    pub region: String,
+    /// Its copies there the ledger proves, with their state.
+    pub copies: Vec<(String, String)>,
+    /// The last passed drill of the volume's copies there.
+    pub last_drill: Option<Verification>,
+    /// The region could not be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Where explain looks beyond the stack's region.
+#[derive(Clone, Copy)]
+pub struct Beyond<'a> {
+    /// EC2 in each region the policies copy to.
+    pub regions: &'a BTreeMap<String, &'a dyn SnapshotCatalog>,
+    pub sharing: &'a dyn SnapshotSharing,
 }
 
 impl Explained {
@@ -76,6 +104,11 @@ impl Explained {
             "used_by_ami": self.used_by_ami,
             "restorable": self.restorable,
             "last_verified_restore": match &self.last_restore {
+                Ok(v) => json!(v),
+                Err(e) => json!({"unknown": e}),
+            },
+            "copies": self.elsewhere,
+            "vault_shares": match &self.vault_shares {
                 Ok(v) => json!(v),
                 Err(e) => json!({"unknown": e}),
             },
@@ -152,6 +185,36 @@ impl Explained {
             }
             Err(e) => format!("  its volume's last verified restore: unknown ({e})"),
         });
+        for e in &self.elsewhere {
+            out.push(match (&e.error, e.copies.as_slice()) {
+                (Some(err), _) => format!("  copies in {}: unknown ({err})", e.region),
+                (None, []) => format!("  copies in {}: none", e.region),
+                (None, copies) => format!(
+                    "  copies in {}: {}",
+                    e.region,
+                    copies
+                        .iter()
+                        .map(|(id, state)| format!("{id} ({state})"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            });
+            if let Some(v) = &e.last_drill {
+                out.push(format!(
+                    "    last verified restore of the volume's copies there: {} ({})",
+                    keys::format_time(v.at),
+                    v.snapshot_id
+                ));
+            }
+        }
+        match &self.vault_shares {
+            Ok(accounts) if accounts.is_empty() => {}
+            Ok(accounts) => out.push(format!(
+                "  shared with the vault account(s) {} (their copies are seen there: ebs-lifecycle explain in the vault account)",
+                accounts.join(", ")
+            )),
+            Err(e) => out.push(format!("  vault shares: unknown ({e})")),
+        }
         out.join("\n")
     }
 }
@@ -161,6 +224,7 @@ pub async fn explain(
     ports: Ports<'_>,
     protections: &dyn SnapshotProtections,
     drills: &dyn DrillLedger,
+    beyond: Beyond<'_>,
     config: &Config,
     id: &str,
     now: DateTime<Utc>,
@@ -215,6 +279,8 @@ pub async fn explain(
             used_by_ami: false,
             restorable: false,
             last_restore: Ok(None),
+            elsewhere: Vec::new(),
+            vault_shares: Ok(Vec::new()),
         });
     };
     let owned: &[Snapshot] = &sifted.owned;
@@ -272,7 +338,36 @@ pub async fn explain(
             .map_err(|e| e.to_string()),
         None => Ok(None),
     };
+    let elsewhere = match &source {
+        Some(v) if !snapshot.is_copy() => {
+            copies_elsewhere(ports, drills, beyond, config, id, v, now).await
+        }
+        _ => Vec::new(),
+    };
+    let vault_accounts: BTreeSet<String> = config
+        .policies
+        .vault_targets()
+        .iter()
+        .filter_map(|t| t.split('/').next().map(String::from))
+        .collect();
+    let vault_shares = if vault_accounts.is_empty() || snapshot.is_copy() {
+        Ok(Vec::new())
+    } else {
+        beyond
+            .sharing
+            .create_volume_permissions(id)
+            .await
+            .map(|p| {
+                p.accounts
+                    .into_iter()
+                    .filter(|a| vault_accounts.contains(a))
+                    .collect()
+            })
+            .map_err(|e| e.to_string())
+    };
     Ok(Explained {
+        elsewhere,
+        vault_shares,
         last_restore,
         snapshot_id: id.to_string(),
         ours: true,
@@ -290,4 +385,58 @@ pub async fn explain(
         restorable: snapshot.state == ebs_lifecycle_core::model::SnapshotState::Completed
             && !restore::needs_tier_restore(&snapshot),
     })
+}
+
+/// The snapshot's copies in each region the policies copy to, proven as
+/// copy-snapshots proves them (the ledger's copy record), and the last
+/// passed drill of the volume's copies there.
+async fn copies_elsewhere(
+    ports: Ports<'_>,
+    drills: &dyn DrillLedger,
+    beyond: Beyond<'_>,
+    config: &Config,
+    id: &str,
+    volume: &str,
+    now: DateTime<Utc>,
+) -> Vec<Elsewhere> {
+    let mut out = Vec::new();
+    for (region, catalog) in beyond.regions {
+        let mut there = Elsewhere {
+            region: region.clone(),
+            copies: Vec::new(),
+            last_drill: None,
+            error: None,
+        };
+        let listed = match catalog
+            .copies_from(config.deployment_name(), &config.identity.region)
+            .await
+        {
+            Ok(listed) => listed,
+            Err(e) => {
+                there.error = Some(e.to_string());
+                out.push(there);
+                continue;
+            }
+        };
+        // Every copy proven first: its `lifecycle:copy-of` is then the
+        // ledger's, not a tag somebody wrote (or removed).
+        match sift(ports.ledger, config, listed, Scope::SomeSnapshots, now).await {
+            Ok(sifted) => {
+                there.copies = sifted
+                    .owned
+                    .iter()
+                    .filter(|s| s.tags.get(keys::COPY_OF).map(String::as_str) == Some(id))
+                    .map(|s| (s.id.clone(), format!("{:?}", s.state).to_lowercase()))
+                    .collect();
+            }
+            Err(e) => there.error = Some(e.to_string()),
+        }
+        there.last_drill = drills
+            .verifications(&[copy_key(region, volume)])
+            .await
+            .ok()
+            .and_then(|v| v.into_iter().next());
+        out.push(there);
+    }
+    out
 }

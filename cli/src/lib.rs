@@ -82,12 +82,7 @@ pub async fn run(
         Command::Restore(Restore::Volume(args)) => {
             let stack = Stack::connect(cli, sdk).await?;
             let request = restore::VolumeRequest::from_args(args, now)?;
-            let elsewhere = args.from.as_ref().map(|region| {
-                let conf = aws_sdk_ec2::config::Builder::from(sdk)
-                    .region(aws_config::Region::new(region.clone()))
-                    .build();
-                Ec2Adapter::new(aws_sdk_ec2::Client::from_conf(conf))
-            });
+            let elsewhere = args.from.as_ref().map(|region| ec2_in(sdk, region));
             let there = elsewhere.as_ref().unwrap_or(&stack.ec2);
             let ports = restore::Ports {
                 catalog: there,
@@ -171,8 +166,39 @@ pub async fn run(
                 home: &stack.ec2,
                 ledger: &stack.ledger,
             };
-            let explained =
-                explain::explain(ports, &stack.ec2, &stack.ledger, &stack.config, id, now).await?;
+            let adapters: Vec<(String, Ec2Adapter)> = stack
+                .config
+                .policies
+                .copy_regions()
+                .into_iter()
+                .map(|region| (region.to_string(), ec2_in(sdk, region)))
+                .collect();
+            let regions: std::collections::BTreeMap<
+                String,
+                &dyn ebs_lifecycle::ports::ec2::SnapshotCatalog,
+            > = adapters
+                .iter()
+                .map(|(r, a)| {
+                    (
+                        r.clone(),
+                        a as &dyn ebs_lifecycle::ports::ec2::SnapshotCatalog,
+                    )
+                })
+                .collect();
+            let beyond = explain::Beyond {
+                regions: &regions,
+                sharing: &stack.ec2,
+            };
+            let explained = explain::explain(
+                ports,
+                &stack.ec2,
+                &stack.ledger,
+                beyond,
+                &stack.config,
+                id,
+                now,
+            )
+            .await?;
             Ok(match cli.output {
                 Output::Json => explained.json().to_string(),
                 Output::Text => explained.text(),
@@ -181,6 +207,7 @@ pub async fn run(
         Command::Verify {
             id,
             az,
+            from,
             wait_minutes,
         } => {
             let stack = Stack::connect(cli, sdk).await?;
@@ -189,14 +216,22 @@ pub async fn run(
                     "{id}: give a snapshot id (snap-…)"
                 )));
             }
-            let blocks = ebs_lifecycle::aws::ebs::EbsBlocks::new(
-                aws_sdk_ebs::Client::new(sdk),
-                ebs_lifecycle::aws::ebs::PACING,
-            );
+            let ebs = match from {
+                Some(region) => aws_sdk_ebs::Client::from_conf(
+                    aws_sdk_ebs::config::Builder::from(sdk)
+                        .region(aws_config::Region::new(region.clone()))
+                        .build(),
+                ),
+                None => aws_sdk_ebs::Client::new(sdk),
+            };
+            let blocks =
+                ebs_lifecycle::aws::ebs::EbsBlocks::new(ebs, ebs_lifecycle::aws::ebs::PACING);
+            let elsewhere = from.as_ref().map(|region| ec2_in(sdk, region));
+            let there = elsewhere.as_ref().unwrap_or(&stack.ec2);
             let ports = verify::VerifyPorts {
                 restore: restore::Ports {
-                    catalog: &stack.ec2,
-                    restorer: &stack.ec2,
+                    catalog: there,
+                    restorer: there,
                     home: &stack.ec2,
                     ledger: &stack.ledger,
                 },
@@ -205,7 +240,15 @@ pub async fn run(
             };
             progress(format!("drilling {id}"));
             let wait = std::time::Duration::from_secs(wait_minutes.saturating_mul(60));
-            let outcome = verify::verify(ports, &stack.config, id, az.clone(), wait, now).await?;
+            let outcome = verify::verify(
+                ports,
+                &stack.config,
+                id,
+                (from.clone(), az.clone()),
+                wait,
+                now,
+            )
+            .await?;
             Ok(match cli.output {
                 Output::Json => verify::json(&outcome).to_string(),
                 Output::Text => verify::text(&outcome),
@@ -297,6 +340,14 @@ impl Stack {
             caller_arn: me.arn().unwrap_or_default().to_string(),
         })
     }
+}
+
+/// EC2 in another region, on the same credentials.
+fn ec2_in(sdk: &aws_config::SdkConfig, region: &str) -> Ec2Adapter {
+    let conf = aws_sdk_ec2::config::Builder::from(sdk)
+        .region(aws_config::Region::new(region.to_string()))
+        .build();
+    Ec2Adapter::new(aws_sdk_ec2::Client::from_conf(conf))
 }
 
 /// An RFC 3339 time given on the command line.

@@ -1,7 +1,8 @@
 //! `verify <snapshot-id>` (docs/restore.md, "Restore drills"): one restore
 //! drill now, as verify-restores runs it (`services::drills::drill`), of a
 //! snapshot proven the deployment's as `restore volume` proves it; its
-//! chain checked against the proven snapshot before it.
+//! chain checked against the proven snapshot before it. With `--from
+//! <region>`, a disaster-recovery copy there, drilled there.
 
 use std::time::Duration;
 
@@ -36,19 +37,21 @@ pub struct VerifyPorts<'a> {
     pub drills: &'a dyn DrillLedger,
 }
 
-/// Drill `snapshot_id` in `zone` (default the stack's drill zone).
+/// Drill `snapshot_id` in `zone` (default the stack's drill zone, or
+/// zone `a` of the copy's region); `from`: the region of a copy (the
+/// ports are that region's).
 pub async fn verify(
     ports: VerifyPorts<'_>,
     config: &Config,
     snapshot_id: &str,
-    zone: Option<String>,
+    (from, zone): (Option<String>, Option<String>),
     wait: Duration,
     now: DateTime<Utc>,
 ) -> Result<DrillOutcome, VerifyError> {
     let request = VolumeRequest {
         id: snapshot_id.to_string(),
         at: now,
-        from: None,
+        from: from.clone(),
         overrides: Default::default(),
         attach: None,
         dry_run: true,
@@ -59,23 +62,43 @@ pub async fn verify(
     if ebs_lifecycle_core::restore::needs_tier_restore(&snapshot) {
         return Err(RestoreError::Archived { id: snapshot.id }.into());
     }
-    let listed = restore::history(&ports.restore, config, false, &volume).await?;
+    let listed = restore::history(&ports.restore, config, from.is_some(), &volume).await?;
+    let scope = if from.is_some() {
+        Scope::SomeSnapshots
+    } else {
+        Scope::WholeVolumes
+    };
     let proven = sift(
         ports.restore.ledger,
         config,
         restore::dedup(listed),
-        Scope::WholeVolumes,
+        scope,
         now,
     )
     .await
     .map_err(RestoreError::from)?
     .owned;
-    let proven: Vec<_> = proven.into_iter().filter(|s| !s.is_copy()).collect();
+    // The chain is checked within one place: the home snapshots, or the
+    // copies in the region (each incremental on the one before it there).
+    let proven: Vec<_> = proven
+        .into_iter()
+        .filter(|s| match &from {
+            None => !s.is_copy(),
+            Some(region) => {
+                s.is_copy()
+                    && s.tags.get(ebs_lifecycle_core::tags::TARGET) == Some(region)
+                    && s.source_volume_id() == Some(volume.as_str())
+            }
+        })
+        .collect();
     let older = older_than(&snapshot, &proven);
     let settings = DrillSettings {
         deployment: config.deployment_name().to_string(),
-        zone: zone.unwrap_or_else(|| config.drills.zone.clone()),
-        region: None,
+        zone: zone.unwrap_or_else(|| match &from {
+            Some(region) => format!("{region}a"),
+            None => config.drills.zone.clone(),
+        }),
+        region: from,
         wait,
         poll: Duration::from_secs(2),
     };
@@ -111,9 +134,13 @@ pub async fn verify(
 /// The drill as the command prints it.
 pub fn text(d: &DrillOutcome) -> String {
     format!(
-        "verified {} of {}: restored in {:.1} s, {} blocks read against their checksums, {} read the same as {}{}",
+        "verified {} of {}{}: restored in {:.1} s, {} blocks read against their checksums, {} read the same as {}{}",
         d.snapshot_id,
         d.volume_id,
+        d.region
+            .as_ref()
+            .map(|r| format!(" (its copy in {r})"))
+            .unwrap_or_default(),
         d.seconds,
         d.blocks_read,
         d.chain_blocks,

@@ -25,9 +25,8 @@ the block) page by ``MaxResults`` (100-10,000) and ``NextToken`` or
 in the lineage (their blocks live on in later snapshots, as on EC2). A copy
 made with CopySnapshot in the same account holds its source's blocks (EC2
 copies the data): it reads as its source, and ListChangedBlocks between two
-copies of a volume answers as between their sources ([`record_copy`]).
-Copies from another account (a vault's) have no block map (the direct APIs
-answer ValidationException).
+copies of a volume answers as between their sources ([`record_copy`]); so
+does a copy a vault account makes of a snapshot shared with it.
 """
 
 import binascii

@@ -48,6 +48,8 @@ def _copy_snapshot_shared_with_me(self, source_snapshot_id, source_region, descr
             # A copy from another account takes time, as one from another region.
             copy.status = "pending"
             copy.copy_completes_at = copy.start_time + datetime.timedelta(minutes=COPY_MINUTES)
+            copy.copied_from = source_snapshot_id
+            record_copy(copy)
             self.snapshots[copy.id] = copy
             return copy
     return original(EBSBackend, "copy_snapshot")(self, source_snapshot_id, source_region, description, kms_key_id)

@@ -243,12 +243,14 @@ async fn restore_from_the_dr_region_takes_the_newest_completed_copy_never_a_pend
     let volume = create_volume(&ec2, 8, &[("Backup", "gold")]).await;
     let dr = moto.ec2_in(DR);
     let mut copies = Vec::new();
+    let mut sources = Vec::new();
     for day in 0..2 {
         let source = managed_snapshot(&moto, &volume, "itest", "gold", &[]).await;
         let slot = t("2026-03-01T00:00:00Z") + Duration::days(day);
         // Copied an hour after the slot, as copy-snapshots does.
         let copy = dr_copy(&moto, DR, (&volume, "gold"), &source, slot).await;
         copies.push(copy);
+        sources.push(source);
     }
     // Ten minutes after the second copy began, it is still pending (moto,
     // as EC2, takes 30 minutes): the first is restored.
@@ -294,6 +296,52 @@ async fn restore_from_the_dr_region_takes_the_newest_completed_copy_never_a_pend
     // Without the zone there, it refuses before anything.
     let (no_zone, _) = cli(&moto, &["restore", "volume", &volume, "--from", DR]).await;
     assert!(no_zone.unwrap_err().contains("--az"));
+    // `verify --from` drills a copy there, against the copy before it.
+    let (verified, _) = cli(&moto, &["verify", &copies[1], "--from", DR]).await;
+    let verified = verified.unwrap();
+    assert_eq!(verified["verdict"], "verified", "{verified}");
+    assert_eq!(verified["region"], DR);
+    assert_eq!(verified["older_id"], copies[0].as_str());
+    assert!(verified["blocks_read"].as_u64().unwrap() > 0);
+    let drill_volumes = dr
+        .describe_volumes()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("tag-key")
+                .values("lifecycle:drill")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(drill_volumes.volumes().is_empty());
+
+    // `explain` names each source's copy there (proven by its ledger
+    // record, whatever its tags say).
+    put_tags(&dr, &copies[0], &[(tags::COPY_OF, sources[1].as_str())]).await;
+    let document = std::env::temp_dir().join(format!("dr-{}.json", std::process::id()));
+    std::fs::write(
+        &document,
+        format!(
+            r#"{{"gold": {{"schedule": "@daily", "keep": {{"last": 7}},
+                "copies": [{{"region": "{DR}", "kms_key": "arn:aws:kms:{DR}:{ACCOUNT}:key/dr", "keep": {{"last": 7}}}}]}}}}"#
+        ),
+    )
+    .unwrap();
+    for (source, copy) in sources.iter().zip(&copies) {
+        let (explained, _) = cli(
+            &moto,
+            &["--policies", document.to_str().unwrap(), "explain", source],
+        )
+        .await;
+        let explained = explained.unwrap();
+        assert_eq!(explained["copies"][0]["region"], DR, "{explained}");
+        assert_eq!(
+            explained["copies"][0]["copies"],
+            serde_json::json!([[copy, "completed"]]),
+            "{explained}"
+        );
+    }
 }
 
 #[tokio::test]

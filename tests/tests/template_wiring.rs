@@ -1069,7 +1069,8 @@ fn restores_have_their_own_permission_that_deletes_only_restored_volumes() {
         ledger["Condition"]["ForAllValues:StringEquals"]["dynamodb:LeadingKeys"],
         json!(["copy", "made", "schedule", "hold", "inflight", "verified"])
     );
-    // `plan` reads what expiry reads: the tier status of archived snapshots too.
+    // `plan` reads what expiry reads (the tier status of archived snapshots
+    // too), `explain` the vault accounts a snapshot is shared with.
     let reads = by_sid("ReadSnapshotsVolumesInstances")["Action"].to_string();
     for read in [
         "DescribeSnapshots",
@@ -1078,6 +1079,7 @@ fn restores_have_their_own_permission_that_deletes_only_restored_volumes() {
         "DescribeImages",
         "DescribeLockedSnapshots",
         "DescribeSnapshotTierStatus",
+        "DescribeSnapshotAttribute",
     ] {
         assert!(reads.contains(&format!("ec2:{read}\"")), "{read}: {reads}");
     }

@@ -621,3 +621,94 @@ async fn a_source_account_makes_the_vault_copy_only_within_its_bounds() {
     assert_eq!(third.started.len(), 2, "{third:?}");
     assert_eq!(snapshots(&vault.client).await.len(), 4);
 }
+
+/// A vault stack drills its own copies (all it holds): the vault's copy of
+/// what a source shared, proven by the vault's ledger, made into a volume
+/// of the vault account, read against EBS's checksums, deleted; its pass
+/// recorded in the vault's ledger under the source volume. A copy the
+/// vault's ledger does not back is never drilled.
+#[tokio::test]
+async fn a_vault_stack_drills_its_own_copies() {
+    let moto = Moto::start();
+    let ec2 = moto.ec2();
+    let volume = create_volume(&ec2, 1, &[("Backup", "gold")]).await;
+    let day0 = t("2026-03-01T00:00:00Z");
+    let labels = labels_for(&volume, "itest", "gold", day0);
+    let source = snapshot_as_created(&moto, &volume, &labels, &[]).await;
+    share(&ec2, &source, VAULT).await;
+    let (vault_sdk, vault_key, vault_ledger) = vault_account(&moto).await;
+    let client = aws_sdk_ec2::Client::new(&vault_sdk);
+    let vault = Vault {
+        ec2: Ec2Adapter::new(client.clone()),
+        client,
+        ledger: vault_ledger,
+        config: gold_vault_config(&vault_key),
+        notifier: RecordingNotifier::default(),
+        counter: moto.counted_ec2().1,
+    };
+    let copied = vault_run(&moto, &vault, day0 + Duration::hours(1)).await;
+    assert_eq!(copied.started.len(), 1, "{copied:?}");
+    let copy = snapshots(&vault.client).await[0].id.clone();
+
+    let blocks = ebs_lifecycle::aws::ebs::EbsBlocks::new(
+        aws_sdk_ebs::Client::new(&vault_sdk),
+        ebs_lifecycle::pacing::BucketPacing::NONE,
+    );
+    let notifier = RecordingNotifier::default();
+    let now = day0 + Duration::days(7);
+    moto.set_clock(Some(now));
+    let summary = verify_restores::handle(
+        verify_restores::Ports {
+            catalog: &vault.ec2,
+            volumes: &vault.ec2,
+            blocks: &blocks,
+            copies: &std::collections::BTreeMap::new(),
+            ledger: vault.ledger,
+            drills: vault.ledger,
+            notifier: &notifier,
+        },
+        &vault.config,
+        &json!({"kind": "tick"}),
+        now,
+        Deadline::after(std::time::Duration::from_secs(900)),
+    )
+    .await
+    .unwrap();
+    moto.set_clock(None);
+    assert_eq!(summary.drills.len(), 1, "{summary:#?}");
+    let drill = &summary.drills[0];
+    assert_eq!(drill.snapshot_id, copy);
+    assert_eq!(
+        drill.volume_id, volume,
+        "the source volume, as the vault knows it"
+    );
+    assert_eq!(
+        drill.verdict,
+        ebs_lifecycle::services::drills::Verdict::Verified,
+        "{drill:#?}"
+    );
+    assert!(drill.blocks_read > 0);
+    use ebs_lifecycle::ports::ledger::DrillLedger;
+    let recorded = vault
+        .ledger
+        .verifications(std::slice::from_ref(&volume))
+        .await
+        .unwrap();
+    assert_eq!(recorded[0].snapshot_id, copy);
+    let left = vault
+        .client
+        .describe_volumes()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("tag-key")
+                .values("lifecycle:drill")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        left.volumes().is_empty(),
+        "no drill volume left in the vault"
+    );
+}

@@ -269,7 +269,11 @@ async fn run_drills(
     let sifted =
         ownership::sift(ports.ledger, config, listed, Scope::WholeVolumes, run.now).await?;
     let mut suspects = sifted.suspects;
-    let per_volume = by_volume(sifted.owned.into_iter().filter(|s| !s.is_copy()));
+    // A vault holds copies only (of what its sources share): those are
+    // its snapshots to drill. Elsewhere a copy in the stack's region is
+    // a re-encrypted one (check-encryption's), not a backup of its own.
+    let vault = config.vault.is_some();
+    let per_volume = by_volume(sifted.owned.into_iter().filter(|s| vault || !s.is_copy()));
     let mut picker = Picker::from_time(run.now);
     let selection = select(&head, &per_volume, bounds, &mut picker);
     summary.left_for_later = selection.left + (order.len() - head.len());
