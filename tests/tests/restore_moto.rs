@@ -324,11 +324,21 @@ async fn restore_from_the_dr_region_takes_the_newest_completed_copy_never_a_pend
         &document,
         format!(
             r#"{{"gold": {{"schedule": "@daily", "keep": {{"last": 7}},
-                "copies": [{{"region": "{DR}", "kms_key": "arn:aws:kms:{DR}:{ACCOUNT}:key/dr", "keep": {{"last": 7}}}}]}}}}"#
+                "copies": [{{"region": "{DR}", "kms_key": "arn:aws:kms:{DR}:{ACCOUNT}:key/dr", "keep": {{"last": 7}}}},
+                           {{"account": "210987654321", "region": "{REGION}", "kms_key": "arn:aws:kms:{REGION}:{ACCOUNT}:key/vault", "keep": {{"last": 7}}}}]}}}}"#
         ),
     )
     .unwrap();
-    for (source, copy) in sources.iter().zip(&copies) {
+    // The first is shared with the vault account, as copy-snapshots shares.
+    ec2.modify_snapshot_attribute()
+        .snapshot_id(&sources[0])
+        .attribute(aws_sdk_ec2::types::SnapshotAttributeName::CreateVolumePermission)
+        .operation_type(aws_sdk_ec2::types::OperationType::Add)
+        .user_ids("210987654321")
+        .send()
+        .await
+        .unwrap();
+    for ((source, copy), shared) in sources.iter().zip(&copies).zip([true, false]) {
         let (explained, _) = cli(
             &moto,
             &["--policies", document.to_str().unwrap(), "explain", source],
@@ -341,6 +351,12 @@ async fn restore_from_the_dr_region_takes_the_newest_completed_copy_never_a_pend
             serde_json::json!([[copy, "completed"]]),
             "{explained}"
         );
+        let vault_shares = if shared {
+            serde_json::json!(["210987654321"])
+        } else {
+            serde_json::json!([])
+        };
+        assert_eq!(explained["vault_shares"], vault_shares, "{explained}");
     }
 }
 
