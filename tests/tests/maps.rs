@@ -2,8 +2,9 @@
 //! map atop a crate root or a `mod.rs` names every module declared there,
 //! and each entry of its list names a module that exists; the README's
 //! table of functions, docs/functions.md and the workspace list exactly the
-//! functions template.yaml deploys. A module or function added without its
-//! map fails here.
+//! functions template.yaml deploys; every relative link and heading anchor
+//! of README.md and docs/ resolves. A module or function added without its
+//! map, or a link to a file or heading that is not there, fails here.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
@@ -383,4 +384,141 @@ fn every_parameter_is_in_one_console_group_and_the_description_names_every_funct
         }
     }
     assert!(problems.is_empty(), "{problems:#?}");
+}
+
+/// GitHub's anchor of a heading: lower case, punctuation but `-` and `_`
+/// dropped, spaces made `-`.
+fn anchor(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter_map(|c| match c {
+            ' ' => Some('-'),
+            c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A markdown file's text outside fenced code blocks, line by line.
+fn prose(text: &str) -> Vec<&str> {
+    let mut fenced = false;
+    text.lines()
+        .filter(|line| {
+            if line.trim_start().starts_with("```") {
+                fenced = !fenced;
+                return false;
+            }
+            !fenced
+        })
+        .collect()
+}
+
+/// The anchors of a markdown file's headings (a repeated one gets `-1`,
+/// `-2`... as GitHub numbers them).
+fn anchors(text: &str) -> BTreeSet<String> {
+    let mut seen: std::collections::BTreeMap<String, usize> = Default::default();
+    let mut out = BTreeSet::new();
+    for line in prose(text) {
+        let Some(heading) = line.strip_prefix('#') else {
+            continue;
+        };
+        let heading = heading.trim_start_matches('#');
+        if !heading.starts_with(' ') {
+            continue;
+        }
+        // Links and code in a heading show their text only.
+        let plain = regex_lite::Regex::new(r"\[([^\]]*)\]\([^)]*\)")
+            .unwrap()
+            .replace_all(heading, "$1")
+            .replace('`', "");
+        let base = anchor(&plain);
+        let n = seen.entry(base.clone()).or_default();
+        out.insert(if *n == 0 {
+            base.clone()
+        } else {
+            format!("{base}-{n}")
+        });
+        *n += 1;
+    }
+    out
+}
+
+/// Every relative link in README.md and docs/ leads to a file that exists,
+/// and every `#anchor` to a heading there (or in the same file).
+#[test]
+fn every_relative_link_and_anchor_in_the_readme_and_docs_resolves() {
+    let root = workspace_root();
+    let mut files = vec![root.join("README.md")];
+    let mut docs: Vec<PathBuf> = std::fs::read_dir(root.join("docs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "md"))
+        .collect();
+    docs.sort();
+    files.extend(docs);
+    let link = regex_lite::Regex::new(r"\]\(([^)\s]+)\)").unwrap();
+    let code = regex_lite::Regex::new(r"`[^`]*`").unwrap();
+    let mut broken = Vec::new();
+    let mut checked = 0;
+    for file in &files {
+        let text = read(file);
+        for line in prose(&text) {
+            let line = code.replace_all(line, "");
+            for found in link.captures_iter(&line) {
+                let target = &found[1];
+                if target.contains("://") || target.starts_with("mailto:") {
+                    continue;
+                }
+                checked += 1;
+                let (path, fragment) = match target.split_once('#') {
+                    Some((p, f)) => (p, Some(f)),
+                    None => (target, None),
+                };
+                let resolved = if path.is_empty() {
+                    file.clone()
+                } else {
+                    file.parent().unwrap().join(path)
+                };
+                if !resolved.exists() {
+                    broken.push(format!("{}: {target} (no such file)", file.display()));
+                    continue;
+                }
+                if let Some(fragment) = fragment {
+                    let is_markdown = resolved.extension().is_some_and(|e| e == "md");
+                    if is_markdown && !anchors(&read(&resolved)).contains(fragment) {
+                        broken.push(format!("{}: {target} (no such heading)", file.display()));
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        checked > 20,
+        "only {checked} links found: the pattern is wrong"
+    );
+    assert!(broken.is_empty(), "broken links:\n{}", broken.join("\n"));
+}
+
+#[test]
+fn anchors_are_githubs() {
+    assert_eq!(anchor("Restore drills"), "restore-drills");
+    assert_eq!(
+        anchor("From another region or the vault"),
+        "from-another-region-or-the-vault"
+    );
+    assert_eq!(
+        anchor("Copies (disaster recovery)"),
+        "copies-disaster-recovery"
+    );
+    assert_eq!(anchor("`make demo`: a year"), "make-demo-a-year");
+    let doc = "# A\n## B `c`\n```\n# not a heading\n```\n## B c\n";
+    assert_eq!(
+        anchors(doc),
+        ["a", "b-c", "b-c-1"]
+            .into_iter()
+            .map(String::from)
+            .collect()
+    );
 }
