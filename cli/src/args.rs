@@ -99,6 +99,10 @@ pub enum Command {
         /// then, the snapshots kept then.
         #[arg(long)]
         at: Option<String>,
+        /// The stack's MaxDeletions (default 200): over how many days the
+        /// deletions would spread.
+        #[arg(long)]
+        max_deletions: Option<u32>,
     },
     /// Check a policy document exactly as the functions do at start-up.
     Validate {

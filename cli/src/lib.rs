@@ -254,7 +254,11 @@ pub async fn run(
                 Output::Text => verify::text(&outcome),
             })
         }
-        Command::Plan { file, at } => {
+        Command::Plan {
+            file,
+            at,
+            max_deletions,
+        } => {
             let at = match at {
                 Some(t) => parse_time("--at", t)?,
                 None => now,
@@ -264,7 +268,10 @@ pub async fn run(
                 inventory: &stack.ec2,
                 catalog: &stack.ec2,
                 protections: &stack.ec2,
-                ledger: &stack.ledger,
+                ledger: cli
+                    .ledger_table
+                    .is_some()
+                    .then_some(&stack.ledger as &dyn ebs_lifecycle::ports::ledger::Ledger),
             };
             progress(format!(
                 "planning with {} for {} in {}",
@@ -272,16 +279,11 @@ pub async fn run(
                 stack.config.deployment_name(),
                 stack.config.identity.region
             ));
-            let planned = match plan::plan(ports, &stack.config, at).await {
-                Err(plan::PlanError::Ledger(_) | plan::PlanError::Facts(_))
-                    if cli.ledger_table.is_none() =>
-                {
-                    return Err(CliError::Usage(
-                        "the deployment has made snapshots: give --ledger-table (or EBS_LIFECYCLE_LEDGER_TABLE) to plan their expiry".into(),
-                    ))
-                }
-                planned => planned?,
-            };
+            let mut config = stack.config.clone();
+            if let Some(n) = max_deletions {
+                config.max_deletions = *n;
+            }
+            let planned = plan::plan(ports, &config, at).await?;
             Ok(match cli.output {
                 Output::Json => planned.json().to_string(),
                 Output::Text => planned.text(),
@@ -298,8 +300,8 @@ pub async fn run(
     }
 }
 
-/// The ledger table name a plan without `--ledger-table` stands on: never
-/// read unless the deployment has snapshots, and then refused.
+/// The ledger table name the configuration of a plan without
+/// `--ledger-table` carries: never read (the plan gets no ledger port).
 const NO_LEDGER: &str = "ebs-lifecycle-no-ledger-given";
 
 /// The deployment the command acts on: its configuration (as its

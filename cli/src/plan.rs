@@ -7,8 +7,13 @@
 //! the calls that act or record.
 //!
 //! Bounded as expire is: the deployment's snapshots are read 200 volumes
-//! at a time; what is kept is counted, only what would be deleted is
-//! listed.
+//! at a time; what is kept is counted, what would be deleted is counted
+//! and the first [`LISTED`] are listed.
+//!
+//! Without the ledger (`--ledger-table` not given: before the first
+//! deployment) nothing is read from any table: a deployment with no
+//! snapshot needs none, and one with snapshots is refused
+//! ([`PlanError::NoLedger`]) rather than judged without its proof.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -33,8 +38,12 @@ pub struct PlanPorts<'a> {
     pub inventory: &'a dyn VolumeInventory,
     pub catalog: &'a dyn SnapshotCatalog,
     pub protections: &'a dyn SnapshotProtections,
-    pub ledger: &'a dyn Ledger,
+    /// `None`: no ledger given.
+    pub ledger: Option<&'a dyn Ledger>,
 }
+
+/// The planned deletions listed; the rest are counted.
+pub const LISTED: usize = 1_000;
 
 /// Why no plan could be made.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +58,8 @@ pub enum PlanError {
     Facts(#[from] Unread),
     #[error("the stack's ledger: {0}")]
     Ledger(#[from] LedgerError),
+    #[error("the deployment has made snapshots: give --ledger-table (or EBS_LIFECYCLE_LEDGER_TABLE), the proof of what it made")]
+    NoLedger,
 }
 
 /// One policy's current slot.
@@ -99,7 +110,10 @@ pub struct Plan {
     pub policies: Vec<String>,
     pub slots: Vec<SlotPlan>,
     pub unknown_policies: Vec<UnknownPolicy>,
+    /// The first [`LISTED`] of them.
     pub deletions: Vec<PlannedDeletion>,
+    /// Every snapshot expiry would delete.
+    pub deletable: usize,
     /// Snapshots kept, by why (`kept-by-policy`, `newest-completed`, ...).
     pub kept: BTreeMap<String, usize>,
     /// Snapshots whose tags were tampered with: held for review.
@@ -124,6 +138,7 @@ pub async fn plan(
         slots,
         unknown_policies: resolution.unknown_policies,
         deletions: Vec::new(),
+        deletable: 0,
         kept: BTreeMap::new(),
         suspects: 0,
         volumes_planned: 0,
@@ -168,13 +183,27 @@ async fn creation(
             continue;
         };
         plan.slot = Some(keys::format_time(slot));
-        match due::filled(ports.catalog, ports.ledger, config, &name, slot, now).await {
+        let filled = match ports.ledger {
+            Some(ledger) => due::filled(ports.catalog, ledger, config, &name, slot, now)
+                .await
+                .map_err(|e| e.to_string()),
+            None => match ports
+                .catalog
+                .snapshots_for_slot(&config.identity, &name, slot)
+                .await
+            {
+                Ok(found) if found.is_empty() => Ok(due::Filled::default()),
+                Ok(_) => Err(PlanError::NoLedger.to_string()),
+                Err(e) => Err(e.to_string()),
+            },
+        };
+        match filled {
             Ok(filled) => {
                 let (due, not_due) = due::due(targets, &filled.volume_ids);
                 plan.have_snapshot = not_due;
                 plan.due = due.into_iter().flat_map(due_volumes).collect();
             }
-            Err(e) => plan.unreadable = Some(e.to_string()),
+            Err(e) => plan.unreadable = Some(e),
         }
         slots.push(plan);
     }
@@ -224,7 +253,10 @@ async fn expiry_plan(
         // deployment): no fact, and no ledger, is needed.
         return Ok(());
     }
-    let protected = Protections::read(ports.protections, ports.ledger, Locks::All, true, now)
+    let Some(ledger) = ports.ledger else {
+        return Err(PlanError::NoLedger);
+    };
+    let protected = Protections::read(ports.protections, ledger, Locks::All, true, now)
         .await
         .for_deletion(false)?;
     let mut tiers: Option<Tiers> = None;
@@ -237,7 +269,7 @@ async fn expiry_plan(
         )
         .map_err(PlanError::Snapshots)?;
         let read = Batch::read(
-            ports.ledger,
+            ledger,
             ports.protections,
             config,
             &protected,
@@ -257,14 +289,18 @@ async fn expiry_plan(
         for volume in &plans {
             for p in &volume.snapshots {
                 match &p.verdict {
-                    Ok(()) => plan.deletions.push(PlannedDeletion {
-                        snapshot_id: p.snapshot.id.clone(),
-                        volume_id: volume.volume_id.clone(),
-                        policy: volume.policy.clone(),
-                        start_time: p.snapshot.start_time.map(keys::format_time),
-                        volume_size_gib: p.snapshot.volume_size_gib,
-                        orphan: volume.orphan,
-                    }),
+                    Ok(()) if plan.deletable >= LISTED => plan.deletable += 1,
+                    Ok(()) => {
+                        plan.deletable += 1;
+                        plan.deletions.push(PlannedDeletion {
+                            snapshot_id: p.snapshot.id.clone(),
+                            volume_id: volume.volume_id.clone(),
+                            policy: volume.policy.clone(),
+                            start_time: p.snapshot.start_time.map(keys::format_time),
+                            volume_size_gib: p.snapshot.volume_size_gib,
+                            orphan: volume.orphan,
+                        })
+                    }
                     Err(why) => *plan.kept.entry(why.kind().to_string()).or_default() += 1,
                 }
             }
@@ -284,6 +320,7 @@ impl Plan {
             },
             "expire": {
                 "delete": self.deletions,
+                "deletable": self.deletable,
                 "kept": self.kept,
                 "held_for_review": self.suspects,
                 "volumes": self.volumes_planned,
@@ -352,14 +389,16 @@ impl Plan {
             ));
         }
         out.push(format!(
-            "expire-snapshots: {} snapshots of {} volumes to delete{}",
-            self.deletions.len(),
+            "expire-snapshots: {} snapshots of {} volumes to delete{} (none in a stack deployed with DryRun=true)",
+            self.deletable,
             self.volumes_planned,
-            if self.deletions.len() > self.max_deletions as usize {
+            if self.max_deletions == 0 {
+                " (MaxDeletions 0: none is deleted)".to_string()
+            } else if self.deletable > self.max_deletions as usize {
                 format!(
-                    " (at most {} in 24 hours: over {} days)",
+                    " (at most {} in 24 hours, --max-deletions: over {} days)",
                     self.max_deletions,
-                    (self.deletions.len() as u32).div_ceil(self.max_deletions.max(1))
+                    self.deletable.div_ceil(self.max_deletions as usize)
                 )
             } else {
                 String::new()
@@ -376,6 +415,12 @@ impl Plan {
                     .map(|g| g.to_string())
                     .unwrap_or_else(|| "?".into()),
                 if d.orphan { ", volume gone" } else { "" }
+            ));
+        }
+        if self.deletable > self.deletions.len() {
+            out.push(format!(
+                "    ... and {} more (--output json lists the first {LISTED} too)",
+                self.deletable - self.deletions.len()
             ));
         }
         let kept: Vec<String> = self.kept.iter().map(|(k, n)| format!("{n} {k}")).collect();

@@ -94,10 +94,23 @@ pub async fn verify(
     let older = older_than(&snapshot, &proven);
     let settings = DrillSettings {
         deployment: config.deployment_name().to_string(),
-        zone: zone.unwrap_or_else(|| match &from {
-            Some(region) => format!("{region}a"),
-            None => config.drills.zone.clone(),
-        }),
+        zone: match (zone, &from) {
+            (Some(zone), _) => zone,
+            (None, None) => config.drills.zone.clone(),
+            // The copy's region's first available zone (zone `a` is not
+            // every account's).
+            (None, Some(_)) => ports
+                .restore
+                .restorer
+                .first_zone()
+                .await
+                .map_err(RestoreError::from)?
+                .ok_or_else(|| {
+                    RestoreError::Refused(
+                        "no available zone in the copy's region: give --az".into(),
+                    )
+                })?,
+        },
         region: from,
         wait,
         poll: Duration::from_secs(2),
@@ -147,7 +160,7 @@ pub fn text(d: &DrillOutcome) -> String {
         d.older_id.as_deref().unwrap_or("no older snapshot"),
         d.cleanup_error
             .as_ref()
-            .map(|e| format!("\nwarning: the drill volume could not be deleted ({e}); verify-restores' next run deletes it"))
+            .map(|e| format!("\nwarning: the drill volume could not be deleted ({e}); verify-restores' next run deletes it (in a region the policies copy to; elsewhere delete it by hand)"))
             .unwrap_or_default()
     )
 }

@@ -26,7 +26,10 @@ in the lineage (their blocks live on in later snapshots, as on EC2). A copy
 made with CopySnapshot in the same account holds its source's blocks (EC2
 copies the data): it reads as its source, and ListChangedBlocks between two
 copies of a volume answers as between their sources ([`record_copy`]); so
-does a copy a vault account makes of a snapshot shared with it.
+does a copy a vault account makes of a snapshot shared with it. Test hook: a
+snapshot tagged ``moto:unrelated`` makes ListChangedBlocks with it answer
+ValidationException ``UNRELATED_SNAPSHOTS`` (EBS's answer for a copy made
+in full, not incremental on the one before it).
 """
 
 import binascii
@@ -242,6 +245,8 @@ def _list_changed_blocks_synthetic(self):  # type: ignore[no-untyped-def]
             raise _ebs_validation("The snapshot has no block map in this emulator (a copy)")
         return original(EBSResponse, "list_changed_blocks")(self)
     lineage = _LINEAGES[second.volume_id]
+    if first_id and any(_unrelated(i) for i in (first_id, second_id)):
+        raise _ebs_validation("UNRELATED_SNAPSHOTS: the snapshots are not of one lineage")
     if _archived(second) or (first_id and _ENTRY.get(first_id) and _archived(_ENTRY[first_id])):
         raise _ebs_validation("The snapshot is in the archive tier")
     if first_id:
@@ -274,6 +279,16 @@ def _list_changed_blocks_synthetic(self):  # type: ignore[no-untyped-def]
     if more:
         result["NextToken"] = more
     return _json(result)
+
+
+def _unrelated(snapshot_id):  # type: ignore[no-untyped-def]
+    """Test hook: a snapshot tagged ``moto:unrelated`` is compared with no
+    other (as EBS refuses a copy made in full against its predecessor)."""
+    entry = _ENTRY.get(snapshot_id)
+    if entry is None:
+        return False
+    snapshot = entry.snapshot
+    return "moto:unrelated" in snapshot.ec2_backend.tags.get(snapshot.id, {})
 
 
 def _archived(entry):  # type: ignore[no-untyped-def]

@@ -1186,4 +1186,11 @@ async fn plan_before_the_first_deployment_needs_no_ledger() {
         .await
         .unwrap_err();
     assert!(refused.contains("gold"), "{refused}");
+    // Once the deployment has snapshots, their proof is in the ledger: no
+    // plan without it.
+    managed_snapshot(&moto, &volume, "not-yet", "gold", &[]).await;
+    let without = run(r#"{"gold": {"schedule": "@daily", "keep": {"daily": 7}}}"#)
+        .await
+        .unwrap_err();
+    assert!(without.contains("--ledger-table"), "{without}");
 }

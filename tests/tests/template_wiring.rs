@@ -1568,7 +1568,8 @@ fn drills_of_copies_act_only_in_the_copy_regions() {
             "TagDrillVolumesAtCreationInCopyRegions",
             "DeleteOnlyDrillVolumesInCopyRegions",
             "ReadOwnCopyBlocks",
-            "CopyTargetKeysThroughEc2AndEbs"
+            "CopyTargetKeysThroughEc2AndEbs",
+            "CopyTargetKeyGrantsForEc2"
         ]
     );
     let own = json!({"!Ref": "AWS::StackName"});
@@ -1586,9 +1587,18 @@ fn drills_of_copies_act_only_in_the_copy_regions() {
     }
     let keys = conditional[5];
     assert_eq!(keys["Resource"], json!({"!Ref": "CopyTargetKmsKeyArns"}));
+    assert!(!keys["Action"].to_string().contains("CreateGrant"));
     assert_eq!(
         keys["Condition"]["StringLike"]["kms:ViaService"],
         json!(["ec2.*.amazonaws.com", "ebs.*.amazonaws.com"])
+    );
+    // Grants only for EC2 itself, as at home.
+    let grants = conditional[6];
+    assert_eq!(grants["Action"], "kms:CreateGrant");
+    assert_eq!(grants["Resource"], json!({"!Ref": "CopyTargetKmsKeyArns"}));
+    assert_eq!(
+        grants["Condition"]["Bool"]["kms:GrantIsForAWSResource"],
+        "true"
     );
 }
 

@@ -648,4 +648,37 @@ async fn disaster_recovery_copies_are_drilled_in_their_region_in_turn() {
     .await;
     assert!(one.drills.iter().all(|d| d.region.is_none()), "{one:#?}");
     assert!(one.copy_regions.is_empty());
+    // The damaged copy replaced by one EBS compares with nothing before it
+    // (a copy made in full): the drill stands on its own blocks, the chain
+    // is not checked, and nothing fails.
+    dr.delete_tags()
+        .resources(&copies[1])
+        .tags(
+            aws_sdk_ec2::types::Tag::builder()
+                .key("moto:corrupt-block")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    put_tags(&dr, &copies[1], &[("moto:unrelated", "yes")]).await;
+    let (full, sent) = run_with(
+        &moto,
+        &policies,
+        &settings,
+        &[DR],
+        week + Duration::days(14),
+    )
+    .await;
+    let drilled = full
+        .drills
+        .iter()
+        .find(|d| d.region.as_deref() == Some(DR))
+        .unwrap();
+    assert_eq!(drilled.snapshot_id, copies[1]);
+    assert_eq!(drilled.verdict, Verdict::Verified, "{drilled:#?}");
+    assert_eq!(drilled.chain_blocks, 0);
+    assert!(sent
+        .iter()
+        .all(|n| n.kind != NotificationKind::RestoreDrillFailed));
 }

@@ -445,7 +445,8 @@ pub async fn handle(
     function::invoke::<CreateSnapshots>(ports, config, event, now, deadline).await
 }
 
-/// Steps 1 and 2: list what opted in and resolve policies.
+/// Step 3: per policy, its current slot and what of it is still to be
+/// made (`services::due`), as work for step 5.
 async fn plan<'p>(
     catalog: &dyn SnapshotCatalog,
     ledger: &dyn Ledger,

@@ -238,20 +238,46 @@ async fn run_drills(
 ) -> Result<Vec<ebs_lifecycle_core::ownership::Suspect>, InvocationError> {
     let config = run.config;
     let per_run = config.drills.per_run as usize;
-    // Copies take at most half the drills, one per region: the home
-    // snapshots are what a restore uses first.
-    let regions = turn_of_regions(ports.copies.keys().cloned().collect(), run.now);
-    let copy_drills = regions.len().min(per_run / 2);
-    let bounds = Bounds {
-        drills: per_run - copy_drills,
-        max_gib: u64::from(config.drills.max_gib),
-    };
+    let max_gib = u64::from(config.drills.max_gib);
     let deployment = config.deployment_name();
     let volumes = ports.catalog.managed_volume_ids(deployment).await?;
     summary.volumes = volumes.len();
-    if per_run == 0 || volumes.is_empty() {
+    if per_run == 0 {
         return Ok(Vec::new());
     }
+    let mut picker = Picker::from_time(run.now);
+    let mut suspects = Vec::new();
+
+    // The copies first, within their share (at most half the drills, one
+    // per region): after the home drills they would get what time and
+    // GiB those left, which a few large volumes can make nothing, week
+    // after week. A slot a region does not use goes back to the home
+    // snapshots.
+    let regions = turn_of_regions(ports.copies.keys().cloned().collect(), run.now);
+    let mut gib_left = max_gib;
+    let mut copies_drilled = 0;
+    for region in regions.into_iter().take(per_run / 2) {
+        summary.copy_regions.push(region.clone());
+        let Some(place) = ports.copies.get(&region).copied() else {
+            continue;
+        };
+        match drill_copies(ports, run, place, &region, gib_left, &mut picker, summary).await {
+            Ok(done) => {
+                suspects.extend(done.suspects);
+                gib_left = gib_left.saturating_sub(done.gib);
+                copies_drilled += done.drills;
+            }
+            Err(e) => summary.copy_errors.push(format!("{region}: {e}")),
+        }
+    }
+
+    if volumes.is_empty() {
+        return Ok(suspects);
+    }
+    let bounds = Bounds {
+        drills: per_run - copies_drilled,
+        max_gib: gib_left,
+    };
     let verified = last_passed(ports.drills, &volumes, |v| v.to_string()).await?;
     let order = volume_order(&volumes, &verified);
     // Some volumes in line have nothing to drill (too large, archived,
@@ -268,54 +294,49 @@ async fn run_drills(
         .await?;
     let sifted =
         ownership::sift(ports.ledger, config, listed, Scope::WholeVolumes, run.now).await?;
-    let mut suspects = sifted.suspects;
+    suspects.extend(sifted.suspects);
     // A vault holds copies only (of what its sources share): those are
     // its snapshots to drill. Elsewhere a copy in the stack's region is
     // a re-encrypted one (check-encryption's), not a backup of its own.
     let vault = config.vault.is_some();
     let per_volume = by_volume(sifted.owned.into_iter().filter(|s| vault || !s.is_copy()));
-    let mut picker = Picker::from_time(run.now);
     let selection = select(&head, &per_volume, bounds, &mut picker);
     summary.left_for_later = selection.left + (order.len() - head.len());
-    let mut gib_left = bounds.max_gib;
-    for d in &selection.drills {
-        gib_left = gib_left.saturating_sub(d.size_gib);
-    }
-    summary.too_large = selection.too_large.clone();
+    summary.too_large.extend(
+        selection
+            .too_large
+            .iter()
+            .filter(|id| {
+                // Too large for what the copies left, not for a run: next
+                // week's turn.
+                per_volume
+                    .values()
+                    .flatten()
+                    .find(|s| &&s.id == id)
+                    .and_then(|s| s.volume_size_gib)
+                    .is_none_or(|g| u64::try_from(g).unwrap_or(0) > max_gib)
+            })
+            .cloned(),
+    );
+    let drilling = Drilling {
+        ports,
+        run,
+        settings: DrillSettings {
+            deployment: deployment.to_string(),
+            zone: config.drills.zone.clone(),
+            region: None,
+            wait: DRILL_WAIT,
+            poll: Duration::from_secs(2),
+        },
+    };
     let home = Place {
         catalog: ports.catalog,
         volumes: ports.volumes,
         blocks: ports.blocks,
     };
-    let settings = DrillSettings {
-        deployment: deployment.to_string(),
-        zone: config.drills.zone.clone(),
-        region: None,
-        wait: DRILL_WAIT,
-        poll: Duration::from_secs(2),
-    };
-    let drilling = Drilling {
-        ports,
-        run,
-        settings,
-    };
     drilling
         .all(home, &selection, &per_volume, &mut picker, summary)
         .await;
-
-    for region in regions.into_iter().take(copy_drills) {
-        summary.copy_regions.push(region.clone());
-        let Some(place) = ports.copies.get(&region).copied() else {
-            continue;
-        };
-        match drill_copies(ports, run, place, &region, gib_left, &mut picker, summary).await {
-            Ok((found, used)) => {
-                suspects.extend(found);
-                gib_left = gib_left.saturating_sub(used);
-            }
-            Err(e) => summary.copy_errors.push(format!("{region}: {e}")),
-        }
-    }
     Ok(suspects)
 }
 
@@ -362,10 +383,17 @@ fn by_volume(snapshots: impl Iterator<Item = Snapshot>) -> BTreeMap<String, Vec<
     per_volume
 }
 
+/// What one region's turn drilled.
+struct CopyTurn {
+    suspects: Vec<ebs_lifecycle_core::ownership::Suspect>,
+    gib: u64,
+    drills: usize,
+}
+
 /// One drill of the copies in `region`: the newest copy of the volume
 /// whose copies there passed a drill longest ago (never first), proven
 /// the deployment's by the ledger's copy record, drilled in a volume of
-/// that region. Returns the suspects and the GiB used.
+/// that region, in its first available zone.
 async fn drill_copies(
     ports: Ports<'_>,
     run: &FunctionRun<'_>,
@@ -374,7 +402,7 @@ async fn drill_copies(
     gib_left: u64,
     picker: &mut Picker,
     summary: &mut RunSummary,
-) -> Result<(Vec<ebs_lifecycle_core::ownership::Suspect>, u64), String> {
+) -> Result<CopyTurn, String> {
     let config = run.config;
     let listed = place
         .catalog
@@ -394,18 +422,42 @@ async fn drill_copies(
         .await
         .map_err(|e| e.to_string())?;
     let order = volume_order(&volumes, &verified);
+    // Judged against a run's GiB: a copy too large for what is left this
+    // run waits for the next turn rather than giving its place away.
     let bounds = Bounds {
         drills: 1,
-        max_gib: gib_left,
+        max_gib: u64::from(config.drills.max_gib),
     };
     let selection = select(&order, &per_volume, bounds, picker);
-    let used = selection.drills.iter().map(|d| d.size_gib).sum();
+    summary
+        .too_large
+        .extend(selection.too_large.iter().cloned());
+    let gib: u64 = selection.drills.iter().map(|d| d.size_gib).sum();
+    let mut turn = CopyTurn {
+        suspects: sifted.suspects,
+        gib: 0,
+        drills: 0,
+    };
+    if selection.drills.is_empty() {
+        return Ok(turn);
+    }
+    if gib > gib_left {
+        return Err(format!(
+            "its next copy ({gib} GiB) does not fit the {gib_left} GiB left this run; next turn"
+        ));
+    }
+    let zone = place
+        .volumes
+        .first_zone()
+        .await
+        .map_err(|e| format!("its zones: {e}"))?
+        .ok_or_else(|| "no available zone".to_string())?;
     let drilling = Drilling {
         ports,
         run,
         settings: DrillSettings {
             deployment: config.deployment_name().to_string(),
-            zone: format!("{region}a"),
+            zone,
             region: Some(region.to_string()),
             wait: DRILL_WAIT,
             poll: Duration::from_secs(2),
@@ -414,7 +466,9 @@ async fn drill_copies(
     drilling
         .all(place, &selection, &per_volume, picker, summary)
         .await;
-    Ok((sifted.suspects, used))
+    turn.gib = gib;
+    turn.drills = selection.drills.len();
+    Ok(turn)
 }
 
 /// Drills in one place, within the run's deadline.

@@ -1148,6 +1148,24 @@ impl VolumeRestorer for Ec2Adapter {
         Ok(answer.volumes().iter().filter_map(facts_of).collect())
     }
 
+    async fn first_zone(&self) -> Result<Option<String>, Ec2Error> {
+        let answer = self
+            .client
+            .describe_availability_zones()
+            .filters(filter("state", ["available"]))
+            .send()
+            .await
+            .map_err(|e| Ec2Error::from_sdk("DescribeAvailabilityZones", e))?;
+        // Local and Wavelength Zones (opted in) are not where a drill
+        // belongs, and their names sort first (`us-west-2-lax-1a`).
+        Ok(answer
+            .availability_zones()
+            .iter()
+            .filter(|z| z.zone_type().is_none_or(|t| t == "availability-zone"))
+            .filter_map(|z| z.zone_name().map(String::from))
+            .min())
+    }
+
     async fn source_volume(&self, volume_id: &str) -> Result<Option<SourceVolume>, Ec2Error> {
         Ok(self
             .describe_volume(volume_id)

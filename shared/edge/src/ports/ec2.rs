@@ -438,4 +438,8 @@ pub trait VolumeRestorer: Send + Sync {
     /// The volumes carrying `lifecycle:drill` = `token`: a drill whose
     /// CreateVolume answer was lost.
     async fn drill_volumes(&self, token: &str) -> Result<Vec<VolumeFacts>, Ec2Error>;
+    /// The first availability zone of the region (by name) that is
+    /// available to the account: where a drill of a copy there makes its
+    /// volume (zone `a` is not every account's).
+    async fn first_zone(&self) -> Result<Option<String>, Ec2Error>;
 }
