@@ -7,7 +7,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 VENV := .venv
 
-.PHONY: org-template all test demo venv fmt-check clippy lint-template package build clean scale slot-scale bench adversary flake-hunt
+.PHONY: org-template all test demo venv fmt-check clippy lint-template package deploy validate build clean scale slot-scale bench adversary flake-hunt
 
 all: test
 
@@ -43,6 +43,19 @@ lint-template: venv
 ## About 15 minutes cold; not part of make test.
 package: venv
 	bash scripts/package.sh
+
+## make deploy [POLICIES=file.json] [SAM_ARGS=--guided]: `sam deploy` (the
+## pinned one in .venv) of what make package built, as the architecture it
+## built, with samconfig.toml's parameters (DryRun included) and, given
+## POLICIES, that policy document, checked first by `ebs-lifecycle validate`
+## (scripts/deploy.py says why each step is there).
+deploy: venv
+	$(VENV)/bin/python scripts/deploy.py $(if $(POLICIES),--policies $(POLICIES)) -- $(SAM_ARGS)
+
+## make validate POLICIES=file.json: the policy document checked exactly as
+## the functions check it at start-up, before anything is deployed.
+validate: venv
+	$(VENV)/bin/python scripts/deploy.py --validate-only --policies $(POLICIES)
 
 ## make org-template: the stack for CloudFormation StackSets (every account
 ## of an organisation; StackSets refuse the SAM transform): dist/org-template.json,

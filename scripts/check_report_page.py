@@ -2,7 +2,9 @@
 
     check_report_page.py REPORT.html REPORT.json SCREENSHOT.png
 
-Debian's chromium, headless, driven by Playwright (no browser download):
+A chromium, headless, driven by Playwright: `CHROMIUM` if set, else
+Debian's `chromium` on the PATH, else Playwright's own Chromium (what
+scripts/venv.sh installs without root):
 the page must render with no request leaving it (self-contained), each
 coverage bar's drawn width must be in proportion to the JSON's count, each
 policy's cost bar to its monthly cost, the headline figures must read as
@@ -15,13 +17,15 @@ report).
 """
 
 import json
+import os
 import shutil
 import sys
 from collections import defaultdict
 
 from playwright.sync_api import sync_playwright
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# None: Playwright's own Chromium.
+CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 def close(a, b, tolerance=1.0):  # type: ignore[no-untyped-def]

@@ -48,4 +48,7 @@ for name in functions:
     mib = lambda n: f"{n / 1048576:.1f} MiB"
     print(f"{name:<28}{mib(os.path.getsize(binary)):>12}{mib(os.path.getsize(target)):>12}")
 print(f"zips in {out}/")
+# make deploy deploys what was built, as what it was built for.
+with open(os.path.join(".aws-sam", "build-architecture"), "w") as f:
+    f.write(arch + "\n")
 PY

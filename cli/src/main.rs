@@ -17,7 +17,14 @@ async fn main() -> ExitCode {
         )
         .init();
     let cli = ebs_lifecycle_cli::args::Cli::parse();
-    let sdk = ebs_lifecycle_cli::aws_config(cli.region.clone()).await;
+    // `validate` reads a file and nothing of AWS: no credentials, no
+    // region (nor a look at the instance metadata for one).
+    let sdk = match cli.command {
+        ebs_lifecycle_cli::args::Command::Validate { .. } => {
+            aws_config::SdkConfig::builder().build()
+        }
+        _ => ebs_lifecycle_cli::aws_config(cli.region.clone()).await,
+    };
     match ebs_lifecycle_cli::run(&cli, &sdk, &mut |line| eprintln!("{line}")).await {
         Ok(out) => {
             println!("{out}");
