@@ -1536,6 +1536,40 @@ fn restore_drills_read_only_the_deployments_blocks_and_make_and_delete_only_dril
     );
 }
 
+/// Every role a key policy may have to name is an output (the docs tell
+/// operators to put it there), and every function's name is one.
+#[test]
+fn outputs_name_every_function_and_every_role_a_key_policy_names() {
+    let template = template_json();
+    let outputs = template["Outputs"].as_object().unwrap();
+    for role in [
+        "CopySnapshotsFunctionRole",
+        "VerifyRestoresFunctionRole",
+        "CheckEncryptionFunctionRole",
+        "VaultSnapshotsFunctionRole",
+    ] {
+        let output = &outputs[&format!("{role}Arn")];
+        assert_eq!(
+            output["Value"],
+            json!({"!GetAtt": format!("{role}.Arn")}),
+            "{role}"
+        );
+    }
+    assert_eq!(
+        outputs["VaultSnapshotsFunctionRoleArn"]["Condition"],
+        "IsVault"
+    );
+    let resources = template["Resources"].as_object().unwrap();
+    for (name, resource) in resources {
+        if resource["Type"] == "AWS::Serverless::Function" {
+            assert!(
+                outputs.contains_key(&format!("{name}Name")),
+                "no output names {name}"
+            );
+        }
+    }
+}
+
 /// The drills of disaster-recovery copies exist only with copy targets,
 /// and act only in `CopyTargetRegions`, with the same tags as at home and
 /// the target keys only through EC2 and EBS.
