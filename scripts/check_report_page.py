@@ -8,8 +8,9 @@ scripts/venv.sh installs without root):
 the page must render with no request leaving it (self-contained), each
 coverage bar's drawn width must be in proportion to the JSON's count, each
 policy's cost bar to its monthly cost, the headline figures must read as
-the JSON says, and every volume timeline must draw one dot per priced
-snapshot. Then a full-page screenshot. Exit status 0 when all holds; each
+the JSON says, every volume timeline must draw one dot per priced
+snapshot and name the volume by its Name, and the date axis must start and
+end under the first and last snapshot. Then a full-page screenshot. Exit status 0 when all holds; each
 failed check is printed.
 
 Run by tests/tests/report_snapshots_moto.rs and by `make demo` (the year's
@@ -73,16 +74,37 @@ def check(page, report):  # type: ignore[no-untyped-def]
     gib = (cost["standard_bytes"] + cost["archive_bytes"]) / 2**30
     expect(page.locator("#stored-gib").inner_text() == f"{gib:.2f}", "stored GiB")
 
-    # Timelines: one dot per priced snapshot of each volume drawn.
+    # Timelines: one dot per priced snapshot of each volume drawn, each
+    # volume by its Name where it has one.
     by_volume = {(v["volume_id"]): len(v.get("snapshots", [])) for v in cost["volumes"]}
-    rows = page.locator("svg#timelines g").all()
+    names = {c["volume_id"]: c["name"] for c in report.get("coverage", []) if c.get("name")}
+    rows = page.locator("svg#timelines g[data-volume]").all()
     expect(len(rows) == min(40, len(by_volume)), f"timelines: {len(rows)} rows for {len(by_volume)} volumes")
+    drawn_times = []
     for row in rows:
         volume = row.get_attribute("data-volume")
         dots = row.locator(".snapshot").count()
         expect(dots == by_volume.get(volume), f"timeline {volume}: {dots} dots, JSON {by_volume.get(volume)}")
         visible = [c.bounding_box() for c in row.locator(".snapshot").all()[:3]]
         expect(all(b and b["width"] > 0 for b in visible), f"timeline {volume}: dots not drawn")
+        label = row.locator("text").first.text_content() or ""
+        if volume in names:
+            expect(names[volume][:20] in label, f"timeline {volume}: labelled {label!r}, its Name is {names[volume]!r}")
+        drawn_times += [s["time"] for v in cost["volumes"] if v["volume_id"] == volume for s in v.get("snapshots", [])]
+
+    # The date axis: its first and last labels are the first and last
+    # drawn snapshots' days, each under that snapshot's dot.
+    ticks = page.locator("svg#timelines #axis text.tick").all()
+    if drawn_times:
+        expect(len(ticks) >= 1, "no date axis under the timelines")
+        first, last = min(drawn_times), max(drawn_times)
+        if ticks:
+            expect(ticks[0].text_content() == first[:10], f"axis starts {ticks[0].text_content()}, first snapshot {first}")
+            expect(ticks[-1].text_content() == last[:10], f"axis ends {ticks[-1].text_content()}, last snapshot {last}")
+            xs = [b["x"] + b["width"] / 2 for b in (d.bounding_box() for d in page.locator("svg#timelines .snapshot").all()) if b]
+            centre = lambda t: (lambda b: b["x"] + b["width"] / 2)(t.bounding_box())  # noqa: E731
+            expect(close(centre(ticks[0]), min(xs), 2.0), f"axis start at {centre(ticks[0]):.1f} px, first dot at {min(xs):.1f}")
+            expect(close(centre(ticks[-1]), max(xs), 2.0), f"axis end at {centre(ticks[-1]):.1f} px, last dot at {max(xs):.1f}")
     return problems
 
 

@@ -2,6 +2,7 @@
 //! no request for anything: a chart as inline SVG, a table). Pure: the
 //! handler stores what these return.
 
+use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use ebs_lifecycle_core::coverage::VolumeCoverage;
@@ -11,16 +12,40 @@ use crate::rows::{VolumeCost, TIMELINES};
 use crate::Report;
 
 const GIB: f64 = 1_073_741_824.0;
-/// Colours of the rules that keep a snapshot, in the timelines.
-const RULE_COLOURS: [(&str, &str); 7] = [
+/// Colours of the rules that keep a snapshot, in the timelines: each rule
+/// family its own (`within` and its calendar forms one, the oldest-snapshot
+/// rule's forms one), `none` for what the next expiry may delete.
+const RULE_COLOURS: [(&str, &str); 10] = [
+    ("last", "#2e7d32"),
     ("hourly", "#90caf9"),
     ("daily", "#42a5f5"),
     ("weekly", "#1e88e5"),
     ("monthly", "#6a1b9a"),
     ("yearly", "#ef6c00"),
-    ("last", "#2e7d32"),
+    ("within", "#00897b"),
+    ("oldest", "#8d6e63"),
+    ("tag", "#f9a825"),
     ("none", "#c62828"),
 ];
+
+/// The family of a keep reason (`within-daily` is `within`,
+/// `oldest-within-monthly` is `oldest`), and its colour.
+fn rule_colour(reason: Option<&str>) -> (&'static str, &'static str) {
+    let family = match reason {
+        None => "none",
+        Some(r) if r.starts_with("oldest") => "oldest",
+        Some(r) if r.starts_with("within") => "within",
+        Some(r) => r,
+    };
+    RULE_COLOURS
+        .iter()
+        .find(|(k, _)| *k == family)
+        .copied()
+        .unwrap_or(("none", "#c62828"))
+}
+
+/// Labels of the timelines' date axis: about six, evenly spaced.
+const AXIS_TICKS: i64 = 6;
 
 /// The classes in the order the chart shows them, with their colours.
 const CLASSES: [(&str, &str, &str); 6] = [
@@ -264,6 +289,12 @@ fn costliest_first(report: &Report) -> Vec<&VolumeCost> {
 /// with their snapshots as the run priced them).
 fn timelines(report: &Report) -> String {
     let volumes = &report.cost.timelines;
+    // Volumes by their Name where they have one (the id in the tooltip).
+    let names: BTreeMap<&str, &str> = report
+        .coverage
+        .iter()
+        .filter_map(|c| Some((c.volume_id.as_str(), c.name.as_deref()?)))
+        .collect();
     let times: Vec<i64> = volumes
         .iter()
         .flat_map(|v| &v.snapshots)
@@ -276,20 +307,26 @@ fn timelines(report: &Report) -> String {
     );
     let span = (t1 - t0).max(1) as f64;
     let (left, w, row_h) = (260.0, 600.0, 22usize);
+    let rows_h = row_h * volumes.len().max(1) + 10;
     let mut svg = format!(
         r#"<svg id="timelines" role="img" aria-label="kept snapshots per volume" width="{}" height="{}" xmlns="http://www.w3.org/2000/svg">"#,
-        left + w + 20.0,
-        row_h * volumes.len().max(1) + 10
+        left + w + 60.0,
+        rows_h + 30
     );
     for (i, v) in volumes.iter().enumerate() {
         let y = 15 + i * row_h;
+        let label = match names.get(v.volume_id.as_str()) {
+            Some(name) => shorten(name, 28),
+            None => v.volume_id.clone(),
+        };
         let _ = write!(
             svg,
-            r##"<g data-volume="{}" data-snapshots="{}"><text x="0" y="{}" font-size="12">{} ({})</text><line x1="{left}" y1="{y}" x2="{}" y2="{y}" stroke="#ddd"/>"##,
+            r##"<g data-volume="{}" data-snapshots="{}"><text x="0" y="{}" font-size="12"><title>{}</title>{} ({})</text><line x1="{left}" y1="{y}" x2="{}" y2="{y}" stroke="#ddd"/>"##,
             escape(&v.volume_id),
             v.snapshots.len(),
             y + 4,
             escape(&v.volume_id),
+            escape(&label),
             escape(&v.policy),
             left + w,
         );
@@ -297,12 +334,7 @@ fn timelines(report: &Report) -> String {
             let Some(t) = tags::parse_time(&c.time) else {
                 continue;
             };
-            let rule = c
-                .retained_by
-                .iter()
-                .find_map(|r| RULE_COLOURS.iter().find(|(k, _)| r.contains(k)))
-                .or(RULE_COLOURS.last())
-                .map_or("#888", |(_, colour)| colour);
+            let (family, rule) = rule_colour(c.retained_by.first().copied());
             let x = left + (t.timestamp() - t0) as f64 / span * w;
             let title = format!(
                 "{} {} kept by {} ({} unique bytes, {} tier)",
@@ -322,7 +354,7 @@ fn timelines(report: &Report) -> String {
             let _ = if c.tier == "archive" {
                 write!(
                     svg,
-                    r#"<rect class="snapshot" data-tier="archive" x="{:.1}" y="{}" width="8" height="8" fill="{rule}"><title>{}</title></rect>"#,
+                    r#"<rect class="snapshot" data-tier="archive" data-rule="{family}" x="{:.1}" y="{}" width="8" height="8" fill="{rule}"><title>{}</title></rect>"#,
                     x - 4.0,
                     y - 4,
                     escape(&title)
@@ -330,15 +362,51 @@ fn timelines(report: &Report) -> String {
             } else {
                 write!(
                     svg,
-                    r#"<circle class="snapshot" data-tier="standard" cx="{x:.1}" cy="{y}" r="4" fill="{rule}"><title>{}</title></circle>"#,
+                    r#"<circle class="snapshot" data-tier="standard" data-rule="{family}" cx="{x:.1}" cy="{y}" r="4" fill="{rule}"><title>{}</title></circle>"#,
                     escape(&title)
                 )
             };
         }
         svg.push_str("</g>");
     }
+    // The date axis: the first and the last snapshot's days and evenly
+    // spaced days between, each at its place on the line above.
+    if !times.is_empty() {
+        let y = rows_h;
+        let _ = write!(
+            svg,
+            r##"<g id="axis"><line x1="{left}" y1="{y}" x2="{}" y2="{y}" stroke="#999"/>"##,
+            left + w
+        );
+        let ticks = if t1 > t0 { AXIS_TICKS } else { 1 };
+        for k in 0..ticks {
+            let t = t0 + (t1 - t0) * k / (ticks - 1).max(1);
+            let x = left + (t - t0) as f64 / span * w;
+            let day = chrono::DateTime::from_timestamp(t, 0)
+                .map(|d| d.format("%Y-%m-%d").to_string())
+                .unwrap_or_default();
+            let _ = write!(
+                svg,
+                r##"<line x1="{x:.1}" y1="{y}" x2="{x:.1}" y2="{}" stroke="#999"/><text class="tick" data-time="{t}" x="{x:.1}" y="{}" font-size="11" text-anchor="middle">{day}</text>"##,
+                y + 4,
+                y + 17
+            );
+        }
+        svg.push_str("</g>");
+    }
     svg.push_str("</svg>");
     svg
+}
+
+/// `text` cut to `max` characters, an ellipsis marking the cut.
+fn shorten(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_string();
+    }
+    text.chars()
+        .take(max - 1)
+        .chain(std::iter::once('…'))
+        .collect()
 }
 
 fn cost_rows(report: &Report) -> String {
@@ -719,8 +787,69 @@ mod tests {
         assert!(page.contains(
             "snap-a 2026-01-31T00:00:00Z kept by monthly (1048576 unique bytes, archive tier)"
         ));
+        // The date axis runs from the first snapshot's day to the last's.
+        assert!(page.contains(">2026-01-31</text>"), "the first day");
+        assert!(page.contains(">2026-02-28</text>"), "the last day");
+        assert_eq!(page.matches(r#"class="tick""#).count(), 6);
         let csv = cost_csv(&r);
         assert_eq!(csv.lines().count(), 3);
         assert!(csv.lines().nth(1).unwrap().starts_with("vol-1,gold,snap-a,2026-01-31T00:00:00Z,archive,1073741824,1048576,1048576,monthly,never,false,"));
+    }
+
+    #[test]
+    fn every_keep_rule_has_its_own_colour_and_a_deletable_snapshot_the_none_colour() {
+        let colour = |r: Option<&str>| rule_colour(r).1;
+        let families = [
+            "last", "hourly", "daily", "weekly", "monthly", "yearly", "within", "oldest", "tag",
+        ];
+        let mut seen: Vec<&str> = families.iter().map(|f| colour(Some(f))).collect();
+        seen.push(colour(None));
+        seen.sort();
+        seen.dedup();
+        assert_eq!(seen.len(), families.len() + 1, "one colour each");
+        // The forms of a family take its colour, never a calendar rule's.
+        assert_eq!(colour(Some("within-daily")), colour(Some("within")));
+        assert_eq!(
+            colour(Some("oldest-within-monthly")),
+            colour(Some("oldest"))
+        );
+        assert_ne!(colour(Some("within-daily")), colour(Some("daily")));
+        assert_ne!(colour(Some("tag")), colour(None));
+        // Every reason the retention planner gives has a family of its own.
+        for reason in [
+            "within-hourly",
+            "within-yearly",
+            "oldest-daily",
+            "oldest-yearly",
+            "oldest-within-hourly",
+        ] {
+            assert_ne!(rule_colour(Some(reason)).0, "none", "{reason}");
+        }
+    }
+
+    #[test]
+    fn timelines_name_volumes_by_their_name_tag() {
+        use crate::rows::VolumeCost;
+        let mut r = report();
+        r.coverage[0].name = Some("a database with a very long name indeed".into());
+        let id = r.coverage[0].volume_id.clone();
+        r.cost.add(VolumeCost {
+            volume_id: id.clone(),
+            policy: "gold".into(),
+            standard_bytes: 1,
+            archive_bytes: 0,
+            monthly_usd: 0.1,
+            expiry_frees_bytes: 0,
+            archive_saves_usd: 0.0,
+            snapshot_count: 0,
+            snapshots: Vec::new(),
+        });
+        let page = html(&r);
+        assert!(
+            page.contains(&format!(
+                "<title>{id}</title>a database with a very long… (gold)"
+            )),
+            "{page}"
+        );
     }
 }
