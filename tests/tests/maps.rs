@@ -386,6 +386,39 @@ fn every_parameter_is_in_one_console_group_and_the_description_names_every_funct
     assert!(problems.is_empty(), "{problems:#?}");
 }
 
+/// docs/operations.md's parameter table names every parameter the template
+/// has, and only those.
+#[test]
+fn the_parameter_table_names_every_parameter_of_the_template() {
+    let template = read(&workspace_root().join("template.yaml"));
+    let parameters: BTreeSet<&str> = section(&template, "Parameters")
+        .into_iter()
+        .filter_map(|l| l.strip_prefix("  ")?.strip_suffix(':'))
+        .filter(|name| !name.starts_with(' '))
+        .collect();
+    let guide = read(&workspace_root().join("docs/operations.md"));
+    let table: Vec<&str> = guide
+        .lines()
+        .skip_while(|l| !l.starts_with("## Parameters"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("## "))
+        .filter(|l| l.starts_with("| `"))
+        .collect();
+    // The first cell of each row: one or more `Name`s.
+    let code = regex_lite::Regex::new(r"`([A-Za-z0-9]+)`").unwrap();
+    let named: BTreeSet<&str> = table
+        .iter()
+        .filter_map(|row| row.split('|').nth(1))
+        .flat_map(|cell| code.captures_iter(cell).map(|c| c.get(1).unwrap().as_str()))
+        .collect();
+    let missing: Vec<&&str> = parameters.difference(&named).collect();
+    let unknown: Vec<&&str> = named.difference(&parameters).collect();
+    assert!(
+        missing.is_empty() && unknown.is_empty(),
+        "not in docs/operations.md's parameter table: {missing:?}; in it but not in the template: {unknown:?}"
+    );
+}
+
 /// GitHub's anchor of a heading: lower case, punctuation but `-` and `_`
 /// dropped, spaces made `-`.
 fn anchor(heading: &str) -> String {
