@@ -142,12 +142,8 @@ impl Function for CheckEncryption {
         run: &FunctionRun<'_>,
         event: &Value,
     ) -> Result<(Trigger, RunSummary), InvocationError> {
-        let trigger = Trigger::parse(event)?;
-        let summary = RunSummary {
-            header: RunHeader::for_trigger(FUNCTION, run.config, run.now, &trigger),
-            remediate: run.config.remediate.as_str(),
-            ..RunSummary::default()
-        };
+        let (trigger, mut summary) = function::open_trigger::<RunSummary>(FUNCTION, run, event)?;
+        summary.remediate = run.config.remediate.as_str();
         Ok((trigger, summary))
     }
 

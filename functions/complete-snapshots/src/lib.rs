@@ -130,12 +130,7 @@ impl Function for CompleteSnapshots {
         run: &FunctionRun<'_>,
         event: &Value,
     ) -> Result<(Trigger, RunSummary), InvocationError> {
-        let trigger = Trigger::parse(event)?;
-        let summary = RunSummary {
-            header: RunHeader::for_trigger(FUNCTION, run.config, run.now, &trigger),
-            ..RunSummary::default()
-        };
-        Ok((trigger, summary))
+        function::open_trigger(FUNCTION, run, event)
     }
 
     async fn execute(
