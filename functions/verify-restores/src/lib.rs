@@ -26,7 +26,10 @@
 //! snapshots of the first 200 volumes in line (two DescribeSnapshots),
 //! whatever the account's size. 200, not a few more than the drills: the
 //! volumes first in line may have nothing to drill (too large, archived,
-//! or ids a tag writer made up), and they must not starve the rest.
+//! or ids a tag writer made up), and they must not starve the rest; and
+//! the never-verified line starts a batch further each week
+//! (`core::drills::volume_order`), so even 200 such ids hold no volume
+//! back for more than as many weeks as there are batches of them.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -274,7 +277,7 @@ async fn run_drills(
         max_gib: gib_left,
     };
     let verified = last_passed(ports.drills, &volumes, |v| v.to_string()).await?;
-    let order = volume_order(&volumes, &verified);
+    let order = volume_order(&volumes, &verified, turn(run.now));
     // Some volumes in line have nothing to drill (too large, archived,
     // pending, or made up by a tag writer): one batch of volumes is what a
     // run lists.
@@ -335,6 +338,17 @@ async fn run_drills(
     Ok(suspects)
 }
 
+/// Where this run starts among the never-verified volumes: a batch
+/// further each week (`core::drills::volume_order`).
+fn turn(now: DateTime<Utc>) -> usize {
+    week(now).saturating_mul(ebs_lifecycle::pacing::VOLUMES_PER_BATCH)
+}
+
+/// Weeks since the Unix epoch.
+fn week(now: DateTime<Utc>) -> usize {
+    usize::try_from(now.timestamp().div_euclid(7 * 86_400)).unwrap_or(0)
+}
+
 /// The copy regions, this week's first: each region leads in turn, so
 /// with fewer copy drills than regions every region is drilled within as
 /// many weeks as there are regions.
@@ -342,8 +356,7 @@ fn turn_of_regions(regions: Vec<String>, now: DateTime<Utc>) -> Vec<String> {
     if regions.is_empty() {
         return regions;
     }
-    let week = now.timestamp().div_euclid(7 * 86_400) as usize;
-    let first = week % regions.len();
+    let first = week(now) % regions.len();
     regions[first..]
         .iter()
         .chain(&regions[..first])
@@ -416,7 +429,7 @@ async fn drill_copies(
     let verified = last_passed(ports.drills, &volumes, |v| copy_key(region, v))
         .await
         .map_err(|e| e.to_string())?;
-    let order = volume_order(&volumes, &verified);
+    let order = volume_order(&volumes, &verified, turn(run.now));
     // Judged against a run's GiB: a copy too large for what is left this
     // run waits for the next turn rather than giving its place away.
     let bounds = Bounds {

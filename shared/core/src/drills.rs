@@ -111,18 +111,26 @@ pub fn token(snapshot_id: &str, now: DateTime<Utc>) -> String {
     t
 }
 
-/// The volumes in the order drills take them: never verified first (by
-/// id), then the oldest last passed drill first.
+/// The volumes in the order drills take them: never verified first, then
+/// the oldest last passed drill first. The never-verified ones are taken
+/// by id from `turn` on (wrapping round): a run lists only the first few
+/// hundred in line, and ids with nothing to drill (a volume's snapshots all
+/// too large or archived, ids a tag writer made up) must not hold the head
+/// of the line for ever; with `turn` moving a batch a run, each comes to
+/// the head within as many runs as there are batches of them.
 pub fn volume_order(
     volumes: &BTreeSet<String>,
     verified: &BTreeMap<String, DateTime<Utc>>,
+    turn: usize,
 ) -> Vec<String> {
-    let mut order: Vec<(Option<DateTime<Utc>>, &String)> = volumes
-        .iter()
-        .map(|v| (verified.get(v).copied(), v))
-        .collect();
-    order.sort();
-    order.into_iter().map(|(_, v)| v.clone()).collect()
+    let (mut never, mut done): (Vec<&String>, Vec<&String>) =
+        volumes.iter().partition(|v| !verified.contains_key(*v));
+    if !never.is_empty() {
+        let start = turn % never.len();
+        never.rotate_left(start);
+    }
+    done.sort_by_key(|v| (verified.get(*v).copied(), *v));
+    never.into_iter().chain(done).cloned().collect()
 }
 
 /// A snapshot a drill can restore: completed, in the standard tier (a
@@ -456,9 +464,43 @@ mod tests {
             .collect();
         let verified = BTreeMap::from([("vol-a".to_string(), t(5)), ("vol-c".to_string(), t(1))]);
         assert_eq!(
-            volume_order(&volumes, &verified),
+            volume_order(&volumes, &verified, 0),
             ["vol-b", "vol-d", "vol-c", "vol-a"]
         );
+        // The next turn starts the never-verified ones one further on.
+        assert_eq!(
+            volume_order(&volumes, &verified, 1),
+            ["vol-d", "vol-b", "vol-c", "vol-a"]
+        );
+    }
+
+    proptest! {
+        /// However many never-verified ids stand in line (made-up ones
+        /// among them), a batch a turn brings every one of them to the
+        /// head within as many turns as there are batches of them, and the
+        /// verified ones keep their order behind.
+        #[test]
+        fn every_never_verified_volume_reaches_the_head_in_turn(
+            n in 1usize..700,
+            batch in 1usize..250,
+            verified_n in 0usize..20,
+        ) {
+            let volumes: BTreeSet<String> = (0..n + verified_n).map(|i| format!("vol-{i:05}")).collect();
+            let verified: BTreeMap<String, DateTime<Utc>> = (0..verified_n)
+                .map(|i| (format!("vol-{:05}", n + i), t(i as i64)))
+                .collect();
+            let mut reached = BTreeSet::new();
+            for run in 0..n.div_ceil(batch) {
+                let order = volume_order(&volumes, &verified, run * batch);
+                prop_assert_eq!(order.len(), volumes.len());
+                reached.extend(order.iter().take(batch).filter(|v| !verified.contains_key(*v)).cloned());
+                let tail: Vec<&String> = order.iter().skip(n).collect();
+                let mut sorted = tail.clone();
+                sorted.sort_by_key(|v| verified[*v]);
+                prop_assert_eq!(tail, sorted);
+            }
+            prop_assert_eq!(reached.len(), n);
+        }
     }
 
     #[test]
