@@ -142,7 +142,7 @@ impl Function for CheckEncryption {
         run: &FunctionRun<'_>,
         event: &Value,
     ) -> Result<(Trigger, RunSummary), InvocationError> {
-        let (trigger, mut summary) = function::open_trigger::<RunSummary>(FUNCTION, run, event)?;
+        let (trigger, mut summary) = invocation::open_trigger::<RunSummary>(FUNCTION, run, event)?;
         summary.remediate = run.config.remediate.as_str();
         Ok((trigger, summary))
     }

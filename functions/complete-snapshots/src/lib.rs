@@ -27,6 +27,7 @@ use serde_json::{json, Value};
 use ebs_lifecycle::config::Config;
 use ebs_lifecycle::lambda::deadline::Deadline;
 use ebs_lifecycle::lambda::function::{self, Function, Ran, Run as FunctionRun, Summary};
+use ebs_lifecycle::lambda::invocation;
 use ebs_lifecycle::lambda::metrics::Metric;
 use ebs_lifecycle::lambda::run::RunHeader;
 use ebs_lifecycle::ports::ec2::{Ec2Error, SnapshotCatalog, SnapshotTagger};
@@ -130,7 +131,7 @@ impl Function for CompleteSnapshots {
         run: &FunctionRun<'_>,
         event: &Value,
     ) -> Result<(Trigger, RunSummary), InvocationError> {
-        function::open_trigger(FUNCTION, run, event)
+        invocation::open_trigger(FUNCTION, run, event)
     }
 
     async fn execute(

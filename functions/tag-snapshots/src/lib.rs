@@ -141,7 +141,7 @@ impl Function for TagSnapshots {
         run: &FunctionRun<'_>,
         event: &Value,
     ) -> Result<(Trigger, RunSummary), InvocationError> {
-        function::open_trigger(FUNCTION, run, event)
+        invocation::open_trigger(FUNCTION, run, event)
     }
 
     async fn execute(

@@ -41,6 +41,7 @@ use serde_json::{json, Value};
 use ebs_lifecycle::config::Config;
 use ebs_lifecycle::lambda::deadline::Deadline;
 use ebs_lifecycle::lambda::function::{self, Function, Ran, Run as FunctionRun, Summary};
+use ebs_lifecycle::lambda::invocation;
 pub use ebs_lifecycle::lambda::invocation::InvocationError;
 use ebs_lifecycle::lambda::metrics::Metric;
 use ebs_lifecycle::lambda::run::RunHeader;
@@ -167,7 +168,7 @@ impl Function for VerifyRestores {
         run: &FunctionRun<'_>,
         event: &Value,
     ) -> Result<(Trigger, RunSummary), InvocationError> {
-        function::open_trigger(FUNCTION, run, event)
+        invocation::open_trigger(FUNCTION, run, event)
     }
 
     async fn execute(

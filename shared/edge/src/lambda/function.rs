@@ -18,13 +18,11 @@ use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde::Serialize;
 use serde_json::Value;
 
-use ebs_lifecycle_core::events::Trigger;
 use ebs_lifecycle_core::notify::Notification;
 use ebs_lifecycle_core::ownership::Suspect;
 
 use crate::config::Config;
 use crate::lambda::deadline::{Deadline, DEFAULT_MARGIN};
-use crate::lambda::invocation::InvocationError;
 use crate::lambda::metrics::{self, Metric};
 use crate::lambda::run::{self, RunHeader};
 use crate::lambda::runtime::{self, Environment};
@@ -155,22 +153,6 @@ pub trait Function {
     /// Before an error ends the run: what must still be said (default:
     /// nothing).
     async fn failing(_ports: Self::Ports<'_>, _run: &Run<'_>, _summary: &mut Self::Summary) {}
-}
-
-/// The usual opening of a function a schedule or an EC2 event starts: the
-/// event read as a [`Trigger`] (a bad one refused), the summary's header
-/// for it, the rest of the summary at its default. (Functions whose
-/// opening decides more, such as vault-snapshots' accepted accounts, write
-/// their own.)
-pub fn open_trigger<S: Summary + Default>(
-    function: &'static str,
-    run: &Run<'_>,
-    event: &Value,
-) -> Result<(Trigger, S), InvocationError> {
-    let trigger = Trigger::parse(event)?;
-    let mut summary = S::default();
-    *summary.header() = RunHeader::for_trigger(function, run.config, run.now, &trigger);
-    Ok((trigger, summary))
 }
 
 /// One invocation of `F`: open, execute, close. The summary is whole here;

@@ -1,16 +1,21 @@
 //! What the event-driven functions (complete-snapshots, tag-snapshots,
-//! check-encryption) share around one invocation: the one error a failed
-//! invocation reports (its `errorType` is stable, for alarms and the failure
-//! destination), and the lookup of the snapshots an event names.
+//! check-encryption, and verify-restores' schedule) share around one
+//! invocation: the one opening from a [`Trigger`] ([`open_trigger`]), the
+//! one error a failed invocation reports (its `errorType` is stable, for
+//! alarms and the failure destination), and the lookup of the snapshots an
+//! event names.
 
 use lambda_runtime::Diagnostic;
 
 use chrono::{DateTime, Utc};
 
-use ebs_lifecycle_core::events::{EventError, SnapshotResult};
+use serde_json::Value;
+
+use ebs_lifecycle_core::events::{EventError, SnapshotResult, Trigger};
 use ebs_lifecycle_core::model::Snapshot;
 
-use crate::lambda::function::{diagnostic, ErrorType};
+use crate::lambda::function::{diagnostic, ErrorType, Run, Summary};
+use crate::lambda::run::RunHeader;
 use crate::ports::ec2::{Ec2Error, SnapshotCatalog};
 use crate::ports::ledger::LedgerError;
 
@@ -98,4 +103,20 @@ fn missing(
                 .find(|r| &r.snapshot_id == id)
                 .is_none_or(|r| r.gone_if_missing(now))
         })
+}
+
+/// The usual opening of a function a schedule or an EC2 event starts: the
+/// event read as a [`Trigger`] (a bad one refused), the summary's header
+/// for it, the rest of the summary at its default. (Functions whose
+/// opening decides more, such as vault-snapshots' accepted accounts, write
+/// their own.)
+pub fn open_trigger<S: Summary + Default>(
+    function: &'static str,
+    run: &Run<'_>,
+    event: &Value,
+) -> Result<(Trigger, S), InvocationError> {
+    let trigger = Trigger::parse(event)?;
+    let mut summary = S::default();
+    *summary.header() = RunHeader::for_trigger(function, run.config, run.now, &trigger);
+    Ok((trigger, summary))
 }
