@@ -1363,9 +1363,28 @@ fn a_vault_locks_never_unlocks_and_sources_share_only_with_their_vaults() {
 
 /// The dashboard's body is valid JSON once CloudFormation substitutes it,
 /// and it shows every function, the failure queue and the stack's metrics.
+/// It is made unless `CreateDashboard=false`, and nothing else needs it.
 #[test]
 fn the_dashboard_shows_every_function_and_the_stacks_metrics() {
     let template = template_json();
+    assert_eq!(
+        template["Resources"]["Dashboard"]["Condition"],
+        "HasDashboard"
+    );
+    assert_eq!(
+        template["Outputs"]["DashboardName"]["Condition"],
+        "HasDashboard"
+    );
+    assert_eq!(
+        template["Conditions"]["HasDashboard"],
+        json!({"!Equals": [{"!Ref": "CreateDashboard"}, "true"]})
+    );
+    let others = serde_json::to_string(&template["Resources"]).unwrap();
+    assert_eq!(
+        others.matches(r#"{"!Ref":"Dashboard"}"#).count(),
+        0,
+        "no resource refers to the dashboard"
+    );
     let sub = &template["Resources"]["Dashboard"]["Properties"]["DashboardBody"]["!Sub"];
     let mut body = sub[0].as_str().unwrap().to_string();
     let names = sub[1].as_object().unwrap();
