@@ -902,6 +902,44 @@ pub async fn dr_copy(
     copy
 }
 
+/// `n` days of `volume`'s history under `policy` ([`managed_snapshot`]),
+/// each copied to `region` an hour after its slot ([`dr_copy`]): the
+/// sources and their copies, oldest first.
+pub async fn copied_history(
+    moto: &Moto,
+    region: &str,
+    (volume, policy): (&str, &str),
+    n: usize,
+) -> (Vec<String>, Vec<String>) {
+    let (mut sources, mut copies) = (Vec::new(), Vec::new());
+    for _ in 0..n {
+        let slot = moto.next_slot();
+        let labels = labels_for(volume, "itest", policy, slot);
+        let source = snapshot_as_created(moto, volume, &labels, &[]).await;
+        copies.push(dr_copy(moto, region, (volume, policy), &source, slot).await);
+        sources.push(source);
+    }
+    (sources, copies)
+}
+
+/// The volumes carrying a `lifecycle:drill` tag (a restore drill's), by id.
+pub async fn drill_volumes(ec2: &aws_sdk_ec2::Client) -> Vec<String> {
+    ec2.describe_volumes()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("tag-key")
+                .values("lifecycle:drill")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .volumes()
+        .iter()
+        .filter_map(|v| v.volume_id().map(String::from))
+        .collect()
+}
+
 /// A DynamoDB client answered by mock rules that hold nothing: no stop, no
 /// copy, every report a first, every deletion granted. The ledger of tests
 /// whose EC2 is mocked too.

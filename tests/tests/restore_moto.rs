@@ -242,16 +242,8 @@ async fn restore_from_the_dr_region_takes_the_newest_completed_copy_never_a_pend
     let ec2 = moto.ec2();
     let volume = create_volume(&ec2, 8, &[("Backup", "gold")]).await;
     let dr = moto.ec2_in(DR);
-    let mut copies = Vec::new();
-    let mut sources = Vec::new();
-    for day in 0..2 {
-        let source = managed_snapshot(&moto, &volume, "itest", "gold", &[]).await;
-        let slot = t("2026-03-01T00:00:00Z") + Duration::days(day);
-        // Copied an hour after the slot, as copy-snapshots does.
-        let copy = dr_copy(&moto, DR, (&volume, "gold"), &source, slot).await;
-        copies.push(copy);
-        sources.push(source);
-    }
+    // Two days, each copied an hour after its slot, as copy-snapshots does.
+    let (sources, copies) = copied_history(&moto, DR, (&volume, "gold"), 2).await;
     // Ten minutes after the second copy began, it is still pending (moto,
     // as EC2, takes 30 minutes): the first is restored.
     moto.set_clock(Some(t("2026-03-02T01:10:00Z")));
@@ -303,18 +295,7 @@ async fn restore_from_the_dr_region_takes_the_newest_completed_copy_never_a_pend
     assert_eq!(verified["region"], DR);
     assert_eq!(verified["older_id"], copies[0].as_str());
     assert!(verified["blocks_read"].as_u64().unwrap() > 0);
-    let drill_volumes = dr
-        .describe_volumes()
-        .filters(
-            aws_sdk_ec2::types::Filter::builder()
-                .name("tag-key")
-                .values("lifecycle:drill")
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert!(drill_volumes.volumes().is_empty());
+    assert!(drill_volumes(&dr).await.is_empty());
 
     // `explain` names each source's copy there (proven by its ledger
     // record, whatever its tags say).

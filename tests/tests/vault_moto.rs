@@ -376,16 +376,7 @@ async fn the_copies_in_flight_go_to_the_oldest_shares_across_batches() {
         share(&ec2, &id, VAULT).await;
     }
 
-    let (vault_sdk, vault_key, vault_ledger) = vault_account(&moto).await;
-    let client = aws_sdk_ec2::Client::new(&vault_sdk);
-    let vault = Vault {
-        ec2: Ec2Adapter::new(client.clone()),
-        client,
-        ledger: vault_ledger,
-        config: gold_vault_config(&vault_key),
-        notifier: RecordingNotifier::default(),
-        counter: moto.counted_ec2().1,
-    };
+    let (vault, _) = gold_vault(&moto, &[]).await;
 
     // A run whose deadline leaves no time for a batch reaches no volume,
     // starts nothing and records where the next run starts.
@@ -505,6 +496,22 @@ async fn a_share_event_from_an_account_the_vault_does_not_accept_starts_no_run()
     assert_eq!(accepted.started.len(), 1, "{accepted:?}");
 }
 
+/// The vault account with [`gold_vault_config_with`]`(more)`, acting
+/// through its own EC2 client; and its SDK configuration.
+async fn gold_vault(moto: &Moto, more: &[(&str, &str)]) -> (Vault, aws_config::SdkConfig) {
+    let (vault_sdk, vault_key, vault_ledger) = vault_account(moto).await;
+    let client = aws_sdk_ec2::Client::new(&vault_sdk);
+    let vault = Vault {
+        ec2: Ec2Adapter::new(client.clone()),
+        client,
+        ledger: vault_ledger,
+        config: gold_vault_config_with(&vault_key, more),
+        notifier: RecordingNotifier::default(),
+        counter: moto.counted_ec2().1,
+    };
+    (vault, vault_sdk)
+}
+
 /// A vault for the source account's `gold` policy (3 daily), unlocked.
 fn gold_vault_config(vault_key: &str) -> Config {
     gold_vault_config_with(vault_key, &[])
@@ -572,23 +579,15 @@ async fn a_source_account_makes_the_vault_copy_only_within_its_bounds() {
     .await;
     share(&ec2, &stranger, VAULT).await;
 
-    let (vault_sdk, vault_key, vault_ledger) = vault_account(&moto).await;
-    let client = aws_sdk_ec2::Client::new(&vault_sdk);
-    let vault = Vault {
-        ec2: Ec2Adapter::new(client.clone()),
-        client,
-        ledger: vault_ledger,
-        config: gold_vault_config_with(
-            &vault_key,
-            &[
-                ("VAULT_FOR_DEPLOYMENTS", "itest"),
-                ("VAULT_MAX_COPIES_PER_VOLUME_PER_DAY", "1"),
-                ("VAULT_MAX_COPIES_PER_ACCOUNT_PER_DAY", "2"),
-            ],
-        ),
-        notifier: RecordingNotifier::default(),
-        counter: moto.counted_ec2().1,
-    };
+    let (vault, _) = gold_vault(
+        &moto,
+        &[
+            ("VAULT_FOR_DEPLOYMENTS", "itest"),
+            ("VAULT_MAX_COPIES_PER_VOLUME_PER_DAY", "1"),
+            ("VAULT_MAX_COPIES_PER_ACCOUNT_PER_DAY", "2"),
+        ],
+    )
+    .await;
     let refusals = |n: &RecordingNotifier| -> Vec<ebs_lifecycle_core::notify::Notification> {
         n.sent()
             .into_iter()
@@ -636,16 +635,7 @@ async fn a_vault_stack_drills_its_own_copies() {
     let labels = labels_for(&volume, "itest", "gold", day0);
     let source = snapshot_as_created(&moto, &volume, &labels, &[]).await;
     share(&ec2, &source, VAULT).await;
-    let (vault_sdk, vault_key, vault_ledger) = vault_account(&moto).await;
-    let client = aws_sdk_ec2::Client::new(&vault_sdk);
-    let vault = Vault {
-        ec2: Ec2Adapter::new(client.clone()),
-        client,
-        ledger: vault_ledger,
-        config: gold_vault_config(&vault_key),
-        notifier: RecordingNotifier::default(),
-        counter: moto.counted_ec2().1,
-    };
+    let (vault, vault_sdk) = gold_vault(&moto, &[]).await;
     let copied = vault_run(&moto, &vault, day0 + Duration::hours(1)).await;
     assert_eq!(copied.started.len(), 1, "{copied:?}");
     let copy = snapshots(&vault.client).await[0].id.clone();
@@ -695,20 +685,8 @@ async fn a_vault_stack_drills_its_own_copies() {
         .await
         .unwrap();
     assert_eq!(recorded[0].snapshot_id, copy);
-    let left = vault
-        .client
-        .describe_volumes()
-        .filters(
-            aws_sdk_ec2::types::Filter::builder()
-                .name("tag-key")
-                .values("lifecycle:drill")
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
     assert!(
-        left.volumes().is_empty(),
+        drill_volumes(&vault.client).await.is_empty(),
         "no drill volume left in the vault"
     );
 }

@@ -478,15 +478,7 @@ async fn disaster_recovery_copies_are_drilled_in_their_region_in_turn() {
     let ec2 = moto.ec2();
     let dr = moto.ec2_in(DR);
     let volume = create_volume(&ec2, 1, &[("Backup", "gold")]).await;
-    let mut days = Vec::new();
-    let mut copies = Vec::new();
-    for day in 0..2 {
-        let source = managed_snapshot(&moto, &volume, "itest", "gold", &[]).await;
-        let slot = t("2026-03-01T00:00:00Z") + Duration::days(day);
-        let copy = dr_copy(&moto, DR, (&volume, "gold"), &source, slot).await;
-        days.push(source);
-        copies.push(copy);
-    }
+    let (days, copies) = copied_history(&moto, DR, (&volume, "gold"), 2).await;
     // A snapshot made by hand in the DR region, later, with a copy's tags
     // and Description: no copy record, never drilled as the newest copy.
     moto.set_clock(Some(t("2026-03-02T12:00:00Z")));
@@ -553,18 +545,7 @@ async fn disaster_recovery_copies_are_drilled_in_their_region_in_turn() {
     );
     assert!(summary.drills.iter().all(|d| d.snapshot_id != forged));
     // The drill volume was made in the DR region and is gone again.
-    let drill_volumes = dr
-        .describe_volumes()
-        .filters(
-            aws_sdk_ec2::types::Filter::builder()
-                .name("tag-key")
-                .values("lifecycle:drill")
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert!(drill_volumes.volumes().is_empty());
+    assert!(drill_volumes(&dr).await.is_empty());
     // Each pass recorded under its own key.
     let recorded = moto
         .ledger()
