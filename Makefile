@@ -55,7 +55,7 @@ deploy: venv
 ## make validate POLICIES=file.json: the policy document checked exactly as
 ## the functions check it at start-up, before anything is deployed.
 validate: venv
-	$(VENV)/bin/python scripts/deploy.py --validate-only --policies $(POLICIES)
+	$(VENV)/bin/python scripts/deploy.py --validate-only $(if $(POLICIES),--policies $(POLICIES))
 
 ## make org-template: the stack for CloudFormation StackSets (every account
 ## of an organisation; StackSets refuse the SAM transform): dist/org-template.json,
