@@ -5,7 +5,8 @@
 //! (DryRun=false among them) survive a policy document given on the
 //! command line, a refused document deploys nothing and says why in the
 //! functions' words, and the operations guide's samconfig example is one
-//! that deploys.
+//! that deploys. (A test of this crate: cargo builds the `ebs-lifecycle`
+//! the script runs for it.)
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
@@ -14,28 +15,18 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
-use integration_tests::workspace_root;
+/// The workspace's root (this crate is `cli/`).
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("cli/ is in the workspace")
+        .to_path_buf()
+}
 
-/// The validator the script runs: the workspace's `ebs-lifecycle` (built
-/// by `cargo test --workspace --all-targets`; built here if it is not).
+/// The validator the script runs: this crate's `ebs-lifecycle`, which
+/// cargo builds for its integration tests.
 fn validator() -> PathBuf {
-    let binary = workspace_root().join("target/debug/ebs-lifecycle");
-    if !binary.exists() {
-        let built = Command::new(env!("CARGO"))
-            .current_dir(workspace_root())
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "ebs-lifecycle-cli",
-                "--bin",
-                "ebs-lifecycle",
-            ])
-            .status()
-            .unwrap();
-        assert!(built.success());
-    }
-    binary
+    PathBuf::from(env!("CARGO_BIN_EXE_ebs-lifecycle"))
 }
 
 /// A scratch directory of this test.
