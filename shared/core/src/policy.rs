@@ -25,6 +25,10 @@ pub(crate) const DEFAULT_POLICIES: &str = r#"{
 /// The name of the policy used by [`DEFAULT_POLICIES`].
 pub(crate) const DEFAULT_POLICY_NAME: &str = "default";
 
+/// The selector value that opts a volume or an instance out: never a
+/// policy's name (docs/policies-and-tags.md, "Opting in and out").
+pub const OPT_OUT: &str = "none";
+
 /// All policies of a deployment, by name.
 #[derive(Debug, Clone)]
 pub struct Policies {
@@ -85,6 +89,11 @@ impl Policies {
         }
         let mut by_name = BTreeMap::new();
         for (name, value) in raw {
+            if name == OPT_OUT {
+                return Err(PolicyError::Document(format!(
+                    "`{OPT_OUT}` is the selector value that opts a volume or an instance out, not a policy's name"
+                )));
+            }
             let policy = Policy::from_json(&name, value)?;
             by_name.insert(name, policy);
         }
@@ -943,6 +952,15 @@ pub enum PolicyError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn none_is_the_opt_out_value_and_no_policy_may_take_it() {
+        let refused = Policies::parse(r#"{"none": {"schedule": "@daily", "keep": {"last": 1}}}"#);
+        assert!(
+            matches!(&refused, Err(PolicyError::Document(m)) if m.contains("opts a volume")),
+            "{refused:?}"
+        );
+    }
 
     fn field_error(doc: &str) -> (String, String) {
         match Policies::parse(doc) {

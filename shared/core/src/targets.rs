@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 
 use crate::model::{Instance, Volume};
-use crate::policy::{Consistency, Policies, DEFAULT_POLICY_NAME};
+use crate::policy::{Consistency, Policies, DEFAULT_POLICY_NAME, OPT_OUT};
 
 /// One volume snapshotted on its own.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,6 +138,11 @@ pub fn resolve(
             // Listed only as attached to an instance that is not opted in.
             (None, None) => continue,
         };
+        // `none` opts out: the volume's own (even under an instance that
+        // opts in), or its instance's. Not an unknown policy to report.
+        if policy == OPT_OUT {
+            continue;
+        }
         let Some(found) = policies.get(&policy) else {
             match (via_instance, instance) {
                 (true, Some(i)) => {
@@ -179,7 +184,7 @@ pub fn resolve(
             continue;
         };
         let policy = policy_name(value);
-        if policies.get(&policy).is_none() {
+        if policy != OPT_OUT && policies.get(&policy).is_none() {
             let volume_ids = unknown_instances
                 .remove(instance.id.as_str())
                 .map(|(_, ids)| ids)
@@ -291,6 +296,34 @@ mod tests {
     fn empty_value_means_default() {
         let r = run(&[vol("vol-1", Some(""), None)], &[], &[]);
         assert_eq!(r.targets[0].policy(), "default");
+    }
+
+    #[test]
+    fn none_opts_a_volume_or_an_instance_out_and_is_no_unknown_policy() {
+        // A volume of an instance that opts in, opting itself out (a
+        // scratch disk); an instance opting out; a volume opting out.
+        let fleet = inst(
+            "i-1",
+            Some("fleet"),
+            &[("vol-a", "/dev/xvda"), ("vol-scratch", "/dev/sdf")],
+        );
+        let out = inst("i-2", Some("none"), &[("vol-c", "/dev/xvda")]);
+        let r = run(
+            &[vol("vol-solo", Some("none"), None)],
+            &[fleet, out],
+            &[
+                vol("vol-a", None, Some(("i-1", "/dev/xvda"))),
+                vol("vol-scratch", Some("none"), Some(("i-1", "/dev/sdf"))),
+                vol("vol-c", None, Some(("i-2", "/dev/xvda"))),
+            ],
+        );
+        assert!(r.unknown_policies.is_empty(), "{:?}", r.unknown_policies);
+        let covered: Vec<&str> = r.targets.iter().flat_map(|t| t.volume_ids()).collect();
+        assert_eq!(
+            covered,
+            ["vol-a"],
+            "only the instance's volume that did not opt out"
+        );
     }
 
     #[test]
