@@ -29,6 +29,7 @@ pub mod verify;
 use chrono::{DateTime, Utc};
 
 use ebs_lifecycle::aws::ec2::Ec2Adapter;
+use ebs_lifecycle::aws::environment::{ebs_in, ec2_in};
 use ebs_lifecycle::aws::ledger::DynamoLedger;
 use ebs_lifecycle::config::{Config, ConfigError};
 use ebs_lifecycle_core::policy::Policies;
@@ -216,16 +217,13 @@ pub async fn run(
                     "{id}: give a snapshot id (snap-…)"
                 )));
             }
-            let ebs = match from {
-                Some(region) => aws_sdk_ebs::Client::from_conf(
-                    aws_sdk_ebs::config::Builder::from(sdk)
-                        .region(aws_config::Region::new(region.clone()))
-                        .build(),
+            let blocks = match from {
+                Some(region) => ebs_in(sdk, region),
+                None => ebs_lifecycle::aws::ebs::EbsBlocks::new(
+                    aws_sdk_ebs::Client::new(sdk),
+                    ebs_lifecycle::aws::ebs::PACING,
                 ),
-                None => aws_sdk_ebs::Client::new(sdk),
             };
-            let blocks =
-                ebs_lifecycle::aws::ebs::EbsBlocks::new(ebs, ebs_lifecycle::aws::ebs::PACING);
             let elsewhere = from.as_ref().map(|region| ec2_in(sdk, region));
             let there = elsewhere.as_ref().unwrap_or(&stack.ec2);
             let ports = verify::VerifyPorts {
@@ -342,14 +340,6 @@ impl Stack {
             caller_arn: me.arn().unwrap_or_default().to_string(),
         })
     }
-}
-
-/// EC2 in another region, on the same credentials.
-fn ec2_in(sdk: &aws_config::SdkConfig, region: &str) -> Ec2Adapter {
-    let conf = aws_sdk_ec2::config::Builder::from(sdk)
-        .region(aws_config::Region::new(region.to_string()))
-        .build();
-    Ec2Adapter::new(aws_sdk_ec2::Client::from_conf(conf))
 }
 
 /// An RFC 3339 time given on the command line.

@@ -55,14 +55,17 @@ pub(crate) fn notifier_for(
 
 /// EC2 in another region, with everything else (credentials, endpoint,
 /// retries) as the function's own.
-fn ec2_in(sdk: &aws_config::SdkConfig, region: &str) -> Ec2Adapter {
+/// EC2 in `region`, on the same credentials and settings (a copy region;
+/// the command line's `--from`).
+pub fn ec2_in(sdk: &aws_config::SdkConfig, region: &str) -> Ec2Adapter {
     let config = aws_sdk_ec2::config::Builder::from(sdk)
         .region(aws_config::Region::new(region.to_string()))
         .build();
     Ec2Adapter::new(aws_sdk_ec2::Client::from_conf(config))
 }
 
-fn ebs_in(sdk: &aws_config::SdkConfig, region: &str) -> EbsBlocks {
+/// The EBS direct APIs in `region`, paced as every block reader is.
+pub fn ebs_in(sdk: &aws_config::SdkConfig, region: &str) -> EbsBlocks {
     let config = aws_sdk_ebs::config::Builder::from(sdk)
         .region(aws_config::Region::new(region.to_string()))
         .build();
