@@ -67,8 +67,8 @@ org-template: venv
 	$(VENV)/bin/python scripts/org_template.py dist
 	$(VENV)/bin/cfn-lint --ignore-checks W3037 -- dist/org-template.json dist/org-artifact-buckets.yaml
 
-## make demo: a year in the life of a seeded account on moto (127.0.0.1): the
-## nine function binaries, each under a local Lambda Runtime API with the
+## make demo [DAYS=n]: a year (or n days) in the life of a seeded account on
+## moto (127.0.0.1): the ten function binaries, each under a local Lambda Runtime API with the
 ## template's environment, driven by ticks, EC2's completion events and the
 ## daily runs in simulated time (see docs/development.md, "The demo").
 ## Built with --all-targets, as make test builds: the dependencies resolve to
@@ -76,7 +76,7 @@ org-template: venv
 ## (about 20 s), nothing is compiled twice.
 demo: venv
 	$(CARGO) build --workspace --all-targets
-	$(VENV)/bin/python scripts/demo.py --bin-dir target/debug
+	$(VENV)/bin/python scripts/demo.py --bin-dir target/debug $(if $(DAYS),--days $(DAYS))
 
 ## make scale: the large-account scenario (tests/tests/scale.rs) at 10,000
 ## volumes and 100,000 snapshots (SCALE_VOLUMES=2000 for the smaller

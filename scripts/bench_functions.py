@@ -1,6 +1,6 @@
 """make bench, part 2: each function's release binary on the scale account.
 
-    python scripts/bench_functions.py [--bin-dir DIR] [--volumes 2000]
+    python scripts/bench_functions.py [--bin-dir DIR] [--volumes 2000] [--starts-only]
 
 For each function, as Lambda runs it (the demo's local Runtime
 API, the template's environment, moto on 127.0.0.1):
@@ -51,6 +51,9 @@ FUNCTIONS = {
     "copy-snapshots": "CopySnapshotsFunction",
     "vault-snapshots": "VaultSnapshotsFunction",
 }
+# Start to ready covers every function (verify-restores' drills are not
+# invoked on the scale account: tests/tests/verify_restores_moto.rs).
+EVERY_FUNCTION = {**FUNCTIONS, "verify-restores": "VerifyRestoresFunction"}
 # report-snapshots runs as long as Lambda lets it (its first run over a large
 # account measures what it can and leaves the rest for the next).
 TIMEOUT_S = {"report-snapshots": 900, "archive-snapshots": 900}
@@ -67,7 +70,7 @@ VAULT_ENV = {"VAULT_FOR_ACCOUNTS": "210987654321", "VAULT_POLICIES": json.dumps(
 
 
 def binary(bin_dir: Path | None, name: str) -> Path:
-    path = bin_dir / name if bin_dir else ROOT / ".aws-sam" / "build" / FUNCTIONS[name] / "bootstrap"
+    path = bin_dir / name if bin_dir else ROOT / ".aws-sam" / "build" / EVERY_FUNCTION[name] / "bootstrap"
     if not path.exists():
         raise SystemExit(f"{path} is missing: run `make package` (or pass --bin-dir)")
     return path
@@ -122,13 +125,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bin-dir", type=Path)
     parser.add_argument("--volumes", type=int, default=2000)
-    parser.add_argument("--only", nargs="*", choices=sorted(FUNCTIONS), help="these functions only")
+    parser.add_argument("--only", nargs="*", choices=sorted(EVERY_FUNCTION), help="these functions only")
     parser.add_argument("--long-timeout", type=int, default=900,
                         help="seconds for report-snapshots' and archive-snapshots' invocations (Lambda's 900 by default)")
+    parser.add_argument("--starts-only", action="store_true",
+                        help="measure start to ready only (no seeding, no invocations; make package prints it)")
     parser.add_argument("--report-runs", type=int, default=3,
                         help="report-snapshots' runs (3: the first over the account, what it left, a day with nothing new)")
     args = parser.parse_args()
-    functions = [name for name in FUNCTIONS if not args.only or name in args.only]
+    every = EVERY_FUNCTION if args.starts_only else FUNCTIONS
+    functions = [name for name in every if not args.only or name in args.only]
     work = Path(tempfile.mkdtemp(prefix="bench-functions-"))
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
@@ -154,8 +160,11 @@ def main() -> int:
                # Expiry plans every snapshot (what costs memory) but deletes
                # 50: at the production pace, 8,000 deletions take 27 minutes.
                "MAX_DELETIONS": "50", "REPORT_BUCKET": "bench-reports",
-               # glibc's allocator settings, passed through for comparisons.
-               **{k: v for k, v in os.environ.items() if k.startswith("MALLOC_")}}
+               # glibc's allocator settings, passed through for comparisons;
+               # the root certificates' location (SSL_CERT_FILE, SSL_CERT_DIR),
+               # so start-up can be measured with Lambda's one bundle file
+               # instead of a machine's directory of hundreds of certificates.
+               **{k: v for k, v in os.environ.items() if k.startswith(("MALLOC_", "SSL_CERT_"))}}
 
         def env_of(name: str) -> dict[str, str]:
             return {**env, **VAULT_ENV} if name == "vault-snapshots" else env
@@ -172,6 +181,11 @@ def main() -> int:
                 times.append((fn.api.first_poll_at - fn.started_at) * 1000)
                 fn.stop()
             starts[name] = min(times)
+        if args.starts_only:
+            print(f"\n{'function':20} {'start to ready (best of 5)':>27}")
+            for name in functions:
+                print(f"{name:20} {starts[name]:24.1f} ms")
+            return 0
 
         begun = time.monotonic()
         seed(endpoint, args.volumes, clock)

@@ -60,6 +60,50 @@ def _dispatch_on_simulated_time(self, environ, start_response):  # type: ignore[
 
 DomainDispatcherApplication.__call__ = _dispatch_on_simulated_time
 
+# MOTO_REQUEST_STATS=FILE: every 200 requests (and at exit), the requests
+# served so far by service and action, and by the simulated time of day at
+# which they came (the demo runs each function at its own time of day), with
+# the seconds spent in each (the handler and its serialisation, not the HTTP
+# exchange): where the demo's time goes (docs/development.md, "The demo").
+_stats_file = os.environ.get("MOTO_REQUEST_STATS")
+if _stats_file:
+    import atexit
+    import collections
+    import json
+
+    from moto.core.responses import BaseResponse
+
+    _stats: dict = collections.defaultdict(lambda: [0, 0.0])
+    _steps: dict = collections.defaultdict(lambda: [0, 0.0])
+    _call_action = BaseResponse.call_action
+
+    def _write_stats() -> None:
+        with _lock:
+            tables = {name: sorted(table.items(), key=lambda kv: -kv[1][1])
+                      for name, table in (("by_action", _stats), ("by_time_of_day", _steps))}
+        with open(_stats_file, "w") as f:
+            json.dump({name: {k: {"requests": n, "seconds": round(s, 3)} for k, (n, s) in rows}
+                       for name, rows in tables.items()}, f, indent=1)
+
+    def _timed_call_action(self):  # type: ignore[no-untyped-def]
+        begun = time.perf_counter()
+        try:
+            return _call_action(self)
+        finally:
+            spent = time.perf_counter() - begun
+            key = f"{type(self).__name__}.{self._get_action()}"
+            step = time.strftime("%H:%M", time.gmtime())
+            with _lock:
+                for entry in (_stats[key], _steps[step]):
+                    entry[0] += 1
+                    entry[1] += spent
+                total = sum(n for n, _ in _stats.values())
+            if total % 200 == 0:
+                _write_stats()
+
+    BaseResponse.call_action = _timed_call_action
+    atexit.register(_write_stats)
+
 server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
 server.start()
 # The port it listens on, for a caller that gave 0 (the OS picks a free

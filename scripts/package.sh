@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # make package: build the Lambda zips (one per function of template.yaml)
-# the way `sam deploy` ships them.
+# the way `sam deploy` ships them, and print each one's size and its start
+# to ready.
 #
 # `sam build` runs cargo-lambda (BuildMethod rust-cargolambda) for each
 # function; cargo-lambda cross-links with zig. Both come pinned from PyPI into
@@ -52,3 +53,10 @@ print(f"zips in {out}/")
 with open(os.path.join(".aws-sam", "build-architecture"), "w") as f:
     f.write(arch + "\n")
 PY
+
+# Each function's start to ready (Lambda's init phase: logging,
+# configuration, SDK clients), where this machine can run what was built.
+case "$arch/$(uname -m)" in
+  x86_64/x86_64|arm64/aarch64) python3 scripts/bench_functions.py --starts-only ;;
+  *) echo "start to ready: not measured ($arch binaries on a $(uname -m) machine)" ;;
+esac

@@ -9,7 +9,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         catalog: &env.ec2,
         inventory: &env.ec2,
         protections: &env.ec2,
-        blocks: &env.blocks,
+        blocks: env.blocks(),
         archiver: &env.ec2,
         tagger: &env.ec2,
         notifier: env.notifier.as_ref(),

@@ -11,7 +11,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         sharing: &env.ec2,
         settings: &env.ec2,
         copier: &env.ec2,
-        keys: &env.kms,
+        keys: env.kms(),
         notifier: env.notifier.as_ref(),
         ledger: &env.ledger,
         memo: &env.memo,

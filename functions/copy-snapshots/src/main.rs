@@ -10,7 +10,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     serve::<CopySnapshots>(|env| {
         // Built once per execution environment, as the ports are.
         let destinations: &'static BTreeMap<String, Destination<'static>> = Box::leak(Box::new(
-            env.destinations
+            env.destinations()
                 .iter()
                 .map(|(region, ec2)| {
                     (
@@ -29,7 +29,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         Ports {
             catalog: &env.ec2,
             sharing: &env.ec2,
-            keys: &env.kms,
+            keys: env.kms(),
             destinations,
             notifier: env.notifier.as_ref(),
             ledger: &env.ledger,

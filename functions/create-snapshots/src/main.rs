@@ -11,7 +11,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         creator: &env.ec2,
         notifier: env.notifier.as_ref(),
         memo: &env.memo,
-        commands: &env.ssm,
+        commands: env.ssm(),
         instances: &env.ec2,
         ledger: &env.ledger,
         waits: Waits::PRODUCTION,

@@ -9,12 +9,12 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         catalog: &env.ec2,
         inventory: &env.ec2,
         protections: &env.ec2,
-        blocks: &env.blocks,
+        blocks: env.blocks(),
         tagger: &env.ec2,
         notifier: env.notifier.as_ref(),
         ledger: &env.ledger,
         drills: &env.ledger,
-        reports: env.reports.as_ref().map(|r| r as _),
+        reports: env.reports().map(|r| r as _),
     })
     .await
 }

@@ -10,13 +10,13 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     serve::<VerifyRestores>(|env| Ports {
         catalog: &env.ec2,
         volumes: &env.ec2,
-        blocks: &env.blocks,
+        blocks: env.blocks(),
         // Built once per execution environment, as the ports are.
         copies: Box::leak(Box::new(
-            env.destinations
+            env.destinations()
                 .iter()
                 .filter_map(|(region, ec2)| {
-                    let blocks = env.destination_blocks.get(region)?;
+                    let blocks = env.destination_blocks().get(region)?;
                     Some((
                         region.clone(),
                         Place {

@@ -1,8 +1,10 @@
 //! What a function needs from AWS, built once per execution environment:
 //! the shared SDK configuration's clients, wrapped in the adapters that
-//! implement the ports.
+//! implement the ports; those not every function needs are built on first
+//! use, so a function's package holds only the clients it uses.
 
 use std::collections::BTreeMap;
+use std::sync::OnceLock;
 
 use crate::aws::ebs::EbsBlocks;
 use crate::aws::ec2::Ec2Adapter;
@@ -16,28 +18,30 @@ use crate::ports::notifier::Notifier;
 use ebs_lifecycle_core::notify::DailyMemo;
 
 /// What a function needs, built once and reused by every invocation.
+///
+/// Every function uses EC2, the ledger and the notifier, so those are built
+/// at start-up. The other clients are built on first use (a function's
+/// `main` asks for them once, when it wires its ports): a function that never
+/// asks for S3, KMS, SSM or the EBS direct APIs never constructs those
+/// clients, and the linker leaves their code out of its package
+/// (docs/operations.md, "Package sizes").
 pub struct Environment {
     pub function: &'static str,
     pub config: Config,
     pub ec2: Ec2Adapter,
-    /// The report bucket (report-snapshots, `REPORT_BUCKET`).
-    pub reports: Option<S3ReportStore>,
-    /// The EBS direct APIs (report-snapshots' unique bytes), paced.
-    pub blocks: EbsBlocks,
-    /// EC2 in each region a policy copies to (copy-snapshots), by region.
-    pub destinations: BTreeMap<String, Ec2Adapter>,
-    /// The EBS direct APIs in each of those regions (verify-restores'
-    /// drills of the copies there), paced as `blocks`.
-    pub destination_blocks: BTreeMap<String, EbsBlocks>,
-    pub kms: KmsAdapter,
-    /// SSM Run Command (create-snapshots' `application` policies).
-    pub ssm: SsmAdapter,
     /// The stack's own record (DynamoDB, `LEDGER_TABLE`).
     pub ledger: DynamoLedger,
     pub notifier: Box<dyn Notifier>,
     /// Conditions notified in the last day by this execution environment (a repeating
     /// condition is notified once a day).
     pub memo: DailyMemo,
+    sdk: aws_config::SdkConfig,
+    reports: OnceLock<Option<S3ReportStore>>,
+    blocks: OnceLock<EbsBlocks>,
+    destinations: OnceLock<BTreeMap<String, Ec2Adapter>>,
+    destination_blocks: OnceLock<BTreeMap<String, EbsBlocks>>,
+    kms: OnceLock<KmsAdapter>,
+    ssm: OnceLock<SsmAdapter>,
 }
 
 pub(crate) fn notifier_for(
@@ -87,31 +91,79 @@ impl Environment {
             function,
             notifier: notifier_for(sdk, config.topic_arn.as_deref()),
             ec2: Ec2Adapter::new(aws_sdk_ec2::Client::new(sdk)),
-            reports: config
-                .report_bucket
-                .as_ref()
-                .map(|bucket| S3ReportStore::for_bucket(sdk, bucket)),
-            destinations: config
-                .policies
-                .copy_regions()
-                .into_iter()
-                .map(|region| (region.to_string(), ec2_in(sdk, region)))
-                .collect(),
-            destination_blocks: config
-                .policies
-                .copy_regions()
-                .into_iter()
-                .map(|region| (region.to_string(), ebs_in(sdk, region)))
-                .collect(),
-            blocks: EbsBlocks::new(aws_sdk_ebs::Client::new(sdk), crate::aws::ebs::PACING),
-            kms: KmsAdapter::new(aws_sdk_kms::Client::new(sdk)),
-            ssm: SsmAdapter::new(aws_sdk_ssm::Client::new(sdk)),
             ledger: DynamoLedger::new(
                 aws_sdk_dynamodb::Client::new(sdk),
                 config.ledger_table.clone(),
             ),
             memo: DailyMemo::new(),
             config,
+            sdk: sdk.clone(),
+            reports: OnceLock::new(),
+            blocks: OnceLock::new(),
+            destinations: OnceLock::new(),
+            destination_blocks: OnceLock::new(),
+            kms: OnceLock::new(),
+            ssm: OnceLock::new(),
         }
+    }
+
+    /// The report bucket (report-snapshots, `REPORT_BUCKET`), if one is set.
+    pub fn reports(&self) -> Option<&S3ReportStore> {
+        self.reports
+            .get_or_init(|| {
+                self.config
+                    .report_bucket
+                    .as_ref()
+                    .map(|bucket| S3ReportStore::for_bucket(&self.sdk, bucket))
+            })
+            .as_ref()
+    }
+
+    /// The EBS direct APIs (the report's unique bytes, the drills' reads), paced.
+    pub fn blocks(&self) -> &EbsBlocks {
+        self.blocks.get_or_init(|| {
+            EbsBlocks::new(
+                aws_sdk_ebs::Client::new(&self.sdk),
+                crate::aws::ebs::PACING,
+            )
+        })
+    }
+
+    /// EC2 in each region a policy copies to (copy-snapshots, the drills of
+    /// copies), by region.
+    pub fn destinations(&self) -> &BTreeMap<String, Ec2Adapter> {
+        self.destinations.get_or_init(|| {
+            self.config
+                .policies
+                .copy_regions()
+                .into_iter()
+                .map(|region| (region.to_string(), ec2_in(&self.sdk, region)))
+                .collect()
+        })
+    }
+
+    /// The EBS direct APIs in each of those regions (verify-restores'
+    /// drills of the copies there), paced as [`Self::blocks`].
+    pub fn destination_blocks(&self) -> &BTreeMap<String, EbsBlocks> {
+        self.destination_blocks.get_or_init(|| {
+            self.config
+                .policies
+                .copy_regions()
+                .into_iter()
+                .map(|region| (region.to_string(), ebs_in(&self.sdk, region)))
+                .collect()
+        })
+    }
+
+    /// KMS (the keys of encryption and copies).
+    pub fn kms(&self) -> &KmsAdapter {
+        self.kms
+            .get_or_init(|| KmsAdapter::new(aws_sdk_kms::Client::new(&self.sdk)))
+    }
+
+    /// SSM Run Command (create-snapshots' `application` policies).
+    pub fn ssm(&self) -> &SsmAdapter {
+        self.ssm
+            .get_or_init(|| SsmAdapter::new(aws_sdk_ssm::Client::new(&self.sdk)))
     }
 }
