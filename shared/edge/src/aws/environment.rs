@@ -122,10 +122,7 @@ impl Environment {
     /// The EBS direct APIs (the report's unique bytes, the drills' reads), paced.
     pub fn blocks(&self) -> &EbsBlocks {
         self.blocks.get_or_init(|| {
-            EbsBlocks::new(
-                aws_sdk_ebs::Client::new(&self.sdk),
-                crate::aws::ebs::PACING,
-            )
+            EbsBlocks::new(aws_sdk_ebs::Client::new(&self.sdk), crate::aws::ebs::PACING)
         })
     }
 
