@@ -30,7 +30,7 @@ use ebs_lifecycle::services::due::{self, Due};
 use ebs_lifecycle_core::expiry;
 use ebs_lifecycle_core::safety::DeletionGate;
 use ebs_lifecycle_core::tags as keys;
-use ebs_lifecycle_core::targets::UnknownPolicy;
+use ebs_lifecycle_core::targets::{Excluded, UnknownPolicy};
 
 /// What the plan reads.
 #[derive(Clone, Copy)]
@@ -110,6 +110,8 @@ pub struct Plan {
     pub policies: Vec<String>,
     pub slots: Vec<SlotPlan>,
     pub unknown_policies: Vec<UnknownPolicy>,
+    /// Volumes of opted-in instances that their policy's `exclude` leaves out.
+    pub excluded: Vec<Excluded>,
     /// The first [`LISTED`] of them.
     pub deletions: Vec<PlannedDeletion>,
     /// Every snapshot expiry would delete.
@@ -137,6 +139,7 @@ pub async fn plan(
         policies: config.policies.names().map(String::from).collect(),
         slots,
         unknown_policies: resolution.unknown_policies,
+        excluded: resolution.excluded,
         deletions: Vec::new(),
         deletable: 0,
         kept: BTreeMap::new(),
@@ -317,6 +320,7 @@ impl Plan {
             "create": {
                 "slots": self.slots,
                 "unknown_policies": self.unknown_policies,
+                "excluded": self.excluded,
             },
             "expire": {
                 "delete": self.deletions,
@@ -386,6 +390,14 @@ impl Plan {
             out.push(format!(
                 "  {} {} names policy `{}`, which the document does not have: not snapshotted",
                 u.resource_type, u.resource_id, u.policy
+            ));
+        }
+        for e in &self.excluded {
+            out.push(format!(
+                "  volume {} of {}: {}, not snapshotted",
+                e.volume_id,
+                e.instance_id,
+                e.describe()
             ));
         }
         out.push(format!(

@@ -14,7 +14,8 @@ emulator"). One module per theme:
 - ``restores``: block data for GetSnapshotBlock, volumes made from
   encrypted snapshots under their key, and the drills' test hooks;
 - ``tiers``: the archive tier as EC2 documents it;
-- ``missing``: a call moto lacks, answered as EC2 does by default;
+- ``missing``: a call moto lacks, answered as EC2 does by default, and a
+  parameter it ignores (CreateSnapshots' ``ExcludeDataVolumeIds``);
 - ``speed``: three for speed, not behaviour.
 
 Every patch is in the one table below, each method of moto once: where two
@@ -99,6 +100,7 @@ PATCHES = [
     (Snapshot, "get_filter_value", tiers._snapshot_filter_value_tiering),
     # missing
     (EC2Response, "get_snapshot_block_public_access_state", missing._get_snapshot_block_public_access_state),
+    (EBSBackend, "create_snapshots", missing._create_snapshots_excluding),
     # speed
     (TaggedEC2Resource, "get_tags", speed._own_tags),
     (moto.ec2.utils, "generic_filter", speed._generic_filter_literal_sets),

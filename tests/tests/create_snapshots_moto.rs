@@ -211,6 +211,73 @@ async fn instance_consistency_snapshots_the_instance_volumes_together() {
 }
 
 #[tokio::test]
+async fn exclusions_leave_the_boot_scratch_and_throughput_volumes_out_of_the_instance_set() {
+    const LEAN: &str = r#"{
+      "lean": { "schedule": "@daily", "keep": { "last": 3 }, "consistency": "instance",
+                "exclude": { "boot_volumes": true, "volume_types": ["st1"], "tags": { "Scratch": "yes" } } }
+    }"#;
+    let moto = Moto::start();
+    let ec2 = moto.ec2();
+    let (instance, root) = run_instance(&ec2, &[("Backup", "lean")]).await;
+    let data = create_volume(&ec2, 50, &[]).await;
+    let scratch = create_volume(&ec2, 50, &[("Scratch", "yes")]).await;
+    let logs = ec2
+        .create_volume()
+        .availability_zone("us-east-1a")
+        .size(500)
+        .volume_type(aws_sdk_ec2::types::VolumeType::St1)
+        .send()
+        .await
+        .unwrap()
+        .volume_id()
+        .unwrap()
+        .to_string();
+    // Scratch=yes, but its own tag asks for the policy: it is snapshotted.
+    let chosen = create_volume(&ec2, 20, &[("Scratch", "yes"), ("Backup", "lean")]).await;
+    for (volume, device) in [
+        (&data, "/dev/sdf"),
+        (&scratch, "/dev/sdg"),
+        (&logs, "/dev/sdh"),
+        (&chosen, "/dev/sdi"),
+    ] {
+        attach(&ec2, volume, &instance, device).await;
+    }
+    let adapter = Ec2Adapter::new(moto.ec2());
+    let notifier = RecordingNotifier::default();
+    let summary = run_with(
+        &moto,
+        &adapter,
+        &adapter,
+        &notifier,
+        &config(LEAN),
+        at("2026-03-01T00:15:00Z"),
+        plenty(),
+    )
+    .await;
+
+    let mut created: Vec<&str> = summary
+        .created
+        .iter()
+        .map(|c| c.volume_id.as_str())
+        .collect();
+    created.sort();
+    let mut expected = vec![data.as_str(), chosen.as_str()];
+    expected.sort();
+    assert_eq!(created, expected, "{:?}", summary.failed);
+    assert!(summary.failed.is_empty(), "{:?}", summary.failed);
+    // What EC2 (moto) holds: snapshots of exactly those two volumes, one
+    // CreateSnapshots set; the root, the st1 and the scratch volumes none.
+    let mut snapshotted: Vec<String> = snapshots(&ec2)
+        .await
+        .into_iter()
+        .filter_map(|s| s.volume_id)
+        .collect();
+    snapshotted.sort();
+    assert_eq!(snapshotted, expected);
+    assert!(!snapshotted.contains(&root));
+}
+
+#[tokio::test]
 async fn a_volume_naming_an_unknown_policy_is_reported_and_notified() {
     let moto = Moto::start();
     let ec2 = moto.ec2();

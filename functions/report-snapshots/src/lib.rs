@@ -340,6 +340,8 @@ struct Inventory {
     volumes: Vec<Volume>,
     /// Volume id -> the policy that covers it.
     covered: BTreeMap<String, String>,
+    /// Volume id -> why its instance's policy leaves it out.
+    excluded: BTreeMap<String, String>,
     /// The volumes that exist.
     existing: BTreeSet<String>,
     /// Every volume of the region and the deleted ones the deployment's
@@ -381,6 +383,11 @@ impl Inventory {
                     .map(|v| (v.to_string(), t.policy().to_string()))
             })
             .collect();
+        let excluded = resolution
+            .excluded
+            .iter()
+            .map(|e| (e.volume_id.clone(), e.describe()))
+            .collect();
         let existing: BTreeSet<String> = volumes.iter().map(|v| v.id.clone()).collect();
         let walked = existing
             .iter()
@@ -392,6 +399,7 @@ impl Inventory {
         Ok(Self {
             volumes,
             covered,
+            excluded,
             existing,
             walked,
         })
@@ -716,6 +724,7 @@ async fn conclude(
         now,
     );
     let mut classed = classed;
+    coverage::with_exclusions(&mut classed, &inventory.excluded);
     report.restore_max_age_days = config.drills.max_age_days;
     match ports.drills.verifications(&covered_ids).await {
         Ok(verified) => {
@@ -978,6 +987,7 @@ mod tests {
                 severity: Severity::Warning,
             }),
             restore: None,
+            excluded: None,
         };
         let mut coverage: Vec<VolumeCoverage> = (0..500)
             .map(|i| volume(i, Cover::HandMade, false))

@@ -93,7 +93,7 @@ fn csv_field(text: &str) -> String {
 /// One row per volume.
 pub fn csv(report: &Report) -> String {
     let mut out = String::from(
-        "volume_id,name,protected_by,policy,newest_snapshot,gap_since,gap_intervals,gap_severity,restore_verified_at,restore_snapshot,restore_seconds,restore_unverified\n",
+        "volume_id,name,protected_by,policy,newest_snapshot,gap_since,gap_intervals,gap_severity,restore_verified_at,restore_snapshot,restore_seconds,restore_unverified,excluded\n",
     );
     for c in &report.coverage {
         let gap = c.gap.as_ref();
@@ -122,6 +122,7 @@ pub fn csv(report: &Report) -> String {
             restore
                 .map(|r| r.unverified.to_string())
                 .unwrap_or_default(),
+            c.excluded.clone().unwrap_or_default(),
         ];
         let row: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
         out.push_str(&row.join(","));
@@ -503,7 +504,8 @@ fn row(c: &VolumeCoverage) -> String {
         escape(&c.volume_id),
         escape(c.name.as_deref().unwrap_or("")),
         c.cover.as_str(),
-        escape(c.policy.as_deref().unwrap_or("")),
+        // A volume of an opted-in instance that a policy leaves out: why.
+        escape(c.policy.as_deref().or(c.excluded.as_deref()).unwrap_or("")),
         c.newest.map(tags::format_time).unwrap_or_default(),
         escape(&gap),
         escape(&restore)
@@ -654,6 +656,7 @@ mod tests {
                     seconds: Some(41),
                     unverified: false,
                 }),
+                excluded: None,
             },
             VolumeCoverage {
                 volume_id: "vol-2".into(),
@@ -663,6 +666,7 @@ mod tests {
                 newest: None,
                 gap: None,
                 restore: None,
+                excluded: Some("policy fleet excludes it (boot volume)".into()),
             },
         ];
         let (by_cover, gaps) = ebs_lifecycle_core::coverage::counts(&coverage);
@@ -718,8 +722,12 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 3);
         assert!(lines[1].starts_with("vol-1,\"db, \"\"main\"\" <prod>\",deployment,gold,"));
-        assert!(lines[1].ends_with(",3,warning,2026-02-20T05:00:00Z,snap-1,41,false"));
-        assert_eq!(lines[2], "vol-2,,unprotected,,,,,,,,,");
+        assert!(lines[1].ends_with(",3,warning,2026-02-20T05:00:00Z,snap-1,41,false,"));
+        // Why the deployment leaves a volume of an opted-in instance out.
+        assert_eq!(
+            lines[2],
+            "vol-2,,unprotected,,,,,,,,,,policy fleet excludes it (boot volume)"
+        );
     }
 
     #[test]
@@ -739,6 +747,7 @@ mod tests {
         assert!(page.contains(r#"data-cover="deployment" data-count="1""#));
         assert!(page.contains(r#"data-cover="unprotected" data-count="1""#));
         assert!(page.contains(r#"data-cover="aws-backup" data-count="0""#));
+        assert!(page.contains("<td>policy fleet excludes it (boot volume)</td>"));
         // The gap comes first.
         assert!(page.find("vol-1").unwrap() < page.find("vol-2").unwrap());
     }

@@ -84,6 +84,19 @@ pub struct VolumeCoverage {
     /// whether that is too long ago ([`with_restores`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub restore: Option<RestoreStatus>,
+    /// Why this deployment does not snapshot it although its instance opts
+    /// in: `policy fleet excludes it (boot volume)` ([`with_exclusions`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub excluded: Option<String>,
+}
+
+/// Mark each volume a policy's `exclude` leaves out with the reason
+/// (`crate::targets::Excluded::describe`), so the report says why a volume
+/// of an opted-in instance has no snapshot of ours.
+pub fn with_exclusions(coverage: &mut [VolumeCoverage], excluded: &BTreeMap<String, String>) {
+    for c in coverage {
+        c.excluded = excluded.get(&c.volume_id).cloned();
+    }
 }
 
 /// A volume's last passed restore drill (docs/restore.md, "Restore
@@ -213,6 +226,7 @@ pub fn classify(
                     newest: None,
                     gap: None,
                     restore: None,
+                    excluded: None,
                 };
             }
             if let Some(policy) = covered.get(&v.id) {
@@ -240,6 +254,7 @@ pub fn classify(
                     newest: facts.ours,
                     gap,
                     restore: None,
+                    excluded: None,
                 };
             }
             let (cover, newest) = if facts.dlm.is_some() {
@@ -259,6 +274,7 @@ pub fn classify(
                 newest,
                 gap: None,
                 restore: None,
+                excluded: None,
             }
         })
         .collect()
@@ -287,6 +303,7 @@ mod tests {
 
     fn volume(id: &str) -> Volume {
         Volume {
+            volume_type: None,
             id: id.into(),
             size_gib: 8,
             encrypted: true,
@@ -453,6 +470,7 @@ mod tests {
             newest: None,
             gap: None,
             restore: None,
+            excluded: None,
         };
         let mut coverage = vec![ours("vol-never"), ours("vol-fresh"), ours("vol-stale")];
         coverage.push(VolumeCoverage {

@@ -31,6 +31,9 @@ pub struct Volume {
     pub id: String,
     pub size_gib: i32,
     pub encrypted: bool,
+    /// EC2's volume type (`gp3`, `io2`, `st1`, ...), when it said; a
+    /// policy's `exclude.volume_types` reads it.
+    pub volume_type: Option<String>,
     pub tags: Tags,
     /// The first attachment, if any. Multi-attach volumes are snapshotted once,
     /// described through their first instance.

@@ -184,6 +184,73 @@ pub struct Policy {
     /// When snapshots move to the archive tier (docs/policies-and-tags.md,
     /// "Archive"); `None`: never.
     pub archive: Option<ArchiveRule>,
+    /// Volumes the policy leaves out when it covers them through their
+    /// instance (docs/policies-and-tags.md, "Exclusions").
+    pub exclude: Exclusions,
+}
+
+/// `"exclude": {"boot_volumes": true, "volume_types": ["sc1", "st1"],
+/// "tags": {"Scratch": "yes"}}`: volumes a policy does not snapshot although
+/// their instance opts in. A volume's own selector tag is an explicit choice
+/// and is not overridden (as it overrides its instance's); Data Lifecycle
+/// Manager's exclusions likewise apply to instance and default policies.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Exclusions {
+    /// The volume attached as its instance's root device.
+    pub boot_volumes: bool,
+    /// EC2 volume types (`gp2`, `gp3`, `io1`, `io2`, `st1`, `sc1`, `standard`).
+    pub volume_types: Vec<String>,
+    /// A volume with any of these tags (key and value equal).
+    pub tags: Tags,
+}
+
+/// EC2's volume types, as `exclude.volume_types` accepts them.
+pub const VOLUME_TYPES: [&str; 7] = ["gp2", "gp3", "io1", "io2", "st1", "sc1", "standard"];
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawExclusions {
+    #[serde(default)]
+    boot_volumes: bool,
+    #[serde(default)]
+    volume_types: Vec<String>,
+    #[serde(default)]
+    tags: Tags,
+}
+
+impl Exclusions {
+    fn from_raw(raw: RawExclusions) -> Result<Self, (String, String)> {
+        for (i, t) in raw.volume_types.iter().enumerate() {
+            if !VOLUME_TYPES.contains(&t.as_str()) {
+                return Err((
+                    format!("volume_types[{i}]"),
+                    format!(
+                        "`{}` is not an EC2 volume type (one of {})",
+                        crate::text::excerpt(t).escape_debug(),
+                        VOLUME_TYPES.join(", ")
+                    ),
+                ));
+            }
+        }
+        for key in raw.tags.keys() {
+            if key.is_empty() || key.starts_with("aws:") {
+                return Err((
+                    format!("tags.{}", crate::text::excerpt(key).escape_debug()),
+                    "not a tag key a volume can carry (empty, or aws:)".into(),
+                ));
+            }
+        }
+        Ok(Self {
+            boot_volumes: raw.boot_volumes,
+            volume_types: raw.volume_types,
+            tags: raw.tags,
+        })
+    }
+
+    /// Whether the policy excludes nothing.
+    pub fn is_empty(&self) -> bool {
+        !self.boot_volumes && self.volume_types.is_empty() && self.tags.is_empty()
+    }
 }
 
 /// `"archive": {"after": "90d", "rules": ["monthly", "yearly"]}`: a
@@ -472,6 +539,8 @@ impl Policy {
             .map(ArchiveRule::from_raw)
             .transpose()
             .map_err(|(field, p)| err(&format!("archive.{field}"), p))?;
+        let exclude = Exclusions::from_raw(raw.exclude)
+            .map_err(|(field, p)| err(&format!("exclude.{field}"), p))?;
 
         Ok(Self {
             name: name.to_string(),
@@ -484,6 +553,7 @@ impl Policy {
             application,
             copies,
             archive,
+            exclude,
         })
     }
 }
@@ -518,6 +588,8 @@ struct RawPolicy {
     copies: Vec<RawCopyTarget>,
     #[serde(default)]
     archive: Option<RawArchive>,
+    #[serde(default)]
+    exclude: RawExclusions,
 }
 
 #[derive(Debug, Deserialize)]

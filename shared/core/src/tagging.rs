@@ -524,6 +524,7 @@ mod tests {
 
     fn volume(id: &str, pairs: &[(&str, &str)], attached: Option<(&str, &str)>) -> Volume {
         Volume {
+            volume_type: None,
             id: id.into(),
             size_gib: 8,
             encrypted: true,

@@ -334,6 +334,7 @@ mod tests {
 
     fn volume(tags: &[(&str, &str)], attached: bool) -> Volume {
         Volume {
+            volume_type: None,
             id: "vol-0abc".into(),
             size_gib: 8,
             encrypted: true,

@@ -8,6 +8,8 @@
 //!   `application`, `stopped`) an instance's covered volumes are snapshotted
 //!   together, and attached volumes under another policy are excluded;
 //! - an empty tag value means the `default` policy;
+//! - `none` opts a volume or an instance out; a policy's `exclude` leaves
+//!   out boot volumes, volume types or tagged volumes its instance brings;
 //! - a tag naming a policy that does not exist is reported, never skipped in silence.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -15,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 
 use crate::model::{Instance, Volume};
-use crate::policy::{Consistency, Policies, DEFAULT_POLICY_NAME, OPT_OUT};
+use crate::policy::{Consistency, Exclusions, Policies, DEFAULT_POLICY_NAME, OPT_OUT};
 
 /// One volume snapshotted on its own.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,10 +73,53 @@ pub struct UnknownPolicy {
     pub volume_ids: Vec<String>,
 }
 
+/// A volume its instance's policy leaves out (the policy's `exclude`), and
+/// why: what the report shows for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Excluded {
+    pub volume_id: String,
+    pub instance_id: String,
+    pub policy: String,
+    /// `boot volume`, `volume type st1`, `tag Scratch=yes`.
+    pub reason: String,
+}
+
+impl Excluded {
+    /// One line for the report: `policy fleet excludes it (boot volume)`.
+    pub fn describe(&self) -> String {
+        format!("policy {} excludes it ({})", self.policy, self.reason)
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Resolution {
     pub targets: Vec<Target>,
     pub unknown_policies: Vec<UnknownPolicy>,
+    /// Volumes an instance's policy covers but excludes, in id order.
+    pub excluded: Vec<Excluded>,
+}
+
+/// Why `exclude` leaves out `volume`, attached to `instance`, if it does:
+/// its root device, a listed volume type, or a listed tag (key and value).
+pub fn exclusion(exclude: &Exclusions, volume: &Volume, instance: &Instance) -> Option<String> {
+    let boot = volume.attachment.as_ref().is_some_and(|a| {
+        a.instance_id == instance.id && instance.root_device.as_deref() == Some(a.device.as_str())
+    });
+    if exclude.boot_volumes && boot {
+        return Some("boot volume".into());
+    }
+    if let Some(t) = volume
+        .volume_type
+        .as_deref()
+        .filter(|t| exclude.volume_types.iter().any(|x| x == t))
+    {
+        return Some(format!("volume type {t}"));
+    }
+    exclude
+        .tags
+        .iter()
+        .find(|(k, v)| volume.tags.get(*k) == Some(*v))
+        .map(|(k, v)| format!("tag {k}={v}"))
 }
 
 impl Resolution {
@@ -161,6 +206,21 @@ pub fn resolve(
             }
             continue;
         };
+        // A policy's exclusions leave out what it covers through the
+        // instance; a volume's own tag is an explicit choice. Under an
+        // instance-level policy the volume then falls out of the set
+        // (ExcludeDataVolumeIds, or ExcludeBootVolume for the root).
+        if let (true, Some(i)) = (via_instance, instance) {
+            if let Some(reason) = exclusion(&found.exclude, volume, i) {
+                out.excluded.push(Excluded {
+                    volume_id: volume.id.clone(),
+                    instance_id: i.id.clone(),
+                    policy,
+                    reason,
+                });
+                continue;
+            }
+        }
         let together = found.consistency != Consistency::Volume;
         match instance {
             Some(i) if together => {
@@ -251,6 +311,7 @@ mod tests {
 
     fn vol(id: &str, backup: Option<&str>, on: Option<(&str, &str)>) -> Volume {
         Volume {
+            volume_type: None,
             id: id.into(),
             size_gib: 8,
             encrypted: true,
@@ -324,6 +385,112 @@ mod tests {
             ["vol-a"],
             "only the instance's volume that did not opt out"
         );
+    }
+
+    #[test]
+    fn exclude_leaves_out_what_an_instance_brings_and_says_why() {
+        let policies = Policies::parse(
+            r#"{
+            "fleet": {"schedule": "@hourly", "keep": {"last": 3}, "consistency": "instance",
+                      "exclude": {"boot_volumes": true, "volume_types": ["st1"], "tags": {"Scratch": "yes"}}},
+            "solo":  {"schedule": "@daily", "keep": {"last": 3},
+                      "exclude": {"volume_types": ["sc1"]}}
+        }"#,
+        )
+        .unwrap();
+        let typed = |mut v: Volume, t: &str| {
+            v.volume_type = Some(t.into());
+            v
+        };
+        let scratch = |mut v: Volume| {
+            v.tags.insert("Scratch".into(), "yes".into());
+            v
+        };
+        let fleet = inst(
+            "i-1",
+            Some("fleet"),
+            &[
+                ("vol-root", "/dev/xvda"),
+                ("vol-data", "/dev/sdf"),
+                ("vol-logs", "/dev/sdg"),
+                ("vol-tmp", "/dev/sdh"),
+                ("vol-own", "/dev/sdi"),
+            ],
+        );
+        let solo = inst(
+            "i-2",
+            Some("solo"),
+            &[("vol-cold", "/dev/xvda"), ("vol-warm", "/dev/sdf")],
+        );
+        // vol-own carries Scratch=yes but its own selector tag: an explicit
+        // choice that the instance's exclusions do not override.
+        let own = scratch(vol("vol-own", Some("fleet"), Some(("i-1", "/dev/sdi"))));
+        let attached = [
+            typed(vol("vol-root", None, Some(("i-1", "/dev/xvda"))), "gp3"),
+            typed(vol("vol-data", None, Some(("i-1", "/dev/sdf"))), "gp3"),
+            typed(vol("vol-logs", None, Some(("i-1", "/dev/sdg"))), "st1"),
+            scratch(vol("vol-tmp", None, Some(("i-1", "/dev/sdh")))),
+            own.clone(),
+            typed(vol("vol-cold", None, Some(("i-2", "/dev/xvda"))), "sc1"),
+            typed(vol("vol-warm", None, Some(("i-2", "/dev/sdf"))), "gp3"),
+        ];
+        let r = resolve("Backup", &policies, &[own], &[fleet, solo], &attached);
+
+        let why: BTreeMap<&str, (&str, &str)> = r
+            .excluded
+            .iter()
+            .map(|e| (e.volume_id.as_str(), (e.policy.as_str(), e.reason.as_str())))
+            .collect();
+        assert_eq!(
+            why,
+            BTreeMap::from([
+                ("vol-cold", ("solo", "volume type sc1")),
+                ("vol-logs", ("fleet", "volume type st1")),
+                ("vol-root", ("fleet", "boot volume")),
+                ("vol-tmp", ("fleet", "tag Scratch=yes")),
+            ])
+        );
+        let set = r
+            .targets
+            .iter()
+            .find_map(|t| match t {
+                Target::Instance(g) => Some(g),
+                Target::Volume(_) => None,
+            })
+            .unwrap();
+        let members: Vec<&str> = set.volumes.iter().map(|v| v.id.as_str()).collect();
+        assert_eq!(members, ["vol-data", "vol-own"]);
+        // Left out of the instance's CreateSnapshots call: the root by
+        // ExcludeBootVolume, the others by ExcludeDataVolumeIds.
+        assert_eq!(set.excluded_volume_ids, ["vol-logs", "vol-root", "vol-tmp"]);
+        let solo_targets: Vec<&str> = r
+            .targets
+            .iter()
+            .filter(|t| t.policy() == "solo")
+            .flat_map(|t| t.volume_ids())
+            .collect();
+        assert_eq!(solo_targets, ["vol-warm"]);
+        assert_eq!(
+            r.excluded[0].describe(),
+            "policy solo excludes it (volume type sc1)"
+        );
+    }
+
+    #[test]
+    fn exclude_refuses_what_ec2_has_not() {
+        for (exclude, field) in [
+            (r#"{"volume_types": ["gp4"]}"#, "exclude.volume_types[0]"),
+            (r#"{"tags": {"aws:x": "y"}}"#, "exclude.tags.aws:x"),
+            (r#"{"boot": true}"#, "exclude.boot"),
+        ] {
+            let doc = format!(
+                r#"{{"p": {{"schedule": "@daily", "keep": {{"last": 1}}, "exclude": {exclude}}}}}"#
+            );
+            let err = Policies::parse(&doc).unwrap_err().to_string();
+            assert!(err.contains(field), "{exclude}: {err}");
+        }
+        let p = Policies::parse(r#"{"p": {"schedule": "@daily", "keep": {"last": 1}}}"#).unwrap();
+        assert!(p.get("p").unwrap().exclude.is_empty());
     }
 
     #[test]
@@ -483,6 +650,73 @@ mod tests {
 
         proptest! {
             #[test]
+            fn an_excluded_volume_is_never_snapshotted_and_always_said_why(
+                (volumes, instances) in account(),
+                types in proptest::collection::vec(prop_oneof![Just("gp3"), Just("st1")], 10),
+                scratch in proptest::collection::vec(any::<bool>(), 10),
+                root in proptest::collection::vec(any::<bool>(), 10),
+            ) {
+                // The same account, its volumes typed, some tagged Scratch=yes
+                // and some attached as their instance's root; `fleet` and
+                // `default` exclude all three kinds.
+                let policies = Policies::parse(r#"{
+                    "default": {"schedule": "@daily", "keep": {"last": 3},
+                                "exclude": {"boot_volumes": true, "volume_types": ["st1"], "tags": {"Scratch": "yes"}}},
+                    "fleet":   {"schedule": "@hourly", "keep": {"last": 3}, "consistency": "instance",
+                                "exclude": {"boot_volumes": true, "volume_types": ["st1"], "tags": {"Scratch": "yes"}}}
+                }"#).unwrap();
+                let volumes: Vec<Volume> = volumes.into_iter().enumerate().map(|(i, mut v)| {
+                    v.volume_type = Some(types[i].into());
+                    if scratch[i] { v.tags.insert("Scratch".into(), "yes".into()); }
+                    if let (true, Some(a)) = (root[i], v.attachment.as_mut()) { a.device = "/dev/xvda".into(); }
+                    v
+                }).collect();
+                let tagged_volumes: Vec<Volume> = volumes.iter().filter(|v| v.tags.contains_key("Backup")).cloned().collect();
+                let tagged_instances: Vec<Instance> = instances.iter().filter(|i| i.tags.contains_key("Backup")).cloned().collect();
+                let attached: Vec<Volume> = volumes
+                    .iter()
+                    .filter(|v| v.attachment.as_ref().is_some_and(|a| tagged_instances.iter().any(|i| i.id == a.instance_id)))
+                    .cloned()
+                    .collect();
+                let r = resolve("Backup", &policies, &tagged_volumes, &tagged_instances, &attached);
+
+                let targeted: BTreeSet<&str> = r.targets.iter().flat_map(|t| t.volume_ids()).collect();
+                for e in &r.excluded {
+                    prop_assert!(!targeted.contains(e.volume_id.as_str()), "{} excluded and snapshotted", e.volume_id);
+                    let v = volumes.iter().find(|v| v.id == e.volume_id).unwrap();
+                    prop_assert!(!v.tags.contains_key("Backup"), "its own tag is never overridden");
+                    let kinds = [
+                        v.attachment.as_ref().is_some_and(|a| a.device == "/dev/xvda"),
+                        v.volume_type.as_deref() == Some("st1"),
+                        v.tags.get("Scratch").map(String::as_str) == Some("yes"),
+                    ];
+                    prop_assert!(kinds.iter().any(|k| *k), "{} excluded for no reason: {}", e.volume_id, e.reason);
+                }
+                // Every volume its instance brings under a known policy, and
+                // that matches an exclusion, is excluded: none slips into a set.
+                for t in &r.targets {
+                    let members: Vec<&Volume> = match t {
+                        Target::Volume(v) => vec![&v.volume],
+                        Target::Instance(g) => g.volumes.iter().collect(),
+                    };
+                    for v in members {
+                        let own = v.tags.contains_key("Backup");
+                        let root = v.attachment.as_ref().is_some_and(|a| a.device == "/dev/xvda");
+                        let matches = root || v.volume_type.as_deref() == Some("st1")
+                            || v.tags.get("Scratch").map(String::as_str) == Some("yes");
+                        prop_assert!(own || !matches, "{} matches an exclusion but is snapshotted", v.id);
+                    }
+                    if let Target::Instance(g) = t {
+                        for e in r.excluded.iter().filter(|e| e.instance_id == g.instance.id && e.policy == g.policy) {
+                            prop_assert!(g.excluded_volume_ids.contains(&e.volume_id));
+                        }
+                    }
+                }
+            }
+        }
+
+        proptest! {
+            #[test]
             fn every_opted_in_volume_is_targeted_or_reported_exactly_once((volumes, instances) in account()) {
                 let tagged_volumes: Vec<Volume> = volumes.iter().filter(|v| v.tags.contains_key("Backup")).cloned().collect();
                 let tagged_instances: Vec<Instance> = instances.iter().filter(|i| i.tags.contains_key("Backup")).cloned().collect();
@@ -492,6 +726,7 @@ mod tests {
                     .cloned()
                     .collect();
                 let r = run(&tagged_volumes, &tagged_instances, &attached);
+                prop_assert!(r.excluded.is_empty(), "no policy here excludes anything");
 
                 let mut seen: Vec<String> = r.targets.iter().flat_map(|t| t.volume_ids()).map(String::from).collect();
                 for u in &r.unknown_policies {

@@ -169,6 +169,7 @@ fn volume_of(v: &aws_sdk_ec2::types::Volume) -> Option<Volume> {
         id: v.volume_id()?.to_string(),
         size_gib: v.size().unwrap_or_default(),
         encrypted: v.encrypted().unwrap_or_default(),
+        volume_type: v.volume_type().map(|t| t.as_str().to_string()),
         tags: tags_of(Some(v.tags())),
         attachment,
     })
