@@ -394,9 +394,12 @@ impl Plan {
         }
         for e in &self.excluded {
             out.push(format!(
-                "  volume {} of {}: {}, not snapshotted",
+                "  volume {}{}: {}, not snapshotted",
                 e.volume_id,
-                e.instance_id,
+                e.instance_id
+                    .as_deref()
+                    .map(|i| format!(" of {i}"))
+                    .unwrap_or_default(),
                 e.describe()
             ));
         }

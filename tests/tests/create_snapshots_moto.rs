@@ -278,6 +278,53 @@ async fn exclusions_leave_the_boot_scratch_and_throughput_volumes_out_of_the_ins
 }
 
 #[tokio::test]
+async fn a_default_policy_snapshots_the_volume_nobody_tagged_and_leaves_the_opted_out() {
+    const DOC: &str = r#"{
+      "gold":  { "schedule": "@daily", "keep": { "last": 3 } },
+      "catch": { "schedule": "@daily", "keep": { "last": 3 }, "exclude": { "boot_volumes": true } }
+    }"#;
+    let moto = Moto::start();
+    let ec2 = moto.ec2();
+    let forgotten = create_volume(&ec2, 10, &[("Name", "new-disk")]).await;
+    let tagged = create_volume(&ec2, 10, &[("Backup", "gold")]).await;
+    let opted_out = create_volume(&ec2, 10, &[("Backup", "none")]).await;
+    // An instance nobody tagged: its data volume is covered, its root
+    // volume excluded by the default policy's exclude.
+    let (instance, root) = run_instance(&ec2, &[]).await;
+    let data = create_volume(&ec2, 10, &[]).await;
+    attach(&ec2, &data, &instance, "/dev/sdf").await;
+    let adapter = Ec2Adapter::new(moto.ec2());
+    let notifier = RecordingNotifier::default();
+    let summary = run_with(
+        &moto,
+        &adapter,
+        &adapter,
+        &notifier,
+        &config_with(DOC, &[("DEFAULT_POLICY", "catch")]),
+        at("2026-03-01T00:15:00Z"),
+        plenty(),
+    )
+    .await;
+    assert!(summary.failed.is_empty(), "{:?}", summary.failed);
+    let mut by_volume: Vec<(String, String)> = snapshots(&ec2)
+        .await
+        .into_iter()
+        .filter_map(|s| Some((s.volume_id?, s.tags.get("lifecycle:policy")?.clone())))
+        .collect();
+    by_volume.sort();
+    let mut expected = vec![
+        (forgotten.clone(), "catch".to_string()),
+        (data.clone(), "catch".to_string()),
+        (tagged.clone(), "gold".to_string()),
+    ];
+    expected.sort();
+    assert_eq!(by_volume, expected);
+    let snapshotted: Vec<&str> = by_volume.iter().map(|(v, _)| v.as_str()).collect();
+    assert!(!snapshotted.contains(&opted_out.as_str()));
+    assert!(!snapshotted.contains(&root.as_str()));
+}
+
+#[tokio::test]
 async fn a_volume_naming_an_unknown_policy_is_reported_and_notified() {
     let moto = Moto::start();
     let ec2 = moto.ec2();

@@ -59,6 +59,7 @@ use ebs_lifecycle::ports::ledger::{DrillLedger, Ledger, LedgerError};
 use ebs_lifecycle::ports::notifier::Notifier;
 use ebs_lifecycle::ports::reports::ReportStore;
 use ebs_lifecycle::services::deletion::{Locks, Protected, Protections, Unread};
+use ebs_lifecycle::services::due;
 use ebs_lifecycle::services::ownership;
 use ebs_lifecycle::services::resume::{Progress, Walk};
 use ebs_lifecycle_core::coverage::{self, VolumeCoverage};
@@ -372,8 +373,17 @@ impl Inventory {
             })
             .cloned()
             .collect();
-        let resolution = targets::resolve(key, &config.policies, &tagged, &instances, &attached);
+        let mut resolution =
+            targets::resolve(key, &config.policies, &tagged, &instances, &attached);
         drop((tagged, attached));
+        due::with_default(
+            ports.inventory,
+            config,
+            &mut resolution,
+            &volumes,
+            &instances,
+        )
+        .await?;
         let covered: BTreeMap<String, String> = resolution
             .targets
             .iter()

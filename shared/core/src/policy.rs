@@ -191,9 +191,10 @@ pub struct Policy {
 
 /// `"exclude": {"boot_volumes": true, "volume_types": ["sc1", "st1"],
 /// "tags": {"Scratch": "yes"}}`: volumes a policy does not snapshot although
-/// their instance opts in. A volume's own selector tag is an explicit choice
-/// and is not overridden (as it overrides its instance's); Data Lifecycle
-/// Manager's exclusions likewise apply to instance and default policies.
+/// their instance opts in or the default policy covers them. A volume's own
+/// selector tag is an explicit choice and is not overridden (as it
+/// overrides its instance's); Data Lifecycle Manager's exclusions likewise
+/// apply to instance and default policies.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Exclusions {
     /// The volume attached as its instance's root device.

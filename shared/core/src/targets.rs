@@ -10,14 +10,16 @@
 //! - an empty tag value means the `default` policy;
 //! - `none` opts a volume or an instance out; a policy's `exclude` leaves
 //!   out boot volumes, volume types or tagged volumes its instance brings;
-//! - a tag naming a policy that does not exist is reported, never skipped in silence.
+//! - a tag naming a policy that does not exist is reported, never skipped in silence;
+//! - with a default policy, every volume no tag decides is covered by it
+//!   ([`cover_by_default`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
 use crate::model::{Instance, Volume};
-use crate::policy::{Consistency, Exclusions, Policies, DEFAULT_POLICY_NAME, OPT_OUT};
+use crate::policy::{Consistency, Exclusions, Policies, Policy, DEFAULT_POLICY_NAME, OPT_OUT};
 
 /// One volume snapshotted on its own.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,7 +80,9 @@ pub struct UnknownPolicy {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Excluded {
     pub volume_id: String,
-    pub instance_id: String,
+    /// The instance it is attached to, when it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance_id: Option<String>,
     pub policy: String,
     /// `boot volume`, `volume type st1`, `tag Scratch=yes`.
     pub reason: String,
@@ -99,12 +103,19 @@ pub struct Resolution {
     pub excluded: Vec<Excluded>,
 }
 
-/// Why `exclude` leaves out `volume`, attached to `instance`, if it does:
-/// its root device, a listed volume type, or a listed tag (key and value).
-pub fn exclusion(exclude: &Exclusions, volume: &Volume, instance: &Instance) -> Option<String> {
-    let boot = volume.attachment.as_ref().is_some_and(|a| {
-        a.instance_id == instance.id && instance.root_device.as_deref() == Some(a.device.as_str())
-    });
+/// Why `exclude` leaves out `volume`, attached to `instance` if it is, if it
+/// does: its root device, a listed volume type, or a listed tag (key and value).
+pub fn exclusion(
+    exclude: &Exclusions,
+    volume: &Volume,
+    instance: Option<&Instance>,
+) -> Option<String> {
+    let boot = match (volume.attachment.as_ref(), instance) {
+        (Some(a), Some(i)) => {
+            a.instance_id == i.id && i.root_device.as_deref() == Some(a.device.as_str())
+        }
+        _ => false,
+    };
     if exclude.boot_volumes && boot {
         return Some("boot volume".into());
     }
@@ -211,10 +222,10 @@ pub fn resolve(
         // instance-level policy the volume then falls out of the set
         // (ExcludeDataVolumeIds, or ExcludeBootVolume for the root).
         if let (true, Some(i)) = (via_instance, instance) {
-            if let Some(reason) = exclusion(&found.exclude, volume, i) {
+            if let Some(reason) = exclusion(&found.exclude, volume, Some(i)) {
                 out.excluded.push(Excluded {
                     volume_id: volume.id.clone(),
-                    instance_id: i.id.clone(),
+                    instance_id: Some(i.id.clone()),
                     policy,
                     reason,
                 });
@@ -290,6 +301,52 @@ pub fn resolve(
         }));
     }
     out
+}
+
+/// The stack's default policy (parameter `DefaultPolicy`; docs/policies-and-tags.md,
+/// "The default policy"): every volume of `all_volumes` that no selector tag
+/// decides, neither its own nor its instance's (a tag naming no policy, or
+/// `none`, decides too), is covered by `policy`, volume by volume, unless the
+/// policy's `exclude` leaves it out. `instances` are the instances those
+/// volumes are attached to, as far as EC2 listed them (their root device
+/// tells a boot volume; their tags are copied). Adds to `out`, in volume id
+/// order.
+pub fn cover_by_default(
+    out: &mut Resolution,
+    selector_tag_key: &str,
+    policy: &Policy,
+    all_volumes: &[Volume],
+    tagged_instance_ids: &BTreeSet<&str>,
+    instances: &[Instance],
+) {
+    let instances: BTreeMap<&str, &Instance> =
+        instances.iter().map(|i| (i.id.as_str(), i)).collect();
+    let mut volumes: Vec<&Volume> = all_volumes.iter().collect();
+    volumes.sort_by(|a, b| a.id.cmp(&b.id));
+    volumes.dedup_by(|a, b| a.id == b.id);
+    for volume in volumes {
+        let instance_id = volume.attachment.as_ref().map(|a| a.instance_id.as_str());
+        let decided = volume.tags.contains_key(selector_tag_key)
+            || instance_id.is_some_and(|i| tagged_instance_ids.contains(i));
+        if decided {
+            continue;
+        }
+        let instance = instance_id.and_then(|i| instances.get(i).copied());
+        if let Some(reason) = exclusion(&policy.exclude, volume, instance) {
+            out.excluded.push(Excluded {
+                volume_id: volume.id.clone(),
+                instance_id: instance_id.map(String::from),
+                policy: policy.name.clone(),
+                reason,
+            });
+            continue;
+        }
+        out.targets.push(Target::Volume(VolumeTarget {
+            policy: policy.name.clone(),
+            volume: volume.clone(),
+            instance: instance.cloned(),
+        }));
+    }
 }
 
 #[cfg(test)]
@@ -494,6 +551,105 @@ mod tests {
     }
 
     #[test]
+    fn the_default_policy_covers_what_no_tag_decides() {
+        let policies = Policies::parse(
+            r#"{
+            "default": {"schedule": "@daily", "keep": {"last": 3},
+                        "exclude": {"boot_volumes": true, "volume_types": ["sc1"]}},
+            "fleet":   {"schedule": "@hourly", "keep": {"last": 3}, "consistency": "instance"}
+        }"#,
+        )
+        .unwrap();
+        let typed = |mut v: Volume, t: &str| {
+            v.volume_type = Some(t.into());
+            v
+        };
+        // i-1 opts in (fleet), i-2 opts out, i-3 has no tag, i-4 names no policy.
+        let fleet = inst("i-1", Some("fleet"), &[("vol-f", "/dev/xvda")]);
+        let out = inst("i-2", Some("none"), &[("vol-o", "/dev/sdf")]);
+        let plain = inst(
+            "i-3",
+            None,
+            &[("vol-root", "/dev/xvda"), ("vol-data", "/dev/sdf")],
+        );
+        let typo = inst("i-4", Some("flet"), &[("vol-t", "/dev/sdf")]);
+        let all = [
+            vol("vol-f", None, Some(("i-1", "/dev/xvda"))),
+            vol("vol-o", None, Some(("i-2", "/dev/sdf"))),
+            vol("vol-root", None, Some(("i-3", "/dev/xvda"))),
+            vol("vol-data", None, Some(("i-3", "/dev/sdf"))),
+            vol("vol-t", None, Some(("i-4", "/dev/sdf"))),
+            vol("vol-loose", None, None),
+            typed(vol("vol-cold", None, None), "sc1"),
+            vol("vol-none", Some("none"), None),
+            vol("vol-own", Some("fleet"), None),
+        ];
+        let tagged_instances = [fleet, out, typo];
+        let tagged: Vec<Volume> = all
+            .iter()
+            .filter(|v| v.tags.contains_key("Backup"))
+            .cloned()
+            .collect();
+        let attached: Vec<Volume> = all
+            .iter()
+            .filter(|v| {
+                v.attachment
+                    .as_ref()
+                    .is_some_and(|a| ["i-1", "i-2", "i-4"].contains(&a.instance_id.as_str()))
+            })
+            .cloned()
+            .collect();
+        let mut r = resolve("Backup", &policies, &tagged, &tagged_instances, &attached);
+        let ids: BTreeSet<&str> = ["i-1", "i-2", "i-4"].into();
+        cover_by_default(
+            &mut r,
+            "Backup",
+            policies.get("default").unwrap(),
+            &all,
+            &ids,
+            &[plain],
+        );
+
+        let covered: BTreeMap<&str, &str> = r
+            .targets
+            .iter()
+            .flat_map(|t| t.volume_ids().into_iter().map(move |v| (v, t.policy())))
+            .collect();
+        assert_eq!(
+            covered,
+            BTreeMap::from([
+                ("vol-data", "default"),
+                ("vol-f", "fleet"),
+                ("vol-loose", "default"),
+                ("vol-own", "fleet"),
+            ])
+        );
+        let excluded: BTreeMap<&str, &str> = r
+            .excluded
+            .iter()
+            .map(|e| (e.volume_id.as_str(), e.reason.as_str()))
+            .collect();
+        assert_eq!(
+            excluded,
+            BTreeMap::from([("vol-cold", "volume type sc1"), ("vol-root", "boot volume")])
+        );
+        // The typo is reported, not quietly defaulted; the opted-out stay out.
+        assert_eq!(r.unknown_policies.len(), 1);
+        assert_eq!(r.unknown_policies[0].volume_ids, ["vol-t"]);
+        // The default-covered volume of an untagged instance carries it
+        // (names and copied tags).
+        let data = r
+            .targets
+            .iter()
+            .find_map(|t| match t {
+                Target::Volume(v) if v.volume.id == "vol-data" => Some(v),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(data.instance.as_ref().map(|i| i.id.as_str()), Some("i-3"));
+    }
+
+    #[test]
     fn unknown_policies_are_reported_per_volume_and_per_instance() {
         let i = inst("i-1", Some("gold"), &[("vol-2", "/dev/xvda")]);
         let r = run(
@@ -650,6 +806,79 @@ mod tests {
 
         proptest! {
             #[test]
+            fn with_a_default_policy_every_volume_is_covered_excluded_reported_or_opted_out_once(
+                (volumes, instances) in account(),
+                types in proptest::collection::vec(prop_oneof![Just("gp3"), Just("sc1")], 10),
+                opt_out in proptest::collection::vec(any::<bool>(), 14),
+            ) {
+                // Some tags turned into `none`: volumes 0-9, instances 10-13.
+                let none = |mut tags: Tags, out: bool| {
+                    if out && tags.contains_key("Backup") {
+                        tags.insert("Backup".into(), OPT_OUT.into());
+                    }
+                    tags
+                };
+                let instances: Vec<Instance> = instances.into_iter().enumerate().map(|(k, mut i)| {
+                    i.tags = none(i.tags, opt_out[10 + k]);
+                    i
+                }).collect();
+                let policies = Policies::parse(r#"{
+                    "default": {"schedule": "@daily", "keep": {"last": 3}, "exclude": {"volume_types": ["sc1"]}},
+                    "fleet":   {"schedule": "@hourly", "keep": {"last": 3}, "consistency": "instance"}
+                }"#).unwrap();
+                let volumes: Vec<Volume> = volumes.into_iter().enumerate().map(|(i, mut v)| {
+                    v.volume_type = Some(types[i].into());
+                    v.tags = none(v.tags, opt_out[i]);
+                    v
+                }).collect();
+                let tagged_volumes: Vec<Volume> = volumes.iter().filter(|v| v.tags.contains_key("Backup")).cloned().collect();
+                let tagged_instances: Vec<Instance> = instances.iter().filter(|i| i.tags.contains_key("Backup")).cloned().collect();
+                let ids: BTreeSet<&str> = tagged_instances.iter().map(|i| i.id.as_str()).collect();
+                let attached: Vec<Volume> = volumes
+                    .iter()
+                    .filter(|v| v.attachment.as_ref().is_some_and(|a| ids.contains(a.instance_id.as_str())))
+                    .cloned()
+                    .collect();
+                let untagged: Vec<Instance> = instances.iter().filter(|i| !i.tags.contains_key("Backup")).cloned().collect();
+                let mut r = resolve("Backup", &policies, &tagged_volumes, &tagged_instances, &attached);
+                cover_by_default(&mut r, "Backup", policies.get("default").unwrap(), &volumes, &ids, &untagged);
+
+                let mut seen: Vec<String> = r.targets.iter().flat_map(|t| t.volume_ids()).map(String::from).collect();
+                seen.extend(r.excluded.iter().map(|e| e.volume_id.clone()));
+                for u in &r.unknown_policies {
+                    if u.resource_type == "volume" { seen.push(u.resource_id.clone()) } else { seen.extend(u.volume_ids.clone()) }
+                }
+                // The opted out: `none` on the volume, or on its instance
+                // when the volume has no tag of its own.
+                for v in &volumes {
+                    let own = v.tags.get("Backup").map(|t| policy_name(t));
+                    let instance = v.attachment.as_ref().and_then(|a| tagged_instances.iter().find(|i| i.id == a.instance_id));
+                    let via = instance.and_then(|i| i.tags.get("Backup")).map(|t| policy_name(t));
+                    if own.as_deref() == Some(OPT_OUT) || (own.is_none() && via.as_deref() == Some(OPT_OUT)) {
+                        seen.push(v.id.clone());
+                    }
+                }
+                let mut sorted = seen.clone();
+                sorted.sort();
+                sorted.dedup();
+                prop_assert_eq!(sorted.len(), seen.len(), "a volume decided twice: {:?}", seen);
+                let every: BTreeSet<String> = volumes.iter().map(|v| v.id.clone()).collect();
+                prop_assert_eq!(sorted.into_iter().collect::<BTreeSet<_>>(), every, "a volume left behind");
+                // The default never takes a volume a tag decides.
+                for t in r.targets.iter().filter(|t| t.policy() == "default") {
+                    for id in t.volume_ids() {
+                        let v = volumes.iter().find(|v| v.id == id).unwrap();
+                        let on_tagged = v.attachment.as_ref().is_some_and(|a| ids.contains(a.instance_id.as_str()));
+                        prop_assert!(v.tags.get("Backup").is_some_and(|t| policy_name(t) == "default") || (!v.tags.contains_key("Backup") && !on_tagged)
+                            || (on_tagged && instances.iter().any(|i| Some(&i.id) == v.attachment.as_ref().map(|a| &a.instance_id) && i.tags.get("Backup").is_some_and(|t| policy_name(t) == "default"))),
+                            "{} defaulted although a tag decides it", id);
+                    }
+                }
+            }
+        }
+
+        proptest! {
+            #[test]
             fn an_excluded_volume_is_never_snapshotted_and_always_said_why(
                 (volumes, instances) in account(),
                 types in proptest::collection::vec(prop_oneof![Just("gp3"), Just("st1")], 10),
@@ -707,7 +936,7 @@ mod tests {
                         prop_assert!(own || !matches, "{} matches an exclusion but is snapshotted", v.id);
                     }
                     if let Target::Instance(g) = t {
-                        for e in r.excluded.iter().filter(|e| e.instance_id == g.instance.id && e.policy == g.policy) {
+                        for e in r.excluded.iter().filter(|e| e.instance_id.as_deref() == Some(g.instance.id.as_str()) && e.policy == g.policy) {
                             prop_assert!(g.excluded_volume_ids.contains(&e.volume_id));
                         }
                     }

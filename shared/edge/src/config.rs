@@ -7,7 +7,7 @@
 
 use ebs_lifecycle_core::encryption::Remediate;
 use ebs_lifecycle_core::ownership::{Identity, DESCRIPTION_LIMIT};
-use ebs_lifecycle_core::policy::{Policies, Policy, PolicyError};
+use ebs_lifecycle_core::policy::{Consistency, Policies, Policy, PolicyError};
 use ebs_lifecycle_core::text::excerpt;
 
 #[derive(Debug, Clone)]
@@ -15,6 +15,9 @@ pub struct Config {
     pub policies: Policies,
     /// The tag key that opts a volume or instance in (`Backup`).
     pub selector_tag_key: String,
+    /// The policy covering every volume no selector tag decides
+    /// (`DEFAULT_POLICY`, stack parameter `DefaultPolicy`); `None`: none.
+    pub default_policy: Option<String>,
     /// Where notifications go; `None` logs them instead (local runs).
     pub topic_arn: Option<String>,
     pub dry_run: bool,
@@ -155,6 +158,26 @@ impl Config {
             |k| !(k.chars().count() > 128 || k.starts_with("aws:") || k.starts_with("lifecycle:")),
             "a tag key of at most 128 characters, not starting with aws: or lifecycle:",
         )?;
+        let default_policy = env.trimmed("DEFAULT_POLICY", |_| true, "")?;
+        if let Some(name) = &default_policy {
+            match policies.get(name) {
+                None => {
+                    return Err(env.invalid(
+                        "DEFAULT_POLICY",
+                        name,
+                        "names no policy of the document (POLICIES)",
+                    ))
+                }
+                Some(p) if p.consistency != Consistency::Volume => {
+                    return Err(env.invalid(
+                        "DEFAULT_POLICY",
+                        name,
+                        "the default policy covers volumes one by one: its consistency must be `volume`",
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
         let deployment_name = env.required(
             "DEPLOYMENT_NAME",
             |d| {
@@ -255,6 +278,7 @@ impl Config {
             ledger_table,
             policies,
             selector_tag_key,
+            default_policy,
             topic_arn,
             dry_run,
             max_deletions,
@@ -689,6 +713,33 @@ mod tests {
         assert_eq!(c.metrics_namespace, DEFAULT_METRICS_NAMESPACE);
         assert!(c.policies.get("default").is_some());
         assert!(c.topic_arn.is_none());
+    }
+
+    #[test]
+    fn the_default_policy_must_be_a_policy_of_the_document_taken_volume_by_volume() {
+        let doc = r#"{"gold": {"schedule": "@daily", "keep": {"last": 3}},
+                      "fleet": {"schedule": "@daily", "keep": {"last": 3}, "consistency": "instance"}}"#;
+        let with = |name: &str| {
+            load(&[
+                ("DEPLOYMENT_NAME", "d"),
+                ("POLICIES", doc),
+                ("DEFAULT_POLICY", name),
+            ])
+        };
+        assert_eq!(
+            with(" gold ").unwrap().default_policy.as_deref(),
+            Some("gold")
+        );
+        assert!(with("").unwrap().default_policy.is_none());
+        for (name, problem) in [
+            ("silver", "names no policy"),
+            ("none", "names no policy"),
+            ("fleet", "consistency must be `volume`"),
+        ] {
+            let e = with(name).unwrap_err();
+            assert_eq!(e.variable(), "DEFAULT_POLICY");
+            assert!(e.to_string().contains(problem), "{name}: {e}");
+        }
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 
-use ebs_lifecycle_core::model::{Snapshot, SnapshotState};
+use ebs_lifecycle_core::model::{Instance, Snapshot, SnapshotState, Volume};
 use ebs_lifecycle_core::ownership::{LostAnswer, Scope};
 use ebs_lifecycle_core::tags;
 use ebs_lifecycle_core::targets::{self, InstanceTarget, Resolution, Target, VolumeTarget};
@@ -18,29 +18,87 @@ use crate::ports::ec2::{Ec2Error, SnapshotCatalog, VolumeInventory};
 use crate::ports::ledger::{Ledger, LedgerError};
 
 /// The opted-in volumes and instances (server-side tag filters) and the
-/// volumes attached to those instances, resolved to their policies.
+/// volumes attached to those instances, resolved to their policies; with a
+/// default policy, every volume of the region is read and those no tag
+/// decides are covered by it ([`with_default`]).
 pub async fn discover(
     inventory: &dyn VolumeInventory,
     config: &Config,
 ) -> Result<Resolution, Ec2Error> {
     let key = config.selector_tag_key.as_str();
-    let (tagged_volumes, tagged_instances) = tokio::try_join!(
-        inventory.volumes_tagged(key),
-        inventory.instances_tagged(key)
-    )?;
+    let (all_volumes, tagged_instances) = match config.default_policy {
+        // Every volume is read anyway: the tagged ones are among them.
+        Some(_) => tokio::try_join!(inventory.all_volumes(), inventory.instances_tagged(key))?,
+        None => tokio::try_join!(
+            inventory.volumes_tagged(key),
+            inventory.instances_tagged(key)
+        )?,
+    };
+    let tagged_volumes: Vec<_> = all_volumes
+        .iter()
+        .filter(|v| v.tags.contains_key(key))
+        .cloned()
+        .collect();
     let instance_ids: Vec<String> = tagged_instances.iter().map(|i| i.id.clone()).collect();
     let attached = if instance_ids.is_empty() {
         Vec::new()
     } else {
         inventory.volumes_attached_to(&instance_ids).await?
     };
-    Ok(targets::resolve(
+    let mut resolution = targets::resolve(
         key,
         &config.policies,
         &tagged_volumes,
         &tagged_instances,
         &attached,
-    ))
+    );
+    with_default(
+        inventory,
+        config,
+        &mut resolution,
+        &all_volumes,
+        &tagged_instances,
+    )
+    .await?;
+    Ok(resolution)
+}
+
+/// The stack's default policy, if it has one, over `all_volumes` (every
+/// volume of the region): what no selector tag decides is covered by it
+/// (`targets::cover_by_default`). The instances those volumes are attached
+/// to are read by id (a boot volume is told by its instance's root device;
+/// the instance's tags are copied as a tagged instance's are).
+pub async fn with_default(
+    inventory: &dyn VolumeInventory,
+    config: &Config,
+    resolution: &mut Resolution,
+    all_volumes: &[Volume],
+    tagged_instances: &[Instance],
+) -> Result<(), Ec2Error> {
+    let Some(policy) = config
+        .default_policy
+        .as_deref()
+        .and_then(|name| config.policies.get(name))
+    else {
+        return Ok(());
+    };
+    let key = config.selector_tag_key.as_str();
+    let tagged: BTreeSet<&str> = tagged_instances.iter().map(|i| i.id.as_str()).collect();
+    let others: Vec<String> = all_volumes
+        .iter()
+        .filter(|v| !v.tags.contains_key(key))
+        .filter_map(|v| v.attachment.as_ref().map(|a| a.instance_id.clone()))
+        .filter(|i| !tagged.contains(i.as_str()))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let instances = if others.is_empty() {
+        Vec::new()
+    } else {
+        inventory.instances_by_id(&others).await?
+    };
+    targets::cover_by_default(resolution, key, policy, all_volumes, &tagged, &instances);
+    Ok(())
 }
 
 /// The targets by policy name, in name order.
