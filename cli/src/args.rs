@@ -34,6 +34,10 @@ pub struct Cli {
         global = true
     )]
     pub selector_tag_key: String,
+    /// The stack's `DefaultPolicy` parameter, if it sets one: `plan` then
+    /// covers every volume no selector tag decides, as the functions do.
+    #[arg(long, env = "EBS_LIFECYCLE_DEFAULT_POLICY", global = true)]
+    pub default_policy: Option<String>,
     /// `json` prints one JSON object (docs/restore.md gives its fields).
     #[arg(long, value_enum, default_value_t = Output::Text, global = true)]
     pub output: Output,

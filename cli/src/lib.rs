@@ -389,6 +389,7 @@ fn stack_config(
         ("LEDGER_TABLE", Some(table)),
         ("POLICIES", policies),
         ("SELECTOR_TAG_KEY", Some(cli.selector_tag_key.clone())),
+        ("DEFAULT_POLICY", cli.default_policy.clone()),
     ];
     let given = policies_file.is_some();
     let mut config = Config::from_lookup(|name| {

@@ -41,7 +41,7 @@ use ebs_lifecycle::ports::ec2::{
 use ebs_lifecycle::ports::keys::KeyDirectory;
 use ebs_lifecycle::ports::ledger::Ledger;
 use ebs_lifecycle::ports::notifier::Notifier;
-use ebs_lifecycle::services::ownership;
+use ebs_lifecycle::services::{due, ownership};
 use ebs_lifecycle_core::encryption::{
     self, AllowedKeys, Checked, Copies, Finding, FindingKind, Fix, Permissions, Remedy, Rules,
 };
@@ -51,6 +51,7 @@ use ebs_lifecycle_core::notify::{DailyMemo, Notification, NotificationKind, Seve
 use ebs_lifecycle_core::ownership::Scope;
 use ebs_lifecycle_core::ownership::{CopyRecord, Suspect};
 use ebs_lifecycle_core::tags;
+use ebs_lifecycle_core::targets::Target;
 
 pub const FUNCTION: &str = "check-encryption";
 
@@ -657,36 +658,25 @@ async fn encrypted_copy(
     }
 }
 
-/// The opted-in volumes with their policy: tagged themselves, or attached to
-/// a tagged instance (the volume's own tag wins).
+/// The volumes the deployment covers, with their policy, resolved as
+/// create-snapshots resolves them (`services::due::discover`: own tag,
+/// instance tag, `none`, exclusions, the default policy).
 async fn opted_in_volumes(
     ports: Ports<'_>,
     config: &Config,
 ) -> Result<Vec<(Volume, String)>, InvocationError> {
-    let key = &config.selector_tag_key;
-    let mut out: BTreeMap<String, (Volume, String)> = BTreeMap::new();
-    let instances = ports.inventory.instances_tagged(key).await?;
-    let policy_of: BTreeMap<String, String> = instances
-        .iter()
-        .filter_map(|i| Some((i.id.clone(), i.tags.get(key)?.clone())))
-        .collect();
-    if !policy_of.is_empty() {
-        let ids: Vec<String> = policy_of.keys().cloned().collect();
-        for v in ports.inventory.volumes_attached_to(&ids).await? {
-            let policy = v
-                .attachment
-                .as_ref()
-                .and_then(|a| policy_of.get(&a.instance_id))
-                .cloned()
-                .unwrap_or_default();
-            out.insert(v.id.clone(), (v, policy));
-        }
-    }
-    for v in ports.inventory.volumes_tagged(key).await? {
-        let policy = v.tags.get(key).cloned().unwrap_or_default();
-        out.insert(v.id.clone(), (v, policy));
-    }
-    Ok(out.into_values().collect())
+    let resolution = due::discover(ports.inventory, config).await?;
+    Ok(resolution
+        .targets
+        .into_iter()
+        .flat_map(|t| match t {
+            Target::Volume(v) => vec![(v.volume, v.policy)],
+            Target::Instance(g) => {
+                let policy = g.policy;
+                g.volumes.into_iter().map(|v| (v, policy.clone())).collect()
+            }
+        })
+        .collect())
 }
 
 impl Summary for RunSummary {

@@ -85,7 +85,8 @@ pub struct VolumeCoverage {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub restore: Option<RestoreStatus>,
     /// Why this deployment does not snapshot it although its instance opts
-    /// in: `policy fleet excludes it (boot volume)` ([`with_exclusions`]).
+    /// in or the default policy covers it: `policy fleet excludes it (boot
+    /// volume)` ([`with_exclusions`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub excluded: Option<String>,
 }

@@ -75,8 +75,8 @@ pub struct UnknownPolicy {
     pub volume_ids: Vec<String>,
 }
 
-/// A volume its instance's policy leaves out (the policy's `exclude`), and
-/// why: what the report shows for it.
+/// A volume its instance's policy, or the default policy, leaves out (the
+/// policy's `exclude`), and why: what the report shows for it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Excluded {
     pub volume_id: String,

@@ -42,6 +42,20 @@ pub async fn discover(
     let instance_ids: Vec<String> = tagged_instances.iter().map(|i| i.id.clone()).collect();
     let attached = if instance_ids.is_empty() {
         Vec::new()
+    } else if config.default_policy.is_some() {
+        // From the one listing, not a second read: a volume moved between
+        // two reads could be covered both by its new instance and by the
+        // default policy.
+        let ids: BTreeSet<&str> = instance_ids.iter().map(String::as_str).collect();
+        all_volumes
+            .iter()
+            .filter(|v| {
+                v.attachment
+                    .as_ref()
+                    .is_some_and(|a| ids.contains(a.instance_id.as_str()))
+            })
+            .cloned()
+            .collect()
     } else {
         inventory.volumes_attached_to(&instance_ids).await?
     };
