@@ -67,17 +67,18 @@ async fn run_with(
 }
 
 async fn run(moto: &Moto, notifier: &RecordingNotifier, now: DateTime<Utc>) -> RunSummary {
+    run_configured(moto, notifier, &config(POLICIES), now).await
+}
+
+/// [`run`] under another configuration.
+async fn run_configured(
+    moto: &Moto,
+    notifier: &RecordingNotifier,
+    config: &Config,
+    now: DateTime<Utc>,
+) -> RunSummary {
     let adapter = Ec2Adapter::new(moto.ec2());
-    run_with(
-        moto,
-        &adapter,
-        &adapter,
-        notifier,
-        &config(POLICIES),
-        now,
-        plenty(),
-    )
-    .await
+    run_with(moto, &adapter, &adapter, notifier, config, now, plenty()).await
 }
 
 #[tokio::test]
@@ -242,18 +243,8 @@ async fn exclusions_leave_the_boot_scratch_and_throughput_volumes_out_of_the_ins
     ] {
         attach(&ec2, volume, &instance, device).await;
     }
-    let adapter = Ec2Adapter::new(moto.ec2());
     let notifier = RecordingNotifier::default();
-    let summary = run_with(
-        &moto,
-        &adapter,
-        &adapter,
-        &notifier,
-        &config(LEAN),
-        at("2026-03-01T00:15:00Z"),
-        plenty(),
-    )
-    .await;
+    let summary = run_configured(&moto, &notifier, &config(LEAN), at("2026-03-01T00:15:00Z")).await;
 
     let mut created: Vec<&str> = summary
         .created
@@ -293,16 +284,12 @@ async fn a_default_policy_snapshots_the_volume_nobody_tagged_and_leaves_the_opte
     let (instance, root) = run_instance(&ec2, &[]).await;
     let data = create_volume(&ec2, 10, &[]).await;
     attach(&ec2, &data, &instance, "/dev/sdf").await;
-    let adapter = Ec2Adapter::new(moto.ec2());
     let notifier = RecordingNotifier::default();
-    let summary = run_with(
+    let summary = run_configured(
         &moto,
-        &adapter,
-        &adapter,
         &notifier,
         &config_with(DOC, &[("DEFAULT_POLICY", "catch")]),
         at("2026-03-01T00:15:00Z"),
-        plenty(),
     )
     .await;
     assert!(summary.failed.is_empty(), "{:?}", summary.failed);

@@ -804,6 +804,35 @@ mod tests {
             })
         }
 
+        /// What EC2's server-side filters list of the account: the volumes
+        /// and instances with the selector tag, and the volumes attached to
+        /// those instances.
+        fn listed(
+            volumes: &[Volume],
+            instances: &[Instance],
+        ) -> (Vec<Volume>, Vec<Instance>, Vec<Volume>) {
+            let tagged_volumes = volumes
+                .iter()
+                .filter(|v| v.tags.contains_key("Backup"))
+                .cloned()
+                .collect();
+            let tagged_instances: Vec<Instance> = instances
+                .iter()
+                .filter(|i| i.tags.contains_key("Backup"))
+                .cloned()
+                .collect();
+            let attached = volumes
+                .iter()
+                .filter(|v| {
+                    v.attachment
+                        .as_ref()
+                        .is_some_and(|a| tagged_instances.iter().any(|i| i.id == a.instance_id))
+                })
+                .cloned()
+                .collect();
+            (tagged_volumes, tagged_instances, attached)
+        }
+
         proptest! {
             #[test]
             fn with_a_default_policy_every_volume_is_covered_excluded_reported_or_opted_out_once(
@@ -831,14 +860,8 @@ mod tests {
                     v.tags = none(v.tags, opt_out[i]);
                     v
                 }).collect();
-                let tagged_volumes: Vec<Volume> = volumes.iter().filter(|v| v.tags.contains_key("Backup")).cloned().collect();
-                let tagged_instances: Vec<Instance> = instances.iter().filter(|i| i.tags.contains_key("Backup")).cloned().collect();
+                let (tagged_volumes, tagged_instances, attached) = listed(&volumes, &instances);
                 let ids: BTreeSet<&str> = tagged_instances.iter().map(|i| i.id.as_str()).collect();
-                let attached: Vec<Volume> = volumes
-                    .iter()
-                    .filter(|v| v.attachment.as_ref().is_some_and(|a| ids.contains(a.instance_id.as_str())))
-                    .cloned()
-                    .collect();
                 let untagged: Vec<Instance> = instances.iter().filter(|i| !i.tags.contains_key("Backup")).cloned().collect();
                 let mut r = resolve("Backup", &policies, &tagged_volumes, &tagged_instances, &attached);
                 cover_by_default(&mut r, "Backup", policies.get("default").unwrap(), &volumes, &ids, &untagged);
@@ -900,13 +923,7 @@ mod tests {
                     if let (true, Some(a)) = (root[i], v.attachment.as_mut()) { a.device = "/dev/xvda".into(); }
                     v
                 }).collect();
-                let tagged_volumes: Vec<Volume> = volumes.iter().filter(|v| v.tags.contains_key("Backup")).cloned().collect();
-                let tagged_instances: Vec<Instance> = instances.iter().filter(|i| i.tags.contains_key("Backup")).cloned().collect();
-                let attached: Vec<Volume> = volumes
-                    .iter()
-                    .filter(|v| v.attachment.as_ref().is_some_and(|a| tagged_instances.iter().any(|i| i.id == a.instance_id)))
-                    .cloned()
-                    .collect();
+                let (tagged_volumes, tagged_instances, attached) = listed(&volumes, &instances);
                 let r = resolve("Backup", &policies, &tagged_volumes, &tagged_instances, &attached);
 
                 let targeted: BTreeSet<&str> = r.targets.iter().flat_map(|t| t.volume_ids()).collect();
@@ -947,13 +964,7 @@ mod tests {
         proptest! {
             #[test]
             fn every_opted_in_volume_is_targeted_or_reported_exactly_once((volumes, instances) in account()) {
-                let tagged_volumes: Vec<Volume> = volumes.iter().filter(|v| v.tags.contains_key("Backup")).cloned().collect();
-                let tagged_instances: Vec<Instance> = instances.iter().filter(|i| i.tags.contains_key("Backup")).cloned().collect();
-                let attached: Vec<Volume> = volumes
-                    .iter()
-                    .filter(|v| v.attachment.as_ref().is_some_and(|a| tagged_instances.iter().any(|i| i.id == a.instance_id)))
-                    .cloned()
-                    .collect();
+                let (tagged_volumes, tagged_instances, attached) = listed(&volumes, &instances);
                 let r = run(&tagged_volumes, &tagged_instances, &attached);
                 prop_assert!(r.excluded.is_empty(), "no policy here excludes anything");
 
